@@ -1,0 +1,30 @@
+/*
+** modules.h: every C module scripts can `require`, installed from one table
+** (runtime/bind_modules.c), so the list lives in one place.
+*/
+#ifndef USERSYNC_MODULES_H
+#define USERSYNC_MODULES_H
+#include <lua.h>
+
+int luaopen_usersync_core(lua_State *L);
+int luaopen_usersync_http(lua_State *L);
+int luaopen_usersync_json(lua_State *L);
+int luaopen_usersync_re(lua_State *L);
+int luaopen_usersync_store(lua_State *L);
+int luaopen_usersync_log(lua_State *L);
+int luaopen_usersync_time(lua_State *L);
+
+/* Puts every C module and the built-in Lua library into package.preload. */
+void us_modules_preload(lua_State *L);
+
+/* The host's accounting, reachable from bindings (stored in the state's
+** extra space, so every coroutine sees it). */
+struct us_host_state {
+  size_t used;  /* bytes held by the Lua state */
+  size_t limit; /* allocation fails beyond this */
+  long long budget; /* instructions left for the sandboxed call; <0: none */
+  long long budget_total;
+};
+struct us_host_state *us_host_state(lua_State *L);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+** bind_core.c: `usersync.core`, what the built-in Lua library needs from the
+** host itself: library versions, memory accounting, and sandboxed calls with
+** an instruction budget and a memory cap.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <openssl/crypto.h>
+#include <pcre2.h>
+#include <sqlite3.h>
+
+#include "usersync/modules.h"
+
+/* How many VM instructions pass between two checks of the budget. */
+#define BUDGET_STEP 1000
+
+/* core.versions() -> { usersync=, lua=, curl=, tls=, pcre2=, sqlite=, openssl= } */
+static int core_versions(lua_State *L) {
+  const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+  char pcre[64] = "";
+  pcre2_config(PCRE2_CONFIG_VERSION, pcre);
+  lua_newtable(L);
+  lua_pushliteral(L, USERSYNC_VERSION);
+  lua_setfield(L, -2, "usersync");
+  lua_pushliteral(L, LUA_RELEASE);
+  lua_setfield(L, -2, "lua");
+  lua_pushstring(L, cv->version);
+  lua_setfield(L, -2, "curl");
+  lua_pushstring(L, cv->ssl_version ? cv->ssl_version : "none");
+  lua_setfield(L, -2, "tls");
+  lua_pushstring(L, pcre);
+  lua_setfield(L, -2, "pcre2");
+  lua_pushstring(L, sqlite3_libversion());
+  lua_setfield(L, -2, "sqlite");
+  lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
+  lua_setfield(L, -2, "openssl");
+  return 1;
+}
+
+/* core.memory() -> bytes used, limit */
+static int core_memory(lua_State *L) {
+  struct us_host_state *hs = us_host_state(L);
+  lua_pushinteger(L, (lua_Integer)hs->used);
+  lua_pushinteger(L, (lua_Integer)hs->limit);
+  return 2;
+}
+
+/* Count hook: charges BUDGET_STEP instructions; raises "<chunk>:<line>:
+** instruction budget of N exceeded" naming the running script when spent. */
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  struct us_host_state *hs = us_host_state(L);
+  if (hs->budget < 0)
+    return;
+  hs->budget -= BUDGET_STEP;
+  if (hs->budget > 0)
+    return;
+  hs->budget = -1; /* one error only; the caller restores the hook state */
+  lua_Debug info;
+  if (lua_getstack(L, 0, &info) && lua_getinfo(L, "Sl", &info) && info.currentline > 0)
+    luaL_error(L, "%s:%d: instruction budget of %I exceeded (runaway loop?)", info.short_src,
+               info.currentline, (lua_Integer)hs->budget_total);
+  luaL_error(L, "instruction budget of %I exceeded (runaway loop?)",
+             (lua_Integer)hs->budget_total);
+}
+
+static int sandbox_msgh(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING)
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+  return 1;
+}
+
+/* core.sandbox_call(instructions, memory, fn, ...) -> true, results... |
+** false, err. Runs fn under a protected call with a traceback, at most
+** `instructions` VM instructions (0: no budget) and at most `memory` more
+** bytes (0: no cap beyond the state's). Nested calls keep the outer limits
+** when they are tighter. */
+static int core_sandbox_call(lua_State *L) {
+  lua_Integer instructions = luaL_checkinteger(L, 1);
+  lua_Integer memory = luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  struct us_host_state *hs = us_host_state(L);
+  long long saved_budget = hs->budget, saved_total = hs->budget_total;
+  size_t saved_limit = hs->limit;
+  lua_Hook saved_hook = lua_gethook(L);
+  int saved_mask = lua_gethookmask(L), saved_count = lua_gethookcount(L);
+
+  if (instructions > 0 && (hs->budget < 0 || instructions < hs->budget)) {
+    hs->budget = instructions;
+    hs->budget_total = instructions;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
+  }
+  if (memory > 0 && hs->used + (size_t)memory < hs->limit)
+    hs->limit = hs->used + (size_t)memory;
+
+  int nargs = lua_gettop(L) - 3;
+  lua_pushcfunction(L, sandbox_msgh);
+  lua_insert(L, 3);
+  int status = lua_pcall(L, nargs, LUA_MULTRET, 3);
+
+  hs->budget = saved_budget;
+  hs->budget_total = saved_total;
+  hs->limit = saved_limit;
+  lua_sethook(L, saved_hook, saved_mask, saved_count);
+
+  if (status == LUA_ERRMEM) {
+    lua_settop(L, 0);
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "memory cap of %I bytes exceeded", memory);
+    return 2;
+  }
+  lua_pushboolean(L, status == LUA_OK);
+  lua_replace(L, 3);
+  return lua_gettop(L) - 2;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"versions", core_versions},
+    {"memory", core_memory},
+    {"sandbox_call", core_sandbox_call},
+    {NULL, NULL},
+};
+
+int luaopen_usersync_core(lua_State *L) {
+  luaL_newlib(L, core_funcs);
+  return 1;
+}

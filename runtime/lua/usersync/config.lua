@@ -1,0 +1,360 @@
+-- usersync.config: loads the config file (a Lua chunk run in the sandbox that
+-- returns a table, DESIGN.md §2) and validates it against the schema below.
+--
+--   local config = require "usersync.config"
+--   local cfg, errors = config.load("usersync.conf.lua")
+--   -- cfg: the validated table with defaults filled in, or nil
+--   -- errors: list of "file: key.path: expected ..., got ..." (all of them)
+--
+-- The schema is data: each node is { kind, ... }. Unknown keys, wrong types,
+-- bad values and missing required keys are all errors naming the key path.
+local sandbox = require "usersync.sandbox"
+local secrets = require "usersync.secrets"
+
+local M = {}
+
+---------------------------------------------------------------- schema nodes
+local function node(kind, t) t = t or {}; t.kind = kind; return t end
+local function str(t) return node("string", t) end
+local function bool(t) return node("boolean", t) end
+local function int(t) return node("integer", t) end
+local function enum(values, t) t = t or {}; t.values = values; return node("enum", t) end
+local function list(of, t) t = t or {}; t.of = of; return node("list", t) end
+local function map(of, t) t = t or {}; t.of = of; return node("map", t) end
+local function record(fields, t) t = t or {}; t.fields = fields; return node("record", t) end
+local function secret(t) return node("secret", t) end
+local function duration(t) return node("duration", t) end
+local function url(t) return node("url", t) end
+local function pattern(t) return node("pattern", t) end
+local function oneof(options, t) t = t or {}; t.options = options; return node("oneof", t) end
+
+M.nodes = { str = str, bool = bool, int = int, enum = enum, list = list, map = map,
+            record = record, secret = secret, duration = duration, url = url,
+            pattern = pattern, oneof = oneof }
+
+local http_opts = {
+  ca_file = str(), timeout = duration(), concurrency = int { min = 1, max = 64 },
+  insecure_skip_verify = bool(),
+}
+
+local source = record({
+  type = enum({ "okta" }, { required = true }),
+  url = url { required = true },
+  token = secret(),
+  oauth = record({
+    client_id = str { required = true },
+    private_key = secret { required = true },
+    key_id = str(),
+    scopes = list(str()),
+    dpop = bool { default = true },
+  }),
+  app_id = str(),
+  filter = str(),
+  search = str(),
+  budget_share = node("share", { doc = "share of each Okta rate-limit bucket usersync may use" }),
+  concurrency = int { min = 1, max = 75 },
+  status_map = map(enum({ "active", "inactive", "skip" })),
+  ca_file = str(), timeout = duration(),
+}, { check = function(_, path, err, v)
+  if v.token == nil and v.oauth == nil then
+    err(path, "needs `token` (SSWS API token) or `oauth` (service app)")
+  elseif v.token ~= nil and v.oauth ~= nil then
+    err(path, "has both `token` and `oauth`; choose one")
+  end
+end })
+
+local target = record({
+  type = enum({ "jira", "confluence", "bitbucket" }, { required = true }),
+  url = url { required = true },
+  token = secret(),
+  user = str(),
+  password = secret(),
+  concurrency = int { min = 1, max = 64, default = 8 },
+  ca_file = str(), timeout = duration(),
+}, { check = function(_, path, err, v)
+  if v.token == nil and (v.user == nil or v.password == nil) then
+    err(path, "needs `token` (personal access token) or `user` and `password`")
+  elseif v.token ~= nil and v.user ~= nil then
+    err(path, "has both `token` and `user`; choose one")
+  end
+end })
+
+local group_map = map(oneof({ str(), list(str()) }))
+
+local sync_entry = record({
+  name = str { required = true },
+  source = str { required = true },
+  targets = list(str(), { required = true, nonempty = true }),
+  every = duration(),
+  users = record({
+    create = bool { default = true }, update = bool { default = true },
+    rename = bool { default = true },
+    deactivate = bool { default = true }, reactivate = bool { default = true },
+    delete = bool { default = false },
+    project_lead = str(), component_lead = str(),
+  }, { default = {} }),
+  groups = record({
+    mode = enum({ "manual", "on_the_fly" }, { default = "manual" }),
+    map = group_map,
+    create_missing = bool { default = true },
+    keep_existing = bool { default = true },
+    include = list(pattern()), exclude = list(pattern()),
+    rename = list(list(str(), { len = 2 })),
+  }, { default = {} }),
+  defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
+  policy = str(),
+  deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
+  limits = record({ max_deprovision = node("share") }, { default = {} }),
+})
+
+M.schema = record({
+  state = str { default = "usersync.db" },
+  log = record({ level = enum({ "debug", "info", "warn", "error" }), format = enum({ "text", "json" }) }),
+  sources = map(source, { required = true, nonempty = true }),
+  targets = map(target, { required = true, nonempty = true }),
+  sync = list(sync_entry, { required = true, nonempty = true }),
+  history = record({ keep = duration() }),
+  serve = record({
+    listen = str { default = "127.0.0.1:8080" },
+    tls = record({ cert = str { required = true }, key = str { required = true } }),
+    okta_hook = record({ path = str { default = "/hooks/okta" }, secret = secret { required = true },
+                         max_body = int { min = 1024 } }),
+    poll_logs = duration(),
+    jobs = list(record({ script = str { required = true }, every = duration { required = true } })),
+  }),
+}, { check = function(v, path, err)
+  for i, s in ipairs(v.sync or {}) do
+    if type(s) == "table" then
+      if type(s.source) == "string" and type(v.sources) == "table" and v.sources[s.source] == nil then
+        err(("sync[%d].source"):format(i), ("no source named %q in `sources`"):format(s.source))
+      end
+      for j, t in ipairs(type(s.targets) == "table" and s.targets or {}) do
+        if type(t) == "string" and type(v.targets) == "table" and v.targets[t] == nil then
+          err(("sync[%d].targets[%d]"):format(i, j), ("no target named %q in `targets`"):format(t))
+        end
+      end
+    end
+  end
+  local seen = {}
+  for i, s in ipairs(v.sync or {}) do
+    if type(s) == "table" and type(s.name) == "string" then
+      if seen[s.name] then err(("sync[%d].name"):format(i), ("duplicate sync name %q"):format(s.name)) end
+      seen[s.name] = true
+    end
+  end
+end })
+
+---------------------------------------------------------------- validation
+local function describe(v)
+  if secrets.is_missing(v) then return "a missing secret" end
+  local t = type(v)
+  if t == "string" then return ("%q"):format(#v > 40 and v:sub(1, 40) .. "..." or v) end
+  if t == "table" then return (#v > 0 or next(v) == nil) and "a list" or "a table" end
+  if t == "number" or t == "boolean" then return tostring(v) end
+  return "a " .. t
+end
+
+local function join(path, k)
+  if type(k) == "number" then return path .. "[" .. k .. "]" end
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then
+    return path == "" and k or path .. "." .. k
+  end
+  return path .. "[" .. ("%q"):format(tostring(k)) .. "]"
+end
+
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
+
+-- "30m" / "1h30m" / 45 -> seconds, or nil.
+function M.parse_duration(v)
+  if math.type(v) == "integer" and v > 0 then return v end
+  if type(v) ~= "string" or v == "" then return nil end
+  local total, rest = 0, v
+  while rest ~= "" do
+    local n, u, r = rest:match("^(%d+)([smhd])(.*)$")
+    if not n then return nil end
+    total, rest = total + tonumber(n) * UNITS[u], r
+  end
+  return total > 0 and total or nil
+end
+
+-- "5%" -> {percent=5}; 10 -> {count=10}; nil if neither.
+function M.parse_share(v)
+  if math.type(v) == "integer" and v >= 0 then return { count = v } end
+  if type(v) == "string" then
+    local p = v:match("^(%d+%.?%d*)%%$")
+    p = tonumber(p)
+    if p and p >= 0 and p <= 100 then return { percent = p } end
+  end
+  return nil
+end
+
+local check -- forward
+
+local checkers = {}
+
+function checkers.string(n, v, path, err)
+  if type(v) ~= "string" then return err(path, "expected a string, got " .. describe(v)) end
+  return v
+end
+function checkers.boolean(n, v, path, err)
+  if type(v) ~= "boolean" then return err(path, "expected true or false, got " .. describe(v)) end
+  return v
+end
+function checkers.integer(n, v, path, err)
+  if math.type(v) ~= "integer" then return err(path, "expected an integer, got " .. describe(v)) end
+  if (n.min and v < n.min) or (n.max and v > n.max) then
+    return err(path, ("expected an integer from %d to %d, got %d"):format(n.min or math.mininteger, n.max or math.maxinteger, v))
+  end
+  return v
+end
+function checkers.enum(n, v, path, err)
+  for _, ok in ipairs(n.values) do if v == ok then return v end end
+  local q = {}
+  for i, ok in ipairs(n.values) do q[i] = ("%q"):format(ok) end
+  local want = #q == 1 and q[1] or table.concat(q, ", ", 1, #q - 1) .. " or " .. q[#q]
+  return err(path, "expected " .. want .. ", got " .. describe(v))
+end
+function checkers.secret(n, v, path, err)
+  if secrets.is_missing(v) then return err(path, v.reason) end
+  if type(v) ~= "string" then
+    return err(path, "expected a secret (env \"NAME\" or file \"PATH\"), got " .. describe(v))
+  end
+  return secrets.register(v)
+end
+function checkers.url(n, v, path, err)
+  if type(v) ~= "string" then return err(path, "expected a URL, got " .. describe(v)) end
+  if not v:match("^https?://[^/%s]+") then
+    return err(path, "expected an http:// or https:// URL, got " .. describe(v))
+  end
+  return (v:gsub("/+$", ""))
+end
+function checkers.duration(n, v, path, err)
+  if not M.parse_duration(v) then
+    return err(path, "expected a duration like \"30s\", \"15m\", \"1h\" or \"7d\", got " .. describe(v))
+  end
+  return v
+end
+function checkers.share(n, v, path, err)
+  if not M.parse_share(v) then
+    return err(path, "expected a count (10) or a percentage (\"5%\"), got " .. describe(v))
+  end
+  return v
+end
+function checkers.pattern(n, v, path, err)
+  if type(v) ~= "string" then return err(path, "expected a pattern string, got " .. describe(v)) end
+  local ok, re = pcall(require, "usersync.re")
+  if ok and type(re) == "table" and re.compile then
+    local p, msg = re.compile(v)
+    if not p then return err(path, "bad pattern: " .. tostring(msg)) end
+  end
+  return v
+end
+function checkers.list(n, v, path, err)
+  if type(v) ~= "table" then return err(path, "expected a list, got " .. describe(v)) end
+  local count = 0
+  for k in pairs(v) do
+    count = count + 1
+    if math.type(k) ~= "integer" or k < 1 then
+      return err(join(path, k), "unexpected key in a list")
+    end
+  end
+  if count ~= #v then return err(path, "expected a list without holes") end
+  if n.nonempty and #v == 0 then return err(path, "expected at least one entry") end
+  if n.len and #v ~= n.len then return err(path, ("expected exactly %d entries, got %d"):format(n.len, #v)) end
+  local out = {}
+  for i, item in ipairs(v) do out[i] = check(n.of, item, join(path, i), err) end
+  return out
+end
+function checkers.map(n, v, path, err)
+  if type(v) ~= "table" then return err(path, "expected a table of named entries, got " .. describe(v)) end
+  if n.nonempty and next(v) == nil then return err(path, "expected at least one entry") end
+  local out = {}
+  for k, item in pairs(v) do
+    if type(k) ~= "string" then
+      err(join(path, k), "expected named entries (string keys)")
+    else
+      out[k] = check(n.of, item, join(path, k), err)
+    end
+  end
+  return out
+end
+function checkers.record(n, v, path, err)
+  if type(v) ~= "table" then return err(path, "expected a table, got " .. describe(v)) end
+  local out = {}
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not n.fields[k] then
+      local known = {}
+      for f in pairs(n.fields) do known[#known + 1] = f end
+      table.sort(known)
+      err(join(path, k), "unknown key (known: " .. table.concat(known, ", ") .. ")")
+    end
+  end
+  local names = {}
+  for f in pairs(n.fields) do names[#names + 1] = f end
+  table.sort(names)
+  for _, f in ipairs(names) do
+    local sub = n.fields[f]
+    local val = v[f]
+    if val == nil then
+      if sub.required then
+        err(join(path, f), "missing (required)")
+      elseif sub.default ~= nil then
+        out[f] = check(sub, type(sub.default) == "table" and {} or sub.default, join(path, f), err)
+      end
+    else
+      out[f] = check(sub, val, join(path, f), err)
+    end
+  end
+  if n.check then n.check(out, path, err, v) end
+  return out
+end
+function checkers.oneof(n, v, path, err)
+  for _, opt in ipairs(n.options) do
+    local failed = false
+    local r = check(opt, v, path, function() failed = true end)
+    if not failed then return r end
+  end
+  return err(path, "expected a string or a list of strings, got " .. describe(v))
+end
+
+function check(n, v, path, err)
+  return checkers[n.kind](n, v, path, err)
+end
+
+-- Validates a config table. Returns the normalised table and a list of
+-- errors "key.path: message" (empty when valid).
+function M.validate(t)
+  local errors = {}
+  local function err(path, msg)
+    errors[#errors + 1] = (path == "" and "" or path .. ": ") .. msg
+    return nil
+  end
+  local cfg = check(M.schema, t, "", err)
+  return cfg, errors
+end
+
+-- Loads and validates a config file. Returns cfg | nil, errors (each
+-- prefixed with the file name).
+function M.load(path)
+  local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file })
+  if not fn then
+    local msg = tostring(envOrErr)
+    if not msg:find(path, 1, true) then msg = path .. ": " .. msg end
+    return nil, { msg }
+  end
+  local ok, t = sandbox.call({ instructions = 10 * 1000 * 1000 }, fn)
+  if not ok then return nil, { secrets.mask(tostring(t)) } end
+  if type(t) ~= "table" then
+    return nil, { path .. ": the config must return a table, got " .. describe(t) }
+  end
+  local cfg, errors = M.validate(t)
+  for i, e in ipairs(errors) do errors[i] = path .. ": " .. e end
+  if #errors > 0 then return nil, errors end
+  cfg._path = path
+  return cfg, errors
+end
+
+return M

@@ -1,0 +1,42 @@
+# Test registration, included from the top-level CMakeLists.txt.
+#   tests/unit/test_*.c    C unit tests (one executable each, linked to usersync_core)
+#   tests/lua/test_*.lua   Lua tests run by the usersync binary (`usersync run`)
+#   tests/fakes/test_*.py  simulator contract and behaviour tests
+#   tests/e2e/test_*.sh    black-box scenarios against the simulators
+# Tests that need a local server start it themselves (see tests/lua/support).
+find_program(PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(NOT PYTHON3)
+  find_program(PYTHON3 NAMES python3 REQUIRED)
+endif()
+
+set(US_TEST_ENV "USERSYNC=$<TARGET_FILE:usersync>;PYTHON3=${PYTHON3};SOURCE_DIR=${CMAKE_SOURCE_DIR};SHARED_DIR=${CMAKE_SOURCE_DIR}/../shared")
+
+file(GLOB US_UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
+foreach(src IN LISTS US_UNIT_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE usersync_core)
+  add_test(NAME unit/${name} COMMAND ${name})
+  set_tests_properties(unit/${name} PROPERTIES LABELS unit ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 120)
+endforeach()
+
+file(GLOB US_LUA_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/lua/test_*.lua)
+foreach(src IN LISTS US_LUA_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME lua/${name} COMMAND usersync run ${src})
+  set_tests_properties(lua/${name} PROPERTIES LABELS lua ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 180)
+endforeach()
+
+file(GLOB US_PY_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fakes/test_*.py)
+foreach(src IN LISTS US_PY_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME fakes/${name} COMMAND ${PYTHON3} ${src})
+  set_tests_properties(fakes/${name} PROPERTIES LABELS fakes ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 300)
+endforeach()
+
+file(GLOB US_E2E_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/e2e/test_*.sh)
+foreach(src IN LISTS US_E2E_TESTS)
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME e2e/${name} COMMAND bash ${src})
+  set_tests_properties(e2e/${name} PROPERTIES LABELS e2e ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 600)
+endforeach()
