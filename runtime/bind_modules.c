@@ -24,7 +24,6 @@ static const luaL_Reg c_modules[] = {
     {"usersync.json", luaopen_usersync_json},
     {"usersync.re", luaopen_usersync_re},
     {"usersync.store", luaopen_usersync_store},
-    {"usersync.log", luaopen_usersync_log},
     {"usersync.time", luaopen_usersync_time},
     {NULL, NULL},
 };

@@ -11,7 +11,6 @@ int luaopen_usersync_http(lua_State *L);
 int luaopen_usersync_json(lua_State *L);
 int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
-int luaopen_usersync_log(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 
 /* Puts every C module and the built-in Lua library into package.preload. */
