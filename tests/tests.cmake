@@ -9,6 +9,16 @@ if(NOT PYTHON3)
   find_program(PYTHON3 NAMES python3 REQUIRED)
 endif()
 
+# USERSYNC_VALGRIND=ON runs the C unit tests and the Lua tests under valgrind:
+# any error or definitely-lost block fails the test.
+option(USERSYNC_VALGRIND "Run unit and Lua tests under valgrind" OFF)
+set(US_WRAP "")
+if(USERSYNC_VALGRIND)
+  find_program(VALGRIND valgrind REQUIRED)
+  set(US_WRAP ${VALGRIND} --quiet --error-exitcode=99 --leak-check=full
+      --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no)
+endif()
+
 set(US_TEST_ENV "USERSYNC=$<TARGET_FILE:usersync>;PYTHON3=${PYTHON3};SOURCE_DIR=${CMAKE_SOURCE_DIR};SHARED_DIR=${CMAKE_SOURCE_DIR}/../shared")
 
 file(GLOB US_UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
@@ -16,16 +26,20 @@ foreach(src IN LISTS US_UNIT_TESTS)
   get_filename_component(name ${src} NAME_WE)
   add_executable(${name} ${src})
   target_link_libraries(${name} PRIVATE usersync_core)
-  add_test(NAME unit/${name} COMMAND ${name})
+  add_test(NAME unit/${name} COMMAND ${US_WRAP} $<TARGET_FILE:${name}>)
   set_tests_properties(unit/${name} PROPERTIES LABELS unit ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 120)
 endforeach()
 
 file(GLOB US_LUA_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/lua/test_*.lua)
 foreach(src IN LISTS US_LUA_TESTS)
   get_filename_component(name ${src} NAME_WE)
-  add_test(NAME lua/${name} COMMAND usersync run ${src})
+  add_test(NAME lua/${name} COMMAND ${US_WRAP} $<TARGET_FILE:usersync> run ${src})
   set_tests_properties(lua/${name} PROPERTIES LABELS lua ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 180)
 endforeach()
+
+if(USERSYNC_VALGRIND)
+  return()  # simulator and end-to-end tests gain nothing under valgrind
+endif()
 
 file(GLOB US_PY_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fakes/test_*.py)
 foreach(src IN LISTS US_PY_TESTS)

@@ -99,8 +99,10 @@ function commands.check(args)
   local cfg, errors = require("usersync.config").load(path)
   if opts.json then
     local cjson = require "cjson"
-    local out = { config = path, valid = cfg ~= nil, errors = setmetatable(errors, cjson.array_mt) }
-    io.write(secrets.mask(cjson.encode(out)), "\n")
+    local items = {}
+    for i, e in ipairs(errors) do items[i] = cjson.encode(e) end
+    io.write(secrets.mask(('{"config":%s,"valid":%s,"errors":[%s]}'):format(
+      cjson.encode(path), tostring(cfg ~= nil), table.concat(items, ","))), "\n")
     return cfg and EXIT_OK or EXIT_USAGE
   end
   if not cfg then

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Installs the Debian 12 packages usersync needs to build, test and run the
+# demo. Installs only what is missing; needs root (or sudo) when something is.
+set -eu
+PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
+liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
+libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk"
+
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root to install:$missing" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "install-deps: installing$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
