@@ -25,6 +25,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.re", luaopen_usersync_re},
     {"usersync.store", luaopen_usersync_store},
     {"usersync.time", luaopen_usersync_time},
+    {"usersync.crypto", luaopen_usersync_crypto},
     {NULL, NULL},
 };
 

@@ -12,6 +12,7 @@ int luaopen_usersync_json(lua_State *L);
 int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
+int luaopen_usersync_crypto(lua_State *L);
 
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);
