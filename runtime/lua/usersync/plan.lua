@@ -1,0 +1,424 @@
+-- usersync.plan: computes what one sync entry must change in one target
+-- (DESIGN.md §5). Pure: it reads snapshots and the store's links, asks the
+-- policy, and returns operations with reasons; it writes nothing.
+--
+--   local plan = require "usersync.plan"
+--   local p = plan.build{
+--     sync = cfg.sync[1],                      -- validated sync entry
+--     target = { name = "jira", type = "jira" },
+--     policy = pol,                            -- usersync.policy object
+--     source = { users = {...}, groups = { [id] = group } },
+--     accounts = { { name=, display_name=, email=, active=, groups = {...} } },
+--     groups = { "jira-users", ... },          -- target groups
+--     leads = { ["alice"] = { projects = {"ABC"}, components = {"10001"} } },
+--     links = { ["00u1"] = "alice" },          -- okta id -> account name (this target)
+--     owned_memberships = { ["jira-users"] = { ["alice"] = true } },  -- lowercase keys
+--     owned_groups = { ["jira-users"] = true },
+--     only = { ["00u1"] = true },              -- optional: plan for these users only
+--     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
+--   }
+--   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts
+--
+-- Source users carry `groups`, a list of Okta group ids. Account and group
+-- names compare case-insensitively, as the Atlassian products do.
+--
+-- Operation: { kind, target, subject, reason, okta_id?, ... } where kind is
+-- one of (in plan order):
+--   create_group{group}  create_user{name, display_name, email}
+--   link{name} (adopt an existing account: no server write)
+--   update_user{name, changes = { display_name = {from,to}, email = {from,to} }}
+--   rename_user{from, to}  reactivate_user{name}
+--   add_member{group, name}  remove_member{group, name}
+--   handover_lead{name, projects, components, to_project_lead, to_component_lead}
+--   deactivate_user{name}  delete_user{name}
+local M = {}
+
+M.ORDER = { "create_group", "create_user", "link", "update_user", "rename_user", "reactivate_user",
+            "add_member", "remove_member", "handover_lead", "deactivate_user", "delete_user" }
+local RANK = {}
+for i, k in ipairs(M.ORDER) do RANK[k] = i end
+
+-- What each product can do (atlassian-api.md §1.5): Bitbucket has no
+-- deactivation; Confluence's REST API has no rename.
+M.CAPS = {
+  jira = { deactivate = true, rename = true, leads = true },
+  confluence = { deactivate = true, rename = false, leads = false },
+  bitbucket = { deactivate = false, rename = true, leads = false },
+}
+
+local lower = string.lower
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list or {}) do s[lower(v)] = v end
+  return s
+end
+
+-- Builds the plan for one target. See the header for `input`.
+function M.build(input)
+  local sync, target, pol = input.sync, input.target, input.policy
+  local caps = M.CAPS[target.type] or {}
+  local users_cfg = sync.users or {}
+  local groups_cfg = sync.groups or {}
+  local ops, conflicts, errors, notes = {}, {}, {}, {}
+  local function op(o)
+    o.target = target.name
+    ops[#ops + 1] = o
+    return o
+  end
+  local function note(msg) notes[#notes + 1] = msg end
+
+  local status_map = input.status_map or M.STATUS
+  local ctx = {
+    sync = sync.name, target = target.name, target_type = target.type, settings = sync,
+    is_active = function(status)
+      local v = status_map[status]
+      if v == "active" then return true elseif v == "inactive" then return false end
+      return nil
+    end,
+    kv = input.kv or { get = function() return nil end },
+  }
+
+  -- Target state, by lowercase name.
+  local accounts = {}
+  for _, a in ipairs(input.accounts or {}) do accounts[lower(a.name)] = a end
+  local tgroups = set_of(input.groups)
+  local links = input.links or {}
+  local linked_by_account = {}
+  for okta_id, name in pairs(links) do linked_by_account[lower(name)] = okta_id end
+  local owned_m = input.owned_memberships or {}
+  local owned_g = input.owned_groups or {}
+  local claimed = input.claimed or {}
+
+  -- Okta groups that count, once per group.
+  local counted = {}
+  for id, g in pairs(input.source.groups or {}) do
+    local ok, err = pol:include_group(g, ctx)
+    if ok == nil then
+      errors[#errors + 1] = { subject = "group " .. tostring(g.profile and g.profile.name or id), message = err }
+    elseif ok then
+      counted[id] = g
+    end
+  end
+
+  -- 1. Map every source user; find duplicate usernames.
+  local mapped, by_name = {}, {}
+  local seen_ids = {}
+  for _, u in ipairs(input.source.users or {}) do
+    seen_ids[u.id] = true
+    local login = u.profile and u.profile.login or u.id
+    local acct, err = pol:user(u, ctx)
+    if err then
+      errors[#errors + 1] = { okta_id = u.id, subject = login, message = err }
+    elseif acct then
+      local key = lower(acct.name)
+      local m = { user = u, login = login, account = acct, key = key }
+      mapped[#mapped + 1] = m
+      by_name[key] = by_name[key] or {}
+      table.insert(by_name[key], m)
+    end
+  end
+  local failed_ids = {}
+  for _, e in ipairs(errors) do if e.okta_id then failed_ids[e.okta_id] = true end end
+
+  for key, list in pairs(by_name) do
+    if #list > 1 then
+      local logins = {}
+      for _, m in ipairs(list) do logins[#logins + 1] = m.login; m.conflict = true end
+      table.sort(logins)
+      conflicts[#conflicts + 1] = { name = list[1].account.name,
+        message = ("Okta users %s all map to the username %q; neither is applied"):format(table.concat(logins, ", "), list[1].account.name) }
+    end
+  end
+
+  -- 2. Match each mapped user to an account: link, adoption or creation.
+  local desired_groups_of = {}   -- lowercase account -> { lowercase group -> group name }
+  local managed_groups = {}      -- lowercase group -> name (groups this sync manages)
+  for g in pairs(owned_g) do managed_groups[lower(g)] = g end
+  local wanted_groups = {}       -- lowercase group -> name (must exist)
+  local keep_ids = {}            -- okta ids whose linked account stays in scope
+
+  for _, m in ipairs(mapped) do
+    local u, acct, key = m.user, m.account, m.key
+    keep_ids[u.id] = true
+    if m.conflict then goto continue end
+    if input.only and not input.only[u.id] then goto continue end
+
+    local linked_name = links[u.id]
+    local existing, is_new = nil, false
+    if linked_name then
+      existing = accounts[lower(linked_name)]
+      if not existing then
+        note(("%s: linked account %q no longer exists in %s; it will be created again"):format(m.login, linked_name, target.name))
+      elseif linked_name ~= acct.name then
+        -- Login changed in Okta: rename the linked account (never delete + create).
+        local taken = accounts[key]
+        if taken and taken ~= existing then
+          conflicts[#conflicts + 1] = { name = acct.name, okta_id = u.id,
+            message = ("%s: cannot rename %q to %q: that username is taken by another account"):format(m.login, linked_name, acct.name) }
+          goto continue
+        elseif not caps.rename then
+          note(("%s: %s cannot rename accounts; %q keeps its name (Okta login now maps to %q)"):format(m.login, target.type, linked_name, acct.name))
+          acct = setmetatable({ name = existing.name }, { __index = acct })
+          key = lower(existing.name)
+        elseif not users_cfg.rename then
+          note(("%s: rename %q -> %q not applied (users.rename = false)"):format(m.login, linked_name, acct.name))
+          acct = setmetatable({ name = existing.name }, { __index = acct })
+          key = lower(existing.name)
+        else
+          op { kind = "rename_user", subject = linked_name, from = existing.name, to = acct.name, okta_id = u.id,
+               reason = ("Okta login of %s changed"):format(m.login) }
+        end
+      end
+    end
+    if not existing then
+      local candidate = accounts[key]
+      if candidate then
+        local owner = linked_by_account[key]
+        if owner and owner ~= u.id then
+          conflicts[#conflicts + 1] = { name = acct.name, okta_id = u.id,
+            message = ("%s: username %q is already linked to Okta user %s"):format(m.login, acct.name, owner) }
+          goto continue
+        end
+        existing = candidate
+        op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id,
+             reason = ("adopt the existing account of %s"):format(m.login) }
+      elseif acct.active then
+        if not users_cfg.create then
+          note(("%s: no account %q in %s and users.create = false"):format(m.login, acct.name, target.name))
+          goto continue
+        end
+        op { kind = "create_user", subject = acct.name, name = acct.name, display_name = acct.display_name,
+             email = acct.email, okta_id = u.id, reason = ("%s is in scope and has no account"):format(m.login) }
+        is_new = true
+      else
+        goto continue -- inactive in Okta and no account: nothing to do
+      end
+    end
+
+    -- Attributes: the first sync entry that claims an account sets them.
+    local claim = claimed[key]
+    if existing and not (claim and claim ~= sync.name) then
+      local changes = {}
+      if acct.display_name and acct.display_name ~= existing.display_name then
+        changes.display_name = { from = existing.display_name, to = acct.display_name }
+      end
+      if acct.email and acct.email ~= "" and lower(acct.email) ~= lower(existing.email or "") then
+        changes.email = { from = existing.email, to = acct.email }
+      end
+      if next(changes) then
+        if users_cfg.update then
+          op { kind = "update_user", subject = acct.name, name = acct.name, changes = changes, okta_id = u.id,
+               reason = "profile changed in Okta" }
+        else
+          note(("%s: profile differs but users.update = false"):format(m.login))
+        end
+      end
+      if acct.active and existing.active == false then
+        if users_cfg.reactivate then
+          op { kind = "reactivate_user", subject = acct.name, name = acct.name, okta_id = u.id,
+               reason = ("%s is %s in Okta"):format(m.login, tostring(u.status)) }
+        else
+          note(("%s: account inactive but users.reactivate = false"):format(m.login))
+        end
+      elseif not acct.active and existing.active ~= false then
+        m.deactivate = true
+      end
+    end
+
+    -- Groups this user should be in.
+    if acct.active then
+      local ugroups = {}
+      for _, gid in ipairs(u.groups or {}) do
+        local g = counted[gid]
+        if g then ugroups[#ugroups + 1] = g end
+      end
+      table.sort(ugroups, function(a, b) return a.profile.name < b.profile.name end)
+      local names, err = pol:groups(u, ugroups, ctx)
+      local defaults, err2
+      if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
+      if not names or not defaults then
+        errors[#errors + 1] = { okta_id = u.id, subject = m.login, message = err or err2 }
+        -- Drop this user's operations planned above: a failing hook applies nothing for them.
+        for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
+        goto continue
+      end
+      local want = {}
+      for _, list in ipairs({ names, defaults }) do
+        for _, gname in ipairs(list) do
+          local gk = lower(gname)
+          want[gk] = gname
+          managed_groups[gk] = managed_groups[gk] or gname
+          wanted_groups[gk] = wanted_groups[gk] or gname
+        end
+      end
+      desired_groups_of[key] = { account = acct, existing = existing, want = want, okta_id = u.id, login = m.login }
+    elseif m.deactivate then
+      desired_groups_of[key] = { account = acct, existing = existing, want = nil, okta_id = u.id, login = m.login,
+                                 deactivate = true }
+    end
+    ::continue::
+  end
+
+  -- Groups mapped in the config count as managed even with no member yet.
+  if groups_cfg.mode ~= "on_the_fly" then
+    for _, v in pairs(groups_cfg.map or {}) do
+      for _, gname in ipairs(type(v) == "table" and v or { v }) do managed_groups[lower(gname)] = managed_groups[lower(gname)] or gname end
+    end
+  end
+
+  -- 3. Missing target groups.
+  local missing = {}
+  local gkeys = {}
+  for gk in pairs(wanted_groups) do gkeys[#gkeys + 1] = gk end
+  table.sort(gkeys)
+  for _, gk in ipairs(gkeys) do
+    if not tgroups[gk] then
+      if groups_cfg.create_missing then
+        op { kind = "create_group", subject = wanted_groups[gk], group = wanted_groups[gk],
+             reason = "mapped group does not exist" }
+      else
+        missing[gk] = true
+        note(("group %q does not exist in %s and groups.create_missing = false; its memberships are skipped")
+          :format(wanted_groups[gk], target.name))
+      end
+    end
+  end
+
+  -- 4. Memberships of managed (linked or adopted) accounts.
+  local keys = {}
+  for k in pairs(desired_groups_of) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, key in ipairs(keys) do
+    local d = desired_groups_of[key]
+    local name = d.account.name
+    if d.deactivate then goto next_account end
+    local current = {}
+    for _, g in ipairs(d.existing and d.existing.groups or {}) do current[lower(g)] = g end
+    local adds = {}
+    for gk, gname in pairs(d.want) do
+      if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
+    end
+    table.sort(adds)
+    for _, g in ipairs(adds) do
+      op { kind = "add_member", subject = name, group = g, name = name, okta_id = d.okta_id,
+           reason = "group rules put " .. d.login .. " in " .. g }
+    end
+    local removes = {}
+    for gk, gname in pairs(current) do
+      if not d.want[gk] then
+        local owned = owned_m[gk] and owned_m[gk][key]
+        if owned or (groups_cfg.keep_existing == false and managed_groups[gk]) then
+          removes[#removes + 1] = gname
+        end
+      end
+    end
+    table.sort(removes)
+    for _, g in ipairs(removes) do
+      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.okta_id,
+           reason = ("%s is no longer in a group that maps to %s"):format(d.login, g) }
+    end
+    ::next_account::
+  end
+
+  -- 5. Deprovisioning: only linked accounts whose Okta user left scope, was
+  -- left out by the policy, or is inactive in Okta. Users whose hooks failed
+  -- are never deprovisioned.
+  local leavers = {}
+  for okta_id, name in pairs(links) do
+    if not keep_ids[okta_id] and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
+      local a = accounts[lower(name)]
+      if a then
+        leavers[#leavers + 1] = { okta_id = okta_id, account = a,
+          reason = seen_ids[okta_id] and "left out by the policy" or "no longer in scope" }
+      end
+    end
+  end
+  for _, key in ipairs(keys) do
+    local d = desired_groups_of[key]
+    if d.deactivate and d.existing then
+      leavers[#leavers + 1] = { okta_id = d.okta_id, account = d.existing, inactive = true,
+        reason = ("%s is inactive in Okta"):format(d.login) }
+    end
+  end
+  table.sort(leavers, function(a, b) return lower(a.account.name) < lower(b.account.name) end)
+
+  local deprovisions = 0
+  for _, l in ipairs(leavers) do
+    local a = l.account
+    local key = lower(a.name)
+    if claimed[key] and claimed[key] ~= sync.name then goto next_leaver end
+    local action, err
+    if l.inactive then
+      action = "deactivate"
+    else
+      action, err = pol:deprovision(a, l.reason, ctx)
+      if not action then
+        errors[#errors + 1] = { okta_id = l.okta_id, subject = a.name, message = err }
+        goto next_leaver
+      end
+    end
+    if action == "deactivate" and not caps.deactivate then
+      action = "remove_groups"
+      note(("%s: %s cannot deactivate accounts; removing it from every group instead"):format(a.name, target.type))
+    end
+    if action == "delete" and not users_cfg.delete then
+      note(("%s: policy asks to delete, but users.delete = false; deactivating instead"):format(a.name))
+      action = caps.deactivate and "deactivate" or "remove_groups"
+    end
+    if action == "deactivate" and not users_cfg.deactivate then
+      note(("%s: %s but users.deactivate = false; kept"):format(a.name, l.reason))
+      action = "keep"
+    end
+    if action == "deactivate" and a.active == false then action = "keep" end
+    if action == "keep" then goto next_leaver end
+
+    deprovisions = deprovisions + 1
+    if action == "remove_groups" then
+      for _, g in ipairs(a.groups or {}) do
+        op { kind = "remove_member", subject = a.name, group = g, name = a.name, okta_id = l.okta_id,
+             deprovision = true, reason = l.reason }
+      end
+    else
+      local leads = input.leads and input.leads[key]
+      if caps.leads and leads and (#(leads.projects or {}) > 0 or #(leads.components or {}) > 0) then
+        local to_p, to_c = users_cfg.project_lead, users_cfg.component_lead
+        if (#(leads.projects or {}) > 0 and not to_p) or (#(leads.components or {}) > 0 and not to_c) then
+          conflicts[#conflicts + 1] = { name = a.name, okta_id = l.okta_id,
+            message = ("%s leads projects or components and no users.project_lead/component_lead is configured; not deprovisioned"):format(a.name) }
+          deprovisions = deprovisions - 1
+          goto next_leaver
+        end
+        op { kind = "handover_lead", subject = a.name, name = a.name, projects = leads.projects or {},
+             components = leads.components or {}, to_project_lead = to_p, to_component_lead = to_c,
+             okta_id = l.okta_id, reason = "before " .. action .. ": " .. l.reason }
+      end
+      op { kind = action .. "_user", subject = a.name, name = a.name, okta_id = l.okta_id, deprovision = true,
+           reason = l.reason }
+    end
+    ::next_leaver::
+  end
+
+  -- Plan order (DESIGN.md §5), stable within a kind.
+  for i, o in ipairs(ops) do o.seq = i end
+  table.sort(ops, function(a, b)
+    if RANK[a.kind] ~= RANK[b.kind] then return RANK[a.kind] < RANK[b.kind] end
+    return a.seq < b.seq
+  end)
+  local counts = {}
+  for i, o in ipairs(ops) do
+    o.seq = i
+    counts[o.kind] = (counts[o.kind] or 0) + 1
+  end
+  return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
+           errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
+           managed_users = #mapped }
+end
+
+-- Okta status -> account state (DESIGN.md §5); `sources.X.status_map` overrides.
+M.STATUS = {
+  ACTIVE = "active", PASSWORD_EXPIRED = "active", LOCKED_OUT = "active", RECOVERY = "active",
+  PROVISIONED = "active", SUSPENDED = "inactive", DEPROVISIONED = "inactive", STAGED = "skip",
+}
+
+return M

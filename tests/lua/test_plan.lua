@@ -1,0 +1,251 @@
+-- Tests of the planner (usersync.plan) with the default policy: the
+-- semantics of DESIGN.md §5 on plain snapshots, no servers.
+local test = require "tap"
+local plan = require "usersync.plan"
+local policy = require "usersync.policy"
+local config = require "usersync.config"
+local proc = require "support.proc"
+
+local function sync_entry(over)
+  local t = { name = "main", source = "okta", targets = { "jira" } }
+  for k, v in pairs(over or {}) do t[k] = v end
+  local cfg, errors = config.validate({
+    sources = { okta = { type = "okta", url = "https://x.okta.com", token = "t0ken-value" } },
+    targets = { jira = { type = "jira", url = "https://jira", token = "pat-value" },
+                wiki = { type = "confluence", url = "https://wiki", token = "pat-value" },
+                git = { type = "bitbucket", url = "https://git", token = "pat-value" } },
+    sync = { t },
+  })
+  assert(#errors == 0, table.concat(errors, "\n"))
+  return cfg.sync[1]
+end
+
+local function user(id, login, over)
+  local first, last = login:match("^(%w+)%.?(%w*)")
+  local u = { id = id, status = "ACTIVE", groups = {},
+    profile = { login = login, email = login, firstName = first, lastName = last ~= "" and last or "X" } }
+  for k, v in pairs(over or {}) do u[k] = v end
+  return u
+end
+
+local function group(id, name, gtype)
+  return { id = id, type = gtype or "OKTA_GROUP", profile = { name = name } }
+end
+
+local DEFAULT = assert(policy.load(nil))
+
+local function build(t)
+  t.sync = t.sync or sync_entry()
+  t.target = t.target or { name = "jira", type = "jira" }
+  t.policy = t.policy or DEFAULT
+  t.source = t.source or { users = {}, groups = {} }
+  return plan.build(t)
+end
+
+-- "kind subject [group]" lines, in plan order.
+local function lines(p)
+  local out = {}
+  for _, o in ipairs(p.ops) do
+    out[#out + 1] = o.kind .. " " .. (o.group and (o.group .. " ") or "") .. (o.kind == "rename_user" and (o.from .. "->" .. o.to) or o.subject)
+  end
+  return out
+end
+
+test("first sync into an empty target: create groups, users, memberships, in plan order", function(t)
+  local s = sync_entry { groups = { map = { Engineering = { "jira-developers", "devs" } } },
+                         defaults = { new_users = { "jira-software-users" }, all_users = { "okta-synced" } } }
+  local p = build { sync = s, source = {
+    users = { user("00u1", "ann.lee@example.com", { groups = { "00g1" } }), user("00u2", "bob@example.com") },
+    groups = { ["00g1"] = group("00g1", "Engineering") } } }
+  t:same(lines(p), {
+    "create_group devs devs", "create_group jira-developers jira-developers",
+    "create_group jira-software-users jira-software-users", "create_group okta-synced okta-synced",
+    "create_user ann.lee@example.com", "create_user bob@example.com",
+    "add_member devs ann.lee@example.com", "add_member jira-developers ann.lee@example.com",
+    "add_member jira-software-users ann.lee@example.com", "add_member okta-synced ann.lee@example.com",
+    "add_member jira-software-users bob@example.com", "add_member okta-synced bob@example.com",
+  })
+  t:eq(p.ops[5].display_name, "ann lee")
+  t:eq(p.counts.create_user, 2)
+  t:eq(p.deprovisions, 0)
+end)
+
+test("adoption by username is case-insensitive; new_users defaults not applied to adopted accounts", function(t)
+  local s = sync_entry { defaults = { new_users = { "new" }, all_users = { "all" } } }
+  local p = build { sync = s, source = { users = { user("00u1", "Ann@Example.com") }, groups = {} },
+    accounts = { { name = "ann@example.com", display_name = "Ann X", email = "ann@example.com", active = true, groups = { "all" } } },
+    groups = { "all", "new" } }
+  t:same(lines(p), { "link ann@example.com" })
+  t:eq(p.ops[1].okta_id, "00u1")
+end)
+
+test("login change becomes a rename of the linked account, email change an update", function(t)
+  local p = build { source = { users = { user("00u1", "ann.smith@example.com", { profile = {
+      login = "ann.smith@example.com", email = "ann.smith@example.com", firstName = "Ann", lastName = "Smith" } }) }, groups = {} },
+    accounts = { { name = "ann.lee@example.com", display_name = "Ann Lee", email = "ann.lee@example.com", active = true, groups = {} } },
+    links = { ["00u1"] = "ann.lee@example.com" } }
+  t:same(lines(p), { "update_user ann.smith@example.com", "rename_user ann.lee@example.com->ann.smith@example.com" })
+  local upd = p.ops[1]
+  t:same(upd.changes, { display_name = { from = "Ann Lee", to = "Ann Smith" },
+                        email = { from = "ann.lee@example.com", to = "ann.smith@example.com" } })
+  t:eq(p.deprovisions, 0, "a rename is never delete + create")
+end)
+
+test("Confluence cannot rename: the account keeps its name, with a note", function(t)
+  local p = build { target = { name = "wiki", type = "confluence" },
+    source = { users = { user("00u1", "ann.smith@example.com") }, groups = {} },
+    accounts = { { name = "ann.lee@example.com", display_name = "ann smith", email = "ann.smith@example.com", active = true, groups = {} } },
+    links = { ["00u1"] = "ann.lee@example.com" } }
+  t:same(lines(p), {})
+  t:contains(p.notes[1], "confluence cannot rename accounts")
+end)
+
+test("two Okta users mapping to one username: a conflict, applied to neither", function(t)
+  local p = build { source = { users = { user("00u1", "Sam@example.com"), user("00u2", "sam@example.com") }, groups = {} } }
+  t:same(lines(p), {})
+  t:eq(#p.conflicts, 1)
+  t:contains(p.conflicts[1].message, "Sam@example.com, sam@example.com all map to the username")
+end)
+
+test("an account linked to another Okta user is not adopted", function(t)
+  local p = build { source = { users = { user("00u9", "ann@example.com") }, groups = {} },
+    accounts = { { name = "ann@example.com", active = true, groups = {} } },
+    links = { ["00u1"] = "ann@example.com" } }
+  t:eq(#p.conflicts, 1)
+  t:contains(p.conflicts[1].message, "already linked to Okta user 00u1")
+end)
+
+test("ownership: only linked accounts are deprovisioned; unmanaged ones never touched", function(t)
+  local p = build { source = { users = {}, groups = {} },
+    accounts = { { name = "gone", active = true, groups = { "g" } }, { name = "local-admin", active = true, groups = { "g" } } },
+    links = { ["00u1"] = "gone" } }
+  t:same(lines(p), { "deactivate_user gone" })
+  t:eq(p.ops[1].reason, "no longer in scope")
+  t:eq(p.deprovisions, 1)
+end)
+
+test("status mapping: suspended deactivates, unsuspended reactivates, STAGED is skipped", function(t)
+  local acct = { name = "ann@example.com", display_name = "ann X", email = "ann@example.com", active = true, groups = {} }
+  local p = build { source = { users = { user("00u1", "ann@example.com", { status = "SUSPENDED" }) }, groups = {} },
+    accounts = { acct }, links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), { "deactivate_user ann@example.com" })
+  acct.active = false
+  p = build { source = { users = { user("00u1", "ann@example.com", { status = "ACTIVE" }) }, groups = {} },
+    accounts = { acct }, links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), { "reactivate_user ann@example.com" })
+  p = build { source = { users = { user("00u2", "new@example.com", { status = "STAGED" }) }, groups = {} } }
+  t:same(lines(p), {})
+  p = build { source = { users = { user("00u3", "s@example.com", { status = "SUSPENDED" }) }, groups = {} } }
+  t:same(lines(p), {}, "an inactive user without an account is not created")
+end)
+
+test("Bitbucket has no deactivation: a leaver is removed from every group", function(t)
+  local p = build { target = { name = "git", type = "bitbucket" }, source = { users = {}, groups = {} },
+    accounts = { { name = "leaver", active = true, groups = { "stash-users", "devs" } } },
+    links = { ["00u1"] = "leaver" } }
+  t:same(lines(p), { "remove_member stash-users leaver", "remove_member devs leaver" })
+  t:contains(p.notes[1], "bitbucket cannot deactivate")
+end)
+
+test("Jira lead hand-over comes before deactivation; without a configured lead the leaver is held", function(t)
+  local s = sync_entry { users = { project_lead = "svc-admin", component_lead = "svc-admin" } }
+  local p = build { sync = s, source = { users = {}, groups = {} },
+    accounts = { { name = "lead", active = true, groups = {} } }, links = { ["00u1"] = "lead" },
+    leads = { lead = { projects = { "ABC" }, components = { "10001" } } } }
+  t:same(lines(p), { "handover_lead lead", "deactivate_user lead" })
+  t:same(p.ops[1].projects, { "ABC" }); t:eq(p.ops[1].to_project_lead, "svc-admin")
+  p = build { source = { users = {}, groups = {} },
+    accounts = { { name = "lead", active = true, groups = {} } }, links = { ["00u1"] = "lead" },
+    leads = { lead = { projects = { "ABC" } } } }
+  t:same(lines(p), {})
+  t:contains(p.conflicts[1].message, "leads projects or components")
+end)
+
+test("delete needs users.delete; otherwise a policy's delete becomes deactivate", function(t)
+  local s = sync_entry { users = { delete = true } }
+  local p = build { sync = s, source = { users = {}, groups = {} },
+    accounts = { { name = "x", active = true, groups = {} } }, links = { ["00u1"] = "x" } }
+  t:same(lines(p), { "delete_user x" })
+  s = sync_entry { deprovision = "delete" }
+  p = build { sync = s, source = { users = {}, groups = {} },
+    accounts = { { name = "x", active = true, groups = {} } }, links = { ["00u1"] = "x" } }
+  t:same(lines(p), { "deactivate_user x" })
+  t:contains(p.notes[1], "users.delete = false")
+end)
+
+test("keep_existing: true removes only what usersync added; false makes managed groups exact", function(t)
+  local s = sync_entry { groups = { map = { Eng = "devs", Ops = "ops" } } }
+  local src = { users = { user("00u1", "ann@example.com", { groups = { "00g1" } }) },
+                groups = { ["00g1"] = group("00g1", "Eng"), ["00g2"] = group("00g2", "Ops") } }
+  local acct = { name = "ann@example.com", display_name = "ann X", email = "ann@example.com", active = true,
+                 groups = { "devs", "ops", "manual-group", "added-by-us" } }
+  local p = build { sync = s, source = src, accounts = { acct }, groups = { "devs", "ops", "manual-group", "added-by-us" },
+    links = { ["00u1"] = "ann@example.com" }, owned_memberships = { ["added-by-us"] = { ["ann@example.com"] = true } } }
+  t:same(lines(p), { "remove_member added-by-us ann@example.com" })
+  s = sync_entry { groups = { map = { Eng = "devs", Ops = "ops" }, keep_existing = false } }
+  p = build { sync = s, source = src, accounts = { acct }, groups = { "devs", "ops", "manual-group", "added-by-us" },
+    links = { ["00u1"] = "ann@example.com" }, owned_memberships = { ["added-by-us"] = { ["ann@example.com"] = true } } }
+  t:same(lines(p), { "remove_member added-by-us ann@example.com", "remove_member ops ann@example.com" },
+    "ops is managed (mapped); manual-group is not")
+end)
+
+test("create_missing = false reports missing groups and skips their memberships", function(t)
+  local s = sync_entry { groups = { map = { Eng = "devs" }, create_missing = false } }
+  local p = build { sync = s, source = { users = { user("00u1", "ann@example.com", { groups = { "00g1" } }) },
+    groups = { ["00g1"] = group("00g1", "Eng") } } }
+  t:same(lines(p), { "create_user ann@example.com" })
+  t:contains(p.notes[1], 'group "devs" does not exist')
+end)
+
+test("a policy hook that raises fails that user with file and line; the others go on", function(t)
+  local path = proc.tempfile([[
+return {
+  user = function(u, ctx)
+    if u.profile.login:find("^bad") then
+      error("cannot map " .. u.profile.login)
+    end
+    return { display_name = u.profile.login:upper() }
+  end,
+}
+]], ".lua")
+  local pol = assert(policy.load(path))
+  local p = build { policy = pol, source = { users = { user("00u1", "bad@example.com"), user("00u2", "good@example.com") }, groups = {} },
+    accounts = { { name = "bad@example.com", active = true, groups = {} } }, links = { ["00u1"] = "bad@example.com" } }
+  t:same(lines(p), { "create_user good@example.com" }, "the failing user is neither updated nor deprovisioned")
+  t:eq(p.ops[1].display_name, "GOOD@EXAMPLE.COM", "custom field overrides the default")
+  t:eq(p.ops[1].email, "good@example.com", "fields left out keep the default")
+  t:eq(#p.errors, 1)
+  t:contains(p.errors[1].message, path .. ":4: cannot map bad@example.com")
+end)
+
+test("policy files: unknown hooks, non-functions and runaway hooks are reported", function(t)
+  local pol, err = policy.load(proc.tempfile("return { usr = function() end }", ".lua"))
+  t:eq(pol, nil); t:contains(err, "unknown hook 'usr'")
+  pol, err = policy.load(proc.tempfile("return { user = 1 }", ".lua"))
+  t:eq(pol, nil); t:contains(err, "hook 'user' must be a function")
+  local path = proc.tempfile("return { include_group = function() while true do end end }", ".lua")
+  pol = assert(policy.load(path, { instructions = 100000 }))
+  local p = build { policy = pol, source = { users = {}, groups = { ["00g1"] = group("00g1", "Eng") } } }
+  t:contains(p.errors[1].message, path .. ":1: instruction budget")
+end)
+
+test("limiting to one user plans nothing for the others, deprovisioning included", function(t)
+  local p = build { only = { ["00u2"] = true },
+    source = { users = { user("00u1", "a@example.com"), user("00u2", "b@example.com") }, groups = {} },
+    accounts = { { name = "c", active = true, groups = {} } }, links = { ["00u3"] = "c" } }
+  t:same(lines(p), { "create_user b@example.com" })
+end)
+
+test("multiple sources: an account claimed by an earlier sync keeps its attributes and is not deprovisioned", function(t)
+  local p = build { claimed = { ["ann@example.com"] = "first" },
+    source = { users = {}, groups = {} },
+    accounts = { { name = "ann@example.com", active = true, groups = {} } }, links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), {})
+  p = build { claimed = { ["ann@example.com"] = "first" },
+    source = { users = { user("00u1", "ann@example.com") }, groups = {} },
+    accounts = { { name = "ann@example.com", display_name = "Other", email = "other@example.com", active = true, groups = {} } },
+    links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), {}, "no update: the first source sets attributes")
+end)
+
+return test.done()
