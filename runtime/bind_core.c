@@ -109,7 +109,10 @@ static int core_sandbox_call(lua_State *L) {
   if (status == LUA_ERRMEM) {
     lua_settop(L, 0);
     lua_pushboolean(L, 0);
-    lua_pushfstring(L, "memory cap of %I bytes exceeded", memory);
+    if (memory > 0)
+      lua_pushfstring(L, "memory cap of %I bytes exceeded", memory);
+    else
+      lua_pushfstring(L, "not enough memory (state limit %I bytes)", (lua_Integer)hs->limit);
     return 2;
   }
   lua_pushboolean(L, status == LUA_OK);
