@@ -235,7 +235,7 @@ int us_re_check_template(const us_re *re, const char *tmpl, size_t tlen, char *e
 int us_re_expand(const us_re *re, const char *subject, const char *tmpl, size_t tlen, us_re_emit emit,
                  void *ud) {
   const size_t *ov = us_re_ovector(re);
-  char dummy[8];
+  char dummy[US_RE_ERRLEN];
   size_t lit = 0; /* start of the pending literal run */
   for (size_t i = 0; i < tlen; i++) {
     if (tmpl[i] != '$')
