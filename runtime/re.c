@@ -30,6 +30,7 @@ struct us_re {
   pcre2_code *code;
   pcre2_match_data *md;
   pcre2_match_context *mctx;
+  pcre2_jit_stack *jit_stack; /* NULL until a match overflows the default 32 KiB */
   int ncap;
   int nnames;
   int name_size;               /* bytes per name-table entry */
@@ -102,6 +103,7 @@ us_re *us_re_compile(const char *pattern, size_t len, unsigned flags, char *err,
   }
   pcre2_set_match_limit(re->mctx, US_RE_MATCH_LIMIT);
   pcre2_set_depth_limit(re->mctx, US_RE_DEPTH_LIMIT);
+  pcre2_set_heap_limit(re->mctx, US_RE_HEAP_LIMIT_KIB);
   uint32_t v = 0;
   pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &v);
   re->ncap = (int)v;
@@ -118,6 +120,7 @@ us_re *us_re_compile(const char *pattern, size_t len, unsigned flags, char *err,
 void us_re_free(us_re *re) {
   if (re == NULL)
     return;
+  pcre2_jit_stack_free(re->jit_stack);
   pcre2_match_context_free(re->mctx);
   pcre2_match_data_free(re->md);
   pcre2_code_free(re->code);
@@ -146,6 +149,15 @@ int us_re_exec(us_re *re, const char *subject, size_t len, size_t start, unsigne
   if (start > len)
     return US_RE_NOMATCH;
   int rc = pcre2_match(re->code, (PCRE2_SPTR)subject, len, start, o, re->md, re->mctx);
+  if (rc == PCRE2_ERROR_JIT_STACKLIMIT && re->jit_stack == NULL) {
+    /* Legitimate patterns over long subjects need more than the default JIT
+    ** stack: give this pattern its own (grown on demand) and retry once. */
+    re->jit_stack = pcre2_jit_stack_create(64 * 1024, US_RE_JIT_STACK_MAX, NULL);
+    if (re->jit_stack) {
+      pcre2_jit_stack_assign(re->mctx, NULL, re->jit_stack);
+      rc = pcre2_match(re->code, (PCRE2_SPTR)subject, len, start, o, re->md, re->mctx);
+    }
+  }
   if (rc >= 0)
     return US_RE_MATCH; /* rc 0 cannot happen: md is sized from the pattern */
   if (rc == PCRE2_ERROR_NOMATCH)

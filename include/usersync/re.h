@@ -14,9 +14,9 @@
 **   us_re_free(re);
 **
 ** Every pattern is compiled with PCRE2_UTF | PCRE2_UCP and JIT-compiled where
-** the platform supports it. Every match runs with a match limit and a depth
-** limit (US_RE_MATCH_LIMIT, US_RE_DEPTH_LIMIT), so catastrophic backtracking
-** ends with US_RE_ELIMIT instead of hanging. A us_re holds its own match data:
+** the platform supports it (not under valgrind, which cannot follow JIT code).
+** Every match runs with match, depth and heap limits (US_RE_*_LIMIT below), so
+** catastrophic backtracking ends with US_RE_ELIMIT instead of hanging. A us_re holds its own match data:
 ** one us_re must not be used by two threads at once, and the ovector is only
 ** valid until the next us_re_exec on the same us_re.
 */
@@ -44,8 +44,14 @@
 #define US_RE_ETEMPLATE (-4) /* bad replacement template (us_re_gsub) */
 #define US_RE_EEMIT (-5)   /* the emit callback reported failure */
 
-#define US_RE_MATCH_LIMIT 1000000u
-#define US_RE_DEPTH_LIMIT 10000u
+/* Limits of one match. The match limit bounds backtracking work (a runaway
+** pattern stops after well under a second); depth and heap limits bound the
+** interpreter's backtracking memory; a JIT-compiled pattern that outgrows the
+** default 32 KiB JIT stack gets its own, up to US_RE_JIT_STACK_MAX. */
+#define US_RE_MATCH_LIMIT 10000000u
+#define US_RE_DEPTH_LIMIT 1000000u
+#define US_RE_HEAP_LIMIT_KIB (64u * 1024u)
+#define US_RE_JIT_STACK_MAX (8u * 1024u * 1024u)
 #define US_RE_ERRLEN 256
 
 typedef struct us_re us_re;
