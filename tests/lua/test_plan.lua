@@ -248,4 +248,42 @@ test("multiple sources: an account claimed by an earlier sync keeps its attribut
   t:same(lines(p), {}, "no update: the first source sets attributes")
 end)
 
+test("on-the-fly groups: include, exclude and rename patterns; built-in groups never count", function(t)
+  local s = sync_entry { groups = { mode = "on_the_fly", include = { "^eng-", "^okta-" }, exclude = { "-test$" },
+                                    rename = { { "^okta-(?<rest>.+)$", "${rest}" }, { "^eng-(.+)$", "engineering-$1" } } } }
+  local groups = { ["g1"] = group("g1", "eng-backend"), ["g2"] = group("g2", "eng-backend-test"),
+                   ["g3"] = group("g3", "okta-ops"), ["g4"] = group("g4", "sales"), ["g5"] = group("g5", "Everyone", "BUILT_IN") }
+  local p = build { sync = s, source = { users = { user("00u1", "ann@example.com", { groups = { "g1", "g2", "g3", "g4", "g5" } }) },
+                                         groups = groups },
+    accounts = { { name = "ann@example.com", display_name = "ann X", email = "ann@example.com", active = true, groups = {} } },
+    groups = { "ops" }, links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), { "create_group engineering-backend engineering-backend",
+                     "add_member engineering-backend ann@example.com", "add_member ops ann@example.com" })
+end)
+
+test("plan text names every change with its reason, and the safety limit stops mass deprovisioning", function(t)
+  local report = require "usersync.report"
+  local links, accounts = {}, {}
+  for i = 1, 20 do
+    links["00u" .. i] = "user" .. i
+    accounts[i] = { name = "user" .. i, active = true, groups = {} }
+  end
+  local s = sync_entry { limits = { max_deprovision = "10%" } }
+  local p = build { sync = s, source = { users = {}, groups = {} }, accounts = accounts, links = links }
+  p.linked_accounts = 20
+  local run = { syncs = { { name = "main", source = "okta", users_in_scope = 0, limits = s.limits, targets = { p } } } }
+  local text = report.plan_text(run)
+  t:contains(text, "jira (jira): 20 deactivate")
+  t:contains(text, "- deactivate       user1  (no longer in scope)")
+  t:contains(text, "summary: 20 changes, 0 conflicts, 0 policy errors")
+  local stop = report.safety(run)
+  t:eq(#stop, 1)
+  t:contains(stop[1], "20 deprovisions planned, limits.max_deprovision = 10% allows 2 of 20 managed accounts")
+  t:eq(report.safety(run, { force = true }), nil, "--force overrides")
+  run.syncs[1].read = { complete = false, problems = { "page 3 of /api/v1/apps/0oa1/users failed: HTTP 503" } }
+  run.syncs[1].limits = nil
+  stop = report.safety(run)
+  t:contains(stop[1], "the read of okta did not complete (page 3 of /api/v1/apps/0oa1/users failed: HTTP 503); 20 deprovisions withheld")
+end)
+
 return test.done()

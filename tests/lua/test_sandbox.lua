@@ -76,6 +76,13 @@ test("sandbox require is limited to allow-listed modules", function(t)
   t:eq(ok2, true); t:eq(ty, "table")
 end)
 
+test("time.sleep is not available in the sandbox (it would stall a run)", function(t)
+  local fn = assert(sandbox.load("local time = require 'usersync.time'\nreturn time.sleep, type(time.now())", "@p.lua"))
+  local ok, sleep, now = sandbox.call(fn)
+  t:eq(ok, true); t:eq(sleep, nil); t:eq(now, "number")
+  t:eq(type(require("usersync.time").sleep), "function", "the real module is unchanged")
+end)
+
 test("binary chunks are refused", function(t)
   local bin = string.dump(function() return 1 end)
   local fn, err = sandbox.load(bin, "@bin.lua")

@@ -98,11 +98,9 @@ function commands.check(args)
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path)
   if opts.json then
-    local cjson = require "cjson"
-    local items = {}
-    for i, e in ipairs(errors) do items[i] = cjson.encode(e) end
-    io.write(secrets.mask(('{"config":%s,"valid":%s,"errors":[%s]}'):format(
-      cjson.encode(path), tostring(cfg ~= nil), table.concat(items, ","))), "\n")
+    local json = require "usersync.json"
+    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors) }
+    io.write(secrets.mask(assert(json.encode(out))), "\n")
     return cfg and EXIT_OK or EXIT_USAGE
   end
   if not cfg then

@@ -39,6 +39,10 @@ M.modules = {
   ["usersync.log"] = true, cjson = true,
 }
 
+-- Functions of those modules a sandboxed script does not get: sleeping
+-- would stall a run without spending the instruction budget.
+M.hidden = { ["usersync.time"] = { sleep = true } }
+
 local function strict(env, name)
   return setmetatable(env, {
     __index = function(_, k)
@@ -64,7 +68,14 @@ function M.env(extra)
     if type(name) ~= "string" or not M.modules[name] then
       error(string.format("module '%s' is not available in the sandbox", tostring(name)), 2)
     end
-    return require(name)
+    local mod = require(name)
+    local hidden = M.hidden[name]
+    if hidden and type(mod) == "table" then
+      local copy = {}
+      for k, v in pairs(mod) do if not hidden[k] then copy[k] = v end end
+      mod = copy
+    end
+    return mod
   end
   env.print = function(...)
     local parts = table.pack(...)

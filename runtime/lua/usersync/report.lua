@@ -1,0 +1,121 @@
+-- usersync.report: the human form of a plan (`usersync plan`) and the
+-- safety checks that stop destructive changes (DESIGN.md §5 Safety).
+--
+--   local report = require "usersync.report"
+--   io.write(report.plan_text(run_plan))
+--   local stop = report.safety(run_plan, { force = false })   -- nil or list of reasons
+--
+-- run_plan = { syncs = { { name, source, users_in_scope, read = { complete, problems },
+--                          targets = { <usersync.plan result>, ... } } } }
+local M = {}
+
+local LABEL = {
+  create_group = { "+", "create group" }, create_user = { "+", "create user" },
+  link = { "=", "adopt" }, update_user = { "~", "update" }, rename_user = { "~", "rename" },
+  reactivate_user = { "+", "reactivate" }, add_member = { "+", "add member" },
+  remove_member = { "-", "remove member" }, handover_lead = { ">", "hand over leads" },
+  deactivate_user = { "-", "deactivate" }, delete_user = { "-", "delete" },
+}
+M.LABEL = LABEL
+
+local function describe(o)
+  if o.kind == "rename_user" then return o.from .. " -> " .. o.to end
+  if o.kind == "add_member" or o.kind == "remove_member" then return o.name .. " in " .. o.group end
+  if o.kind == "update_user" then
+    local parts = {}
+    for _, f in ipairs({ "display_name", "email" }) do
+      local c = o.changes and o.changes[f]
+      if c then parts[#parts + 1] = ("%s %s: %s -> %s"):format(o.name, f, tostring(c.from or ""), tostring(c.to)) end
+    end
+    return table.concat(parts, "; ")
+  end
+  if o.kind == "handover_lead" then
+    local parts = {}
+    if #o.projects > 0 then parts[#parts + 1] = ("projects %s to %s"):format(table.concat(o.projects, ","), o.to_project_lead) end
+    if #o.components > 0 then parts[#parts + 1] = ("components %s to %s"):format(table.concat(o.components, ","), o.to_component_lead) end
+    return o.name .. ": " .. table.concat(parts, "; ")
+  end
+  return o.subject
+end
+M.describe = describe
+
+local function plural(n, word)
+  return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
+end
+
+-- "3 create user, 1 deactivate" in plan order.
+local function count_line(counts)
+  local parts = {}
+  for _, kind in ipairs(require("usersync.plan").ORDER) do
+    if counts[kind] then parts[#parts + 1] = ("%d %s"):format(counts[kind], LABEL[kind][2]) end
+  end
+  return #parts > 0 and table.concat(parts, ", ") or "no changes"
+end
+M.count_line = count_line
+
+-- The readable plan, grouped by sync entry and target.
+function M.plan_text(run_plan)
+  local out = {}
+  local function w(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+  local total_ops, total_conf, total_err = 0, 0, 0
+  for _, s in ipairs(run_plan.syncs) do
+    w("sync %q: source %s, %s in scope%s", s.name, s.source, plural(s.users_in_scope or 0, "user"),
+      s.read and s.read.complete == false and " (READ INCOMPLETE)" or "")
+    for _, tp in ipairs(s.targets) do
+      w("")
+      w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
+      for _, o in ipairs(tp.ops) do
+        local l = LABEL[o.kind]
+        w("    %s %-16s %s  (%s)", l[1], l[2], describe(o), o.reason or "")
+      end
+      for _, c in ipairs(tp.conflicts) do w("    ! conflict         %s", c.message) end
+      for _, e in ipairs(tp.errors) do w("    ! error            %s: %s", e.subject or "?", e.message) end
+      for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
+      total_ops = total_ops + #tp.ops
+      total_conf = total_conf + #tp.conflicts
+      total_err = total_err + #tp.errors
+    end
+    w("")
+  end
+  w("summary: %s, %s, %s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"))
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Resolves limits.max_deprovision against the number of managed accounts.
+local function allowed(limit, managed)
+  local share = require("usersync.config").parse_share(limit)
+  if not share then return math.huge end
+  if share.count then return share.count end
+  return math.floor(managed * share.percent / 100)
+end
+
+-- Reasons to stop before anything destructive, or nil when it is safe.
+-- A sync whose source read did not complete, or whose deprovisions exceed
+-- limits.max_deprovision, stops the destructive part of the run; `force`
+-- overrides (after review).
+function M.safety(run_plan, opts)
+  opts = opts or {}
+  local reasons = {}
+  for _, s in ipairs(run_plan.syncs) do
+    local destructive = 0
+    for _, tp in ipairs(s.targets) do destructive = destructive + (tp.deprovisions or 0) end
+    if s.read and s.read.complete == false and destructive > 0 then
+      reasons[#reasons + 1] = ("sync %q: the read of %s did not complete (%s); %s withheld")
+        :format(s.name, s.source, table.concat(s.read.problems or {}, "; "), plural(destructive, "deprovision"))
+    end
+    local limit = s.limits and s.limits.max_deprovision
+    for _, tp in ipairs(s.targets) do
+      local n = tp.deprovisions or 0
+      local managed = tp.linked_accounts or tp.managed_users or 0
+      local max = allowed(limit, managed)
+      if limit and n > max then
+        reasons[#reasons + 1] = ("sync %q, target %s: %s planned, limits.max_deprovision = %s allows %d of %d managed accounts")
+          :format(s.name, tp.target, plural(n, "deprovision"), tostring(limit), max, managed)
+      end
+    end
+  end
+  if #reasons == 0 or opts.force then return nil end
+  return reasons
+end
+
+return M
