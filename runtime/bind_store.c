@@ -277,9 +277,11 @@ static int db_exec(lua_State *L) {
       off += used;
       if (ps->st.stmt == NULL)
         break;
-      if (us_store_param_count(&ps->st) > 0) {
+      int want = us_store_param_count(&ps->st);
+      if (want > 0) {
         us_store_finish(&ps->st);
-        return luaL_error(L, "store: statement takes parameters, no values given");
+        return luaL_error(L, "store: statement takes %d parameter%s, 0 values given", want,
+                          want == 1 ? "" : "s");
       }
       do {
         if (us_store_step(&ps->st, &row)) {
