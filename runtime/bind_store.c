@@ -22,8 +22,10 @@
 ** one of ESQL, ECONSTRAINT, EBUSY, ELOCKED, ESCHEMA, EOPEN, EIO, ENOMEM):
 **   store.open(path [, {busy_timeout_ms=}]) -> Store | nil, msg, code
 **   store.SCHEMA_VERSION                     -- schema version this build writes
-**   db:exec(sql, ...)   -> changes, last_insert_rowid. Without values, sql may
-**                          hold several statements (a script).
+**   db:exec(sql, ...)   -> changes, rowid of the connection's last INSERT.
+**                          Without values, sql may hold several statements
+**                          (a script; run it in db:transaction to make it
+**                          all-or-nothing).
 **   db:query(sql, ...)  -> { row, ... }      each row { column = value }
 **   db:first(sql, ...)  -> row | nil (no row)
 **   db:rows(sql, ...)   -> iterator for a generic for; raises on failure

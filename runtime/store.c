@@ -126,6 +126,7 @@ static const char schema_v1[] =
     "  error    TEXT\n"
     ");\n"
     "CREATE INDEX runs_sync ON runs (sync, started);\n"
+    "CREATE INDEX runs_started ON runs (started); -- retention pruning\n"
 
     /* operations: every planned operation of a run, written before it is
     ** sent and updated with its outcome, so an interrupted apply can be
