@@ -373,6 +373,34 @@ test("locks: exclusive, renewable, released, stale ones taken over", function(t)
   a:close()
 end)
 
+test("locks across processes: held while the owner lives, taken over once it died", function(t)
+  local path = dbpath("xproc")
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  -- Takes the lock, says so, lives a little, then dies without closing
+  -- anything (os.exit without closing the state), like a killed run.
+  f:write(string.format([[
+    local db = assert(require("usersync.store").open(%q))
+    assert(db:lock("sync:main", { ttl = 600 }))
+    print("locked") io.stdout:flush()
+    os.execute("sleep 0.5")
+    os.exit(0, false)
+  ]], path))
+  f:close()
+  local p = assert(io.popen(os.getenv("USERSYNC") .. " run " .. script))
+  t:eq(p:read("l"), "locked")
+  local db = assert(store.open(path))
+  local holder = db:first("SELECT owner_pid FROM locks WHERE name = 'sync:main'").owner_pid
+  local ok, msg, code = db:lock("sync:main")
+  t:eq(ok, nil)
+  t:eq(code, "ELOCKED")
+  t:contains(msg, "held by pid " .. holder .. " on host ")
+  p:close() -- waits for the holder to exit
+  t:eq(db:lock("sync:main"), true, "the dead owner's lock is taken over")
+  db:close()
+  os.remove(script)
+end)
+
 test("close: idempotent, __close, __gc; use after close raises", function(t)
   local db = open("close")
   t:eq(db:close(), true)
