@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <pcre2.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include "usersync/modules.h"
 
@@ -120,7 +121,16 @@ static int core_sandbox_call(lua_State *L) {
   return lua_gettop(L) - 2;
 }
 
+/* core.isatty(fd) -> boolean (0 stdin, 1 stdout, 2 stderr) */
+static int core_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 1024, 1, "expected a file descriptor");
+  lua_pushboolean(L, isatty((int)fd) == 1);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"isatty", core_isatty},
     {"versions", core_versions},
     {"memory", core_memory},
     {"sandbox_call", core_sandbox_call},

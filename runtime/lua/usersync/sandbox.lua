@@ -41,7 +41,8 @@ M.modules = {
 
 -- Functions of those modules a sandboxed script does not get: sleeping
 -- would stall a run without spending the instruction budget.
-M.hidden = { ["usersync.time"] = { sleep = true } }
+-- Nor may it reconfigure logging for the whole run.
+M.hidden = { ["usersync.time"] = { sleep = true }, ["usersync.log"] = { configure = true } }
 
 local function strict(env, name)
   return setmetatable(env, {
