@@ -102,10 +102,11 @@ class Request:
     headers  case-insensitive mapping (Headers)
     body     bytes
     base_url "http://127.0.0.1:PORT"
+    ctx      dict for the product's own per-request notes (e.g. throttle() -> finish())
     """
 
     __slots__ = ("method", "path", "raw_path", "query", "raw_query", "headers", "body",
-                 "base_url", "_json")
+                 "base_url", "ctx", "_json")
 
     def __init__(self, method, target, headers, body, base_url):
         self.method = method
@@ -118,6 +119,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.base_url = base_url
+        self.ctx = {}
         self._json = None
 
     def arg(self, name, default=None):
@@ -421,6 +423,8 @@ class Server:
         self.faults = self._default_faults(product_cls)
         self.faults["latency_ms"] = latency_ms or 0
         self.requests = []
+        self.inflight = 0  # API requests being served now (incl. latency sleep and lock wait)
+        self._inflight_lock = threading.Lock()
         self._clock_now = None  # fixed epoch seconds when set
         self._clock_set_at = 0.0
         self._clock_offset = 0.0
@@ -460,6 +464,15 @@ class Server:
         return self._api(req)
 
     def _api(self, req):
+        with self._inflight_lock:
+            self.inflight += 1
+        try:
+            return self._api_inner(req)
+        finally:
+            with self._inflight_lock:
+                self.inflight -= 1
+
+    def _api_inner(self, req):
         f = self.faults
         lat = f.get("latency_ms") or 0
         if lat > 0:
