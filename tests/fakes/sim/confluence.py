@@ -392,7 +392,7 @@ class Confluence(AtlassianProduct):
         return json_response(200, {
             "id": tid,
             "name": {"key": "com.atlassian.confluence.user.delete.longtask",
-                     "args": [t["username"]], "translation": "Delete user"},
+                     "args": [], "translation": "Delete user " + t["username"]},
             "elapsedTime": int((now - t["created"]) * 1000),
             "percentageComplete": pct, "successful": t["done"], "finished": t["done"],
             "messages": [{"key": "", "args": [], "translation": msg}],
