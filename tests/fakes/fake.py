@@ -90,15 +90,18 @@ class Fake:
     """A simulator subprocess on 127.0.0.1 with a free port. Use as a context manager; it is
     always killed (SIGTERM, then SIGKILL) on exit. Start-up is bounded by `timeout` seconds."""
 
-    def __init__(self, product, state=None, latency_ms=None, timeout=20, extra_args=()):
+    def __init__(self, product, state=None, latency_ms=None, timeout=60, extra_args=(),
+                 state_file=None):
         self.product = product
         args = [sys.executable, os.path.join(HERE, "fake.py"), product, "--port", "0"]
         self._tmp = None
         if state is not None:
             fd, self._tmp = tempfile.mkstemp(suffix=".json", prefix="fake-state-")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(state, fh)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps(state, ensure_ascii=False).encode("utf-8"))
             args += ["--state", self._tmp]
+        elif state_file is not None:
+            args += ["--state", state_file]
         if latency_ms is not None:
             args += ["--latency-ms", str(latency_ms)]
         args += list(extra_args)

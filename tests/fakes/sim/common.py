@@ -53,7 +53,7 @@ __all__ = ["Request", "Response", "json_response", "empty_response", "BadJson", 
 
 MAX_LINE = 65536
 MAX_HEADERS = 200
-MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 1024 * 1024 * 1024
 
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",

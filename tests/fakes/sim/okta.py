@@ -553,10 +553,11 @@ class Okta(Product):
                 raise ValueError("access_tokens must be a list of strings")
 
         # Fill in what real Okta always sends, so minimal test states are valid objects.
+        ts = iso(now)
         for u in users:
-            self._complete_user(u, now)
+            self._complete_user(u, ts)
         for g in groups:
-            self._complete_group(g, now)
+            self._complete_group(g, ts)
 
         baseline = (not self.loaded) or bool(st.get("_baseline")) or \
             (not self.users and not self.groups)
@@ -588,8 +589,7 @@ class Okta(Product):
         self._assignment_times(old, now)
         self.loaded = True
 
-    def _complete_user(self, u, now):
-        ts = iso(now)
+    def _complete_user(self, u, ts):
         u.setdefault("status", "ACTIVE")
         created = u.setdefault("created", ts)
         active = u["status"] not in ("STAGED",)
@@ -606,8 +606,7 @@ class Okta(Product):
         p.setdefault("secondEmail", None)
         u.setdefault("credentials", {"provider": {"type": "OKTA", "name": "OKTA"}})
 
-    def _complete_group(self, g, now):
-        ts = iso(now)
+    def _complete_group(self, g, ts):
         g.setdefault("type", "OKTA_GROUP")
         created = g.setdefault("created", ts)
         g.setdefault("lastUpdated", created)
@@ -730,6 +729,10 @@ class Okta(Product):
             for uid in removed:
                 events.append(("group.user_membership.remove",
                                [self._t_user(nb[uid]), self._t_group(g)]))
+        # DEPROVISIONED removes every direct app assignment (okta-api.md 9.1)
+        for aid, a in self.apps.items():
+            a["users"] = [uid for uid in a["users"] if nb[uid]["status"] != "DEPROVISIONED"
+                          or (uid in ob and ob[uid]["status"] == "DEPROVISIONED")]
         # app assignments: group assignments, then effective user assignments
         self._index()
         for aid in sorted(set(old["apps"]) | set(self.apps)):
