@@ -7,13 +7,6 @@ sets), bad shapes are refused with 400 and leave the old state in place, an inje
 carries the product's own error body, and the request log records API calls only.
 (API changes showing up in GET /__fake/state are checked by test_jira/confluence/bitbucket.)
 Last line "N passed, N failed"; non-zero exit on failure.
-"""State and fault contract of the three Atlassian simulators (DESIGN.md section 6).
-
-For each of jira, confluence, bitbucket: the default state has the documented shape, a state
-survives PUT -> GET unchanged, bad shapes are refused with 400 (and leave the old state in
-place; member lists come back sorted case-insensitively, as sets), changes made through the API show up in GET /__fake/state, an injected failure
-carries the product's own error body, and the request log records API calls only.
-Last line "N passed, N failed"; non-zero exit on failure.
 """
 
 import base64
