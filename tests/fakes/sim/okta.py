@@ -989,12 +989,13 @@ class Okta(Product):
                                        ["limit: must be greater than or equal to 0"]))
         return max(minimum, min(n, maximum))
 
-    def _links(self, req, params, nxt=None):
-        """Link header lines: self (params as given, defaults filled in) and next."""
+    def _links(self, req, params, nxt=None, drop=()):
+        """Link header lines: self (params as given, defaults filled in) and next (without
+        the parameters in `drop`, which the cursor carries instead)."""
         base = req.base_url + req.path
         out = [("link", '<%s>; rel="self"' % (base + ("?" + urlencode(params) if params else "")))]
         if nxt is not None:
-            p = [(k, v) for k, v in params if k != "after"]
+            p = [(k, v) for k, v in params if k != "after" and k not in drop]
             p.insert(0, ("after", nxt))
             out.append(("link", '<%s?%s>; rel="next"' % (base, urlencode(p))))
         return out
@@ -1033,7 +1034,7 @@ class Okta(Product):
         if full:
             st = u["status"]
             ops = {"STAGED": ["activate", "deactivate"],
-                   "PROVISIONED": ["reactivate", "deactivate", "suspend"],
+                   "PROVISIONED": ["suspend", "resetPassword", "reactivate", "deactivate"],
                    "ACTIVE": ["suspend", "resetPassword", "expirePassword", "deactivate"],
                    "RECOVERY": ["resetPassword", "deactivate", "suspend"],
                    "PASSWORD_EXPIRED": ["resetPassword", "deactivate", "suspend"],
@@ -1463,7 +1464,7 @@ class Okta(Product):
                 body.append(e)
                 last = (pub_ms, s)
         params = self._params(req, ("since", "until", "filter", "q", "limit", "sortOrder", "after"))
-        return self._ok(body, self._links(req, params, nxt))
+        return self._ok(body, self._links(req, params, nxt, drop=("since",)))
 
 
 class _ApiError(Exception):
