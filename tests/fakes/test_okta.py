@@ -158,6 +158,28 @@ def t_contract_schemas(f):
     assert contract.validate(spec, "GET", "/api/v1/users", 200, [{"id": 1}])
 
 
+def t_contract_genorg(f):
+    """A generated org (custom profile attributes, AD groups, every status) stays valid."""
+    import genorg
+    st = genorg.generate(300, 12, seed=4, app_id=APP)
+    f.put_state(dict(st, _baseline=True))
+    spec = contract.load_spec(SPEC)
+    g_ad = [g["id"] for g in st["groups"] if g["type"] == "APP_GROUP"][0]
+    lists = ["/api/v1/users?limit=200", "/api/v1/users?search=" + q('status eq "DEPROVISIONED"'),
+             "/api/v1/groups?expand=stats",
+             "/api/v1/groups/%s/users?limit=200" % st["groups"][0]["id"],
+             "/api/v1/apps/%s/users?expand=user&limit=500" % APP,
+             "/api/v1/apps/%s/groups" % APP]
+    for path in lists:
+        items, _ = follow(f, path)
+        assert items, path
+        errs = contract.validate(spec, "GET", path.split("?")[0], 200, items)
+        assert not errs, (path, errs)
+    for path in ("/api/v1/users/" + st["users"][0]["id"], "/api/v1/groups/" + g_ad):
+        errs = contract.validate(spec, "GET", path, 200, f.get(path, AUTH).json())
+        assert not errs, (path, errs)
+
+
 def t_contract_fixtures(f):
     """Field names and header forms match recorded real responses."""
     st = base_state()

@@ -498,7 +498,8 @@ class Server:
                     traceback.print_exc(file=sys.stderr)
                     resp = json_response(500, {"error": "simulator bug: %r" % (e,)})
             resp = self.product.finish(req, resp)
-            garbage = scoped and f["garbage_rate"] and rng.random() < f["garbage_rate"]
+            garbage = scoped and f["garbage_rate"] and resp.body and \
+                rng.random() < f["garbage_rate"]  # never a body on a 204/304
             self._log(req, resp.status)
         if garbage:
             b = resp.body

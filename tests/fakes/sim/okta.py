@@ -585,7 +585,6 @@ class Okta(Product):
         self._index()
         if old is not None:
             self._diff(old, now)
-            self._index()
         self._assignment_times(old, now)
         self.loaded = True
 
@@ -720,8 +719,10 @@ class Okta(Product):
         for gid, g in ng.items():
             before = old["members"].get(gid, set()) if gid in og else set()
             after = set(self.members.get(gid, ()))
+            if before == after:
+                continue
             added = sorted(after - before)
-            removed = sorted((before - after) & set(nb))
+            removed = sorted(x for x in before - after if x in nb)
             if added or removed or (gid in og and before != after):
                 g["lastMembershipUpdated"] = ts
             for uid in added:
@@ -730,11 +731,16 @@ class Okta(Product):
                 events.append(("group.user_membership.remove",
                                [self._t_user(nb[uid]), self._t_group(g)]))
         # DEPROVISIONED removes every direct app assignment (okta-api.md 9.1)
+        dropped = False
         for aid, a in self.apps.items():
-            a["users"] = [uid for uid in a["users"] if nb[uid]["status"] != "DEPROVISIONED"
-                          or (uid in ob and ob[uid]["status"] == "DEPROVISIONED")]
+            keep = [uid for uid in a["users"] if nb[uid]["status"] != "DEPROVISIONED"
+                    or (uid in ob and ob[uid]["status"] == "DEPROVISIONED")]
+            if len(keep) != len(a["users"]):
+                a["users"] = keep
+                dropped = True
+        if dropped:
+            self._index()
         # app assignments: group assignments, then effective user assignments
-        self._index()
         for aid in sorted(set(old["apps"]) | set(self.apps)):
             oa = old["apps"].get(aid, {"users": set(), "groups": set()})
             na = self.apps.get(aid, {"users": [], "groups": []})
