@@ -813,6 +813,7 @@ class Okta(Product):
         msg, legacy = EVENT_INFO.get(et, (et, None))
         rng = self.rng
         req_id = "".join(rng.choice(B62) for _ in range(27))
+        uri = "/api/v1/" + {"group": "groups", "application": "apps"}.get(et.split(".")[0], "users")
         ev = {
             "actor": dict(ADMIN),
             "authenticationContext": {"authenticationProvider": None, "authenticationStep": 0,
@@ -826,8 +827,8 @@ class Okta(Product):
                        "userAgent": {"browser": "UNKNOWN", "os": "Unknown",
                                      "rawUserAgent": "usersync-simulator"},
                        "zone": "null"},
-            "debugContext": {"debugData": {"requestId": req_id, "requestUri": "/api/v1/users",
-                                           "url": "/api/v1/users?"}},
+            "debugContext": {"debugData": {"requestId": req_id, "requestUri": uri,
+                                           "url": uri + "?"}},
             "device": None,
             "displayMessage": msg,
             "eventType": et,
