@@ -8,11 +8,9 @@ events written when the state changes. Prints "N passed, N failed" last; exits n
 failure.
 """
 
-import json
 import os
 import re
 import sys
-import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
