@@ -1,0 +1,421 @@
+"""Bitbucket Data Center simulator: REST admin user and group resources.
+
+Behaviour follows ../shared/reference/atlassian-api.md section 4 and the Bitbucket DC 9.5
+OpenAPI (../shared/specs/bitbucket-dc-9.5.openapi.json). The API is served under both
+/rest/api/1.0 and /rest/api/latest.
+
+State (DESIGN.md section 6):
+  {"users":   [{"name", "slug", "id", "displayName", "emailAddress"}],
+   "groups":  ["name"],
+   "members": {"<group>": ["<user name>"]}}
+  "slug" and "id" may be omitted in PUT /__fake/state; they are derived (slug: lower case,
+  characters outside [a-z0-9._-] become "_") and numbered after the highest id. Bitbucket has
+  no deactivation (reference 1.5): every user is "active": true.
+
+Endpoints (authentication, XSRF and rate limiting in sim/atlassian.py):
+  GET    admin/users?filter&start&limit(25, max 1000)        page of RestDetailedUser
+  POST   admin/users?name&displayName&emailAddress&password&addToDefaultGroup(true)&notify
+         QUERY PARAMETERS ONLY (a JSON body is ignored): 204; 400 missing field or no password
+         without notify; 409 exists. addToDefaultGroup adds to "stash-users" when it exists.
+  PUT    admin/users {name, displayName, email}               200 RestDetailedUser; 404
+  POST   admin/users/rename {name, newName}                   200 RestDetailedUser; 404; 409
+  DELETE admin/users?name=                                    200 the deleted user; 409 self
+  GET    admin/users/more-members?context=<user>              page of the user's groups
+  GET    admin/users/more-non-members?context=<user>          page of the other groups
+  POST   admin/users/add-groups {"user", "groups": [...]}     200
+  POST   admin/users/add-group {"context": user, "itemName": group}     (deprecated) 200
+  POST   admin/users/remove-group {"context": user, "itemName": group}  200
+  GET    admin/groups?filter&start&limit                      page of {name, deletable}
+  POST   admin/groups?name=                                   200 group; 409 exists
+  DELETE admin/groups?name=                                   200 the deleted group; 404
+  GET    admin/groups/more-members?context=<group>            page of RestDetailedUser
+  GET    admin/groups/more-non-members?context=<group>        page of RestDetailedUser
+  POST   admin/groups/add-users {"group", "users": [...]}     200
+  POST   admin/groups/add-user {"context": group, "itemName": user}     (deprecated) 200
+  POST   admin/groups/remove-user {"context": group, "itemName": user}  (deprecated) 200
+  GET    application-properties (anonymous too)
+Bulk adds are all-or-nothing: an unknown user or group is a 404 and nothing changes. Adding an
+existing member is a no-op (200).
+
+Paging: {"size", "limit", "isLastPage", "start", "values", "nextPageStart" (absent on the last
+page)}. Errors: {"errors": [{"context", "message", "exceptionName"}]}.
+
+Decisions on UNCONFIRMED items:
+  #14 admin/users/more-members returns groups ({name, deletable}); the spec's description and
+      schema for it are copied from another operation and are wrong.
+  #3  rate limiting sends the Jira header family (X-RateLimit-*, retry-after).
+  A rename onto an existing name is a 409 (the spec lists only 400/404; Bitbucket answers
+  conflicts with 409 elsewhere). Removing a non-member is a no-op (200).
+"""
+
+import re
+import urllib.parse
+
+from sim.atlassian import (ADMIN, ApiError, AtlassianProduct, bool_arg, check_groups_members,
+                           check_state_list, fold, int_arg)
+from sim.common import empty_response, json_response
+
+VERSION = "9.5.0"
+DEFAULT_GROUP = "stash-users"
+EXC = "com.atlassian.bitbucket."
+
+
+def slugify(name):
+    return re.sub(r"[^a-z0-9._-]", "_", name.lower())
+
+
+class Bitbucket(AtlassianProduct):
+    name = "bitbucket"
+    prefixes = ("/rest/api/1.0", "/rest/api/latest")
+    anonymous = frozenset({"application_properties"})
+    ratelimit_headers = True
+    routes = [
+        ("GET", r"/admin/users", "list_users"),
+        ("POST", r"/admin/users", "create_user"),
+        ("PUT", r"/admin/users", "update_user"),
+        ("DELETE", r"/admin/users", "delete_user"),
+        ("POST", r"/admin/users/rename", "rename_user"),
+        ("GET", r"/admin/users/more-members", "user_groups"),
+        ("GET", r"/admin/users/more-non-members", "user_non_groups"),
+        ("POST", r"/admin/users/add-groups", "add_groups"),
+        ("POST", r"/admin/users/add-group", "add_group_legacy"),
+        ("POST", r"/admin/users/remove-group", "remove_group"),
+        ("GET", r"/admin/groups", "list_groups"),
+        ("POST", r"/admin/groups", "create_group"),
+        ("DELETE", r"/admin/groups", "delete_group"),
+        ("GET", r"/admin/groups/more-members", "group_members"),
+        ("GET", r"/admin/groups/more-non-members", "group_non_members"),
+        ("POST", r"/admin/groups/add-users", "add_users"),
+        ("POST", r"/admin/groups/add-user", "add_user_legacy"),
+        ("POST", r"/admin/groups/remove-user", "remove_user_legacy"),
+        ("GET", r"/application-properties", "application_properties"),
+    ]
+
+    # -- state -----------------------------------------------------------------------------
+    def default_state(self):
+        return {
+            "users": [{"name": ADMIN, "slug": ADMIN, "id": 1, "displayName": "Administrator",
+                       "emailAddress": "admin@example.com"}],
+            "groups": [DEFAULT_GROUP],
+            "members": {DEFAULT_GROUP: [ADMIN]},
+        }
+
+    def load_state(self, state):
+        users = check_state_list(state, "users", ("name", "displayName", "emailAddress"),
+                                 {"name": str, "slug": str, "id": int, "displayName": str,
+                                  "emailAddress": str})
+        byname, byid, order = {}, {}, []
+        next_id = max([u["id"] for u in users if isinstance(u.get("id"), int)] + [0]) + 1
+        slugs = set()
+        for u in users:
+            if not u["name"]:
+                raise ValueError("user name must not be empty")
+            if fold(u["name"]) in byname:
+                raise ValueError("duplicate user %r" % u["name"])
+            uid = u.get("id")
+            if uid is None:
+                uid = next_id
+                next_id += 1
+            if uid in byid:
+                raise ValueError("duplicate user id %r" % uid)
+            slug = u.get("slug") or slugify(u["name"])
+            if slug in slugs:
+                raise ValueError("duplicate user slug %r" % slug)
+            slugs.add(slug)
+            rec = {"name": u["name"], "slug": slug, "id": uid, "displayName": u["displayName"],
+                   "emailAddress": u["emailAddress"]}
+            byname[fold(rec["name"])] = rec
+            byid[uid] = rec
+            order.append(rec)
+        groups, members = check_groups_members(state, {n: r["name"] for n, r in byname.items()})
+        self.users = byname
+        self.byid = byid
+        self.order = order
+        self.next_id = next_id
+        self.groups = {fold(g): g for g in groups}
+        self.members = {fold(g): {byname[fold(n)]["id"] for n in ms}
+                        for g, ms in members.items()}
+
+    def dump_state(self):
+        return {
+            "users": [dict(u) for u in self.order],
+            "groups": list(self.groups.values()),
+            "members": {g: sorted((self.byid[i]["name"] for i in self.members[fold(g)]),
+                                  key=fold) for g in self.groups.values()},
+        }
+
+    # -- bodies ------------------------------------------------------------------------------
+    @staticmethod
+    def errors(status, message, context=None, exception=None, headers=None):
+        return json_response(status, {"errors": [{"context": context, "message": message,
+                                                  "exceptionName": exception}]}, headers)
+
+    def error_response(self, err):
+        return self.errors(err.status, err.message, err.field, err.exception)
+
+    def too_many_response(self, req, retry):
+        return self.errors(429, "You have been rate limited. Retry after %d seconds." % retry,
+                           exception=EXC + "throttle.ThrottledException")
+
+    def unauthorized_response(self, req, bad_credentials):
+        hs = [("WWW-Authenticate", 'Basic realm="Bitbucket"')]
+        if bad_credentials:
+            return self.errors(401, "Authentication failed. Please check your credentials and "
+                                    "try again.", exception=EXC + "auth."
+                               "IncorrectPasswordAuthenticationException", headers=hs)
+        return self.errors(401, "You are not permitted to access this resource",
+                           exception=EXC + "AuthorisationException", headers=hs)
+
+    def not_found_response(self, req):
+        return self.errors(404, "No resource is served at %s" % req.raw_path)
+
+    def user_json(self, req, u):
+        return {"name": u["name"], "emailAddress": u["emailAddress"], "active": True,
+                "displayName": u["displayName"], "id": u["id"], "slug": u["slug"],
+                "type": "NORMAL", "directoryName": "Bitbucket Internal Directory",
+                "deletable": True, "mutableDetails": True, "mutableGroups": True,
+                "links": {"self": [{"href": "%s/users/%s" % (req.base_url,
+                                                             urllib.parse.quote(u["slug"]))}]}}
+
+    @staticmethod
+    def group_json(g):
+        return {"name": g, "deletable": True}
+
+    def page(self, req, items, render):
+        start = int_arg(req, "start", 0)
+        limit = int_arg(req, "limit", 25, minimum=0, maximum=1000) or 25
+        chunk = items[start:start + limit]
+        last = start + limit >= len(items)
+        body = {"size": len(chunk), "limit": limit, "isLastPage": last, "start": start,
+                "values": [render(x) for x in chunk]}
+        if not last:
+            body["nextPageStart"] = start + limit
+        return json_response(200, body)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def need(self, value, field):
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(400, "The %s parameter is required." % field, field=field,
+                           exception=EXC + "validation.ArgumentValidationException")
+        return value
+
+    def user(self, name):
+        u = self.users.get(fold(name))
+        if u is None:
+            raise ApiError(404, "No user exists with the name '%s'." % name,
+                           exception=EXC + "user.NoSuchUserException")
+        return u
+
+    def group(self, name):
+        g = self.groups.get(fold(name))
+        if g is None:
+            raise ApiError(404, "The group '%s' does not exist." % name,
+                           exception=EXC + "user.NoSuchGroupException")
+        return g
+
+    def sorted_users(self, filt):
+        f = fold(filt or "")
+        us = [u for u in self.order
+              if not f or f in fold(u["name"]) or f in fold(u["displayName"])
+              or f in fold(u["emailAddress"])]
+        return sorted(us, key=lambda u: fold(u["name"]))
+
+    def groups_of(self, u):
+        return sorted((g for fg, g in self.groups.items() if u["id"] in self.members[fg]),
+                      key=fold)
+
+    # -- users -------------------------------------------------------------------------------
+    def list_users(self, req):
+        return self.page(req, self.sorted_users(req.arg("filter")),
+                         lambda u: self.user_json(req, u))
+
+    def create_user(self, req):
+        # Query parameters only: Bitbucket ignores a request body here.
+        name = self.need(req.arg("name"), "name")
+        dn = self.need(req.arg("displayName"), "displayName")
+        em = self.need(req.arg("emailAddress"), "emailAddress")
+        if "@" not in em:
+            raise ApiError(400, "'%s' is not a valid e-mail address." % em,
+                           field="emailAddress",
+                           exception=EXC + "validation.ArgumentValidationException")
+        pw = req.arg("password")
+        notify = bool_arg(req, "notify", False)
+        if not pw and not notify:
+            raise ApiError(400, "A password must be provided unless notify is set.",
+                           field="password",
+                           exception=EXC + "validation.ArgumentValidationException")
+        if fold(name) in self.users:
+            raise ApiError(409, "A user with the name '%s' already exists." % name,
+                           exception=EXC + "user.DuplicateUserException")
+        slug = slugify(name)
+        taken = {u["slug"] for u in self.order}
+        base, n = slug, 1
+        while slug in taken:
+            n += 1
+            slug = "%s_%d" % (base, n)
+        u = {"name": name, "slug": slug, "id": self.next_id, "displayName": dn,
+             "emailAddress": em}
+        self.next_id += 1
+        self.users[fold(name)] = u
+        self.byid[u["id"]] = u
+        self.order.append(u)
+        if bool_arg(req, "addToDefaultGroup", True) and fold(DEFAULT_GROUP) in self.groups:
+            self.members[fold(DEFAULT_GROUP)].add(u["id"])
+        return empty_response(204)
+
+    def update_user(self, req):
+        b = self.body_object(req)
+        u = self.user(self.need(b.get("name"), "name"))
+        dn, em = b.get("displayName"), b.get("email")
+        if dn is not None and (not isinstance(dn, str) or not dn.strip()):
+            raise ApiError(400, "displayName must not be blank.", field="displayName",
+                           exception=EXC + "validation.ArgumentValidationException")
+        if em is not None and (not isinstance(em, str) or "@" not in em):
+            raise ApiError(400, "'%s' is not a valid e-mail address." % em, field="email",
+                           exception=EXC + "validation.ArgumentValidationException")
+        if dn is not None:
+            u["displayName"] = dn
+        if em is not None:
+            u["emailAddress"] = em
+        return json_response(200, self.user_json(req, u))
+
+    def rename_user(self, req):
+        b = self.body_object(req)
+        u = self.user(self.need(b.get("name"), "name"))
+        new = self.need(b.get("newName"), "newName")
+        other = self.users.get(fold(new))
+        if other is not None and other is not u:
+            raise ApiError(409, "A user with the name '%s' already exists." % new,
+                           exception=EXC + "user.DuplicateUserException")
+        del self.users[fold(u["name"])]
+        u["name"] = new
+        self.users[fold(new)] = u
+        taken = {x["slug"] for x in self.order if x is not u}
+        slug = base = slugify(new)
+        n = 1
+        while slug in taken:
+            n += 1
+            slug = "%s_%d" % (base, n)
+        u["slug"] = slug
+        return json_response(200, self.user_json(req, u))
+
+    def delete_user(self, req):
+        u = self.user(self.need(req.arg("name"), "name"))
+        if fold(u["name"]) == fold(ADMIN):
+            raise ApiError(409, "You cannot delete yourself.",
+                           exception=EXC + "IllegalUserStateException")
+        body = self.user_json(req, u)
+        del self.users[fold(u["name"])]
+        del self.byid[u["id"]]
+        self.order.remove(u)
+        for ms in self.members.values():
+            ms.discard(u["id"])
+        return json_response(200, body)
+
+    def user_groups(self, req):
+        u = self.user(self.need(req.arg("context"), "context"))
+        f = fold(req.arg("filter") or "")
+        gs = [g for g in self.groups_of(u) if f in fold(g)]
+        return self.page(req, gs, self.group_json)
+
+    def user_non_groups(self, req):
+        u = self.user(self.need(req.arg("context"), "context"))
+        f = fold(req.arg("filter") or "")
+        mine = {fold(g) for g in self.groups_of(u)}
+        gs = sorted((g for fg, g in self.groups.items() if fg not in mine and f in fg),
+                    key=fold)
+        return self.page(req, gs, self.group_json)
+
+    # -- groups ------------------------------------------------------------------------------
+    def list_groups(self, req):
+        f = fold(req.arg("filter") or "")
+        gs = sorted((g for fg, g in self.groups.items() if f in fg), key=fold)
+        return self.page(req, gs, self.group_json)
+
+    def create_group(self, req):
+        name = self.need(req.arg("name"), "name")
+        if fold(name) in self.groups:
+            raise ApiError(409, "The group '%s' already exists." % name,
+                           exception=EXC + "user.DuplicateGroupException")
+        self.groups[fold(name)] = name
+        self.members[fold(name)] = set()
+        return json_response(200, self.group_json(name))
+
+    def delete_group(self, req):
+        g = self.group(self.need(req.arg("name"), "name"))
+        del self.groups[fold(g)]
+        del self.members[fold(g)]
+        return json_response(200, self.group_json(g))
+
+    def group_members(self, req):
+        g = self.group(self.need(req.arg("context"), "context"))
+        ids = self.members[fold(g)]
+        us = [u for u in self.sorted_users(req.arg("filter")) if u["id"] in ids]
+        return self.page(req, us, lambda u: self.user_json(req, u))
+
+    def group_non_members(self, req):
+        g = self.group(self.need(req.arg("context"), "context"))
+        ids = self.members[fold(g)]
+        us = [u for u in self.sorted_users(req.arg("filter")) if u["id"] not in ids]
+        return self.page(req, us, lambda u: self.user_json(req, u))
+
+    # -- membership --------------------------------------------------------------------------
+    def _names(self, b, key):
+        v = b.get(key)
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            raise ApiError(400, "'%s' must be a non-empty list of names." % key, field=key,
+                           exception=EXC + "validation.ArgumentValidationException")
+        return v
+
+    def add_users(self, req):
+        b = self.body_object(req)
+        g = self.group(self.need(b.get("group"), "group"))
+        us = [self.user(n) for n in self._names(b, "users")]
+        for u in us:
+            self.members[fold(g)].add(u["id"])
+        return empty_response(200)
+
+    def add_groups(self, req):
+        b = self.body_object(req)
+        u = self.user(self.need(b.get("user"), "user"))
+        gs = [self.group(n) for n in self._names(b, "groups")]
+        for g in gs:
+            self.members[fold(g)].add(u["id"])
+        return empty_response(200)
+
+    def _context_pair(self, req):
+        b = self.body_object(req)
+        return self.need(b.get("context"), "context"), self.need(b.get("itemName"), "itemName")
+
+    def add_group_legacy(self, req):
+        user, group = self._context_pair(req)          # context = user, itemName = group
+        u, g = self.user(user), self.group(group)
+        self.members[fold(g)].add(u["id"])
+        return empty_response(200)
+
+    def remove_group(self, req):
+        user, group = self._context_pair(req)          # context = user, itemName = group
+        u, g = self.user(user), self.group(group)
+        self.members[fold(g)].discard(u["id"])
+        return empty_response(200)
+
+    def add_user_legacy(self, req):
+        group, user = self._context_pair(req)          # context = group, itemName = user
+        g, u = self.group(group), self.user(user)
+        self.members[fold(g)].add(u["id"])
+        return empty_response(200)
+
+    def remove_user_legacy(self, req):
+        group, user = self._context_pair(req)          # context = group, itemName = user
+        g, u = self.group(group), self.user(user)
+        self.members[fold(g)].discard(u["id"])
+        return empty_response(200)
+
+    def application_properties(self, req):
+        return json_response(200, {"version": VERSION, "buildNumber": "9005000",
+                                   "buildDate": "1735689600000",
+                                   "displayName": "Bitbucket"})
+
+
+PRODUCT = Bitbucket
+Simulator = Bitbucket

@@ -1,0 +1,1493 @@
+"""Okta simulator: the Management API read subset a sync uses (okta-api.md, specs subset).
+
+Served by tests/fakes/fake.py okta. What is simulated and which quirks are deliberate is listed
+in tests/fakes/README.md. Summary:
+  * auth: "Authorization: SSWS test-token", or Bearer/DPoP tokens listed in state.access_tokens;
+    anything else 401 E0000011
+  * GET /api/v1/users, /users/{idOrLogin}, /users/{id}/groups, /groups, /groups/{id},
+    /groups/{id}/users, /apps/{id}/users[/{uid}], /apps/{id}/groups[/{gid}], /logs
+  * paging with opaque `after` cursors given only in `link` headers (one relation per line);
+    cursors are the last id in id order, so they stay valid while the state changes
+  * per-bucket rate limits with X-Rate-Limit-* on every response, 429 E0000047
+  * PUT /__fake/state is diffed against the previous state: timestamps move and System Log
+    events are appended (see Okta._diff)
+
+State (DESIGN.md section 6): {"users":[User], "groups":[Group], "group_members":{gid:[uid]},
+"apps":{appId:{"users":[uid],"groups":[gid]}}, "logs":[LogEvent]} plus optional
+"access_tokens":[str]. A state load with "_baseline": true (or the first load, or a load into an
+empty org) is not diffed.
+
+Filter expressions (SCIM style) are compiled by compile_filter() below; FilterRules say which
+attributes and operators an endpoint accepts, whether `not` is allowed and whether string
+comparisons ignore case. Operators and and/or/not are case-insensitive; attribute names are
+case-sensitive.
+"""
+
+import base64
+import bisect
+import hashlib
+import json
+import math
+import random
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+from .common import Product, json_response, http_date
+
+class FilterError(ValueError):
+    pass
+
+
+_TOKEN = re.compile(r'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|([^\s()"]+))')
+
+OPS = ("eq", "ne", "sw", "co", "ew", "pr", "gt", "ge", "lt", "le")
+
+
+class FilterRules:
+    """attr_kind(attr) -> "str" | "date" | "any" | None (None = attribute not allowed);
+    op_allowed(attr, op) -> bool; allow_not; ignore_case (string values)."""
+
+    def __init__(self, attr_kind, op_allowed, allow_not=False, ignore_case=False):
+        self.attr_kind = attr_kind
+        self.op_allowed = op_allowed
+        self.allow_not = allow_not
+        self.ignore_case = ignore_case
+
+
+def parse_time(s):
+    """Epoch seconds (float) of an ISO 8601 timestamp such as 2013-06-01T00:00:00.000Z."""
+    if not isinstance(s, str):
+        raise FilterError("not a timestamp: %r" % (s,))
+    t = s.strip()
+    if t.endswith("Z") or t.endswith("z"):
+        t = t[:-1] + "+00:00"
+    try:
+        d = datetime.fromisoformat(t)
+    except ValueError:
+        raise FilterError("not a timestamp: %r" % (s,)) from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+def _tokens(text):
+    pos = 0
+    out = []
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise FilterError("cannot parse filter near %r" % text[pos:pos + 20])
+        pos = m.end()
+        if m.group(1):
+            out.append(("(", None))
+        elif m.group(2):
+            out.append((")", None))
+        elif m.group(3) is not None:
+            out.append(("str", re.sub(r"\\(.)", r"\1", m.group(3))))
+        else:
+            out.append(("word", m.group(4)))
+    return out
+
+
+def _get(obj, path):
+    cur = [obj]
+    for part in path.split("."):
+        nxt = []
+        for c in cur:
+            if isinstance(c, list):
+                for x in c:
+                    if isinstance(x, dict) and part in x:
+                        nxt.append(x[part])
+            elif isinstance(c, dict) and part in c:
+                nxt.append(c[part])
+        cur = nxt
+    out = []
+    for c in cur:
+        if isinstance(c, list):
+            out.extend(c)
+        else:
+            out.append(c)
+    return out
+
+
+def _cmp(op, a, b, kind, ignore_case):
+    """Compare the object's value a with the literal b."""
+    if op == "pr":
+        return a is not None
+    if a is None:
+        return op == "eq" and b is None
+    if kind == "date":
+        try:
+            a = parse_time(a)
+        except FilterError:
+            return False
+    elif isinstance(a, str) and isinstance(b, str) and ignore_case:
+        a = a.lower()
+        b = b.lower()
+    if op in ("sw", "co", "ew"):
+        if not isinstance(a, str):
+            return False
+        return a.startswith(b) if op == "sw" else (b in a if op == "co" else a.endswith(b))
+    if op == "eq":
+        return a == b
+    if op == "ne":
+        return a != b
+    if type(a) is bool or type(b) is bool or (isinstance(a, str) != isinstance(b, str)):
+        return False
+    try:
+        if op == "gt":
+            return a > b
+        if op == "ge":
+            return a >= b
+        if op == "lt":
+            return a < b
+        if op == "le":
+            return a <= b
+    except TypeError:
+        return False
+    return False
+
+
+class _Parser:
+    def __init__(self, toks, rules):
+        self.t = toks
+        self.i = 0
+        self.r = rules
+
+    def peek(self):
+        return self.t[self.i] if self.i < len(self.t) else (None, None)
+
+    def take(self):
+        tok = self.peek()
+        self.i += 1
+        return tok
+
+    def word_is(self, tok, w):
+        return tok[0] == "word" and tok[1].lower() == w
+
+    def expr(self):
+        left = self.term()
+        while self.word_is(self.peek(), "or"):
+            self.take()
+            right = self.term()
+            left = (lambda l, r: lambda o: l(o) or r(o))(left, right)
+        return left
+
+    def term(self):
+        left = self.factor()
+        while self.word_is(self.peek(), "and"):
+            self.take()
+            right = self.factor()
+            left = (lambda l, r: lambda o: l(o) and r(o))(left, right)
+        return left
+
+    def factor(self):
+        tok = self.peek()
+        if self.word_is(tok, "not"):
+            if not self.r.allow_not:
+                raise FilterError("'not' is not supported")
+            self.take()
+            inner = self.factor()
+            return lambda o: not inner(o)
+        if tok[0] == "(":
+            self.take()
+            e = self.expr()
+            if self.take()[0] != ")":
+                raise FilterError("missing ')'")
+            return e
+        if tok[0] != "word":
+            raise FilterError("expected an attribute name")
+        attr = self.take()[1]
+        kind = self.r.attr_kind(attr)
+        if kind is None:
+            raise FilterError("attribute %r cannot be used in this filter" % attr)
+        optok = self.take()
+        if optok[0] != "word" or optok[1].lower() not in OPS:
+            raise FilterError("unknown operator after %r" % attr)
+        op = optok[1].lower()
+        if not self.r.op_allowed(attr, op):
+            raise FilterError("operator %r is not supported on %r" % (op, attr))
+        if op == "pr":
+            return lambda o: any(v is not None for v in _get(o, attr))
+        vt = self.take()
+        if vt[0] == "str":
+            val = vt[1]
+        elif vt[0] == "word":
+            w = vt[1]
+            if w in ("true", "false"):
+                val = w == "true"
+            elif w == "null":
+                val = None
+            elif re.fullmatch(r"-?\d+(\.\d+)?", w):
+                val = float(w) if "." in w else int(w)
+            else:
+                raise FilterError("value for %r must be quoted" % attr)
+        else:
+            raise FilterError("missing value for %r" % attr)
+        if kind == "date":
+            val = parse_time(val)
+        ic = self.r.ignore_case
+        if ic and isinstance(val, str):
+            val = val.lower()
+        return lambda o: any(_cmp(op, v, val, kind, ic) for v in (_get(o, attr) or [None]))
+
+
+def compile_filter(text, rules):
+    """Predicate for a filter expression; raises FilterError on any syntax or rule error."""
+    if not text or not text.strip():
+        raise FilterError("empty filter")
+    toks = _tokens(text)
+    p = _Parser(toks, rules)
+    pred = p.expr()
+    if p.i != len(toks):
+        raise FilterError("unexpected %r" % (toks[p.i][1] or toks[p.i][0]))
+    return pred
+
+
+# ==========================================================================================
+# Okta product
+
+ISO_FMT = "%Y-%m-%dT%H:%M:%S"
+USER_STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "PASSWORD_EXPIRED",
+                 "LOCKED_OUT", "SUSPENDED", "DEPROVISIONED")
+GROUP_TYPES = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
+API_TOKEN = "test-token"
+ADMIN = {"id": "00u1simadmin0000x001", "type": "User", "alternateId": "admin@example.com",
+         "displayName": "Sim Admin", "detailEntry": None}
+LOGO = "https://ok14static.oktacdn.com/assets/img/logos/groups/odyssey/okta-%s.png"
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def iso(t, ms=False):
+    """Okta timestamp: YYYY-MM-DDTHH:mm:ss.SSSZ (whole seconds unless ms=True)."""
+    s = time.strftime(ISO_FMT, time.gmtime(t))
+    return s + (".%03dZ" % int((t % 1) * 1000) if ms else ".000Z")
+
+
+def okta_error(status, code, summary, causes=(), headers=None):
+    """An Okta error response (okta-api.md section 6)."""
+    eid = "oae" + "".join(random.choice(B62) for _ in range(22))
+    return json_response(status, {"errorCode": code, "errorSummary": summary, "errorLink": code,
+                                  "errorId": eid,
+                                  "errorCauses": [{"errorSummary": c} for c in causes]},
+                         headers)
+
+
+def not_found(what, kind):
+    return okta_error(404, "E0000007", "Not found: Resource not found: %s (%s)" % (what, kind))
+
+
+def bad_search(msg):
+    return okta_error(400, "E0000031", "Invalid search criteria.", [msg])
+
+
+# Rate-limit buckets (okta-api.md section 4): (name, methods or None, exact regex or None,
+# prefix or None). An exact match beats a prefix; the longest prefix wins; the method counts.
+BUCKETS = [
+    ("/api/v1/users", ("GET", "POST"), r"^/api/v1/users$", None, 600),
+    ("/api/v1/users/{id}", ("GET",), r"^/api/v1/users/[^/]+$", None, 2000),
+    ("/api/v1/users/{id}:write", ("POST", "PUT", "DELETE"), r"^/api/v1/users/[^/]+$", None, 600),
+    ("/api/v1/users*", None, None, "/api/v1/users", 600),
+    ("/api/v1/groups/{id}", None, r"^/api/v1/groups/[^/]+$", None, 1000),
+    ("/api/v1/groups*", None, None, "/api/v1/groups", 500),
+    ("/api/v1/apps/{id}", None, r"^/api/v1/apps/[^/]+$", None, 500),
+    ("/api/v1/apps*", None, None, "/api/v1/apps", 100),
+    ("/api/v1/logs", None, None, "/api/v1/logs", 120),
+    ("/api/v1", None, None, "/api/v1", 1200),
+]
+BUCKET_NAMES = [b[0] for b in BUCKETS]
+BUCKET_ALIASES = {"/api/v1/groups": "/api/v1/groups*", "/api/v1/apps": "/api/v1/apps*",
+                  "/api/v1/logs*": "/api/v1/logs", "/api/v1*": "/api/v1"}
+WORKFORCE = {b[0]: b[4] for b in BUCKETS}
+GENEROUS = 100000
+_BUCKET_RX = [(b[0], b[1], re.compile(b[2]) if b[2] else None, b[3]) for b in BUCKETS]
+
+
+def bucket_of(method, path):
+    """Name of the rate-limit bucket a request counts against (None outside /api/v1)."""
+    best = None
+    for name, methods, rx, prefix in _BUCKET_RX:
+        if methods is not None and method not in methods:
+            continue
+        if rx is not None and rx.match(path):
+            return name
+        if prefix is not None and (path == prefix or path.startswith(prefix + "/")):
+            if best is None or len(prefix) > best[0]:
+                best = (len(prefix), name)
+    return best[1] if best else None
+
+
+USER_FILTER_ATTRS = {"status": "str", "lastUpdated": "date", "id": "str",
+                     "profile.login": "str", "profile.email": "str",
+                     "profile.firstName": "str", "profile.lastName": "str"}
+USER_FILTER = FilterRules(
+    lambda a: USER_FILTER_ATTRS.get(a),
+    lambda a, op: op == "eq" or (a == "lastUpdated" and op in ("gt", "ge", "lt", "le")))
+
+USER_SEARCH_TOP = {"id": "str", "status": "str", "created": "date", "activated": "date",
+                   "statusChanged": "date", "lastUpdated": "date", "type.id": "str",
+                   "lastLogin": "date", "passwordChanged": "date"}
+USER_SEARCH_CO = ("profile.firstName", "profile.lastName", "profile.email", "profile.login")
+
+
+def _user_search_kind(a):
+    if a in USER_SEARCH_TOP:
+        return USER_SEARCH_TOP[a]
+    if a.startswith("profile.") and len(a) > 8:
+        return "any"
+    return None
+
+
+USER_SEARCH = FilterRules(
+    _user_search_kind,
+    lambda a, op: op in ("eq", "sw", "gt", "ge", "lt", "le") or (op == "co" and a in USER_SEARCH_CO),
+    ignore_case=True)
+
+GROUP_FILTER_ATTRS = {"id": "str", "type": "str", "lastUpdated": "date",
+                      "lastMembershipUpdated": "date"}
+GROUP_FILTER = FilterRules(
+    lambda a: GROUP_FILTER_ATTRS.get(a),
+    lambda a, op: op == "eq" or (GROUP_FILTER_ATTRS.get(a) == "date" and op in ("gt", "ge", "lt", "le")))
+
+GROUP_SEARCH_TOP = {"id": "str", "created": "date", "lastUpdated": "date",
+                    "lastMembershipUpdated": "date", "type": "str", "source.id": "str"}
+
+
+def _group_search_kind(a):
+    if a in GROUP_SEARCH_TOP:
+        return GROUP_SEARCH_TOP[a]
+    if a.startswith("profile.") and len(a) > 8:
+        return "any"
+    return None
+
+
+GROUP_SEARCH = FilterRules(
+    _group_search_kind,
+    lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description"))
+    or (GROUP_SEARCH_TOP.get(a) == "date" and op in ("gt", "ge", "lt", "le")),
+    ignore_case=True)
+
+
+def _log_kind(a):
+    if a == "published":
+        return None  # "published not allowed" (okta-api.md section 3)
+    return "any" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", a) else None
+
+
+LOG_FILTER = FilterRules(
+    _log_kind,
+    lambda a, op: op != "ne" and not (op == "co" and a in ("debugContext.debugData.url",
+                                                           "debugContext.debugData.requestUri")),
+    allow_not=True)
+
+# displayMessage and legacyEventType of the events the simulator writes.
+EVENT_INFO = {
+    "user.lifecycle.create": ("Create Okta user", "core.user.config.user_creation.success"),
+    "user.lifecycle.activate": ("Activate Okta user", "core.user.config.user_activated"),
+    "user.lifecycle.deactivate": ("Deactivate Okta user", "core.user.config.user_deactivated"),
+    "user.lifecycle.reactivate": ("Reactivate Okta user", "core.user.config.user_reactivated"),
+    "user.lifecycle.suspend": ("Suspend Okta user", "core.user.config.user_status.suspended"),
+    "user.lifecycle.unsuspend": ("Unsuspend Okta user", "core.user.config.user_status.unsuspended"),
+    "user.lifecycle.delete.initiated": ("Delete Okta user", None),
+    "user.lifecycle.delete.completed": ("Delete Okta user completed", None),
+    "user.account.update_profile": ("Update user profile for Okta",
+                                    "core.user.config.profile_update.success"),
+    "user.account.lock": ("Max sign in attempts exceeded", "core.user_auth.account_locked"),
+    "user.account.unlock_by_admin": ("Unlock user account by admin", None),
+    "group.user_membership.add": ("Add user to group membership",
+                                  "core.user_group_member.user_add"),
+    "group.user_membership.remove": ("Remove user from group membership",
+                                     "core.user_group_member.user_remove"),
+    "application.user_membership.add": ("Add user to application membership",
+                                        "app.generic.provision.assign_user_to_app"),
+    "application.user_membership.remove": ("Remove user from application membership", None),
+    "group.lifecycle.create": ("Create okta user group", "core.user_group.created"),
+    "group.lifecycle.delete": ("Delete Okta group", "core.user_group.deleted"),
+    "system.import.group.create": ("Add imported group to Okta", None),
+    "system.import.group.delete": ("Remove imported group from Okta", None),
+    "group.profile.update": ("Update group profile", None),
+    "group.application_assignment.add": ("Add assigned application to group", None),
+    "group.application_assignment.remove": ("Remove assigned application from group", None),
+}
+
+
+def _rand_id(prefix, rng, n=17):
+    return prefix + "".join(rng.choice(B62) for _ in range(n))
+
+
+class Okta(Product):
+    """Okta Management API read subset; see tests/fakes/README.md for what is simulated."""
+
+    name = "okta"
+    extra_faults = {"okta_buckets": {}, "okta_concurrency": None}
+
+    def __init__(self, server):
+        super().__init__(server)
+        self.rng = random.Random()
+        self.windows = {}  # bucket name -> [window start, used]
+        self.req_seq = 0
+        self.loaded = False
+        self.state = None
+        self._empty()
+
+    def _empty(self):
+        self.users = []
+        self.by_id = {}
+        self.by_login = {}
+        self.ids = []
+        self.groups = []
+        self.gby_id = {}
+        self.gids = []
+        self.members = {}
+        self.member_ids = {}
+        self.user_groups = {}
+        self.apps = {}
+        self.app_meta = {}
+        self.logs = []
+        self.log_seq = []
+        self.next_seq = 1
+        self.access_tokens = set()
+        self.extra = {}
+
+    # ---------------------------------------------------------------- state
+    def default_state(self):
+        return {"users": [], "groups": [], "group_members": {}, "apps": {}, "logs": []}
+
+    def dump_state(self):
+        out = {"users": self.users, "groups": self.groups,
+               "group_members": {g: list(m) for g, m in self.members.items()},
+               "apps": {a: {"users": list(v["users"]), "groups": list(v["groups"])}
+                        for a, v in self.apps.items()},
+               "logs": self.logs}
+        if self.access_tokens:
+            out["access_tokens"] = sorted(self.access_tokens)
+        return out
+
+    def load_state(self, st):
+        now = self.server.now()
+        if not isinstance(st, dict):
+            raise ValueError("state must be an object")
+        known = {"users", "groups", "group_members", "apps", "logs", "access_tokens", "_baseline"}
+        unknown = set(st) - known
+        if unknown:
+            raise ValueError("unknown state keys: %s" % ", ".join(sorted(unknown)))
+        users = st.get("users", [])
+        groups = st.get("groups", [])
+        gm = st.get("group_members", {})
+        apps = st.get("apps", {})
+        logs = st.get("logs", [])
+        toks = st.get("access_tokens", [])
+        if not isinstance(users, list) or not isinstance(groups, list) or \
+                not isinstance(gm, dict) or not isinstance(apps, dict) or \
+                not isinstance(logs, list) or not isinstance(toks, list):
+            raise ValueError("state shape: users, groups, logs, access_tokens are lists; "
+                             "group_members and apps are objects")
+        by_id, by_login = {}, {}
+        for i, u in enumerate(users):
+            if not isinstance(u, dict) or not isinstance(u.get("id"), str) or not u["id"]:
+                raise ValueError("users[%d]: needs a string id" % i)
+            if u["id"] in by_id:
+                raise ValueError("users[%d]: duplicate id %s" % (i, u["id"]))
+            if u.get("status") not in USER_STATUSES:
+                raise ValueError("users[%d]: status must be one of %s" % (i, ", ".join(USER_STATUSES)))
+            p = u.get("profile")
+            if not isinstance(p, dict) or not isinstance(p.get("login"), str):
+                raise ValueError("users[%d]: profile.login (string) is required" % i)
+            lk = p["login"].lower()
+            if lk in by_login:
+                raise ValueError("users[%d]: duplicate login %s" % (i, p["login"]))
+            by_id[u["id"]] = u
+            by_login[lk] = u
+        gby_id = {}
+        for i, g in enumerate(groups):
+            if not isinstance(g, dict) or not isinstance(g.get("id"), str) or not g["id"]:
+                raise ValueError("groups[%d]: needs a string id" % i)
+            if g["id"] in gby_id:
+                raise ValueError("groups[%d]: duplicate id %s" % (i, g["id"]))
+            if g.get("type", "OKTA_GROUP") not in GROUP_TYPES:
+                raise ValueError("groups[%d]: type must be one of %s" % (i, ", ".join(GROUP_TYPES)))
+            if not isinstance(g.get("profile"), dict) or not isinstance(g["profile"].get("name"), str):
+                raise ValueError("groups[%d]: profile.name (string) is required" % i)
+            gby_id[g["id"]] = g
+        members = {}
+        for gid, uids in gm.items():
+            if gid not in gby_id:
+                raise ValueError("group_members: unknown group %s" % gid)
+            if not isinstance(uids, list):
+                raise ValueError("group_members[%s] must be a list of user ids" % gid)
+            seen = set()
+            for uid in uids:
+                if uid not in by_id:
+                    raise ValueError("group_members[%s]: unknown user %s" % (gid, uid))
+                if uid in seen:
+                    raise ValueError("group_members[%s]: user %s listed twice" % (gid, uid))
+                seen.add(uid)
+            members[gid] = list(uids)
+        napps = {}
+        for aid, a in apps.items():
+            if not isinstance(a, dict) or not isinstance(a.get("users", []), list) or \
+                    not isinstance(a.get("groups", []), list):
+                raise ValueError("apps[%s] must be {\"users\":[ids], \"groups\":[ids]}" % aid)
+            for uid in a.get("users", []):
+                if uid not in by_id:
+                    raise ValueError("apps[%s].users: unknown user %s" % (aid, uid))
+            for gid in a.get("groups", []):
+                if gid not in gby_id:
+                    raise ValueError("apps[%s].groups: unknown group %s" % (aid, gid))
+            napps[aid] = {"users": list(dict.fromkeys(a.get("users", []))),
+                          "groups": list(dict.fromkeys(a.get("groups", [])))}
+        for i, e in enumerate(logs):
+            if not isinstance(e, dict) or not isinstance(e.get("uuid"), str) or \
+                    not isinstance(e.get("published"), str) or not isinstance(e.get("eventType"), str):
+                raise ValueError("logs[%d]: a LogEvent needs uuid, published and eventType" % i)
+            try:
+                parse_time(e["published"])
+            except FilterError:
+                raise ValueError("logs[%d]: published is not a timestamp" % i) from None
+        for t in toks:
+            if not isinstance(t, str) or not t:
+                raise ValueError("access_tokens must be a list of strings")
+
+        # Fill in what real Okta always sends, so minimal test states are valid objects.
+        ts = iso(now)
+        for u in users:
+            self._complete_user(u, ts)
+        for g in groups:
+            self._complete_group(g, ts)
+
+        baseline = (not self.loaded) or bool(st.get("_baseline")) or \
+            (not self.users and not self.groups)
+        old = None if baseline else self._snapshot()
+        # log persistence order: known events keep their sequence numbers
+        old_seq = {e["uuid"]: s for e, s in zip(self.logs, self.log_seq)}
+        seqs = []
+        for e in logs:
+            s = old_seq.get(e["uuid"])
+            if s is None:
+                s = self.next_seq
+                self.next_seq += 1
+            seqs.append(s)
+
+        self.users = users
+        self.by_id = by_id
+        self.by_login = by_login
+        self.groups = groups
+        self.gby_id = gby_id
+        self.members = members
+        self.apps = napps
+        self.logs = logs
+        self.log_seq = seqs
+        self.access_tokens = set(toks)
+        self._index()
+        if old is not None:
+            self._diff(old, now)
+        self._assignment_times(old, now)
+        self.loaded = True
+
+    def _complete_user(self, u, ts):
+        u.setdefault("status", "ACTIVE")
+        created = u.setdefault("created", ts)
+        active = u["status"] not in ("STAGED",)
+        u.setdefault("activated", created if active else None)
+        u.setdefault("statusChanged", created if u["status"] != "STAGED" else None)
+        u.setdefault("lastLogin", None)
+        u.setdefault("lastUpdated", created)
+        u.setdefault("passwordChanged", None)
+        u.setdefault("type", {"id": "oty1simdefault0000x1"})
+        p = u["profile"]
+        for k in ("firstName", "lastName", "email"):
+            p.setdefault(k, None)
+        p.setdefault("mobilePhone", None)
+        p.setdefault("secondEmail", None)
+        u.setdefault("credentials", {"provider": {"type": "OKTA", "name": "OKTA"}})
+
+    def _complete_group(self, g, ts):
+        g.setdefault("type", "OKTA_GROUP")
+        created = g.setdefault("created", ts)
+        g.setdefault("lastUpdated", created)
+        g.setdefault("lastMembershipUpdated", created)
+        g.setdefault("objectClass", ["okta:windows_security_principal"]
+                     if g["type"] == "APP_GROUP" and "dn" in g["profile"] else ["okta:user_group"])
+        g["profile"].setdefault("description", "" if g["type"] != "APP_GROUP" else None)
+
+    def _index(self):
+        self.ids = sorted(self.by_id)
+        self.gids = sorted(self.gby_id)
+        self.member_ids = {g: sorted(m) for g, m in self.members.items()}
+        ug = {}
+        for g in self.gids:
+            for uid in self.members.get(g, ()):
+                ug.setdefault(uid, []).append(g)
+        self.user_groups = ug
+        self.effective = {}
+        for aid, a in self.apps.items():
+            eff = {}
+            for gid in a["groups"]:
+                for uid in self.members.get(gid, ()):
+                    eff[uid] = "GROUP"
+            for uid in a["users"]:
+                eff[uid] = "USER"
+            # DEPROVISIONED users lose every app assignment (okta-api.md 9.1)
+            self.effective[aid] = {u: s for u, s in eff.items()
+                                   if self.by_id[u]["status"] != "DEPROVISIONED"}
+            self.effective_ids = None
+        self.eff_sorted = {aid: sorted(e) for aid, e in self.effective.items()}
+
+    def _snapshot(self):
+        return {"by_id": self.by_id, "gby_id": self.gby_id,
+                "members": {g: set(m) for g, m in self.members.items()},
+                "apps": {a: {"users": set(v["users"]), "groups": set(v["groups"])}
+                         for a, v in self.apps.items()},
+                "effective": {a: dict(e) for a, e in self.effective.items()},
+                "app_meta": self.app_meta}
+
+    def _assignment_times(self, old, now):
+        """Keep created/lastUpdated of app assignments across state loads."""
+        ts = iso(now)
+        prev = self.app_meta
+        meta = {}
+        for aid, eff in self.effective.items():
+            pu = prev.get(aid, {}).get("users", {})
+            pg = prev.get(aid, {}).get("groups", {})
+            mu = {}
+            for uid in eff:
+                mu[uid] = pu.get(uid) or (ts if old is not None else self.by_id[uid]["created"])
+            mg = {}
+            for gid in self.apps[aid]["groups"]:
+                mg[gid] = pg.get(gid) or (ts if old is not None else self.gby_id[gid]["created"])
+            meta[aid] = {"users": mu, "groups": mg}
+        self.app_meta = meta
+
+    # ---------------------------------------------------------------- diff -> events
+    def _diff(self, old, now):
+        ts = iso(now)
+        events = []
+        ob, nb = old["by_id"], self.by_id
+        for uid, u in nb.items():
+            o = ob.get(uid)
+            if o is None:
+                u["lastUpdated"] = ts
+                events.append(("user.lifecycle.create", [self._t_user(u)]))
+                if u["status"] != "STAGED":
+                    if u.get("activated") is None:
+                        u["activated"] = ts
+                    events.append(("user.lifecycle.activate", [self._t_user(u)]))
+                continue
+            changed = False
+            if o.get("status") != u["status"]:
+                changed = True
+                u["statusChanged"] = ts
+                for et in self._status_events(o["status"], u["status"]):
+                    events.append((et, [self._t_user(u)]))
+                if u["status"] in ("ACTIVE", "PROVISIONED") and \
+                        o["status"] in ("STAGED", "DEPROVISIONED"):
+                    u["activated"] = ts
+            if o.get("profile") != u.get("profile"):
+                changed = True
+                tgt = self._t_user(u)
+                tgt["changeDetails"] = {
+                    "from": {k: v for k, v in (o.get("profile") or {}).items()
+                             if (u.get("profile") or {}).get(k) != v},
+                    "to": {k: v for k, v in (u.get("profile") or {}).items()
+                           if (o.get("profile") or {}).get(k) != v}}
+                events.append(("user.account.update_profile", [tgt]))
+            if changed or o.get("lastUpdated") == u.get("lastUpdated") and o != u:
+                u["lastUpdated"] = ts
+        for uid, o in ob.items():
+            if uid not in nb:
+                events.append(("user.lifecycle.delete.initiated", [self._t_user(o)]))
+                events.append(("user.lifecycle.delete.completed", [self._t_user(o)]))
+        og, ng = old["gby_id"], self.gby_id
+        for gid, g in ng.items():
+            o = og.get(gid)
+            if o is None:
+                g["lastUpdated"] = ts
+                g["lastMembershipUpdated"] = ts
+                et = "system.import.group.create" if g["type"] == "APP_GROUP" else "group.lifecycle.create"
+                events.append((et, [self._t_group(g)]))
+            elif o.get("profile") != g.get("profile"):
+                g["lastUpdated"] = ts
+                events.append(("group.profile.update", [self._t_group(g)]))
+        for gid, o in og.items():
+            if gid not in ng:
+                et = "system.import.group.delete" if o.get("type") == "APP_GROUP" else "group.lifecycle.delete"
+                events.append((et, [self._t_group(o)]))
+        for gid, g in ng.items():
+            before = old["members"].get(gid, set()) if gid in og else set()
+            after = set(self.members.get(gid, ()))
+            if before == after:
+                continue
+            added = sorted(after - before)
+            removed = sorted(x for x in before - after if x in nb)
+            if added or removed or (gid in og and before != after):
+                g["lastMembershipUpdated"] = ts
+            for uid in added:
+                events.append(("group.user_membership.add", [self._t_user(nb[uid]), self._t_group(g)]))
+            for uid in removed:
+                events.append(("group.user_membership.remove",
+                               [self._t_user(nb[uid]), self._t_group(g)]))
+        # DEPROVISIONED removes every direct app assignment (okta-api.md 9.1)
+        dropped = False
+        for aid, a in self.apps.items():
+            keep = [uid for uid in a["users"] if nb[uid]["status"] != "DEPROVISIONED"
+                    or (uid in ob and ob[uid]["status"] == "DEPROVISIONED")]
+            if len(keep) != len(a["users"]):
+                a["users"] = keep
+                dropped = True
+        if dropped:
+            self._index()
+        # app assignments: group assignments, then effective user assignments
+        for aid in sorted(set(old["apps"]) | set(self.apps)):
+            oa = old["apps"].get(aid, {"users": set(), "groups": set()})
+            na = self.apps.get(aid, {"users": [], "groups": []})
+            for gid in sorted(set(na["groups"]) - oa["groups"]):
+                events.append(("group.application_assignment.add",
+                               [self._t_app(aid), self._t_group(ng[gid])]))
+            for gid in sorted(oa["groups"] - set(na["groups"])):
+                if gid in ng:
+                    events.append(("group.application_assignment.remove",
+                                   [self._t_app(aid), self._t_group(ng[gid])]))
+            oe = old["effective"].get(aid, {})
+            ne = self.effective.get(aid, {})
+            for uid in sorted(set(ne) - set(oe)):
+                events.append(("application.user_membership.add",
+                               [self._t_appuser(nb[uid]), self._t_app(aid), self._t_user(nb[uid])]))
+            for uid in sorted(set(oe) - set(ne)):
+                u = nb.get(uid) or ob[uid]
+                events.append(("application.user_membership.remove",
+                               [self._t_appuser(u), self._t_app(aid), self._t_user(u)]))
+        t = now
+        for et, targets in events:
+            self._append_event(et, targets, t)
+
+    @staticmethod
+    def _status_events(old, new):
+        if old == new:
+            return []
+        if new == "DEPROVISIONED":
+            return ["user.lifecycle.deactivate"]
+        if old == "DEPROVISIONED":
+            return ["user.lifecycle.reactivate"] if new != "ACTIVE" else \
+                ["user.lifecycle.reactivate", "user.lifecycle.activate"]
+        if new == "SUSPENDED":
+            return ["user.lifecycle.suspend"]
+        if old == "SUSPENDED":
+            return ["user.lifecycle.unsuspend"]
+        if new == "LOCKED_OUT":
+            return ["user.account.lock"]
+        if old == "LOCKED_OUT":
+            return ["user.account.unlock_by_admin"]
+        if old == "STAGED" and new in ("ACTIVE", "PROVISIONED"):
+            return ["user.lifecycle.activate"]
+        return []
+
+    @staticmethod
+    def _t_user(u):
+        p = u.get("profile") or {}
+        name = " ".join(x for x in (p.get("firstName"), p.get("lastName")) if x) or p.get("login")
+        return {"id": u["id"], "type": "User", "alternateId": p.get("login"),
+                "displayName": name, "detailEntry": None}
+
+    @staticmethod
+    def _t_group(g):
+        return {"id": g["id"], "type": "UserGroup", "alternateId": "unknown",
+                "displayName": g["profile"].get("name"), "detailEntry": None}
+
+    @staticmethod
+    def _t_app(aid):
+        return {"id": aid, "type": "AppInstance", "alternateId": "usersync test app",
+                "displayName": "usersync test app", "detailEntry": None}
+
+    @staticmethod
+    def _t_appuser(u):
+        p = u.get("profile") or {}
+        return {"id": "0ua" + u["id"][3:], "type": "AppUser", "alternateId": p.get("login"),
+                "displayName": " ".join(x for x in (p.get("firstName"), p.get("lastName")) if x)
+                or p.get("login"), "detailEntry": None}
+
+    def _append_event(self, et, targets, t):
+        msg, legacy = EVENT_INFO.get(et, (et, None))
+        rng = self.rng
+        req_id = "".join(rng.choice(B62) for _ in range(27))
+        uri = "/api/v1/" + {"group": "groups", "application": "apps"}.get(et.split(".")[0], "users")
+        ev = {
+            "actor": dict(ADMIN),
+            "authenticationContext": {"authenticationProvider": None, "authenticationStep": 0,
+                                      "credentialProvider": None, "credentialType": None,
+                                      "externalSessionId": "trs" + "".join(rng.choice(B62) for _ in range(22)),
+                                      "interface": None, "issuer": None},
+            "client": {"device": "Unknown",
+                       "geographicalContext": {"city": None, "country": None, "geolocation": None,
+                                               "postalCode": None, "state": None},
+                       "id": None, "ipAddress": "127.0.0.1",
+                       "userAgent": {"browser": "UNKNOWN", "os": "Unknown",
+                                     "rawUserAgent": "usersync-simulator"},
+                       "zone": "null"},
+            "debugContext": {"debugData": {"requestId": req_id, "requestUri": uri,
+                                           "url": uri + "?"}},
+            "device": None,
+            "displayMessage": msg,
+            "eventType": et,
+            "legacyEventType": legacy,
+            "outcome": {"reason": None, "result": "SUCCESS"},
+            "published": iso(t, ms=True),
+            "request": {"ipChain": [{"geographicalContext": None, "ip": "127.0.0.1",
+                                     "source": None, "version": "V4"}]},
+            "securityContext": {"asNumber": None, "asOrg": None, "domain": None,
+                                "isProxy": None, "isp": None},
+            "severity": "INFO",
+            "target": targets,
+            "transaction": {"detail": {}, "id": req_id, "type": "WEB"},
+            "uuid": str(uuid.UUID(int=rng.getrandbits(128), version=1)),
+            "version": "0",
+        }
+        self.logs.append(ev)
+        self.log_seq.append(self.next_seq)
+        self.next_seq += 1
+
+    # ---------------------------------------------------------------- faults / rate limits
+    def validate_fault(self, key, value):
+        if key == "okta_buckets":
+            if value == "workforce":
+                return dict(WORKFORCE)
+            if not isinstance(value, dict):
+                raise ValueError('okta_buckets must be an object {"<bucket>": limit} or "workforce"')
+            out = {}
+            for k, v in value.items():
+                name = BUCKET_ALIASES.get(k, k)
+                if name not in BUCKET_NAMES:
+                    raise ValueError("unknown Okta bucket %r (known: %s)" % (k, ", ".join(BUCKET_NAMES)))
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise ValueError("bucket limit for %s must be an integer >= 0" % k)
+                out[name] = v
+            return out
+        if key == "okta_concurrency":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError("okta_concurrency must be an integer >= 1 or null")
+            return value
+        raise ValueError("unknown fault %s" % key)
+
+    def faults_changed(self):
+        self.windows = {}
+
+    def _limit(self, bucket):
+        f = self.server.faults
+        lim = (f.get("okta_buckets") or {}).get(bucket)
+        if lim is None:
+            lim = f.get("rate_limit_per_min")
+        return GENEROUS if lim is None else lim
+
+    def _window(self, bucket, now):
+        w = self.windows.get(bucket)
+        if w is None or now >= w[0] + 60:
+            w = [now, 0]
+            self.windows[bucket] = w
+        return w
+
+    def throttle(self, req):
+        now = self.server.now()
+        conc = self.server.faults.get("okta_concurrency")
+        if conc is not None and self.server.inflight > conc:
+            req.ctx["rl"] = (0, 0, int(now) + 1)
+            return okta_error(429, "E0000047", "API call exceeded rate limit due to too many requests.")
+        bucket = bucket_of(req.method, req.path)
+        if bucket is None:
+            return None
+        lim = self._limit(bucket)
+        w = self._window(bucket, now)
+        reset = int(math.ceil(w[0] + 60))
+        if w[1] >= lim:
+            req.ctx["rl"] = (lim, 0, reset)
+            return okta_error(429, "E0000047", "API call exceeded rate limit due to too many requests.")
+        w[1] += 1
+        req.ctx["rl"] = (lim, lim - w[1], reset)
+        return None
+
+    def finish(self, req, resp):
+        rl = req.ctx.get("rl")
+        if rl is None:
+            bucket = bucket_of(req.method, req.path)
+            if bucket is not None:
+                now = self.server.now()
+                lim = self._limit(bucket)
+                w = self._window(bucket, now)
+                rl = (lim, max(0, lim - w[1]), int(math.ceil(w[0] + 60)))
+        h = resp.headers
+        if rl is not None:
+            h.append(("X-Rate-Limit-Limit", str(rl[0])))
+            h.append(("X-Rate-Limit-Remaining", str(rl[1])))
+            h.append(("X-Rate-Limit-Reset", str(rl[2])))
+        self.req_seq += 1
+        h.append(("X-Okta-Request-Id", "%s%06d" % ("".join(self.rng.choice(B62) for _ in range(21)),
+                                                   self.req_seq % 1000000)))
+        h.append(("Date", http_date(self.server.now())))
+        return resp
+
+    def fault_response(self, req, status):
+        codes = {400: ("E0000001", "Api validation failed"),
+                 401: ("E0000011", "Invalid token provided"),
+                 403: ("E0000006", "You do not have permission to perform the requested action"),
+                 404: ("E0000007", "Not found: Resource not found: %s (n/a)" % req.path),
+                 429: ("E0000047", "API call exceeded rate limit due to too many requests."),
+                 503: ("E0000010", "Service is in read only mode")}
+        code, summary = codes.get(status, ("E0000009", "Internal Server Error"))
+        return okta_error(status, code, summary)
+
+    # ---------------------------------------------------------------- request handling
+    def _auth_ok(self, req):
+        a = req.headers.get("authorization")
+        if not a:
+            return False
+        scheme, _, tok = a.partition(" ")
+        s = scheme.lower()
+        if s == "ssws":
+            return tok == API_TOKEN
+        if s in ("bearer", "dpop"):
+            return tok in self.access_tokens
+        return False
+
+    ROUTES = [
+        (re.compile(r"^/api/v1/users$"), "list_users"),
+        (re.compile(r"^/api/v1/users/([^/]+)$"), "get_user"),
+        (re.compile(r"^/api/v1/users/([^/]+)/groups$"), "list_user_groups"),
+        (re.compile(r"^/api/v1/groups$"), "list_groups"),
+        (re.compile(r"^/api/v1/groups/([^/]+)$"), "get_group"),
+        (re.compile(r"^/api/v1/groups/([^/]+)/users$"), "group_users"),
+        (re.compile(r"^/api/v1/apps/([^/]+)/users$"), "app_users"),
+        (re.compile(r"^/api/v1/apps/([^/]+)/users/([^/]+)$"), "app_user"),
+        (re.compile(r"^/api/v1/apps/([^/]+)/groups$"), "app_groups"),
+        (re.compile(r"^/api/v1/apps/([^/]+)/groups/([^/]+)$"), "app_group"),
+        (re.compile(r"^/api/v1/logs$"), "list_logs"),
+    ]
+
+    def handle(self, req):
+        if not self._auth_ok(req):
+            return okta_error(401, "E0000011", "Invalid token provided")
+        for rx, name in self.ROUTES:
+            m = rx.match(req.path)
+            if m:
+                if req.method not in ("GET", "HEAD"):
+                    return okta_error(405, "E0000022",
+                                      "The endpoint does not support the provided HTTP method",
+                                      headers=[("Allow", "GET")])
+                try:
+                    return getattr(self, name)(req, *m.groups())
+                except _ApiError as e:
+                    return e.resp
+        return okta_error(404, "E0000008",
+                          "The requested path was not found")
+
+    # -- helpers
+    def _limit_arg(self, req, default, maximum, minimum=1, name="limit"):
+        v = req.arg(name)
+        if v is None or v == "":
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise _ApiError(okta_error(400, "E0000001", "Api validation failed: limit",
+                                       ["limit: The field must be a number"]))
+        if n < 0:
+            raise _ApiError(okta_error(400, "E0000001", "Api validation failed: limit",
+                                       ["limit: must be greater than or equal to 0"]))
+        return max(minimum, min(n, maximum))
+
+    def _links(self, req, params, nxt=None, drop=()):
+        """Link header lines: self (params as given, defaults filled in) and next (without
+        the parameters in `drop`, which the cursor carries instead)."""
+        base = req.base_url + req.path
+        out = [("link", '<%s>; rel="self"' % (base + ("?" + urlencode(params) if params else "")))]
+        if nxt is not None:
+            p = [(k, v) for k, v in params if k != "after" and k not in drop]
+            p.insert(0, ("after", nxt))
+            out.append(("link", '<%s?%s>; rel="next"' % (base, urlencode(p))))
+        return out
+
+    @staticmethod
+    def _params(req, order, **set_):
+        """Query parameters in `order` (those present, or forced via set_), as (name, value)."""
+        out = []
+        for k in order:
+            if k in set_:
+                if set_[k] is not None:
+                    out.append((k, str(set_[k])))
+            elif req.arg(k) is not None:
+                out.append((k, req.arg(k)))
+        return out
+
+    def _omit_credentials(self, req):
+        ct = req.headers.get("content-type") or ""
+        m = re.search(r"okta-response=([^;]+)", ct)
+        if not m:
+            return False
+        opts = {o.strip() for o in m.group(1).split(",")}
+        return {"omitCredentials", "omitCredentialsLinks", "omitTransitioningToStatus"} <= opts
+
+    USER_KEYS = ("id", "status", "created", "activated", "statusChanged", "lastLogin",
+                 "lastUpdated", "passwordChanged", "type", "profile", "credentials")
+
+    def render_user(self, req, u, full=False, omit=False):
+        d = {k: u[k] for k in self.USER_KEYS if k in u}
+        if len(d) != len(u):
+            d.update(u)
+        if omit:
+            d.pop("credentials", None)
+        base = req.base_url + "/api/v1/users/" + u["id"]
+        links = {"self": {"href": base}}
+        if full:
+            st = u["status"]
+            ops = {"STAGED": ["activate", "deactivate"],
+                   "PROVISIONED": ["suspend", "resetPassword", "reactivate", "deactivate"],
+                   "ACTIVE": ["suspend", "resetPassword", "expirePassword", "deactivate"],
+                   "RECOVERY": ["resetPassword", "deactivate", "suspend"],
+                   "PASSWORD_EXPIRED": ["resetPassword", "deactivate", "suspend"],
+                   "LOCKED_OUT": ["unlock", "resetPassword", "deactivate", "suspend"],
+                   "SUSPENDED": ["unsuspend", "deactivate"],
+                   "DEPROVISIONED": ["activate", "delete"]}.get(st, [])
+            paths = {"resetPassword": "reset_password", "expirePassword": "expire_password"}
+            for op in ops:
+                if op == "delete":
+                    links[op] = {"href": base, "method": "DELETE"}
+                else:
+                    links[op] = {"href": base + "/lifecycle/" + paths.get(op, op), "method": "POST"}
+            tid = (u.get("type") or {}).get("id", "oty1simdefault0000x1")
+            links["schema"] = {"href": req.base_url + "/api/v1/meta/schemas/user/osc" + tid[3:]}
+            links["type"] = {"href": req.base_url + "/api/v1/meta/types/user/" + tid}
+        d["_links"] = links
+        return d
+
+    GROUP_KEYS = ("id", "created", "lastUpdated", "lastMembershipUpdated", "objectClass",
+                  "type", "profile")
+
+    def render_group(self, req, g, stats=False):
+        d = {k: g[k] for k in self.GROUP_KEYS if k in g}
+        if len(d) != len(g):
+            d.update(g)
+        base = req.base_url + "/api/v1/groups/" + g["id"]
+        links = {"logo": [{"name": "medium", "href": LOGO % "medium", "type": "image/png"},
+                          {"name": "large", "href": LOGO % "large", "type": "image/png"}],
+                 "users": {"href": base + "/users"}, "apps": {"href": base + "/apps"}}
+        if g.get("type") == "APP_GROUP" and isinstance(g.get("source"), dict) and g["source"].get("id"):
+            links["source"] = {"href": req.base_url + "/api/v1/apps/" + g["source"]["id"]}
+        d["_links"] = links
+        if stats:
+            emb = dict(d.get("_embedded") or {})
+            emb["stats"] = {"usersCount": len(self.members.get(g["id"], ())),
+                            "appsCount": sum(1 for a in self.apps.values() if g["id"] in a["groups"]),
+                            "groupPushMappingsCount": 0, "hasAdminPrivlege": False}
+            d["_embedded"] = emb
+        return d
+
+    def _page_sorted(self, ids, after, limit):
+        """Slice of a sorted id list after cursor `after` ("0"+id, as recorded)."""
+        start = 0
+        if after:
+            key = after[1:] if after.startswith("0") else after
+            start = bisect.bisect_right(ids, key)
+        page = ids[start:start + limit]
+        more = start + limit < len(ids)
+        return page, ("0" + page[-1] if more and page else None)
+
+    def _ok(self, body, links=(), headers=()):
+        return json_response(200, body, list(links) + list(headers))
+
+    # -- /api/v1/users
+    def list_users(self, req):
+        omit = self._omit_credentials(req)
+        q = req.arg("q")
+        flt = req.arg("filter")
+        srch = req.arg("search")
+        if q is not None and flt is None and srch is None:
+            limit = self._limit_arg(req, 10, 200)
+            ql = q.lower()
+            out = []
+            for uid in self.ids:
+                u = self.by_id[uid]
+                if u["status"] == "DEPROVISIONED":
+                    continue
+                p = u["profile"]
+                if any(isinstance(p.get(k), str) and p[k].lower().startswith(ql)
+                       for k in ("firstName", "lastName", "email")):
+                    out.append(self.render_user(req, u, omit=omit))
+                    if len(out) >= limit:
+                        break
+            return self._ok(out, self._links(req, self._params(req, ("q", "limit"), limit=limit)))
+        limit = self._limit_arg(req, 200, 200)
+        after = req.arg("after")
+        if flt is None and srch is None:
+            ids = self._visible_ids()
+            page, nxt = self._page_sorted(ids, after, limit)
+            body = [self.render_user(req, self.by_id[i], omit=omit) for i in page]
+            return self._ok(body, self._links(req, self._params(req, ("limit", "after"), limit=limit), nxt))
+        try:
+            if srch is not None:
+                pred = compile_filter(srch, USER_SEARCH)
+            else:
+                pred = compile_filter(flt, USER_FILTER)
+        except FilterError as e:
+            return bad_search(str(e))
+        sort_by = req.arg("sortBy") if srch is not None else None
+        if sort_by:
+            desc = (req.arg("sortOrder") or "asc").lower() in ("desc", "descending")
+            matches = [self.by_id[i] for i in self.ids if pred(self.by_id[i])]
+            keyf = lambda u: (str(_first(_get(u, sort_by)) or ""), u["id"])
+            matches.sort(key=keyf, reverse=desc)
+            start = 0
+            if after:
+                try:
+                    start = int(base64.urlsafe_b64decode(after.encode()).decode().split(":")[0])
+                except (ValueError, UnicodeDecodeError):
+                    return okta_error(400, "E0000001", "Api validation failed: after")
+            page = matches[start:start + limit]
+            nxt = None
+            if start + limit < len(matches):
+                nxt = base64.urlsafe_b64encode(("%d:%s" % (start + limit, page[-1]["id"])).encode()).decode()
+            body = [self.render_user(req, u, omit=omit) for u in page]
+            params = self._params(req, ("limit", "search", "sortBy", "sortOrder", "after"), limit=limit)
+            return self._ok(body, self._links(req, params, nxt))
+        start = 0
+        if after:
+            key = after[1:] if after.startswith("0") else after
+            start = bisect.bisect_right(self.ids, key)
+        body = []
+        nxt = None
+        ids = self.ids
+        for k in range(start, len(ids)):
+            u = self.by_id[ids[k]]
+            if pred(u):
+                if len(body) == limit:
+                    nxt = "0" + body[-1]["id"]
+                    break
+                body.append(self.render_user(req, u, omit=omit))
+        order = ("limit", "filter", "after") if flt is not None and srch is None else ("limit", "search", "after")
+        return self._ok(body, self._links(req, self._params(req, order, limit=limit), nxt))
+
+    def _visible_ids(self):
+        v = getattr(self, "_visible_cache", None)
+        if v is None or v[0] is not self.ids:
+            v = (self.ids, [i for i in self.ids if self.by_id[i]["status"] != "DEPROVISIONED"])
+            self._visible_cache = v
+        return v[1]
+
+    def _find_user(self, key):
+        u = self.by_id.get(key)
+        if u is None:
+            u = self.by_login.get(key.lower())
+        if u is None and "@" not in key:
+            cands = [x for lk, x in self.by_login.items() if lk.split("@", 1)[0] == key.lower()]
+            if len(cands) == 1:
+                u = cands[0]
+        return u
+
+    def get_user(self, req, key):
+        u = self._find_user(key)
+        if u is None:
+            return not_found(key, "User")
+        body = self.render_user(req, u, full=True, omit=self._omit_credentials(req))
+        etag = 'W/"%s"' % hashlib.sha256(json.dumps(u, sort_keys=True).encode()).hexdigest()
+        return self._ok(body, headers=[("ETag", etag)])
+
+    def list_user_groups(self, req, key):
+        u = self._find_user(key)
+        if u is None:
+            return not_found(key, "User")
+        limit = self._limit_arg(req, 200, 10000)
+        gids = self.user_groups.get(u["id"], [])
+        page, nxt = self._page_sorted(gids, req.arg("after"), limit)
+        body = [self.render_group(req, self.gby_id[g]) for g in page]
+        return self._ok(body, self._links(req, self._params(req, ("limit", "after"), limit=limit), nxt))
+
+    # -- /api/v1/groups
+    def list_groups(self, req):
+        stats = "stats" in (req.arg("expand") or "").split(",")
+        q = req.arg("q")
+        flt = req.arg("filter")
+        srch = req.arg("search")
+        if q is not None and flt is None and srch is None:
+            # cannot be paged: up to 300 results and no Link header at all (okta-api.md 1.3)
+            limit = self._limit_arg(req, 300, 300)
+            ql = q.lower()
+            out = []
+            for gid in self.gids:
+                g = self.gby_id[gid]
+                if g["profile"]["name"].lower().startswith(ql):
+                    out.append(self.render_group(req, g, stats))
+                    if len(out) >= limit:
+                        break
+            return self._ok(out)
+        limit = self._limit_arg(req, 10000, 10000)
+        pred = None
+        try:
+            if srch is not None:
+                pred = compile_filter(srch, GROUP_SEARCH)
+            elif flt is not None:
+                pred = compile_filter(flt, GROUP_FILTER)
+        except FilterError as e:
+            return bad_search(str(e))
+        after = req.arg("after")
+        start = 0
+        if after:
+            key = after[1:] if after.startswith("0") else after
+            start = bisect.bisect_right(self.gids, key)
+        body, nxt = [], None
+        for k in range(start, len(self.gids)):
+            g = self.gby_id[self.gids[k]]
+            if pred is None or pred(g):
+                if len(body) == limit:
+                    nxt = "0" + body[-1]["id"]
+                    break
+                body.append(self.render_group(req, g, stats))
+        params = self._params(req, ("limit", "filter", "search", "expand", "after"), limit=limit)
+        return self._ok(body, self._links(req, params, nxt))
+
+    def get_group(self, req, gid):
+        g = self.gby_id.get(gid)
+        if g is None:
+            return not_found(gid, "UserGroup")
+        return self._ok(self.render_group(req, g, "stats" in (req.arg("expand") or "")))
+
+    def group_users(self, req, gid):
+        if gid not in self.gby_id:
+            return not_found(gid, "UserGroup")
+        limit = self._limit_arg(req, 1000, 10000)  # default 1000 (okta-api.md 1.4)
+        page, nxt = self._page_sorted(self.member_ids.get(gid, []), req.arg("after"), limit)
+        omit = self._omit_credentials(req)
+        body = [self.render_user(req, self.by_id[u], omit=omit) for u in page]
+        return self._ok(body, self._links(req, self._params(req, ("limit", "after"), limit=limit), nxt))
+
+    # -- /api/v1/apps
+    def render_app_user(self, req, aid, uid, expand_user=False):
+        u = self.by_id[uid]
+        p = u["profile"]
+        ts = self.app_meta.get(aid, {}).get("users", {}).get(uid) or u["created"]
+        first, last = p.get("firstName"), p.get("lastName")
+        d = {"id": uid, "externalId": None, "created": ts, "lastUpdated": ts,
+             "scope": self.effective[aid][uid], "status": "ACTIVE", "statusChanged": ts,
+             "passwordChanged": None, "syncState": "DISABLED",
+             "credentials": {"userName": p.get("login")},
+             "profile": {"street_address": None, "country": None, "website": None,
+                         "zoneinfo": p.get("timezone") or "America/Los_Angeles", "birthdate": None,
+                         "gender": None, "formatted": None, "profile": None, "locality": None,
+                         "given_name": first, "middle_name": None,
+                         "locale": p.get("locale") or "en_US", "picture": None,
+                         "name": " ".join(x for x in (first, last) if x) or None,
+                         "nickname": None, "phone_number": None, "region": None,
+                         "postal_code": None, "family_name": last, "email": p.get("email")},
+             "_links": {"app": {"href": req.base_url + "/api/v1/apps/" + aid},
+                        "user": {"href": req.base_url + "/api/v1/users/" + uid}}}
+        if expand_user:
+            d["_embedded"] = {"user": self.render_user(req, u)}
+        return d
+
+    def app_users(self, req, aid):
+        if aid not in self.apps:
+            return not_found(aid, "AppInstance")
+        limit = self._limit_arg(req, 50, 500, 1)  # default 50, max 500 (okta-api.md 1.5)
+        ids = self.eff_sorted[aid]
+        q = req.arg("q")
+        exp = req.arg("expand") == "user"
+        after = req.arg("after")
+        start = 0
+        if after:
+            key = after[1:] if after.startswith("0") else after
+            start = bisect.bisect_right(ids, key)
+        body, nxt = [], None
+        ql = q.lower() if q else None
+        for k in range(start, len(ids)):
+            uid = ids[k]
+            if ql is not None:
+                p = self.by_id[uid]["profile"]
+                if not any(isinstance(p.get(f), str) and p[f].lower().startswith(ql)
+                           for f in ("login", "firstName", "lastName", "email")):
+                    continue
+            if len(body) == limit:
+                nxt = "0" + body[-1]["id"]
+                break
+            body.append(self.render_app_user(req, aid, uid, exp))
+        params = self._params(req, ("limit", "q", "expand", "after"), limit=limit)
+        return self._ok(body, self._links(req, params, nxt))
+
+    def app_user(self, req, aid, uid):
+        if aid not in self.apps:
+            return not_found(aid, "AppInstance")
+        if uid not in self.effective[aid]:
+            return not_found(uid, "AppUser")
+        return self._ok(self.render_app_user(req, aid, uid, req.arg("expand") == "user"))
+
+    def render_app_group(self, req, aid, gid, prio):
+        ts = self.app_meta.get(aid, {}).get("groups", {}).get(gid) or self.gby_id[gid]["created"]
+        return {"id": gid, "lastUpdated": ts, "priority": prio, "profile": {},
+                "_links": {"app": {"href": req.base_url + "/api/v1/apps/" + aid},
+                           "self": {"href": req.base_url + "/api/v1/apps/%s/groups/%s" % (aid, gid)},
+                           "group": {"href": req.base_url + "/api/v1/groups/" + gid}}}
+
+    def app_groups(self, req, aid):
+        if aid not in self.apps:
+            return not_found(aid, "AppInstance")
+        limit = self._limit_arg(req, 20, 200, 20)  # min 20, max 200, default 20
+        gl = self.apps[aid]["groups"]
+        prio = {g: i for i, g in enumerate(gl)}
+        ids = sorted(gl)
+        q = req.arg("q")
+        ql = q.lower() if q else None
+        after = req.arg("after")
+        start = 0
+        if after:
+            key = after[1:] if after.startswith("0") else after
+            start = bisect.bisect_right(ids, key)
+        body, nxt = [], None
+        for k in range(start, len(ids)):
+            gid = ids[k]
+            if ql is not None and not self.gby_id[gid]["profile"]["name"].lower().startswith(ql):
+                continue
+            if len(body) == limit:
+                nxt = "0" + body[-1]["id"]
+                break
+            body.append(self.render_app_group(req, aid, gid, prio[gid]))
+        params = self._params(req, ("limit", "q", "expand", "after"), limit=limit)
+        return self._ok(body, self._links(req, params, nxt))
+
+    def app_group(self, req, aid, gid):
+        if aid not in self.apps:
+            return not_found(aid, "AppInstance")
+        gl = self.apps[aid]["groups"]
+        if gid not in gl:
+            return not_found(gid, "ApplicationGroupAssignment")
+        return self._ok(self.render_app_group(req, aid, gid, gl.index(gid)))
+
+    # -- /api/v1/logs
+    def list_logs(self, req):
+        now = self.server.now()
+        limit_s = req.arg("limit")
+        limit = 100
+        if limit_s is not None:
+            try:
+                limit = int(limit_s)
+            except ValueError:
+                return okta_error(400, "E0000001", "Api validation failed: limit",
+                                  ["limit: The field must be a number"])
+            if limit < 0:
+                return okta_error(400, "E0000001", "Api validation failed: limit",
+                                  ["limit: must be between 0 and 1000"])
+            limit = min(limit, 1000)
+        since_s, until_s, after = req.arg("since"), req.arg("until"), req.arg("after")
+        if since_s is not None and after is not None:
+            return okta_error(400, "E0000001", "Api validation failed: since",
+                              ["since: The 'since' and 'after' parameters cannot be combined"])
+        order = (req.arg("sortOrder") or "ASCENDING").upper()
+        if order not in ("ASCENDING", "DESCENDING"):
+            return okta_error(400, "E0000001", "Api validation failed: sortOrder",
+                              ["sortOrder: must be ASCENDING or DESCENDING"])
+        try:
+            until = parse_time(until_s) if until_s is not None else None
+            since = parse_time(since_s) if since_s is not None else None
+        except FilterError:
+            return okta_error(400, "E0000001", "Api validation failed: since/until",
+                              ["Invalid date format; use ISO 8601"])
+        pred = None
+        if req.arg("filter") is not None:
+            f = req.arg("filter")
+            if re.search(r"\bpublished\b", f):
+                return okta_error(400, "E0000053", "Invalid property published in filter")
+            try:
+                pred = compile_filter(f, LOG_FILTER)
+            except FilterError as e:
+                if " co " in " %s " % f.lower() and "debugData" in f:
+                    return bad_search(str(e))
+                return okta_error(400, "E0000053", "Invalid filter: %s" % e)
+        words = []
+        if req.arg("q"):
+            words = [w.lower() for w in req.arg("q").split()]
+            if len(words) > 10 or any(len(w) > 40 for w in words):
+                return okta_error(400, "E0000001", "Api validation failed: q",
+                                  ["q: at most 10 keywords of at most 40 characters"])
+        polling = until is None and order == "ASCENDING"
+        # cursor: polling "<since_ms>_<seq>"; bounded "<since_ms>_<pub_ms>_<seq>"
+        cur = None
+        if after is not None:
+            try:
+                cur = [int(x) for x in after.split("_")]
+                if len(cur) not in (2, 3):
+                    raise ValueError
+            except ValueError:
+                return okta_error(400, "E0000001", "Api validation failed: after",
+                                  ["after: invalid cursor"])
+            since = cur[0] / 1000.0
+        if since is None:
+            since = (until if until is not None else now) - 7 * 86400
+        if since < now - 180 * 86400:
+            return okta_error(400, "E0000053", "Invalid since: over 180 days prior to the current day")
+        since_ms = int(round(since * 1000))
+
+        def match(e, pub):
+            if pub < since or (until is not None and pub >= until):
+                return False
+            if pred is not None and not pred(e):
+                return False
+            if words:
+                text = json.dumps(e, ensure_ascii=False).lower()
+                return all(w in text for w in words)
+            return True
+
+        body = []
+        nxt = None
+        if polling:
+            last_seq = cur[1] if cur else 0
+            scanned = last_seq
+            for e, s in zip(self.logs, self.log_seq):
+                if s <= last_seq:
+                    continue
+                if len(body) == limit:
+                    break
+                scanned = s
+                pub = _pub(e)
+                if match(e, pub):
+                    body.append(e)
+            if len(body) < limit or limit == 0:
+                scanned = max([scanned] + [s for s in self.log_seq])
+                if limit == 0:
+                    scanned = last_seq
+            nxt = "%d_%d" % (since_ms, scanned)
+        else:
+            items = sorted(((int(round(_pub(e) * 1000)), s, e) for e, s in zip(self.logs, self.log_seq)),
+                           key=lambda x: (x[0], x[1]), reverse=(order == "DESCENDING"))
+            pos = (cur[1], cur[2]) if cur and len(cur) == 3 else None
+            last = None
+            for pub_ms, s, e in items:
+                if pos is not None:
+                    k = (pub_ms, s)
+                    if (order == "ASCENDING" and k <= pos) or (order == "DESCENDING" and k >= pos):
+                        continue
+                if not match(e, pub_ms / 1000.0):
+                    continue
+                if len(body) == limit:
+                    if last is not None:
+                        nxt = "%d_%d_%d" % (since_ms, last[0], last[1])
+                    break
+                body.append(e)
+                last = (pub_ms, s)
+        params = self._params(req, ("since", "until", "filter", "q", "limit", "sortOrder", "after"))
+        return self._ok(body, self._links(req, params, nxt, drop=("since",)))
+
+
+class _ApiError(Exception):
+    def __init__(self, resp):
+        self.resp = resp
+
+
+def _pub(e):
+    try:
+        return parse_time(e["published"])
+    except FilterError:
+        return 0.0
+
+
+def _first(vals):
+    return vals[0] if vals else None
+
+
+PRODUCT = Okta
