@@ -55,19 +55,22 @@
 ** Misuse (wrong types, unknown fields, a closed client, a header value with
 ** CR/LF) raises. Messages never contain header values or URL queries.
 **
-** Example:
+** Example (tests/lua/test_http.lua runs it, with `base` set to a test server):
+**   local http = require "usersync.http"
 **   local c <close> = http.client{ timeout = 10, per_host = 4,
 **                                  headers = { Accept = "application/json" } }
-**   local r, err, code = c:request{ url = base .. "/api/v1/users?limit=200" }
+**   local r, err, code = c:request{ url = base .. "/links" }
 **   if not r then error(err .. " (" .. code .. ")") end
-**   local next_url = http.link(r, "next")
-**   for i, res in ipairs(c:request_many{ { url = a }, { url = b } }) do
-**     print(i, res.status or res.code)
-**   end
+**   local next_url = http.link(r, "next")          -- or http.header_values(r, "link")
+**   local results = c:request_many{ { url = next_url }, { url = base .. "/status/404" },
+**                                   { url = "http://127.0.0.1:1/", retries = 0 } }
+**   for i, res in ipairs(results) do print(i, res.status or res.code) end
+**   --> 1 200   2 404   3 ECONNREFUSED
 **   -- coroutine-friendly: start, drive, poll
-**   local h = c:start{ url = a }
+**   local h = c:start{ method = "POST", url = base .. "/echo", body = "{}",
+**                      headers = { ["Content-Type"] = "application/json" } }
 **   while not h:done() do c:run(0.1) --[[ or yield to a scheduler ]] end
-**   local r2 = h:result()
+**   print(h:result().status)                        --> 200
 **
 ** Ownership: a Client userdata owns its engine (us_http); a Request userdata
 ** owns its us_http_req and keeps its Client alive (user value 1). Scratch C
@@ -454,6 +457,9 @@ static int wait_push(lua_State *L, struct lclient *c, struct lrequest *lr) {
 static int client_wait(lua_State *L) {
   struct lclient *c = check_client(L, 1);
   struct lrequest *lr = check_request(L, 2);
+  lua_getiuservalue(L, 2, 1);
+  luaL_argcheck(L, lua_rawequal(L, 1, -1), 2, "request of another client");
+  lua_pop(L, 1);
   return wait_push(L, c, lr);
 }
 

@@ -385,9 +385,29 @@ test("misuse raises", function(t)
   t:ok(not tostring(err):find("S3CRET", 1, true), "the value is not in the error")
   t:raises(function() c:request{ url = U, headers = { X = { "a", {} } } } end, "header 'X'")
   t:raises(function() http.header_values({}, "x") end, "response")
+  local other <close> = http.client{}
+  local h = other:start{ url = U .. "/status/200" }
+  t:raises(function() c:wait(h) end, "another client")
+  t:eq(other:wait(h).status, 200)
   t:eq(tostring(c):match("^usersync.http.Client"), "usersync.http.Client")
   -- after all those errors the client still works
   t:eq(assert(c:request{ url = U .. "/status/204" }).status, 204)
+end)
+
+test("the example in bind_http.c runs as documented", function(t)
+  local src = assert(os.getenv("SOURCE_DIR"), "SOURCE_DIR not set")
+  local f = assert(io.open(src .. "/runtime/bind_http.c"))
+  local text = f:read("a")
+  f:close()
+  local block = text:match("%*%* Example[^\n]*\n(.-)\n%*%*\n")
+  t:ok(block, "example block found")
+  local code = block:gsub("%*%*   ", ""):gsub("\n%*%*", "\n")
+  local out = {}
+  local env = setmetatable({ base = U, print = function(...)
+    out[#out + 1] = table.concat(table.pack(...), " ", 1, select("#", ...)) end }, { __index = _ENV })
+  local fn = assert(load(code, "=example", "t", env))
+  fn()
+  t:same(out, { "1 200", "2 404", "3 ECONNREFUSED", "200" })
 end)
 
 test("codes list is documented", function(t)
