@@ -806,18 +806,18 @@ int us_http_run_once(us_http *e, long timeout_ms) {
   return e->pending;
 }
 
-static size_t unfinished(us_http_req *const *hs, size_t n) {
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    if (hs[i] && hs[i]->state != ST_DONE && hs[i]->state != ST_DETACHED)
-      k++;
-  return k;
+static int finished(const us_http_req *h) {
+  return !h || h->state == ST_DONE || h->state == ST_DETACHED;
 }
 
 size_t us_http_wait(us_http *e, us_http_req *const *hs, size_t n, long timeout_ms) {
   int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
-  size_t k;
-  while ((k = unfinished(hs, n)) > 0) {
+  size_t first = 0; /* hs[0..first) are finished; a finished handle stays so */
+  for (;;) {
+    while (first < n && finished(hs[first]))
+      first++;
+    if (first == n)
+      return 0;
     long slice = 1000;
     if (deadline >= 0) {
       int64_t left = deadline - now_ms();
@@ -827,9 +827,12 @@ size_t us_http_wait(us_http *e, us_http_req *const *hs, size_t n, long timeout_m
         slice = (long)left;
     }
     if (e->pending == 0 && !e->done_head)
-      break; /* nothing can make progress (foreign handle) */
+      break; /* nothing can make progress (a foreign handle) */
     us_http_run_once(e, slice);
   }
+  size_t k = 0;
+  for (size_t i = first; i < n; i++)
+    k += !finished(hs[i]);
   return k;
 }
 

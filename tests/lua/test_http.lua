@@ -122,6 +122,22 @@ test("per-host concurrency limit queues the rest", function(t)
   t:eq(s.status[200], 6)
 end)
 
+test("a few hundred requests in one batch all complete", function(t)
+  local c <close> = http.client{ per_host = 16 }
+  local reqs = {}
+  for i = 1, 300 do reqs[i] = { url = U .. "/echo?i=" .. i } end
+  local res = c:request_many(reqs)
+  local ok = 0
+  for i = 1, 300 do
+    if res[i].status == 200 and cjson.decode(res[i].body).query == "i=" .. i then ok = ok + 1 end
+  end
+  t:eq(ok, 300)
+  local s = c:stats()
+  t:eq(s.totals.requests, 300)
+  t:eq(s.totals.active, 0)
+  t:eq(s.totals.queued, 0)
+end)
+
 test("request_many keeps order and reports failures in place", function(t)
   local c <close> = http.client{ retries = 0 }
   local res = c:request_many{ { url = U .. "/status/201" }, { url = "http://127.0.0.1:1/" },
