@@ -66,6 +66,8 @@ struct us_http_req {
   us_http_retry_fn on_retry;
   us_http_done_fn done;
   void *ud;
+  us_http_governor_fn governor;
+  void *governor_ud;
 
   /* progress */
   CURL *easy;
@@ -555,7 +557,8 @@ static int start_attempt(us_http_req *h) {
   }
   curl_easy_setopt(c, CURLOPT_URL, h->url);
   curl_easy_setopt(c, CURLOPT_PRIVATE, h);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  /* CURLOPT_NOSIGNAL stays 0: the resolver is threaded (no alarm()), and
+  ** curl then ignores SIGPIPE around its socket writes. */
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -678,7 +681,7 @@ static void finish_attempt(us_http_req *h, CURLcode rc) {
   host_count_status(h->host, code ? 0 : status);
   resp_publish(h, code);
   if (!code && e->o.observe)
-    e->o.observe(e->o.observe_ud, h->host->key, &h->resp);
+    e->o.observe(e->o.observe_ud, h->host->key, h->method, &h->resp);
 
   if (!retryable(h, code)) {
     complete(h, code, 0);
@@ -725,8 +728,10 @@ static void start_ready(us_http *e) {
       us_http_req *h = ho->qhead;
       fifo_remove(&ho->qhead, &ho->qtail, h);
       ho->st.queued--;
-      if (e->o.governor) {
-        long d = e->o.governor(e->o.governor_ud, ho->key, h->method, h->url);
+      us_http_governor_fn gov = h->governor ? h->governor : e->o.governor;
+      void *gud = h->governor ? h->governor_ud : e->o.governor_ud;
+      if (gov) {
+        long d = gov(gud, ho->key, h->method, h->url);
         if (d > 0) {
           ho->st.governed++;
           sleep_push(h, d);
@@ -1015,6 +1020,8 @@ us_http_req *us_http_submit(us_http *e, const struct us_http_request *r, const c
   h->on_retry = r->on_retry;
   h->done = r->done;
   h->ud = r->ud;
+  h->governor = r->governor;
+  h->governor_ud = r->governor_ud;
   h->t_submit = now_ms();
 
   char *key = host_key(h->url);

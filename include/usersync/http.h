@@ -101,13 +101,16 @@ enum us_http_jitter { US_HTTP_JITTER_FULL = 0, US_HTTP_JITTER_DECORRELATED = 1 }
 enum us_http_retry_headers { US_HTTP_RETRY_HEADERS_NONE = 0, US_HTTP_RETRY_HEADERS_OKTA = 1 };
 
 /* Governor hook: asked before a request to `host` ("scheme://host:port") is
-** started; returns how many milliseconds to hold it back (0: start now). It is
-** asked again when the delay ends. */
+** started (first attempt and every retry); returns how many milliseconds to
+** hold it back (0: start now). It is asked again when the delay ends, and the
+** request goes back to the end of its host's queue. A request's own governor
+** replaces the engine's. */
 typedef long (*us_http_governor_fn)(void *ud, const char *host, const char *method,
                                     const char *url);
 /* Observer: sees every attempt that got a response (including ones that are
 ** then retried), e.g. to read rate-limit headers. */
-typedef void (*us_http_observe_fn)(void *ud, const char *host, const struct us_http_response *r);
+typedef void (*us_http_observe_fn)(void *ud, const char *host, const char *method,
+                                   const struct us_http_response *r);
 /* Completion callback. `r` lives until us_http_release(h). */
 typedef void (*us_http_done_fn)(us_http_req *h, const struct us_http_response *r, void *ud);
 /* Retry hook: runs before retry number `retry` (1-based) is scheduled, with
@@ -152,6 +155,8 @@ struct us_http_request {
   us_http_retry_fn on_retry;
   us_http_done_fn done;
   void *ud; /* passed to done and on_retry */
+  us_http_governor_fn governor; /* NULL: the engine's */
+  void *governor_ud;
 };
 
 /* Per-host counters; host is "scheme://host:port". */

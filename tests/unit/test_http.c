@@ -209,9 +209,11 @@ static long governor(void *ud, const char *host, const char *method, const char 
   return t->governor_calls++ == 0 ? 300 : 0; /* hold the very first start back */
 }
 
-static void observe(void *ud, const char *host, const struct us_http_response *r) {
+static void observe(void *ud, const char *host, const char *method,
+                    const struct us_http_response *r) {
   struct tally *t = ud;
   (void)host;
+  CHECK_STR(method, "GET");
   if (r->status > 0)
     t->observed++;
 }
@@ -308,6 +310,22 @@ static void test_engine(const struct server *s) {
   res = us_http_result(h);
   CHECK(res && strstr(res->body, "\"x-retry-note\": \"retry-1-after-429\"") != NULL);
   CHECK(res && strstr(res->body, "\"x-okta-retry-for\": \"req-c1-1\"") != NULL);
+  us_http_release(h);
+
+  /* a request's own governor replaces the engine's */
+  memset(&t, 0, sizeof t);
+  t.governor_calls = 1; /* the engine governor would not delay */
+  struct tally own;
+  memset(&own, 0, sizeof own);
+  snprintf(url, sizeof url, "%s/status/204", s->url);
+  struct us_http_request gr = {.url = url, .max_retries = -1, .governor = governor,
+                               .governor_ud = &own};
+  h = us_http_submit(e, &gr, &err);
+  CHECK_EQ_LONG(us_http_wait(e, &h, 1, 20000), 0);
+  res = us_http_result(h);
+  CHECK(res && res->status == 204 && res->time >= 0.29);
+  CHECK_EQ_LONG(own.governor_calls, 2);
+  CHECK_EQ_LONG(t.governor_calls, 1);
   us_http_release(h);
 
   /* misuse is refused at submit */

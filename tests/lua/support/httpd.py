@@ -138,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def status(self, path):
         code = int(path.split("/")[2])
-        self.reply(code, "status %d" % code)
+        self.reply(code, b"" if code in (204, 304) or code < 200 else "status %d" % code)
 
     def delay(self, path):
         time.sleep(int(self.q("ms", "100")) / 1000.0)
