@@ -381,6 +381,27 @@ test("TLS: verification on by default, ca_file makes it pass", function(t)
   t:eq(code, "ETLS", err)
 end)
 
+test("proxy comes from the environment (http_proxy)", function(t)
+  local bin = os.getenv("USERSYNC")
+  if not bin then t:ok(false, "USERSYNC not set"); return end
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write([[
+    local http = require "usersync.http"
+    local r, err = http.request{ url = "http://proxied.invalid/echo?key=px1", retries = 0 }
+    io.write(r and r.status or err)
+  ]])
+  f:close()
+  local p = assert(io.popen(("env http_proxy=%s no_proxy= NO_PROXY= %s run %s 2>&1"):format(U, bin, script)))
+  local out = p:read("a")
+  p:close()
+  os.remove(script)
+  t:eq(out, "200")
+  local st = srv:stats("px1")
+  t:eq(st.attempts, 1, "the request went through the test server as a proxy")
+  t:eq(st.requests[1] and st.requests[1].host, "proxied.invalid")
+end)
+
 test("misuse raises", function(t)
   local c <close> = http.client{}
   t:raises(function() http.request() end, "table expected")
