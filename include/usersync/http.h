@@ -14,7 +14,9 @@
 **   inside those driving functions only, never from submit or cancel. After
 **   completion the handle keeps its response until us_http_release(), which
 **   may be called from the callback. Releasing an unfinished request cancels
-**   it silently (no callback).
+**   it silently (no callback). Callbacks may submit, cancel and release
+**   (but not release a handle someone is us_http_wait()ing on), and must not
+**   free the engine.
 **
 ** Completion outcomes (struct us_http_response):
 **   - a response arrived: code == NULL, status is the HTTP status. 4xx/5xx
@@ -50,8 +52,13 @@
 **   response's Date, else the local clock); else, on 429, Okta's
 **   X-Rate-Limit-Reset (smallest, epoch seconds) - Date + 1; else
 **   exponential backoff base * 2^n capped at backoff_max, with full or
-**   decorrelated jitter. The sum of waits of one request is capped by
+**   decorrelated jitter. A server-asked wait of 0 (Retry-After: 0, a reset
+**   already past) falls back to backoff; a server-asked wait is not
+**   shortened to backoff_max. The sum of waits of one request is capped by
 **   max_wait_ms: when the next wait would pass it the request gives up.
+**   On every retry the governor is asked again, Okta's X-Okta-Retry-For /
+**   X-Okta-Retry-Count are added with retry_headers = OKTA, then on_retry
+**   runs (it may add headers with us_http_req_set_header()).
 **   Waits are timers on the loop: other transfers keep running.
 */
 #ifndef USERSYNC_HTTP_H
