@@ -98,11 +98,13 @@ struct lrequest {
   us_http_req *h; /* NULL once closed */
 };
 
-static const char *const codes[] = {
-    US_HTTP_ECONNREFUSED, US_HTTP_ECONNRESET, US_HTTP_ETIMEDOUT, US_HTTP_ETLS,
-    US_HTTP_EDNS,         US_HTTP_EPROXY,     US_HTTP_ETOOBIG,   US_HTTP_EPROTO,
-    US_HTTP_EREDIRECT,    US_HTTP_EURL,       US_HTTP_ECANCELED, US_HTTP_ENOMEM,
-    US_HTTP_EIO,          NULL};
+static const char *const codes[] = {US_HTTP_ECONNREFUSED, US_HTTP_ECONNRESET,
+                                    US_HTTP_ETIMEDOUT,    US_HTTP_ETLS,
+                                    US_HTTP_EDNS,         US_HTTP_EPROXY,
+                                    US_HTTP_ETOOBIG,      US_HTTP_EPROTO,
+                                    US_HTTP_EREDIRECT,    US_HTTP_EURL,
+                                    US_HTTP_ECANCELED,    US_HTTP_ENOMEM,
+                                    US_HTTP_EIO,          NULL};
 
 /* ---------- argument helpers ---------- */
 
@@ -260,9 +262,8 @@ static struct lrequest *check_request(lua_State *L, int idx) {
 }
 
 static const char *const client_fields[] = {
-    "timeout", "connect_timeout", "max_size", "retries",    "per_host", "backoff",
-    "backoff_max", "max_wait", "jitter",  "ca_file",    "verify",   "user_agent",
-    "headers", NULL};
+    "timeout",  "connect_timeout", "max_size", "retries", "per_host",   "backoff", "backoff_max",
+    "max_wait", "jitter",          "ca_file",  "verify",  "user_agent", "headers", NULL};
 
 /* http.client([opts]) -> Client. [-0, +1] */
 static int http_client(lua_State *L) {
@@ -305,7 +306,7 @@ static int http_client(lua_State *L) {
             (vt != LUA_TSTRING && vt != LUA_TNUMBER && vt != LUA_TTABLE))
           luaL_error(L, "field 'headers': expected name = string pairs");
         lua_pushvalue(L, -2);
-        lua_insert(L, -2);   /* [key, key, value] */
+        lua_insert(L, -2);    /* [key, key, value] */
         lua_settable(L, dst); /* [key] */
       }
     }
@@ -336,8 +337,8 @@ static int client_tostring(lua_State *L) {
 }
 
 static const char *const request_fields[] = {
-    "url",      "method",           "headers",      "body",          "timeout", "max_size",
-    "retries",  "follow_redirects", "retry_unsafe", "retry_headers", "max_wait", NULL};
+    "url",     "method",           "headers",      "body",          "timeout",  "max_size",
+    "retries", "follow_redirects", "retry_unsafe", "retry_headers", "max_wait", NULL};
 
 /* Reads request table `t` and submits it on client c (at index ci). Pushes
 ** the Request userdata. Raises on misuse. [-0, +1] */
@@ -601,7 +602,9 @@ static int request_cancel(lua_State *L) {
 static int request_tostring(lua_State *L) {
   struct lrequest *r = luaL_checkudata(L, 1, REQUEST_MT);
   lua_pushfstring(L, "usersync.http.Request (%s)",
-                  !r->h ? "closed" : us_http_result(r->h) ? "done" : "running");
+                  !r->h                  ? "closed"
+                  : us_http_result(r->h) ? "done"
+                                         : "running");
   return 1;
 }
 
@@ -636,7 +639,8 @@ static struct us_http_response *view_response(lua_State *L, int idx) {
     luaL_argerror(L, idx, "expected a response (with header_list)");
   int list = lua_gettop(L);
   size_t n = lua_rawlen(L, list);
-  struct us_http_response *r = lua_newuserdatauv(L, sizeof *r + n * sizeof(struct us_http_header), 0);
+  struct us_http_response *r =
+      lua_newuserdatauv(L, sizeof *r + n * sizeof(struct us_http_header), 0);
   memset(r, 0, sizeof *r);
   struct us_http_header *hs = (struct us_http_header *)(r + 1);
   for (size_t i = 0; i < n; i++) {

@@ -93,10 +93,10 @@ struct us_http {
   char *ca_file, *user_agent;
   struct host *hosts;
   size_t nhosts;
-  us_http_req *sleep_head;          /* SLEEP, unordered */
+  us_http_req *sleep_head;            /* SLEEP, unordered */
   us_http_req *done_head, *done_tail; /* DONEQ, FIFO */
-  us_http_req *all;                 /* every handle not yet released */
-  int pending;                      /* READY + SLEEP + ACTIVE */
+  us_http_req *all;                   /* every handle not yet released */
+  int pending;                        /* READY + SLEEP + ACTIVE */
   uint64_t rng;
 };
 
@@ -165,9 +165,7 @@ static int hlist_add(struct hlist *l, const char *name, size_t nn, const char *v
   return 0;
 }
 
-static int is_tchar(int c) {
-  return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
+static int is_tchar(int c) { return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c) != NULL); }
 
 static int is_token(const char *s) {
   if (!s || !*s)
@@ -647,8 +645,8 @@ static long next_wait(us_http_req *h, const char *code) {
   int n = h->attempts; /* retry number about to be made */
   long d = code ? -1 : us_http_server_delay(&h->resp);
   if (d <= 0)
-    d = us_http_backoff(e->o.jitter, e->o.backoff_base_ms, e->o.backoff_max_ms, n,
-                        h->prev_wait_ms, rnd01(e));
+    d = us_http_backoff(e->o.jitter, e->o.backoff_base_ms, e->o.backoff_max_ms, n, h->prev_wait_ms,
+                        rnd01(e));
   if (h->waited_ms + d > h->max_wait_ms)
     return -1;
   return d;

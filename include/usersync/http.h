@@ -96,10 +96,10 @@ struct us_http_response {
   size_t nheaders;
   const char *body; /* NUL-terminated for convenience; body_len excludes it */
   size_t body_len;
-  double time;      /* seconds from submit to completion, waits included */
-  int retries;      /* retries made (attempts - 1) */
-  int gave_up;      /* 1: retryable outcome but retries/wait cap exhausted */
-  const char *code; /* NULL when a response arrived, else a US_HTTP_E* */
+  double time;         /* seconds from submit to completion, waits included */
+  int retries;         /* retries made (attempts - 1) */
+  int gave_up;         /* 1: retryable outcome but retries/wait cap exhausted */
+  const char *code;    /* NULL when a response arrived, else a US_HTTP_E* */
   const char *message; /* "" on success; what failed, or "gave up after N retries" */
   const char *url;     /* effective URL (after redirects) */
 };
@@ -161,7 +161,7 @@ struct us_http_request {
   int retry_headers;    /* enum us_http_retry_headers */
   us_http_retry_fn on_retry;
   us_http_done_fn done;
-  void *ud; /* passed to done and on_retry */
+  void *ud;                     /* passed to done and on_retry */
   us_http_governor_fn governor; /* NULL: the engine's */
   void *governor_ud;
 };
@@ -176,11 +176,11 @@ struct us_http_host_stats {
   unsigned long requests; /* submitted */
   unsigned long attempts; /* transfers started */
   unsigned long retries;
-  unsigned long errors;  /* completed with a code */
-  unsigned long gave_up; /* completed with gave_up */
-  unsigned long governed; /* times the governor delayed a start */
-  int active;             /* transfers running now */
-  int queued;             /* waiting for a slot */
+  unsigned long errors;                         /* completed with a code */
+  unsigned long gave_up;                        /* completed with gave_up */
+  unsigned long governed;                       /* times the governor delayed a start */
+  int active;                                   /* transfers running now */
+  int queued;                                   /* waiting for a slot */
   const struct us_http_status_count *by_status; /* one entry per attempt outcome */
   size_t nstatus;
 };

@@ -40,7 +40,7 @@ static int failures, checks;
     checks++;                                                                                      \
     if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                       \
       failures++;                                                                                  \
-      fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,           \
+      fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,            \
               a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                             \
     }                                                                                              \
   } while (0)
@@ -318,8 +318,8 @@ static void test_engine(const struct server *s) {
   struct tally own;
   memset(&own, 0, sizeof own);
   snprintf(url, sizeof url, "%s/status/204", s->url);
-  struct us_http_request gr = {.url = url, .max_retries = -1, .governor = governor,
-                               .governor_ud = &own};
+  struct us_http_request gr = {
+      .url = url, .max_retries = -1, .governor = governor, .governor_ud = &own};
   h = us_http_submit(e, &gr, &err);
   CHECK_EQ_LONG(us_http_wait(e, &h, 1, 20000), 0);
   res = us_http_result(h);
