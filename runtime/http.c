@@ -443,6 +443,7 @@ static const char *map_error(CURLcode rc, int too_big) {
   case CURLE_COULDNT_RESOLVE_HOST:
     return US_HTTP_EDNS;
   case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_PROXY:
     return US_HTTP_EPROXY;
   case CURLE_FILESIZE_EXCEEDED:
     return US_HTTP_ETOOBIG;
@@ -665,6 +666,10 @@ static void finish_attempt(us_http_req *h, CURLcode rc) {
   }
   h->status = status;
   const char *code = map_error(rc, h->too_big);
+  long connect_status = 0;
+  curl_easy_getinfo(h->easy, CURLINFO_HTTP_CONNECTCODE, &connect_status);
+  if (code && connect_status >= 300)
+    code = US_HTTP_EPROXY; /* the proxy refused the CONNECT tunnel */
   if (code) {
     char u[256];
     safe_url(h->url, u, sizeof u);

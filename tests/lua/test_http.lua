@@ -390,13 +390,17 @@ test("proxy comes from the environment (http_proxy)", function(t)
     local http = require "usersync.http"
     local r, err = http.request{ url = "http://proxied.invalid/echo?key=px1", retries = 0 }
     io.write(r and r.status or err)
+    -- the test server does not implement CONNECT: the tunnel is refused
+    local _, _, code = http.request{ url = "https://proxied.invalid/", retries = 0 }
+    io.write(" ", tostring(code))
   ]])
   f:close()
-  local p = assert(io.popen(("env http_proxy=%s no_proxy= NO_PROXY= %s run %s 2>&1"):format(U, bin, script)))
+  local p = assert(io.popen(("env http_proxy=%s https_proxy=%s no_proxy= NO_PROXY= %s run %s 2>&1")
+    :format(U, U, bin, script)))
   local out = p:read("a")
   p:close()
   os.remove(script)
-  t:eq(out, "200")
+  t:eq(out, "200 EPROXY")
   local st = srv:stats("px1")
   t:eq(st.attempts, 1, "the request went through the test server as a proxy")
   t:eq(st.requests[1] and st.requests[1].host, "proxied.invalid")
