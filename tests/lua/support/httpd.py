@@ -69,6 +69,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def date_time_string(self, timestamp=None):
+        """The Date header; handlers that compute times from `self.now` pin it
+        to that instant so reset - Date is exact."""
+        if timestamp is None:
+            timestamp = getattr(self, "now", None) or time.time()
+        return formatdate(timestamp, usegmt=True)
+
     def q(self, name, default=None):
         v = self.query.get(name)
         return v[0] if v else default
@@ -86,6 +93,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def dispatch(self):
+        self.now = None  # one handler serves every request of a keep-alive connection
         parts = urlsplit(self.path)
         self.query = parse_qs(parts.query)
         n = int(self.headers.get("Content-Length") or 0)
@@ -179,7 +187,8 @@ class Handler(BaseHTTPRequestHandler):
         if n <= fails:
             after = int(self.q("after", "1"))
             if self.q("mode", "seconds") == "date":
-                value = formatdate(time.time() + after + 1, usegmt=True)
+                self.now = time.time()
+                value = formatdate(self.now + after + 1, usegmt=True)
             else:
                 value = str(after)
             return self.reply(int(self.q("status", "429")), "slow down",
@@ -189,7 +198,8 @@ class Handler(BaseHTTPRequestHandler):
     def ratelimit(self, path):
         key, fails = self.q("key", "rl"), int(self.q("fails", "1"))
         n = record(key, self.headers)
-        now = int(time.time())
+        self.now = time.time()
+        now = int(self.now)
         hdrs = [("X-Rate-Limit-Limit", "10"), ("X-Okta-Request-Id", "req-%s-%d" % (key, n))]
         if n <= fails:
             hdrs += [("X-Rate-Limit-Remaining", "0"), ("X-Rate-Limit-Reset", str(now + 1))]
