@@ -63,7 +63,7 @@ static const char schema_v1[] =
     ** Ownership). usersync deprovisions only accounts that have a link. */
     "CREATE TABLE links (\n"
     "  id            INTEGER PRIMARY KEY,\n"
-    "  sync          TEXT NOT NULL,     -- sync entry that made or last claimed the link\n"
+    "  sync          TEXT NOT NULL,     -- sync entry that made the link\n"
     "  target        TEXT NOT NULL,     -- target name from the config, e.g. 'jira'\n"
     "  okta_id       TEXT NOT NULL,     -- Okta user id (00u...), never the login\n"
     "  account_name  TEXT NOT NULL,     -- target username as last set or seen\n"
@@ -72,11 +72,15 @@ static const char schema_v1[] =
     "                                   -- 1: usersync created it; 0: adopted an existing one\n"
     "  first_seen    TEXT NOT NULL DEFAULT " NOW ",\n"
     "  last_seen     TEXT NOT NULL DEFAULT " NOW ",\n"
-    "  UNIQUE (target, okta_id)\n"
+    "  UNIQUE (sync, target, okta_id)\n"
     ");\n"
-    /* One link per account name per target, case-insensitively (ASCII
-    ** folding: SQLite's lower() without ICU). */
-    "CREATE UNIQUE INDEX links_account ON links (target, lower(account_name));\n"
+    /* Per sync entry, one link per account name per target,
+    ** case-insensitively (ASCII folding: SQLite's lower() without ICU).
+    ** Two sync entries (two sources) may link the same account: the account
+    ** is deprovisioned only when no link's user is in scope any more
+    ** (DESIGN §5, multiple sources). */
+    "CREATE UNIQUE INDEX links_account ON links (sync, target, lower(account_name));\n"
+    "CREATE INDEX links_target_account ON links (target, lower(account_name));\n"
 
     /* owned_groups: groups usersync created on a target. Only these may be
     ** deleted or emptied by usersync. */
@@ -99,12 +103,12 @@ static const char schema_v1[] =
     "  group_name TEXT NOT NULL,\n"
     "  okta_id    TEXT NOT NULL,\n"
     "  added      TEXT NOT NULL DEFAULT " NOW ",\n"
-    "  FOREIGN KEY (target, okta_id) REFERENCES links (target, okta_id)\n"
+    "  FOREIGN KEY (sync, target, okta_id) REFERENCES links (sync, target, okta_id)\n"
     "    ON DELETE CASCADE ON UPDATE CASCADE\n"
     ");\n"
     "CREATE UNIQUE INDEX owned_memberships_key\n"
-    "  ON owned_memberships (target, lower(group_name), okta_id);\n"
-    "CREATE INDEX owned_memberships_user ON owned_memberships (target, okta_id);\n"
+    "  ON owned_memberships (sync, target, lower(group_name), okta_id);\n"
+    "CREATE INDEX owned_memberships_user ON owned_memberships (sync, target, okta_id);\n"
 
     /* runs: one row per plan/apply/sync (usersync history). outcome:
     ** running; ok (all applied); partial (some operations failed, exit 1);

@@ -295,7 +295,8 @@ static void test_transactions(void) {
                       "INSERT INTO owned_memberships (sync, target, group_name, okta_id)"
                       " VALUES ('main', 'jira', 'devs', '00u1')",
                       NULL, 0, NULL) == US_STORE_ECONSTRAINT);
-  /* Links are unique per target and case-insensitive account name. */
+  /* Links are unique per sync, target and case-insensitive account name;
+  ** another sync entry (a second source) may link the same account. */
   CHECK_OK(db, us_store_exec(db,
                              "INSERT INTO links (sync, target, okta_id, account_name)"
                              " VALUES ('main', 'jira', '00u1', 'Alice')",
@@ -304,6 +305,11 @@ static void test_transactions(void) {
                       "INSERT INTO links (sync, target, okta_id, account_name)"
                       " VALUES ('main', 'jira', '00u2', 'alice')",
                       NULL, 0, NULL) == US_STORE_ECONSTRAINT);
+  CHECK_OK(db, us_store_exec(db,
+                             "INSERT INTO links (sync, target, okta_id, account_name)"
+                             " VALUES ('second', 'jira', '00u9', 'ALICE')",
+                             NULL, 0, NULL));
+  CHECK_OK(db, us_store_exec(db, "DELETE FROM links WHERE sync = 'second'", NULL, 0, NULL));
   CHECK_OK(db, us_store_exec(db,
                              "INSERT INTO owned_memberships (sync, target, group_name, okta_id)"
                              " VALUES ('main', 'jira', 'devs', '00u1')",
