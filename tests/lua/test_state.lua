@@ -1,0 +1,88 @@
+-- Tests of usersync.state: links, ownership and run records in the store,
+-- as the engine uses them between and during runs.
+local test = require "tap"
+local state = require "usersync.state"
+
+local function fresh()
+  local path = os.tmpname()
+  os.remove(path)
+  return assert(state.open(path)), path
+end
+
+test("a created account is linked and its memberships owned; a rename keeps them", function(t)
+  local db = fresh()
+  local run = state.begin_run(db, "main", "manual", "sync")
+  local ops = {
+    { kind = "create_group", target = "jira", subject = "devs", group = "devs" },
+    { kind = "create_user", target = "jira", subject = "ann", name = "ann", okta_id = "00u1" },
+    { kind = "add_member", target = "jira", subject = "ann", name = "ann", group = "devs", okta_id = "00u1" },
+  }
+  t:eq(state.record_plan(db, run, ops), 3)
+  for _, op in ipairs(ops) do
+    state.op_started(db, run, op)
+    t:ok(state.op_finished(db, run, "main", op, { ok = true }))
+  end
+  t:same(state.links(db, "main", "jira"), { ["00u1"] = "ann" })
+  t:same(state.owned_memberships(db, "main", "jira"), { devs = { ann = true } })
+  t:same(state.owned_groups(db, "jira"), { devs = "devs" })
+  local op = { kind = "rename_user", target = "jira", subject = "ann", from = "ann", to = "Ann.Lee", okta_id = "00u1" }
+  state.record_plan(db, run, { op }, 3)
+  state.op_finished(db, run, "main", op, { ok = true })
+  t:same(state.links(db, "main", "jira"), { ["00u1"] = "Ann.Lee" })
+  t:same(state.owned_memberships(db, "main", "jira"), { devs = { ["ann.lee"] = true } })
+  local rows = db:query("SELECT seq, kind, status FROM operations WHERE run_id = ? ORDER BY seq", run)
+  t:eq(#rows, 4); t:eq(rows[2].kind, "create_user"); t:eq(rows[4].status, "done")
+  state.end_run(db, run, "ok", { create_user = 1 })
+  local r = db:first("SELECT outcome, counts FROM runs WHERE id = ?", run)
+  t:eq(r.outcome, "ok"); t:eq(r.counts, '{"create_user":1}')
+end)
+
+test("already-existing results are not taken as ours; failures are recorded with code", function(t)
+  local db = fresh()
+  local run = state.begin_run(db, "main", "manual", "sync")
+  local ops = {
+    { kind = "create_group", target = "jira", subject = "g", group = "g" },
+    { kind = "link", target = "jira", subject = "bob", name = "bob", okta_id = "00u2" },
+    { kind = "add_member", target = "jira", subject = "bob", name = "bob", group = "g", okta_id = "00u2" },
+    { kind = "create_user", target = "jira", subject = "eve", name = "eve", okta_id = "00u3" },
+  }
+  state.record_plan(db, run, ops)
+  state.op_finished(db, run, "main", ops[1], { ok = true, note = "already exists" })
+  state.op_finished(db, run, "main", ops[2], { ok = true })
+  state.op_finished(db, run, "main", ops[3], { ok = true, note = "already a member" })
+  state.op_finished(db, run, "main", ops[4], { ok = false, error = "no licence seat", code = "ESEATS" })
+  t:same(state.owned_groups(db, "jira"), {})
+  t:same(state.owned_memberships(db, "main", "jira"), {})
+  t:same(state.links(db, "main", "jira"), { ["00u2"] = "bob" })
+  local row = db:first("SELECT status, error, code FROM operations WHERE run_id = ? AND seq = 4", run)
+  t:eq(row.status, "failed"); t:eq(row.error, "no licence seat"); t:eq(row.code, "ESEATS")
+  row = db:first("SELECT status, error FROM operations WHERE run_id = ? AND seq = 3", run)
+  t:eq(row.status, "done"); t:eq(row.error, "already a member")
+end)
+
+test("two sync entries may link one account; a delete drops every link to it", function(t)
+  local db = fresh()
+  local run = state.begin_run(db, "a", "manual", "sync")
+  local a = { kind = "link", target = "jira", subject = "ann", name = "ann", okta_id = "00uA" }
+  local b = { kind = "link", target = "jira", subject = "ANN", name = "ANN", okta_id = "00uB" }
+  state.record_plan(db, run, { a, b })
+  state.op_finished(db, run, "a", a, { ok = true })
+  state.op_finished(db, run, "b", b, { ok = true })
+  t:same(state.claims(db, "jira"), { ann = { a = "00uA", b = "00uB" } })
+  local d = { kind = "delete_user", target = "jira", subject = "ann", name = "ann", okta_id = "00uA" }
+  state.record_plan(db, run, { d }, 2)
+  state.op_finished(db, run, "a", d, { ok = true })
+  t:same(state.claims(db, "jira"), {})
+end)
+
+test("a run left 'running' by a dead process is marked interrupted", function(t)
+  local db = fresh()
+  assert(db:exec("INSERT INTO runs (sync, trigger, pid, host) VALUES ('main', 'manual', 999999999, ?)",
+    (io.open("/proc/sys/kernel/hostname"):read("l"))))
+  local live = state.begin_run(db, "main", "manual", "sync")
+  t:eq(state.mark_interrupted(db, "main"), 1)
+  t:eq(db:first("SELECT outcome FROM runs WHERE id = ?", live).outcome, "running", "our own run stays")
+  t:eq(db:first("SELECT count(*) AS n FROM runs WHERE outcome = 'interrupted'").n, 1)
+end)
+
+return test.done()
