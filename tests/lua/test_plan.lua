@@ -286,4 +286,31 @@ test("plan text names every change with its reason, and the safety limit stops m
   t:contains(stop[1], "the read of okta did not complete (page 3 of /api/v1/apps/0oa1/users failed: HTTP 503); 20 deprovisions withheld")
 end)
 
+test("plan file: round trip, and apply refuses a plan whose destructive ops are no longer planned", function(t)
+  local planfile = require "usersync.planfile"
+  local s = sync_entry { groups = { map = { Eng = "devs" } } }
+  local accounts = { { name = "gone", active = true, groups = { "devs" } },
+                     { name = "ann@example.com", display_name = "ann X", email = "ann@example.com", active = true, groups = {} } }
+  local src = { users = { user("00u1", "ann@example.com", { groups = { "00g1" } }) }, groups = { ["00g1"] = group("00g1", "Eng") } }
+  local p1 = build { sync = s, source = src, accounts = accounts, groups = { "devs" },
+                     links = { ["00u1"] = "ann@example.com", ["00u2"] = "gone" } }
+  t:same(lines(p1), { "add_member devs ann@example.com", "deactivate_user gone" })
+  local run1 = { syncs = { { name = "main", source = "okta", users_in_scope = 1, targets = { p1 } } } }
+  local text = planfile.encode(run1, { config = "x.conf.lua", created = "2026-11-29T00:00:00.000Z" })
+  local saved = assert(planfile.decode(text))
+  t:eq(saved.config, "x.conf.lua")
+  t:eq(#saved.syncs[1].targets[1].ops, 2)
+  local v = planfile.compare(saved, run1)
+  t:eq(#v.apply, 2); t:eq(#v.unsafe, 0)
+  -- meanwhile "gone" came back into scope: its deactivation is no longer planned
+  src.users[2] = user("00u2", "gone")
+  local p2 = build { sync = s, source = src, accounts = accounts, groups = { "devs" },
+                     links = { ["00u1"] = "ann@example.com", ["00u2"] = "gone" } }
+  v = planfile.compare(saved, { syncs = { { name = "main", targets = { p2 } } } })
+  t:eq(#v.unsafe, 1)
+  t:contains(v.unsafe[1], "main deactivate_user gone in jira is no longer planned")
+  t:eq(select(2, planfile.decode("{}")), "not a usersync plan (no usersync_plan version field)")
+  t:contains(select(2, planfile.decode("garbage")), "not a usersync plan: json:")
+end)
+
 return test.done()

@@ -1,0 +1,105 @@
+-- usersync.planfile: the machine form of a plan (`usersync plan --json`,
+-- `--out FILE`) and the check `usersync apply FILE` makes before applying
+-- it: a saved plan is applied exactly, and refused when the targets or Okta
+-- changed in a way that makes it unsafe.
+--
+--   local planfile = require "usersync.planfile"
+--   local text = planfile.encode(run_plan, { config = "usersync.conf.lua" })
+--   local saved = assert(planfile.decode(text))
+--   local verdict = planfile.compare(saved, fresh_run_plan)
+--   -- verdict.apply: saved ops still planned now (apply these, in order)
+--   -- verdict.unsafe: reasons to refuse (a destructive op no longer planned)
+--   -- verdict.obsolete: harmless saved ops no longer needed (skipped)
+--   -- verdict.new: ops planned now but not in the saved plan (not applied)
+local json = require "usersync.json"
+
+local M = {}
+
+M.VERSION = 1
+
+-- Operations that take something away; if one is no longer in a fresh plan
+-- the base has changed in a way that makes the saved plan unsafe.
+M.DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true,
+                  delete_user = true, rename_user = true }
+
+-- Identity of an operation across two plans.
+function M.key(sync, op)
+  return table.concat({ sync, op.target, op.kind, (op.subject or ""):lower(), (op.group or ""):lower(),
+                        (op.to or ""):lower(), op.okta_id or "" }, "\31")
+end
+
+local function array(t) return json.array(t or {}) end
+
+-- Serialises a run plan. meta: { config = path, created = iso time }.
+function M.encode(run_plan, meta)
+  local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
+                syncs = array({}) }
+  for _, s in ipairs(run_plan.syncs) do
+    local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope,
+                  read = s.read, targets = array({}) }
+    for _, tp in ipairs(s.targets) do
+      local ops = {}
+      for i, o in ipairs(tp.ops) do
+        local c = {}
+        for k, v in pairs(o) do c[k] = v end
+        if c.projects then c.projects = array(c.projects) end
+        if c.components then c.components = array(c.components) end
+        ops[i] = c
+      end
+      out.targets[#out.targets + 1] = {
+        target = tp.target, target_type = tp.target_type, counts = tp.counts,
+        deprovisions = tp.deprovisions, ops = array(ops), conflicts = array(tp.conflicts),
+        errors = array(tp.errors), notes = array(tp.notes),
+      }
+    end
+    doc.syncs[#doc.syncs + 1] = out
+  end
+  return json.encode(doc, { indent = 2, sort_keys = true })
+end
+
+-- Parses a saved plan. Returns the table or nil, message.
+function M.decode(text)
+  local doc, err = json.decode(text)
+  if not doc then return nil, "not a usersync plan: " .. err end
+  if type(doc) ~= "table" or doc.usersync_plan == nil then
+    return nil, "not a usersync plan (no usersync_plan version field)"
+  end
+  if doc.usersync_plan ~= M.VERSION then
+    return nil, ("plan format %s is not supported by this usersync (expects %d)"):format(tostring(doc.usersync_plan), M.VERSION)
+  end
+  return doc
+end
+
+-- Compares a saved plan with a fresh one computed now. See the header.
+function M.compare(saved, fresh)
+  local now = {}
+  for _, s in ipairs(fresh.syncs) do
+    for _, tp in ipairs(s.targets) do
+      for _, o in ipairs(tp.ops) do now[M.key(s.name, o)] = { sync = s.name, op = o } end
+    end
+  end
+  local verdict = { apply = {}, unsafe = {}, obsolete = {}, new = {} }
+  local in_saved = {}
+  for _, s in ipairs(saved.syncs) do
+    for _, tp in ipairs(s.targets) do
+      for _, o in ipairs(tp.ops) do
+        local k = M.key(s.name, o)
+        in_saved[k] = true
+        if now[k] then
+          verdict.apply[#verdict.apply + 1] = { sync = s.name, op = o }
+        elseif M.DESTRUCTIVE[o.kind] then
+          verdict.unsafe[#verdict.unsafe + 1] = ("%s %s %s in %s is no longer planned: the targets or Okta changed since the plan was made")
+            :format(s.name, o.kind, o.subject .. (o.group and (" / " .. o.group) or ""), o.target)
+        else
+          verdict.obsolete[#verdict.obsolete + 1] = { sync = s.name, op = o }
+        end
+      end
+    end
+  end
+  for k, v in pairs(now) do
+    if not in_saved[k] then verdict.new[#verdict.new + 1] = v end
+  end
+  return verdict
+end
+
+return M
