@@ -22,6 +22,8 @@ usage: usersync [--version] [--help] COMMAND [options]
 commands:
   check            validate the config (-c FILE, default ./usersync.conf.lua)
   run SCRIPT.lua   run an ad-hoc Lua script with the full runtime API
+  history          list past runs with their counts
+  show RUN         list every operation of one run
 
 Every command takes -c FILE, --json where it prints data, and --help.
 Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
@@ -29,6 +31,19 @@ Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
 ]]
 
 local HELP = {
+  history = [[
+usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]
+
+Lists past runs, newest first: when, which sync, trigger, duration, counts
+by operation, failures and outcome. Reads the store named by the config's
+`state`.
+]],
+  show = [[
+usage: usersync show [-c FILE] [--json] RUN
+
+Lists every operation of run RUN (see usersync history) with its target,
+subject, result and error.
+]],
   check = [[
 usage: usersync check [-c FILE] [--json]
 
@@ -113,6 +128,71 @@ function commands.check(args)
     n(cfg.sources), n(cfg.sources) == 1 and "" or "s",
     n(cfg.targets), n(cfg.targets) == 1 and "" or "s",
     #cfg.sync, #cfg.sync == 1 and "y" or "ies"))
+  return EXIT_OK
+end
+
+-- Loads the config for a command; prints its errors. Returns cfg | nil.
+local function load_config(opts, cmd)
+  local path = opts.config or "usersync.conf.lua"
+  local cfg, errors = require("usersync.config").load(path)
+  if not cfg then
+    eprint(("usersync %s: config %s has %d error%s"):format(cmd, path, #errors, #errors == 1 and "" or "s"))
+    for _, e in ipairs(errors) do eprint("  " .. e) end
+  end
+  return cfg
+end
+M.load_config = load_config
+
+local function open_store(cfg, cmd)
+  local db, err = require("usersync.state").open(cfg.state)
+  if not db then eprint(("usersync %s: cannot open the store %s: %s"):format(cmd, cfg.state, err)) end
+  return db
+end
+
+function commands.history(args)
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag", sync = "value", limit = "value" })
+  if not opts then eprint("usersync history: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.history); return EXIT_OK end
+  if #pos > 0 then eprint("usersync history: unexpected argument " .. pos[1]); return EXIT_USAGE end
+  local limit = opts.limit and math.tointeger(tonumber(opts.limit))
+  if opts.limit and (not limit or limit < 1) then eprint("usersync history: --limit needs a positive number"); return EXIT_USAGE end
+  local cfg = load_config(opts, "history")
+  if not cfg then return EXIT_USAGE end
+  local db = open_store(cfg, "history")
+  if not db then return EXIT_FAILED end
+  local history = require "usersync.history"
+  local runs = history.runs(db, { sync = opts.sync, limit = limit })
+  db:close()
+  if opts.json then
+    local json = require "usersync.json"
+    io.write(assert(json.encode(json.array(runs), { sort_keys = true })), "\n")
+  else
+    io.write(history.runs_text(runs))
+  end
+  return EXIT_OK
+end
+
+function commands.show(args)
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag" })
+  if not opts then eprint("usersync show: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.show); return EXIT_OK end
+  local id = pos[1] and math.tointeger(tonumber(pos[1]))
+  if not id then eprint("usersync show: which run? (usersync show RUN, see usersync history)"); return EXIT_USAGE end
+  local cfg = load_config(opts, "show")
+  if not cfg then return EXIT_USAGE end
+  local db = open_store(cfg, "show")
+  if not db then return EXIT_FAILED end
+  local history = require "usersync.history"
+  local run, ops = history.show(db, id)
+  db:close()
+  if not run then eprint("usersync show: " .. ops); return EXIT_USAGE end
+  if opts.json then
+    local json = require "usersync.json"
+    run.operations = json.array(ops)
+    io.write(assert(json.encode(run, { sort_keys = true })), "\n")
+  else
+    io.write(history.show_text(run, ops))
+  end
   return EXIT_OK
 end
 
