@@ -17,7 +17,8 @@
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
 --   }
---   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts
+--   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
+--   -- p.mapped_keys: lowercase account names the sync's users map to
 --
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
@@ -410,9 +411,13 @@ function M.build(input)
     o.seq = i
     counts[o.kind] = (counts[o.kind] or 0) + 1
   end
+  local mapped_keys = {}
+  for _, m in ipairs(mapped) do
+    if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
+  end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped }
+           managed_users = #mapped, mapped_keys = mapped_keys }
 end
 
 -- Okta status -> account state (DESIGN.md §5); `sources.X.status_map` overrides.

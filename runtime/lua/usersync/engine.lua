@@ -1,0 +1,363 @@
+-- usersync.engine: read -> map -> plan -> (safety) -> apply -> record, for
+-- `usersync plan`, `apply` and `sync` (DESIGN.md §3-5). The mechanics
+-- (HTTP, paging, rate limits, concurrency) live in the C clients; this file
+-- only orchestrates them and asks the policy.
+--
+--   local engine = require "usersync.engine"
+--   local e = assert(engine.open(cfg, { trigger = "manual" }))
+--   local run_plan = assert(e:plan{ user = "alice@example.com" })   -- reads, writes nothing
+--   local summary = e:apply(run_plan, { force = false })              -- exit code in summary.exit
+--   e:close()
+local http = require "usersync.http"
+local okta = require "usersync.okta"
+local target = require "usersync.target"
+local plan = require "usersync.plan"
+local policy = require "usersync.policy"
+local report = require "usersync.report"
+local state = require "usersync.state"
+local json = require "usersync.json"
+local log = require "usersync.log"
+local config = require "usersync.config"
+
+local M = {}
+local Engine = {}
+Engine.__index = Engine
+
+M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
+
+-- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(phase, fmt, ...) }
+function M.open(cfg, opts)
+  opts = opts or {}
+  local db, err, code = state.open(cfg.state)
+  if not db then return nil, ("cannot open the store %s: %s"):format(cfg.state, err), code end
+  local self = setmetatable({ cfg = cfg, db = db, trigger = opts.trigger or "manual",
+    sources = {}, targets = {}, policies = {}, http = {}, progress = opts.progress or function() end }, Engine)
+  return self
+end
+
+function Engine:close()
+  for _, t in pairs(self.targets) do t:close() end
+  for _, s in pairs(self.sources) do s:close() end
+  for _, h in pairs(self.http) do h:close() end
+  self.targets, self.sources, self.http = {}, {}, {}
+  if self.db then self.db:close(); self.db = nil end
+end
+
+-- One http client per CA file (TLS options belong to the http client),
+-- all driven by one libcurl multi handle each.
+function Engine:http_client(ca_file, timeout)
+  local key = (ca_file or "") .. "|" .. tostring(timeout or "")
+  local c = self.http[key]
+  if not c then
+    c = http.client{ ca_file = ca_file, timeout = timeout and config.parse_duration(timeout) or 30,
+                     per_host = 16, retries = 4 }
+    self.http[key] = c
+  end
+  return c
+end
+
+function Engine:source(name)
+  local s = self.sources[name]
+  if not s then
+    local scfg = self.cfg.sources[name]
+    local opts = {}
+    for k, v in pairs(scfg) do opts[k] = v end
+    opts.timeout = scfg.timeout and config.parse_duration(scfg.timeout) or nil
+    opts.status_map = nil
+    s = okta.client(self:http_client(scfg.ca_file, scfg.timeout), opts)
+    self.sources[name] = s
+  end
+  return s
+end
+
+function Engine:target(name)
+  local t = self.targets[name]
+  if not t then
+    local tcfg = self.cfg.targets[name]
+    t = target.new(self:http_client(tcfg.ca_file, tcfg.timeout), {
+      type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user, password = tcfg.password,
+      concurrency = tcfg.concurrency, timeout = tcfg.timeout and config.parse_duration(tcfg.timeout) or nil,
+    })
+    self.targets[name] = t
+  end
+  return t
+end
+
+function Engine:policy(s)
+  local key = s.policy or ""
+  local p = self.policies[key]
+  if not p then
+    local err
+    p, err = policy.load(s.policy)
+    if not p then return nil, err end
+    self.policies[key] = p
+  end
+  return p
+end
+
+local function status_map(scfg)
+  local m = {}
+  for k, v in pairs(plan.STATUS) do m[k] = v end
+  for k, v in pairs(scfg.status_map or {}) do m[k] = v end
+  return m
+end
+
+-- Reads the source of one sync entry: users in scope with their groups.
+-- With `user` (a login or id), only that user (and only when in scope).
+-- Returns { users, groups, complete, problems }.
+function Engine:read_source(s, pol, only_user)
+  local src = self:source(s.source)
+  local scfg = self.cfg.sources[s.source]
+  local ctxs = {}
+  for _, tname in ipairs(s.targets) do
+    ctxs[#ctxs + 1] = { sync = s.name, target = tname, target_type = self.cfg.targets[tname].type, settings = s,
+                        is_active = function() return true end, kv = { get = function() return nil end } }
+  end
+  -- A group counts for the read when it counts for any target of the sync.
+  local function include(g)
+    for _, ctx in ipairs(ctxs) do
+      local ok = pol:include_group(g, ctx)
+      if ok then return true end
+    end
+    return false
+  end
+  if only_user then
+    return self:read_one_user(src, scfg, include, only_user)
+  end
+  self.progress("okta", "reading %s (%s)", s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users")
+  local snap, err, code, partial = src:scope{ include = include }
+  if not snap then
+    local problems = {}
+    for _, p in ipairs(partial and partial.problems or {}) do problems[#problems + 1] = p.message or tostring(p) end
+    if #problems == 0 then problems[1] = err end
+    return { users = {}, groups = {}, complete = false, problems = problems, error = err, code = code }
+  end
+  return { users = snap.users, groups = snap.groups, complete = snap.complete ~= false,
+           problems = snap.problems or {}, requests = snap.requests }
+end
+
+-- --user LOGIN: the user by id or login, their groups, and whether the app
+-- assigns them. A user not found, or not assigned, reads as out of scope.
+function Engine:read_one_user(src, scfg, include, login)
+  local u, err, code = src:user(login)
+  if not u then
+    if code == "OKTA_NOT_FOUND" then
+      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
+    end
+    return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
+  end
+  if scfg.app_id then
+    local assigned, aerr, acode = src:app_user(scfg.app_id, u.id)
+    if not assigned and acode ~= "OKTA_NOT_FOUND" then
+      return { users = {}, groups = {}, complete = false, problems = { aerr }, error = aerr, code = acode }
+    end
+    if not assigned then
+      return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
+    end
+  end
+  local groups, gerr, gcode = src:user_groups(u.id)
+  if not groups then
+    return { users = {}, groups = {}, complete = false, problems = { gerr }, error = gerr, code = gcode }
+  end
+  local counted, ids = {}, {}
+  for _, g in ipairs(groups) do
+    if include(g) then counted[g.id] = g; ids[#ids + 1] = g.id end
+  end
+  u.groups = ids
+  return { users = { u }, groups = counted, complete = true, problems = {}, only_id = u.id }
+end
+
+-- Reads a target once per run (shared by every sync entry that uses it).
+function Engine:read_target(name)
+  self.snapshots = self.snapshots or {}
+  local snap = self.snapshots[name]
+  if snap then return snap end
+  self.progress("targets", "reading %s", name)
+  local t = self:target(name)
+  local s, err, code = t:snapshot()
+  if not s then
+    snap = { complete = false, error = err, code = code, accounts = {}, groups = {} }
+  else
+    snap = s
+  end
+  self.snapshots[name] = snap
+  return snap
+end
+
+local function count_keys(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- The last completed run's number of users in scope (to spot an empty read).
+function Engine:last_in_scope(sync_name)
+  local row = self.db:first([[SELECT counts FROM runs WHERE sync = ? AND outcome IN ('ok', 'partial')
+      AND command IN ('sync', 'apply') AND scope IS NULL ORDER BY id DESC LIMIT 1]], sync_name)
+  local counts = row and row.counts and json.decode(row.counts)
+  return counts and counts.users_in_scope
+end
+
+-- Plans every sync entry (or the one named). Writes nothing anywhere.
+-- opts: { user = login, sync = name }.
+-- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
+function Engine:plan(opts)
+  opts = opts or {}
+  local run_plan = { syncs = {}, scope = opts.user }
+  local claimed = {}      -- target -> lower account -> first sync that maps it
+  for _, s in ipairs(self.cfg.sync) do
+    if not opts.sync or opts.sync == s.name then
+      local pol, perr = self:policy(s)
+      if not pol then return nil, perr, M.EXIT_USAGE end
+      local scfg = self.cfg.sources[s.source]
+      local src = self:read_source(s, pol, opts.user)
+      local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
+                      users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+      -- An empty answer where the last run had users is suspicious.
+      local last = not opts.user and self:last_in_scope(s.name)
+      if src.complete and #src.users == 0 and last and last > 0 then
+        entry.read.complete = false
+        entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
+      end
+      local only
+      if opts.user then
+        only = {}
+        if src.only_id then only[src.only_id] = true end
+        if src.only_missing then
+          -- Not found in Okta: the linked accounts of that login are out of scope.
+          for _, tname in ipairs(s.targets) do
+            for id, acct in pairs(state.links(self.db, s.name, tname)) do
+              if acct:lower() == src.only_missing:lower() then only[id] = true end
+            end
+          end
+        end
+      end
+      for _, tname in ipairs(s.targets) do
+        local tcfg = self.cfg.targets[tname]
+        local snap = self:read_target(tname)
+        if not snap.complete then
+          entry.read.complete = false
+          entry.read.problems[#entry.read.problems + 1] = ("reading %s failed: %s"):format(tname, tostring(snap.error))
+        end
+        claimed[tname] = claimed[tname] or {}
+        local input = {
+          sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
+          status_map = status_map(scfg),
+          source = { users = src.users, groups = src.groups },
+          accounts = snap.accounts, groups = snap.groups,
+          links = state.links(self.db, s.name, tname),
+          owned_memberships = state.owned_memberships(self.db, s.name, tname),
+          owned_groups = state.owned_groups(self.db, tname),
+          claimed = claimed[tname], only = only,
+        }
+        local p = plan.build(input)
+        -- Jira: leaders among the accounts to deprovision need a hand-over.
+        local leavers = {}
+        for _, o in ipairs(p.ops) do
+          if o.kind == "deactivate_user" or o.kind == "delete_user" then leavers[#leavers + 1] = o.name end
+        end
+        if #leavers > 0 and plan.CAPS[tcfg.type] and plan.CAPS[tcfg.type].leads then
+          local leads, lerr = self:target(tname):leads(leavers)
+          if not leads then
+            entry.read.complete = false
+            entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s"):format(tname, tostring(lerr))
+          else
+            input.leads = leads
+            p = plan.build(input)
+          end
+        end
+        p.linked_accounts = count_keys(input.links)
+        for _, key in ipairs(p.mapped_keys or {}) do
+          if not claimed[tname][key] then claimed[tname][key] = s.name end
+        end
+        entry.targets[#entry.targets + 1] = p
+      end
+      run_plan.syncs[#run_plan.syncs + 1] = entry
+    end
+  end
+  -- Multiple sources: an account another sync entry maps is not deprovisioned.
+  for _, entry in ipairs(run_plan.syncs) do
+    for _, p in ipairs(entry.targets) do
+      local keep = {}
+      for i, o in ipairs(p.ops) do
+        local owner = o.deprovision and claimed[p.target][(o.name or ""):lower()]
+        if owner and owner ~= entry.name then
+          p.notes[#p.notes + 1] = ("%s: still claimed by sync %q; not deprovisioned"):format(o.name, owner)
+          p.deprovisions = p.deprovisions - (o.kind == "remove_member" and 0 or 1)
+        else
+          keep[#keep + 1] = o
+        end
+        p.ops[i] = nil
+      end
+      for i, o in ipairs(keep) do p.ops[i] = o end
+    end
+  end
+  return run_plan
+end
+
+local DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true, delete_user = true }
+
+-- Applies a run plan. opts: { force, command = "sync"|"apply" }.
+-- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
+function Engine:apply(run_plan, opts)
+  opts = opts or {}
+  local stop = report.safety(run_plan, { force = opts.force })
+  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, exit = M.EXIT_OK }
+  for _, entry in ipairs(run_plan.syncs) do
+    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = 600 })
+    if not lock_ok then
+      summary.exit = M.EXIT_FAILED
+      summary.error = lerr
+      return summary
+    end
+    state.mark_interrupted(self.db, entry.name)
+    local run_id = state.begin_run(self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
+    summary.runs[#summary.runs + 1] = run_id
+    local counts, failed = { users_in_scope = entry.users_in_scope }, 0
+    local seq = 0
+    for _, p in ipairs(entry.targets) do
+      local ops = {}
+      for _, o in ipairs(p.ops) do
+        if stop and DESTRUCTIVE[o.kind] then
+          summary.withheld = summary.withheld + 1
+        else
+          ops[#ops + 1] = o
+        end
+      end
+      seq = state.record_plan(self.db, run_id, ops, seq)
+      if #ops > 0 then
+        self.progress("apply", "applying %d changes to %s", #ops, p.target)
+        local t = self:target(p.target)
+        local res, err = t:apply(ops, function(op, ok, info, code)
+          local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
+          state.op_finished(self.db, run_id, entry.name, op, result)
+          if ok then
+            summary.ok = summary.ok + 1
+            counts[op.kind] = (counts[op.kind] or 0) + 1
+          else
+            summary.failed = summary.failed + 1
+            failed = failed + 1
+            log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
+          end
+          self.db:lock("sync:" .. entry.name, { ttl = 600 })   -- renew the lease
+        end)
+        if not res then
+          failed = failed + 1
+          summary.failed = summary.failed + 1
+          log.error("applying to %s stopped: %s", p.target, tostring(err))
+        end
+      end
+    end
+    local outcome = failed > 0 and "partial" or (stop and "stopped" or "ok")
+    state.end_run(self.db, run_id, outcome, counts, stop and table.concat(stop, "; ") or nil)
+    if self.cfg.history and self.cfg.history.keep then
+      require("usersync.history").prune(self.db, config.parse_duration(self.cfg.history.keep))
+    end
+    self.db:unlock("sync:" .. entry.name)
+  end
+  if summary.failed > 0 then summary.exit = M.EXIT_FAILED end
+  if stop then summary.exit = M.EXIT_SAFETY end
+  return summary
+end
+
+return M
