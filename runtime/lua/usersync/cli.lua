@@ -20,7 +20,10 @@ local USAGE = [[
 usage: usersync [--version] [--help] COMMAND [options]
 
 commands:
-  check            validate the config (-c FILE, default ./usersync.conf.lua)
+  check            validate the config, reach every server, report versions and rights
+  plan             read Okta and the targets, print what would change; writes nothing
+  apply FILE       apply exactly a plan saved with `plan --out FILE`
+  sync             plan and apply in one step
   run SCRIPT.lua   run an ad-hoc Lua script with the full runtime API
   history          list past runs with their counts
   show RUN         list every operation of one run
@@ -31,6 +34,34 @@ Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
 ]]
 
 local HELP = {
+  plan = [[
+usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME]
+
+Reads Okta and every target and prints what a sync would change, grouped by
+target, each change with its reason, then a summary. Nothing is written to
+any server or to the store. --json prints the machine form; --out FILE saves
+it for `usersync apply FILE`. --user limits the plan to one Okta user (login
+or id); --sync to one sync entry. Exit 0, or 3 when a safety limit would
+stop the destructive part of the plan.
+]],
+  apply = [[
+usage: usersync apply [-c FILE] [--force] [--json] PLAN.json
+
+Applies exactly the plan saved by `usersync plan --out PLAN.json`. It reads
+Okta and the targets again first and refuses the plan (exit 2) when a
+destructive change in it is no longer planned (the base changed); changes
+planned since are not applied (run plan again). --force applies past the
+safety limits. Exit 0 done, 1 some operations failed, 3 stopped by a safety
+limit (nothing destructive applied).
+]],
+  sync = [[
+usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--force] [--json]
+
+Plans and applies in one step (what the scheduler runs). --user syncs one
+Okta user now (login or id). Safety: an incomplete or suspicious Okta read,
+or more deprovisions than limits.max_deprovision, applies nothing
+destructive and exits 3; --force overrides after review.
+]],
   history = [[
 usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]
 
@@ -194,6 +225,139 @@ function commands.show(args)
     io.write(history.show_text(run, ops))
   end
   return EXIT_OK
+end
+
+local function print_plan(run_plan, opts, cfg)
+  local report = require "usersync.report"
+  local planfile = require "usersync.planfile"
+  local time = require "usersync.time"
+  local meta = { config = opts.config or "usersync.conf.lua", created = time.format(time.now()) }
+  if opts.out then
+    local f, err = io.open(opts.out, "w")
+    if not f then eprint("usersync plan: cannot write " .. opts.out .. ": " .. err); return false end
+    f:write(planfile.encode(run_plan, meta), "\n")
+    f:close()
+  end
+  if opts.json then
+    io.write(planfile.encode(run_plan, meta), "\n")
+  else
+    io.write(secrets.mask(report.plan_text(run_plan)))
+    if opts.out then io.write("plan saved to ", opts.out, "; apply it with: usersync apply ", opts.out, "\n") end
+  end
+  return true
+end
+
+local function start_engine(opts, cmd, trigger)
+  local cfg = load_config(opts, cmd)
+  if not cfg then return nil, EXIT_USAGE end
+  local engine = require "usersync.engine"
+  local e, err = engine.open(cfg, { trigger = trigger or "manual",
+    progress = function(_, fmt, ...) if not opts.json then require("usersync.log").info(fmt, ...) end end })
+  if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
+  return e
+end
+
+local function print_stop(stop)
+  eprint("usersync: stopped by a safety limit; nothing destructive was applied:")
+  for _, r in ipairs(stop) do eprint("  " .. r) end
+  eprint("  review the plan, then run again with --force to apply it anyway")
+end
+
+function commands.plan(args)
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag", out = "value", user = "value", sync = "value" })
+  if not opts then eprint("usersync plan: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.plan); return EXIT_OK end
+  if #pos > 0 then eprint("usersync plan: unexpected argument " .. pos[1]); return EXIT_USAGE end
+  local e, code = start_engine(opts, "plan")
+  if not e then return code end
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
+  e:close()
+  if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end
+  if not print_plan(run_plan, opts) then return EXIT_FAILED end
+  local stop = require("usersync.report").safety(run_plan)
+  if stop then print_stop(stop); return 3 end
+  return EXIT_OK
+end
+
+local function print_summary(summary, opts)
+  if opts.json then
+    local json = require "usersync.json"
+    io.write(assert(json.encode({ exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
+      failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil },
+      { sort_keys = true })), "\n")
+  else
+    io.write(("applied %d change%s, %d failed%s; run %s (usersync show RUN for details)\n"):format(
+      summary.ok, summary.ok == 1 and "" or "s", summary.failed,
+      summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "",
+      table.concat(summary.runs, ", ")))
+  end
+  if summary.error then eprint("usersync: " .. summary.error) end
+  if summary.stop then print_stop(summary.stop) end
+end
+
+function commands.sync(args)
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag", user = "value", sync = "value", force = "flag" })
+  if not opts then eprint("usersync sync: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.sync); return EXIT_OK end
+  if #pos > 0 then eprint("usersync sync: unexpected argument " .. pos[1]); return EXIT_USAGE end
+  local e, code = start_engine(opts, "sync")
+  if not e then return code end
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
+  if not run_plan then e:close(); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
+  if not opts.json then io.write(secrets.mask(require("usersync.report").plan_text(run_plan))) end
+  local summary = e:apply(run_plan, { force = opts.force, command = "sync" })
+  e:close()
+  print_summary(summary, opts)
+  return summary.exit
+end
+
+function commands.apply(args)
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag", force = "flag" })
+  if not opts then eprint("usersync apply: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.apply); return EXIT_OK end
+  local file = pos[1]
+  if not file then eprint("usersync apply: which plan? (usersync apply PLAN.json)"); return EXIT_USAGE end
+  local f, ferr = io.open(file, "r")
+  if not f then eprint("usersync apply: " .. ferr); return EXIT_USAGE end
+  local text = f:read("a")
+  f:close()
+  local planfile = require "usersync.planfile"
+  local saved, perr = planfile.decode(text)
+  if not saved then eprint("usersync apply: " .. file .. ": " .. perr); return EXIT_USAGE end
+  local e, code = start_engine(opts, "apply")
+  if not e then return code end
+  local fresh, err, ecode = e:plan{ user = saved.scope }
+  if not fresh then e:close(); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
+  local verdict = planfile.compare(saved, fresh)
+  if #verdict.unsafe > 0 then
+    e:close()
+    eprint(("usersync apply: refusing %s: the base changed since it was made:"):format(file))
+    for _, r in ipairs(verdict.unsafe) do eprint("  " .. r) end
+    eprint("  run usersync plan again and review the new plan")
+    return EXIT_USAGE
+  end
+  -- Apply exactly the saved operations that are still planned, per sync and target.
+  local keep = {}
+  for _, v in ipairs(verdict.apply) do keep[planfile.key(v.sync, v.op)] = true end
+  for _, entry in ipairs(fresh.syncs) do
+    for _, p in ipairs(entry.targets) do
+      local ops = {}
+      for _, o in ipairs(p.ops) do
+        if keep[planfile.key(entry.name, o)] then ops[#ops + 1] = o end
+      end
+      p.ops = ops
+    end
+  end
+  if #verdict.obsolete > 0 then
+    io.write(("%d change%s of the plan no longer needed (already done or superseded)\n"):format(#verdict.obsolete, #verdict.obsolete == 1 and "" or "s"))
+  end
+  if #verdict.new > 0 then
+    io.write(("%d change%s planned since the plan was made are not applied (run usersync plan again)\n"):format(#verdict.new, #verdict.new == 1 and "" or "s"))
+  end
+  local summary = e:apply(fresh, { force = opts.force, command = "apply" })
+  e:close()
+  print_summary(summary, opts)
+  return summary.exit
 end
 
 local function script_dir(path)

@@ -33,6 +33,7 @@ local function array(t) return json.array(t or {}) end
 -- Serialises a run plan. meta: { config = path, created = iso time }.
 function M.encode(run_plan, meta)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
+                scope = run_plan.scope,
                 syncs = array({}) }
   for _, s in ipairs(run_plan.syncs) do
     local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope,
