@@ -15,6 +15,7 @@ int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
+int luaopen_usersync_target(lua_State *L);
 
 /* Cross-binding helpers. us_http_checkengine: the engine of the open
 ** usersync.http.Client at idx (raises otherwise; the Client keeps owning
