@@ -848,6 +848,8 @@ static void call_done(us_http_req *h, const struct us_http_response *r, void *ud
   t->inflight--;
   t_observe(t, r);
   call_unlink(c);
+  if (j->kind == US_TOP_CHECK && !r->code && r->status > 0)
+    j->reachable = 1; /* the server answered, whatever it said */
   if (!j->failed && !j->canceled)
     c->fn(c, r);
   us_http_release(h);

@@ -80,4 +80,41 @@ end
 Sim.__close = Sim.stop
 Sim.__gc = Sim.stop
 
+-- A server answering every request with one fixed response (HTML error
+-- pages, non-JSON bodies): M.static(status, content_type, body) -> Sim-like
+-- object with .url and :stop().
+local STATIC = [[
+import http.server, sys
+status, ctype, body = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n: self.rfile.read(n)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_PUT = do_DELETE = answer
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("listening on http://127.0.0.1:%d" % s.server_address[1], flush=True)
+s.serve_forever()
+]]
+
+function M.static(status, ctype, body)
+  local py = os.getenv("PYTHON3") or "python3"
+  local cmd = ("%s -c %s %d %s %s"):format(q(py), q(STATIC), status, q(ctype), q(body))
+  local sh = ("timeout 300 %s & echo pid $!; wait"):format(cmd)
+  local self = setmetatable({ product = "static" }, Sim)
+  self.proc = assert(io.popen("sh -c " .. q(sh), "r"))
+  local pid = (self.proc:read("l") or ""):match("^pid (%d+)")
+  local url = (self.proc:read("l") or ""):match("^listening on (%S+)")
+  assert(pid and url, "static server did not start")
+  self.pid, self.url = pid, url
+  self.control = http.client{ retries = 0 }
+  return self
+end
+
 return M
