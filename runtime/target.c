@@ -859,9 +859,20 @@ static void call_done(us_http_req *h, const struct us_http_response *r, void *ud
   pump(t);
 }
 
+static struct tcall *call_new(struct tjob *j, const char *method, const char *path,
+                              const char *body, tcall_fn fn, void *p, long long n,
+                              const char *what, double not_before, int urgent);
+
 struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *path,
                              const char *body, tcall_fn fn, void *p, long long n,
                              const char *what, double not_before) {
+  return call_new(j, method, path, body, fn, p, n, what, not_before, 0);
+}
+
+/* Creates and starts (or queues: at the head when urgent) a call. */
+static struct tcall *call_new(struct tjob *j, const char *method, const char *path,
+                              const char *body, tcall_fn fn, void *p, long long n,
+                              const char *what, double not_before, int urgent) {
   us_target *t = j->t;
   struct tcall *c = calloc(1, sizeof *c);
   if (c) {
@@ -889,6 +900,11 @@ struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *pat
   j->pending++;
   if (t->inflight < t->cfg.concurrency && !t->qhead) {
     call_submit(c);
+  } else if (urgent) {
+    c->qnext = t->qhead;
+    t->qhead = c;
+    if (!t->qtail)
+      t->qtail = c;
   } else {
     if (t->qtail)
       t->qtail->qnext = c;
@@ -938,10 +954,10 @@ static void drop_calls(struct tjob *j) {
 
 static void lister_page(struct tcall *c, const struct us_http_response *r);
 
-static void lister_next(struct tlister *l, const char *path, long long n) {
-  tcall_start(l->j, "GET", path, NULL, lister_page, l, n, l->j->kind == US_TOP_SNAPSHOT
-                                                              ? "snapshot"
-                                                              : "list");
+/* Requests a page; continuations of a listing go to the head of the
+** target's queue, so long listings keep moving while many short ones wait. */
+static void lister_next(struct tlister *l, const char *path, long long n, int urgent) {
+  call_new(l->j, "GET", path, NULL, lister_page, l, n, "list", 0, urgent);
 }
 
 static char *page_url(struct tlister *l, const char *param, long long v) {
@@ -1008,6 +1024,11 @@ static int take_items(struct tlister *l, const char *what, const struct us_http_
     tjob_fail(j, "ERESPONSE", r->status, "%s: %zu of %zu items lack a name", what, n - k, n);
     return 0;
   }
+  if (k == 0 && l->prefetch > 0) { /* a read-ahead page past the end */
+    free(a);
+    free(names);
+    return 1;
+  }
   if (l->sink)
     l->sink(l, a, l->groups ? 0 : k, names, l->groups ? k : 0);
   else
@@ -1018,6 +1039,42 @@ static int take_items(struct tlister *l, const char *what, const struct us_http_
 static void lister_end(struct tlister *l) {
   if (l->on_end)
     l->on_end(l);
+}
+
+/* Offset listings read ahead: after the first page, `prefetch` pages are
+** kept in flight by start offset (step = the limit the server applied),
+** until a page says it is the last; pages requested past the end come
+** back empty. Costs at most prefetch - 1 extra requests per listing, and
+** only for listings longer than one page. c->n is the page's start. */
+static void prefetch_more(struct tlister *l, struct tcall *c, const struct us_http_response *r,
+                          const struct us_jval *root) {
+  struct tjob *j = l->j;
+  struct us_jval v;
+  int more = l->style == PG_BB ? !t_jbool(root, "isLastPage", 1)
+                               : us_json_get(root, "_links.next", &v);
+  if (!more || l->ended) {
+    l->ended = 1;
+    return;
+  }
+  if (c->n == 0) {
+    if (!us_json_get(root, "limit", &v) || !us_json_int(&v, &l->step) || l->step <= 0) {
+      tjob_fail(j, "ERESPONSE", r->status, "list: a page without a usable limit");
+      return;
+    }
+    for (int k = 1; k <= l->prefetch; k++) {
+      char *u = page_url(l, "start", k * l->step);
+      if (u)
+        lister_next(l, u, k * l->step, 1);
+      free(u);
+    }
+    l->fanned = l->prefetch * l->step;
+    return;
+  }
+  l->fanned += l->step;
+  char *u = page_url(l, "start", l->fanned);
+  if (u)
+    lister_next(l, u, l->fanned, 1);
+  free(u);
 }
 
 static void lister_page(struct tcall *c, const struct us_http_response *r) {
@@ -1032,6 +1089,10 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   size_t count = 0;
   if (!t_json_ok(j, what, r, &root) || !take_items(l, what, r, &root, &count))
     return;
+  if (l->prefetch > 0 && (l->style == PG_NEXTLINK || l->style == PG_BB)) {
+    prefetch_more(l, c, r, &root);
+    return;
+  }
   char *next = NULL;
   long long nv, next_n = c->n + 1;
   switch (l->style) {
@@ -1070,7 +1131,7 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
       for (long long s = max; s < total; s += max) {
         char *u = page_url(l, "startAt", s);
         if (u)
-          lister_next(l, u, s);
+          lister_next(l, u, s, 1);
         free(u);
         l->fanned = s;
       }
@@ -1104,7 +1165,7 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   }
   }
   if (next) {
-    lister_next(l, next, next_n);
+    lister_next(l, next, next_n, 1);
     free(next);
   } else if (!j->failed && l->style != PG_STARTAT) {
     lister_end(l);
@@ -1113,6 +1174,12 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
 
 struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, const char *path,
                             const char *items, int groups, const char *group, tsink_fn sink) {
+  return tlist_start_ahead(j, style, ev, path, items, groups, group, sink, 0);
+}
+
+struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev ev,
+                                  const char *path, const char *items, int groups,
+                                  const char *group, tsink_fn sink, int prefetch) {
   struct tlister *l = calloc(1, sizeof *l);
   if (!l || !(l->path = strdup(path)) || (group && !(l->group = strdup(group)))) {
     if (l)
@@ -1127,15 +1194,16 @@ struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, co
   l->items = items;
   l->groups = groups;
   l->sink = sink;
+  l->prefetch = prefetch;
   l->next = j->listers;
   j->listers = l;
   if (style == PG_STARTAT) {
     char *u = page_url(l, "startAt", 0);
     if (u)
-      lister_next(l, u, 0);
+      lister_next(l, u, 0, 0);
     free(u);
   } else {
-    lister_next(l, path, 0);
+    lister_next(l, path, 0, 0);
   }
   return l;
 }

@@ -23,7 +23,10 @@
 **   - rename is not possible over REST: EUNSUPPORTED, no request.
 **
 ** Request costs (A accounts, G groups):
-**   snapshot: ceil(A/100) user/list + ceil(G/200) group
+**   snapshot: ceil(A/100) user/list (+ up to 3 read-ahead pages past the
+**             end when A > 100: the listing keeps 4 pages in flight by
+**             offset, since it is the snapshot's longest chain)
+**             + ceil(G/200) group
 **             + sum over groups of max(1, ceil(members/200)) group/{g}/member
 **   get: 1 user + ceil(groups/200) memberof; delete: 1 + polls (3 typical);
 **   other writes 1.
@@ -71,8 +74,9 @@ static struct tlister *conf_list(struct tjob *j, enum us_tev ev, const char *gro
     free(g);
   }
   if (path)
-    l = tlist_start(j, PG_NEXTLINK, ev, path, "results", ev == US_TEV_GROUPS,
-                    ev == US_TEV_MEMBERS ? group : NULL, sink);
+    l = tlist_start_ahead(j, PG_NEXTLINK, ev, path, "results", ev == US_TEV_GROUPS,
+                          ev == US_TEV_MEMBERS ? group : NULL, sink,
+                          ev == US_TEV_ACCOUNTS ? PREFETCH_ACCOUNTS : 0);
   else
     tjob_fail(j, US_HTTP_ENOMEM, 0, "list: out of memory");
   free(path);

@@ -58,7 +58,10 @@ struct tlister {
   int groups;        /* 1: items are groups (their "name"), 0: accounts */
   char *group;       /* MEMBERS: which group */
   tsink_fn sink;     /* NULL: emit events to the batch */
-  long long fanned;  /* PG_STARTAT: highest start requested so far */
+  long long fanned;  /* PG_STARTAT / prefetch: highest start requested so far */
+  int prefetch;      /* PG_NEXTLINK / PG_BB: pages kept in flight ahead (0: one at a time) */
+  long long step;    /* prefetch: the page size the server applies */
+  int ended;         /* prefetch: a page without a next one was seen */
   void (*on_end)(struct tlister *l); /* optional: the listing read its last page */
   struct tlister *next;
 };
@@ -180,6 +183,14 @@ void tjob_add_name(struct tjob *j, const char *name);
 /* ---- listings ---- */
 struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, const char *path,
                             const char *items, int groups, const char *group, tsink_fn sink);
+
+/* Same, reading `prefetch` pages ahead by offset (PG_NEXTLINK, PG_BB). */
+struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev ev,
+                                  const char *path, const char *items, int groups,
+                                  const char *group, tsink_fn sink, int prefetch);
+/* Pages Confluence's account listing keeps in flight (100 accounts a page
+** make it the longest chain of a snapshot). */
+#define PREFETCH_ACCOUNTS 4
 
 /* ---- strings ---- */
 char *t_fmt(const char *fmt, ...);

@@ -166,7 +166,12 @@ test("paging: _links.next at the boundary, disabled users included", function(t)
   reset{ users = many(3) }
   names, pages = {}, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; for _, a in ipairs(p) do names[#names + 1] = a.name end end))
-  t:eq(#names, 4); t:eq(pages, 2); t:eq(#s:requests(), 2)
+  t:eq(#names, 4)
+  -- accounts read ahead: pages at start 3, 6, 9, 12 were asked once the first was full
+  t:eq(#s:requests(), 5); t:eq(pages, 2, "empty pages past the end are not delivered")
+  local starts = {}
+  for _, r in ipairs(s:requests()) do starts[#starts + 1] = r.query:match("start=(%d+)") or "0" end
+  t:same(sorted(starts), { "0", "12", "3", "6", "9" })
   reset{ users = many(4), groups = { "confluence-administrators", "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
   local got = {}
   t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
@@ -186,8 +191,8 @@ test("snapshot: request count and shape", function(t)
   for _, a in ipairs(snap.accounts) do by[a.name] = a end
   t:same(sorted(by.u004.groups), { "g1", "g2" }); t:same(by.admin.groups, { "confluence-administrators" })
   t:eq(by.u001.active, true)
-  -- users 5/3 = 2, groups 3/3 = 1, members: g1 2, g2 1, admins 1
-  t:eq(snap.requests, 2 + 1 + 2 + 1 + 1)
+  -- users 5/3 = 2 (+3 read ahead), groups 3/3 = 1, members: g1 2, g2 1, admins 1
+  t:eq(snap.requests, 2 + 3 + 1 + 2 + 1 + 1)
   t:eq(#s:requests(), snap.requests)
 end)
 
