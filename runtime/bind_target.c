@@ -16,7 +16,10 @@
 **     page_size = nil,      -- listings: at most this many per page (tests)
 **     add_to_default_group = true,  -- Bitbucket create_user
 **     task_wait = 120,      -- Confluence: how long to follow a delete task
+**     name = "jira-prod",   -- informational
 **   })                      -> Target (misuse and bad config raise)
+**   ca_file is refused here: TLS (verification on, CA file) is the http
+**   client's business, so give it to usersync.http.client.
 **   The http client (usersync.http) is shared: every request of every
 **   target runs on its engine; TLS verification and CA file are its options.
 **
@@ -315,6 +318,9 @@ static int target_new(lua_State *L) {
     if (!ok)
       return luaL_error(L, "target config: unknown key '%s'", luaL_tolstring(L, -1, NULL));
   }
+  if (opt_str(L, 2, "ca_file"))
+    return luaL_error(L, "target config 'ca_file': set it on the http client "
+                         "(usersync.http.client{ ca_file = ... }), which makes the TLS connections");
   struct us_target_config c = {0};
   c.type = opt_str(L, 2, "type");
   c.url = opt_str(L, 2, "url");

@@ -783,6 +783,7 @@ static void call_free(struct tcall *c) {
 }
 
 static void call_done(us_http_req *h, const struct us_http_response *r, void *ud);
+static void drop_calls(struct tjob *j);
 
 static void call_submit(struct tcall *c) {
   us_target *t = c->t;
@@ -853,6 +854,8 @@ static void call_done(us_http_req *h, const struct us_http_response *r, void *ud
   if (!j->failed && !j->canceled)
     c->fn(c, r);
   us_http_release(h);
+  if (j->failed && j->kind != US_TOP_CHECK)
+    drop_calls(j); /* the outcome is known: stop the job's other requests */
   j->pending--;
   call_free(c);
   tjob_maybe_finish(j);

@@ -242,12 +242,15 @@ test("snapshot: shape, groups per account, request count", function(t)
 end)
 
 test("snapshot: a failed page fails the snapshot", function(t)
-  reset{ users = many(4), groups = { "g" }, members = { g = { "u001" } } }
-  local tg <close> = new{ page_size = 3 }
+  local gs = {}
+  for i = 1, 30 do gs[i] = ("g%02d"):format(i) end
+  reset{ users = many(4), groups = gs, members = { g01 = { "u001" } } }
+  local tg <close> = new{ page_size = 3, concurrency = 2 }
   s:faults{ fail_rate = 1.0, fail_status = 500, fail_path = "group/member" }
   local ok, msg, code = tg:snapshot()
   s:faults{}
   t:eq(ok, nil); t:eq(code, "EHTTP"); t:match(msg, "HTTP 500")
+  t:ok(s:count("GET", "group/member") <= 3, "the other groups' requests were dropped, not sent")
 end)
 
 test("leads: projects and components led by accounts; handover", function(t)
@@ -382,6 +385,26 @@ test("rate limits: 429 with retry-after honoured, target holds back", function(t
   local throttled = 0
   for _, r in ipairs(s:requests()) do if r.status == 429 then throttled = throttled + 1 end end
   t:ok(throttled <= 2, "the governor waits for tokens instead of hammering: " .. throttled .. " 429s")
+end)
+
+test("rate limits: an empty bucket (EAP X-RateLimiting-* too) holds the next request", function(t)
+  local clock = require("usersync.time").monotonic
+  for _, prefix in ipairs{ "X-RateLimit-", "X-RateLimiting-" } do
+    local srv <close> = sim.static(200, "application/json", '{"name":"x","key":"x","active":true}', {
+      prefix .. "Remaining: 0", prefix .. "FillRate: 2", prefix .. "Interval-Seconds: 1" })
+    local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+    t:ok(tg:get("x"))
+    local t0 = clock()
+    t:ok(tg:get("x"))
+    local took = clock() - t0
+    t:ok(took >= 0.45, ("%s: second request waited %.3f s for a token (1 s / 2)"):format(prefix, took))
+  end
+  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', { "X-RateLimit-Remaining: 5" })
+  local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+  t:ok(tg:get("x"))
+  local t0 = clock()
+  t:ok(tg:get("x"))
+  t:ok(clock() - t0 < 0.3, "tokens left: no wait")
 end)
 
 test("check: reachable, product, version, user, admin", function(t)

@@ -81,11 +81,12 @@ Sim.__close = Sim.stop
 Sim.__gc = Sim.stop
 
 -- A server answering every request with one fixed response (HTML error
--- pages, non-JSON bodies): M.static(status, content_type, body) -> Sim-like
--- object with .url and :stop().
+-- pages, non-JSON bodies): M.static(status, content_type, body [, headers])
+-- -> Sim-like object with .url and :stop(); headers = { "Name: value", ... }.
 local STATIC = [[
 import http.server, sys
 status, ctype, body = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+extra = [l.split(": ", 1) for l in sys.argv[4].split("\n") if l] if len(sys.argv) > 4 else []
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def answer(self):
@@ -94,18 +95,22 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for k, v in extra: self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
     do_GET = do_POST = do_PUT = do_DELETE = answer
     def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+class S(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address): pass  # clients may hang up early
+s = S(("127.0.0.1", 0), H)
 print("listening on http://127.0.0.1:%d" % s.server_address[1], flush=True)
 s.serve_forever()
 ]]
 
-function M.static(status, ctype, body)
+function M.static(status, ctype, body, headers)
   local py = os.getenv("PYTHON3") or "python3"
-  local cmd = ("%s -c %s %d %s %s"):format(q(py), q(STATIC), status, q(ctype), q(body))
+  local cmd = ("%s -c %s %d %s %s %s"):format(q(py), q(STATIC), status, q(ctype), q(body),
+                                             q(table.concat(headers or {}, "\n")))
   local sh = ("timeout 300 %s & echo pid $!; wait"):format(cmd)
   local self = setmetatable({ product = "static" }, Sim)
   self.proc = assert(io.popen("sh -c " .. q(sh), "r"))
