@@ -219,4 +219,17 @@ test("auth, rate-limit headers, check", function(t)
   t:contains(c.detail, "unknown")
 end)
 
+test("429 after the engine's retries ran out is ERATELIMIT", function(t)
+  reset{ groups = { "stash-users", "g" } }
+  local hc0 <close> = http.client{ retries = 0 }
+  local tg <close> = target.new(hc0, { type = "bitbucket", url = s.url, user = "admin", password = "admin" })
+  s:faults{ rate_limit_per_min = 60, rate_limit_burst = 1 }
+  local r = tg:apply({ { kind = "create_group", group = "a" }, { kind = "create_group", group = "b" } })
+  s:faults{}
+  t:eq(r.ok, 1); t:eq(r.failed, 1)
+  local bad = r.results[1].ok and r.results[2] or r.results[1]
+  t:eq(bad.code, "ERATELIMIT"); t:contains(bad.message, "HTTP 429")
+  t:contains(bad.message, "rate limited")
+end)
+
 return test.done()
