@@ -298,10 +298,10 @@ static double opt_num(lua_State *L, int t, const char *k, double def) {
   return v;
 }
 
-static const char *const config_keys[] = {"type",      "url",        "user",
-                                          "password",  "token",      "concurrency",
-                                          "timeout",   "page_size",  "add_to_default_group",
-                                          "task_wait", "name",       "ca_file",
+static const char *const config_keys[] = {"type",      "url",       "user",
+                                          "password",  "token",     "concurrency",
+                                          "timeout",   "page_size", "add_to_default_group",
+                                          "task_wait", "name",      "ca_file",
                                           NULL};
 
 /* target.new(http_client, config) -> Target */
@@ -319,8 +319,9 @@ static int target_new(lua_State *L) {
       return luaL_error(L, "target config: unknown key '%s'", luaL_tolstring(L, -1, NULL));
   }
   if (opt_str(L, 2, "ca_file"))
-    return luaL_error(L, "target config 'ca_file': set it on the http client "
-                         "(usersync.http.client{ ca_file = ... }), which makes the TLS connections");
+    return luaL_error(L,
+                      "target config 'ca_file': set it on the http client "
+                      "(usersync.http.client{ ca_file = ... }), which makes the TLS connections");
   struct us_target_config c = {0};
   c.type = opt_str(L, 2, "type");
   c.url = opt_str(L, 2, "url");
@@ -1185,7 +1186,8 @@ static const luaL_Reg target_methods[] = {
 static const luaL_Reg target_meta[] = {
     {"__gc", target_gc}, {"__close", target_close}, {"__tostring", target_tostring}, {NULL, NULL}};
 
-static const luaL_Reg batch_meta[] = {{"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
+static const luaL_Reg batch_meta[] = {
+    {"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
 
 static const luaL_Reg target_funcs[] = {{"new", target_new}, {NULL, NULL}};
 

@@ -256,7 +256,9 @@ long t_page_size(const us_target *t, long product_max) {
   return t->cfg.page_size > 0 && t->cfg.page_size < product_max ? t->cfg.page_size : product_max;
 }
 const char *us_target_type(const us_target *t) { return t->vt->type; }
-struct us_target_caps us_target_caps(const us_target *t) { return t->vt->caps; }
+struct us_target_caps us_target_caps(const us_target *t) {
+  return t->vt->caps;
+}
 unsigned long us_target_requests(const us_target *t) { return t->requests; }
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -329,7 +331,8 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     while (n > 0 && t->base[n - 1] == '/')
       t->base[--n] = 0;
   }
-  t->auth = c->password && c->user ? basic_auth(c->user, c->password) : t_fmt("Bearer %s", c->token);
+  t->auth =
+      c->password && c->user ? basic_auth(c->user, c->password) : t_fmt("Bearer %s", c->token);
   if (t->cfg.concurrency <= 0)
     t->cfg.concurrency = 8;
   if (t->cfg.task_wait_ms <= 0)
@@ -566,14 +569,22 @@ static void tjob_maybe_finish(struct tjob *j) {
 
 const char *t_status_code(long status) {
   switch (status) {
-  case 400: return "EINVALID";
-  case 401: return "EAUTH";
-  case 402: return "ESEATS";
-  case 403: return "EFORBIDDEN";
-  case 404: return "ENOTFOUND";
-  case 409: return "ECONFLICT";
-  case 429: return "ERATELIMIT";
-  default: return "EHTTP";
+  case 400:
+    return "EINVALID";
+  case 401:
+    return "EAUTH";
+  case 402:
+    return "ESEATS";
+  case 403:
+    return "EFORBIDDEN";
+  case 404:
+    return "ENOTFOUND";
+  case 409:
+    return "ECONFLICT";
+  case 429:
+    return "ERATELIMIT";
+  default:
+    return "EHTTP";
   }
 }
 
@@ -863,19 +874,19 @@ static void call_done(us_http_req *h, const struct us_http_response *r, void *ud
 }
 
 static struct tcall *call_new(struct tjob *j, const char *method, const char *path,
-                              const char *body, tcall_fn fn, void *p, long long n,
-                              const char *what, double not_before, int urgent);
+                              const char *body, tcall_fn fn, void *p, long long n, const char *what,
+                              double not_before, int urgent);
 
-struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *path,
-                             const char *body, tcall_fn fn, void *p, long long n,
-                             const char *what, double not_before) {
+struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *path, const char *body,
+                             tcall_fn fn, void *p, long long n, const char *what,
+                             double not_before) {
   return call_new(j, method, path, body, fn, p, n, what, not_before, 0);
 }
 
 /* Creates and starts (or queues: at the head when urgent) a call. */
 static struct tcall *call_new(struct tjob *j, const char *method, const char *path,
-                              const char *body, tcall_fn fn, void *p, long long n,
-                              const char *what, double not_before, int urgent) {
+                              const char *body, tcall_fn fn, void *p, long long n, const char *what,
+                              double not_before, int urgent) {
   us_target *t = j->t;
   struct tcall *c = calloc(1, sizeof *c);
   if (c) {
@@ -1053,8 +1064,8 @@ static void prefetch_more(struct tlister *l, struct tcall *c, const struct us_ht
                           const struct us_jval *root) {
   struct tjob *j = l->j;
   struct us_jval v;
-  int more = l->style == PG_BB ? !t_jbool(root, "isLastPage", 1)
-                               : us_json_get(root, "_links.next", &v);
+  int more =
+      l->style == PG_BB ? !t_jbool(root, "isLastPage", 1) : us_json_get(root, "_links.next", &v);
   if (!more || l->ended) {
     l->ended = 1;
     return;
@@ -1084,9 +1095,10 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   struct tlister *l = c->p;
   struct tjob *j = l->j;
   char what[300];
-  snprintf(what, sizeof what, "%s%s%s", l->ev == US_TEV_ACCOUNTS ? "list accounts"
-                                        : l->ev == US_TEV_GROUPS ? "list groups"
-                                                                 : "list members of ",
+  snprintf(what, sizeof what, "%s%s%s",
+           l->ev == US_TEV_ACCOUNTS ? "list accounts"
+           : l->ev == US_TEV_GROUPS ? "list groups"
+                                    : "list members of ",
            l->group ? l->group : "", c->n ? " (next page)" : "");
   struct us_jval root, v;
   size_t count = 0;
@@ -1215,8 +1227,8 @@ struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev 
 
 /* Snapshot: the groups listing's pages are emitted and start one member
 ** listing per group; accounts are listed alongside. */
-static void snapshot_groups(struct tlister *l, struct us_target_account *a, size_t na,
-                            char **names, size_t nn) {
+static void snapshot_groups(struct tlister *l, struct us_target_account *a, size_t na, char **names,
+                            size_t nn) {
   (void)a, (void)na;
   struct tjob *j = l->j;
   for (size_t i = 0; i < nn && !j->failed; i++)
@@ -1322,10 +1334,10 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
     if (j->tags)
       memcpy(j->tags, op->tags, op->nlist * sizeof *j->tags);
   }
-  if (!j->list || !j->list2 || !j->item_done || (op->tags && !j->tags) ||
-      (op->name && !j->name) || (op->to && !j->to) || (op->to2 && !j->to2) ||
-      (op->group && !j->group) || (op->display_name && !j->display_name) ||
-      (op->email && !j->email) || (op->password && !j->password)) {
+  if (!j->list || !j->list2 || !j->item_done || (op->tags && !j->tags) || (op->name && !j->name) ||
+      (op->to && !j->to) || (op->to2 && !j->to2) || (op->group && !j->group) ||
+      (op->display_name && !j->display_name) || (op->email && !j->email) ||
+      (op->password && !j->password)) {
     job_free(j);
     *err = "out of memory";
     return -1;
@@ -1379,8 +1391,7 @@ void us_target_batch_free(us_target_batch *b) {
   free(b);
 }
 
-void us_target_run(us_target_batch *b, void (*fn)(void *ud, struct us_target_event *ev),
-                   void *ud) {
+void us_target_run(us_target_batch *b, void (*fn)(void *ud, struct us_target_event *ev), void *ud) {
   for (;;) {
     struct us_target_event *ev;
     while ((ev = us_target_batch_next(b)))

@@ -55,8 +55,7 @@ static int bb_account(const struct us_jval *item, struct us_target_account *a) {
   return 0;
 }
 
-static struct tlister *bb_list(struct tjob *j, enum us_tev ev, const char *group,
-                               tsink_fn sink) {
+static struct tlister *bb_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink) {
   long n = t_page_size(j->t, 1000);
   char *path = NULL, *g = NULL;
   struct tlister *l = NULL;
@@ -161,7 +160,8 @@ static void add_call(struct tjob *j, long long i) {
     what = to_group ? t_fmt("add %zu user(s) to %s", n, one)
                     : t_fmt("add %s to %zu group(s)", user, n);
   else
-    what = to_group ? t_fmt("add %s to %s", j->list[i], one) : t_fmt("add %s to %s", user, j->list[i]);
+    what =
+        to_group ? t_fmt("add %s to %s", j->list[i], one) : t_fmt("add %s to %s", user, j->list[i]);
   if (full && what)
     tcall_start(j, "POST", to_group ? API "/admin/groups/add-users" : API "/admin/users/add-groups",
                 full, i < 0 ? on_bulk : on_single, NULL, i < 0 ? 0 : i, what);
@@ -329,8 +329,7 @@ static void bb_start(struct tjob *j) {
   case US_TOP_CHECK: {
     const char *u = t_config(j->t)->user;
     char *e = u ? t_enc(u) : NULL;
-    char *p = t_fmt(API "/admin/permissions/users?limit=1000%s%s", e ? "&filter=" : "",
-                    e ? e : "");
+    char *p = t_fmt(API "/admin/permissions/users?limit=1000%s%s", e ? "&filter=" : "", e ? e : "");
     tcall_start(j, "GET", API "/application-properties", NULL, on_props, NULL, 0,
                 "application properties");
     if (p)

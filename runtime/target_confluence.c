@@ -59,8 +59,7 @@ static int conf_account(const struct us_jval *item, struct us_target_account *a)
   return 0;
 }
 
-static struct tlister *conf_list(struct tjob *j, enum us_tev ev, const char *group,
-                                 tsink_fn sink) {
+static struct tlister *conf_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink) {
   char *path = NULL;
   struct tlister *l = NULL;
   if (ev == US_TEV_ACCOUNTS) {
@@ -69,8 +68,8 @@ static struct tlister *conf_list(struct tjob *j, enum us_tev ev, const char *gro
     path = t_fmt(API "/group?limit=%ld", t_page_size(j->t, 200));
   } else {
     char *g = t_enc(group);
-    path = g ? t_fmt(API "/group/%s/member?limit=%ld&expand=status", g, t_page_size(j->t, 200))
-             : NULL;
+    path =
+        g ? t_fmt(API "/group/%s/member?limit=%ld&expand=status", g, t_page_size(j->t, 200)) : NULL;
     free(g);
   }
   if (path)
@@ -126,8 +125,8 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
   }
 }
 
-static void memberof_sink(struct tlister *l, struct us_target_account *a, size_t na,
-                          char **names, size_t nn) {
+static void memberof_sink(struct tlister *l, struct us_target_account *a, size_t na, char **names,
+                          size_t nn) {
   (void)a, (void)na;
   for (size_t i = 0; i < nn; i++) {
     tjob_add_name(l->j, names[i]);
@@ -164,8 +163,7 @@ static void on_task(struct tcall *c, const struct us_http_response *r) {
   if (us_json_get(&root, "messages", &msgs))
     while (!m && us_json_next_elem(&msgs, &pos, &e))
       m = t_jstr(&e, "translation");
-  tjob_fail(j, "EHTTP", r->status, "%s: the long task failed: %s", c->what,
-            m ? m : "(no message)");
+  tjob_fail(j, "EHTTP", r->status, "%s: the long task failed: %s", c->what, m ? m : "(no message)");
   free(m);
 }
 
@@ -245,8 +243,8 @@ static void on_current(struct tcall *c, const struct us_http_response *r) {
   char *u = j->whoami ? t_enc(j->whoami) : NULL;
   char *p = u ? t_fmt(API "/user/memberof?username=%s&limit=200", u) : NULL;
   if (p) {
-    struct tlister *l = tlist_start(j, PG_NEXTLINK, US_TEV_GROUPS, p, "results", 1, NULL,
-                                    admin_sink);
+    struct tlister *l =
+        tlist_start(j, PG_NEXTLINK, US_TEV_GROUPS, p, "results", 1, NULL, admin_sink);
     if (l)
       l->on_end = admin_end;
   }
@@ -261,8 +259,8 @@ static void conf_start(struct tjob *j) {
   case US_TOP_GET_ACCOUNT: {
     char *n = t_enc(name);
     char *p = n ? t_fmt(API "/user?username=%s&expand=status", n) : NULL;
-    char *m = n ? t_fmt(API "/user/memberof?username=%s&limit=%ld", n, t_page_size(j->t, 200))
-                : NULL;
+    char *m =
+        n ? t_fmt(API "/user/memberof?username=%s&limit=%ld", n, t_page_size(j->t, 200)) : NULL;
     snprintf(what, sizeof what, "get user %s", name);
     if (p && m) {
       tcall_start(j, "GET", p, NULL, on_get, NULL, 0, what);
@@ -281,9 +279,9 @@ static void conf_start(struct tjob *j) {
       *p = (char)tolower((unsigned char)*p);
     if (!j->password && !j->notify)
       pw = us_random_hex(16);
-    body = t_jobj("userName", lower, "fullName", j->display_name, "email", j->email, "password",
-                  j->password ? j->password : pw, "notifyViaEmail", j->notify ? TJ_TRUE : NULL,
-                  NULL);
+    body =
+        t_jobj("userName", lower, "fullName", j->display_name, "email", j->email, "password",
+               j->password ? j->password : pw, "notifyViaEmail", j->notify ? TJ_TRUE : NULL, NULL);
     snprintf(what, sizeof what, "create user %s", lower ? lower : name);
     if (body)
       write1(j, "POST", strdup(API "/admin/user"), body, q_exists, what);

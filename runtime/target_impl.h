@@ -28,10 +28,10 @@ struct tcall {
   us_http_req *h; /* NULL while queued */
   char *method, *url, *body;
   tcall_fn fn;
-  void *p;       /* handler data (a lister, ...) not owned */
-  long long n;   /* handler data (an offset, an index) */
-  char *what;    /* for messages: "list accounts", "add alice to g" */
-  double not_before; /* monotonic seconds: hold the request until then */
+  void *p;                   /* handler data (a lister, ...) not owned */
+  long long n;               /* handler data (an offset, an index) */
+  char *what;                /* for messages: "list accounts", "add alice to g" */
+  double not_before;         /* monotonic seconds: hold the request until then */
   struct tcall *prev, *next; /* every call of the target */
   struct tcall *qnext;       /* target's queue of calls waiting for a slot */
 };
@@ -52,8 +52,8 @@ typedef void (*tsink_fn)(struct tlister *l, struct us_target_account *a, size_t 
 struct tlister {
   struct tjob *j;
   enum tpage style;
-  enum us_tev ev; /* ACCOUNTS, GROUPS or MEMBERS */
-  char *path;     /* first page path+query (page size included) */
+  enum us_tev ev;    /* ACCOUNTS, GROUPS or MEMBERS */
+  char *path;        /* first page path+query (page size included) */
   const char *items; /* path of the item array: "values", "results", "groups" */
   int groups;        /* 1: items are groups (their "name"), 0: accounts */
   char *group;       /* MEMBERS: which group */
@@ -76,7 +76,7 @@ struct tjob {
   size_t nlist, nlist2;
   void *tag;
   void **tags;
-  int pending;  /* calls in flight or queued */
+  int pending; /* calls in flight or queued */
   int failed, canceled, finished;
   long status;
   const char *code, *note;
@@ -112,8 +112,7 @@ struct us_target_vt {
   int (*parse_account)(const struct us_jval *item, struct us_target_account *a);
 };
 
-extern const struct us_target_vt us_target_jira_vt, us_target_confluence_vt,
-    us_target_bitbucket_vt;
+extern const struct us_target_vt us_target_jira_vt, us_target_confluence_vt, us_target_bitbucket_vt;
 
 /* ---- target accessors ---- */
 const char *t_base(const us_target *t);
@@ -129,9 +128,9 @@ double t_now(void); /* monotonic seconds */
 struct tcall *tcall_start(struct tjob *j, const char *method, const char *path, const char *body,
                           tcall_fn fn, void *p, long long n, const char *what);
 /* Same, held back until not_before (monotonic seconds). */
-struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *path,
-                             const char *body, tcall_fn fn, void *p, long long n,
-                             const char *what, double not_before);
+struct tcall *tcall_start_at(struct tjob *j, const char *method, const char *path, const char *body,
+                             tcall_fn fn, void *p, long long n, const char *what,
+                             double not_before);
 
 /* ---- results ---- */
 /* Fails the job (the first failure wins; later ones are ignored). */
@@ -195,7 +194,7 @@ struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev 
 /* ---- strings ---- */
 char *t_fmt(const char *fmt, ...);
 char *t_vfmt(const char *fmt, va_list ap);
-char *t_enc(const char *s); /* percent-encodes everything but unreserved */
+char *t_enc(const char *s);    /* percent-encodes everything but unreserved */
 char *t_strdup(const char *s); /* NULL -> NULL */
 char *t_jstr(const struct us_jval *obj, const char *path); /* string value or NULL */
 int t_jbool(const struct us_jval *obj, const char *path, int def);

@@ -52,8 +52,7 @@ static int jira_account(const struct us_jval *item, struct us_target_account *a)
   return 0;
 }
 
-static struct tlister *jira_list(struct tjob *j, enum us_tev ev, const char *group,
-                                 tsink_fn sink) {
+static struct tlister *jira_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink) {
   char *path = NULL;
   struct tlister *l = NULL;
   if (ev == US_TEV_ACCOUNTS) {
@@ -251,7 +250,8 @@ static void on_myself(struct tcall *c, const struct us_http_response *r) {
   if (us_json_get(&root, "groups.items", &items))
     while (us_json_next_elem(&items, &pos, &e)) {
       char *g = t_jstr(&e, "name");
-      if (g && (t_streq_ci(g, "jira-administrators") || t_streq_ci(g, "jira-system-administrators"))) {
+      if (g &&
+          (t_streq_ci(g, "jira-administrators") || t_streq_ci(g, "jira-system-administrators"))) {
         j->admin = 1;
         free(j->detail);
         j->detail = t_fmt("member of %s", g);

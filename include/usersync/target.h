@@ -50,16 +50,16 @@ typedef struct us_target us_target;
 typedef struct us_target_batch us_target_batch;
 
 struct us_target_config {
-  const char *type;     /* "jira" | "confluence" | "bitbucket" */
-  const char *url;      /* base URL incl. context path, e.g. https://h/jira */
-  const char *user;     /* with password: HTTP Basic */
-  const char *password; /* */
-  const char *token;    /* without password: Authorization: Bearer <token> (PAT) */
-  int concurrency;      /* requests of this target in flight at once; <=0: 8 */
-  long timeout_ms;      /* per attempt; 0: engine default */
-  long page_size;       /* 0: each listing's product maximum; else min(page_size, max) */
+  const char *type;         /* "jira" | "confluence" | "bitbucket" */
+  const char *url;          /* base URL incl. context path, e.g. https://h/jira */
+  const char *user;         /* with password: HTTP Basic */
+  const char *password;     /* */
+  const char *token;        /* without password: Authorization: Bearer <token> (PAT) */
+  int concurrency;          /* requests of this target in flight at once; <=0: 8 */
+  long timeout_ms;          /* per attempt; 0: engine default */
+  long page_size;           /* 0: each listing's product maximum; else min(page_size, max) */
   int add_to_default_group; /* Bitbucket create: addToDefaultGroup (default 1) */
-  long task_wait_ms;    /* Confluence long-task polling budget; 0: 120000 */
+  long task_wait_ms;        /* Confluence long-task polling budget; 0: 120000 */
 };
 
 struct us_target_caps {
@@ -115,8 +115,8 @@ struct us_target_event {
   enum us_tev type;
   void *tag;
   enum us_top kind;
-  char *group;                         /* MEMBERS: the group; LEAD: the lead's name */
-  struct us_target_account *accounts;  /* ACCOUNTS, MEMBERS, DONE of GET_ACCOUNT */
+  char *group;                        /* MEMBERS: the group; LEAD: the lead's name */
+  struct us_target_account *accounts; /* ACCOUNTS, MEMBERS, DONE of GET_ACCOUNT */
   size_t naccounts;
   char **names; /* GROUPS: group names; DONE of GET_ACCOUNT: its groups */
   size_t nnames;
@@ -126,10 +126,10 @@ struct us_target_event {
   size_t raw_len;
   /* DONE */
   int ok;
-  const char *note; /* static: "already a member", "already exists", ... or NULL */
-  long status;      /* last HTTP status (0: none) */
-  const char *code; /* static; NULL when ok */
-  char *message;    /* NULL when ok */
+  const char *note;       /* static: "already a member", "already exists", ... or NULL */
+  long status;            /* last HTTP status (0: none) */
+  const char *code;       /* static; NULL when ok */
+  char *message;          /* NULL when ok */
   unsigned long requests; /* requests this job made */
   /* DONE of CHECK */
   int reachable, admin; /* admin: 1, 0, -1 unknown */

@@ -14,12 +14,12 @@
 #include "usersync/target.h"
 
 static int failures;
-#define CHECK(c)                                                                                  \
-  do {                                                                                            \
-    if (!(c)) {                                                                                   \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                       \
-      failures++;                                                                                 \
-    }                                                                                             \
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c)) {                                                                                    \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                        \
+      failures++;                                                                                  \
+    }                                                                                              \
   } while (0)
 
 static struct us_http_response resp(long status, const char *ctype, const char *body) {
@@ -36,12 +36,14 @@ static struct us_http_response resp(long status, const char *ctype, const char *
 }
 
 static void error_texts(void) {
-  struct us_http_response r = resp(400, "application/json",
-                                   "{\"errorMessages\":[\"first\",\"second\"],\"errors\":{\"email\":\"bad\"}}");
+  struct us_http_response r =
+      resp(400, "application/json",
+           "{\"errorMessages\":[\"first\",\"second\"],\"errors\":{\"email\":\"bad\"}}");
   char *s = t_error_text(&r);
   CHECK(!strcmp(s, "first; second; bad"));
   free(s);
-  r = resp(402, "application/json", "{\"statusCode\":402,\"message\":\"no seats\",\"reason\":\"x\"}");
+  r = resp(402, "application/json",
+           "{\"statusCode\":402,\"message\":\"no seats\",\"reason\":\"x\"}");
   s = t_error_text(&r);
   CHECK(!strcmp(s, "no seats"));
   free(s);
