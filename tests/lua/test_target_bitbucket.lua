@@ -68,8 +68,10 @@ test("create user: query parameters, 204, default group, exists note", function(
   local nod <close> = new{ add_to_default_group = false }
   t:ok(nod:create_user{ name = "ben", display_name = "Ben", email = "ben@example.com", password = "pw-1" })
   t:same(s:state().members["stash-users"], { "ann" })
-  local ok, msg, code = tg:create_user{ name = "cy", display_name = "Cy", email = "bad" }
+  local ok, msg, code = tg:create_user{ name = "cy", display_name = "Cy", email = "bad",
+                                       password = "Sup3r-Secret" }
   t:eq(ok, nil); t:eq(code, "EINVALID"); t:contains(msg, "not a valid e-mail")
+  t:eq(msg:find("Sup3r", 1, true), nil, "the password (a query parameter here) is not in the message")
 end)
 
 test("update, rename, delete (200 with body); deactivation unsupported without a request", function(t)
