@@ -261,6 +261,11 @@ static struct lrequest *check_request(lua_State *L, int idx) {
   return r;
 }
 
+/* Cross-binding accessor (modules.h): the engine of the open
+** usersync.http.Client at idx; raises if it is not one or is closed. The
+** engine stays owned by the Client: keep the Client alive while using it. */
+us_http *us_http_checkengine(lua_State *L, int idx) { return check_client(L, idx)->e; }
+
 static const char *const client_fields[] = {
     "timeout",  "connect_timeout", "max_size", "retries", "per_host",   "backoff", "backoff_max",
     "max_wait", "jitter",          "ca_file",  "verify",  "user_agent", "headers", NULL};

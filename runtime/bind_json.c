@@ -480,6 +480,29 @@ static int json_decode(lua_State *L) {
   return 3;
 }
 
+/* Cross-binding helper (modules.h): decodes s[0..len) exactly as
+** json.decode does and pushes the value, returning 1; on malformed JSON it
+** pushes nothing and returns 0 (the reason is not reported: call
+** json.decode on the text when the message matters). Raises only on memory
+** errors. [-0, +(0|1), m] */
+int us_json_push_decoded(lua_State *L, const char *s, size_t len) {
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 8, "json decode");
+  luaL_getmetatable(L, ARRAY_MT);
+  luaL_getmetatable(L, OBJECT_MT);
+  jdec d = {L, s, s, s + len, 0, top + 1, top + 2, ""};
+  if (dec_value(&d) == 0) {
+    skip_ws(&d);
+    if (d.p == d.end) {
+      lua_replace(L, top + 1); /* value over the array mark */
+      lua_settop(L, top + 1);
+      return 1;
+    }
+  }
+  lua_settop(L, top);
+  return 0;
+}
+
 /* -------------------------------------------------------------- encoder */
 
 /* Encoder state. The output lives in a full userdata at stack index slot

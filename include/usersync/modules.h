@@ -6,6 +6,8 @@
 #define USERSYNC_MODULES_H
 #include <lua.h>
 
+#include "usersync/http.h"
+
 int luaopen_usersync_core(lua_State *L);
 int luaopen_usersync_http(lua_State *L);
 int luaopen_usersync_json(lua_State *L);
@@ -13,6 +15,15 @@ int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
+int luaopen_usersync_target(lua_State *L);
+
+/* Cross-binding helpers. us_http_checkengine: the engine of the open
+** usersync.http.Client at idx (raises otherwise; the Client keeps owning
+** it). us_json_push_decoded: pushes the decoded JSON value and returns 1,
+** or pushes nothing and returns 0 for malformed JSON (no message; use
+** json.decode when one is needed). */
+us_http *us_http_checkengine(lua_State *L, int idx);
+int us_json_push_decoded(lua_State *L, const char *s, size_t len);
 
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);

@@ -1,0 +1,382 @@
+/*
+** target_jira.c: Jira Data Center (REST v2, /rest/api/2) behind the target
+** interface (target_impl.h). Reference: atlassian-api.md section 2.
+**
+** Quirks kept here:
+**   - accounts: GET user/list (cursor pages, maxResults 2000, inactive users
+**     included); groups: GET groups/picker (one answer, no paging; a total
+**     above what came back is an error, never a short list); members:
+**     GET group/member with includeInactiveUsers=true (Jira hides inactive
+**     members otherwise), offset pages of at most 50, fanned out once the
+**     first page gives the total. Members include nested-group members.
+**   - add member: 400 "already a member" is success ("already a member");
+**     remove member: 400 "not a member" is success ("not a member");
+**     create user/group: 400 "already exists" is success ("already exists").
+**   - delete/deactivate refused while the user leads a project or component:
+**     400 mentioning "lead" becomes ELEAD.
+**   - leads: GET project?expand=lead (projects whose entry lacks "lead" are
+**     read one by one), then GET project/{key}/components per project.
+**
+** Request costs (A accounts, G groups, M memberships, P projects):
+**   snapshot: ceil(A/2000) user/list + 1 groups/picker
+**             + sum over groups of max(1, ceil(members/50)) group/member
+**   get: 1 (user?expand=groups); every write: 1 request; handover: one per
+**   project and component; leads: 1 + P (+1 per project listed without lead).
+*/
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "target_impl.h"
+
+#define API "/rest/api/2"
+
+static const struct tquirk q_create[] = {{400, "already exists", "already exists", NULL},
+                                         {-1, NULL, NULL, NULL}};
+static const struct tquirk q_add[] = {{400, "already a member", "already a member", NULL},
+                                      {-1, NULL, NULL, NULL}};
+static const struct tquirk q_remove[] = {{400, "not a member", "not a member", NULL},
+                                         {-1, NULL, NULL, NULL}};
+static const struct tquirk q_lead[] = {{400, "lead", NULL, "ELEAD"}, {-1, NULL, NULL, NULL}};
+
+static int jira_account(const struct us_jval *item, struct us_target_account *a) {
+  memset(a, 0, sizeof *a);
+  a->name = t_jstr(item, "name");
+  if (!a->name)
+    return -1;
+  a->key = t_jstr(item, "key");
+  a->display_name = t_jstr(item, "displayName");
+  a->email = t_jstr(item, "emailAddress");
+  a->active = t_jbool(item, "active", -1);
+  return 0;
+}
+
+static struct tlister *jira_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink) {
+  char *path = NULL;
+  struct tlister *l = NULL;
+  if (ev == US_TEV_ACCOUNTS) {
+    path = t_fmt(API "/user/list?maxResults=%ld", t_page_size(j->t, 2000));
+    if (path)
+      l = tlist_start(j, PG_CURSOR, ev, path, "values", 0, NULL, sink);
+  } else if (ev == US_TEV_GROUPS) {
+    l = tlist_start(j, PG_ONE, ev, API "/groups/picker?query=&maxResults=1000000", "groups", 1,
+                    NULL, sink);
+    return l;
+  } else {
+    char *g = t_enc(group);
+    path = g ? t_fmt(API "/group/member?groupname=%s&includeInactiveUsers=true&maxResults=%ld", g,
+                     t_page_size(j->t, 50))
+             : NULL;
+    free(g);
+    if (path)
+      l = tlist_start(j, PG_STARTAT, ev, path, "values", 0, group, sink);
+  }
+  if (!path)
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "list: out of memory");
+  free(path);
+  return l;
+}
+
+/* ---- single writes ---- */
+
+static void on_plain(struct tcall *c, const struct us_http_response *r) {
+  t_write_done(c->j, c->what, r, c->p);
+}
+
+/* Starts one write: method, API path (formatted), body; quirks q. */
+static void write1(struct tjob *j, const char *method, char *path, char *body,
+                   const struct tquirk *q, const char *what) {
+  if (!path || (!body && strcmp(method, "DELETE") && strcmp(method, "GET")))
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
+  else
+    tcall_start(j, method, path, body, on_plain, (void *)q, 0, what);
+  free(path);
+  free(body);
+}
+
+static char *user_path(const char *name) {
+  char *n = t_enc(name), *p = n ? t_fmt(API "/user?username=%s", n) : NULL;
+  free(n);
+  return p;
+}
+
+static void on_get(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root, items, e;
+  if (!t_json_ok(j, c->what, r, &root))
+    return;
+  if (jira_account(&root, &j->acc)) {
+    tjob_fail(j, "ERESPONSE", r->status, "%s: the answer has no user name", c->what);
+    return;
+  }
+  j->have_acc = 1;
+  size_t pos = 0;
+  if (us_json_get(&root, "groups.items", &items))
+    while (us_json_next_elem(&items, &pos, &e)) {
+      char *g = t_jstr(&e, "name");
+      if (g)
+        tjob_add_name(j, g);
+      free(g);
+    }
+  j->raw = malloc(r->body_len + 1);
+  if (j->raw) {
+    memcpy(j->raw, r->body, r->body_len + 1);
+    j->raw_len = r->body_len;
+  }
+}
+
+/* ---- membership (one request per item) ---- */
+
+static void on_item(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  t_item_done(j, (size_t)c->n, c->what, r, j->kind == US_TOP_REMOVE_MEMBER ? q_remove : q_add);
+}
+
+static void add_one(struct tjob *j, const char *group, const char *user, size_t i) {
+  char *g = t_enc(group), *path = g ? t_fmt(API "/group/user?groupname=%s", g) : NULL;
+  char *body = t_jobj("name", user, NULL), *what = t_fmt("add %s to %s", user, group);
+  if (path && body && what)
+    tcall_start(j, "POST", path, body, on_item, NULL, (long long)i, what);
+  else
+    tjob_item_done(j, i, 0, NULL, 0, US_HTTP_ENOMEM, "out of memory");
+  free(g);
+  free(path);
+  free(body);
+  free(what);
+}
+
+/* ---- leads ---- */
+
+static int wanted(struct tjob *j, const char *name) {
+  for (size_t i = 0; name && i < j->nlist; i++)
+    if (t_streq_ci(j->list[i], name))
+      return 1;
+  return 0;
+}
+
+static void on_components(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root, e;
+  if (!t_json_ok(j, c->what, r, &root))
+    return;
+  size_t pos = 0;
+  while (us_json_next_elem(&root, &pos, &e)) {
+    char *lead = t_jstr(&e, "leadUserName"), *id = NULL;
+    if (!lead)
+      lead = t_jstr(&e, "lead.name");
+    struct us_jval idv;
+    if (us_json_get(&e, "id", &idv))
+      id = idv.type == US_J_STRING ? us_json_strdup(&idv, NULL) : strndup(idv.start, idv.len);
+    if (lead && id && wanted(j, lead))
+      tjob_lead(j, lead, id, 1);
+    free(lead);
+    free(id);
+  }
+}
+
+static void project_lead(struct tjob *j, const struct us_jval *p, const char *key) {
+  char *lead = t_jstr(p, "lead.name");
+  if (lead && wanted(j, lead))
+    tjob_lead(j, lead, key, 0);
+  free(lead);
+}
+
+static void on_project(struct tcall *c, const struct us_http_response *r) {
+  struct us_jval root;
+  if (!t_json_ok(c->j, c->what, r, &root))
+    return;
+  char *key = t_jstr(&root, "key");
+  if (key)
+    project_lead(c->j, &root, key);
+  free(key);
+}
+
+static void on_projects(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root, e, lv;
+  if (!t_json_ok(j, c->what, r, &root))
+    return;
+  if (root.type != US_J_ARRAY) {
+    tjob_fail(j, "ERESPONSE", r->status, "%s: expected a JSON array", c->what);
+    return;
+  }
+  size_t pos = 0;
+  while (us_json_next_elem(&root, &pos, &e) && !j->failed) {
+    char *key = t_jstr(&e, "key"), *k = key ? t_enc(key) : NULL;
+    char *what = key ? t_fmt("read project %s", key) : NULL;
+    char *path = k ? t_fmt(API "/project/%s", k) : NULL;
+    char *cpath = k ? t_fmt(API "/project/%s/components", k) : NULL;
+    if (!path || !cpath || !what) {
+      tjob_fail(j, key ? US_HTTP_ENOMEM : "ERESPONSE", r->status, "%s: %s", c->what,
+                key ? "out of memory" : "a project without key");
+    } else {
+      if (us_json_get(&e, "lead", &lv))
+        project_lead(j, &e, key);
+      else
+        tcall_start(j, "GET", path, NULL, on_project, NULL, 0, what);
+      tcall_start(j, "GET", cpath, NULL, on_components, NULL, 0, what);
+    }
+    free(key);
+    free(k);
+    free(what);
+    free(path);
+    free(cpath);
+  }
+}
+
+/* ---- check ---- */
+
+static void on_server_info(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root;
+  if (!t_json_ok(j, c->what, r, &root))
+    return;
+  j->reachable = 1;
+  char *dep = t_jstr(&root, "deploymentType");
+  j->product = t_fmt("Jira%s%s", dep ? " " : "", dep ? dep : "");
+  free(dep);
+  j->version = t_jstr(&root, "version");
+}
+
+static void on_myself(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root, items, e;
+  if (!t_json_ok(j, c->what, r, &root))
+    return;
+  j->whoami = t_jstr(&root, "name");
+  j->admin = 0;
+  size_t pos = 0;
+  if (us_json_get(&root, "groups.items", &items))
+    while (us_json_next_elem(&items, &pos, &e)) {
+      char *g = t_jstr(&e, "name");
+      if (g &&
+          (t_streq_ci(g, "jira-administrators") || t_streq_ci(g, "jira-system-administrators"))) {
+        j->admin = 1;
+        free(j->detail);
+        j->detail = t_fmt("member of %s", g);
+      }
+      free(g);
+    }
+  if (!j->admin)
+    j->detail = strdup("not a member of jira-administrators or jira-system-administrators");
+}
+
+/* ---- dispatch ---- */
+
+static void jira_start(struct tjob *j) {
+  const char *name = j->name ? j->name : "";
+  char what[600];
+  switch (j->kind) {
+  case US_TOP_GET_ACCOUNT: {
+    char *n = t_enc(name), *p = n ? t_fmt(API "/user?username=%s&expand=groups", n) : NULL;
+    snprintf(what, sizeof what, "get user %s", name);
+    if (p)
+      tcall_start(j, "GET", p, NULL, on_get, NULL, 0, what);
+    else
+      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    free(n);
+    free(p);
+    break;
+  }
+  case US_TOP_CREATE_USER:
+    snprintf(what, sizeof what, "create user %s", name);
+    write1(j, "POST", strdup(API "/user"),
+           t_jobj("name", name, "displayName", j->display_name, "emailAddress", j->email,
+                  "password", j->password, "notification", j->notify ? TJ_TRUE : NULL, NULL),
+           q_create, what);
+    break;
+  case US_TOP_UPDATE_USER:
+    snprintf(what, sizeof what, "update user %s", name);
+    if (!j->display_name && !j->email)
+      j->note = "nothing to change";
+    else
+      write1(j, "PUT", user_path(name),
+             t_jobj("displayName", j->display_name, "emailAddress", j->email, NULL), NULL, what);
+    break;
+  case US_TOP_RENAME_USER:
+    snprintf(what, sizeof what, "rename user %s to %s", name, j->to ? j->to : "");
+    write1(j, "PUT", user_path(name), t_jobj("name", j->to, NULL), NULL, what);
+    break;
+  case US_TOP_DEACTIVATE_USER:
+  case US_TOP_REACTIVATE_USER: {
+    int on = j->kind == US_TOP_REACTIVATE_USER;
+    snprintf(what, sizeof what, "%s user %s", on ? "reactivate" : "deactivate", name);
+    write1(j, "PUT", user_path(name), t_jobj("active", on ? TJ_TRUE : TJ_FALSE, NULL), q_lead,
+           what);
+    break;
+  }
+  case US_TOP_DELETE_USER:
+    snprintf(what, sizeof what, "delete user %s", name);
+    write1(j, "DELETE", user_path(name), NULL, q_lead, what);
+    break;
+  case US_TOP_CREATE_GROUP:
+    snprintf(what, sizeof what, "create group %s", j->group ? j->group : "");
+    write1(j, "POST", strdup(API "/group"), t_jobj("name", j->group ? j->group : "", NULL),
+           q_create, what);
+    break;
+  case US_TOP_DELETE_GROUP: {
+    char *g = t_enc(j->group ? j->group : "");
+    snprintf(what, sizeof what, "delete group %s", j->group ? j->group : "");
+    write1(j, "DELETE", g ? t_fmt(API "/group?groupname=%s", g) : NULL, NULL, NULL, what);
+    free(g);
+    break;
+  }
+  case US_TOP_ADD_MEMBERS:
+    for (size_t i = 0; i < j->nlist; i++)
+      add_one(j, j->group ? j->group : "", j->list[i], i);
+    break;
+  case US_TOP_ADD_TO_GROUPS:
+    for (size_t i = 0; i < j->nlist; i++)
+      add_one(j, j->list[i], name, i);
+    break;
+  case US_TOP_REMOVE_MEMBER: {
+    char *g = t_enc(j->group ? j->group : ""), *u = t_enc(name);
+    snprintf(what, sizeof what, "remove %s from %s", name, j->group ? j->group : "");
+    write1(j, "DELETE", g && u ? t_fmt(API "/group/user?groupname=%s&username=%s", g, u) : NULL,
+           NULL, q_remove, what);
+    free(g);
+    free(u);
+    break;
+  }
+  case US_TOP_LEADS:
+    if (j->nlist)
+      tcall_start(j, "GET", API "/project?expand=lead", NULL, on_projects, NULL, 0,
+                  "list projects");
+    break;
+  case US_TOP_HANDOVER_LEAD:
+    if ((j->nlist && !j->to) || (j->nlist2 && !j->to2)) {
+      tjob_fail(j, "EINVALID", 0, "hand over leads of %s: no new lead given", name);
+      break;
+    }
+    for (size_t i = 0; i < j->nlist && !j->failed; i++) {
+      char *k = t_enc(j->list[i]);
+      snprintf(what, sizeof what, "hand project %s from %s to %s", j->list[i], name, j->to);
+      write1(j, "PUT", k ? t_fmt(API "/project/%s", k) : NULL, t_jobj("lead", j->to, NULL), NULL,
+             what);
+      free(k);
+    }
+    for (size_t i = 0; i < j->nlist2 && !j->failed; i++) {
+      char *k = t_enc(j->list2[i]);
+      snprintf(what, sizeof what, "hand component %s from %s to %s", j->list2[i], name, j->to2);
+      write1(j, "PUT", k ? t_fmt(API "/component/%s", k) : NULL,
+             t_jobj("leadUserName", j->to2, NULL), NULL, what);
+      free(k);
+    }
+    break;
+  case US_TOP_CHECK:
+    tcall_start(j, "GET", API "/serverInfo", NULL, on_server_info, NULL, 0, "server info");
+    tcall_start(j, "GET", API "/myself?expand=groups", NULL, on_myself, NULL, 0, "who am I");
+    break;
+  default:
+    tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);
+  }
+}
+
+const struct us_target_vt us_target_jira_vt = {
+    .type = "jira",
+    .caps = {.deactivate = 1, .reactivate = 1, .rename = 1, .leads = 1, .bulk_add = 0},
+    .start = jira_start,
+    .list = jira_list,
+    .parse_account = jira_account,
+};

@@ -1,0 +1,125 @@
+-- support/targetsim.lua: an Atlassian simulator (tests/fakes/fake.py) for
+-- target tests, started as a subprocess and stopped at the end.
+--
+--   local sim = require "support.targetsim"
+--   local s <close> = sim.start("jira", { state = {...}, latency_ms = 0 })
+--   s.url                        --> "http://127.0.0.1:PORT"
+--   s:state() / s:put_state(t)   -- GET / PUT /__fake/state
+--   s:requests() / s:clear()     -- GET / DELETE /__fake/requests
+--   s:faults(t)                  -- PUT /__fake/faults
+--   s:count(method, pattern)     -- requests whose path matches the Lua pattern
+--   s:stop()                     -- also __close / __gc
+--
+-- The simulator runs under `timeout`, so a crashed test leaves nothing
+-- running for long.
+local json = require "usersync.json"
+local http = require "usersync.http"
+
+local M = {}
+local Sim = {}
+Sim.__index = Sim
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local src = os.getenv("SOURCE_DIR") or "."
+
+function M.start(product, opts)
+  opts = opts or {}
+  local py = os.getenv("PYTHON3") or "python3"
+  local args = ""
+  if opts.latency_ms then args = args .. " --latency-ms " .. opts.latency_ms end
+  local cmd = ("%s %s %s --port 0%s"):format(q(py), q(src .. "/tests/fakes/fake.py"), product, args)
+  local sh = ("timeout %d %s & echo pid $!; wait"):format(opts.lifetime or 600, cmd)
+  local self = setmetatable({ product = product }, Sim)
+  self.proc = assert(io.popen("sh -c " .. q(sh), "r"))
+  local pid = (self.proc:read("l") or ""):match("^pid (%d+)")
+  local line = self.proc:read("l") or ""
+  local url = line:match("^listening on (%S+)")
+  if not pid or not url then
+    self.proc:close()
+    error("simulator " .. product .. " did not start: " .. line)
+  end
+  self.pid, self.url = pid, url
+  self.control = http.client{ retries = 0, timeout = 60 }
+  if opts.state then self:put_state(opts.state) end
+  return self
+end
+
+function Sim:call(method, path, body)
+  local r, err = self.control:request{ method = method, url = self.url .. path,
+    body = body and json.encode(body) or nil,
+    headers = body and { ["Content-Type"] = "application/json" } or nil }
+  assert(r, err)
+  assert(r.status >= 200 and r.status < 300,
+         ("control %s %s: %d %s"):format(method, path, r.status, r.body))
+  if r.body ~= "" then return json.decode(r.body) end
+end
+
+function Sim:state() return self:call("GET", "/__fake/state") end
+function Sim:put_state(t) return self:call("PUT", "/__fake/state", t) end
+function Sim:requests() return self:call("GET", "/__fake/requests") end
+function Sim:clear() return self:call("DELETE", "/__fake/requests") end
+function Sim:faults(t) return self:call("PUT", "/__fake/faults", json.object(t or {})) end
+
+-- Number of logged requests with this method (nil: any) whose path matches pattern.
+function Sim:count(method, pattern)
+  local n = 0
+  for _, r in ipairs(self:requests()) do
+    if (not method or r.method == method) and (not pattern or r.path:find(pattern)) then n = n + 1 end
+  end
+  return n
+end
+
+function Sim:stop()
+  if not self.pid then return end
+  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  self.proc:close()
+  self.control:close()
+  self.pid = nil
+end
+Sim.__close = Sim.stop
+Sim.__gc = Sim.stop
+
+-- A server answering every request with one fixed response (HTML error
+-- pages, non-JSON bodies): M.static(status, content_type, body [, headers])
+-- -> Sim-like object with .url and :stop(); headers = { "Name: value", ... }.
+local STATIC = [[
+import http.server, sys
+status, ctype, body = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+extra = [l.split(": ", 1) for l in sys.argv[4].split("\n") if l] if len(sys.argv) > 4 else []
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n: self.rfile.read(n)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra: self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_PUT = do_DELETE = answer
+    def log_message(self, *a): pass
+class S(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address): pass  # clients may hang up early
+s = S(("127.0.0.1", 0), H)
+print("listening on http://127.0.0.1:%d" % s.server_address[1], flush=True)
+s.serve_forever()
+]]
+
+function M.static(status, ctype, body, headers)
+  local py = os.getenv("PYTHON3") or "python3"
+  local cmd = ("%s -c %s %d %s %s %s"):format(q(py), q(STATIC), status, q(ctype), q(body),
+                                             q(table.concat(headers or {}, "\n")))
+  local sh = ("timeout 300 %s & echo pid $!; wait"):format(cmd)
+  local self = setmetatable({ product = "static" }, Sim)
+  self.proc = assert(io.popen("sh -c " .. q(sh), "r"))
+  local pid = (self.proc:read("l") or ""):match("^pid (%d+)")
+  local url = (self.proc:read("l") or ""):match("^listening on (%S+)")
+  assert(pid and url, "static server did not start")
+  self.pid, self.url = pid, url
+  self.control = http.client{ retries = 0 }
+  return self
+end
+
+return M

@@ -1,0 +1,222 @@
+-- Confluence Data Center target client (usersync.target, type "confluence")
+-- against the Confluence simulator: every operation, _links.next paging,
+-- lower-case user names, seat limit (402), 409 "already exists",
+-- asynchronous delete followed to completion, no rename, errors, request
+-- counts and state after writes.
+local test = require "tap"
+local http = require "usersync.http"
+local json = require "usersync.json"
+local target = require "usersync.target"
+local sim = require "support.targetsim"
+
+local s <close> = sim.start("confluence")
+local hc <close> = http.client{ retries = 2, backoff = 0.05, backoff_max = 0.2 }
+
+local function user(name, disabled)
+  return { username = name, displayName = name:upper(), email = name .. "@example.com",
+           disabled = disabled or false }
+end
+local ADMIN = { username = "admin", displayName = "Administrator", email = "admin@example.com" }
+
+local function reset(st)
+  st = st or {}
+  local users = { ADMIN }
+  for _, u in ipairs(st.users or {}) do users[#users + 1] = u end
+  local groups = st.groups or { "confluence-administrators", "confluence-users" }
+  local members = st.members or {}
+  members["confluence-administrators"] = members["confluence-administrators"] or { "admin" }
+  local state = { users = json.array(users), groups = json.array(groups), members = json.object(members) }
+  if st.seats then state.license = { seats = st.seats } end
+  s:put_state(state)
+  s:clear()
+end
+
+local function new(opts)
+  local cfg = { type = "confluence", url = s.url, user = "admin", password = "admin" }
+  if opts and opts.token then cfg.user, cfg.password = nil, nil end
+  for k, v in pairs(opts or {}) do cfg[k] = v end
+  return target.new(hc, cfg)
+end
+
+local function find(list, pred)
+  for _, v in ipairs(list) do if pred(v) then return v end end
+end
+local function state_user(name)
+  return find(s:state().users, function(u) return u.username == name end)
+end
+local function sorted(t) table.sort(t); return t end
+local function many(n)
+  local us = {}
+  for i = 1, n do us[i] = user(("u%03d"):format(i)) end
+  return us
+end
+
+test("capabilities: no rename", function(t)
+  local tg <close> = new()
+  t:same(tg:capabilities(), { deactivate = true, reactivate = true, rename = false, leads = false,
+                              bulk_add = false })
+end)
+
+test("create user: lower-case name, 201, exists note, seat limit 402", function(t)
+  reset()
+  local tg <close> = new()
+  t:same({ tg:create_user{ name = "Ann.Lee", display_name = "Ann Lee", email = "ann@example.com" } }, { true })
+  local u = state_user("ann.lee")
+  t:ok(u, "stored in lower case"); t:eq(u.displayName, "Ann Lee"); t:eq(u.email, "ann@example.com")
+  t:same({ tg:create_user{ name = "ann.lee", display_name = "x", email = "x@example.com" } },
+         { true, "already exists" })
+  reset{ seats = 1 }
+  local ok, msg, code = tg:create_user{ name = "bob", display_name = "Bob", email = "bob@example.com" }
+  t:eq(ok, nil); t:eq(code, "ESEATS"); t:contains(msg, "HTTP 402"); t:contains(msg, "licence user limit")
+  t:eq(state_user("bob"), nil)
+  ok, msg, code = tg:create_user{ name = "bad name", display_name = "B", email = "b@example.com" }
+  t:eq(code, "EINVALID"); t:contains(msg, "invalid characters")
+end)
+
+test("update, disable/enable (204, idempotent), rename unsupported", function(t)
+  reset{ users = { user("cat") } }
+  local tg <close> = new()
+  t:ok(tg:update_user("cat", { display_name = "Cat C", email = "cc@example.com" }))
+  t:eq(state_user("cat").displayName, "Cat C"); t:eq(state_user("cat").email, "cc@example.com")
+  t:ok(tg:deactivate_user("cat")); t:eq(state_user("cat").disabled, true)
+  t:ok(tg:deactivate_user("cat")); t:eq(state_user("cat").disabled, true)
+  t:ok(tg:reactivate_user("cat")); t:eq(state_user("cat").disabled, false)
+  t:eq(#s:requests(), 4)
+  s:clear()
+  local ok, msg, code = tg:rename_user("cat", "kat")
+  t:eq(ok, nil); t:eq(code, "EUNSUPPORTED"); t:contains(msg, "cannot rename")
+  t:eq(#s:requests(), 0)
+  ok, _, code = tg:deactivate_user("ghost")
+  t:eq(code, "ENOTFOUND")
+end)
+
+test("delete: 202 long task polled to completion", function(t)
+  reset{ users = { user("dora") }, groups = { "confluence-administrators", "g" }, members = { g = { "dora" } } }
+  local tg <close> = new()
+  t:same({ tg:delete_user("dora") }, { true })
+  t:eq(state_user("dora"), nil, "gone when the call returns")
+  t:same(s:state().members.g, {})
+  local polls = s:count("GET", "/rest/api/longtask/")
+  t:ok(polls >= 1 and polls <= 4, "polled " .. polls .. " times")
+  t:eq(s:count("DELETE", "/admin/user/dora"), 1)
+  local ok, _, code = tg:delete_user("dora")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+  ok, _, code = tg:delete_user("admin")
+  t:eq(code, "EFORBIDDEN")
+end)
+
+test("delete: a long task that does not finish in time is ETIMEOUT_TASK", function(t)
+  reset{ users = { user("eli") } }
+  local tg <close> = new{ task_wait = 0.3 }
+  -- pin the simulated clock so the task cannot finish by time; polls alone finish it
+  -- on the third poll, so keep the polling budget below that
+  s:call("PUT", "/__fake/clock", { now = 1700000000 })
+  local ok, msg, code = tg:delete_user("eli")
+  s:call("PUT", "/__fake/clock", { now = json.null })
+  -- polls at +0.2 s and +0.6 s: the second answer is past the 0.3 s budget
+  t:eq(ok, nil); t:eq(code, "ETIMEOUT_TASK"); t:contains(msg, "did not finish")
+  t:eq(s:count("GET", "/longtask/"), 2)
+end)
+
+test("groups: create 200 (exists 409 note), delete 204; membership idempotent", function(t)
+  reset{ users = { user("fay") } }
+  local tg <close> = new()
+  t:same({ tg:create_group("Team") }, { true })
+  t:ok(find(s:state().groups, function(g) return g == "team" end), "stored in lower case")
+  t:same({ tg:create_group("team") }, { true, "already exists" })
+  t:same({ tg:add_member("team", "fay") }, { true })
+  t:same({ tg:add_member("team", "fay") }, { true })
+  t:same(s:state().members.team, { "fay" })
+  t:ok(tg:remove_member("team", "fay")); t:same(s:state().members.team, {})
+  t:ok(tg:remove_member("team", "fay"))
+  local ok, res = tg:add_members("team", { "fay", "admin" })
+  t:eq(ok, true); t:eq(res.fay.ok, true)
+  t:same(sorted(s:state().members.team), { "admin", "fay" })
+  t:ok(tg:delete_group("team"))
+  local ok2, msg, code = tg:delete_group("confluence-administrators")
+  t:eq(ok2, nil); t:eq(code, "EINVALID"); t:contains(msg, "last group")
+  ok2, _, code = tg:add_member("nogroup", "fay")
+  t:eq(code, "ENOTFOUND")
+end)
+
+test("get: status and memberof", function(t)
+  reset{ users = { user("gil", true) }, groups = { "confluence-administrators", "a", "b" },
+         members = { a = { "gil" }, b = { "gil" } } }
+  local tg <close> = new()
+  local a = assert(tg:get("gil"))
+  t:eq(a.name, "gil"); t:eq(a.active, false); t:eq(a.email, nil, "Confluence hides e-mail")
+  t:same(sorted(a.groups), { "a", "b" })
+  t:eq(#s:requests(), 2)
+  local ok, _, code = tg:get("ghost")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+test("paging: _links.next at the boundary, disabled users included", function(t)
+  local us = many(2)
+  us[1].disabled = true
+  reset{ users = us }
+  local tg <close> = new{ page_size = 3 }
+  local names, pages, inactive = {}, 0, nil
+  t:ok(tg:accounts(function(p)
+    pages = pages + 1
+    for _, a in ipairs(p) do names[#names + 1] = a.name; if a.name == "u001" then inactive = a end end
+  end))
+  t:eq(#names, 3); t:eq(pages, 1); t:eq(#s:requests(), 1)
+  t:eq(inactive.active, false)
+  reset{ users = many(3) }
+  names, pages = {}, 0
+  t:ok(tg:accounts(function(p) pages = pages + 1; for _, a in ipairs(p) do names[#names + 1] = a.name end end))
+  t:eq(#names, 4)
+  -- accounts read ahead: pages at start 3, 6, 9, 12 were asked once the first was full
+  t:eq(#s:requests(), 5); t:eq(pages, 2, "empty pages past the end are not delivered")
+  local starts = {}
+  for _, r in ipairs(s:requests()) do starts[#starts + 1] = r.query:match("start=(%d+)") or "0" end
+  t:same(sorted(starts), { "0", "12", "3", "6", "9" })
+  reset{ users = many(4), groups = { "confluence-administrators", "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
+  local got = {}
+  t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
+  t:eq(#got, 4); t:eq(#s:requests(), 2)
+  local gs = {}
+  t:ok(tg:groups(function(p) for _, g in ipairs(p) do gs[#gs + 1] = g end end))
+  t:same(sorted(gs), { "confluence-administrators", "g" })
+end)
+
+test("snapshot: request count and shape", function(t)
+  reset{ users = many(4), groups = { "confluence-administrators", "g1", "g2" },
+         members = { g1 = { "u001", "u002", "u003", "u004" }, g2 = { "u004" } } }
+  local tg <close> = new{ page_size = 3 }
+  local snap = assert(tg:snapshot())
+  t:eq(#snap.accounts, 5); t:eq(#snap.groups, 3)
+  local by = {}
+  for _, a in ipairs(snap.accounts) do by[a.name] = a end
+  t:same(sorted(by.u004.groups), { "g1", "g2" }); t:same(by.admin.groups, { "confluence-administrators" })
+  t:eq(by.u001.active, true)
+  -- users 5/3 = 2 (+3 read ahead), groups 3/3 = 1, members: g1 2, g2 1, admins 1
+  t:eq(snap.requests, 2 + 3 + 1 + 2 + 1 + 1)
+  t:eq(#s:requests(), snap.requests)
+end)
+
+test("errors, auth and check", function(t)
+  reset()
+  local bad <close> = new{ password = "nope" }
+  local ok, msg, code = bad:create_group("x")
+  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "Authentication failed")
+  local tok <close> = new{ token = "test-token" }
+  t:ok(tok:create_group("tok"))
+  s:faults{ fail_rate = 1.0, fail_status = 503, fail_path = "/group$" }
+  local tg <close> = new()
+  ok, msg, code = tg:groups(function() end)
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "EHTTP"); t:contains(msg, "HTTP 503 (gave up after retries)")
+  local c = tg:check()
+  t:eq(c.reachable, true); t:eq(c.product, "Confluence"); t:eq(c.version, "10.0.3")
+  t:eq(c.user, "admin"); t:eq(c.admin, true)
+  s:put_state{ users = json.array{ ADMIN }, groups = json.array{ "confluence-users" },
+               members = json.object{ ["confluence-users"] = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, false)
+  local ok2, _, code2 = tg:leads{ "x" }
+  t:eq(ok2, nil); t:eq(code2, "EUNSUPPORTED")
+end)
+
+return test.done()

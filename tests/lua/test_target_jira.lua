@@ -1,0 +1,452 @@
+-- Jira Data Center target client (usersync.target, type "jira") against the
+-- Jira simulator: every operation, paging at the boundaries, quirks, errors,
+-- request counts and the simulator's state after writes.
+local test = require "tap"
+local http = require "usersync.http"
+local target = require "usersync.target"
+local sim = require "support.targetsim"
+local json = require "usersync.json"
+
+local s <close> = sim.start("jira")
+local hc <close> = http.client{ retries = 2, backoff = 0.05, backoff_max = 0.2 }
+
+local function user(name, extra)
+  local u = { name = name, displayName = name:upper(), emailAddress = name .. "@example.com", active = true }
+  for k, v in pairs(extra or {}) do u[k] = v end
+  return u
+end
+
+local ADMIN = user("admin", { displayName = "Administrator", emailAddress = "admin@example.com" })
+
+-- Puts a state (admin always present) and clears the request log.
+local function reset(st)
+  st = st or {}
+  local users = { ADMIN }
+  for _, u in ipairs(st.users or {}) do users[#users + 1] = u end
+  local groups = st.groups or {}
+  local members = st.members or {}
+  local hasadm = false
+  for _, g in ipairs(groups) do if g == "jira-administrators" then hasadm = true end end
+  if not hasadm then
+    groups[#groups + 1] = "jira-administrators"
+    members["jira-administrators"] = { "admin" }
+  end
+  local A = json.array
+  s:put_state{ users = A(users), groups = A(groups), members = json.object(members),
+               projects = A(st.projects or {}), components = A(st.components or {}) }
+  s:clear()
+end
+
+local function new(opts)
+  local cfg = { type = "jira", url = s.url, user = "admin", password = "admin" }
+  if opts and opts.token then cfg.user, cfg.password = nil, nil end
+  for k, v in pairs(opts or {}) do cfg[k] = v end
+  return target.new(hc, cfg)
+end
+
+local function find(list, pred)
+  for _, v in ipairs(list) do if pred(v) then return v end end
+end
+
+local function state_user(name)
+  return find(s:state().users, function(u) return u.name == name end)
+end
+
+local function sorted(t) table.sort(t); return t end
+
+test("documented example runs", function(t)
+  reset()
+  local url = s.url
+  local tg <close> = target.new(hc, { type = "jira", url = url, user = "admin", password = "admin" })
+  t:ok(tg:create_group("devs"))
+  t:ok(tg:create_user{ name = "alice", display_name = "Alice", email = "a@x.org" })
+  local ok, note = tg:add_member("devs", "alice")
+  t:eq(ok, true); t:eq(note, nil)
+  ok, note = tg:add_member("devs", "alice")
+  t:eq(ok, true); t:eq(note, "already a member")
+  local snap = assert(tg:snapshot())
+  t:ok(snap.complete)
+  local ok2, msg, code = tg:deactivate_user("nobody")
+  t:eq(ok2, nil); t:eq(code, "ENOTFOUND"); t:match(msg, "^jira: deactivate user nobody: HTTP 404")
+  local seen = {}
+  local sum = tg:apply({ { kind = "remove_member", group = "devs", name = "alice" } },
+                       function(op, okk, info, c) seen[#seen + 1] = { op.kind, okk, info, c } end)
+  t:eq(sum.ok, 1)
+  t:same(seen, { { "remove_member", true } })
+  t:same(s:state().members.devs, {})
+end)
+
+test("capabilities and type", function(t)
+  local tg <close> = new()
+  t:eq(tg:type(), "jira")
+  t:same(tg:capabilities(), { deactivate = true, reactivate = true, rename = true, leads = true,
+                              bulk_add = false })
+end)
+
+test("create user: one POST, state written, already exists is a note", function(t)
+  reset()
+  local tg <close> = new()
+  t:same({ tg:create_user{ name = "Bob", display_name = "Bob B", email = "bob@example.com" } }, { true })
+  local u = state_user("Bob")
+  t:ok(u, "user exists"); t:eq(u.displayName, "Bob B"); t:eq(u.emailAddress, "bob@example.com")
+  t:eq(s:count("POST", "/rest/api/2/user$"), 1)
+  t:same({ tg:create_user{ name = "bob", display_name = "x", email = "x@example.com" } },
+         { true, "already exists" })
+  t:eq(state_user("Bob").displayName, "Bob B", "existing account untouched")
+  local ok, msg, code = tg:create_user{ name = "carl", display_name = "Carl", email = "not-an-email" }
+  t:eq(ok, nil); t:eq(code, "EINVALID"); t:contains(msg, "valid email address")
+end)
+
+test("update, rename, deactivate, reactivate, delete", function(t)
+  reset{ users = { user("dave"), user("erin") } }
+  local tg <close> = new()
+  t:ok(tg:update_user("dave", { display_name = "Dave D", email = "dd@example.com" }))
+  local u = state_user("dave")
+  t:eq(u.displayName, "Dave D"); t:eq(u.emailAddress, "dd@example.com")
+  t:same({ tg:update_user("dave", {}) }, { true, "nothing to change" })
+  t:ok(tg:rename_user("dave", "david"))
+  t:ok(state_user("david")); t:eq(state_user("dave"), nil)
+  t:ok(tg:deactivate_user("david"))
+  t:eq(state_user("david").active, false)
+  t:ok(tg:reactivate_user("david"))
+  t:eq(state_user("david").active, true)
+  t:ok(tg:delete_user("erin"))
+  t:eq(state_user("erin"), nil)
+  t:eq(#s:requests(), 5, "one request per write, none for an empty update")
+  local ok, _, code = tg:delete_user("erin")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+test("groups: create (exists note), delete, members add/remove with notes", function(t)
+  reset{ users = { user("fay"), user("gus") }, groups = { "g1" }, members = { g1 = { "fay" } } }
+  local tg <close> = new()
+  t:same({ tg:create_group("g2") }, { true })
+  t:same({ tg:create_group("G2") }, { true, "already exists" })
+  t:same({ tg:add_member("g1", "fay") }, { true, "already a member" })
+  t:same({ tg:add_member("g2", "gus") }, { true })
+  t:same({ tg:remove_member("g1", "gus") }, { true, "not a member" })
+  t:same({ tg:remove_member("g1", "fay") }, { true })
+  local st = s:state()
+  t:same(st.members.g1, {}); t:same(st.members.g2, { "gus" })
+  t:ok(tg:delete_group("g2"))
+  t:eq(find(s:state().groups, function(g) return g == "g2" end), nil)
+  local ok, _, code = tg:delete_group("nope")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+  ok, _, code = tg:add_member("g1", "nobody")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+test("add_members and add_to_groups: one request per item, per-item results", function(t)
+  reset{ users = { user("h1"), user("h2") }, groups = { "ga", "gb" }, members = { ga = { "h1" } } }
+  local tg <close> = new()
+  s:clear()
+  local ok, res = tg:add_members("ga", { "h1", "h2" })
+  t:eq(ok, true)
+  t:eq(res.h1.note, "already a member"); t:eq(res.h2.ok, true)
+  t:eq(s:count("POST", "/group/user"), 2)
+  local ok2, msg, code, res2 = tg:add_to_groups("h2", { "gb", "missing" })
+  t:eq(ok2, nil); t:eq(code, "ENOTFOUND"); t:contains(msg, "missing")
+  t:eq(res2.gb.ok, true); t:eq(res2.missing.ok, false)
+  t:same(s:state().members.gb, { "h2" })
+end)
+
+test("get: account with groups in one request (expand=groups)", function(t)
+  reset{ users = { user("ivy", { active = false }) }, groups = { "x", "y" },
+         members = { x = { "ivy" }, y = { "ivy" } } }
+  local tg <close> = new()
+  local a = assert(tg:get("IVY"))
+  t:eq(a.name, "ivy"); t:eq(a.active, false); t:eq(a.email, "ivy@example.com")
+  t:same(sorted(a.groups), { "x", "y" })
+  t:eq(a.raw.key, a.key)
+  t:eq(#s:requests(), 1)
+  t:match(s:requests()[1].query, "expand=groups")
+  local ok, _, code = tg:get("nobody")
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+-- n users u001..; returns the list
+local function many(n, prefix)
+  local us = {}
+  for i = 1, n do us[i] = user(("%s%03d"):format(prefix or "u", i)) end
+  return us
+end
+
+test("accounts: cursor pages at the boundary, inactive included", function(t)
+  local us = many(2)
+  us[2].active = false
+  reset{ users = us } -- 3 with admin
+  local tg <close> = new{ page_size = 3 }
+  local pages, names = 0, {}
+  t:ok(tg:accounts(function(page) pages = pages + 1; for _, a in ipairs(page) do names[#names + 1] = a.name end end))
+  t:eq(pages, 1); t:eq(#names, 3); t:eq(s:count("GET", "/user/list"), 1, "exactly a page: one request")
+  reset{ users = many(3) } -- 4
+  pages, names = 0, {}
+  t:ok(tg:accounts(function(page) pages = pages + 1; for _, a in ipairs(page) do names[#names + 1] = a.name end end))
+  t:eq(pages, 2); t:eq(#names, 4); t:eq(s:count("GET", "/user/list"), 2, "one over: two requests")
+  local reqs = s:requests()
+  t:match(reqs[2].query, "cursor=")
+  -- inactive included
+  reset{ users = { user("zed", { active = false }) } }
+  local inactive
+  tg:accounts(function(page) for _, a in ipairs(page) do if a.name == "zed" then inactive = a end end end)
+  t:ok(inactive and inactive.active == false, "inactive account listed with active=false")
+end)
+
+test("members: offset pages at the boundary, inactive members asked for", function(t)
+  local us = many(4)
+  us[1].active = false
+  reset{ users = us, groups = { "g" }, members = { g = { "u001", "u002", "u003" } } }
+  local tg <close> = new{ page_size = 3 }
+  local got = {}
+  t:ok(tg:members("g", function(page) for _, a in ipairs(page) do got[#got + 1] = a.name end end))
+  t:same(sorted(got), { "u001", "u002", "u003" }, "inactive u001 included")
+  t:eq(s:count("GET", "/group/member"), 1)
+  t:match(s:requests()[1].query, "includeInactiveUsers=true")
+  s:put_state{ users = (function() local l = { ADMIN }; for _, u in ipairs(us) do l[#l + 1] = u end; return l end)(),
+               groups = { "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
+  s:clear()
+  got = {}
+  t:ok(tg:members("g", function(page) for _, a in ipairs(page) do got[#got + 1] = a.name end end))
+  t:eq(#got, 4); t:eq(s:count("GET", "/group/member"), 2)
+  local ok, _, code = tg:members("nope", function() end)
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+test("groups: one groups/picker request", function(t)
+  reset{ groups = { "a", "b", "c" } }
+  local tg <close> = new()
+  local got = {}
+  t:ok(tg:groups(function(names) for _, g in ipairs(names) do got[#got + 1] = g end end))
+  t:same(sorted(got), { "a", "b", "c", "jira-administrators" })
+  t:eq(#s:requests(), 1)
+end)
+
+test("snapshot: shape, groups per account, request count", function(t)
+  local us = many(5)
+  us[5].active = false
+  reset{ users = us, groups = { "g1", "g2", "empty" },
+         members = { g1 = { "u001", "u002", "u003", "u004" }, g2 = { "u005" } } }
+  local tg <close> = new{ page_size = 3 }
+  local snap = assert(tg:snapshot())
+  t:eq(snap.complete, true)
+  t:eq(#snap.accounts, 6)
+  t:same(sorted(snap.groups), { "empty", "g1", "g2", "jira-administrators" })
+  local by = {}
+  for _, a in ipairs(snap.accounts) do by[a.name] = a end
+  t:same(by.u001.groups, { "g1" }); t:same(by.u005.groups, { "g2" }); t:eq(by.u005.active, false)
+  t:same(by.u005, { name = "u005", key = by.u005.key, display_name = "U005",
+                    email = "u005@example.com", active = false, groups = { "g2" } })
+  -- user/list: 6 accounts / 3 = 2 pages; picker 1; members: g1 4/3 = 2, g2 1, empty 1, admins 1
+  t:eq(snap.requests, 2 + 1 + 2 + 1 + 1 + 1)
+  t:eq(#s:requests(), snap.requests)
+end)
+
+test("snapshot: a failed page fails the snapshot", function(t)
+  local gs = {}
+  for i = 1, 30 do gs[i] = ("g%02d"):format(i) end
+  reset{ users = many(4), groups = gs, members = { g01 = { "u001" } } }
+  local tg <close> = new{ page_size = 3, concurrency = 2 }
+  s:faults{ fail_rate = 1.0, fail_status = 500, fail_path = "group/member" }
+  local ok, msg, code = tg:snapshot()
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "EHTTP"); t:match(msg, "HTTP 500")
+  t:ok(s:count("GET", "group/member") <= 3, "the other groups' requests were dropped, not sent")
+end)
+
+test("leads: projects and components led by accounts; handover", function(t)
+  reset{ users = { user("lead1"), user("lead2"), user("heir") },
+         projects = { { key = "ABC", name = "Abc", lead = "lead1" }, { key = "XYZ", name = "Xyz", lead = "admin" } },
+         components = { { id = "10001", project = "XYZ", name = "c1", lead = "lead1" },
+                        { id = "10002", project = "ABC", name = "c2", lead = "lead2" } } }
+  local tg <close> = new()
+  local leads = assert(tg:leads{ "LEAD1", "lead2", "heir" })
+  t:same(leads.lead1, { projects = { "ABC" }, components = { "10001" } })
+  t:same(leads.lead2, { projects = {}, components = { "10002" } })
+  t:eq(leads.heir, nil)
+  t:eq(#s:requests(), 1 + 2, "project list + components per project")
+  local ok, msg, code = tg:delete_user("lead1")
+  t:eq(ok, nil); t:eq(code, "ELEAD"); t:contains(msg, "lead of project(s): ABC")
+  ok, msg, code = tg:deactivate_user("lead1")
+  t:eq(ok, nil); t:eq(code, "ELEAD")
+  s:clear()
+  t:ok(tg:handover_lead{ name = "lead1", projects = { "ABC" }, components = { "10001" },
+                         to_project_lead = "heir", to_component_lead = "heir" })
+  t:eq(#s:requests(), 2)
+  local st = s:state()
+  t:eq(find(st.projects, function(p) return p.key == "ABC" end).lead, "heir")
+  t:eq(find(st.components, function(c) return c.id == "10001" end).lead, "heir")
+  t:ok(tg:delete_user("lead1"))
+  local ok2, _, code2 = tg:handover_lead{ name = "lead2", components = { "10002" } }
+  t:eq(ok2, nil); t:eq(code2, "EINVALID")
+end)
+
+test("apply: phases in plan order, results per op, callback under pcall", function(t)
+  reset{ users = { user("old"), user("gone") }, groups = {}, members = {} }
+  local tg <close> = new()
+  local ops = {
+    { kind = "delete_user", name = "gone" },
+    { kind = "add_member", group = "team", name = "new1" },
+    { kind = "create_user", name = "new1", display_name = "N1", email = "n1@example.com" },
+    { kind = "create_group", group = "team" },
+    { kind = "add_member", group = "team", name = "old" },
+    { kind = "update_user", name = "old", changes = { display_name = { from = "OLD", to = "Old One" } } },
+    { kind = "link", name = "old" },
+    { kind = "deactivate_user", name = "old" },
+    { kind = "add_member", group = "team", name = "nobody" },
+  }
+  local order = {}
+  local sum = tg:apply(ops, function(op, ok, info, code)
+    order[#order + 1] = op.kind .. ":" .. tostring(ok) .. ":" .. tostring(code)
+  end)
+  t:eq(sum.ok, 8); t:eq(sum.failed, 1)
+  t:eq(order[1], "create_group:true:nil")
+  t:eq(order[2], "create_user:true:nil")
+  t:eq(order[#order], "delete_user:true:nil")
+  local st = s:state()
+  t:same(st.members.team, { "new1", "old" })
+  t:eq(state_user("old").displayName, "Old One"); t:eq(state_user("old").active, false)
+  t:eq(state_user("gone"), nil)
+  -- without a callback: results
+  local r = tg:apply({ { kind = "create_group", group = "team" }, { kind = "delete_user", name = "nobody" } })
+  t:same(r.results[1], { ok = true, note = "already exists" })
+  t:eq(r.results[2].ok, false); t:eq(r.results[2].code, "ENOTFOUND")
+  -- a failing callback stops the apply
+  local ok, msg, code = tg:apply({ { kind = "create_group", group = "zz" } }, function() error("boom") end)
+  t:eq(ok, nil); t:eq(code, "ECALLBACK"); t:contains(msg, "boom"); t:contains(msg, "traceback")
+  t:raises(function() tg:apply({ { kind = "explode" } }) end, "unknown kind")
+end)
+
+test("listing callback error stops the listing: nil, msg, ECALLBACK", function(t)
+  reset{ users = many(7) }
+  local tg <close> = new{ page_size = 2 }
+  local calls = 0
+  local ok, msg, code = tg:accounts(function() calls = calls + 1; error("stop here") end)
+  t:eq(ok, nil); t:eq(code, "ECALLBACK"); t:contains(msg, "stop here"); t:eq(calls, 1)
+  t:ok(#s:requests() <= 2, "no further pages read")
+end)
+
+test("auth: bearer PAT works; bad credentials are EAUTH without secrets", function(t)
+  reset()
+  local tg <close> = new{ token = "test-token" }
+  t:ok(tg:create_group("bearer-made"))
+  local bad <close> = new{ password = "s3cr3t-pw" }
+  local ok, msg, code = bad:create_group("x")
+  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "HTTP 401")
+  t:contains(msg, "not authenticated")
+  t:eq(msg:find("s3cr3t", 1, true), nil, "password not in message")
+  local badtok <close> = new{ token = "wrong-token-xyz" }
+  ok, msg, code = badtok:get("admin")
+  t:eq(code, "EAUTH"); t:eq(msg:find("wrong-token", 1, true), nil)
+  t:raises(function() target.new(hc, { type = "jira", url = s.url, user = "admin" }) end, "credentials")
+  t:raises(function() target.new(hc, { type = "jiraa", url = s.url, token = "x" }) end, "type")
+  t:raises(function() target.new(hc, { type = "jira", url = "ftp://x", token = "x" }) end, "url")
+  t:raises(function() new{ bogus = 1 } end, "unknown key")
+end)
+
+test("error classes: 403, 5xx, garbage body, connection refused", function(t)
+  reset()
+  local tg <close> = new()
+  s:faults{ fail_rate = 1.0, fail_status = 403, fail_path = "/group$" }
+  local ok, msg, code = tg:create_group("x")
+  t:eq(ok, nil); t:eq(code, "EFORBIDDEN"); t:contains(msg, "HTTP 403")
+  s:faults{ garbage_rate = 1.0, fail_path = "user/list" }
+  ok, msg, code = tg:accounts(function() end)
+  t:eq(ok, nil); t:eq(code, "ERESPONSE"); t:contains(msg, "not JSON")
+  s:faults{}
+  local dead <close> = new{ url = "http://127.0.0.1:1" }
+  local hc0 <close> = http.client{ retries = 0 }
+  local dead0 <close> = target.new(hc0, { type = "jira", url = "http://127.0.0.1:1", token = "x" })
+  ok, msg, code = dead0:get("x")
+  t:eq(ok, nil); t:eq(code, "ECONNREFUSED")
+  local c = dead0:check()
+  t:eq(c.reachable, false); t:eq(c.code, "ECONNREFUSED")
+end)
+
+test("HTML and plain-text error pages give a clear error", function(t)
+  local html <close> = sim.static(401, "text/html;charset=UTF-8",
+    "<html><head><title>Unauthorized (401)</title></head><body>login</body></html>")
+  local tg <close> = target.new(hc, { type = "jira", url = html.url, token = "x" })
+  local ok, msg, code = tg:get("x")
+  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "HTML page instead of JSON: Unauthorized (401)")
+  local txt <close> = sim.static(200, "text/plain", "hello")
+  local tg2 <close> = target.new(hc, { type = "jira", url = txt.url, token = "x" })
+  ok, msg, code = tg2:snapshot()
+  t:eq(ok, nil); t:eq(code, "ERESPONSE"); t:contains(msg, "non-JSON body: hello")
+end)
+
+test("rate limits: 429 with retry-after honoured, target holds back", function(t)
+  reset{ users = many(6) }
+  local tg <close> = new{ page_size = 1 }
+  s:faults{ rate_limit_per_min = 120, rate_limit_burst = 3 }
+  local n = 0
+  local ok, msg = tg:accounts(function(p) n = n + #p end)
+  s:faults{}
+  t:ok(ok, msg); t:eq(n, 7)
+  local throttled = 0
+  for _, r in ipairs(s:requests()) do if r.status == 429 then throttled = throttled + 1 end end
+  t:ok(throttled <= 2, "the governor waits for tokens instead of hammering: " .. throttled .. " 429s")
+end)
+
+test("rate limits: an empty bucket (EAP X-RateLimiting-* too) holds the next request", function(t)
+  local clock = require("usersync.time").monotonic
+  for _, prefix in ipairs{ "X-RateLimit-", "X-RateLimiting-" } do
+    local srv <close> = sim.static(200, "application/json", '{"name":"x","key":"x","active":true}', {
+      prefix .. "Remaining: 0", prefix .. "FillRate: 2", prefix .. "Interval-Seconds: 1" })
+    local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+    t:ok(tg:get("x"))
+    local t0 = clock()
+    t:ok(tg:get("x"))
+    local took = clock() - t0
+    t:ok(took >= 0.45, ("%s: second request waited %.3f s for a token (1 s / 2)"):format(prefix, took))
+  end
+  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', { "X-RateLimit-Remaining: 5" })
+  local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+  t:ok(tg:get("x"))
+  local t0 = clock()
+  t:ok(tg:get("x"))
+  t:ok(clock() - t0 < 0.3, "tokens left: no wait")
+end)
+
+test("check: reachable, product, version, user, admin", function(t)
+  reset()
+  local tg <close> = new()
+  local c = tg:check()
+  t:eq(c.reachable, true); t:eq(c.product, "Jira Server"); t:eq(c.version, "10.3.24")
+  t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.type, "jira")
+  s:put_state{ users = { ADMIN }, groups = { "other" }, members = { other = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, false); t:contains(c.detail, "not a member")
+  local bad <close> = new{ password = "nope" }
+  c = bad:check()
+  t:eq(c.reachable, true); t:eq(c.code, "EAUTH")
+end)
+
+test("concurrency limit holds requests of one target", function(t)
+  reset{ groups = { "g" }, users = many(12) }
+  local tg <close> = new{ concurrency = 3 }
+  s:faults{ latency_ms = 100 }
+  local ops = {}
+  for i = 1, 12 do ops[i] = { kind = "add_member", group = "g", name = ("u%03d"):format(i) } end
+  local clock = require("usersync.time").monotonic
+  local t0 = clock()
+  local r = tg:apply(ops)
+  local took = clock() - t0
+  s:faults{}
+  t:eq(r.ok, 12)
+  t:eq(#s:state().members.g, 12)
+  t:eq(#s:requests(), 12)
+  -- 12 requests, 3 at a time, 100 ms each: at least 4 rounds
+  t:ok(took >= 0.38, ("12 requests at concurrency 3 took %.3f s"):format(took))
+  local tg8 <close> = new()
+  s:put_state(s:state()); s:clear()
+  for i = 1, 12 do ops[i].kind = "remove_member" end
+  s:faults{ latency_ms = 100 }
+  t0 = clock()
+  r = tg8:apply(ops)
+  took = clock() - t0
+  s:faults{}
+  t:eq(r.ok, 12)
+  t:ok(took < 0.38, ("default concurrency 8: %.3f s"):format(took))
+end)
+
+return test.done()
