@@ -100,6 +100,14 @@ test("Confluence cannot rename: the account keeps its name, with a note", functi
   t:contains(p.notes[1], "confluence cannot rename accounts")
 end)
 
+test("an account whose product hides e-mail (Confluence) gets no e-mail update", function(t)
+  local p = build { target = { name = "wiki", type = "confluence" },
+    source = { users = { user("00u1", "ann@example.com") }, groups = {} },
+    accounts = { { name = "ann@example.com", display_name = "ann X", active = true, groups = {} } },
+    links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(p), {})
+end)
+
 test("two Okta users mapping to one username: a conflict, applied to neither", function(t)
   local p = build { source = { users = { user("00u1", "Sam@example.com"), user("00u2", "sam@example.com") }, groups = {} } }
   t:same(lines(p), {})

@@ -71,6 +71,9 @@ local target = record({
   password = secret(),
   concurrency = int { min = 1, max = 64, default = 8 },
   ca_file = str(), timeout = duration(),
+  add_to_default_group = bool(),  -- Bitbucket: new users join the default group (default true)
+  task_wait = duration(),         -- Confluence: how long to follow a delete task (default 120s)
+  page_size = int { min = 1 },    -- listings: at most this many per page (default: product maximum)
 }, { check = function(_, path, err, v)
   if v.token == nil and (v.user == nil or v.password == nil) then
     err(path, "needs `token` (personal access token) or `user` and `password`")

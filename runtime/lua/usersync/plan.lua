@@ -204,7 +204,9 @@ function M.build(input)
       if acct.display_name and acct.display_name ~= existing.display_name then
         changes.display_name = { from = existing.display_name, to = acct.display_name }
       end
-      if acct.email and acct.email ~= "" and lower(acct.email) ~= lower(existing.email or "") then
+      -- A product that hides e-mail addresses (Confluence) reports none:
+      -- unknown is not different, so no update is planned for it.
+      if acct.email and acct.email ~= "" and existing.email ~= nil and lower(acct.email) ~= lower(existing.email) then
         changes.email = { from = existing.email, to = acct.email }
       end
       if next(changes) then
