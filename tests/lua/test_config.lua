@@ -28,7 +28,7 @@ test("a valid config loads with defaults filled in", function(t)
 end)
 
 test("the example config from scripts/ validates when its secrets are set", function(t)
-  local r = proc.run({ os.getenv("USERSYNC"), "check", "-c", SRC .. "/scripts/examples/usersync.conf.lua" },
+  local r = proc.run({ os.getenv("USERSYNC"), "check", "--config-only", "-c", SRC .. "/scripts/examples/usersync.conf.lua" },
     { env = { OKTA_API_TOKEN = "okta-secret-1", JIRA_PAT = "jira-secret-2", CONF_PW = "conf-secret-3", BB_TOKEN = "bb-secret-4" } })
   t:eq(r.code, 0, r.stderr)
   t:match(r.stdout, "ok %(1 source, 3 targets, 1 sync entry%)")

@@ -76,11 +76,16 @@ Lists every operation of run RUN (see usersync history) with its target,
 subject, result and error.
 ]],
   check = [[
-usage: usersync check [-c FILE] [--json]
+usage: usersync check [-c FILE] [--json] [--config-only]
 
 Loads the config (a Lua file returning a table, evaluated in the sandbox) and
 validates it against the schema. Every error names the file and the key path;
-all errors are reported together. Exit 0 when valid, 2 otherwise.
+all errors are reported together. Then it reaches every server: for each
+Okta source whether it is reachable, the token or OAuth app valid, the app
+found, and whether it can read users, groups, apps and logs; for each target
+the product and version, who usersync is authenticated as, and whether that
+account has the admin rights a sync needs. --config-only skips the servers.
+Exit 0 when all is well, 1 when a server is not ready, 2 for a config error.
 ]],
   run = [[
 usage: usersync run [-c FILE] SCRIPT.lua [args...]
@@ -136,18 +141,88 @@ end
 
 local commands = {}
 
+-- Reaches every source and target of a valid config and asks each for its
+-- report. Returns { sources = {name = report}, targets = {name = report} }, all_ok.
+local function check_servers(cfg)
+  local engine = require("usersync.engine")
+  local e = assert(engine.open(cfg))
+  local out, all_ok = { sources = {}, targets = {} }, true
+  local names = {}
+  for name in pairs(cfg.sources) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local ok, r = pcall(function() return e:source(name):check() end)
+    if not ok then r = { ok = false, reachable = false, error = tostring(r) } end
+    out.sources[name] = r
+    all_ok = all_ok and r.ok == true
+  end
+  names = {}
+  for name in pairs(cfg.targets) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local ok, r = pcall(function() return e:target(name):check() end)
+    if not ok then r = { reachable = false, detail = tostring(r) } end
+    r.ok = r.reachable == true and r.admin ~= false and r.code == nil
+    out.targets[name] = r
+    all_ok = all_ok and r.ok
+  end
+  e:close()
+  return out, all_ok
+end
+
+local function status_word(st)
+  if type(st) ~= "table" then return tostring(st) end
+  return st.status .. ((st.message and st.status ~= "ok") and (" (" .. st.message .. ")") or "")
+end
+
+-- The human form of check_servers' reports.
+local function checks_text(cfg, checks)
+  local buf = {}
+  local function w(...) for _, v in ipairs({ ... }) do buf[#buf + 1] = tostring(v) end end
+  local names = {}
+  for name in pairs(checks.sources) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local r = checks.sources[name]
+    w(("source %s (okta, %s): %s\n"):format(name, cfg.sources[name].url, r.ok and "ok" or "PROBLEM"))
+    if r.error then w("  error: ", r.error, "\n") end
+    w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
+    if r.auth then w("  credentials: ", status_word(r.auth), "\n") end
+    if r.app then w("  app ", tostring(cfg.sources[name].app_id), ": ", status_word(r.app), "\n") end
+    for _, what in ipairs({ "users", "groups", "apps", "logs" }) do
+      if r[what] then w(("  read %s: %s\n"):format(what, status_word(r[what]))) end
+    end
+  end
+  names = {}
+  for name in pairs(checks.targets) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local r = checks.targets[name]
+    w(("target %s (%s, %s): %s\n"):format(name, cfg.targets[name].type, cfg.targets[name].url, r.ok and "ok" or "PROBLEM"))
+    w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
+    if r.product then w(("  product: %s %s\n"):format(r.product, tostring(r.version or "?"))) end
+    if r.user then w(("  authenticated as: %s\n"):format(r.user)) end
+    w(("  admin rights: %s\n"):format(r.admin == true and "yes" or (r.admin == false and "NO" or "unknown")))
+    if r.detail then w("  detail: ", r.detail, (r.code and (" [" .. r.code .. "]") or ""), "\n") end
+  end
+  return table.concat(buf)
+end
+
 function commands.check(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag" })
+  local opts, pos = parse(args, 2, { help = "flag", json = "flag", ["config-only"] = "flag" })
   if not opts then eprint("usersync check: " .. pos); return EXIT_USAGE end
   if opts.help then io.write(HELP.check); return EXIT_OK end
   if #pos > 0 then eprint("usersync check: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path)
+  local checks, all_ok
+  if cfg and not opts["config-only"] then checks, all_ok = check_servers(cfg) end
   if opts.json then
     local json = require "usersync.json"
-    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors) }
-    io.write(secrets.mask(assert(json.encode(out))), "\n")
-    return cfg and EXIT_OK or EXIT_USAGE
+    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors), servers = checks }
+    io.write(secrets.mask(assert(json.encode(out, { sort_keys = true }))), "\n")
+    if not cfg then return EXIT_USAGE end
+    return (checks and not all_ok) and EXIT_FAILED or EXIT_OK
   end
   if not cfg then
     eprint(("usersync: config %s has %d error%s"):format(path, #errors, #errors == 1 and "" or "s"))
@@ -159,6 +234,13 @@ function commands.check(args)
     n(cfg.sources), n(cfg.sources) == 1 and "" or "s",
     n(cfg.targets), n(cfg.targets) == 1 and "" or "s",
     #cfg.sync, #cfg.sync == 1 and "y" or "ies"))
+  if checks then
+    io.write(secrets.mask(checks_text(cfg, checks)))
+    if not all_ok then
+      eprint("usersync check: some servers are not ready (see above)")
+      return EXIT_FAILED
+    end
+  end
   return EXIT_OK
 end
 
