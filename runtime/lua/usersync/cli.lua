@@ -368,8 +368,9 @@ local function print_summary(summary, opts)
       failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil },
       { sort_keys = true })), "\n")
   else
-    io.write(("applied %d change%s, %d failed%s; run %s (usersync show RUN for details)\n"):format(
+    io.write(("applied %d change%s, %d failed%s%s; run %s (usersync show RUN for details)\n"):format(
       summary.ok, summary.ok == 1 and "" or "s", summary.failed,
+      (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
       summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "",
       table.concat(summary.runs, ", ")))
   end

@@ -318,6 +318,14 @@ function Engine:apply(run_plan, opts)
     local counts, failed = { users_in_scope = entry.users_in_scope }, 0
     local seq = 0
     for _, p in ipairs(entry.targets) do
+      -- Conflicts and policy errors are users this run could not sync.
+      local problems = #p.conflicts + #p.errors
+      if problems > 0 then
+        failed = failed + problems
+        summary.problems = (summary.problems or 0) + problems
+        counts.conflicts = (counts.conflicts or 0) + #p.conflicts
+        counts.policy_errors = (counts.policy_errors or 0) + #p.errors
+      end
       local ops = {}
       for _, o in ipairs(p.ops) do
         if stop and DESTRUCTIVE[o.kind] then
@@ -357,7 +365,7 @@ function Engine:apply(run_plan, opts)
     end
     self.db:unlock("sync:" .. entry.name)
   end
-  if summary.failed > 0 then summary.exit = M.EXIT_FAILED end
+  if summary.failed > 0 or (summary.problems or 0) > 0 then summary.exit = M.EXIT_FAILED end
   if stop then summary.exit = M.EXIT_SAFETY end
   return summary
 end

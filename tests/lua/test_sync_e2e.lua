@@ -1,0 +1,342 @@
+-- End-to-end scenarios (issue 6): the real `usersync` binary against the
+-- Okta, Jira, Confluence and Bitbucket simulators, asserting each target's
+-- final state and the requests the run made.
+local test = require "tap"
+local world = require "support.world"
+local json = require "usersync.json"
+
+local function names(list)
+  local out = {}
+  for _, v in ipairs(list) do out[#out + 1] = type(v) == "table" and (v.name or v.username) or v end
+  table.sort(out)
+  return out
+end
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- A small org: Engineering (ann, bob), Ops (carol); all assigned to the app.
+local function base_world(opts)
+  opts = opts or {}
+  local w = world.new(opts)
+  w:okta_group("00gEng", "Engineering")
+  w:okta_group("00gOps", "Ops")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u3", "carol.king@example.com", { groups = { "00gOps" } })
+  w:load()
+  return w
+end
+
+local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } },
+                 defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
+
+test("first sync into empty targets, then a second sync makes zero writes", function(t)
+  local w <close> = base_world { sync = MANUAL }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "applied")
+  for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do
+    local accounts = w:accounts(p)
+    t:same(sorted_keys(accounts), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" }, p .. " accounts")
+    t:same(w:members_of(p, "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, p .. " developers")
+    t:same(w:members_of(p, "operations"), { "carol.king@example.com" }, p .. " operations")
+    t:same(w:members_of(p, "new-hires"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" }, p .. " new-hires")
+    t:same(w:members_of(p, "okta-synced"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" }, p .. " okta-synced")
+  end
+  local jira = w:accounts("jira")
+  t:eq(jira["ann.lee@example.com"].displayName, "ann lee")
+  t:eq(jira["ann.lee@example.com"].emailAddress, "ann.lee@example.com")
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do
+    t:eq(#w:writes(p), 0, p .. ": a second sync must make no write request")
+  end
+  t:contains(r.stdout, "applied 0 changes")
+end)
+
+test("plan writes nothing and shows every change with its reason", function(t)
+  local w <close> = base_world { sync = MANUAL }
+  local r = w:usersync("plan")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "jira (jira): 4 create group, 3 create user, 9 add member")
+  t:match(r.stdout, "%+ create user +ann%.lee@example%.com +%(ann%.lee@example%.com is in scope and has no account%)")
+  for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do t:eq(#w:writes(p), 0, p) end
+  local j = w:usersync("plan", "--json")
+  local doc = assert(json.decode(j.stdout))
+  t:eq(doc.usersync_plan, 1)
+  t:eq(#doc.syncs[1].targets, 3)
+end)
+
+test("adoption of existing accounts (case-insensitive), no new-hire groups for them", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" },
+    jira = { users = { { name = "ANN.LEE@example.com", key = "JIRAUSER1", displayName = "Ann Lee", emailAddress = "ann.lee@example.com", active = true } },
+             groups = { "developers" }, members = { developers = { "ANN.LEE@example.com" } } } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local accounts = w:accounts("jira")
+  t:eq(#sorted_keys(accounts), 3, "adopted, not duplicated")
+  t:same(w:members_of("jira", "new-hires"), { "bob.stone@example.com", "carol.king@example.com" })
+  t:same(w:members_of("jira", "okta-synced"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" })
+end)
+
+test("login rename and email change become rename and update, never delete + create", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira", "bitbucket" } }
+  t:eq(w:usersync("sync").code, 0)
+  local u = w:find_user("00u1")
+  u.profile.login = "ann.smith@example.com"
+  u.profile.email = "ann.smith@example.com"
+  u.profile.lastName = "smith"
+  w:load()
+  w:clear_requests()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  for _, p in ipairs({ "jira", "bitbucket" }) do
+    local accounts = w:accounts(p)
+    t:ok(accounts["ann.smith@example.com"], p .. ": renamed")
+    t:eq(accounts["ann.lee@example.com"], nil, p .. ": old name gone")
+    t:same(w:members_of(p, "developers"), { "ann.smith@example.com", "bob.stone@example.com" }, p .. ": memberships kept")
+    for _, req in ipairs(w:writes(p)) do
+      t:ok(req.method ~= "DELETE" or not req.path:find("user"), p .. ": no delete: " .. req.path)
+    end
+  end
+  t:eq(w:accounts("jira")["ann.smith@example.com"].emailAddress, "ann.smith@example.com")
+end)
+
+test("a user unassigned from the app is deactivated (Jira, Confluence) and stripped of groups (Bitbucket)", function(t)
+  local w <close> = base_world { sync = MANUAL }
+  t:eq(w:usersync("sync").code, 0)
+  for i, id in ipairs(w.app_users) do if id == "00u2" then table.remove(w.app_users, i) break end end
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+  t:eq(w:accounts("confluence")["bob.stone@example.com"].disabled, true)
+  t:ok(w:accounts("bitbucket")["bob.stone@example.com"], "bitbucket account kept")
+  t:same(w:members_of("bitbucket", "developers"), { "ann.lee@example.com" })
+  t:same(w:members_of("bitbucket", "okta-synced"), { "ann.lee@example.com", "carol.king@example.com" })
+end)
+
+test("suspended then unsuspended: deactivated, then reactivated", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira", "confluence" } }
+  t:eq(w:usersync("sync").code, 0)
+  w:find_user("00u3").status = "SUSPENDED"
+  w:load()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(w:accounts("jira")["carol.king@example.com"].active, false)
+  t:eq(w:accounts("confluence")["carol.king@example.com"].disabled, true)
+  w:find_user("00u3").status = "ACTIVE"
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["carol.king@example.com"].active, true)
+  t:eq(w:accounts("confluence")["carol.king@example.com"].disabled, false)
+end)
+
+test("deactivated in Okta (DEPROVISIONED drops the app assignment): account deactivated", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w:find_user("00u1").status = "DEPROVISIONED"
+  for i, id in ipairs(w.app_users) do if id == "00u1" then table.remove(w.app_users, i) break end end
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["ann.lee@example.com"].active, false)
+end)
+
+test("an Okta group renamed: on-the-fly moves members to the new group, the old one stays", function(t)
+  local w <close> = base_world { products = { "jira" }, sync = { groups = { mode = "on_the_fly", keep_existing = true } } }
+  t:eq(w:usersync("sync").code, 0)
+  t:same(w:members_of("jira", "Engineering"), { "ann.lee@example.com", "bob.stone@example.com" })
+  w.groups[1].profile.name = "Platform"
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "Platform"), { "ann.lee@example.com", "bob.stone@example.com" })
+  t:same(w:members_of("jira", "Engineering"), {}, "memberships usersync added are removed")
+  local _, st = w:accounts("jira")
+  local has = false
+  for _, g in ipairs(st.groups) do if g == "Engineering" then has = true end end
+  t:ok(has, "usersync never deletes groups")
+end)
+
+test("manual mapping many-to-many", function(t)
+  local w <close> = base_world { products = { "jira" }, sync = { groups = { map = {
+    Engineering = { "developers", "staff" }, Ops = { "staff", "operations" } } } } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "staff"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" })
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" })
+  t:same(w:members_of("jira", "operations"), { "carol.king@example.com" })
+end)
+
+test("on-the-fly with include, exclude and rename patterns", function(t)
+  local w <close> = world.new { products = { "jira" }, sync = { groups = { mode = "on_the_fly",
+    include = { "^okta-", "^eng-" }, exclude = { "-test$" }, rename = { { "^okta-(.+)$", "$1" } } } } }
+  w:okta_group("00g1", "okta-devs")
+  w:okta_group("00g2", "okta-devs-test")
+  w:okta_group("00g3", "eng-core")
+  w:okta_group("00g4", "sales")
+  w:okta_user("00u1", "ann@example.com", { groups = { "00g1", "00g2", "00g3", "00g4" } })
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local _, st = w:accounts("jira")
+  t:same(names(st.groups), { "devs", "eng-core" })
+end)
+
+test("keep_existing true keeps memberships usersync did not add; false removes them from managed groups", function(t)
+  local jira = { users = { { name = "ann.lee@example.com", key = "K1", displayName = "ann lee", emailAddress = "ann.lee@example.com", active = true } },
+                 groups = { "developers", "operations", "hand-made" },
+                 members = { operations = { "ann.lee@example.com" }, ["hand-made"] = { "ann.lee@example.com" } } }
+  local w <close> = base_world { products = { "jira" }, jira = jira,
+    sync = { groups = { map = { Engineering = "developers", Ops = "operations" }, keep_existing = true } } }
+  t:eq(w:usersync("sync").code, 0)
+  t:same(w:members_of("jira", "operations"), { "ann.lee@example.com", "carol.king@example.com" }, "kept")
+  w:write_config({ groups = { map = { Engineering = "developers", Ops = "operations" }, keep_existing = false } })
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "operations"), { "carol.king@example.com" }, "managed group made exact")
+  t:same(w:members_of("jira", "hand-made"), { "ann.lee@example.com" }, "unmanaged group untouched")
+end)
+
+test("a username conflict is reported and applied to neither", function(t)
+  local w <close> = world.new { products = { "jira" } }
+  w:okta_user("00u1", "Sam@example.com")
+  w:okta_user("00u2", "sam@example.com", { email = "sam2@example.com" })
+  w:okta_user("00u3", "zoe@example.com")
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "a conflict is a failure to sync those users")
+  t:contains(r.stdout, "conflict")
+  t:same(sorted_keys(w:accounts("jira")), { "zoe@example.com" })
+end)
+
+test("Okta failing mid-read: nothing deprovisioned, exit 3", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.okta:faults{ fail_rate = 1.0, fail_status = 500, fail_path = "^/api/v1/groups/" }
+  w:clear_requests()
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, r.stderr)
+  t:contains(r.stderr, "did not complete")
+  for _, a in pairs(w:accounts("jira")) do t:eq(a.active, true, a.name) end
+end)
+
+test("a mass deprovision over limits.max_deprovision stops with exit 3; --force applies it", function(t)
+  local w <close> = base_world { products = { "jira" }, sync = { limits = { max_deprovision = "10%" } } }
+  t:eq(w:usersync("sync").code, 0)
+  w.app_users = { "00u1" }
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, r.stderr)
+  t:contains(r.stderr, "limits.max_deprovision")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true)
+  r = w:usersync("sync", "--force")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
+test("a Jira project lead leaving: leads handed over first, then deactivated", function(t)
+  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+                 groups = {}, members = {}, projects = {}, components = {} }
+  local w <close> = base_world { products = { "jira" }, jira = jira,
+    sync = { users = { project_lead = "svc-admin", component_lead = "svc-admin" } } }
+  t:eq(w:usersync("sync").code, 0)
+  local st = w.jira:state()
+  st.projects = { { key = "ABC", name = "Alpha", lead = "bob.stone@example.com" } }
+  st.components = { { id = "10001", project = "ABC", name = "Core", lead = "bob.stone@example.com" } }
+  w.jira:put_state(st)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  st = w.jira:state()
+  t:eq(st.projects[1].lead, "svc-admin")
+  t:eq(st.components[1].lead, "svc-admin")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
+test("Confluence seat limit reached: clear failure for the rest, exit 1, others applied", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "confluence" },
+    confluence = { users = { { username = "admin", userKey = "k0", displayName = "Admin", email = "admin@example.com", disabled = false } },
+                   groups = { "confluence-administrators" }, members = { ["confluence-administrators"] = { "admin" } },
+                   license = { seats = 3 } } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, r.stderr)
+  local accounts = w:accounts("confluence")
+  t:eq(#sorted_keys(accounts), 3, "two of three created")
+  local h = w:usersync("show", "1")
+  t:match(h.stdout, "failed +confluence +create_user +%S+ +.*ESEATS")
+end)
+
+test("two sources feeding one target: the first sets attributes, memberships are the union", function(t)
+  local w <close> = base_world { products = { "jira" }, sync = {
+    { name = "first", source = "okta", groups = { map = { Engineering = "developers" } } },
+    { name = "second", source = "okta", groups = { map = { Ops = "operations", Engineering = "engineers" } } },
+  } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" })
+  t:same(w:members_of("jira", "engineers"), { "ann.lee@example.com", "bob.stone@example.com" })
+  t:same(w:members_of("jira", "operations"), { "carol.king@example.com" })
+  t:eq(#sorted_keys(w:accounts("jira")), 3)
+end)
+
+test("a policy hook that raises fails that user with file and line; the run goes on", function(t)
+  local w <close> = base_world { products = { "jira" } }
+  local policy = w.dir .. "/policy.lua"
+  local f = assert(io.open(policy, "w"))
+  f:write([[
+return {
+  user = function(u, ctx)
+    if u.profile.login:find("^bob") then
+      error("no mapping for " .. u.profile.login)
+    end
+    return {}
+  end,
+}
+]])
+  f:close()
+  w:write_config({ policy = policy })
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "the failing user makes the run partial")
+  t:contains(r.stdout, policy .. ":4: no mapping for bob.stone@example.com")
+  t:same(sorted_keys(w:accounts("jira")), { "ann.lee@example.com", "carol.king@example.com" })
+end)
+
+test("--user syncs one Okta user and nobody else", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  local r = w:usersync("sync", "--user", "bob.stone@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:same(sorted_keys(w:accounts("jira")), { "bob.stone@example.com" })
+end)
+
+test("plan --out then apply applies exactly that plan; a changed base is refused", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  local out = w.dir .. "/plan.json"
+  local r = w:usersync("plan", "--out", out)
+  t:eq(r.code, 0, r.stderr)
+  -- bob is back before the plan is applied: its deactivation is no longer planned
+  w.app_users = { "00u1", "00u2", "00u3" }
+  w:load()
+  r = w:usersync("apply", out)
+  t:eq(r.code, 2)
+  t:contains(r.stderr, "deactivate_user bob.stone@example.com in jira is no longer planned")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  r = w:usersync("apply", out)
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
+return test.done()
