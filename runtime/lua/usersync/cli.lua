@@ -88,13 +88,16 @@ account has the admin rights a sync needs. --config-only skips the servers.
 Exit 0 when all is well, 1 when a server is not ready, 2 for a config error.
 ]],
   run = [[
-usage: usersync run [-c FILE] SCRIPT.lua [args...]
+usage: usersync run [-c FILE] [--dry-run] SCRIPT.lua [args...]
 
 Runs SCRIPT.lua with the full runtime API (require "usersync.http", ".json",
-".re", ".store", ".log", ".time", "cjson"). `arg` holds the arguments
-(arg[0] is the script). The script's directory is on package.path; the
-current directory is not. An uncaught error prints a traceback and exits 1;
-a script that returns an integer exits with it.
+".re", ".store", ".log", ".time", "cjson") and the global `usersync`: the
+configured clients by name (usersync.source "okta", usersync.target "jira"),
+usersync.store(), usersync.config(). With --dry-run every target write is
+printed instead of sent. `arg` holds the arguments (arg[0] is the script).
+The script's directory is on package.path; the current directory is not.
+An uncaught error prints a traceback and exits 1; a script that returns an
+integer exits with it.
 ]],
 }
 
@@ -459,6 +462,8 @@ function commands.run(args)
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
   arg = { [0] = script }
   for i = 2, #pos do arg[i - 1] = pos[i] end
+  local api = require("usersync.script").new{ config = opts.config, dry_run = opts["dry-run"] }
+  usersync = api
   local ok, result = xpcall(fn, function(e)
     if type(e) ~= "string" then
       local mt = getmetatable(e)
@@ -467,6 +472,7 @@ function commands.run(args)
     return debug.traceback(e, 2)
   end, table.unpack(arg, 1, #pos - 1))
   io.stdout:flush()
+  pcall(api.close)
   if not ok then
     eprint(result)
     return EXIT_FAILED

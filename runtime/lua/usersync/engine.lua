@@ -9,7 +9,6 @@
 --   local summary = e:apply(run_plan, { force = false })              -- exit code in summary.exit
 --   e:close()
 local http = require "usersync.http"
-local okta = require "usersync.okta"
 local target = require "usersync.target"
 local plan = require "usersync.plan"
 local policy = require "usersync.policy"
@@ -64,7 +63,7 @@ function Engine:source(name)
     for k, v in pairs(scfg) do opts[k] = v end
     opts.timeout = scfg.timeout and config.parse_duration(scfg.timeout) or nil
     opts.status_map = nil
-    s = okta.client(self:http_client(scfg.ca_file, scfg.timeout), opts)
+    s = require("usersync.okta").client(self:http_client(scfg.ca_file, scfg.timeout), opts)
     self.sources[name] = s
   end
   return s
