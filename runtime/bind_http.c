@@ -261,6 +261,9 @@ static struct lrequest *check_request(lua_State *L, int idx) {
   return r;
 }
 
+/* us_http_checkengine (modules.h): the engine of an open Client at idx. */
+us_http *us_http_checkengine(lua_State *L, int idx) { return check_client(L, idx)->e; }
+
 static const char *const client_fields[] = {
     "timeout",  "connect_timeout", "max_size", "retries", "per_host",   "backoff", "backoff_max",
     "max_wait", "jitter",          "ca_file",  "verify",  "user_agent", "headers", NULL};

@@ -480,6 +480,35 @@ static int json_decode(lua_State *L) {
   return 3;
 }
 
+/* us_json_push_decoded (modules.h): the decoder for other bindings. */
+int us_json_push_decoded(lua_State *L, const char *s, size_t len) {
+  luaL_checkstack(L, 8, "json decode");
+  int base = lua_gettop(L);
+  /* the marks exist even when usersync.json was never required */
+  if (luaL_newmetatable(L, ARRAY_MT)) {
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__name");
+  }
+  if (luaL_newmetatable(L, OBJECT_MT)) {
+    lua_pushliteral(L, "json.object");
+    lua_setfield(L, -2, "__name");
+  }
+  jdec d = {L, s, s, s + len, 0, base + 1, base + 2, ""};
+  if (dec_value(&d) == 0) {
+    skip_ws(&d);
+    if (d.p == d.end) {
+      lua_replace(L, base + 1); /* value over the array mark */
+      lua_settop(L, base + 1);
+      return 1;
+    }
+    dec_unexpected(&d);
+  }
+  lua_settop(L, base);
+  lua_pushstring(L, d.err);
+  lua_setfield(L, LUA_REGISTRYINDEX, "usersync.json.error");
+  return 0;
+}
+
 /* -------------------------------------------------------------- encoder */
 
 /* Encoder state. The output lives in a full userdata at stack index slot
