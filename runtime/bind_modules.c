@@ -26,6 +26,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.store", luaopen_usersync_store},
     {"usersync.time", luaopen_usersync_time},
     {"usersync.crypto", luaopen_usersync_crypto},
+    {"usersync.okta", luaopen_usersync_okta},
     {NULL, NULL},
 };
 

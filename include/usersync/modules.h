@@ -15,6 +15,7 @@ int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
+int luaopen_usersync_okta(lua_State *L);
 
 /* Cross-binding helpers. */
 /* The engine of the usersync.http.Client at idx; raises if idx is not a
