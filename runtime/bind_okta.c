@@ -741,6 +741,7 @@ static void push_query_path(lua_State *L, const char *path, int limit, int opts)
 static int c_users(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   int opts, fn = opts_and_fn(L, &opts);
+  lua_settop(L, 3);
   push_query_path(L, "/api/v1/users", 200, opts);
   return list_one(L, o, fn, 0);
 }
@@ -748,30 +749,35 @@ static int c_users(lua_State *L) {
 static int c_groups(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   int opts, fn = opts_and_fn(L, &opts);
+  lua_settop(L, 3);
   push_query_path(L, "/api/v1/groups", 200, opts);
   return list_one(L, o, fn, 0);
 }
 
 static int c_user(lua_State *L) {
   struct lokta *o = check_client(L, 1);
+  lua_settop(L, 3);
   push_id_path(L, "users", luaL_checkstring(L, 2), "");
   return list_one(L, o, 0, 1);
 }
 
 static int c_group(lua_State *L) {
   struct lokta *o = check_client(L, 1);
+  lua_settop(L, 3);
   push_id_path(L, "groups", luaL_checkstring(L, 2), "");
   return list_one(L, o, 0, 1);
 }
 
 static int c_user_groups(lua_State *L) {
   struct lokta *o = check_client(L, 1);
+  lua_settop(L, 3);
   push_id_path(L, "users", luaL_checkstring(L, 2), "/groups?limit=200");
   return list_one(L, o, 3, 0);
 }
 
 static int c_group_members(lua_State *L) {
   struct lokta *o = check_client(L, 1);
+  lua_settop(L, 3);
   push_id_path(L, "groups", luaL_checkstring(L, 2), "/users?limit=200");
   return list_one(L, o, 3, 0);
 }
@@ -794,6 +800,7 @@ static int c_app_users(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   int fn;
   const char *app = app_arg(L, o, &fn);
+  lua_settop(L, 3);
   push_id_path(L, "apps", app, "/users?limit=500&expand=user");
   return list_one(L, o, fn, 0);
 }
@@ -802,6 +809,7 @@ static int c_app_groups(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   int fn;
   const char *app = app_arg(L, o, &fn);
+  lua_settop(L, 3);
   push_id_path(L, "apps", app, "/groups?limit=200");
   return list_one(L, o, fn, 0);
 }

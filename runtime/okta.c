@@ -946,6 +946,12 @@ int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_
       rc = -1;
       goto out;
     }
+    if (!same_origin(c, st[i].url)) { /* e.g. a stored cursor of another org */
+      set_err(err, "OKTA_BAD_LINK", 0, "okta: %.*s is not on %s; not requested",
+              (int)path_len(url_path(st[i].url)), url_path(st[i].url), c->origin);
+      rc = -1;
+      goto out;
+    }
   }
   size_t first = 0; /* listings before `first` are finished */
   for (;;) {

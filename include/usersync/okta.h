@@ -22,8 +22,8 @@
 **   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
 **   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is
 **                      not an array
-**   OKTA_BAD_LINK      a `next` link to another origin (never followed: it
-**                      would send our credentials elsewhere)
+**   OKTA_BAD_LINK      a `next` link or cursor on another origin (never
+**                      requested: it would send our credentials elsewhere)
 **   OKTA_CALLBACK      the page callback stopped the listing (its message)
 **   OKTA_CONFIG        bad options (no url, no credentials, unreadable key)
 **   and the transport codes of http.h (ECONNREFUSED, ECONNRESET, ETIMEDOUT,
