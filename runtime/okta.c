@@ -304,9 +304,14 @@ static void observe(us_okta *c, int bi, const struct us_http_response *r) {
     b->remaining = (long)rem;
     b->reset = reset;
     b->reset_at = us_time_monotonic() + in;
-  } else if (reset == b->reset && rem < b->remaining) {
-    b->remaining = (long)rem; /* a later answer in the same window */
-    b->limit = (long)lim;
+  } else if (reset == b->reset) { /* the same window */
+    if (rem < b->remaining) {
+      b->remaining = (long)rem; /* a later answer */
+      b->limit = (long)lim;
+    }
+    double at = us_time_monotonic() + in;
+    if (at < b->reset_at)
+      b->reset_at = at; /* every Date measures the same reset: keep the nearest */
   }
 }
 
@@ -324,7 +329,9 @@ static long governor(void *ud, const char *host, const char *method, const char 
     long reserve = b->limit - ours;
     if (b->remaining - b->inflight <= reserve) {
       b->waits++;
-      return (long)((b->reset_at - now) * 1000.0) + 1;
+      /* at most 1 s at a time: a later response may bring the reset closer */
+      long ms = (long)((b->reset_at - now) * 1000.0) + 1;
+      return ms < 1000 ? ms : 1000;
     }
   }
   if (!q->granted) {
