@@ -1108,8 +1108,9 @@ class Okta(Product):
             return oauth_err(400, "invalid_scope",
                              "The following scopes are not allowed: %s" % " ".join(bad or ["(none)"]))
         tok = "".join(self.rng.choice(B62) for _ in range(48))
-        self.issued[tok] = {"client": cid, "scopes": set(want), "exp": now + 3600, "jkt": jkt}
-        return json_response(200, {"token_type": "DPoP" if jkt else "Bearer", "expires_in": 3600,
+        life = client["token_lifetime"]
+        self.issued[tok] = {"client": cid, "scopes": set(want), "exp": now + life, "jkt": jkt}
+        return json_response(200, {"token_type": "DPoP" if jkt else "Bearer", "expires_in": life,
                                    "access_token": tok, "scope": " ".join(want)},
                              [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
 
@@ -1709,7 +1710,8 @@ def scope_for(path):
 
 
 def validate_oauth_clients(clients):
-    """{"<client_id>": {"jwks": [RSA public JWK], "scopes": [granted], "dpop": true}}."""
+    """{"<client_id>": {"jwks": [RSA public JWK], "scopes": [granted], "dpop": true,
+    "token_lifetime": 3600}} (token_lifetime is a test knob: real tokens last 1 h)."""
     if not isinstance(clients, dict):
         raise ValueError("oauth_clients must be an object {client_id: {jwks, scopes, dpop}}")
     out = {}
@@ -1726,7 +1728,11 @@ def validate_oauth_clients(clients):
             raise ValueError("oauth_clients[%s].scopes must be a list of strings" % cid)
         if not isinstance(c.get("dpop", True), bool):
             raise ValueError("oauth_clients[%s].dpop must be a boolean" % cid)
-        out[cid] = {"jwks": c["jwks"], "scopes": list(sc), "dpop": c.get("dpop", True)}
+        life = c.get("token_lifetime", 3600)
+        if not isinstance(life, int) or isinstance(life, bool) or not 1 <= life <= 3600:
+            raise ValueError("oauth_clients[%s].token_lifetime must be 1..3600 seconds" % cid)
+        out[cid] = {"jwks": c["jwks"], "scopes": list(sc), "dpop": c.get("dpop", True),
+                    "token_lifetime": life}
     return out
 
 
