@@ -211,9 +211,10 @@ static const char *opt_field(lua_State *L, int t, const char *k) {
 **                 the AppUser as user.app_assignment)
 **   SINK_GROUPS   a4 = {id -> group} of counted groups, a5 = include (fn or
 **                 id set, nil: all), a6 = counted ids array
-**   SINK_MEMBERS  a4 = by_id, a6 = key list: the group id of listing i is
-**                 a6[i+1]; member ids (read with jsonscan, not decoded) get it
 **   SINK_UGROUPS  a4 = {user id -> group ids}, a6 = key list (user ids)
+**   SINK_MEMBERSHIPS a4 = {member id -> group ids}, a6 = key list: the group
+**                 id of listing i is a6[i+1]; member ids are read with
+**                 jsonscan (pages of full User objects are not decoded)
 */
 enum sink {
   SINK_FN,
@@ -222,8 +223,8 @@ enum sink {
   SINK_USERS,
   SINK_APPUSERS,
   SINK_GROUPS,
-  SINK_MEMBERS,
-  SINK_UGROUPS
+  SINK_UGROUPS,
+  SINK_MEMBERSHIPS
 };
 
 struct pagectx {
@@ -298,15 +299,20 @@ static void each_id(lua_State *L, const struct us_okta_page *p, void (*each)(lua
   }
 }
 
-/* SINK_MEMBERS: member id at top; arg = stack index of the group id. by_id at 4. */
-static void member_each(lua_State *L, int gid) {
-  if (lua_rawget(L, 4) == LUA_TTABLE) {
-    lua_getfield(L, -1, "groups");
-    lua_pushvalue(L, gid);
-    append_unique(L, lua_gettop(L) - 1);
+/* SINK_MEMBERSHIPS: member id at top; arg = stack index of the group id;
+** memberships {id -> group ids} at 4. */
+static void membership_each(lua_State *L, int gid) {
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, 4) != LUA_TTABLE) {
     lua_pop(L, 1);
+    new_array(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 4);
   }
-  lua_pop(L, 1);
+  lua_pushvalue(L, gid);
+  append_unique(L, lua_gettop(L) - 1);
+  lua_pop(L, 2);
 }
 
 /* SINK_UGROUPS: group id at top; arg = the user's list. */
@@ -342,10 +348,10 @@ static int page_worker(lua_State *L) {
   const struct us_okta_page *p = lua_touserdata(L, 2);
   enum sink kind = ctx->kinds ? ctx->kinds[p->list] : ctx->kind;
   luaL_checkstack(L, 16, "okta page");
-  if (kind == SINK_MEMBERS || kind == SINK_UGROUPS) {
+  if (kind == SINK_UGROUPS || kind == SINK_MEMBERSHIPS) {
     lua_rawgeti(L, 6, (lua_Integer)p->list + 1); /* 7: group id / user id */
-    if (kind == SINK_MEMBERS) {
-      each_id(L, p, member_each, 7);
+    if (kind == SINK_MEMBERSHIPS) {
+      each_id(L, p, membership_each, 7);
     } else {
       lua_pushvalue(L, 7);
       if (lua_rawget(L, 4) != LUA_TTABLE) {
@@ -928,17 +934,6 @@ static void sort_strings(lua_State *L, int t) {
   }
 }
 
-/* Sorts users[i].groups of the users array at t. */
-static void sort_user_groups(lua_State *L, int t) {
-  lua_Integer n = (lua_Integer)lua_rawlen(L, t);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, t, i);
-    if (lua_getfield(L, -1, "groups") == LUA_TTABLE)
-      sort_strings(L, lua_gettop(L));
-    lua_pop(L, 2);
-  }
-}
-
 /* Marks the snapshot at snap incomplete with err as a problem; pushes
 ** nil, message, code, snapshot (returns 4). */
 static int scope_failed(lua_State *L, int snap, const struct us_okta_error *err) {
@@ -959,36 +954,6 @@ static int scope_failed(lua_State *L, int snap, const struct us_okta_error *err)
   lua_pushstring(L, err->code);
   lua_pushvalue(L, snap);
   return 4;
-}
-
-/* Lists members of every counted group (ids in the array at `counted`) and
-** attaches them to the users of by_id. 0 or -1 with err. */
-static int attach_members(lua_State *L, struct lokta *o, int counted, int by_id, int http,
-                          struct us_okta_error *err) {
-  size_t n = lua_rawlen(L, counted);
-  if (n == 0)
-    return 0;
-  /* URLs live in a Lua table (anchored); the listing array in a userdata */
-  lua_createtable(L, (int)n, 0);
-  int urls = lua_gettop(L);
-  struct us_okta_listing *ls = lua_newuserdatauv(L, n * sizeof *ls, 0);
-  memset(ls, 0, n * sizeof *ls);
-  for (size_t i = 0; i < n; i++) {
-    lua_rawgeti(L, counted, (lua_Integer)i + 1);
-    push_id_path(L, "groups", lua_tostring(L, -1), "/users?limit=200");
-    ls[i].url = lua_tostring(L, -1);
-    lua_rawseti(L, urls, (lua_Integer)i + 1);
-    lua_pop(L, 1);
-  }
-  struct pagectx ctx = {0};
-  ctx.kind = SINK_MEMBERS;
-  ctx.slot[1] = by_id;
-  ctx.slot[3] = counted;
-  ctx.http = http;
-  int rc = run_lists(L, o, ls, n, &ctx, err);
-  us_okta_listing_clear(ls, n);
-  lua_settop(L, urls - 1);
-  return rc;
 }
 
 /* c:scope{ app_id=, include=fn | group_ids={...} } */
@@ -1059,30 +1024,74 @@ static int c_scope(lua_State *L) {
   }
   luaL_pushresult(&b);
 
-  /* phase 1: users in scope and all groups, concurrently */
-  static const enum sink kinds_app[2] = {SINK_APPUSERS, SINK_GROUPS};
-  static const enum sink kinds_users[2] = {SINK_USERS, SINK_GROUPS};
-  const int slots[8] = {0, 5, 7, 0, /* users -> users, by_id */
-                        0, 6, 3, 8 /* groups -> groups, include, counted */};
-  struct pagectx ctx = {0};
-  ctx.kinds = app ? kinds_app : kinds_users;
-  ctx.slots = slots;
-  ctx.http = 9;
-  struct us_okta_listing l1[2];
-  memset(l1, 0, sizeof l1);
-  l1[0].url = lua_tostring(L, 10);
-  l1[1].url = "/api/v1/groups?limit=200";
+  /* phase 1: the groups, and which of them count */
   struct us_okta_error err;
-  int rc = run_lists(L, o, l1, 2, &ctx, &err);
-  us_okta_listing_clear(l1, 2);
-  /* phase 2: members of each counted group, concurrently */
-  if (rc == 0)
-    rc = attach_members(L, o, 8, 7, 9, &err);
+  struct pagectx gctx = {0};
+  gctx.kind = SINK_GROUPS;
+  gctx.slot[1] = 6;
+  gctx.slot[2] = 3;
+  gctx.slot[3] = 8;
+  gctx.http = 9;
+  struct us_okta_listing gl = {0};
+  gl.url = "/api/v1/groups?limit=200";
+  int rc = run_lists(L, o, &gl, 1, &gctx, &err);
+  us_okta_listing_clear(&gl, 1);
+  if (rc == 0) {
+    /* phase 2, concurrently: the users in scope (listing 0) and the members
+    ** of every counted group; memberships are kept by user id (11) and
+    ** attached at the end, so neither waits for the other */
+    size_t n = 1 + lua_rawlen(L, 8);
+    lua_newtable(L);                                                   /* 11 memberships */
+    lua_createtable(L, (int)n, 0);                                     /* 12 key list */
+    lua_createtable(L, (int)n, 0);                                     /* 13 urls */
+    struct us_okta_listing *ls = lua_newuserdatauv(L, n * sizeof *ls, 0); /* 14 */
+    memset(ls, 0, n * sizeof *ls);
+    enum sink *kinds = lua_newuserdatauv(L, n * sizeof *kinds, 0);     /* 15 */
+    int *slots = lua_newuserdatauv(L, 4 * n * sizeof *slots, 0);       /* 16 */
+    memset(slots, 0, 4 * n * sizeof *slots);
+    ls[0].url = lua_tostring(L, 10);
+    kinds[0] = app ? SINK_APPUSERS : SINK_USERS;
+    slots[1] = 5;
+    slots[2] = 7;
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, 12, 1);
+    for (size_t i = 1; i < n; i++) {
+      lua_rawgeti(L, 8, (lua_Integer)i);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, 12, (lua_Integer)i + 1);
+      push_id_path(L, "groups", lua_tostring(L, -1), "/users?limit=200");
+      ls[i].url = lua_tostring(L, -1);
+      lua_rawseti(L, 13, (lua_Integer)i + 1);
+      lua_pop(L, 1);
+      kinds[i] = SINK_MEMBERSHIPS;
+      slots[4 * i + 1] = 11;
+      slots[4 * i + 3] = 12;
+    }
+    struct pagectx ctx = {0};
+    ctx.kinds = kinds;
+    ctx.slots = slots;
+    ctx.http = 9;
+    rc = run_lists(L, o, ls, n, &ctx, &err);
+    us_okta_listing_clear(ls, n);
+    if (rc == 0) { /* attach: users[i].groups = memberships[id] (sorted) */
+      lua_Integer nu = (lua_Integer)lua_rawlen(L, 5);
+      for (lua_Integer i = 1; i <= nu; i++) {
+        lua_rawgeti(L, 5, i);
+        lua_getfield(L, -1, "id");
+        if (lua_rawget(L, 11) == LUA_TTABLE) {
+          sort_strings(L, lua_gettop(L));
+          lua_setfield(L, -2, "groups");
+        } else {
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+      }
+    }
+  }
   lua_pushinteger(L, (lua_Integer)(us_okta_requests(o->c) - before));
   lua_setfield(L, 4, "requests");
   if (rc != 0)
     return scope_failed(L, 4, &err);
-  sort_user_groups(L, 5);
   lua_pushvalue(L, 4);
   return 1;
 }
