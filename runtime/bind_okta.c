@@ -15,8 +15,9 @@
 **       app_id, filter, search (scope without app_id), budget_share = 0.5
 **       (number in (0,1] or "50%": the share of every rate-limit bucket we
 **       use; the rest is left for the org's other integrations),
-**       concurrency = 8 (requests in flight), timeout = 30, retries = 3,
-**       max_wait = 120 (all retry waits of one request), type/status_map/
+**       concurrency = 8 (requests in flight), timeout (per attempt; seconds or
+**       "30s"; default: the http client's), retries (default: the http
+**       client's), max_wait (all retry waits of one request), type/status_map/
 **       ca_file (accepted, not used here: ca_file belongs to the http client).
 **     Unknown keys and wrong types raise.
 **
@@ -46,27 +47,41 @@
 **       as `source`: { users = { User + groups = {group ids} + app_assignment },
 **       groups = { [id] = Group (counted groups only) }, complete = true,
 **       problems = {}, requests = n }.
-**       With app_id (default: the source's): app users (expand=user) and all
-**       groups are listed once, concurrently; `include` (called once per
-**       group; default: every group counts) or `group_ids` picks the groups
-**       that count; then the members of each counted group are listed
-**       concurrently and their ids attached to the users in scope.
-**       Without an app: users matching source.filter/search (or, with
-**       neither, filter lastUpdated gt 1970 so DEPROVISIONED users are seen).
+**       First the groups are listed and `include` (called once per group;
+**       default: every group counts) or `group_ids` picks those that count.
+**       Then, all concurrently: the users in scope - with app_id (default:
+**       the source's) the app's users with expand=user (every effective
+**       assignee, direct or through a group; DEPROVISIONED users have no
+**       assignments), without an app the users matching source.filter or
+**       source.search (with neither: filter lastUpdated gt 1970, so
+**       DEPROVISIONED users are seen) - and the members of every counted
+**       group (member ids read without decoding the pages); each user gets
+**       the sorted ids of its counted groups. Members are listed once per
+**       group, never groups once per user.
 **       Failure: nil, message, code, partial where partial.complete == false
 **       and partial.problems = { { code=, message= } }: never deprovision on it.
 **   c:changes{ cursor = url | since = iso8601 (System Log from that time)
-**              [, users = true] }   System Log polling; touched users re-read
-**       -> { cursor, events = n, users = { User + groups }, deleted = { ids },
+**              [, users = true, groups = true] }
+**       System Log polling from the stored cursor (an empty page ends it and
+**       keeps the cursor); the users named in the events (targets of type
+**       User) are re-read by id with their groups, concurrently
+**       -> { cursor (store it), events = n, event_list = {LogEvent...},
+**            users = { User + groups }, deleted = { ids answered 404 },
 **            user_ids = { ids }, group_ids = { ids }, requests = n }
-**   c:changes{ watermark = iso8601 [, groups = false] }
-**       users with lastUpdated gt watermark (DEPROVISIONED included)
-**       -> { users = {...}, watermark = newest lastUpdated seen, requests = n }
-**   c:check() -> report for `usersync check`:
-**       { ok = bool, reachable = bool, auth = { status, message },
-**         app = { status, message } (nil without app_id),
-**         users = {..}, groups = {..}, apps = {..}, logs = {..} }
-**       status is "ok", "denied" (401/403), "not_found" or "error".
+**   c:changes{ watermark = iso8601 [, groups = true] }
+**       users with filter lastUpdated gt watermark (DEPROVISIONED included),
+**       with their groups -> { users = {...}, watermark = newest lastUpdated
+**       seen (move it back a little before the next run: timestamps have
+**       whole seconds), requests = n }. Hard-deleted users never show here:
+**       use the System Log or a full scope read for them.
+**   c:check() -> report for `usersync check` (never raises for remote failures):
+**       { ok = bool, reachable = bool,
+**         auth = { status, method = "ssws"|"oauth", scope (oauth), message, code },
+**         app = {...} (only with app_id: "not_found" when the app is unknown),
+**         users = {..}, groups = {..}, apps = {..} ("skipped" without app_id),
+**         logs = {..} }
+**       each { status = "ok" | "denied" (401/403/OAuth refusal) | "not_found" |
+**       "error", message, code }.
 **   c:budget() -> { ["/api/v1/users"] = { limit, remaining, reset (epoch),
 **       reset_in (s), inflight, requests, waits, rate_limited }, ... } for the
 **       buckets seen so far (for metrics)
@@ -74,18 +89,26 @@
 **       transport failure, token requests included)
 **   c:close()  idempotent; also __gc and __close
 **
-** Request costs (U users in scope, G groups, C counted groups, m_g members of
-** group g, A users assigned to the app, E events, T touched users, W users
-** changed since a watermark); pages: users 200, groups 200, members 200,
-** app users 500, logs 1000:
-**   scope (app)    ceil(A/500) + ceil(G/200) + sum over counted g of max(1, ceil(m_g/200))
-**                  e.g. 10,000 users, 500 groups all counted: 20 + 3 + sum(...)
-**   scope (no app) ceil(U/200) + ceil(G/200) + sum over counted g of max(1, ceil(m_g/200))
-**   changes{cursor} ceil(E/1000) + 1 (the empty page that ends a poll) + 2 T
-**                  (user and their groups, for every touched user)
-**   changes{watermark} max(1, ceil(W/200)) (+ W with groups = true)
-**   check          4 (+1 with app_id), each a one-item page
-**   OAuth adds one token request per hour (two when a DPoP nonce is new).
+** Request costs (A users assigned to the app, U users matching the filter,
+** G groups, m_g members of counted group g, E System Log events, T users
+** touched by them, W users changed since a watermark). Page sizes: users
+** 200 (max), groups 200, members 200 (not the default 1000), app users 500
+** (max), logs 1000 (max):
+**   scope, app     ceil(A/500) + ceil(G/200) + sum over counted g of max(1, ceil(m_g/200))
+**   scope, no app  ceil(U/200) + ceil(G/200) + the same member pages
+**                  (genorg 10,000 users / 500 groups, 498 counted: 3 + 3 + 574
+**                  with the app, 50 + 3 + 574 for every user; see tests/bench/okta_read.lua)
+**   changes{cursor|since}  ceil(E/1000) + 1 (the empty page that ends a poll)
+**                  + 2 T (each touched user and its groups; 1 T with groups=false,
+**                  0 with users=false); a quiet org costs 1 request
+**   changes{watermark}  max(1, ceil(W/200)) + W (each user's groups; 0 with groups=false)
+**   user, group    1;  user_groups, group_members, app_*: pages as above
+**   check          3 one-item probes (users, groups, logs) + 1 with app_id
+**   OAuth adds one token request per hour (two when the DPoP nonce is new).
+** Everything a call needs is requested once; independent listings run
+** concurrently, at most `concurrency` in flight, each bucket used up to
+** budget_share (the governor waits for the window's reset, computed from
+** the response Date, instead of running into 429).
 **
 ** Error codes: see include/usersync/okta.h (OKTA_AUTH, OKTA_OAUTH,
 ** OKTA_FORBIDDEN, OKTA_NOT_FOUND, OKTA_BAD_REQUEST, OKTA_RATE_LIMITED,
@@ -560,6 +583,25 @@ static double num_field(lua_State *L, int t, const char *k, double def) {
   return v;
 }
 
+/* Field k of t as seconds: a number, or a duration string ("30s", "2m") as
+** the config schema keeps it. def when absent; raises on a bad value. */
+static double secs_field(lua_State *L, int t, const char *k, double def) {
+  double v = def;
+  int ty = lua_getfield(L, t, k);
+  if (ty == LUA_TSTRING) {
+    char err[US_TIME_ERRLEN];
+    if (us_time_parse_duration(lua_tostring(L, -1), (size_t)-1, &v, err, sizeof err) != 0)
+      luaL_error(L, "field '%s': %s", k, err);
+  } else if (ty != LUA_TNIL) {
+    int isnum;
+    v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || v < 0)
+      luaL_error(L, "field '%s': expected seconds or a duration like \"30s\"", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 /* Reads the oauth table at t into o; values stay anchored by t (scopes:
 ** a joined string left on the stack). */
 static void read_oauth(lua_State *L, int t, struct us_okta_options *o) {
@@ -616,9 +658,9 @@ static int okta_client(lua_State *L) {
   o.concurrency = (int)num_field(L, 2, "concurrency", 8);
   if (o.concurrency < 1 || o.concurrency > 75)
     luaL_error(L, "field 'concurrency': expected 1 to 75");
-  o.timeout_ms = (long)(num_field(L, 2, "timeout", 0) * 1000.0);
+  o.timeout_ms = (long)(secs_field(L, 2, "timeout", 0) * 1000.0);
   o.max_retries = (int)num_field(L, 2, "retries", -1);
-  o.max_wait_ms = (long)(num_field(L, 2, "max_wait", 0) * 1000.0);
+  o.max_wait_ms = (long)(secs_field(L, 2, "max_wait", 0) * 1000.0);
   int ot = lua_getfield(L, 2, "oauth"); /* 3 */
   if (ot == LUA_TTABLE)
     read_oauth(L, 3, &o);
