@@ -611,6 +611,8 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
 /* ---------------------------------------------------------------- OAuth */
 
 static void forget_token(us_okta *c) {
+  if (c->access_token)
+    memset(c->access_token, 0, strlen(c->access_token));
   free(c->access_token);
   free(c->token_type);
   free(c->granted_scope);

@@ -154,6 +154,28 @@ test("scope: a failed page fails the read (complete=false, problems, no snapshot
   t:eq(partial.complete, false)
 end)
 
+test("random garbage and dropped connections: a full list or an error, never a short list", function(t)
+  load(S.org{ users = 1000 })
+  local hc <close> = http.client{ timeout = 30, backoff = 0.01, backoff_max = 0.05 }
+  local c <close> = okta.client(hc, { url = sim.url, token = "test-token", retries = 1 })
+  local errors, full = 0, 0
+  for seed = 1, 8 do
+    sim:faults{ garbage_rate = 0.15, reset_rate = 0.1, seed = seed, fail_path = "^/api/v1/users$" }
+    local got = 0
+    local r, err, code = c:users(nil, function(items) got = got + #items end)
+    if r then
+      t:eq(r.items, 1000, "seed " .. seed)
+      t:eq(got, 1000)
+      full = full + 1
+    else
+      t:ok(code == "OKTA_BAD_JSON" or code == "ECONNRESET", "seed " .. seed .. ": " .. tostring(code))
+      errors = errors + 1
+    end
+  end
+  t:ok(errors > 0, "some reads failed: " .. errors .. " of 8")
+  sim:faults{}
+end)
+
 test("error classes: codes, status, errorCode, request id", function(t)
   load(S.org{ users = 2 })
   do
@@ -259,7 +281,9 @@ test("misuse raises: bad config", function(t)
   t:raises(function() okta.client(hc, { url = sim.url, token = "x", oauth = { client_id = "a", private_key = "k" } }) end, "not both")
   t:raises(function() okta.client(hc, { url = sim.url, oauth = { client_id = "a", private_key = "nope" } }) end, "private_key")
   t:raises(function() okta.client({}, { url = sim.url, token = "x" }) end, "Client")
-  local c <close> = okta.client(hc, { url = sim.url, token = "x", budget_share = "40%" })
+  t:raises(function() okta.client(hc, { url = sim.url, token = "x", timeout = "soon" }) end, "timeout")
+  local c <close> = okta.client(hc, { url = sim.url, token = "x", budget_share = "40%",
+                                      timeout = "30s", max_wait = 60, type = "okta" })
   t:raises(function() c:app_users() end, "no app_id")
 end)
 
