@@ -550,12 +550,12 @@ static void parse_share(lua_State *L, int t, double *out) {
     luaL_error(L, "field 'budget_share': expected a number in (0,1] or \"N%%\"");
 }
 
-static const char *const source_fields[] = {
-    "type",         "url",         "token",      "oauth",   "app_id",  "filter",  "search",
-    "budget_share", "concurrency", "status_map", "ca_file", "timeout", "retries", "max_wait",
-    NULL};
-static const char *const oauth_fields[] = {"client_id", "private_key", "key_id", "scopes", "dpop",
-                                           NULL};
+static const char *const source_fields[] = {"type",        "url",        "token",   "oauth",
+                                            "app_id",      "filter",     "search",  "budget_share",
+                                            "concurrency", "status_map", "ca_file", "timeout",
+                                            "retries",     "max_wait",   NULL};
+static const char *const oauth_fields[] = {"client_id", "private_key", "key_id",
+                                           "scopes",    "dpop",        NULL};
 
 static void check_keys(lua_State *L, int t, const char *what, const char *const *allowed) {
   lua_pushnil(L);
@@ -1083,13 +1083,13 @@ static int c_scope(lua_State *L) {
     ** of every counted group; memberships are kept by user id (11) and
     ** attached at the end, so neither waits for the other */
     size_t n = 1 + lua_rawlen(L, 8);
-    lua_newtable(L);                                                   /* 11 memberships */
-    lua_createtable(L, (int)n, 0);                                     /* 12 key list */
-    lua_createtable(L, (int)n, 0);                                     /* 13 urls */
+    lua_newtable(L);                                                      /* 11 memberships */
+    lua_createtable(L, (int)n, 0);                                        /* 12 key list */
+    lua_createtable(L, (int)n, 0);                                        /* 13 urls */
     struct us_okta_listing *ls = lua_newuserdatauv(L, n * sizeof *ls, 0); /* 14 */
     memset(ls, 0, n * sizeof *ls);
-    enum sink *kinds = lua_newuserdatauv(L, n * sizeof *kinds, 0);     /* 15 */
-    int *slots = lua_newuserdatauv(L, 4 * n * sizeof *slots, 0);       /* 16 */
+    enum sink *kinds = lua_newuserdatauv(L, n * sizeof *kinds, 0); /* 15 */
+    int *slots = lua_newuserdatauv(L, 4 * n * sizeof *slots, 0);   /* 16 */
     memset(slots, 0, 4 * n * sizeof *slots);
     ls[0].url = lua_tostring(L, 10);
     kinds[0] = app ? SINK_APPUSERS : SINK_USERS;
@@ -1252,9 +1252,9 @@ static int c_changes(lua_State *L) {
     lua_pushfstring(L, "lastUpdated gt \"%s\"", wm);
     add_param(L, &b, "filter", lua_tostring(L, -1));
     lua_pop(L, 1);
-    luaL_pushresult(&b);      /* 4 */
-    new_array(L);             /* 5 users */
-    lua_newtable(L);          /* 6 by_id */
+    luaL_pushresult(&b);        /* 4 */
+    new_array(L);               /* 5 users */
+    lua_newtable(L);            /* 6 by_id */
     lua_getiuservalue(L, 1, 1); /* 7 */
     struct pagectx ctx = {0};
     ctx.kind = SINK_USERS;
@@ -1515,15 +1515,22 @@ static int c_requests(lua_State *L) {
 
 /* ---------------------------------------------------------------- tables */
 
-static const luaL_Reg client_methods[] = {
-    {"users", c_users},         {"user", c_user},
-    {"user_groups", c_user_groups}, {"groups", c_groups},
-    {"group", c_group},         {"group_members", c_group_members},
-    {"app_users", c_app_users}, {"app_groups", c_app_groups},
-    {"logs", c_logs},           {"scope", c_scope},
-    {"changes", c_changes},     {"check", c_check},
-    {"budget", c_budget},       {"requests", c_requests},
-    {"close", client_close},    {NULL, NULL}};
+static const luaL_Reg client_methods[] = {{"users", c_users},
+                                          {"user", c_user},
+                                          {"user_groups", c_user_groups},
+                                          {"groups", c_groups},
+                                          {"group", c_group},
+                                          {"group_members", c_group_members},
+                                          {"app_users", c_app_users},
+                                          {"app_groups", c_app_groups},
+                                          {"logs", c_logs},
+                                          {"scope", c_scope},
+                                          {"changes", c_changes},
+                                          {"check", c_check},
+                                          {"budget", c_budget},
+                                          {"requests", c_requests},
+                                          {"close", client_close},
+                                          {NULL, NULL}};
 
 static const luaL_Reg client_meta[] = {{"__gc", client_gc},
                                        {"__close", client_close},

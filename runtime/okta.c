@@ -46,9 +46,9 @@ enum {
   B_OTHER
 };
 static const char *const bucket_names[US_OKTA_NBUCKETS] = {
-    "/api/v1/users",       "/api/v1/users/{id}", "/api/v1/users*", "/api/v1/groups/{id}",
-    "/api/v1/groups*",     "/api/v1/apps/{id}",  "/api/v1/apps*",  "/api/v1/logs",
-    "/api/v1",             "/oauth2/v1/token",   "other"};
+    "/api/v1/users",   "/api/v1/users/{id}", "/api/v1/users*", "/api/v1/groups/{id}",
+    "/api/v1/groups*", "/api/v1/apps/{id}",  "/api/v1/apps*",  "/api/v1/logs",
+    "/api/v1",         "/oauth2/v1/token",   "other"};
 
 struct bucket {
   int known;
@@ -72,7 +72,7 @@ struct us_okta {
   char *access_token; /* NULL until obtained */
   char *token_type;   /* "DPoP" or "Bearer" */
   char *granted_scope;
-  char *ath; /* b64url(sha256(access_token)) */
+  char *ath;          /* b64url(sha256(access_token)) */
   double token_until; /* monotonic */
   char *nonce;        /* last DPoP nonce from the token endpoint */
   /* limits */
@@ -473,9 +473,8 @@ static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
   /* Payload trimming (okta-api.md 1.1): only with all three options. */
   hs[nh++] = (struct us_http_header){
-      "Content-Type",
-      "application/json; okta-response=omitCredentials,omitCredentialsLinks,"
-      "omitTransitioningToStatus"};
+      "Content-Type", "application/json; okta-response=omitCredentials,omitCredentialsLinks,"
+                      "omitTransitioningToStatus"};
   char *auth = NULL, *proof = NULL;
   if (c->ssws) {
     hs[nh++] = (struct us_http_header){"Authorization", c->ssws};
@@ -627,12 +626,12 @@ static char *client_assertion(us_okta *c) {
   char *jti = us_random_hex(16);
   char *cid = json_str(c->client_id), *aud = json_str(c->token_url);
   char *kid = c->key_id ? json_str(c->key_id) : NULL;
-  char *hdr = fmt("{\"alg\":\"%s\"%s%s}", us_key_alg(c->key), kid ? ",\"kid\":" : "",
-                  kid ? kid : "");
+  char *hdr =
+      fmt("{\"alg\":\"%s\"%s%s}", us_key_alg(c->key), kid ? ",\"kid\":" : "", kid ? kid : "");
   char *claims = NULL, *out = NULL;
   if (jti && cid && aud)
-    claims = fmt("{\"iss\":%s,\"sub\":%s,\"aud\":%s,\"iat\":%lld,\"exp\":%lld,\"jti\":\"%s\"}",
-                 cid, cid, aud, now, now + 300, jti);
+    claims = fmt("{\"iss\":%s,\"sub\":%s,\"aud\":%s,\"iat\":%lld,\"exp\":%lld,\"jti\":\"%s\"}", cid,
+                 cid, aud, now, now + 300, jti);
   char ebuf[128];
   if (hdr && claims)
     out = us_jwt_sign(c->key, hdr, claims, ebuf, sizeof ebuf);

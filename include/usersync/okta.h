@@ -46,9 +46,9 @@ struct us_okta_options {
   const char *client_id;
   const char *private_key; /* PEM, RSA >= 2048 or EC P-256 */
   size_t private_key_len;
-  const char *key_id; /* "kid" of the assertion; optional */
-  const char *scopes; /* space separated; NULL: users, groups, apps, logs read */
-  int dpop;           /* 1 (default): DPoP-bound tokens */
+  const char *key_id;  /* "kid" of the assertion; optional */
+  const char *scopes;  /* space separated; NULL: users, groups, apps, logs read */
+  int dpop;            /* 1 (default): DPoP-bound tokens */
   double budget_share; /* share of each bucket we may use, (0,1]; 0.5 */
   int concurrency;     /* requests in flight at most; 8 */
   long timeout_ms;     /* per attempt; 0: engine default */
@@ -57,22 +57,22 @@ struct us_okta_options {
 };
 
 struct us_okta_error {
-  char code[24];        /* stable code above, "" when no error */
-  long status;          /* HTTP status or 0 */
-  char error_code[24];  /* Okta errorCode (E0000011) or OAuth `error` */
-  char summary[256];    /* errorSummary / error_description */
-  char request_id[64];  /* X-Okta-Request-Id */
-  char message[768];    /* the whole readable message */
+  char code[24];       /* stable code above, "" when no error */
+  long status;         /* HTTP status or 0 */
+  char error_code[24]; /* Okta errorCode (E0000011) or OAuth `error` */
+  char summary[256];   /* errorSummary / error_description */
+  char request_id[64]; /* X-Okta-Request-Id */
+  char message[768];   /* the whole readable message */
 };
 
 /* Rate-limit state of one bucket, as last seen. */
 struct us_okta_bucket {
-  const char *name;   /* "/api/v1/users", "/api/v1/apps*", ... */
-  int known;          /* 1 once a response carried X-Rate-Limit-* */
+  const char *name; /* "/api/v1/users", "/api/v1/apps*", ... */
+  int known;        /* 1 once a response carried X-Rate-Limit-* */
   long limit, remaining;
-  long long reset;    /* epoch seconds (server clock) */
-  double reset_in;    /* seconds until the window resets (local), >= 0 */
-  int inflight;       /* our requests in flight against it */
+  long long reset; /* epoch seconds (server clock) */
+  double reset_in; /* seconds until the window resets (local), >= 0 */
+  int inflight;    /* our requests in flight against it */
   unsigned long requests, throttled, waits, rate_limited;
   /* requests: responses counted; waits: times the governor held a request
   ** back; rate_limited: 429 responses seen */
@@ -91,12 +91,12 @@ void us_okta_set_engine(us_okta *c, us_http *e);
 
 /* One page (or the one object of a get) handed to the callback. */
 struct us_okta_page {
-  size_t list;          /* index of the listing in the call */
-  const char *body;     /* JSON text, validated; an array for listings */
+  size_t list;      /* index of the listing in the call */
+  const char *body; /* JSON text, validated; an array for listings */
   size_t len;
-  size_t count;         /* elements (listings) */
-  size_t page;          /* 1-based page number within the listing */
-  const char *next;     /* next link or NULL (not NUL-owned by the caller) */
+  size_t count;     /* elements (listings) */
+  size_t page;      /* 1-based page number within the listing */
+  const char *next; /* next link or NULL (not NUL-owned by the caller) */
   const struct us_http_response *resp;
 };
 /* Returns 0 to go on; nonzero stops the call, which then fails with
@@ -105,18 +105,18 @@ struct us_okta_page {
 typedef int (*us_okta_page_fn)(void *ud, const struct us_okta_page *p, struct us_okta_error *err);
 
 struct us_okta_listing {
-  const char *url;    /* "/api/v1/..." (joined to the base) or an absolute URL */
-  int single;         /* 1: a get of one object (no paging) */
-  int stop_on_empty;  /* 1: System Log polling: an empty page ends it */
-  size_t max_pages;   /* > 0: stop after that many pages (probes) */
+  const char *url;             /* "/api/v1/..." (joined to the base) or an absolute URL */
+  int single;                  /* 1: a get of one object (no paging) */
+  int stop_on_empty;           /* 1: System Log polling: an empty page ends it */
+  size_t max_pages;            /* > 0: stop after that many pages (probes) */
   struct us_okta_error *error; /* non-NULL: a failure of this listing is
                                 ** stored here and the others go on (checks,
                                 ** reads where 404 means "deleted") */
   /* out */
-  char *cursor;       /* stop_on_empty: the next URL to poll from (malloc'd) */
+  char *cursor; /* stop_on_empty: the next URL to poll from (malloc'd) */
   size_t pages, items;
-  int done;           /* 1: completed */
-  int failed;         /* 1: failed into *error */
+  int done;   /* 1: completed */
+  int failed; /* 1: failed into *error */
 };
 
 /* Runs the n listings concurrently (each page after the previous one of the

@@ -36,7 +36,8 @@ static int start_sim(int n) {
   FILE *f = fdopen(fd, "w");
   fprintf(f, "{\"users\":[");
   for (int i = 1; i <= n; i++)
-    fprintf(f, "%s{\"id\":\"00u%017d\",\"status\":\"ACTIVE\",\"profile\":{\"login\":\"u%d@x.com\"}}",
+    fprintf(f,
+            "%s{\"id\":\"00u%017d\",\"status\":\"ACTIVE\",\"profile\":{\"login\":\"u%d@x.com\"}}",
             i > 1 ? "," : "", i, i);
   fprintf(f, "],\"groups\":[{\"id\":\"00g%017d\",\"profile\":{\"name\":\"g\"}}],", 1);
   fprintf(f, "\"group_members\":{\"00g%017d\":[", 1);
@@ -48,8 +49,8 @@ static int start_sim(int n) {
   const char *src = getenv("SOURCE_DIR") ? getenv("SOURCE_DIR") : ".";
   char cmd[1024];
   snprintf(cmd, sizeof cmd,
-           "timeout 120 '%s' '%s/tests/fakes/fake.py' okta --port 0 --state '%s' & echo pid $!",
-           py, src, state);
+           "timeout 120 '%s' '%s/tests/fakes/fake.py' okta --port 0 --state '%s' & echo pid $!", py,
+           src, state);
   sim_proc = popen(cmd, "r");
   if (!sim_proc)
     return -1;
