@@ -480,26 +480,32 @@ static int json_decode(lua_State *L) {
   return 3;
 }
 
-/* Cross-binding helper (modules.h): decodes s[0..len) exactly as
-** json.decode does and pushes the value, returning 1; on malformed JSON it
-** pushes nothing and returns 0 (the reason is not reported: call
-** json.decode on the text when the message matters). Raises only on memory
-** errors. [-0, +(0|1), m] */
+/* us_json_push_decoded (modules.h): the decoder for other bindings. */
 int us_json_push_decoded(lua_State *L, const char *s, size_t len) {
-  int top = lua_gettop(L);
   luaL_checkstack(L, 8, "json decode");
-  luaL_getmetatable(L, ARRAY_MT);
-  luaL_getmetatable(L, OBJECT_MT);
-  jdec d = {L, s, s, s + len, 0, top + 1, top + 2, ""};
+  int base = lua_gettop(L);
+  /* the marks exist even when usersync.json was never required */
+  if (luaL_newmetatable(L, ARRAY_MT)) {
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__name");
+  }
+  if (luaL_newmetatable(L, OBJECT_MT)) {
+    lua_pushliteral(L, "json.object");
+    lua_setfield(L, -2, "__name");
+  }
+  jdec d = {L, s, s, s + len, 0, base + 1, base + 2, ""};
   if (dec_value(&d) == 0) {
     skip_ws(&d);
     if (d.p == d.end) {
-      lua_replace(L, top + 1); /* value over the array mark */
-      lua_settop(L, top + 1);
+      lua_replace(L, base + 1); /* value over the array mark */
+      lua_settop(L, base + 1);
       return 1;
     }
+    dec_unexpected(&d);
   }
-  lua_settop(L, top);
+  lua_settop(L, base);
+  lua_pushstring(L, d.err);
+  lua_setfield(L, LUA_REGISTRYINDEX, "usersync.json.error");
   return 0;
 }
 

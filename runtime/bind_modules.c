@@ -27,6 +27,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.time", luaopen_usersync_time},
     {"usersync.crypto", luaopen_usersync_crypto},
     {"usersync.target", luaopen_usersync_target},
+    {"usersync.okta", luaopen_usersync_okta},
     {NULL, NULL},
 };
 

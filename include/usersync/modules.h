@@ -16,13 +16,18 @@ int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
 int luaopen_usersync_target(lua_State *L);
+int luaopen_usersync_okta(lua_State *L);
 
-/* Cross-binding helpers. us_http_checkengine: the engine of the open
-** usersync.http.Client at idx (raises otherwise; the Client keeps owning
-** it). us_json_push_decoded: pushes the decoded JSON value and returns 1,
-** or pushes nothing and returns 0 for malformed JSON (no message; use
-** json.decode when one is needed). */
+/* Cross-binding helpers. */
+/* The engine of the usersync.http.Client at idx; raises if idx is not a
+** Client or the Client is closed. The engine stays owned by the Client:
+** keep the Client referenced (e.g. as a user value) while using it. */
 us_http *us_http_checkengine(lua_State *L, int idx);
+/* Decodes JSON text s[0..len) as usersync.json.decode does. On success
+** pushes the value and returns 1. On malformed input pushes nothing,
+** returns 0 and leaves the message ("json: ... at offset N") in the
+** registry field "usersync.json.error" (lua_getfield(L, LUA_REGISTRYINDEX,
+** "usersync.json.error")). Raises only on memory errors. */
 int us_json_push_decoded(lua_State *L, const char *s, size_t len);
 
 /* Puts every C module and the built-in Lua library into package.preload. */

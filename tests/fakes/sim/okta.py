@@ -31,11 +31,12 @@ import math
 import random
 import re
 import time
+import urllib.parse
 import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from .common import Product, json_response, http_date
+from .common import Product, Response, json_response, http_date
 
 class FilterError(ValueError):
     pass
@@ -423,7 +424,7 @@ class Okta(Product):
     """Okta Management API read subset; see tests/fakes/README.md for what is simulated."""
 
     name = "okta"
-    extra_faults = {"okta_buckets": {}, "okta_concurrency": None}
+    extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False}
 
     def __init__(self, server):
         super().__init__(server)
@@ -451,6 +452,10 @@ class Okta(Product):
         self.log_seq = []
         self.next_seq = 1
         self.access_tokens = set()
+        self.oauth_clients = {}
+        self.issued = {}  # access token -> {"client", "scopes", "exp", "jkt"}
+        self.seen_jti = set()  # client assertion and DPoP proof ids already used
+        self.dpop_nonce = "".join(random.choice(B62) for _ in range(32))
         self.extra = {}
 
     # ---------------------------------------------------------------- state
@@ -465,13 +470,16 @@ class Okta(Product):
                "logs": self.logs}
         if self.access_tokens:
             out["access_tokens"] = sorted(self.access_tokens)
+        if self.oauth_clients:
+            out["oauth_clients"] = self.oauth_clients
         return out
 
     def load_state(self, st):
         now = self.server.now()
         if not isinstance(st, dict):
             raise ValueError("state must be an object")
-        known = {"users", "groups", "group_members", "apps", "logs", "access_tokens", "_baseline"}
+        known = {"users", "groups", "group_members", "apps", "logs", "access_tokens",
+                 "oauth_clients", "_baseline"}
         unknown = set(st) - known
         if unknown:
             raise ValueError("unknown state keys: %s" % ", ".join(sorted(unknown)))
@@ -551,6 +559,7 @@ class Okta(Product):
         for t in toks:
             if not isinstance(t, str) or not t:
                 raise ValueError("access_tokens must be a list of strings")
+        clients = validate_oauth_clients(st.get("oauth_clients", {}))
 
         # Fill in what real Okta always sends, so minimal test states are valid objects.
         ts = iso(now)
@@ -582,6 +591,7 @@ class Okta(Product):
         self.logs = logs
         self.log_seq = seqs
         self.access_tokens = set(toks)
+        self.oauth_clients = clients
         self._index()
         if old is not None:
             self._diff(old, now)
@@ -865,6 +875,10 @@ class Okta(Product):
                     raise ValueError("bucket limit for %s must be an integer >= 0" % k)
                 out[name] = v
             return out
+        if key == "okta_html":
+            if not isinstance(value, bool):
+                raise ValueError("okta_html must be a boolean")
+            return value
         if key == "okta_concurrency":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError("okta_concurrency must be an integer >= 1 or null")
@@ -908,6 +922,12 @@ class Okta(Product):
         return None
 
     def finish(self, req, resp):
+        f = self.server.faults
+        if f.get("okta_html") and (not f.get("fail_path") or re.search(f["fail_path"], req.path)):
+            # what a proxy, a captive portal or a wrong base URL answers: a 200 HTML page
+            resp = Response(200, [("Content-Type", "text/html; charset=utf-8")],
+                            b"<!DOCTYPE html><html><head><title>Sign In</title></head>"
+                            b"<body>Please sign in</body></html>")
         rl = req.ctx.get("rl")
         if rl is None:
             bucket = bucket_of(req.method, req.path)
@@ -938,17 +958,161 @@ class Okta(Product):
         return okta_error(status, code, summary)
 
     # ---------------------------------------------------------------- request handling
-    def _auth_ok(self, req):
+    def _auth(self, req):
+        """None when the request may proceed, else the error response (okta-api.md 7)."""
         a = req.headers.get("authorization")
+        invalid = okta_error(401, "E0000011", "Invalid token provided")
         if not a:
-            return False
+            return invalid
         scheme, _, tok = a.partition(" ")
         s = scheme.lower()
         if s == "ssws":
-            return tok == API_TOKEN
-        if s in ("bearer", "dpop"):
-            return tok in self.access_tokens
-        return False
+            return None if tok == API_TOKEN else invalid
+        if s not in ("bearer", "dpop"):
+            return invalid
+        if tok in self.access_tokens:  # static tokens from the state: any scope, no binding
+            return None
+        info = self.issued.get(tok)
+        if info is None or self.server.now() >= info["exp"]:
+            return invalid
+        if info["jkt"] is not None:
+            # DPoP-bound: scheme DPoP and a valid proof with ath (okta-api.md 7.3)
+            if s != "dpop":
+                return invalid
+            try:
+                jkt = self._check_proof(req, req.headers.get("dpop"), ath_for=tok)
+            except _ProofError as e:
+                return okta_error(401, "E0000011", "Invalid token provided",
+                                  headers=[("WWW-Authenticate",
+                                            'DPoP error="invalid_dpop_proof", '
+                                            'error_description="%s"' % e)])
+            if jkt != info["jkt"]:
+                return okta_error(401, "E0000011", "Invalid token provided",
+                                  headers=[("WWW-Authenticate",
+                                            'DPoP error="invalid_dpop_proof", '
+                                            'error_description="key does not match the token"')])
+        elif s != "bearer":
+            return invalid
+        need = scope_for(req.path)
+        if need and need not in info["scopes"] and need.replace(".read", ".manage") not in info["scopes"]:
+            return okta_error(403, "E0000006",
+                              "You do not have permission to perform the requested action",
+                              headers=[("WWW-Authenticate",
+                                        'Bearer error="insufficient_scope", '
+                                        'error_description="The access token provided does not '
+                                        'contain the required scopes.", scope="%s"' % need)])
+        return None
+
+    # -- OAuth 2.0: POST /oauth2/v1/token (okta-api.md 7.2, 7.3)
+    def _check_proof(self, req, proof, ath_for=None):
+        """Validates a DPoP proof for this request; returns the JWK thumbprint of its key."""
+        if not proof:
+            raise _ProofError("The DPoP proof JWT header is missing.")
+        try:
+            hdr, claims, signed, sig = jwt_parts(proof)
+        except ValueError:
+            raise _ProofError("The DPoP proof JWT is malformed.") from None
+        if hdr.get("typ") != "dpop+jwt":
+            raise _ProofError("The DPoP proof JWT typ is not dpop+jwt.")
+        jwk = hdr.get("jwk")
+        if not isinstance(jwk, dict) or "d" in jwk or hdr.get("alg") != "RS256":
+            raise _ProofError("The DPoP proof JWT has no usable public jwk (RS256).")
+        if not rs256_verify(jwk, signed, sig):
+            raise _ProofError("The DPoP proof JWT signature is invalid.")
+        if claims.get("htm") != req.method:
+            raise _ProofError("The DPoP proof htm does not match the request method.")
+        want = req.base_url + req.raw_path
+        htu = claims.get("htu")
+        if not isinstance(htu, str) or htu.split("?")[0].split("#")[0] != want:
+            raise _ProofError("The DPoP proof htu does not match the request URL.")
+        iat = claims.get("iat")
+        if not isinstance(iat, (int, float)) or abs(self.server.now() - iat) > 300:
+            raise _ProofError("The DPoP proof iat is too far from now.")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or ("dpop", jti) in self.seen_jti:
+            raise _ProofError("The DPoP proof jti is missing or was already used.")
+        if ath_for is not None:
+            ath = b64url(hashlib.sha256(ath_for.encode()).digest())
+            if claims.get("ath") != ath:
+                raise _ProofError("The DPoP proof ath does not match the access token.")
+        self.seen_jti.add(("dpop", jti))
+        return jwk_thumbprint(jwk)
+
+    def token(self, req):
+        def oauth_err(status, err, desc, headers=None):
+            return json_response(status, {"error": err, "error_description": desc}, headers)
+        if req.method != "POST":
+            return okta_error(405, "E0000022", "The endpoint does not support the provided HTTP method",
+                              headers=[("Allow", "POST")])
+        try:
+            form = urllib.parse.parse_qs(req.body.decode("utf-8"), keep_blank_values=True,
+                                         errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return oauth_err(400, "invalid_request", "The request body is not a valid form.")
+        f = {k: v[0] for k, v in form.items()}
+        if f.get("grant_type") != "client_credentials":
+            return oauth_err(400, "unsupported_grant_type",
+                             "The authorization grant type is not supported by the authorization server.")
+        if f.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" \
+                or not f.get("client_assertion"):
+            return oauth_err(401, "invalid_client",
+                             "Client authentication failed: private_key_jwt is required.")
+        now = self.server.now()
+        try:
+            hdr, claims, signed, sig = jwt_parts(f["client_assertion"])
+        except ValueError:
+            return oauth_err(401, "invalid_client", "The client_assertion is not a valid JWT.")
+        cid = claims.get("iss")
+        client = self.oauth_clients.get(cid) if isinstance(cid, str) else None
+        if client is None or claims.get("sub") != cid:
+            return oauth_err(401, "invalid_client",
+                             "The client_assertion iss and sub must be the client_id of a known client.")
+        if hdr.get("alg") != "RS256":
+            return oauth_err(401, "invalid_client", "The client_assertion alg is not supported.")
+        keys = [k for k in client["jwks"] if not hdr.get("kid") or k.get("kid") in (None, hdr["kid"])]
+        if not any(rs256_verify(k, signed, sig) for k in keys):
+            return oauth_err(401, "invalid_client", "The client_assertion signature is invalid.")
+        if claims.get("aud") != req.base_url + "/oauth2/v1/token":
+            return oauth_err(401, "invalid_client", "The audience [aud] claim is not valid.")
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= now:
+            return oauth_err(401, "invalid_client", "The client_assertion token is expired.")
+        if exp > now + 3600 + 60:
+            return oauth_err(401, "invalid_client",
+                             "The client_assertion token has an expiration too far in the future.")
+        jti = claims.get("jti")
+        if jti is not None:
+            if ("assertion", jti) in self.seen_jti:
+                return oauth_err(401, "invalid_client",
+                                 "The client_assertion token has already been used.")
+        jkt = None
+        if client.get("dpop", True):
+            proof = req.headers.get("dpop")
+            if not proof:
+                return oauth_err(400, "invalid_dpop_proof", "The DPoP proof JWT header is missing.")
+            try:
+                jkt = self._check_proof(req, proof)
+            except _ProofError as e:
+                return oauth_err(400, "invalid_dpop_proof", str(e))
+            _, pclaims, _, _ = jwt_parts(proof)
+            if pclaims.get("nonce") != self.dpop_nonce:
+                return oauth_err(400, "use_dpop_nonce",
+                                 "Authorization server requires nonce in DPoP proof.",
+                                 [("dpop-nonce", self.dpop_nonce)])
+        if jti is not None:
+            self.seen_jti.add(("assertion", jti))
+        want = (f.get("scope") or "").split()
+        granted = client.get("scopes", [])
+        bad = [x for x in want if x not in granted]
+        if not want or bad:
+            return oauth_err(400, "invalid_scope",
+                             "The following scopes are not allowed: %s" % " ".join(bad or ["(none)"]))
+        tok = "".join(self.rng.choice(B62) for _ in range(48))
+        life = client["token_lifetime"]
+        self.issued[tok] = {"client": cid, "scopes": set(want), "exp": now + life, "jkt": jkt}
+        return json_response(200, {"token_type": "DPoP" if jkt else "Bearer", "expires_in": life,
+                                   "access_token": tok, "scope": " ".join(want)},
+                             [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
 
     ROUTES = [
         (re.compile(r"^/api/v1/users$"), "list_users"),
@@ -965,8 +1129,11 @@ class Okta(Product):
     ]
 
     def handle(self, req):
-        if not self._auth_ok(req):
-            return okta_error(401, "E0000011", "Invalid token provided")
+        if req.path == "/oauth2/v1/token":
+            return self.token(req)
+        denied = self._auth(req)
+        if denied is not None:
+            return denied
         for rx, name in self.ROUTES:
             m = rx.match(req.path)
             if m:
@@ -1472,6 +1639,101 @@ class Okta(Product):
                 last = (pub_ms, s)
         params = self._params(req, ("since", "until", "filter", "q", "limit", "sortOrder", "after"))
         return self._ok(body, self._links(req, params, nxt, drop=("since",)))
+
+
+class _ProofError(ValueError):
+    pass
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwt_parts(token):
+    """(header, claims, signed bytes, signature bytes) of a compact JWS; ValueError if malformed."""
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3:
+        raise ValueError("not a compact JWS")
+    hdr = json.loads(b64url_decode(parts[0]))
+    claims = json.loads(b64url_decode(parts[1]))
+    if not isinstance(hdr, dict) or not isinstance(claims, dict):
+        raise ValueError("header and claims must be objects")
+    return hdr, claims, (parts[0] + "." + parts[1]).encode(), b64url_decode(parts[2])
+
+
+_SHA256_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def rs256_verify(jwk, signed, sig):
+    """RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 8.2.2): s^e mod n must be the padded digest."""
+    try:
+        if jwk.get("kty") != "RSA":
+            return False
+        n = int.from_bytes(b64url_decode(jwk["n"]), "big")
+        e = int.from_bytes(b64url_decode(jwk["e"]), "big")
+    except (KeyError, ValueError, TypeError):
+        return False
+    k = (n.bit_length() + 7) // 8
+    if len(sig) != k or k < 256:
+        return False
+    s_int = int.from_bytes(sig, "big")
+    if s_int >= n:
+        return False
+    em = pow(s_int, e, n).to_bytes(k, "big")
+    t = _SHA256_PREFIX + hashlib.sha256(signed).digest()
+    return em == b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
+
+
+def jwk_thumbprint(jwk):
+    """RFC 7638 thumbprint of an RSA public JWK."""
+    canon = json.dumps({"e": jwk.get("e"), "kty": "RSA", "n": jwk.get("n")},
+                       separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canon.encode()).digest())
+
+
+SCOPES = (("/api/v1/users", "okta.users.read"), ("/api/v1/groups", "okta.groups.read"),
+          ("/api/v1/apps", "okta.apps.read"), ("/api/v1/logs", "okta.logs.read"))
+
+
+def scope_for(path):
+    """The OAuth scope a read of `path` needs (okta-api.md 7.2), or None."""
+    for prefix, scope in SCOPES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return scope
+    return None
+
+
+def validate_oauth_clients(clients):
+    """{"<client_id>": {"jwks": [RSA public JWK], "scopes": [granted], "dpop": true,
+    "token_lifetime": 3600}} (token_lifetime is a test knob: real tokens last 1 h)."""
+    if not isinstance(clients, dict):
+        raise ValueError("oauth_clients must be an object {client_id: {jwks, scopes, dpop}}")
+    out = {}
+    for cid, c in clients.items():
+        if not isinstance(c, dict) or not isinstance(c.get("jwks"), list) or not c["jwks"]:
+            raise ValueError("oauth_clients[%s].jwks must be a non-empty list of JWKs" % cid)
+        for k in c["jwks"]:
+            if not isinstance(k, dict) or k.get("kty") != "RSA" or "n" not in k or "e" not in k:
+                raise ValueError("oauth_clients[%s].jwks: RSA public keys only" % cid)
+            if "d" in k:
+                raise ValueError("oauth_clients[%s].jwks: a private key was given" % cid)
+        sc = c.get("scopes", [])
+        if not isinstance(sc, list) or not all(isinstance(x, str) for x in sc):
+            raise ValueError("oauth_clients[%s].scopes must be a list of strings" % cid)
+        if not isinstance(c.get("dpop", True), bool):
+            raise ValueError("oauth_clients[%s].dpop must be a boolean" % cid)
+        life = c.get("token_lifetime", 3600)
+        if not isinstance(life, int) or isinstance(life, bool) or not 1 <= life <= 3600:
+            raise ValueError("oauth_clients[%s].token_lifetime must be 1..3600 seconds" % cid)
+        out[cid] = {"jwks": c["jwks"], "scopes": list(sc), "dpop": c.get("dpop", True),
+                    "token_lifetime": life}
+    return out
 
 
 class _ApiError(Exception):

@@ -1,0 +1,1017 @@
+/*
+** okta.c: the Okta client core (include/usersync/okta.h).
+**
+** Provides: us_okta_* (client, listings, OAuth/DPoP, rate-limit buckets).
+** Uses: the HTTP engine (http.h) for every request, jsonscan.h to read
+** paging and error fields, crypto.h for private_key_jwt and DPoP proofs,
+** timeutil.h for clocks and the response Date.
+**
+** Requests: every request is a `struct oreq` owned by this file. Its engine
+** hooks do the accounting only (never call out to the caller):
+**   governor  holds a request back while its bucket is at our share;
+**             a start it allows counts as in flight against the bucket
+**   on_retry  reads the rate-limit headers of the failed attempt, releases
+**             its bucket slot and signs a fresh DPoP proof for the retry
+**   done      reads the headers of the final attempt and releases the slots
+** Page callbacks run from us_okta_list's own loop, outside engine dispatch,
+** so a callback may use the engine (or this client) again.
+*/
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "usersync/crypto.h"
+#include "usersync/jsonscan.h"
+#include "usersync/okta.h"
+#include "usersync/timeutil.h"
+
+#define DEFAULT_SCOPES "okta.users.read okta.groups.read okta.apps.read okta.logs.read"
+#define RENEW_BEFORE_S 300.0
+#define MAX_GOVERNOR_WAIT_S 65.0
+
+enum {
+  B_USERS,
+  B_USER,
+  B_USERS_ANY,
+  B_GROUP,
+  B_GROUPS_ANY,
+  B_APP,
+  B_APPS_ANY,
+  B_LOGS,
+  B_API,
+  B_TOKEN,
+  B_OTHER
+};
+static const char *const bucket_names[US_OKTA_NBUCKETS] = {
+    "/api/v1/users",   "/api/v1/users/{id}", "/api/v1/users*", "/api/v1/groups/{id}",
+    "/api/v1/groups*", "/api/v1/apps/{id}",  "/api/v1/apps*",  "/api/v1/logs",
+    "/api/v1",         "/oauth2/v1/token",   "other"};
+
+struct bucket {
+  int known;
+  long limit, remaining;
+  long long reset;
+  double reset_at; /* monotonic seconds when the window is over (+1 s) */
+  int inflight;
+  unsigned long requests, throttled, waits, rate_limited;
+};
+
+struct us_okta {
+  us_http *e;
+  char *base;   /* "https://org.okta.com" without a trailing slash */
+  char *origin; /* scheme://host[:port] of base, for next-link checks */
+  char *ssws;   /* "SSWS <token>" or NULL */
+  /* OAuth */
+  char *client_id, *key_id, *scopes, *token_url;
+  struct us_key *key;
+  char *jwk; /* public JWK JSON */
+  int dpop;
+  char *access_token; /* NULL until obtained */
+  char *token_type;   /* "DPoP" or "Bearer" */
+  char *granted_scope;
+  char *ath;          /* b64url(sha256(access_token)) */
+  double token_until; /* monotonic */
+  char *nonce;        /* last DPoP nonce from the token endpoint */
+  /* limits */
+  double share;
+  int concurrency;
+  long timeout_ms, max_wait_ms;
+  int max_retries;
+  int inflight; /* submitted and not yet completed */
+  unsigned long requests;
+  struct bucket b[US_OKTA_NBUCKETS];
+};
+
+struct oreq {
+  us_okta *c;
+  us_http_req *h;
+  int bucket;
+  int granted;  /* holds a slot of its bucket */
+  int finished; /* done callback ran */
+  int api;      /* 1: API call (DPoP proof with ath) */
+  char *method, *url;
+};
+
+/* ---------------------------------------------------------------- utilities */
+
+static char *dup0(const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s);
+  char *p = malloc(n + 1);
+  if (p)
+    memcpy(p, s, n + 1);
+  return p;
+}
+
+static char *dupn(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  if (p) {
+    memcpy(p, s, n);
+    p[n] = '\0';
+  }
+  return p;
+}
+
+/* printf into a fresh malloc'd string. */
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  int n = vsnprintf(NULL, 0, f, ap);
+  va_end(ap);
+  if (n < 0)
+    return NULL;
+  char *p = malloc((size_t)n + 1);
+  if (!p)
+    return NULL;
+  va_start(ap, f);
+  vsnprintf(p, (size_t)n + 1, f, ap);
+  va_end(ap);
+  return p;
+}
+
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...) {
+  if (!err)
+    return;
+  memset(err, 0, sizeof *err);
+  snprintf(err->code, sizeof err->code, "%s", code);
+  err->status = status;
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(err->message, sizeof err->message, f, ap);
+  va_end(ap);
+}
+
+char *us_okta_urlencode(const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = strlen(s);
+  char *out = malloc(n * 3 + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (isalnum(*p) || strchr("-._~", *p)) {
+      *o++ = (char)*p;
+    } else {
+      *o++ = '%';
+      *o++ = hex[*p >> 4];
+      *o++ = hex[*p & 15];
+    }
+  }
+  *o = '\0';
+  return out;
+}
+
+/* JSON string literal of s (quotes included), malloc'd. */
+static char *json_str(const char *s) {
+  size_t n = strlen(s);
+  char *out = malloc(n * 6 + 3), *o = out;
+  if (!out)
+    return NULL;
+  *o++ = '"';
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      *o++ = '\\';
+      *o++ = (char)*p;
+    } else if (*p < 0x20) {
+      o += sprintf(o, "\\u%04x", *p);
+    } else {
+      *o++ = (char)*p;
+    }
+  }
+  *o++ = '"';
+  *o = '\0';
+  return out;
+}
+
+/* Start of the path in an absolute URL (or the string itself). */
+static const char *url_path(const char *url) {
+  const char *p = strstr(url, "://");
+  if (!p)
+    return url;
+  p = strchr(p + 3, '/');
+  return p ? p : "/";
+}
+
+/* Length of the path of url without query or fragment. */
+static size_t path_len(const char *path) { return strcspn(path, "?#"); }
+
+/* "scheme://host[:port]" of url, malloc'd. */
+static char *origin_of(const char *url) {
+  const char *p = strstr(url, "://");
+  if (!p)
+    return NULL;
+  const char *end = p + 3 + strcspn(p + 3, "/?#");
+  char *o = dupn(url, (size_t)(end - url));
+  for (char *q = o; q && *q; q++)
+    *q = (char)tolower((unsigned char)*q);
+  return o;
+}
+
+/* ---------------------------------------------------------------- buckets */
+
+/* Which rate-limit bucket a request counts against (okta-api.md section 4). */
+static int bucket_of(const char *method, const char *url) {
+  const char *p = url_path(url);
+  size_t n = path_len(p);
+  int get = strcmp(method, "GET") == 0;
+#define IS(lit) (n == sizeof(lit) - 1 && strncmp(p, lit, n) == 0)
+#define UNDER(lit) (n > sizeof(lit) - 1 && strncmp(p, lit, sizeof(lit) - 1) == 0)
+  if (IS("/oauth2/v1/token"))
+    return B_TOKEN;
+  if (IS("/api/v1/users"))
+    return B_USERS;
+  if (UNDER("/api/v1/users/")) {
+    const char *rest = p + sizeof("/api/v1/users/") - 1;
+    size_t rn = n - (size_t)(rest - p);
+    return get && !memchr(rest, '/', rn) ? B_USER : B_USERS_ANY;
+  }
+  if (IS("/api/v1/groups"))
+    return B_GROUPS_ANY;
+  if (UNDER("/api/v1/groups/")) {
+    const char *rest = p + sizeof("/api/v1/groups/") - 1;
+    return memchr(rest, '/', n - (size_t)(rest - p)) ? B_GROUPS_ANY : B_GROUP;
+  }
+  if (IS("/api/v1/apps"))
+    return B_APPS_ANY;
+  if (UNDER("/api/v1/apps/")) {
+    const char *rest = p + sizeof("/api/v1/apps/") - 1;
+    return memchr(rest, '/', n - (size_t)(rest - p)) ? B_APPS_ANY : B_APP;
+  }
+  if (IS("/api/v1/logs") || UNDER("/api/v1/logs/"))
+    return B_LOGS;
+  if (IS("/api/v1") || UNDER("/api/v1/"))
+    return B_API;
+  return B_OTHER;
+#undef IS
+#undef UNDER
+}
+
+static int header_long(const struct us_http_response *r, const char *name, long long *out) {
+  const char *v = us_http_header(r, name);
+  if (!v)
+    return 0;
+  char *end;
+  long long x = strtoll(v, &end, 10);
+  if (end == v)
+    return 0;
+  *out = x;
+  return 1;
+}
+
+/* Reads X-Rate-Limit-* of one attempt into its bucket. The reset is measured
+** against the response's Date (never the local clock): windows are not
+** minute-aligned and clocks drift. */
+static void observe(us_okta *c, int bi, const struct us_http_response *r) {
+  c->requests++;
+  if (r->code)
+    return;
+  struct bucket *b = &c->b[bi];
+  b->requests++;
+  if (r->status == 429)
+    b->rate_limited++;
+  long long lim, rem, reset;
+  if (!header_long(r, "x-rate-limit-limit", &lim) ||
+      !header_long(r, "x-rate-limit-remaining", &rem) ||
+      !header_long(r, "x-rate-limit-reset", &reset))
+    return;
+  if (lim == 0 && rem == 0)
+    return; /* the concurrency limit, not the bucket (okta-api.md section 5) */
+  /* several reset headers: the smallest one counts */
+  for (size_t i = us_http_header_next(r, "x-rate-limit-reset", 0); i < r->nheaders;
+       i = us_http_header_next(r, "x-rate-limit-reset", i + 1)) {
+    long long x = strtoll(r->headers[i].value, NULL, 10);
+    if (x > 0 && x < reset)
+      reset = x;
+  }
+  double date = us_time_now();
+  const char *d = us_http_header(r, "date");
+  if (d)
+    us_time_parse_http_date(d, (size_t)-1, &date);
+  double in = (double)reset - date + 1.0;
+  if (in < 0)
+    in = 0;
+  if (in > MAX_GOVERNOR_WAIT_S)
+    in = MAX_GOVERNOR_WAIT_S;
+  if (!b->known || reset > b->reset) {
+    b->known = 1;
+    b->limit = (long)lim;
+    b->remaining = (long)rem;
+    b->reset = reset;
+    b->reset_at = us_time_monotonic() + in;
+  } else if (reset == b->reset) { /* the same window */
+    if (rem < b->remaining) {
+      b->remaining = (long)rem; /* a later answer */
+      b->limit = (long)lim;
+    }
+    double at = us_time_monotonic() + in;
+    if (at < b->reset_at)
+      b->reset_at = at; /* every Date measures the same reset: keep the nearest */
+  }
+}
+
+/* Engine governor: 0 to start now, else ms to hold the request back. Keeps
+** (1 - share) of every bucket free for the org's other integrations. */
+static long governor(void *ud, const char *host, const char *method, const char *url) {
+  struct oreq *q = ud;
+  us_okta *c = q->c;
+  struct bucket *b = &c->b[q->bucket];
+  double now = us_time_monotonic();
+  if (b->known && now < b->reset_at) {
+    long ours = (long)((double)b->limit * c->share);
+    if (ours < 1)
+      ours = 1;
+    long reserve = b->limit - ours;
+    if (b->remaining - b->inflight <= reserve) {
+      b->waits++;
+      /* at most 1 s at a time: a later response may bring the reset closer */
+      long ms = (long)((b->reset_at - now) * 1000.0) + 1;
+      return ms < 1000 ? ms : 1000;
+    }
+  }
+  if (!q->granted) {
+    q->granted = 1;
+    b->inflight++;
+  }
+  return 0;
+}
+
+static void ungrant(struct oreq *q) {
+  if (q->granted) {
+    q->granted = 0;
+    q->c->b[q->bucket].inflight--;
+  }
+}
+
+/* ---------------------------------------------------------------- DPoP */
+
+/* A DPoP proof (RFC 9449) for method and url; ath when an access token is
+** bound. malloc'd or NULL. */
+static char *dpop_proof(us_okta *c, const char *method, const char *url, int with_ath) {
+  char *htu_s = dupn(url, (size_t)(url_path(url) - url) + path_len(url_path(url)));
+  char *jti = us_random_hex(16);
+  char *htu = htu_s ? json_str(htu_s) : NULL;
+  char *nonce = c->nonce ? json_str(c->nonce) : NULL;
+  char *hdr = fmt("{\"typ\":\"dpop+jwt\",\"alg\":\"%s\",\"jwk\":%s}", us_key_alg(c->key), c->jwk);
+  char *claims = NULL, *out = NULL;
+  if (htu_s && jti && htu && hdr && (!c->nonce || nonce))
+    claims = fmt("{\"htm\":\"%s\",\"htu\":%s,\"iat\":%lld,\"jti\":\"%s\"%s%s%s%s%s}", method, htu,
+                 (long long)us_time_now(), jti, with_ath && c->ath ? ",\"ath\":\"" : "",
+                 with_ath && c->ath ? c->ath : "", with_ath && c->ath ? "\"" : "",
+                 nonce ? ",\"nonce\":" : "", nonce ? nonce : "");
+  char ebuf[128];
+  if (claims)
+    out = us_jwt_sign(c->key, hdr, claims, ebuf, sizeof ebuf);
+  free(htu_s);
+  free(jti);
+  free(htu);
+  free(nonce);
+  free(hdr);
+  free(claims);
+  return out;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void oreq_done(us_http_req *h, const struct us_http_response *r, void *ud) {
+  struct oreq *q = ud;
+  observe(q->c, q->bucket, r);
+  ungrant(q);
+  q->finished = 1;
+  q->c->inflight--;
+}
+
+static void oreq_retry(us_http_req *h, const struct us_http_response *last, int n, void *ud) {
+  struct oreq *q = ud;
+  observe(q->c, q->bucket, last);
+  ungrant(q);
+  if (q->api && q->c->key && q->c->dpop) {
+    char *proof = dpop_proof(q->c, q->method, q->url, 1);
+    if (proof)
+      us_http_req_set_header(h, "DPoP", proof);
+    free(proof);
+  }
+}
+
+static void oreq_free(struct oreq *q) {
+  if (!q)
+    return;
+  if (!q->finished) {
+    ungrant(q);
+    q->c->inflight--;
+  }
+  us_http_release(q->h);
+  free(q->method);
+  free(q->url);
+  free(q);
+}
+
+/* Submits method url (absolute) with the given headers plus the engine
+** settings of the client. NULL with err on failure. */
+static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
+                               const struct us_http_header *hs, size_t nh, const char *body,
+                               size_t body_len, int max_retries, struct us_okta_error *err) {
+  if (!c->e) {
+    set_err(err, US_HTTP_ECANCELED, 0, "okta: the HTTP client is closed");
+    return NULL;
+  }
+  struct oreq *q = calloc(1, sizeof *q);
+  if (!q || !(q->method = dup0(method)) || !(q->url = dup0(url))) {
+    if (q)
+      free(q->method);
+    free(q);
+    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    return NULL;
+  }
+  q->c = c;
+  q->bucket = bucket_of(method, url);
+  q->finished = 1; /* until submitted */
+  struct us_http_request r;
+  memset(&r, 0, sizeof r);
+  r.method = method;
+  r.url = url;
+  r.headers = hs;
+  r.nheaders = nh;
+  r.body = body;
+  r.body_len = body_len;
+  r.timeout_ms = c->timeout_ms;
+  r.max_retries = max_retries;
+  r.max_wait_ms = c->max_wait_ms;
+  r.retry_headers = US_HTTP_RETRY_HEADERS_OKTA;
+  r.on_retry = oreq_retry;
+  r.done = oreq_done;
+  r.ud = q;
+  r.governor = governor;
+  r.governor_ud = q;
+  const char *e = NULL;
+  q->h = us_http_submit(c->e, &r, &e);
+  if (!q->h) {
+    char path[200];
+    snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(url)), url_path(url));
+    set_err(err, US_HTTP_EURL, 0, "okta: %s %s: %s", method, path, e ? e : "cannot submit");
+    free(q->method);
+    free(q->url);
+    free(q);
+    return NULL;
+  }
+  q->finished = 0;
+  c->inflight++;
+  return q;
+}
+
+/* Submits an authenticated API GET of url. */
+static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error *err) {
+  if (us_okta_authenticate(c, err) != 0)
+    return NULL;
+  struct us_http_header hs[4];
+  size_t nh = 0;
+  hs[nh++] = (struct us_http_header){"Accept", "application/json"};
+  /* Payload trimming (okta-api.md 1.1): only with all three options. */
+  hs[nh++] = (struct us_http_header){
+      "Content-Type", "application/json; okta-response=omitCredentials,omitCredentialsLinks,"
+                      "omitTransitioningToStatus"};
+  char *auth = NULL, *proof = NULL;
+  if (c->ssws) {
+    hs[nh++] = (struct us_http_header){"Authorization", c->ssws};
+  } else {
+    auth = fmt("%s %s", c->token_type, c->access_token);
+    if (c->dpop && !strcasecmp(c->token_type, "DPoP"))
+      proof = dpop_proof(c, "GET", url, 1);
+    if (!auth || (c->dpop && !strcasecmp(c->token_type, "DPoP") && !proof)) {
+      free(auth);
+      free(proof);
+      set_err(err, US_HTTP_ENOMEM, 0, "okta: cannot sign the DPoP proof");
+      return NULL;
+    }
+    hs[nh++] = (struct us_http_header){"Authorization", auth};
+    if (proof)
+      hs[nh++] = (struct us_http_header){"DPoP", proof};
+  }
+  struct oreq *q = submit_raw(c, "GET", url, hs, nh, NULL, 0, c->max_retries, err);
+  if (q)
+    q->api = 1;
+  free(auth);
+  free(proof);
+  return q;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void copy_json_str(const struct us_jval *root, const char *path, char *out, size_t n) {
+  struct us_jval v;
+  if (!us_json_get(root, path, &v))
+    return;
+  char *s = us_json_strdup(&v, NULL);
+  if (s) {
+    snprintf(out, n, "%s", s);
+    for (char *p = out; *p; p++)
+      if ((unsigned char)*p < 0x20)
+        *p = ' ';
+  }
+  free(s);
+}
+
+static int looks_html(const struct us_http_response *r) {
+  const char *ct = us_http_header(r, "content-type");
+  if (ct && (strstr(ct, "html") || strstr(ct, "HTML")))
+    return 1;
+  const char *p = r->body;
+  while (p && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    p++;
+  return p && *p == '<';
+}
+
+/* Checks a completed request: 0 and *root (the parsed body) when it is a 2xx
+** with valid JSON of the wanted type (US_J_ARRAY, US_J_OBJECT, or
+** US_J_INVALID for any); -1 with err otherwise. */
+static int check_response(const struct oreq *q, const struct us_http_response *r,
+                          enum us_jtype want, struct us_jval *root, struct us_okta_error *err) {
+  char path[160];
+  const char *p = url_path(q->url);
+  snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
+  if (r->code) {
+    set_err(err, r->code, r->status, "okta: %s %s: %s", q->method, path, r->message);
+    return -1;
+  }
+  const char *rid = us_http_header(r, "x-okta-request-id");
+  int ok_json = us_json_parse(r->body, r->body_len, root);
+  if (r->status >= 200 && r->status < 300) {
+    if (!ok_json) {
+      if (looks_html(r))
+        set_err(err, "OKTA_HTML", r->status,
+                "okta: %s %s: HTTP %ld with an HTML body instead of JSON (a proxy or sign-in "
+                "page?)",
+                q->method, path, r->status);
+      else
+        set_err(err, "OKTA_BAD_JSON", r->status,
+                "okta: %s %s: HTTP %ld with a truncated or malformed JSON body (%zu bytes)",
+                q->method, path, r->status, r->body_len);
+    } else if (want != US_J_INVALID && root->type != want) {
+      set_err(err, "OKTA_BAD_JSON", r->status, "okta: %s %s: expected a JSON %s, got another type",
+              q->method, path, want == US_J_ARRAY ? "array" : "object");
+    } else {
+      return 0;
+    }
+    if (rid)
+      snprintf(err->request_id, sizeof err->request_id, "%s", rid);
+    return -1;
+  }
+  /* an error status */
+  const char *code = "OKTA_HTTP";
+  if (r->status == 401)
+    code = "OKTA_AUTH";
+  else if (r->status == 403)
+    code = "OKTA_FORBIDDEN";
+  else if (r->status == 404)
+    code = "OKTA_NOT_FOUND";
+  else if (r->status == 429)
+    code = "OKTA_RATE_LIMITED";
+  else if (r->status == 400)
+    code = "OKTA_BAD_REQUEST";
+  else if (r->status >= 500)
+    code = "OKTA_SERVER";
+  char ecode[24] = "", summary[256] = "", cause[200] = "";
+  if (ok_json && root->type == US_J_OBJECT) {
+    copy_json_str(root, "errorCode", ecode, sizeof ecode);
+    copy_json_str(root, "errorSummary", summary, sizeof summary);
+    copy_json_str(root, "errorCauses[0].errorSummary", cause, sizeof cause);
+    if (!ecode[0]) { /* OAuth error shape */
+      copy_json_str(root, "error", ecode, sizeof ecode);
+      copy_json_str(root, "error_description", summary, sizeof summary);
+    }
+  } else if (looks_html(r)) {
+    code = "OKTA_HTML";
+    snprintf(summary, sizeof summary, "HTML body instead of an Okta error");
+  } else {
+    snprintf(summary, sizeof summary, "body is not an Okta error (%zu bytes)", r->body_len);
+  }
+  char retried[64] = "";
+  if (r->gave_up)
+    snprintf(retried, sizeof retried, "; gave up after %d retr%s", r->retries,
+             r->retries == 1 ? "y" : "ies");
+  set_err(err, code, r->status, "okta: %s %s: HTTP %ld%s%s %s%s%s%s%s%s%s", q->method, path,
+          r->status, ecode[0] ? " " : "", ecode, summary, cause[0] ? " (" : "", cause,
+          cause[0] ? ")" : "", rid ? " [request id " : "", rid ? rid : "", rid ? "]" : "");
+  size_t ml = strlen(err->message);
+  if (retried[0] && ml + strlen(retried) < sizeof err->message)
+    memcpy(err->message + ml, retried, strlen(retried) + 1);
+  snprintf(err->error_code, sizeof err->error_code, "%s", ecode);
+  snprintf(err->summary, sizeof err->summary, "%s", summary);
+  if (rid)
+    snprintf(err->request_id, sizeof err->request_id, "%s", rid);
+  return -1;
+}
+
+/* ---------------------------------------------------------------- OAuth */
+
+static void forget_token(us_okta *c) {
+  if (c->access_token)
+    memset(c->access_token, 0, strlen(c->access_token));
+  free(c->access_token);
+  free(c->token_type);
+  free(c->granted_scope);
+  free(c->ath);
+  c->access_token = c->token_type = c->granted_scope = c->ath = NULL;
+}
+
+/* The client assertion (private_key_jwt): iss = sub = client_id, aud = the
+** token URL, exp 5 minutes ahead, a fresh jti. */
+static char *client_assertion(us_okta *c) {
+  long long now = (long long)us_time_now();
+  char *jti = us_random_hex(16);
+  char *cid = json_str(c->client_id), *aud = json_str(c->token_url);
+  char *kid = c->key_id ? json_str(c->key_id) : NULL;
+  char *hdr =
+      fmt("{\"alg\":\"%s\"%s%s}", us_key_alg(c->key), kid ? ",\"kid\":" : "", kid ? kid : "");
+  char *claims = NULL, *out = NULL;
+  if (jti && cid && aud)
+    claims = fmt("{\"iss\":%s,\"sub\":%s,\"aud\":%s,\"iat\":%lld,\"exp\":%lld,\"jti\":\"%s\"}", cid,
+                 cid, aud, now, now + 300, jti);
+  char ebuf[128];
+  if (hdr && claims)
+    out = us_jwt_sign(c->key, hdr, claims, ebuf, sizeof ebuf);
+  free(jti);
+  free(cid);
+  free(aud);
+  free(kid);
+  free(hdr);
+  free(claims);
+  return out;
+}
+
+/* One token request; 0 ok, 1 to repeat with a new nonce, -1 error. */
+static int token_attempt(us_okta *c, struct us_okta_error *err) {
+  char *assertion = client_assertion(c);
+  char *scope = us_okta_urlencode(c->scopes);
+  char *proof = c->dpop ? dpop_proof(c, "POST", c->token_url, 0) : NULL;
+  char *body = NULL;
+  if (assertion && scope)
+    body = fmt("grant_type=client_credentials&scope=%s&client_assertion_type=urn%%3Aietf%%3Aparams"
+               "%%3Aoauth%%3Aclient-assertion-type%%3Ajwt-bearer&client_assertion=%s",
+               scope, assertion);
+  free(assertion);
+  free(scope);
+  if (!body || (c->dpop && !proof)) {
+    free(body);
+    free(proof);
+    set_err(err, "OKTA_OAUTH", 0, "okta: cannot sign the client assertion");
+    return -1;
+  }
+  struct us_http_header hs[3] = {{"Accept", "application/json"},
+                                 {"Content-Type", "application/x-www-form-urlencoded"},
+                                 {"DPoP", proof}};
+  struct oreq *q =
+      submit_raw(c, "POST", c->token_url, hs, proof ? 3 : 2, body, strlen(body), 0, err);
+  free(body);
+  free(proof);
+  if (!q)
+    return -1;
+  us_http_wait(c->e, &q->h, 1, -1);
+  const struct us_http_response *r = us_http_result(q->h);
+  struct us_jval root, v;
+  int rc = -1;
+  if (!r) {
+    set_err(err, US_HTTP_ECANCELED, 0, "okta: token request did not finish");
+  } else if (r->status == 400 && !r->code && us_json_parse(r->body, r->body_len, &root) &&
+             us_json_get(&root, "error", &v) && us_json_streq(&v, "use_dpop_nonce") &&
+             us_http_header(r, "dpop-nonce")) {
+    free(c->nonce);
+    c->nonce = dup0(us_http_header(r, "dpop-nonce"));
+    rc = 1;
+  } else if (check_response(q, r, US_J_OBJECT, &root, err) == 0) {
+    struct us_jval at, tt, ex, sc;
+    long long secs = 3600;
+    if (!us_json_get(&root, "access_token", &at) || at.type != US_J_STRING) {
+      set_err(err, "OKTA_OAUTH", r->status, "okta: token response without access_token");
+    } else {
+      forget_token(c);
+      c->access_token = us_json_strdup(&at, NULL);
+      c->token_type =
+          us_json_get(&root, "token_type", &tt) ? us_json_strdup(&tt, NULL) : dup0("Bearer");
+      c->granted_scope =
+          us_json_get(&root, "scope", &sc) ? us_json_strdup(&sc, NULL) : dup0(c->scopes);
+      if (us_json_get(&root, "expires_in", &ex))
+        us_json_int(&ex, &secs);
+      unsigned char h[32];
+      if (c->access_token)
+        us_sha256(c->access_token, strlen(c->access_token), h);
+      c->ath = us_b64url_encode(h, 32);
+      if (!c->access_token || !c->token_type || !c->ath || !c->granted_scope) {
+        forget_token(c);
+        set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+      } else {
+        double renew = RENEW_BEFORE_S < (double)secs / 2 ? RENEW_BEFORE_S : (double)secs / 2;
+        c->token_until = us_time_monotonic() + (double)secs - renew;
+        rc = 0;
+      }
+    }
+  } else if (err->status == 400 || err->status == 401) {
+    /* the token endpoint speaks OAuth: invalid_client, invalid_dpop_proof, ... */
+    char msg[sizeof err->message];
+    snprintf(msg, sizeof msg, "%s", err->message);
+    snprintf(err->code, sizeof err->code, "OKTA_OAUTH");
+    snprintf(err->message, sizeof err->message, "%s", msg);
+  }
+  oreq_free(q);
+  return rc;
+}
+
+int us_okta_authenticate(us_okta *c, struct us_okta_error *err) {
+  if (!c->key)
+    return 0;
+  if (c->access_token && us_time_monotonic() < c->token_until)
+    return 0;
+  for (int i = 0; i < 3; i++) {
+    int rc = token_attempt(c, err);
+    if (rc <= 0)
+      return rc;
+  }
+  set_err(err, "OKTA_OAUTH", 400, "okta: POST /oauth2/v1/token: the DPoP nonce was refused");
+  return -1;
+}
+
+int us_okta_is_oauth(const us_okta *c) { return c->key != NULL; }
+const char *us_okta_token_scope(const us_okta *c) {
+  return c->granted_scope ? c->granted_scope : "";
+}
+
+/* ---------------------------------------------------------------- client */
+
+void us_okta_options_init(struct us_okta_options *o) {
+  memset(o, 0, sizeof *o);
+  o->dpop = 1;
+  o->budget_share = 0.5;
+  o->concurrency = 8;
+  o->max_retries = -1;
+}
+
+us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta_error *err) {
+  if (!o->url || (strncmp(o->url, "https://", 8) != 0 && strncmp(o->url, "http://", 7) != 0)) {
+    set_err(err, "OKTA_CONFIG", 0, "okta: url must be an https:// URL");
+    return NULL;
+  }
+  if (!o->token == !o->client_id) {
+    set_err(err, "OKTA_CONFIG", 0, "okta: give either an API token or an OAuth client_id");
+    return NULL;
+  }
+  if (o->client_id && !o->private_key) {
+    set_err(err, "OKTA_CONFIG", 0, "okta: OAuth needs a private_key");
+    return NULL;
+  }
+  if (!(o->budget_share > 0 && o->budget_share <= 1) || o->concurrency < 1) {
+    set_err(err, "OKTA_CONFIG", 0, "okta: budget_share must be in (0, 1], concurrency >= 1");
+    return NULL;
+  }
+  us_okta *c = calloc(1, sizeof *c);
+  if (!c)
+    goto nomem;
+  c->e = e;
+  size_t n = strlen(o->url);
+  while (n > 0 && o->url[n - 1] == '/')
+    n--;
+  c->base = dupn(o->url, n);
+  c->origin = c->base ? origin_of(c->base) : NULL;
+  c->token_url = c->base ? fmt("%s/oauth2/v1/token", c->base) : NULL;
+  if (!c->base || !c->origin || !c->token_url)
+    goto nomem;
+  c->share = o->budget_share;
+  c->concurrency = o->concurrency;
+  c->timeout_ms = o->timeout_ms;
+  c->max_retries = o->max_retries;
+  c->max_wait_ms = o->max_wait_ms;
+  c->dpop = o->dpop;
+  if (o->token) {
+    if (!(c->ssws = fmt("SSWS %s", o->token)))
+      goto nomem;
+  } else {
+    char kerr[200] = "";
+    c->key = us_key_load_pem(o->private_key, o->private_key_len, kerr, sizeof kerr);
+    if (!c->key) {
+      set_err(err, "OKTA_CONFIG", 0, "okta: oauth.private_key: %s", kerr);
+      us_okta_free(c);
+      return NULL;
+    }
+    c->client_id = dup0(o->client_id);
+    c->key_id = dup0(o->key_id);
+    c->scopes = dup0(o->scopes ? o->scopes : DEFAULT_SCOPES);
+    c->jwk = us_key_public_jwk(c->key);
+    if (!c->client_id || (o->key_id && !c->key_id) || !c->scopes || !c->jwk)
+      goto nomem;
+  }
+  return c;
+nomem:
+  us_okta_free(c);
+  set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+  return NULL;
+}
+
+void us_okta_free(us_okta *c) {
+  if (!c)
+    return;
+  forget_token(c);
+  free(c->base);
+  free(c->origin);
+  if (c->ssws) {
+    memset(c->ssws, 0, strlen(c->ssws));
+    free(c->ssws);
+  }
+  free(c->client_id);
+  free(c->key_id);
+  free(c->scopes);
+  free(c->token_url);
+  free(c->jwk);
+  free(c->nonce);
+  us_key_free(c->key);
+  free(c);
+}
+
+void us_okta_set_engine(us_okta *c, us_http *e) { c->e = e; }
+
+void us_okta_bucket(const us_okta *c, size_t i, struct us_okta_bucket *out) {
+  memset(out, 0, sizeof *out);
+  if (i >= US_OKTA_NBUCKETS)
+    return;
+  const struct bucket *b = &c->b[i];
+  out->name = bucket_names[i];
+  out->known = b->known;
+  out->limit = b->limit;
+  out->remaining = b->remaining;
+  out->reset = b->reset;
+  double in = b->known ? b->reset_at - us_time_monotonic() : 0;
+  out->reset_in = in > 0 ? in : 0;
+  out->inflight = b->inflight;
+  out->requests = b->requests;
+  out->throttled = b->waits;
+  out->waits = b->waits;
+  out->rate_limited = b->rate_limited;
+}
+
+unsigned long us_okta_requests(const us_okta *c) { return c->requests; }
+
+/* ---------------------------------------------------------------- listings */
+
+struct lstate {
+  char *url; /* next URL to request, NULL when none */
+  struct oreq *cur;
+};
+
+/* Absolute URL for a listing's url (a path is joined to the base). */
+static char *absolute(us_okta *c, const char *u) {
+  if (strstr(u, "://"))
+    return dup0(u);
+  return fmt("%s%s%s", c->base, u[0] == '/' ? "" : "/", u);
+}
+
+/* 1 when url has our origin (scheme, host and port). */
+static int same_origin(us_okta *c, const char *url) {
+  char *o = origin_of(url);
+  int ok = o && strcmp(o, c->origin) == 0;
+  free(o);
+  return ok;
+}
+
+/* Handles the completed request of listing i: callback, then what comes
+** next. 0 ok, -1 with err. */
+static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstate *s,
+                   us_okta_page_fn fn, void *ud, struct us_okta_error *err) {
+  struct oreq *q = s->cur;
+  const struct us_http_response *r = us_http_result(q->h);
+  struct us_jval root;
+  if (!r) {
+    set_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
+    return -1;
+  }
+  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0)
+    return -1;
+  size_t count = 0;
+  if (!l->single) {
+    struct us_jval el;
+    size_t pos = 0;
+    while (us_json_next_elem(&root, &pos, &el))
+      count++;
+  }
+  char *next = l->single ? NULL : us_http_link(r, "next");
+  if (next && !same_origin(c, next)) {
+    char path[160];
+    snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(q->url)), url_path(q->url));
+    set_err(err, "OKTA_BAD_LINK", r->status,
+            "okta: GET %s: the next link points to another origin; not followed", path);
+    free(next);
+    return -1;
+  }
+  struct us_okta_page pg = {i, r->body, r->body_len, count, l->pages + 1, next, r};
+  l->pages++;
+  l->items += count;
+  memset(err, 0, sizeof *err);
+  if (fn && fn(ud, &pg, err) != 0) {
+    if (!err->code[0])
+      set_err(err, "OKTA_CALLBACK", 0, "okta: the page callback stopped the listing");
+    free(next);
+    return -2;
+  }
+  free(s->url);
+  s->url = NULL;
+  if (l->single || (l->max_pages && l->pages >= l->max_pages)) {
+    free(next);
+  } else if (l->stop_on_empty && count == 0) {
+    free(l->cursor);
+    l->cursor = next ? next : dup0(q->url);
+  } else if (next) {
+    s->url = next;
+    if (l->stop_on_empty) {
+      free(l->cursor);
+      l->cursor = dup0(next);
+    }
+  } else if (l->stop_on_empty) {
+    free(l->cursor);
+    l->cursor = dup0(q->url);
+  }
+  return 0;
+}
+
+int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_fn fn, void *ud,
+                 struct us_okta_error *err) {
+  struct us_okta_error scratch;
+  if (!err)
+    err = &scratch;
+  memset(err, 0, sizeof *err);
+  struct lstate *st = calloc(n ? n : 1, sizeof *st);
+  if (!st) {
+    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    return -1;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    ls[i].pages = ls[i].items = 0;
+    ls[i].done = ls[i].failed = 0;
+    if (!(st[i].url = absolute(c, ls[i].url))) {
+      set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+      rc = -1;
+      goto out;
+    }
+    if (!same_origin(c, st[i].url)) { /* e.g. a stored cursor of another org */
+      set_err(err, "OKTA_BAD_LINK", 0, "okta: %.*s is not on %s; not requested",
+              (int)path_len(url_path(st[i].url)), url_path(st[i].url), c->origin);
+      rc = -1;
+      goto out;
+    }
+  }
+  size_t first = 0; /* listings before `first` are finished */
+  for (;;) {
+    int active = 0;
+    for (size_t i = first; i < n; i++) {
+      if (!st[i].cur && st[i].url && c->inflight < c->concurrency) {
+        if (!(st[i].cur = submit_api(c, st[i].url, err))) {
+          rc = -1;
+          goto out;
+        }
+      }
+      active += st[i].cur != NULL;
+    }
+    while (first < n && !st[first].cur && !st[first].url)
+      first++;
+    if (!active && first == n)
+      break;
+    /* (nothing of ours active: every slot is held by a nested call's
+    ** requests; driving the engine frees them) */
+    us_http_run_once(c->e, 200);
+    for (size_t i = first; i < n; i++) {
+      if (!st[i].cur || !st[i].cur->finished)
+        continue;
+      int prc = on_page(c, &ls[i], i, &st[i], fn, ud, err);
+      if (prc == -1 && ls[i].error) { /* this listing fails alone */
+        *ls[i].error = *err;
+        memset(err, 0, sizeof *err);
+        ls[i].failed = 1;
+        free(st[i].url);
+        st[i].url = NULL;
+      } else if (prc != 0) {
+        rc = -1;
+        goto out;
+      }
+      oreq_free(st[i].cur);
+      st[i].cur = NULL;
+      if (!st[i].url && !ls[i].failed)
+        ls[i].done = 1;
+    }
+  }
+out:
+  for (size_t i = 0; i < n; i++) {
+    oreq_free(st[i].cur);
+    free(st[i].url);
+  }
+  free(st);
+  return rc;
+}
+
+void us_okta_listing_clear(struct us_okta_listing *ls, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(ls[i].cursor);
+    ls[i].cursor = NULL;
+  }
+}

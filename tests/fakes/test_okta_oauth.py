@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Okta simulator: POST /oauth2/v1/token (client credentials, private_key_jwt) and DPoP.
+
+Checks what okta-api.md sections 7.2 and 7.3 say a token endpoint does and what the usersync
+Okta client relies on: assertion verification against the registered public JWK (RS256),
+iss = sub = client_id, aud = the token URL, exp at most 1 h ahead, jti reuse rejected, the
+DPoP proof (typ, jwk, htm, htu, iat, jti) with the use_dpop_nonce handshake, scopes granted
+per client, 3600 s tokens, and DPoP-bound API calls (scheme DPoP, a proof with ath). JWTs are
+signed with the openssl CLI. Prints "N passed, N failed" last.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import fake  # noqa: E402
+
+ALL = ["okta.users.read", "okta.groups.read", "okta.apps.read", "okta.logs.read"]
+TMP = tempfile.mkdtemp(prefix="okta-oauth-")
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def genkey(name):
+    path = os.path.join(TMP, name + ".pem")
+    subprocess.run(["openssl", "genrsa", "-out", path, "2048"], check=True,
+                   stderr=subprocess.DEVNULL)
+    mod = subprocess.run(["openssl", "rsa", "-in", path, "-noout", "-modulus"], check=True,
+                         capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    n = bytes.fromhex(mod)
+    return path, {"kty": "RSA", "e": "AQAB", "n": b64(n)}
+
+
+def sign(key, header, claims):
+    signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing.encode(),
+                         check=True, capture_output=True).stdout
+    return signing + "." + b64(sig)
+
+
+KEY1, JWK1 = genkey("k1")
+KEY2, JWK2 = genkey("k2")
+
+
+def state(**client):
+    c = {"jwks": [JWK1], "scopes": ALL, "dpop": True}
+    c.update(client)
+    return {"users": [{"id": "00u00000000000000001", "status": "ACTIVE",
+                       "profile": {"login": "a@example.com"}}],
+            "groups": [], "group_members": {}, "apps": {}, "logs": [],
+            "oauth_clients": {"0oaSvc": c}}
+
+
+def assertion(f, key=KEY1, **over):
+    now = int(time.time())
+    claims = {"iss": "0oaSvc", "sub": "0oaSvc", "aud": f.url + "/oauth2/v1/token",
+              "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
+    claims.update(over)
+    return sign(key, {"alg": "RS256"}, claims)
+
+
+def proof(f, method, url, key=KEY1, jwk=JWK1, nonce=None, ath=None, **over):
+    claims = {"htm": method, "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
+    if nonce:
+        claims["nonce"] = nonce
+    if ath:
+        claims["ath"] = ath
+    claims.update(over)
+    return sign(key, {"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}, claims)
+
+
+def token_req(f, assertion_jwt, dpop=None, scope=" ".join(ALL)):
+    body = urllib.parse.urlencode({
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion_jwt})
+    h = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if dpop:
+        h["DPoP"] = dpop
+    return f.request("POST", "/oauth2/v1/token", body.encode(), h)
+
+
+def get_token(f, **kw):
+    """The whole DPoP flow; returns (token, nonce)."""
+    r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token"))
+    assert r.status == 400 and r.json()["error"] == "use_dpop_nonce", r.body
+    nonce = r.header("dpop-nonce")
+    r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce))
+    assert r.status == 200, r.body
+    return r.json()["access_token"], nonce
+
+
+def api(f, token, path="/api/v1/users", scheme="DPoP", **proof_kw):
+    h = {"Authorization": "%s %s" % (scheme, token), "Accept": "application/json"}
+    ath = b64(hashlib.sha256(token.encode()).digest())
+    if proof_kw.get("no_proof"):
+        pass
+    else:
+        kw = {"ath": ath}
+        kw.update(proof_kw)
+        h["DPoP"] = proof(f, "GET", f.url + path.split("?")[0], **kw)
+    return f.get(path, h)
+
+
+def t_dpop_flow():
+    with fake.Fake("okta", state=state()) as f:
+        r = token_req(f, assertion(f))
+        assert r.status == 400, r.status
+        assert r.json() == {"error": "invalid_dpop_proof",
+                            "error_description": "The DPoP proof JWT header is missing."}
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token"))
+        assert r.status == 400 and r.json()["error"] == "use_dpop_nonce"
+        nonce = r.header("dpop-nonce")
+        assert nonce
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce))
+        assert r.status == 200, r.body
+        body = r.json()
+        assert body["token_type"] == "DPoP" and body["expires_in"] == 3600, body
+        assert body["scope"] == " ".join(ALL)
+        tok = body["access_token"]
+        assert api(f, tok).status == 200
+        # the nonce stays valid: a second token needs no new round
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce))
+        assert r.status == 200
+
+
+def t_assertion_errors():
+    with fake.Fake("okta", state=state()) as f:
+        _, nonce = get_token(f)
+        turl = f.url + "/oauth2/v1/token"
+
+        def attempt(a):
+            r = token_req(f, a, proof(f, "POST", turl, nonce=nonce))
+            return r.status, r.json()
+        st, b = attempt(assertion(f, key=KEY2))
+        assert (st, b["error"]) == (401, "invalid_client") and "signature" in b["error_description"]
+        st, b = attempt(assertion(f, exp=int(time.time()) - 10))
+        assert st == 401 and "expired" in b["error_description"], b
+        st, b = attempt(assertion(f, exp=int(time.time()) + 7200))
+        assert st == 401 and "too far" in b["error_description"], b
+        st, b = attempt(assertion(f, aud="https://other.example/oauth2/v1/token"))
+        assert st == 401 and "aud" in b["error_description"], b
+        st, b = attempt(assertion(f, sub="0oaOther"))
+        assert st == 401 and b["error"] == "invalid_client"
+        st, b = attempt(assertion(f, iss="0oaUnknown", sub="0oaUnknown"))
+        assert st == 401
+        a = assertion(f)
+        assert attempt(a)[0] == 200
+        st, b = attempt(a)
+        assert st == 401 and "already been used" in b["error_description"], b
+        st, b = attempt("not.a.jwt")
+        assert st == 401
+
+
+def t_proof_errors():
+    with fake.Fake("okta", state=state()) as f:
+        _, nonce = get_token(f)
+        turl = f.url + "/oauth2/v1/token"
+
+        def attempt(p):
+            r = token_req(f, assertion(f), p)
+            return r.status, r.json()
+        st, b = attempt(proof(f, "GET", turl, nonce=nonce))
+        assert (st, b["error"]) == (400, "invalid_dpop_proof") and "htm" in b["error_description"]
+        st, b = attempt(proof(f, "POST", f.url + "/other", nonce=nonce))
+        assert st == 400 and "htu" in b["error_description"]
+        st, b = attempt(proof(f, "POST", turl, nonce=nonce, iat=int(time.time()) - 3600))
+        assert st == 400 and "iat" in b["error_description"]
+        st, b = attempt(proof(f, "POST", turl, key=KEY2, nonce=nonce))  # signed by another key
+        assert st == 400 and "signature" in b["error_description"]
+        st, b = attempt(proof(f, "POST", turl, nonce="stale"))
+        assert st == 400 and b["error"] == "use_dpop_nonce"
+        p = proof(f, "POST", turl, nonce=nonce)
+        assert attempt(p)[0] == 200
+        st, b = attempt(p)
+        assert st == 400 and "jti" in b["error_description"], b
+
+
+def t_scopes_and_api():
+    with fake.Fake("okta", state=state(scopes=["okta.users.read"])) as f:
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token"))
+        nonce = r.header("dpop-nonce")
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce),
+                      scope="okta.users.read okta.logs.read")
+        assert r.status == 400 and r.json()["error"] == "invalid_scope", r.body
+        assert "okta.logs.read" in r.json()["error_description"]
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce),
+                      scope="okta.users.read")
+        tok = r.json()["access_token"]
+        assert api(f, tok).status == 200
+        r = api(f, tok, "/api/v1/groups")
+        assert r.status == 403 and r.json()["errorCode"] == "E0000006"
+        assert "insufficient_scope" in r.header("www-authenticate")
+        # a DPoP-bound token is refused as Bearer, without a proof, with a bad ath, a reused
+        # proof or another key
+        assert api(f, tok, scheme="Bearer").status == 401
+        assert api(f, tok, no_proof=True).status == 401
+        assert api(f, tok, ath="x").status == 401
+        assert api(f, tok, key=KEY2, jwk=JWK2).status == 401
+        h = {"Authorization": "DPoP " + tok,
+             "DPoP": proof(f, "GET", f.url + "/api/v1/users",
+                           ath=b64(hashlib.sha256(tok.encode()).digest()))}
+        assert f.get("/api/v1/users", h).status == 200
+        assert f.get("/api/v1/users", h).status == 401, "a proof is single-use"
+        r = api(f, tok + "x")
+        assert r.status == 401 and r.json()["errorCode"] == "E0000011"
+        # tokens last 3600 s of the simulator's clock
+        f.request("PUT", "/__fake/clock", {"advance": 3601})
+        assert api(f, tok).status == 401
+
+
+def t_bearer_app_and_state():
+    st = state(dpop=False)
+    with fake.Fake("okta", state=st) as f:
+        r = token_req(f, assertion(f))
+        assert r.status == 200 and r.json()["token_type"] == "Bearer", r.body
+        tok = r.json()["access_token"]
+        assert f.get("/api/v1/users", {"Authorization": "Bearer " + tok}).status == 200
+        got = f.state()["oauth_clients"]["0oaSvc"]
+        assert got["scopes"] == ALL and got["dpop"] is False and got["token_lifetime"] == 3600
+        bad = state()
+        bad["oauth_clients"]["0oaSvc"]["jwks"] = [dict(JWK1, d="private")]
+        r = f.request("PUT", "/__fake/state", json.dumps(bad).encode(),
+                      {"Content-Type": "application/json"})
+        assert r.status == 400 and "private key" in r.json()["error"]
+        r = f.request("POST", "/oauth2/v1/token", b"grant_type=password",
+                      {"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status == 400 and r.json()["error"] == "unsupported_grant_type"
+
+
+if __name__ == "__main__":
+    runner = fake.Runner()
+    for name, fn in sorted(globals().items()):
+        if name.startswith("t_") and callable(fn):
+            runner.run(name[2:], fn)
+    shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(runner.finish())

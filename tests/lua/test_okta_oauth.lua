@@ -1,0 +1,137 @@
+-- test_okta_oauth.lua: usersync.okta with an OAuth 2.0 service app against
+-- the simulator's /oauth2/v1/token: private_key_jwt (RS256) with DPoP, the
+-- nonce handshake, DPoP-bound API calls, token reuse and renewal, a wrong
+-- key, an expired assertion, scopes not granted, Bearer apps, no secrets in
+-- errors. Keys are made with the openssl CLI.
+local test = require "tap"
+local crypto = require "usersync.crypto"
+local json = require "usersync.json"
+local time = require "usersync.time"
+local fakes = require "support.fakes"
+local S = require "support.oktasim"
+
+local function genkey()
+  local path = os.tmpname()
+  assert(os.execute("openssl genrsa -out " .. path .. " 2048 2>/dev/null"), "openssl genrsa")
+  local f = assert(io.open(path))
+  local pem = f:read("a")
+  f:close()
+  os.remove(path)
+  return pem
+end
+
+local PEM1, PEM2 = genkey(), genkey()
+local JWK1 = json.decode(assert(crypto.load_key(PEM1)):jwk())
+local ALL = { "okta.users.read", "okta.groups.read", "okta.apps.read", "okta.logs.read" }
+
+local base = S.org{ users = 3, groups = 2, members = { [1] = { 1, 2 } }, app = { users = 3 } }
+local sim <close> = fakes.start("okta", { state = base })
+
+-- Loads the org with one OAuth client `cid` (fields merged into the default).
+local function load(client)
+  local st = S.org{ users = 3, groups = 2, members = { [1] = { 1, 2 } }, app = { users = 3 } }
+  local c = { jwks = { JWK1 }, scopes = ALL, dpop = true }
+  for k, v in pairs(client or {}) do c[k] = v end
+  st.oauth_clients = { ["0oaSvc"] = c }
+  sim:put_state(st)
+  sim:faults{}
+  sim:clear_requests()
+end
+
+local function oclient(oauth, extra)
+  local o = { client_id = "0oaSvc", private_key = PEM1 }
+  for k, v in pairs(oauth or {}) do o[k] = v end
+  local src = { token = false, oauth = o, app_id = S.APP }
+  for k, v in pairs(extra or {}) do src[k] = v end
+  return S.client(sim, src)
+end
+
+test("client credentials + DPoP end to end: nonce handshake, bound API calls, token reused", function(t)
+  load()
+  local c <close> = oclient()
+  local snap = assert(c:scope{})
+  t:eq(#snap.users, 3)
+  t:same(snap.users[1].groups, { S.gid(1) })
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 400 }, 1, "use_dpop_nonce once")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 200 }, 1, "then a token")
+  assert(c:users())
+  t:eq(sim:count{ path = "^/oauth2/v1/token$" }, 2, "the token is reused")
+  local r = c:check()
+  t:eq(r.ok, true)
+  t:eq(r.auth.method, "oauth")
+  t:eq(r.auth.scope, table.concat(ALL, " "))
+end)
+
+test("the token is renewed before it expires; the cached nonce saves the handshake", function(t)
+  load{ token_lifetime = 2 } -- renewed when half of it is left
+  local c <close> = oclient()
+  assert(c:users())
+  t:eq(sim:count{ path = "^/oauth2/v1/token$" }, 2)
+  time.sleep(1.2)
+  assert(c:users())
+  t:eq(sim:count{ path = "^/oauth2/v1/token$" }, 3, "one new token request, no new nonce round")
+  t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 0, "never sent an expired token")
+end)
+
+test("a wrong key: OKTA_OAUTH invalid_client, no key material in the message", function(t)
+  load()
+  local c <close> = oclient{ private_key = PEM2 }
+  local v, err, code, e = c:users()
+  t:eq(v, nil)
+  t:eq(code, "OKTA_OAUTH")
+  t:eq(e.status, 401)
+  t:eq(e.error_code, "invalid_client")
+  t:contains(err, "signature is invalid")
+  t:ok(not err:find("BEGIN", 1, true) and not err:find(PEM2:sub(40, 80), 1, true), "no PEM")
+  t:eq(sim:count{ path = "^/api/v1/" }, 0, "no API call without a token")
+  local r = c:check()
+  t:eq(r.reachable, true)
+  t:eq(r.auth.status, "denied")
+  t:eq(r.auth.code, "OKTA_OAUTH")
+  t:eq(r.ok, false)
+end)
+
+test("an expired assertion (the server's clock is an hour ahead)", function(t)
+  load()
+  sim:clock{ advance = 3700 }
+  local c <close> = oclient()
+  local v, err, code, e = c:users()
+  sim:clock{ advance = -3700 }
+  t:eq(code, "OKTA_OAUTH")
+  t:eq(e.error_code, "invalid_client")
+  t:contains(err, "expired")
+end)
+
+test("scopes: asking for one not granted fails; a missing scope is OKTA_FORBIDDEN", function(t)
+  load{ scopes = { "okta.users.read", "okta.groups.read", "okta.apps.read" } }
+  local c <close> = oclient()
+  local v, err, code, e = c:users()
+  t:eq(code, "OKTA_OAUTH")
+  t:eq(e.error_code, "invalid_scope")
+  t:contains(err, "okta.logs.read")
+  local c2 <close> = oclient{ scopes = { "okta.users.read", "okta.groups.read", "okta.apps.read" } }
+  t:eq(#assert(c2:users()), 3)
+  v, err, code, e = c2:logs{ since = os.date("!%Y-%m-%dT%H:%M:%S.000Z", os.time() - 60) }
+  t:eq(code, "OKTA_FORBIDDEN")
+  t:eq(e.error_code, "E0000006")
+  local r = c2:check()
+  t:eq(r.users.status, "ok")
+  t:eq(r.logs.status, "denied")
+  t:eq(r.ok, false)
+end)
+
+test("an app without DPoP gets Bearer tokens; dpop=false sends no proof", function(t)
+  load{ dpop = false }
+  local c <close> = oclient{ dpop = false, key_id = "k1" }
+  t:eq(#assert(c:users()), 3)
+  t:eq(sim:count{ path = "^/oauth2/v1/token$" }, 1, "no nonce round without DPoP")
+  -- an app that requires DPoP refuses a client that sends no proof
+  load()
+  local c2 <close> = oclient{ dpop = false }
+  local v, err, code, e = c2:users()
+  t:eq(code, "OKTA_OAUTH")
+  t:eq(e.error_code, "invalid_dpop_proof")
+  t:contains(err, "missing")
+end)
+
+return test.done()
