@@ -44,9 +44,8 @@
 
 #define API "/rest/api/1.0"
 
-static const struct tquirk q_exists[] = {{409, NULL, "already exists", NULL},
-                                         {403, "licens", NULL, "ESEATS"},
-                                         {-1, NULL, NULL, NULL}};
+static const struct tquirk q_exists[] = {
+    {409, NULL, "already exists", NULL}, {403, "licens", NULL, "ESEATS"}, {-1, NULL, NULL, NULL}};
 static const struct tquirk q_seats[] = {{403, "licens", NULL, "ESEATS"}, {-1, NULL, NULL, NULL}};
 
 static int bb_account(const struct us_jval *item, struct us_target_account *a) {

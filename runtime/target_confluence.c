@@ -161,8 +161,8 @@ static void on_task(struct tcall *c, const struct us_http_response *r) {
       if (pct >= 0)
         snprintf(pcts, sizeof pcts, " (still at %lld %%)", pct);
       tjob_fail(j, "ETIMEOUT_TASK", r->status,
-                "%s: the long task did not finish within %.1f s%s; it may still complete",
-                c->what, (double)t_config(j->t)->task_wait_ms / 1000.0, pcts);
+                "%s: the long task did not finish within %.1f s%s; it may still complete", c->what,
+                (double)t_config(j->t)->task_wait_ms / 1000.0, pcts);
       return;
     }
     poll_task(j, c->url + strlen(t_base(j->t)), delay * 2 > 2 ? 2 : delay * 2);

@@ -74,8 +74,8 @@ static void error_texts(void) {
 /* Paths from responses made relative to a base URL with a context path. */
 static void rel_paths(us_http *e) {
   const char *err = NULL;
-  struct us_target_config c = {.type = "confluence", .url = "https://wiki.example/confluence/",
-                               .token = "t"};
+  struct us_target_config c = {
+      .type = "confluence", .url = "https://wiki.example/confluence/", .token = "t"};
   us_target *t = us_target_new(e, &c, &err);
   CHECK(t != NULL);
   if (!t)
