@@ -688,11 +688,23 @@ char *t_http_error(const us_target *t, const char *what, const struct us_http_re
     return t_fmt("%s: %s: %s", t->vt->type, what, r->message);
   }
   char *text = t_error_text(r);
+  /* Seraph (Jira, Confluence) refuses Basic auth with 403 and this header
+  ** after too many failed logins ("CAPTCHA_CHALLENGE; login-url=..."): an
+  ** authentication problem, not a missing permission. */
+  const char *denied =
+      r->status == 403 ? us_http_header(r, "x-authentication-denied-reason") : NULL;
+  char why[120] = "";
+  if (denied) {
+    size_t n = strcspn(denied, ";");
+    snprintf(why, sizeof why,
+             " (authentication denied: %.*s; sign in once in a browser or use a token)",
+             (int)(n < 60 ? n : 60), denied);
+  }
   if (!*code)
-    *code = t_status_code(r->status);
+    *code = denied ? "EAUTH" : t_status_code(r->status);
   /* 401 bodies are often an HTML login page (Jira, Confluence): say what it means */
-  char *m = t_fmt("%s: %s: HTTP %ld%s%s: %s", t->vt->type, what, r->status,
-                  r->status == 401 ? " (credentials refused)" : "",
+  char *m = t_fmt("%s: %s: HTTP %ld%s%s%s: %s", t->vt->type, what, r->status,
+                  r->status == 401 ? " (credentials refused)" : "", why,
                   r->gave_up ? " (gave up after retries)" : "", text);
   free(text);
   return m;

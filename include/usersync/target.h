@@ -24,6 +24,8 @@
 ** Stable error codes (us_target_event.code when ok == 0):
 **   EAUTH        401: credentials refused (JSON or an HTML login/error page:
 **                Jira and Confluence answer bad credentials with HTML)
+**                also 403 with X-Authentication-Denied-Reason (Seraph's
+**                CAPTCHA challenge after failed logins)
 **   EFORBIDDEN   403: no permission (also "XSRF check failed")
 **   ENOTFOUND    404: no such user, group, project, component or resource
 **   ECONFLICT    409: conflict the product refused (e.g. Bitbucket: deleting yourself)

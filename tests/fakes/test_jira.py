@@ -377,6 +377,21 @@ def main():
             check(r.json()["errorMessages"], r.body)
         t.run("bad_credentials_html_401", html_401)
 
+        def captcha_403():
+            f.faults(jira_captcha=True)
+            try:
+                r = get("/myself")
+                eq(r.status, 403)
+                eq(r.header("X-Authentication-Denied-Reason"),
+                   "CAPTCHA_CHALLENGE; login-url=%s/login.jsp" % f.url)
+                check(r.header("Content-Type").startswith("text/html"))
+                eq(get("/myself", headers={"Authorization": "Bearer test-token"}).status, 200,
+                   "tokens are not affected")
+            finally:
+                f.faults()
+            eq(get("/myself").status, 200)
+        t.run("captcha_html_403", captcha_403)
+
         def nested_groups():
             f.put_state(dict(base_state([user("ann"), user("ben"), user("cy", active=False),
                                          user("dee")],

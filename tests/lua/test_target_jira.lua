@@ -351,6 +351,14 @@ test("auth: bearer PAT works; bad credentials are EAUTH without secrets", functi
   ok, msg, code = bad:create_group("x")
   s:faults{}
   t:eq(code, "EAUTH"); t:contains(msg, "HTTP 401 (credentials refused): You are not authenticated")
+  -- Seraph's CAPTCHA challenge after failed logins: an HTML 403 that is really EAUTH
+  local good <close> = new()
+  s:faults{ jira_captcha = true }
+  ok, msg, code = good:get("admin")
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "EAUTH")
+  t:eq(msg, "jira: get user admin: HTTP 403 (authentication denied: CAPTCHA_CHALLENGE; sign in once "
+         .. "in a browser or use a token): HTML page instead of JSON: Forbidden (403)")
   t:raises(function() target.new(hc, { type = "jira", url = s.url, user = "admin" }) end, "credentials")
   t:raises(function() target.new(hc, { type = "jiraa", url = s.url, token = "x" }) end, "type")
   t:raises(function() target.new(hc, { type = "jira", url = "ftp://x", token = "x" }) end, "url")

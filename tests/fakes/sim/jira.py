@@ -60,6 +60,11 @@ Decisions on UNCONFIRMED reference items (atlassian-api.md section 8):
       isLast true). maxResults below 1 on user/list and group/member uses the endpoint's
       default (the spec lists no 400 for it; a decision).
   Bad credentials: an HTML 401 page by default (sim/atlassian.py, fault html_auth_errors).
+  Fault "jira_captcha" (default false): Basic authentication is refused as after too many
+      failed logins: 403 with an HTML page and "X-Authentication-Denied-Reason:
+      CAPTCHA_CHALLENGE; login-url=<base>/login.jsp" (Seraph's header), even with the right
+      password, until the fault is cleared (an admin resets it / a browser login solves the
+      CAPTCHA). Bearer tokens are not affected.
 """
 
 import base64
@@ -68,7 +73,7 @@ import urllib.parse
 
 from sim.atlassian import (ADMIN, ApiError, AtlassianProduct, bool_arg, check_groups_members,
                            check_state_list, fold, int_arg)
-from sim.common import empty_response, json_response
+from sim.common import Response, empty_response, json_response
 
 API = "/rest/api/2"
 VERSION = "10.3.24"
@@ -84,6 +89,7 @@ class Jira(AtlassianProduct):
     anonymous = frozenset({"get_server_info"})
     ratelimit_headers = True
     html_auth = True
+    extra_faults = dict(AtlassianProduct.extra_faults, jira_captcha=False)
     routes = [
         ("GET", r"/user", "get_user"),
         ("POST", r"/user", "create_user"),
@@ -106,6 +112,25 @@ class Jira(AtlassianProduct):
         ("GET", r"/serverInfo", "get_server_info"),
         ("GET", r"/myself", "get_myself"),
     ]
+
+    def validate_fault(self, key, value):
+        if key == "jira_captcha":
+            if not isinstance(value, bool):
+                raise ValueError("jira_captcha must be true or false")
+            return value
+        return AtlassianProduct.validate_fault(self, key, value)
+
+    def handle(self, req):
+        h = (req.headers.get("authorization") or "").strip().lower()
+        if self.server.faults.get("jira_captcha") and h.startswith("basic "):
+            body = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Forbidden (403)</title>"
+                    "</head><body id=\"jira\"><h1>Forbidden (403)</h1><p>CAPTCHA required: "
+                    "log in through the browser.</p></body></html>\n")
+            return Response(403, [("X-Authentication-Denied-Reason",
+                                   "CAPTCHA_CHALLENGE; login-url=%s/login.jsp" % req.base_url),
+                                  ("Content-Type", "text/html;charset=UTF-8")],
+                            body.encode("utf-8"))
+        return AtlassianProduct.handle(self, req)
 
     # -- state -----------------------------------------------------------------------------
     def default_state(self):
