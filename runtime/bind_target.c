@@ -82,9 +82,10 @@
 **                  admin=true|false|nil (unknown), detail=, code= }
 **   t:close()  (also __gc and __close; a target in use raises)
 **
-**   Error codes: EAUTH EFORBIDDEN ENOTFOUND ECONFLICT ESEATS ELEAD EINVALID
-**   ERATELIMIT EUNSUPPORTED ERESPONSE ETIMEOUT_TASK EHTTP, the http codes
-**   (ECONNREFUSED, ETIMEDOUT, ETLS, ...) and ECALLBACK (a callback raised).
+**   Error codes: EAUTH EFORBIDDEN ENOTFOUND ECONFLICT ESEATS ELEAD EINHERITED
+**   EINVALID ERATELIMIT EUNSUPPORTED ERESPONSE ETIMEOUT_TASK ETASK_FAILED
+**   EHTTP, the http codes (ECONNREFUSED, ETIMEDOUT, ETLS, ...) and ECALLBACK
+**   (a callback raised); meanings in include/usersync/target.h.
 **
 ** Example (tests/lua/test_target.lua runs it against the Jira simulator,
 ** with `url` its address):

@@ -251,6 +251,22 @@ double t_now(void) {
 }
 
 const char *t_base(const us_target *t) { return t->base; }
+
+char *t_rel_path(const us_target *t, const char *path) {
+  size_t bl = strlen(t->base);
+  if (!strncmp(path, "http://", 7) || !strncmp(path, "https://", 8)) {
+    if (!strncmp(path, t->base, bl) && (path[bl] == '/' || path[bl] == '\0'))
+      return t_fmt("/%s", path[bl] ? path + bl + 1 : "");
+    const char *p = strchr(strstr(path, "://") + 3, '/'); /* another host: keep the path */
+    path = p ? p : "/";
+  }
+  /* the base URL's own path (the context path, "/confluence"), "" when none */
+  const char *hs = strstr(t->base, "://"), *bp = hs ? strchr(hs + 3, '/') : NULL;
+  size_t cl = bp ? strlen(bp) : 0;
+  if (cl && !strncmp(path, bp, cl) && !strncmp(path + cl, "/rest/", 6))
+    path += cl; /* the path repeats the context: it is already relative to the host */
+  return path[0] == '/' ? t_strdup(path) : t_fmt("/%s", path);
+}
 const struct us_target_config *t_config(const us_target *t) { return &t->cfg; }
 long t_page_size(const us_target *t, long product_max) {
   return t->cfg.page_size > 0 && t->cfg.page_size < product_max ? t->cfg.page_size : product_max;
@@ -672,9 +688,23 @@ char *t_http_error(const us_target *t, const char *what, const struct us_http_re
     return t_fmt("%s: %s: %s", t->vt->type, what, r->message);
   }
   char *text = t_error_text(r);
+  /* Seraph (Jira, Confluence) refuses Basic auth with 403 and this header
+  ** after too many failed logins ("CAPTCHA_CHALLENGE; login-url=..."): an
+  ** authentication problem, not a missing permission. */
+  const char *denied =
+      r->status == 403 ? us_http_header(r, "x-authentication-denied-reason") : NULL;
+  char why[120] = "";
+  if (denied) {
+    size_t n = strcspn(denied, ";");
+    snprintf(why, sizeof why,
+             " (authentication denied: %.*s; sign in once in a browser or use a token)",
+             (int)(n < 60 ? n : 60), denied);
+  }
   if (!*code)
-    *code = t_status_code(r->status);
-  char *m = t_fmt("%s: %s: HTTP %ld%s: %s", t->vt->type, what, r->status,
+    *code = denied ? "EAUTH" : t_status_code(r->status);
+  /* 401 bodies are often an HTML login page (Jira, Confluence): say what it means */
+  char *m = t_fmt("%s: %s: HTTP %ld%s%s%s: %s", t->vt->type, what, r->status,
+                  r->status == 401 ? " (credentials refused)" : "", why,
                   r->gave_up ? " (gave up after retries)" : "", text);
   free(text);
   return m;
@@ -1160,9 +1190,10 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   case PG_NEXTLINK: {
     char *rel = t_jstr(&root, "_links.next");
     if (rel) {
-      next = rel[0] == '/' ? rel : t_fmt("/%s", rel);
-      if (next != rel)
-        free(rel);
+      next = t_rel_path(j->t, rel);
+      free(rel);
+      if (!next)
+        tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
     }
     break;
   }

@@ -9,6 +9,10 @@
 **     deleted user; 409 on create is success, "already exists". Without a
 **     password and without notify a random password is sent.
 **     addToDefaultGroup follows the config (Bitbucket's default: true).
+**   - licence limit: 403 "... would exceed the server's license limit" on
+**     create (default group) and 403 "... licensing limit" on membership
+**     adds become ESEATS with Bitbucket's message (like Confluence's 402),
+**     not EFORBIDDEN: the fix is a licence or a seat, not a permission.
 **   - membership: adds use the bulk endpoints (admin/groups/add-users for
 **     one group and many users, admin/users/add-groups for one user and
 **     many groups), all-or-nothing on the server; when a bulk add fails the
@@ -40,8 +44,9 @@
 
 #define API "/rest/api/1.0"
 
-static const struct tquirk q_exists[] = {{409, NULL, "already exists", NULL},
-                                         {-1, NULL, NULL, NULL}};
+static const struct tquirk q_exists[] = {
+    {409, NULL, "already exists", NULL}, {403, "licens", NULL, "ESEATS"}, {-1, NULL, NULL, NULL}};
+static const struct tquirk q_seats[] = {{403, "licens", NULL, "ESEATS"}, {-1, NULL, NULL, NULL}};
 
 static int bb_account(const struct us_jval *item, struct us_target_account *a) {
   memset(a, 0, sizeof *a);
@@ -124,7 +129,7 @@ static void groups_sink(struct tlister *l, struct us_target_account *a, size_t n
 /* ---- bulk membership ---- */
 
 static void on_single(struct tcall *c, const struct us_http_response *r) {
-  t_item_done(c->j, (size_t)c->n, c->what, r, NULL);
+  t_item_done(c->j, (size_t)c->n, c->what, r, q_seats);
 }
 
 /* Adds item i alone (after a bulk failure) or every item (i = -1). */
@@ -139,7 +144,7 @@ static void on_bulk(struct tcall *c, const struct us_http_response *r) {
   }
   if (j->nlist == 1 || r->code) { /* nothing to tell apart, or the transport failed */
     for (size_t i = 0; i < j->nlist; i++)
-      t_item_done(j, i, c->what, r, NULL);
+      t_item_done(j, i, c->what, r, q_seats);
     return;
   }
   for (size_t i = 0; i < j->nlist; i++) /* find out which items the server refused */

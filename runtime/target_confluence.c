@@ -3,8 +3,12 @@
 ** interface (target_impl.h). Reference: atlassian-api.md section 3.
 **
 ** Quirks kept here:
-**   - paging by `_links.next`, a path relative to the base URL (which holds
-**     the context path); accounts: user/list?expand=status (disabled users
+**   - Confluence usually runs under a context path (/confluence): the
+**     configured url must include it ("https://host/confluence").
+**     `_links.next` and a long task's statusPath are relative to
+**     `_links.base` (= that url); forms that repeat the context or are
+**     absolute URLs are accepted too (t_rel_path).
+**   - paging by `_links.next`; accounts: user/list?expand=status (disabled users
 **     included, "status": "Active" | "Deactivated"); Person objects carry
 **     no e-mail, so accounts have email = nil.
 **   - user names are lower case: create lower-cases the name it sends (the
@@ -18,8 +22,10 @@
 **     idempotent, so an existing membership is plain success).
 **   - delete is asynchronous: 202 with a long task, polled at
 **     GET longtask/{id} with a backoff of 0.2 s doubling to 2 s, for at most
-**     task_wait_ms (default 120 s; then ETIMEOUT_TASK). The result is
-**     success only when the task finished successfully.
+**     task_wait_ms (default 120 s; then ETIMEOUT_TASK: a stalled task). The
+**     result is success only when the task finished successfully; a task
+**     that finished unsuccessfully is ETASK_FAILED with the task's message.
+**   - 402 on enable (reactivate): no seat left, ESEATS like create.
 **   - rename is not possible over REST: EUNSUPPORTED, no request.
 **
 ** Request costs (A accounts, G groups):
@@ -147,8 +153,16 @@ static void on_task(struct tcall *c, const struct us_http_response *r) {
   if (!t_jbool(&root, "finished", 0)) {
     double waited = t_now() - j->t0, delay = (double)c->n / 1000.0;
     if (waited * 1000.0 > (double)t_config(j->t)->task_wait_ms) {
-      tjob_fail(j, "ETIMEOUT_TASK", r->status, "%s: the long task did not finish within %ld s",
-                c->what, t_config(j->t)->task_wait_ms / 1000);
+      long long pct = -1;
+      struct us_jval pv;
+      if (us_json_get(&root, "percentageComplete", &pv))
+        us_json_int(&pv, &pct);
+      char pcts[48] = "";
+      if (pct >= 0)
+        snprintf(pcts, sizeof pcts, " (still at %lld %%)", pct);
+      tjob_fail(j, "ETIMEOUT_TASK", r->status,
+                "%s: the long task did not finish within %.1f s%s; it may still complete", c->what,
+                (double)t_config(j->t)->task_wait_ms / 1000.0, pcts);
       return;
     }
     poll_task(j, c->url + strlen(t_base(j->t)), delay * 2 > 2 ? 2 : delay * 2);
@@ -163,7 +177,8 @@ static void on_task(struct tcall *c, const struct us_http_response *r) {
   if (us_json_get(&root, "messages", &msgs))
     while (!m && us_json_next_elem(&msgs, &pos, &e))
       m = t_jstr(&e, "translation");
-  tjob_fail(j, "EHTTP", r->status, "%s: the long task failed: %s", c->what, m ? m : "(no message)");
+  tjob_fail(j, "ETASK_FAILED", r->status, "%s: the long task failed: %s", c->what,
+            m ? m : "(no message)");
   free(m);
 }
 
@@ -181,7 +196,8 @@ static void on_delete(struct tcall *c, const struct us_http_response *r) {
     return;
   if (!t_json_ok(j, c->what, r, &root))
     return;
-  char *path = t_jstr(&root, "statusPath"), *id = NULL;
+  char *sp = t_jstr(&root, "statusPath"), *path = sp ? t_rel_path(j->t, sp) : NULL, *id = NULL;
+  free(sp);
   if (!path && (id = t_jstr(&root, "id"))) {
     char *e = t_enc(id);
     path = e ? t_fmt(API "/longtask/%s", e) : NULL;

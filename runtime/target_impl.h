@@ -116,6 +116,13 @@ extern const struct us_target_vt us_target_jira_vt, us_target_confluence_vt, us_
 
 /* ---- target accessors ---- */
 const char *t_base(const us_target *t);
+/* A path from a response (Confluence _links.next, statusPath) made relative
+** to the base URL, malloc'd (NULL: out of memory). Accepts a path relative
+** to the base ("/rest/api/x?start=2"), the same path with the base URL's
+** own path (the context, "/confluence/rest/api/...") in front, an absolute
+** URL under the base, or an absolute URL of another host (its path is
+** kept: a proxy may rewrite hosts). */
+char *t_rel_path(const us_target *t, const char *path);
 long t_page_size(const us_target *t, long product_max);
 const struct us_target_config *t_config(const us_target *t);
 double t_now(void); /* monotonic seconds */

@@ -8,9 +8,16 @@
 **     above what came back is an error, never a short list); members:
 **     GET group/member with includeInactiveUsers=true (Jira hides inactive
 **     members otherwise), offset pages of at most 50, fanned out once the
-**     first page gives the total. Members include nested-group members.
+**     first page gives the total. Members include nested-group members
+**     (Jira answers the transitive closure), so a snapshot cannot tell a
+**     direct membership from an inherited one.
 **   - add member: 400 "already a member" is success ("already a member");
-**     remove member: 400 "not a member" is success ("not a member");
+**     remove member: 404 (10.x) or 400 (older) "not a member" is success
+**     ("not a member"); a 404 saying the user is "not a direct member"
+**     (the membership is inherited from a nested group) is a failure,
+**     EINHERITED, with Jira's message naming the nested group: the user
+**     stays an effective member, so success would be a lie, and the fix
+**     belongs to the nested group's membership;
 **     create user/group: 400 "already exists" is success ("already exists").
 **   - delete/deactivate refused while the user leads a project or component:
 **     400 mentioning "lead" becomes ELEAD.
@@ -36,7 +43,9 @@ static const struct tquirk q_create[] = {{400, "already exists", "already exists
                                          {-1, NULL, NULL, NULL}};
 static const struct tquirk q_add[] = {{400, "already a member", "already a member", NULL},
                                       {-1, NULL, NULL, NULL}};
-static const struct tquirk q_remove[] = {{400, "not a member", "not a member", NULL},
+static const struct tquirk q_remove[] = {{404, "not a direct member", NULL, "EINHERITED"},
+                                         {404, "not a member", "not a member", NULL},
+                                         {400, "not a member", "not a member", NULL},
                                          {-1, NULL, NULL, NULL}};
 static const struct tquirk q_lead[] = {{400, "lead", NULL, "ELEAD"}, {-1, NULL, NULL, NULL}};
 

@@ -22,11 +22,18 @@
 ** (safe for Lua). Every job ends with exactly one DONE event.
 **
 ** Stable error codes (us_target_event.code when ok == 0):
-**   EAUTH        401: credentials refused
+**   EAUTH        401: credentials refused (JSON or an HTML login/error page:
+**                Jira and Confluence answer bad credentials with HTML)
+**                also 403 with X-Authentication-Denied-Reason (Seraph's
+**                CAPTCHA challenge after failed logins)
 **   EFORBIDDEN   403: no permission (also "XSRF check failed")
 **   ENOTFOUND    404: no such user, group, project, component or resource
 **   ECONFLICT    409: conflict the product refused (e.g. Bitbucket: deleting yourself)
-**   ESEATS       Confluence 402: no licence seat left for a new user
+**   ESEATS       no licence seat left: Confluence 402 (create, enable);
+**                Bitbucket 403 "would exceed the server's license limit"
+**                (create with the default group, membership adds)
+**   EINHERITED   Jira: remove member refused because the membership comes
+**                from a nested group (remove it from that group instead)
 **   ELEAD        Jira: user leads a project or component (delete/deactivate refused)
 **   EINVALID     400: the product rejected the request's values (message says which)
 **   ERATELIMIT   429 after the engine's retries ran out
@@ -35,6 +42,7 @@
 **   ERESPONSE    a body that should be JSON is not (HTML error page, garbage),
 **                or is JSON of an unexpected shape
 **   ETIMEOUT_TASK Confluence long task not finished within its polling budget
+**   ETASK_FAILED Confluence long task finished unsuccessfully (its message)
 **   EHTTP        any other HTTP status (5xx, 405, ...)
 **   and the transport codes of http.h (ECONNREFUSED, ETIMEDOUT, ETLS, ...).
 ** Messages read "<type>: <what>: HTTP <status>: <product messages>" and

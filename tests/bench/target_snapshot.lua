@@ -49,7 +49,9 @@ local function state(product, users, groups, members)
       if product == "jira" then us[i + 1].active = i % 50 ~= 0 end
     end
   end
-  return { users = json.array(us), groups = json.array(groups), members = json.object(members) }
+  local st = { users = json.array(us), groups = json.array(groups), members = json.object(members) }
+  if product == "confluence" then st.context = "/confluence" end -- served as real Confluence is
+  return st
 end
 
 local users, groups, members = org()
@@ -63,7 +65,8 @@ for _, product in ipairs{ "jira", "confluence", "bitbucket" } do
   s:faults{ latency_ms = LAT }
   s:clear()
   local hc <close> = http.client{ per_host = 8, timeout = 120 }
-  local t <close> = target.new(hc, { type = product, url = s.url, user = "admin", password = "admin" })
+  local url = s.url .. (product == "confluence" and "/confluence" or "")
+  local t <close> = target.new(hc, { type = product, url = url, user = "admin", password = "admin" })
   local t0 = clock()
   local snap, err = t:snapshot()
   local wall = clock() - t0

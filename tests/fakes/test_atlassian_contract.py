@@ -164,7 +164,10 @@ def jira_tests(t):
                                ("POST", "/user", {"name": "lead", "displayName": "x",
                                                   "emailAddress": "x@e.com"}, 400),
                                ("POST", "/group/user?groupname=devs", {"name": "lead"}, 400),
-                               ("DELETE", "/user?username=admin", None, 400)):
+                               ("DELETE", "/user?username=admin", None, 400),
+                               # L3 / H5: removing a non-member is the spec's 404
+                               ("DELETE", "/group/user?groupname=devs&username=admin", None,
+                                404)):
                 r = f.request(m, A + p, body=b, headers=WRITE)
                 eq(r.status, s, p)
                 check(str(s) in contract.find_operation(spec, m, A + p.split("?")[0])[1]
@@ -206,12 +209,13 @@ def confluence_tests(t):
                      "disabled": False}],
           "groups": ["devs", "confluence-administrators"],
           "members": {"devs": ["alice"], "confluence-administrators": ["admin"]},
-          "license": {"seats": 3}}
+          "license": {"seats": 3}, "context": "/confluence"}
     # RestError.data.errors: the spec says object, real servers send an array.
     real_errors = ("data/errors",)
     with Fake("confluence", state=st) as f:
-        c = Checker(f, spec)
-        A = "/rest/api"
+        # served under the /confluence context path; the spec's paths start at /rest/api
+        c = Checker(f, spec, spec_prefix=("/confluence/rest/api", "/rest/api"))
+        A = "/confluence/rest/api"
 
         def users():
             c.call("GET", A + "/user/list?expand=status")
@@ -238,7 +242,7 @@ def confluence_tests(t):
             c.call("PUT", A + "/admin/user/bob/enable", status=204, mode="none")
             c.call("PUT", A + "/admin/user/ghost/enable", status=404, ignore=real_errors)
             sub = c.call("DELETE", A + "/admin/user/bob", status=202).json()
-            c.call("GET", sub["statusPath"])
+            c.call("GET", "/confluence" + sub["statusPath"])  # relative to _links.base
             c.call("GET", A + "/longtask/none", status=404, ignore=real_errors)
             c.call("GET", A + "/user?username=ghost", status=404, ignore=real_errors)
             c.call("GET", A + "/server-information")
@@ -260,6 +264,9 @@ def confluence_tests(t):
             b = f.request("GET", A + "/user/list?limit=1", headers=AUTH).json()
             eq(set(b), {"results", "start", "limit", "size", "_links"})
             eq(set(b["_links"]), {"base", "context", "self", "next"})
+            eq((b["_links"]["base"], b["_links"]["context"]), (f.url + "/confluence",
+                                                               "/confluence"))
+            check(b["_links"]["next"].startswith("/rest/api/user/list?"), b["_links"])
             p = b["results"][0]
             for k in ("type", "username", "userKey", "displayName", "profilePicture",
                       "_links"):
@@ -326,6 +333,20 @@ def bitbucket_tests(t):
             c.call("DELETE", A + "/admin/groups?name=ops")
             c.call("DELETE", A + "/admin/groups?name=ops", status=404)
         t.run("bitbucket_groups_contract", groups)
+
+        def licence():
+            st2 = dict(st, groups=["devs", "stash-users"],
+                       members={"devs": ["alice"], "stash-users": ["admin"]},
+                       license={"seats": 1})
+            f.put_state(st2)
+            c.call("POST", A + "/admin/users?name=dan&displayName=Dan&emailAddress=d%40e.com"
+                   "&password=x", status=403)
+            c.call("POST", A + "/admin/groups/add-users",
+                   {"group": "stash-users", "users": ["alice"]}, status=403)
+            c.call("POST", A + "/admin/users/add-groups",
+                   {"user": "alice", "groups": ["stash-users"]}, status=403)
+            f.put_state(st)
+        t.run("bitbucket_licence_403_contract", licence)
 
         def fixtures():
             fx = fixture("bitbucket-dc-paged-admin-permissions-groups.atlassian-python-api.json")

@@ -69,6 +69,14 @@ BAD = {
                               "slug": "s"}]}],
 }
 
+# The optional extensions (sim-review H5, H6, M4) round-trip too.
+EXTENDED = {
+    "jira": dict(STATES["jira"], nested={"devs": ["Ops Team"]}),
+    "confluence": dict(STATES["confluence"], context="/confluence"),
+    "bitbucket": dict(STATES["bitbucket"], license={"seats": 2, "groups": ["stash-users",
+                                                                          "devs"]}),
+}
+
 PROBE = {"jira": "/rest/api/2/myself", "confluence": "/rest/api/user/current",
          "bitbucket": "/rest/api/1.0/admin/users"}
 
@@ -105,6 +113,13 @@ def product_tests(t, product):
             f.put_state(STATES[product])
             eq(f.state(), STATES[product])
         t.run(product + "_state_round_trip", round_trip)
+
+        def extended_round_trip():
+            f.put_state(EXTENDED[product])
+            eq(f.state(), EXTENDED[product])
+            f.put_state(STATES[product])
+            eq(f.state(), STATES[product], "the extension goes away with a state without it")
+        t.run(product + "_extended_state_round_trip", extended_round_trip)
 
         def bad_shapes():
             f.put_state(STATES[product])

@@ -220,6 +220,71 @@ def main():
                 f.faults()
         t.run("rate_limit", rate_limited)
 
+        def licence_seats():
+            st = state([user("ann"), user("ben"), user("cal")], ["stash-users", "devs"],
+                       {"stash-users": ["admin", "ann"], "devs": ["ben"]})
+            st["license"] = {"seats": 3}
+            f.put_state(st)
+            eq(f.state()["license"], {"seats": 3, "groups": ["stash-users"]})
+            # create with the default group: admin + ann + new = 3 fits, the next does not
+            eq(create(name="dan", displayName="Dan", emailAddress="d@example.com",
+                      password="pw").status, 204)
+            f.clear_requests()
+            r = create(name="eve", displayName="Eve", emailAddress="e@example.com",
+                       password="pw")
+            is_error(r, 403)
+            eq(r.json()["errors"][0]["message"], "Adding the user to the default group would "
+               "exceed the server's license limit.")
+            eq(r.json()["errors"][0]["exceptionName"],
+               "com.atlassian.bitbucket.license.LicenseLimitExceededException")
+            check("eve" not in [u["name"] for u in f.state()["users"]], "not created")
+            eq([x["status"] for x in f.requests()], [403])
+            # without the default group the user takes no seat
+            eq(create(name="eve", displayName="Eve", emailAddress="e@example.com",
+                      password="pw", addToDefaultGroup="false").status, 204)
+            # add-users / add-groups past the limit: 403, nothing changes
+            lim = "The action was disallowed as it would exceed the server's licensing limit."
+            r = send("POST", "/admin/groups/add-users", {"group": "stash-users",
+                                                         "users": ["ben", "cal"]})
+            is_error(r, 403)
+            eq(r.json()["errors"][0]["message"], lim)
+            r = send("POST", "/admin/users/add-groups", {"user": "ben",
+                                                         "groups": ["devs", "stash-users"]})
+            is_error(r, 403)
+            r = send("POST", "/admin/groups/add-user", {"context": "stash-users",
+                                                        "itemName": "ben"})
+            is_error(r, 403)
+            eq(f.state()["members"]["stash-users"], ["admin", "ann", "dan"])
+            eq(f.state()["members"]["devs"], ["ben"])
+            # non-granting groups and already-licensed users are free
+            eq(send("POST", "/admin/groups/add-users", {"group": "devs",
+                                                        "users": ["cal", "ann"]}).status, 200)
+            eq(send("POST", "/admin/groups/add-users", {"group": "stash-users",
+                                                        "users": ["ann"]}).status, 200)
+            # removing a licensed user frees the seat
+            eq(send("POST", "/admin/users/remove-group", {"context": "dan",
+                                                          "itemName": "stash-users"}).status, 200)
+            eq(send("POST", "/admin/users/add-groups", {"user": "ben",
+                                                        "groups": ["stash-users"]}).status, 200)
+            # a state over the limit is refused and changes nothing
+            before = f.state()
+            st["license"] = {"seats": 1}
+            eq(f.request("PUT", "/__fake/state", body=st).status, 400)
+            st["license"] = {"seats": 1, "groups": "stash-users"}
+            eq(f.request("PUT", "/__fake/state", body=st).status, 400)
+            eq(f.state(), before)
+        t.run("licence_seats_403", licence_seats)
+
+        def injected_429():
+            f.faults(fail_rate=1.0, fail_status=429, fail_retry_after=2)
+            try:
+                r = get("/admin/users")
+                is_error(r, 429)
+                eq((r.header("retry-after"), r.header("X-RateLimit-Remaining")), ("2", "0"))
+            finally:
+                f.faults()
+        t.run("injected_429_retry_after", injected_429)
+
     return t.finish()
 
 

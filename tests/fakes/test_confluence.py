@@ -4,7 +4,9 @@
 Starts `fake.py confluence` on a free port (bounded, killed at the end). Covers auth, XSRF,
 the lower-case user name rule, 409 on duplicates, 402 when licence seats run out, idempotent
 disable/enable and membership calls, the long-task delete, and `_links.next` paging at exactly
-a page size and one over. Last line "N passed, N failed"; non-zero exit on failure.
+a page size and one over, all under the /confluence context path (reference section 0); also
+the root context, the HTML 401 for bad credentials, the seat-checked enable, the failed and
+stalled long tasks and injected 429s. Last line "N passed, N failed"; non-zero exit on failure.
 """
 
 import base64
@@ -14,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake import Fake, Runner  # noqa: E402
 
-API = "/rest/api"
+CTX = "/confluence"
+API = CTX + "/rest/api"
 BASIC = "Basic " + base64.b64encode(b"admin:admin").decode()
 AUTH = {"Authorization": BASIC}
 WRITE = {"Authorization": BASIC, "X-Atlassian-Token": "no-check"}
@@ -25,9 +28,9 @@ def user(name, disabled=False):
             "disabled": disabled}
 
 
-def state(users=(), groups=(), members=None, seats=None):
+def state(users=(), groups=(), members=None, seats=None, context=CTX):
     return {"users": [user("admin")] + list(users), "groups": list(groups),
-            "members": members or {}, "license": {"seats": seats}}
+            "members": members or {}, "license": {"seats": seats}, "context": context}
 
 
 def check(cond, msg=""):
@@ -50,7 +53,7 @@ def is_rest_error(r, status):
 
 def main():
     t = Runner()
-    with Fake("confluence") as f:
+    with Fake("confluence", state=state()) as f:
         def get(path, headers=AUTH):
             return f.request("GET", API + path, headers=headers)
 
@@ -81,9 +84,20 @@ def main():
             r = get("/user/list", headers={})
             eq(r.status, 401)
             is_rest_error(r, 401)
-            check(r.header("WWW-Authenticate"))
-            eq(get("/user/list", headers={"Authorization": "Basic " + base64.b64encode(
-                b"admin:x").decode()}).status, 401)
+            eq(r.header("WWW-Authenticate"), 'OAuth realm="%s"' % (
+                (f.url + CTX).replace(":", "%3A").replace("/", "%2F")))
+            for h in ("Basic " + base64.b64encode(b"admin:x").decode(), "Bearer nope"):
+                r = get("/user/list", headers={"Authorization": h})
+                eq(r.status, 401)
+                check(r.header("Content-Type").startswith("text/html"), r.headers)
+                check(b"<title>Unauthorized (401)</title>" in r.body, r.body)
+                eq(r.header("X-Seraph-LoginReason"), "AUTHENTICATED_FAILED")
+            f.faults(html_auth_errors=False)
+            try:
+                r = get("/user/list", headers={"Authorization": "Bearer nope"})
+                is_rest_error(r, 401)
+            finally:
+                f.faults()
             eq(get("/user/list", headers={"Authorization": "Bearer test-token"}).status, 200)
             r = send("POST", "/admin/group", {"name": "g"}, headers=AUTH)
             eq(r.status, 403)
@@ -125,6 +139,21 @@ def main():
             names = sorted(u["username"] for u in f.state()["users"])
             eq(names, ["a", "admin", "b", "c", "d"])
             eq(f.state()["license"], {"seats": 3})
+            # M5: enable past the limit is 402 too; enabling an enabled user takes no seat
+            r = send("PUT", "/admin/user/b/enable")
+            eq(r.status, 402)
+            is_rest_error(r, 402)
+            check("licence user limit (3)" in r.json()["message"], r.body)
+            eq([u["disabled"] for u in f.state()["users"] if u["username"] == "b"], [True])
+            eq(send("PUT", "/admin/user/c/enable").status, 204)
+            eq(send("PUT", "/admin/user/c/disable").status, 204)
+            eq(send("PUT", "/admin/user/b/enable").status, 204, "a freed seat")
+            # load_state refuses more enabled users than seats, and changes nothing
+            before = f.state()
+            r = f.request("PUT", "/__fake/state", body=state([user("a"), user("b")], seats=2))
+            eq(r.status, 400)
+            check("seats" in r.json()["error"], r.body)
+            eq(f.state(), before)
         t.run("licence_seats_402", seats)
 
         def update_disable():
@@ -172,6 +201,55 @@ def main():
             eq(get("/user?username=bob").status, 404, "the task finishes without polling")
         t.run("long_task_finishes_in_time", long_task_by_time)
 
+        def long_task_fail_and_stall():
+            f.put_state(state([user("carl"), user("dina")]))
+            f.faults(confluence_longtask="fail")
+            try:
+                sub = send("DELETE", "/admin/user/carl").json()
+                for _ in range(5):
+                    st = f.request("GET", sub["links"]["status"], headers=AUTH).json()
+                    if st["finished"]:
+                        break
+                eq((st["finished"], st["successful"], st["percentageComplete"]),
+                   (True, False, 100))
+                eq(st["messages"][0]["translation"], "Failed to delete user carl: the user "
+                   "could not be removed from the user directory.")
+                eq(get("/user?username=carl").status, 200, "a failed delete keeps the user")
+                f.faults(confluence_longtask="stall")
+                sub = send("DELETE", "/admin/user/dina").json()
+                for _ in range(6):
+                    st = f.request("GET", sub["links"]["status"], headers=AUTH).json()
+                f.request("PUT", "/__fake/clock", body={"advance": 30})
+                st = f.request("GET", sub["links"]["status"], headers=AUTH).json()
+                eq((st["finished"], st["successful"], st["percentageComplete"]),
+                   (False, False, 50))
+                eq(get("/user?username=dina").status, 200)
+                eq(f.request("PUT", "/__fake/faults",
+                             body={"confluence_longtask": "maybe"}).status, 400)
+            finally:
+                f.faults()
+        t.run("long_task_failed_and_stalled", long_task_fail_and_stall)
+
+        def context_path():
+            f.put_state(state([user("ann")]))
+            b = get("/user?username=ann").json()
+            eq((b["_links"]["base"], b["_links"]["context"]), (f.url + CTX, CTX))
+            eq(get("/server-information").json()["baseUrl"], f.url + CTX)
+            sub = send("DELETE", "/admin/user/ann").json()
+            eq(sub["statusPath"], "/rest/api/longtask/" + sub["id"], "relative to base")
+            check(sub["links"]["status"].startswith(f.url + CTX + "/rest/api/longtask/"))
+            r = f.request("GET", "/rest/api/user/list", headers=AUTH)  # outside the context
+            eq(r.status, 404)
+            check(r.header("Content-Type").startswith("text/html"), r.headers)
+            f.put_state(state([user("ann")], context=""))  # the root context still works
+            b = f.request("GET", "/rest/api/user?username=ann", headers=AUTH).json()
+            eq((b["_links"]["base"], b["_links"]["context"]), (f.url, ""))
+            check("context" not in f.state(), "root context is not shown in the state")
+            for bad in ("confluence", "/confluence/", 5):
+                eq(f.request("PUT", "/__fake/state", body=state(context=bad)).status, 400, bad)
+            f.put_state(state())
+        t.run("context_path", context_path)
+
         def groups():
             f.put_state(state([user("alice")]))
             r = send("POST", "/admin/group", {"name": "Devs"})
@@ -204,8 +282,8 @@ def main():
             b = get("/user/list").json()
             eq((b["size"], b["limit"], b["start"]), (100, 100, 0))
             check("next" not in b["_links"], "exactly a page: no next")
-            eq(b["_links"]["base"], f.url)
-            eq(b["_links"]["context"], "")
+            eq(b["_links"]["base"], f.url + CTX)
+            eq(b["_links"]["context"], CTX)
             check(b["_links"]["self"].startswith(f.url + API + "/user/list"))
             f.put_state(state(us + [user("zzz")]))
             r = get("/user/list?expand=status")
@@ -249,6 +327,11 @@ def main():
                 r = get("/user/current")
                 eq(r.status, 429)
                 eq(r.header("Retry-After"), "1")
+                is_rest_error(r, 429)
+                f.faults(fail_rate=1.0, fail_status=429, fail_retry_after=3)
+                r = get("/user/current")
+                eq((r.status, r.header("Retry-After")), (429, "3"), "M6: injected 429")
+                eq(r.header("X-RateLimit-Remaining"), None, "Confluence sends no such headers")
                 is_rest_error(r, 429)
             finally:
                 f.faults()

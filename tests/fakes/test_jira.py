@@ -188,7 +188,9 @@ def main():
             b3 = get("/user/list?maxResults=4&cursor=" + b["nextCursor"]).json()
             eq(b3["values"], b2["values"])
             check("total" not in b, "stream pages have no total")
-            eq(get("/user/list?cursor=%25%25bad").status, 400)
+            r = get("/user/list?cursor=%25%25bad")  # L3: no error in the spec for it
+            eq((r.status, r.json()["values"], r.json()["isLast"]), (200, [], True))
+            eq(get("/user/list?maxResults=0").json()["maxResults"], 2000, "below 1: default")
             eq(get("/user/list").json()["maxResults"], 2000)
         t.run("user_list_cursor_paging", user_list_paging)
 
@@ -263,7 +265,10 @@ def main():
             eq(send("POST", "/group/user?groupname=devs", {"name": "ghost"}).status, 404)
             eq(sorted(f.state()["members"]["devs"]), ["alice", "bob"])
             eq(send("DELETE", "/group/user?groupname=devs&username=alice").status, 200)
-            eq(send("DELETE", "/group/user?groupname=devs&username=alice").status, 400)
+            r = send("DELETE", "/group/user?groupname=devs&username=alice")
+            eq(r.status, 404, "L3: a non-member is the spec's 404")
+            eq(r.json()["errorMessages"], ["Cannot remove user 'alice' from group 'devs': the "
+                                           "user is not a member of the group."])
             eq(f.state()["members"]["devs"], ["bob"])
         t.run("membership_add_duplicate_400_remove", membership)
 
@@ -351,6 +356,112 @@ def main():
             eq(r.status, 200)
             eq(r.header("X-RateLimit-Limit"), None, "no headers when limiting is off")
         t.run("rate_limit_429_retry_after", rate_limit)
+
+        def html_401():
+            bad = {"Authorization": "Basic " + base64.b64encode(b"admin:wrong").decode()}
+            for h in (bad, {"Authorization": "Bearer nope"}):
+                r = get("/user/list", headers=h)
+                eq(r.status, 401)
+                check(r.header("Content-Type").startswith("text/html"), r.header("Content-Type"))
+                check(b"<title>Unauthorized (401)</title>" in r.body, r.body)
+                eq(r.header("X-Seraph-LoginReason"), "AUTHENTICATED_FAILED")
+                check(r.header("WWW-Authenticate").startswith("OAuth realm="))
+            f.faults(html_auth_errors=False)
+            try:
+                r = get("/user/list", headers=bad)
+                eq(r.status, 401)
+                check(r.json()["errorMessages"], r.body)
+            finally:
+                f.faults()
+            r = get("/user/list", headers={})  # no credentials: the REST layer's JSON
+            check(r.json()["errorMessages"], r.body)
+        t.run("bad_credentials_html_401", html_401)
+
+        def captcha_403():
+            f.faults(jira_captcha=True)
+            try:
+                r = get("/myself")
+                eq(r.status, 403)
+                eq(r.header("X-Authentication-Denied-Reason"),
+                   "CAPTCHA_CHALLENGE; login-url=%s/login.jsp" % f.url)
+                check(r.header("Content-Type").startswith("text/html"))
+                eq(get("/myself", headers={"Authorization": "Bearer test-token"}).status, 200,
+                   "tokens are not affected")
+            finally:
+                f.faults()
+            eq(get("/myself").status, 200)
+        t.run("captcha_html_403", captcha_403)
+
+        def nested_groups():
+            f.put_state(dict(base_state([user("ann"), user("ben"), user("cy", active=False),
+                                         user("dee")],
+                                        ["eng", "dev", "ops", "lone"],
+                                        {"eng": ["ann"], "dev": ["ben", "cy"],
+                                         "ops": ["dee", "ann"]}),
+                             nested={"eng": ["dev"], "dev": ["ops"]}))
+            eq(f.state()["nested"], {"eng": ["dev"], "dev": ["ops"]})
+            b = get("/group/member?groupname=eng&includeInactiveUsers=true").json()
+            eq(sorted(u["name"] for u in b["values"]), ["ann", "ben", "cy", "dee"],
+               "transitive closure, each user once")
+            eq(b["total"], 4)
+            b = get("/group/member?groupname=eng").json()
+            eq(sorted(u["name"] for u in b["values"]), ["ann", "ben", "dee"], "inactive hidden")
+            gs = get("/user?username=dee&expand=groups").json()["groups"]
+            eq([g["name"] for g in gs["items"]], ["dev", "eng", "ops"])
+            # an inherited member is already a member
+            r = send("POST", "/group/user?groupname=eng", {"name": "dee"})
+            eq(r.status, 400)
+            check("already a member" in r.body.decode(), r.body)
+            # removing an inherited-only membership: 404, nothing changes
+            f.clear_requests()
+            r = send("DELETE", "/group/user?groupname=eng&username=dee")
+            eq(r.status, 404)
+            eq(r.json()["errorMessages"], ["Cannot remove user 'dee' from group 'eng': the user "
+                                           "is not a direct member of the group; the membership "
+                                           "comes from the nested group(s) ops."])
+            eq([x["status"] for x in f.requests()], [404])
+            st = f.state()
+            eq((st["members"]["eng"], st["members"]["ops"]), (["ann"], ["ann", "dee"]))
+            # ann is direct in eng (and in ops): the direct membership goes, ops keeps her in
+            eq(send("DELETE", "/group/user?groupname=eng&username=ann").status, 200)
+            b = get("/group/member?groupname=eng").json()
+            eq(sorted(u["name"] for u in b["values"]), ["ann", "ben", "dee"])
+            # deleting a nested group drops the nesting
+            eq(send("DELETE", "/group?groupname=dev").status, 200)
+            eq(f.state().get("nested"), None)
+            eq(get("/group/member?groupname=eng").json()["total"], 0)
+            # bad shapes
+            for bad in ({"eng": ["nope"]}, {"nope": ["eng"]}, {"eng": ["eng"]},
+                        {"eng": ["dev"], "dev": ["eng"]}, {"eng": "dev"}, ["eng"]):
+                r = f.request("PUT", "/__fake/state",
+                              body=dict(base_state(groups=["eng", "dev"]), nested=bad))
+                eq(r.status, 400, repr(bad))
+        t.run("nested_groups_closure_and_removal", nested_groups)
+
+        def injected_429_and_eap_prefix():
+            f.put_state(base_state())
+            f.faults(fail_rate=1.0, fail_status=429, fail_retry_after=7)
+            try:
+                r = get("/myself")
+                eq(r.status, 429)
+                eq(r.header("retry-after"), "7")
+                eq(r.header("X-RateLimit-Remaining"), "0")
+                eq(r.header("X-RateLimit-Limit"), "100")
+                check(r.json()["errorMessages"], r.body)
+                f.faults(fail_rate=1.0, fail_status=429)
+                eq(get("/myself").header("retry-after"), "1", "default 1 s")
+                f.faults(rate_limit_per_min=60, ratelimit_header_prefix="X-RateLimiting")
+                r = get("/myself")
+                eq(r.status, 200)
+                eq(r.header("X-RateLimiting-Limit"), "60")
+                eq(r.header("X-RateLimiting-Remaining"), "59")
+                eq(r.header("X-RateLimit-Limit"), None)
+                eq(r.header("retry-after"), "0")
+                r = f.request("PUT", "/__fake/faults", body={"ratelimit_header_prefix": "X"})
+                eq(r.status, 400)
+            finally:
+                f.faults()
+        t.run("injected_429_retry_after_and_eap_prefix", injected_429_and_eap_prefix)
 
         def request_log():
             f.clear_requests()

@@ -22,7 +22,7 @@ local function reset(st)
   for _, u in ipairs(st.users or {}) do users[#users + 1] = u end
   local groups = st.groups or { "stash-users" }
   s:put_state{ users = json.array(users), groups = json.array(groups),
-               members = json.object(st.members or {}) }
+               members = json.object(st.members or {}), license = st.license }
   s:clear()
 end
 
@@ -129,6 +129,41 @@ test("bulk add: one add-users request; failure falls back to per-user outcomes",
   t:eq(s:requests()[1].path, "/rest/api/1.0/admin/users/add-groups")
   t:same(s:state().members.a, { "u001" }); t:same(s:state().members.b, { "u001" })
   t:same({ tg:add_member("a", "u001") }, { true }, "existing member: plain success")
+end)
+
+test("licence limit: 403 on create and adds is ESEATS with Bitbucket's message", function(t)
+  reset{ users = many(4), groups = { "stash-users", "devs" },
+         members = { ["stash-users"] = { "admin", "u001" } }, license = { seats = 3 } }
+  local tg <close> = new()
+  -- create with the default group: the third seat, then none left
+  t:same({ tg:create_user{ name = "ann", display_name = "Ann", email = "ann@example.com", password = "pw-1" } }, { true })
+  local ok, msg, code = tg:create_user{ name = "bob", display_name = "Bob", email = "bob@example.com", password = "pw-2" }
+  t:eq(ok, nil); t:eq(code, "ESEATS")
+  t:eq(msg, "bitbucket: create user bob: HTTP 403: Adding the user to the default group would exceed the server's license limit.")
+  t:eq(msg:find("pw-2", 1, true), nil)
+  t:eq(state_user("bob"), nil, "not created")
+  t:same(s:state().members["stash-users"], { "admin", "ann", "u001" })
+  -- a bulk add past the limit: 403, then per-user outcomes, all ESEATS
+  s:clear()
+  local ok2, msg2, code2, res = tg:add_members("stash-users", { "u002", "u003" })
+  t:eq(ok2, nil); t:eq(code2, "ESEATS"); t:contains(msg2, "licensing limit")
+  t:eq(res.u002.ok, false); t:eq(res.u002.code, "ESEATS"); t:eq(res.u003.code, "ESEATS")
+  t:eq(#s:requests(), 3, "1 bulk + 2 single")
+  t:same(s:state().members["stash-users"], { "admin", "ann", "u001" })
+  -- one seat freed: of two users only one gets it; each outcome is its own
+  t:ok(tg:remove_member("stash-users", "ann"))
+  s:clear()
+  ok2, msg2, code2, res = tg:add_members("stash-users", { "u002", "u003" })
+  t:eq(ok2, nil); t:eq(code2, "ESEATS")
+  t:eq((res.u002.ok and 1 or 0) + (res.u003.ok and 1 or 0), 1, "exactly one seat was free")
+  t:eq(#s:state().members["stash-users"], 3)
+  t:eq(#s:requests(), 3)
+  -- add_to_groups into a licence-granting group, and a non-granting group is free
+  local u = res.u002.ok and "u003" or "u002"
+  ok2, msg2, code2 = tg:add_to_groups(u, { "stash-users" })
+  t:eq(ok2, nil); t:eq(code2, "ESEATS"); t:contains(msg2, "HTTP 403")
+  t:ok(tg:add_to_groups(u, { "devs" }))
+  t:same(s:state().members.devs, { u })
 end)
 
 test("remove member: remove-group with context = user, itemName = group", function(t)

@@ -2,14 +2,16 @@
 -- against the Confluence simulator: every operation, _links.next paging,
 -- lower-case user names, seat limit (402), 409 "already exists",
 -- asynchronous delete followed to completion, no rename, errors, request
--- counts and state after writes.
+-- counts and state after writes. The simulator runs under the /confluence
+-- context path (reference section 0), so the configured url includes it.
 local test = require "tap"
 local http = require "usersync.http"
 local json = require "usersync.json"
 local target = require "usersync.target"
 local sim = require "support.targetsim"
 
-local s <close> = sim.start("confluence")
+local CTX = "/confluence"
+local s <close> = sim.start("confluence", { state = { context = CTX } })
 local hc <close> = http.client{ retries = 2, backoff = 0.05, backoff_max = 0.2 }
 
 local function user(name, disabled)
@@ -27,12 +29,13 @@ local function reset(st)
   members["confluence-administrators"] = members["confluence-administrators"] or { "admin" }
   local state = { users = json.array(users), groups = json.array(groups), members = json.object(members) }
   if st.seats then state.license = { seats = st.seats } end
+  state.context = st.context or CTX
   s:put_state(state)
   s:clear()
 end
 
 local function new(opts)
-  local cfg = { type = "confluence", url = s.url, user = "admin", password = "admin" }
+  local cfg = { type = "confluence", url = s.url .. CTX, user = "admin", password = "admin" }
   if opts and opts.token then cfg.user, cfg.password = nil, nil end
   for k, v in pairs(opts or {}) do cfg[k] = v end
   return target.new(hc, cfg)
@@ -71,6 +74,51 @@ test("create user: lower-case name, 201, exists note, seat limit 402", function(
   t:eq(state_user("bob"), nil)
   ok, msg, code = tg:create_user{ name = "bad name", display_name = "B", email = "b@example.com" }
   t:eq(code, "EINVALID"); t:contains(msg, "invalid characters")
+end)
+
+test("reactivate past the seat limit is ESEATS (402)", function(t)
+  reset{ users = { user("ivy"), user("jon", true) }, seats = 2 }
+  local tg <close> = new()
+  local ok, msg, code = tg:reactivate_user("jon")
+  t:eq(ok, nil); t:eq(code, "ESEATS")
+  t:eq(msg, "confluence: reactivate user jon: HTTP 402: Cannot enable user 'jon': the licence user limit (2) has been reached")
+  t:eq(state_user("jon").disabled, true)
+  t:ok(tg:deactivate_user("ivy"))
+  t:ok(tg:reactivate_user("jon")); t:eq(state_user("jon").disabled, false)
+  t:eq(#s:requests(), 3)
+end)
+
+test("context path: every request under /confluence, _links.next followed from the base", function(t)
+  reset{ users = many(7), groups = { "confluence-administrators", "g" },
+         members = { g = { "u001", "u002", "u003", "u004", "u005" } } }
+  local tg <close> = new{ page_size = 2 }
+  local got = {}
+  t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
+  t:same(got, { "u001", "u002", "u003", "u004", "u005" })
+  local starts = {}
+  for _, r in ipairs(s:requests()) do
+    t:eq(r.path:sub(1, #CTX + 10), CTX .. "/rest/api/", r.path)
+    t:eq(r.status, 200)
+    starts[#starts + 1] = r.query:match("start=(%d+)") or "0"
+  end
+  t:same(starts, { "0", "2", "4" }, "three pages, each once")
+  local snap = assert(tg:snapshot())
+  t:eq(#snap.accounts, 8)
+  -- a url without the context path reaches the container's HTML 404: a clear error
+  local wrong <close> = target.new(hc, { type = "confluence", url = s.url, user = "admin", password = "admin" })
+  local ok, msg, code = wrong:groups(function() end)
+  t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+  t:contains(msg, "HTTP 404: HTML page instead of JSON: HTTP Status 404 - Not Found")
+  -- a trailing slash in the configured url changes nothing
+  local slash <close> = new{ url = s.url .. CTX .. "/", page_size = 2 }
+  got = {}
+  t:ok(slash:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
+  t:eq(#got, 5)
+  -- the root context still works when configured so
+  reset{ users = many(3), context = "" }
+  local root <close> = new{ url = s.url, page_size = 2 }
+  snap = assert(root:snapshot())
+  t:eq(#snap.accounts, 4)
 end)
 
 test("update, disable/enable (204, idempotent), rename unsupported", function(t)
@@ -116,6 +164,34 @@ test("delete: a long task that does not finish in time is ETIMEOUT_TASK", functi
   -- polls at +0.2 s and +0.6 s: the second answer is past the 0.3 s budget
   t:eq(ok, nil); t:eq(code, "ETIMEOUT_TASK"); t:contains(msg, "did not finish")
   t:eq(s:count("GET", "/longtask/"), 2)
+end)
+
+test("delete: a failed long task is ETASK_FAILED with its message; the user stays", function(t)
+  reset{ users = { user("fin") } }
+  s:faults{ confluence_longtask = "fail" }
+  local tg <close> = new()
+  local ok, msg, code = tg:delete_user("fin")
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "ETASK_FAILED")
+  t:eq(msg, "confluence: delete user fin (long task): the long task failed: Failed to delete user fin: "
+         .. "the user could not be removed from the user directory.")
+  t:ok(state_user("fin"), "still there")
+  t:eq(s:count("DELETE", "/admin/user/fin"), 1)
+  local polls = s:count("GET", "/longtask/")
+  t:ok(polls >= 1 and polls <= 4, "polled " .. polls .. " times")
+end)
+
+test("delete: a stalled long task is ETIMEOUT_TASK with its progress", function(t)
+  reset{ users = { user("gus") } }
+  s:faults{ confluence_longtask = "stall" }
+  local tg <close> = new{ task_wait = 1 }
+  local ok, msg, code = tg:delete_user("gus")
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "ETIMEOUT_TASK")
+  t:contains(msg, "did not finish within 1.0 s (still at 50 %); it may still complete")
+  t:ok(state_user("gus"), "still there")
+  -- polls at +0.2, +0.6, +1.4 s (backoff doubling): the third is past the budget
+  t:eq(s:count("GET", "/longtask/"), 3)
 end)
 
 test("groups: create 200 (exists 409 note), delete 204; membership idempotent", function(t)
@@ -200,7 +276,15 @@ test("errors, auth and check", function(t)
   reset()
   local bad <close> = new{ password = "nope" }
   local ok, msg, code = bad:create_group("x")
-  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "Authentication failed")
+  t:eq(ok, nil); t:eq(code, "EAUTH")
+  t:eq(msg, "confluence: create group x: HTTP 401 (credentials refused): HTML page instead of JSON: Unauthorized (401)")
+  t:eq(msg:find("nope", 1, true), nil)
+  s:faults{ html_auth_errors = false }
+  ok, msg, code = bad:create_group("x")
+  s:faults{}
+  t:eq(code, "EAUTH"); t:contains(msg, "Authentication failed")
+  local c0 = bad:check()
+  t:eq(c0.code, "EAUTH"); t:eq(c0.admin, nil)
   local tok <close> = new{ token = "test-token" }
   t:ok(tok:create_group("tok"))
   s:faults{ fail_rate = 1.0, fail_status = 503, fail_path = "/group$" }
@@ -212,7 +296,7 @@ test("errors, auth and check", function(t)
   t:eq(c.reachable, true); t:eq(c.product, "Confluence"); t:eq(c.version, "10.0.3")
   t:eq(c.user, "admin"); t:eq(c.admin, true)
   s:put_state{ users = json.array{ ADMIN }, groups = json.array{ "confluence-users" },
-               members = json.object{ ["confluence-users"] = { "admin" } } }
+               members = json.object{ ["confluence-users"] = { "admin" } }, context = CTX }
   c = tg:check()
   t:eq(c.admin, false)
   local ok2, _, code2 = tg:leads{ "x" }

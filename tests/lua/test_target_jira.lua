@@ -33,7 +33,8 @@ local function reset(st)
   end
   local A = json.array
   s:put_state{ users = A(users), groups = A(groups), members = json.object(members),
-               projects = A(st.projects or {}), components = A(st.components or {}) }
+               projects = A(st.projects or {}), components = A(st.components or {}),
+               nested = st.nested and json.object(st.nested) or nil }
   s:clear()
 end
 
@@ -330,13 +331,34 @@ test("auth: bearer PAT works; bad credentials are EAUTH without secrets", functi
   local tg <close> = new{ token = "test-token" }
   t:ok(tg:create_group("bearer-made"))
   local bad <close> = new{ password = "s3cr3t-pw" }
+  s:clear()
   local ok, msg, code = bad:create_group("x")
-  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "HTTP 401")
-  t:contains(msg, "not authenticated")
+  -- Jira answers bad credentials with its HTML 401 page (reference 1.3)
+  t:eq(ok, nil); t:eq(code, "EAUTH")
+  t:eq(msg, "jira: create group x: HTTP 401 (credentials refused): HTML page instead of JSON: Unauthorized (401)")
   t:eq(msg:find("s3cr3t", 1, true), nil, "password not in message")
+  t:eq(s:count("POST", "/group$"), 1, "a refused credential is not retried")
+  t:same(s:state().groups, { "jira-administrators", "bearer-made" })
   local badtok <close> = new{ token = "wrong-token-xyz" }
   ok, msg, code = badtok:get("admin")
   t:eq(code, "EAUTH"); t:eq(msg:find("wrong-token", 1, true), nil)
+  t:contains(msg, "Unauthorized (401)")
+  -- listings and snapshots fail the same way, no crash, no ERESPONSE
+  ok, msg, code = bad:snapshot()
+  t:eq(ok, nil); t:eq(code, "EAUTH"); t:contains(msg, "HTTP 401 (credentials refused)")
+  -- the JSON form (fault html_auth_errors = false) reads the same, with Jira's text
+  s:faults{ html_auth_errors = false }
+  ok, msg, code = bad:create_group("x")
+  s:faults{}
+  t:eq(code, "EAUTH"); t:contains(msg, "HTTP 401 (credentials refused): You are not authenticated")
+  -- Seraph's CAPTCHA challenge after failed logins: an HTML 403 that is really EAUTH
+  local good <close> = new()
+  s:faults{ jira_captcha = true }
+  ok, msg, code = good:get("admin")
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "EAUTH")
+  t:eq(msg, "jira: get user admin: HTTP 403 (authentication denied: CAPTCHA_CHALLENGE; sign in once "
+         .. "in a browser or use a token): HTML page instead of JSON: Forbidden (403)")
   t:raises(function() target.new(hc, { type = "jira", url = s.url, user = "admin" }) end, "credentials")
   t:raises(function() target.new(hc, { type = "jiraa", url = s.url, token = "x" }) end, "type")
   t:raises(function() target.new(hc, { type = "jira", url = "ftp://x", token = "x" }) end, "url")
@@ -405,6 +427,67 @@ test("rate limits: an empty bucket (EAP X-RateLimiting-* too) holds the next req
   local t0 = clock()
   t:ok(tg:get("x"))
   t:ok(clock() - t0 < 0.3, "tokens left: no wait")
+end)
+
+test("nested groups: members are the closure; an inherited-only removal is EINHERITED", function(t)
+  reset{ users = { user("ann"), user("ben"), user("cy", { active = false }) },
+         groups = { "eng", "dev" },
+         members = { eng = { "ann" }, dev = { "ben", "cy" } },
+         nested = { eng = { "dev" } } }
+  local tg <close> = new()
+  local got = {}
+  t:ok(tg:members("eng", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
+  t:same(sorted(got), { "ann", "ben", "cy" }, "inherited and inactive members included")
+  local snap = assert(tg:snapshot())
+  local by = {}
+  for _, a in ipairs(snap.accounts) do by[a.name] = a end
+  t:same(sorted(by.ben.groups), { "dev", "eng" }, "the snapshot sees effective memberships")
+  s:clear()
+  local ok, msg, code = tg:remove_member("eng", "ben")
+  t:eq(ok, nil); t:eq(code, "EINHERITED")
+  t:eq(msg, "jira: remove ben from eng: HTTP 404: Cannot remove user 'ben' from group 'eng': the user "
+         .. "is not a direct member of the group; the membership comes from the nested group(s) dev.")
+  t:eq(#s:requests(), 1); t:eq(s:requests()[1].status, 404)
+  t:same(s:state().members.dev, { "ben", "cy" }, "nothing changed")
+  -- a plain non-member is still success with a note (Jira 10 answers 404)
+  t:same({ tg:remove_member("eng", "admin") }, { true, "not a member" })
+  -- adding an inherited member: Jira says "already a member", a success note
+  t:same({ tg:add_member("eng", "ben") }, { true, "already a member" })
+  t:same(s:state().members.eng, { "ann" })
+  -- apply reports the failure per operation
+  local sum = tg:apply{ { kind = "remove_member", group = "eng", name = "cy" },
+                        { kind = "remove_member", group = "eng", name = "ann" } }
+  t:eq(sum.ok, 1); t:eq(sum.failed, 1)
+  t:same(s:state().members.eng, {})
+end)
+
+test("rate limits: EAP X-RateLimiting-* headers from the simulator hold the target back", function(t)
+  reset{ users = many(6) }
+  local tg <close> = new{ page_size = 1 }
+  s:faults{ rate_limit_per_min = 120, rate_limit_burst = 3, ratelimit_header_prefix = "X-RateLimiting" }
+  local n = 0
+  local ok, msg = tg:accounts(function(p) n = n + #p end)
+  s:faults{}
+  t:ok(ok, msg); t:eq(n, 7)
+  local throttled = 0
+  for _, r in ipairs(s:requests()) do if r.status == 429 then throttled = throttled + 1 end end
+  t:ok(throttled <= 2, "EAP names are read too: " .. throttled .. " 429s")
+end)
+
+test("injected 429 carries retry-after: the engine waits for it, then ERATELIMIT", function(t)
+  reset()
+  local clock = require("usersync.time").monotonic
+  local hc2 <close> = http.client{ retries = 1, backoff = 0.01, backoff_max = 0.02 }
+  local tg <close> = target.new(hc2, { type = "jira", url = s.url, user = "admin", password = "admin" })
+  s:faults{ fail_rate = 1.0, fail_status = 429, fail_retry_after = 1 }
+  local t0 = clock()
+  local ok, msg, code = tg:get("admin")
+  local took = clock() - t0
+  s:faults{}
+  t:eq(ok, nil); t:eq(code, "ERATELIMIT"); t:contains(msg, "HTTP 429 (gave up after retries)")
+  t:contains(msg, "Rate limit exceeded")
+  t:eq(#s:requests(), 2, "one retry")
+  t:ok(took >= 0.9, ("retry-after 1 s honoured (backoff alone is 0.02 s): %.3f s"):format(took))
 end)
 
 test("check: reachable, product, version, user, admin", function(t)

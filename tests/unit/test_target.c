@@ -3,7 +3,8 @@
 ** capabilities, unsupported operations answered without a request, a
 ** refused connection, batch cancellation, and the product error texts
 ** (Jira errorMessages/errors, Confluence message, Bitbucket errors[],
-** HTML title, plain text) that go into messages.
+** HTML title, plain text) that go into messages, the 401 wording, and
+** t_rel_path (Confluence _links.next / statusPath under a context path).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,41 @@ static void error_texts(void) {
   CHECK(!strcmp(t_status_code(409), "ECONFLICT"));
   CHECK(!strcmp(t_status_code(429), "ERATELIMIT"));
   CHECK(!strcmp(t_status_code(500), "EHTTP"));
+}
+
+/* Paths from responses made relative to a base URL with a context path. */
+static void rel_paths(us_http *e) {
+  const char *err = NULL;
+  struct us_target_config c = {
+      .type = "confluence", .url = "https://wiki.example/confluence/", .token = "t"};
+  us_target *t = us_target_new(e, &c, &err);
+  CHECK(t != NULL);
+  if (!t)
+    return;
+  static const char *const cases[][2] = {
+      {"/rest/api/group?limit=2&start=2", "/rest/api/group?limit=2&start=2"},
+      {"rest/api/group?start=2", "/rest/api/group?start=2"},
+      {"/confluence/rest/api/group?start=2", "/rest/api/group?start=2"},
+      {"https://wiki.example/confluence/rest/api/longtask/1", "/rest/api/longtask/1"},
+      {"http://internal:8090/confluence/rest/api/x", "/rest/api/x"},
+      {"/confluencex/rest/api/x", "/confluencex/rest/api/x"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *r = t_rel_path(t, cases[i][0]);
+    CHECK(r && !strcmp(r, cases[i][1]));
+    if (r && strcmp(r, cases[i][1]))
+      fprintf(stderr, "  t_rel_path(%s) = %s\n", cases[i][0], r);
+    free(r);
+  }
+  /* 401: the message says what it means, whatever the body */
+  struct us_http_response r = resp(401, "text/html", "<html><title>Unauthorized (401)</title>");
+  const char *code = NULL;
+  char *m = t_http_error(t, "list accounts", &r, &code);
+  CHECK(!strcmp(code, "EAUTH"));
+  CHECK(m && !strcmp(m, "confluence: list accounts: HTTP 401 (credentials refused): HTML page "
+                        "instead of JSON: Unauthorized (401)"));
+  free(m);
+  us_target_free(t);
 }
 
 static void builders(void) {
@@ -146,6 +182,7 @@ static void with_engine(void) {
   b = us_target_batch_new(t);
   CHECK(us_target_submit(b, &op, &err) == 0);
   us_target_free(t);
+  rel_paths(e);
   us_http_free(e);
 }
 

@@ -25,6 +25,20 @@ Behaviour taken from ../shared/reference/atlassian-api.md:
     -Interval-Seconds / -FillRate and a lower-case "retry-after" on every counted response
     (retry-after 0 while tokens remain); an empty bucket answers 429 with retry-after = seconds
     until the next token. Confluence's headers are UNCONFIRMED: it sends only Retry-After on 429.
+  * Fault "ratelimit_header_prefix" (Jira and Bitbucket): "X-RateLimit" (default, GA) or
+    "X-RateLimiting" (the Jira 8.6 EAP names, reference 1.2 / 7.9) for every rate-limit header
+    but retry-after.
+  * Injected 429s (faults fail_rate + fail_status 429) look like a real empty bucket: the
+    product's 429 body plus retry-after = fault "fail_retry_after" (default 1 s) and, for Jira
+    and Bitbucket, X-RateLimit-Remaining 0 with the other X-RateLimit-* headers (Limit and
+    FillRate from rate_limit_burst / rate_limit_per_min when set, else 100 per 60 s; the value
+    is a decision, Atlassian publishes no default).
+  * Bad credentials (reference 1.3: "401/403 may come back as HTML"): Jira and Confluence
+    answer wrong Basic or Bearer credentials with an HTML 401 page (text/html;charset=UTF-8,
+    title "Unauthorized (401)") and X-Seraph-LoginReason: AUTHENTICATED_FAILED by default; fault
+    "html_auth_errors": false selects their JSON error body instead. Missing credentials on a
+    REST resource stay a JSON 401 (the REST layer answers those itself). Bitbucket always
+    answers JSON (its REST layer owns authentication).
 """
 
 import base64
@@ -155,7 +169,9 @@ class AtlassianProduct(Product):
     routes = []
     anonymous = frozenset()
     ratelimit_headers = True
-    extra_faults = {"rate_limit_burst": None}
+    extra_faults = {"rate_limit_burst": None, "ratelimit_header_prefix": "X-RateLimit",
+                    "fail_retry_after": 1, "html_auth_errors": True}
+    html_auth = False  # Jira and Confluence: HTML 401 for bad credentials (html_auth_errors)
 
     def __init__(self, server):
         Product.__init__(self, server)
@@ -169,6 +185,16 @@ class AtlassianProduct(Product):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < 1):
                 raise ValueError("rate_limit_burst must be an integer >= 1 or null")
+        if key == "ratelimit_header_prefix":
+            if value not in ("X-RateLimit", "X-RateLimiting"):
+                raise ValueError('ratelimit_header_prefix must be "X-RateLimit" or '
+                                 '"X-RateLimiting"')
+        if key == "fail_retry_after":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError("fail_retry_after must be an integer >= 0")
+        if key == "html_auth_errors":
+            if not isinstance(value, bool):
+                raise ValueError("html_auth_errors must be true or false")
         return value
 
     def faults_changed(self):
@@ -228,14 +254,18 @@ class AtlassianProduct(Product):
             return None
         return self.too_many_response(req, retry)
 
-    def rate_headers(self, retry):
+    def rate_headers(self, retry, limit=None, remaining=None, fill=None):
+        """Rate-limit headers of a counted response (bucket values unless given)."""
         if not self.ratelimit_headers:
             return [("Retry-After", str(retry))] if retry else []
-        per_min = self.bucket.config[0]
-        return [("X-RateLimit-Limit", str(self.bucket.capacity())),
-                ("X-RateLimit-Remaining", str(self.bucket.remaining())),
-                ("X-RateLimit-Interval-Seconds", "60"),
-                ("X-RateLimit-FillRate", str(per_min)),
+        if limit is None:
+            limit, remaining, fill = (self.bucket.capacity(), self.bucket.remaining(),
+                                      self.bucket.config[0])
+        p = self.server.faults.get("ratelimit_header_prefix") or "X-RateLimit"
+        return [(p + "-Limit", str(limit)),
+                (p + "-Remaining", str(remaining)),
+                (p + "-Interval-Seconds", "60"),
+                (p + "-FillRate", str(fill)),
                 ("retry-after", str(retry))]
 
     def too_many_response(self, req, retry):
@@ -249,6 +279,18 @@ class AtlassianProduct(Product):
         return resp
 
     def fault_response(self, req, status):
+        if status == 429:
+            f = self.server.faults
+            retry = f.get("fail_retry_after", 1)
+            per_min = f.get("rate_limit_per_min")
+            fill = per_min if per_min is not None else 100
+            limit = f.get("rate_limit_burst") or fill
+            resp = self.too_many_response(req, retry)
+            hs = self.rate_headers(retry, limit, 0, fill)
+            if not self.ratelimit_headers:
+                hs = [("Retry-After", str(retry))]
+            resp.headers.extend(hs)
+            return resp
         return self.error_response(ApiError(status, "Injected failure: the server could not "
                                                     "process the request."))
 
@@ -256,6 +298,8 @@ class AtlassianProduct(Product):
         self.before_request(req)
         name, groups = self._route(req)
         who = self.authenticate(req)
+        if who is False and self.html_auth and self.server.faults.get("html_auth_errors", True):
+            return self.html_unauthorized(req)
         if who is False or (who is None and name not in self.anonymous):
             return self.unauthorized_response(req, who is False)
         if name is None:
@@ -292,6 +336,23 @@ class AtlassianProduct(Product):
         if not isinstance(b, dict):
             raise ApiError(400, "Can not deserialize the request body: expected a JSON object")
         return b
+
+    def html_unauthorized(self, req):
+        """The HTML 401 page of Jira and Confluence for bad credentials (their Seraph login
+        filter answers before the REST layer, so the body is the product's error page)."""
+        title = "Unauthorized (401)"
+        body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"UTF-8\">\n"
+                "<title>%s</title>\n</head>\n<body id=\"%s\" class=\"aui-layout\">\n"
+                "<div class=\"aui-page-panel\"><h1>%s</h1>\n<p>Basic authentication with "
+                "the given credentials failed. Check the user name and password, or the "
+                "token.</p></div>\n</body>\n</html>\n") % (title, self.name, title)
+        hs = self.auth_headers(req) + [("X-Seraph-LoginReason", "AUTHENTICATED_FAILED"),
+                                       ("Content-Type", "text/html;charset=UTF-8")]
+        return Response(401, hs, body.encode("utf-8"))
+
+    def auth_headers(self, req):
+        """WWW-Authenticate of the product's 401 answers."""
+        return []
 
     # -- subclass hooks -------------------------------------------------------------------
     def error_response(self, err):

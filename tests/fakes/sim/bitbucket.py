@@ -7,10 +7,26 @@ OpenAPI (../shared/specs/bitbucket-dc-9.5.openapi.json). The API is served under
 State (DESIGN.md section 6):
   {"users":   [{"name", "slug", "id", "displayName", "emailAddress"}],
    "groups":  ["name"],
-   "members": {"<group>": ["<user name>"]}}
+   "members": {"<group>": ["<user name>"]},
+   "license": {"seats": N, "groups": ["stash-users"]}}     optional, see below
   "slug" and "id" may be omitted in PUT /__fake/state; they are derived (slug: lower case,
   characters outside [a-z0-9._-] become "_") and numbered after the highest id. Bitbucket has
   no deactivation (reference 1.5): every user is "active": true.
+
+Licence (spec: 403 "would exceed the server's license limit" on create with the default group,
+add-users and add-groups): "license" is optional ({"seats": null}: unlimited, the default).
+A licensed user is a user in at least one licence-granting group: license.groups, default
+["stash-users"] (the default group, which real instances give LICENSED_USER; the simulator
+has no global permission model, so the list stands for "groups granting LICENSED_USER" and
+is a decision). Users outside those groups (e.g. the fresh user of a create with
+addToDefaultGroup=false) take no seat. A state with more licensed users than seats is refused.
+A write that would make more users licensed than seats is refused as a whole with 403 and
+exceptionName com.atlassian.bitbucket.license.LicenseLimitExceededException (name: decision):
+  create with addToDefaultGroup  "Adding the user to the default group would exceed the
+                                  server's license limit."  (the user is not created)
+  add-users, add-groups, add-user, add-group
+                                  "The action was disallowed as it would exceed the server's
+                                  licensing limit."  (no membership changes)
 
 Endpoints (authentication, XSRF and rate limiting in sim/atlassian.py):
   GET    admin/users?filter&start&limit(25, max 1000)        page of RestDetailedUser
@@ -58,6 +74,8 @@ from sim.common import empty_response, json_response
 VERSION = "9.5.0"
 DEFAULT_GROUP = "stash-users"
 EXC = "com.atlassian.bitbucket."
+LIMIT_CREATE = "Adding the user to the default group would exceed the server's license limit."
+LIMIT_ADD = "The action was disallowed as it would exceed the server's licensing limit."
 
 
 def slugify(name):
@@ -100,6 +118,21 @@ class Bitbucket(AtlassianProduct):
             "members": {DEFAULT_GROUP: [ADMIN]},
         }
 
+    @staticmethod
+    def _license(state):
+        """(seats or None, [licence-granting group names]) from state["license"]."""
+        lic = state.get("license", {})
+        if not isinstance(lic, dict) or set(lic) - {"seats", "groups"}:
+            raise ValueError('license must be {"seats": N or null, "groups": [names]?}')
+        seats = lic.get("seats")
+        if seats is not None and (not isinstance(seats, int) or isinstance(seats, bool)
+                                  or seats < 0):
+            raise ValueError("license.seats must be an integer >= 0 or null")
+        lg = lic.get("groups", [DEFAULT_GROUP])
+        if not isinstance(lg, list) or not all(isinstance(g, str) and g for g in lg):
+            raise ValueError("license.groups must be a list of group names")
+        return seats, lg
+
     def load_state(self, state):
         users = check_state_list(state, "users", ("name", "displayName", "emailAddress"),
                                  {"name": str, "slug": str, "id": int, "displayName": str,
@@ -128,6 +161,14 @@ class Bitbucket(AtlassianProduct):
             byid[uid] = rec
             order.append(rec)
         groups, members = check_groups_members(state, {n: r["name"] for n, r in byname.items()})
+        seats, lgroups = self._license(state)
+        licensed = {fold(n) for g, ms in members.items() if fold(g) in {fold(x) for x in lgroups}
+                    for n in ms}
+        if seats is not None and len(licensed) > seats:
+            raise ValueError("license.seats is %d but %d users are in licence-granting groups"
+                             % (seats, len(licensed)))
+        self.seats = seats
+        self.license_groups = list(lgroups)
         self.users = byname
         self.byid = byid
         self.order = order
@@ -137,12 +178,36 @@ class Bitbucket(AtlassianProduct):
                         for g, ms in members.items()}
 
     def dump_state(self):
-        return {
+        st = {
             "users": [dict(u) for u in self.order],
             "groups": list(self.groups.values()),
             "members": {g: sorted((self.byid[i]["name"] for i in self.members[fold(g)]),
                                   key=fold) for g in self.groups.values()},
         }
+        if self.seats is not None or self.license_groups != [DEFAULT_GROUP]:
+            st["license"] = {"seats": self.seats, "groups": list(self.license_groups)}
+        return st
+
+    # -- licence -----------------------------------------------------------------------------
+    def grants(self, g):
+        return fold(g) in {fold(x) for x in self.license_groups}
+
+    def licensed_ids(self):
+        ids = set()
+        for fg, ms in self.members.items():
+            if self.grants(fg):
+                ids |= ms
+        return ids
+
+    def check_seats(self, adds, message):
+        """adds: [(group name, user id)] about to be added. 403 when they would make more
+        users licensed than seats (nothing is changed by the caller then)."""
+        if self.seats is None:
+            return
+        lic = self.licensed_ids()
+        new = {uid for g, uid in adds if self.grants(g) and uid not in lic}
+        if len(lic) + len(new) > self.seats:
+            raise ApiError(403, message, exception=EXC + "license.LicenseLimitExceededException")
 
     # -- bodies ------------------------------------------------------------------------------
     @staticmethod
@@ -247,6 +312,10 @@ class Bitbucket(AtlassianProduct):
         if fold(name) in self.users:
             raise ApiError(409, "A user with the name '%s' already exists." % name,
                            exception=EXC + "user.DuplicateUserException")
+        to_default = bool_arg(req, "addToDefaultGroup", True) and \
+            fold(DEFAULT_GROUP) in self.groups
+        if to_default:
+            self.check_seats([(DEFAULT_GROUP, self.next_id)], LIMIT_CREATE)
         slug = slugify(name)
         taken = {u["slug"] for u in self.order}
         base, n = slug, 1
@@ -259,7 +328,7 @@ class Bitbucket(AtlassianProduct):
         self.users[fold(name)] = u
         self.byid[u["id"]] = u
         self.order.append(u)
-        if bool_arg(req, "addToDefaultGroup", True) and fold(DEFAULT_GROUP) in self.groups:
+        if to_default:
             self.members[fold(DEFAULT_GROUP)].add(u["id"])
         return empty_response(204)
 
@@ -371,6 +440,7 @@ class Bitbucket(AtlassianProduct):
         b = self.body_object(req)
         g = self.group(self.need(b.get("group"), "group"))
         us = [self.user(n) for n in self._names(b, "users")]
+        self.check_seats([(g, u["id"]) for u in us], LIMIT_ADD)
         for u in us:
             self.members[fold(g)].add(u["id"])
         return empty_response(200)
@@ -379,6 +449,7 @@ class Bitbucket(AtlassianProduct):
         b = self.body_object(req)
         u = self.user(self.need(b.get("user"), "user"))
         gs = [self.group(n) for n in self._names(b, "groups")]
+        self.check_seats([(g, u["id"]) for g in gs], LIMIT_ADD)
         for g in gs:
             self.members[fold(g)].add(u["id"])
         return empty_response(200)
@@ -390,6 +461,7 @@ class Bitbucket(AtlassianProduct):
     def add_group_legacy(self, req):
         user, group = self._context_pair(req)          # context = user, itemName = group
         u, g = self.user(user), self.group(group)
+        self.check_seats([(g, u["id"])], LIMIT_ADD)
         self.members[fold(g)].add(u["id"])
         return empty_response(200)
 
@@ -402,6 +474,7 @@ class Bitbucket(AtlassianProduct):
     def add_user_legacy(self, req):
         group, user = self._context_pair(req)          # context = group, itemName = user
         g, u = self.group(group), self.user(user)
+        self.check_seats([(g, u["id"])], LIMIT_ADD)
         self.members[fold(g)].add(u["id"])
         return empty_response(200)
 

@@ -1,16 +1,25 @@
 """Confluence Data Center simulator: REST user, group and membership administration.
 
 Behaviour follows ../shared/reference/atlassian-api.md section 3 and the Confluence DC 10.0.3
-OpenAPI (../shared/specs/confluence-dc-10.0.3.openapi.json). Served at the root context:
-paths are /rest/api/..., "_links.context" is "" and "_links.base" is the server URL.
+OpenAPI (../shared/specs/confluence-dc-10.0.3.openapi.json).
+
+Context path (reference section 0: the server URL carries /confluence): the optional state key
+"context" ("/confluence", or "" for the root; absent = "" so older states load unchanged) is the
+path the application is deployed under. API paths are then <context>/rest/api/...,
+"_links.base" is the server URL plus the context, "_links.context" the context, and every
+"_links.next" / "statusPath" is relative to "_links.base" (it does not repeat the context).
+A request outside the context gets the servlet container's HTML 404 page. The tests run with
+"/confluence".
 
 State (DESIGN.md section 6 plus the licence setting):
   {"users":   [{"username", "userKey", "displayName", "email", "disabled"}],
    "groups":  ["name"],
    "members": {"<group>": ["<username>"]},
-   "license": {"seats": N}}      N = licensed (not disabled) users allowed; null = unlimited.
+   "license": {"seats": N},      N = licensed (not disabled) users allowed; null = unlimited.
+   "context": "/confluence"}     optional, see above
   "userKey" may be omitted in PUT /__fake/state (one is generated); "license" may be omitted
-  (unlimited). Every user that is not disabled takes a seat, the admin account included.
+  (unlimited). Every user that is not disabled takes a seat, the admin account included; a
+  state with more enabled users than seats is refused (400 on PUT /__fake/state).
 
 Endpoints under /rest/api (authentication and XSRF in sim/atlassian.py):
   GET    user/list?start&limit(100)&expand=status       paged Person, disabled users included
@@ -19,7 +28,8 @@ Endpoints under /rest/api (authentication and XSRF in sim/atlassian.py):
   POST   admin/user {userName, fullName, email, password | notifyViaEmail: true}
                      201 {"userKey"}; 400 invalid name or fields; 409 exists; 402 no seat left
   PUT    admin/user/{username} {fullName, email}       204
-  PUT    admin/user/{username}/disable | /enable       204, idempotent
+  PUT    admin/user/{username}/disable | /enable       204, idempotent; enable of a disabled
+                                                       user with no seat left: 402
   DELETE admin/user/{username}                         202 long task; the user is removed when
                                                        the task finishes
   GET    longtask/{id}                                 LongTaskStatus
@@ -37,6 +47,12 @@ endpoint's default is capped to it.
 Long-task delete: a task finishes on its third poll of GET longtask/{id} or 2 simulated seconds
 after it was submitted (checked on every request), whichever comes first; until then the user
 is still there and the status shows percentageComplete < 100, finished/successful false.
+Fault "confluence_longtask" (read when the task is submitted) selects the other outcomes:
+  "ok"     (default) as above;
+  "fail"   the task finishes the same way but unsuccessfully: finished true, successful false,
+           percentageComplete 100, messages[0].translation "Failed to delete user <name>: the
+           user could not be removed from the user directory." and the user is kept;
+  "stall"  the task never finishes: percentageComplete stops at 50, finished false.
 
 Decisions on UNCONFIRMED items:
   * expand=status gives "status": "Active" | "Deactivated" (as atlassian-python-api documents).
@@ -48,13 +64,21 @@ Decisions on UNCONFIRMED items:
   * RestError.data.errors is a JSON array in real responses although the spec's
     ValidationResult types it as an object; the simulator follows the real servers.
   * 429 carries only Retry-After (reference 1.2: Confluence headers unknown).
+  * M5: enabling a disabled user when every seat is taken answers 402 with the RestError
+    body, like create (reference section 3 documents 402 "no licence seat" for create; the
+    spec lists only 204/401/403/404 for enable, so the status is a decision). Enabling an
+    enabled user stays 204 (no extra seat).
+  * L9: 401 answers carry WWW-Authenticate: OAuth realm="<percent-encoded base URL>" as Jira
+    does (both run Atlassian's OAuth plugin, which sets it); no primary source for Confluence,
+    the old 'Basic realm="Confluence"' had none either. Bad credentials get the HTML 401 page
+    of sim/atlassian.py by default (fault html_auth_errors false: the JSON RestError).
 """
 
 import urllib.parse
 
 from sim.atlassian import (ADMIN, ApiError, AtlassianProduct, check_groups_members,
                            check_state_list, fold, int_arg)
-from sim.common import REASONS, empty_response, json_response
+from sim.common import REASONS, Response, empty_response, json_response
 
 API = "/rest/api"
 VERSION = "10.0.3"
@@ -72,6 +96,8 @@ class Confluence(AtlassianProduct):
     name = "confluence"
     prefixes = (API,)
     ratelimit_headers = False
+    html_auth = True
+    extra_faults = dict(AtlassianProduct.extra_faults, confluence_longtask="ok")
     routes = [
         ("GET", r"/user/list", "list_users"),
         ("GET", r"/user", "get_user"),
@@ -92,6 +118,13 @@ class Confluence(AtlassianProduct):
         ("DELETE", r"/user/([^/]+)/group/([^/]+)", "remove_member"),
         ("GET", r"/server-information", "server_information"),
     ]
+
+    def validate_fault(self, key, value):
+        if key == "confluence_longtask":
+            if value not in ("ok", "fail", "stall"):
+                raise ValueError('confluence_longtask must be "ok", "fail" or "stall"')
+            return value
+        return AtlassianProduct.validate_fault(self, key, value)
 
     # -- state -----------------------------------------------------------------------------
     def default_state(self):
@@ -115,6 +148,10 @@ class Confluence(AtlassianProduct):
         if seats is not None and (not isinstance(seats, int) or isinstance(seats, bool)
                                   or seats < 0):
             raise ValueError("license.seats must be an integer >= 0 or null")
+        ctx = state.get("context", "")
+        if not isinstance(ctx, str) or (ctx and (not ctx.startswith("/") or ctx.endswith("/")
+                                                 or any(c in ctx for c in "?#% "))):
+            raise ValueError('context must be "" or a path like "/confluence" (no trailing /)')
         byname, bykey, order = {}, {}, []
         seq = 0
         for u in users:
@@ -135,6 +172,11 @@ class Confluence(AtlassianProduct):
             order.append(rec)
         groups, members = check_groups_members(state,
                                                {n: r["username"] for n, r in byname.items()})
+        active = sum(1 for r in order if not r["disabled"])
+        if seats is not None and active > seats:
+            raise ValueError("license.seats is %d but %d users are enabled" % (seats, active))
+        self.context = ctx
+        self.prefixes = (ctx + API,)
         self.users = byname
         self.bykey = bykey
         self.order = order
@@ -147,13 +189,16 @@ class Confluence(AtlassianProduct):
         self.task_seq = 0
 
     def dump_state(self):
-        return {
+        st = {
             "users": [dict(u) for u in self.order],
             "groups": list(self.groups.values()),
             "members": {g: sorted((self.bykey[k]["username"] for k in self.members[fold(g)]),
                                   key=fold) for g in self.groups.values()},
             "license": {"seats": self.seats},
         }
+        if self.context:  # shown only when set, so older states round-trip unchanged
+            st["context"] = self.context
+        return st
 
     # -- bodies ------------------------------------------------------------------------------
     def rest_error(self, status, message):
@@ -171,24 +216,46 @@ class Confluence(AtlassianProduct):
         r = self.rest_error(429, "Rate limit exceeded. Retry after %d seconds." % retry)
         return r
 
+    def base(self, req):
+        """_links.base: the server URL plus the context path."""
+        return req.base_url + self.context
+
+    def auth_headers(self, req):
+        return [("WWW-Authenticate", 'OAuth realm="%s"' % _q(self.base(req)))]
+
     def unauthorized_response(self, req, bad_credentials):
         r = self.rest_error(401, "Authentication failed. Please check your credentials."
                             if bad_credentials else
                             "This resource requires an authenticated user.")
-        r.headers.append(("WWW-Authenticate", 'Basic realm="Confluence"'))
+        r.headers.extend(self.auth_headers(req))
         return r
 
     def not_found_response(self, req):
         return self.rest_error(404, "null for uri: %s%s" % (req.base_url, req.raw_path))
+
+    def handle(self, req):
+        if self.context and not (req.path == self.context
+                                 or req.path.startswith(self.context + "/")):
+            # Outside the web application: the servlet container's own 404 page.
+            body = ("<!doctype html><html lang=\"en\"><head><title>HTTP Status 404 - Not "
+                    "Found</title></head><body><h1>HTTP Status 404 - Not Found</h1>"
+                    "</body></html>")
+            return Response(404, [("Content-Type", "text/html;charset=utf-8")],
+                            body.encode("utf-8"))
+        return AtlassianProduct.handle(self, req)
+
+    def rel(self, raw_path):
+        """A request path made relative to _links.base (the context stripped)."""
+        return raw_path[len(self.context):] if self.context else raw_path
 
     def person(self, req, u, expand=(), top=False):
         p = {"type": "known", "username": u["username"], "userKey": u["userKey"],
              "profilePicture": {"path": "/images/icons/profilepics/default.svg", "width": 48,
                                 "height": 48, "isDefault": True},
              "displayName": u["displayName"]}
-        links = {"self": "%s%s/user?key=%s" % (req.base_url, API, _q(u["userKey"]))}
+        links = {"self": "%s%s/user?key=%s" % (self.base(req), API, _q(u["userKey"]))}
         if top:
-            links = {"base": req.base_url, "context": "", "self": links["self"]}
+            links = {"base": self.base(req), "context": self.context, "self": links["self"]}
         p["_links"] = links
         if "status" in expand:
             p["status"] = "Deactivated" if u["disabled"] else "Active"
@@ -198,9 +265,9 @@ class Confluence(AtlassianProduct):
         return p
 
     def group_json(self, req, g, top=False):
-        links = {"self": "%s%s/group/%s" % (req.base_url, API, _q(g))}
+        links = {"self": "%s%s/group/%s" % (self.base(req), API, _q(g))}
         if top:
-            links = {"base": req.base_url, "context": "", "self": links["self"]}
+            links = {"base": self.base(req), "context": self.context, "self": links["self"]}
         return {"type": "group", "name": g, "_links": links}
 
     def page(self, req, items, default_limit, render):
@@ -210,14 +277,15 @@ class Confluence(AtlassianProduct):
         chunk = items[start:start + limit]
         params = [(k, v) for k, vs in req.query.items() if k not in ("start", "limit")
                   for v in vs]
-        links = {"base": req.base_url, "context": "",
+        links = {"base": self.base(req), "context": self.context,
                  "self": req.base_url + req.raw_path + ("?" + req.raw_query
                                                         if req.raw_query else "")}
+        rel = self.rel(req.raw_path)
         if start + limit < len(items) and limit > 0:
-            links["next"] = req.raw_path + "?" + urllib.parse.urlencode(
+            links["next"] = rel + "?" + urllib.parse.urlencode(
                 params + [("limit", limit), ("start", start + limit)])
         if start > 0:
-            links["prev"] = req.raw_path + "?" + urllib.parse.urlencode(
+            links["prev"] = rel + "?" + urllib.parse.urlencode(
                 params + [("limit", limit), ("start", max(0, start - limit))])
         return json_response(200, {"results": [render(x) for x in chunk], "start": start,
                                    "limit": limit, "size": len(chunk), "_links": links})
@@ -336,6 +404,9 @@ class Confluence(AtlassianProduct):
 
     def enable_user(self, req, name):
         u = self.user_by_name(name)
+        if u["disabled"] and self.seats is not None and self.used_seats() >= self.seats:
+            raise ApiError(402, "Cannot enable user '%s': the licence user limit (%d) has been "
+                                "reached" % (u["username"], self.seats))
         u["disabled"] = False
         return empty_response(204)
 
@@ -346,22 +417,29 @@ class Confluence(AtlassianProduct):
         self.task_seq += 1
         tid = "5f0c0000-0000-4000-8000-%012d" % self.task_seq
         self.tasks[tid] = {"id": tid, "userKey": u["userKey"], "username": u["username"],
-                           "created": self.server.now(), "polls": 0, "done": False}
+                           "created": self.server.now(), "polls": 0, "done": False,
+                           "ok": True,
+                           "mode": self.server.faults.get("confluence_longtask", "ok")}
         path = "%s/longtask/%s" % (API, tid)
+        base = self.base(req)
         return json_response(202, {"id": tid,
-                                   "links": {"status": req.base_url + path,
-                                             "result": req.base_url + path},
+                                   "links": {"status": base + path, "result": base + path},
                                    "statusPath": path, "resultPath": path},
-                             [("Location", req.base_url + path)])
+                             [("Location", base + path)])
 
     # -- long tasks --------------------------------------------------------------------------
     def _progress(self, t, now):
         by_polls = t["polls"] * 100 // LONGTASK_POLLS
         by_time = int((now - t["created"]) * 100 / LONGTASK_SECONDS)
+        if t["mode"] == "stall":
+            return min(50, max(by_polls, by_time))
         return min(100, max(by_polls, by_time))
 
     def _complete(self, t):
         t["done"] = True
+        if t["mode"] == "fail":
+            t["ok"] = False
+            return
         u = self.bykey.get(t["userKey"])
         if u is not None:
             del self.users[fold(u["username"])]
@@ -388,16 +466,21 @@ class Confluence(AtlassianProduct):
             if self._progress(t, now) >= 100:
                 self._complete(t)
         pct = 100 if t["done"] else self._progress(t, now)
-        msg = ("User %s deleted" if t["done"] else "Deleting user %s") % t["username"]
+        if t["done"] and not t["ok"]:
+            msg = ("Failed to delete user %s: the user could not be removed from the user "
+                   "directory." % t["username"])
+        else:
+            msg = ("User %s deleted" if t["done"] else "Deleting user %s") % t["username"]
         return json_response(200, {
             "id": tid,
             "name": {"key": "com.atlassian.confluence.user.delete.longtask",
                      "args": [], "translation": "Delete user " + t["username"]},
             "elapsedTime": int((now - t["created"]) * 1000),
-            "percentageComplete": pct, "successful": t["done"], "finished": t["done"],
+            "percentageComplete": pct, "successful": t["done"] and t["ok"],
+            "finished": t["done"],
             "messages": [{"key": "", "args": [], "translation": msg}],
-            "_links": {"base": req.base_url, "context": "",
-                       "self": "%s%s/longtask/%s" % (req.base_url, API, tid)}})
+            "_links": {"base": self.base(req), "context": self.context,
+                       "self": "%s%s/longtask/%s" % (self.base(req), API, tid)}})
 
     # -- groups ------------------------------------------------------------------------------
     def list_groups(self, req):
@@ -448,7 +531,7 @@ class Confluence(AtlassianProduct):
         return empty_response(204)
 
     def server_information(self, req):
-        return json_response(200, {"baseUrl": req.base_url, "version": VERSION,
+        return json_response(200, {"baseUrl": self.base(req), "version": VERSION,
                                    "buildNumber": 10000300, "marketplaceBuildNumber": 10000300,
                                    "buildDate": "2025-06-01T00:00:00.000Z"})
 

@@ -8,10 +8,15 @@ State (DESIGN.md section 6):
    "groups":     ["name"],
    "members":    {"<group>": ["<user name>"]},
    "projects":   [{"key", "name", "lead"}],            lead = a user name
-   "components": [{"id", "project", "name", "lead"}]}  lead = a user name or null
+   "components": [{"id", "project", "name", "lead"}],  lead = a user name or null
+   "nested":     {"<group>": ["<child group>"]}}      optional: nested group memberships
   A user's "key" may be omitted in PUT /__fake/state; new keys are "JIRAUSER<n>" as in Jira 8+.
   Names of users and groups compare case-insensitively and keep the spelling they were given.
   Projects get ids 10000, 10001, ... in list order.
+  "nested" (optional, {} when absent, so older states load unchanged) makes each child group a
+  member of the parent group, as Jira's embedded Crowd does with nested groups enabled. Both
+  must be known groups; a cycle (or a group nesting itself) is a 400 on PUT /__fake/state
+  (a decision: the admin UI refuses to create one). Deleting a group drops its nesting.
 
 Endpoints under /rest/api/2 (authentication, XSRF and rate limiting in sim/atlassian.py):
   GET    user?username=|key=[&expand=groups,applicationRoles]
@@ -25,8 +30,11 @@ Endpoints under /rest/api/2 (authentication, XSRF and rate limiting in sim/atlas
   POST   group {"name"}             201; 400 existing or empty
   DELETE group?groupname=           200; 404 unknown
   GET    group/member?groupname&startAt&maxResults(50, max 50)&includeInactiveUsers(false)
-  POST   group/user?groupname= {"name"}            201; 400 already a member
-  DELETE group/user?groupname=&username=           200; 400 not a member
+                                    members of the group AND of every group nested in it
+                                    (transitive closure; reference 2.2), each user once
+  POST   group/user?groupname= {"name"}            201; 400 already a member (directly or
+                                                   through a nested group)
+  DELETE group/user?groupname=&username=           200 for a direct member; 404 otherwise
   GET    project[?expand=lead]      GET/PUT project/{idOrKey}   GET project/{idOrKey}/components
   GET/PUT component/{id}            GET serverInfo (anonymous too)   GET myself
 
@@ -38,7 +46,25 @@ Decisions on UNCONFIRMED reference items (atlassian-api.md section 8):
       "Showing X of Y matching groups".
   #10 GET project lists leads only with expand=lead.
   Deactivating (active=false) a project lead is refused with 400 as the Jira admin UI does.
-  An undecodable user/list cursor is a 400 (never a 404).
+  Nested groups (reference 2.2, section 7.6): group/member and GET user?expand=groups show
+      the effective (transitive) memberships; a user list's groups.size counts them too.
+      Only a direct membership can be removed: DELETE group/user for a user who is in the
+      group only through a nested group is a 404 with errorMessages "Cannot remove user 'u'
+      from group 'g': the user is not a direct member of the group; the membership comes
+      from the nested group(s) c1, c2." (the spec's 404 covers "user not found" in the group;
+      the text is a decision). A user who is no member at all gets 404 "... the user is not a
+      member of the group." (L3: the spec lists 400 only for an empty group name, so the old
+      400 is gone).
+  user/list: the spec lists no error for a bad cursor and the reference says an invalid cursor
+      never gives 404: an undecodable cursor answers 200 with an empty last page (values [],
+      isLast true). maxResults below 1 on user/list and group/member uses the endpoint's
+      default (the spec lists no 400 for it; a decision).
+  Bad credentials: an HTML 401 page by default (sim/atlassian.py, fault html_auth_errors).
+  Fault "jira_captcha" (default false): Basic authentication is refused as after too many
+      failed logins: 403 with an HTML page and "X-Authentication-Denied-Reason:
+      CAPTCHA_CHALLENGE; login-url=<base>/login.jsp" (Seraph's header), even with the right
+      password, until the fault is cleared (an admin resets it / a browser login solves the
+      CAPTCHA). Bearer tokens are not affected.
 """
 
 import base64
@@ -47,7 +73,7 @@ import urllib.parse
 
 from sim.atlassian import (ADMIN, ApiError, AtlassianProduct, bool_arg, check_groups_members,
                            check_state_list, fold, int_arg)
-from sim.common import empty_response, json_response
+from sim.common import Response, empty_response, json_response
 
 API = "/rest/api/2"
 VERSION = "10.3.24"
@@ -62,6 +88,8 @@ class Jira(AtlassianProduct):
     prefixes = (API,)
     anonymous = frozenset({"get_server_info"})
     ratelimit_headers = True
+    html_auth = True
+    extra_faults = dict(AtlassianProduct.extra_faults, jira_captcha=False)
     routes = [
         ("GET", r"/user", "get_user"),
         ("POST", r"/user", "create_user"),
@@ -84,6 +112,25 @@ class Jira(AtlassianProduct):
         ("GET", r"/serverInfo", "get_server_info"),
         ("GET", r"/myself", "get_myself"),
     ]
+
+    def validate_fault(self, key, value):
+        if key == "jira_captcha":
+            if not isinstance(value, bool):
+                raise ValueError("jira_captcha must be true or false")
+            return value
+        return AtlassianProduct.validate_fault(self, key, value)
+
+    def handle(self, req):
+        h = (req.headers.get("authorization") or "").strip().lower()
+        if self.server.faults.get("jira_captcha") and h.startswith("basic "):
+            body = ("<!DOCTYPE html>\n<html lang=\"en\"><head><title>Forbidden (403)</title>"
+                    "</head><body id=\"jira\"><h1>Forbidden (403)</h1><p>CAPTCHA required: "
+                    "log in through the browser.</p></body></html>\n")
+            return Response(403, [("X-Authentication-Denied-Reason",
+                                   "CAPTCHA_CHALLENGE; login-url=%s/login.jsp" % req.base_url),
+                                  ("Content-Type", "text/html;charset=UTF-8")],
+                            body.encode("utf-8"))
+        return AtlassianProduct.handle(self, req)
 
     # -- state -----------------------------------------------------------------------------
     def default_state(self):
@@ -155,7 +202,31 @@ class Jira(AtlassianProduct):
             new_comps.append({"id": cid, "project": pkeys[fold(c["project"])]["key"],
                               "name": c["name"],
                               "lead": byname[fold(lead)]["key"] if lead else None})
+        nested = state.get("nested", {})
+        if not isinstance(nested, dict):
+            raise ValueError("nested must be an object {group: [child groups]}")
+        gfold = {fold(g): g for g in groups}
+        children = {}
+        for parent, kids in nested.items():
+            if fold(parent) not in gfold:
+                raise ValueError("nested names unknown group %r" % parent)
+            if not isinstance(kids, list) or not all(isinstance(k, str) for k in kids):
+                raise ValueError("nested[%r] must be a list of group names" % parent)
+            for k in kids:
+                if fold(k) not in gfold:
+                    raise ValueError("nested[%r] names unknown group %r" % (parent, k))
+                children.setdefault(fold(parent), set()).add(fold(k))
+        for start in children:  # refuse cycles: nothing may reach itself
+            seen, todo = set(), list(children[start])
+            while todo:
+                g = todo.pop()
+                if g == start:
+                    raise ValueError("nested groups form a cycle through %r" % gfold[start])
+                if g not in seen:
+                    seen.add(g)
+                    todo.extend(children.get(g, ()))
         # commit
+        self.children = children         # fold(parent) -> {fold(child)}
         self.users = byname              # fold(name) -> record
         self.bykey = bykey               # key -> record
         self.order = new_users           # insertion order, for dump_state
@@ -169,7 +240,7 @@ class Jira(AtlassianProduct):
 
     def dump_state(self):
         users = [dict(u) for u in self.order]
-        return {
+        st = {
             "users": users,
             "groups": list(self.groups.values()),
             "members": {g: sorted((self.bykey[k]["name"] for k in self.members[fold(g)]),
@@ -181,6 +252,11 @@ class Jira(AtlassianProduct):
                             "lead": self.bykey[c["lead"]]["name"] if c["lead"] else None}
                            for c in self.components],
         }
+        nested = {self.groups[p]: sorted((self.groups[k] for k in ks), key=fold)
+                  for p, ks in self.children.items() if ks}
+        if nested:  # shown only when set, so older states round-trip unchanged
+            st["nested"] = nested
+        return st
 
     def sorted_users(self):
         """Users ordered by folded name (cached until a create, rename or delete)."""
@@ -197,8 +273,11 @@ class Jira(AtlassianProduct):
             body = {"errorMessages": [err.message], "errors": {}}
         return json_response(err.status, body)
 
+    def auth_headers(self, req):
+        return [("WWW-Authenticate", 'OAuth realm="%s"' % _q(req.base_url))]
+
     def unauthorized_response(self, req, bad_credentials):
-        hs = [("WWW-Authenticate", 'OAuth realm="%s"' % _q(req.base_url))]
+        hs = self.auth_headers(req)
         if bad_credentials:
             hs.append(("X-Seraph-LoginReason", "AUTHENTICATED_FAILED"))
         return json_response(401, {"errorMessages": [
@@ -226,15 +305,38 @@ class Jira(AtlassianProduct):
     def group_self(self, req, g):
         return "%s%s/group?groupname=%s" % (req.base_url, API, _q(g))
 
-    def user_groups(self, u):
-        return sorted((g for fg, g in self.groups.items() if u["key"] in self.members[fg]),
+    def descendants(self, fg):
+        """Folded names of every group nested (transitively) in folded group fg."""
+        out, todo = set(), list(self.children.get(fg, ()))
+        while todo:
+            g = todo.pop()
+            if g not in out:
+                out.add(g)
+                todo.extend(self.children.get(g, ()))
+        return out
+
+    def effective_members(self, fg):
+        """User keys of the group's direct members and of every nested group's members."""
+        ks = set(self.members[fg])
+        for d in self.descendants(fg):
+            ks |= self.members[d]
+        return ks
+
+    def inherited_from(self, fg, key):
+        """Names of the nested groups (direct children or deeper) through which user `key`
+        is a member of folded group fg, sorted."""
+        return sorted((self.groups[d] for d in self.descendants(fg) if key in self.members[d]),
                       key=fold)
 
+    def user_groups(self, u):
+        return sorted((g for fg, g in self.groups.items()
+                       if u["key"] in self.effective_members(fg)), key=fold)
+
     def group_counts(self):
-        """{user key: number of groups} for rendering many users at once."""
+        """{user key: number of groups (effective)} for rendering many users at once."""
         counts = {}
-        for ms in self.members.values():
-            for k in ms:
+        for fg in self.groups:
+            for k in self.effective_members(fg):
                 counts[k] = counts.get(k, 0) + 1
         return counts
 
@@ -273,7 +375,7 @@ class Jira(AtlassianProduct):
 
     def group_bean(self, req, g):
         return {"name": g, "self": self.group_self(req, g),
-                "users": {"size": len(self.members[fold(g)]), "items": [],
+                "users": {"size": len(self.effective_members(fold(g))), "items": [],
                           "max-results": 50, "start-index": 0, "end-index": 0},
                 "expand": "users"}
 
@@ -334,7 +436,9 @@ class Jira(AtlassianProduct):
         return json_response(200, self.user_bean(req, u, {"groups", "applicationRoles"}))
 
     def list_users(self, req):
-        n = int_arg(req, "maxResults", 2000, minimum=1, maximum=2000)
+        n = int_arg(req, "maxResults", 2000, minimum=-(2 ** 31), maximum=2000)
+        if n < 1:
+            n = 2000
         users = self.sorted_users()
         start = 0
         cursor = req.arg("cursor")
@@ -342,10 +446,11 @@ class Jira(AtlassianProduct):
             try:
                 last = base64.urlsafe_b64decode(cursor.encode("ascii") + b"==").decode("utf-8")
             except (ValueError, UnicodeError):
-                raise ApiError(400, "Invalid cursor: '%s'" % cursor)
-            if not last.startswith("u:"):
-                raise ApiError(400, "Invalid cursor: '%s'" % cursor)
-            start = bisect.bisect_right(self._sorted_keys, last[2:])
+                last = None
+            if last is None or not last.startswith("u:"):
+                start = len(users)  # no such position: an empty last page (docstring)
+            else:
+                start = bisect.bisect_right(self._sorted_keys, last[2:])
         page = users[start:start + n]
         last_page = start + n >= len(users)
         counts = self.group_counts()
@@ -520,14 +625,19 @@ class Jira(AtlassianProduct):
             self.find_group(swap, status=400)
         del self.groups[fold(g)]
         del self.members[fold(g)]
+        self.children.pop(fold(g), None)
+        for ks in self.children.values():
+            ks.discard(fold(g))
         return empty_response(200)
 
     def group_members(self, req):
         g = self.find_group(req.arg("groupname"))
         start = int_arg(req, "startAt", 0)
-        n = int_arg(req, "maxResults", 50, minimum=1, maximum=50)
+        n = int_arg(req, "maxResults", 50, minimum=-(2 ** 31), maximum=50)
+        if n < 1:
+            n = 50
         inactive = bool_arg(req, "includeInactiveUsers", False)
-        us = sorted((self.bykey[k] for k in self.members[fold(g)]),
+        us = sorted((self.bykey[k] for k in self.effective_members(fold(g))),
                     key=lambda u: fold(u["name"]))
         if not inactive:
             us = [u for u in us if u["active"]]
@@ -554,7 +664,7 @@ class Jira(AtlassianProduct):
         if u is None:
             raise ApiError(404, "User '%s' does not exist." % name)
         ms = self.members[fold(g)]
-        if u["key"] in ms:
+        if u["key"] in self.effective_members(fold(g)):
             raise ApiError(400, "Cannot add user. '%s' is already a member of '%s'"
                            % (u["name"], g))
         ms.add(u["key"])
@@ -570,8 +680,13 @@ class Jira(AtlassianProduct):
             raise ApiError(404, "User '%s' does not exist." % name)
         ms = self.members[fold(g)]
         if u["key"] not in ms:
-            raise ApiError(400, "Cannot remove user '%s' from group '%s': the user is not a "
-                                "member." % (u["name"], g))
+            via = self.inherited_from(fold(g), u["key"])
+            if via:
+                raise ApiError(404, "Cannot remove user '%s' from group '%s': the user is not "
+                                    "a direct member of the group; the membership comes from "
+                                    "the nested group(s) %s." % (u["name"], g, ", ".join(via)))
+            raise ApiError(404, "Cannot remove user '%s' from group '%s': the user is not a "
+                                "member of the group." % (u["name"], g))
         ms.discard(u["key"])
         return empty_response(200)
 
