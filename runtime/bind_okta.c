@@ -32,6 +32,8 @@
 **
 **   c:users([{ filter=, search= }], [fn])   GET /api/v1/users?limit=200
 **   c:user(id_or_login)                     -> user | nil, msg, code, err
+**   c:app_user(app_id, user_id)             GET /api/v1/apps/{id}/users/{uid}: the
+**       AppUser when the app assigns the user | nil, msg, "OKTA_NOT_FOUND", err
 **   c:user_groups(user_id, [fn])            GET /api/v1/users/{id}/groups?limit=200
 **   c:groups([{ filter=, search= }], [fn])  GET /api/v1/groups?limit=200
 **   c:group(group_id)                       -> group | nil, ...
@@ -816,6 +818,23 @@ static int c_group(lua_State *L) {
   return list_one(L, o, 0, 1);
 }
 
+/* c:app_user(app_id, user_id) -> AppUser | nil, msg, "OKTA_NOT_FOUND" when
+** the app does not assign that user (directly or through a group). */
+static int c_app_user(lua_State *L) {
+  struct lokta *o = check_client(L, 1);
+  const char *app = luaL_checkstring(L, 2);
+  luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  push_id_path(L, "apps", app, "/users/");
+  char *uid = us_okta_urlencode(lua_tostring(L, 3));
+  if (!uid)
+    return luaL_error(L, "out of memory");
+  lua_pushstring(L, uid);
+  free(uid);
+  lua_concat(L, 2);
+  return list_one(L, o, 0, 1);
+}
+
 static int c_user_groups(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   lua_settop(L, 3);
@@ -1517,6 +1536,7 @@ static int c_requests(lua_State *L) {
 
 static const luaL_Reg client_methods[] = {{"users", c_users},
                                           {"user", c_user},
+                                          {"app_user", c_app_user},
                                           {"user_groups", c_user_groups},
                                           {"groups", c_groups},
                                           {"group", c_group},

@@ -70,6 +70,8 @@ static const char schema_v1[] =
     "  account_key   TEXT,              -- the target's stable key/id for the account, if any\n"
     "  created_by_us INTEGER NOT NULL DEFAULT 0 CHECK (created_by_us IN (0, 1)),\n"
     "                                   -- 1: usersync created it; 0: adopted an existing one\n"
+    "  onboarded     INTEGER NOT NULL DEFAULT 1 CHECK (onboarded IN (0, 1)),\n"
+    "                                   -- 0: created by usersync, new-user groups not all given yet\n"
     "  first_seen    TEXT NOT NULL DEFAULT " NOW ",\n"
     "  last_seen     TEXT NOT NULL DEFAULT " NOW ",\n"
     "  UNIQUE (sync, target, okta_id)\n"
@@ -826,10 +828,26 @@ void us_store_close(us_store *s) {
 /* ------------------------------------------------------------------ */
 /* Named locks */
 
+/* A process that exists and has not exited. A killed process whose parent
+** has not reaped it yet (a zombie, state Z or X in /proc/PID/stat) holds
+** nothing any more: its lock may be taken over. */
 static int pid_alive(long long pid) {
   if (pid <= 0 || pid > 0x7fffffff)
     return 0;
-  return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+  if (!(kill((pid_t)pid, 0) == 0 || errno == EPERM))
+    return 0;
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%lld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 1; /* no procfs: trust kill() */
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *close = strrchr(buf, ')'); /* the command name may hold spaces and ')' */
+  if (close && close[1] == ' ' && (close[2] == 'Z' || close[2] == 'X'))
+    return 0;
+  return 1;
 }
 
 static void copy_text(char *dst, size_t cap, const us_store_value *v) {

@@ -34,7 +34,7 @@ file(GLOB US_LUA_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/lua/test_*.lu
 foreach(src IN LISTS US_LUA_TESTS)
   get_filename_component(name ${src} NAME_WE)
   add_test(NAME lua/${name} COMMAND ${US_WRAP} $<TARGET_FILE:usersync> run ${src})
-  set_tests_properties(lua/${name} PROPERTIES LABELS lua ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 180)
+  set_tests_properties(lua/${name} PROPERTIES LABELS lua ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 900)
 endforeach()
 
 if(USERSYNC_VALGRIND)

@@ -84,7 +84,8 @@ test("login change becomes a rename of the linked account, email change an updat
       login = "ann.smith@example.com", email = "ann.smith@example.com", firstName = "Ann", lastName = "Smith" } }) }, groups = {} },
     accounts = { { name = "ann.lee@example.com", display_name = "Ann Lee", email = "ann.lee@example.com", active = true, groups = {} } },
     links = { ["00u1"] = "ann.lee@example.com" } }
-  t:same(lines(p), { "update_user ann.smith@example.com", "rename_user ann.lee@example.com->ann.smith@example.com" })
+  t:same(lines(p), { "update_user ann.lee@example.com", "rename_user ann.lee@example.com->ann.smith@example.com" },
+    "the update addresses the account by its current name; the rename follows")
   local upd = p.ops[1]
   t:same(upd.changes, { display_name = { from = "Ann Lee", to = "Ann Smith" },
                         email = { from = "ann.lee@example.com", to = "ann.smith@example.com" } })
@@ -195,6 +196,16 @@ test("keep_existing: true removes only what usersync added; false makes managed 
     links = { ["00u1"] = "ann@example.com" }, owned_memberships = { ["added-by-us"] = { ["ann@example.com"] = true } } }
   t:same(lines(p), { "remove_member added-by-us ann@example.com", "remove_member ops ann@example.com" },
     "ops is managed (mapped); manual-group is not")
+end)
+
+test("groups given to new accounts stay on later syncs; all_users groups are kept exact", function(t)
+  local s = sync_entry { defaults = { new_users = { "new-hires" }, all_users = { "synced" } } }
+  local acct = { name = "ann@example.com", display_name = "ann X", email = "ann@example.com", active = true,
+                 groups = { "new-hires", "synced" } }
+  local p = build { sync = s, source = { users = { user("00u1", "ann@example.com") }, groups = {} },
+    accounts = { acct }, groups = { "new-hires", "synced" }, links = { ["00u1"] = "ann@example.com" },
+    owned_memberships = { ["new-hires"] = { ["ann@example.com"] = true }, synced = { ["ann@example.com"] = true } } }
+  t:same(lines(p), {}, "new-hires is not taken away because the account is no longer new")
 end)
 
 test("create_missing = false reports missing groups and skips their memberships", function(t)

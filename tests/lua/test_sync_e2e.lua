@@ -102,7 +102,8 @@ test("login rename and email change become rename and update, never delete + cre
     t:eq(accounts["ann.lee@example.com"], nil, p .. ": old name gone")
     t:same(w:members_of(p, "developers"), { "ann.smith@example.com", "bob.stone@example.com" }, p .. ": memberships kept")
     for _, req in ipairs(w:writes(p)) do
-      t:ok(req.method ~= "DELETE" or not req.path:find("user"), p .. ": no delete: " .. req.path)
+      local user_delete = req.method == "DELETE" and (req.path == "/rest/api/2/user" or req.path:find("/admin/users$"))
+      t:ok(not user_delete, p .. ": no account deleted: " .. req.path)
     end
   end
   t:eq(w:accounts("jira")["ann.smith@example.com"].emailAddress, "ann.smith@example.com")
@@ -187,7 +188,9 @@ test("on-the-fly with include, exclude and rename patterns", function(t)
   local r = w:usersync("sync")
   t:eq(r.code, 0, r.stderr)
   local _, st = w:accounts("jira")
-  t:same(names(st.groups), { "devs", "eng-core" })
+  t:same(names(st.groups), { "devs", "eng-core", "jira-administrators", "jira-software-users" },
+    "devs and eng-core created next to Jira's own groups; nothing else")
+  t:same(w:members_of("jira", "devs"), { "ann@example.com" })
 end)
 
 test("keep_existing true keeps memberships usersync did not add; false removes them from managed groups", function(t)
@@ -206,15 +209,18 @@ test("keep_existing true keeps memberships usersync did not add; false removes t
 end)
 
 test("a username conflict is reported and applied to neither", function(t)
-  local w <close> = world.new { products = { "jira" } }
-  w:okta_user("00u1", "Sam@example.com")
-  w:okta_user("00u2", "sam@example.com", { email = "sam2@example.com" })
+  local src = os.getenv("SOURCE_DIR") or "."
+  local w <close> = world.new { products = { "jira" },
+    sync = { policy = src .. "/scripts/examples/policy-email-username.lua" } }
+  w:okta_user("00u1", "sam@a.example.com", { email = "Sam@a.example.com" })
+  w:okta_user("00u2", "sam@b.example.com", { email = "sam@b.example.com" })
   w:okta_user("00u3", "zoe@example.com")
   w:load()
   local r = w:usersync("sync")
   t:eq(r.code, 1, "a conflict is a failure to sync those users")
   t:contains(r.stdout, "conflict")
-  t:same(sorted_keys(w:accounts("jira")), { "zoe@example.com" })
+  t:contains(r.stdout, 'all map to the username "sam"')
+  t:same(sorted_keys(w:accounts("jira")), { "zoe" })
 end)
 
 test("Okta failing mid-read: nothing deprovisioned, exit 3", function(t)
@@ -270,7 +276,7 @@ test("Confluence seat limit reached: clear failure for the rest, exit 1, others 
   local r = w:usersync("sync")
   t:eq(r.code, 1, r.stderr)
   local accounts = w:accounts("confluence")
-  t:eq(#sorted_keys(accounts), 3, "two of three created")
+  t:eq(#sorted_keys(accounts), 2, "two created: the third seat is the admin's")
   local h = w:usersync("show", "1")
   t:match(h.stdout, "failed +confluence +create_user +%S+ +.*ESEATS")
 end)
@@ -337,6 +343,50 @@ test("plan --out then apply applies exactly that plan; a changed base is refused
   r = w:usersync("apply", out)
   t:eq(r.code, 0, r.stderr)
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
+test("a run killed during apply is safe to repeat: the next sync converges, no duplicates, nothing lost", function(t)
+  local w <close> = world.new { products = { "jira" }, sync = MANUAL }
+  w:okta_group("00gEng", "Engineering")
+  local ids = {}
+  for i = 1, 30 do
+    local id = ("00u%02d"):format(i)
+    ids[#ids + 1] = id
+    w:okta_user(id, ("user%02d@example.com"):format(i), { groups = { "00gEng" } })
+  end
+  w:load()
+  w.jira:faults{ latency_ms = 150 }
+  -- Start a sync and kill it (SIGKILL) once Jira has served 5 account creations.
+  local argv = { os.getenv("USERSYNC"), "sync", "-c", w.config }
+  local q = {}
+  for i, a in ipairs(argv) do q[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local p = io.popen(("US_TEST_OKTA_TOKEN=test-token US_TEST_ATL_PW=admin %s >/dev/null 2>&1 & echo $!"):format(table.concat(q, " ")))
+  local pid = assert(math.tointeger(tonumber(p:read("l"))))
+  p:close()
+  local creates, deadline = 0, os.time() + 60
+  while creates < 5 and os.time() < deadline do
+    creates = 0
+    for _, req in ipairs(w.jira:requests()) do
+      if req.method == "POST" and req.path == "/rest/api/2/user" then creates = creates + 1 end
+    end
+  end
+  os.execute("kill -9 " .. pid .. " 2>/dev/null")
+  t:ok(creates >= 5, "the sync reached the account creations")
+  local partial = #sorted_keys(w:accounts("jira"))
+  t:ok(partial > 0 and partial < 30, ("killed midway (%d of 30 accounts created)"):format(partial))
+  w.jira:faults{}
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local accounts = w:accounts("jira")
+  t:eq(#sorted_keys(accounts), 30, "every account exactly once")
+  t:eq(#w:members_of("jira", "developers"), 30)
+  t:eq(#w:members_of("jira", "new-hires"), 30, "no new-hire group lost for accounts created by the killed run")
+  local h = w:usersync("history")
+  t:match(h.stdout, "interrupted")
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0, "converged: the next sync writes nothing")
 end)
 
 return test.done()

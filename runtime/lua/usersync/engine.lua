@@ -250,6 +250,7 @@ function Engine:plan(opts)
           owned_memberships = state.owned_memberships(self.db, s.name, tname),
           owned_groups = state.owned_groups(self.db, tname),
           claimed = claimed[tname], only = only,
+          new_accounts = state.new_accounts(self.db, s.name, tname),
         }
         local p = plan.build(input)
         -- Jira: leaders among the accounts to deprovision need a hand-over.
@@ -337,6 +338,8 @@ function Engine:apply(run_plan, opts)
       if #ops > 0 then
         self.progress("apply", "applying %d changes to %s", #ops, p.target)
         local t = self:target(p.target)
+        local failed_ids = {}
+        state.ops_started(self.db, run_id, ops)
         local res, err = t:apply(ops, function(op, ok, info, code)
           local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
           state.op_finished(self.db, run_id, entry.name, op, result)
@@ -344,6 +347,7 @@ function Engine:apply(run_plan, opts)
             summary.ok = summary.ok + 1
             counts[op.kind] = (counts[op.kind] or 0) + 1
           else
+            if op.okta_id then failed_ids[op.okta_id] = true end
             summary.failed = summary.failed + 1
             failed = failed + 1
             log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
@@ -354,6 +358,13 @@ function Engine:apply(run_plan, opts)
           failed = failed + 1
           summary.failed = summary.failed + 1
           log.error("applying to %s stopped: %s", p.target, tostring(err))
+        else
+          -- New accounts that got every group of this run are onboarded.
+          local done = {}
+          for _, id in ipairs(p.new_ids or {}) do
+            if not failed_ids[id] then done[#done + 1] = id end
+          end
+          state.mark_onboarded(self.db, entry.name, p.target, done)
         end
       end
     end

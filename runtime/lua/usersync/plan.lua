@@ -16,6 +16,7 @@
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
+--     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
 --   -- p.mapped_keys: lowercase account names the sync's users map to
@@ -89,6 +90,7 @@ function M.build(input)
   for okta_id, name in pairs(links) do linked_by_account[lower(name)] = okta_id end
   local owned_m = input.owned_memberships or {}
   local owned_g = input.owned_groups or {}
+  local new_accounts = input.new_accounts or {}
   local claimed = input.claimed or {}
 
   -- Okta groups that count, once per group.
@@ -138,6 +140,7 @@ function M.build(input)
   for g in pairs(owned_g) do managed_groups[lower(g)] = g end
   local wanted_groups = {}       -- lowercase group -> name (must exist)
   local keep_ids = {}            -- okta ids whose linked account stays in scope
+  local new_ids = {}             -- okta ids whose accounts get the new-user groups now
 
   for _, m in ipairs(mapped) do
     local u, acct, key = m.user, m.account, m.key
@@ -149,6 +152,8 @@ function M.build(input)
     local existing, is_new = nil, false
     if linked_name then
       existing = accounts[lower(linked_name)]
+      -- Created by usersync but its new-user groups not all given yet.
+      if existing and new_accounts[lower(linked_name)] == u.id then is_new = true end
       if not existing then
         note(("%s: linked account %q no longer exists in %s; it will be created again"):format(m.login, linked_name, target.name))
       elseif linked_name ~= acct.name then
@@ -182,8 +187,15 @@ function M.build(input)
           goto continue
         end
         existing = candidate
-        op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id,
-             reason = ("adopt the existing account of %s"):format(m.login) }
+        if new_accounts[key] == u.id then
+          -- A run that died while creating this account made it: it is ours.
+          is_new = true
+          op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id, created = true,
+               reason = ("record the account created for %s by an interrupted run"):format(m.login) }
+        else
+          op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id,
+               reason = ("adopt the existing account of %s"):format(m.login) }
+        end
       elseif acct.active then
         if not users_cfg.create then
           note(("%s: no account %q in %s and users.create = false"):format(m.login, acct.name, target.name))
@@ -211,7 +223,8 @@ function M.build(input)
       end
       if next(changes) then
         if users_cfg.update then
-          op { kind = "update_user", subject = acct.name, name = acct.name, changes = changes, okta_id = u.id,
+          -- Addressed by the account's current name: a rename, if any, comes after.
+          op { kind = "update_user", subject = existing.name, name = existing.name, changes = changes, okta_id = u.id,
                reason = "profile changed in Okta" }
         else
           note(("%s: profile differs but users.update = false"):format(m.login))
@@ -256,6 +269,7 @@ function M.build(input)
         end
       end
       desired_groups_of[key] = { account = acct, existing = existing, want = want, okta_id = u.id, login = m.login }
+      if is_new then new_ids[#new_ids + 1] = u.id end
     elseif m.deactivate then
       desired_groups_of[key] = { account = acct, existing = existing, want = nil, okta_id = u.id, login = m.login,
                                  deactivate = true }
@@ -315,6 +329,19 @@ function M.build(input)
           removes[#removes + 1] = gname
         end
       end
+    end
+    -- Groups given only to new accounts (defaults.new_users) stay once given.
+    if #removes > 0 then
+      local as_new = pol:default_groups(d.account, true, ctx) or {}
+      local as_old = pol:default_groups(d.account, false, ctx) or {}
+      local only_new = {}
+      for _, g in ipairs(as_new) do only_new[lower(g)] = true end
+      for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
+      local kept = {}
+      for _, g in ipairs(removes) do
+        if not only_new[lower(g)] then kept[#kept + 1] = g end
+      end
+      removes = kept
     end
     table.sort(removes)
     for _, g in ipairs(removes) do
@@ -419,7 +446,7 @@ function M.build(input)
   end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped, mapped_keys = mapped_keys }
+           managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids }
 end
 
 -- Okta status -> account state (DESIGN.md §5); `sources.X.status_map` overrides.

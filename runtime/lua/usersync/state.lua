@@ -30,6 +30,44 @@ function M.links(db, sync, target)
   return out
 end
 
+-- Accounts to treat as new: linked ones not yet onboarded, and accounts a
+-- run that died (interrupted) was creating when it stopped.
+-- Returns { [lower account] = okta_id }.
+function M.new_accounts(db, sync, target)
+  local out = {}
+  for row in db:rows("SELECT okta_id, account_name FROM links WHERE sync = ? AND target = ? AND onboarded = 0", sync, target) do
+    out[lower(row.account_name)] = row.okta_id
+  end
+  for row in db:rows([[SELECT o.subject, o.okta_id FROM operations o JOIN runs r ON r.id = o.run_id
+      WHERE r.sync = ? AND o.target = ? AND o.kind = 'create_user' AND o.status = 'running'
+        AND r.outcome = 'interrupted'
+        AND r.id > coalesce((SELECT max(id) FROM runs WHERE sync = ?1 AND outcome IN ('ok', 'partial')), 0)]],
+      sync, target) do
+    out[lower(row.subject)] = row.okta_id
+  end
+  return out
+end
+
+-- Marks accounts onboarded once a run gave them every new-user group.
+-- okta_ids: ids whose new-user group additions all succeeded.
+function M.mark_onboarded(db, sync, target, okta_ids)
+  return db:transaction(function()
+    for _, id in ipairs(okta_ids) do
+      assert(db:exec("UPDATE links SET onboarded = 1 WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
+    end
+    return true
+  end)
+end
+
+-- Marks operations as started (before a batch goes to a target), so a run
+-- killed midway shows which ones were in flight.
+function M.ops_started(db, run_id, ops)
+  return db:transaction(function()
+    for _, op in ipairs(ops) do M.op_started(db, run_id, op) end
+    return true
+  end)
+end
+
 -- Every sync entry's links on a target: { [lower account] = { [sync] = okta_id } }.
 function M.claims(db, target)
   local out = {}
@@ -93,8 +131,11 @@ function M.mark_interrupted(db, sync)
     local alive = false
     if row.host == host and row.pid then
       local f = io.open("/proc/" .. row.pid .. "/stat")
-      alive = row.pid == me or f ~= nil
+      local stat = f and f:read("a") or ""
       if f then f:close() end
+      -- gone, or a zombie (killed, not yet reaped): not running any more
+      local st = stat:match("%) (%a)")
+      alive = row.pid == me or (st ~= nil and st ~= "Z" and st ~= "X")
     end
     if not alive then
       db:exec([[UPDATE runs SET outcome = 'interrupted', ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
@@ -138,10 +179,14 @@ local function record_effect(db, sync, op, note)
   local t = op.target
   local k = op.kind
   if k == "create_user" or k == "link" then
-    assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us) VALUES (?, ?, ?, ?, ?)
+    -- A new account (created now, or by a run that died before recording
+    -- it) is onboarded once its new-user groups are all given.
+    local created = (k == "create_user" and not note) or (k == "link" and op.created) or false
+    assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+        VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (sync, target, okta_id) DO UPDATE SET account_name = excluded.account_name,
         last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]],
-      sync, t, op.okta_id, op.name, (k == "create_user" and not note) and 1 or 0))
+      sync, t, op.okta_id, op.name, created and 1 or 0, created and 0 or 1))
   elseif k == "rename_user" then
     assert(db:exec("UPDATE links SET account_name = ? WHERE sync = ? AND target = ? AND okta_id = ?", op.to, sync, t, op.okta_id))
   elseif k == "delete_user" then

@@ -11,7 +11,7 @@
 --   w:writes("jira")                         -- write requests the run made
 local json = require "usersync.json"
 local proc = require "support.proc"
-local sim = require "support.targetsim"
+local sim = require "support.fakes"
 
 local M = {}
 local World = {}
@@ -39,7 +39,7 @@ function M.new(opts)
   self.sims[#self.sims + 1] = self.okta
   self.products = opts.products or { "jira", "confluence", "bitbucket" }
   for _, p in ipairs(self.products) do
-    self[p] = sim.start(p, { state = opts[p] })
+    self[p] = sim.start(p, { state = M.arrays(opts[p]) })
     self.sims[#self.sims + 1] = self[p]
   end
   self.sync = opts.sync or {}
@@ -89,6 +89,20 @@ function World:write_config(sync_override)
   f:write(text)
   f:close()
 end
+
+-- Marks the list fields of an Atlassian state as JSON arrays, so an empty
+-- one is sent as [] (the simulators refuse {} where a list belongs).
+local LISTS = { users = true, groups = true, projects = true, components = true }
+function M.arrays(st)
+  if not st then return nil end
+  st = clone(st)
+  for k in pairs(LISTS) do if st[k] then st[k] = json.array(st[k]) end end
+  for g, list in pairs(st.members or {}) do st.members[g] = json.array(list) end
+  return st
+end
+
+-- Accounts of a target other than the simulator's built-in admin.
+M.BUILTIN = { admin = true }
 
 -- A Lua literal for plain data (strings, numbers, booleans, tables).
 function M.lua(v)
@@ -177,14 +191,17 @@ function World:writes(product)
 end
 
 function World:clear_requests()
-  for _, s in ipairs(self.sims) do s:clear() end
+  for _, s in ipairs(self.sims) do s:clear_requests() end
 end
 
 -- Target state helpers: users by lowercase name, members of a group.
 function World:accounts(product)
   local st = self[product]:state()
   local out = {}
-  for _, u in ipairs(st.users) do out[(u.name or u.username):lower()] = u end
+  for _, u in ipairs(st.users) do
+    local n = (u.name or u.username):lower()
+    if not M.BUILTIN[n] then out[n] = u end
+  end
   return out, st
 end
 
