@@ -360,7 +360,7 @@ test("a run killed during apply is safe to repeat: the next sync converges, no d
   local argv = { os.getenv("USERSYNC"), "sync", "-c", w.config }
   local q = {}
   for i, a in ipairs(argv) do q[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local p = io.popen(("US_TEST_OKTA_TOKEN=test-token US_TEST_ATL_PW=admin %s >/dev/null 2>&1 & echo $!"):format(table.concat(q, " ")))
+  local p = io.popen(("US_TEST_OKTA_TOKEN=test-token US_TEST_ATL_TOKEN=test-token %s >/dev/null 2>&1 & echo $!"):format(table.concat(q, " ")))
   local pid = assert(math.tointeger(tonumber(p:read("l"))))
   p:close()
   local creates, deadline = 0, os.time() + 60

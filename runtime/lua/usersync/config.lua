@@ -51,8 +51,10 @@ local source = record({
   app_id = str(),
   filter = str(),
   search = str(),
-  budget_share = node("share", { doc = "share of each Okta rate-limit bucket usersync may use" }),
+  budget_share = node("fraction"),  -- share of each Okta rate-limit bucket usersync may use ("50%")
   concurrency = int { min = 1, max = 75 },
+  retries = int { min = 0, max = 10 },
+  max_wait = duration(),
   status_map = map(enum({ "active", "inactive", "skip" })),
   ca_file = str(), timeout = duration(),
 }, { check = function(_, path, err, v)
@@ -243,6 +245,15 @@ function checkers.share(n, v, path, err)
   end
   return v
 end
+-- "50%" or a number in (0, 1].
+function checkers.fraction(n, v, path, err)
+  local share = type(v) == "string" and M.parse_share(v)
+  if (share and share.percent and share.percent > 0) or (type(v) == "number" and v > 0 and v <= 1) then
+    return v
+  end
+  return err(path, "expected a percentage (\"50%\") or a fraction (0.5), got " .. describe(v))
+end
+
 function checkers.pattern(n, v, path, err)
   if type(v) ~= "string" then return err(path, "expected a pattern string, got " .. describe(v)) end
   local ok, re = pcall(require, "usersync.re")

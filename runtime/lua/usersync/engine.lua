@@ -62,6 +62,7 @@ function Engine:source(name)
     local opts = {}
     for k, v in pairs(scfg) do opts[k] = v end
     opts.timeout = scfg.timeout and config.parse_duration(scfg.timeout) or nil
+    opts.max_wait = scfg.max_wait and config.parse_duration(scfg.max_wait) or nil
     opts.status_map = nil
     s = require("usersync.okta").client(self:http_client(scfg.ca_file, scfg.timeout), opts)
     self.sources[name] = s
@@ -210,6 +211,9 @@ function Engine:plan(opts)
     if not opts.sync or opts.sync == s.name then
       local pol, perr = self:policy(s)
       if not pol then return nil, perr, M.EXIT_USAGE end
+      -- A run of this sync whose process died is marked interrupted first:
+      -- the accounts it was creating are recognised as ours (new_accounts).
+      state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
       local src = self:read_source(s, pol, opts.user)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},

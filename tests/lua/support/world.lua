@@ -52,7 +52,7 @@ function World:write_config(sync_override)
   local targets, names = {}, {}
   for _, p in ipairs(self.products) do
     local url = self[p].url
-    targets[#targets + 1] = ("    %s = { type = %q, url = %q, user = \"admin\", password = env \"US_TEST_ATL_PW\" },")
+    targets[#targets + 1] = ("    %s = { type = %q, url = %q, token = env \"US_TEST_ATL_TOKEN\" },")
       :format(p, p, url)
     names[#names + 1] = ("%q"):format(p)
   end
@@ -177,7 +177,7 @@ function World:usersync(...)
   local has_c = false
   for _, a in ipairs(argv) do if a == "-c" then has_c = true end end
   if not has_c then argv[#argv + 1] = "-c"; argv[#argv + 1] = self.config end
-  return proc.run(argv, { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_PW = "admin",
+  return proc.run(argv, { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token",
                                   USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
 end
 
