@@ -1,8 +1,9 @@
 #!/bin/sh
 # The demo (README quick start, first command): installs what is missing,
-# builds usersync, starts the Okta simulator with a generated organisation,
-# runs the example script scripts/examples/okta-inventory.lua against it
-# with `usersync run`, prints the report, and stops the simulator.
+# builds usersync, and runs tests/demo-run.sh: simulators of Okta (with a
+# generated organisation), Jira, Confluence and Bitbucket, a config,
+# `usersync check`, `plan`, `sync`, a second `sync` that changes nothing,
+# `history`; the simulators are stopped at the end.
 set -eu
 cd "$(dirname "$0")/.."
 sh tests/install-deps.sh

@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
-libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk"
+libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time"
 
 missing=""
 for p in $PKGS; do
