@@ -59,7 +59,11 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   hs->budget -= BUDGET_STEP;
   if (hs->budget > 0)
     return;
-  hs->budget = -1; /* one error only; the caller restores the hook state */
+  /* Spent: raise now and on every instruction after, until sandbox_call
+  ** returns and restores the hook, so a script that catches the error
+  ** (pcall, coroutine.resume) is stopped by its very next instruction. */
+  hs->budget = 0;
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   lua_Debug info;
   if (lua_getstack(L, 0, &info) && lua_getinfo(L, "Sl", &info) && info.currentline > 0)
     luaL_error(L, "%s:%d: instruction budget of %I exceeded (runaway loop?)", info.short_src,

@@ -48,6 +48,25 @@ test("instruction budget ends a runaway loop naming script and line", function(t
   t:eq(n, 500000500000)
 end)
 
+test("a script cannot escape the budget by catching its error with pcall", function(t)
+  local fn = assert(sandbox.load([[
+local caught = 0
+while true do
+  local ok = pcall(function() while true do end end)
+  caught = caught + 1
+end]], "@pcall.lua"))
+  local ok, err = sandbox.call({ instructions = 200000 }, fn)
+  t:eq(ok, false)
+  t:match(err, "instruction budget of 200000 exceeded")
+end)
+
+test("modules a script requires are its own copies: the host's are unchanged", function(t)
+  local fn = assert(sandbox.load("local json = require 'usersync.json'\njson.encode = function() return 'PWNED' end\nlocal re = require 'usersync.re'\nre.compile = nil", "@mut.lua"))
+  t:eq(sandbox.call(fn), true)
+  t:eq(require("usersync.json").encode({ 1 }), "[1]")
+  t:eq(type(require("usersync.re").compile), "function")
+end)
+
 test("budget also covers coroutines created inside the sandbox", function(t)
   local fn = assert(sandbox.load("local co = coroutine.wrap(function() while true do end end)\nco()", "@co.lua"))
   local ok, err = sandbox.call({ instructions = 100000 }, fn)

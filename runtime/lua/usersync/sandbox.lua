@@ -59,6 +59,7 @@ end
 -- A fresh environment table; `extra` adds globals (e.g. env, file).
 function M.env(extra)
   local env = {}
+  local copies = {}
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
   for lib, names in pairs(SAFE_LIBS) do
     local t = {}
@@ -69,14 +70,16 @@ function M.env(extra)
     if type(name) ~= "string" or not M.modules[name] then
       error(string.format("module '%s' is not available in the sandbox", tostring(name)), 2)
     end
+    -- Each sandbox gets its own copy of a module's table, so a script
+    -- cannot change what the host (or another script) calls.
+    local copy = copies[name]
+    if copy then return copy end
     local mod = require(name)
-    local hidden = M.hidden[name]
-    if hidden and type(mod) == "table" then
-      local copy = {}
-      for k, v in pairs(mod) do if not hidden[k] then copy[k] = v end end
-      mod = copy
-    end
-    return mod
+    local hidden = M.hidden[name] or {}
+    copy = {}
+    for k, v in pairs(mod) do if not hidden[k] then copy[k] = v end end
+    copies[name] = copy
+    return copy
   end
   env.print = function(...)
     local parts = table.pack(...)
