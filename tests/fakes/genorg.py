@@ -160,7 +160,8 @@ def make_users(g, n):
                 if r.random() < 0.85 else {"type": "ACTIVE_DIRECTORY", "name": "corp.example.org"},
             },
         }
-        if status in ("STAGED", "PROVISIONED"):
+        if status in ("STAGED", "PROVISIONED", "DEPROVISIONED"):
+            # no credential yet, or deleted by deactivation (okta-api.md 9.1)
             del u["credentials"]["password"]
         users.append(u)
     return users

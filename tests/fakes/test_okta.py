@@ -423,13 +423,14 @@ def t_auth(f):
         b = err(f.get("/api/v1/users", h), 401, "E0000011")
         assert b["errorSummary"] == "Invalid token provided"
     assert f.get("/api/v1/users", {"Authorization": "Bearer tok-abc"}).status == 200
-    assert f.get("/api/v1/users", {"Authorization": "DPoP tok-abc"}).status == 200
+    # an unbound token is a Bearer token: the DPoP scheme is refused
+    err(f.get("/api/v1/users", {"Authorization": "DPoP tok-abc"}), 401, "E0000011")
     assert f.get("/api/v1/users", {"Authorization": "Bearer tok-abd"}).status == 401
 
 
 def t_rate_limits(f):
     f.put_state(dict(base_state(), _baseline=True))
-    f.faults(okta_buckets={"/api/v1/users": 3})
+    f.faults(okta_buckets={"/api/v1/users": 3}, okta_token_share=1)
     seen = []
     for i in range(3):
         r = f.get("/api/v1/users", AUTH)
@@ -451,13 +452,13 @@ def t_rate_limits(f):
     r = f.get("/api/v1/users", AUTH)
     assert r.status == 200 and r.header("X-Rate-Limit-Remaining") == "2"
     # rate_limit_per_min applies to every bucket; okta_buckets names win
-    f.faults(rate_limit_per_min=1, okta_buckets={"/api/v1/groups": 2})
+    f.faults(rate_limit_per_min=1, okta_buckets={"/api/v1/groups": 2}, okta_token_share=1)
     assert f.get("/api/v1/logs", AUTH).status == 200
     err(f.get("/api/v1/logs", AUTH), 429, "E0000047")
     assert f.get("/api/v1/groups", AUTH).status == 200 and f.get("/api/v1/groups", AUTH).status == 200
     assert f.get("/api/v1/groups", AUTH).status == 429
     # apps bucket covers /apps/{id}/users and /apps/{id}/groups together
-    f.faults(okta_buckets={"/api/v1/apps": 1})
+    f.faults(okta_buckets={"/api/v1/apps": 1}, okta_token_share=1)
     assert f.get("/api/v1/apps/%s/users" % APP, AUTH).status == 200
     assert f.get("/api/v1/apps/%s/groups" % APP, AUTH).status == 429
     r = f.request("PUT", "/__fake/faults", body={"okta_buckets": {"/api/v1/nope": 1}})
@@ -663,6 +664,92 @@ def t_state_validation(f):
     g = f.get("/api/v1/groups/00gmin", AUTH).json()
     assert g["type"] == "OKTA_GROUP" and g["objectClass"] == ["okta:user_group"]
 
+
+
+def t_token_share(f):
+    """okta-api.md 4 and 10.6: one token gets 50 % of a bucket whenever limits are set;
+    okta_token_share changes it; the headers stay org-wide, the 429 shows Remaining 0."""
+    f.put_state(dict(base_state(), access_tokens=["other"], _baseline=True))
+    f.faults(okta_buckets={"/api/v1/logs": 6})
+    rem = []
+    for _ in range(3):
+        r = f.get("/api/v1/logs", AUTH)
+        assert r.status == 200 and r.header("X-Rate-Limit-Limit") == "6"
+        rem.append(r.header("X-Rate-Limit-Remaining"))
+    assert rem == ["5", "4", "3"], rem
+    r = f.get("/api/v1/logs", AUTH)
+    err(r, 429, "E0000047")
+    assert r.header("X-Rate-Limit-Remaining") == "0" and r.header("X-Rate-Limit-Limit") == "6"
+    from email.utils import parsedate_to_datetime
+    assert int(r.header("X-Rate-Limit-Reset")) > parsedate_to_datetime(r.header("Date")).timestamp()
+    # another token has its own half of the same window
+    other = {"Authorization": "Bearer other"}
+    assert [f.get("/api/v1/logs", other).status for _ in range(4)] == [200, 200, 200, 429]
+    f.request("PUT", "/__fake/clock", body={"advance": 61})
+    f.faults(okta_buckets={"/api/v1/logs": 6}, okta_token_share=0.8)
+    assert [f.get("/api/v1/logs", AUTH).status for _ in range(5)] == [200, 200, 200, 200, 429]
+    # workforce limits: /api/v1/apps* 100/min leaves one token 50 (okta-api.md 10.6)
+    f.faults(okta_buckets="workforce")
+    st = [f.get("/api/v1/apps/%s/users" % APP, AUTH).status for _ in range(51)]
+    assert st == [200] * 50 + [429], st
+    # the generous default has no share
+    f.faults()
+    assert all(f.get("/api/v1/logs", AUTH).status == 200 for _ in range(10))
+    r = f.request("PUT", "/__fake/faults", body={"okta_token_share": 0})
+    assert r.status == 400
+    f.request("PUT", "/__fake/clock", body={"advance": -61})
+
+
+def t_injected_429_headers(f):
+    """An injected 429 looks like the recorded one: Remaining 0, Reset in the future."""
+    f.put_state(dict(base_state(), _baseline=True))
+    f.faults(fail_rate=1.0, fail_status=429)
+    r = f.get("/api/v1/users", AUTH)
+    f.faults()
+    err(r, 429, "E0000047")
+    from email.utils import parsedate_to_datetime
+    assert r.header("X-Rate-Limit-Remaining") == "0", r.headers
+    assert int(r.header("X-Rate-Limit-Limit")) > 0
+    assert int(r.header("X-Rate-Limit-Reset")) > parsedate_to_datetime(r.header("Date")).timestamp()
+
+
+def t_link_joined_and_charset(f):
+    """okta_link_joined sends self and next in one comma-joined link header (RFC 8288);
+    Content-Type carries ;charset=UTF-8 as recorded, unless okta_charset is false."""
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/users?limit=1", AUTH)
+    assert r.header("Content-Type") == "application/json;charset=UTF-8", r.headers
+    assert len(r.header_all("link")) == 2
+    f.faults(okta_link_joined=True)
+    r = f.get("/api/v1/users?limit=1", AUTH)
+    ls = r.header_all("link")
+    assert len(ls) == 1, ls
+    m = re.fullmatch(r'<([^>]+)>; rel="self", <([^>]+)>; rel="next"', ls[0])
+    assert m and "after=" in m.group(2), ls
+    # last page: only self, nothing to join
+    assert len(f.get("/api/v1/users?limit=200", AUTH).header_all("link")) == 1
+    b = err(f.get("/api/v1/users/nobody", AUTH), 404, "E0000007")
+    assert b
+    f.faults(okta_charset=False)
+    assert f.get("/api/v1/users", AUTH).header("Content-Type") == "application/json"
+    f.faults()
+
+
+def t_users_me(f):
+    """GET /users/me is the caller (okta-api.md 1.2): the admin behind the SSWS token."""
+    f.put_state(dict(base_state(), access_tokens=["tok"], _baseline=True))
+    r = f.get("/api/v1/users/me", AUTH)
+    assert r.status == 200, r
+    me = r.json()
+    assert me["id"] == "00u1simadmin0000x001" and me["profile"]["login"] == "admin@example.com"
+    assert me["status"] == "ACTIVE" and me["_links"]["self"]["href"].endswith("/" + me["id"])
+    # a client-credentials token has no user behind it
+    err(f.get("/api/v1/users/me", {"Authorization": "Bearer tok"}), 404, "E0000007")
+    # a state user with the admin's id is the one returned
+    st = base_state()
+    st["users"].append(dict(user(9, first="Ada", login="admin@example.com"), id="00u1simadmin0000x001"))
+    f.put_state(dict(st, _baseline=True))
+    assert f.get("/api/v1/users/me", AUTH).json()["profile"]["firstName"] == "Ada"
 
 def main():
     run = fake.Runner()

@@ -424,7 +424,9 @@ class Okta(Product):
     """Okta Management API read subset; see tests/fakes/README.md for what is simulated."""
 
     name = "okta"
-    extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False}
+    extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False,
+                    "okta_token_share": None, "okta_search_lag_s": 0, "okta_link_joined": False,
+                    "okta_charset": True}
 
     def __init__(self, server):
         super().__init__(server)
@@ -451,7 +453,7 @@ class Okta(Product):
         self.logs = []
         self.log_seq = []
         self.next_seq = 1
-        self.access_tokens = set()
+        self.access_tokens = {}  # token -> {"scopes": set, "jkt": thumbprint or None}
         self.oauth_clients = {}
         self.issued = {}  # access token -> {"client", "scopes", "exp", "jkt"}
         self.seen_jti = set()  # client assertion and DPoP proof ids already used
@@ -469,7 +471,9 @@ class Okta(Product):
                         for a, v in self.apps.items()},
                "logs": self.logs}
         if self.access_tokens:
-            out["access_tokens"] = sorted(self.access_tokens)
+            out["access_tokens"] = [{"token": t, "scopes": sorted(i["scopes"]),
+                                     "dpop_jkt": i["jkt"]}
+                                    for t, i in sorted(self.access_tokens.items())]
         if self.oauth_clients:
             out["oauth_clients"] = self.oauth_clients
         return out
@@ -556,9 +560,7 @@ class Okta(Product):
                 parse_time(e["published"])
             except FilterError:
                 raise ValueError("logs[%d]: published is not a timestamp" % i) from None
-        for t in toks:
-            if not isinstance(t, str) or not t:
-                raise ValueError("access_tokens must be a list of strings")
+        static = validate_access_tokens(toks)
         clients = validate_oauth_clients(st.get("oauth_clients", {}))
 
         # Fill in what real Okta always sends, so minimal test states are valid objects.
@@ -590,7 +592,7 @@ class Okta(Product):
         self.apps = napps
         self.logs = logs
         self.log_seq = seqs
-        self.access_tokens = set(toks)
+        self.access_tokens = static
         self.oauth_clients = clients
         self._index()
         if old is not None:
@@ -879,6 +881,19 @@ class Okta(Product):
             if not isinstance(value, bool):
                 raise ValueError("okta_html must be a boolean")
             return value
+        if key == "okta_token_share":
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not 0 < value <= 1):
+                raise ValueError("okta_token_share must be a number in (0, 1] or null")
+            return value
+        if key == "okta_search_lag_s":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError("okta_search_lag_s must be a number >= 0")
+            return value
+        if key in ("okta_link_joined", "okta_charset"):
+            if not isinstance(value, bool):
+                raise ValueError("%s must be a boolean" % key)
+            return value
         if key == "okta_concurrency":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError("okta_concurrency must be an integer >= 1 or null")
@@ -887,6 +902,33 @@ class Okta(Product):
 
     def faults_changed(self):
         self.windows = {}
+        seed = self.server.faults.get("seed")
+        if seed is not None:
+            self.rng = random.Random(seed)
+
+    def _share(self):
+        """The fraction of a bucket one token or app may use (okta-api.md 4, 10.6): the fault
+        okta_token_share, else 0.5 whenever limits are set (okta_buckets or rate_limit_per_min),
+        else 1 (the generous default limits are not shared)."""
+        f = self.server.faults
+        if f.get("okta_token_share") is not None:
+            return f["okta_token_share"]
+        if f.get("okta_buckets") or f.get("rate_limit_per_min") is not None:
+            return 0.5
+        return 1.0
+
+    @staticmethod
+    def _principal(req, issued):
+        """Who a request counts against for the per-token share: the SSWS token, the OAuth app
+        behind an issued access token, or the static access token itself."""
+        a = req.headers.get("authorization") or ""
+        scheme, _, tok = a.partition(" ")
+        if scheme.lower() == "ssws":
+            return "ssws:" + tok
+        info = issued.get(tok)
+        if info is not None:
+            return "app:" + info["client"]
+        return "token:" + tok
 
     def _limit(self, bucket):
         f = self.server.faults
@@ -896,9 +938,10 @@ class Okta(Product):
         return GENEROUS if lim is None else lim
 
     def _window(self, bucket, now):
+        """[window start, org-wide used, {principal: used}] of a bucket."""
         w = self.windows.get(bucket)
         if w is None or now >= w[0] + 60:
-            w = [now, 0]
+            w = [now, 0, {}]
             self.windows[bucket] = w
         return w
 
@@ -914,10 +957,16 @@ class Okta(Product):
         lim = self._limit(bucket)
         w = self._window(bucket, now)
         reset = int(math.ceil(w[0] + 60))
-        if w[1] >= lim:
+        who = self._principal(req, self.issued)
+        mine = w[2].get(who, 0)
+        # the token's ceiling: share x limit, at least 1 unless the bucket is closed
+        cap = lim if lim == GENEROUS else (0 if lim == 0 else max(1, int(lim * self._share())))
+        if w[1] >= lim or mine >= cap:
+            # the headers stay org-wide (ceiling of the bucket); a 429 shows Remaining 0
             req.ctx["rl"] = (lim, 0, reset)
             return okta_error(429, "E0000047", "API call exceeded rate limit due to too many requests.")
         w[1] += 1
+        w[2][who] = mine + 1
         req.ctx["rl"] = (lim, lim - w[1], reset)
         return None
 
@@ -937,6 +986,15 @@ class Okta(Product):
                 w = self._window(bucket, now)
                 rl = (lim, max(0, lim - w[1]), int(math.ceil(w[0] + 60)))
         h = resp.headers
+        if f.get("okta_charset", True):
+            # recorded responses say application/json;charset=UTF-8 (fixtures)
+            h[:] = [(k, "application/json;charset=UTF-8" if k.lower() == "content-type"
+                     and v == "application/json" else v) for k, v in h]
+        if f.get("okta_link_joined"):
+            # RFC 8288 allows one header with comma-separated links (okta-api.md 2)
+            ls = [v for k, v in h if k.lower() == "link"]
+            if len(ls) > 1:
+                h[:] = [(k, v) for k, v in h if k.lower() != "link"] + [("link", ", ".join(ls))]
         if rl is not None:
             h.append(("X-Rate-Limit-Limit", str(rl[0])))
             h.append(("X-Rate-Limit-Remaining", str(rl[1])))
@@ -955,6 +1013,15 @@ class Okta(Product):
                  429: ("E0000047", "API call exceeded rate limit due to too many requests."),
                  503: ("E0000010", "Service is in read only mode")}
         code, summary = codes.get(status, ("E0000009", "Internal Server Error"))
+        if status == 429:
+            # an injected 429 looks like a real one: Remaining 0, Reset in the future (fixture)
+            bucket = bucket_of(req.method, req.path)
+            now = self.server.now()
+            if bucket is not None:
+                w = self._window(bucket, now)
+                req.ctx["rl"] = (self._limit(bucket), 0, int(math.ceil(w[0] + 60)))
+            else:
+                req.ctx["rl"] = (0, 0, int(now) + 60)
         return okta_error(status, code, summary)
 
     # ---------------------------------------------------------------- request handling
@@ -970,11 +1037,11 @@ class Okta(Product):
             return None if tok == API_TOKEN else invalid
         if s not in ("bearer", "dpop"):
             return invalid
-        if tok in self.access_tokens:  # static tokens from the state: any scope, no binding
-            return None
-        info = self.issued.get(tok)
-        if info is None or self.server.now() >= info["exp"]:
-            return invalid
+        info = self.access_tokens.get(tok)  # static tokens from the state never expire
+        if info is None:
+            info = self.issued.get(tok)
+            if info is None or self.server.now() >= info["exp"]:
+                return invalid
         if info["jkt"] is not None:
             # DPoP-bound: scheme DPoP and a valid proof with ath (okta-api.md 7.3)
             if s != "dpop":
@@ -1350,8 +1417,23 @@ class Okta(Product):
                 u = cands[0]
         return u
 
+    def _me(self, req):
+        """The caller of /users/me (okta-api.md 1.2): an SSWS token acts as the admin who made
+        it (the state's user with ADMIN's id, else a synthesised one); a client-credentials
+        token has no user behind it, so None (404)."""
+        scheme = (req.headers.get("authorization") or "").partition(" ")[0].lower()
+        if scheme != "ssws":
+            return None
+        u = self.by_id.get(ADMIN["id"])
+        if u is None:
+            u = {"id": ADMIN["id"], "status": "ACTIVE", "profile": {
+                "login": ADMIN["alternateId"], "email": ADMIN["alternateId"],
+                "firstName": "Sim", "lastName": "Admin"}}
+            self._complete_user(u, "2024-01-01T00:00:00.000Z")
+        return u
+
     def get_user(self, req, key):
-        u = self._find_user(key)
+        u = self._me(req) if key == "me" else self._find_user(key)
         if u is None:
             return not_found(key, "User")
         body = self.render_user(req, u, full=True, omit=self._omit_credentials(req))
@@ -1707,6 +1789,33 @@ def scope_for(path):
         if path == prefix or path.startswith(prefix + "/"):
             return scope
     return None
+
+
+READ_SCOPES = tuple(sc for _, sc in SCOPES)
+
+
+def validate_access_tokens(toks):
+    """state.access_tokens: [{"token": str, "scopes": [str], "dpop_jkt": str or null}] ->
+    {token: {"scopes": set, "jkt": ...}}. A plain string is a Bearer token with the four
+    read scopes (okta-api.md 7.2). A token with dpop_jkt is DPoP-bound: it must be sent as
+    "Authorization: DPoP" with a proof signed by the key of that RFC 7638 thumbprint."""
+    out = {}
+    for i, t in enumerate(toks):
+        if isinstance(t, str):
+            t = {"token": t, "scopes": list(READ_SCOPES), "dpop_jkt": None}
+        if not isinstance(t, dict) or not isinstance(t.get("token"), str) or not t["token"]:
+            raise ValueError("access_tokens[%d]: a string or {token, scopes, dpop_jkt}" % i)
+        unknown = set(t) - {"token", "scopes", "dpop_jkt"}
+        if unknown:
+            raise ValueError("access_tokens[%d]: unknown keys %s" % (i, ", ".join(sorted(unknown))))
+        sc = t.get("scopes", list(READ_SCOPES))
+        if not isinstance(sc, list) or not all(isinstance(x, str) for x in sc):
+            raise ValueError("access_tokens[%d].scopes must be a list of strings" % i)
+        jkt = t.get("dpop_jkt")
+        if jkt is not None and (not isinstance(jkt, str) or not jkt):
+            raise ValueError("access_tokens[%d].dpop_jkt must be a JWK thumbprint or null" % i)
+        out[t["token"]] = {"scopes": set(sc), "jkt": jkt}
+    return out
 
 
 def validate_oauth_clients(clients):
