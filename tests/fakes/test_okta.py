@@ -751,6 +751,44 @@ def t_users_me(f):
     f.put_state(dict(st, _baseline=True))
     assert f.get("/api/v1/users/me", AUTH).json()["profile"]["firstName"] == "Ada"
 
+
+def t_search_lag(f):
+    """okta_search_lag_s = N: search sees the org as it was at least N s ago (okta-api.md 1.1,
+    eventually consistent); filter and reads by id see the change at once."""
+    st = base_state()
+    f.put_state(dict(st, _baseline=True))
+    f.faults(okta_search_lag_s=30)
+    f.request("PUT", "/__fake/clock", body={"advance": 31})
+    st["users"][1]["profile"]["lastName"] = "Renamed"
+    st["users"].append(user(6, first="Fay", last="Fox"))
+    st["groups"].append(group(5, "New group"))
+    f.put_state(st)
+    srch = lambda e: [u["id"] for u in f.get("/api/v1/users?search=" + q(e), AUTH).json()]
+    flt = lambda e: [u["id"] for u in f.get("/api/v1/users?filter=" + q(e), AUTH).json()]
+    assert srch('profile.lastName eq "Renamed"') == [], "search lags"
+    assert srch('profile.lastName eq "Brown"') == [uid(2)]
+    assert srch('id eq "%s"' % uid(6)) == []
+    assert flt('profile.lastName eq "Renamed"') == [uid(2)], "filter is current"
+    assert flt('id eq "%s"' % uid(6)) == [uid(6)]
+    assert f.get("/api/v1/users/" + uid(6), AUTH).status == 200
+    assert f.get("/api/v1/users/" + uid(2), AUTH).json()["profile"]["lastName"] == "Renamed"
+    gs = lambda e: [g["id"] for g in f.get("/api/v1/groups?search=" + q(e), AUTH).json()]
+    assert gs('profile.name eq "New group"') == []
+    assert [g["id"] for g in f.get("/api/v1/groups?q=New", AUTH).json()] == [gid(5)]
+    # sorted search reads the same snapshot
+    r = f.get("/api/v1/users?search=" + q('status eq "ACTIVE"') + "&sortBy=profile.lastName", AUTH)
+    assert [u["profile"]["lastName"] for u in r.json()] == ["Brown", "Ängström"], r.json()
+    f.request("PUT", "/__fake/clock", body={"advance": 30})
+    assert srch('profile.lastName eq "Renamed"') == [uid(2)], "caught up after the lag"
+    assert srch('id eq "%s"' % uid(6)) == [uid(6)]
+    assert gs('profile.name eq "New group"') == [gid(5)]
+    # a lag longer than the org's life: search sees nothing yet
+    f.faults(okta_search_lag_s=10 ** 6)
+    assert srch('status eq "ACTIVE"') == []
+    f.faults()
+    assert srch('profile.lastName eq "Renamed"') == [uid(2)]
+    f.request("PUT", "/__fake/clock", body={"advance": -61})
+
 def main():
     run = fake.Runner()
     with fake.Fake("okta") as f:

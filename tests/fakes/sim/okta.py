@@ -459,6 +459,7 @@ class Okta(Product):
         self.seen_jti = set()  # client assertion and DPoP proof ids already used
         self.dpop_nonce = "".join(random.choice(B62) for _ in range(32))
         self.extra = {}
+        self.history = []  # [(load time, users by id, sorted ids, groups by id, sorted gids)]
 
     # ---------------------------------------------------------------- state
     def default_state(self):
@@ -599,6 +600,23 @@ class Okta(Product):
             self._diff(old, now)
         self._assignment_times(old, now)
         self.loaded = True
+        # what `search` sees under okta_search_lag_s (okta-api.md 1.1: eventually consistent).
+        # The dicts of a load are never mutated by a later load, so no copy is needed.
+        self.history.append((now, self.by_id, self.ids, self.gby_id, self.gids))
+        del self.history[:-200]
+
+    def _search_view(self):
+        """(users by id, sorted ids, groups by id, sorted gids) that `search` reads: the current
+        org, or under okta_search_lag_s = N the newest state loaded at least N s ago (an empty
+        org if none is that old). filter, q and reads by id always see the current org."""
+        lag = self.server.faults.get("okta_search_lag_s") or 0
+        if lag <= 0:
+            return self.by_id, self.ids, self.gby_id, self.gids
+        cut = self.server.now() - lag
+        for t, by_id, ids, gby_id, gids in reversed(self.history):
+            if t <= cut:
+                return by_id, ids, gby_id, gids
+        return {}, [], {}, []
 
     def _complete_user(self, u, ts):
         u.setdefault("status", "ACTIVE")
@@ -1364,10 +1382,13 @@ class Okta(Product):
                 pred = compile_filter(flt, USER_FILTER)
         except FilterError as e:
             return bad_search(str(e))
+        by_id, ids = self.by_id, self.ids
+        if srch is not None:
+            by_id, ids, _, _ = self._search_view()
         sort_by = req.arg("sortBy") if srch is not None else None
         if sort_by:
             desc = (req.arg("sortOrder") or "asc").lower() in ("desc", "descending")
-            matches = [self.by_id[i] for i in self.ids if pred(self.by_id[i])]
+            matches = [by_id[i] for i in ids if pred(by_id[i])]
             keyf = lambda u: (str(_first(_get(u, sort_by)) or ""), u["id"])
             matches.sort(key=keyf, reverse=desc)
             start = 0
@@ -1386,12 +1407,11 @@ class Okta(Product):
         start = 0
         if after:
             key = after[1:] if after.startswith("0") else after
-            start = bisect.bisect_right(self.ids, key)
+            start = bisect.bisect_right(ids, key)
         body = []
         nxt = None
-        ids = self.ids
         for k in range(start, len(ids)):
-            u = self.by_id[ids[k]]
+            u = by_id[ids[k]]
             if pred(u):
                 if len(body) == limit:
                     nxt = "0" + body[-1]["id"]
@@ -1477,14 +1497,17 @@ class Okta(Product):
                 pred = compile_filter(flt, GROUP_FILTER)
         except FilterError as e:
             return bad_search(str(e))
+        gby_id, gids = self.gby_id, self.gids
+        if srch is not None:
+            _, _, gby_id, gids = self._search_view()
         after = req.arg("after")
         start = 0
         if after:
             key = after[1:] if after.startswith("0") else after
-            start = bisect.bisect_right(self.gids, key)
+            start = bisect.bisect_right(gids, key)
         body, nxt = [], None
-        for k in range(start, len(self.gids)):
-            g = self.gby_id[self.gids[k]]
+        for k in range(start, len(gids)):
+            g = gby_id[gids[k]]
             if pred is None or pred(g):
                 if len(body) == limit:
                     nxt = "0" + body[-1]["id"]
