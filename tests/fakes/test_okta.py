@@ -284,10 +284,33 @@ def t_app_assignments(f):
     f.put_state(dict(base_state(), _baseline=True))
     r = f.get("/api/v1/apps/%s/users" % APP, AUTH)
     scope = {a["id"]: a["scope"] for a in r.json()}
-    # direct: Ann (USER); via Engineering: Ann (direct wins), Bob (GROUP); Cid is DEPROVISIONED
-    assert scope == {uid(1): "USER", uid(2): "GROUP"}, scope
+    # direct and via Engineering: Ann keeps GROUP (okta-api.md 1.5); Bob via Engineering
+    # (GROUP); Cid is DEPROVISIONED
+    assert scope == {uid(1): "GROUP", uid(2): "GROUP"}, scope
     a = r.json()[0]
     assert a["externalId"] is None and a["credentials"]["userName"] == "Ann.A+ops@Example.com"
+    assert a["status"] == "ACTIVE" and a["syncState"] == "DISABLED"
+    # only direct: USER
+    st = base_state()
+    st["apps"][APP] = {"users": [uid(1), uid(5)], "groups": [gid(3)],
+                       "app_users": {uid(5): {"status": "PROVISIONED", "syncState": "SYNCHRONIZED",
+                                              "externalId": "ext-5"}}}
+    f.put_state(dict(st, _baseline=True))
+    got = {a["id"]: (a["scope"], a["status"], a["syncState"], a["externalId"])
+           for a in f.get("/api/v1/apps/%s/users" % APP, AUTH).json()}
+    assert got == {uid(1): ("USER", "ACTIVE", "DISABLED", None),
+                   uid(2): ("GROUP", "ACTIVE", "DISABLED", None),
+                   uid(5): ("USER", "PROVISIONED", "SYNCHRONIZED", "ext-5")}, got
+    one = f.get("/api/v1/apps/%s/users/%s" % (APP, uid(5)), AUTH).json()
+    assert one["status"] == "PROVISIONED" and one["externalId"] == "ext-5"
+    assert f.state()["apps"][APP]["app_users"] == st["apps"][APP]["app_users"]
+    for bad in ({"nobody": {}}, {uid(5): {"status": "WEIRD"}}, {uid(5): {"syncState": "X"}},
+                {uid(5): {"scope": "USER"}}, {uid(5): {"externalId": 5}}):
+        st["apps"][APP]["app_users"] = bad
+        r = f.request("PUT", "/__fake/state", body=dict(st, _baseline=True))
+        assert r.status == 400, bad
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/apps/%s/users" % APP, AUTH)
     r = f.get("/api/v1/apps/%s/users?expand=user" % APP, AUTH)
     assert r.json()[1]["_embedded"]["user"]["id"] == uid(2)
     err(f.get("/api/v1/apps/%s/users/%s" % (APP, uid(4)), AUTH), 404, "E0000007")

@@ -468,7 +468,8 @@ class Okta(Product):
     def dump_state(self):
         out = {"users": self.users, "groups": self.groups,
                "group_members": {g: list(m) for g, m in self.members.items()},
-               "apps": {a: {"users": list(v["users"]), "groups": list(v["groups"])}
+               "apps": {a: dict({"users": list(v["users"]), "groups": list(v["groups"])},
+                                **({"app_users": v["app_users"]} if v.get("app_users") else {}))
                         for a, v in self.apps.items()},
                "logs": self.logs}
         if self.access_tokens:
@@ -551,8 +552,12 @@ class Okta(Product):
             for gid in a.get("groups", []):
                 if gid not in gby_id:
                     raise ValueError("apps[%s].groups: unknown group %s" % (aid, gid))
+            unknown = set(a) - {"users", "groups", "app_users"}
+            if unknown:
+                raise ValueError("apps[%s]: unknown keys %s" % (aid, ", ".join(sorted(unknown))))
             napps[aid] = {"users": list(dict.fromkeys(a.get("users", []))),
-                          "groups": list(dict.fromkeys(a.get("groups", [])))}
+                          "groups": list(dict.fromkeys(a.get("groups", []))),
+                          "app_users": validate_app_users(aid, a.get("app_users", {}), by_id)}
         for i, e in enumerate(logs):
             if not isinstance(e, dict) or not isinstance(e.get("uuid"), str) or \
                     not isinstance(e.get("published"), str) or not isinstance(e.get("eventType"), str):
@@ -656,11 +661,13 @@ class Okta(Product):
         self.effective = {}
         for aid, a in self.apps.items():
             eff = {}
+            for uid in a["users"]:
+                eff[uid] = "USER"
+            # a user assigned through a group keeps scope GROUP even with a direct
+            # assignment (okta-api.md 1.5)
             for gid in a["groups"]:
                 for uid in self.members.get(gid, ()):
                     eff[uid] = "GROUP"
-            for uid in a["users"]:
-                eff[uid] = "USER"
             # DEPROVISIONED users lose every app assignment (okta-api.md 9.1)
             self.effective[aid] = {u: s for u, s in eff.items()
                                    if self.by_id[u]["status"] != "DEPROVISIONED"}
@@ -1537,9 +1544,11 @@ class Okta(Product):
         p = u["profile"]
         ts = self.app_meta.get(aid, {}).get("users", {}).get(uid) or u["created"]
         first, last = p.get("firstName"), p.get("lastName")
-        d = {"id": uid, "externalId": None, "created": ts, "lastUpdated": ts,
-             "scope": self.effective[aid][uid], "status": "ACTIVE", "statusChanged": ts,
-             "passwordChanged": None, "syncState": "DISABLED",
+        ov = self.apps[aid].get("app_users", {}).get(uid, {})
+        d = {"id": uid, "externalId": ov.get("externalId"), "created": ts, "lastUpdated": ts,
+             "scope": self.effective[aid][uid], "status": ov.get("status", "ACTIVE"),
+             "statusChanged": ts, "passwordChanged": None,
+             "syncState": ov.get("syncState", "DISABLED"),
              "credentials": {"userName": p.get("login")},
              "profile": {"street_address": None, "country": None, "website": None,
                          "zoneinfo": p.get("timezone") or "America/Los_Angeles", "birthdate": None,
@@ -1865,6 +1874,36 @@ def validate_oauth_clients(clients):
             raise ValueError("oauth_clients[%s].token_lifetime must be 1..3600 seconds" % cid)
         out[cid] = {"jwks": c["jwks"], "scopes": list(sc), "dpop": c.get("dpop", True),
                     "token_lifetime": life}
+    return out
+
+
+APPUSER_STATUSES = ("ACTIVE", "APPROVED", "DEPROVISIONED", "IMPLICIT", "IMPORTED", "INACTIVE",
+                    "MATCHED", "PENDING", "PROVISIONED", "REVOKED", "STAGED", "SUSPENDED",
+                    "UNASSIGNED")
+SYNC_STATES = ("DISABLED", "ERROR", "OUT_OF_SYNC", "SYNCHRONIZED", "SYNCING")
+
+
+def validate_app_users(aid, ov, by_id):
+    """apps[aid].app_users: {uid: {"status", "syncState", "externalId"}} overrides of the
+    AppUser defaults (ACTIVE, DISABLED, null: an SSO-only assignment, okta-api.md 1.5, 9.3).
+    An override only shows while the user is an effective assignee."""
+    if not isinstance(ov, dict):
+        raise ValueError("apps[%s].app_users must be an object {user id: {...}}" % aid)
+    out = {}
+    for uid, o in ov.items():
+        if uid not in by_id:
+            raise ValueError("apps[%s].app_users: unknown user %s" % (aid, uid))
+        if not isinstance(o, dict) or set(o) - {"status", "syncState", "externalId"}:
+            raise ValueError("apps[%s].app_users[%s]: only status, syncState, externalId" % (aid, uid))
+        if "status" in o and o["status"] not in APPUSER_STATUSES:
+            raise ValueError("apps[%s].app_users[%s].status must be one of %s"
+                             % (aid, uid, ", ".join(APPUSER_STATUSES)))
+        if "syncState" in o and o["syncState"] not in SYNC_STATES:
+            raise ValueError("apps[%s].app_users[%s].syncState must be one of %s"
+                             % (aid, uid, ", ".join(SYNC_STATES)))
+        if o.get("externalId") is not None and not isinstance(o["externalId"], str):
+            raise ValueError("apps[%s].app_users[%s].externalId must be a string or null" % (aid, uid))
+        out[uid] = dict(o)
     return out
 
 
