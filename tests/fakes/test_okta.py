@@ -812,6 +812,32 @@ def t_search_lag(f):
     assert srch('profile.lastName eq "Renamed"') == [uid(2)]
     f.request("PUT", "/__fake/clock", body={"advance": -61})
 
+
+def t_search_grammar(f):
+    """okta-api.md 1.1 and 1.3: user search has no lastLogin/passwordChanged; group search has
+    only sw/eq/co; a profile attribute outside the org's schema is 400 E0000031."""
+    st = base_state()
+    st["users"][0]["profile"]["costCenter"] = "CC-1"
+    st["users"][1]["profile"]["badgeColour"] = "red"  # a custom attribute
+    f.put_state(dict(st, _baseline=True))
+    ok = lambda p: [x["id"] for x in f.get(p, AUTH).json()]
+    assert ok("/api/v1/users?search=" + q('profile.badgeColour eq "red"')) == [uid(2)]
+    assert ok("/api/v1/users?search=" + q('profile.costCenter sw "CC"')) == [uid(1)]
+    assert ok("/api/v1/users?search=" + q('profile.division eq "x"')) == []  # base schema, unset
+    for bad in ('lastLogin gt "2020-01-01T00:00:00.000Z"',
+                'passwordChanged gt "2020-01-01T00:00:00.000Z"',
+                'profile.noSuchAttribute eq "x"', 'profile.title co "x"'):
+        err(f.get("/api/v1/users?search=" + q(bad), AUTH), 400, "E0000031")
+    assert ok("/api/v1/groups?search=" + q('profile.name sw "Eng"')) == [gid(2), gid(3)]
+    assert ok("/api/v1/groups?search=" + q('type eq "APP_GROUP"')) == [gid(4)]
+    for bad in ('lastUpdated gt "2020-01-01T00:00:00.000Z"',
+                'lastMembershipUpdated ge "2020-01-01T00:00:00.000Z"', 'profile.colour eq "x"',
+                'type co "APP"'):
+        err(f.get("/api/v1/groups?search=" + q(bad), AUTH), 400, "E0000031")
+    # filter keeps its own ranges on the timestamps
+    r = f.get("/api/v1/groups?filter=" + q('lastUpdated gt "2020-01-01T00:00:00.000Z"'), AUTH)
+    assert r.status == 200 and len(r.json()) == 4
+
 def main():
     run = fake.Runner()
     with fake.Fake("okta") as f:

@@ -330,23 +330,38 @@ USER_FILTER = FilterRules(
     lambda a, op: op == "eq" or (a == "lastUpdated" and op in ("gt", "ge", "lt", "le")))
 
 USER_SEARCH_TOP = {"id": "str", "status": "str", "created": "date", "activated": "date",
-                   "statusChanged": "date", "lastUpdated": "date", "type.id": "str",
-                   "lastLogin": "date", "passwordChanged": "date"}
+                   "statusChanged": "date", "lastUpdated": "date", "type.id": "str"}
 USER_SEARCH_CO = ("profile.firstName", "profile.lastName", "profile.email", "profile.login")
 
 
-def _user_search_kind(a):
-    if a in USER_SEARCH_TOP:
-        return USER_SEARCH_TOP[a]
-    if a.startswith("profile.") and len(a) > 8:
-        return "any"
-    return None
+# The base user profile (okta-api.md 9.1); custom attributes are those any user carries.
+USER_BASE_PROFILE = frozenset((
+    "login", "email", "secondEmail", "firstName", "lastName", "displayName", "middleName",
+    "nickName", "honorificPrefix", "honorificSuffix", "mobilePhone", "primaryPhone",
+    "department", "title", "division", "organization", "costCenter", "employeeNumber",
+    "userType", "manager", "managerId", "locale", "preferredLanguage", "timezone", "city",
+    "state", "zipCode", "countryCode", "streetAddress", "postalAddress", "profileUrl"))
+GROUP_BASE_PROFILE = frozenset(("name", "description", "dn", "externalId", "samAccountName",
+                                "windowsDomainQualifiedName"))
 
 
-USER_SEARCH = FilterRules(
-    _user_search_kind,
-    lambda a, op: op in ("eq", "sw", "gt", "ge", "lt", "le") or (op == "co" and a in USER_SEARCH_CO),
-    ignore_case=True)
+def _search_kind(top, known):
+    """attr_kind for `search`: the listed top-level properties, and profile attributes of the
+    org's profile schema (base + custom); anything else is E0000031 (okta-api.md 1.1, 1.3)."""
+    def kind(a):
+        if a in top:
+            return top[a]
+        if a.startswith("profile.") and a[8:] in known:
+            return "any"
+        return None
+    return kind
+
+
+def user_search_rules(known):
+    return FilterRules(
+        _search_kind(USER_SEARCH_TOP, known),
+        lambda a, op: op in ("eq", "sw", "gt", "ge", "lt", "le") or (op == "co" and a in USER_SEARCH_CO),
+        ignore_case=True)
 
 GROUP_FILTER_ATTRS = {"id": "str", "type": "str", "lastUpdated": "date",
                       "lastMembershipUpdated": "date"}
@@ -358,19 +373,13 @@ GROUP_SEARCH_TOP = {"id": "str", "created": "date", "lastUpdated": "date",
                     "lastMembershipUpdated": "date", "type": "str", "source.id": "str"}
 
 
-def _group_search_kind(a):
-    if a in GROUP_SEARCH_TOP:
-        return GROUP_SEARCH_TOP[a]
-    if a.startswith("profile.") and len(a) > 8:
-        return "any"
-    return None
-
-
-GROUP_SEARCH = FilterRules(
-    _group_search_kind,
-    lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description"))
-    or (GROUP_SEARCH_TOP.get(a) == "date" and op in ("gt", "ge", "lt", "le")),
-    ignore_case=True)
+def group_search_rules(known):
+    """Group search: operators sw, eq, and co on profile.name/description only (okta-api.md
+    1.3); no range operators, not even on the timestamps."""
+    return FilterRules(
+        _search_kind(GROUP_SEARCH_TOP, known),
+        lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description")),
+        ignore_case=True)
 
 
 def _log_kind(a):
@@ -609,6 +618,20 @@ class Okta(Product):
         # The dicts of a load are never mutated by a later load, so no copy is needed.
         self.history.append((now, self.by_id, self.ids, self.gby_id, self.gids))
         del self.history[:-200]
+
+    def _profile_keys(self, kind):
+        """Profile attribute names `search` accepts: base schema plus every attribute some
+        user (or group) of the org carries (its custom attributes). Cached per load."""
+        c = getattr(self, "_pk_cache", None)
+        if c is None or c[0] is not self.users or c[1] is not self.groups:
+            uk, gk = set(USER_BASE_PROFILE), set(GROUP_BASE_PROFILE)
+            for u in self.users:
+                uk.update(u["profile"])
+            for g in self.groups:
+                gk.update(g["profile"])
+            c = (self.users, self.groups, uk, gk)
+            self._pk_cache = c
+        return c[2] if kind == "user" else c[3]
 
     def _search_view(self):
         """(users by id, sorted ids, groups by id, sorted gids) that `search` reads: the current
@@ -1384,7 +1407,7 @@ class Okta(Product):
             return self._ok(body, self._links(req, self._params(req, ("limit", "after"), limit=limit), nxt))
         try:
             if srch is not None:
-                pred = compile_filter(srch, USER_SEARCH)
+                pred = compile_filter(srch, user_search_rules(self._profile_keys("user")))
             else:
                 pred = compile_filter(flt, USER_FILTER)
         except FilterError as e:
@@ -1499,7 +1522,7 @@ class Okta(Product):
         pred = None
         try:
             if srch is not None:
-                pred = compile_filter(srch, GROUP_SEARCH)
+                pred = compile_filter(srch, group_search_rules(self._profile_keys("group")))
             elif flt is not None:
                 pred = compile_filter(flt, GROUP_FILTER)
         except FilterError as e:
