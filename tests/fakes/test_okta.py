@@ -571,7 +571,8 @@ def t_events(f):
     f.put_state(st)
     r = f.get(cursor, AUTH)
     evs = r.json()
-    got = [(e["eventType"], [(t["type"], t["id"]) for t in e["target"]]) for e in evs]
+    # target[] order varies: compare as sorted lists (select by type, never by index)
+    got = [(e["eventType"], sorted((t["type"], t["id"]) for t in e["target"])) for e in evs]
     want = [
         ("user.lifecycle.activate", [("User", uid(4))]),
         ("user.lifecycle.create", [("User", uid(6))]),
@@ -579,16 +580,21 @@ def t_events(f):
         ("user.lifecycle.unsuspend", [("User", uid(5))]),
         ("user.account.update_profile", [("User", uid(1))]),
         ("user.lifecycle.delete.initiated", [("User", uid(3))]),
+        ("user.lifecycle.delete.completed", [("User", uid(3))]),
         ("group.lifecycle.create", [("UserGroup", gid(7))]),
         ("group.profile.update", [("UserGroup", gid(2))]),
         ("group.user_membership.add", [("User", uid(6)), ("UserGroup", gid(3))]),
         ("group.user_membership.remove", [("User", uid(2)), ("UserGroup", gid(2))]),
-        ("application.user_membership.add", [("AppUser", "0ua" + uid(4)[3:]), ("AppInstance", APP), ("User", uid(4))]),
-        ("application.user_membership.remove", [("AppUser", "0ua" + uid(2)[3:]), ("AppInstance", APP), ("User", uid(2))]),
+        ("application.user_membership.add", sorted([("AppUser", "0ua" + uid(4)[3:]), ("AppInstance", APP), ("User", uid(4))])),
+        ("application.user_membership.remove", sorted([("AppUser", "0ua" + uid(2)[3:]), ("AppInstance", APP), ("User", uid(2))])),
     ]
     for w in want:
         assert w in got, (w, got)
     assert ("user.lifecycle.activate", [("User", uid(6))]) in got  # created ACTIVE
+    # uid(3) was DEPROVISIONED before its deletion: no second deactivate
+    assert [x for x in got if x[1] == [("User", uid(3))]] == [
+        ("user.lifecycle.delete.initiated", [("User", uid(3))]),
+        ("user.lifecycle.delete.completed", [("User", uid(3))])], got
     for e in evs:
         assert e["uuid"] and e["published"].endswith("Z") and e["actor"]["type"] == "User"
         assert e["outcome"] == {"reason": None, "result": "SUCCESS"} and e["severity"] == "INFO"
@@ -837,6 +843,49 @@ def t_search_grammar(f):
     # filter keeps its own ranges on the timestamps
     r = f.get("/api/v1/groups?filter=" + q('lastUpdated gt "2020-01-01T00:00:00.000Z"'), AUTH)
     assert r.status == 200 and len(r.json()) == 4
+
+
+def t_event_sequences(f):
+    """okta-api.md 3 and 9.1: a user that appears DEPROVISIONED gets create + deactivate (no
+    activate); deleting a user that is not DEPROVISIONED deactivates it first; target[] order
+    varies between events but is reproducible under the seed fault."""
+    f.put_state(dict(base_state(), _baseline=True))
+    cursor = links(f.get("/api/v1/logs", AUTH))["next"]
+    st = f.state()
+    st["users"].append(user(7, "DEPROVISIONED", first="Gus"))
+    st["users"].append(user(8, "STAGED", first="Hal"))
+    st["users"] = [u for u in st["users"] if u["id"] != uid(2)]  # ACTIVE
+    for m in st["group_members"].values():
+        if uid(2) in m:
+            m.remove(uid(2))
+    f.put_state(st)
+    r = f.get(cursor, AUTH)
+    seq = lambda u: [e["eventType"] for e in r.json() if any(t["id"] == u for t in e["target"])
+                     and e["eventType"].startswith("user.")]
+    assert seq(uid(7)) == ["user.lifecycle.create", "user.lifecycle.deactivate"], seq(uid(7))
+    assert seq(uid(8)) == ["user.lifecycle.create"], seq(uid(8))
+    assert seq(uid(2)) == ["user.lifecycle.deactivate", "user.lifecycle.delete.initiated",
+                           "user.lifecycle.delete.completed"], seq(uid(2))
+
+    def orders(seed):
+        f.faults(seed=seed)
+        st = base_state()
+        f.put_state(dict(st, _baseline=True))
+        cur = links(f.get("/api/v1/logs", AUTH))["next"]
+        for i in range(1, 6):
+            if uid(i) not in st["group_members"][gid(3)]:
+                st["group_members"][gid(3)].append(uid(i))
+        f.put_state(st)
+        evs = f.get(cur, AUTH).json()
+        return [tuple(t["type"] for t in e["target"]) for e in evs
+                if e["eventType"] == "group.user_membership.add"]
+    a, b = orders(11), orders(11)
+    assert a == b and len(a) == 4, (a, b)
+    seen = set(a)
+    for sd in range(12, 20):
+        seen |= set(orders(sd))
+    assert seen == {("User", "UserGroup"), ("UserGroup", "User")}, seen
+    f.faults()
 
 def main():
     run = fake.Runner()

@@ -732,7 +732,10 @@ class Okta(Product):
             if o is None:
                 u["lastUpdated"] = ts
                 events.append(("user.lifecycle.create", [self._t_user(u)]))
-                if u["status"] != "STAGED":
+                if u["status"] == "DEPROVISIONED":
+                    # appears already deactivated: create then deactivate, no activate
+                    events.append(("user.lifecycle.deactivate", [self._t_user(u)]))
+                elif u["status"] != "STAGED":
                     if u.get("activated") is None:
                         u["activated"] = ts
                     events.append(("user.lifecycle.activate", [self._t_user(u)]))
@@ -759,6 +762,9 @@ class Okta(Product):
                 u["lastUpdated"] = ts
         for uid, o in ob.items():
             if uid not in nb:
+                if o.get("status") != "DEPROVISIONED":
+                    # Okta deletes only deactivated users: deactivation comes first
+                    events.append(("user.lifecycle.deactivate", [self._t_user(o)]))
                 events.append(("user.lifecycle.delete.initiated", [self._t_user(o)]))
                 events.append(("user.lifecycle.delete.completed", [self._t_user(o)]))
         og, ng = old["gby_id"], self.gby_id
@@ -822,6 +828,9 @@ class Okta(Product):
                                [self._t_appuser(u), self._t_app(aid), self._t_user(u)]))
         t = now
         for et, targets in events:
+            # target[] order is not part of the contract: select by type, never by index
+            # (okta-api.md 3); the order varies, reproducibly under the `seed` fault
+            self.rng.shuffle(targets)
             self._append_event(et, targets, t)
 
     @staticmethod
