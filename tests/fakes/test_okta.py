@@ -673,7 +673,11 @@ def t_logs_query(f):
         # default window is the 7 days before now (Jan 2 to Jan 9): e4 (Jan 1) is outside
         r = f.get("/api/v1/logs", AUTH)
         assert "e4" not in [e["uuid"] for e in r.json()] and "e0" in [e["uuid"] for e in r.json()]
-        assert len(f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=5000", AUTH).json()) == 5
+        # limit is 0..1000 (spec); outside is refused rather than clamped (simulator decision)
+        err(f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=5000", AUTH), 400, "E0000001")
+        err(f.get("/api/v1/logs?limit=-1", AUTH), 400, "E0000001")
+        r = f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=1000", AUTH)
+        assert len(r.json()) == 5 and "limit=1000" in links(r)["self"]
     finally:
         f.request("PUT", "/__fake/clock", body={"now": None})
 
@@ -812,7 +816,7 @@ def t_search_lag(f):
     assert srch('id eq "%s"' % uid(6)) == [uid(6)]
     assert gs('profile.name eq "New group"') == [gid(5)]
     # a lag longer than the org's life: search sees nothing yet
-    f.faults(okta_search_lag_s=10 ** 6)
+    f.faults(okta_search_lag_s=10 ** 9)
     assert srch('status eq "ACTIVE"') == []
     f.faults()
     assert srch('profile.lastName eq "Renamed"') == [uid(2)]
@@ -886,6 +890,55 @@ def t_event_sequences(f):
         seen |= set(orders(sd))
     assert seen == {("User", "UserGroup"), ("UserGroup", "User")}, seen
     f.faults()
+
+
+def t_logs_cursor_and_q(f):
+    """okta-api.md 3: the polling cursor's time part is the last event's persistence time;
+    an old cursor stays valid (no since-age check on after); events persisted after the
+    cursor are returned even when published before the original since. q matches values,
+    not property names; `published` is refused only as a filter attribute."""
+    T = 1767225600  # 2026-01-01
+    f.request("PUT", "/__fake/clock", body={"now": T})
+    try:
+        ev = lambda u, pub, et="user.lifecycle.create", msg="Create Okta user": {
+            "uuid": u, "published": pub, "eventType": et, "displayMessage": msg,
+            "target": [{"id": uid(1), "type": "User", "displayName": "Ann"}]}
+        st = dict(base_state(), logs=[ev("a1", "2025-12-31T23:00:00.000Z")], _baseline=True)
+        f.put_state(st)
+        r = f.get("/api/v1/logs?since=2025-12-31T12:00:00.000Z", AUTH)
+        assert [e["uuid"] for e in r.json()] == ["a1"]
+        nxt = links(r)["next"]
+        after = urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["after"][0]
+        assert after.split("_")[0] == str(T * 1000), after  # persisted at T
+        # 200 days later, one event persisted late with an old published time
+        f.request("PUT", "/__fake/clock", body={"now": T + 200 * 86400})
+        st = f.state()
+        st["logs"].append(ev("late", "2025-06-01T00:00:00.000Z"))
+        f.put_state(st)
+        r = f.get(nxt, AUTH)
+        assert r.status == 200, r
+        assert [e["uuid"] for e in r.json()] == ["late"], r.json()
+        after2 = urllib.parse.parse_qs(urllib.parse.urlsplit(links(r)["next"]).query)["after"][0]
+        assert after2.split("_")[0] == str((T + 200 * 86400) * 1000), after2
+        # an empty page keeps the cursor's time part
+        r3 = f.get(links(r)["next"], AUTH)
+        assert r3.json() == [] and links(r3)["next"] == links(r)["next"]
+        # since itself is still age-checked
+        err(f.get("/api/v1/logs?since=2025-06-01T00:00:00.000Z", AUTH), 400, "E0000053")
+        # q: values only; `published` as a value in a filter is fine
+        st = f.state()
+        st["logs"].append(ev("p1", "2026-07-20T00:00:00.000Z", msg="published report"))
+        f.put_state(st)
+        since = "since=2026-07-19T00:00:00.000Z"
+        got = lambda extra: [e["uuid"] for e in f.get("/api/v1/logs?%s&%s" % (since, extra), AUTH).json()]
+        assert got("q=published") == ["p1"]      # a value, not the property name
+        assert got("q=eventType") == []          # property names do not match
+        assert got("q=ANN+create") == ["p1"]     # keywords: all of them, any case
+        assert got("filter=" + q('displayMessage co "published"')) == ["p1"]
+        err(f.get("/api/v1/logs?filter=" + q('published gt "2026-01-01T00:00:00.000Z"'), AUTH),
+            400, "E0000053")
+    finally:
+        f.request("PUT", "/__fake/clock", body={"now": None})
 
 def main():
     run = fake.Runner()

@@ -462,6 +462,7 @@ class Okta(Product):
         self.logs = []
         self.log_seq = []
         self.next_seq = 1
+        self.seq_time = {}  # log sequence number -> persistence time (epoch ms)
         self.access_tokens = {}  # token -> {"scopes": set, "jkt": thumbprint or None}
         self.oauth_clients = {}
         self.issued = {}  # access token -> {"client", "scopes", "exp", "jkt"}
@@ -596,6 +597,7 @@ class Okta(Product):
             if s is None:
                 s = self.next_seq
                 self.next_seq += 1
+                self.seq_time[s] = int(now * 1000)
             seqs.append(s)
 
         self.users = users
@@ -916,6 +918,7 @@ class Okta(Product):
         }
         self.logs.append(ev)
         self.log_seq.append(self.next_seq)
+        self.seq_time[self.next_seq] = int(t * 1000)
         self.next_seq += 1
 
     # ---------------------------------------------------------------- faults / rate limits
@@ -1683,10 +1686,10 @@ class Okta(Product):
             except ValueError:
                 return okta_error(400, "E0000001", "Api validation failed: limit",
                                   ["limit: The field must be a number"])
-            if limit < 0:
+            if limit < 0 or limit > 1000:
+                # spec: "Integer between 0 and 1000" (decision: outside is refused, not clamped)
                 return okta_error(400, "E0000001", "Api validation failed: limit",
                                   ["limit: must be between 0 and 1000"])
-            limit = min(limit, 1000)
         since_s, until_s, after = req.arg("since"), req.arg("until"), req.arg("after")
         if since_s is not None and after is not None:
             return okta_error(400, "E0000001", "Api validation failed: since",
@@ -1704,8 +1707,6 @@ class Okta(Product):
         pred = None
         if req.arg("filter") is not None:
             f = req.arg("filter")
-            if re.search(r"\bpublished\b", f):
-                return okta_error(400, "E0000053", "Invalid property published in filter")
             try:
                 pred = compile_filter(f, LOG_FILTER)
             except FilterError as e:
@@ -1719,7 +1720,9 @@ class Okta(Product):
                 return okta_error(400, "E0000001", "Api validation failed: q",
                                   ["q: at most 10 keywords of at most 40 characters"])
         polling = until is None and order == "ASCENDING"
-        # cursor: polling "<since_ms>_<seq>"; bounded "<since_ms>_<pub_ms>_<seq>"
+        # cursor: polling "<persistence ms of the last event read>_<seq>" (only the sequence
+        # decides what comes next, so late-published events are not lost); bounded
+        # "<since_ms>_<pub_ms>_<seq>". No age check on a cursor (only on `since`).
         cur = None
         if after is not None:
             try:
@@ -1732,17 +1735,20 @@ class Okta(Product):
             since = cur[0] / 1000.0
         if since is None:
             since = (until if until is not None else now) - 7 * 86400
-        if since < now - 180 * 86400:
+        if after is None and since < now - 180 * 86400:
             return okta_error(400, "E0000053", "Invalid since: over 180 days prior to the current day")
         since_ms = int(round(since * 1000))
 
         def match(e, pub):
-            if pub < since or (until is not None and pub >= until):
+            if polling and cur is not None:
+                pass  # a polling cursor returns every event persisted after it
+            elif pub < since or (until is not None and pub >= until):
                 return False
             if pred is not None and not pred(e):
                 return False
             if words:
-                text = json.dumps(e, ensure_ascii=False).lower()
+                # keywords match the event's values, not its property names or JSON syntax
+                text = "\n".join(_strings(e)).lower()
                 return all(w in text for w in words)
             return True
 
@@ -1764,7 +1770,11 @@ class Okta(Product):
                 scanned = max([scanned] + [s for s in self.log_seq])
                 if limit == 0:
                     scanned = last_seq
-            nxt = "%d_%d" % (since_ms, scanned)
+            if scanned == last_seq:
+                t_ms = cur[0] if cur else since_ms
+            else:
+                t_ms = self.seq_time.get(scanned, since_ms)
+            nxt = "%d_%d" % (t_ms, scanned)
         else:
             items = sorted(((int(round(_pub(e) * 1000)), s, e) for e, s in zip(self.logs, self.log_seq)),
                            key=lambda x: (x[0], x[1]), reverse=(order == "DESCENDING"))
@@ -1949,6 +1959,20 @@ def _pub(e):
         return parse_time(e["published"])
     except FilterError:
         return 0.0
+
+
+def _strings(v):
+    """Every string and number value inside a JSON value (for the System Log `q`)."""
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _strings(x)
+    elif isinstance(v, str):
+        yield v
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        yield str(v)
 
 
 def _first(vals):
