@@ -618,8 +618,11 @@ class Okta(Product):
         self.loaded = True
         # what `search` sees under okta_search_lag_s (okta-api.md 1.1: eventually consistent).
         # The dicts of a load are never mutated by a later load, so no copy is needed.
+        # Without a lag only the current state is kept (large orgs, many loads); with one, the
+        # last 50 loads.
         self.history.append((now, self.by_id, self.ids, self.gby_id, self.gids))
-        del self.history[:-200]
+        keep = 50 if self.server.faults.get("okta_search_lag_s") else 1
+        del self.history[:-keep]
 
     def _profile_keys(self, kind):
         """Profile attribute names `search` accepts: base schema plus every attribute some
