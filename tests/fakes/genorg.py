@@ -160,7 +160,8 @@ def make_users(g, n):
                 if r.random() < 0.85 else {"type": "ACTIVE_DIRECTORY", "name": "corp.example.org"},
             },
         }
-        if status in ("STAGED", "PROVISIONED"):
+        if status in ("STAGED", "PROVISIONED", "DEPROVISIONED"):
+            # no credential yet, or deleted by deactivation (okta-api.md 9.1)
             del u["credentials"]["password"]
         users.append(u)
     return users
@@ -238,7 +239,21 @@ def make_apps(g, app_id, users, groups, members):
     cand.sort(key=lambda gid: (len(members.get(gid, [])), gid))
     mid = cand[len(cand) // 3:]
     gsel = r.sample(mid, min(4, len(mid))) if mid else []
-    return {app_id: {"users": sorted(direct), "groups": gsel}}
+    # a few AppUser variants beside the SSO-only default (ACTIVE, syncState DISABLED, no
+    # externalId; okta-api.md 1.5, 9.3): provisioned, out of sync, failed, suspended
+    variants = [{"status": "PROVISIONED", "syncState": "SYNCHRONIZED"},
+                {"status": "PROVISIONED", "syncState": "OUT_OF_SYNC"},
+                {"status": "PROVISIONED", "syncState": "ERROR"},
+                {"status": "SUSPENDED", "syncState": "SYNCHRONIZED"}]
+    over = {}
+    for k, uid in enumerate(sorted(direct)[: max(len(variants), len(direct) // 20)]):
+        v = dict(variants[k % len(variants)])
+        v["externalId"] = "ext-%06d" % r.randrange(1000000)
+        over[uid] = v
+    app = {"users": sorted(direct), "groups": gsel}
+    if over:
+        app["app_users"] = over
+    return {app_id: app}
 
 
 def generate(n_users, n_groups, seed=1, app_id="0oa1usersyncapp00001"):

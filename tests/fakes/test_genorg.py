@@ -64,6 +64,17 @@ def t_shape():
     assert len(app["users"]) > 50 and 1 <= len(app["groups"]) <= 4
     by = {u["id"]: u for u in users}
     assert all(by[x]["status"] != "DEPROVISIONED" for x in app["users"])
+    # deactivation deletes the password (okta-api.md 9.1); no credential before activation
+    for u in users:
+        has_pw = "password" in u["credentials"]
+        assert has_pw == (u["status"] not in ("STAGED", "PROVISIONED", "DEPROVISIONED")), u
+    # a few AppUser variants beside ACTIVE / DISABLED, each on a direct assignee
+    ov = app["app_users"]
+    assert len(ov) >= 4 and set(ov) <= set(app["users"]), ov
+    assert {(v["status"], v["syncState"]) for v in ov.values()} == {
+        ("PROVISIONED", "SYNCHRONIZED"), ("PROVISIONED", "OUT_OF_SYNC"), ("PROVISIONED", "ERROR"),
+        ("SUSPENDED", "SYNCHRONIZED")}
+    assert all(v["externalId"].startswith("ext-") for v in ov.values())
 
 
 def t_simulator_accepts():
@@ -84,6 +95,11 @@ def t_simulator_accepts():
         r = f.get("/api/v1/apps/0oaApp/users?limit=500", auth)
         scopes = collections.Counter(a["scope"] for a in r.json())
         assert scopes["USER"] > 0 and scopes["GROUP"] > 0, scopes
+        states = collections.Counter((a["status"], a["syncState"]) for a in r.json())
+        assert states[("ACTIVE", "DISABLED")] > 0 and states[("PROVISIONED", "SYNCHRONIZED")] > 0
+        dep_user = [u for u in st["users"] if u["status"] == "DEPROVISIONED"][0]
+        got = f.get("/api/v1/users/" + dep_user["id"], auth).json()
+        assert "password" not in got["credentials"], got["credentials"]
 
 
 def t_speed_100k():

@@ -284,10 +284,33 @@ def t_app_assignments(f):
     f.put_state(dict(base_state(), _baseline=True))
     r = f.get("/api/v1/apps/%s/users" % APP, AUTH)
     scope = {a["id"]: a["scope"] for a in r.json()}
-    # direct: Ann (USER); via Engineering: Ann (direct wins), Bob (GROUP); Cid is DEPROVISIONED
-    assert scope == {uid(1): "USER", uid(2): "GROUP"}, scope
+    # direct and via Engineering: Ann keeps GROUP (okta-api.md 1.5); Bob via Engineering
+    # (GROUP); Cid is DEPROVISIONED
+    assert scope == {uid(1): "GROUP", uid(2): "GROUP"}, scope
     a = r.json()[0]
     assert a["externalId"] is None and a["credentials"]["userName"] == "Ann.A+ops@Example.com"
+    assert a["status"] == "ACTIVE" and a["syncState"] == "DISABLED"
+    # only direct: USER
+    st = base_state()
+    st["apps"][APP] = {"users": [uid(1), uid(5)], "groups": [gid(3)],
+                       "app_users": {uid(5): {"status": "PROVISIONED", "syncState": "SYNCHRONIZED",
+                                              "externalId": "ext-5"}}}
+    f.put_state(dict(st, _baseline=True))
+    got = {a["id"]: (a["scope"], a["status"], a["syncState"], a["externalId"])
+           for a in f.get("/api/v1/apps/%s/users" % APP, AUTH).json()}
+    assert got == {uid(1): ("USER", "ACTIVE", "DISABLED", None),
+                   uid(2): ("GROUP", "ACTIVE", "DISABLED", None),
+                   uid(5): ("USER", "PROVISIONED", "SYNCHRONIZED", "ext-5")}, got
+    one = f.get("/api/v1/apps/%s/users/%s" % (APP, uid(5)), AUTH).json()
+    assert one["status"] == "PROVISIONED" and one["externalId"] == "ext-5"
+    assert f.state()["apps"][APP]["app_users"] == st["apps"][APP]["app_users"]
+    for bad in ({"nobody": {}}, {uid(5): {"status": "WEIRD"}}, {uid(5): {"syncState": "X"}},
+                {uid(5): {"scope": "USER"}}, {uid(5): {"externalId": 5}}):
+        st["apps"][APP]["app_users"] = bad
+        r = f.request("PUT", "/__fake/state", body=dict(st, _baseline=True))
+        assert r.status == 400, bad
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/apps/%s/users" % APP, AUTH)
     r = f.get("/api/v1/apps/%s/users?expand=user" % APP, AUTH)
     assert r.json()[1]["_embedded"]["user"]["id"] == uid(2)
     err(f.get("/api/v1/apps/%s/users/%s" % (APP, uid(4)), AUTH), 404, "E0000007")
@@ -423,13 +446,14 @@ def t_auth(f):
         b = err(f.get("/api/v1/users", h), 401, "E0000011")
         assert b["errorSummary"] == "Invalid token provided"
     assert f.get("/api/v1/users", {"Authorization": "Bearer tok-abc"}).status == 200
-    assert f.get("/api/v1/users", {"Authorization": "DPoP tok-abc"}).status == 200
+    # an unbound token is a Bearer token: the DPoP scheme is refused
+    err(f.get("/api/v1/users", {"Authorization": "DPoP tok-abc"}), 401, "E0000011")
     assert f.get("/api/v1/users", {"Authorization": "Bearer tok-abd"}).status == 401
 
 
 def t_rate_limits(f):
     f.put_state(dict(base_state(), _baseline=True))
-    f.faults(okta_buckets={"/api/v1/users": 3})
+    f.faults(okta_buckets={"/api/v1/users": 3}, okta_token_share=1)
     seen = []
     for i in range(3):
         r = f.get("/api/v1/users", AUTH)
@@ -451,13 +475,13 @@ def t_rate_limits(f):
     r = f.get("/api/v1/users", AUTH)
     assert r.status == 200 and r.header("X-Rate-Limit-Remaining") == "2"
     # rate_limit_per_min applies to every bucket; okta_buckets names win
-    f.faults(rate_limit_per_min=1, okta_buckets={"/api/v1/groups": 2})
+    f.faults(rate_limit_per_min=1, okta_buckets={"/api/v1/groups": 2}, okta_token_share=1)
     assert f.get("/api/v1/logs", AUTH).status == 200
     err(f.get("/api/v1/logs", AUTH), 429, "E0000047")
     assert f.get("/api/v1/groups", AUTH).status == 200 and f.get("/api/v1/groups", AUTH).status == 200
     assert f.get("/api/v1/groups", AUTH).status == 429
     # apps bucket covers /apps/{id}/users and /apps/{id}/groups together
-    f.faults(okta_buckets={"/api/v1/apps": 1})
+    f.faults(okta_buckets={"/api/v1/apps": 1}, okta_token_share=1)
     assert f.get("/api/v1/apps/%s/users" % APP, AUTH).status == 200
     assert f.get("/api/v1/apps/%s/groups" % APP, AUTH).status == 429
     r = f.request("PUT", "/__fake/faults", body={"okta_buckets": {"/api/v1/nope": 1}})
@@ -547,7 +571,8 @@ def t_events(f):
     f.put_state(st)
     r = f.get(cursor, AUTH)
     evs = r.json()
-    got = [(e["eventType"], [(t["type"], t["id"]) for t in e["target"]]) for e in evs]
+    # target[] order varies: compare as sorted lists (select by type, never by index)
+    got = [(e["eventType"], sorted((t["type"], t["id"]) for t in e["target"])) for e in evs]
     want = [
         ("user.lifecycle.activate", [("User", uid(4))]),
         ("user.lifecycle.create", [("User", uid(6))]),
@@ -555,16 +580,21 @@ def t_events(f):
         ("user.lifecycle.unsuspend", [("User", uid(5))]),
         ("user.account.update_profile", [("User", uid(1))]),
         ("user.lifecycle.delete.initiated", [("User", uid(3))]),
+        ("user.lifecycle.delete.completed", [("User", uid(3))]),
         ("group.lifecycle.create", [("UserGroup", gid(7))]),
         ("group.profile.update", [("UserGroup", gid(2))]),
         ("group.user_membership.add", [("User", uid(6)), ("UserGroup", gid(3))]),
         ("group.user_membership.remove", [("User", uid(2)), ("UserGroup", gid(2))]),
-        ("application.user_membership.add", [("AppUser", "0ua" + uid(4)[3:]), ("AppInstance", APP), ("User", uid(4))]),
-        ("application.user_membership.remove", [("AppUser", "0ua" + uid(2)[3:]), ("AppInstance", APP), ("User", uid(2))]),
+        ("application.user_membership.add", sorted([("AppUser", "0ua" + uid(4)[3:]), ("AppInstance", APP), ("User", uid(4))])),
+        ("application.user_membership.remove", sorted([("AppUser", "0ua" + uid(2)[3:]), ("AppInstance", APP), ("User", uid(2))])),
     ]
     for w in want:
         assert w in got, (w, got)
     assert ("user.lifecycle.activate", [("User", uid(6))]) in got  # created ACTIVE
+    # uid(3) was DEPROVISIONED before its deletion: no second deactivate
+    assert [x for x in got if x[1] == [("User", uid(3))]] == [
+        ("user.lifecycle.delete.initiated", [("User", uid(3))]),
+        ("user.lifecycle.delete.completed", [("User", uid(3))])], got
     for e in evs:
         assert e["uuid"] and e["published"].endswith("Z") and e["actor"]["type"] == "User"
         assert e["outcome"] == {"reason": None, "result": "SUCCESS"} and e["severity"] == "INFO"
@@ -643,7 +673,11 @@ def t_logs_query(f):
         # default window is the 7 days before now (Jan 2 to Jan 9): e4 (Jan 1) is outside
         r = f.get("/api/v1/logs", AUTH)
         assert "e4" not in [e["uuid"] for e in r.json()] and "e0" in [e["uuid"] for e in r.json()]
-        assert len(f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=5000", AUTH).json()) == 5
+        # limit is 0..1000 (spec); outside is refused rather than clamped (simulator decision)
+        err(f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=5000", AUTH), 400, "E0000001")
+        err(f.get("/api/v1/logs?limit=-1", AUTH), 400, "E0000001")
+        r = f.get("/api/v1/logs?since=2026-01-01T00:00:00.000Z&limit=1000", AUTH)
+        assert len(r.json()) == 5 and "limit=1000" in links(r)["self"]
     finally:
         f.request("PUT", "/__fake/clock", body={"now": None})
 
@@ -663,6 +697,248 @@ def t_state_validation(f):
     g = f.get("/api/v1/groups/00gmin", AUTH).json()
     assert g["type"] == "OKTA_GROUP" and g["objectClass"] == ["okta:user_group"]
 
+
+
+def t_token_share(f):
+    """okta-api.md 4 and 10.6: one token gets 50 % of a bucket whenever limits are set;
+    okta_token_share changes it; the headers stay org-wide, the 429 shows Remaining 0."""
+    f.put_state(dict(base_state(), access_tokens=["other"], _baseline=True))
+    f.faults(okta_buckets={"/api/v1/logs": 6})
+    rem = []
+    for _ in range(3):
+        r = f.get("/api/v1/logs", AUTH)
+        assert r.status == 200 and r.header("X-Rate-Limit-Limit") == "6"
+        rem.append(r.header("X-Rate-Limit-Remaining"))
+    assert rem == ["5", "4", "3"], rem
+    r = f.get("/api/v1/logs", AUTH)
+    err(r, 429, "E0000047")
+    assert r.header("X-Rate-Limit-Remaining") == "0" and r.header("X-Rate-Limit-Limit") == "6"
+    from email.utils import parsedate_to_datetime
+    assert int(r.header("X-Rate-Limit-Reset")) > parsedate_to_datetime(r.header("Date")).timestamp()
+    # another token has its own half of the same window
+    other = {"Authorization": "Bearer other"}
+    assert [f.get("/api/v1/logs", other).status for _ in range(4)] == [200, 200, 200, 429]
+    f.request("PUT", "/__fake/clock", body={"advance": 61})
+    f.faults(okta_buckets={"/api/v1/logs": 6}, okta_token_share=0.8)
+    assert [f.get("/api/v1/logs", AUTH).status for _ in range(5)] == [200, 200, 200, 200, 429]
+    # workforce limits: /api/v1/apps* 100/min leaves one token 50 (okta-api.md 10.6)
+    f.faults(okta_buckets="workforce")
+    st = [f.get("/api/v1/apps/%s/users" % APP, AUTH).status for _ in range(51)]
+    assert st == [200] * 50 + [429], st
+    # the generous default has no share
+    f.faults()
+    assert all(f.get("/api/v1/logs", AUTH).status == 200 for _ in range(10))
+    r = f.request("PUT", "/__fake/faults", body={"okta_token_share": 0})
+    assert r.status == 400
+    f.request("PUT", "/__fake/clock", body={"advance": -61})
+
+
+def t_injected_429_headers(f):
+    """An injected 429 looks like the recorded one: Remaining 0, Reset in the future."""
+    f.put_state(dict(base_state(), _baseline=True))
+    f.faults(fail_rate=1.0, fail_status=429)
+    r = f.get("/api/v1/users", AUTH)
+    f.faults()
+    err(r, 429, "E0000047")
+    from email.utils import parsedate_to_datetime
+    assert r.header("X-Rate-Limit-Remaining") == "0", r.headers
+    assert int(r.header("X-Rate-Limit-Limit")) > 0
+    assert int(r.header("X-Rate-Limit-Reset")) > parsedate_to_datetime(r.header("Date")).timestamp()
+
+
+def t_link_joined_and_charset(f):
+    """okta_link_joined sends self and next in one comma-joined link header (RFC 8288);
+    Content-Type carries ;charset=UTF-8 as recorded, unless okta_charset is false."""
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/users?limit=1", AUTH)
+    assert r.header("Content-Type") == "application/json;charset=UTF-8", r.headers
+    assert len(r.header_all("link")) == 2
+    f.faults(okta_link_joined=True)
+    r = f.get("/api/v1/users?limit=1", AUTH)
+    ls = r.header_all("link")
+    assert len(ls) == 1, ls
+    m = re.fullmatch(r'<([^>]+)>; rel="self", <([^>]+)>; rel="next"', ls[0])
+    assert m and "after=" in m.group(2), ls
+    # last page: only self, nothing to join
+    assert len(f.get("/api/v1/users?limit=200", AUTH).header_all("link")) == 1
+    b = err(f.get("/api/v1/users/nobody", AUTH), 404, "E0000007")
+    assert b
+    f.faults(okta_charset=False)
+    assert f.get("/api/v1/users", AUTH).header("Content-Type") == "application/json"
+    f.faults()
+
+
+def t_users_me(f):
+    """GET /users/me is the caller (okta-api.md 1.2): the admin behind the SSWS token."""
+    f.put_state(dict(base_state(), access_tokens=["tok"], _baseline=True))
+    r = f.get("/api/v1/users/me", AUTH)
+    assert r.status == 200, r
+    me = r.json()
+    assert me["id"] == "00u1simadmin0000x001" and me["profile"]["login"] == "admin@example.com"
+    assert me["status"] == "ACTIVE" and me["_links"]["self"]["href"].endswith("/" + me["id"])
+    # a client-credentials token has no user behind it
+    err(f.get("/api/v1/users/me", {"Authorization": "Bearer tok"}), 404, "E0000007")
+    # a state user with the admin's id is the one returned
+    st = base_state()
+    st["users"].append(dict(user(9, first="Ada", login="admin@example.com"), id="00u1simadmin0000x001"))
+    f.put_state(dict(st, _baseline=True))
+    assert f.get("/api/v1/users/me", AUTH).json()["profile"]["firstName"] == "Ada"
+
+
+def t_search_lag(f):
+    """okta_search_lag_s = N: search sees the org as it was at least N s ago (okta-api.md 1.1,
+    eventually consistent); filter and reads by id see the change at once."""
+    st = base_state()
+    f.put_state(dict(st, _baseline=True))
+    f.faults(okta_search_lag_s=30)
+    f.request("PUT", "/__fake/clock", body={"advance": 31})
+    st["users"][1]["profile"]["lastName"] = "Renamed"
+    st["users"].append(user(6, first="Fay", last="Fox"))
+    st["groups"].append(group(5, "New group"))
+    f.put_state(st)
+    srch = lambda e: [u["id"] for u in f.get("/api/v1/users?search=" + q(e), AUTH).json()]
+    flt = lambda e: [u["id"] for u in f.get("/api/v1/users?filter=" + q(e), AUTH).json()]
+    assert srch('profile.lastName eq "Renamed"') == [], "search lags"
+    assert srch('profile.lastName eq "Brown"') == [uid(2)]
+    assert srch('id eq "%s"' % uid(6)) == []
+    assert flt('profile.lastName eq "Renamed"') == [uid(2)], "filter is current"
+    assert flt('id eq "%s"' % uid(6)) == [uid(6)]
+    assert f.get("/api/v1/users/" + uid(6), AUTH).status == 200
+    assert f.get("/api/v1/users/" + uid(2), AUTH).json()["profile"]["lastName"] == "Renamed"
+    gs = lambda e: [g["id"] for g in f.get("/api/v1/groups?search=" + q(e), AUTH).json()]
+    assert gs('profile.name eq "New group"') == []
+    assert [g["id"] for g in f.get("/api/v1/groups?q=New", AUTH).json()] == [gid(5)]
+    # sorted search reads the same snapshot
+    r = f.get("/api/v1/users?search=" + q('status eq "ACTIVE"') + "&sortBy=profile.lastName", AUTH)
+    assert [u["profile"]["lastName"] for u in r.json()] == ["Brown", "Ängström"], r.json()
+    f.request("PUT", "/__fake/clock", body={"advance": 30})
+    assert srch('profile.lastName eq "Renamed"') == [uid(2)], "caught up after the lag"
+    assert srch('id eq "%s"' % uid(6)) == [uid(6)]
+    assert gs('profile.name eq "New group"') == [gid(5)]
+    # a lag longer than the org's life: search sees nothing yet
+    f.faults(okta_search_lag_s=10 ** 9)
+    assert srch('status eq "ACTIVE"') == []
+    f.faults()
+    assert srch('profile.lastName eq "Renamed"') == [uid(2)]
+    f.request("PUT", "/__fake/clock", body={"advance": -61})
+
+
+def t_search_grammar(f):
+    """okta-api.md 1.1 and 1.3: user search has no lastLogin/passwordChanged; group search has
+    only sw/eq/co; a profile attribute outside the org's schema is 400 E0000031."""
+    st = base_state()
+    st["users"][0]["profile"]["costCenter"] = "CC-1"
+    st["users"][1]["profile"]["badgeColour"] = "red"  # a custom attribute
+    f.put_state(dict(st, _baseline=True))
+    ok = lambda p: [x["id"] for x in f.get(p, AUTH).json()]
+    assert ok("/api/v1/users?search=" + q('profile.badgeColour eq "red"')) == [uid(2)]
+    assert ok("/api/v1/users?search=" + q('profile.costCenter sw "CC"')) == [uid(1)]
+    assert ok("/api/v1/users?search=" + q('profile.division eq "x"')) == []  # base schema, unset
+    for bad in ('lastLogin gt "2020-01-01T00:00:00.000Z"',
+                'passwordChanged gt "2020-01-01T00:00:00.000Z"',
+                'profile.noSuchAttribute eq "x"', 'profile.title co "x"'):
+        err(f.get("/api/v1/users?search=" + q(bad), AUTH), 400, "E0000031")
+    assert ok("/api/v1/groups?search=" + q('profile.name sw "Eng"')) == [gid(2), gid(3)]
+    assert ok("/api/v1/groups?search=" + q('type eq "APP_GROUP"')) == [gid(4)]
+    for bad in ('lastUpdated gt "2020-01-01T00:00:00.000Z"',
+                'lastMembershipUpdated ge "2020-01-01T00:00:00.000Z"', 'profile.colour eq "x"',
+                'type co "APP"'):
+        err(f.get("/api/v1/groups?search=" + q(bad), AUTH), 400, "E0000031")
+    # filter keeps its own ranges on the timestamps
+    r = f.get("/api/v1/groups?filter=" + q('lastUpdated gt "2020-01-01T00:00:00.000Z"'), AUTH)
+    assert r.status == 200 and len(r.json()) == 4
+
+
+def t_event_sequences(f):
+    """okta-api.md 3 and 9.1: a user that appears DEPROVISIONED gets create + deactivate (no
+    activate); deleting a user that is not DEPROVISIONED deactivates it first; target[] order
+    varies between events but is reproducible under the seed fault."""
+    f.put_state(dict(base_state(), _baseline=True))
+    cursor = links(f.get("/api/v1/logs", AUTH))["next"]
+    st = f.state()
+    st["users"].append(user(7, "DEPROVISIONED", first="Gus"))
+    st["users"].append(user(8, "STAGED", first="Hal"))
+    st["users"] = [u for u in st["users"] if u["id"] != uid(2)]  # ACTIVE
+    for m in st["group_members"].values():
+        if uid(2) in m:
+            m.remove(uid(2))
+    f.put_state(st)
+    r = f.get(cursor, AUTH)
+    seq = lambda u: [e["eventType"] for e in r.json() if any(t["id"] == u for t in e["target"])
+                     and e["eventType"].startswith("user.")]
+    assert seq(uid(7)) == ["user.lifecycle.create", "user.lifecycle.deactivate"], seq(uid(7))
+    assert seq(uid(8)) == ["user.lifecycle.create"], seq(uid(8))
+    assert seq(uid(2)) == ["user.lifecycle.deactivate", "user.lifecycle.delete.initiated",
+                           "user.lifecycle.delete.completed"], seq(uid(2))
+
+    def orders(seed):
+        f.faults(seed=seed)
+        st = base_state()
+        f.put_state(dict(st, _baseline=True))
+        cur = links(f.get("/api/v1/logs", AUTH))["next"]
+        for i in range(1, 6):
+            if uid(i) not in st["group_members"][gid(3)]:
+                st["group_members"][gid(3)].append(uid(i))
+        f.put_state(st)
+        evs = f.get(cur, AUTH).json()
+        return [tuple(t["type"] for t in e["target"]) for e in evs
+                if e["eventType"] == "group.user_membership.add"]
+    a, b = orders(11), orders(11)
+    assert a == b and len(a) == 4, (a, b)
+    seen = set(a)
+    for sd in range(12, 20):
+        seen |= set(orders(sd))
+    assert seen == {("User", "UserGroup"), ("UserGroup", "User")}, seen
+    f.faults()
+
+
+def t_logs_cursor_and_q(f):
+    """okta-api.md 3: the polling cursor's time part is the last event's persistence time;
+    an old cursor stays valid (no since-age check on after); events persisted after the
+    cursor are returned even when published before the original since. q matches values,
+    not property names; `published` is refused only as a filter attribute."""
+    T = 1767225600  # 2026-01-01
+    f.request("PUT", "/__fake/clock", body={"now": T})
+    try:
+        ev = lambda u, pub, et="user.lifecycle.create", msg="Create Okta user": {
+            "uuid": u, "published": pub, "eventType": et, "displayMessage": msg,
+            "target": [{"id": uid(1), "type": "User", "displayName": "Ann"}]}
+        st = dict(base_state(), logs=[ev("a1", "2025-12-31T23:00:00.000Z")], _baseline=True)
+        f.put_state(st)
+        r = f.get("/api/v1/logs?since=2025-12-31T12:00:00.000Z", AUTH)
+        assert [e["uuid"] for e in r.json()] == ["a1"]
+        nxt = links(r)["next"]
+        after = urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["after"][0]
+        assert after.split("_")[0] == str(T * 1000), after  # persisted at T
+        # 200 days later, one event persisted late with an old published time
+        f.request("PUT", "/__fake/clock", body={"now": T + 200 * 86400})
+        st = f.state()
+        st["logs"].append(ev("late", "2025-06-01T00:00:00.000Z"))
+        f.put_state(st)
+        r = f.get(nxt, AUTH)
+        assert r.status == 200, r
+        assert [e["uuid"] for e in r.json()] == ["late"], r.json()
+        after2 = urllib.parse.parse_qs(urllib.parse.urlsplit(links(r)["next"]).query)["after"][0]
+        assert after2.split("_")[0] == str((T + 200 * 86400) * 1000), after2
+        # an empty page keeps the cursor's time part
+        r3 = f.get(links(r)["next"], AUTH)
+        assert r3.json() == [] and links(r3)["next"] == links(r)["next"]
+        # since itself is still age-checked
+        err(f.get("/api/v1/logs?since=2025-06-01T00:00:00.000Z", AUTH), 400, "E0000053")
+        # q: values only; `published` as a value in a filter is fine
+        st = f.state()
+        st["logs"].append(ev("p1", "2026-07-20T00:00:00.000Z", msg="published report"))
+        f.put_state(st)
+        since = "since=2026-07-19T00:00:00.000Z"
+        got = lambda extra: [e["uuid"] for e in f.get("/api/v1/logs?%s&%s" % (since, extra), AUTH).json()]
+        assert got("q=published") == ["p1"]      # a value, not the property name
+        assert got("q=eventType") == []          # property names do not match
+        assert got("q=ANN+create") == ["p1"]     # keywords: all of them, any case
+        assert got("filter=" + q('displayMessage co "published"')) == ["p1"]
+        err(f.get("/api/v1/logs?filter=" + q('published gt "2026-01-01T00:00:00.000Z"'), AUTH),
+            400, "E0000053")
+    finally:
+        f.request("PUT", "/__fake/clock", body={"now": None})
 
 def main():
     run = fake.Runner()

@@ -240,6 +240,74 @@ def t_bearer_app_and_state():
         assert r.status == 400 and r.json()["error"] == "unsupported_grant_type"
 
 
+
+def t_static_tokens_scopes_and_binding():
+    """state.access_tokens: {token, scopes, dpop_jkt}; scopes per route (okta-api.md 1, 7.2);
+    a bound token needs the DPoP scheme and a proof by the bound key with htm, htu and ath."""
+    from sim.okta import jwk_thumbprint
+    st = state()
+    st["access_tokens"] = [
+        "plain",
+        {"token": "logs-only", "scopes": ["okta.logs.read"], "dpop_jkt": None},
+        {"token": "bound", "scopes": ["okta.users.read", "okta.groups.read"],
+         "dpop_jkt": jwk_thumbprint(JWK1)}]
+    with fake.Fake("okta", state=st) as f:
+        got = f.state()["access_tokens"]
+        assert got[0] == {"token": "bound", "scopes": ["okta.groups.read", "okta.users.read"],
+                          "dpop_jkt": jwk_thumbprint(JWK1)}, got
+        assert got[2]["scopes"] == sorted(ALL) and got[2]["dpop_jkt"] is None, got
+        bearer = lambda t, p: f.get(p, {"Authorization": "Bearer " + t})
+        for p in ("/api/v1/users", "/api/v1/groups", "/api/v1/apps/0oaNone/users", "/api/v1/logs"):
+            assert bearer("plain", p).status in (200, 404), p
+        assert bearer("logs-only", "/api/v1/logs").status == 200
+        for p, need in (("/api/v1/users", "okta.users.read"), ("/api/v1/users/me", "okta.users.read"),
+                        ("/api/v1/groups", "okta.groups.read"),
+                        ("/api/v1/apps/0oaNone/users", "okta.apps.read")):
+            r = bearer("logs-only", p)
+            assert r.status == 403 and r.json()["errorCode"] == "E0000006", (p, r)
+            assert 'scope="%s"' % need in r.header("www-authenticate"), r.headers
+        # bound: Bearer refused, DPoP without proof refused, proof by the right key accepted
+        assert bearer("bound", "/api/v1/users").status == 401
+        assert api(f, "bound", no_proof=True).status == 401
+        assert api(f, "bound").status == 200
+        assert api(f, "bound", "/api/v1/groups").status == 200
+        r = api(f, "bound", key=KEY2, jwk=JWK2)
+        assert r.status == 401 and "does not match" in r.header("www-authenticate"), r.headers
+        r = api(f, "bound", "/api/v1/logs")
+        assert r.status == 403 and r.json()["errorCode"] == "E0000006"
+        # htm, htu and ath of the proof must match the call
+        r = api(f, "bound", htm="POST")
+        assert r.status == 401 and "htm" in r.header("www-authenticate"), r.headers
+        r = api(f, "bound", htu=f.url + "/api/v1/groups")
+        assert r.status == 401 and "htu" in r.header("www-authenticate"), r.headers
+        r = api(f, "bound", ath=b64(hashlib.sha256(b"other").digest()))
+        assert r.status == 401 and "ath" in r.header("www-authenticate"), r.headers
+        # a query string in htu is ignored (RFC 9449 4.3)
+        assert api(f, "bound", "/api/v1/users?limit=1").status == 200
+        for bad in ([{"token": "x", "scopes": "okta.users.read"}], [{"token": ""}],
+                    [{"token": "x", "dpop_jkt": 5}], [{"token": "x", "extra": 1}], [7]):
+            st2 = state()
+            st2["access_tokens"] = bad
+            r = f.request("PUT", "/__fake/state", json.dumps(st2).encode(),
+                          {"Content-Type": "application/json"})
+            assert r.status == 400, bad
+
+
+def t_app_share_counts_per_app():
+    """The per-token share (okta-api.md 4) counts an OAuth app across its access tokens."""
+    with fake.Fake("okta", state=state()) as f:
+        f.faults(okta_buckets={"/api/v1/users": 4})
+        t1, _ = get_token(f)
+        t2, _ = get_token(f)
+        assert api(f, t1).status == 200 and api(f, t2).status == 200
+        r = api(f, t1)
+        assert r.status == 429 and r.json()["errorCode"] == "E0000047", r
+        assert r.header("X-Rate-Limit-Remaining") == "0" and r.header("X-Rate-Limit-Limit") == "4"
+        # another principal (the SSWS token) still has its own half
+        h = {"Authorization": "SSWS test-token"}
+        assert f.get("/api/v1/users", h).status == 200 and f.get("/api/v1/users", h).status == 200
+        assert f.get("/api/v1/users", h).status == 429
+
 if __name__ == "__main__":
     runner = fake.Runner()
     for name, fn in sorted(globals().items()):

@@ -330,23 +330,38 @@ USER_FILTER = FilterRules(
     lambda a, op: op == "eq" or (a == "lastUpdated" and op in ("gt", "ge", "lt", "le")))
 
 USER_SEARCH_TOP = {"id": "str", "status": "str", "created": "date", "activated": "date",
-                   "statusChanged": "date", "lastUpdated": "date", "type.id": "str",
-                   "lastLogin": "date", "passwordChanged": "date"}
+                   "statusChanged": "date", "lastUpdated": "date", "type.id": "str"}
 USER_SEARCH_CO = ("profile.firstName", "profile.lastName", "profile.email", "profile.login")
 
 
-def _user_search_kind(a):
-    if a in USER_SEARCH_TOP:
-        return USER_SEARCH_TOP[a]
-    if a.startswith("profile.") and len(a) > 8:
-        return "any"
-    return None
+# The base user profile (okta-api.md 9.1); custom attributes are those any user carries.
+USER_BASE_PROFILE = frozenset((
+    "login", "email", "secondEmail", "firstName", "lastName", "displayName", "middleName",
+    "nickName", "honorificPrefix", "honorificSuffix", "mobilePhone", "primaryPhone",
+    "department", "title", "division", "organization", "costCenter", "employeeNumber",
+    "userType", "manager", "managerId", "locale", "preferredLanguage", "timezone", "city",
+    "state", "zipCode", "countryCode", "streetAddress", "postalAddress", "profileUrl"))
+GROUP_BASE_PROFILE = frozenset(("name", "description", "dn", "externalId", "samAccountName",
+                                "windowsDomainQualifiedName"))
 
 
-USER_SEARCH = FilterRules(
-    _user_search_kind,
-    lambda a, op: op in ("eq", "sw", "gt", "ge", "lt", "le") or (op == "co" and a in USER_SEARCH_CO),
-    ignore_case=True)
+def _search_kind(top, known):
+    """attr_kind for `search`: the listed top-level properties, and profile attributes of the
+    org's profile schema (base + custom); anything else is E0000031 (okta-api.md 1.1, 1.3)."""
+    def kind(a):
+        if a in top:
+            return top[a]
+        if a.startswith("profile.") and a[8:] in known:
+            return "any"
+        return None
+    return kind
+
+
+def user_search_rules(known):
+    return FilterRules(
+        _search_kind(USER_SEARCH_TOP, known),
+        lambda a, op: op in ("eq", "sw", "gt", "ge", "lt", "le") or (op == "co" and a in USER_SEARCH_CO),
+        ignore_case=True)
 
 GROUP_FILTER_ATTRS = {"id": "str", "type": "str", "lastUpdated": "date",
                       "lastMembershipUpdated": "date"}
@@ -358,19 +373,13 @@ GROUP_SEARCH_TOP = {"id": "str", "created": "date", "lastUpdated": "date",
                     "lastMembershipUpdated": "date", "type": "str", "source.id": "str"}
 
 
-def _group_search_kind(a):
-    if a in GROUP_SEARCH_TOP:
-        return GROUP_SEARCH_TOP[a]
-    if a.startswith("profile.") and len(a) > 8:
-        return "any"
-    return None
-
-
-GROUP_SEARCH = FilterRules(
-    _group_search_kind,
-    lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description"))
-    or (GROUP_SEARCH_TOP.get(a) == "date" and op in ("gt", "ge", "lt", "le")),
-    ignore_case=True)
+def group_search_rules(known):
+    """Group search: operators sw, eq, and co on profile.name/description only (okta-api.md
+    1.3); no range operators, not even on the timestamps."""
+    return FilterRules(
+        _search_kind(GROUP_SEARCH_TOP, known),
+        lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description")),
+        ignore_case=True)
 
 
 def _log_kind(a):
@@ -424,7 +433,9 @@ class Okta(Product):
     """Okta Management API read subset; see tests/fakes/README.md for what is simulated."""
 
     name = "okta"
-    extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False}
+    extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False,
+                    "okta_token_share": None, "okta_search_lag_s": 0, "okta_link_joined": False,
+                    "okta_charset": True}
 
     def __init__(self, server):
         super().__init__(server)
@@ -451,12 +462,14 @@ class Okta(Product):
         self.logs = []
         self.log_seq = []
         self.next_seq = 1
-        self.access_tokens = set()
+        self.seq_time = {}  # log sequence number -> persistence time (epoch ms)
+        self.access_tokens = {}  # token -> {"scopes": set, "jkt": thumbprint or None}
         self.oauth_clients = {}
         self.issued = {}  # access token -> {"client", "scopes", "exp", "jkt"}
         self.seen_jti = set()  # client assertion and DPoP proof ids already used
         self.dpop_nonce = "".join(random.choice(B62) for _ in range(32))
         self.extra = {}
+        self.history = []  # [(load time, users by id, sorted ids, groups by id, sorted gids)]
 
     # ---------------------------------------------------------------- state
     def default_state(self):
@@ -465,11 +478,14 @@ class Okta(Product):
     def dump_state(self):
         out = {"users": self.users, "groups": self.groups,
                "group_members": {g: list(m) for g, m in self.members.items()},
-               "apps": {a: {"users": list(v["users"]), "groups": list(v["groups"])}
+               "apps": {a: dict({"users": list(v["users"]), "groups": list(v["groups"])},
+                                **({"app_users": v["app_users"]} if v.get("app_users") else {}))
                         for a, v in self.apps.items()},
                "logs": self.logs}
         if self.access_tokens:
-            out["access_tokens"] = sorted(self.access_tokens)
+            out["access_tokens"] = [{"token": t, "scopes": sorted(i["scopes"]),
+                                     "dpop_jkt": i["jkt"]}
+                                    for t, i in sorted(self.access_tokens.items())]
         if self.oauth_clients:
             out["oauth_clients"] = self.oauth_clients
         return out
@@ -546,8 +562,12 @@ class Okta(Product):
             for gid in a.get("groups", []):
                 if gid not in gby_id:
                     raise ValueError("apps[%s].groups: unknown group %s" % (aid, gid))
+            unknown = set(a) - {"users", "groups", "app_users"}
+            if unknown:
+                raise ValueError("apps[%s]: unknown keys %s" % (aid, ", ".join(sorted(unknown))))
             napps[aid] = {"users": list(dict.fromkeys(a.get("users", []))),
-                          "groups": list(dict.fromkeys(a.get("groups", [])))}
+                          "groups": list(dict.fromkeys(a.get("groups", []))),
+                          "app_users": validate_app_users(aid, a.get("app_users", {}), by_id)}
         for i, e in enumerate(logs):
             if not isinstance(e, dict) or not isinstance(e.get("uuid"), str) or \
                     not isinstance(e.get("published"), str) or not isinstance(e.get("eventType"), str):
@@ -556,9 +576,7 @@ class Okta(Product):
                 parse_time(e["published"])
             except FilterError:
                 raise ValueError("logs[%d]: published is not a timestamp" % i) from None
-        for t in toks:
-            if not isinstance(t, str) or not t:
-                raise ValueError("access_tokens must be a list of strings")
+        static = validate_access_tokens(toks)
         clients = validate_oauth_clients(st.get("oauth_clients", {}))
 
         # Fill in what real Okta always sends, so minimal test states are valid objects.
@@ -579,6 +597,7 @@ class Okta(Product):
             if s is None:
                 s = self.next_seq
                 self.next_seq += 1
+                self.seq_time[s] = int(now * 1000)
             seqs.append(s)
 
         self.users = users
@@ -590,13 +609,47 @@ class Okta(Product):
         self.apps = napps
         self.logs = logs
         self.log_seq = seqs
-        self.access_tokens = set(toks)
+        self.access_tokens = static
         self.oauth_clients = clients
         self._index()
         if old is not None:
             self._diff(old, now)
         self._assignment_times(old, now)
         self.loaded = True
+        # what `search` sees under okta_search_lag_s (okta-api.md 1.1: eventually consistent).
+        # The dicts of a load are never mutated by a later load, so no copy is needed.
+        # Without a lag only the current state is kept (large orgs, many loads); with one, the
+        # last 50 loads.
+        self.history.append((now, self.by_id, self.ids, self.gby_id, self.gids))
+        keep = 50 if self.server.faults.get("okta_search_lag_s") else 1
+        del self.history[:-keep]
+
+    def _profile_keys(self, kind):
+        """Profile attribute names `search` accepts: base schema plus every attribute some
+        user (or group) of the org carries (its custom attributes). Cached per load."""
+        c = getattr(self, "_pk_cache", None)
+        if c is None or c[0] is not self.users or c[1] is not self.groups:
+            uk, gk = set(USER_BASE_PROFILE), set(GROUP_BASE_PROFILE)
+            for u in self.users:
+                uk.update(u["profile"])
+            for g in self.groups:
+                gk.update(g["profile"])
+            c = (self.users, self.groups, uk, gk)
+            self._pk_cache = c
+        return c[2] if kind == "user" else c[3]
+
+    def _search_view(self):
+        """(users by id, sorted ids, groups by id, sorted gids) that `search` reads: the current
+        org, or under okta_search_lag_s = N the newest state loaded at least N s ago (an empty
+        org if none is that old). filter, q and reads by id always see the current org."""
+        lag = self.server.faults.get("okta_search_lag_s") or 0
+        if lag <= 0:
+            return self.by_id, self.ids, self.gby_id, self.gids
+        cut = self.server.now() - lag
+        for t, by_id, ids, gby_id, gids in reversed(self.history):
+            if t <= cut:
+                return by_id, ids, gby_id, gids
+        return {}, [], {}, []
 
     def _complete_user(self, u, ts):
         u.setdefault("status", "ACTIVE")
@@ -636,11 +689,13 @@ class Okta(Product):
         self.effective = {}
         for aid, a in self.apps.items():
             eff = {}
+            for uid in a["users"]:
+                eff[uid] = "USER"
+            # a user assigned through a group keeps scope GROUP even with a direct
+            # assignment (okta-api.md 1.5)
             for gid in a["groups"]:
                 for uid in self.members.get(gid, ()):
                     eff[uid] = "GROUP"
-            for uid in a["users"]:
-                eff[uid] = "USER"
             # DEPROVISIONED users lose every app assignment (okta-api.md 9.1)
             self.effective[aid] = {u: s for u, s in eff.items()
                                    if self.by_id[u]["status"] != "DEPROVISIONED"}
@@ -682,7 +737,10 @@ class Okta(Product):
             if o is None:
                 u["lastUpdated"] = ts
                 events.append(("user.lifecycle.create", [self._t_user(u)]))
-                if u["status"] != "STAGED":
+                if u["status"] == "DEPROVISIONED":
+                    # appears already deactivated: create then deactivate, no activate
+                    events.append(("user.lifecycle.deactivate", [self._t_user(u)]))
+                elif u["status"] != "STAGED":
                     if u.get("activated") is None:
                         u["activated"] = ts
                     events.append(("user.lifecycle.activate", [self._t_user(u)]))
@@ -709,6 +767,9 @@ class Okta(Product):
                 u["lastUpdated"] = ts
         for uid, o in ob.items():
             if uid not in nb:
+                if o.get("status") != "DEPROVISIONED":
+                    # Okta deletes only deactivated users: deactivation comes first
+                    events.append(("user.lifecycle.deactivate", [self._t_user(o)]))
                 events.append(("user.lifecycle.delete.initiated", [self._t_user(o)]))
                 events.append(("user.lifecycle.delete.completed", [self._t_user(o)]))
         og, ng = old["gby_id"], self.gby_id
@@ -772,6 +833,9 @@ class Okta(Product):
                                [self._t_appuser(u), self._t_app(aid), self._t_user(u)]))
         t = now
         for et, targets in events:
+            # target[] order is not part of the contract: select by type, never by index
+            # (okta-api.md 3); the order varies, reproducibly under the `seed` fault
+            self.rng.shuffle(targets)
             self._append_event(et, targets, t)
 
     @staticmethod
@@ -857,6 +921,7 @@ class Okta(Product):
         }
         self.logs.append(ev)
         self.log_seq.append(self.next_seq)
+        self.seq_time[self.next_seq] = int(t * 1000)
         self.next_seq += 1
 
     # ---------------------------------------------------------------- faults / rate limits
@@ -879,6 +944,19 @@ class Okta(Product):
             if not isinstance(value, bool):
                 raise ValueError("okta_html must be a boolean")
             return value
+        if key == "okta_token_share":
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not 0 < value <= 1):
+                raise ValueError("okta_token_share must be a number in (0, 1] or null")
+            return value
+        if key == "okta_search_lag_s":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError("okta_search_lag_s must be a number >= 0")
+            return value
+        if key in ("okta_link_joined", "okta_charset"):
+            if not isinstance(value, bool):
+                raise ValueError("%s must be a boolean" % key)
+            return value
         if key == "okta_concurrency":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError("okta_concurrency must be an integer >= 1 or null")
@@ -887,6 +965,33 @@ class Okta(Product):
 
     def faults_changed(self):
         self.windows = {}
+        seed = self.server.faults.get("seed")
+        if seed is not None:
+            self.rng = random.Random(seed)
+
+    def _share(self):
+        """The fraction of a bucket one token or app may use (okta-api.md 4, 10.6): the fault
+        okta_token_share, else 0.5 whenever limits are set (okta_buckets or rate_limit_per_min),
+        else 1 (the generous default limits are not shared)."""
+        f = self.server.faults
+        if f.get("okta_token_share") is not None:
+            return f["okta_token_share"]
+        if f.get("okta_buckets") or f.get("rate_limit_per_min") is not None:
+            return 0.5
+        return 1.0
+
+    @staticmethod
+    def _principal(req, issued):
+        """Who a request counts against for the per-token share: the SSWS token, the OAuth app
+        behind an issued access token, or the static access token itself."""
+        a = req.headers.get("authorization") or ""
+        scheme, _, tok = a.partition(" ")
+        if scheme.lower() == "ssws":
+            return "ssws:" + tok
+        info = issued.get(tok)
+        if info is not None:
+            return "app:" + info["client"]
+        return "token:" + tok
 
     def _limit(self, bucket):
         f = self.server.faults
@@ -896,9 +1001,10 @@ class Okta(Product):
         return GENEROUS if lim is None else lim
 
     def _window(self, bucket, now):
+        """[window start, org-wide used, {principal: used}] of a bucket."""
         w = self.windows.get(bucket)
         if w is None or now >= w[0] + 60:
-            w = [now, 0]
+            w = [now, 0, {}]
             self.windows[bucket] = w
         return w
 
@@ -914,10 +1020,16 @@ class Okta(Product):
         lim = self._limit(bucket)
         w = self._window(bucket, now)
         reset = int(math.ceil(w[0] + 60))
-        if w[1] >= lim:
+        who = self._principal(req, self.issued)
+        mine = w[2].get(who, 0)
+        # the token's ceiling: share x limit, at least 1 unless the bucket is closed
+        cap = lim if lim == GENEROUS else (0 if lim == 0 else max(1, int(lim * self._share())))
+        if w[1] >= lim or mine >= cap:
+            # the headers stay org-wide (ceiling of the bucket); a 429 shows Remaining 0
             req.ctx["rl"] = (lim, 0, reset)
             return okta_error(429, "E0000047", "API call exceeded rate limit due to too many requests.")
         w[1] += 1
+        w[2][who] = mine + 1
         req.ctx["rl"] = (lim, lim - w[1], reset)
         return None
 
@@ -937,6 +1049,15 @@ class Okta(Product):
                 w = self._window(bucket, now)
                 rl = (lim, max(0, lim - w[1]), int(math.ceil(w[0] + 60)))
         h = resp.headers
+        if f.get("okta_charset", True):
+            # recorded responses say application/json;charset=UTF-8 (fixtures)
+            h[:] = [(k, "application/json;charset=UTF-8" if k.lower() == "content-type"
+                     and v == "application/json" else v) for k, v in h]
+        if f.get("okta_link_joined"):
+            # RFC 8288 allows one header with comma-separated links (okta-api.md 2)
+            ls = [v for k, v in h if k.lower() == "link"]
+            if len(ls) > 1:
+                h[:] = [(k, v) for k, v in h if k.lower() != "link"] + [("link", ", ".join(ls))]
         if rl is not None:
             h.append(("X-Rate-Limit-Limit", str(rl[0])))
             h.append(("X-Rate-Limit-Remaining", str(rl[1])))
@@ -955,6 +1076,15 @@ class Okta(Product):
                  429: ("E0000047", "API call exceeded rate limit due to too many requests."),
                  503: ("E0000010", "Service is in read only mode")}
         code, summary = codes.get(status, ("E0000009", "Internal Server Error"))
+        if status == 429:
+            # an injected 429 looks like a real one: Remaining 0, Reset in the future (fixture)
+            bucket = bucket_of(req.method, req.path)
+            now = self.server.now()
+            if bucket is not None:
+                w = self._window(bucket, now)
+                req.ctx["rl"] = (self._limit(bucket), 0, int(math.ceil(w[0] + 60)))
+            else:
+                req.ctx["rl"] = (0, 0, int(now) + 60)
         return okta_error(status, code, summary)
 
     # ---------------------------------------------------------------- request handling
@@ -970,11 +1100,11 @@ class Okta(Product):
             return None if tok == API_TOKEN else invalid
         if s not in ("bearer", "dpop"):
             return invalid
-        if tok in self.access_tokens:  # static tokens from the state: any scope, no binding
-            return None
-        info = self.issued.get(tok)
-        if info is None or self.server.now() >= info["exp"]:
-            return invalid
+        info = self.access_tokens.get(tok)  # static tokens from the state never expire
+        if info is None:
+            info = self.issued.get(tok)
+            if info is None or self.server.now() >= info["exp"]:
+                return invalid
         if info["jkt"] is not None:
             # DPoP-bound: scheme DPoP and a valid proof with ath (okta-api.md 7.3)
             if s != "dpop":
@@ -1292,15 +1422,18 @@ class Okta(Product):
             return self._ok(body, self._links(req, self._params(req, ("limit", "after"), limit=limit), nxt))
         try:
             if srch is not None:
-                pred = compile_filter(srch, USER_SEARCH)
+                pred = compile_filter(srch, user_search_rules(self._profile_keys("user")))
             else:
                 pred = compile_filter(flt, USER_FILTER)
         except FilterError as e:
             return bad_search(str(e))
+        by_id, ids = self.by_id, self.ids
+        if srch is not None:
+            by_id, ids, _, _ = self._search_view()
         sort_by = req.arg("sortBy") if srch is not None else None
         if sort_by:
             desc = (req.arg("sortOrder") or "asc").lower() in ("desc", "descending")
-            matches = [self.by_id[i] for i in self.ids if pred(self.by_id[i])]
+            matches = [by_id[i] for i in ids if pred(by_id[i])]
             keyf = lambda u: (str(_first(_get(u, sort_by)) or ""), u["id"])
             matches.sort(key=keyf, reverse=desc)
             start = 0
@@ -1319,12 +1452,11 @@ class Okta(Product):
         start = 0
         if after:
             key = after[1:] if after.startswith("0") else after
-            start = bisect.bisect_right(self.ids, key)
+            start = bisect.bisect_right(ids, key)
         body = []
         nxt = None
-        ids = self.ids
         for k in range(start, len(ids)):
-            u = self.by_id[ids[k]]
+            u = by_id[ids[k]]
             if pred(u):
                 if len(body) == limit:
                     nxt = "0" + body[-1]["id"]
@@ -1350,8 +1482,23 @@ class Okta(Product):
                 u = cands[0]
         return u
 
+    def _me(self, req):
+        """The caller of /users/me (okta-api.md 1.2): an SSWS token acts as the admin who made
+        it (the state's user with ADMIN's id, else a synthesised one); a client-credentials
+        token has no user behind it, so None (404)."""
+        scheme = (req.headers.get("authorization") or "").partition(" ")[0].lower()
+        if scheme != "ssws":
+            return None
+        u = self.by_id.get(ADMIN["id"])
+        if u is None:
+            u = {"id": ADMIN["id"], "status": "ACTIVE", "profile": {
+                "login": ADMIN["alternateId"], "email": ADMIN["alternateId"],
+                "firstName": "Sim", "lastName": "Admin"}}
+            self._complete_user(u, "2024-01-01T00:00:00.000Z")
+        return u
+
     def get_user(self, req, key):
-        u = self._find_user(key)
+        u = self._me(req) if key == "me" else self._find_user(key)
         if u is None:
             return not_found(key, "User")
         body = self.render_user(req, u, full=True, omit=self._omit_credentials(req))
@@ -1390,19 +1537,22 @@ class Okta(Product):
         pred = None
         try:
             if srch is not None:
-                pred = compile_filter(srch, GROUP_SEARCH)
+                pred = compile_filter(srch, group_search_rules(self._profile_keys("group")))
             elif flt is not None:
                 pred = compile_filter(flt, GROUP_FILTER)
         except FilterError as e:
             return bad_search(str(e))
+        gby_id, gids = self.gby_id, self.gids
+        if srch is not None:
+            _, _, gby_id, gids = self._search_view()
         after = req.arg("after")
         start = 0
         if after:
             key = after[1:] if after.startswith("0") else after
-            start = bisect.bisect_right(self.gids, key)
+            start = bisect.bisect_right(gids, key)
         body, nxt = [], None
-        for k in range(start, len(self.gids)):
-            g = self.gby_id[self.gids[k]]
+        for k in range(start, len(gids)):
+            g = gby_id[gids[k]]
             if pred is None or pred(g):
                 if len(body) == limit:
                     nxt = "0" + body[-1]["id"]
@@ -1432,9 +1582,11 @@ class Okta(Product):
         p = u["profile"]
         ts = self.app_meta.get(aid, {}).get("users", {}).get(uid) or u["created"]
         first, last = p.get("firstName"), p.get("lastName")
-        d = {"id": uid, "externalId": None, "created": ts, "lastUpdated": ts,
-             "scope": self.effective[aid][uid], "status": "ACTIVE", "statusChanged": ts,
-             "passwordChanged": None, "syncState": "DISABLED",
+        ov = self.apps[aid].get("app_users", {}).get(uid, {})
+        d = {"id": uid, "externalId": ov.get("externalId"), "created": ts, "lastUpdated": ts,
+             "scope": self.effective[aid][uid], "status": ov.get("status", "ACTIVE"),
+             "statusChanged": ts, "passwordChanged": None,
+             "syncState": ov.get("syncState", "DISABLED"),
              "credentials": {"userName": p.get("login")},
              "profile": {"street_address": None, "country": None, "website": None,
                          "zoneinfo": p.get("timezone") or "America/Los_Angeles", "birthdate": None,
@@ -1537,10 +1689,10 @@ class Okta(Product):
             except ValueError:
                 return okta_error(400, "E0000001", "Api validation failed: limit",
                                   ["limit: The field must be a number"])
-            if limit < 0:
+            if limit < 0 or limit > 1000:
+                # spec: "Integer between 0 and 1000" (decision: outside is refused, not clamped)
                 return okta_error(400, "E0000001", "Api validation failed: limit",
                                   ["limit: must be between 0 and 1000"])
-            limit = min(limit, 1000)
         since_s, until_s, after = req.arg("since"), req.arg("until"), req.arg("after")
         if since_s is not None and after is not None:
             return okta_error(400, "E0000001", "Api validation failed: since",
@@ -1558,8 +1710,6 @@ class Okta(Product):
         pred = None
         if req.arg("filter") is not None:
             f = req.arg("filter")
-            if re.search(r"\bpublished\b", f):
-                return okta_error(400, "E0000053", "Invalid property published in filter")
             try:
                 pred = compile_filter(f, LOG_FILTER)
             except FilterError as e:
@@ -1573,7 +1723,9 @@ class Okta(Product):
                 return okta_error(400, "E0000001", "Api validation failed: q",
                                   ["q: at most 10 keywords of at most 40 characters"])
         polling = until is None and order == "ASCENDING"
-        # cursor: polling "<since_ms>_<seq>"; bounded "<since_ms>_<pub_ms>_<seq>"
+        # cursor: polling "<persistence ms of the last event read>_<seq>" (only the sequence
+        # decides what comes next, so late-published events are not lost); bounded
+        # "<since_ms>_<pub_ms>_<seq>". No age check on a cursor (only on `since`).
         cur = None
         if after is not None:
             try:
@@ -1586,17 +1738,20 @@ class Okta(Product):
             since = cur[0] / 1000.0
         if since is None:
             since = (until if until is not None else now) - 7 * 86400
-        if since < now - 180 * 86400:
+        if after is None and since < now - 180 * 86400:
             return okta_error(400, "E0000053", "Invalid since: over 180 days prior to the current day")
         since_ms = int(round(since * 1000))
 
         def match(e, pub):
-            if pub < since or (until is not None and pub >= until):
+            if polling and cur is not None:
+                pass  # a polling cursor returns every event persisted after it
+            elif pub < since or (until is not None and pub >= until):
                 return False
             if pred is not None and not pred(e):
                 return False
             if words:
-                text = json.dumps(e, ensure_ascii=False).lower()
+                # keywords match the event's values, not its property names or JSON syntax
+                text = "\n".join(_strings(e)).lower()
                 return all(w in text for w in words)
             return True
 
@@ -1618,7 +1773,11 @@ class Okta(Product):
                 scanned = max([scanned] + [s for s in self.log_seq])
                 if limit == 0:
                     scanned = last_seq
-            nxt = "%d_%d" % (since_ms, scanned)
+            if scanned == last_seq:
+                t_ms = cur[0] if cur else since_ms
+            else:
+                t_ms = self.seq_time.get(scanned, since_ms)
+            nxt = "%d_%d" % (t_ms, scanned)
         else:
             items = sorted(((int(round(_pub(e) * 1000)), s, e) for e, s in zip(self.logs, self.log_seq)),
                            key=lambda x: (x[0], x[1]), reverse=(order == "DESCENDING"))
@@ -1709,6 +1868,33 @@ def scope_for(path):
     return None
 
 
+READ_SCOPES = tuple(sc for _, sc in SCOPES)
+
+
+def validate_access_tokens(toks):
+    """state.access_tokens: [{"token": str, "scopes": [str], "dpop_jkt": str or null}] ->
+    {token: {"scopes": set, "jkt": ...}}. A plain string is a Bearer token with the four
+    read scopes (okta-api.md 7.2). A token with dpop_jkt is DPoP-bound: it must be sent as
+    "Authorization: DPoP" with a proof signed by the key of that RFC 7638 thumbprint."""
+    out = {}
+    for i, t in enumerate(toks):
+        if isinstance(t, str):
+            t = {"token": t, "scopes": list(READ_SCOPES), "dpop_jkt": None}
+        if not isinstance(t, dict) or not isinstance(t.get("token"), str) or not t["token"]:
+            raise ValueError("access_tokens[%d]: a string or {token, scopes, dpop_jkt}" % i)
+        unknown = set(t) - {"token", "scopes", "dpop_jkt"}
+        if unknown:
+            raise ValueError("access_tokens[%d]: unknown keys %s" % (i, ", ".join(sorted(unknown))))
+        sc = t.get("scopes", list(READ_SCOPES))
+        if not isinstance(sc, list) or not all(isinstance(x, str) for x in sc):
+            raise ValueError("access_tokens[%d].scopes must be a list of strings" % i)
+        jkt = t.get("dpop_jkt")
+        if jkt is not None and (not isinstance(jkt, str) or not jkt):
+            raise ValueError("access_tokens[%d].dpop_jkt must be a JWK thumbprint or null" % i)
+        out[t["token"]] = {"scopes": set(sc), "jkt": jkt}
+    return out
+
+
 def validate_oauth_clients(clients):
     """{"<client_id>": {"jwks": [RSA public JWK], "scopes": [granted], "dpop": true,
     "token_lifetime": 3600}} (token_lifetime is a test knob: real tokens last 1 h)."""
@@ -1736,6 +1922,36 @@ def validate_oauth_clients(clients):
     return out
 
 
+APPUSER_STATUSES = ("ACTIVE", "APPROVED", "DEPROVISIONED", "IMPLICIT", "IMPORTED", "INACTIVE",
+                    "MATCHED", "PENDING", "PROVISIONED", "REVOKED", "STAGED", "SUSPENDED",
+                    "UNASSIGNED")
+SYNC_STATES = ("DISABLED", "ERROR", "OUT_OF_SYNC", "SYNCHRONIZED", "SYNCING")
+
+
+def validate_app_users(aid, ov, by_id):
+    """apps[aid].app_users: {uid: {"status", "syncState", "externalId"}} overrides of the
+    AppUser defaults (ACTIVE, DISABLED, null: an SSO-only assignment, okta-api.md 1.5, 9.3).
+    An override only shows while the user is an effective assignee."""
+    if not isinstance(ov, dict):
+        raise ValueError("apps[%s].app_users must be an object {user id: {...}}" % aid)
+    out = {}
+    for uid, o in ov.items():
+        if uid not in by_id:
+            raise ValueError("apps[%s].app_users: unknown user %s" % (aid, uid))
+        if not isinstance(o, dict) or set(o) - {"status", "syncState", "externalId"}:
+            raise ValueError("apps[%s].app_users[%s]: only status, syncState, externalId" % (aid, uid))
+        if "status" in o and o["status"] not in APPUSER_STATUSES:
+            raise ValueError("apps[%s].app_users[%s].status must be one of %s"
+                             % (aid, uid, ", ".join(APPUSER_STATUSES)))
+        if "syncState" in o and o["syncState"] not in SYNC_STATES:
+            raise ValueError("apps[%s].app_users[%s].syncState must be one of %s"
+                             % (aid, uid, ", ".join(SYNC_STATES)))
+        if o.get("externalId") is not None and not isinstance(o["externalId"], str):
+            raise ValueError("apps[%s].app_users[%s].externalId must be a string or null" % (aid, uid))
+        out[uid] = dict(o)
+    return out
+
+
 class _ApiError(Exception):
     def __init__(self, resp):
         self.resp = resp
@@ -1746,6 +1962,20 @@ def _pub(e):
         return parse_time(e["published"])
     except FilterError:
         return 0.0
+
+
+def _strings(v):
+    """Every string and number value inside a JSON value (for the System Log `q`)."""
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _strings(x)
+    elif isinstance(v, str):
+        yield v
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        yield str(v)
 
 
 def _first(vals):
