@@ -302,7 +302,7 @@ test("plan text names every change with its reason, and the safety limit stops m
   run.syncs[1].read = { complete = false, problems = { "page 3 of /api/v1/apps/0oa1/users failed: HTTP 503" } }
   run.syncs[1].limits = nil
   stop = report.safety(run)
-  t:contains(stop[1], "the read of okta did not complete (page 3 of /api/v1/apps/0oa1/users failed: HTTP 503); 20 deprovisions withheld")
+  t:contains(stop[1], "the read did not complete (page 3 of /api/v1/apps/0oa1/users failed: HTTP 503); 20 destructive changes withheld")
 end)
 
 test("plan file: round trip, and apply refuses a plan whose destructive ops are no longer planned", function(t)

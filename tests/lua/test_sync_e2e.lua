@@ -83,6 +83,10 @@ test("adoption of existing accounts (case-insensitive), no new-hire groups for t
   t:eq(#sorted_keys(accounts), 3, "adopted, not duplicated")
   t:same(w:members_of("jira", "new-hires"), { "bob.stone@example.com", "carol.king@example.com" })
   t:same(w:members_of("jira", "okta-synced"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" })
+  t:ok(accounts["ann.lee@example.com"].name == "ANN.LEE@example.com", "the adopted account keeps its spelling")
+  w:clear_requests()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(#w:writes("jira"), 0, "a case-only difference is not a rename: the re-sync writes nothing")
 end)
 
 test("login rename and email change become rename and update, never delete + create", function(t)
@@ -321,6 +325,86 @@ test("--user syncs one Okta user and nobody else", function(t)
   local r = w:usersync("sync", "--user", "bob.stone@example.com")
   t:eq(r.code, 0, r.stderr)
   t:same(sorted_keys(w:accounts("jira")), { "bob.stone@example.com" })
+end)
+
+test("--user with a login Okta no longer has: the linked account is checked by its Okta id, not deprovisioned", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w:find_user("00u1").profile.login = "ann.new@example.com"
+  w:load()
+  local r = w:usersync("sync", "--user", "ann.lee@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["ann.lee@example.com"] and w:accounts("jira")["ann.lee@example.com"].active, nil,
+    "renamed to the new login instead")
+  t:eq(w:accounts("jira")["ann.new@example.com"].active, true, "still active: ann is still assigned in Okta")
+end)
+
+test("a target that cannot be read gets no changes at all: exit 1, the reason shown", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira", "bitbucket" } }
+  t:eq(w:usersync("sync").code, 0)
+  w:okta_user("00u9", "new.person@example.com", { groups = { "00gEng" } })
+  w:load()
+  w.jira:faults{ fail_rate = 1.0, fail_status = 500, fail_path = "^/rest/api/2/group/member" }
+  w:clear_requests()
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, r.stderr)
+  t:contains(r.stdout, "reading jira failed, nothing planned for it")
+  t:eq(#w:writes("jira"), 0, "no blind writes to a target whose state is unknown")
+  t:ok(w:accounts("bitbucket")["new.person@example.com"], "the other target is synced")
+end)
+
+test("an include_group hook that raises: the error is reported and no membership is taken away", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  local policy = w.dir .. "/groups-policy.lua"
+  local f = assert(io.open(policy, "w"))
+  f:write('return { include_group = function(g) if g.profile.name == "Ops" then error("cannot decide " .. g.profile.name) end return true end }\n')
+  f:close()
+  w:write_config({ policy = policy, groups = MANUAL.groups, defaults = MANUAL.defaults })
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:contains(r.stdout, policy .. ":1: cannot decide Ops")
+  t:same(w:members_of("jira", "operations"), { "carol.king@example.com" }, "membership kept")
+end)
+
+test("two sync entries: a user one entry drops but the other keeps is neither handed over nor deactivated", function(t)
+  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+                 groups = {}, members = {}, projects = {}, components = {} }
+  local src = os.getenv("SOURCE_DIR") or "."
+  local w <close> = base_world { products = { "jira" }, jira = jira, sync = {
+    { name = "first", source = "okta", users = { project_lead = "svc-admin", component_lead = "svc-admin" },
+      groups = { map = { Engineering = "developers" }, keep_existing = false } },
+    { name = "second", source = "okta", groups = { map = { Engineering = "developers", Ops = "developers" }, keep_existing = false } },
+  } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local creates = 0
+  for _, q in ipairs(w:writes("jira")) do if q.method == "POST" and q.path == "/rest/api/2/user" then creates = creates + 1 end end
+  t:eq(creates, 3, "each account created once, though two entries map it")
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" })
+  -- bob leads a project; the first entry's policy leaves him out, the second still maps him
+  local st = w.jira:state()
+  st.projects = { { key = "ABC", name = "Alpha", lead = "bob.stone@example.com" } }
+  w.jira:put_state(st)
+  local policy = w.dir .. "/no-bob.lua"
+  local f = assert(io.open(policy, "w"))
+  f:write('return { user = function(u) if u.profile.login:find("^bob") then return nil end return {} end }\n')
+  f:close()
+  w:write_config({
+    { name = "first", source = "okta", policy = policy, users = { project_lead = "svc-admin", component_lead = "svc-admin" },
+      groups = { map = { Engineering = "developers" }, keep_existing = false } },
+    { name = "second", source = "okta", groups = { map = { Engineering = "developers", Ops = "developers" }, keep_existing = false } },
+  })
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true)
+  t:eq(w.jira:state().projects[1].lead, "bob.stone@example.com", "no hand-over for an account still in scope")
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" },
+    "memberships are the union: carol stays though the first entry would remove her")
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(#w:writes("jira"), 0, "stable: the next sync writes nothing")
 end)
 
 test("plan --out then apply applies exactly that plan; a changed base is refused", function(t)

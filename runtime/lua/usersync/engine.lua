@@ -116,10 +116,15 @@ function Engine:read_source(s, pol, only_user)
                         is_active = function() return true end, kv = { get = function() return nil end } }
   end
   -- A group counts for the read when it counts for any target of the sync.
+  local group_errors = {}
   local function include(g)
     for _, ctx in ipairs(ctxs) do
-      local ok = pol:include_group(g, ctx)
+      local ok, err = pol:include_group(g, ctx)
       if ok then return true end
+      if ok == nil then
+        group_errors[#group_errors + 1] = ("include_group(%s): %s"):format(tostring(g.profile and g.profile.name or g.id), err)
+        return true -- read its members anyway; the planner reports the error
+      end
     end
     return false
   end
@@ -134,14 +139,32 @@ function Engine:read_source(s, pol, only_user)
     if #problems == 0 then problems[1] = err end
     return { users = {}, groups = {}, complete = false, problems = problems, error = err, code = code }
   end
-  return { users = snap.users, groups = snap.groups, complete = snap.complete ~= false,
-           problems = snap.problems or {}, requests = snap.requests }
+  local problems = {}
+  for _, p in ipairs(snap.problems or {}) do problems[#problems + 1] = p.message or tostring(p) end
+  for _, e in ipairs(group_errors) do problems[#problems + 1] = e end
+  return { users = snap.users, groups = snap.groups, complete = snap.complete ~= false and #group_errors == 0,
+           problems = problems, requests = snap.requests }
 end
 
 -- --user LOGIN: the user by id or login, their groups, and whether the app
 -- assigns them. A user not found, or not assigned, reads as out of scope.
 function Engine:read_one_user(src, scfg, include, login)
   local u, err, code = src:user(login)
+  if not u and code == "OKTA_NOT_FOUND" and self.linked_ids then
+    -- Not found by that login: it may be the old login of a linked account
+    -- whose Okta user was renamed. Each candidate is read by its Okta id;
+    -- only ids Okta no longer has are out of scope.
+    for _, id in ipairs(self.linked_ids(login)) do
+      local by_id, _, c2 = src:user(id)
+      if by_id then u = by_id; break end
+      if c2 ~= "OKTA_NOT_FOUND" then
+        return { users = {}, groups = {}, complete = false, problems = { "reading Okta user " .. id .. " failed" } }
+      end
+    end
+    if not u then
+      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
+    end
+  end
   if not u then
     if code == "OKTA_NOT_FOUND" then
       return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
@@ -215,6 +238,15 @@ function Engine:plan(opts)
       -- the accounts it was creating are recognised as ours (new_accounts).
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
+      self.linked_ids = function(login)
+        local ids, seen = {}, {}
+        for _, tname in ipairs(s.targets) do
+          for id, acct in pairs(state.links(self.db, s.name, tname)) do
+            if acct:lower() == login:lower() and not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+          end
+        end
+        return ids
+      end
       local src = self:read_source(s, pol, opts.user)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
@@ -256,6 +288,16 @@ function Engine:plan(opts)
           claimed = claimed[tname], only = only,
           new_accounts = state.new_accounts(self.db, s.name, tname),
         }
+        input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
+        if not snap.complete then
+          -- Without the target's state nothing can be planned safely.
+          local p = { target = tname, target_type = tcfg.type, ops = {}, conflicts = {}, notes = {}, counts = {},
+                      deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {},
+                      errors = { { subject = tname, message = ("reading %s failed, nothing planned for it: %s")
+                                                          :format(tname, tostring(snap.error)) } } }
+          entry.targets[#entry.targets + 1] = p
+          goto next_target
+        end
         local p = plan.build(input)
         -- Jira: leaders among the accounts to deprovision need a hand-over.
         local leavers = {}
@@ -276,32 +318,73 @@ function Engine:plan(opts)
         for _, key in ipairs(p.mapped_keys or {}) do
           if not claimed[tname][key] then claimed[tname][key] = s.name end
         end
+        if p.incomplete then
+          entry.read.complete = false
+          entry.read.problems[#entry.read.problems + 1] = ("policy errors in include_group for %s"):format(tname)
+        end
         entry.targets[#entry.targets + 1] = p
+        ::next_target::
       end
       run_plan.syncs[#run_plan.syncs + 1] = entry
     end
   end
-  -- Multiple sources: an account another sync entry maps is not deprovisioned.
-  for _, entry in ipairs(run_plan.syncs) do
-    for _, p in ipairs(entry.targets) do
-      local keep = {}
-      for i, o in ipairs(p.ops) do
-        local owner = o.deprovision and claimed[p.target][(o.name or ""):lower()]
-        if owner and owner ~= entry.name then
-          p.notes[#p.notes + 1] = ("%s: still claimed by sync %q; not deprovisioned"):format(o.name, owner)
-          p.deprovisions = p.deprovisions - (o.kind == "remove_member" and 0 or 1)
-        else
-          keep[#keep + 1] = o
+  -- Multiple sources (DESIGN §5): an account another entry maps as active
+  -- is not deprovisioned (nor handed over); a membership another entry wants
+  -- is not removed; an account an earlier entry creates is linked, not
+  -- created again.
+  if #run_plan.syncs > 1 then
+    local active_by, wants_by, creates = {}, {}, {}
+    for _, entry in ipairs(run_plan.syncs) do
+      for _, p in ipairs(entry.targets) do
+        for k in pairs(p.active_keys or {}) do
+          active_by[p.target .. "\31" .. k] = active_by[p.target .. "\31" .. k] or {}
+          active_by[p.target .. "\31" .. k][entry.name] = true
         end
-        p.ops[i] = nil
+        for k, groups in pairs(p.wanted or {}) do
+          for gk in pairs(groups) do
+            local key = p.target .. "\31" .. k .. "\31" .. gk
+            wants_by[key] = wants_by[key] or {}
+            wants_by[key][entry.name] = true
+          end
+        end
       end
-      for i, o in ipairs(keep) do p.ops[i] = o end
+    end
+    local function other(set, me)
+      for name in pairs(set or {}) do if name ~= me then return name end end
+    end
+    for _, entry in ipairs(run_plan.syncs) do
+      for _, p in ipairs(entry.targets) do
+        local keep = {}
+        for _, o in ipairs(p.ops) do
+          local k = (o.name or o.subject or ""):lower()
+          local owner = o.deprovision and other(active_by[p.target .. "\31" .. k], entry.name)
+          local wanted_by = o.kind == "remove_member" and other(wants_by[p.target .. "\31" .. k .. "\31" .. (o.group or ""):lower()], entry.name)
+          if owner then
+            p.notes[#p.notes + 1] = ("%s %s: the account is still in scope of sync %q; not applied"):format(o.kind, o.subject, owner)
+          elseif wanted_by then
+            p.notes[#p.notes + 1] = ("remove %s from %s: sync %q still puts it there; not applied"):format(o.subject, o.group, wanted_by)
+          elseif o.kind == "create_user" and creates[p.target .. "\31" .. k] then
+            keep[#keep + 1] = { kind = "link", target = o.target, subject = o.name, name = o.name, okta_id = o.okta_id,
+                                reason = ("created by sync %q in this run"):format(creates[p.target .. "\31" .. k]) }
+          else
+            if o.kind == "create_user" then creates[p.target .. "\31" .. k] = entry.name end
+            keep[#keep + 1] = o
+          end
+        end
+        table.sort(keep, function(x, y)
+          local rx, ry = plan.RANK[x.kind], plan.RANK[y.kind]
+          if rx ~= ry then return rx < ry end
+          return (x.seq or 0) < (y.seq or 0)
+        end)
+        p.ops = keep
+        plan.recount(p)
+      end
     end
   end
   return run_plan
 end
 
-local DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true, delete_user = true }
+local DESTRUCTIVE = report.DESTRUCTIVE
 
 -- Applies a run plan. opts: { force, command = "sync"|"apply" }.
 -- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.

@@ -39,6 +39,7 @@ M.ORDER = { "create_group", "create_user", "link", "update_user", "rename_user",
             "add_member", "remove_member", "handover_lead", "deactivate_user", "delete_user" }
 local RANK = {}
 for i, k in ipairs(M.ORDER) do RANK[k] = i end
+M.RANK = RANK
 
 -- What each product can do (atlassian-api.md §1.5): Bitbucket has no
 -- deactivation; Confluence's REST API has no rename.
@@ -49,6 +50,15 @@ M.CAPS = {
 }
 
 local lower = string.lower
+
+-- A deep copy: hooks get their own settings, so a hook that changes them
+-- cannot change what the planner (or the safety check) decides.
+function M.copy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = M.copy(x) end
+  return c
+end
 
 local function set_of(list)
   local s = {}
@@ -72,7 +82,7 @@ function M.build(input)
 
   local status_map = input.status_map or M.STATUS
   local ctx = {
-    sync = sync.name, target = target.name, target_type = target.type, settings = sync,
+    sync = sync.name, target = target.name, target_type = target.type, settings = M.copy(sync),
     is_active = function(status)
       local v = status_map[status]
       if v == "active" then return true elseif v == "inactive" then return false end
@@ -93,12 +103,15 @@ function M.build(input)
   local new_accounts = input.new_accounts or {}
   local claimed = input.claimed or {}
 
-  -- Okta groups that count, once per group.
+  -- Okta groups that count, once per group. A group whose hook failed
+  -- makes the plan incomplete: its memberships cannot be judged.
   local counted = {}
+  local group_errors = false
   for id, g in pairs(input.source.groups or {}) do
     local ok, err = pol:include_group(g, ctx)
     if ok == nil then
       errors[#errors + 1] = { subject = "group " .. tostring(g.profile and g.profile.name or id), message = err }
+      group_errors = true
     elseif ok then
       counted[id] = g
     end
@@ -156,7 +169,7 @@ function M.build(input)
       if existing and new_accounts[lower(linked_name)] == u.id then is_new = true end
       if not existing then
         note(("%s: linked account %q no longer exists in %s; it will be created again"):format(m.login, linked_name, target.name))
-      elseif linked_name ~= acct.name then
+      elseif lower(linked_name) ~= key then
         -- Login changed in Okta: rename the linked account (never delete + create).
         local taken = accounts[key]
         if taken and taken ~= existing then
@@ -211,7 +224,8 @@ function M.build(input)
 
     -- Attributes: the first sync entry that claims an account sets them.
     local claim = claimed[key]
-    if existing and not (claim and claim ~= sync.name) then
+    local first_claim = not (claim and claim ~= sync.name)
+    if existing then
       local changes = {}
       if acct.display_name and acct.display_name ~= existing.display_name then
         changes.display_name = { from = existing.display_name, to = acct.display_name }
@@ -221,7 +235,7 @@ function M.build(input)
       if acct.email and acct.email ~= "" and existing.email ~= nil and lower(acct.email) ~= lower(existing.email) then
         changes.email = { from = existing.email, to = acct.email }
       end
-      if next(changes) then
+      if next(changes) and first_claim then
         if users_cfg.update then
           -- Addressed by the account's current name: a rename, if any, comes after.
           op { kind = "update_user", subject = existing.name, name = existing.name, changes = changes, okta_id = u.id,
@@ -332,8 +346,12 @@ function M.build(input)
     end
     -- Groups given only to new accounts (defaults.new_users) stay once given.
     if #removes > 0 then
-      local as_new = pol:default_groups(d.account, true, ctx) or {}
-      local as_old = pol:default_groups(d.account, false, ctx) or {}
+      local as_new, e1 = pol:default_groups(d.account, true, ctx)
+      local as_old, e2 = pol:default_groups(d.account, false, ctx)
+      if not as_new or not as_old then
+        errors[#errors + 1] = { okta_id = d.okta_id, subject = d.login, message = e1 or e2 }
+        as_new, as_old, removes = {}, {}, {} -- cannot tell which groups are kept: remove nothing
+      end
       local only_new = {}
       for _, g in ipairs(as_new) do only_new[lower(g)] = true end
       for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
@@ -403,6 +421,7 @@ function M.build(input)
     if action == "deactivate" and a.active == false then action = "keep" end
     if action == "keep" then goto next_leaver end
 
+    if action == "remove_groups" and #(a.groups or {}) == 0 then goto next_leaver end -- nothing left to take
     deprovisions = deprovisions + 1
     if action == "remove_groups" then
       for _, g in ipairs(a.groups or {}) do
@@ -419,7 +438,7 @@ function M.build(input)
           deprovisions = deprovisions - 1
           goto next_leaver
         end
-        op { kind = "handover_lead", subject = a.name, name = a.name, projects = leads.projects or {},
+        op { kind = "handover_lead", subject = a.name, name = a.name, deprovision = true, projects = leads.projects or {},
              components = leads.components or {}, to_project_lead = to_p, to_component_lead = to_c,
              okta_id = l.okta_id, reason = "before " .. action .. ": " .. l.reason }
       end
@@ -444,9 +463,39 @@ function M.build(input)
   for _, m in ipairs(mapped) do
     if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
   end
+  local wanted = {}   -- lowercase account -> lowercase group -> true
+  local active_keys = {}
+  for k, d in pairs(desired_groups_of) do
+    if d.want then
+      wanted[k] = {}
+      for gk in pairs(d.want) do wanted[k][gk] = true end
+      active_keys[k] = true
+    end
+  end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids }
+           managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids,
+           wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
+end
+
+-- Recomputes p.counts and p.deprovisions after ops were dropped.
+function M.recount(p)
+  local counts, dep = {}, 0
+  for i, o in ipairs(p.ops) do
+    o.seq = i
+    counts[o.kind] = (counts[o.kind] or 0) + 1
+    if o.kind == "deactivate_user" or o.kind == "delete_user" then dep = dep + 1 end
+  end
+  -- a Bitbucket leaver stripped of its groups counts once
+  local stripped = {}
+  for _, o in ipairs(p.ops) do
+    if o.kind == "remove_member" and o.deprovision and not stripped[o.name] then
+      stripped[o.name] = true
+      dep = dep + 1
+    end
+  end
+  p.counts, p.deprovisions = counts, dep
+  return p
 end
 
 -- Okta status -> account state (DESIGN.md §5); `sources.X.status_map` overrides.

@@ -55,6 +55,9 @@ function Policy:user(u, ctx)
   local ok2, r = self:_call("user", u, ctx)
   if not ok2 then return nil, r end
   if r == nil or r == false then return nil end
+  -- The default left this user out (e.g. STAGED) and the hook named no
+  -- account of its own: the user stays out.
+  if base == nil and type(r) == "table" and r.name == nil then return nil end
   if type(r) ~= "table" then
     return nil, self.path .. ": user() must return a table or nil, got " .. type(r)
   end

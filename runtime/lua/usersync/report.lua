@@ -39,6 +39,9 @@ local function describe(o)
 end
 M.describe = describe
 
+-- Changes that take something away (withheld by a safety stop).
+M.DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true, delete_user = true }
+
 local function plural(n, word)
   return ("%d %s%s"):format(n, word, n == 1 and "" or "s")
 end
@@ -97,11 +100,17 @@ function M.safety(run_plan, opts)
   opts = opts or {}
   local reasons = {}
   for _, s in ipairs(run_plan.syncs) do
+    -- After an incomplete read every change that takes something away is
+    -- withheld: removals of memberships as well as deprovisions.
     local destructive = 0
-    for _, tp in ipairs(s.targets) do destructive = destructive + (tp.deprovisions or 0) end
+    for _, tp in ipairs(s.targets) do
+      for _, o in ipairs(tp.ops) do
+        if M.DESTRUCTIVE[o.kind] then destructive = destructive + 1 end
+      end
+    end
     if s.read and s.read.complete == false and destructive > 0 then
-      reasons[#reasons + 1] = ("sync %q: the read of %s did not complete (%s); %s withheld")
-        :format(s.name, s.source, table.concat(s.read.problems or {}, "; "), plural(destructive, "deprovision"))
+      reasons[#reasons + 1] = ("sync %q: the read did not complete (%s); %s withheld")
+        :format(s.name, table.concat(s.read.problems or {}, "; "), plural(destructive, "destructive change"))
     end
     local limit = s.limits and s.limits.max_deprovision
     for _, tp in ipairs(s.targets) do
