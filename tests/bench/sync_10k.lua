@@ -134,6 +134,8 @@ local function main()
     local ttext = tf and tf:read("a") or ""
     if tf then tf:close() end
     local rss = tonumber(ttext:match("Maximum resident set size %(kbytes%): (%d+)"))
+    r.cpu = (tonumber(ttext:match("User time %(seconds%): ([%d.]+)")) or 0)
+      + (tonumber(ttext:match("System time %(seconds%): ([%d.]+)")) or 0)
     return r, wall, rss
   end
 
@@ -144,6 +146,7 @@ local function main()
     local segs = {}
     for i, r in ipairs(reqs) do
       local s = {}
+      s[1] = r.method -- folding is per method: PUT user/{id}/... must not fold GET user/list
       for part in r.path:gmatch("[^/]+") do s[#s + 1] = part end
       segs[i] = s
     end
@@ -165,7 +168,7 @@ local function main()
     end
     local kinds, order = {}, {}
     for i, r in ipairs(reqs) do
-      local k = r.method .. " /" .. table.concat(segs[i], "/")
+      local k = r.method .. " /" .. table.concat(segs[i], "/", 2)
       if not kinds[k] then
         kinds[k] = { n = 0, wasted = 0, kind = k, method = r.method, first = i }
         order[#order + 1] = kinds[k]
@@ -186,8 +189,8 @@ local function main()
 
   -- Prints one run's figures; returns writes per product.
   local function report(title, r, wall, rss)
-    print(("\n== %s: exit %d, wall %.2f s, peak RSS %s"):format(title, r.code, wall,
-      rss and ("%.1f MB"):format(rss / 1024) or "?"))
+    print(("\n== %s: exit %d, wall %.2f s, usersync CPU (user+sys) %.2f s, peak RSS %s"):format(title, r.code, wall,
+      r.cpu or 0, rss and ("%.1f MB"):format(rss / 1024) or "?"))
     local last = r.stdout:match("([^\n]*applied[^\n]*)") or r.stdout:match("([^\n]+)\n*$")
     if last then print("   usersync: " .. last) end
     if r.code ~= 0 then io.stderr:write(r.stderr:sub(1, 4000), "\n") end
