@@ -236,6 +236,9 @@ local function main()
   if MODE == "plan" then
     for _, p in pairs(sims) do p:clear_requests() end
     local r, wall, rss = run_usersync("plan")
+    if os.getenv("BENCH_KEEP") then -- the plan text, for inspection
+      local pf = assert(io.open(dir .. "/plan.txt", "w")); pf:write(r.stdout); pf:close()
+    end
     report("plan (nothing written)", r, wall, rss)
     assert(r.code == 0 or r.code == 1, "usersync plan failed")
     return
