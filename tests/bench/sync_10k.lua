@@ -191,7 +191,9 @@ local function main()
   local function report(title, r, wall, rss)
     print(("\n== %s: exit %d, wall %.2f s, usersync CPU (user+sys) %.2f s, peak RSS %s"):format(title, r.code, wall,
       r.cpu or 0, rss and ("%.1f MB"):format(rss / 1024) or "?"))
-    local last = r.stdout:match("([^\n]*applied[^\n]*)") or r.stdout:match("([^\n]+)\n*$")
+    -- Only the tail: the plan text of a large org is hundreds of MB.
+    local tail = r.stdout:sub(-4000)
+    local last = tail:match("\n([^\n]*applied[^\n]*)") or tail:match("([^\n]+)\n*$")
     if last then print("   usersync: " .. last) end
     if r.code ~= 0 then io.stderr:write(r.stderr:sub(1, 4000), "\n") end
     local floor, slowest, total_req, writes = 0, 0, 0, {}
