@@ -1,0 +1,275 @@
+-- sync_10k.lua: the DESIGN.md §7 sync benchmark. The real `usersync sync`
+-- binary, a genorg Okta org, and empty Jira, Confluence and Bitbucket
+-- simulators at a fixed latency: a first sync, then a no-op re-sync.
+--
+--   SOURCE_DIR=$PWD PYTHON3=/usr/bin/python3 USERSYNC=$PWD/build/usersync \
+--     build/usersync run tests/bench/sync_10k.lua [users=10000] [groups=500] [latency_ms=20] [mode=sync]
+--
+-- mode "sync" (default): first sync + re-sync, every figure below.
+-- mode "plan": one `usersync plan` only (nothing written), for the peak
+-- memory of reading and planning a large org (the 100,000-user budget),
+-- where a full first sync would take the simulators far too long.
+--
+-- The org: genorg.py --seed 42, app 0oaBenchApp000000001; the sync reads
+-- every user of the org (no app_id: all 10,000 users are candidates; STAGED
+-- are skipped, inactive ones without an account get nothing). Groups:
+-- on-the-fly, Okta's built-ins never count, "-contractors", "-alumni" and
+-- "-interns" groups are excluded (so a good share, not all, is mapped), and
+-- every user gets "okta-synced", new ones also "new-hires". Confluence
+-- usernames are the default policy's lowercase mapping.
+--
+-- Printed for each run: wall time, requests by kind per product (method +
+-- path, id-like segments folded to {id}), the floor and wall/floor, the
+-- peak RSS of the usersync process (/usr/bin/time -v), and the writes of
+-- the re-sync (the script fails when there is any).
+--
+-- THE FLOOR. The engine works in sequential phases: the Okta read, then
+-- each target's snapshot in turn (engine.lua plan: read_target inside the
+-- loop over targets), then each target's apply in turn, and inside one
+-- apply one kind of operation after the other (target.c phases: create
+-- group, create user, add member, ...). Phases do not overlap, so the floor
+-- is the SUM over phases of
+--     max(ceil(n / c), chain) x latency
+-- where n = the phase's requests that were needed (answered, not 429 or
+-- 5xx or dropped: a retry is waste, not need), c = the allowed concurrency
+-- for that server (8: the target's `concurrency` default and the Okta
+-- client's; the config sets both explicitly), and chain = the longest run
+-- of pages that must be fetched one after the other (cursor paging: Okta
+-- /api/v1/users and Jira user/list, each page names the next). A phase is:
+-- Okta = all its requests; a target's snapshot = its GETs; a target's
+-- apply = one phase per distinct write kind (method + folded path).
+-- This is a lower bound for the engine's structure as it is; the lower
+-- bound for ANY engine (everything overlapped) is the slowest server's
+-- max(n/c, chain) x latency, also printed ("overlapped floor").
+package.path = (os.getenv("SOURCE_DIR") or ".") .. "/tests/lua/?.lua;" .. package.path
+local fakes = require "support.fakes"
+local proc = require "support.proc"
+local json = require "usersync.json"
+local clock = require("usersync.time").monotonic
+
+local args = arg or {}
+local NU = tonumber(args[1]) or 10000
+local NG = tonumber(args[2]) or 500
+local LAT = tonumber(args[3]) or 20
+local MODE = args[4] or "sync"
+local CONC = tonumber(os.getenv("BENCH_CONC")) or 8
+local APP = "0oaBenchApp000000001"
+local RUN_TIMEOUT = tonumber(os.getenv("BENCH_RUN_TIMEOUT")) or 1500 -- seconds per usersync run
+local PRODUCTS = { "jira", "confluence", "bitbucket" }
+
+local usersync = os.getenv("USERSYNC") or (fakes.source_dir .. "/build/usersync")
+local py = os.getenv("PYTHON3") or "/usr/bin/python3"
+local q = proc.quote
+
+local dir = os.tmpname(); os.remove(dir)
+assert(os.execute("mkdir -p " .. q(dir)))
+
+-- Everything started is stopped here, also when the benchmark fails.
+local sims = {}
+local function cleanup()
+  for _, s in pairs(sims) do pcall(s.stop, s) end
+  sims = {}
+  if os.getenv("BENCH_KEEP") then print("kept " .. dir) else os.execute("rm -rf " .. q(dir)) end
+end
+
+local function main()
+  -- 1. The org.
+  local org = dir .. "/org.json"
+  local t0 = clock()
+  assert(os.execute(("timeout 300 %s %s/tests/fakes/genorg.py --users %d --groups %d --seed 42 --app-id %s --out %s")
+    :format(q(py), q(fakes.source_dir), NU, NG, APP, q(org))), "genorg failed")
+  print(("org: %d users, %d groups (genorg seed 42, %.1f s); latency %d ms; concurrency %d per server")
+    :format(NU, NG, clock() - t0, LAT, CONC))
+
+  -- 2. Simulators (bounded lifetime; 127.0.0.1, free ports).
+  local life = RUN_TIMEOUT * 2 + 600
+  sims.okta = fakes.start("okta", { state_file = org, latency_ms = LAT, lifetime = life })
+  sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life })
+  sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life })
+  -- Confluence: its default state (built-in admin) with a licence for everyone.
+  sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = {
+    users = json.array{ { username = "admin", userKey = "8a7f808a00000000000000000000a000",
+                          displayName = "Administrator", email = "admin@example.com", disabled = false } },
+    groups = json.array{ "confluence-administrators", "confluence-users" },
+    members = { ["confluence-administrators"] = json.array{ "admin" }, ["confluence-users"] = json.array{ "admin" } },
+    license = { seats = NU * 2 },
+  } })
+
+  -- 3. Config.
+  local cfg = dir .. "/usersync.conf.lua"
+  local targets = {}
+  for _, p in ipairs(PRODUCTS) do
+    targets[#targets + 1] = ("    %s = { type = %q, url = %q, user = \"admin\", password = env \"BENCH_ATL_PW\", concurrency = %d, timeout = \"120s\" },")
+      :format(p, p, sims[p].url, CONC)
+  end
+  local f = assert(io.open(cfg, "w"))
+  f:write(table.concat({
+    "return {",
+    ("  state = %q,"):format(dir .. "/usersync.db"),
+    "  sources = {",
+    ("    okta = { type = \"okta\", url = %q, token = env \"BENCH_OKTA_TOKEN\", concurrency = %d, timeout = \"120s\" },")
+      :format(sims.okta.url, CONC),
+    "  },",
+    "  targets = {", table.concat(targets, "\n"), "  },",
+    "  sync = {",
+    "    { name = \"main\", source = \"okta\", targets = { \"jira\", \"confluence\", \"bitbucket\" },",
+    "      groups = { mode = \"on_the_fly\", exclude = { \"-(contractors|alumni|interns)( \\\\d+)?$\" } },",
+    "      defaults = { new_users = { \"new-hires\" }, all_users = { \"okta-synced\" } },",
+    "      limits = { max_deprovision = 100 } },",
+    "  },",
+    "}",
+  }, "\n"))
+  f:close()
+
+  -- Runs usersync under timeout and /usr/bin/time -v; returns r, wall, peak KiB.
+  local function run_usersync(...)
+    local tv = dir .. "/time.txt"
+    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv, usersync, ... }
+    argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
+    local s = clock()
+    local r = proc.run(argv, { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin",
+                                       USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
+    local wall = clock() - s
+    local tf = io.open(tv, "r")
+    local ttext = tf and tf:read("a") or ""
+    if tf then tf:close() end
+    local rss = tonumber(ttext:match("Maximum resident set size %(kbytes%): (%d+)"))
+    r.cpu = (tonumber(ttext:match("User time %(seconds%): ([%d.]+)")) or 0)
+      + (tonumber(ttext:match("System time %(seconds%): ([%d.]+)")) or 0)
+    return r, wall, rss
+  end
+
+  -- Requests by kind: id-like path segments folded. A segment is folded when
+  -- more than 5 different values follow the same (folded) prefix, so user
+  -- names, group names and ids become {id} while fixed path words stay.
+  local function fold(reqs)
+    local segs = {}
+    for i, r in ipairs(reqs) do
+      local s = {}
+      s[1] = r.method -- folding is per method: PUT user/{id}/... must not fold GET user/list
+      for part in r.path:gmatch("[^/]+") do s[#s + 1] = part end
+      segs[i] = s
+    end
+    local depth = 0
+    for _, s in ipairs(segs) do if #s > depth then depth = #s end end
+    for pos = 1, depth do
+      local variants = {}
+      for _, s in ipairs(segs) do
+        if s[pos] then
+          local prefix = table.concat(s, "/", 1, pos - 1)
+          local v = variants[prefix] or { n = 0, seen = {} }
+          variants[prefix] = v
+          if not v.seen[s[pos]] then v.seen[s[pos]] = true; v.n = v.n + 1 end
+        end
+      end
+      for _, s in ipairs(segs) do
+        if s[pos] and variants[table.concat(s, "/", 1, pos - 1)].n > 5 then s[pos] = "{id}" end
+      end
+    end
+    local kinds, order = {}, {}
+    for i, r in ipairs(reqs) do
+      local k = r.method .. " /" .. table.concat(segs[i], "/", 2)
+      if not kinds[k] then
+        kinds[k] = { n = 0, wasted = 0, kind = k, method = r.method, first = i }
+        order[#order + 1] = kinds[k]
+      end
+      local kd = kinds[k]
+      kd.n = kd.n + 1
+      if r.status == 0 or r.status == 429 or r.status >= 500 then kd.wasted = kd.wasted + 1 end
+    end
+    return order
+  end
+
+  -- Cursor-paged listings: their pages are one chain.
+  local CHAIN = { ["GET /api/v1/users"] = true, ["GET /rest/api/2/user/list"] = true }
+
+  local function phase_time(n, chain)
+    return math.max(math.ceil(n / CONC), chain or 0) * LAT / 1000
+  end
+
+  -- Prints one run's figures; returns writes per product.
+  local function report(title, r, wall, rss)
+    print(("\n== %s: exit %d, wall %.2f s, usersync CPU (user+sys) %.2f s, peak RSS %s"):format(title, r.code, wall,
+      r.cpu or 0, rss and ("%.1f MB"):format(rss / 1024) or "?"))
+    -- Only the tail: the plan text of a large org is hundreds of MB.
+    local tail = r.stdout:sub(-4000)
+    local last = tail:match("\n([^\n]*applied[^\n]*)") or tail:match("([^\n]+)\n*$")
+    if last then print("   usersync: " .. last) end
+    if r.code ~= 0 then io.stderr:write(r.stderr:sub(1, 4000), "\n") end
+    local floor, slowest, total_req, writes = 0, 0, 0, {}
+    local lines = {}
+    for _, p in ipairs({ "okta", "jira", "confluence", "bitbucket" }) do
+      local reqs = sims[p]:requests()
+      sims[p]:clear_requests()
+      local kinds = fold(reqs)
+      local read_n, read_chain, pfloor, w = 0, 0, 0, 0
+      local overlapped_n, overlapped_chain = 0, 0
+      lines[#lines + 1] = ("   %-10s %6d requests"):format(p, #reqs)
+      for _, k in ipairs(kinds) do
+        lines[#lines + 1] = ("      %6d  %s%s"):format(k.n, k.kind, k.wasted > 0 and ("   (%d wasted: 429/5xx/dropped)"):format(k.wasted) or "")
+        local need = k.n - k.wasted
+        overlapped_n = overlapped_n + need
+        local chain = CHAIN[k.kind] and need or 0
+        if chain > overlapped_chain then overlapped_chain = chain end
+        if p == "okta" or k.method == "GET" then
+          read_n = read_n + need
+          if chain > read_chain then read_chain = chain end
+        else
+          w = w + k.n
+          pfloor = pfloor + phase_time(need, 0) -- one apply phase per write kind
+        end
+      end
+      pfloor = pfloor + phase_time(read_n, read_chain)
+      writes[p] = w
+      floor = floor + pfloor
+      total_req = total_req + #reqs
+      local ov = phase_time(overlapped_n, overlapped_chain)
+      if ov > slowest then slowest = ov end
+      lines[#lines + 1] = ("      floor %.2f s (reads %d, chain %d; writes %d)"):format(pfloor, read_n, read_chain, w)
+    end
+    for _, l in ipairs(lines) do print(l) end
+    print(("   total %d requests; floor (sum of sequential phases) %.2f s -> wall/floor %.2fx"):format(
+      total_req, floor, floor > 0 and wall / floor or 0))
+    print(("   overlapped floor (slowest server, all phases overlapped) %.2f s -> wall/overlapped %.2fx"):format(
+      slowest, slowest > 0 and wall / slowest or 0))
+    return writes
+  end
+
+  if MODE == "plan" then
+    for _, p in pairs(sims) do p:clear_requests() end
+    local r, wall, rss = run_usersync("plan")
+    if os.getenv("BENCH_KEEP") then -- the plan text, for inspection
+      local pf = assert(io.open(dir .. "/plan.txt", "w")); pf:write(r.stdout); pf:close()
+    end
+    report("plan (nothing written)", r, wall, rss)
+    assert(r.code == 0 or r.code == 1, "usersync plan failed")
+    return
+  end
+
+  for _, p in pairs(sims) do p:clear_requests() end
+  local r1, w1, m1 = run_usersync("sync")
+  report("first sync", r1, w1, m1)
+  assert(r1.code == 0 or r1.code == 1, "first sync failed (exit " .. r1.code .. ")")
+  local counts = {}
+  for _, p in ipairs(PRODUCTS) do
+    local st = sims[p]:state()
+    counts[#counts + 1] = ("%s %d accounts / %d groups"):format(p, #st.users, #st.groups)
+  end
+  print("   targets after: " .. table.concat(counts, ", "))
+
+  local r2, w2, m2 = run_usersync("sync")
+  local writes = report("no-op re-sync", r2, w2, m2)
+  local total = 0
+  for _, p in ipairs(PRODUCTS) do total = total + writes[p] end
+  print(("   writes in the re-sync: %d (jira %d, confluence %d, bitbucket %d)%s"):format(
+    total, writes.jira, writes.confluence, writes.bitbucket, total == 0 and "" or "   <-- MUST BE 0"))
+  assert(r2.code == 0 or r2.code == 1, "re-sync failed")
+  assert(total == 0, "the no-op re-sync wrote")
+end
+
+local ok, err = xpcall(main, debug.traceback)
+cleanup()
+if not ok then
+  io.stderr:write("benchmark failed: ", tostring(err), "\n")
+  os.exit(1)
+end
