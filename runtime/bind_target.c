@@ -994,12 +994,14 @@ static void submit_adds(lua_State *L, struct lbatch *lb, int ops, int idx) {
       lua_rawgeti(L, list, (lua_Integer)j + 1);
       lua_Integer i = lua_tointeger(L, -1);
       lua_rawgeti(L, ops, i);
-      names[j] = field(L, lua_gettop(L), "name");
-      if (!names[j])
+      if (lua_getfield(L, -1, "name") != LUA_TSTRING)
         luaL_error(L, "apply: add_member op %d has no name", (int)i);
+      /* The op table (held by `ops`) keeps the string alive until
+      ** us_target_submit copies it, so nothing stays on the stack: a group
+      ** of any size uses three slots. */
+      names[j] = lua_tostring(L, -1);
       tags[j] = (void *)(uintptr_t)i;
-      lua_remove(L, -2); /* keep the name string on the stack */
-      lua_remove(L, -2);
+      lua_pop(L, 3);
     }
     struct us_target_op o = {0};
     o.kind = US_TOP_ADD_MEMBERS;

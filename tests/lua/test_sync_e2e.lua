@@ -238,6 +238,18 @@ test("Okta failing mid-read: nothing deprovisioned, exit 3", function(t)
   for _, a in pairs(w:accounts("jira")) do t:eq(a.active, true, a.name) end
 end)
 
+test("a wrong Okta token: the read fails, nothing is changed, exit 3 with the reason", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w:clear_requests()
+  local r = require("support.proc").run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
+    { env = { US_TEST_OKTA_TOKEN = "not-the-token", US_TEST_ATL_TOKEN = "test-token" } })
+  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:contains(r.stderr, "the read did not complete")
+  t:eq(#w:writes("jira"), 0)
+  t:ok(not (r.stdout .. r.stderr):find("not-the-token", 1, true), "token leaked")
+end)
+
 test("a mass deprovision over limits.max_deprovision stops with exit 3; --force applies it", function(t)
   local w <close> = base_world { products = { "jira" }, sync = { limits = { max_deprovision = "10%" } } }
   t:eq(w:usersync("sync").code, 0)

@@ -281,9 +281,9 @@ function commands.history(args)
   db:close()
   if opts.json then
     local json = require "usersync.json"
-    io.write(assert(json.encode(json.array(runs), { sort_keys = true })), "\n")
+    io.write(secrets.mask(assert(json.encode(json.array(runs), { sort_keys = true }))), "\n")
   else
-    io.write(history.runs_text(runs))
+    io.write(secrets.mask(history.runs_text(runs)))
   end
   return EXIT_OK
 end
@@ -305,9 +305,9 @@ function commands.show(args)
   if opts.json then
     local json = require "usersync.json"
     run.operations = json.array(ops)
-    io.write(assert(json.encode(run, { sort_keys = true })), "\n")
+    io.write(secrets.mask(assert(json.encode(run, { sort_keys = true }))), "\n")
   else
-    io.write(history.show_text(run, ops))
+    io.write(secrets.mask(history.show_text(run, ops)))
   end
   return EXIT_OK
 end
@@ -320,11 +320,11 @@ local function print_plan(run_plan, opts, cfg)
   if opts.out then
     local f, err = io.open(opts.out, "w")
     if not f then eprint("usersync plan: cannot write " .. opts.out .. ": " .. err); return false end
-    f:write(planfile.encode(run_plan, meta), "\n")
+    f:write(secrets.mask(planfile.encode(run_plan, meta)), "\n")
     f:close()
   end
   if opts.json then
-    io.write(planfile.encode(run_plan, meta), "\n")
+    io.write(secrets.mask(planfile.encode(run_plan, meta)), "\n")
   else
     io.write(secrets.mask(report.plan_text(run_plan)))
     if opts.out then io.write("plan saved to ", opts.out, "; apply it with: usersync apply ", opts.out, "\n") end

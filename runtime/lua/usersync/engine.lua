@@ -272,10 +272,8 @@ function Engine:plan(opts)
       for _, tname in ipairs(s.targets) do
         local tcfg = self.cfg.targets[tname]
         local snap = self:read_target(tname)
-        if not snap.complete then
-          entry.read.complete = false
-          entry.read.problems[#entry.read.problems + 1] = ("reading %s failed: %s"):format(tname, tostring(snap.error))
-        end
+        -- A target that cannot be read is an error of that target (exit 1,
+        -- nothing planned for it), not an incomplete source read.
         claimed[tname] = claimed[tname] or {}
         local input = {
           sync = s, target = { name = tname, type = tcfg.type }, policy = pol,

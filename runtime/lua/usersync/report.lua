@@ -108,7 +108,7 @@ function M.safety(run_plan, opts)
         if M.DESTRUCTIVE[o.kind] then destructive = destructive + 1 end
       end
     end
-    if s.read and s.read.complete == false and destructive > 0 then
+    if s.read and s.read.complete == false then
       reasons[#reasons + 1] = ("sync %q: the read did not complete (%s); %s withheld")
         :format(s.name, table.concat(s.read.problems or {}, "; "), plural(destructive, "destructive change"))
     end

@@ -84,7 +84,7 @@ function M.env(extra)
   env.print = function(...)
     local parts = table.pack(...)
     for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-    io.stderr:write(table.concat(parts, "\t"), "\n")
+    io.stderr:write(require("usersync.secrets").mask(table.concat(parts, "\t")), "\n")
   end
   for k, v in pairs(extra or {}) do env[k] = v end
   env._G = env

@@ -32,16 +32,22 @@ function M.register(value)
   return value
 end
 
--- Replaces every registered secret in s with ********.
+-- Replaces every registered secret in s with ********. Linear in the
+-- length of s for each secret (a plan's text can be many megabytes).
 function M.mask(s)
   if type(s) ~= "string" or #ordered == 0 then return s end
   for _, v in ipairs(ordered) do
-    local i = 1
-    while true do
-      local a, b = s:find(v, i, true)
-      if not a then break end
-      s = s:sub(1, a - 1) .. "********" .. s:sub(b + 1)
-      i = a + 8
+    if s:find(v, 1, true) then
+      local parts, i = {}, 1
+      while true do
+        local a, b = s:find(v, i, true)
+        if not a then break end
+        parts[#parts + 1] = s:sub(i, a - 1)
+        parts[#parts + 1] = "********"
+        i = b + 1
+      end
+      parts[#parts + 1] = s:sub(i)
+      s = table.concat(parts)
     end
   end
   return s

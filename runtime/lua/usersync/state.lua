@@ -12,6 +12,7 @@
 --
 -- Account and group names compare case-insensitively (lowercase keys).
 local json = require "usersync.json"
+local secrets = require "usersync.secrets"
 
 local M = {}
 
@@ -220,7 +221,7 @@ function M.op_finished(db, run_id, sync, op, result)
     assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?,
         ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq = ?]],
       result.ok and "done" or (result.skipped and "skipped" or "failed"),
-      result.ok and result.note or result.error, result.code, run_id, op.run_seq))
+      secrets.mask(result.ok and result.note or result.error), result.code, run_id, op.run_seq))
     return true
   end)
 end
