@@ -10,66 +10,16 @@
 --   s:count(method, pattern)     -- requests whose path matches the Lua pattern
 --   s:stop()                     -- also __close / __gc
 --
--- The simulator runs under `timeout`, so a crashed test leaves nothing
--- running for long.
-local json = require "usersync.json"
+-- A thin layer over support.fakes (which starts every simulator).
 local http = require "usersync.http"
 
+local fakes = require "support.fakes"
+
 local M = {}
+
+-- The fixed-response server of M.static.
 local Sim = {}
 Sim.__index = Sim
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local src = os.getenv("SOURCE_DIR") or "."
-
-function M.start(product, opts)
-  opts = opts or {}
-  local py = os.getenv("PYTHON3") or "python3"
-  local args = ""
-  if opts.latency_ms then args = args .. " --latency-ms " .. opts.latency_ms end
-  local cmd = ("%s %s %s --port 0%s"):format(q(py), q(src .. "/tests/fakes/fake.py"), product, args)
-  local sh = ("timeout %d %s & echo pid $!; wait"):format(opts.lifetime or 600, cmd)
-  local self = setmetatable({ product = product }, Sim)
-  self.proc = assert(io.popen("sh -c " .. q(sh), "r"))
-  local pid = (self.proc:read("l") or ""):match("^pid (%d+)")
-  local line = self.proc:read("l") or ""
-  local url = line:match("^listening on (%S+)")
-  if not pid or not url then
-    self.proc:close()
-    error("simulator " .. product .. " did not start: " .. line)
-  end
-  self.pid, self.url = pid, url
-  self.control = http.client{ retries = 0, timeout = 60 }
-  if opts.state then self:put_state(opts.state) end
-  return self
-end
-
-function Sim:call(method, path, body)
-  local r, err = self.control:request{ method = method, url = self.url .. path,
-    body = body and json.encode(body) or nil,
-    headers = body and { ["Content-Type"] = "application/json" } or nil }
-  assert(r, err)
-  assert(r.status >= 200 and r.status < 300,
-         ("control %s %s: %d %s"):format(method, path, r.status, r.body))
-  if r.body ~= "" then return json.decode(r.body) end
-end
-
-function Sim:state() return self:call("GET", "/__fake/state") end
-function Sim:put_state(t) return self:call("PUT", "/__fake/state", t) end
-function Sim:requests() return self:call("GET", "/__fake/requests") end
-function Sim:clear() return self:call("DELETE", "/__fake/requests") end
-function Sim:faults(t) return self:call("PUT", "/__fake/faults", json.object(t or {})) end
-
--- Number of logged requests with this method (nil: any) whose path matches pattern.
-function Sim:count(method, pattern)
-  local n = 0
-  for _, r in ipairs(self:requests()) do
-    if (not method or r.method == method) and (not pattern or r.path:find(pattern)) then n = n + 1 end
-  end
-  return n
-end
-
 function Sim:stop()
   if not self.pid then return end
   os.execute("kill " .. self.pid .. " 2>/dev/null")
@@ -79,6 +29,26 @@ function Sim:stop()
 end
 Sim.__close = Sim.stop
 Sim.__gc = Sim.stop
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+
+-- Starts a simulator through support.fakes (one way to start them all) and
+-- adds the two helpers these tests use: s:clear() and s:count(method, pattern).
+function M.start(product, opts)
+  opts = opts or {}
+  local s = fakes.start(product, { state = opts.state, latency_ms = opts.latency_ms, lifetime = opts.lifetime })
+  s.clear = function(self) return self:clear_requests() end
+  -- Number of logged requests with this method (nil: any) whose path matches pattern.
+  s.count = function(self, method, pattern)
+    local n = 0
+    for _, r in ipairs(self:requests()) do
+      if (not method or r.method == method) and (not pattern or r.path:find(pattern)) then n = n + 1 end
+    end
+    return n
+  end
+  return s
+end
 
 -- A server answering every request with one fixed response (HTML error
 -- pages, non-JSON bodies): M.static(status, content_type, body [, headers])
