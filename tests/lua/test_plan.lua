@@ -328,6 +328,23 @@ test("plan file: round trip, and apply refuses a plan whose destructive ops are 
   v = planfile.compare(saved, { syncs = { { name = "main", targets = { p2 } } } })
   t:eq(#v.unsafe, 1)
   t:contains(v.unsafe[1], "main deactivate_user gone in jira is no longer planned")
+  -- an e-mail changed again after the plan was saved: the saved update is not applied with the new value
+  local acct = { name = "ann@example.com", display_name = "ann X", email = "old@example.com", active = true, groups = {} }
+  local u1 = user("00u1", "ann@example.com", { profile = { login = "ann@example.com", email = "first@example.com", firstName = "ann", lastName = "X" } })
+  local pa = build { source = { users = { u1 }, groups = {} }, accounts = { acct }, links = { ["00u1"] = "ann@example.com" } }
+  t:same(lines(pa), { "update_user ann@example.com" })
+  local saved_a = assert(planfile.decode(planfile.encode({ syncs = { { name = "main", targets = { pa } } } })))
+  u1.profile.email = "second@example.com"
+  local pb = build { source = { users = { u1 }, groups = {} }, accounts = { acct }, links = { ["00u1"] = "ann@example.com" } }
+  v = planfile.compare(saved_a, { syncs = { { name = "main", targets = { pb } } } })
+  t:eq(#v.apply, 0, "the reviewed payload is no longer what would be sent")
+  t:eq(#v.obsolete, 1); t:eq(#v.new, 1)
+  -- a hand-over with an empty list survives the round trip through a file
+  local ho = { kind = "handover_lead", target = "jira", subject = "lead", name = "lead", projects = { "ABC" },
+               components = {}, to_project_lead = "svc", deprovision = true, okta_id = "00u7" }
+  local saved_h = assert(planfile.decode(planfile.encode({ syncs = { { name = "main", targets = { { target = "jira", ops = { ho },
+    counts = {}, conflicts = {}, errors = {}, notes = {} } } } } })))
+  t:eq(planfile.key("main", saved_h.syncs[1].targets[1].ops[1]), planfile.key("main", ho))
   t:eq(select(2, planfile.decode("{}")), "not a usersync plan (no usersync_plan version field)")
   t:contains(select(2, planfile.decode("garbage")), "not a usersync plan: json:")
 end)

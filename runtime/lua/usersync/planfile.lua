@@ -22,10 +22,27 @@ M.VERSION = 1
 M.DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true,
                   delete_user = true, rename_user = true }
 
+-- What an operation sends besides its subject: part of its identity, so a
+-- saved operation whose payload would now differ (an e-mail changed again,
+-- another default lead) is not applied with the new payload unreviewed.
+local PAYLOAD = { "changes", "display_name", "email", "projects", "components",
+                  "to_project_lead", "to_component_lead", "created" }
+
 -- Identity of an operation across two plans.
 function M.key(sync, op)
+  local payload = {}
+  for _, f in ipairs(PAYLOAD) do payload[f] = op[f] end
+  -- lists read back from a file are marked arrays; mark fresh ones alike
+  for _, f in ipairs({ "projects", "components" }) do
+    if type(payload[f]) == "table" then
+      local list = {}
+      for i, x in ipairs(payload[f]) do list[i] = x end
+      payload[f] = json.array(list)
+    end
+  end
   return table.concat({ sync, op.target, op.kind, (op.subject or ""):lower(), (op.group or ""):lower(),
-                        (op.to or ""):lower(), op.okta_id or "" }, "\31")
+                        (op.to or ""):lower(), op.okta_id or "",
+                        assert(json.encode(payload, { sort_keys = true })) }, "\31")
 end
 
 local function array(t) return json.array(t or {}) end
