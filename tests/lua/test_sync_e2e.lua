@@ -470,8 +470,8 @@ test("a run killed during apply is safe to repeat: the next sync converges, no d
   t:ok(creates >= 5, "the sync reached the account creations")
   -- Requests the killed process had in flight still complete on the server
   -- (as they would on a real one): wait until the request log is quiet.
-  local last, quiet_since = -1, os.clock()
   local time = require "usersync.time"
+  local last, quiet_since = -1, time.monotonic()
   local stop_at = time.monotonic() + 30
   while time.monotonic() < stop_at do
     local n = #w.jira:requests()

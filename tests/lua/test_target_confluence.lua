@@ -34,20 +34,13 @@ local function reset(st)
   s:clear()
 end
 
-local function new(opts)
-  local cfg = { type = "confluence", url = s.url .. CTX, user = "admin", password = "admin" }
-  if opts and opts.token then cfg.user, cfg.password = nil, nil end
-  for k, v in pairs(opts or {}) do cfg[k] = v end
-  return target.new(hc, cfg)
-end
+local function new(opts) return sim.client(hc, "confluence", s.url .. CTX, opts) end
+local find = sim.find
 
-local function find(list, pred)
-  for _, v in ipairs(list) do if pred(v) then return v end end
-end
 local function state_user(name)
   return find(s:state().users, function(u) return u.username == name end)
 end
-local function sorted(t) table.sort(t); return t end
+local sorted = sim.sorted
 local function many(n)
   local us = {}
   for i = 1, n do us[i] = user(("u%03d"):format(i)) end

@@ -38,22 +38,14 @@ local function reset(st)
   s:clear()
 end
 
-local function new(opts)
-  local cfg = { type = "jira", url = s.url, user = "admin", password = "admin" }
-  if opts and opts.token then cfg.user, cfg.password = nil, nil end
-  for k, v in pairs(opts or {}) do cfg[k] = v end
-  return target.new(hc, cfg)
-end
-
-local function find(list, pred)
-  for _, v in ipairs(list) do if pred(v) then return v end end
-end
+local function new(opts) return sim.client(hc, "jira", s.url, opts) end
+local find = sim.find
 
 local function state_user(name)
   return find(s:state().users, function(u) return u.name == name end)
 end
 
-local function sorted(t) table.sort(t); return t end
+local sorted = sim.sorted
 
 test("documented example runs", function(t)
   reset()

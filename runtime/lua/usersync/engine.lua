@@ -107,6 +107,17 @@ end
 -- Reads the source of one sync entry: users in scope with their groups.
 -- With `user` (a login or id), only that user (and only when in scope).
 -- Returns { users, groups, complete, problems }.
+-- Okta ids linked (on any target of sync entry s) to an account named login.
+function Engine:linked_ids(s, login)
+  local ids, seen = {}, {}
+  for _, tname in ipairs(s.targets) do
+    for id, acct in pairs(state.links(self.db, s.name, tname)) do
+      if acct:lower() == login:lower() and not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+    end
+  end
+  return ids
+end
+
 function Engine:read_source(s, pol, only_user)
   local src = self:source(s.source)
   local scfg = self.cfg.sources[s.source]
@@ -129,7 +140,7 @@ function Engine:read_source(s, pol, only_user)
     return false
   end
   if only_user then
-    return self:read_one_user(src, scfg, include, only_user)
+    return self:read_one_user(src, scfg, include, only_user, s)
   end
   self.progress("okta", "reading %s (%s)", s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users")
   local snap, err, code, partial = src:scope{ include = include }
@@ -148,13 +159,13 @@ end
 
 -- --user LOGIN: the user by id or login, their groups, and whether the app
 -- assigns them. A user not found, or not assigned, reads as out of scope.
-function Engine:read_one_user(src, scfg, include, login)
+function Engine:read_one_user(src, scfg, include, login, s)
   local u, err, code = src:user(login)
-  if not u and code == "OKTA_NOT_FOUND" and self.linked_ids then
+  if not u and code == "OKTA_NOT_FOUND" then
     -- Not found by that login: it may be the old login of a linked account
     -- whose Okta user was renamed. Each candidate is read by its Okta id;
     -- only ids Okta no longer has are out of scope.
-    for _, id in ipairs(self.linked_ids(login)) do
+    for _, id in ipairs(self:linked_ids(s, login)) do
       local by_id, _, c2 = src:user(id)
       if by_id then u = by_id; break end
       if c2 ~= "OKTA_NOT_FOUND" then
@@ -238,15 +249,6 @@ function Engine:plan(opts)
       -- the accounts it was creating are recognised as ours (new_accounts).
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
-      self.linked_ids = function(login)
-        local ids, seen = {}, {}
-        for _, tname in ipairs(s.targets) do
-          for id, acct in pairs(state.links(self.db, s.name, tname)) do
-            if acct:lower() == login:lower() and not seen[id] then seen[id] = true; ids[#ids + 1] = id end
-          end
-        end
-        return ids
-      end
       local src = self:read_source(s, pol, opts.user)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
@@ -397,7 +399,6 @@ function Engine:apply(run_plan, opts)
       summary.error = lerr
       return summary
     end
-    state.mark_interrupted(self.db, entry.name)
     local run_id = state.begin_run(self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
     summary.runs[#summary.runs + 1] = run_id
     local counts, failed = { users_in_scope = entry.users_in_scope }, 0

@@ -50,6 +50,24 @@ function M.start(product, opts)
   return s
 end
 
+-- Helpers the target tests share.
+-- M.client(http_client, type, url [, opts]): a target with basic admin:admin,
+-- or Bearer with opts.token; other opts go into the target's config.
+function M.client(hc, type, url, opts)
+  local cfg = { type = type, url = url, user = "admin", password = "admin" }
+  if opts and opts.token then cfg.user, cfg.password = nil, nil end
+  for k, v in pairs(opts or {}) do cfg[k] = v end
+  return require("usersync.target").new(hc, cfg)
+end
+
+-- The first item of list for which pred is true.
+function M.find(list, pred)
+  for _, v in ipairs(list) do if pred(v) then return v end end
+end
+
+-- t sorted in place, returned.
+function M.sorted(t) table.sort(t); return t end
+
 -- A server answering every request with one fixed response (HTML error
 -- pages, non-JSON bodies): M.static(status, content_type, body [, headers])
 -- -> Sim-like object with .url and :stop(); headers = { "Name: value", ... }.
