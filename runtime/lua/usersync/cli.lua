@@ -143,6 +143,9 @@ local function parse(args, start, spec, stop_at_positional)
   return opts, pos
 end
 
+-- The help texts, for the man page generator (cmake/, issue 7).
+M.USAGE, M.HELP = USAGE, HELP
+
 local commands = {}
 
 -- Reaches every source and target of a valid config and asks each for its
