@@ -351,6 +351,34 @@ test("--user with a login Okta no longer has: the linked account is checked by i
   t:eq(w:accounts("jira")["ann.new@example.com"].active, true, "still active: ann is still assigned in Okta")
 end)
 
+test("--user reads only that user's accounts: a few requests per target, never the whole listing", function(t)
+  local w <close> = base_world { sync = MANUAL }
+  t:eq(w:usersync("sync").code, 0)
+  w:find_user("00u2").profile.email = "bob.new@example.com"
+  w:find_user("00u2").profile.lastName = "Stoned"
+  w:load()
+  w:clear_requests()
+  local r = w:usersync("sync", "--user", "bob.stone@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"].emailAddress, "bob.new@example.com")
+  t:eq(w:accounts("confluence")["bob.stone@example.com"].displayName, "bob Stoned")
+  for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do
+    local reads = {}
+    for _, q in ipairs(w[p]:requests()) do
+      if q.method == "GET" then reads[#reads + 1] = q.path .. (q.query ~= "" and ("?" .. q.query) or "") end
+    end
+    -- the group names (one page here) and bob's account with its groups
+    t:ok(#reads >= 2 and #reads <= 3, p .. ": " .. #reads .. " reads: " .. table.concat(reads, " "))
+    for _, q in ipairs(reads) do
+      t:ok(not q:find("ann") and not q:find("carol"), p .. " read another user's account: " .. q)
+    end
+  end
+  -- Okta: bob, his app assignment, his groups
+  local okta_reads = 0
+  for _, q in ipairs(w.okta:requests()) do if q.method == "GET" then okta_reads = okta_reads + 1 end end
+  t:eq(okta_reads, 3)
+end)
+
 test("a target that cannot be read gets no changes at all: exit 1, the reason shown", function(t)
   local w <close> = base_world { sync = MANUAL, products = { "jira", "bitbucket" } }
   t:eq(w:usersync("sync").code, 0)

@@ -6,6 +6,7 @@
 --   local engine = require "usersync.engine"
 --   local e = assert(engine.open(cfg, { trigger = "manual" }))
 --   local run_plan = assert(e:plan{ user = "alice@example.com" })   -- reads, writes nothing
+--   -- or e:plan{ users = { "00u1", "bob@example.com" } }: just those Okta users
 --   local summary = e:apply(run_plan, { force = false })              -- exit code in summary.exit
 --   e:close()
 local http = require "usersync.http"
@@ -24,13 +25,16 @@ Engine.__index = Engine
 
 M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
 
--- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(phase, fmt, ...) }
+-- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(phase, fmt, ...),
+--         should_stop = fn() -> true to stop applying (serve's SIGTERM) }
+-- `e.trigger` may be changed between runs (serve reuses one engine).
 function M.open(cfg, opts)
   opts = opts or {}
   local db, err, code = state.open(cfg.state)
   if not db then return nil, ("cannot open the store %s: %s"):format(cfg.state, err), code end
   local self = setmetatable({ cfg = cfg, db = db, trigger = opts.trigger or "manual",
-    sources = {}, targets = {}, policies = {}, http = {}, progress = opts.progress or function() end }, Engine)
+    sources = {}, targets = {}, policies = {}, http = {}, progress = opts.progress or function() end,
+    should_stop = opts.should_stop }, Engine)
   return self
 end
 
@@ -104,9 +108,6 @@ local function status_map(scfg)
   return m
 end
 
--- Reads the source of one sync entry: users in scope with their groups.
--- With `user` (a login or id), only that user (and only when in scope).
--- Returns { users, groups, complete, problems }.
 -- Okta ids linked (on any target of sync entry s) to an account named login.
 function Engine:linked_ids(s, login)
   local ids, seen = {}, {}
@@ -118,7 +119,11 @@ function Engine:linked_ids(s, login)
   return ids
 end
 
-function Engine:read_source(s, pol, only_user)
+-- Reads the source of one sync entry: users in scope with their groups.
+-- With `only_users` (a list of logins or ids), only those users (and only
+-- when in scope; `only` is then the set of Okta ids the plan may touch).
+-- Returns { users, groups, complete, problems [, only] }.
+function Engine:read_source(s, pol, only_users)
   local src = self:source(s.source)
   local scfg = self.cfg.sources[s.source]
   local ctxs = {}
@@ -139,8 +144,8 @@ function Engine:read_source(s, pol, only_user)
     end
     return false
   end
-  if only_user then
-    return self:read_one_user(src, scfg, include, only_user, s)
+  if only_users then
+    return self:read_users(src, scfg, include, only_users, s)
   end
   self.progress("okta", "reading %s (%s)", s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users")
   local snap, err, code, partial = src:scope{ include = include }
@@ -155,6 +160,38 @@ function Engine:read_source(s, pol, only_user)
   for _, e in ipairs(group_errors) do problems[#problems + 1] = e end
   return { users = snap.users, groups = snap.groups, complete = snap.complete ~= false and #group_errors == 0,
            problems = problems, requests = snap.requests }
+end
+
+-- A few users by login or id (--user, event hooks, the System Log poll):
+-- each read as read_one_user does, 3 requests per user (user, app
+-- assignment, groups). `only` holds the Okta ids of the users read and of
+-- the accounts linked to a login or id Okta no longer knows (those leave
+-- scope).
+function Engine:read_users(src, scfg, include, list, s)
+  local out = { users = {}, groups = {}, complete = true, problems = {}, only = {} }
+  local seen = {}
+  for _, login in ipairs(list) do
+    local r = self:read_one_user(src, scfg, include, login, s)
+    for _, u in ipairs(r.users) do
+      if not seen[u.id] then seen[u.id] = true; out.users[#out.users + 1] = u end
+    end
+    for id, g in pairs(r.groups) do out.groups[id] = g end
+    if not r.complete then out.complete = false end
+    for _, p in ipairs(r.problems) do out.problems[#out.problems + 1] = p end
+    if r.error and not out.error then out.error, out.code = r.error, r.code end
+    if r.only_id then out.only[r.only_id] = true end
+    if r.only_missing then
+      -- An id Okta no longer has (hard-deleted) is its own link key; a login
+      -- is matched against the linked account names.
+      out.only[r.only_missing] = true
+      for _, tname in ipairs(s.targets) do
+        for id, acct in pairs(state.links(self.db, s.name, tname)) do
+          if acct:lower() == r.only_missing:lower() then out.only[id] = true end
+        end
+      end
+    end
+  end
+  return out
 end
 
 -- --user LOGIN: the user by id or login, their groups, and whether the app
@@ -220,6 +257,38 @@ function Engine:read_target(name)
   return snap
 end
 
+-- Reads just the named accounts of a target (each with its groups) and
+-- its group names: what a plan for a few users needs, 1 request per name
+-- plus the group listing. An account that does not exist is simply absent;
+-- any other failure makes the read incomplete.
+function Engine:read_target_for(name, names)
+  local t = self:target(name)
+  self.group_names = self.group_names or {}
+  local groups = self.group_names[name]
+  if not groups then
+    groups = {}
+    local ok, err, code = t:groups(function(page)
+      for _, g in ipairs(page) do groups[#groups + 1] = g end
+    end)
+    if not ok then return { complete = false, error = err, code = code, accounts = {}, groups = {} } end
+    self.group_names[name] = groups
+  end
+  local accounts, seen = {}, {}
+  for _, n in ipairs(names) do
+    local key = n:lower()
+    if not seen[key] then
+      seen[key] = true
+      local a, err, code = t:get(n)
+      if a then
+        accounts[#accounts + 1] = a
+      elseif code ~= "ENOTFOUND" then
+        return { complete = false, error = err, code = code, accounts = {}, groups = {} }
+      end
+    end
+  end
+  return { complete = true, accounts = accounts, groups = groups }
+end
+
 local function count_keys(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
@@ -235,11 +304,20 @@ function Engine:last_in_scope(sync_name)
 end
 
 -- Plans every sync entry (or the one named). Writes nothing anywhere.
--- opts: { user = login, sync = name }.
+-- opts: { user = login | users = { login or id, ... }, sync = name }.
+-- With user(s) only those Okta users are read and planned, and each target
+-- is read only for their accounts (read_target_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
   opts = opts or {}
-  local run_plan = { syncs = {}, scope = opts.user }
+  local users = opts.users or (opts.user and { opts.user }) or nil
+  local scope = opts.user
+  if not scope and users then
+    scope = #users <= 3 and table.concat(users, ",") or ("%s,%s,... (%d users)"):format(users[1], users[2], #users)
+  end
+  local run_plan = { syncs = {}, scope = scope }
+  -- Every plan reads the targets afresh (serve reuses the engine).
+  self.snapshots, self.group_names = {}, {}
   local claimed = {}      -- target -> lower account -> first sync that maps it
   for _, s in ipairs(self.cfg.sync) do
     if not opts.sync or opts.sync == s.name then
@@ -249,31 +327,32 @@ function Engine:plan(opts)
       -- the accounts it was creating are recognised as ours (new_accounts).
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
-      local src = self:read_source(s, pol, opts.user)
+      local src = self:read_source(s, pol, users)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
       -- An empty answer where the last run had users is suspicious.
-      local last = not opts.user and self:last_in_scope(s.name)
+      local last = not users and self:last_in_scope(s.name)
       if src.complete and #src.users == 0 and last and last > 0 then
         entry.read.complete = false
         entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
       end
-      local only
-      if opts.user then
-        only = {}
-        if src.only_id then only[src.only_id] = true end
-        if src.only_missing then
-          -- Not found in Okta: the linked accounts of that login are out of scope.
-          for _, tname in ipairs(s.targets) do
-            for id, acct in pairs(state.links(self.db, s.name, tname)) do
-              if acct:lower() == src.only_missing:lower() then only[id] = true end
-            end
-          end
-        end
-      end
+      local only = users and src.only or nil
       for _, tname in ipairs(s.targets) do
         local tcfg = self.cfg.targets[tname]
-        local snap = self:read_target(tname)
+        local links = state.links(self.db, s.name, tname)
+        local snap
+        if users then
+          -- The accounts these users map to, and those linked to them.
+          local names = plan.account_names{ sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
+            status_map = status_map(scfg), source = { users = src.users, groups = src.groups } }
+          for id in pairs(only) do
+            if links[id] then names[#names + 1] = links[id] end
+          end
+          self.progress("targets", "reading %d account%s in %s", #names, #names == 1 and "" or "s", tname)
+          snap = self:read_target_for(tname, names)
+        else
+          snap = self:read_target(tname)
+        end
         -- A target that cannot be read is an error of that target (exit 1,
         -- nothing planned for it), not an incomplete source read.
         claimed[tname] = claimed[tname] or {}
@@ -282,7 +361,7 @@ function Engine:plan(opts)
           status_map = status_map(scfg),
           source = { users = src.users, groups = src.groups },
           accounts = snap.accounts, groups = snap.groups,
-          links = state.links(self.db, s.name, tname),
+          links = links,
           owned_memberships = state.owned_memberships(self.db, s.name, tname),
           owned_groups = state.owned_groups(self.db, tname),
           claimed = claimed[tname], only = only,
@@ -386,6 +465,27 @@ end
 
 local DESTRUCTIVE = report.DESTRUCTIVE
 
+-- Operations per t:apply call when a stop can be requested: between chunks
+-- the engine looks at should_stop, so a SIGTERM waits for at most one
+-- chunk's requests in flight (the plan's order holds across chunks).
+M.STOP_CHUNK = 200
+
+-- Applies ops to target t, calling finished(op, ok, info, code) for each.
+-- Returns true, or "stopped" when should_stop said so between chunks, or
+-- nil, err when the target gave up.
+function Engine:apply_ops(t, ops, finished)
+  if not self.should_stop then return t:apply(ops, finished) end
+  local i = 1
+  while i <= #ops do
+    if self.should_stop() then return "stopped" end
+    local chunk = table.move(ops, i, math.min(i + M.STOP_CHUNK - 1, #ops), 1, {})
+    local res, err = t:apply(chunk, finished)
+    if not res then return nil, err end
+    i = i + M.STOP_CHUNK
+  end
+  return true
+end
+
 -- Applies a run plan. opts: { force, command = "sync"|"apply" }.
 -- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
 function Engine:apply(run_plan, opts)
@@ -403,7 +503,9 @@ function Engine:apply(run_plan, opts)
     summary.runs[#summary.runs + 1] = run_id
     local counts, failed = { users_in_scope = entry.users_in_scope }, 0
     local seq = 0
+    local interrupted = false
     for _, p in ipairs(entry.targets) do
+      if self.should_stop and self.should_stop() then interrupted = true; break end
       -- Conflicts and policy errors are users this run could not sync.
       local problems = #p.conflicts + #p.errors
       if problems > 0 then
@@ -426,7 +528,7 @@ function Engine:apply(run_plan, opts)
         local t = self:target(p.target)
         local failed_ids = {}
         state.ops_started(self.db, run_id, ops)
-        local res, err = t:apply(ops, function(op, ok, info, code)
+        local function finished(op, ok, info, code)
           local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
           state.op_finished(self.db, run_id, entry.name, op, result)
           if ok then
@@ -439,7 +541,12 @@ function Engine:apply(run_plan, opts)
             log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
           end
           self.db:lock("sync:" .. entry.name, { ttl = 600 })   -- renew the lease
-        end)
+        end
+        local res, err = self:apply_ops(t, ops, finished)
+        if res == "stopped" then
+          interrupted = true
+          break
+        end
         if not res then
           failed = failed + 1
           summary.failed = summary.failed + 1
@@ -453,6 +560,17 @@ function Engine:apply(run_plan, opts)
           state.mark_onboarded(self.db, entry.name, p.target, done)
         end
       end
+    end
+    if not interrupted and self.should_stop and self.should_stop() then interrupted = true end
+    if interrupted then
+      -- Stopped on request (SIGTERM under serve): what was not sent is
+      -- skipped; the next run plans it again.
+      self.db:exec([[UPDATE operations SET status = 'skipped', error = 'run interrupted (stop requested)'
+          WHERE run_id = ? AND status IN ('pending', 'running')]], run_id)
+      state.end_run(self.db, run_id, "interrupted", counts, "stopped on request before the run finished")
+      self.db:unlock("sync:" .. entry.name)
+      summary.interrupted = true
+      break
     end
     local outcome = failed > 0 and "partial" or (stop and "stopped" or "ok")
     state.end_run(self.db, run_id, outcome, counts, stop and table.concat(stop, "; ") or nil)

@@ -66,6 +66,35 @@ local function set_of(list)
   return s
 end
 
+-- The context hooks get (DESIGN §4): which sync and target, the settings
+-- (a copy), is_active(status) by the status map, and kv reads.
+function M.context(input)
+  local status_map = input.status_map or M.STATUS
+  return {
+    sync = input.sync.name, target = input.target.name, target_type = input.target.type,
+    settings = M.copy(input.sync),
+    is_active = function(status)
+      local v = status_map[status]
+      if v == "active" then return true elseif v == "inactive" then return false end
+      return nil
+    end,
+    kv = input.kv or { get = function() return nil end },
+  }
+end
+
+-- The account names the source users of `input` map to in its target (the
+-- policy's `user` hook; users it leaves out or fails on give none). A run
+-- for a few users reads just these accounts instead of the whole target.
+function M.account_names(input)
+  local ctx = M.context(input)
+  local names = {}
+  for _, u in ipairs(input.source.users or {}) do
+    local acct = input.policy:user(u, ctx)
+    if acct and acct.name then names[#names + 1] = acct.name end
+  end
+  return names
+end
+
 -- Builds the plan for one target. See the header for `input`.
 function M.build(input)
   local sync, target, pol = input.sync, input.target, input.policy
@@ -80,16 +109,7 @@ function M.build(input)
   end
   local function note(msg) notes[#notes + 1] = msg end
 
-  local status_map = input.status_map or M.STATUS
-  local ctx = {
-    sync = sync.name, target = target.name, target_type = target.type, settings = M.copy(sync),
-    is_active = function(status)
-      local v = status_map[status]
-      if v == "active" then return true elseif v == "inactive" then return false end
-      return nil
-    end,
-    kv = input.kv or { get = function() return nil end },
-  }
+  local ctx = M.context(input)
 
   -- Target state, by lowercase name.
   local accounts = {}
