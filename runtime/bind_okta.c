@@ -32,7 +32,7 @@
 **
 **   c:users([{ filter=, search= }], [fn])   GET /api/v1/users?limit=200
 **   c:user(id_or_login)                     -> user | nil, msg, code, err
-**   c:app_user(app_id, user_id)             GET /api/v1/apps/{id}/users/{uid}: the
+**   c:app_user(app_id, user_id [, {expand="user"}])  GET /api/v1/apps/{id}/users/{uid}: the
 **       AppUser when the app assigns the user | nil, msg, "OKTA_NOT_FOUND", err
 **   c:user_groups(user_id, [fn])            GET /api/v1/users/{id}/groups?limit=200
 **   c:groups([{ filter=, search= }], [fn])  GET /api/v1/groups?limit=200
@@ -818,12 +818,24 @@ static int c_group(lua_State *L) {
   return list_one(L, o, 0, 1);
 }
 
-/* c:app_user(app_id, user_id) -> AppUser | nil, msg, "OKTA_NOT_FOUND" when
-** the app does not assign that user (directly or through a group). */
+/* c:app_user(app_id, user_id [, { expand = "user" }]) -> AppUser | nil,
+** msg, "OKTA_NOT_FOUND" when the app does not assign that user (directly or
+** through a group) or there is no such user. With expand = "user" the
+** AppUser carries the User in _embedded.user: one request tells both
+** whether the user is in scope and what it looks like. */
 static int c_app_user(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   const char *app = luaL_checkstring(L, 2);
   luaL_checkstring(L, 3);
+  int expand_user = 0;
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "expand");
+    const char *ex = lua_tostring(L, -1);
+    if (ex && strcmp(ex, "user"))
+      return luaL_argerror(L, 4, "expand must be \"user\"");
+    expand_user = ex != NULL;
+  }
   lua_settop(L, 3);
   push_id_path(L, "apps", app, "/users/");
   char *uid = us_okta_urlencode(lua_tostring(L, 3));
@@ -831,7 +843,9 @@ static int c_app_user(lua_State *L) {
     return luaL_error(L, "out of memory");
   lua_pushstring(L, uid);
   free(uid);
-  lua_concat(L, 2);
+  if (expand_user)
+    lua_pushliteral(L, "?expand=user");
+  lua_concat(L, expand_user ? 3 : 2);
   return list_one(L, o, 0, 1);
 }
 

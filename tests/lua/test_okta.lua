@@ -70,6 +70,23 @@ test("app users: 500 per page (500 / 501), expand=user", function(t)
   end
 end)
 
+test("one app user with expand=user: the assignment and the user in one request; 404 when not assigned", function(t)
+  load(S.org{ users = 3, app = { users = { 1 } } })
+  local c <close>, hc = S.client(sim, { app_id = S.APP })
+  local au = assert(c:app_user(S.APP, S.uid(1), { expand = "user" }))
+  t:eq(au._embedded.user.id, S.uid(1))
+  t:eq(au._embedded.user.profile.login, "user1@example.com")
+  local plain = assert(c:app_user(S.APP, S.uid(1)))
+  t:eq(plain._embedded, nil, "no user without expand")
+  local none, _, code = c:app_user(S.APP, S.uid(2), { expand = "user" })
+  t:eq(none, nil)
+  t:eq(code, "OKTA_NOT_FOUND")
+  local cnt, reqs = sim:count{ path = "^/api/v1/apps/[^/]+/users/" }
+  t:eq(cnt, 3)
+  t:eq(reqs[1].query, "expand=user")
+  t:raises(function() c:app_user(S.APP, S.uid(1), { expand = "groups" }) end, "expand")
+end)
+
 test("group members: 200 per page (200 / 201); the default 1000 is never relied on", function(t)
   for _, n in ipairs{ 200, 201 } do
     load(S.org{ users = n, groups = 1, members = { [1] = n } })

@@ -123,7 +123,7 @@ end
 -- With `only_users` (a list of logins or ids), only those users (and only
 -- when in scope; `only` is then the set of Okta ids the plan may touch).
 -- Returns { users, groups, complete, problems [, only] }.
-function Engine:read_source(s, pol, only_users)
+function Engine:read_source(s, pol, only_users, by_id)
   local src = self:source(s.source)
   local scfg = self.cfg.sources[s.source]
   local ctxs = {}
@@ -145,7 +145,7 @@ function Engine:read_source(s, pol, only_users)
     return false
   end
   if only_users then
-    return self:read_users(src, scfg, include, only_users, s)
+    return self:read_users(src, scfg, include, only_users, s, by_id)
   end
   self.progress("okta", "reading %s (%s)", s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users")
   local snap, err, code, partial = src:scope{ include = include }
@@ -164,14 +164,20 @@ end
 
 -- A few users by login or id (--user, event hooks, the System Log poll):
 -- each read as read_one_user does, 3 requests per user (user, app
--- assignment, groups). `only` holds the Okta ids of the users read and of
+-- assignment, groups); with by_id (Okta ids, as events name users) and an
+-- app, 2 (read_app_user_by_id). `only` holds the Okta ids of the users read and of
 -- the accounts linked to a login or id Okta no longer knows (those leave
 -- scope).
-function Engine:read_users(src, scfg, include, list, s)
+function Engine:read_users(src, scfg, include, list, s, by_id)
   local out = { users = {}, groups = {}, complete = true, problems = {}, only = {} }
   local seen = {}
   for _, login in ipairs(list) do
-    local r = self:read_one_user(src, scfg, include, login, s)
+    local r
+    if by_id and scfg.app_id then
+      r = self:read_app_user_by_id(src, scfg, include, login, s)
+    else
+      r = self:read_one_user(src, scfg, include, login, s)
+    end
     for _, u in ipairs(r.users) do
       if not seen[u.id] then seen[u.id] = true; out.users[#out.users + 1] = u end
     end
@@ -228,6 +234,11 @@ function Engine:read_one_user(src, scfg, include, login, s)
       return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
     end
   end
+  return self:read_user_groups(src, include, u)
+end
+
+-- The read of one in-scope user `u`, completed with its counted groups.
+function Engine:read_user_groups(src, include, u)
   local groups, gerr, gcode = src:user_groups(u.id)
   if not groups then
     return { users = {}, groups = {}, complete = false, problems = { gerr }, error = gerr, code = gcode }
@@ -238,6 +249,23 @@ function Engine:read_one_user(src, scfg, include, login, s)
   end
   u.groups = ids
   return { users = { u }, groups = counted, complete = true, problems = {}, only_id = u.id }
+end
+
+-- One user by Okta id in an app's scope: the app assignment with the user
+-- embedded (1 request) and its groups (1 more). Not assigned, deactivated
+-- (Okta drops a DEPROVISIONED user's assignments) or deleted all read as
+-- out of scope.
+function Engine:read_app_user_by_id(src, scfg, include, id, s)
+  local au, err, code = src:app_user(scfg.app_id, id, { expand = "user" })
+  if not au then
+    if code == "OKTA_NOT_FOUND" then
+      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = id }
+    end
+    return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
+  end
+  local u = au._embedded and au._embedded.user
+  if type(u) ~= "table" or u.id ~= id then return self:read_one_user(src, scfg, include, id, s) end
+  return self:read_user_groups(src, include, u)
 end
 
 -- Reads a target once per run (shared by every sync entry that uses it).
@@ -304,7 +332,8 @@ function Engine:last_in_scope(sync_name)
 end
 
 -- Plans every sync entry (or the one named). Writes nothing anywhere.
--- opts: { user = login | users = { login or id, ... }, sync = name }.
+-- opts: { user = login | users = { login or id, ... } [, by_id = true when
+-- users are all Okta ids], sync = name }.
 -- With user(s) only those Okta users are read and planned, and each target
 -- is read only for their accounts (read_target_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
@@ -327,7 +356,7 @@ function Engine:plan(opts)
       -- the accounts it was creating are recognised as ours (new_accounts).
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
-      local src = self:read_source(s, pol, users)
+      local src = self:read_source(s, pol, users, opts.by_id)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
       -- An empty answer where the last run had users is suspicious.
@@ -468,7 +497,7 @@ local DESTRUCTIVE = report.DESTRUCTIVE
 -- Operations per t:apply call when a stop can be requested: between chunks
 -- the engine looks at should_stop, so a SIGTERM waits for at most one
 -- chunk's requests in flight (the plan's order holds across chunks).
-M.STOP_CHUNK = 200
+M.STOP_CHUNK = 100
 
 -- Applies ops to target t, calling finished(op, ok, info, code) for each.
 -- Returns true, or "stopped" when should_stop said so between chunks, or

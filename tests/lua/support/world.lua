@@ -28,7 +28,8 @@ end
 M.clone = clone
 
 -- opts: { products = {"jira", "confluence", "bitbucket"}, jira = state, confluence = state,
---         bitbucket = state, sync = { sync entry fields }, extra = { config fields } }
+--         bitbucket = state, sync = { sync entry fields }, extra = { sources = {...},
+--         raw = "config text inserted as is, e.g. a serve section" } }
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({ users = {}, groups = {}, members = {}, app_users = {}, app_groups = {},
@@ -82,6 +83,7 @@ function World:write_config(sync_override)
     "  sources = {", table.concat(sources, "\n"), "  },",
     "  targets = {", table.concat(targets, "\n"), "  },",
     "  sync = {", table.concat(parts, "\n"), "  },",
+    self.extra.raw or "",
     "}",
   }, "\n")
   self.config = self.dir .. "/usersync.conf.lua"
