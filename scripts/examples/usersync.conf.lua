@@ -27,4 +27,10 @@ return {
       limits = { max_deprovision = "5%" },
     },
   },
+  serve = {                                     -- `usersync serve` (scripts/systemd/usersync.service)
+    listen = "127.0.0.1:8080",                  -- put TLS in front, or: tls = { cert = "/etc/usersync/tls.crt", key = "/etc/usersync/tls.key" }
+    okta_hook = { path = "/hooks/okta",         -- the event hook's URL path in Okta
+                  secret = env "OKTA_HOOK_SECRET" },  -- the Authorization value the hook sends
+    poll_logs = "1m",                           -- System Log poll: sync users changed since the last poll
+  },
 }

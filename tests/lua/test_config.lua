@@ -29,7 +29,7 @@ end)
 
 test("the example config from scripts/ validates when its secrets are set", function(t)
   local r = proc.run({ os.getenv("USERSYNC"), "check", "--config-only", "-c", SRC .. "/scripts/examples/usersync.conf.lua" },
-    { env = { OKTA_API_TOKEN = "okta-secret-1", JIRA_PAT = "jira-secret-2", CONF_PW = "conf-secret-3", BB_TOKEN = "bb-secret-4" } })
+    { env = { OKTA_API_TOKEN = "okta-secret-1", JIRA_PAT = "jira-secret-2", CONF_PW = "conf-secret-3", BB_TOKEN = "bb-secret-4", OKTA_HOOK_SECRET = "hook-secret-5" } })
   t:eq(r.code, 0, r.stderr)
   t:match(r.stdout, "ok %(1 source, 3 targets, 1 sync entry%)")
 end)
