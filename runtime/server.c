@@ -786,6 +786,10 @@ static void describe_metrics(void) {
                       "Okta event hook verification challenges by result");
   us_metrics_describe("usersync_hook_queue_events", US_METRIC_GAUGE,
                       "Hook events waiting to be processed");
+  us_metrics_describe("usersync_http_requests_total", US_METRIC_COUNTER,
+                      "Outgoing HTTP attempts by host and status (or transport error code)");
+  us_metrics_describe("usersync_http_retries_total", US_METRIC_COUNTER,
+                      "Outgoing HTTP retries by host and the status that caused them");
 }
 
 /* Frees s (daemon and signal thread already stopped). */
