@@ -112,14 +112,16 @@ static int server_start(lua_State *L) {
   if (bad)
     return einval(L, bad);
   if (lua_getfield(L, 1, "tls") != LUA_TNIL) { /* stays at index 2 */
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2))
+      return luaL_error(L, "server.start: tls must be a table { cert = PEM, key = PEM }");
     cfg.tls_cert = opt_string(L, 2, "cert", &cfg.tls_cert_len);
     cfg.tls_key = opt_string(L, 2, "key", &cfg.tls_key_len);
     if (!cfg.tls_cert || !cfg.tls_key)
       return einval(L, "tls: needs both cert and key");
   }
   if (lua_getfield(L, 1, "hook") != LUA_TNIL) { /* index 3 */
-    luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_istable(L, 3))
+      return luaL_error(L, "server.start: hook must be a table { path =, secret =, max_body = }");
     cfg.hook_path = opt_string(L, 3, "path", NULL);
     cfg.hook_secret = opt_string(L, 3, "secret", &cfg.hook_secret_len);
     lua_Integer mb = opt_size(L, 3, "max_body");

@@ -496,7 +496,8 @@ static void render_family(struct sbuf *b, const struct family *f) {
   for (size_t i = 0; i < f->tabsize; i++)
     for (struct series *s = f->tab[i]; s; s = s->next)
       v[n++] = s;
-  qsort(v, n, sizeof *v, cmp_series);
+  if (n > 1)
+    qsort(v, n, sizeof *v, cmp_series);
   if (*f->help) {
     sb_puts(b, "# HELP ");
     sb_puts(b, f->name);

@@ -522,9 +522,12 @@ static void test_signals(us_server *s) {
   /* signals come before queued events, one per wait */
   CHECK_EQ_LONG(deliver("{\"data\":{\"events\":[{\"uuid\":\"sig-1\"}]}}"), 200);
   kill(getpid(), SIGTERM);
+  /* delivery to the signal thread is asynchronous: let it arrive */
+  for (int i = 0; i < 500 && !us_server_stopping(s); i++)
+    nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+  CHECK(us_server_stopping(s));
   CHECK_EQ_LONG(us_server_wait(s, 5000, &sig, &ev), US_SERVER_SIGNAL);
   CHECK_EQ_LONG(sig, SIGTERM);
-  CHECK(us_server_stopping(s));
   raise(SIGINT);
   CHECK_EQ_LONG(us_server_wait(s, 5000, &sig, &ev), US_SERVER_SIGNAL);
   CHECK_EQ_LONG(sig, SIGINT);
