@@ -11,7 +11,8 @@
 **      Content-Length larger than max_body            -> 413
 **   2. while reading (chunked bodies too): more than max_body bytes -> 413
 **   3. the body is not JSON or has no data.events array -> 400 "<reason>"
-**   4. items without a string "uuid" are skipped (malformed_events); a uuid
+**   4. items without a string "uuid" (of at most 128 bytes) are skipped
+**      (malformed_events), which bounds the dedupe set's memory; a uuid
 **      seen before (the last dedupe_max accepted ones) is a duplicate; if the
 **      rest does not fit the queue (queue_max events, queue_max_bytes)
 **      -> 503 and nothing of the delivery is kept (Okta retries once);
@@ -50,6 +51,7 @@
 
 #define SIGQ_MAX 64
 #define READY_REASON_MAX 200
+#define UUID_MAX 128 /* longer "uuid" values are malformed (Okta's have 36 characters) */
 
 /* ---------- de-duplication: a FIFO-bounded hash set of uuids ---------- */
 
@@ -428,7 +430,8 @@ static int collect(const struct us_jval *events, struct cand **out, size_t *n, s
   while (us_json_next_elem(events, &pos, &item)) {
     char *u = NULL;
     if (item.type != US_J_OBJECT || !us_json_get(&item, "uuid", &uuid) ||
-        uuid.type != US_J_STRING || !(u = us_json_strdup(&uuid, NULL)) || !*u) {
+        uuid.type != US_J_STRING || uuid.len > UUID_MAX + 2 ||
+        !(u = us_json_strdup(&uuid, NULL)) || !*u) {
       free(u);
       (*skipped)++;
       continue;

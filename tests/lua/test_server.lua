@@ -153,13 +153,13 @@ test("events come back in arrival order; items without uuid are skipped", functi
   local srv <close>, base = start()
   t:eq(deliver(base, delivery("e1", "e2")).status, 200)
   t:eq(deliver(base, delivery("e2", "e3", "e3")).status, 200)
-  t:eq(deliver(base, '{"data":{"events":[{"uuid":null},{"x":1},' ..
+  t:eq(deliver(base, '{"data":{"events":[{"uuid":null},{"x":1},{"uuid":"' .. ("x"):rep(129) .. '"},' ..
     '{"uuid":"e4","actor":null,"target":null}]}}').status, 200)
   local kind, events = srv:wait(2)
   t:eq(kind, "events")
   t:same(uuids(events), { "e1", "e2", "e3", "e4" })
   t:eq(events[4], '{"uuid":"e4","actor":null,"target":null}', "raw bytes as received")
-  t:eq(srv:stats().malformed_events, 2)
+  t:eq(srv:stats().malformed_events, 3)
 end)
 
 test("a full queue answers 503 and keeps nothing of the delivery", function(t)
