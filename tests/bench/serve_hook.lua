@@ -1,15 +1,18 @@
 -- serve_hook.lua: a stand-in for `usersync serve` under load (tests/bench/serve_load.sh):
 -- starts usersync.server with an Okta hook and consumes what arrives.
---   usersync run tests/bench/serve_hook.lua [listen=127.0.0.1:0] [secret=bench-secret]
--- Prints "listening on PORT" once ready, then loops on srv:wait(): every
--- event is decoded (as serve does before deciding whom to sync) and
--- counted. SIGTERM/SIGINT end the loop; it prints the counts and the
--- server's stats and exits 0.
+--   usersync run tests/bench/serve_hook.lua [listen=127.0.0.1:0] [secret=bench-secret] [mode=drain]
+-- Prints "listening on PORT" once ready, then loops on srv:wait(). mode
+-- "drain" only counts the events (the server's own capacity); "decode" also
+-- decodes each one (as serve does before deciding whom to sync), so a
+-- consumer slower than the load fills the queue and deliveries get 503.
+-- SIGTERM/SIGINT end the loop; it prints the counts and the server's stats
+-- and exits 0.
 local server = require "usersync.server"
 local cjson = require "cjson"
 
 local listen = arg[1] or "127.0.0.1:0"
 local secret = arg[2] or "bench-secret"
+local decode = (arg[3] or "drain") == "decode"
 
 local srv <close> = assert(server.start{
   listen = listen,
@@ -24,10 +27,12 @@ while not srv:stopping() do
   local kind, data = srv:wait(1)
   if kind == "events" then
     batches = batches + 1
-    for _, text in ipairs(data) do
-      local ev = cjson.decode(text)
-      events = events + 1
-      users[ev.actor and ev.actor.alternateId or "?"] = true
+    events = events + #data
+    if decode then
+      for _, text in ipairs(data) do
+        local ev = cjson.decode(text)
+        users[ev.actor and ev.actor.alternateId or "?"] = true
+      end
     end
   end
 end

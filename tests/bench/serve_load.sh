@@ -1,7 +1,10 @@
 #!/bin/sh
 # serve_load.sh: load check of the `usersync serve` HTTP server with wrk.
-#   sh tests/bench/serve_load.sh [seconds=30] [connections=32] [threads=2]
+#   sh tests/bench/serve_load.sh [seconds=30] [connections=32] [threads=2] [consumer=drain|decode]
 # Env: USERSYNC (binary; default build/usersync), SHARED_DIR (default ../shared).
+# consumer=decode makes the stand-in decode every event in Lua; when that is
+# slower than the load the queue fills and the surplus is answered 503 (the
+# designed back-pressure, counted as non-2xx here).
 # Starts tests/bench/serve_hook.lua (usersync.server + a consumer loop; stands in
 # for `usersync serve`, which needs a full config), then runs wrk against
 #   1. GET /healthz
@@ -13,6 +16,7 @@ cd "$(dirname "$0")/../.."
 SECS=${1:-30}
 CONNS=${2:-32}
 THREADS=${3:-2}
+CONSUMER=${4:-drain}
 USERSYNC=${USERSYNC:-build/usersync}
 SHARED_DIR=${SHARED_DIR:-../shared}
 PY=${PYTHON3:-/usr/bin/python3}
@@ -35,7 +39,7 @@ body["data"]["events"][0]["uuid"] = "@UUID@"
 sys.stdout.write(json.dumps(body, separators=(",", ":")))
 PYEOF
 
-"$USERSYNC" run tests/bench/serve_hook.lua 127.0.0.1:0 "$SECRET" >"$TMP/server.out" 2>&1 &
+"$USERSYNC" run tests/bench/serve_hook.lua 127.0.0.1:0 "$SECRET" "$CONSUMER" >"$TMP/server.out" 2>&1 &
 SRV_PID=$!
 i=0
 while ! grep -q '^listening on' "$TMP/server.out" 2>/dev/null; do
@@ -63,7 +67,7 @@ report() {
   if [ -n "$non2xx" ] || [ -n "$sock" ]; then status=1; fi
 }
 
-echo "server pid $SRV_PID on port $PORT; wrk -t$THREADS -c$CONNS -d${SECS}s"
+echo "server pid $SRV_PID on port $PORT ($CONSUMER consumer); wrk -t$THREADS -c$CONNS -d${SECS}s"
 echo "RSS at start: $(rss)"
 
 echo "GET /healthz"
