@@ -256,8 +256,12 @@ static int server_tostring(lua_State *L) {
 }
 
 static const luaL_Reg server_methods[] = {
-    {"port", server_port},   {"ready", server_ready}, {"wait", server_wait},
-    {"stopping", server_stopping}, {"stats", server_stats}, {"close", server_close},
+    {"port", server_port},
+    {"ready", server_ready},
+    {"wait", server_wait},
+    {"stopping", server_stopping},
+    {"stats", server_stats},
+    {"close", server_close},
     {NULL, NULL},
 };
 
