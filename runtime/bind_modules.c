@@ -28,6 +28,8 @@ static const luaL_Reg c_modules[] = {
     {"usersync.crypto", luaopen_usersync_crypto},
     {"usersync.target", luaopen_usersync_target},
     {"usersync.okta", luaopen_usersync_okta},
+    {"usersync.server", luaopen_usersync_server},
+    {"usersync.metrics", luaopen_usersync_metrics},
     {NULL, NULL},
 };
 

@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 
 #include "usersync/http.h"
+#include "usersync/metrics.h"
 
 #ifndef USERSYNC_VERSION
 #define USERSYNC_VERSION "0"
@@ -653,6 +654,20 @@ static long next_wait(us_http_req *h, const char *code) {
   return d;
 }
 
+/* Counts an attempt in family (usersync_http_requests_total or
+** usersync_http_retries_total) by host ("host:port") and status (the HTTP
+** status, or the transport error code such as "ECONNREFUSED"). */
+static void metrics_count(const char *family, const us_http_req *h, const char *code) {
+  char status[16];
+  const char *host = h->host->key, *sep = strstr(host, "://");
+  if (sep)
+    host = sep + 3;
+  if (!code)
+    snprintf(status, sizeof status, "%ld", h->status);
+  const char *kv[] = {"host", host, "status", code ? code : status, NULL};
+  us_metrics_add(family, kv, 1);
+}
+
 /* A transfer finished: publish, count, then retry or complete. */
 static void finish_attempt(us_http_req *h, CURLcode rc) {
   us_http *e = h->e;
@@ -682,6 +697,7 @@ static void finish_attempt(us_http_req *h, CURLcode rc) {
   }
   stop_transfer(h);
   host_count_status(h->host, code ? 0 : status);
+  metrics_count("usersync_http_requests_total", h, code);
   resp_publish(h, code);
   if (!code && e->o.observe)
     e->o.observe(e->o.observe_ud, h->host->key, h->method, &h->resp);
@@ -706,6 +722,7 @@ static void finish_attempt(us_http_req *h, CURLcode rc) {
   h->waited_ms += wait;
   h->prev_wait_ms = wait;
   h->host->st.retries++;
+  metrics_count("usersync_http_retries_total", h, code);
   sleep_push(h, wait);
 }
 

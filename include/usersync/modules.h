@@ -17,6 +17,8 @@ int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
 int luaopen_usersync_target(lua_State *L);
 int luaopen_usersync_okta(lua_State *L);
+int luaopen_usersync_server(lua_State *L);
+int luaopen_usersync_metrics(lua_State *L);
 
 /* Cross-binding helpers. */
 /* The engine of the usersync.http.Client at idx; raises if idx is not a

@@ -1,0 +1,289 @@
+/*
+** bind_server.c: `usersync.server`, the HTTP server of `usersync serve`
+** (runtime/server.c) for Lua.
+**
+**   local server = require "usersync.server"
+**   local srv, err, code = server.start{
+**     listen = "127.0.0.1:0",                        -- required; port 0 = a free port
+**     tls = { cert = PEM, key = PEM },               -- optional, PEM text
+**     hook = { path = "/hooks/okta", secret = S, max_body = 1048576 },  -- optional
+**     queue_max = 10000, queue_max_bytes = 64 << 20, dedupe_max = 100000, threads = 2,
+**   }
+**   srv:port()                    -> integer
+**   srv:ready(ok, reason)         -- what /readyz answers
+**   srv:wait(timeout_s)           -> "events", { json_text, ... } | "signal", "term"|"int"|"hup"
+**                                    | "timeout"   (timeout nil: wait without limit)
+**   srv:stopping()                -> boolean (SIGTERM or SIGINT arrived)
+**   srv:stats()                   -> { deliveries, accepted, unauthorized, too_large, malformed,
+**                                      queue_full, events, duplicates, malformed_events,
+**                                      verifications, queued }
+**   srv:close()                   -- idempotent; also __gc and __close
+**
+** start returns nil, message, code on an expected failure: "EINVAL" (bad
+** value), "EADDRINUSE", "EACCES", "ETLS", "EBUSY" (a server already runs in
+** this process), "ESTART". Wrong argument types raise, as does any method
+** on a closed server. Call every method from the thread that started it
+** (the Lua state's), which holds SIGTERM/SIGINT/SIGHUP blocked until close.
+*/
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "usersync/modules.h"
+#include "usersync/server.h"
+
+#define SERVER_MT "usersync.server.Server"
+
+struct server_ud {
+  us_server *srv; /* NULL once closed */
+};
+
+static us_server *check_server(lua_State *L) {
+  struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+  if (!u->srv)
+    luaL_error(L, "attempt to use a closed server");
+  return u->srv;
+}
+
+/* Optional string field k of the table at idx ([-0, +0]; the string stays
+** reachable through the table). Raises when present but not a string. */
+static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len) {
+  lua_getfield(L, idx, k);
+  const char *v = NULL;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "server.start: %s must be a string", k);
+    v = lua_tolstring(L, -1, len);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Optional positive integer field; -1 when absent. Raises on a wrong type. */
+static lua_Integer opt_size(lua_State *L, int idx, const char *k) {
+  lua_getfield(L, idx, k);
+  lua_Integer v = -1;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok)
+      luaL_error(L, "server.start: %s must be an integer", k);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Returns nil, msg, "EINVAL". */
+static int einval(lua_State *L, const char *msg) {
+  luaL_pushfail(L);
+  lua_pushstring(L, msg);
+  lua_pushliteral(L, US_SERVER_EINVAL);
+  return 3;
+}
+
+/* Reads the option sizes into cfg; a message for a value out of range, or NULL. */
+static const char *read_sizes(lua_State *L, struct us_server_config *cfg) {
+  static const char *const names[] = {"queue_max", "queue_max_bytes", "dedupe_max", "threads"};
+  lua_Integer v[4];
+  for (int i = 0; i < 4; i++) {
+    v[i] = opt_size(L, 1, names[i]);
+    if (v[i] == 0 || v[i] < -1 || (i == 3 && v[i] > 64))
+      return i == 3 ? "threads must be 1..64" : "queue_max, queue_max_bytes, dedupe_max must be > 0";
+  }
+  cfg->queue_max = v[0] > 0 ? (size_t)v[0] : 0;
+  cfg->queue_max_bytes = v[1] > 0 ? (size_t)v[1] : 0;
+  cfg->dedupe_max = v[2] > 0 ? (size_t)v[2] : 0;
+  cfg->threads = v[3] > 0 ? (unsigned)v[3] : 0;
+  return NULL;
+}
+
+static int server_start(lua_State *L) {
+  struct us_server_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  cfg.listen = opt_string(L, 1, "listen", NULL);
+  if (!cfg.listen)
+    return luaL_argerror(L, 1, "listen (\"host:port\") is required");
+  const char *bad = read_sizes(L, &cfg);
+  if (bad)
+    return einval(L, bad);
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) { /* stays at index 2 */
+    if (!lua_istable(L, 2))
+      return luaL_error(L, "server.start: tls must be a table { cert = PEM, key = PEM }");
+    cfg.tls_cert = opt_string(L, 2, "cert", &cfg.tls_cert_len);
+    cfg.tls_key = opt_string(L, 2, "key", &cfg.tls_key_len);
+    if (!cfg.tls_cert || !cfg.tls_key)
+      return einval(L, "tls: needs both cert and key");
+  }
+  if (lua_getfield(L, 1, "hook") != LUA_TNIL) { /* index 3 */
+    if (!lua_istable(L, 3))
+      return luaL_error(L, "server.start: hook must be a table { path =, secret =, max_body = }");
+    cfg.hook_path = opt_string(L, 3, "path", NULL);
+    cfg.hook_secret = opt_string(L, 3, "secret", &cfg.hook_secret_len);
+    lua_Integer mb = opt_size(L, 3, "max_body");
+    if (!cfg.hook_path || !cfg.hook_secret)
+      return einval(L, "hook: needs path and secret");
+    if (mb == 0 || mb < -1)
+      return einval(L, "hook: max_body must be > 0");
+    cfg.hook_max_body = mb > 0 ? (size_t)mb : 0;
+  }
+  struct server_ud *u = lua_newuserdatauv(L, sizeof *u, 0); /* closed state first */
+  u->srv = NULL;
+  luaL_setmetatable(L, SERVER_MT);
+  char err[512];
+  const char *code = NULL;
+  u->srv = us_server_start(&cfg, err, sizeof err, &code);
+  if (!u->srv) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    lua_pushstring(L, code);
+    return 3;
+  }
+  return 1;
+}
+
+static int server_port(lua_State *L) {
+  lua_pushinteger(L, us_server_port(check_server(L)));
+  return 1;
+}
+
+static int server_ready(lua_State *L) {
+  us_server *s = check_server(L);
+  int ok = lua_toboolean(L, 2);
+  const char *reason = luaL_optstring(L, 3, ok ? "" : "unknown");
+  us_server_set_ready(s, ok, reason);
+  return 0;
+}
+
+static const char *signal_name(int sig) {
+  switch (sig) {
+  case SIGTERM:
+    return "term";
+  case SIGINT:
+    return "int";
+  case SIGHUP:
+    return "hup";
+  default:
+    return "unknown";
+  }
+}
+
+/* [-0, +2|1]: the events stay owned by the server until the next wait, and
+** the server userdata is argument 1, so a memory error here leaks nothing. */
+static int server_wait(lua_State *L) {
+  us_server *s = check_server(L);
+  long ms = -1;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_Number t = luaL_checknumber(L, 2);
+    luaL_argcheck(L, t >= 0 && !isnan(t), 2, "timeout must be >= 0 seconds");
+    ms = t > 2e9 ? -1 : (long)ceil(t * 1000.0);
+  }
+  int sig = 0;
+  const struct us_server_event *ev = NULL;
+  switch (us_server_wait(s, ms, &sig, &ev)) {
+  case US_SERVER_SIGNAL:
+    lua_pushliteral(L, "signal");
+    lua_pushstring(L, signal_name(sig));
+    return 2;
+  case US_SERVER_EVENTS: {
+    lua_pushliteral(L, "events");
+    lua_newtable(L);
+    lua_Integer i = 1;
+    for (; ev; ev = ev->next) {
+      lua_pushlstring(L, ev->text, ev->len);
+      lua_rawseti(L, -2, i++);
+    }
+    return 2;
+  }
+  default:
+    lua_pushliteral(L, "timeout");
+    return 1;
+  }
+}
+
+static int server_stopping(lua_State *L) {
+  lua_pushboolean(L, us_server_stopping(check_server(L)));
+  return 1;
+}
+
+static int server_stats(lua_State *L) {
+  struct us_server_stats st;
+  us_server_stats(check_server(L), &st);
+  const struct {
+    const char *k;
+    uint64_t v;
+  } f[] = {
+      {"deliveries", st.deliveries},
+      {"accepted", st.accepted},
+      {"unauthorized", st.unauthorized},
+      {"too_large", st.too_large},
+      {"malformed", st.malformed},
+      {"queue_full", st.queue_full},
+      {"events", st.events},
+      {"duplicates", st.duplicates},
+      {"malformed_events", st.malformed_events},
+      {"verifications", st.verifications},
+      {"queued", st.queued},
+  };
+  lua_createtable(L, 0, (int)(sizeof f / sizeof f[0]));
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    lua_pushinteger(L, (lua_Integer)f[i].v);
+    lua_setfield(L, -2, f[i].k);
+  }
+  return 1;
+}
+
+/* close, __gc and __close: idempotent. */
+static int server_close(lua_State *L) {
+  struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+  us_server *s = u->srv;
+  u->srv = NULL;
+  us_server_close(s);
+  return 0;
+}
+
+static int server_tostring(lua_State *L) {
+  struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+  if (u->srv)
+    lua_pushfstring(L, "usersync.server (port %d)", us_server_port(u->srv));
+  else
+    lua_pushliteral(L, "usersync.server (closed)");
+  return 1;
+}
+
+static const luaL_Reg server_methods[] = {
+    {"port", server_port},
+    {"ready", server_ready},
+    {"wait", server_wait},
+    {"stopping", server_stopping},
+    {"stats", server_stats},
+    {"close", server_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg server_meta[] = {
+    {"__gc", server_close},
+    {"__close", server_close},
+    {"__tostring", server_tostring},
+    {"__index", NULL},
+    {NULL, NULL},
+};
+
+static const luaL_Reg server_funcs[] = {
+    {"start", server_start},
+    {NULL, NULL},
+};
+
+int luaopen_usersync_server(lua_State *L) {
+  luaL_newmetatable(L, SERVER_MT);
+  luaL_setfuncs(L, server_meta, 0);
+  luaL_newlib(L, server_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, server_funcs);
+  return 1;
+}
