@@ -27,6 +27,7 @@ commands:
   run SCRIPT.lua   run an ad-hoc Lua script with the full runtime API
   history          list past runs with their counts
   show RUN         list every operation of one run
+  serve            run as a daemon: schedules, Okta event hooks, health and metrics
 
 Every command takes -c FILE, --json where it prints data, and --help.
 Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
@@ -87,6 +88,24 @@ found, and whether it can read users, groups, apps and logs; for each target
 the product and version, who usersync is authenticated as, and whether that
 account has the admin rights a sync needs. --config-only skips the servers.
 Exit 0 when all is well, 1 when a server is not ready, 2 for a config error.
+]],
+  serve = [[
+usage: usersync serve [-c FILE]
+
+Runs until SIGTERM: every sync entry with `every` on that interval (with a
+small jitter; a run of an entry never overlaps another run of it, also one
+started by hand, and missed runs are not stacked); with serve.poll_logs, a
+System Log poll that syncs just the users whose profile, status, app
+assignment or group membership changed (a lastUpdated watermark when the
+token may not read logs); the Okta event hook at serve.okta_hook.path, which
+syncs the user who signs in (user.session.start) and the users that
+lifecycle, profile, membership and app events name; serve.jobs scripts on
+their intervals. HTTP on serve.listen (TLS with serve.tls): GET /healthz,
+GET /readyz (503 until the config and store are open, or after a run with
+failures), GET /metrics (Prometheus text, usersync_ prefix). SIGHUP reloads
+the config (a bad config is reported and the old one kept); SIGTERM stops
+between operations, marks the run interrupted and exits 0. Logs are JSON
+lines when stderr is not a terminal.
 ]],
   run = [[
 usage: usersync run [-c FILE] [--dry-run] SCRIPT.lua [args...]
@@ -448,6 +467,16 @@ function commands.apply(args)
   e:close()
   print_summary(summary, opts)
   return summary.exit
+end
+
+function commands.serve(args)
+  local opts, pos = parse(args, 2, { help = "flag" })
+  if not opts then eprint("usersync serve: " .. pos); return EXIT_USAGE end
+  if opts.help then io.write(HELP.serve); return EXIT_OK end
+  if #pos > 0 then eprint("usersync serve: unexpected argument " .. pos[1]); return EXIT_USAGE end
+  local cfg = load_config(opts, "serve")
+  if not cfg then return EXIT_USAGE end
+  return require("usersync.serve").run(cfg, { eprint = eprint })
 end
 
 local function script_dir(path)

@@ -180,6 +180,7 @@ function World:usersync(...)
   for _, a in ipairs(argv) do if a == "-c" then has_c = true end end
   if not has_c then argv[#argv + 1] = "-c"; argv[#argv + 1] = self.config end
   return proc.run(argv, { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token",
+                                  US_TEST_HOOK_SECRET = "hook-secret-value",
                                   USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
 end
 

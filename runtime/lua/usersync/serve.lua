@@ -1,0 +1,485 @@
+-- usersync.serve: `usersync serve` (DESIGN.md §2, §5 triggers). One
+-- process that
+--   * runs every sync entry with `every` on that interval (plus a small
+--     jitter), never two runs of one entry at once (the store's lock, which
+--     also keeps out a `usersync sync` started by hand), never stacking
+--     missed runs: the next run is due `every` after the last one ended;
+--   * polls Okta's System Log every `serve.poll_logs` from a cursor kept in
+--     the store (a lastUpdated watermark when the token may not read logs)
+--     and syncs just the users the new events name (trigger "incremental");
+--   * answers Okta event hooks at `serve.okta_hook.path` (the C server does
+--     the HTTP side: verification, Authorization, size cap, de-duplication,
+--     answering at once) and syncs the users each event names: the user who
+--     signed in for user.session.start — sync at login — and the targets of
+--     lifecycle, profile, membership and app-assignment events (trigger
+--     "event");
+--   * serves /healthz, /readyz and /metrics;
+--   * on SIGTERM/SIGINT stops between operations, marks the run interrupted
+--     and exits 0; on SIGHUP reloads the config (a bad one is reported and
+--     the old one kept).
+--
+-- Everything runs in this one Lua thread, one run at a time; the server's
+-- threads only queue deliveries, so hooks are answered within Okta's 3 s
+-- even while a long full run is going on.
+local server = require "usersync.server"
+local metrics = require "usersync.metrics"
+local engine_mod = require "usersync.engine"
+local config = require "usersync.config"
+local log = require "usersync.log"
+local json = require "usersync.json"
+local time = require "usersync.time"
+
+local M = {}
+
+-- Event types whose User targets are synced (okta-api.md §3, hook-eligible
+-- ones and their System Log twins). user.session.start is handled apart:
+-- its user is the actor.
+M.USER_EVENTS = {
+  ["user.lifecycle.create"] = true, ["user.lifecycle.activate"] = true,
+  ["user.lifecycle.deactivate"] = true, ["user.lifecycle.reactivate"] = true,
+  ["user.lifecycle.suspend"] = true, ["user.lifecycle.unsuspend"] = true,
+  ["user.lifecycle.delete.initiated"] = true, ["user.lifecycle.delete.completed"] = true,
+  ["user.account.update_profile"] = true,
+  ["group.user_membership.add"] = true, ["group.user_membership.remove"] = true,
+  ["core.user_group_member.user_add"] = true, ["core.user_group_member.user_remove"] = true,
+  ["application.user_membership.add"] = true, ["application.user_membership.remove"] = true,
+  ["application.user_membership.update"] = true,
+}
+
+-- Most users one event-triggered run syncs; more wait for the next batch.
+M.EVENT_BATCH = 50
+
+-- The Okta user ids a LogEvent asks to sync (a list; empty when none).
+function M.event_users(ev)
+  local out = {}
+  if type(ev) ~= "table" then return out end
+  local etype = ev.eventType
+  if etype == "user.session.start" then
+    local outcome = type(ev.outcome) == "table" and ev.outcome.result
+    local actor = ev.actor
+    if outcome ~= "FAILURE" and type(actor) == "table" and actor.type == "User" and type(actor.id) == "string" then
+      out[1] = actor.id
+    end
+  elseif M.USER_EVENTS[etype] and type(ev.target) == "table" then
+    for _, t in ipairs(ev.target) do
+      if type(t) == "table" and t.type == "User" and type(t.id) == "string" then out[#out + 1] = t.id end
+    end
+  end
+  return out
+end
+
+local function describe_metrics()
+  metrics.describe("usersync_runs_total", "counter", "Sync runs by sync entry, trigger and outcome.")
+  metrics.describe("usersync_operations_total", "counter", "Applied operations by target, kind and result.")
+  metrics.describe("usersync_last_success_timestamp_seconds", "gauge",
+    "Unix time of the last run of a sync entry that ended ok.")
+  metrics.describe("usersync_run_duration_seconds", "histogram", "Duration of sync runs.")
+  metrics.describe("usersync_okta_budget_remaining", "gauge",
+    "Requests left in the current Okta rate-limit window, per source and bucket.")
+  metrics.describe("usersync_okta_budget_limit", "gauge", "Okta rate limit per window, per source and bucket.")
+  metrics.describe("usersync_hook_users_total", "counter", "Users named by hook events, by what happened to them.")
+  metrics.describe("usersync_config_reloads_total", "counter", "SIGHUP config reloads by result.")
+  metrics.describe("usersync_jobs_total", "counter", "Scheduled script runs (serve.jobs) by script and result.")
+end
+
+local Serve = {}
+Serve.__index = Serve
+
+-- The id of this process, to run jobs with the very same binary.
+local function self_pid()
+  local f = io.open("/proc/self/stat")
+  if not f then return nil end
+  local s = f:read("l")
+  f:close()
+  return s and tonumber(s:match("^(%d+)"))
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Opens the engine for cfg; the server's stop request ends applying.
+function Serve:open_engine(cfg)
+  local e, err = engine_mod.open(cfg, {
+    trigger = "schedule",
+    should_stop = function() return self.srv:stopping() end,
+    progress = function(_, fmt, ...) log.debug(fmt, ...) end,
+  })
+  if not e then return nil, err end
+  return e
+end
+
+function Serve:set_ready()
+  if self.last_failed then
+    self.srv:ready(false, self.last_failed)
+  else
+    self.srv:ready(true)
+  end
+end
+
+-- When a sync entry's next scheduled run is due: `every` after the end of
+-- its last run (any trigger but event/incremental), plus jitter; at once
+-- when it never ran.
+function Serve:schedule(cfg, now)
+  self.due = {}
+  for _, s in ipairs(cfg.sync) do
+    if s.every then
+      local every = config.parse_duration(s.every)
+      local row = self.engine.db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
+          AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], s.name)
+      local last = row and row.ended and time.parse(row.ended)
+      local at = last and (last + every) or now
+      self.due[s.name] = { at = math.max(at, now) + self:jitter(every), every = every }
+    end
+  end
+  self.jobs = {}
+  for i, j in ipairs(cfg.serve and cfg.serve.jobs or {}) do
+    local every = config.parse_duration(j.every)
+    self.jobs[i] = { script = j.script, every = every, at = now + every + self:jitter(every) }
+  end
+  local poll = cfg.serve and cfg.serve.poll_logs
+  self.poll_every = poll and config.parse_duration(poll) or nil
+  self.poll_at = self.poll_every and (now + self.poll_every) or nil
+end
+
+-- A small random delay: up to 5% of the interval, at most 30 s, so several
+-- instances (or entries) do not hit Okta in the same second.
+function Serve:jitter(every)
+  local span = math.min(every * 0.05, 30)
+  return span > 0 and math.random() * span or 0
+end
+
+-- Records metrics for the runs of a summary (or an error).
+function Serve:observe_runs(run_ids, trigger, started)
+  local db = self.engine.db
+  for _, id in ipairs(run_ids or {}) do
+    local run = db:first("SELECT sync, outcome FROM runs WHERE id = ?", id)
+    if run then
+      metrics.add("usersync_runs_total", { sync = run.sync, trigger = trigger, outcome = run.outcome }, 1)
+      metrics.observe("usersync_run_duration_seconds", { sync = run.sync, trigger = trigger }, time.now() - started)
+      if run.outcome == "ok" then
+        metrics.set("usersync_last_success_timestamp_seconds", { sync = run.sync }, time.now())
+      end
+      for row in db:rows([[SELECT target, kind, status, count(*) AS n FROM operations WHERE run_id = ?
+          GROUP BY target, kind, status]], id) do
+        metrics.add("usersync_operations_total", { target = row.target, kind = row.kind, result = row.status }, row.n)
+      end
+    end
+  end
+  for name, src in pairs(self.engine.sources) do
+    for bucket, b in pairs(src:budget()) do
+      if b.remaining then metrics.set("usersync_okta_budget_remaining", { source = name, bucket = bucket }, b.remaining) end
+      if b.limit then metrics.set("usersync_okta_budget_limit", { source = name, bucket = bucket }, b.limit) end
+    end
+  end
+end
+
+-- One run: plan + apply under the entry's lock. opts: { sync = name,
+-- users = {ids}, trigger }. Returns the engine summary, or nil, reason.
+function Serve:run(opts)
+  local e = self.engine
+  e.trigger = opts.trigger
+  local started = time.now()
+  local lock_name = opts.sync and ("sync:" .. opts.sync)
+  if lock_name then
+    local ok, lerr = e.db:lock(lock_name, { ttl = 600 })
+    if not ok then
+      log.warn { msg = "run skipped: another run of this sync is in progress", sync = opts.sync,
+                 trigger = opts.trigger, detail = lerr }
+      metrics.add("usersync_runs_total", { sync = opts.sync, trigger = opts.trigger, outcome = "skipped" }, 1)
+      return nil, "locked"
+    end
+  end
+  local ok, summary, perr = pcall(function()
+    local run_plan, err = e:plan{ sync = opts.sync, users = opts.users, by_id = opts.users ~= nil }
+    if not run_plan then return nil, err end
+    return e:apply(run_plan, { command = "sync" })
+  end)
+  if lock_name then e.db:unlock(lock_name) end
+  if not ok or not summary then
+    local why = tostring(ok and perr or summary)
+    log.error { msg = "run failed", sync = opts.sync, trigger = opts.trigger, error = why }
+    metrics.add("usersync_runs_total", { sync = opts.sync or "*", trigger = opts.trigger, outcome = "error" }, 1)
+    self.last_failed = "the last run failed: " .. why
+    self:set_ready()
+    return nil, why
+  end
+  self:observe_runs(summary.runs, opts.trigger, started)
+  if summary.interrupted then
+    log.warn { msg = "run interrupted on request", sync = opts.sync, trigger = opts.trigger,
+               runs = table.concat(summary.runs, ",") }
+  else
+    local level = summary.exit == 0 and "info" or "warn"
+    log.event(level, "run finished", { sync = opts.sync, trigger = opts.trigger, users = opts.users and #opts.users or nil,
+      runs = table.concat(summary.runs, ","), applied = summary.ok, failed = summary.failed,
+      withheld = summary.withheld, exit = summary.exit,
+      stop = summary.stop and table.concat(summary.stop, "; ") or nil })
+  end
+  -- A run whose operations failed (exit 1) or that could not run makes
+  -- /readyz fail until a later run goes well; a safety stop does not (the
+  -- process works, a person has to review the plan).
+  if summary.exit == engine_mod.EXIT_FAILED then
+    self.last_failed = ("the last run (%s) had failures; see usersync show %s"):format(
+      opts.trigger, table.concat(summary.runs, ","))
+  elseif not summary.interrupted then
+    self.last_failed = nil
+  end
+  self:set_ready()
+  return summary
+end
+
+-- The sync entries fed by a source.
+local function entries_of(cfg, source)
+  local out = {}
+  for _, s in ipairs(cfg.sync) do
+    if s.source == source then out[#out + 1] = s.name end
+  end
+  return out
+end
+
+-- Syncs the given Okta user ids (trigger "event" or "incremental") in every
+-- sync entry of their source(s), EVENT_BATCH users per run.
+function Serve:sync_users(ids, trigger, sources)
+  local names = {}
+  for src in pairs(sources) do
+    for _, n in ipairs(entries_of(self.cfg, src)) do names[#names + 1] = n end
+  end
+  for i = 1, #ids, M.EVENT_BATCH do
+    local batch = table.move(ids, i, math.min(i + M.EVENT_BATCH - 1, #ids), 1, {})
+    for _, name in ipairs(names) do
+      if self.srv:stopping() then return end
+      self:run{ sync = name, users = batch, trigger = trigger }
+    end
+  end
+end
+
+local function okta_sources(cfg)
+  local out = {}
+  for name, s in pairs(cfg.sources) do
+    if s.type == "okta" then out[name] = true end
+  end
+  return out
+end
+
+-- Hook deliveries: each LogEvent JSON text -> users to sync now.
+function Serve:handle_events(texts)
+  local ids, seen = {}, {}
+  for _, text in ipairs(texts) do
+    local ev = json.decode(text)
+    local users = M.event_users(ev)
+    if #users == 0 then
+      metrics.add("usersync_hook_users_total", { result = "ignored_event" }, 1)
+      log.debug { msg = "hook event ignored", event_type = type(ev) == "table" and ev.eventType or nil }
+    end
+    for _, id in ipairs(users) do
+      if not seen[id] then
+        seen[id] = true
+        ids[#ids + 1] = id
+        metrics.add("usersync_hook_users_total", { result = "synced" }, 1)
+      else
+        metrics.add("usersync_hook_users_total", { result = "coalesced" }, 1)
+      end
+    end
+  end
+  if #ids > 0 then
+    log.info { msg = "hook: syncing users named by events", users = #ids }
+    -- The hook does not say which org sent it: every Okta source's entries.
+    self:sync_users(ids, "event", okta_sources(self.cfg))
+  end
+end
+
+-- One System Log poll per Okta source used by a sync entry: the users the
+-- new events name are synced, then the cursor moves on. Without the logs
+-- scope (403) it falls back to a lastUpdated watermark, which sees profile,
+-- status and app changes of users but not membership-only changes; the
+-- full runs on `every` catch those and hard deletes.
+function Serve:poll()
+  local db = self.engine.db
+  for name in pairs(okta_sources(self.cfg)) do
+    if #entries_of(self.cfg, name) > 0 then
+      local src = self.engine:source(name)
+      local key = "okta.syslog." .. name
+      local wkey = "okta.watermark." .. name
+      local row = db:first("SELECT value FROM cursors WHERE name = ?", key)
+      local wrow = db:first("SELECT value FROM cursors WHERE name = ?", wkey)
+      local res, err, code
+      local mode = "logs"
+      if not wrow then
+        if row then
+          res, err, code = src:changes{ cursor = row.value, users = false }
+        else
+          -- First poll: start at the newest events, do not replay history.
+          res, err, code = src:changes{ since = time.format(time.now() - 60), users = false }
+        end
+      end
+      if wrow or code == "OKTA_FORBIDDEN" then
+        mode = "watermark"
+        local since = wrow and wrow.value or time.format(time.now() - 60)
+        res, err, code = src:changes{ watermark = since, groups = false }
+      end
+      if not res then
+        log.warn { msg = "System Log poll failed; trying again at the next poll", source = name, error = err, code = code }
+      else
+        local ids = {}
+        if mode == "logs" then
+          ids = res.user_ids or {}
+        else
+          for _, u in ipairs(res.users or {}) do ids[#ids + 1] = u.id end
+        end
+        if #ids > 0 then
+          log.info { msg = "poll: syncing changed users", source = name, mode = mode, users = #ids,
+                     requests = res.requests }
+          self:sync_users(ids, "incremental", { [name] = true })
+        end
+        if not self.srv:stopping() then
+          if mode == "logs" and res.cursor then
+            db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+                value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], key, res.cursor)
+          elseif mode == "watermark" and res.watermark then
+            -- Whole-second timestamps: step back a second so an update in
+            -- the same second as the last one seen is not missed.
+            local wm = time.format((time.parse(res.watermark) or time.now()) - 1)
+            db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+                value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], wkey, wm)
+          end
+        end
+      end
+    end
+  end
+end
+
+-- A scheduled script (serve.jobs) runs in its own process (`usersync run`),
+-- so a failing or greedy script cannot take the server down.
+function Serve:run_job(job)
+  local pid = self_pid()
+  local exe = pid and ("/proc/" .. pid .. "/exe") or "usersync"
+  local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+  local cmd = ("%s run -c %s %s"):format(q(exe), q(self.config_path), q(job.script))
+  log.info { msg = "job started", script = job.script }
+  local ok, how, code = os.execute(cmd)
+  local result = ok and "ok" or ("%s %s"):format(how, tostring(code))
+  metrics.add("usersync_jobs_total", { script = job.script, result = ok and "ok" or "failed" }, 1)
+  log.event(ok and "info" or "warn", "job finished", { script = job.script, result = result })
+end
+
+-- SIGHUP: load the config again; keep the old one when the new one is bad.
+function Serve:reload()
+  local cfg, errors = config.load(self.config_path)
+  if not cfg then
+    metrics.add("usersync_config_reloads_total", { result = "error" }, 1)
+    log.error { msg = "config reload failed; keeping the old config", config = self.config_path,
+                errors = table.concat(errors, "; ") }
+    return false
+  end
+  local e, err = self:open_engine(cfg)
+  if not e then
+    metrics.add("usersync_config_reloads_total", { result = "error" }, 1)
+    log.error { msg = "config reload failed; keeping the old config", error = err }
+    return false
+  end
+  local old = self.cfg.serve or {}
+  local new = cfg.serve or {}
+  if old.listen ~= new.listen or json.encode(old.tls or {}) ~= json.encode(new.tls or {})
+      or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {}) then
+    log.warn "serve.listen, serve.tls and serve.okta_hook take effect at the next start"
+  end
+  self.engine:close()
+  self.engine, self.cfg = e, cfg
+  self:schedule(cfg, time.now())
+  metrics.add("usersync_config_reloads_total", { result = "ok" }, 1)
+  log.info { msg = "config reloaded", config = self.config_path }
+  return true
+end
+
+-- The next moment something is due (a full run, a poll, a job).
+function Serve:next_due()
+  local at = math.huge
+  for _, d in pairs(self.due) do at = math.min(at, d.at) end
+  for _, j in ipairs(self.jobs) do at = math.min(at, j.at) end
+  if self.poll_at then at = math.min(at, self.poll_at) end
+  return at
+end
+
+-- Whatever is due now, in config order: full runs, then the poll, then jobs.
+function Serve:run_due()
+  local now = time.now()
+  for _, s in ipairs(self.cfg.sync) do
+    local d = self.due[s.name]
+    if d and d.at <= now and not self.srv:stopping() then
+      self:run{ sync = s.name, trigger = "schedule" }
+      -- Not stacked: the next run is `every` after this one ended.
+      d.at = time.now() + d.every + self:jitter(d.every)
+    end
+  end
+  if self.poll_at and self.poll_at <= time.now() and not self.srv:stopping() then
+    self:poll()
+    self.poll_at = time.now() + self.poll_every
+  end
+  for _, j in ipairs(self.jobs) do
+    if j.at <= time.now() and not self.srv:stopping() then
+      self:run_job(j)
+      j.at = time.now() + j.every + self:jitter(j.every)
+    end
+  end
+end
+
+-- Starts the server and runs until SIGTERM/SIGINT. Returns the exit code.
+-- ctx: { eprint = fn } for errors before logging is set up.
+function M.run(cfg, ctx)
+  local eprint = ctx.eprint
+  -- JSON lines off a terminal (journald, log shippers), text on one.
+  log.configure{ format = os.getenv("USERSYNC_LOG_FORMAT") or "auto" }
+  local scfg = cfg.serve or {}
+  local opts = { listen = scfg.listen or "127.0.0.1:8080" }
+  if scfg.tls then
+    local cert, cerr = read_file(scfg.tls.cert)
+    if not cert then eprint("usersync serve: cannot read serve.tls.cert: " .. cerr); return 2 end
+    local key, kerr = read_file(scfg.tls.key)
+    if not key then eprint("usersync serve: cannot read serve.tls.key: " .. kerr); return 2 end
+    opts.tls = { cert = cert, key = key }
+  end
+  if scfg.okta_hook then
+    opts.hook = { path = scfg.okta_hook.path or "/hooks/okta", secret = scfg.okta_hook.secret,
+                  max_body = scfg.okta_hook.max_body }
+  end
+  describe_metrics()
+  local srv, err, code = server.start(opts)
+  if not srv then
+    eprint(("usersync serve: cannot listen on %s: %s"):format(opts.listen, err))
+    return code == "EINVAL" and 2 or 1
+  end
+  local self = setmetatable({ srv = srv, cfg = cfg, config_path = cfg._path }, Serve)
+  local e, eerr = self:open_engine(cfg)
+  if not e then
+    srv:close()
+    eprint("usersync serve: " .. eerr)
+    return 1
+  end
+  self.engine = e
+  self:set_ready()
+  log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
+             hook = opts.hook and opts.hook.path or nil, pid = self_pid() }
+  self:schedule(cfg, time.now())
+  while not srv:stopping() do
+    self:run_due()
+    if srv:stopping() then break end
+    local wait = math.max(0, math.min(self:next_due() - time.now(), 3600))
+    local kind, data = srv:wait(wait)
+    if kind == "events" then
+      self:handle_events(data)
+    elseif kind == "signal" and data == "hup" then
+      log.info "SIGHUP: reloading the config"
+      self:reload()
+    end
+  end
+  log.info "stop requested: shutting down"
+  self.engine:close()
+  srv:close()
+  return 0
+end
+
+return M

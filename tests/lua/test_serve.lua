@@ -1,0 +1,245 @@
+-- `usersync serve` end to end (issue 8): the real binary as a daemon against
+-- the simulators — event hook (verification, Authorization, size, bad
+-- bodies, duplicates, sync at login), System Log polling, the scheduler and
+-- its lock, SIGHUP reloads, SIGTERM, health and metrics.
+local test = require "tap"
+local world = require "support.world"
+local serve = require "support.serve"
+local json = require "usersync.json"
+local store = require "usersync.store"
+
+local HOOK = "/hooks/okta"
+local AUTH = { Authorization = "hook-secret-value", ["Content-Type"] = "application/json" }
+
+-- A config section for serve; fields: every (sync entry), poll, max_body.
+local function serve_section(o)
+  o = o or {}
+  return ([[
+  serve = {
+    listen = "127.0.0.1:0",
+    okta_hook = { path = %q, secret = env "US_TEST_HOOK_SECRET"%s },
+    %s
+  },]]):format(HOOK, o.max_body and (", max_body = " .. o.max_body) or "",
+    o.poll and ("poll_logs = %q,"):format(o.poll) or "")
+end
+
+-- ann and bob in Engineering, both assigned to the app; jira only.
+local function small_world(o)
+  o = o or {}
+  local sync = { groups = { mode = "manual", map = { Engineering = { "developers" } } },
+                 defaults = { all_users = { "okta-synced" } }, every = o.every }
+  local w = world.new{ products = { "jira" }, sync = sync, extra = { raw = serve_section(o) } }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
+  for i = 1, (o.extra_users or 0) do
+    w:okta_user(("00ux%04d"):format(i), ("user%04d@example.com"):format(i), { groups = { "00gEng" } })
+  end
+  w:load()
+  return w
+end
+
+local fixture
+local function delivery(events)
+  if not fixture then
+    local f = assert(io.open(os.getenv("SHARED_DIR") .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+    fixture = assert(json.decode(f:read("a"))).body
+    f:close()
+  end
+  local body = world.clone(fixture)
+  body.data.events = json.array(events)
+  return assert(json.encode(body))
+end
+
+-- The fixture's user.session.start event, for Okta user `id`, event `uuid`.
+local function login_event(id, uuid, result)
+  local ev = world.clone(fixture.data.events[1])
+  ev.uuid = uuid
+  ev.actor = { id = id, type = "User", alternateId = id .. "@example.com", displayName = id }
+  ev.outcome = { result = result or "SUCCESS" }
+  return ev
+end
+delivery({}) -- loads the fixture
+
+local function runs(w, trigger)
+  local out = {}
+  local r = w:usersync("history", "--json", "--limit", "1000")
+  for _, run in ipairs(json.decode(r.stdout) or {}) do
+    if not trigger or run.trigger == trigger then out[#out + 1] = run end
+  end
+  return out
+end
+
+-- The value of the first series of `name` whose labels include all of `want`.
+local function series(m, name, want)
+  for key, v in pairs(m) do
+    local n, labels = key:match("^([%w_]+){(.*)}$")
+    if not n then n, labels = key, "" end
+    if n == name then
+      local ok = true
+      for k, val in pairs(want or {}) do
+        if not labels:find(('%s="%s"'):format(k, val), 1, true) then ok = false end
+      end
+      if ok then return v end
+    end
+  end
+end
+
+test("hook: verification handshake, Authorization, size and malformed bodies; health endpoints", function(t)
+  local w <close> = small_world{ max_body = 4096 }
+  local d <close> = serve.start(w)
+  t:eq(d:get("/healthz").status, 200)
+  t:eq(d:get("/readyz").status, 200)
+  t:eq(d:get("/nope").status, 404)
+
+  local v = d:get(HOOK, { ["x-okta-verification-challenge"] = "challenge-123", Authorization = "hook-secret-value" })
+  t:eq(v.status, 200)
+  t:same(json.decode(v.body), { verification = "challenge-123" })
+  t:eq(d:get(HOOK, { ["x-okta-verification-challenge"] = "c" }).status, 401, "verification without Authorization")
+
+  local body = delivery{ login_event("00u1", "uuid-auth-1") }
+  t:eq(d:post(HOOK, body, { ["Content-Type"] = "application/json" }).status, 401, "missing Authorization")
+  t:eq(d:post(HOOK, body, { Authorization = "hook-secret-valuX" }).status, 401, "wrong Authorization")
+  t:eq(d:post(HOOK, body, { Authorization = "hook-secret-value-and-more" }).status, 401, "longer Authorization")
+  t:eq(d:post(HOOK, ("x"):rep(10000), AUTH).status, 413, "body over max_body")
+  t:eq(d:post(HOOK, "{not json", AUTH).status, 400, "malformed JSON")
+  t:eq(d:post(HOOK, '{"data":{}}', AUTH).status, 400, "no data.events")
+  -- none of these reached the engine: no runs, no accounts
+  serve.wait_for(function() return false end, 1)
+  t:eq(#runs(w), 0)
+  t:eq(w:accounts("jira")["ann.lee@example.com"], nil)
+  t:ok(not d:log_text():find("hook-secret-value", 1, true), "the secret never reaches the log")
+  t:eq(d:stop(), 0)
+end)
+
+test("a user.session.start delivery syncs that user (sync at login); a duplicate delivery is processed once", function(t)
+  local w <close> = small_world()
+  local d <close> = serve.start(w)
+  local body = delivery{ login_event("00u2", "f1d0b993-cc19-11ed-a688-000000000002") }
+  local r = d:post(HOOK, body, AUTH)
+  t:eq(r.status, 200)
+  t:eq(r.body, "")
+  local bob = serve.wait_for(function() return w:accounts("jira")["bob.stone@example.com"] end, 20)
+  t:ok(bob, "bob's account created after his login")
+  t:same(w:members_of("jira", "developers"), { "bob.stone@example.com" }, "only bob: ann did not sign in")
+  t:eq(d:post(HOOK, body, AUTH).status, 200, "a redelivery is accepted (Okta must not retry it)")
+  -- a failed login syncs nobody
+  t:eq(d:post(HOOK, delivery{ login_event("00u1", "uuid-failed-login", "FAILURE") }, AUTH).status, 200)
+  t:ok(serve.wait_for(function()
+    local m = d:metrics()
+    return series(m, "usersync_hook_events_total", { result = "duplicate" }) == 1
+  end, 10), "the duplicate was counted")
+  serve.wait_for(function() return false end, 1)
+  local ev = runs(w, "event")
+  t:eq(#ev, 1, "one run for two deliveries of one event")
+  t:eq(ev[1] and ev[1].scope, "00u2")
+  t:eq(w:accounts("jira")["ann.lee@example.com"], nil, "the failed login synced nobody")
+  t:eq(d:stop(), 0)
+end)
+
+test("System Log polling picks up a change made in Okta and syncs just that user", function(t)
+  local w <close> = small_world{ poll = "1s" }
+  t:eq(w:usersync("sync").code, 0)
+  local d <close> = serve.start(w)
+  -- the first poll stores a cursor
+  t:ok(serve.wait_for(function()
+    local db <close> = assert(store.open(w.dir .. "/usersync.db"))
+    return db:first("SELECT value FROM cursors WHERE name = 'okta.syslog.okta'")
+  end, 15), "cursor stored")
+  w:find_user("00u2").profile.email = "bob.new@example.com"
+  w:load()
+  local bob = serve.wait_for(function()
+    local a = w:accounts("jira")["bob.stone@example.com"]
+    return a and a.emailAddress == "bob.new@example.com" and a
+  end, 20)
+  t:ok(bob, "bob's new e-mail reached Jira")
+  local inc = runs(w, "incremental")
+  t:ok(#inc >= 1, "an incremental run")
+  for _, run in ipairs(inc) do t:eq(run.scope, "00u2", "only bob was synced") end
+  t:eq(d:stop(), 0)
+end)
+
+test("scheduler: runs on `every`, never overlapping; a run held by another process's lock is skipped", function(t)
+  local w <close> = small_world{ every = "1s" }
+  local d <close> = serve.start(w)
+  t:ok(serve.wait_for(function() return #runs(w, "schedule") >= 2 end, 20), "two scheduled runs")
+  t:ok(w:accounts("jira")["ann.lee@example.com"], "the scheduled run synced")
+  -- hold the sync's lock as a `usersync sync` started by hand would
+  local db <close> = assert(store.open(w.dir .. "/usersync.db"))
+  t:ok(db:lock("sync:main", { ttl = 60 }))
+  local before = d:count_log("run skipped")
+  t:ok(serve.wait_for(function() return d:count_log("run skipped") > before end, 10), "a run was skipped")
+  local held = #runs(w, "schedule")
+  serve.wait_for(function() return false end, 1.5)
+  t:eq(#runs(w, "schedule"), held, "no run while the lock is held")
+  db:unlock("sync:main")
+  t:ok(serve.wait_for(function() return #runs(w, "schedule") > held end, 10), "runs again once released")
+  -- no two scheduled runs overlap (history is newest first)
+  local list = runs(w, "schedule")
+  for i = 1, #list - 1 do
+    t:ok(list[i].started >= list[i + 1].ended, ("run %s started after run %s ended"):format(list[i].id, list[i + 1].id))
+  end
+  t:eq(d:stop(), 0)
+end)
+
+test("SIGHUP: a bad config is reported and the old one kept; a good one is loaded", function(t)
+  local w <close> = small_world()
+  local d <close> = serve.start(w)
+  local f = assert(io.open(w.config)); local good = f:read("a"); f:close()
+  f = assert(io.open(w.config, "w")); f:write("return { this is not lua"); f:close()
+  d:signal("HUP")
+  local rec = serve.wait_for(function() return d:find_log("config reload failed") end, 10)
+  t:ok(rec, "the failed reload is logged")
+  t:eq(d:get("/healthz").status, 200, "still serving")
+  t:eq(d:post(HOOK, delivery{ login_event("00u1", "uuid-after-bad-reload") }, AUTH).status, 200, "hook still works")
+  t:ok(serve.wait_for(function() return w:accounts("jira")["ann.lee@example.com"] end, 20), "the old config still syncs")
+  f = assert(io.open(w.config, "w")); f:write(good); f:close()
+  d:signal("HUP")
+  t:ok(serve.wait_for(function() return d:find_log("config reloaded") end, 10), "the good config is loaded")
+  local m = d:metrics()
+  t:eq(series(m, "usersync_config_reloads_total", { result = "error" }), 1)
+  t:eq(series(m, "usersync_config_reloads_total", { result = "ok" }), 1)
+  t:eq(d:stop(), 0)
+end)
+
+test("metrics: Prometheus text with runs, operations, durations, Okta budget and HTTP requests", function(t)
+  local w <close> = small_world{ every = "1h" }
+  local d <close> = serve.start(w)
+  t:ok(serve.wait_for(function() return #runs(w, "schedule") >= 1 end, 20), "the first scheduled run")
+  local m, r = d:metrics()
+  t:eq(r.status, 200)
+  t:match(r.headers["content-type"] or "", "^text/plain; version=0.0.4")
+  t:contains(r.body, "# TYPE usersync_runs_total counter")
+  t:contains(r.body, "# TYPE usersync_run_duration_seconds histogram")
+  t:eq(series(m, "usersync_runs_total", { sync = "main", trigger = "schedule", outcome = "ok" }), 1)
+  t:eq(series(m, "usersync_operations_total", { target = "jira", kind = "create_user", result = "done" }), 2)
+  t:ok((series(m, "usersync_last_success_timestamp_seconds", { sync = "main" }) or 0) > 1.7e9)
+  t:eq(series(m, "usersync_run_duration_seconds_count", { sync = "main" }), 1)
+  t:eq(series(m, "usersync_run_duration_seconds_bucket", { sync = "main", le = "+Inf" }), 1)
+  t:ok(series(m, "usersync_okta_budget_remaining", { source = "okta" }), "Okta budget per bucket")
+  local port = w.okta.url:match(":(%d+)$")
+  t:ok((series(m, "usersync_http_requests_total", { status = "200" }) or 0) > 0, "HTTP requests by host and status")
+  t:contains(r.body, port, "the Okta simulator's host is a label")
+  t:eq(d:stop(), 0)
+end)
+
+test("SIGTERM during a long run: it stops between operations, the run is recorded interrupted, exit 0", function(t)
+  local w <close> = small_world{ every = "1h", extra_users = 400 }
+  w.jira:faults{ latency_ms = 40 }
+  local d <close> = serve.start(w)
+  t:ok(serve.wait_for(function() return d:find_log("applying") end, 30), "applying started")
+  t:eq(d:stop(), 0, "exit 0")
+  local list = runs(w, "schedule")
+  t:eq(list[1] and list[1].outcome, "interrupted")
+  local created = 0
+  for _ in pairs(w:accounts("jira")) do created = created + 1 end
+  t:ok(created < 402, ("stopped before the end (%d of 402 accounts)"):format(created))
+  -- a later sync finishes the job: nothing lost, no duplicates
+  w.jira:faults{}
+  t:eq(w:usersync("sync").code, 0)
+  local n = 0
+  for name in pairs(w:accounts("jira")) do if name ~= "admin" then n = n + 1 end end
+  t:eq(n, 402)
+end)
+
+return test.done()
