@@ -414,7 +414,7 @@ local function start_engine(opts, cmd, trigger)
     out.reporter:event(ev)
     if ev.state == "failed" then out.failures[#out.failures + 1] = ev end
     if ev.state == "done" and ev.requests and out.verbose then
-      require("usersync.log").debug("%s %s: %d requests", ev.phase, tostring(ev.name), ev.requests)
+      require("usersync.log").debug("reading %s: %d requests", tostring(ev.name), ev.requests)
     end
   end })
   if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
@@ -445,10 +445,14 @@ local function finish_engine(e, cmd)
   for _, ev in ipairs(out.failures or {}) do
     local what = ev.phase == "apply" and ("applying to " .. tostring(ev.name)) or ("reading " .. tostring(ev.name))
     local msg = tostring(ev.error or "failed")
-    local first, rest = msg:match("^([^\n]*)\n?(.*)$")
+    -- The headline keeps the HTTP status when there is one; the whole
+    -- message (without the client's own "name: " prefix) is the detail.
+    local plain = msg:gsub("^" .. tostring(ev.name):gsub("%p", "%%%0") .. ": ", "")
+    local status, why = plain:match("HTTP (%d%d%d) (%b())")
+    local first = status and ("HTTP " .. status .. " " .. why:sub(2, -2)) or plain:match("^[^\n]*")
     local code = ev.code and not first:find(ev.code, 1, true) and (" (" .. ev.code .. ")") or ""
     local detail = {}
-    if rest ~= "" then detail[#detail + 1] = rest end
+    if plain ~= first then detail[#detail + 1] = plain end
     if ev.phase == "target" then
       detail[#detail + 1] = ("nothing was %s for %s; the other targets were not affected")
         :format(cmd == "plan" and "planned" or "planned or applied", tostring(ev.name))

@@ -4,7 +4,7 @@
 -- On a terminal: one bar line per phase, redrawn in place (carriage return,
 -- no cursor movement) at most every `redraw` seconds, ended by a final line
 -- that stays:
---   reading okta     [########........]  6,210 users  1,840/s  120/498 member lists  ETA 2s
+--   reading okta     [#######...........]  6,210/10,000 users  1,840/s  ETA 2.1s
 --   reading okta     OK    10,000 users, 498/498 member lists  in 5.4s (1,850/s)
 -- Off a terminal: plain timestamped lines, no escape codes: one when a
 -- phase starts, one every `every` seconds while it runs, one when it ends:
@@ -179,13 +179,15 @@ function Task:rate(c, now)
   return c.done / elapsed
 end
 
--- "6,210 users (1,840/s), 120/498 member lists"; with_rate adds the unit's rate.
+-- "6,210 users (1,840/s), 120/498 member lists", the unit counter first;
+-- with_rate adds the unit's rate. A finished task shows plain counts.
 function Task:counts_text(grouped, now, with_rate)
   local unit = self:main_counters()
-  local parts = {}
-  for _, c in ipairs(self.counters) do
+  local parts, order = {}, { unit }
+  for _, c in ipairs(self.counters) do if c ~= unit then order[#order + 1] = c end end
+  for _, c in ipairs(order) do
     local s = M.count(c.done, grouped)
-    if c.total and not (self.finished and c.total == c.done and c == unit) then
+    if c.total and not (self.finished and c.total == c.done) then
       s = s .. "/" .. M.count(c.total, grouped)
     end
     s = s .. " " .. c.what
@@ -200,40 +202,50 @@ function Task:counts_text(grouped, now, with_rate)
 end
 
 -- The bar line (visible text and the coloured text) for width columns.
+-- Pieces after the label, most important first: the unit counter, failures,
+-- rate, ETA, the other counters. The bar has a fixed width for the terminal
+-- (10..30 cells, 18 on 80 columns); when the line does not fit, the least
+-- important pieces go first, then the bar.
 function Task:bar_line(now, width, color)
   local unit, bar = self:main_counters()
   local label = self.label
   if #label < LABEL_WIDTH then label = label .. (" "):rep(LABEL_WIDTH - #label) end
-  local tail, ctail = {}, {}
-  local function add(s, c) tail[#tail + 1] = s; ctail[#ctail + 1] = c and M.paint(color, c, s) or s end
-  if unit then
-    add(M.count(unit.done, true) .. (unit.total and ("/" .. M.count(unit.total, true)) or "") .. " " .. unit.what)
-    local rate = self:rate(unit, now)
-    if rate then add(M.count(rate, true) .. "/s") end
+  local pieces = {} -- { text, colour, rank }
+  local function add(rank, text, c) pieces[#pieces + 1] = { text, c, rank } end
+  local function counter_text(c)
+    return M.count(c.done, true) .. (c.total and ("/" .. M.count(c.total, true)) or "") .. " " .. c.what
   end
-  for _, c in ipairs(self.counters) do
-    if c ~= unit then
-      add(M.count(c.done, true) .. (c.total and ("/" .. M.count(c.total, true)) or "") .. " " .. c.what)
-    end
-  end
-  if self.failed > 0 then add(M.count(self.failed, true) .. " failed", "red") end
+  if unit then add(1, counter_text(unit)) end
+  if self.failed > 0 then add(2, M.count(self.failed, true) .. " failed", "red") end
+  local rate = self:rate(unit, now)
+  if rate then add(3, M.count(rate, true) .. "/s") end
   if bar and bar.total and bar.total > bar.done then
     local elapsed = now - self.t0
     if bar.done > 0 and elapsed >= 0.2 then
-      add("ETA " .. M.duration((bar.total - bar.done) * elapsed / bar.done))
+      add(4, "ETA " .. M.duration((bar.total - bar.done) * elapsed / bar.done))
     end
   end
-  local text = table.concat(tail, "  ")
-  local ctext = table.concat(ctail, "  ")
-  -- The bar takes what is left, 10..30 cells; none when the line is too narrow.
-  local room = width - 1 - #label - 2 - #text - 2
-  local cells = math.min(30, room - 2)
+  for _, c in ipairs(self.counters) do
+    if c ~= unit then add(5, counter_text(c)) end
+  end
+  local function joined(colored)
+    local t = {}
+    for _, p in ipairs(pieces) do t[#t + 1] = (colored and p[2]) and M.paint(color, p[2], p[1]) or p[1] end
+    return table.concat(t, "  ")
+  end
+  local cells = math.max(10, math.min(30, width - 62))
+  local function room() return width - 1 - #label - 1 - (cells + 2) - 2 - #joined(false) end
+  while #pieces > 1 and room() < 0 do
+    local worst = 1
+    for i, p in ipairs(pieces) do if p[3] >= pieces[worst][3] then worst = i end end
+    table.remove(pieces, worst)
+  end
+  local text, ctext = joined(false), joined(true)
   local vis, col
-  if cells >= 10 then
-    local fill, rest
+  if room() >= 0 then
     if bar and bar.total and bar.total > 0 then
       local n = math.min(cells, math.floor(cells * bar.done / bar.total))
-      fill, rest = ("#"):rep(n), ("."):rep(cells - n)
+      local fill, rest = ("#"):rep(n), ("."):rep(cells - n)
       vis = "[" .. fill .. rest .. "]"
       col = "[" .. M.paint(color, "green", fill) .. M.paint(color, "dim", rest) .. "]"
     else
@@ -241,9 +253,9 @@ function Task:bar_line(now, width, color)
       local span = cells - 3
       local step = math.floor((now - self.t0) * 10) % (2 * span)
       local pos = step <= span and step or 2 * span - step
-      local s = (" "):rep(pos) .. "<=>" .. (" "):rep(span - pos)
-      vis = "[" .. s .. "]"
-      col = "[" .. M.paint(color, "cyan", s) .. "]"
+      local bounce = (" "):rep(pos) .. "<=>" .. (" "):rep(span - pos)
+      vis = "[" .. bounce .. "]"
+      col = "[" .. M.paint(color, "cyan", bounce) .. "]"
     end
     vis, col = label .. " " .. vis .. "  " .. text, label .. " " .. col .. "  " .. ctext
   else
