@@ -449,7 +449,7 @@ local function finish_engine(e, cmd)
     -- message (without the client's own "name: " prefix) is the detail.
     local plain = msg:gsub("^" .. tostring(ev.name):gsub("%p", "%%%0") .. ": ", "")
     local status, why = plain:match("HTTP (%d%d%d) (%b())")
-    local first = status and ("HTTP " .. status .. " " .. why:sub(2, -2)) or plain:match("^[^\n]*")
+    local first = status and ("HTTP " .. status .. ": " .. why:sub(2, -2)) or plain:match("^[^\n]*")
     local code = ev.code and not first:find(ev.code, 1, true) and (" (" .. ev.code .. ")") or ""
     local detail = {}
     if plain ~= first then detail[#detail + 1] = plain end

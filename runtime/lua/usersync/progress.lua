@@ -288,7 +288,12 @@ function Task:finish(ok, detail)
       local rate = self:rate(unit, now)
       if rate and unit.done > 0 then body = body .. " (" .. M.count(rate, true) .. "/s)" end
     else
-      body = M.paint(r.color, "red", tostring(detail or "failed"))
+      -- The first line of the reason, cut to the terminal (the command
+      -- prints the whole error after the run).
+      local why = tostring(detail or "failed"):match("^[^\n]*")
+      local room = r.width - 1 - #label - 1 - 4 - 2
+      if #why > room and room > 4 then why = why:sub(1, room - 3) .. "..." end
+      body = M.paint(r.color, "red", why)
     end
     r:clear()
     r:write(secrets.mask(label .. " " .. word .. "  " .. body) .. "\n")
