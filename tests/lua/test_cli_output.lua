@@ -86,6 +86,21 @@ test("--quiet: no progress, no plan text, only the result; also before the comma
   t:match(r.stdout, "^config .*: ok")
 end)
 
+test("USERSYNC_LOG_FORMAT=json: the progress lines are JSON lines too", function(t)
+  local w <close> = base_world()
+  local r = run(w, { "plan" }, { USERSYNC_LOG_FORMAT = "json" })
+  t:eq(r.code, 0, r.stderr)
+  local json = require "usersync.json"
+  local msgs = {}
+  for _, l in ipairs(lines(r.stderr)) do
+    local rec = json.decode(l)
+    t:ok(rec, "a JSON line: " .. l)
+    if rec then t:eq(rec.level, "info"); msgs[#msgs + 1] = rec.msg end
+  end
+  t:eq(msgs[1], "reading okta (app 0oaUsersyncApp)")
+  t:match(msgs[2], "^reading okta: done in ")
+end)
+
 test("--verbose: a line per operation, request counts, http totals", function(t)
   local w <close> = base_world()
   local r = run(w, { "--verbose", "sync" })

@@ -202,7 +202,8 @@ local function setup_output(opts, cmd)
   out.color_err = progress.color_allowed(core.isatty(2))
   out.color_out = progress.color_allowed(core.isatty(1))
   local shown = level == "debug" or level == "info"
-  out.reporter = progress.new{ stream = io.stderr, quiet = not shown or opts.json, verbose = verbose }
+  out.reporter = progress.new{ stream = io.stderr, quiet = not shown or opts.json, verbose = verbose,
+    emit = format == "json" and function(lvl, text) log.event(lvl:lower(), text) end or nil }
   log.configure{ level = level, format = format, stream = function(line) out.reporter:above(line) end }
 end
 M.setup_output = setup_output

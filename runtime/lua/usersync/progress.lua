@@ -34,6 +34,8 @@
 --   every    seconds between two plain progress lines (10)
 --   quiet    true: write nothing at all (--quiet)
 --   verbose  true: r:event writes a line per applied operation (--verbose)
+--   emit     function(level, text) that writes the off-terminal lines instead
+--            (level "INFO", "ERROR", "DEBUG"), e.g. usersync.log for JSON lines
 --
 -- Engine events (usersync.engine's `progress` option), tables with
 --   phase = "okta" | "target" | "apply", name = source or target name,
@@ -327,6 +329,7 @@ function M.new(opts)
     wallclock = opts.wallclock or function() return t().now() end,
     redraw = opts.redraw or 0.1, every = opts.every or 10,
     quiet = opts.quiet and true or false, verbose = opts.verbose and true or false,
+    emit = opts.emit,
     drawn = 0,      -- visible length of the bar on screen (0: none)
     tasks = {},     -- engine events: key -> Task
   }, Reporter)
@@ -357,6 +360,7 @@ end
 
 -- A plain timestamped line: "2026-11-29T04:12:01.000Z INFO text".
 function Reporter:plain(level, text)
+  if self.emit then return self.emit(level, text) end
   self:write(secrets.mask(timestamp(self.wallclock()) .. " " .. level .. " " .. text) .. "\n")
 end
 
