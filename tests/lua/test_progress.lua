@@ -49,6 +49,27 @@ test("terminal: the bar shows counts, rate and ETA, redrawn in place", function(
   t:match(s, "\r +\rreading okta +OK +7,000 users  in 4%.0s %(1,750/s%)\n$", "the bar is cleared first")
 end)
 
+test("terminal: the last run's count is an estimate for the bar until it is passed", function(t)
+  local r, sink, clock = rig{ tty = true, color = false }
+  local ev = { phase = "okta", name = "okta", state = "start", expected = 10000 }
+  r:event(ev)
+  clock.now = 103.375
+  r:event{ phase = "okta", name = "okta", state = "update", done = 6210, what = "users" }
+  t:match(last_bar(sink), "^reading okta +%[#+%.+%]  6,210/~10,000 users  1,840/s  ETA 2%.1s *$")
+  clock.now = 106
+  r:event{ phase = "okta", name = "okta", state = "update", done = 12000, what = "users" }
+  t:match(last_bar(sink), "^reading okta +%[ *<=> *%]  12,000 users  2,000/s *$", "estimate passed: unknown total")
+  r:event{ phase = "okta", name = "okta", state = "update", done = 12000, total = 12000, what = "users" }
+  r:event{ phase = "okta", name = "okta", state = "done" }
+  t:match(text(sink), "reading okta +OK +12,000 users  in 6%.0s %(2,000/s%)\n$")
+  -- off a terminal the estimate shows in the periodic line
+  local r2, sink2, clock2 = rig{ tty = false }
+  r2:event(ev)
+  clock2.now = 111
+  r2:event{ phase = "okta", name = "okta", state = "update", done = 2200, what = "users" }
+  t:match(sink2[#sink2], "INFO reading okta: 2200/~10000 users %(200/s%)\n$")
+end)
+
 test("terminal: a narrow terminal drops the least important pieces, never wraps", function(t)
   local r, sink, clock = rig{ tty = true, color = false, width = 50 }
   local task = r:start("applying to confluence", { unit = "changes" })

@@ -26,7 +26,8 @@ M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
 
 -- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(ev) }
 -- progress events (usersync.progress renders them): { phase = "okta"|"target"|"apply",
---   name, state = "start"|"update"|"done"|"failed", message (start), done, total, what,
+--   name, state = "start"|"update"|"done"|"failed", message (start), expected (start: users
+--   in scope at the last run, an estimate for the bar), done, total, what,
 --   error, code (failed), requests (done), op, ok, info (apply updates) }
 function M.open(cfg, opts)
   opts = opts or {}
@@ -145,7 +146,7 @@ function Engine:read_source(s, pol, only_user)
   if only_user then
     return self:read_one_user(src, scfg, include, only_user, s)
   end
-  self.progress{ phase = "okta", name = s.source, state = "start",
+  self.progress{ phase = "okta", name = s.source, state = "start", expected = self:last_in_scope(s.name),
     message = ("reading %s (%s)"):format(s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users") }
   local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
     self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }

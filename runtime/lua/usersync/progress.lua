@@ -40,7 +40,10 @@
 -- Engine events (usersync.engine's `progress` option), tables with
 --   phase = "okta" | "target" | "apply", name = source or target name,
 --   state = "start" | "update" | "done" | "failed",
---   message (start: what is being done), done, total (nil: unknown), what,
+--   message (start: what is being done), expected (start: an estimate of the
+--   unit counter's total, e.g. users in scope at the last run; shown as
+--   "/~N" and used for the bar and ETA while the real total is unknown and
+--   not yet passed), done, total (nil: unknown), what,
 --   error (failed), requests (done), op/ok/info/code (apply updates).
 --
 -- Every written line goes through usersync.secrets.mask.
@@ -159,11 +162,21 @@ function Task:fail_one()
   self.failed = self.failed + 1
 end
 
+-- The total of counter c: its own, or the estimate for the unit counter
+-- while it holds; second result true for an estimate.
+function Task:total_of(c)
+  if c.total then return c.total, false end
+  if self.expected and c.what == self.unit and c.done < self.expected and not self.finished then
+    return self.expected, true
+  end
+  return nil
+end
+
 -- The unit counter (rate), and the counter the bar and ETA follow.
 function Task:main_counters()
   local unit = self.by_what[self.unit] or self.counters[1]
   local bar
-  if unit and unit.total then
+  if unit and self:total_of(unit) then
     bar = unit
   else
     local latest
@@ -189,8 +202,9 @@ function Task:counts_text(grouped, now, with_rate)
   for _, c in ipairs(self.counters) do if c ~= unit then order[#order + 1] = c end end
   for _, c in ipairs(order) do
     local s = M.count(c.done, grouped)
-    if c.total and not (self.finished and c.total == c.done) then
-      s = s .. "/" .. M.count(c.total, grouped)
+    local total, estimate = self:total_of(c)
+    if total and not (self.finished and total == c.done) then
+      s = s .. "/" .. (estimate and "~" or "") .. M.count(total, grouped)
     end
     s = s .. " " .. c.what
     if with_rate and c == unit then
@@ -215,16 +229,19 @@ function Task:bar_line(now, width, color)
   local pieces = {} -- { text, colour, rank }
   local function add(rank, text, c) pieces[#pieces + 1] = { text, c, rank } end
   local function counter_text(c)
-    return M.count(c.done, true) .. (c.total and ("/" .. M.count(c.total, true)) or "") .. " " .. c.what
+    local total, estimate = self:total_of(c)
+    return M.count(c.done, true) .. (total and ("/" .. (estimate and "~" or "") .. M.count(total, true)) or "")
+      .. " " .. c.what
   end
   if unit then add(1, counter_text(unit)) end
   if self.failed > 0 then add(2, M.count(self.failed, true) .. " failed", "red") end
   local rate = self:rate(unit, now)
   if rate then add(3, M.count(rate, true) .. "/s") end
-  if bar and bar.total and bar.total > bar.done then
+  local bar_total = bar and self:total_of(bar)
+  if bar_total and bar_total > bar.done then
     local elapsed = now - self.t0
     if bar.done > 0 and elapsed >= 0.2 then
-      add(4, "ETA " .. M.duration((bar.total - bar.done) * elapsed / bar.done))
+      add(4, "ETA " .. M.duration((bar_total - bar.done) * elapsed / bar.done))
     end
   end
   for _, c in ipairs(self.counters) do
@@ -245,8 +262,8 @@ function Task:bar_line(now, width, color)
   local text, ctext = joined(false), joined(true)
   local vis, col
   if room() >= 0 then
-    if bar and bar.total and bar.total > 0 then
-      local n = math.min(cells, math.floor(cells * bar.done / bar.total))
+    if bar_total and bar_total > 0 then
+      local n = math.min(cells, math.floor(cells * bar.done / bar_total))
       local fill, rest = ("#"):rep(n), ("."):rep(cells - n)
       vis = "[" .. fill .. rest .. "]"
       col = "[" .. M.paint(color, "green", fill) .. M.paint(color, "dim", rest) .. "]"
@@ -375,12 +392,14 @@ function Reporter:above(line)
   end
 end
 
--- Starts a phase. opts: { message = start line text, unit = main counter's what }.
+-- Starts a phase. opts: { message = start line text, unit = main counter's
+-- what, expected = an estimate of the unit counter's total }.
 function Reporter:start(label, opts)
   opts = opts or {}
   if self.active then self.active:finish(true) end
   local now = self.clock()
-  local task = setmetatable({ r = self, label = label, unit = opts.unit, t0 = now, last_plain = now,
+  local task = setmetatable({ r = self, label = label, unit = opts.unit, expected = opts.expected,
+                              t0 = now, last_plain = now,
                               counters = {}, by_what = {}, failed = 0 }, Task)
   self.active = task
   if self.quiet then return task end
@@ -430,7 +449,8 @@ function Reporter:event(ev)
   local key = tostring(ev.phase) .. "\0" .. tostring(ev.name)
   local task = self.tasks[key]
   if ev.state == "start" or not task then
-    task = self:start(p[1]:format(tostring(ev.name)), { message = ev.message, unit = p[2] })
+    task = self:start(p[1]:format(tostring(ev.name)), { message = ev.message, unit = p[2],
+                                                       expected = math.type(ev.expected) and ev.expected > 0 and ev.expected or nil })
     self.tasks[key] = task
     if ev.state == "start" then
       if ev.total then task:update(0, ev.total, ev.what) end
