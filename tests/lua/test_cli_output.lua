@@ -127,7 +127,7 @@ test("errors: one line that says what failed, the detail indented below; exit co
   for i, l in ipairs(err) do if l:find("^usersync sync: reading jira failed") then at = i end end
   t:ok(at, r.stderr)
   t:match(err[at], "^usersync sync: reading jira failed: HTTP 401: credentials refused %(EAUTH%)$")
-  t:match(err[at + 1], "^  list accounts: HTTP 401")
+  t:match(err[at + 1], "^  list %a+: HTTP 401")
   t:match(err[at + 2], "^  nothing was planned or applied for jira; the other targets were not affected$")
   t:match(r.stderr, TS .. " ERROR reading jira: failed after")
   t:ok(not r.stderr:find("wrong-atl-token-77", 1, true), "token leaked")
