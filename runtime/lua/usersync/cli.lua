@@ -449,8 +449,14 @@ local function finish_engine(e, cmd)
     -- The headline keeps the HTTP status when there is one; the whole
     -- message (without the client's own "name: " prefix) is the detail.
     local plain = msg:gsub("^" .. tostring(ev.name):gsub("%p", "%%%0") .. ": ", "")
-    local status, why = plain:match("HTTP (%d%d%d) (%b())")
-    local first = status and ("HTTP " .. status .. ": " .. why:sub(2, -2)) or plain:match("^[^\n]*")
+    local status, why = plain:match("HTTP (%d%d%d)([^:%[\n]*)")
+    local first
+    if status then
+      why = why:match("^%s*(.-)%s*$"):gsub("^%((.*)%)$", "%1")
+      first = "HTTP " .. status .. (why ~= "" and (": " .. why) or "")
+    else
+      first = plain:match("^[^\n]*")
+    end
     local code = ev.code and not first:find(ev.code, 1, true) and (" (" .. ev.code .. ")") or ""
     local detail = {}
     if plain ~= first then detail[#detail + 1] = plain end
