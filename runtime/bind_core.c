@@ -1,7 +1,8 @@
 /*
 ** bind_core.c: `usersync.core`, what the built-in Lua library needs from the
-** host itself: library versions, memory accounting, and sandboxed calls with
-** an instruction budget and a memory cap.
+** host itself: library versions, memory accounting, terminal queries
+** (isatty, termsize) and sandboxed calls with an instruction budget and a
+** memory cap.
 */
 #include <stdio.h>
 #include <string.h>

@@ -520,6 +520,11 @@ static int progress_worker(lua_State *L) {
 static int progress_call(lua_State *L, struct scope_progress *sp, size_t done, long long total,
                          const char *what, struct us_okta_error *err) {
   int top = lua_gettop(L);
+  if (!lua_checkstack(L, 8)) {
+    snprintf(err->code, sizeof err->code, "ENOMEM");
+    snprintf(err->message, sizeof err->message, "okta: progress: out of memory");
+    return 1;
+  }
   lua_pushcfunction(L, traceback);
   lua_pushcfunction(L, progress_worker);
   lua_pushvalue(L, sp->opts);

@@ -412,7 +412,9 @@ local function start_engine(opts, cmd, trigger)
   local engine = require "usersync.engine"
   out.failures = {}
   local e, err = engine.open(cfg, { trigger = trigger or "manual", progress = function(ev)
-    out.reporter:event(ev)
+    -- Showing progress must never fail a read or an apply.
+    local shown, why = pcall(out.reporter.event, out.reporter, ev)
+    if not shown then require("usersync.log").debug("progress: %s", tostring(why)) end
     if ev.state == "failed" then out.failures[#out.failures + 1] = ev end
     if ev.state == "done" and ev.requests and out.verbose then
       require("usersync.log").debug("reading %s: %d requests", tostring(ev.name), ev.requests)
