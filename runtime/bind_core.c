@@ -1,7 +1,8 @@
 /*
 ** bind_core.c: `usersync.core`, what the built-in Lua library needs from the
-** host itself: library versions, memory accounting, and sandboxed calls with
-** an instruction budget and a memory cap.
+** host itself: library versions, memory accounting, terminal queries
+** (isatty, termsize) and sandboxed calls with an instruction budget and a
+** memory cap.
 */
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <pcre2.h>
 #include <sqlite3.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "usersync/modules.h"
@@ -133,8 +135,24 @@ static int core_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.termsize(fd) -> columns, rows of the terminal on fd | nil when fd
+** is not a terminal or its size is unknown (ioctl TIOCGWINSZ). */
+static int core_termsize(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 1024, 1, "expected a file descriptor");
+  struct winsize ws;
+  if (ioctl((int)fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+    luaL_pushfail(L);
+    return 1;
+  }
+  lua_pushinteger(L, ws.ws_col);
+  lua_pushinteger(L, ws.ws_row);
+  return 2;
+}
+
 static const luaL_Reg core_funcs[] = {
     {"isatty", core_isatty},
+    {"termsize", core_termsize},
     {"versions", core_versions},
     {"memory", core_memory},
     {"sandbox_call", core_sandbox_call},

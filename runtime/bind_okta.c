@@ -62,6 +62,14 @@
 **       group, never groups once per user.
 **       Failure: nil, message, code, partial where partial.complete == false
 **       and partial.problems = { { code=, message= } }: never deprovision on it.
+**       Optional progress = function(done, total, what), progress_interval =
+**       0.1 (seconds between calls): called from the page loop at most once
+**       per interval while the listings run, and once at the end of each
+**       part with done == total: what = "groups" (groups listed; total nil
+**       until the end: Okta gives no count), "users" (users in scope listed;
+**       total nil until the end), "member lists" (counted groups whose
+**       members are all read; total = the number of counted groups). An
+**       error in it fails the read with OKTA_CALLBACK.
 **   c:changes{ cursor = url | since = iso8601 (System Log from that time)
 **              [, users = true, groups = true] }
 **       System Log polling from the stored cursor (an empty page ends it and
@@ -133,9 +141,11 @@
 ** under lua_pcall from the core's loop, so no C allocation is lost to a
 ** longjmp.
 */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -241,6 +251,15 @@ static const char *opt_field(lua_State *L, int t, const char *k) {
 **                 id of listing i is a6[i+1]; member ids are read with
 **                 jsonscan (pages of full User objects are not decoded)
 */
+/* c:scope{ progress = fn }: counters and the throttle. The function is
+** read from the options table (stack slot `opts`) when it is called. */
+struct scope_progress {
+  int opts;        /* stack index of c:scope's options table */
+  double interval; /* seconds between two calls while listing */
+  double last;     /* monotonic time of the last call (0: none yet) */
+  size_t groups, users, lists_done, lists;
+};
+
 enum sink {
   SINK_FN,
   SINK_COLLECT,
@@ -261,6 +280,7 @@ struct pagectx {
   int single;
   int http; /* the http Client, re-checked after every callback */
   int stopped_engine;
+  struct scope_progress *prog; /* c:scope's progress counters, or NULL */
 };
 
 static int traceback(lua_State *L) {
@@ -478,6 +498,81 @@ static int engine_check(lua_State *L) {
   return 0;
 }
 
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Protected: (opts, done, total|nil, what as light C string) -> calls
+** opts.progress(done, total, what). */
+static int progress_worker(lua_State *L) {
+  lua_getfield(L, 1, "progress");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushstring(L, (const char *)lua_touserdata(L, 4));
+  lua_call(L, 3, 0);
+  return 0;
+}
+
+/* Calls the progress function with done, total (< 0: nil), what under
+** lua_pcall; on an error fills err and returns nonzero. Stack unchanged. */
+static int progress_call(lua_State *L, struct scope_progress *sp, size_t done, long long total,
+                         const char *what, struct us_okta_error *err) {
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 8)) {
+    snprintf(err->code, sizeof err->code, "ENOMEM");
+    snprintf(err->message, sizeof err->message, "okta: progress: out of memory");
+    return 1;
+  }
+  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, progress_worker);
+  lua_pushvalue(L, sp->opts);
+  lua_pushinteger(L, (lua_Integer)done);
+  if (total < 0)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, (lua_Integer)total);
+  lua_pushlightuserdata(L, (void *)what);
+  int rc = lua_pcall(L, 4, 0, top + 1);
+  if (rc != LUA_OK) {
+    const char *m = lua_tostring(L, -1);
+    snprintf(err->code, sizeof err->code, "OKTA_CALLBACK");
+    snprintf(err->message, sizeof err->message, "okta: progress callback failed: %s",
+             m ? m : "(error object is not a string)");
+  }
+  lua_settop(L, top);
+  sp->last = mono_now();
+  return rc != LUA_OK;
+}
+
+/* Counts page p for c:scope's progress and calls the function when the
+** interval has passed. Nonzero (err filled) when the function raised. */
+static int progress_page(lua_State *L, struct pagectx *ctx, const struct us_okta_page *p,
+                         struct us_okta_error *err) {
+  struct scope_progress *sp = ctx->prog;
+  enum sink kind = ctx->kinds ? ctx->kinds[p->list] : ctx->kind;
+  const char *what;
+  size_t done;
+  long long total = -1;
+  if (kind == SINK_GROUPS) {
+    done = sp->groups += p->count;
+    what = "groups";
+  } else if (kind == SINK_MEMBERSHIPS) {
+    if (!p->next)
+      sp->lists_done++;
+    done = sp->lists_done;
+    total = (long long)sp->lists;
+    what = "member lists";
+  } else {
+    done = sp->users += p->count;
+    what = "users";
+  }
+  if (sp->last > 0 && mono_now() - sp->last < sp->interval)
+    return 0;
+  return progress_call(L, sp, done, total, what, err);
+}
+
 /* The core's page callback: page_worker under lua_pcall with a traceback.
 ** Pushes only light values before the call, so nothing here can raise. */
 static int on_page(void *ud, const struct us_okta_page *p, struct us_okta_error *err) {
@@ -501,6 +596,8 @@ static int on_page(void *ud, const struct us_okta_page *p, struct us_okta_error 
     snprintf(err->code, sizeof err->code, "OKTA_CALLBACK");
     snprintf(err->message, sizeof err->message, "okta: page callback failed: %s",
              m ? m : "(error object is not a string)");
+  } else if (ctx->prog && progress_page(L, ctx, p, err)) {
+    rc = LUA_ERRRUN;
   }
   lua_settop(L, top + 1);
   lua_pushcfunction(L, engine_check);
@@ -1064,6 +1161,22 @@ static int c_scope(lua_State *L) {
       luaL_error(L, "field 'group_ids': expected a list of group ids");
     }
   }
+  struct scope_progress prog = {0}, *sp = NULL;
+  int pty = lua_getfield(L, 2, "progress");
+  lua_pop(L, 1);
+  if (pty != LUA_TNIL) {
+    if (pty != LUA_TFUNCTION)
+      luaL_error(L, "field 'progress': expected a function");
+    sp = &prog;
+    sp->opts = 2;
+    sp->interval = 0.1;
+    int ity = lua_getfield(L, 2, "progress_interval");
+    if (ity == LUA_TNUMBER && lua_tonumber(L, -1) >= 0)
+      sp->interval = lua_tonumber(L, -1);
+    else if (ity != LUA_TNIL)
+      luaL_error(L, "field 'progress_interval': expected seconds >= 0");
+    lua_pop(L, 1);
+  }
   lua_newtable(L); /* 4 snapshot */
   new_array(L);    /* 5 users */
   lua_pushvalue(L, 5);
@@ -1107,10 +1220,13 @@ static int c_scope(lua_State *L) {
   gctx.slot[2] = 3;
   gctx.slot[3] = 8;
   gctx.http = 9;
+  gctx.prog = sp;
   struct us_okta_listing gl = {0};
   gl.url = "/api/v1/groups?limit=200";
   int rc = run_lists(L, o, &gl, 1, &gctx, &err);
   us_okta_listing_clear(&gl, 1);
+  if (rc == 0 && sp)
+    rc = progress_call(L, sp, sp->groups, (long long)sp->groups, "groups", &err);
   if (rc == 0) {
     /* phase 2, concurrently: the users in scope (listing 0) and the members
     ** of every counted group; memberships are kept by user id (11) and
@@ -1146,8 +1262,15 @@ static int c_scope(lua_State *L) {
     ctx.kinds = kinds;
     ctx.slots = slots;
     ctx.http = 9;
+    ctx.prog = sp;
+    if (sp)
+      sp->lists = n - 1;
     rc = run_lists(L, o, ls, n, &ctx, &err);
     us_okta_listing_clear(ls, n);
+    if (rc == 0 && sp)
+      rc = progress_call(L, sp, sp->users, (long long)sp->users, "users", &err);
+    if (rc == 0 && sp)
+      rc = progress_call(L, sp, sp->lists, (long long)sp->lists, "member lists", &err);
     if (rc == 0) { /* attach: users[i].groups = memberships[id] (sorted) */
       lua_Integer nu = (lua_Integer)lua_rawlen(L, 5);
       for (lua_Integer i = 1; i <= nu; i++) {

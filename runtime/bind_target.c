@@ -60,6 +60,13 @@
 **     account's groups come from the member listings (unordered). Any
 **     failed page fails the snapshot. Request costs: see the product files'
 **     headers (runtime/target_<type>.c).
+**   t:snapshot{ progress = function(done, total, what), progress_interval = 0.1 }
+**     the same, calling progress from the read loop at most once per
+**     interval (seconds) while pages arrive, what = "accounts" (accounts
+**     listed) or "memberships" (member entries read), total nil (the
+**     products give no count); at the end once per part with done == total.
+**     An error in it stops the read: nil, "progress callback failed: ...",
+**     "ECALLBACK".
 **
 **   t:apply(ops, callback [, { phases = true }]) -> { ok = n, failed = n }
 **                                              | nil, msg, "ECALLBACK"
@@ -779,8 +786,64 @@ static void snap_account(lua_State *L, int ix, int al, const struct us_target_ac
   lua_remove(L, -2);
 }
 
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Snapshot progress: the options table's progress function, throttled. */
+struct snap_progress {
+  int opts;        /* stack index of the options table; 0: no progress */
+  double interval; /* seconds between two calls while reading */
+  double last;     /* monotonic time of the last call (0: none yet) */
+  size_t accounts, memberships;
+};
+
+/* Calls opts.progress(done, final ? done : nil, what) when final or when the
+** interval has passed. 1 ok, 0 with the error message on the stack. */
+static int snap_progress_call(lua_State *L, struct snap_progress *sp, size_t done,
+                              const char *what, int final) {
+  if (!sp->opts || (!final && sp->last > 0 && mono_now() - sp->last < sp->interval))
+    return 1;
+  lua_getfield(L, sp->opts, "progress");
+  lua_pushinteger(L, (lua_Integer)done);
+  if (final)
+    lua_pushinteger(L, (lua_Integer)done);
+  else
+    lua_pushnil(L);
+  lua_pushstring(L, what);
+  sp->last = mono_now();
+  return pcall_cb(L, 3);
+}
+
+/* Reads t:snapshot's optional options table at index 2 into sp. */
+static void snap_options(lua_State *L, struct snap_progress *sp) {
+  memset(sp, 0, sizeof *sp);
+  if (lua_isnoneornil(L, 2))
+    return;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int ty = lua_getfield(L, 2, "progress");
+  lua_pop(L, 1);
+  if (ty == LUA_TNIL)
+    return;
+  if (ty != LUA_TFUNCTION)
+    luaL_error(L, "snapshot: field 'progress': expected a function");
+  sp->opts = 2;
+  sp->interval = 0.1;
+  ty = lua_getfield(L, 2, "progress_interval");
+  if (ty == LUA_TNUMBER && lua_tonumber(L, -1) >= 0)
+    sp->interval = lua_tonumber(L, -1);
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "snapshot: field 'progress_interval': expected seconds >= 0");
+  lua_pop(L, 1);
+}
+
 static int target_snapshot(lua_State *L) {
   struct ltarget *lt = check_target(L, 1);
+  struct snap_progress prog;
+  lua_settop(L, 2);
+  snap_options(L, &prog);
   lua_newtable(L);
   int al = lua_gettop(L); /* accounts */
   lua_newtable(L);
@@ -796,14 +859,16 @@ static int target_snapshot(lua_State *L) {
   lt->busy++;
   submit(L, lb, &op);
   struct us_target_event *ev;
-  int ret = 0;
-  while ((ev = next_event(lt, lb))) {
+  int ret = 0, cb_ok = 1;
+  while (cb_ok && (ev = next_event(lt, lb))) {
     if (ev->type == US_TEV_ACCOUNTS) {
       for (size_t i = 0; i < ev->naccounts; i++) {
         snap_account(L, ix, al, &ev->accounts[i]);
         fill_account(L, &ev->accounts[i]); /* the listing's record wins */
         lua_pop(L, 1);
       }
+      prog.accounts += ev->naccounts;
+      cb_ok = snap_progress_call(L, &prog, prog.accounts, "accounts", 0);
     } else if (ev->type == US_TEV_MEMBERS) {
       for (size_t i = 0; i < ev->naccounts; i++) {
         snap_account(L, ix, al, &ev->accounts[i]);
@@ -812,6 +877,8 @@ static int target_snapshot(lua_State *L) {
         lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
         lua_pop(L, 2);
       }
+      prog.memberships += ev->naccounts;
+      cb_ok = snap_progress_call(L, &prog, prog.memberships, "memberships", 0);
     } else if (ev->type == US_TEV_GROUPS) {
       for (size_t i = 0; i < ev->nnames; i++) {
         lua_pushstring(L, ev->names[i]);
@@ -828,6 +895,11 @@ static int target_snapshot(lua_State *L) {
   batch_release(lb);
   if (ret > 0)
     return ret;
+  if (!cb_ok)
+    return callback_failed(L, "progress");
+  if (ret < 0 && (!snap_progress_call(L, &prog, prog.accounts, "accounts", 1) ||
+                  !snap_progress_call(L, &prog, prog.memberships, "memberships", 1)))
+    return callback_failed(L, "progress");
   if (ret == 0) {
     luaL_pushfail(L);
     lua_pushliteral(L, "target: the snapshot ended without a result");

@@ -9,10 +9,34 @@ local M = {}
 
 local EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+-- Output state of this process (set by setup_output): the progress reporter
+-- every stderr line goes through (so a bar is never cut by a line), and
+-- whether stderr / stdout may be coloured.
+local out = { reporter = nil, color_err = false, color_out = false, quiet = false, verbose = false,
+              global = {} }
+
+local function stderr_line(line)
+  if out.reporter then out.reporter:above(line) else io.stderr:write(line, "\n") end
+end
+
+-- Writes an error or notice to stderr, masked. Errors follow one shape: the
+-- first line says what failed ("usersync sync: reading jira failed: ..."),
+-- in red on a colour terminal; every further line of the message is detail,
+-- indented below it. Lines that are already indented are detail as given.
 local function eprint(...)
   local parts = table.pack(...)
-  for i = 1, parts.n do parts[i] = secrets.mask(tostring(parts[i])) end
-  io.stderr:write(table.concat(parts, " "), "\n")
+  for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+  local text = secrets.mask(table.concat(parts, " "))
+  local first = true
+  for line in (text .. "\n"):gmatch("(.-)\n") do
+    if first then
+      local headline = line:sub(1, 1) ~= " "
+      stderr_line(headline and require("usersync.progress").paint(out.color_err, "red", line) or line)
+      first = false
+    else
+      stderr_line(line:sub(1, 1) == " " and line or ("  " .. line))
+    end
+  end
 end
 M.eprint = eprint
 
@@ -29,7 +53,11 @@ commands:
   show RUN         list every operation of one run
   serve            run as a daemon: schedules, Okta event hooks, health and metrics
 
-Every command takes -c FILE, --json where it prints data, and --help.
+Every command takes -c FILE, --json where it prints data, and --help;
+-q/--quiet (only errors and the result) and -v/--verbose (a line per
+operation, request counts), also before the command: usersync -q sync.
+Progress goes to stderr: bars on a terminal, timestamped lines otherwise;
+colour only on a terminal without NO_COLOR (TERM=dumb: none).
 Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
 3 stopped by a safety limit.
 ]]
@@ -90,7 +118,7 @@ account has the admin rights a sync needs. --config-only skips the servers.
 Exit 0 when all is well, 1 when a server is not ready, 2 for a config error.
 ]],
   serve = [[
-usage: usersync serve [-c FILE]
+usage: usersync serve [-c FILE] [-q] [-v]
 
 Runs until SIGTERM: every sync entry with `every` on that interval (with a
 small jitter; a run of an entry never overlaps another run of it, also one
@@ -148,6 +176,12 @@ local function parse(args, start, spec, stop_at_positional)
     elseif a == "-h" then
       opts.help = true
       i = i + 1
+    elseif a == "-q" or a == "--quiet" then
+      opts.quiet = true
+      i = i + 1
+    elseif a == "-v" or a == "--verbose" then
+      opts.verbose = true
+      i = i + 1
     elseif a:sub(1, 1) == "-" and #a > 1 then
       return nil, "unknown option " .. a
     else
@@ -164,6 +198,34 @@ end
 
 -- The help texts, for the man page generator (cmake/, issue 7).
 M.USAGE, M.HELP = USAGE, HELP
+
+-- Commands whose log lines stay "auto" (JSON off a terminal); the others
+-- write plain text lines off a terminal too.
+local AUTO_LOG_FORMAT = { run = true }
+
+-- Sets up stderr for a command after its options are parsed: the log level
+-- (--quiet: warnings and errors only; --verbose: debug), the log format
+-- (text, unless USERSYNC_LOG_FORMAT asks for json), colour, and the
+-- progress reporter every stderr line goes through. Progress is shown when
+-- the log level lets info lines through (USERSYNC_LOG_LEVEL=warn hides it).
+local function setup_output(opts, cmd)
+  local log = require "usersync.log"
+  local progress = require "usersync.progress"
+  local quiet = (opts.quiet or out.global.quiet) and true or false
+  local verbose = (opts.verbose or out.global.verbose) and not quiet
+  local level = quiet and "warn" or (verbose and "debug" or log.level())
+  local env_format = os.getenv("USERSYNC_LOG_FORMAT")
+  local format = (env_format == "json" or env_format == "text") and env_format
+    or (AUTO_LOG_FORMAT[cmd] and (core.isatty(2) and "text" or "json") or "text")
+  out.quiet, out.verbose = quiet, verbose
+  out.color_err = progress.color_allowed(core.isatty(2))
+  out.color_out = progress.color_allowed(core.isatty(1))
+  local shown = level == "debug" or level == "info"
+  out.reporter = progress.new{ stream = io.stderr, quiet = not shown or opts.json, verbose = verbose,
+    emit = format == "json" and function(lvl, text) log.event(lvl:lower(), text) end or nil }
+  log.configure{ level = level, format = format, stream = function(line) out.reporter:above(line) end }
+end
+M.setup_output = setup_output
 
 local commands = {}
 
@@ -201,8 +263,9 @@ local function status_word(st)
   return st.status .. ((st.message and st.status ~= "ok") and (" (" .. st.message .. ")") or "")
 end
 
--- The human form of check_servers' reports.
-local function checks_text(cfg, checks)
+-- The human form of check_servers' reports; only_problems: just the
+-- servers that are not ready (--quiet).
+local function checks_text(cfg, checks, only_problems)
   local buf = {}
   local function w(...) for _, v in ipairs({ ... }) do buf[#buf + 1] = tostring(v) end end
   local names = {}
@@ -210,6 +273,7 @@ local function checks_text(cfg, checks)
   table.sort(names)
   for _, name in ipairs(names) do
     local r = checks.sources[name]
+    if only_problems and r.ok then goto next_source end
     w(("source %s (okta, %s): %s\n"):format(name, cfg.sources[name].url, r.ok and "ok" or "PROBLEM"))
     if r.error then w("  error: ", r.error, "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
@@ -218,18 +282,21 @@ local function checks_text(cfg, checks)
     for _, what in ipairs({ "users", "groups", "apps", "logs" }) do
       if r[what] then w(("  read %s: %s\n"):format(what, status_word(r[what]))) end
     end
+    ::next_source::
   end
   names = {}
   for name in pairs(checks.targets) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local r = checks.targets[name]
+    if only_problems and r.ok then goto next_target end
     w(("target %s (%s, %s): %s\n"):format(name, cfg.targets[name].type, cfg.targets[name].url, r.ok and "ok" or "PROBLEM"))
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.product then w(("  product: %s %s\n"):format(r.product, tostring(r.version or "?"))) end
     if r.user then w(("  authenticated as: %s\n"):format(r.user)) end
     w(("  admin rights: %s\n"):format(r.admin == true and "yes" or (r.admin == false and "NO" or "unknown")))
     if r.detail then w("  detail: ", r.detail, (r.code and (" [" .. r.code .. "]") or ""), "\n") end
+    ::next_target::
   end
   return table.concat(buf)
 end
@@ -237,6 +304,7 @@ end
 function commands.check(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag", ["config-only"] = "flag" })
   if not opts then eprint("usersync check: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "check")
   if opts.help then io.write(HELP.check); return EXIT_OK end
   if #pos > 0 then eprint("usersync check: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
@@ -261,7 +329,7 @@ function commands.check(args)
     n(cfg.targets), n(cfg.targets) == 1 and "" or "s",
     #cfg.sync, #cfg.sync == 1 and "y" or "ies"))
   if checks then
-    io.write(secrets.mask(checks_text(cfg, checks)))
+    io.write(secrets.mask(checks_text(cfg, checks, out.quiet)))
     if not all_ok then
       eprint("usersync check: some servers are not ready (see above)")
       return EXIT_FAILED
@@ -291,6 +359,7 @@ end
 function commands.history(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag", sync = "value", limit = "value" })
   if not opts then eprint("usersync history: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "history")
   if opts.help then io.write(HELP.history); return EXIT_OK end
   if #pos > 0 then eprint("usersync history: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local limit = opts.limit and math.tointeger(tonumber(opts.limit))
@@ -314,6 +383,7 @@ end
 function commands.show(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag" })
   if not opts then eprint("usersync show: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "show")
   if opts.help then io.write(HELP.show); return EXIT_OK end
   local id = pos[1] and math.tointeger(tonumber(pos[1]))
   if not id then eprint("usersync show: which run? (usersync show RUN, see usersync history)"); return EXIT_USAGE end
@@ -349,7 +419,7 @@ local function print_plan(run_plan, opts, cfg)
   if opts.json then
     io.write(secrets.mask(planfile.encode(run_plan, meta)), "\n")
   else
-    io.write(secrets.mask(report.plan_text(run_plan)))
+    io.write(secrets.mask(report.plan_text(run_plan, { color = out.color_out })))
     if opts.out then io.write("plan saved to ", opts.out, "; apply it with: usersync apply ", opts.out, "\n") end
   end
   return true
@@ -359,14 +429,73 @@ local function start_engine(opts, cmd, trigger)
   local cfg = load_config(opts, cmd)
   if not cfg then return nil, EXIT_USAGE end
   local engine = require "usersync.engine"
-  local e, err = engine.open(cfg, { trigger = trigger or "manual",
-    progress = function(_, fmt, ...) if not opts.json then require("usersync.log").info(fmt, ...) end end })
+  out.failures = {}
+  local e, err = engine.open(cfg, { trigger = trigger or "manual", progress = function(ev)
+    -- Showing progress must never fail a read or an apply.
+    local shown, why = pcall(out.reporter.event, out.reporter, ev)
+    if not shown then require("usersync.log").debug("progress: %s", tostring(why)) end
+    if ev.state == "failed" then out.failures[#out.failures + 1] = ev end
+    if ev.state == "done" and ev.requests and out.verbose then
+      require("usersync.log").debug("reading %s: %d requests", tostring(ev.name), ev.requests)
+    end
+  end })
   if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
   return e
 end
 
-local function print_stop(stop)
-  eprint("usersync: stopped by a safety limit; nothing destructive was applied:")
+-- --verbose: what each HTTP client did (requests, retries, rate-limit waits).
+local function log_http_stats(e)
+  if not out.verbose then return end
+  local log = require "usersync.log"
+  for key, c in pairs(e.http or {}) do
+    local ok, st = pcall(c.stats, c)
+    if ok and st and st.totals then
+      local tt = st.totals
+      log.debug("http%s: %d requests, %d attempts, %d retries, %d errors, %d gave up, %d rate-limit waits",
+        key ~= "|" and (" (" .. key .. ")") or "", tt.requests or 0, tt.attempts or 0, tt.retries or 0,
+        tt.errors or 0, tt.gave_up or 0, tt.governed or 0)
+    end
+  end
+end
+
+-- Closes the engine and prints what failed while reading: one line first
+-- ("usersync sync: reading jira failed: 401 Unauthorized (EAUTH)"), then
+-- what that meant for the run, indented.
+local function finish_engine(e, cmd)
+  log_http_stats(e)
+  e:close()
+  for _, ev in ipairs(out.failures or {}) do
+    local what = ev.phase == "apply" and ("applying to " .. tostring(ev.name)) or ("reading " .. tostring(ev.name))
+    local msg = tostring(ev.error or "failed")
+    -- The headline keeps the HTTP status when there is one; the whole
+    -- message (without the client's own "name: " prefix) is the detail.
+    local plain = msg:gsub("^" .. tostring(ev.name):gsub("%p", "%%%0") .. ": ", "")
+    local status, why = plain:match("HTTP (%d%d%d)([^:%[\n]*)")
+    local first
+    if status then
+      why = why:match("^%s*(.-)%s*$"):gsub("^%((.*)%)$", "%1")
+      first = "HTTP " .. status .. (why ~= "" and (": " .. why) or "")
+    else
+      first = plain:match("^[^\n]*")
+    end
+    local code = ev.code and not first:find(ev.code, 1, true) and (" (" .. ev.code .. ")") or ""
+    local detail = {}
+    if plain ~= first then detail[#detail + 1] = plain end
+    if ev.phase == "target" then
+      detail[#detail + 1] = ("nothing was %s for %s; the other targets were not affected")
+        :format(cmd == "plan" and "planned" or "planned or applied", tostring(ev.name))
+    elseif ev.phase == "okta" then
+      detail[#detail + 1] = "the Okta read did not complete: nothing destructive is applied for this source"
+    else
+      detail[#detail + 1] = "the changes not yet applied are retried by the next run"
+    end
+    eprint(("usersync %s: %s failed: %s%s\n%s"):format(cmd, what, first, code, table.concat(detail, "\n")))
+  end
+  out.failures = {}
+end
+
+local function print_stop(stop, cmd)
+  eprint(("usersync %s: stopped by a safety limit; nothing destructive was applied:"):format(cmd or "sync"))
   for _, r in ipairs(stop) do eprint("  " .. r) end
   eprint("  review the plan, then run again with --force to apply it anyway")
 end
@@ -374,20 +503,21 @@ end
 function commands.plan(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag", out = "value", user = "value", sync = "value" })
   if not opts then eprint("usersync plan: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "plan")
   if opts.help then io.write(HELP.plan); return EXIT_OK end
   if #pos > 0 then eprint("usersync plan: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local e, code = start_engine(opts, "plan")
   if not e then return code end
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
-  e:close()
+  finish_engine(e, "plan")
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end
   if not print_plan(run_plan, opts) then return EXIT_FAILED end
   local stop = require("usersync.report").safety(run_plan)
-  if stop then print_stop(stop); return 3 end
+  if stop then print_stop(stop, "plan"); return 3 end
   return EXIT_OK
 end
 
-local function print_summary(summary, opts)
+local function print_summary(summary, opts, cmd)
   if opts.json then
     local json = require "usersync.json"
     io.write(assert(json.encode({ exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
@@ -400,29 +530,33 @@ local function print_summary(summary, opts)
       summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "",
       table.concat(summary.runs, ", ")))
   end
-  if summary.error then eprint("usersync: " .. summary.error) end
-  if summary.stop then print_stop(summary.stop) end
+  if summary.error then eprint(("usersync %s: %s"):format(cmd, summary.error)) end
+  if summary.stop then print_stop(summary.stop, cmd) end
 end
 
 function commands.sync(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag", user = "value", sync = "value", force = "flag" })
   if not opts then eprint("usersync sync: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "sync")
   if opts.help then io.write(HELP.sync); return EXIT_OK end
   if #pos > 0 then eprint("usersync sync: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local e, code = start_engine(opts, "sync")
   if not e then return code end
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
-  if not run_plan then e:close(); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
-  if not opts.json then io.write(secrets.mask(require("usersync.report").plan_text(run_plan))) end
+  if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
+  if not opts.json and not out.quiet then
+    io.write(secrets.mask(require("usersync.report").plan_text(run_plan, { color = out.color_out })))
+  end
   local summary = e:apply(run_plan, { force = opts.force, command = "sync" })
-  e:close()
-  print_summary(summary, opts)
+  finish_engine(e, "sync")
+  print_summary(summary, opts, "sync")
   return summary.exit
 end
 
 function commands.apply(args)
   local opts, pos = parse(args, 2, { help = "flag", json = "flag", force = "flag" })
   if not opts then eprint("usersync apply: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "apply")
   if opts.help then io.write(HELP.apply); return EXIT_OK end
   local file = pos[1]
   if not file then eprint("usersync apply: which plan? (usersync apply PLAN.json)"); return EXIT_USAGE end
@@ -436,10 +570,10 @@ function commands.apply(args)
   local e, code = start_engine(opts, "apply")
   if not e then return code end
   local fresh, err, ecode = e:plan{ user = saved.scope }
-  if not fresh then e:close(); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
+  if not fresh then finish_engine(e, "apply"); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
   local verdict = planfile.compare(saved, fresh)
   if #verdict.unsafe > 0 then
-    e:close()
+    finish_engine(e, "apply")
     eprint(("usersync apply: refusing %s: the base changed since it was made:"):format(file))
     for _, r in ipairs(verdict.unsafe) do eprint("  " .. r) end
     eprint("  run usersync plan again and review the new plan")
@@ -457,15 +591,15 @@ function commands.apply(args)
       p.ops = ops
     end
   end
-  if #verdict.obsolete > 0 then
+  if #verdict.obsolete > 0 and not out.quiet then
     io.write(("%d change%s of the plan no longer needed (already done or superseded)\n"):format(#verdict.obsolete, #verdict.obsolete == 1 and "" or "s"))
   end
-  if #verdict.new > 0 then
+  if #verdict.new > 0 and not out.quiet then
     io.write(("%d change%s planned since the plan was made are not applied (run usersync plan again)\n"):format(#verdict.new, #verdict.new == 1 and "" or "s"))
   end
   local summary = e:apply(fresh, { force = opts.force, command = "apply" })
-  e:close()
-  print_summary(summary, opts)
+  finish_engine(e, "apply")
+  print_summary(summary, opts, "apply")
   return summary.exit
 end
 
@@ -476,7 +610,11 @@ function commands.serve(args)
   if #pos > 0 then eprint("usersync serve: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local cfg = load_config(opts, "serve")
   if not cfg then return EXIT_USAGE end
-  return require("usersync.serve").run(cfg, { eprint = eprint })
+  -- The daemon logs lines, not bars: JSON off a terminal (serve.lua).
+  local quiet = (opts.quiet or out.global.quiet) and true or false
+  local verbose = (opts.verbose or out.global.verbose) and not quiet
+  return require("usersync.serve").run(cfg, { eprint = eprint,
+    level = quiet and "warn" or (verbose and "debug" or nil) })
 end
 
 local function script_dir(path)
@@ -486,6 +624,7 @@ end
 function commands.run(args)
   local opts, pos = parse(args, 2, { help = "flag", ["dry-run"] = "flag" }, true)
   if not opts then eprint("usersync run: " .. pos); return EXIT_USAGE end
+  setup_output(opts, "run")
   if opts.help then io.write(HELP.run); return EXIT_OK end
   local script = pos[1]
   if not script then eprint("usersync run: which script? (usersync run SCRIPT.lua [args...])"); return EXIT_USAGE end
@@ -528,6 +667,13 @@ local function version()
 end
 
 function M.main(args)
+  -- Global options before the command: usersync -q sync, usersync --verbose plan.
+  out.global = {}
+  out.color_err = require("usersync.progress").color_allowed(core.isatty(2))
+  while args[1] == "-q" or args[1] == "--quiet" or args[1] == "-v" or args[1] == "--verbose" do
+    if args[1]:find("q") then out.global.quiet = true else out.global.verbose = true end
+    table.remove(args, 1)
+  end
   local cmd = args[1]
   if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
     local topic = cmd == "help" and args[2]
@@ -540,6 +686,10 @@ function M.main(args)
     eprint("usersync: unknown command '" .. cmd .. "' (see usersync --help)")
     return EXIT_USAGE
   end
+  -- An unfinished bar is removed however the command ends.
+  local _ <close> = setmetatable({}, { __close = function()
+    if out.reporter then out.reporter:close() end
+  end })
   return f(args)
 end
 

@@ -25,9 +25,13 @@ Engine.__index = Engine
 
 M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
 
--- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(phase, fmt, ...),
+-- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(ev),
 --         should_stop = fn() -> true to stop applying (serve's SIGTERM) }
 -- `e.trigger` may be changed between runs (serve reuses one engine).
+-- progress events (usersync.progress renders them): { phase = "okta"|"target"|"apply",
+--   name, state = "start"|"update"|"done"|"failed", message (start), expected (start: users
+--   in scope at the last run, an estimate for the bar), done, total, what,
+--   error, code (failed), requests (done), op, ok, info (apply updates) }
 function M.open(cfg, opts)
   opts = opts or {}
   local db, err, code = state.open(cfg.state)
@@ -147,8 +151,13 @@ function Engine:read_source(s, pol, only_users, by_id)
   if only_users then
     return self:read_users(src, scfg, include, only_users, s, by_id)
   end
-  self.progress("okta", "reading %s (%s)", s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users")
-  local snap, err, code, partial = src:scope{ include = include }
+  self.progress{ phase = "okta", name = s.source, state = "start", expected = self:last_in_scope(s.name),
+    message = ("reading %s (%s)"):format(s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users") }
+  local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
+    self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
+  end }
+  self.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
+    requests = snap and snap.requests }
   if not snap then
     local problems = {}
     for _, p in ipairs(partial and partial.problems or {}) do problems[#problems + 1] = p.message or tostring(p) end
@@ -273,9 +282,13 @@ function Engine:read_target(name)
   self.snapshots = self.snapshots or {}
   local snap = self.snapshots[name]
   if snap then return snap end
-  self.progress("targets", "reading %s", name)
+  self.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
   local t = self:target(name)
-  local s, err, code = t:snapshot()
+  local s, err, code = t:snapshot{ progress = function(done, total, what)
+    self.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
+  end }
+  self.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
+    requests = s and s.requests }
   if not s then
     snap = { complete = false, error = err, code = code, accounts = {}, groups = {} }
   else
@@ -377,8 +390,11 @@ function Engine:plan(opts)
           for id in pairs(only) do
             if links[id] then names[#names + 1] = links[id] end
           end
-          self.progress("targets", "reading %d account%s in %s", #names, #names == 1 and "" or "s", tname)
+          self.progress{ phase = "target", name = tname, state = "start",
+            message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", tname) }
           snap = self:read_target_for(tname, names)
+          self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
+            error = snap.error, code = snap.code }
         else
           snap = self:read_target(tname)
         end
@@ -553,7 +569,9 @@ function Engine:apply(run_plan, opts)
       end
       seq = state.record_plan(self.db, run_id, ops, seq)
       if #ops > 0 then
-        self.progress("apply", "applying %d changes to %s", #ops, p.target)
+        self.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
+          message = ("applying %d changes to %s"):format(#ops, p.target) }
+        local applied = 0
         local t = self:target(p.target)
         local failed_ids = {}
         state.ops_started(self.db, run_id, ops)
@@ -570,8 +588,13 @@ function Engine:apply(run_plan, opts)
             log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
           end
           self.db:lock("sync:" .. entry.name, { ttl = 600 })   -- renew the lease
+          applied = applied + 1
+          self.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
+            what = "changes", op = op, ok = ok and true or false, info = info, code = code }
         end
         local res, err = self:apply_ops(t, ops, finished)
+        self.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
+          error = res == "stopped" and "stopped on request" or err }
         if res == "stopped" then
           interrupted = true
           break

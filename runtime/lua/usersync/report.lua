@@ -2,7 +2,7 @@
 -- safety checks that stop destructive changes (DESIGN.md §5 Safety).
 --
 --   local report = require "usersync.report"
---   io.write(report.plan_text(run_plan))
+--   io.write(report.plan_text(run_plan))                 -- or plan_text(run_plan, { color = true })
 --   local stop = report.safety(run_plan, { force = false })   -- nil or list of reasons
 --
 -- run_plan = { syncs = { { name, source, users_in_scope, read = { complete, problems },
@@ -56,8 +56,16 @@ local function count_line(counts)
 end
 M.count_line = count_line
 
--- The readable plan, grouped by sync entry and target.
-function M.plan_text(run_plan)
+-- Colours of the change signs (plan_text with color = true).
+local SIGN_COLOR = { ["+"] = "\27[32m", ["-"] = "\27[31m", ["~"] = "\27[33m", [">"] = "\27[33m",
+                     ["!"] = "\27[31m" }
+local RESET = "\27[0m"
+
+-- The readable plan, grouped by sync entry and target. opts.color: colour
+-- the signs (+ green, - red, ~ and > yellow, ! red); only for a terminal.
+function M.plan_text(run_plan, opts)
+  local color = opts and opts.color
+  local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local out = {}
   local function w(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
   local total_ops, total_conf, total_err = 0, 0, 0
@@ -69,10 +77,10 @@ function M.plan_text(run_plan)
       w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
       for _, o in ipairs(tp.ops) do
         local l = LABEL[o.kind]
-        w("    %s %-16s %s  (%s)", l[1], l[2], describe(o), o.reason or "")
+        w("    %s %-16s %s  (%s)", sign(l[1]), l[2], describe(o), o.reason or "")
       end
-      for _, c in ipairs(tp.conflicts) do w("    ! conflict         %s", c.message) end
-      for _, e in ipairs(tp.errors) do w("    ! error            %s: %s", e.subject or "?", e.message) end
+      for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
+      for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
       for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
       total_ops = total_ops + #tp.ops
       total_conf = total_conf + #tp.conflicts

@@ -107,7 +107,7 @@ function Serve:open_engine(cfg)
   local e, err = engine_mod.open(cfg, {
     trigger = "schedule",
     should_stop = function() return self.srv:stopping() end,
-    progress = function(_, fmt, ...) log.debug(fmt, ...) end,
+    progress = function(ev) if ev.message then log.debug(ev.message) end end,
   })
   if not e then return nil, err end
   return e
@@ -432,7 +432,7 @@ end
 function M.run(cfg, ctx)
   local eprint = ctx.eprint
   -- JSON lines off a terminal (journald, log shippers), text on one.
-  log.configure{ format = os.getenv("USERSYNC_LOG_FORMAT") or "auto" }
+  log.configure{ format = os.getenv("USERSYNC_LOG_FORMAT") or "auto", level = ctx.level }
   local scfg = cfg.serve or {}
   local opts = { listen = scfg.listen or "127.0.0.1:8080" }
   if scfg.tls then
