@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
 liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
-libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time"
+libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time
+groff-base man-db"
 
 missing=""
 for p in $PKGS; do
