@@ -8,7 +8,8 @@ A command is
   * a line of a ```sh / ```shell / ```bash / ```console block (comments and a
     leading "$ " dropped, backslash continuations joined);
   * a line starting with "usersync " in an unlabelled ``` block (the command
-    line reference; output samples start with "usersync:" and are not commands);
+    line reference; output samples start with "usersync:" or "usersync CMD:" and
+    are not commands);
   * an inline `code span` that starts with usersync, ./build/usersync, sh,
     cmake, ctest, python3, man or systemctl followed by an argument.
 
@@ -56,9 +57,7 @@ COVERED = {
 }
 
 # Announced in the README, not yet a command: text -> command name.
-FUTURE = {
-    "usersync serve": "serve",
-}
+FUTURE = {}
 
 # Shared by several steps.
 BIN_RE = r"(?m)^usersync \d+\.\d+\.\d+"
@@ -114,6 +113,20 @@ def steps(ctx):
         # base changed, so applying it now is refused.
         (["usersync apply FILE"], "usersync apply leave.json", 2,
          r"usersync apply: refusing leave\.json: the base changed since it was made"),
+        # --quiet: the summary line and nothing else.
+        (["usersync -q sync"], LITERAL, 0, r"\Aapplied 0 changes, 0 failed; run \d+ [^\n]*\n\Z"),
+        # The daemon: started as the README shows (with a serve section on a
+        # free port added to the config), healthy and ready, then SIGTERM ->
+        # exit 0.
+        (["usersync serve", "usersync serve -c usersync.conf.lua"],
+         "sed '$ s/^}$/  serve = { listen = \"127.0.0.1:0\" },\\n}/' usersync.conf.lua > serve.conf.lua"
+         " && cp serve.conf.lua usersync.conf.lua"
+         " && { usersync serve -c usersync.conf.lua 2>serve.log & pid=$!; }"
+         " && for i in $(seq 100); do grep -q '\"serving\"' serve.log && break; sleep 0.1; done"
+         " && port=$(sed -n 's/.*\"port\":\\([0-9]*\\).*/\\1/p' serve.log | head -1)"
+         " && curl -fsS http://127.0.0.1:$port/healthz && curl -fsS http://127.0.0.1:$port/readyz"
+         " && kill -TERM $pid; wait $pid; echo \"serve exited $?\"", 0,
+         r"(?m)^ok\nready\n(.*\n)*serve exited 0$"),
         # Installed for real, staged under DESTDIR (the README's command would
         # write to /usr/local); then the installed man page.
         (["cmake --install build"], "DESTDIR=$PWD/dest cmake --install build", 0,
@@ -207,7 +220,7 @@ def extract(markdown):
                 text = strip_comment(text)
                 if text:
                     out.append(("block", text, pending_line))
-            elif lang == "" and line.startswith("usersync "):
+            elif lang == "" and line.startswith("usersync ") and not re.match(r"usersync \S+:", line):
                 out.append(("block", strip_comment(line), n))
             continue
         for span in re.findall(r"``?([^`]+)``?", line):
