@@ -7,6 +7,7 @@ local world = require "support.world"
 local serve = require "support.serve"
 local json = require "usersync.json"
 local store = require "usersync.store"
+local http = require "usersync.http"
 
 local HOOK = "/hooks/okta"
 local AUTH = { Authorization = "hook-secret-value", ["Content-Type"] = "application/json" }
@@ -18,9 +19,10 @@ local function serve_section(o)
   serve = {
     listen = "127.0.0.1:0",
     okta_hook = { path = %q, secret = env "US_TEST_HOOK_SECRET"%s },
-    %s
+    %s %s
   },]]):format(HOOK, o.max_body and (", max_body = " .. o.max_body) or "",
-    o.poll and ("poll_logs = %q,"):format(o.poll) or "")
+    o.poll and ("poll_logs = %q,"):format(o.poll) or "",
+    o.tls and ("tls = { cert = %q, key = %q },"):format(o.tls.cert, o.tls.key) or "")
 end
 
 -- ann and bob in Engineering, both assigned to the app; jira only.
@@ -200,6 +202,31 @@ test("SIGHUP: a bad config is reported and the old one kept; a good one is loade
   t:eq(series(m, "usersync_config_reloads_total", { result = "error" }), 1)
   t:eq(series(m, "usersync_config_reloads_total", { result = "ok" }), 1)
   t:eq(d:stop(), 0)
+end)
+
+test("serve.tls: HTTPS with the configured certificate; plain HTTP is refused", function(t)
+  local tmp = os.tmpname(); os.remove(tmp); os.execute("mkdir -p " .. tmp)
+  local cert, key = tmp .. "/tls.crt", tmp .. "/tls.key"
+  t:ok(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 -keyout %s -out %s 2>/dev/null")
+    :format(key, cert)), "openssl made a certificate")
+  local w <close> = small_world{ tls = { cert = cert, key = key } }
+  local d <close> = serve.start(w)
+  t:eq(d.scheme, "https")
+  t:eq(d:get("/healthz").status, 200, "healthz over TLS")
+  local ver = d:get(HOOK, { ["x-okta-verification-challenge"] = "tls-challenge", Authorization = "hook-secret-value" })
+  t:same(json.decode(ver.body), { verification = "tls-challenge" })
+  -- the same port without TLS does not answer as HTTP
+  local plain = http.client{ retries = 0, timeout = 5 }
+  local r = plain:request{ url = ("http://127.0.0.1:%d/healthz"):format(d.port) }
+  t:ok(not r or r.status ~= 200, "plain HTTP is not served")
+  plain:close()
+  t:eq(d:stop(), 0)
+  -- a key that does not exist: a clear error, exit 2
+  os.remove(key)
+  local bad = w:usersync("serve")
+  t:eq(bad.code, 2)
+  t:contains(bad.stderr, "cannot read serve.tls.key")
+  os.execute("rm -rf " .. tmp)
 end)
 
 test("metrics: Prometheus text with runs, operations, durations, Okta budget and HTTP requests", function(t)

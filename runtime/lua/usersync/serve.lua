@@ -122,8 +122,7 @@ function Serve:set_ready()
 end
 
 -- When a sync entry's next scheduled run is due: `every` after the end of
--- its last run (any trigger but event/incremental), plus jitter; at once
--- when it never ran.
+-- its last full run (any trigger), plus jitter; at once when it never ran.
 function Serve:schedule(cfg, now)
   self.due = {}
   for _, s in ipairs(cfg.sync) do
@@ -132,8 +131,9 @@ function Serve:schedule(cfg, now)
       local row = self.engine.db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
           AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], s.name)
       local last = row and row.ended and time.parse(row.ended)
-      local at = last and (last + every) or now
-      self.due[s.name] = { at = math.max(at, now) + self:jitter(every), every = every }
+      -- Never ran: at once; else `every` after the last one, jittered.
+      local at = last and (math.max(last + every, now) + self:jitter(every)) or now
+      self.due[s.name] = { at = at, every = every }
     end
   end
   self.jobs = {}
