@@ -34,6 +34,7 @@
 **   c:user(id_or_login)                     -> user | nil, msg, code, err
 **   c:app_user(app_id, user_id [, {expand="user"}])  GET /api/v1/apps/{id}/users/{uid}: the
 **       AppUser when the app assigns the user | nil, msg, "OKTA_NOT_FOUND", err
+**   c:app(app_id)                           GET /api/v1/apps/{id}: the app | nil, msg, "OKTA_NOT_FOUND"
 **   c:user_groups(user_id, [fn])            GET /api/v1/users/{id}/groups?limit=200
 **   c:groups([{ filter=, search= }], [fn])  GET /api/v1/groups?limit=200
 **   c:group(group_id)                       -> group | nil, ...
@@ -946,6 +947,17 @@ static int c_app_user(lua_State *L) {
   return list_one(L, o, 0, 1);
 }
 
+/* c:app(app_id) -> Application | nil, msg, "OKTA_NOT_FOUND": whether the
+** app exists (a 404 from app_user alone cannot tell "not assigned" from
+** "no such app"). */
+static int c_app(lua_State *L) {
+  struct lokta *o = check_client(L, 1);
+  luaL_checkstring(L, 2);
+  lua_settop(L, 2);
+  push_id_path(L, "apps", lua_tostring(L, 2), "");
+  return list_one(L, o, 0, 1);
+}
+
 static int c_user_groups(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   lua_settop(L, 3);
@@ -1674,6 +1686,7 @@ static int c_requests(lua_State *L) {
 static const luaL_Reg client_methods[] = {{"users", c_users},
                                           {"user", c_user},
                                           {"app_user", c_app_user},
+                                          {"app", c_app},
                                           {"user_groups", c_user_groups},
                                           {"groups", c_groups},
                                           {"group", c_group},

@@ -850,7 +850,10 @@ static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads) {
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads ? threads : 2),
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+      /* 1000 connections in all, at most 200 from one address, so a single
+      ** client cannot take every slot from Okta's deliveries. */
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)200,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
       MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 }

@@ -161,6 +161,46 @@ test("System Log polling picks up a change made in Okta and syncs just that user
   t:eq(d:stop(), 0)
 end)
 
+test("without the logs scope the poll uses a lastUpdated watermark, and syncs a change once", function(t)
+  local w <close> = small_world{ poll = "1s" }
+  t:eq(w:usersync("sync").code, 0)
+  w.okta:faults{ fail_rate = 1.0, fail_status = 403, fail_path = "^/api/v1/logs" }
+  local d <close> = serve.start(w)
+  t:ok(serve.wait_for(function()
+    local db <close> = assert(store.open(w.dir .. "/usersync.db"))
+    return db:first("SELECT value FROM cursors WHERE name = 'okta.watermark.okta'")
+  end, 15), "watermark stored")
+  w:find_user("00u2").profile.email = "bob.wm@example.com"
+  w:load()
+  t:ok(serve.wait_for(function()
+    local a = w:accounts("jira")["bob.stone@example.com"]
+    return a and a.emailAddress == "bob.wm@example.com"
+  end, 20), "bob's new e-mail reached Jira")
+  serve.wait_for(function() return false end, 3.5) -- three more polls
+  local inc = runs(w, "incremental")
+  t:eq(#inc, 1, "one incremental run, not one per poll")
+  t:eq(d:stop(), 0)
+end)
+
+test("users from events wait in the store: a run kept out by the lock is done after a restart", function(t)
+  local w <close> = small_world()
+  local db <close> = assert(store.open(w.dir .. "/usersync.db"))
+  t:ok(db:lock("sync:main", { ttl = 60 }))
+  local d = serve.start(w)
+  t:eq(d:post(HOOK, delivery{ login_event("00u1", "uuid-wait-1") }, AUTH).status, 200)
+  t:ok(serve.wait_for(function() return d:find_log("run skipped") end, 10), "the run was kept out")
+  t:eq(d:stop(), 0)
+  t:eq(w:accounts("jira")["ann.lee@example.com"], nil, "not synced while locked")
+  local row = db:first("SELECT value FROM cursors WHERE name = 'serve.pending'")
+  t:contains(row and row.value or "", "00u1", "ann waits in the store")
+  db:unlock("sync:main")
+  local d2 <close> = serve.start(w)
+  t:ok(serve.wait_for(function() return w:accounts("jira")["ann.lee@example.com"] end, 20), "synced after the restart")
+  t:ok(serve.wait_for(function() return not db:first("SELECT value FROM cursors WHERE name = 'serve.pending'") end, 10),
+    "the waiting list is empty again")
+  t:eq(d2:stop(), 0)
+end)
+
 test("scheduler: runs on `every`, never overlapping; a run held by another process's lock is skipped", function(t)
   local w <close> = small_world{ every = "1s" }
   local d <close> = serve.start(w)
@@ -227,6 +267,17 @@ test("serve.tls: HTTPS with the configured certificate; plain HTTP is refused", 
   t:eq(bad.code, 2)
   t:contains(bad.stderr, "cannot read serve.tls.key")
   os.execute("rm -rf " .. tmp)
+end)
+
+test("serve's hook secret is needed by serve only: plan runs without it, serve refuses to start", function(t)
+  local w <close> = small_world()
+  local env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token" }
+  local proc = require "support.proc"
+  local r = proc.run({ os.getenv("USERSYNC"), "plan", "-c", w.config }, { env = env, unset = { "US_TEST_HOOK_SECRET" } })
+  t:eq(r.code, 0, r.stderr)
+  r = proc.run({ os.getenv("USERSYNC"), "serve", "-c", w.config }, { env = env, unset = { "US_TEST_HOOK_SECRET" } })
+  t:eq(r.code, 2)
+  t:contains(r.stderr, "serve.okta_hook.secret")
 end)
 
 test("metrics: Prometheus text with runs, operations, durations, Okta budget and HTTP requests", function(t)

@@ -234,7 +234,8 @@ test("Okta failing mid-read: nothing deprovisioned, exit 3", function(t)
   w:clear_requests()
   local r = w:usersync("sync")
   t:eq(r.code, 3, r.stderr)
-  t:contains(r.stderr, "did not complete")
+  t:contains(r.stderr, "reading okta failed")
+  t:eq(#w:writes("jira"), 0)
   for _, a in pairs(w:accounts("jira")) do t:eq(a.active, true, a.name) end
 end)
 
@@ -245,9 +246,20 @@ test("a wrong Okta token: the read fails, nothing is changed, exit 3 with the re
   local r = require("support.proc").run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
     { env = { US_TEST_OKTA_TOKEN = "not-the-token", US_TEST_ATL_TOKEN = "test-token" } })
   t:eq(r.code, 3, r.stdout .. r.stderr)
-  t:contains(r.stderr, "the read did not complete")
+  t:contains(r.stderr, "reading okta failed")
+  t:contains(r.stderr, "nothing was planned for it")
   t:eq(#w:writes("jira"), 0)
   t:ok(not (r.stdout .. r.stderr):find("not-the-token", 1, true), "token leaked")
+  -- --force does not turn a failed read into "everyone left"
+  r = require("support.proc").run({ os.getenv("USERSYNC"), "sync", "--force", "-c", w.config },
+    { env = { US_TEST_OKTA_TOKEN = "not-the-token", US_TEST_ATL_TOKEN = "test-token" } })
+  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:contains(r.stderr, "--force does not apply to a failed read")
+  t:ok(not r.stdout:find("deactivate", 1, true), "no deactivation planned: " .. r.stdout)
+  t:eq(#w:writes("jira"), 0)
+  for name, a in pairs(w:accounts("jira")) do
+    if name ~= "admin" then t:eq(a.active, true, name .. " still active") end
+  end
 end)
 
 test("a mass deprovision over limits.max_deprovision stops with exit 3; --force applies it", function(t)
@@ -379,6 +391,42 @@ test("--user reads only that user's accounts: a few requests per target, never t
   t:eq(okta_reads, 3)
 end)
 
+test("--user after the Okta app was deleted: an incomplete read, nobody deprovisioned", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  local st = w:okta_state()
+  st.apps = {}
+  w.okta:put_state(st)
+  w:clear_requests()
+  local r = w:usersync("sync", "--user", "bob.stone@example.com")
+  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:contains(r.stderr, "does not exist")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true, "bob kept")
+  t:eq(#w:writes("jira"), 0)
+end)
+
+test("--user with a search-scoped source (no app): a user outside the expression gets no account", function(t)
+  local w <close> = world.new{ products = { "jira" }, sync = { source = "eng", groups = { mode = "manual", map = {} } } }
+  w:okta_user("00u1", "ann.lee@example.com", { profile = { department = "Engineering" } })
+  w:okta_user("00u2", "bob.stone@example.com", { profile = { department = "Sales" } })
+  w:load()
+  local f = assert(io.open(w.config)); local text = f:read("a"); f:close()
+  text = text:gsub("  sources = {", ('  sources = {\n    eng = { type = "okta", url = %q, token = env "US_TEST_OKTA_TOKEN", search = %q },')
+    :format(w.okta.url, 'profile.department eq "Engineering"'), 1)
+  f = assert(io.open(w.config, "w")); f:write(text); f:close()
+  local r = w:usersync("sync", "--user", "bob.stone@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("jira")["bob.stone@example.com"], nil, "bob is in Sales: out of scope")
+  r = w:usersync("sync", "--user", "ann.lee@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:ok(w:accounts("jira")["ann.lee@example.com"], "ann is in Engineering")
+  -- a full sync agrees
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0, "the full sync finds nothing to change")
+end)
+
 test("a target that cannot be read gets no changes at all: exit 1, the reason shown", function(t)
   local w <close> = base_world { sync = MANUAL, products = { "jira", "bitbucket" } }
   t:eq(w:usersync("sync").code, 0)
@@ -445,6 +493,17 @@ test("two sync entries: a user one entry drops but the other keeps is neither ha
   w:clear_requests()
   r = w:usersync("sync")
   t:eq(#w:writes("jira"), 0, "stable: the next sync writes nothing")
+  -- One entry at a time (sync --sync NAME; serve runs each entry on its own
+  -- schedule): the other entry's claims still protect bob.
+  w:clear_requests()
+  r = w:usersync("sync", "--sync", "first")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0, "--sync first: bob is still claimed by the second entry")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true)
+  r = w:usersync("plan", "--sync", "first")
+  t:ok(not r.stdout:find("\n%s+[-+~!] +deactivate"), r.stdout)
+  t:contains(r.stdout, "still in scope of sync \"second\"; not applied")
+  t:ok(not r.stdout:find("sync \"second\": source", 1, true), "only the asked entry is shown")
 end)
 
 test("plan --out then apply applies exactly that plan; a changed base is refused", function(t)

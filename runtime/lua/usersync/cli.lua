@@ -341,7 +341,7 @@ end
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
 local function load_config(opts, cmd)
   local path = opts.config or "usersync.conf.lua"
-  local cfg, errors = require("usersync.config").load(path)
+  local cfg, errors = require("usersync.config").load(path, { serve = cmd == "serve" })
   if not cfg then
     eprint(("usersync %s: config %s has %d error%s"):format(cmd, path, #errors, #errors == 1 and "" or "s"))
     for _, e in ipairs(errors) do eprint("  " .. e) end
@@ -485,7 +485,7 @@ local function finish_engine(e, cmd)
       detail[#detail + 1] = ("nothing was %s for %s; the other targets were not affected")
         :format(cmd == "plan" and "planned" or "planned or applied", tostring(ev.name))
     elseif ev.phase == "okta" then
-      detail[#detail + 1] = "the Okta read did not complete: nothing destructive is applied for this source"
+      detail[#detail + 1] = "the Okta read failed: nothing is planned or applied for the sync entries it feeds"
     else
       detail[#detail + 1] = "the changes not yet applied are retried by the next run"
     end
@@ -494,10 +494,14 @@ local function finish_engine(e, cmd)
   out.failures = {}
 end
 
-local function print_stop(stop, cmd)
+local function print_stop(stop, cmd, hard)
   eprint(("usersync %s: stopped by a safety limit; nothing destructive was applied:"):format(cmd or "sync"))
   for _, r in ipairs(stop) do eprint("  " .. r) end
-  eprint("  review the plan, then run again with --force to apply it anyway")
+  if hard then
+    eprint("  fix the failed read (see above) and run again; --force does not apply to a failed read")
+  else
+    eprint("  review the plan, then run again with --force to apply it anyway")
+  end
 end
 
 function commands.plan(args)
@@ -512,8 +516,8 @@ function commands.plan(args)
   finish_engine(e, "plan")
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end
   if not print_plan(run_plan, opts) then return EXIT_FAILED end
-  local stop = require("usersync.report").safety(run_plan)
-  if stop then print_stop(stop, "plan"); return 3 end
+  local stop, hard = require("usersync.report").safety(run_plan)
+  if stop then print_stop(stop, "plan", hard); return 3 end
   return EXIT_OK
 end
 
@@ -531,7 +535,7 @@ local function print_summary(summary, opts, cmd)
       table.concat(summary.runs, ", ")))
   end
   if summary.error then eprint(("usersync %s: %s"):format(cmd, summary.error)) end
-  if summary.stop then print_stop(summary.stop, cmd) end
+  if summary.stop then print_stop(summary.stop, cmd, summary.stop_hard) end
 end
 
 function commands.sync(args)

@@ -219,8 +219,15 @@ function checkers.enum(n, v, path, err)
   local want = #q == 1 and q[1] or table.concat(q, ", ", 1, #q - 1) .. " or " .. q[#q]
   return err(path, "expected " .. want .. ", got " .. describe(v))
 end
+-- Secrets under serve.* are needed only by `usersync serve`: the other
+-- commands load the config with them optional (M.load's opts.serve), so a
+-- shell without OKTA_HOOK_SECRET can still plan and sync.
+local serve_secrets_optional = false
 function checkers.secret(n, v, path, err)
-  if secrets.is_missing(v) then return err(path, v.reason) end
+  if secrets.is_missing(v) then
+    if serve_secrets_optional and path:match("^serve%.") then return nil end
+    return err(path, v.reason)
+  end
   if type(v) ~= "string" then
     return err(path, "expected a secret (env \"NAME\" or file \"PATH\"), got " .. describe(v))
   end
@@ -340,19 +347,23 @@ end
 
 -- Validates a config table. Returns the normalised table and a list of
 -- errors "key.path: message" (empty when valid).
-function M.validate(t)
+function M.validate(t, opts)
   local errors = {}
   local function err(path, msg)
     errors[#errors + 1] = (path == "" and "" or path .. ": ") .. msg
     return nil
   end
-  local cfg = check(M.schema, t, "", err)
+  serve_secrets_optional = not (opts and opts.serve)
+  local ok, cfg = pcall(check, M.schema, t, "", err)
+  serve_secrets_optional = false
+  if not ok then error(cfg, 0) end
   return cfg, errors
 end
 
 -- Loads and validates a config file. Returns cfg | nil, errors (each
--- prefixed with the file name).
-function M.load(path)
+-- prefixed with the file name). opts.serve: the config is for `usersync
+-- serve`, whose secrets (serve.*) must then be set too.
+function M.load(path, opts)
   local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file })
   if not fn then
     local msg = tostring(envOrErr)
@@ -364,7 +375,7 @@ function M.load(path)
   if type(t) ~= "table" then
     return nil, { path .. ": the config must return a table, got " .. describe(t) }
   end
-  local cfg, errors = M.validate(t)
+  local cfg, errors = M.validate(t, opts)
   for i, e in ipairs(errors) do errors[i] = path .. ": " .. e end
   if #errors > 0 then return nil, errors end
   cfg._path = path

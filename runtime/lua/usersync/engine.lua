@@ -154,6 +154,8 @@ function Engine:read_source(s, pol, only_users, by_id)
   self.progress{ phase = "okta", name = s.source, state = "start", expected = self:last_in_scope(s.name),
     message = ("reading %s (%s)"):format(s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users") }
   local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
+    -- A stop request (serve's SIGTERM) ends a long read early.
+    if self.should_stop and self.should_stop() then error("stop requested", 0) end
     self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
@@ -199,7 +201,7 @@ function Engine:read_users(src, scfg, include, list, s, by_id)
       -- An id Okta no longer has (hard-deleted) is its own link key; a login
       -- is matched against the linked account names.
       out.only[r.only_missing] = true
-      for _, tname in ipairs(s.targets) do
+      for _, tname in ipairs(by_id and {} or s.targets) do
         for id, acct in pairs(state.links(self.db, s.name, tname)) do
           if acct:lower() == r.only_missing:lower() then out.only[id] = true end
         end
@@ -240,10 +242,44 @@ function Engine:read_one_user(src, scfg, include, login, s)
       return { users = {}, groups = {}, complete = false, problems = { aerr }, error = aerr, code = acode }
     end
     if not assigned then
+      local gone = self:app_missing(src, scfg)
+      if gone then return gone end
+      return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
+    end
+  elseif scfg.filter or scfg.search then
+    -- The source's scope is an expression: this user is in it when the
+    -- same expression, narrowed to its id, finds it (1 request).
+    local key = scfg.search and "search" or "filter"
+    local found, ferr, fcode = src:users{ [key] = ("(%s) and id eq \"%s\""):format(scfg[key], u.id) }
+    if not found then
+      return { users = {}, groups = {}, complete = false, problems = { ferr }, error = ferr, code = fcode }
+    end
+    if #found == 0 then
       return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
     end
   end
   return self:read_user_groups(src, include, u)
+end
+
+-- After a 404 for an app assignment: nil when the app exists (the user is
+-- simply not assigned), else an incomplete read — a deleted or mistyped
+-- app must never read as "everybody left". Asked once per plan and source.
+function Engine:app_missing(src, scfg)
+  self.apps_seen = self.apps_seen or {}
+  local seen = self.apps_seen[scfg.app_id]
+  if seen == nil then
+    local app, err, code = src:app(scfg.app_id)
+    if app then
+      seen = false
+    elseif code == "OKTA_NOT_FOUND" then
+      seen = ("the Okta app %s does not exist (deleted, or a wrong app_id)"):format(scfg.app_id)
+    else
+      return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
+    end
+    self.apps_seen[scfg.app_id] = seen
+  end
+  if seen then return { users = {}, groups = {}, complete = false, problems = { seen }, error = seen } end
+  return nil
 end
 
 -- The read of one in-scope user `u`, completed with its counted groups.
@@ -268,7 +304,7 @@ function Engine:read_app_user_by_id(src, scfg, include, id, s)
   local au, err, code = src:app_user(scfg.app_id, id, { expand = "user" })
   if not au then
     if code == "OKTA_NOT_FOUND" then
-      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = id }
+      return self:app_missing(src, scfg) or { users = {}, groups = {}, complete = true, problems = {}, only_missing = id }
     end
     return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
   end
@@ -285,6 +321,7 @@ function Engine:read_target(name)
   self.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
   local t = self:target(name)
   local s, err, code = t:snapshot{ progress = function(done, total, what)
+    if self.should_stop and self.should_stop() then error("stop requested", 0) end
     self.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
@@ -359,10 +396,16 @@ function Engine:plan(opts)
   end
   local run_plan = { syncs = {}, scope = scope }
   -- Every plan reads the targets afresh (serve reuses the engine).
-  self.snapshots, self.group_names = {}, {}
+  self.snapshots, self.group_names, self.apps_seen = {}, {}, {}
   local claimed = {}      -- target -> lower account -> first sync that maps it
+  -- A plan for one entry also plans the entries that share a target with
+  -- it (and drops their operations at the end): only then does the
+  -- multiple-sources rule below see who else still claims an account.
+  local wanted = M.related_entries(self.cfg, opts.sync)
+  local stopping = function() return self.should_stop and self.should_stop() end
   for _, s in ipairs(self.cfg.sync) do
-    if not opts.sync or opts.sync == s.name then
+    if stopping() then return nil, "stop requested", M.EXIT_FAILED end
+    if wanted[s.name] then
       local pol, perr = self:policy(s)
       if not pol then return nil, perr, M.EXIT_USAGE end
       -- A run of this sync whose process died is marked interrupted first:
@@ -370,8 +413,17 @@ function Engine:plan(opts)
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
       local src = self:read_source(s, pol, users, opts.by_id)
+      if stopping() then return nil, "stop requested", M.EXIT_FAILED end
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+      if not users and src.error then
+        -- The read failed outright: there is nothing to plan from (an
+        -- empty list would deprovision everyone). Nothing is planned for
+        -- this entry and --force cannot change that (report.safety).
+        entry.read.complete, entry.read.failed = false, true
+        run_plan.syncs[#run_plan.syncs + 1] = entry
+        goto next_sync
+      end
       -- An empty answer where the last run had users is suspicious.
       local last = not users and self:last_in_scope(s.name)
       if src.complete and #src.users == 0 and last and last > 0 then
@@ -380,6 +432,7 @@ function Engine:plan(opts)
       end
       local only = users and src.only or nil
       for _, tname in ipairs(s.targets) do
+        if stopping() then return nil, "stop requested", M.EXIT_FAILED end
         local tcfg = self.cfg.targets[tname]
         local links = state.links(self.db, s.name, tname)
         local snap
@@ -450,6 +503,7 @@ function Engine:plan(opts)
         ::next_target::
       end
       run_plan.syncs[#run_plan.syncs + 1] = entry
+      ::next_sync::
     end
   end
   -- Multiple sources (DESIGN §5): an account another entry maps as active
@@ -491,7 +545,10 @@ function Engine:plan(opts)
             keep[#keep + 1] = { kind = "link", target = o.target, subject = o.name, name = o.name, okta_id = o.okta_id,
                                 reason = ("created by sync %q in this run"):format(creates[p.target .. "\31" .. k]) }
           else
-            if o.kind == "create_user" then creates[p.target .. "\31" .. k] = entry.name end
+            -- (an entry planned only for context creates nothing)
+            if o.kind == "create_user" and (not opts.sync or opts.sync == entry.name) then
+              creates[p.target .. "\31" .. k] = entry.name
+            end
             keep[#keep + 1] = o
           end
         end
@@ -505,7 +562,50 @@ function Engine:plan(opts)
       end
     end
   end
+  if opts.sync then
+    -- The entries planned for context only: their claims were used above;
+    -- an incomplete read of one makes the asked entry's read incomplete
+    -- too (it could not protect what it claims).
+    local keep, context_problems = {}, {}
+    for _, entry in ipairs(run_plan.syncs) do
+      if entry.name == opts.sync then
+        keep[#keep + 1] = entry
+      elseif entry.read.complete == false then
+        context_problems[#context_problems + 1] = ("sync %q shares a target and its read did not complete"):format(entry.name)
+      end
+    end
+    for _, entry in ipairs(keep) do
+      if #context_problems > 0 and not entry.read.failed then
+        entry.read.complete = false
+        for _, p in ipairs(context_problems) do entry.read.problems[#entry.read.problems + 1] = p end
+      end
+    end
+    run_plan.syncs = keep
+  end
   return run_plan
+end
+
+-- The names of the sync entries a plan for entry `name` reads: that entry
+-- and every entry sharing a target with it (all entries when name is nil).
+function M.related_entries(cfg, name)
+  local out = {}
+  if not name then
+    for _, s in ipairs(cfg.sync) do out[s.name] = true end
+    return out
+  end
+  local targets = {}
+  for _, s in ipairs(cfg.sync) do
+    if s.name == name then
+      out[name] = true
+      for _, t in ipairs(s.targets) do targets[t] = true end
+    end
+  end
+  for _, s in ipairs(cfg.sync) do
+    for _, t in ipairs(s.targets) do
+      if targets[t] then out[s.name] = true end
+    end
+  end
+  return out
 end
 
 local DESTRUCTIVE = report.DESTRUCTIVE
@@ -535,8 +635,8 @@ end
 -- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
 function Engine:apply(run_plan, opts)
   opts = opts or {}
-  local stop = report.safety(run_plan, { force = opts.force })
-  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, exit = M.EXIT_OK }
+  local stop, hard = report.safety(run_plan, { force = opts.force })
+  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard, exit = M.EXIT_OK }
   for _, entry in ipairs(run_plan.syncs) do
     local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = 600 })
     if not lock_ok then

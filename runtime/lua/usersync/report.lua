@@ -3,7 +3,9 @@
 --
 --   local report = require "usersync.report"
 --   io.write(report.plan_text(run_plan))                 -- or plan_text(run_plan, { color = true })
---   local stop = report.safety(run_plan, { force = false })   -- nil or list of reasons
+--   local stop, hard = report.safety(run_plan, { force = false })
+--   -- nil, or the list of reasons; hard when a source read failed outright
+--   -- (nothing planned for that sync; --force does not override it)
 --
 -- run_plan = { syncs = { { name, source, users_in_scope, read = { complete, problems },
 --                          targets = { <usersync.plan result>, ... } } } }
@@ -106,7 +108,7 @@ end
 -- overrides (after review).
 function M.safety(run_plan, opts)
   opts = opts or {}
-  local reasons = {}
+  local reasons, hard = {}, {}
   for _, s in ipairs(run_plan.syncs) do
     -- After an incomplete read every change that takes something away is
     -- withheld: removals of memberships as well as deprovisions.
@@ -116,7 +118,11 @@ function M.safety(run_plan, opts)
         if M.DESTRUCTIVE[o.kind] then destructive = destructive + 1 end
       end
     end
-    if s.read and s.read.complete == false then
+    if s.read and s.read.failed then
+      -- Nothing was read, so nothing was planned: --force cannot help.
+      hard[#hard + 1] = ("sync %q: reading %s failed (%s); nothing was planned for it")
+        :format(s.name, tostring(s.source), table.concat(s.read.problems or {}, "; "))
+    elseif s.read and s.read.complete == false then
       reasons[#reasons + 1] = ("sync %q: the read did not complete (%s); %s withheld")
         :format(s.name, table.concat(s.read.problems or {}, "; "), plural(destructive, "destructive change"))
     end
@@ -131,8 +137,10 @@ function M.safety(run_plan, opts)
       end
     end
   end
-  if #reasons == 0 or opts.force then return nil end
-  return reasons
+  if opts.force then reasons = {} end
+  for _, r in ipairs(hard) do reasons[#reasons + 1] = r end
+  if #reasons == 0 then return nil end
+  return reasons, #hard > 0
 end
 
 return M

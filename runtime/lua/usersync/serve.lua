@@ -114,8 +114,11 @@ function Serve:open_engine(cfg)
 end
 
 function Serve:set_ready()
-  if self.last_failed then
-    self.srv:ready(false, self.last_failed)
+  local reasons = {}
+  for _, why in pairs(self.failed_full) do reasons[#reasons + 1] = why end
+  table.sort(reasons)
+  if #reasons > 0 then
+    self.srv:ready(false, table.concat(reasons, "; "))
   else
     self.srv:ready(true)
   end
@@ -136,10 +139,16 @@ function Serve:schedule(cfg, now)
       self.due[s.name] = { at = at, every = every }
     end
   end
+  -- Jobs: `every` after their last run (kept in the store, so restarts
+  -- and reloads do not push a weekly job back forever); a job that never
+  -- ran waits one interval.
   self.jobs = {}
   for i, j in ipairs(cfg.serve and cfg.serve.jobs or {}) do
     local every = config.parse_duration(j.every)
-    self.jobs[i] = { script = j.script, every = every, at = now + every + self:jitter(every) }
+    local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", "serve.job:" .. j.script)
+    local last = row and time.parse(row.value)
+    self.jobs[i] = { script = j.script, every = every,
+                     at = math.max(last and (last + every) or (now + every), now) + self:jitter(every) }
   end
   local poll = cfg.serve and cfg.serve.poll_logs
   self.poll_every = poll and config.parse_duration(poll) or nil
@@ -179,7 +188,8 @@ function Serve:observe_runs(run_ids, trigger, started)
 end
 
 -- One run: plan + apply under the entry's lock. opts: { sync = name,
--- users = {ids}, trigger }. Returns the engine summary, or nil, reason.
+-- users = {ids}, trigger }. Returns the engine summary, or nil, reason
+-- ("locked" when another run holds the entry).
 function Serve:run(opts)
   local e = self.engine
   e.trigger = opts.trigger
@@ -200,11 +210,20 @@ function Serve:run(opts)
     return e:apply(run_plan, { command = "sync" })
   end)
   if lock_name then e.db:unlock(lock_name) end
+  local full = opts.users == nil
   if not ok or not summary then
     local why = tostring(ok and perr or summary)
+    -- A run that raised after it began stays 'running' in the store:
+    -- close it (the pid is this live process, so nothing else would).
+    e.db:exec([[UPDATE runs SET outcome = 'failed', error = ?, ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+        WHERE outcome = 'running' AND pid = ?]], why, self.pid or -1)
+    if self.srv:stopping() then
+      log.warn { msg = "run stopped on request before it applied anything", sync = opts.sync, trigger = opts.trigger }
+      return nil, "stopped"
+    end
     log.error { msg = "run failed", sync = opts.sync, trigger = opts.trigger, error = why }
     metrics.add("usersync_runs_total", { sync = opts.sync or "*", trigger = opts.trigger, outcome = "error" }, 1)
-    self.last_failed = "the last run failed: " .. why
+    if full then self.failed_full[opts.sync or "*"] = "the last run failed: " .. why end
     self:set_ready()
     return nil, why
   end
@@ -219,14 +238,14 @@ function Serve:run(opts)
       withheld = summary.withheld, exit = summary.exit,
       stop = summary.stop and table.concat(summary.stop, "; ") or nil })
   end
-  -- A run whose operations failed (exit 1) or that could not run makes
-  -- /readyz fail until a later run goes well; a safety stop does not (the
-  -- process works, a person has to review the plan).
-  if summary.exit == engine_mod.EXIT_FAILED then
-    self.last_failed = ("the last run (%s) had failures; see usersync show %s"):format(
-      opts.trigger, table.concat(summary.runs, ","))
-  elseif not summary.interrupted then
-    self.last_failed = nil
+  -- Readiness follows the full runs of each entry: one whose operations
+  -- failed (exit 1) makes /readyz fail until that entry's next full run
+  -- goes well. A safety stop does not (the process works; a person has to
+  -- review the plan), nor does one user's failure in an event run.
+  if full and not summary.interrupted then
+    self.failed_full[opts.sync or "*"] = summary.exit == engine_mod.EXIT_FAILED
+      and ("the last full run of %s had failures; see usersync show %s"):format(opts.sync or "every sync entry",
+        table.concat(summary.runs, ",")) or nil
   end
   self:set_ready()
   return summary
@@ -241,22 +260,6 @@ local function entries_of(cfg, source)
   return out
 end
 
--- Syncs the given Okta user ids (trigger "event" or "incremental") in every
--- sync entry of their source(s), EVENT_BATCH users per run.
-function Serve:sync_users(ids, trigger, sources)
-  local names = {}
-  for src in pairs(sources) do
-    for _, n in ipairs(entries_of(self.cfg, src)) do names[#names + 1] = n end
-  end
-  for i = 1, #ids, M.EVENT_BATCH do
-    local batch = table.move(ids, i, math.min(i + M.EVENT_BATCH - 1, #ids), 1, {})
-    for _, name in ipairs(names) do
-      if self.srv:stopping() then return end
-      self:run{ sync = name, users = batch, trigger = trigger }
-    end
-  end
-end
-
 local function okta_sources(cfg)
   local out = {}
   for name, s in pairs(cfg.sources) do
@@ -265,9 +268,89 @@ local function okta_sources(cfg)
   return out
 end
 
--- Hook deliveries: each LogEvent JSON text -> users to sync now.
+-- Users waiting to be synced, named by hook events or the System Log poll:
+-- { ids = { id... } (arrival order), by = { [id] = { trigger, source } } }.
+-- They leave the list only when every run for them went through; the list
+-- is kept in the store, so a restart or a failed run loses nobody.
+local PENDING = "serve.pending"
+
+function Serve:load_pending()
+  self.pending = { ids = {}, by = {} }
+  local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", PENDING)
+  local saved = row and json.decode(row.value)
+  for _, p in ipairs(type(saved) == "table" and saved or {}) do
+    if type(p) == "table" and type(p.id) == "string" then self:add_pending(p.id, p.trigger, p.source) end
+  end
+end
+
+function Serve:save_pending()
+  local list = {}
+  for _, id in ipairs(self.pending.ids) do
+    local p = self.pending.by[id]
+    list[#list + 1] = { id = id, trigger = p.trigger, source = p.source }
+  end
+  if #list == 0 then
+    self.engine.db:exec("DELETE FROM cursors WHERE name = ?", PENDING)
+  else
+    self.engine.db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+        value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], PENDING, json.encode(json.array(list)))
+  end
+end
+
+-- Adds a user (source nil: every Okta source, as a hook does not say which
+-- org sent it). Returns false when the user was already waiting.
+function Serve:add_pending(id, trigger, source)
+  local p = self.pending.by[id]
+  if p then
+    if p.source ~= source then p.source = nil end
+    return false
+  end
+  self.pending.by[id] = { trigger = trigger, source = source }
+  self.pending.ids[#self.pending.ids + 1] = id
+  return true
+end
+
+-- Syncs waiting users, EVENT_BATCH per run, in every sync entry of their
+-- source. A batch whose runs all went through leaves the list; otherwise
+-- it stays, and the next attempt is RETRY seconds later.
+M.RETRY = 30
+function Serve:flush_pending()
+  while #self.pending.ids > 0 and not self.srv:stopping() do
+    -- the first waiting user's trigger and source decide the batch
+    local head = self.pending.by[self.pending.ids[1]]
+    local batch, rest = {}, {}
+    for _, id in ipairs(self.pending.ids) do
+      local p = self.pending.by[id]
+      if #batch < M.EVENT_BATCH and p.trigger == head.trigger and p.source == head.source then
+        batch[#batch + 1] = id
+      else
+        rest[#rest + 1] = id
+      end
+    end
+    local sources = head.source and { [head.source] = true } or okta_sources(self.cfg)
+    local all_ok = true
+    for src in pairs(sources) do
+      for _, name in ipairs(entries_of(self.cfg, src)) do
+        if self.srv:stopping() then return end
+        local summary = self:run{ sync = name, users = batch, trigger = head.trigger }
+        if not summary or summary.interrupted then all_ok = false end
+      end
+    end
+    if not all_ok then
+      self.retry_at = time.now() + M.RETRY
+      log.warn { msg = "users kept for a retry", users = #batch, retry_in = M.RETRY }
+      return
+    end
+    for _, id in ipairs(batch) do self.pending.by[id] = nil end
+    self.pending.ids = rest
+    self:save_pending()
+  end
+  self.retry_at = nil
+end
+
+-- Hook deliveries: each LogEvent JSON text -> users waiting to be synced.
 function Serve:handle_events(texts)
-  local ids, seen = {}, {}
+  local added = 0
   for _, text in ipairs(texts) do
     local ev = json.decode(text)
     local users = M.event_users(ev)
@@ -276,80 +359,113 @@ function Serve:handle_events(texts)
       log.debug { msg = "hook event ignored", event_type = type(ev) == "table" and ev.eventType or nil }
     end
     for _, id in ipairs(users) do
-      if not seen[id] then
-        seen[id] = true
-        ids[#ids + 1] = id
-        metrics.add("usersync_hook_users_total", { result = "synced" }, 1)
+      if self:add_pending(id, "event", nil) then
+        added = added + 1
+        metrics.add("usersync_hook_users_total", { result = "queued" }, 1)
       else
         metrics.add("usersync_hook_users_total", { result = "coalesced" }, 1)
       end
     end
   end
-  if #ids > 0 then
-    log.info { msg = "hook: syncing users named by events", users = #ids }
-    -- The hook does not say which org sent it: every Okta source's entries.
-    self:sync_users(ids, "event", okta_sources(self.cfg))
+  if added > 0 then
+    self:save_pending()
+    log.info { msg = "hook: users named by events are waiting to be synced", users = added,
+               waiting = #self.pending.ids }
   end
 end
 
 -- One System Log poll per Okta source used by a sync entry: the users the
--- new events name are synced, then the cursor moves on. Without the logs
--- scope (403) it falls back to a lastUpdated watermark, which sees profile,
--- status and app changes of users but not membership-only changes; the
--- full runs on `every` catch those and hard deletes.
+-- new events name (the same event types as the hook) join the waiting
+-- list, then the cursor moves on — the list is in the store, so nothing is
+-- lost between the two. Without the logs scope (403) a lastUpdated
+-- watermark is used instead, which sees profile, status and app changes of
+-- users but not membership-only changes; the full runs on `every` catch
+-- those and hard deletes.
 function Serve:poll()
   local db = self.engine.db
+  local function put(name, value)
+    db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+        value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], name, value)
+  end
   for name in pairs(okta_sources(self.cfg)) do
-    if #entries_of(self.cfg, name) > 0 then
+    if #entries_of(self.cfg, name) > 0 and not self.srv:stopping() then
       local src = self.engine:source(name)
       local key = "okta.syslog." .. name
       local wkey = "okta.watermark." .. name
       local row = db:first("SELECT value FROM cursors WHERE name = ?", key)
-      local wrow = db:first("SELECT value FROM cursors WHERE name = ?", wkey)
       local res, err, code
-      local mode = "logs"
-      if not wrow then
-        if row then
-          res, err, code = src:changes{ cursor = row.value, users = false }
-        else
-          -- First poll: start at the newest events, do not replay history.
-          res, err, code = src:changes{ since = time.format(time.now() - 60), users = false }
+      if row then
+        res, err, code = src:changes{ cursor = row.value, users = false }
+        if not res and (code == "OKTA_BAD_REQUEST" or code == "OKTA_BAD_LINK") then
+          -- A cursor Okta no longer takes (past the log retention, another
+          -- org after a URL change): start again from now; the full runs
+          -- cover the gap.
+          log.warn { msg = "the stored System Log cursor was refused; polling from now", source = name,
+                     error = err, code = code }
+          db:exec("DELETE FROM cursors WHERE name = ?", key)
+          row = nil
         end
       end
-      if wrow or code == "OKTA_FORBIDDEN" then
+      if not row then
+        -- First poll: start at the newest events, do not replay history.
+        res, err, code = src:changes{ since = time.format(time.now() - 60), users = false }
+      end
+      local ids, mode = {}, "logs"
+      if res then
+        for _, ev in ipairs(res.event_list or {}) do
+          for _, id in ipairs(M.event_users(ev)) do ids[#ids + 1] = id end
+        end
+      elseif code == "OKTA_FORBIDDEN" then
         mode = "watermark"
-        local since = wrow and wrow.value or time.format(time.now() - 60)
-        res, err, code = src:changes{ watermark = since, groups = false }
+        res, err, code, ids = self:poll_watermark(src, wkey)
       end
       if not res then
         log.warn { msg = "System Log poll failed; trying again at the next poll", source = name, error = err, code = code }
       else
-        local ids = {}
-        if mode == "logs" then
-          ids = res.user_ids or {}
-        else
-          for _, u in ipairs(res.users or {}) do ids[#ids + 1] = u.id end
+        local added = 0
+        for _, id in ipairs(ids) do
+          if self:add_pending(id, "incremental", name) then added = added + 1 end
         end
-        if #ids > 0 then
-          log.info { msg = "poll: syncing changed users", source = name, mode = mode, users = #ids,
+        if added > 0 then
+          self:save_pending()
+          log.info { msg = "poll: changed users are waiting to be synced", source = name, mode = mode, users = added,
                      requests = res.requests }
-          self:sync_users(ids, "incremental", { [name] = true })
         end
-        if not self.srv:stopping() then
-          if mode == "logs" and res.cursor then
-            db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-                value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], key, res.cursor)
-          elseif mode == "watermark" and res.watermark then
-            -- Whole-second timestamps: step back a second so an update in
-            -- the same second as the last one seen is not missed.
-            local wm = time.format((time.parse(res.watermark) or time.now()) - 1)
-            db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-                value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], wkey, wm)
-          end
-        end
+        if mode == "logs" and res.cursor then put(key, res.cursor) end
+        if mode == "watermark" and res.next_value then put(wkey, res.next_value) end
       end
     end
   end
+end
+
+-- The watermark poll: users whose lastUpdated is after the stored mark.
+-- Timestamps can repeat within a second, so the mark is read one second
+-- early and the users already synced at the mark are skipped by their
+-- (id, lastUpdated). Returns res (with next_value), err, code, ids.
+function Serve:poll_watermark(src, wkey)
+  local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", wkey)
+  local saved = row and json.decode(row.value)
+  if type(saved) ~= "table" or type(saved.w) ~= "string" then
+    saved = { w = time.format(time.now() - 60), seen = {} }
+  end
+  local since = time.format((time.parse(saved.w) or time.now()) - 1)
+  local res, err, code = src:changes{ watermark = since, groups = false }
+  if not res then return nil, err, code, {} end
+  local ids, newest = {}, saved.w
+  for _, u in ipairs(res.users or {}) do
+    if (saved.seen or {})[u.id] ~= u.lastUpdated then ids[#ids + 1] = u.id end
+    if u.lastUpdated and u.lastUpdated > newest then newest = u.lastUpdated end
+  end
+  local seen = {}
+  local floor = (time.parse(newest) or 0) - 1
+  for _, u in ipairs(res.users or {}) do
+    if u.lastUpdated and (time.parse(u.lastUpdated) or 0) >= floor then seen[u.id] = u.lastUpdated end
+  end
+  for id, lu in pairs(saved.seen or {}) do
+    if not seen[id] and (time.parse(lu) or 0) >= floor then seen[id] = lu end
+  end
+  res.next_value = json.encode{ w = newest, seen = next(seen) and seen or json.object() }
+  return res, nil, nil, ids
 end
 
 -- A scheduled script (serve.jobs) runs in its own process (`usersync run`),
@@ -362,13 +478,16 @@ function Serve:run_job(job)
   log.info { msg = "job started", script = job.script }
   local ok, how, code = os.execute(cmd)
   local result = ok and "ok" or ("%s %s"):format(how, tostring(code))
+  self.engine.db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+      value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]],
+    "serve.job:" .. job.script, time.format(time.now()))
   metrics.add("usersync_jobs_total", { script = job.script, result = ok and "ok" or "failed" }, 1)
   log.event(ok and "info" or "warn", "job finished", { script = job.script, result = result })
 end
 
 -- SIGHUP: load the config again; keep the old one when the new one is bad.
 function Serve:reload()
-  local cfg, errors = config.load(self.config_path)
+  local cfg, errors = config.load(self.config_path, { serve = true })
   if not cfg then
     metrics.add("usersync_config_reloads_total", { result = "error" }, 1)
     log.error { msg = "config reload failed; keeping the old config", config = self.config_path,
@@ -395,9 +514,11 @@ function Serve:reload()
   return true
 end
 
--- The next moment something is due (a full run, a poll, a job).
+-- The next moment something is due (a full run, a poll, a job, a retry
+-- of waiting users).
 function Serve:next_due()
   local at = math.huge
+  if #self.pending.ids > 0 then at = self.retry_at or 0 end
   for _, d in pairs(self.due) do at = math.min(at, d.at) end
   for _, j in ipairs(self.jobs) do at = math.min(at, j.at) end
   if self.poll_at then at = math.min(at, self.poll_at) end
@@ -410,9 +531,14 @@ function Serve:run_due()
   for _, s in ipairs(self.cfg.sync) do
     local d = self.due[s.name]
     if d and d.at <= now and not self.srv:stopping() then
-      self:run{ sync = s.name, trigger = "schedule" }
-      -- Not stacked: the next run is `every` after this one ended.
-      d.at = time.now() + d.every + self:jitter(d.every)
+      local _, why = self:run{ sync = s.name, trigger = "schedule" }
+      -- Not stacked: the next run is `every` after this one ended; a run
+      -- the lock kept out is tried again soon, not an interval later.
+      if why == "locked" then
+        d.at = time.now() + math.min(d.every, M.RETRY)
+      elseif why ~= "stopped" then
+        d.at = time.now() + d.every + self:jitter(d.every)
+      end
     end
   end
   if self.poll_at and self.poll_at <= time.now() and not self.srv:stopping() then
@@ -425,6 +551,7 @@ function Serve:run_due()
       j.at = time.now() + j.every + self:jitter(j.every)
     end
   end
+  if #self.pending.ids > 0 and (self.retry_at or 0) <= time.now() then self:flush_pending() end
 end
 
 -- Starts the server and runs until SIGTERM/SIGINT. Returns the exit code.
@@ -432,7 +559,9 @@ end
 function M.run(cfg, ctx)
   local eprint = ctx.eprint
   -- JSON lines off a terminal (journald, log shippers), text on one.
-  log.configure{ format = os.getenv("USERSYNC_LOG_FORMAT") or "auto", level = ctx.level }
+  local format = os.getenv("USERSYNC_LOG_FORMAT")
+  if format ~= "json" and format ~= "text" then format = "auto" end
+  log.configure{ format = format, level = ctx.level }
   local scfg = cfg.serve or {}
   local opts = { listen = scfg.listen or "127.0.0.1:8080" }
   if scfg.tls then
@@ -450,9 +579,10 @@ function M.run(cfg, ctx)
   local srv, err, code = server.start(opts)
   if not srv then
     eprint(("usersync serve: cannot listen on %s: %s"):format(opts.listen, err))
-    return code == "EINVAL" and 2 or 1
+    return (code == "EINVAL" or code == "ETLS") and 2 or 1
   end
-  local self = setmetatable({ srv = srv, cfg = cfg, config_path = cfg._path }, Serve)
+  local self = setmetatable({ srv = srv, cfg = cfg, config_path = cfg._path, failed_full = {},
+                              pid = self_pid() }, Serve)
   local e, eerr = self:open_engine(cfg)
   if not e then
     srv:close()
@@ -460,9 +590,10 @@ function M.run(cfg, ctx)
     return 1
   end
   self.engine = e
+  self:load_pending()
   self:set_ready()
   log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
-             hook = opts.hook and opts.hook.path or nil, pid = self_pid() }
+             hook = opts.hook and opts.hook.path or nil, pid = self.pid, waiting = #self.pending.ids }
   self:schedule(cfg, time.now())
   while not srv:stopping() do
     self:run_due()
@@ -476,7 +607,16 @@ function M.run(cfg, ctx)
       self:reload()
     end
   end
-  log.info "stop requested: shutting down"
+  -- Hook events still queued in the server were answered 200 already:
+  -- their users join the waiting list, which stays in the store for the
+  -- next start.
+  local kind, data = srv:wait(0)
+  while kind == "events" or kind == "signal" do
+    if kind == "events" then self:handle_events(data) end
+    kind, data = srv:wait(0)
+  end
+  self:save_pending()
+  log.info { msg = "stop requested: shutting down", waiting = #self.pending.ids }
   self.engine:close()
   srv:close()
   return 0

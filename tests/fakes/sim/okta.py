@@ -1251,6 +1251,7 @@ class Okta(Product):
         (re.compile(r"^/api/v1/groups$"), "list_groups"),
         (re.compile(r"^/api/v1/groups/([^/]+)$"), "get_group"),
         (re.compile(r"^/api/v1/groups/([^/]+)/users$"), "group_users"),
+        (re.compile(r"^/api/v1/apps/([^/]+)$"), "get_app"),
         (re.compile(r"^/api/v1/apps/([^/]+)/users$"), "app_users"),
         (re.compile(r"^/api/v1/apps/([^/]+)/users/([^/]+)$"), "app_user"),
         (re.compile(r"^/api/v1/apps/([^/]+)/groups$"), "app_groups"),
@@ -1601,6 +1602,17 @@ class Okta(Product):
         if expand_user:
             d["_embedded"] = {"user": self.render_user(req, u)}
         return d
+
+    def get_app(self, req, aid):
+        # GET /api/v1/apps/{appId} (getApplication): the simulator keeps no app
+        # settings, so this is the common part of every Application shape.
+        if aid not in self.apps:
+            return not_found(aid, "AppInstance")
+        return self._ok({"id": aid, "name": "oidc_client", "label": aid, "status": "ACTIVE",
+                         "created": "2020-01-01T00:00:00.000Z", "lastUpdated": "2020-01-01T00:00:00.000Z",
+                         "signOnMode": "OPENID_CONNECT", "features": [], "visibility": {"hide": {}},
+                         "_links": {"users": {"href": req.base_url + "/api/v1/apps/%s/users" % aid},
+                                    "groups": {"href": req.base_url + "/api/v1/apps/%s/groups" % aid}}})
 
     def app_users(self, req, aid):
         if aid not in self.apps:
