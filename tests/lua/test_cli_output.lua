@@ -140,7 +140,7 @@ test("errors: one line that says what failed, the detail indented below; exit co
   t:ok(at, r.stderr)
   t:match(err[at], "^usersync sync: reading okta failed: HTTP 401: E0000011 Invalid token provided %(OKTA_AUTH%)$")
   t:match(err[at + 1], "^  GET /api/v1/groups: HTTP 401 E0000011 Invalid token provided")
-  t:match(err[at + 2], "^  the Okta read did not complete")
+  t:match(err[at + 2], "^  the Okta read failed: nothing is planned or applied")
   t:match(err[at + 3], "^usersync sync: stopped by a safety limit")
   t:ok(not r.stderr:find("wrong-okta-token-88", 1, true), "token leaked")
   -- --quiet keeps the errors
