@@ -49,6 +49,12 @@
 **   Both raise if t already has another metatable.
 ** json.is_array(t), json.is_object(t) -> boolean (is it marked?)
 ** json.null, json.array_mt, json.object_mt
+** json.pick(s, path, ...) -> v1, v2, ... | nil, msg, "EJSON"
+**   Validates the document s once and decodes only the values at the given
+**   paths (object keys separated by '.', array indexes as [N], as in
+**   jsonscan.h: "outcome.result", "target[0].id"); an absent path gives nil.
+**   For large documents of which a few fields matter (Okta events: `usersync
+**   serve` reads eventType, outcome, actor and target of each one).
 */
 #include <locale.h>
 #include <math.h>
@@ -60,6 +66,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "usersync/jsonscan.h"
 #include "usersync/modules.h"
 
 #define JSON_MAX_DEPTH 1000
@@ -1017,7 +1024,33 @@ static int json_is_object(lua_State *L) {
   return 1;
 }
 
+/* json.pick(s, path, ...): see the header. */
+static int json_pick(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int n = lua_gettop(L) - 1;
+  for (int i = 2; i <= n + 1; i++)
+    luaL_checkstring(L, i);
+  struct us_jval root, v;
+  if (!us_json_parse(s, len, &root)) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "json: not a valid JSON document");
+    lua_pushliteral(L, "EJSON");
+    return 3;
+  }
+  luaL_checkstack(L, n, "json.pick");
+  for (int i = 2; i <= n + 1; i++) {
+    if (!us_json_get(&root, lua_tostring(L, i), &v)) {
+      lua_pushnil(L);
+    } else if (!us_json_push_decoded(L, v.start, v.len)) {
+      lua_pushnil(L); /* (the scanner accepted what the decoder refused) */
+    }
+  }
+  return n;
+}
+
 static const luaL_Reg json_funcs[] = {
+    {"pick", json_pick},
     {"decode", json_decode},       {"encode", json_encode},       {"array", json_array},
     {"object", json_object},       {"is_array", json_is_array},   {"is_object", json_is_object},
     {NULL, NULL},

@@ -7,7 +7,7 @@
 **     listen = "127.0.0.1:0",                        -- required; port 0 = a free port
 **     tls = { cert = PEM, key = PEM },               -- optional, PEM text
 **     hook = { path = "/hooks/okta", secret = S, max_body = 1048576 },  -- optional
-**     queue_max = 10000, queue_max_bytes = 64 << 20, dedupe_max = 100000, threads = 2,
+**     queue_max = 100000, queue_max_bytes = 64 << 20, dedupe_max = 100000, threads = 2,
 **   }
 **   srv:port()                    -> integer
 **   srv:ready(ok, reason)         -- what /readyz answers

@@ -419,6 +419,49 @@ static int enqueue(us_server *s, struct cand *cands, size_t n, size_t *dups) {
   return 1;
 }
 
+/* The part of a LogEvent that `usersync serve` acts on, as a JSON object
+** text: uuid, eventType, published, outcome, actor and target, copied
+** byte for byte from the item (absent ones left out). Okta's events carry
+** a lot more (client, request, geographic context: ~2 KB); queueing only
+** these keeps the queue ~10x smaller and the consumer cheap.
+** Returns a malloc'd event, NULL on out of memory. */
+static struct us_server_event *compact_event(const struct us_jval *item) {
+  static const char *const keys[] = {"uuid", "eventType", "published", "outcome", "actor", "target"};
+  struct us_jval v[sizeof keys / sizeof *keys];
+  int have[sizeof keys / sizeof *keys];
+  size_t len = 2;
+  for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+    have[k] = us_json_get(item, keys[k], &v[k]);
+    if (have[k])
+      len += strlen(keys[k]) + 4 + v[k].len; /* "key": value, */
+  }
+  struct us_server_event *e = malloc(sizeof *e + len + 1);
+  if (!e)
+    return NULL;
+  char *p = e->text;
+  *p++ = '{';
+  int first = 1;
+  for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+    if (!have[k])
+      continue;
+    if (!first)
+      *p++ = ',';
+    first = 0;
+    *p++ = '"';
+    memcpy(p, keys[k], strlen(keys[k]));
+    p += strlen(keys[k]);
+    *p++ = '"';
+    *p++ = ':';
+    memcpy(p, v[k].start, v[k].len);
+    p += v[k].len;
+  }
+  *p++ = '}';
+  *p = 0;
+  e->next = NULL;
+  e->len = (size_t)(p - e->text);
+  return e;
+}
+
 /* Splits a parsed delivery into candidates (malloc'd array, *n entries).
 ** NULL with *n == 0 is also a valid "no events". *skipped counts items
 ** without a string uuid. Returns -1 on out of memory. */
@@ -446,15 +489,11 @@ static int collect(const struct us_jval *events, struct cand **out, size_t *n, s
       *out = v;
       cap = ncap;
     }
-    struct us_server_event *e = malloc(sizeof *e + item.len + 1);
+    struct us_server_event *e = compact_event(&item);
     if (!e) {
       free(u);
       return -1;
     }
-    e->next = NULL;
-    e->len = item.len;
-    memcpy(e->text, item.start, item.len);
-    e->text[item.len] = 0;
     (*out)[*n].ev = e;
     (*out)[*n].uuid = u;
     (*out)[*n].hash = hash_bytes(u, strlen(u));
@@ -820,7 +859,7 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   pthread_condattr_destroy(&ca);
   *out = s;
   s->max_body = cfg->hook_max_body ? cfg->hook_max_body : 1048576;
-  s->queue_max = cfg->queue_max ? cfg->queue_max : 10000;
+  s->queue_max = cfg->queue_max ? cfg->queue_max : 100000;
   s->queue_max_bytes = cfg->queue_max_bytes ? cfg->queue_max_bytes : (size_t)64 << 20;
   snprintf(s->ready_reason, sizeof s->ready_reason, "starting");
   if (!dedupe_init(&s->seen, cfg->dedupe_max ? cfg->dedupe_max : 100000))

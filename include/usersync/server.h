@@ -65,7 +65,9 @@ int us_server_port(const us_server *s);
 /* What /readyz answers; reason (may be NULL) is copied, up to 200 bytes. */
 void us_server_set_ready(us_server *s, int ok, const char *reason);
 
-/* A queued event: one data.events[] item, its JSON text as received. */
+/* A queued event: one data.events[] item reduced to the fields serve acts
+** on (uuid, eventType, published, outcome, actor, target; each value byte
+** for byte as received) as a JSON object text. */
 struct us_server_event {
   struct us_server_event *next;
   size_t len;

@@ -20,6 +20,27 @@ test("header example of bind_json.c", function(t)
   fails(t, ok, msg, code, "json: unexpected character '}' at offset 7")
 end)
 
+test("pick: only the values at the given paths, after validating the whole document", function(t)
+  local doc = '{"eventType":"user.session.start","outcome":{"result":"SUCCESS"},"actor":{"id":"00u1","type":"User"},' ..
+              '"target":[{"id":"a","type":"X"},{"id":"00u2","type":"User"}],"n":12,"big":[1,2,3]}'
+  local etype, result, actor, target, missing, n, second =
+    json.pick(doc, "eventType", "outcome.result", "actor", "target", "client.zone", "n", "target[1].id")
+  t:eq(etype, "user.session.start")
+  t:eq(result, "SUCCESS")
+  t:same(actor, { id = "00u1", type = "User" })
+  t:eq(#target, 2)
+  t:eq(target[2].id, "00u2")
+  t:ok(json.is_array(target))
+  t:eq(missing, nil)
+  t:eq(math.type(n), "integer")
+  t:eq(second, "00u2")
+  t:eq(select("#", json.pick(doc, "a", "b", "c")), 3, "one value per path")
+  local v, msg, code = json.pick('{"a":1,}', "a")
+  t:eq(v, nil); t:eq(code, "EJSON"); t:ok(msg)
+  t:eq(json.pick('{"a":null}', "a"), json.null)
+  t:raises(function() json.pick(doc, 1, {}) end, "string expected")
+end)
+
 test("null sentinel is cjson's", function(t)
   t:eq(json.null, cjson.null)
   t:eq(json.decode("null"), json.null)

@@ -352,11 +352,13 @@ end
 function Serve:handle_events(texts)
   local added = 0
   for _, text in ipairs(texts) do
-    local ev = json.decode(text)
+    -- Only four fields of each (2 KB) event matter: picked, not decoded whole.
+    local etype, result, actor, target = json.pick(text, "eventType", "outcome.result", "actor", "target")
+    local ev = { eventType = etype, outcome = { result = result }, actor = actor, target = target }
     local users = M.event_users(ev)
     if #users == 0 then
       metrics.add("usersync_hook_users_total", { result = "ignored_event" }, 1)
-      log.debug { msg = "hook event ignored", event_type = type(ev) == "table" and ev.eventType or nil }
+      log.debug { msg = "hook event ignored", event_type = type(etype) == "string" and etype or nil }
     end
     for _, id in ipairs(users) do
       if self:add_pending(id, "event", nil) then
