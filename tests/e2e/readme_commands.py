@@ -150,6 +150,11 @@ def steps(ctx):
         ("./build/usersync run tests/bench/okta_read.lua", r"(?m)^requests: \d+"),
         ("./build/usersync run tests/bench/target_snapshot.lua", r"(?m)^jira +accounts 10001"),
         ("python3 tests/bench/fake_rps.py", r"(?m) 0 not 200\nrequests per second: \d+$"),
+        ("./build/usersync run tests/bench/incremental_100k.lua 100000 10",
+         r"(?m)^requests for the 10 changes \(everything but the polls\): \d+  -> budget < 50: met$"),
+        ("./build/usersync run tests/bench/serve_load.lua 30",
+         r"(?m)^  non-2xx: 0   socket errors: none\n(.*\n)*serve exit status after SIGTERM: 0$"),
+        ("sh tests/bench/serve_load.sh 30", r"(?m)^  non-2xx: 0   socket errors: none$"),
     ]:
         command = text if ctx["full"] else SCALED.get(text, text)
         s.append(([text, env], env + "; " + command, 0, pattern))
@@ -161,6 +166,10 @@ def steps(ctx):
 SCALED = {
     "./build/usersync run tests/bench/sync_10k.lua 10000 500 20":
         "./build/usersync run tests/bench/sync_10k.lua 500 25 5",
+    "./build/usersync run tests/bench/incremental_100k.lua 100000 10":
+        "./build/usersync run tests/bench/incremental_100k.lua 3000 10",
+    "./build/usersync run tests/bench/serve_load.lua 30": "./build/usersync run tests/bench/serve_load.lua 2",
+    "sh tests/bench/serve_load.sh 30": "sh tests/bench/serve_load.sh 2",
 }
 
 
