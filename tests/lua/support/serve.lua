@@ -49,7 +49,9 @@ function M.start(w, opts)
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local parts = {}
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. proc.quote(v) end
-  local cmd = ("(%s timeout %d %s serve -c %s 2>%s </dev/null >/dev/null; echo $? >%s) &"):format(
+  -- (the subshell's own output goes nowhere: a serve that outlives the
+  -- test must not hold the test runner's pipe open)
+  local cmd = ("(%s timeout %d %s serve -c %s 2>%s </dev/null >/dev/null; echo $? >%s) >/dev/null 2>&1 &"):format(
     table.concat(parts, " "), opts.lifetime or 300, proc.quote(os.getenv("USERSYNC")),
     proc.quote(w.config), proc.quote(self.logfile), proc.quote(self.exitfile))
   os.execute(cmd)
@@ -126,11 +128,19 @@ function D:exit_code()
   return tonumber(s:match("%d+"))
 end
 
--- SIGTERM and wait (up to 30 s) for the exit code.
+-- SIGTERM and wait (up to 60 s) for the exit code. A serve that does not
+-- stop is killed, and the end of its log is shown (-1 is returned).
 function D:stop()
   if self.stopped then return self.stopped end
   if self.pid then self:signal("TERM") end
-  self.stopped = M.wait_for(function() return self:exit_code() end, 30) or -1
+  self.stopped = M.wait_for(function() return self:exit_code() end, 60)
+  if not self.stopped then
+    self.stopped = -1
+    local text = self:log_text()
+    io.stderr:write("# usersync serve did not stop on SIGTERM within 60 s; the end of its log:\n",
+      text:sub(-3000), "\n")
+    if self.pid then os.execute(("kill -9 %d 2>/dev/null"):format(self.pid)) end
+  end
   if self.client then self.client:close() end
   return self.stopped
 end
