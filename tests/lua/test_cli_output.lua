@@ -45,9 +45,9 @@ test("sync off a terminal: plain timestamped phase lines, no bars, no escape cod
   t:ok(#err >= 10, r.stderr)
   for _, l in ipairs(err) do t:match(l, "^" .. TS .. " INFO ", "every stderr line is a timestamped line") end
   t:match(r.stderr, TS .. " INFO reading okta %(app 0oaUsersyncApp%)\n")
-  t:match(r.stderr, TS .. " INFO reading okta: done in [%d.]+s: 2 users, 1 groups, 1 member lists\n")
+  t:match(r.stderr, TS .. " INFO reading okta: done in [%d.]+s: 2 users, 1 group, 1 member list\n")
   t:match(r.stderr, TS .. " INFO reading jira\n")
-  t:match(r.stderr, TS .. " INFO reading jira: done in [%d.]+s: 1 accounts")
+  t:match(r.stderr, TS .. " INFO reading jira: done in [%d.]+s: 1 account,")
   t:match(r.stderr, TS .. " INFO reading bitbucket: done in")
   t:match(r.stderr, TS .. " INFO applying %d+ changes to jira\n")
   t:match(r.stderr, TS .. " INFO applying to jira: done in [%d.]+s: %d+ changes\n")
@@ -175,7 +175,7 @@ test("on a terminal: bars redrawn in place, final lines, colour; NO_COLOR and TE
   t:eq(r.code, 0, r.stdout)
   local s = r.stdout
   t:match(s, "\rreading okta +%[", "a bar drawn with a carriage return")
-  t:match(s, "reading okta +\27%[32mOK  \27%[0m  2 users, 1 groups, 1 member lists  in [%d.]+s")
+  t:match(s, "reading okta +\27%[32mOK  \27%[0m  2 users, 1 group, 1 member list  in [%d.]+s")
   t:match(s, "applying to jira +\27%[32mOK  \27%[0m  %d+ changes")
   t:contains(s, "\27[32m+\27[0m create user")
   t:ok(not s:find(TS .. " INFO reading"), "no timestamped progress lines on a terminal")

@@ -127,6 +127,13 @@ end
 local Task = {}
 Task.__index = Task
 
+-- "1 account", "2 accounts", "1/10 users": the unit's plural "s" goes
+-- when the number it follows is 1.
+local function noun(n, what)
+  if n == 1 and what:sub(-1) == "s" then return what:sub(1, -2) end
+  return what
+end
+
 -- The counter named what, created (in order of appearance) when new.
 function Task:counter(what)
   what = what or self.unit or "items"
@@ -206,7 +213,7 @@ function Task:counts_text(grouped, now, with_rate)
     if total and not (self.finished and total == c.done) then
       s = s .. "/" .. (estimate and "~" or "") .. M.count(total, grouped)
     end
-    s = s .. " " .. c.what
+    s = s .. " " .. noun((total and not (self.finished and total == c.done)) and total or c.done, c.what)
     if with_rate and c == unit then
       local rate = self:rate(c, now)
       if rate then s = s .. " (" .. M.count(rate, grouped) .. "/s)" end
@@ -231,7 +238,7 @@ function Task:bar_line(now, width, color)
   local function counter_text(c)
     local total, estimate = self:total_of(c)
     return M.count(c.done, true) .. (total and ("/" .. (estimate and "~" or "") .. M.count(total, true)) or "")
-      .. " " .. c.what
+      .. " " .. noun(total or c.done, c.what)
   end
   if unit then add(1, counter_text(unit)) end
   if self.failed > 0 then add(2, M.count(self.failed, true) .. " failed", "red") end

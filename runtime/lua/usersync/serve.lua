@@ -592,6 +592,12 @@ function M.run(cfg, ctx)
     return 1
   end
   self.engine = e
+  -- The last success survives a restart in the store; so does its metric.
+  for _, sy in ipairs(cfg.sync) do
+    local row = e.db:first("SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' ORDER BY id DESC LIMIT 1", sy.name)
+    local at = row and row.ended and time.parse(row.ended)
+    if at then metrics.set("usersync_last_success_timestamp_seconds", { sync = sy.name }, at) end
+  end
   self:load_pending()
   self:set_ready()
   log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
