@@ -43,7 +43,10 @@ function M.start(w, opts)
   local self = setmetatable({ dir = w.dir, world = w }, D)
   self.logfile = w.dir .. "/serve.log"
   self.exitfile = w.dir .. "/serve.exit"
+  -- (a second serve of the same world must not find the first one's
+  -- "serving" line before its own shell has truncated the log)
   os.remove(self.exitfile)
+  os.remove(self.logfile)
   local env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token",
                 US_TEST_HOOK_SECRET = "hook-secret-value", USERSYNC_LOG_LEVEL = "debug" }
   for k, v in pairs(opts.env or {}) do env[k] = v end
