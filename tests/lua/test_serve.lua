@@ -139,6 +139,28 @@ test("a user.session.start delivery syncs that user (sync at login); a duplicate
   t:eq(d:stop(), 0)
 end)
 
+test("a group assigned to the app (hook event): a full run brings its members in at once", function(t)
+  local w <close> = small_world()
+  w:okta_group("00gOps", "Ops")
+  w:okta_user("00u3", "carol.king@example.com", { groups = { "00gOps" }, app = false })
+  w:load()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(w:accounts("jira")["carol.king@example.com"], nil, "carol is not in scope yet")
+  local d <close> = serve.start(w)
+  w.app_groups[#w.app_groups + 1] = "00gOps"
+  w:load()
+  local ev = world.clone(fixture.data.events[1])
+  ev.uuid, ev.eventType = "uuid-group-assign", "group.application_assignment.add"
+  ev.actor = { id = "00uadmin", type = "User" }
+  ev.target = { { id = "00gOps", type = "UserGroup" }, { id = world.APP, type = "AppInstance" } }
+  t:eq(d:post(HOOK, delivery{ ev }, AUTH).status, 200)
+  t:ok(serve.wait_for(function() return w:accounts("jira")["carol.king@example.com"] end, 20), "carol synced")
+  local ev_runs = runs(w, "event")
+  t:eq(#ev_runs, 1)
+  t:eq(ev_runs[1] and ev_runs[1].scope, nil, "a full run, not one for named users")
+  t:eq(d:stop(), 0)
+end)
+
 test("System Log polling picks up a change made in Okta and syncs just that user", function(t)
   local w <close> = small_world{ poll = "1s" }
   t:eq(w:usersync("sync").code, 0)

@@ -46,6 +46,15 @@ M.USER_EVENTS = {
   ["application.user_membership.update"] = true,
 }
 
+-- Events that change who is in scope through a group, or a group itself
+-- (okta-api.md §3): they name no user to sync, so they bring the next full
+-- run of the source's entries forward to now.
+M.GROUP_EVENTS = {
+  ["group.application_assignment.add"] = true, ["group.application_assignment.remove"] = true,
+  ["group.application_assignment.update"] = true, ["group.profile.update"] = true,
+  ["group.lifecycle.delete"] = true, ["system.import.group.delete"] = true,
+}
+
 -- Most users one event-triggered run syncs; more wait for the next batch.
 M.EVENT_BATCH = 50
 
@@ -356,7 +365,9 @@ function Serve:handle_events(texts)
     local etype, result, actor, target = json.pick(text, "eventType", "outcome.result", "actor", "target")
     local ev = { eventType = etype, outcome = { result = result }, actor = actor, target = target }
     local users = M.event_users(ev)
-    if #users == 0 then
+    if M.GROUP_EVENTS[etype] then
+      self:request_full(nil, "event", etype)
+    elseif #users == 0 then
       metrics.add("usersync_hook_users_total", { result = "ignored_event" }, 1)
       log.debug { msg = "hook event ignored", event_type = type(etype) == "string" and etype or nil }
     end
@@ -416,6 +427,7 @@ function Serve:poll()
       if res then
         for _, ev in ipairs(res.event_list or {}) do
           for _, id in ipairs(M.event_users(ev)) do ids[#ids + 1] = id end
+          if M.GROUP_EVENTS[ev.eventType] then self:request_full(name, "incremental", ev.eventType) end
         end
       elseif code == "OKTA_FORBIDDEN" then
         mode = "watermark"
@@ -487,6 +499,20 @@ function Serve:run_job(job)
   log.event(ok and "info" or "warn", "job finished", { script = job.script, result = result })
 end
 
+-- A group-level event: the full runs of the entries fed by `source` (nil:
+-- every Okta source) are due now, once however many such events came.
+function Serve:request_full(source, trigger, etype)
+  self.full_requested = self.full_requested or {}
+  for src in pairs(source and { [source] = true } or okta_sources(self.cfg)) do
+    for _, name in ipairs(entries_of(self.cfg, src)) do
+      if not self.full_requested[name] then
+        self.full_requested[name] = trigger
+        log.info { msg = "group change: a full run of this sync entry is due now", sync = name, event_type = etype }
+      end
+    end
+  end
+end
+
 -- SIGHUP: load the config again; keep the old one when the new one is bad.
 function Serve:reload()
   local cfg, errors = config.load(self.config_path, { serve = true })
@@ -521,6 +547,7 @@ end
 function Serve:next_due()
   local at = math.huge
   if #self.pending.ids > 0 then at = self.retry_at or 0 end
+  if next(self.full_requested or {}) then at = math.min(at, self.full_retry_at or 0) end
   for _, d in pairs(self.due) do at = math.min(at, d.at) end
   for _, j in ipairs(self.jobs) do at = math.min(at, j.at) end
   if self.poll_at then at = math.min(at, self.poll_at) end
@@ -540,6 +567,20 @@ function Serve:run_due()
         d.at = time.now() + math.min(d.every, M.RETRY)
       elseif why ~= "stopped" then
         d.at = time.now() + d.every + self:jitter(d.every)
+      end
+    end
+  end
+  -- Full runs a group event asked for (trigger event or incremental).
+  for _, s in ipairs(self.cfg.sync) do
+    local trigger = (self.full_requested or {})[s.name]
+    if trigger and (self.full_retry_at or 0) <= time.now() and not self.srv:stopping() then
+      local _, why = self:run{ sync = s.name, trigger = trigger }
+      -- kept out by the lock: asked again RETRY seconds later
+      self.full_retry_at = why == "locked" and (time.now() + M.RETRY) or nil
+      if why ~= "locked" and why ~= "stopped" then
+        self.full_requested[s.name] = nil
+        local d = self.due[s.name]
+        if d then d.at = time.now() + d.every + self:jitter(d.every) end
       end
     end
   end
