@@ -72,7 +72,9 @@
 **       members are all read; total = the number of counted groups). An
 **       error in it fails the read with OKTA_CALLBACK.
 **   c:changes{ cursor = url | since = iso8601 (System Log from that time)
-**              [, users = true, groups = true] }
+**              [, users = true, groups = true, max_pages = n] }
+**       (max_pages, also for c:logs: at most n pages per poll; the cursor
+**       then points after the last page read)
 **       System Log polling from the stored cursor (an empty page ends it and
 **       keeps the cursor); the users named in the events (targets of type
 **       User) are re-read by id with their groups, concurrently
@@ -1049,6 +1051,16 @@ static int poll_logs(lua_State *L, struct lokta *o, int has_fn, char **cursor, s
   struct us_okta_listing l = {0};
   l.url = lua_tostring(L, 4);
   l.stop_on_empty = 1;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    /* max_pages: at most that many pages per poll; the cursor goes on after
+    ** the last one read (bounds the memory of a long backlog) */
+    lua_getfield(L, 2, "max_pages");
+    lua_Integer mp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (mp < 0)
+      luaL_error(L, "max_pages must be positive");
+    l.max_pages = (size_t)mp;
+  }
   struct us_okta_error err;
   int rc = run_lists(L, o, &l, 1, &ctx, &err);
   *cursor = l.cursor;

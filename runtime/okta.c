@@ -916,7 +916,11 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
   }
   free(s->url);
   s->url = NULL;
-  if (l->single || (l->max_pages && l->pages >= l->max_pages)) {
+  if (!l->single && l->stop_on_empty && l->max_pages && l->pages >= l->max_pages) {
+    /* a capped poll: the next one goes on after this page */
+    free(l->cursor);
+    l->cursor = next ? next : dup0(q->url);
+  } else if (l->single || (l->max_pages && l->pages >= l->max_pages)) {
     free(next);
   } else if (l->stop_on_empty && count == 0) {
     free(l->cursor);

@@ -89,6 +89,30 @@ test("logs(): streamed pages; polling stops on the empty page", function(t)
   t:eq(sim:count{ path = "^/api/v1/logs$" }, 1)
 end)
 
+test("logs/changes with max_pages: a long backlog is read a few pages per poll, none skipped or repeated", function(t)
+  local c <close> = S.client(sim)
+  sim:put_state(org())
+  local r0 = assert(c:logs{ since = ago(5), limit = 2 })
+  local st = org()
+  for i = 1, 6 do st.users[i].profile.title = "cap" .. i end
+  sim:put_state(st)
+  local seen, cursor, polls = {}, r0.cursor, 0
+  repeat
+    local r = assert(c:changes{ cursor = cursor, users = false, max_pages = 2 })
+    polls = polls + 1
+    for _, ev in ipairs(r.event_list) do seen[#seen + 1] = ev.uuid end
+    cursor = r.cursor
+  until r.events == 0 or polls > 10
+  t:eq(#seen, 6, "every event once")
+  local uniq = {}
+  for _, u in ipairs(seen) do uniq[u] = true end
+  local n = 0
+  for _ in pairs(uniq) do n = n + 1 end
+  t:eq(n, 6, "no event twice")
+  t:eq(polls, 3, "2 pages of 2 per poll, then the empty poll")
+  t:raises(function() c:changes{ cursor = cursor, max_pages = -1 } end, "max_pages")
+end)
+
 test("watermark: users with lastUpdated gt W, DEPROVISIONED included, with groups", function(t)
   local c <close> = S.client(sim)
   local st = org()

@@ -55,6 +55,10 @@ M.GROUP_EVENTS = {
   ["group.lifecycle.delete"] = true, ["system.import.group.delete"] = true,
 }
 
+-- System Log pages (of 1,000 events) one poll reads at most: a backlog
+-- after downtime is worked through a bounded piece at a time.
+M.POLL_PAGES = 10
+
 -- Most users one event-triggered run syncs; more wait for the next batch.
 M.EVENT_BATCH = 50
 
@@ -408,7 +412,7 @@ function Serve:poll()
       local row = db:first("SELECT value FROM cursors WHERE name = ?", key)
       local res, err, code
       if row then
-        res, err, code = src:changes{ cursor = row.value, users = false }
+        res, err, code = src:changes{ cursor = row.value, users = false, max_pages = M.POLL_PAGES }
         if not res and (code == "OKTA_BAD_REQUEST" or code == "OKTA_BAD_LINK") then
           -- A cursor Okta no longer takes (past the log retention, another
           -- org after a URL change): start again from now; the full runs
@@ -421,7 +425,7 @@ function Serve:poll()
       end
       if not row then
         -- First poll: start at the newest events, do not replay history.
-        res, err, code = src:changes{ since = time.format(time.now() - 60), users = false }
+        res, err, code = src:changes{ since = time.format(time.now() - 60), users = false, max_pages = M.POLL_PAGES }
       end
       local ids, mode = {}, "logs"
       if res then
@@ -446,6 +450,8 @@ function Serve:poll()
                      requests = res.requests }
         end
         if mode == "logs" and res.cursor then put(key, res.cursor) end
+        -- A capped poll (a backlog after downtime): the next one at once.
+        if mode == "logs" and (res.events or 0) >= M.POLL_PAGES * 1000 then self.poll_again = true end
         if mode == "watermark" and res.next_value then put(wkey, res.next_value) end
       end
     end
@@ -585,8 +591,9 @@ function Serve:run_due()
     end
   end
   if self.poll_at and self.poll_at <= time.now() and not self.srv:stopping() then
+    self.poll_again = false
     self:poll()
-    self.poll_at = time.now() + self.poll_every
+    self.poll_at = self.poll_again and time.now() or (time.now() + self.poll_every)
   end
   for _, j in ipairs(self.jobs) do
     if j.at <= time.now() and not self.srv:stopping() then
