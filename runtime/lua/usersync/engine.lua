@@ -361,8 +361,20 @@ function Engine:plan(opts)
   -- Every plan reads the targets afresh (serve reuses the engine).
   self.snapshots, self.group_names = {}, {}
   local claimed = {}      -- target -> lower account -> first sync that maps it
+  -- Memory (DESIGN §7, 100,000 users): a target's snapshot is dropped once
+  -- the last sync entry that plans it is done with it, and the data only
+  -- other sync entries need (claims, wanted memberships) is kept only when
+  -- more than one entry is planned.
+  local selected, uses = {}, {}
   for _, s in ipairs(self.cfg.sync) do
     if not opts.sync or opts.sync == s.name then
+      selected[#selected + 1] = s
+      for _, tname in ipairs(s.targets) do uses[tname] = (uses[tname] or 0) + 1 end
+    end
+  end
+  local single = #selected == 1
+  for _, s in ipairs(selected) do
+    do
       local pol, perr = self:policy(s)
       if not pol then return nil, perr, M.EXIT_USAGE end
       -- A run of this sync whose process died is marked interrupted first:
@@ -397,6 +409,9 @@ function Engine:plan(opts)
             error = snap.error, code = snap.code }
         else
           snap = self:read_target(tname)
+          -- the last entry to plan this target: `snap` is its only reference now
+          uses[tname] = uses[tname] - 1
+          if uses[tname] == 0 then self.snapshots[tname] = nil end
         end
         -- A target that cannot be read is an error of that target (exit 1,
         -- nothing planned for it), not an incomplete source read.
@@ -411,6 +426,7 @@ function Engine:plan(opts)
           owned_groups = state.owned_groups(self.db, tname),
           claimed = claimed[tname], only = only,
           new_accounts = state.new_accounts(self.db, s.name, tname),
+          single = single or nil,
         }
         input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
         if not snap.complete then
@@ -452,6 +468,7 @@ function Engine:plan(opts)
       run_plan.syncs[#run_plan.syncs + 1] = entry
     end
   end
+  self.snapshots = {}
   -- Multiple sources (DESIGN §5): an account another entry maps as active
   -- is not deprovisioned (nor handed over); a membership another entry wants
   -- is not removed; an account an earlier entry creates is linked, not

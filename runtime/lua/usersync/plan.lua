@@ -17,9 +17,13 @@
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
 --     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us)
+--     single = true,                           -- optional: the run's only sync entry (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
---   -- p.mapped_keys: lowercase account names the sync's users map to
+--   -- p.mapped_keys: lowercase account names the sync's users map to;
+--   -- p.wanted: lowercase account -> { lowercase group -> name } it should be in;
+--   -- p.active_keys: lowercase accounts mapped as active. These three are for
+--   -- the other sync entries of a run and are empty with input.single.
 --
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
@@ -150,15 +154,22 @@ function M.build(input)
       local key = lower(acct.name)
       local m = { user = u, login = login, account = acct, key = key }
       mapped[#mapped + 1] = m
-      by_name[key] = by_name[key] or {}
-      table.insert(by_name[key], m)
+      -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
+      local prev = by_name[key]
+      if prev == nil then
+        by_name[key] = m
+      elseif prev.user then
+        by_name[key] = { prev, m }
+      else
+        prev[#prev + 1] = m
+      end
     end
   end
   local failed_ids = {}
   for _, e in ipairs(errors) do if e.okta_id then failed_ids[e.okta_id] = true end end
 
-  for key, list in pairs(by_name) do
-    if #list > 1 then
+  for _, list in pairs(by_name) do
+    if not list.user then
       local logins = {}
       for _, m in ipairs(list) do logins[#logins + 1] = m.login; m.conflict = true end
       table.sort(logins)
@@ -479,17 +490,20 @@ function M.build(input)
     o.seq = i
     counts[o.kind] = (counts[o.kind] or 0) + 1
   end
+  -- What other sync entries of the run need (engine.lua, multiple
+  -- sources); input.single (the only entry planned) leaves them empty.
   local mapped_keys = {}
-  for _, m in ipairs(mapped) do
-    if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
-  end
-  local wanted = {}   -- lowercase account -> lowercase group -> true
+  local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
   local active_keys = {}
-  for k, d in pairs(desired_groups_of) do
-    if d.want then
-      wanted[k] = {}
-      for gk in pairs(d.want) do wanted[k][gk] = true end
-      active_keys[k] = true
+  if not input.single then
+    for _, m in ipairs(mapped) do
+      if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
+    end
+    for k, d in pairs(desired_groups_of) do
+      if d.want then
+        wanted[k] = d.want
+        active_keys[k] = true
+      end
     end
   end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
