@@ -60,6 +60,7 @@ function M.encode(run_plan, meta)
       for i, o in ipairs(tp.ops) do
         local c = {}
         for k, v in pairs(o) do c[k] = v end
+        c.target, c.reason = o.target, o.reason -- fields a plan's op may keep in its metatable
         if c.projects then c.projects = array(c.projects) end
         if c.components then c.components = array(c.components) end
         ops[i] = c

@@ -153,6 +153,7 @@ local SKIP = { kind = true, target = true, subject = true, okta_id = true, seq =
 local function detail(op)
   local d = {}
   for k, v in pairs(op) do if not SKIP[k] then d[k] = v end end
+  d.reason = op.reason -- a plan's op may keep it in its metatable (plan.lua)
   return json.encode(d)
 end
 
