@@ -5,6 +5,7 @@
 --
 --   local planfile = require "usersync.planfile"
 --   local text = planfile.encode(run_plan, { config = "usersync.conf.lua" })
+--   planfile.write(run_plan, meta, io.write)   -- the same text in pieces (large plans)
 --   local saved = assert(planfile.decode(text))
 --   local verdict = planfile.compare(saved, fresh_run_plan)
 --   -- verdict.apply: saved ops still planned now (apply these, in order)
@@ -47,33 +48,71 @@ end
 
 local function array(t) return json.array(t or {}) end
 
--- Serialises a run plan. meta: { config = path, created = iso time }.
-function M.encode(run_plan, meta)
+local ENC = { indent = 2, sort_keys = true }
+
+-- One operation as the plan file holds it (pretty, keys sorted, at depth 0).
+local function op_json(o)
+  local c = {}
+  for k, v in pairs(o) do c[k] = v end
+  c.target, c.reason = o.target, o.reason -- fields a plan's op may keep in its metatable
+  if c.projects then c.projects = array(c.projects) end
+  if c.components then c.components = array(c.components) end
+  return assert(json.encode(c, ENC))
+end
+
+-- Serialises a run plan, streamed: write(s) is called with consecutive
+-- pieces of the text (one per operation, plus the parts around them), so
+-- a plan of a million operations is never held as one string. The text is
+-- exactly json.encode(doc, { indent = 2, sort_keys = true }) of the whole
+-- document: each target's ops are encoded one by one and indented to the
+-- place a marker string held in the encoded rest of the document.
+-- meta: { config = path, created = iso time }.
+function M.write(run_plan, meta, write)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
                 scope = run_plan.scope,
                 syncs = array({}) }
+  local lists = {}
   for _, s in ipairs(run_plan.syncs) do
     local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope,
                   read = s.read, targets = array({}) }
     for _, tp in ipairs(s.targets) do
-      local ops = {}
-      for i, o in ipairs(tp.ops) do
-        local c = {}
-        for k, v in pairs(o) do c[k] = v end
-        c.target, c.reason = o.target, o.reason -- fields a plan's op may keep in its metatable
-        if c.projects then c.projects = array(c.projects) end
-        if c.components then c.components = array(c.components) end
-        ops[i] = c
-      end
+      lists[#lists + 1] = tp.ops
       out.targets[#out.targets + 1] = {
         target = tp.target, target_type = tp.target_type, counts = tp.counts,
-        deprovisions = tp.deprovisions, ops = array(ops), conflicts = array(tp.conflicts),
+        deprovisions = tp.deprovisions, ops = ("\1usersync-ops-%d\1"):format(#lists), conflicts = array(tp.conflicts),
         errors = array(tp.errors), notes = array(tp.notes),
       }
     end
     doc.syncs[#doc.syncs + 1] = out
   end
-  return json.encode(doc, { indent = 2, sort_keys = true })
+  local text = assert(json.encode(doc, ENC))
+  local pos = 1
+  for i, ops in ipairs(lists) do
+    local marker = assert(json.encode(("\1usersync-ops-%d\1"):format(i)))
+    local a, b = text:find(marker, pos, true)
+    write(text:sub(pos, a - 1))
+    if #ops == 0 then
+      write("[]")
+    else
+      -- the key's line indent is the closing bracket's; elements one level deeper
+      local key_indent = #text:sub(1, a - 1):match("\n( *)[^\n]*$")
+      local pad = "\n" .. (" "):rep(key_indent + ENC.indent)
+      write("[")
+      for n, o in ipairs(ops) do
+        write((n > 1 and "," or "") .. pad .. op_json(o):gsub("\n", pad))
+      end
+      write("\n" .. (" "):rep(key_indent) .. "]")
+    end
+    pos = b + 1
+  end
+  write(text:sub(pos))
+end
+
+-- The same text as one string (what write writes).
+function M.encode(run_plan, meta)
+  local out = {}
+  M.write(run_plan, meta, function(s) out[#out + 1] = s end)
+  return table.concat(out)
 end
 
 -- Parses a saved plan. Returns the table or nil, message.
