@@ -28,9 +28,10 @@
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
 --
--- Operation: { kind, target, subject, reason, okta_id?, ... } (target, and
--- the reason of create_user and add_member, come from the op's metatable:
--- read them by name, pairs() does not list them) where kind is
+-- Operation: { kind, target, subject, reason, okta_id?, ... } (target, the
+-- reason of create_user and add_member, and add_member's kind and subject
+-- come from the op's metatable: read them by name; pairs() does not list
+-- them, plan.plain(op) gives every field) where kind is
 -- one of (in plan order):
 --   create_group{group}  create_user{name, display_name, email}
 --   link{name} (adopt an existing account: no server write)
@@ -117,9 +118,10 @@ function M.build(input)
   local users_cfg = sync.users or {}
   local groups_cfg = sync.groups or {}
   local ops, conflicts, errors, notes = {}, {}, {}, {}
-  -- Every op reads `target`, and the reason of the bulk kinds (LAZY), from
-  -- this metatable: a 100,000-user first sync plans over a million ops, and
-  -- a string per op was a fifth of the plan's memory.
+  -- Every op reads `target`, and the reason of the bulk kinds (LAZY_REASON),
+  -- from a metatable; an add_member op also its kind and subject (= name),
+  -- so it holds 4 fields (group, name, okta_id, seq): a 100,000-user first
+  -- sync plans over a million ops, and each field beyond 4 doubled a table.
   local login_of = {}   -- okta id -> login, for the reasons built on demand
   local op_mt = { __index = function(o, k)
     if k == "target" then return target.name end
@@ -128,8 +130,14 @@ function M.build(input)
       if why then return why(o, login_of[o.okta_id]) end
     end
   end }
-  local function op(o)
-    setmetatable(o, op_mt)
+  local add_mt = { __index = function(o, k)
+    if k == "kind" then return "add_member" end
+    if k == "subject" then return rawget(o, "name") end
+    if k == "target" then return target.name end
+    if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
+  end }
+  local function op(o, mt)
+    setmetatable(o, mt or op_mt)
     ops[#ops + 1] = o
     return o
   end
@@ -387,7 +395,7 @@ function M.build(input)
     table.sort(adds)
     if #adds > 0 then login_of[d.okta_id] = d.login end
     for _, g in ipairs(adds) do
-      op { kind = "add_member", subject = name, group = g, name = name, okta_id = d.okta_id } -- reason: LAZY_REASON
+      op({ group = g, name = name, okta_id = d.okta_id }, add_mt) -- kind, subject, reason: add_mt
     end
     local removes = {}
     for gk, gname in pairs(current) do
@@ -533,6 +541,16 @@ function M.build(input)
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
            managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids,
            wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
+end
+
+-- Every field of an operation (also those its metatable gives) in a new
+-- plain table: for serialising one (planfile, the store).
+local META_FIELDS = { "kind", "target", "subject", "reason" }
+function M.plain(o)
+  local c = {}
+  for k, v in pairs(o) do c[k] = v end
+  for _, k in ipairs(META_FIELDS) do c[k] = o[k] end
+  return c
 end
 
 -- Recomputes p.counts and p.deprovisions after ops were dropped.

@@ -13,6 +13,7 @@
 --   -- verdict.obsolete: harmless saved ops no longer needed (skipped)
 --   -- verdict.new: ops planned now but not in the saved plan (not applied)
 local json = require "usersync.json"
+local plan = require "usersync.plan"
 
 local M = {}
 
@@ -52,9 +53,7 @@ local ENC = { indent = 2, sort_keys = true }
 
 -- One operation as the plan file holds it (pretty, keys sorted, at depth 0).
 local function op_json(o)
-  local c = {}
-  for k, v in pairs(o) do c[k] = v end
-  c.target, c.reason = o.target, o.reason -- fields a plan's op may keep in its metatable
+  local c = plan.plain(o) -- with the fields a plan's op keeps in its metatable
   if c.projects then c.projects = array(c.projects) end
   if c.components then c.components = array(c.components) end
   return assert(json.encode(c, ENC))
