@@ -330,6 +330,17 @@ function Engine:read_target_for(name, names)
   return { complete = true, accounts = accounts, groups = groups }
 end
 
+-- The GC pause while planning (Lua's default: 200, a heap twice what is
+-- live before a cycle): 150 keeps a 100,000-user plan's peak lower at a few
+-- per cent more CPU.
+M.GC_PAUSE = 150
+
+-- A full collection between two phases of a whole-org plan (a plan for a
+-- few users, `few`, has too little garbage to be worth one).
+local function settle(few)
+  if not few then collectgarbage() end
+end
+
 local function count_keys(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
@@ -352,6 +363,11 @@ end
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
   opts = opts or {}
+  -- Memory (DESIGN §7): a shorter GC pause while planning, restored on any
+  -- exit; full collections between the phases (settle) so each phase starts
+  -- from what is live, not from the garbage of the one before.
+  local pause = collectgarbage("setpause", M.GC_PAUSE)
+  local _ <close> = setmetatable({}, { __close = function() collectgarbage("setpause", pause) end })
   local users = opts.users or (opts.user and { opts.user }) or nil
   local scope = opts.user
   if not scope and users then
@@ -381,7 +397,9 @@ function Engine:plan(opts)
       -- the accounts it was creating are recognised as ours (new_accounts).
       state.mark_interrupted(self.db, s.name)
       local scfg = self.cfg.sources[s.source]
+      settle(users)
       local src = self:read_source(s, pol, users, opts.by_id)
+      settle(users)
       local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                       users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
       -- An empty answer where the last run had users is suspicious.
@@ -408,7 +426,9 @@ function Engine:plan(opts)
           self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
             error = snap.error, code = snap.code }
         else
+          settle()
           snap = self:read_target(tname)
+          settle()
           -- the last entry to plan this target: `snap` is its only reference now
           uses[tname] = uses[tname] - 1
           if uses[tname] == 0 then self.snapshots[tname] = nil end
