@@ -111,6 +111,8 @@ function M.account_names(input)
   return names
 end
 
+local function by_group_name(a, b) return a.profile.name < b.profile.name end
+
 -- Builds the plan for one target. See the header for `input`.
 function M.build(input)
   local sync, target, pol = input.sync, input.target, input.policy
@@ -325,7 +327,7 @@ function M.build(input)
         local g = counted[gid]
         if g then ugroups[#ugroups + 1] = g end
       end
-      table.sort(ugroups, function(a, b) return a.profile.name < b.profile.name end)
+      table.sort(ugroups, by_group_name)
       local names, err = pol:groups(u, ugroups, ctx)
       local defaults, err2
       if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
