@@ -390,103 +390,101 @@ function Engine:plan(opts)
   end
   local single = #selected == 1
   for _, s in ipairs(selected) do
-    do
-      local pol, perr = self:policy(s)
-      if not pol then return nil, perr, M.EXIT_USAGE end
-      -- A run of this sync whose process died is marked interrupted first:
-      -- the accounts it was creating are recognised as ours (new_accounts).
-      state.mark_interrupted(self.db, s.name)
-      local scfg = self.cfg.sources[s.source]
-      settle(users)
-      local src = self:read_source(s, pol, users, opts.by_id)
-      settle(users)
-      local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
-                      users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
-      -- An empty answer where the last run had users is suspicious.
-      local last = not users and self:last_in_scope(s.name)
-      if src.complete and #src.users == 0 and last and last > 0 then
-        entry.read.complete = false
-        entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
-      end
-      local only = users and src.only or nil
-      for _, tname in ipairs(s.targets) do
-        local tcfg = self.cfg.targets[tname]
-        local links = state.links(self.db, s.name, tname)
-        local snap
-        if users then
-          -- The accounts these users map to, and those linked to them.
-          local names = plan.account_names{ sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-            status_map = status_map(scfg), source = { users = src.users, groups = src.groups } }
-          for id in pairs(only) do
-            if links[id] then names[#names + 1] = links[id] end
-          end
-          self.progress{ phase = "target", name = tname, state = "start",
-            message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", tname) }
-          snap = self:read_target_for(tname, names)
-          self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
-            error = snap.error, code = snap.code }
-        else
-          settle()
-          snap = self:read_target(tname)
-          settle()
-          -- the last entry to plan this target: `snap` is its only reference now
-          uses[tname] = uses[tname] - 1
-          if uses[tname] == 0 then self.snapshots[tname] = nil end
-        end
-        -- A target that cannot be read is an error of that target (exit 1,
-        -- nothing planned for it), not an incomplete source read.
-        claimed[tname] = claimed[tname] or {}
-        local input = {
-          sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-          status_map = status_map(scfg),
-          source = { users = src.users, groups = src.groups },
-          accounts = snap.accounts, groups = snap.groups,
-          links = links,
-          owned_memberships = state.owned_memberships(self.db, s.name, tname),
-          owned_groups = state.owned_groups(self.db, tname),
-          claimed = claimed[tname], only = only,
-          new_accounts = state.new_accounts(self.db, s.name, tname),
-          single = single or nil,
-        }
-        input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
-        if not snap.complete then
-          -- Without the target's state nothing can be planned safely.
-          local p = { target = tname, target_type = tcfg.type, ops = {}, conflicts = {}, notes = {}, counts = {},
-                      deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {},
-                      errors = { { subject = tname, message = ("reading %s failed, nothing planned for it: %s")
-                                                          :format(tname, tostring(snap.error)) } } }
-          entry.targets[#entry.targets + 1] = p
-          goto next_target
-        end
-        local p = plan.build(input)
-        -- Jira: leaders among the accounts to deprovision need a hand-over.
-        local leavers = {}
-        for _, o in ipairs(p.ops) do
-          if o.kind == "deactivate_user" or o.kind == "delete_user" then leavers[#leavers + 1] = o.name end
-        end
-        if #leavers > 0 and plan.CAPS[tcfg.type] and plan.CAPS[tcfg.type].leads then
-          local leads, lerr = self:target(tname):leads(leavers)
-          if not leads then
-            entry.read.complete = false
-            entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s"):format(tname, tostring(lerr))
-          else
-            input.leads = leads
-            p = plan.build(input)
-          end
-        end
-        p.linked_accounts = count_keys(input.links)
-        for _, key in ipairs(p.mapped_keys or {}) do
-          if not claimed[tname][key] then claimed[tname][key] = s.name end
-        end
-        if p.incomplete then
-          entry.read.complete = false
-          entry.read.problems[#entry.read.problems + 1] = ("policy errors in include_group for %s"):format(tname)
-        end
-        entry.targets[#entry.targets + 1] = p
-        ::next_target::
-      end
-      run_plan.syncs[#run_plan.syncs + 1] = entry
+    local pol, perr = self:policy(s)
+    if not pol then return nil, perr, M.EXIT_USAGE end
+    -- A run of this sync whose process died is marked interrupted first:
+    -- the accounts it was creating are recognised as ours (new_accounts).
+    state.mark_interrupted(self.db, s.name)
+    local scfg = self.cfg.sources[s.source]
+    settle(users)
+    local src = self:read_source(s, pol, users, opts.by_id)
+    settle(users)
+    local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
+                    users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+    -- An empty answer where the last run had users is suspicious.
+    local last = not users and self:last_in_scope(s.name)
+    if src.complete and #src.users == 0 and last and last > 0 then
+      entry.read.complete = false
+      entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
     end
+    local only = users and src.only or nil
+    for _, tname in ipairs(s.targets) do
+      local tcfg = self.cfg.targets[tname]
+      local links = state.links(self.db, s.name, tname)
+      local snap
+      if users then
+        -- The accounts these users map to, and those linked to them.
+        local names = plan.account_names{ sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
+          status_map = status_map(scfg), source = { users = src.users, groups = src.groups } }
+        for id in pairs(only) do
+          if links[id] then names[#names + 1] = links[id] end
+        end
+        self.progress{ phase = "target", name = tname, state = "start",
+          message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", tname) }
+        snap = self:read_target_for(tname, names)
+        self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
+          error = snap.error, code = snap.code }
+      else
+        settle()
+        snap = self:read_target(tname)
+        settle()
+        -- the last entry to plan this target: `snap` is its only reference now
+        uses[tname] = uses[tname] - 1
+        if uses[tname] == 0 then self.snapshots[tname] = nil end
+      end
+      -- A target that cannot be read is an error of that target (exit 1,
+      -- nothing planned for it), not an incomplete source read.
+      claimed[tname] = claimed[tname] or {}
+      local input = {
+        sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
+        status_map = status_map(scfg),
+        source = { users = src.users, groups = src.groups },
+        accounts = snap.accounts, groups = snap.groups,
+        links = links,
+        owned_memberships = state.owned_memberships(self.db, s.name, tname),
+        owned_groups = state.owned_groups(self.db, tname),
+        claimed = claimed[tname], only = only,
+        new_accounts = state.new_accounts(self.db, s.name, tname),
+        single = single or nil,
+      }
+      input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
+      if not snap.complete then
+        -- Without the target's state nothing can be planned safely.
+        local p = { target = tname, target_type = tcfg.type, ops = {}, conflicts = {}, notes = {}, counts = {},
+                    deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {},
+                    errors = { { subject = tname, message = ("reading %s failed, nothing planned for it: %s")
+                                                        :format(tname, tostring(snap.error)) } } }
+        entry.targets[#entry.targets + 1] = p
+        goto next_target
+      end
+      local p = plan.build(input)
+      -- Jira: leaders among the accounts to deprovision need a hand-over.
+      local leavers = {}
+      for _, o in ipairs(p.ops) do
+        if o.kind == "deactivate_user" or o.kind == "delete_user" then leavers[#leavers + 1] = o.name end
+      end
+      if #leavers > 0 and plan.CAPS[tcfg.type] and plan.CAPS[tcfg.type].leads then
+        local leads, lerr = self:target(tname):leads(leavers)
+        if not leads then
+          entry.read.complete = false
+          entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s"):format(tname, tostring(lerr))
+        else
+          input.leads = leads
+          p = plan.build(input)
+        end
+      end
+      p.linked_accounts = count_keys(input.links)
+      for _, key in ipairs(p.mapped_keys or {}) do
+        if not claimed[tname][key] then claimed[tname][key] = s.name end
+      end
+      if p.incomplete then
+        entry.read.complete = false
+        entry.read.problems[#entry.read.problems + 1] = ("policy errors in include_group for %s"):format(tname)
+      end
+      entry.targets[#entry.targets + 1] = p
+      ::next_target::
+    end
+    run_plan.syncs[#run_plan.syncs + 1] = entry
   end
   self.snapshots = {}
   -- Multiple sources (DESIGN §5): an account another entry maps as active
