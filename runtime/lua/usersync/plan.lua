@@ -175,15 +175,17 @@ function M.build(input)
 
   -- 1. Map every source user; find duplicate usernames.
   local mapped, by_name = {}, {}
-  local seen_ids = {}
+  local seen = {}  -- okta id -> "read", or "kept" when mapped (its linked account stays in scope)
   for _, u in ipairs(input.source.users or {}) do
-    seen_ids[u.id] = true
+    seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = pol:user(u, ctx)
     if err then
       errors[#errors + 1] = { okta_id = u.id, subject = login, message = err }
     elseif acct then
       local key = lower(acct.name)
+      seen[u.id] = "kept"
+      -- also the user's desired state (desired_groups_of), once matched
       local m = { user = u, login = login, account = acct, key = key }
       mapped[#mapped + 1] = m
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -211,16 +213,15 @@ function M.build(input)
   end
 
   -- 2. Match each mapped user to an account: link, adoption or creation.
-  local desired_groups_of = {}   -- lowercase account -> { lowercase group -> group name }
+  local desired_groups_of = {}   -- lowercase account -> its m, with account (as matched), existing, want
+                                 -- (lowercase group -> group name) or deactivate
   local managed_groups = {}      -- lowercase group -> name (groups this sync manages)
   for g in pairs(owned_g) do managed_groups[lower(g)] = g end
   local wanted_groups = {}       -- lowercase group -> name (must exist)
-  local keep_ids = {}            -- okta ids whose linked account stays in scope
   local new_ids = {}             -- okta ids whose accounts get the new-user groups now
 
   for _, m in ipairs(mapped) do
     local u, acct, key = m.user, m.account, m.key
-    keep_ids[u.id] = true
     if m.conflict then goto continue end
     if input.only and not input.only[u.id] then goto continue end
 
@@ -338,19 +339,20 @@ function M.build(input)
         goto continue
       end
       local want = {}
-      for _, list in ipairs({ names, defaults }) do
-        for _, gname in ipairs(list) do
+      for i = 1, 2 do
+        for _, gname in ipairs(i == 1 and names or defaults) do
           local gk = lower(gname)
           want[gk] = gname
           managed_groups[gk] = managed_groups[gk] or gname
           wanted_groups[gk] = wanted_groups[gk] or gname
         end
       end
-      desired_groups_of[key] = { account = acct, existing = existing, want = want, okta_id = u.id, login = m.login }
+      m.account, m.existing, m.want = acct, existing, want
+      desired_groups_of[key] = m
       if is_new then new_ids[#new_ids + 1] = u.id end
     elseif m.deactivate then
-      desired_groups_of[key] = { account = acct, existing = existing, want = nil, okta_id = u.id, login = m.login,
-                                 deactivate = true }
+      m.account, m.existing = acct, existing -- m.deactivate is set
+      desired_groups_of[key] = m
     end
     ::continue::
   end
@@ -395,9 +397,9 @@ function M.build(input)
       if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
     end
     table.sort(adds)
-    if #adds > 0 then login_of[d.okta_id] = d.login end
+    if #adds > 0 then login_of[d.user.id] = d.login end
     for _, g in ipairs(adds) do
-      op({ group = g, name = name, okta_id = d.okta_id }, add_mt) -- kind, subject, reason: add_mt
+      op({ group = g, name = name, okta_id = d.user.id }, add_mt) -- kind, subject, reason: add_mt
     end
     local removes = {}
     for gk, gname in pairs(current) do
@@ -413,7 +415,7 @@ function M.build(input)
       local as_new, e1 = pol:default_groups(d.account, true, ctx)
       local as_old, e2 = pol:default_groups(d.account, false, ctx)
       if not as_new or not as_old then
-        errors[#errors + 1] = { okta_id = d.okta_id, subject = d.login, message = e1 or e2 }
+        errors[#errors + 1] = { okta_id = d.user.id, subject = d.login, message = e1 or e2 }
         as_new, as_old, removes = {}, {}, {} -- cannot tell which groups are kept: remove nothing
       end
       local only_new = {}
@@ -427,7 +429,7 @@ function M.build(input)
     end
     table.sort(removes)
     for _, g in ipairs(removes) do
-      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.okta_id,
+      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.user.id,
            reason = ("%s is no longer in a group that maps to %s"):format(d.login, g) }
     end
     ::next_account::
@@ -438,18 +440,18 @@ function M.build(input)
   -- are never deprovisioned.
   local leavers = {}
   for okta_id, name in pairs(links) do
-    if not keep_ids[okta_id] and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
+    if seen[okta_id] ~= "kept" and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
       local a = accounts[lower(name)]
       if a then
         leavers[#leavers + 1] = { okta_id = okta_id, account = a,
-          reason = seen_ids[okta_id] and "left out by the policy" or "no longer in scope" }
+          reason = seen[okta_id] and "left out by the policy" or "no longer in scope" }
       end
     end
   end
   for _, key in ipairs(keys) do
     local d = desired_groups_of[key]
     if d.deactivate and d.existing then
-      leavers[#leavers + 1] = { okta_id = d.okta_id, account = d.existing, inactive = true,
+      leavers[#leavers + 1] = { okta_id = d.user.id, account = d.existing, inactive = true,
         reason = ("%s is inactive in Okta"):format(d.login) }
     end
   end
