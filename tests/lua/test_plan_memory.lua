@@ -174,7 +174,7 @@ test("streamed plan file and plan text: byte-identical to the whole-document for
   local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
   local pieces = {}
   planfile.write(run_plan, meta, function(s) pieces[#pieces + 1] = s end)
-  t:ok(#pieces > #p.ops, "one piece per op at least")
+  t:ok(#pieces >= 5, "the ops of each target are pieces of their own")
   local text = table.concat(pieces)
   t:eq(text, reference_json(run_plan, meta))
   t:eq(planfile.encode(run_plan, meta), text)

@@ -51,20 +51,44 @@ local function array(t) return json.array(t or {}) end
 
 local ENC = { indent = 2, sort_keys = true }
 
--- One operation as the plan file holds it (pretty, keys sorted, at depth 0).
-local function op_json(o)
+-- One operation as the plan file holds it: a plain table.
+local function op_doc(o)
   local c = plan.plain(o) -- with the fields a plan's op keeps in its metatable
   if c.projects then c.projects = array(c.projects) end
   if c.components then c.components = array(c.components) end
-  return assert(json.encode(c, ENC))
+  return c
 end
 
+-- The text of ops[i..j] as elements of an array whose elements sit at
+-- nesting depth `depth` (each element after ",\n" and its indent, no
+-- brackets): the slice is encoded inside depth - 1 wrapping arrays, so
+-- the encoder itself indents it as the whole document would.
+local function ops_slice(ops, i, j, depth)
+  local list = {}
+  for k = i, j do list[#list + 1] = op_doc(ops[k]) end
+  local wrapped = array(list)
+  for _ = 2, depth do wrapped = array({ wrapped }) end
+  local text = assert(json.encode(wrapped, ENC))
+  local head, tail = {}, {}
+  for d = 1, depth - 1 do
+    head[#head + 1] = "[\n" .. (" "):rep(ENC.indent * d)
+    tail[#tail + 1] = "\n" .. (" "):rep(ENC.indent * (depth - 1 - d)) .. "]"
+  end
+  head = table.concat(head) .. "["
+  tail = "\n" .. (" "):rep(ENC.indent * (depth - 1)) .. "]" .. table.concat(tail)
+  assert(text:sub(1, #head) == head and text:sub(-#tail) == tail, "planfile: unexpected JSON layout")
+  return text:sub(#head + 1, -#tail - 1) -- "\n<indent>op,\n<indent>op..."
+end
+
+-- Operations encoded per call of ops_slice.
+local SLICE = 500
+
 -- Serialises a run plan, streamed: write(s) is called with consecutive
--- pieces of the text (one per operation, plus the parts around them), so
--- a plan of a million operations is never held as one string. The text is
--- exactly json.encode(doc, { indent = 2, sort_keys = true }) of the whole
--- document: each target's ops are encoded one by one and indented to the
--- place a marker string held in the encoded rest of the document.
+-- pieces of the text (500 operations at most each, plus the parts around
+-- them), so a plan of a million operations is never held as one string.
+-- The text is exactly json.encode(doc, { indent = 2, sort_keys = true }) of
+-- the whole document: each target's ops are encoded slice by slice at the
+-- depth of the marker string that holds their place in the encoded rest.
 -- meta: { config = path, created = iso time }.
 function M.write(run_plan, meta, write)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
@@ -95,10 +119,10 @@ function M.write(run_plan, meta, write)
     else
       -- the key's line indent is the closing bracket's; elements one level deeper
       local key_indent = #text:sub(1, a - 1):match("\n( *)[^\n]*$")
-      local pad = "\n" .. (" "):rep(key_indent + ENC.indent)
+      local depth = key_indent // ENC.indent + 1
       write("[")
-      for n, o in ipairs(ops) do
-        write((n > 1 and "," or "") .. pad .. op_json(o):gsub("\n", pad))
+      for i = 1, #ops, SLICE do
+        write((i > 1 and "," or "") .. ops_slice(ops, i, math.min(i + SLICE - 1, #ops), depth))
       end
       write("\n" .. (" "):rep(key_indent) .. "]")
     end
@@ -107,11 +131,16 @@ function M.write(run_plan, meta, write)
   write(text:sub(pos))
 end
 
--- The same text as one string (what write writes).
+-- The same text as one string (what write writes), gathered in chunks of
+-- 1,000 pieces: never a million small strings alive at once.
 function M.encode(run_plan, meta)
-  local out = {}
-  M.write(run_plan, meta, function(s) out[#out + 1] = s end)
-  return table.concat(out)
+  local chunks, pieces = {}, {}
+  M.write(run_plan, meta, function(s)
+    pieces[#pieces + 1] = s
+    if #pieces == 1000 then chunks[#chunks + 1] = table.concat(pieces); pieces = {} end
+  end)
+  chunks[#chunks + 1] = table.concat(pieces)
+  return table.concat(chunks)
 end
 
 -- Parses a saved plan. Returns the table or nil, message.

@@ -94,11 +94,16 @@ function M.write_plan_text(run_plan, write, opts)
   w("summary: %s, %s, %s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"))
 end
 
--- The same text as one string (what write_plan_text writes).
+-- The same text as one string (what write_plan_text writes), gathered in
+-- chunks of 1,000 lines: never a million small strings alive at once.
 function M.plan_text(run_plan, opts)
-  local out = {}
-  M.write_plan_text(run_plan, function(s) out[#out + 1] = s end, opts)
-  return table.concat(out)
+  local chunks, lines = {}, {}
+  M.write_plan_text(run_plan, function(s)
+    lines[#lines + 1] = s
+    if #lines == 1000 then chunks[#chunks + 1] = table.concat(lines); lines = {} end
+  end, opts)
+  chunks[#chunks + 1] = table.concat(lines)
+  return table.concat(chunks)
 end
 
 -- Resolves limits.max_deprovision against the number of managed accounts.
