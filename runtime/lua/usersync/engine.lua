@@ -366,8 +366,7 @@ function Engine:plan(opts)
   -- Memory (DESIGN §7): a shorter GC pause while planning, restored on any
   -- exit; full collections between the phases (settle) so each phase starts
   -- from what is live, not from the garbage of the one before.
-  local pause = collectgarbage("setpause", M.GC_PAUSE)
-  local _ <close> = setmetatable({}, { __close = function() collectgarbage("setpause", pause) end })
+  local _ <close> = plan.gc_pause(M.GC_PAUSE)
   local users = opts.users or (opts.user and { opts.user }) or nil
   local scope = opts.user
   if not scope and users then

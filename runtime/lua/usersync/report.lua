@@ -68,6 +68,7 @@ local RESET = "\27[0m"
 -- (+ green, - red, ~ and > yellow, ! red); only for a terminal.
 --   report.write_plan_text(run_plan, function(s) io.write(secrets.mask(s)) end)
 function M.write_plan_text(run_plan, write, opts)
+  local _ <close> = require("usersync.plan").gc_for_writing(run_plan)
   local color = opts and opts.color
   local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
