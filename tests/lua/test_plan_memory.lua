@@ -202,7 +202,8 @@ test("plan.gc_pause sets the GC pause and restores it on exit, also after an err
   local orig = collectgarbage("setpause", 200)
   do
     local _ <close> = plan.gc_pause(150)
-    t:eq(collectgarbage("setpause", 150), 150, "set inside")
+    local inside = collectgarbage("setpause", 150)
+    t:ok(math.abs(inside - 150) <= 4, "set inside (Lua stores the pause in steps of 4): " .. inside)
   end
   t:eq(collectgarbage("setpause", 200), 200, "restored")
   t:raises(function()
