@@ -48,6 +48,9 @@
 **   c:scope{ app_id=, include = function(group) -> bool | group_ids = {..} }
 **       "users in scope, each with their groups": the snapshot plan.lua reads
 **       as `source`: { users = { User + groups = {group ids} + app_assignment },
+**       (each User without _links, credentials and type, which no policy
+**       hook needs: the memory of a 100,000-user scope; the AppUser without
+**       _links),
 **       groups = { [id] = Group (counted groups only) }, complete = true,
 **       problems = {}, requests = n }.
 **       First the groups are listed and `include` (called once per group;
@@ -79,7 +82,7 @@
 **       keeps the cursor); the users named in the events (targets of type
 **       User) are re-read by id with their groups, concurrently
 **       -> { cursor (store it), events = n, event_list = {LogEvent...},
-**            users = { User + groups }, deleted = { ids answered 404 },
+**            users = { User + groups } (slimmed as in scope), deleted = { ids answered 404 },
 **            user_ids = { ids }, group_ids = { ids }, requests = n }
 **   c:changes{ watermark = iso8601 [, groups = true] }
 **       users with filter lastUpdated gt watermark (DEPROVISIONED included),
@@ -244,9 +247,10 @@ static const char *opt_field(lua_State *L, int t, const char *k) {
 **   SINK_FN       a3 = fn(items, info)
 **   SINK_COLLECT  a4 = array the items are appended to (a get: the object)
 **   SINK_EVENTS   a4 = events array, a5 = touched user ids, a6 = touched group ids
-**   SINK_USERS    a4 = users array, a5 = by_id (each user gets groups = {})
+**   SINK_USERS    a4 = users array, a5 = by_id (each user gets groups = {};
+**                 _links, credentials and type are dropped: slim_user)
 **   SINK_APPUSERS a4 = users array, a5 = by_id (User from _embedded.user,
-**                 the AppUser as user.app_assignment)
+**                 slimmed, the AppUser without _links as user.app_assignment)
 **   SINK_GROUPS   a4 = {id -> group} of counted groups, a5 = include (fn or
 **                 id set, nil: all), a6 = counted ids array
 **   SINK_UGROUPS  a4 = {user id -> group ids}, a6 = key list (user ids)
@@ -390,6 +394,44 @@ static void sink_events(lua_State *L, int ev) {
   lua_pop(L, 1);
 }
 
+/* A field of an Okta User that no policy hook needs (DESIGN.md §4: hooks
+** see profile, id, status, the timestamps and groups): links, credentials
+** and the user type. The key is at k (any type; not converted). */
+static int dropped_user_field(lua_State *L, int k) {
+  if (lua_type(L, k) != LUA_TSTRING)
+    return 0;
+  const char *s = lua_tostring(L, k);
+  return strcmp(s, "_links") == 0 || strcmp(s, "credentials") == 0 || strcmp(s, "type") == 0;
+}
+
+/* Replaces the User at stack index item by a copy without the dropped
+** fields (same metatable), its table sized for the fields kept plus
+** `groups`: a 100,000-user scope holds every User at once, and the
+** decoded _links and credentials were about half of each. Stack unchanged. */
+static void slim_user(lua_State *L, int item) {
+  int n = 1;
+  lua_pushnil(L);
+  while (lua_next(L, item)) {
+    lua_pop(L, 1);
+    if (!dropped_user_field(L, -1))
+      n++;
+  }
+  lua_createtable(L, 0, n);
+  if (lua_getmetatable(L, item))
+    lua_setmetatable(L, -2);
+  lua_pushnil(L);
+  while (lua_next(L, item)) {
+    if (dropped_user_field(L, -2)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_replace(L, item);
+}
+
 /* Protected worker: (ctx, page, a3, a4, a5, a6) -> nothing. */
 static int page_worker(lua_State *L) {
   struct pagectx *ctx = lua_touserdata(L, 1);
@@ -452,11 +494,14 @@ static int page_worker(lua_State *L) {
         luaL_error(L, "app user without _embedded.user (expand=user not honoured)");
       lua_pushnil(L);
       lua_setfield(L, item, "_embedded");
+      lua_pushnil(L);
+      lua_setfield(L, item, "_links");
       lua_pushvalue(L, item);
       lua_setfield(L, -2, "app_assignment");
       lua_replace(L, item); /* the User takes the AppUser's place */
       /* fallthrough */
     case SINK_USERS:
+      slim_user(L, item);
       new_array(L);
       lua_setfield(L, item, "groups");
       lua_getfield(L, item, "id");

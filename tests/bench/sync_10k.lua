@@ -9,6 +9,15 @@
 -- mode "plan": one `usersync plan` only (nothing written), for the peak
 -- memory of reading and planning a large org (the 100,000-user budget),
 -- where a full first sync would take the simulators far too long.
+-- mode "resync": the production case of that budget, a re-sync of an org
+-- whose targets already hold the accounts. Each target starts with an
+-- account for every user the default policy maps as active (its names,
+-- display names, e-mails) in every group the sync puts it in, and the
+-- store links them and owns those groups and memberships, as a full first
+-- sync would have left them (written directly: a 100,000-user first sync
+-- takes the simulators far too long). Then BENCH_CHANGES (default 10)
+-- active users get a new e-mail in Okta, and `usersync plan` and
+-- `usersync sync` run: a few updates per target, every figure printed.
 --
 -- The org: genorg.py --seed 42, app 0oaBenchApp000000001; the sync reads
 -- every user of the org (no app_id: all 10,000 users are candidates; STAGED
@@ -45,6 +54,8 @@ package.path = (os.getenv("SOURCE_DIR") or ".") .. "/tests/lua/?.lua;" .. packag
 local fakes = require "support.fakes"
 local proc = require "support.proc"
 local json = require "usersync.json"
+local re = require "usersync.re"
+local store = require "usersync.store"
 local clock = require("usersync.time").monotonic
 
 local args = arg or {}
@@ -61,6 +72,7 @@ local usersync = os.getenv("USERSYNC") or (fakes.source_dir .. "/build/usersync"
 local py = os.getenv("PYTHON3") or "/usr/bin/python3"
 local q = proc.quote
 
+local populate -- mode "resync", below
 local dir = os.tmpname(); os.remove(dir)
 assert(os.execute("mkdir -p " .. q(dir)))
 
@@ -70,6 +82,82 @@ local function cleanup()
   for _, s in pairs(sims) do pcall(s.stop, s) end
   sims = {}
   if os.getenv("BENCH_KEEP") then print("kept " .. dir) else os.execute("rm -rf " .. q(dir)) end
+end
+
+-- mode "resync": the targets' states and the store's links for org file
+-- `org` as the default policy and this config map it (see the header), and
+-- a copy of the org with BENCH_CHANGES e-mails changed. Returns
+-- { org_file, changed = n, jira = state, confluence = { users, groups,
+--   members }, bitbucket = state, links = { [product] = { {okta_id, name, groups} } } }.
+populate = function(orgfile)
+  local f = assert(io.open(orgfile)); local o = assert(json.decode(f:read("a"))); f:close()
+  local exclude = assert(re.compile("-(contractors|alumni|interns)( \\d+)?$"))
+  local counted = {}
+  for _, g in ipairs(o.groups) do
+    if g.type ~= "BUILT_IN" and not exclude:find(g.profile.name) then counted[g.id] = g.profile.name end
+  end
+  local groups_of = {}
+  for gid, members in pairs(o.group_members or {}) do
+    if counted[gid] then
+      for _, uid in ipairs(members) do
+        groups_of[uid] = groups_of[uid] or {}
+        table.insert(groups_of[uid], counted[gid])
+      end
+    end
+  end
+  local ACTIVE = { ACTIVE = true, PASSWORD_EXPIRED = true, LOCKED_OUT = true, RECOVERY = true, PROVISIONED = true }
+  local out = { links = {}, changed = 0 }
+  local st = {}
+  for _, p in ipairs(PRODUCTS) do
+    st[p] = { users = {}, members = {}, groups = {} }
+    out.links[p] = {}
+  end
+  local nchange = tonumber(os.getenv("BENCH_CHANGES")) or 10
+  local changed = {}
+  for _, u in ipairs(o.users) do
+    local pr = u.profile
+    if ACTIVE[u.status] and type(pr.login) == "string" and pr.login ~= "" then
+      local display = type(pr.displayName) == "string" and pr.displayName ~= "" and pr.displayName or nil
+      if not display then
+        local first = type(pr.firstName) == "string" and pr.firstName ~= "" and pr.firstName or nil
+        local last = type(pr.lastName) == "string" and pr.lastName ~= "" and pr.lastName or nil
+        display = (first and last) and (first .. " " .. last) or first or last or pr.login
+      end
+      local email = type(pr.email) == "string" and pr.email or ""
+      local groups = { "okta-synced" }
+      for _, g in ipairs(groups_of[u.id] or {}) do groups[#groups + 1] = g end
+      for _, p in ipairs(PRODUCTS) do
+        local name = pr.login
+        local s = st[p]
+        if p == "confluence" then
+          name = name:lower():gsub("[%s\\,+<>'\"]", "_")
+          s.users[#s.users + 1] = { username = name, userKey = "k" .. u.id, displayName = display, email = email,
+                                    disabled = false }
+        elseif p == "jira" then
+          s.users[#s.users + 1] = { name = name, key = "K" .. u.id, displayName = display, emailAddress = email,
+                                    active = true }
+        else
+          s.users[#s.users + 1] = { name = name, slug = name:lower(), id = #s.users + 1, displayName = display,
+                                    emailAddress = email }
+        end
+        for _, g in ipairs(groups) do
+          if not s.members[g] then s.members[g] = json.array{}; s.groups[#s.groups + 1] = g end
+          table.insert(s.members[g], name)
+        end
+        table.insert(out.links[p], { u.id, name, groups })
+      end
+      if #changed < nchange then changed[#changed + 1] = u end
+    end
+  end
+  for i, u in ipairs(changed) do u.profile.email = ("changed%02d.%s"):format(i, u.profile.email) end
+  out.changed = #changed
+  for _, p in ipairs(PRODUCTS) do
+    out[p] = { users = json.array(st[p].users), groups = json.array(st[p].groups), members = st[p].members }
+  end
+  out.jira.projects, out.jira.components = json.array{}, json.array{}
+  out.org_file = dir .. "/org-changed.json"
+  f = assert(io.open(out.org_file, "w")); f:write(assert(json.encode(o))); f:close()
+  return out
 end
 
 local function main()
@@ -83,17 +171,26 @@ local function main()
 
   -- 2. Simulators (bounded lifetime; 127.0.0.1, free ports).
   local life = RUN_TIMEOUT * 2 + 600
+  local populated = MODE == "resync" and populate(org) or nil
+  if populated then org = populated.org_file end
   sims.okta = fakes.start("okta", { state_file = org, latency_ms = LAT, lifetime = life })
-  sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life })
-  sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life })
+  sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life, state = populated and populated.jira })
+  sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life,
+    state = populated and populated.bitbucket })
   -- Confluence: its default state (built-in admin) with a licence for everyone.
-  sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = {
+  local conf = {
     users = json.array{ { username = "admin", userKey = "8a7f808a00000000000000000000a000",
                           displayName = "Administrator", email = "admin@example.com", disabled = false } },
     groups = json.array{ "confluence-administrators", "confluence-users" },
     members = { ["confluence-administrators"] = json.array{ "admin" }, ["confluence-users"] = json.array{ "admin" } },
     license = { seats = NU * 2 },
-  } })
+  }
+  if populated then
+    for _, a in ipairs(populated.confluence.users) do conf.users[#conf.users + 1] = a end
+    for _, g in ipairs(populated.confluence.groups) do conf.groups[#conf.groups + 1] = g end
+    for g, m in pairs(populated.confluence.members) do conf.members[g] = m end
+  end
+  sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = conf })
 
   -- 3. Config.
   local cfg = dir .. "/usersync.conf.lua"
@@ -233,6 +330,43 @@ local function main()
     print(("   overlapped floor (slowest server, all phases overlapped) %.2f s -> wall/overlapped %.2fx"):format(
       slowest, slowest > 0 and wall / slowest or 0))
     return writes
+  end
+
+  if populated then
+    -- The store as a full first sync leaves it: links, owned groups and memberships.
+    local r = proc.run({ usersync, "check", "--config-only", "-c", cfg },
+      { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin" } })
+    assert(r.code == 0, r.stderr)
+    local db <close> = assert(store.open(dir .. "/usersync.db"))
+    db:transaction(function()
+      for _, p in ipairs(PRODUCTS) do
+        for _, g in ipairs(populated[p].groups) do
+          db:exec("INSERT INTO owned_groups (sync, target, group_name) VALUES ('main', ?, ?)", p, g)
+        end
+        for _, l in ipairs(populated.links[p]) do
+          db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+              VALUES ('main', ?, ?, ?, 1, 1)]], p, l[1], l[2])
+          for _, g in ipairs(l[3]) do
+            db:exec("INSERT INTO owned_memberships (sync, target, group_name, okta_id) VALUES ('main', ?, ?, ?)",
+              p, g, l[1])
+          end
+        end
+      end
+    end)
+    print(("targets: %d accounts each (jira, confluence, bitbucket); %d users with a new e-mail in Okta")
+      :format(#populated.links.jira, populated.changed))
+    for _, cmd in ipairs({ "plan", "sync" }) do
+      for _, p in pairs(sims) do p:clear_requests() end
+      local r2, wall, rss = run_usersync(cmd)
+      local writes = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
+      assert(r2.code == 0 or r2.code == 1, "usersync " .. cmd .. " failed (exit " .. r2.code .. ")")
+      if cmd == "sync" then
+        local total = writes.jira + writes.confluence + writes.bitbucket
+        print(("   writes: %d (jira %d, confluence %d, bitbucket %d)"):format(total, writes.jira,
+          writes.confluence, writes.bitbucket))
+      end
+    end
+    return
   end
 
   if MODE == "plan" then

@@ -413,13 +413,16 @@ local function print_plan(run_plan, opts, cfg)
   if opts.out then
     local f, err = io.open(opts.out, "w")
     if not f then eprint("usersync plan: cannot write " .. opts.out .. ": " .. err); return false end
-    f:write(secrets.mask(planfile.encode(run_plan, meta)), "\n")
+    -- streamed: a 100,000-user plan is never one string in memory
+    planfile.write(run_plan, meta, function(piece) f:write(secrets.mask(piece)) end)
+    f:write("\n")
     f:close()
   end
   if opts.json then
-    io.write(secrets.mask(planfile.encode(run_plan, meta)), "\n")
+    planfile.write(run_plan, meta, function(piece) io.write(secrets.mask(piece)) end)
+    io.write("\n")
   else
-    io.write(secrets.mask(report.plan_text(run_plan, { color = out.color_out })))
+    report.write_plan_text(run_plan, function(piece) io.write(secrets.mask(piece)) end, { color = out.color_out })
     if opts.out then io.write("plan saved to ", opts.out, "; apply it with: usersync apply ", opts.out, "\n") end
   end
   return true
@@ -549,7 +552,8 @@ function commands.sync(args)
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
   if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
   if not opts.json and not out.quiet then
-    io.write(secrets.mask(require("usersync.report").plan_text(run_plan, { color = out.color_out })))
+    require("usersync.report").write_plan_text(run_plan, function(piece) io.write(secrets.mask(piece)) end,
+      { color = out.color_out })
   end
   local summary = e:apply(run_plan, { force = opts.force, command = "sync" })
   finish_engine(e, "sync")

@@ -17,14 +17,21 @@
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
 --     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us)
+--     single = true,                           -- optional: the run's only sync entry (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
---   -- p.mapped_keys: lowercase account names the sync's users map to
+--   -- p.mapped_keys: lowercase account names the sync's users map to;
+--   -- p.wanted: lowercase account -> { lowercase group -> name } it should be in;
+--   -- p.active_keys: lowercase accounts mapped as active. These three are for
+--   -- the other sync entries of a run and are empty with input.single.
 --
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
 --
--- Operation: { kind, target, subject, reason, okta_id?, ... } where kind is
+-- Operation: { kind, target, subject, reason, okta_id?, ... } (target, the
+-- reason of create_user and add_member, and add_member's kind and subject
+-- come from the op's metatable: read them by name; pairs() does not list
+-- them, plan.plain(op) gives every field) where kind is
 -- one of (in plan order):
 --   create_group{group}  create_user{name, display_name, email}
 --   link{name} (adopt an existing account: no server write)
@@ -50,6 +57,15 @@ M.CAPS = {
 }
 
 local lower = string.lower
+
+-- The reasons of the kinds a large plan is made of, built when read
+-- (op.reason) from the op and its user's login; every other op carries its
+-- reason as a field. An op's `pairs` shows neither `reason` nor `target`
+-- (planfile and state copy them by name).
+local LAZY_REASON = {
+  create_user = function(_, login) return ("%s is in scope and has no account"):format(login) end,
+  add_member = function(o, login) return "group rules put " .. login .. " in " .. o.group end,
+}
 
 -- A deep copy: hooks get their own settings, so a hook that changes them
 -- cannot change what the planner (or the safety check) decides.
@@ -95,6 +111,8 @@ function M.account_names(input)
   return names
 end
 
+local function by_group_name(a, b) return a.profile.name < b.profile.name end
+
 -- Builds the plan for one target. See the header for `input`.
 function M.build(input)
   local sync, target, pol = input.sync, input.target, input.policy
@@ -102,8 +120,26 @@ function M.build(input)
   local users_cfg = sync.users or {}
   local groups_cfg = sync.groups or {}
   local ops, conflicts, errors, notes = {}, {}, {}, {}
-  local function op(o)
-    o.target = target.name
+  -- Every op reads `target`, and the reason of the bulk kinds (LAZY_REASON),
+  -- from a metatable; an add_member op also its kind and subject (= name),
+  -- so it holds 4 fields (group, name, okta_id, seq): a 100,000-user first
+  -- sync plans over a million ops, and each field beyond 4 doubled a table.
+  local login_of = {}   -- okta id -> login, for the reasons built on demand
+  local op_mt = { __index = function(o, k)
+    if k == "target" then return target.name end
+    if k == "reason" then
+      local why = LAZY_REASON[o.kind]
+      if why then return why(o, login_of[o.okta_id]) end
+    end
+  end }
+  local add_mt = { __index = function(o, k)
+    if k == "kind" then return "add_member" end
+    if k == "subject" then return rawget(o, "name") end
+    if k == "target" then return target.name end
+    if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
+  end }
+  local function op(o, mt)
+    setmetatable(o, mt or op_mt)
     ops[#ops + 1] = o
     return o
   end
@@ -139,26 +175,35 @@ function M.build(input)
 
   -- 1. Map every source user; find duplicate usernames.
   local mapped, by_name = {}, {}
-  local seen_ids = {}
+  local seen = {}  -- okta id -> "read", or "kept" when mapped (its linked account stays in scope)
   for _, u in ipairs(input.source.users or {}) do
-    seen_ids[u.id] = true
+    seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = pol:user(u, ctx)
     if err then
       errors[#errors + 1] = { okta_id = u.id, subject = login, message = err }
     elseif acct then
       local key = lower(acct.name)
+      seen[u.id] = "kept"
+      -- also the user's desired state (desired_groups_of), once matched
       local m = { user = u, login = login, account = acct, key = key }
       mapped[#mapped + 1] = m
-      by_name[key] = by_name[key] or {}
-      table.insert(by_name[key], m)
+      -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
+      local prev = by_name[key]
+      if prev == nil then
+        by_name[key] = m
+      elseif prev.user then
+        by_name[key] = { prev, m }
+      else
+        prev[#prev + 1] = m
+      end
     end
   end
   local failed_ids = {}
   for _, e in ipairs(errors) do if e.okta_id then failed_ids[e.okta_id] = true end end
 
-  for key, list in pairs(by_name) do
-    if #list > 1 then
+  for _, list in pairs(by_name) do
+    if not list.user then
       local logins = {}
       for _, m in ipairs(list) do logins[#logins + 1] = m.login; m.conflict = true end
       table.sort(logins)
@@ -168,16 +213,15 @@ function M.build(input)
   end
 
   -- 2. Match each mapped user to an account: link, adoption or creation.
-  local desired_groups_of = {}   -- lowercase account -> { lowercase group -> group name }
+  local desired_groups_of = {}   -- lowercase account -> its m, with account (as matched), existing, want
+                                 -- (lowercase group -> group name) or deactivate
   local managed_groups = {}      -- lowercase group -> name (groups this sync manages)
   for g in pairs(owned_g) do managed_groups[lower(g)] = g end
   local wanted_groups = {}       -- lowercase group -> name (must exist)
-  local keep_ids = {}            -- okta ids whose linked account stays in scope
   local new_ids = {}             -- okta ids whose accounts get the new-user groups now
 
   for _, m in ipairs(mapped) do
     local u, acct, key = m.user, m.account, m.key
-    keep_ids[u.id] = true
     if m.conflict then goto continue end
     if input.only and not input.only[u.id] then goto continue end
 
@@ -234,8 +278,9 @@ function M.build(input)
           note(("%s: no account %q in %s and users.create = false"):format(m.login, acct.name, target.name))
           goto continue
         end
+        login_of[u.id] = m.login
         op { kind = "create_user", subject = acct.name, name = acct.name, display_name = acct.display_name,
-             email = acct.email, okta_id = u.id, reason = ("%s is in scope and has no account"):format(m.login) }
+             email = acct.email, okta_id = u.id } -- reason: LAZY_REASON
         is_new = true
       else
         goto continue -- inactive in Okta and no account: nothing to do
@@ -283,7 +328,7 @@ function M.build(input)
         local g = counted[gid]
         if g then ugroups[#ugroups + 1] = g end
       end
-      table.sort(ugroups, function(a, b) return a.profile.name < b.profile.name end)
+      table.sort(ugroups, by_group_name)
       local names, err = pol:groups(u, ugroups, ctx)
       local defaults, err2
       if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
@@ -294,19 +339,20 @@ function M.build(input)
         goto continue
       end
       local want = {}
-      for _, list in ipairs({ names, defaults }) do
-        for _, gname in ipairs(list) do
+      for i = 1, 2 do
+        for _, gname in ipairs(i == 1 and names or defaults) do
           local gk = lower(gname)
           want[gk] = gname
           managed_groups[gk] = managed_groups[gk] or gname
           wanted_groups[gk] = wanted_groups[gk] or gname
         end
       end
-      desired_groups_of[key] = { account = acct, existing = existing, want = want, okta_id = u.id, login = m.login }
+      m.account, m.existing, m.want = acct, existing, want
+      desired_groups_of[key] = m
       if is_new then new_ids[#new_ids + 1] = u.id end
     elseif m.deactivate then
-      desired_groups_of[key] = { account = acct, existing = existing, want = nil, okta_id = u.id, login = m.login,
-                                 deactivate = true }
+      m.account, m.existing = acct, existing -- m.deactivate is set
+      desired_groups_of[key] = m
     end
     ::continue::
   end
@@ -351,9 +397,9 @@ function M.build(input)
       if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
     end
     table.sort(adds)
+    if #adds > 0 then login_of[d.user.id] = d.login end
     for _, g in ipairs(adds) do
-      op { kind = "add_member", subject = name, group = g, name = name, okta_id = d.okta_id,
-           reason = "group rules put " .. d.login .. " in " .. g }
+      op({ group = g, name = name, okta_id = d.user.id }, add_mt) -- kind, subject, reason: add_mt
     end
     local removes = {}
     for gk, gname in pairs(current) do
@@ -369,7 +415,7 @@ function M.build(input)
       local as_new, e1 = pol:default_groups(d.account, true, ctx)
       local as_old, e2 = pol:default_groups(d.account, false, ctx)
       if not as_new or not as_old then
-        errors[#errors + 1] = { okta_id = d.okta_id, subject = d.login, message = e1 or e2 }
+        errors[#errors + 1] = { okta_id = d.user.id, subject = d.login, message = e1 or e2 }
         as_new, as_old, removes = {}, {}, {} -- cannot tell which groups are kept: remove nothing
       end
       local only_new = {}
@@ -383,7 +429,7 @@ function M.build(input)
     end
     table.sort(removes)
     for _, g in ipairs(removes) do
-      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.okta_id,
+      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.user.id,
            reason = ("%s is no longer in a group that maps to %s"):format(d.login, g) }
     end
     ::next_account::
@@ -394,18 +440,18 @@ function M.build(input)
   -- are never deprovisioned.
   local leavers = {}
   for okta_id, name in pairs(links) do
-    if not keep_ids[okta_id] and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
+    if seen[okta_id] ~= "kept" and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
       local a = accounts[lower(name)]
       if a then
         leavers[#leavers + 1] = { okta_id = okta_id, account = a,
-          reason = seen_ids[okta_id] and "left out by the policy" or "no longer in scope" }
+          reason = seen[okta_id] and "left out by the policy" or "no longer in scope" }
       end
     end
   end
   for _, key in ipairs(keys) do
     local d = desired_groups_of[key]
     if d.deactivate and d.existing then
-      leavers[#leavers + 1] = { okta_id = d.okta_id, account = d.existing, inactive = true,
+      leavers[#leavers + 1] = { okta_id = d.user.id, account = d.existing, inactive = true,
         reason = ("%s is inactive in Okta"):format(d.login) }
     end
   end
@@ -479,23 +525,61 @@ function M.build(input)
     o.seq = i
     counts[o.kind] = (counts[o.kind] or 0) + 1
   end
+  -- What other sync entries of the run need (engine.lua, multiple
+  -- sources); input.single (the only entry planned) leaves them empty.
   local mapped_keys = {}
-  for _, m in ipairs(mapped) do
-    if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
-  end
-  local wanted = {}   -- lowercase account -> lowercase group -> true
+  local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
   local active_keys = {}
-  for k, d in pairs(desired_groups_of) do
-    if d.want then
-      wanted[k] = {}
-      for gk in pairs(d.want) do wanted[k][gk] = true end
-      active_keys[k] = true
+  if not input.single then
+    for _, m in ipairs(mapped) do
+      if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
+    end
+    for k, d in pairs(desired_groups_of) do
+      if d.want then
+        wanted[k] = d.want
+        active_keys[k] = true
+      end
     end
   end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
            managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids,
            wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
+end
+
+-- Memory (DESIGN.md §7): the GC pause to use while a whole-org plan is
+-- built or written out (Lua's default 200 lets the heap reach twice what is
+-- live; writing a million-line plan is nearly all garbage). Sets `pause`
+-- and returns a to-be-closed value that restores the previous one:
+--   local _ <close> = plan.gc_pause(150)
+function M.gc_pause(pause)
+  local old = collectgarbage("setpause", pause)
+  return setmetatable({}, { __close = function() collectgarbage("setpause", old) end })
+end
+
+-- For report.write_plan_text: a large plan (over 10,000 ops) is written
+-- after a full collection with a pause of 150 (the million short-lived
+-- lines of a 100,000-user first sync otherwise grow the heap by half again;
+-- the plan file's few large pieces are not worth the extra cycles). Returns
+-- gc_pause's to-be-closed value, or nil for a small plan.
+function M.gc_for_writing(run_plan)
+  local n = 0
+  for _, s in ipairs(run_plan.syncs) do
+    for _, tp in ipairs(s.targets) do n = n + #tp.ops end
+  end
+  if n <= 10000 then return nil end
+  collectgarbage()
+  return M.gc_pause(150)
+end
+
+-- Every field of an operation (also those its metatable gives) in a new
+-- plain table: for serialising one (planfile, the store).
+local META_FIELDS = { "kind", "target", "subject", "reason" }
+function M.plain(o)
+  local c = {}
+  for k, v in pairs(o) do c[k] = v end
+  for _, k in ipairs(META_FIELDS) do c[k] = o[k] end
+  return c
 end
 
 -- Recomputes p.counts and p.deprovisions after ops were dropped.

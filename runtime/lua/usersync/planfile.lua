@@ -5,6 +5,7 @@
 --
 --   local planfile = require "usersync.planfile"
 --   local text = planfile.encode(run_plan, { config = "usersync.conf.lua" })
+--   planfile.write(run_plan, meta, io.write)   -- the same text in pieces (large plans)
 --   local saved = assert(planfile.decode(text))
 --   local verdict = planfile.compare(saved, fresh_run_plan)
 --   -- verdict.apply: saved ops still planned now (apply these, in order)
@@ -12,6 +13,7 @@
 --   -- verdict.obsolete: harmless saved ops no longer needed (skipped)
 --   -- verdict.new: ops planned now but not in the saved plan (not applied)
 local json = require "usersync.json"
+local plan = require "usersync.plan"
 
 local M = {}
 
@@ -47,32 +49,98 @@ end
 
 local function array(t) return json.array(t or {}) end
 
--- Serialises a run plan. meta: { config = path, created = iso time }.
-function M.encode(run_plan, meta)
+local ENC = { indent = 2, sort_keys = true }
+
+-- One operation as the plan file holds it: a plain table.
+local function op_doc(o)
+  local c = plan.plain(o) -- with the fields a plan's op keeps in its metatable
+  if c.projects then c.projects = array(c.projects) end
+  if c.components then c.components = array(c.components) end
+  return c
+end
+
+-- The text of ops[i..j] as elements of an array whose elements sit at
+-- nesting depth `depth` (each element after ",\n" and its indent, no
+-- brackets): the slice is encoded inside depth - 1 wrapping arrays, so
+-- the encoder itself indents it as the whole document would.
+local function ops_slice(ops, i, j, depth)
+  local list = {}
+  for k = i, j do list[#list + 1] = op_doc(ops[k]) end
+  local wrapped = array(list)
+  for _ = 2, depth do wrapped = array({ wrapped }) end
+  local text = assert(json.encode(wrapped, ENC))
+  local head, tail = {}, {}
+  for d = 1, depth - 1 do
+    head[#head + 1] = "[\n" .. (" "):rep(ENC.indent * d)
+    tail[#tail + 1] = "\n" .. (" "):rep(ENC.indent * (depth - 1 - d)) .. "]"
+  end
+  head = table.concat(head) .. "["
+  tail = "\n" .. (" "):rep(ENC.indent * (depth - 1)) .. "]" .. table.concat(tail)
+  assert(text:sub(1, #head) == head and text:sub(-#tail) == tail, "planfile: unexpected JSON layout")
+  return text:sub(#head + 1, -#tail - 1) -- "\n<indent>op,\n<indent>op..."
+end
+
+-- Operations encoded per call of ops_slice.
+local SLICE = 500
+
+-- Serialises a run plan, streamed: write(s) is called with consecutive
+-- pieces of the text (500 operations at most each, plus the parts around
+-- them), so a plan of a million operations is never held as one string.
+-- The text is exactly json.encode(doc, { indent = 2, sort_keys = true }) of
+-- the whole document: each target's ops are encoded slice by slice at the
+-- depth of the marker string that holds their place in the encoded rest.
+-- meta: { config = path, created = iso time }.
+function M.write(run_plan, meta, write)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
                 scope = run_plan.scope,
                 syncs = array({}) }
+  local lists = {}
   for _, s in ipairs(run_plan.syncs) do
     local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope,
                   read = s.read, targets = array({}) }
     for _, tp in ipairs(s.targets) do
-      local ops = {}
-      for i, o in ipairs(tp.ops) do
-        local c = {}
-        for k, v in pairs(o) do c[k] = v end
-        if c.projects then c.projects = array(c.projects) end
-        if c.components then c.components = array(c.components) end
-        ops[i] = c
-      end
+      lists[#lists + 1] = tp.ops
       out.targets[#out.targets + 1] = {
         target = tp.target, target_type = tp.target_type, counts = tp.counts,
-        deprovisions = tp.deprovisions, ops = array(ops), conflicts = array(tp.conflicts),
+        deprovisions = tp.deprovisions, ops = ("\1usersync-ops-%d\1"):format(#lists), conflicts = array(tp.conflicts),
         errors = array(tp.errors), notes = array(tp.notes),
       }
     end
     doc.syncs[#doc.syncs + 1] = out
   end
-  return json.encode(doc, { indent = 2, sort_keys = true })
+  local text = assert(json.encode(doc, ENC))
+  local pos = 1
+  for i, ops in ipairs(lists) do
+    local marker = assert(json.encode(("\1usersync-ops-%d\1"):format(i)))
+    local a, b = text:find(marker, pos, true)
+    write(text:sub(pos, a - 1))
+    if #ops == 0 then
+      write("[]")
+    else
+      -- the key's line indent is the closing bracket's; elements one level deeper
+      local key_indent = #text:sub(1, a - 1):match("\n( *)[^\n]*$")
+      local depth = key_indent // ENC.indent + 1
+      write("[")
+      for i = 1, #ops, SLICE do
+        write((i > 1 and "," or "") .. ops_slice(ops, i, math.min(i + SLICE - 1, #ops), depth))
+      end
+      write("\n" .. (" "):rep(key_indent) .. "]")
+    end
+    pos = b + 1
+  end
+  write(text:sub(pos))
+end
+
+-- The same text as one string (what write writes), gathered in chunks of
+-- 1,000 pieces: never a million small strings alive at once.
+function M.encode(run_plan, meta)
+  local chunks, pieces = {}, {}
+  M.write(run_plan, meta, function(s)
+    pieces[#pieces + 1] = s
+    if #pieces == 1000 then chunks[#chunks + 1] = table.concat(pieces); pieces = {} end
+  end)
+  chunks[#chunks + 1] = table.concat(pieces)
+  return table.concat(chunks)
 end
 
 -- Parses a saved plan. Returns the table or nil, message.

@@ -3,6 +3,7 @@
 --
 --   local report = require "usersync.report"
 --   io.write(report.plan_text(run_plan))                 -- or plan_text(run_plan, { color = true })
+--   report.write_plan_text(run_plan, io.write)           -- the same, line by line (large plans)
 --   local stop, hard = report.safety(run_plan, { force = false })
 --   -- nil, or the list of reasons; hard when a source read failed outright
 --   -- (nothing planned for that sync; --force does not override it)
@@ -63,13 +64,16 @@ local SIGN_COLOR = { ["+"] = "\27[32m", ["-"] = "\27[31m", ["~"] = "\27[33m", ["
                      ["!"] = "\27[31m" }
 local RESET = "\27[0m"
 
--- The readable plan, grouped by sync entry and target. opts.color: colour
--- the signs (+ green, - red, ~ and > yellow, ! red); only for a terminal.
-function M.plan_text(run_plan, opts)
+-- The readable plan, grouped by sync entry and target, streamed: write(s)
+-- is called once per line, s ending in "\n" (a 100,000-user first sync is
+-- over a million lines: never held whole). opts.color: colour the signs
+-- (+ green, - red, ~ and > yellow, ! red); only for a terminal.
+--   report.write_plan_text(run_plan, function(s) io.write(secrets.mask(s)) end)
+function M.write_plan_text(run_plan, write, opts)
+  local _ <close> = require("usersync.plan").gc_for_writing(run_plan)
   local color = opts and opts.color
   local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
-  local out = {}
-  local function w(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+  local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
   local total_ops, total_conf, total_err = 0, 0, 0
   for _, s in ipairs(run_plan.syncs) do
     w("sync %q: source %s, %s in scope%s", s.name, s.source, plural(s.users_in_scope or 0, "user"),
@@ -91,7 +95,18 @@ function M.plan_text(run_plan, opts)
     w("")
   end
   w("summary: %s, %s, %s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"))
-  return table.concat(out, "\n") .. "\n"
+end
+
+-- The same text as one string (what write_plan_text writes), gathered in
+-- chunks of 1,000 lines: never a million small strings alive at once.
+function M.plan_text(run_plan, opts)
+  local chunks, lines = {}, {}
+  M.write_plan_text(run_plan, function(s)
+    lines[#lines + 1] = s
+    if #lines == 1000 then chunks[#chunks + 1] = table.concat(lines); lines = {} end
+  end, opts)
+  chunks[#chunks + 1] = table.concat(lines)
+  return table.concat(chunks)
 end
 
 -- Resolves limits.max_deprovision against the number of managed accounts.

@@ -13,6 +13,7 @@
 -- Account and group names compare case-insensitively (lowercase keys).
 local json = require "usersync.json"
 local secrets = require "usersync.secrets"
+local plan = require "usersync.plan"
 
 local M = {}
 
@@ -152,7 +153,7 @@ end
 local SKIP = { kind = true, target = true, subject = true, okta_id = true, seq = true }
 local function detail(op)
   local d = {}
-  for k, v in pairs(op) do if not SKIP[k] then d[k] = v end end
+  for k, v in pairs(plan.plain(op)) do if not SKIP[k] then d[k] = v end end
   return json.encode(d)
 end
 

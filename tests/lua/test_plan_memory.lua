@@ -1,0 +1,216 @@
+-- test_plan_memory.lua: what the memory work for a 100,000-user org
+-- (DESIGN.md §7) must not change. The Okta users of a scope read lose only
+-- _links, credentials and type (a policy hook sees everything else, the
+-- profile whole); a plan's ops answer every field by name (some come from
+-- a shared metatable) and plan.plain lists them all; the streamed plan text
+-- and plan file are byte for byte what plan_text / json.encode give.
+local test = require "tap"
+local json = require "usersync.json"
+local plan = require "usersync.plan"
+local policy = require "usersync.policy"
+local config = require "usersync.config"
+local report = require "usersync.report"
+local planfile = require "usersync.planfile"
+local fakes = require "support.fakes"
+local S = require "support.oktasim"
+
+-- Okta users as the simulator returns them: with links, credentials, a
+-- type, null profile values and a custom attribute.
+local function org()
+  local st = S.org{ users = { "ACTIVE", "SUSPENDED", "ACTIVE" }, groups = 2, members = { [1] = { 1, 2 }, [2] = { 3 } },
+                    app = { users = { 1, 2 }, groups = { 2 } } }
+  for i, u in ipairs(st.users) do
+    u.type = { id = "oty1" }
+    u.lastLogin = i == 1 and "2024-03-01T00:00:00.000Z" or json.null
+    u.credentials = { provider = { type = "OKTA", name = "OKTA" } }
+    u.profile.costCenter = "CC-" .. i
+    u.profile.title = json.null
+  end
+  return st
+end
+
+local sim <close> = fakes.start("okta", { state = org() })
+
+-- The fields of v other than those named in drop, deeply compared as JSON text.
+local function without(v, drop)
+  local c = {}
+  for k, x in pairs(v) do if not drop[k] then c[k] = x end end
+  return assert(json.encode(c, { sort_keys = true }))
+end
+
+local DROPPED = { _links = true, credentials = true, type = true, groups = true, app_assignment = true }
+
+test("scope users keep every field but _links, credentials and type; the profile whole", function(t)
+  for _, app in ipairs({ false, true }) do
+    local c <close> = S.client(sim, { app_id = app and S.APP or nil })
+    local snap = assert(c:scope{})
+    t:ok(#snap.users >= 2, "users read")
+    for _, u in ipairs(snap.users) do
+      local full = assert(c:user(u.id))
+      t:ok(full._links ~= nil and full.type ~= nil, "the simulator sends links and a type")
+      t:eq(u._links, nil); t:eq(u.credentials, nil); t:eq(u.type, nil)
+      t:eq(without(u, DROPPED), without(full, DROPPED), "every other field as Okta sent it")
+      t:eq(u.profile.costCenter, full.profile.costCenter, "custom attribute")
+      t:eq(u.profile.title, json.null, "a null profile value stays json.null")
+      t:ok(u.created and u.lastUpdated and u.status, "timestamps and status kept")
+      t:eq(getmetatable(u), getmetatable(full), "still a JSON object")
+      if app then
+        t:ok(u.app_assignment and u.app_assignment.scope, "the app assignment is kept")
+        t:eq(u.app_assignment._links, nil, "without its links")
+      end
+    end
+  end
+end)
+
+test("changes{watermark} users are slimmed the same way", function(t)
+  local c <close> = S.client(sim)
+  local ch = assert(c:changes{ watermark = "2000-01-01T00:00:00.000Z" })
+  t:ok(#ch.users > 0)
+  for _, u in ipairs(ch.users) do
+    t:eq(u._links, nil); t:eq(u.credentials, nil); t:eq(u.type, nil)
+    t:ok(u.profile.costCenter, "custom attribute kept")
+  end
+end)
+
+local function sync_entry(over)
+  local s = { name = "main", source = "okta", targets = { "jira" },
+              groups = { mode = "manual", map = { Eng = { "devs", "eng" } } },
+              defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
+  for k, v in pairs(over or {}) do s[k] = v end
+  local cfg, errors = config.validate({
+    sources = { okta = { type = "okta", url = "https://x.okta.com", token = "t0ken-value" } },
+    targets = { jira = { type = "jira", url = "https://jira", token = "pat-value" } },
+    sync = { s },
+  })
+  assert(#errors == 0, table.concat(errors, "\n"))
+  return cfg.sync[1]
+end
+
+local function user(id, login, groups, status)
+  return { id = id, status = status or "ACTIVE", groups = groups or {},
+           profile = { login = login, email = login, displayName = login:match("^[^@]+") } }
+end
+
+-- A plan with every common kind: creates, adds, an update, a removal, a
+-- deactivation with a lead hand-over, a conflict and a note.
+local function sample()
+  local s = sync_entry { users = { create = true, update = true, deactivate = true, reactivate = true,
+                                   project_lead = "svc", component_lead = "svc" } }
+  local input = {
+    sync = s, target = { name = "jira", type = "jira" }, policy = assert(policy.load(nil)),
+    source = { users = { user("00u1", "ann@example.com", { "00gE" }), user("00u2", "Bob@example.com"),
+                         user("00u3", "carl@example.com", {}, "SUSPENDED"),
+                         user("00u4", "dup@example.com"), user("00u5", "DUP@example.com") },
+               groups = { ["00gE"] = { id = "00gE", type = "OKTA_GROUP", profile = { name = "Eng" } } } },
+    accounts = { { name = "bob@example.com", display_name = "old", email = "Bob@example.com", active = true,
+                   groups = { "okta-synced", "old-group" } },
+                 { name = "carl@example.com", display_name = "carl", email = "carl@example.com", active = true,
+                   groups = { "devs" } } },
+    groups = { "okta-synced" },
+    links = { ["00u2"] = "bob@example.com", ["00u3"] = "carl@example.com" },
+    owned_memberships = { ["old-group"] = { ["bob@example.com"] = true } },
+    leads = { ["carl@example.com"] = { projects = { "ABC" }, components = {} } },
+  }
+  return plan.build(input)
+end
+
+test("ops answer kind, subject, target and reason by name; plan.plain lists every field", function(t)
+  local p = sample()
+  local by = {}
+  for _, o in ipairs(p.ops) do by[o.kind] = by[o.kind] or o end
+  local add = by.add_member
+  t:eq(add.kind, "add_member"); t:eq(add.subject, add.name); t:eq(add.target, "jira")
+  t:match(add.reason, "^group rules put %S+ in %S+$")
+  t:eq(by.create_user.reason, "ann@example.com is in scope and has no account")
+  t:eq(by.create_user.target, "jira")
+  t:eq(by.update_user.reason, "profile changed in Okta")
+  t:eq(by.remove_member.group, "old-group")
+  t:ok(by.handover_lead and by.deactivate_user, "hand-over and deactivation planned")
+  for _, o in ipairs(p.ops) do
+    local c = plan.plain(o)
+    t:eq(getmetatable(c), nil, "a plain table")
+    for _, k in ipairs({ "kind", "target", "subject", "reason", "seq" }) do
+      t:ok(c[k] ~= nil, o.kind .. " has " .. k)
+      t:eq(c[k], o[k])
+    end
+    for k, v in pairs(o) do t:eq(c[k], v) end
+  end
+  t:eq(#p.conflicts, 1, "dup and DUP map to one name")
+end)
+
+-- The plan file as json.encode of the whole document with plain ops (what
+-- planfile.encode produced before it streamed).
+local function reference_json(run_plan, meta)
+  local A = json.array
+  local doc = { usersync_plan = planfile.VERSION, config = meta.config, created = meta.created, scope = run_plan.scope,
+                syncs = A{} }
+  for _, s in ipairs(run_plan.syncs) do
+    local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope, read = s.read, targets = A{} }
+    for _, tp in ipairs(s.targets) do
+      local ops = {}
+      for i, o in ipairs(tp.ops) do
+        local c = plan.plain(o)
+        if c.projects then c.projects = A(c.projects) end
+        if c.components then c.components = A(c.components) end
+        ops[i] = c
+      end
+      out.targets[#out.targets + 1] = { target = tp.target, target_type = tp.target_type, counts = tp.counts,
+        deprovisions = tp.deprovisions, ops = A(ops), conflicts = A(tp.conflicts), errors = A(tp.errors),
+        notes = A(tp.notes) }
+    end
+    doc.syncs[#doc.syncs + 1] = out
+  end
+  return assert(json.encode(doc, { indent = 2, sort_keys = true }))
+end
+
+test("streamed plan file and plan text: byte-identical to the whole-document forms", function(t)
+  local p = sample()
+  local empty = { target = "wiki", target_type = "confluence", ops = {}, conflicts = {}, errors = {},
+                  notes = { "nothing to do" }, counts = {}, deprovisions = 0 }
+  local run_plan = { scope = nil, syncs = {
+    { name = "main", source = "okta", users_in_scope = 5, read = { complete = true, problems = {} }, targets = { p, empty } },
+    { name = "second", source = "okta", users_in_scope = 0, read = { complete = false, problems = { "x" } }, targets = { empty } },
+  } }
+  local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
+  local pieces = {}
+  planfile.write(run_plan, meta, function(s) pieces[#pieces + 1] = s end)
+  t:ok(#pieces >= 5, "the ops of each target are pieces of their own")
+  local text = table.concat(pieces)
+  t:eq(text, reference_json(run_plan, meta))
+  t:eq(planfile.encode(run_plan, meta), text)
+  -- and it reads back: the reasons and kinds the metatable gave are in the file
+  local saved = assert(planfile.decode(text))
+  local ops = saved.syncs[1].targets[1].ops
+  t:eq(#ops, #p.ops)
+  for i, o in ipairs(p.ops) do
+    t:eq(ops[i].kind, o.kind); t:eq(ops[i].reason, o.reason); t:eq(ops[i].target, "jira"); t:eq(ops[i].subject, o.subject)
+  end
+  t:same(saved.syncs[1].targets[2].ops, {})
+  t:eq(#planfile.compare(saved, run_plan).apply, #p.ops, "a fresh identical plan applies every saved op")
+
+  local lines = {}
+  report.write_plan_text(run_plan, function(s) lines[#lines + 1] = s end)
+  for _, l in ipairs(lines) do t:match(l, "^[^\n]*\n$", "one line per call") end
+  t:eq(table.concat(lines), report.plan_text(run_plan))
+  t:contains(report.plan_text(run_plan), "+ add member       ann@example.com in devs  (group rules put ann@example.com in devs)")
+  local colored = {}
+  report.write_plan_text(run_plan, function(s) colored[#colored + 1] = s end, { color = true })
+  t:eq(table.concat(colored), report.plan_text(run_plan, { color = true }))
+end)
+
+test("plan.gc_pause sets the GC pause and restores it on exit, also after an error", function(t)
+  local orig = collectgarbage("setpause", 200)
+  do
+    local _ <close> = plan.gc_pause(150)
+    local inside = collectgarbage("setpause", 150)
+    t:ok(math.abs(inside - 150) <= 4, "set inside (Lua stores the pause in steps of 4): " .. inside)
+  end
+  t:eq(collectgarbage("setpause", 200), 200, "restored")
+  t:raises(function()
+    local _ <close> = plan.gc_pause(130)
+    error("boom")
+  end, "boom")
+  t:eq(collectgarbage("setpause", orig), 200, "restored after an error")
+end)
+
+return test.done()
