@@ -15,35 +15,7 @@
 
 #include "usersync/http.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    checks++;                                                                                      \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
-    }                                                                                              \
-  } while (0)
-#define CHECK_EQ_LONG(a, b)                                                                        \
-  do {                                                                                             \
-    long a_ = (long)(a), b_ = (long)(b);                                                           \
-    checks++;                                                                                      \
-    if (a_ != b_) {                                                                                \
-      failures++;                                                                                  \
-      fprintf(stderr, "%s:%d: %s == %ld, expected %ld\n", __FILE__, __LINE__, #a, a_, b_);         \
-    }                                                                                              \
-  } while (0)
-#define CHECK_STR(a, b)                                                                            \
-  do {                                                                                             \
-    const char *a_ = (a), *b_ = (b);                                                               \
-    checks++;                                                                                      \
-    if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                       \
-      failures++;                                                                                  \
-      fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,            \
-              a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                             \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 static struct us_http_response resp_of(struct us_http_header *h, size_t n, long status) {
   struct us_http_response r;
