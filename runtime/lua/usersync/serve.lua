@@ -98,14 +98,9 @@ end
 local Serve = {}
 Serve.__index = Serve
 
--- The id of this process, to run jobs with the very same binary.
-local function self_pid()
-  local f = io.open("/proc/self/stat")
-  if not f then return nil end
-  local s = f:read("l")
-  f:close()
-  return s and tonumber(s:match("^(%d+)"))
-end
+-- The id of this process (as the store records it in runs.pid), also to
+-- run jobs with the very same binary.
+local self_pid = require("usersync.state").pid
 
 local function read_file(path)
   local f, err = io.open(path, "rb")

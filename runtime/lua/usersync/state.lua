@@ -116,6 +116,7 @@ local function pid()
   if f then f:close() end
   return p
 end
+M.pid = pid
 
 -- Starts a run row. Returns its id.
 function M.begin_run(db, sync, trigger, command, scope)
