@@ -129,8 +129,10 @@ token may not read logs); the Okta event hook at serve.okta_hook.path, which
 syncs the user who signs in (user.session.start) and the users that
 lifecycle, profile, membership and app events name; serve.jobs scripts on
 their intervals. HTTP on serve.listen (TLS with serve.tls): GET /healthz,
-GET /readyz (503 until the config and store are open, or after a run with
-failures), GET /metrics (Prometheus text, usersync_ prefix). SIGHUP reloads
+GET /readyz (503 until the config and store are open, or while the last
+full run of an entry had failures), GET /metrics (Prometheus text,
+usersync_ prefix). Users named by events wait in the store until their run
+went through; group-level events bring the full run forward. SIGHUP reloads
 the config (a bad config is reported and the old one kept); SIGTERM stops
 between operations, marks the run interrupted and exits 0. Logs are JSON
 lines when stderr is not a terminal.
