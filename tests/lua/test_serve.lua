@@ -170,6 +170,15 @@ test("System Log polling picks up a change made in Okta and syncs just that user
     local db <close> = assert(store.open(w.dir .. "/usersync.db"))
     return db:first("SELECT value FROM cursors WHERE name = 'okta.syslog.okta'")
   end, 15), "cursor stored")
+  -- a sign-in in the System Log is not a change: the poll syncs nobody for it
+  local st = w.okta:state()
+  st.logs[#st.logs + 1] = { uuid = "poll-login-1", published = require("usersync.time").format(w.okta:now()),
+    eventType = "user.session.start", displayMessage = "User login to Okta", severity = "INFO", version = "0",
+    actor = { id = "00u2", type = "User", alternateId = "bob.stone@example.com", displayName = "bob" },
+    outcome = { result = "SUCCESS" }, target = json.array{} }
+  w.okta:put_state(st)
+  serve.wait_for(function() return false end, 2.5)
+  t:eq(#runs(w, "incremental"), 0, "no run for a sign-in")
   w:find_user("00u2").profile.email = "bob.new@example.com"
   w:load()
   local bob = serve.wait_for(function()

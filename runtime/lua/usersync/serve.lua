@@ -63,11 +63,15 @@ M.POLL_PAGES = 10
 M.EVENT_BATCH = 50
 
 -- The Okta user ids a LogEvent asks to sync (a list; empty when none).
-function M.event_users(ev)
+-- Sign-ins count only with logins = true (the hook: sync at login); the
+-- System Log poll looks for changes, and every sign-in of a large org would
+-- cost Okta requests without changing anything.
+function M.event_users(ev, logins)
   local out = {}
   if type(ev) ~= "table" then return out end
   local etype = ev.eventType
   if etype == "user.session.start" then
+    if not logins then return out end
     local outcome = type(ev.outcome) == "table" and ev.outcome.result
     local actor = ev.actor
     if outcome ~= "FAILURE" and type(actor) == "table" and actor.type == "User" and type(actor.id) == "string" then
@@ -363,7 +367,7 @@ function Serve:handle_events(texts)
     -- Only four fields of each (2 KB) event matter: picked, not decoded whole.
     local etype, result, actor, target = json.pick(text, "eventType", "outcome.result", "actor", "target")
     local ev = { eventType = etype, outcome = { result = result }, actor = actor, target = target }
-    local users = M.event_users(ev)
+    local users = M.event_users(ev, true)
     if M.GROUP_EVENTS[etype] then
       self:request_full(nil, "event", etype)
     elseif #users == 0 then
