@@ -106,6 +106,18 @@ Serve.__index = Serve
 -- run jobs with the very same binary.
 local self_pid = require("usersync.state").pid
 
+-- The store's cursors table holds serve's resume points: System Log
+-- cursors and watermarks, the waiting users, the jobs' last runs.
+local function get_cursor(db, name)
+  local row = db:first("SELECT value FROM cursors WHERE name = ?", name)
+  return row and row.value
+end
+
+local function put_cursor(db, name, value)
+  return db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+      value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], name, value)
+end
+
 local function read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
@@ -157,8 +169,8 @@ function Serve:schedule(cfg, now)
   self.jobs = {}
   for i, j in ipairs(cfg.serve and cfg.serve.jobs or {}) do
     local every = config.parse_duration(j.every)
-    local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", "serve.job:" .. j.script)
-    local last = row and time.parse(row.value)
+    local saved = get_cursor(self.engine.db, "serve.job:" .. j.script)
+    local last = saved and time.parse(saved)
     self.jobs[i] = { script = j.script, every = every,
                      at = math.max(last and (last + every) or (now + every), now) + self:jitter(every) }
   end
@@ -288,8 +300,8 @@ local PENDING = "serve.pending"
 
 function Serve:load_pending()
   self.pending = { ids = {}, by = {} }
-  local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", PENDING)
-  local saved = row and json.decode(row.value)
+  local text = get_cursor(self.engine.db, PENDING)
+  local saved = text and json.decode(text)
   for _, p in ipairs(type(saved) == "table" and saved or {}) do
     if type(p) == "table" and type(p.id) == "string" then self:add_pending(p.id, p.trigger, p.source) end
   end
@@ -304,8 +316,7 @@ function Serve:save_pending()
   if #list == 0 then
     self.engine.db:exec("DELETE FROM cursors WHERE name = ?", PENDING)
   else
-    self.engine.db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-        value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], PENDING, json.encode(json.array(list)))
+    put_cursor(self.engine.db, PENDING, json.encode(json.array(list)))
   end
 end
 
@@ -399,19 +410,16 @@ end
 -- those and hard deletes.
 function Serve:poll()
   local db = self.engine.db
-  local function put(name, value)
-    db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-        value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], name, value)
-  end
+  local function put(name, value) put_cursor(db, name, value) end
   for name in pairs(okta_sources(self.cfg)) do
     if #entries_of(self.cfg, name) > 0 and not self.srv:stopping() then
       local src = self.engine:source(name)
       local key = "okta.syslog." .. name
       local wkey = "okta.watermark." .. name
-      local row = db:first("SELECT value FROM cursors WHERE name = ?", key)
+      local cursor = get_cursor(db, key)
       local res, err, code
-      if row then
-        res, err, code = src:changes{ cursor = row.value, users = false, max_pages = M.POLL_PAGES }
+      if cursor then
+        res, err, code = src:changes{ cursor = cursor, users = false, max_pages = M.POLL_PAGES }
         if not res and (code == "OKTA_BAD_REQUEST" or code == "OKTA_BAD_LINK") then
           -- A cursor Okta no longer takes (past the log retention, another
           -- org after a URL change): start again from now; the full runs
@@ -419,10 +427,10 @@ function Serve:poll()
           log.warn { msg = "the stored System Log cursor was refused; polling from now", source = name,
                      error = err, code = code }
           db:exec("DELETE FROM cursors WHERE name = ?", key)
-          row = nil
+          cursor = nil
         end
       end
-      if not row then
+      if not cursor then
         -- First poll: start at the newest events, do not replay history.
         res, err, code = src:changes{ since = time.format(time.now() - 60), users = false, max_pages = M.POLL_PAGES }
       end
@@ -462,8 +470,8 @@ end
 -- early and the users already synced at the mark are skipped by their
 -- (id, lastUpdated). Returns res (with next_value), err, code, ids.
 function Serve:poll_watermark(src, wkey)
-  local row = self.engine.db:first("SELECT value FROM cursors WHERE name = ?", wkey)
-  local saved = row and json.decode(row.value)
+  local text = get_cursor(self.engine.db, wkey)
+  local saved = text and json.decode(text)
   if type(saved) ~= "table" or type(saved.w) ~= "string" then
     saved = { w = time.format(time.now() - 60), seen = {} }
   end
@@ -497,9 +505,7 @@ function Serve:run_job(job)
   log.info { msg = "job started", script = job.script }
   local ok, how, code = os.execute(cmd)
   local result = ok and "ok" or ("%s %s"):format(how, tostring(code))
-  self.engine.db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-      value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]],
-    "serve.job:" .. job.script, time.format(time.now()))
+  put_cursor(self.engine.db, "serve.job:" .. job.script, time.format(time.now()))
   metrics.add("usersync_jobs_total", { script = job.script, result = ok and "ok" or "failed" }, 1)
   log.event(ok and "info" or "warn", "job finished", { script = job.script, result = result })
 end
