@@ -194,6 +194,8 @@ local function timestamp(t)
   if ms >= 1000 then secs, ms = secs + 1, ms - 1000 end
   return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03dZ", ms)
 end
+-- (progress.lua's plain lines use the same form)
+M.timestamp = timestamp
 
 -- ---------------------------------------------------------------- output
 

@@ -97,12 +97,8 @@ function M.duration(s)
   return ("%dh%02dm"):format(s // 3600, (s % 3600) // 60)
 end
 
-local function timestamp(t)
-  local secs = math.floor(t)
-  local ms = math.floor((t - secs) * 1000 + 0.5)
-  if ms >= 1000 then secs, ms = secs + 1, ms - 1000 end
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03dZ", ms)
-end
+-- The log lines' timestamp form (2026-11-29T04:12:01.120Z).
+local timestamp = require("usersync.log").timestamp
 
 local function default_tty(stream)
   local ok, core = pcall(require, "usersync.core")

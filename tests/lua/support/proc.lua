@@ -17,6 +17,7 @@ local function slurp(path)
   f:close()
   return s
 end
+M.slurp = slurp -- a file's bytes, "" when it cannot be read
 
 -- argv: list of words (quoted for the shell). opts.env: extra variables;
 -- opts.unset: list of variables to remove; opts.stdin: text fed on stdin.

@@ -16,13 +16,7 @@ local M = {}
 local D = {}
 D.__index = D
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = proc.slurp
 
 -- Polls fn every 0.1 s until it returns a true value (returned) or
 -- `seconds` pass (nil).
