@@ -394,7 +394,7 @@ static void sink_events(lua_State *L, int ev) {
   lua_pop(L, 1);
 }
 
-/* A field of an Okta User that no policy hook needs (DESIGN.md §4: hooks
+/* A field of an Okta User that no policy hook needs (hooks
 ** see profile, id, status, the timestamps and groups): links, credentials
 ** and the user type. The key is at k (any type; not converted). */
 static int dropped_user_field(lua_State *L, int k) {

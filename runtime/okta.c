@@ -215,7 +215,7 @@ static char *origin_of(const char *url) {
 
 /* ---------------------------------------------------------------- buckets */
 
-/* Which rate-limit bucket a request counts against (okta-api.md section 4). */
+/* Which rate-limit bucket a request counts against (Okta documents one bucket per endpoint family). */
 static int bucket_of(const char *method, const char *url) {
   const char *p = url_path(url);
   size_t n = path_len(p);
@@ -281,7 +281,7 @@ static void observe(us_okta *c, int bi, const struct us_http_response *r) {
       !header_long(r, "x-rate-limit-reset", &reset))
     return;
   if (lim == 0 && rem == 0)
-    return; /* the concurrency limit, not the bucket (okta-api.md section 5) */
+    return; /* the concurrency limit, not the bucket */
   /* several reset headers: the smallest one counts */
   for (size_t i = us_http_header_next(r, "x-rate-limit-reset", 0); i < r->nheaders;
        i = us_http_header_next(r, "x-rate-limit-reset", i + 1)) {
@@ -471,7 +471,7 @@ static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error
   struct us_http_header hs[4];
   size_t nh = 0;
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
-  /* Payload trimming (okta-api.md 1.1): only with all three options. */
+  /* Payload trimming: only with all three options. */
   hs[nh++] = (struct us_http_header){
       "Content-Type", "application/json; okta-response=omitCredentials,omitCredentialsLinks,"
                       "omitTransitioningToStatus"};

@@ -59,7 +59,7 @@ struct us_store {
 #define NOW "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 
 static const char schema_v1[] =
-    /* links: a target account linked to an Okta user (DESIGN §5 Identity,
+    /* links: a target account linked to an Okta user (identity is the Okta id,
     ** Ownership). usersync deprovisions only accounts that have a link. */
     "CREATE TABLE links (\n"
     "  id            INTEGER PRIMARY KEY,\n"
@@ -80,7 +80,7 @@ static const char schema_v1[] =
     ** case-insensitively (ASCII folding: SQLite's lower() without ICU).
     ** Two sync entries (two sources) may link the same account: the account
     ** is deprovisioned only when no link's user is in scope any more
-    ** (DESIGN §5, multiple sources). */
+    ** (multiple sources). */
     "CREATE UNIQUE INDEX links_account ON links (sync, target, lower(account_name));\n"
     "CREATE INDEX links_target_account ON links (target, lower(account_name));\n"
 

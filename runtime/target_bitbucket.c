@@ -1,6 +1,6 @@
 /*
 ** target_bitbucket.c: Bitbucket Data Center (/rest/api/1.0) behind the
-** target interface (target_impl.h). Reference: atlassian-api.md section 4.
+** target interface (target_impl.h).
 **
 ** Quirks kept here:
 **   - paging: isLastPage / nextPageStart, limit up to 1000.

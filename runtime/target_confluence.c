@@ -1,6 +1,6 @@
 /*
 ** target_confluence.c: Confluence Data Center (/rest/api) behind the target
-** interface (target_impl.h). Reference: atlassian-api.md section 3.
+** interface (target_impl.h).
 **
 ** Quirks kept here:
 **   - Confluence usually runs under a context path (/confluence): the

@@ -1,6 +1,6 @@
 /*
 ** target_jira.c: Jira Data Center (REST v2, /rest/api/2) behind the target
-** interface (target_impl.h). Reference: atlassian-api.md section 2.
+** interface (target_impl.h).
 **
 ** Quirks kept here:
 **   - accounts: GET user/list (cursor pages, maxResults 2000, inactive users

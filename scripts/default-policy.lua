@@ -2,7 +2,7 @@
 -- which Okta groups count, which target groups a user belongs in, the
 -- default groups, and what happens to an account that leaves scope.
 --
--- It implements the declarative settings of a sync entry (DESIGN.md §2,
+-- It implements the declarative settings of a sync entry (
 -- §4): `groups.mode/map/include/exclude/rename`, `defaults`, `users`,
 -- `deprovision`. To customise, write a policy file with only the hooks you
 -- want to change and name it in the sync entry (`policy = "my-policy.lua"`);
@@ -40,7 +40,7 @@ local function text(v)
   return nil
 end
 
--- Characters Confluence refuses in a username (atlassian-api.md §3).
+-- Characters Confluence refuses in a username.
 local CONFLUENCE_FORBIDDEN = "[%s\\,+<>'\"]"
 
 -- user(okta_user, ctx) -> { name, display_name, email, active } or nil to

@@ -19,7 +19,7 @@ if(USERSYNC_VALGRIND)
       --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no)
 endif()
 
-set(US_TEST_ENV "USERSYNC=$<TARGET_FILE:usersync>;PYTHON3=${PYTHON3};SOURCE_DIR=${CMAKE_SOURCE_DIR};SHARED_DIR=${CMAKE_SOURCE_DIR}/../shared")
+set(US_TEST_ENV "USERSYNC=$<TARGET_FILE:usersync>;PYTHON3=${PYTHON3};SOURCE_DIR=${CMAKE_SOURCE_DIR};DATA_DIR=${CMAKE_SOURCE_DIR}/tests/data")
 
 file(GLOB US_UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src IN LISTS US_UNIT_TESTS)

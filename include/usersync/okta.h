@@ -1,5 +1,5 @@
 /*
-** okta.h: the Okta Management API client (reference/okta-api.md): auth
+** okta.h: the Okta Management API client: auth
 ** (SSWS token, or OAuth 2.0 service app with private_key_jwt and DPoP),
 ** listings that follow `next` links exactly as given, several listings at
 ** once under a concurrency limit, a rate-limit governor that keeps a share

@@ -1,5 +1,5 @@
 /*
-** store.h: the usersync store, SQLite underneath (DESIGN.md §3 "Store").
+** store.h: the usersync store, SQLite underneath.
 **
 ** Provides: open (create if missing) in WAL mode with synchronous=NORMAL and
 ** foreign_keys=ON, a busy timeout after which writers fail with

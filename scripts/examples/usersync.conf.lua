@@ -1,4 +1,4 @@
--- Example usersync config (DESIGN.md §2). Copy it to ./usersync.conf.lua and
+-- Example usersync config. Copy it to ./usersync.conf.lua and
 -- adjust. Secrets never sit here in clear: `env "NAME"` reads an environment
 -- variable, `file "/path"` reads a file (trailing newline stripped).
 -- Check it with:  usersync check -c usersync.conf.lua

@@ -1,4 +1,4 @@
--- incremental_100k.lua: the DESIGN.md §7 incremental budget — after 10
+-- incremental_100k.lua: the incremental budget — after 10
 -- changes in a 100,000-user org, the incremental sync of `usersync serve`
 -- (System Log poll, then a run for just the users the events name) costs
 -- under 50 requests.

@@ -1,5 +1,4 @@
--- policy_time.lua: per-user time of the default policy's hooks (DESIGN.md §7:
--- under 5 µs per user), called through usersync.policy exactly as plan.lua
+-- policy_time.lua: per-user time of the default policy's hooks (-- under 5 µs per user), called through usersync.policy exactly as plan.lua
 -- calls them, for a genorg org.
 --
 --   SOURCE_DIR=$PWD PYTHON3=/usr/bin/python3 build/usersync run tests/bench/policy_time.lua [users=10000] [groups=500] [rounds=5]

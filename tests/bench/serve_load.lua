@@ -2,7 +2,7 @@
 --
 --   SOURCE_DIR=$PWD PYTHON3=/usr/bin/python3 USERSYNC=$PWD/build/usersync \
 --     build/usersync run tests/bench/serve_load.lua [seconds=30] [connections=32] [threads=2] [actors=20]
--- (the Okta fixture comes from $SHARED_DIR, default ../shared beside the checkout)
+-- (the Okta fixture comes from tests/data/fixtures/okta)
 --
 -- Starts the Okta and Jira simulators with a genorg org (300 users, 30
 -- groups, app 0oaBenchApp000000001), a config with a serve section (hook
@@ -65,8 +65,8 @@ f:close()
 
 -- The fixture delivery with placeholders for the event uuid and the actor.
 do
-  local shared = os.getenv("SHARED_DIR") or (src .. "/../shared")
-  local ff = assert(io.open(shared .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+  local data = os.getenv("DATA_DIR") or (src .. "/tests/data")
+  local ff = assert(io.open(data .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
   local body = assert(json.decode(ff:read("a"))).body
   ff:close()
   body.data.events[1].uuid = "@UUID@"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # serve_load.sh: load check of the `usersync serve` HTTP server with wrk.
 #   sh tests/bench/serve_load.sh [seconds=30] [connections=32] [threads=2] [consumer=drain|decode]
-# Env: USERSYNC (binary; default build/usersync), SHARED_DIR (default ../shared).
+# Env: USERSYNC (binary; default build/usersync), DATA_DIR (default tests/data).
 # consumer=decode makes the stand-in decode every event in Lua; when that is
 # slower than the load the queue fills and the surplus is answered 503 (the
 # designed back-pressure, counted as non-2xx here).
@@ -18,7 +18,7 @@ CONNS=${2:-32}
 THREADS=${3:-2}
 CONSUMER=${4:-drain}
 USERSYNC=${USERSYNC:-build/usersync}
-SHARED_DIR=${SHARED_DIR:-../shared}
+DATA_DIR=${DATA_DIR:-tests/data}
 PY=${PYTHON3:-/usr/bin/python3}
 SECRET="bench-secret-$$"
 TMP=$(mktemp -d)
@@ -32,7 +32,7 @@ trap cleanup EXIT INT TERM
 command -v wrk >/dev/null || { echo "wrk is not installed"; exit 2; }
 
 # The fixture delivery with a placeholder where the event uuid goes.
-"$PY" - "$SHARED_DIR/fixtures/okta/docs_event_hook_delivery_user_session_start.json" >"$TMP/body.json" <<'PYEOF'
+"$PY" - "$DATA_DIR/fixtures/okta/docs_event_hook_delivery_user_session_start.json" >"$TMP/body.json" <<'PYEOF'
 import json, sys
 body = json.load(open(sys.argv[1]))["body"]
 body["data"]["events"][0]["uuid"] = "@UUID@"

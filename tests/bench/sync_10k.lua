@@ -1,4 +1,4 @@
--- sync_10k.lua: the DESIGN.md §7 sync benchmark. The real `usersync sync`
+-- sync_10k.lua: the sync benchmark. The real `usersync sync`
 -- binary, a genorg Okta org, and empty Jira, Confluence and Bitbucket
 -- simulators at a fixed latency: a first sync, then a no-op re-sync.
 --

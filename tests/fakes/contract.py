@@ -24,7 +24,7 @@ Specs
         validates a parsed JSON body against the lenient response schema; [] means valid.
         $refs are resolved through a definitions table, so recursive schemas work.
 
-Fixtures (shared/fixtures/<product>/*.json)
+Fixtures (tests/data/fixtures/<product>/*.json)
     load_fixture(path) -> [(request, response)] normalised: request {"method","url"} and
         response {"status", "headers": [(name, value)] with repeated headers as separate
         items, "body"}; understands vcrpy and go-vcr recordings and bare {"body": ...}.

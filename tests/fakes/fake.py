@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Simulator launcher and test helpers (tests/fakes).
 
-Command line (DESIGN.md section 6):
+Command line:
     python3 tests/fakes/fake.py PRODUCT [--port N] [--state FILE] [--latency-ms N]
 PRODUCT is one of okta, jira, confluence, bitbucket; it is served by tests/fakes/sim/PRODUCT.py,
 which defines `PRODUCT = <subclass of sim.common.Product>` (or exactly one such subclass).

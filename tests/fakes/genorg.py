@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate a realistic Okta org as simulator state (DESIGN.md section 6).
+"""Generate a realistic Okta org as simulator state.
 
     python3 tests/fakes/genorg.py --users N --groups M [--seed S] [--app-id ID] [--out FILE]
 
@@ -161,7 +161,7 @@ def make_users(g, n):
             },
         }
         if status in ("STAGED", "PROVISIONED", "DEPROVISIONED"):
-            # no credential yet, or deleted by deactivation (okta-api.md 9.1)
+            # no credential yet, or deleted by deactivation
             del u["credentials"]["password"]
         users.append(u)
     return users
@@ -240,7 +240,7 @@ def make_apps(g, app_id, users, groups, members):
     mid = cand[len(cand) // 3:]
     gsel = r.sample(mid, min(4, len(mid))) if mid else []
     # a few AppUser variants beside the SSO-only default (ACTIVE, syncState DISABLED, no
-    # externalId; okta-api.md 1.5, 9.3): provisioned, out of sync, failed, suspended
+    # externalId): provisioned, out of sync, failed, suspended
     variants = [{"status": "PROVISIONED", "syncState": "SYNCHRONIZED"},
                 {"status": "PROVISIONED", "syncState": "OUT_OF_SYNC"},
                 {"status": "PROVISIONED", "syncState": "ERROR"},

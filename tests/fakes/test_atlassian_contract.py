@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Contract tests of the Jira, Confluence and Bitbucket simulators against the vendor specs
-(../shared/specs/*-dc-*.openapi.json, validated leniently through contract.py as
-specs/README.md asks) and the recorded or documented responses in ../shared/fixtures/atlassian.
+(tests/data/specs/*-dc-*.openapi.json, validated leniently through contract.py as
+tests/data/README.md says) and the recorded or documented responses in tests/data/fixtures/atlassian.
 
 Every endpoint the simulators serve is called once per success status (and for a sample of
 error statuses); its body must validate against the response schema of that operation with
 $refs resolved. Where a spec is known to be wrong the test says so and checks reality instead
-(reference atlassian-api.md 7.10, specs/README.md):
+:
   * Jira DC types list and page responses as one bean (user/search, project, project
     components: arrays; group/member: a page) -> each item is validated against the bean, the
     envelope is checked by hand. Jira declares no 4xx bodies -> checked against ErrorCollection.
@@ -26,11 +26,9 @@ sys.path.insert(0, HERE)
 from fake import Fake, Runner  # noqa: E402
 import contract  # noqa: E402
 
-SHARED = os.environ.get("SHARED_DIR") or os.path.join(HERE, "..", "..", "..", "shared")
-if not os.path.isdir(os.path.join(SHARED, "specs")):
-    SHARED = "/work/shared"
-SPECS = os.path.join(SHARED, "specs")
-FIXTURES = os.path.join(SHARED, "fixtures", "atlassian")
+DATA = os.environ.get("DATA_DIR") or os.path.join(HERE, "..", "data")
+SPECS = os.path.join(DATA, "specs")
+FIXTURES = os.path.join(DATA, "fixtures", "atlassian")
 BASIC = "Basic " + base64.b64encode(b"admin:admin").decode()
 AUTH = {"Authorization": BASIC}
 WRITE = {"Authorization": BASIC, "X-Atlassian-Token": "no-check"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""State and fault contract of the three Atlassian simulators (DESIGN.md section 6).
+"""State and fault contract of the three Atlassian simulators (tests/fakes/README.md).
 
 For each of jira, confluence, bitbucket: the default state has the documented shape, a state
 survives PUT -> GET unchanged (member lists come back sorted case-insensitively: they are

@@ -64,7 +64,7 @@ def t_shape():
     assert len(app["users"]) > 50 and 1 <= len(app["groups"]) <= 4
     by = {u["id"]: u for u in users}
     assert all(by[x]["status"] != "DEPROVISIONED" for x in app["users"])
-    # deactivation deletes the password (okta-api.md 9.1); no credential before activation
+    # deactivation deletes the password; no credential before activation
     for u in users:
         has_pw = "password" in u["credentials"]
         assert has_pw == (u["status"] not in ("STAGED", "PROVISIONED", "DEPROVISIONED")), u

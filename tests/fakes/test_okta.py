@@ -18,9 +18,9 @@ sys.path.insert(0, HERE)
 import contract  # noqa: E402
 import fake  # noqa: E402
 
-SHARED = os.environ.get("SHARED_DIR") or os.path.join(HERE, "..", "..", "..", "shared")
-SPEC = os.path.join(SHARED, "specs", "okta-management-sync-subset.yaml")
-FIXTURES = os.path.join(SHARED, "fixtures", "okta")
+DATA = os.environ.get("DATA_DIR") or os.path.join(HERE, "..", "data")
+SPEC = os.path.join(DATA, "specs", "okta-management-sync-subset.yaml")
+FIXTURES = os.path.join(DATA, "fixtures", "okta")
 AUTH = {"Authorization": "SSWS test-token", "Accept": "application/json"}
 APP = "0oa1testapp000000001"
 
@@ -284,7 +284,7 @@ def t_app_assignments(f):
     f.put_state(dict(base_state(), _baseline=True))
     r = f.get("/api/v1/apps/%s/users" % APP, AUTH)
     scope = {a["id"]: a["scope"] for a in r.json()}
-    # direct and via Engineering: Ann keeps GROUP (okta-api.md 1.5); Bob via Engineering
+    # direct and via Engineering: Ann keeps GROUP; Bob via Engineering
     # (GROUP); Cid is DEPROVISIONED
     assert scope == {uid(1): "GROUP", uid(2): "GROUP"}, scope
     a = r.json()[0]
@@ -700,7 +700,7 @@ def t_state_validation(f):
 
 
 def t_token_share(f):
-    """okta-api.md 4 and 10.6: one token gets 50 % of a bucket whenever limits are set;
+    """One token gets 50 % of a bucket whenever limits are set;
     okta_token_share changes it; the headers stay org-wide, the 429 shows Remaining 0."""
     f.put_state(dict(base_state(), access_tokens=["other"], _baseline=True))
     f.faults(okta_buckets={"/api/v1/logs": 6})
@@ -721,7 +721,7 @@ def t_token_share(f):
     f.request("PUT", "/__fake/clock", body={"advance": 61})
     f.faults(okta_buckets={"/api/v1/logs": 6}, okta_token_share=0.8)
     assert [f.get("/api/v1/logs", AUTH).status for _ in range(5)] == [200, 200, 200, 200, 429]
-    # workforce limits: /api/v1/apps* 100/min leaves one token 50 (okta-api.md 10.6)
+    # workforce limits: /api/v1/apps* 100/min leaves one token 50
     f.faults(okta_buckets="workforce")
     st = [f.get("/api/v1/apps/%s/users" % APP, AUTH).status for _ in range(51)]
     assert st == [200] * 50 + [429], st
@@ -769,7 +769,7 @@ def t_link_joined_and_charset(f):
 
 
 def t_users_me(f):
-    """GET /users/me is the caller (okta-api.md 1.2): the admin behind the SSWS token."""
+    """GET /users/me is the caller: the admin behind the SSWS token."""
     f.put_state(dict(base_state(), access_tokens=["tok"], _baseline=True))
     r = f.get("/api/v1/users/me", AUTH)
     assert r.status == 200, r
@@ -786,7 +786,7 @@ def t_users_me(f):
 
 
 def t_search_lag(f):
-    """okta_search_lag_s = N: search sees the org as it was at least N s ago (okta-api.md 1.1,
+    """okta_search_lag_s = N: search sees the org as it was at least N s ago (search is
     eventually consistent); filter and reads by id see the change at once."""
     st = base_state()
     f.put_state(dict(st, _baseline=True))
@@ -824,7 +824,7 @@ def t_search_lag(f):
 
 
 def t_search_grammar(f):
-    """okta-api.md 1.1 and 1.3: user search has no lastLogin/passwordChanged; group search has
+    """User search has no lastLogin/passwordChanged; group search has
     only sw/eq/co; a profile attribute outside the org's schema is 400 E0000031."""
     st = base_state()
     st["users"][0]["profile"]["costCenter"] = "CC-1"
@@ -850,7 +850,7 @@ def t_search_grammar(f):
 
 
 def t_event_sequences(f):
-    """okta-api.md 3 and 9.1: a user that appears DEPROVISIONED gets create + deactivate (no
+    """A user that appears DEPROVISIONED gets create + deactivate (no
     activate); deleting a user that is not DEPROVISIONED deactivates it first; target[] order
     varies between events but is reproducible under the seed fault."""
     f.put_state(dict(base_state(), _baseline=True))
@@ -893,7 +893,7 @@ def t_event_sequences(f):
 
 
 def t_logs_cursor_and_q(f):
-    """okta-api.md 3: the polling cursor's time part is the last event's persistence time;
+    """The polling cursor's time part is the last event's persistence time;
     an old cursor stays valid (no since-age check on after); events persisted after the
     cursor are returned even when published before the original since. q matches values,
     not property names; `published` is refused only as a filter attribute."""

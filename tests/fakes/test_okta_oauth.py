@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Okta simulator: POST /oauth2/v1/token (client credentials, private_key_jwt) and DPoP.
 
-Checks what okta-api.md sections 7.2 and 7.3 say a token endpoint does and what the usersync
+Checks what Okta documents a token endpoint does and what the usersync
 Okta client relies on: assertion verification against the registered public JWK (RS256),
 iss = sub = client_id, aud = the token URL, exp at most 1 h ahead, jti reuse rejected, the
 DPoP proof (typ, jwk, htm, htu, iat, jti) with the use_dpop_nonce handshake, scopes granted
@@ -242,7 +242,7 @@ def t_bearer_app_and_state():
 
 
 def t_static_tokens_scopes_and_binding():
-    """state.access_tokens: {token, scopes, dpop_jkt}; scopes per route (okta-api.md 1, 7.2);
+    """state.access_tokens: {token, scopes, dpop_jkt}; scopes per route;
     a bound token needs the DPoP scheme and a proof by the bound key with htm, htu and ath."""
     from sim.okta import jwk_thumbprint
     st = state()
@@ -294,7 +294,7 @@ def t_static_tokens_scopes_and_binding():
 
 
 def t_app_share_counts_per_app():
-    """The per-token share (okta-api.md 4) counts an OAuth app across its access tokens."""
+    """The per-token share counts an OAuth app across its access tokens."""
     with fake.Fake("okta", state=state()) as f:
         f.faults(okta_buckets={"/api/v1/users": 4})
         t1, _ = get_token(f)

@@ -1,5 +1,5 @@
 -- Tests of the planner (usersync.plan) with the default policy: the
--- semantics of DESIGN.md §5 on plain snapshots, no servers.
+-- sync semantics on plain snapshots, no servers.
 local test = require "tap"
 local plan = require "usersync.plan"
 local policy = require "usersync.policy"

@@ -1,5 +1,5 @@
 -- test_plan_memory.lua: what the memory work for a 100,000-user org
--- (DESIGN.md §7) must not change. The Okta users of a scope read lose only
+-- must not change. The Okta users of a scope read lose only
 -- _links, credentials and type (a policy hook sees everything else, the
 -- profile whole); a plan's ops answer every field by name (some come from
 -- a shared metatable) and plan.plain lists them all; the streamed plan text

@@ -44,7 +44,7 @@ end
 local fixture
 local function delivery(events)
   if not fixture then
-    local f = assert(io.open(os.getenv("SHARED_DIR") .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+    local f = assert(io.open(os.getenv("DATA_DIR") .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
     fixture = assert(json.decode(f:read("a"))).body
     f:close()
   end

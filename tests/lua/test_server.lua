@@ -2,7 +2,7 @@
 -- usersync.http as the client: endpoints, the Okta event hook (verification,
 -- Authorization, size caps, malformed bodies, duplicates, order, queue_full),
 -- wait/stopping and signals (sent to this process with kill), TLS, start errors.
--- The delivery fixture comes from $SHARED_DIR/fixtures/okta.
+-- The delivery fixture comes from $DATA_DIR/fixtures/okta (tests/data).
 local test = require "tap"
 local server = require "usersync.server"
 local metrics = require "usersync.metrics"
@@ -12,7 +12,7 @@ local time = require "usersync.time"
 local httpd = require "support.httpd"
 
 local SECRET = "Bearer lua-hook-secret"
-local shared = os.getenv("SHARED_DIR") or "../shared"
+local data = os.getenv("DATA_DIR") or "tests/data"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -133,7 +133,7 @@ end)
 
 test("the Okta fixture delivery is queued once, retries are duplicates", function(t)
   local srv <close>, base = start()
-  local fixture = cjson.decode(read(shared .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+  local fixture = cjson.decode(read(data .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
   local body = cjson.encode(fixture.body)
   local r = deliver(base, body)
   t:eq(r.status, 200)

@@ -5,7 +5,7 @@
 ** size caps before and while reading, malformed bodies, uuid de-duplication,
 ** FIFO order, queue_full), wait timeouts and wake-ups, signals, TLS with a
 ** self-signed certificate made by the `openssl` command, start errors.
-** The delivery fixture is $SHARED_DIR/fixtures/okta/
+** The delivery fixture is $DATA_DIR/fixtures/okta/ (tests/data)
 ** docs_event_hook_delivery_user_session_start.json ("body").
 */
 #include <arpa/inet.h>
@@ -386,10 +386,10 @@ static void test_refusals(us_server *s) {
 }
 
 static void test_fixture_delivery(us_server *s) {
-  const char *dir = getenv("SHARED_DIR");
+  const char *dir = getenv("DATA_DIR");
   char path[512];
   snprintf(path, sizeof path, "%s/fixtures/okta/docs_event_hook_delivery_user_session_start.json",
-           dir ? dir : "../shared");
+           dir ? dir : "tests/data");
   size_t len;
   char *doc = read_file(path, &len);
   CHECK(doc != NULL);

@@ -1,5 +1,5 @@
 -- usersync.config: loads the config file (a Lua chunk run in the sandbox that
--- returns a table, DESIGN.md §2) and validates it against the schema below.
+-- returns a table) and validates it against the schema below.
 --
 --   local config = require "usersync.config"
 --   local cfg, errors = config.load("usersync.conf.lua")

@@ -1,5 +1,5 @@
 -- usersync.engine: read -> map -> plan -> (safety) -> apply -> record, for
--- `usersync plan`, `apply` and `sync` (DESIGN.md §3-5). The mechanics
+-- `usersync plan`, `apply` and `sync`. The mechanics
 -- (HTTP, paging, rate limits, concurrency) live in the C clients; this file
 -- only orchestrates them and asks the policy.
 --
@@ -400,7 +400,7 @@ end
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
   opts = opts or {}
-  -- Memory (DESIGN §7): a shorter GC pause while planning, restored on any
+  -- Memory: a shorter GC pause while planning, restored on any
   -- exit; full collections between the phases (settle) so each phase starts
   -- from what is live, not from the garbage of the one before.
   local _ <close> = plan.gc_pause(M.GC_PAUSE)
@@ -413,7 +413,7 @@ function Engine:plan(opts)
   -- Every plan reads the targets afresh (serve reuses the engine).
   self.snapshots, self.group_names, self.apps_seen = {}, {}, {}
   local claimed = {}      -- target -> lower account -> first sync that maps it
-  -- Memory (DESIGN §7, 100,000 users): a target's snapshot is dropped once
+  -- Memory (100,000 users): a target's snapshot is dropped once
   -- the last sync entry that plans it is done with it, and the data only
   -- other sync entries need (claims, wanted memberships) is kept only when
   -- more than one entry is planned.
@@ -544,7 +544,7 @@ function Engine:plan(opts)
     ::next_sync::
   end
   self.snapshots = {}
-  -- Multiple sources (DESIGN §5): an account another entry maps as active
+  -- Multiple sources: an account another entry maps as active
   -- is not deprovisioned (nor handed over); a membership another entry wants
   -- is not removed; an account an earlier entry creates is linked, not
   -- created again.

@@ -1,5 +1,5 @@
--- usersync.plan: computes what one sync entry must change in one target
--- (DESIGN.md §5). Pure: it reads snapshots and the store's links, asks the
+-- usersync.plan: computes what one sync entry must change in one target.
+-- Pure: it reads snapshots and the store's links, asks the
 -- policy, and returns operations with reasons; it writes nothing.
 --
 --   local plan = require "usersync.plan"
@@ -48,7 +48,7 @@ local RANK = {}
 for i, k in ipairs(M.ORDER) do RANK[k] = i end
 M.RANK = RANK
 
--- What each product can do (atlassian-api.md §1.5): Bitbucket has no
+-- What each product can do: Bitbucket has no
 -- deactivation; Confluence's REST API has no rename.
 M.CAPS = {
   jira = { deactivate = true, rename = true, leads = true },
@@ -82,7 +82,7 @@ local function set_of(list)
   return s
 end
 
--- The context hooks get (DESIGN §4): which sync and target, the settings
+-- The context hooks get: which sync and target, the settings
 -- (a copy), is_active(status) by the status map, and kv reads.
 function M.context(input)
   local status_map = input.status_map or M.STATUS
@@ -514,7 +514,7 @@ function M.build(input)
     ::next_leaver::
   end
 
-  -- Plan order (DESIGN.md §5), stable within a kind.
+  -- Plan order, stable within a kind.
   for i, o in ipairs(ops) do o.seq = i end
   table.sort(ops, function(a, b)
     if RANK[a.kind] ~= RANK[b.kind] then return RANK[a.kind] < RANK[b.kind] end
@@ -547,7 +547,7 @@ function M.build(input)
            wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
 end
 
--- Memory (DESIGN.md §7): the GC pause to use while a whole-org plan is
+-- Memory: the GC pause to use while a whole-org plan is
 -- built or written out (Lua's default 200 lets the heap reach twice what is
 -- live; writing a million-line plan is nearly all garbage). Sets `pause`
 -- and returns a to-be-closed value that restores the previous one:
@@ -602,7 +602,7 @@ function M.recount(p)
   return p
 end
 
--- Okta status -> account state (DESIGN.md §5); `sources.X.status_map` overrides.
+-- Okta status -> account state; `sources.X.status_map` overrides.
 M.STATUS = {
   ACTIVE = "active", PASSWORD_EXPIRED = "active", LOCKED_OUT = "active", RECOVERY = "active",
   PROVISIONED = "active", SUSPENDED = "inactive", DEPROVISIONED = "inactive", STAGED = "skip",

@@ -1,4 +1,5 @@
--- usersync.policy: the policy hooks of DESIGN.md §4, merged from an
+-- usersync.policy: the policy hooks (user, include_group, groups,
+-- default_groups, deprovision), merged from an
 -- admin's policy file over the default policy (scripts/default-policy.lua,
 -- compiled in as usersync.scripts.default_policy).
 --

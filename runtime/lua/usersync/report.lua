@@ -1,5 +1,5 @@
 -- usersync.report: the human form of a plan (`usersync plan`) and the
--- safety checks that stop destructive changes (DESIGN.md §5 Safety).
+-- safety checks that stop destructive changes.
 --
 --   local report = require "usersync.report"
 --   io.write(report.plan_text(run_plan))                 -- or plan_text(run_plan, { color = true })

@@ -1,5 +1,5 @@
 -- usersync.script: the `usersync` global that ad-hoc scripts get from
--- `usersync run` (DESIGN.md §4): the configured clients by name, the store,
+-- `usersync run`: the configured clients by name, the store,
 -- and a dry-run switch that turns every target write into a printed line.
 --
 --   -- usersync run [-c usersync.conf.lua] [--dry-run] migrate.lua ARGS...

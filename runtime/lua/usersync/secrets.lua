@@ -1,5 +1,5 @@
 -- usersync.secrets: the `env "NAME"` and `file "PATH"` helpers of the config
--- (DESIGN.md §2), and the registry of secret values that every log line and
+--, and the registry of secret values that every log line and
 -- error message is masked against.
 --
 --   local secrets = require "usersync.secrets"

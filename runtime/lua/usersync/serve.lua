@@ -1,4 +1,4 @@
--- usersync.serve: `usersync serve` (DESIGN.md §2, §5 triggers). One
+-- usersync.serve: `usersync serve` (§5 triggers). One
 -- process that
 --   * runs every sync entry with `every` on that interval (plus a small
 --     jitter), never two runs of one entry at once (the store's lock, which
@@ -31,7 +31,7 @@ local time = require "usersync.time"
 
 local M = {}
 
--- Event types whose User targets are synced (okta-api.md §3, hook-eligible
+-- Event types whose User targets are synced (hook-eligible
 -- ones and their System Log twins). user.session.start is handled apart:
 -- its user is the actor.
 M.USER_EVENTS = {
@@ -47,7 +47,7 @@ M.USER_EVENTS = {
 }
 
 -- Events that change who is in scope through a group, or a group itself
--- (okta-api.md §3): they name no user to sync, so they bring the next full
+--: they name no user to sync, so they bring the next full
 -- run of the source's entries forward to now.
 M.GROUP_EVENTS = {
   ["group.application_assignment.add"] = true, ["group.application_assignment.remove"] = true,

@@ -11,8 +11,8 @@ Provides:
 Uses sim.common (Request, Response, json_response, Product). Every method here runs with
 Server.lock held (common.py contract), so no locking of its own.
 
-Behaviour taken from ../shared/reference/atlassian-api.md:
-  * Credentials (DESIGN.md section 6): HTTP Basic admin:admin, or "Authorization: Bearer
+Behaviour as the vendors document it:
+  * Credentials: HTTP Basic admin:admin, or "Authorization: Bearer
     test-token" (a personal access token owned by admin). Anything else is the product's 401.
   * XSRF (reference 1.1): every POST/PUT/DELETE must carry "X-Atlassian-Token: no-check",
     otherwise 403 with the plain-text body "XSRF check failed". The reference gives this as a

@@ -1,10 +1,10 @@
 """Bitbucket Data Center simulator: REST admin user and group resources.
 
-Behaviour follows ../shared/reference/atlassian-api.md section 4 and the Bitbucket DC 9.5
-OpenAPI (../shared/specs/bitbucket-dc-9.5.openapi.json). The API is served under both
+Behaviour follows the vendor documentation and the Bitbucket DC 9.5
+OpenAPI (tests/data/specs/bitbucket-dc-9.5.openapi.json). The API is served under both
 /rest/api/1.0 and /rest/api/latest.
 
-State (DESIGN.md section 6):
+State:
   {"users":   [{"name", "slug", "id", "displayName", "emailAddress"}],
    "groups":  ["name"],
    "members": {"<group>": ["<user name>"]},

@@ -5,7 +5,7 @@ Provides:
   Product                                                          -- base class of sim/<product>.py
   Server, serve(product_cls, argv)                                 -- the server fake.py runs
 
-Contract (DESIGN.md section 6):
+Contract (tests/fakes/README.md):
   * The first stdout line is "listening on http://127.0.0.1:PORT" (flushed); SIGTERM ends the
     process with exit status 0.
   * Control interface (never logged, never faulted, never throttled):

@@ -1,7 +1,7 @@
 """Confluence Data Center simulator: REST user, group and membership administration.
 
-Behaviour follows ../shared/reference/atlassian-api.md section 3 and the Confluence DC 10.0.3
-OpenAPI (../shared/specs/confluence-dc-10.0.3.openapi.json).
+Behaviour follows the vendor documentation and the Confluence DC 10.0.3
+OpenAPI (tests/data/specs/confluence-dc-10.0.3.openapi.json).
 
 Context path (reference section 0: the server URL carries /confluence): the optional state key
 "context" ("/confluence", or "" for the root; absent = "" so older states load unchanged) is the
@@ -11,7 +11,7 @@ path the application is deployed under. API paths are then <context>/rest/api/..
 A request outside the context gets the servlet container's HTML 404 page. The tests run with
 "/confluence".
 
-State (DESIGN.md section 6 plus the licence setting):
+State (plus the licence setting):
   {"users":   [{"username", "userKey", "displayName", "email", "disabled"}],
    "groups":  ["name"],
    "members": {"<group>": ["<username>"]},

@@ -1,9 +1,9 @@
 """Jira Data Center simulator: REST v2 user, group, project-lead and component-lead resources.
 
-Behaviour follows ../shared/reference/atlassian-api.md section 2 and the Jira DC 10.3 OpenAPI
-(../shared/specs/jira-dc-10.3.openapi.json), including where the real server is awkward.
+Behaviour follows the vendor documentation and the Jira DC 10.3 OpenAPI
+(tests/data/specs/jira-dc-10.3.openapi.json), including where the real server is awkward.
 
-State (DESIGN.md section 6):
+State:
   {"users":      [{"name", "key", "displayName", "emailAddress", "active"}],
    "groups":     ["name"],
    "members":    {"<group>": ["<user name>"]},
@@ -38,7 +38,7 @@ Endpoints under /rest/api/2 (authentication, XSRF and rate limiting in sim/atlas
   GET    project[?expand=lead]      GET/PUT project/{idOrKey}   GET project/{idOrKey}/components
   GET/PUT component/{id}            GET serverInfo (anonymous too)   GET myself
 
-Decisions on UNCONFIRMED reference items (atlassian-api.md section 8):
+Decisions where the vendor documentation leaves behaviour unconfirmed:
   #4  expand=groups on GET user returns {"size", "items": [{"name", "self"}]}.
   #8  DELETE user is refused (400, errorMessages) while the user is a project lead or a
       component lead, and for the calling user itself.

@@ -1,4 +1,4 @@
-"""Okta simulator: the Management API read subset a sync uses (okta-api.md, specs subset).
+"""Okta simulator: the Management API read subset a sync uses (specs subset).
 
 Served by tests/fakes/fake.py okta. What is simulated and which quirks are deliberate is listed
 in tests/fakes/README.md. Summary:
@@ -12,7 +12,7 @@ in tests/fakes/README.md. Summary:
   * PUT /__fake/state is diffed against the previous state: timestamps move and System Log
     events are appended (see Okta._diff)
 
-State (DESIGN.md section 6): {"users":[User], "groups":[Group], "group_members":{gid:[uid]},
+State: {"users":[User], "groups":[Group], "group_members":{gid:[uid]},
 "apps":{appId:{"users":[uid],"groups":[gid]}}, "logs":[LogEvent]} plus optional
 "access_tokens":[str]. A state load with "_baseline": true (or the first load, or a load into an
 empty org) is not diffed.
@@ -270,7 +270,7 @@ def iso(t, ms=False):
 
 
 def okta_error(status, code, summary, causes=(), headers=None):
-    """An Okta error response (okta-api.md section 6)."""
+    """An Okta error response: errorCode, errorSummary, errorLink, errorId, errorCauses."""
     eid = "oae" + "".join(random.choice(B62) for _ in range(22))
     return json_response(status, {"errorCode": code, "errorSummary": summary, "errorLink": code,
                                   "errorId": eid,
@@ -286,7 +286,7 @@ def bad_search(msg):
     return okta_error(400, "E0000031", "Invalid search criteria.", [msg])
 
 
-# Rate-limit buckets (okta-api.md section 4): (name, methods or None, exact regex or None,
+# Rate-limit buckets: (name, methods or None, exact regex or None,
 # prefix or None). An exact match beats a prefix; the longest prefix wins; the method counts.
 BUCKETS = [
     ("/api/v1/users", ("GET", "POST"), r"^/api/v1/users$", None, 600),
@@ -334,7 +334,7 @@ USER_SEARCH_TOP = {"id": "str", "status": "str", "created": "date", "activated":
 USER_SEARCH_CO = ("profile.firstName", "profile.lastName", "profile.email", "profile.login")
 
 
-# The base user profile (okta-api.md 9.1); custom attributes are those any user carries.
+# The base user profile; custom attributes are those any user carries.
 USER_BASE_PROFILE = frozenset((
     "login", "email", "secondEmail", "firstName", "lastName", "displayName", "middleName",
     "nickName", "honorificPrefix", "honorificSuffix", "mobilePhone", "primaryPhone",
@@ -347,7 +347,7 @@ GROUP_BASE_PROFILE = frozenset(("name", "description", "dn", "externalId", "samA
 
 def _search_kind(top, known):
     """attr_kind for `search`: the listed top-level properties, and profile attributes of the
-    org's profile schema (base + custom); anything else is E0000031 (okta-api.md 1.1, 1.3)."""
+    org's profile schema (base + custom); anything else is E0000031."""
     def kind(a):
         if a in top:
             return top[a]
@@ -374,8 +374,8 @@ GROUP_SEARCH_TOP = {"id": "str", "created": "date", "lastUpdated": "date",
 
 
 def group_search_rules(known):
-    """Group search: operators sw, eq, and co on profile.name/description only (okta-api.md
-    1.3); no range operators, not even on the timestamps."""
+    """Group search: operators sw, eq, and co on profile.name/description only;
+    no range operators, not even on the timestamps."""
     return FilterRules(
         _search_kind(GROUP_SEARCH_TOP, known),
         lambda a, op: op in ("eq", "sw") or (op == "co" and a in ("profile.name", "profile.description")),
@@ -384,7 +384,7 @@ def group_search_rules(known):
 
 def _log_kind(a):
     if a == "published":
-        return None  # "published not allowed" (okta-api.md section 3)
+        return None  # "published not allowed"
     return "any" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", a) else None
 
 
@@ -616,7 +616,7 @@ class Okta(Product):
             self._diff(old, now)
         self._assignment_times(old, now)
         self.loaded = True
-        # what `search` sees under okta_search_lag_s (okta-api.md 1.1: eventually consistent).
+        # what `search` sees under okta_search_lag_s (eventually consistent).
         # The dicts of a load are never mutated by a later load, so no copy is needed.
         # Without a lag only the current state is kept (large orgs, many loads); with one, the
         # last 50 loads.
@@ -692,11 +692,11 @@ class Okta(Product):
             for uid in a["users"]:
                 eff[uid] = "USER"
             # a user assigned through a group keeps scope GROUP even with a direct
-            # assignment (okta-api.md 1.5)
+            # assignment
             for gid in a["groups"]:
                 for uid in self.members.get(gid, ()):
                     eff[uid] = "GROUP"
-            # DEPROVISIONED users lose every app assignment (okta-api.md 9.1)
+            # DEPROVISIONED users lose every app assignment
             self.effective[aid] = {u: s for u, s in eff.items()
                                    if self.by_id[u]["status"] != "DEPROVISIONED"}
             self.effective_ids = None
@@ -801,7 +801,7 @@ class Okta(Product):
             for uid in removed:
                 events.append(("group.user_membership.remove",
                                [self._t_user(nb[uid]), self._t_group(g)]))
-        # DEPROVISIONED removes every direct app assignment (okta-api.md 9.1)
+        # DEPROVISIONED removes every direct app assignment
         dropped = False
         for aid, a in self.apps.items():
             keep = [uid for uid in a["users"] if nb[uid]["status"] != "DEPROVISIONED"
@@ -834,7 +834,7 @@ class Okta(Product):
         t = now
         for et, targets in events:
             # target[] order is not part of the contract: select by type, never by index
-            # (okta-api.md 3); the order varies, reproducibly under the `seed` fault
+            # (as Okta documents); the order varies, reproducibly under the `seed` fault
             self.rng.shuffle(targets)
             self._append_event(et, targets, t)
 
@@ -970,7 +970,7 @@ class Okta(Product):
             self.rng = random.Random(seed)
 
     def _share(self):
-        """The fraction of a bucket one token or app may use (okta-api.md 4, 10.6): the fault
+        """The fraction of a bucket one token or app may use: the fault
         okta_token_share, else 0.5 whenever limits are set (okta_buckets or rate_limit_per_min),
         else 1 (the generous default limits are not shared)."""
         f = self.server.faults
@@ -1054,7 +1054,7 @@ class Okta(Product):
             h[:] = [(k, "application/json;charset=UTF-8" if k.lower() == "content-type"
                      and v == "application/json" else v) for k, v in h]
         if f.get("okta_link_joined"):
-            # RFC 8288 allows one header with comma-separated links (okta-api.md 2)
+            # RFC 8288 allows one header with comma-separated links
             ls = [v for k, v in h if k.lower() == "link"]
             if len(ls) > 1:
                 h[:] = [(k, v) for k, v in h if k.lower() != "link"] + [("link", ", ".join(ls))]
@@ -1089,7 +1089,7 @@ class Okta(Product):
 
     # ---------------------------------------------------------------- request handling
     def _auth(self, req):
-        """None when the request may proceed, else the error response (okta-api.md 7)."""
+        """None when the request may proceed, else the error response."""
         a = req.headers.get("authorization")
         invalid = okta_error(401, "E0000011", "Invalid token provided")
         if not a:
@@ -1106,7 +1106,7 @@ class Okta(Product):
             if info is None or self.server.now() >= info["exp"]:
                 return invalid
         if info["jkt"] is not None:
-            # DPoP-bound: scheme DPoP and a valid proof with ath (okta-api.md 7.3)
+            # DPoP-bound: scheme DPoP and a valid proof with ath
             if s != "dpop":
                 return invalid
             try:
@@ -1133,7 +1133,7 @@ class Okta(Product):
                                         'contain the required scopes.", scope="%s"' % need)])
         return None
 
-    # -- OAuth 2.0: POST /oauth2/v1/token (okta-api.md 7.2, 7.3)
+    # -- OAuth 2.0: POST /oauth2/v1/token
     def _check_proof(self, req, proof, ath_for=None):
         """Validates a DPoP proof for this request; returns the JWK thumbprint of its key."""
         if not proof:
@@ -1484,7 +1484,7 @@ class Okta(Product):
         return u
 
     def _me(self, req):
-        """The caller of /users/me (okta-api.md 1.2): an SSWS token acts as the admin who made
+        """The caller of /users/me: an SSWS token acts as the admin who made
         it (the state's user with ADMIN's id, else a synthesised one); a client-credentials
         token has no user behind it, so None (404)."""
         scheme = (req.headers.get("authorization") or "").partition(" ")[0].lower()
@@ -1523,7 +1523,7 @@ class Okta(Product):
         flt = req.arg("filter")
         srch = req.arg("search")
         if q is not None and flt is None and srch is None:
-            # cannot be paged: up to 300 results and no Link header at all (okta-api.md 1.3)
+            # cannot be paged: up to 300 results and no Link header at all
             limit = self._limit_arg(req, 300, 300)
             ql = q.lower()
             out = []
@@ -1571,7 +1571,7 @@ class Okta(Product):
     def group_users(self, req, gid):
         if gid not in self.gby_id:
             return not_found(gid, "UserGroup")
-        limit = self._limit_arg(req, 1000, 10000)  # default 1000 (okta-api.md 1.4)
+        limit = self._limit_arg(req, 1000, 10000)  # default 1000
         page, nxt = self._page_sorted(self.member_ids.get(gid, []), req.arg("after"), limit)
         omit = self._omit_credentials(req)
         body = [self.render_user(req, self.by_id[u], omit=omit) for u in page]
@@ -1617,7 +1617,7 @@ class Okta(Product):
     def app_users(self, req, aid):
         if aid not in self.apps:
             return not_found(aid, "AppInstance")
-        limit = self._limit_arg(req, 50, 500, 1)  # default 50, max 500 (okta-api.md 1.5)
+        limit = self._limit_arg(req, 50, 500, 1)  # default 50, max 500
         ids = self.eff_sorted[aid]
         q = req.arg("q")
         exp = req.arg("expand") == "user"
@@ -1873,7 +1873,7 @@ SCOPES = (("/api/v1/users", "okta.users.read"), ("/api/v1/groups", "okta.groups.
 
 
 def scope_for(path):
-    """The OAuth scope a read of `path` needs (okta-api.md 7.2), or None."""
+    """The OAuth scope a read of `path` needs, or None."""
     for prefix, scope in SCOPES:
         if path == prefix or path.startswith(prefix + "/"):
             return scope
@@ -1886,7 +1886,7 @@ READ_SCOPES = tuple(sc for _, sc in SCOPES)
 def validate_access_tokens(toks):
     """state.access_tokens: [{"token": str, "scopes": [str], "dpop_jkt": str or null}] ->
     {token: {"scopes": set, "jkt": ...}}. A plain string is a Bearer token with the four
-    read scopes (okta-api.md 7.2). A token with dpop_jkt is DPoP-bound: it must be sent as
+    read scopes. A token with dpop_jkt is DPoP-bound: it must be sent as
     "Authorization: DPoP" with a proof signed by the key of that RFC 7638 thumbprint."""
     out = {}
     for i, t in enumerate(toks):
@@ -1942,7 +1942,7 @@ SYNC_STATES = ("DISABLED", "ERROR", "OUT_OF_SYNC", "SYNCHRONIZED", "SYNCING")
 
 def validate_app_users(aid, ov, by_id):
     """apps[aid].app_users: {uid: {"status", "syncState", "externalId"}} overrides of the
-    AppUser defaults (ACTIVE, DISABLED, null: an SSO-only assignment, okta-api.md 1.5, 9.3).
+    AppUser defaults (ACTIVE, DISABLED, null: an SSO-only assignment).
     An override only shows while the user is an effective assignee."""
     if not isinstance(ov, dict):
         raise ValueError("apps[%s].app_users must be an object {user id: {...}}" % aid)
