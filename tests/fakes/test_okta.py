@@ -420,6 +420,29 @@ def t_groups(f):
     assert links(r)["self"].endswith("/groups?limit=200")
 
 
+def t_group_description_never_null(f):
+    """Recorded groups (tf_get_group.json, tf_list_groups_q.json, ...) carry a string or "" as
+    profile.description, never null: the simulator and genorg follow them."""
+    import genorg
+    st = base_state()
+    del st["groups"][1]["profile"]["description"]
+    st["groups"][2]["profile"]["description"] = None
+    f.put_state(dict(st, _baseline=True))
+    items, _ = follow(f, "/api/v1/groups?limit=200")
+    got = [g["profile"]["description"] for g in items]
+    assert got == ["All users in your organization", "", "", ""], got
+    assert f.get("/api/v1/groups/" + gid(4), AUTH).json()["profile"]["description"] == ""
+    gen = genorg.generate(200, 40, seed=4, app_id=APP)
+    types = set()
+    for g in gen["groups"]:
+        assert isinstance(g["profile"]["description"], str), g
+        types.add(g["type"])
+    assert types == {"BUILT_IN", "OKTA_GROUP", "APP_GROUP"}, types
+    f.put_state(dict(gen, _baseline=True))
+    items, _ = follow(f, "/api/v1/groups?limit=200")
+    assert len(items) == 40 and all(isinstance(g["profile"]["description"], str) for g in items)
+
+
 def t_get_user(f):
     f.put_state(dict(base_state(), _baseline=True))
     r = f.get("/api/v1/users/" + uid(1), AUTH)

@@ -675,7 +675,9 @@ class Okta(Product):
         g.setdefault("lastMembershipUpdated", created)
         g.setdefault("objectClass", ["okta:windows_security_principal"]
                      if g["type"] == "APP_GROUP" and "dn" in g["profile"] else ["okta:user_group"])
-        g["profile"].setdefault("description", "" if g["type"] != "APP_GROUP" else None)
+        # recorded groups (BUILT_IN, OKTA_GROUP) carry a string or "", never null
+        if g["profile"].get("description") is None:
+            g["profile"]["description"] = ""
 
     def _index(self):
         self.ids = sorted(self.by_id)
