@@ -128,7 +128,7 @@
 **
 ** Error codes: see include/usersync/okta.h (OKTA_AUTH, OKTA_OAUTH,
 ** OKTA_FORBIDDEN, OKTA_NOT_FOUND, OKTA_BAD_REQUEST, OKTA_RATE_LIMITED,
-** OKTA_SERVER, OKTA_HTTP, OKTA_HTML, OKTA_BAD_JSON, OKTA_BAD_LINK,
+** OKTA_SERVER, OKTA_HTTP, OKTA_HTML, OKTA_BAD_JSON, OKTA_BAD_RECORD, OKTA_BAD_LINK,
 ** OKTA_CALLBACK, OKTA_CONFIG and the transport codes of usersync.http).
 **
 ** Example (tests/lua/test_okta.lua runs it against the simulator; `url` is its address):

@@ -853,6 +853,228 @@ void us_okta_bucket(const us_okta *c, size_t i, struct us_okta_bucket *out) {
 
 unsigned long us_okta_requests(const us_okta *c) { return c->requests; }
 
+/* ---------------------------------------------------------------- records */
+
+/* What the records of a path are (each read is checked record by record:
+** a member list with a null entry must fail, not shrink the group). */
+enum rec { REC_OBJECT, REC_USER, REC_GROUP, REC_APPUSER, REC_APPGROUP, REC_APP, REC_LOG };
+static const char *const rec_names[] = {"object", "User", "Group", "AppUser",
+                                        "ApplicationGroupAssignment", "Application", "LogEvent"};
+
+/* Number of '/'-separated segments of path p (length n) after prefix. */
+static int segs_after(const char *p, size_t n, const char *prefix, const char **rest) {
+  size_t pl = strlen(prefix);
+  if (n < pl || strncmp(p, prefix, pl) != 0)
+    return -1;
+  if (n == pl)
+    return 0;
+  if (p[pl] != '/')
+    return -1;
+  *rest = p + pl + 1;
+  int k = 1;
+  for (size_t i = pl + 1; i < n; i++)
+    k += p[i] == '/';
+  return k;
+}
+
+static enum rec record_of(const char *url) {
+  const char *p = url_path(url), *rest = NULL;
+  size_t n = path_len(p);
+  int k;
+  if ((k = segs_after(p, n, "/api/v1/users", &rest)) >= 0)
+    return k <= 1 ? REC_USER : k == 2 && !strncmp(rest + strcspn(rest, "/"), "/groups", 7)
+                                   ? REC_GROUP
+                                   : REC_OBJECT;
+  if ((k = segs_after(p, n, "/api/v1/groups", &rest)) >= 0)
+    return k <= 1 ? REC_GROUP : k == 2 && !strncmp(rest + strcspn(rest, "/"), "/users", 6)
+                                    ? REC_USER
+                                    : REC_OBJECT;
+  if ((k = segs_after(p, n, "/api/v1/apps", &rest)) >= 1) {
+    if (k == 1)
+      return REC_APP;
+    const char *sub = rest + strcspn(rest, "/");
+    if (k <= 3 && !strncmp(sub, "/users", 6) && (sub[6] == '/' || sub + 6 == p + n))
+      return REC_APPUSER;
+    if (k <= 3 && !strncmp(sub, "/groups", 7) && (sub[7] == '/' || sub + 7 == p + n))
+      return REC_APPGROUP;
+    return REC_OBJECT;
+  }
+  if (segs_after(p, n, "/api/v1/logs", &rest) == 0)
+    return REC_LOG;
+  return REC_OBJECT;
+}
+
+/* What value v is, for a message: "null", "a number", "a string of 71680
+** bytes", "\"a b\"" (short strings quoted, control bytes shown as '?'). */
+static void describe(const struct us_jval *v, char *out, size_t n) {
+  static const char *const kinds[] = {"invalid JSON", "null",     "a boolean", "a number",
+                                      "a string",     "an array", "an object"};
+  if (v->type != US_J_STRING || v->len > 42) {
+    if (v->type == US_J_STRING)
+      snprintf(out, n, "a string of %zu bytes", v->len - 2);
+    else
+      snprintf(out, n, "%s", kinds[v->type]);
+    return;
+  }
+  snprintf(out, n, "%.*s", (int)v->len, v->start);
+  for (char *q = out; *q; q++)
+    if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+      *q = '?';
+}
+
+/* 1 when v is an Okta id: a short alphanumeric string (00u1a2b3c4D5e6F7g8h9). */
+static int is_okta_id(const struct us_jval *v) {
+  if (v->type != US_J_STRING || v->len < 3 || v->len > US_OKTA_ID_MAX + 2)
+    return 0;
+  for (size_t i = 1; i + 1 < v->len; i++)
+    if (!isalnum((unsigned char)v->start[i]))
+      return 0;
+  return 1;
+}
+
+/* Checks field `path` of obj: kind 'i' an Okta id, 's' a non-empty string,
+** 'S' a string (may be empty), 'o' an object, 'a' an array or null. 0 ok,
+** -1 with why filled. */
+static int need(const struct us_jval *obj, const char *path, char kind, char *why, size_t n) {
+  struct us_jval v;
+  char d[64];
+  if (!us_json_get(obj, path, &v)) {
+    snprintf(why, n, "%s is missing", path);
+    return -1;
+  }
+  int ok = kind == 'i'   ? is_okta_id(&v)
+           : kind == 's' ? v.type == US_J_STRING && v.len > 2
+           : kind == 'S' ? v.type == US_J_STRING
+           : kind == 'o' ? v.type == US_J_OBJECT
+                         : v.type == US_J_ARRAY || v.type == US_J_NULL;
+  if (ok)
+    return 0;
+  describe(&v, d, sizeof d);
+  snprintf(why, n, "%s is %s%s", path, d,
+           kind == 'i'   ? ", not an Okta id"
+           : kind == 's' ? ", not a non-empty string"
+           : kind == 'S' ? ", not a string"
+           : kind == 'o' ? ", not an object"
+                         : ", not an array");
+  return -1;
+}
+
+static int check_user(const struct us_jval *u, char *why, size_t n) {
+  return need(u, "id", 'i', why, n) || need(u, "status", 's', why, n) ||
+                 need(u, "profile", 'o', why, n) || need(u, "profile.login", 's', why, n)
+             ? -1
+             : 0;
+}
+
+/* 0 when record r is a valid `kind`, else -1 with why filled. */
+static int check_record(enum rec kind, const struct us_jval *r, char *why, size_t n) {
+  char d[64];
+  if (r->type != US_J_OBJECT) {
+    describe(r, d, sizeof d);
+    snprintf(why, n, "the record is %s, not an object", d);
+    return -1;
+  }
+  struct us_jval v;
+  switch (kind) {
+  case REC_USER:
+    return check_user(r, why, n);
+  case REC_GROUP:
+    return need(r, "id", 'i', why, n) || need(r, "type", 's', why, n) ||
+                   need(r, "profile", 'o', why, n) || need(r, "profile.name", 's', why, n)
+               ? -1
+               : 0;
+  case REC_APPUSER:
+    if (need(r, "id", 'i', why, n) || need(r, "scope", 's', why, n) ||
+        need(r, "status", 's', why, n))
+      return -1;
+    if (us_json_get(r, "_embedded.user", &v)) { /* expand=user */
+      char inner[200];
+      struct us_jval id, uid;
+      if (check_record(REC_USER, &v, inner, sizeof inner)) {
+        snprintf(why, n, "_embedded.user: %.160s", inner);
+        return -1;
+      }
+      us_json_get(r, "id", &id);
+      us_json_get(&v, "id", &uid);
+      if (id.len != uid.len || memcmp(id.start, uid.start, id.len) != 0) {
+        snprintf(why, n, "_embedded.user.id differs from the AppUser id");
+        return -1;
+      }
+    }
+    return 0;
+  case REC_APPGROUP:
+  case REC_APP:
+    return need(r, "id", 'i', why, n);
+  case REC_LOG: {
+    if (need(r, "uuid", 's', why, n) || need(r, "published", 's', why, n) ||
+        need(r, "eventType", 's', why, n))
+      return -1;
+    if (!us_json_get(r, "target", &v) || v.type == US_J_NULL)
+      return 0;
+    if (v.type != US_J_ARRAY)
+      return need(r, "target", 'a', why, n);
+    struct us_jval t, ty;
+    size_t pos = 0;
+    for (int i = 0; us_json_next_elem(&v, &pos, &t); i++) {
+      if (t.type != US_J_OBJECT) {
+        describe(&t, d, sizeof d);
+        snprintf(why, n, "target[%d] is %s, not an object", i, d);
+        return -1;
+      }
+      /* the ids a changes read re-reads must be ids */
+      if (us_json_get(&t, "type", &ty) &&
+          (us_json_streq(&ty, "User") || us_json_streq(&ty, "UserGroup")) &&
+          need(&t, "id", 'i', why, n)) {
+        char inner[200];
+        snprintf(inner, sizeof inner, "%s", why);
+        snprintf(why, n, "target[%d].%.160s", i, inner);
+        return -1;
+      }
+    }
+    return 0;
+  }
+  default:
+    return 0;
+  }
+}
+
+/* Checks every record of a page (or the object of a get): 0, or -1 with
+** err (OKTA_BAD_RECORD) naming the read, the page and the record. */
+static int check_records(const struct oreq *q, const struct us_http_response *r,
+                         const struct us_jval *root, int single, size_t page,
+                         struct us_okta_error *err) {
+  enum rec kind = record_of(q->url);
+  char why[200];
+  size_t bad = 0;
+  if (single) {
+    if (check_record(kind, root, why, sizeof why) == 0)
+      return 0;
+  } else {
+    struct us_jval el;
+    size_t pos = 0;
+    for (;;) {
+      if (!us_json_next_elem(root, &pos, &el))
+        return 0;
+      bad++;
+      if (check_record(kind, &el, why, sizeof why) != 0)
+        break;
+    }
+  }
+  char path[160], where[64] = "";
+  const char *p = url_path(q->url);
+  snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
+  if (!single)
+    snprintf(where, sizeof where, " record %zu of page %zu", bad, page);
+  const char *rid = us_http_header(r, "x-okta-request-id");
+  set_err(err, "OKTA_BAD_RECORD", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
+          q->method, path, where, rec_names[kind], why, rid ? " [request id " : "",
+          rid ? rid : "", rid ? "]" : "");
+  snprintf(err->summary, sizeof err->summary, "%s", why);
+  if (rid)
+    snprintf(err->request_id, sizeof err->request_id, "%s", rid);
+  return -1;
+}
+
 /* ---------------------------------------------------------------- listings */
 
 struct lstate {
@@ -886,7 +1108,8 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
     set_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
     return -1;
   }
-  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0)
+  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0 ||
+      check_records(q, r, &root, l->single, l->pages + 1, err) != 0)
     return -1;
   size_t count = 0;
   if (!l->single) {

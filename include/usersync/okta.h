@@ -22,6 +22,14 @@
 **   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
 **   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is
 **                      not an array
+**   OKTA_BAD_RECORD    a record that is not what the read lists (an entry
+**                      that is null, a string, {}, or lacks a required field
+**                      or has one of the wrong type; an id that is not an
+**                      Okta id): the whole read fails like a failed page
+**                      (User: id, status, profile.login; Group: id, type,
+**                      profile.name; AppUser: id, scope, status and a valid
+**                      _embedded.user; LogEvent: uuid, published,
+**                      eventType, ids of User/UserGroup targets)
 **   OKTA_BAD_LINK      a `next` link or cursor on another origin (never
 **                      requested: it would send our credentials elsewhere)
 **   OKTA_CALLBACK      the page callback stopped the listing (its message)
@@ -38,6 +46,9 @@
 #include "usersync/http.h"
 
 typedef struct us_okta us_okta;
+
+/* An Okta id is 1 to US_OKTA_ID_MAX letters and digits (00u1a2b3c4D5e6F7g8h9). */
+#define US_OKTA_ID_MAX 40
 
 struct us_okta_options {
   const char *url;   /* https://org.okta.com (required) */

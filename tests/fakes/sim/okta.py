@@ -435,13 +435,14 @@ class Okta(Product):
     name = "okta"
     extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False,
                     "okta_token_share": None, "okta_search_lag_s": 0, "okta_link_joined": False,
-                    "okta_charset": True}
+                    "okta_charset": True, "okta_raw_records": [], "okta_fail_first": 0}
 
     def __init__(self, server):
         super().__init__(server)
         self.rng = random.Random()
         self.windows = {}  # bucket name -> [window start, used]
         self.req_seq = 0
+        self.failed_first = 0
         self.loaded = False
         self.state = None
         self._empty()
@@ -959,6 +960,25 @@ class Okta(Product):
             if not isinstance(value, bool):
                 raise ValueError("%s must be a boolean" % key)
             return value
+        if key == "okta_raw_records":
+            if not isinstance(value, list) or not all(
+                    isinstance(e, dict) and isinstance(e.get("path"), str)
+                    and isinstance(e.get("records"), list)
+                    and isinstance(e.get("replace", False), bool)
+                    and set(e) <= {"path", "records", "replace"}
+                    for e in value):
+                raise ValueError('okta_raw_records must be a list of {"path": regex, '
+                                 '"records": [any JSON], "replace": bool}')
+            for e in value:
+                try:
+                    re.compile(e["path"])
+                except re.error as x:
+                    raise ValueError("okta_raw_records path is not a valid regex: %s" % x) from None
+            return value
+        if key == "okta_fail_first":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError("okta_fail_first must be an integer >= 0")
+            return value
         if key == "okta_concurrency":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError("okta_concurrency must be an integer >= 1 or null")
@@ -967,6 +987,7 @@ class Okta(Product):
 
     def faults_changed(self):
         self.windows = {}
+        self.failed_first = 0  # requests failed so far under okta_fail_first
         seed = self.server.faults.get("seed")
         if seed is not None:
             self.rng = random.Random(seed)
@@ -1011,6 +1032,12 @@ class Okta(Product):
         return w
 
     def throttle(self, req):
+        f = self.server.faults
+        if f.get("okta_fail_first") and self.failed_first < f["okta_fail_first"] \
+                and (not f.get("fail_path") or re.search(f["fail_path"], req.path)):
+            # the first N matching requests since the faults were set fail, then all succeed
+            self.failed_first += 1
+            return self.fault_response(req, int(f["fail_status"]))
         now = self.server.now()
         conc = self.server.faults.get("okta_concurrency")
         if conc is not None and self.server.inflight > conc:
@@ -1042,6 +1069,8 @@ class Okta(Product):
             resp = Response(200, [("Content-Type", "text/html; charset=utf-8")],
                             b"<!DOCTYPE html><html><head><title>Sign In</title></head>"
                             b"<body>Please sign in</body></html>")
+        if f.get("okta_raw_records") and resp.status == 200 and req.arg("after") is None:
+            resp = self._inject_records(req, resp, f["okta_raw_records"])
         rl = req.ctx.get("rl")
         if rl is None:
             bucket = bucket_of(req.method, req.path)
@@ -1069,6 +1098,29 @@ class Okta(Product):
                                                    self.req_seq % 1000000)))
         h.append(("Date", http_date(self.server.now())))
         return resp
+
+    @staticmethod
+    def _inject_records(req, resp, entries):
+        """okta_raw_records: what a broken proxy, a partial outage or a bug upstream may serve.
+        The records of every entry whose path matches are appended to the first page of a
+        listing (an array body; with "replace": true they are the whole page), or replace the
+        object of a get (records[0])."""
+        match = [e for e in entries if re.search(e["path"], req.path)]
+        recs = [r for e in match for r in e["records"]]
+        if not match:
+            return resp
+        try:
+            body = json.loads(resp.body)
+        except ValueError:
+            return resp
+        if isinstance(body, list):
+            body = recs if any(e.get("replace") for e in match) else body + recs
+        elif not recs:
+            return resp
+        else:
+            body = recs[0]
+        return Response(resp.status, resp.headers,
+                        json.dumps(body, separators=(",", ":")).encode())
 
     def fault_response(self, req, status):
         codes = {400: ("E0000001", "Api validation failed"),
