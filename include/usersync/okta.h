@@ -17,7 +17,8 @@
 **   OKTA_NOT_FOUND     404: no such user/group/app or path (E0000007/E0000008)
 **   OKTA_BAD_REQUEST   400: bad filter/search/parameter (E0000001, E0000031, E0000053)
 **   OKTA_RATE_LIMITED  429 retried until the retries or the wait cap ran out
-**   OKTA_SERVER        5xx (after retries for 502/503/504)
+**   OKTA_SERVER        5xx (after retries for 500/502/503/504: every Okta
+**                      read is a GET, so it is repeated like a 429)
 **   OKTA_HTTP          any other unexpected status
 **   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
 **   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is

@@ -88,3 +88,34 @@ test("a group listing with a group without a name fails the read", function(t)
   t:contains(r.stderr, "GET /api/v1/groups: record 3 of page 1 is not a valid Group: profile.name is missing")
   t:eq(#w:writes("jira"), 0)
 end)
+
+-- HTTP retries (issue 12): an idempotent read that fails with a 5xx is repeated with
+-- backoff (the retry budget of 429s); one transient Okta 500 no longer stops the run.
+for _, st in ipairs{ 500, 502, 503, 504 } do
+  test(("an Okta GET failing once with %d is retried and the run completes"):format(st), function(t)
+    local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+    w.okta:faults{ okta_fail_first = 1, fail_status = st, fail_path = "^/api/v1/groups/00gEng/users$" }
+    w:clear_requests()
+    local r = w:usersync("sync")
+    t:eq(r.code, 0, r.stdout .. r.stderr)
+    local seen = {}
+    for _, q in ipairs(w.okta:requests()) do
+      if q.path == "/api/v1/groups/00gEng/users" then seen[#seen + 1] = q.status end
+    end
+    t:same(seen, { st, 200 }, "the simulator saw the failure, then the retry")
+    t:same(w:members_of("jira", "developers"), DEVS, "the run applied the memberships")
+  end)
+end
+
+test("an Okta GET failing with 500 past the retry budget: exit 3, the message says so", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.okta:faults{ okta_fail_first = 100, fail_status = 500, fail_path = "^/api/v1/groups/00gEng/users$" }
+  w:clear_requests()
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:contains(r.stderr, "GET /api/v1/groups/00gEng/users: HTTP 500 E0000009")
+  t:contains(r.stderr, "gave up after 3 retries")
+  t:eq(w.okta:count{ path = "^/api/v1/groups/00gEng/users$", status = 500 }, 4, "1 attempt + 3 retries")
+  t:eq(#w:writes("jira"), 0)
+end)
