@@ -9,7 +9,10 @@
 ** Threading: one thread, the engine's.
 **
 ** Error codes (struct us_okta_error.code; stable strings):
-**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...)
+**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...);
+**                      with OAuth only after one more try with the API's new
+**                      DPoP nonce (401 use_dpop_nonce) or a new access token
+**                      (any other 401: RFC 6750 3.1)
 **   OKTA_OAUTH         the token endpoint refused (invalid_client, a bad key,
 **                      an expired assertion, invalid_dpop_proof, invalid_scope);
 **                      message has its `error` and `error_description`
@@ -60,7 +63,11 @@ struct us_okta_options {
   size_t private_key_len;
   const char *key_id;  /* "kid" of the assertion; optional */
   const char *scopes;  /* space separated; NULL: users, groups, apps, logs read */
-  int dpop;            /* 1 (default): DPoP-bound tokens */
+  int dpop;            /* 1 (default): DPoP-bound tokens; proofs signed with the
+                       ** client key, or with a P-256 key made at the first
+                       ** token request when the server's metadata
+                       ** (dpop_signing_alg_values_supported) lists ES256 but
+                       ** not the client key's algorithm */
   double budget_share; /* share of each bucket we may use, (0,1]; 0.5 */
   int concurrency;     /* requests in flight at most; 8 */
   long timeout_ms;     /* per attempt; 0: engine default */
