@@ -1160,7 +1160,7 @@ static int check_records(const struct oreq *q, const struct us_http_response *r,
         break;
     }
   }
-  char path[160], where[64] = "";
+  char path[160], where[64] = " the answer";
   const char *p = url_path(q->url);
   snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
   if (!single)

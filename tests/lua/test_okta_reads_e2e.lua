@@ -1,8 +1,13 @@
 -- Okta reads that look valid but are not, and transient Okta failures (issue 12):
 -- the real `usersync` binary against the Okta simulator (faults okta_raw_records,
--- okta_fail_first) and the Jira, Confluence and Bitbucket simulators.
+-- okta_fail_first) and the Jira, Confluence and Bitbucket simulators; then the
+-- Okta client alone for every kind of record (users, groups, app assignments,
+-- System Log events, single gets).
 local test = require "tap"
 local world = require "support.world"
+local json = require "usersync.json"
+local fakes = require "support.fakes"
+local S = require "support.oktasim"
 
 -- Engineering (ann, bob), Ops (carol); all assigned to the app.
 local function base_world(opts)
@@ -115,7 +120,69 @@ test("an Okta GET failing with 500 past the retry budget: exit 3, the message sa
   local r = w:usersync("sync")
   t:eq(r.code, 3, r.stdout .. r.stderr)
   t:contains(r.stderr, "GET /api/v1/groups/00gEng/users: HTTP 500 E0000009")
-  t:contains(r.stderr, "gave up after 3 retries")
-  t:eq(w.okta:count{ path = "^/api/v1/groups/00gEng/users$", status = 500 }, 4, "1 attempt + 3 retries")
+  local n = tonumber(r.stderr:match("gave up after (%d+) retries"))
+  t:ok(n and n >= 3, "retried with the budget of 429s: " .. r.stderr)
+  t:eq(w.okta:count{ path = "^/api/v1/groups/00gEng/users$", status = 500 }, (n or 0) + 1, "1 attempt + the retries")
   t:eq(#w:writes("jira"), 0)
+end)
+
+-- The Okta client alone: every read checks every record it lists.
+local sim <close> = fakes.start("okta", { state = S.org{ users = 3, groups = 2, members = { [1] = { 1, 2 } },
+                                                        app = { users = 3, groups = { 1 } } } })
+local function ago(s) return os.date("!%Y-%m-%dT%H:%M:%S.000Z", os.time() - s) end
+
+local function bad(path, records, replace)
+  sim:faults{ okta_raw_records = { { path = path, records = records, replace = replace or false } } }
+end
+
+test("client: each kind of record is checked, in listings and single gets", function(t)
+  local c <close> = S.client(sim, { app_id = S.APP })
+  local cases = {
+    { "^/api/v1/users$", { { id = "00u9", status = "ACTIVE", profile = json.object{} } },
+      function() return c:users() end, "GET /api/v1/users: record 4 of page 1 is not a valid User: profile.login is missing" },
+    { "^/api/v1/users/[^/]+$", { json.object{} },
+      function() return c:user(S.uid(1)) end, "GET /api/v1/users/" .. S.uid(1) .. ": the answer is not a valid User: id is missing" },
+    { "^/api/v1/users/[^/]+/groups$", { { id = "00g9", type = 7, profile = { name = "x" } } },
+      function() return c:user_groups(S.uid(1)) end, "is not a valid Group: type is a number, not a non-empty string" },
+    { "^/api/v1/groups/[^/]+$", { { id = "00g1", type = "OKTA_GROUP", profile = { name = "" } } },
+      function() return c:group(S.gid(1)) end, "the answer is not a valid Group: profile.name is \"\", not a non-empty string" },
+    { "^/api/v1/apps/[^/]+/groups$", { { priority = 0 } },
+      function() return c:app_groups() end, "record 2 of page 1 is not a valid ApplicationGroupAssignment: id is missing" },
+    { "^/api/v1/apps/[^/]+/users$", { { id = "00u7", scope = "USER", status = "ACTIVE",
+                                        _embedded = { user = { id = "00u8", status = "ACTIVE", profile = { login = "a@b" } } } } },
+      function() return c:app_users() end, "is not a valid AppUser: _embedded.user.id differs from the AppUser id" },
+    { "^/api/v1/apps/[^/]+/users$", { { id = "00u7", scope = "USER", status = "ACTIVE", _embedded = { user = "x" } } },
+      function() return c:scope{} end, "is not a valid AppUser: _embedded.user: the record is \"x\", not an object" },
+    { "^/api/v1/logs$", { { uuid = "u1", published = "2026-01-01T00:00:00.000Z", eventType = "user.lifecycle.create",
+                            target = { { type = "User", id = json.null } } } },
+      function() return c:changes{ since = ago(60) } end,
+      "GET /api/v1/logs: record 1 of page 1 is not a valid LogEvent: target[0].id is null, not an Okta id" },
+    { "^/api/v1/logs$", { { uuid = "u2", eventType = "x" } },
+      function() return c:logs{ since = ago(60) } end, "is not a valid LogEvent: published is missing" },
+  }
+  for _, k in ipairs(cases) do
+    bad(k[1], k[2])
+    local v, err, code, e = k[3]()
+    t:eq(v, nil, k[4])
+    t:eq(code, "OKTA_BAD_RECORD", err)
+    t:contains(tostring(err), k[4])
+    if e and e.code then t:eq(e.status, 200) end -- (c:scope returns the partial snapshot)
+  end
+  -- valid records of real shapes pass: the plain org reads
+  sim:faults{}
+  t:eq(#assert(c:users()), 3)
+  t:eq(#assert(c:scope{}).users, 3)
+  assert(c:changes{ since = ago(60) })
+  assert(c:changes{ watermark = "2000-01-01T00:00:00.000Z" })
+  t:eq(assert(c:check()).ok, true)
+end)
+
+test("client: a malformed record in a watermark read fails it; nothing partial comes back", function(t)
+  local c <close> = S.client(sim, { app_id = S.APP })
+  bad("^/api/v1/users$", { json.null })
+  local v, err, code = c:changes{ watermark = "2000-01-01T00:00:00.000Z" }
+  sim:faults{}
+  t:eq(v, nil)
+  t:eq(code, "OKTA_BAD_RECORD")
+  t:contains(err, "record 4 of page 1 is not a valid User: the record is null, not an object")
 end)
