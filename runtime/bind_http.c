@@ -45,7 +45,8 @@
 **                time=seconds (waits included), retries=n, gave_up=boolean, url=final URL }
 **
 ** HTTP statuses are not failures: a 404 is a response. Retries (connection
-** errors, 429/502/503/504, see http.h for which methods) honour Retry-After
+** errors, 429/500/502/503/504; a POST or PATCH only on 429 and a refused
+** connection, see http.h) honour Retry-After
 ** and Okta's X-Rate-Limit-Reset; when they run out on 429/5xx the last
 ** response comes back with gave_up=true. `retry_headers="okta"` sends
 ** X-Okta-Retry-For / X-Okta-Retry-Count on retries. Failures return

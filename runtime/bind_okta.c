@@ -120,7 +120,9 @@
 **   changes{watermark}  max(1, ceil(W/200)) + W (each user's groups; 0 with groups=false)
 **   user, group    1;  user_groups, group_members, app_*: pages as above
 **   check          3 one-item probes (users, groups, logs) + 1 with app_id
-**   OAuth adds one token request per hour (two when the DPoP nonce is new).
+**   OAuth adds one token request per hour (two when the DPoP nonce is new),
+**   with DPoP one metadata request per client (the proof algorithms), and
+**   one more call when the API asks for its own nonce or refuses a token.
 ** Everything a call needs is requested once; independent listings run
 ** concurrently, at most `concurrency` in flight, each bucket used up to
 ** budget_share (the governor waits for the window's reset, computed from
@@ -128,7 +130,7 @@
 **
 ** Error codes: see include/usersync/okta.h (OKTA_AUTH, OKTA_OAUTH,
 ** OKTA_FORBIDDEN, OKTA_NOT_FOUND, OKTA_BAD_REQUEST, OKTA_RATE_LIMITED,
-** OKTA_SERVER, OKTA_HTTP, OKTA_HTML, OKTA_BAD_JSON, OKTA_BAD_LINK,
+** OKTA_SERVER, OKTA_HTTP, OKTA_HTML, OKTA_BAD_JSON, OKTA_BAD_RECORD, OKTA_BAD_LINK,
 ** OKTA_CALLBACK, OKTA_CONFIG and the transport codes of usersync.http).
 **
 ** Example (tests/lua/test_okta.lua runs it against the simulator; `url` is its address):

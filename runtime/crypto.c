@@ -165,6 +165,24 @@ struct us_key *us_key_load_pem(const char *pem, size_t len, char *err, size_t er
   return key;
 }
 
+struct us_key *us_key_generate_p256(char *err, size_t errlen) {
+  EVP_PKEY *pkey = EVP_EC_gen("P-256");
+  if (!pkey) {
+    ERR_clear_error();
+    set_err(err, errlen, "cannot generate an EC P-256 key");
+    return NULL;
+  }
+  struct us_key *key = malloc(sizeof *key);
+  if (!key) {
+    EVP_PKEY_free(pkey);
+    set_err(err, errlen, "out of memory");
+    return NULL;
+  }
+  key->pkey = pkey;
+  key->is_ec = 1;
+  return key;
+}
+
 void us_key_free(struct us_key *key) {
   if (key) {
     EVP_PKEY_free(key->pkey);

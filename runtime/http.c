@@ -470,7 +470,12 @@ static int idempotent(const char *m) {
          !strcmp(m, "DELETE") || !strcmp(m, "TRACE");
 }
 
-/* Whether this attempt's outcome is worth another try (limits aside). */
+/* Whether this attempt's outcome is worth another try (limits aside).
+** Only what cannot have acted is repeated for a POST or PATCH: a refused
+** connection and a 429 (the rate limiter turns a request away before it is
+** processed). A 5xx or a lost answer may follow a write that was applied (a
+** gateway's 502/503/504 after the backend wrote), so those are repeated for
+** idempotent methods only, where doing it twice is the same as once. */
 static int retryable(const us_http_req *h, const char *code) {
   int safe = h->retry_unsafe || idempotent(h->method);
   if (code)
@@ -478,9 +483,10 @@ static int retryable(const us_http_req *h, const char *code) {
            (safe && (!strcmp(code, US_HTTP_ECONNRESET) || !strcmp(code, US_HTTP_ETIMEDOUT)));
   switch (h->status) {
   case 429:
-  case 503:
     return 1;
+  case 500:
   case 502:
+  case 503:
   case 504:
     return safe;
   default:

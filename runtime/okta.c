@@ -66,15 +66,20 @@ struct us_okta {
   char *ssws;   /* "SSWS <token>" or NULL */
   /* OAuth */
   char *client_id, *key_id, *scopes, *token_url;
-  struct us_key *key;
-  char *jwk; /* public JWK JSON */
+  struct us_key *key;      /* client authentication (private_key_jwt) */
+  struct us_key *dpop_key; /* signs DPoP proofs: key, or a P-256 key made for this process */
+  char *jwk;               /* public JWK JSON of dpop_key */
   int dpop;
+  int meta_done;        /* the authorization server metadata was asked for */
+  unsigned token_gen;   /* bumped at every new access token */
   char *access_token; /* NULL until obtained */
   char *token_type;   /* "DPoP" or "Bearer" */
   char *granted_scope;
   char *ath;          /* b64url(sha256(access_token)) */
   double token_until; /* monotonic */
-  char *nonce;        /* last DPoP nonce from the token endpoint */
+  /* DPoP nonces belong to the server that issued them (RFC 9449 9) */
+  char *as_nonce; /* the token endpoint's (400 use_dpop_nonce, or any token response) */
+  char *rs_nonce; /* the API's (401 use_dpop_nonce, or any API response) */
   /* limits */
   double share;
   int concurrency;
@@ -92,6 +97,7 @@ struct oreq {
   int granted;  /* holds a slot of its bucket */
   int finished; /* done callback ran */
   int api;      /* 1: API call (DPoP proof with ath) */
+  unsigned token_gen; /* the access token it carries (c->token_gen then) */
   char *method, *url;
 };
 
@@ -350,23 +356,26 @@ static void ungrant(struct oreq *q) {
 
 /* ---------------------------------------------------------------- DPoP */
 
-/* A DPoP proof (RFC 9449) for method and url; ath when an access token is
-** bound. malloc'd or NULL. */
+/* A DPoP proof (RFC 9449) for method and url, signed with the DPoP key; an
+** API call (with_ath: the access token's hash) carries the API's nonce, a
+** token request the token endpoint's. malloc'd or NULL. */
 static char *dpop_proof(us_okta *c, const char *method, const char *url, int with_ath) {
+  const char *n = with_ath ? c->rs_nonce : c->as_nonce;
   char *htu_s = dupn(url, (size_t)(url_path(url) - url) + path_len(url_path(url)));
   char *jti = us_random_hex(16);
   char *htu = htu_s ? json_str(htu_s) : NULL;
-  char *nonce = c->nonce ? json_str(c->nonce) : NULL;
-  char *hdr = fmt("{\"typ\":\"dpop+jwt\",\"alg\":\"%s\",\"jwk\":%s}", us_key_alg(c->key), c->jwk);
+  char *nonce = n ? json_str(n) : NULL;
+  char *hdr =
+      fmt("{\"typ\":\"dpop+jwt\",\"alg\":\"%s\",\"jwk\":%s}", us_key_alg(c->dpop_key), c->jwk);
   char *claims = NULL, *out = NULL;
-  if (htu_s && jti && htu && hdr && (!c->nonce || nonce))
+  if (htu_s && jti && htu && hdr && (!n || nonce))
     claims = fmt("{\"htm\":\"%s\",\"htu\":%s,\"iat\":%lld,\"jti\":\"%s\"%s%s%s%s%s}", method, htu,
                  (long long)us_time_now(), jti, with_ath && c->ath ? ",\"ath\":\"" : "",
                  with_ath && c->ath ? c->ath : "", with_ath && c->ath ? "\"" : "",
                  nonce ? ",\"nonce\":" : "", nonce ? nonce : "");
   char ebuf[128];
   if (claims)
-    out = us_jwt_sign(c->key, hdr, claims, ebuf, sizeof ebuf);
+    out = us_jwt_sign(c->dpop_key, hdr, claims, ebuf, sizeof ebuf);
   free(htu_s);
   free(jti);
   free(htu);
@@ -378,9 +387,22 @@ static char *dpop_proof(us_okta *c, const char *method, const char *url, int wit
 
 /* ---------------------------------------------------------------- requests */
 
+/* An API answer's DPoP-Nonce is the API's next nonce (RFC 9449 9). */
+static void keep_rs_nonce(struct oreq *q, const struct us_http_response *r) {
+  const char *n = r->code ? NULL : us_http_header(r, "dpop-nonce");
+  if (!q->api || !n || !*n || !q->c->key)
+    return;
+  char *d = dup0(n);
+  if (d) {
+    free(q->c->rs_nonce);
+    q->c->rs_nonce = d;
+  }
+}
+
 static void oreq_done(us_http_req *h, const struct us_http_response *r, void *ud) {
   struct oreq *q = ud;
   observe(q->c, q->bucket, r);
+  keep_rs_nonce(q, r);
   ungrant(q);
   q->finished = 1;
   q->c->inflight--;
@@ -389,6 +411,7 @@ static void oreq_done(us_http_req *h, const struct us_http_response *r, void *ud
 static void oreq_retry(us_http_req *h, const struct us_http_response *last, int n, void *ud) {
   struct oreq *q = ud;
   observe(q->c, q->bucket, last);
+  keep_rs_nonce(q, last);
   ungrant(q);
   if (q->api && q->c->key && q->c->dpop) {
     char *proof = dpop_proof(q->c, q->method, q->url, 1);
@@ -493,8 +516,10 @@ static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error
       hs[nh++] = (struct us_http_header){"DPoP", proof};
   }
   struct oreq *q = submit_raw(c, "GET", url, hs, nh, NULL, 0, c->max_retries, err);
-  if (q)
+  if (q) {
     q->api = 1;
+    q->token_gen = c->token_gen;
+  }
   free(auth);
   free(proof);
   return q;
@@ -680,10 +705,16 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
   } else if (r->status == 400 && !r->code && us_json_parse(r->body, r->body_len, &root) &&
              us_json_get(&root, "error", &v) && us_json_streq(&v, "use_dpop_nonce") &&
              us_http_header(r, "dpop-nonce")) {
-    free(c->nonce);
-    c->nonce = dup0(us_http_header(r, "dpop-nonce"));
+    free(c->as_nonce);
+    c->as_nonce = dup0(us_http_header(r, "dpop-nonce"));
     rc = 1;
   } else if (check_response(q, r, US_J_OBJECT, &root, err) == 0) {
+    /* RFC 9449 8.2: a nonce on a successful answer is the one to use next */
+    const char *nn = us_http_header(r, "dpop-nonce");
+    if (c->dpop && nn && *nn) {
+      free(c->as_nonce);
+      c->as_nonce = dup0(nn);
+    }
     struct us_jval at, tt, ex, sc;
     long long secs = 3600;
     if (!us_json_get(&root, "access_token", &at) || at.type != US_J_STRING) {
@@ -707,15 +738,78 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
       } else {
         double renew = RENEW_BEFORE_S < (double)secs / 2 ? RENEW_BEFORE_S : (double)secs / 2;
         c->token_until = us_time_monotonic() + (double)secs - renew;
+        c->token_gen++;
         rc = 0;
       }
     }
   } else if (err->status == 400 || err->status == 401) {
     /* the token endpoint speaks OAuth: invalid_client, invalid_dpop_proof, ... */
-    char msg[sizeof err->message];
-    snprintf(msg, sizeof msg, "%s", err->message);
     snprintf(err->code, sizeof err->code, "OKTA_OAUTH");
-    snprintf(err->message, sizeof err->message, "%s", msg);
+    if (!strcmp(err->error_code, "invalid_dpop_proof")) {
+      size_t ml = strlen(err->message);
+      snprintf(err->message + ml, sizeof err->message - ml,
+               " (DPoP proofs are signed %s%s)", us_key_alg(c->dpop_key),
+               c->dpop_key == c->key ? " with the client key" : " with a key made for this run");
+    }
+  }
+  oreq_free(q);
+  return rc;
+}
+
+/* Reads the org authorization server's metadata (RFC 8414) once, for the
+** DPoP proof algorithms it accepts (RFC 9449 5.1): when the client key's
+** algorithm is not among them but ES256 is, proofs are signed with an EC
+** P-256 key made for this process (the client still authenticates with its
+** own key). No metadata, or no list in it: the client key signs. 0, or -1
+** with err when no algorithm we can sign is accepted. */
+static int read_metadata(us_okta *c, struct us_okta_error *err) {
+  if (c->meta_done || !c->dpop)
+    return 0;
+  c->meta_done = 1;
+  char *url = fmt("%s/.well-known/oauth-authorization-server", c->base);
+  struct us_http_header hs[1] = {{"Accept", "application/json"}};
+  struct us_okta_error scratch;
+  struct oreq *q = url ? submit_raw(c, "GET", url, hs, 1, NULL, 0, c->max_retries, &scratch) : NULL;
+  free(url);
+  if (!q)
+    return 0;
+  us_http_wait(c->e, &q->h, 1, -1);
+  const struct us_http_response *r = us_http_result(q->h);
+  struct us_jval root, algs, a;
+  int rc = 0;
+  if (r && !r->code && r->status == 200 && us_json_parse(r->body, r->body_len, &root) &&
+      us_json_get(&root, "dpop_signing_alg_values_supported", &algs) &&
+      algs.type == US_J_ARRAY) {
+    int mine = 0, es256 = 0;
+    char list[128] = "";
+    size_t pos = 0;
+    while (us_json_next_elem(&algs, &pos, &a)) {
+      mine |= us_json_streq(&a, us_key_alg(c->key));
+      es256 |= us_json_streq(&a, "ES256");
+      if (a.type == US_J_STRING && strlen(list) + a.len + 2 < sizeof list)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%.*s", list[0] ? ", " : "",
+                 (int)a.len - 2, a.start + 1);
+    }
+    char kerr[128];
+    struct us_key *k = NULL;
+    char *jwk = NULL;
+    if (mine) {
+      /* the client key will do */
+    } else if (es256 && (k = us_key_generate_p256(kerr, sizeof kerr)) &&
+               (jwk = us_key_public_jwk(k))) {
+      if (c->dpop_key != c->key)
+        us_key_free(c->dpop_key);
+      free(c->jwk);
+      c->dpop_key = k;
+      c->jwk = jwk;
+    } else {
+      us_key_free(k);
+      set_err(err, "OKTA_OAUTH", 0,
+              "okta: the authorization server accepts DPoP proofs signed with %s only; usersync "
+              "signs with RS256 (an RSA client key) or ES256",
+              list[0] ? list : "no algorithm");
+      rc = -1;
+    }
   }
   oreq_free(q);
   return rc;
@@ -726,6 +820,8 @@ int us_okta_authenticate(us_okta *c, struct us_okta_error *err) {
     return 0;
   if (c->access_token && us_time_monotonic() < c->token_until)
     return 0;
+  if (read_metadata(c, err) != 0)
+    return -1;
   for (int i = 0; i < 3; i++) {
     int rc = token_attempt(c, err);
     if (rc <= 0)
@@ -799,6 +895,7 @@ us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta
     c->client_id = dup0(o->client_id);
     c->key_id = dup0(o->key_id);
     c->scopes = dup0(o->scopes ? o->scopes : DEFAULT_SCOPES);
+    c->dpop_key = c->key;
     c->jwk = us_key_public_jwk(c->key);
     if (!c->client_id || (o->key_id && !c->key_id) || !c->scopes || !c->jwk)
       goto nomem;
@@ -825,7 +922,10 @@ void us_okta_free(us_okta *c) {
   free(c->scopes);
   free(c->token_url);
   free(c->jwk);
-  free(c->nonce);
+  free(c->as_nonce);
+  free(c->rs_nonce);
+  if (c->dpop_key != c->key)
+    us_key_free(c->dpop_key);
   us_key_free(c->key);
   free(c);
 }
@@ -853,12 +953,260 @@ void us_okta_bucket(const us_okta *c, size_t i, struct us_okta_bucket *out) {
 
 unsigned long us_okta_requests(const us_okta *c) { return c->requests; }
 
+/* ---------------------------------------------------------------- records */
+
+/* What the records of a path are (each read is checked record by record:
+** a member list with a null entry must fail, not shrink the group). */
+enum rec { REC_OBJECT, REC_USER, REC_GROUP, REC_APPUSER, REC_APPGROUP, REC_APP, REC_LOG };
+static const char *const rec_names[] = {"object", "User", "Group", "AppUser",
+                                        "ApplicationGroupAssignment", "Application", "LogEvent"};
+
+/* Number of '/'-separated segments of path p (length n) after prefix. */
+static int segs_after(const char *p, size_t n, const char *prefix, const char **rest) {
+  size_t pl = strlen(prefix);
+  if (n < pl || strncmp(p, prefix, pl) != 0)
+    return -1;
+  if (n == pl)
+    return 0;
+  if (p[pl] != '/')
+    return -1;
+  *rest = p + pl + 1;
+  int k = 1;
+  for (size_t i = pl + 1; i < n; i++)
+    k += p[i] == '/';
+  return k;
+}
+
+static enum rec record_of(const char *url) {
+  const char *p = url_path(url), *rest = NULL;
+  size_t n = path_len(p);
+  int k;
+  if ((k = segs_after(p, n, "/api/v1/users", &rest)) >= 0)
+    return k <= 1 ? REC_USER : k == 2 && !strncmp(rest + strcspn(rest, "/"), "/groups", 7)
+                                   ? REC_GROUP
+                                   : REC_OBJECT;
+  if ((k = segs_after(p, n, "/api/v1/groups", &rest)) >= 0)
+    return k <= 1 ? REC_GROUP : k == 2 && !strncmp(rest + strcspn(rest, "/"), "/users", 6)
+                                    ? REC_USER
+                                    : REC_OBJECT;
+  if ((k = segs_after(p, n, "/api/v1/apps", &rest)) >= 1) {
+    if (k == 1)
+      return REC_APP;
+    const char *sub = rest + strcspn(rest, "/");
+    if (k <= 3 && !strncmp(sub, "/users", 6) && (sub[6] == '/' || sub + 6 == p + n))
+      return REC_APPUSER;
+    if (k <= 3 && !strncmp(sub, "/groups", 7) && (sub[7] == '/' || sub + 7 == p + n))
+      return REC_APPGROUP;
+    return REC_OBJECT;
+  }
+  if (segs_after(p, n, "/api/v1/logs", &rest) == 0)
+    return REC_LOG;
+  return REC_OBJECT;
+}
+
+/* What value v is, for a message: "null", "a number", "a string of 71680
+** bytes", "\"a b\"" (short strings quoted, control bytes shown as '?'). */
+static void describe(const struct us_jval *v, char *out, size_t n) {
+  static const char *const kinds[] = {"invalid JSON", "null",     "a boolean", "a number",
+                                      "a string",     "an array", "an object"};
+  if (v->type != US_J_STRING || v->len > 42) {
+    if (v->type == US_J_STRING)
+      snprintf(out, n, "a string of %zu bytes", v->len - 2);
+    else
+      snprintf(out, n, "%s", kinds[v->type]);
+    return;
+  }
+  snprintf(out, n, "%.*s", (int)v->len, v->start);
+  for (char *q = out; *q; q++)
+    if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+      *q = '?';
+}
+
+/* 1 when v is an Okta id: a short alphanumeric string (00u1a2b3c4D5e6F7g8h9). */
+static int is_okta_id(const struct us_jval *v) {
+  if (v->type != US_J_STRING || v->len < 3 || v->len > US_OKTA_ID_MAX + 2)
+    return 0;
+  for (size_t i = 1; i + 1 < v->len; i++)
+    if (!isalnum((unsigned char)v->start[i]))
+      return 0;
+  return 1;
+}
+
+/* Checks field `path` of obj: kind 'i' an Okta id, 's' a non-empty string,
+** 'S' a string (may be empty), 'o' an object, 'a' an array or null. 0 ok,
+** -1 with why filled. */
+static int need(const struct us_jval *obj, const char *path, char kind, char *why, size_t n) {
+  struct us_jval v;
+  char d[64];
+  if (!us_json_get(obj, path, &v)) {
+    snprintf(why, n, "%s is missing", path);
+    return -1;
+  }
+  int ok = kind == 'i'   ? is_okta_id(&v)
+           : kind == 's' ? v.type == US_J_STRING && v.len > 2
+           : kind == 'S' ? v.type == US_J_STRING
+           : kind == 'o' ? v.type == US_J_OBJECT
+                         : v.type == US_J_ARRAY || v.type == US_J_NULL;
+  if (ok)
+    return 0;
+  describe(&v, d, sizeof d);
+  snprintf(why, n, "%s is %s%s", path, d,
+           kind == 'i'   ? ", not an Okta id"
+           : kind == 's' ? ", not a non-empty string"
+           : kind == 'S' ? ", not a string"
+           : kind == 'o' ? ", not an object"
+                         : ", not an array");
+  return -1;
+}
+
+static int check_user(const struct us_jval *u, char *why, size_t n) {
+  return need(u, "id", 'i', why, n) || need(u, "status", 's', why, n) ||
+                 need(u, "profile", 'o', why, n) || need(u, "profile.login", 's', why, n)
+             ? -1
+             : 0;
+}
+
+/* 0 when record r is a valid `kind`, else -1 with why filled. */
+static int check_record(enum rec kind, const struct us_jval *r, char *why, size_t n) {
+  char d[64];
+  if (r->type != US_J_OBJECT) {
+    describe(r, d, sizeof d);
+    snprintf(why, n, "the record is %s, not an object", d);
+    return -1;
+  }
+  struct us_jval v;
+  switch (kind) {
+  case REC_USER:
+    return check_user(r, why, n);
+  case REC_GROUP:
+    return need(r, "id", 'i', why, n) || need(r, "type", 's', why, n) ||
+                   need(r, "profile", 'o', why, n) || need(r, "profile.name", 's', why, n)
+               ? -1
+               : 0;
+  case REC_APPUSER:
+    if (need(r, "id", 'i', why, n) || need(r, "scope", 's', why, n) ||
+        need(r, "status", 's', why, n))
+      return -1;
+    if (us_json_get(r, "_embedded.user", &v)) { /* expand=user */
+      char inner[200];
+      struct us_jval id, uid;
+      if (check_record(REC_USER, &v, inner, sizeof inner)) {
+        snprintf(why, n, "_embedded.user: %.160s", inner);
+        return -1;
+      }
+      us_json_get(r, "id", &id);
+      us_json_get(&v, "id", &uid);
+      if (id.len != uid.len || memcmp(id.start, uid.start, id.len) != 0) {
+        snprintf(why, n, "_embedded.user.id differs from the AppUser id");
+        return -1;
+      }
+    }
+    return 0;
+  case REC_APPGROUP:
+  case REC_APP:
+    return need(r, "id", 'i', why, n);
+  case REC_LOG: {
+    if (need(r, "uuid", 's', why, n) || need(r, "published", 's', why, n) ||
+        need(r, "eventType", 's', why, n))
+      return -1;
+    if (!us_json_get(r, "target", &v) || v.type == US_J_NULL)
+      return 0;
+    if (v.type != US_J_ARRAY)
+      return need(r, "target", 'a', why, n);
+    struct us_jval t, ty;
+    size_t pos = 0;
+    for (int i = 0; us_json_next_elem(&v, &pos, &t); i++) {
+      if (t.type != US_J_OBJECT) {
+        describe(&t, d, sizeof d);
+        snprintf(why, n, "target[%d] is %s, not an object", i, d);
+        return -1;
+      }
+      /* the ids a changes read re-reads must be ids */
+      if (us_json_get(&t, "type", &ty) &&
+          (us_json_streq(&ty, "User") || us_json_streq(&ty, "UserGroup")) &&
+          need(&t, "id", 'i', why, n)) {
+        char inner[200];
+        snprintf(inner, sizeof inner, "%s", why);
+        snprintf(why, n, "target[%d].%.160s", i, inner);
+        return -1;
+      }
+    }
+    return 0;
+  }
+  default:
+    return 0;
+  }
+}
+
+/* Checks every record of a page (or the object of a get): 0, or -1 with
+** err (OKTA_BAD_RECORD) naming the read, the page and the record. */
+static int check_records(const struct oreq *q, const struct us_http_response *r,
+                         const struct us_jval *root, int single, size_t page,
+                         struct us_okta_error *err) {
+  enum rec kind = record_of(q->url);
+  char why[200];
+  size_t bad = 0;
+  if (single) {
+    if (check_record(kind, root, why, sizeof why) == 0)
+      return 0;
+  } else {
+    struct us_jval el;
+    size_t pos = 0;
+    for (;;) {
+      if (!us_json_next_elem(root, &pos, &el))
+        return 0;
+      bad++;
+      if (check_record(kind, &el, why, sizeof why) != 0)
+        break;
+    }
+  }
+  char path[160], where[64] = " the answer";
+  const char *p = url_path(q->url);
+  snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
+  if (!single)
+    snprintf(where, sizeof where, " record %zu of page %zu", bad, page);
+  const char *rid = us_http_header(r, "x-okta-request-id");
+  set_err(err, "OKTA_BAD_RECORD", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
+          q->method, path, where, rec_names[kind], why, rid ? " [request id " : "",
+          rid ? rid : "", rid ? "]" : "");
+  snprintf(err->summary, sizeof err->summary, "%s", why);
+  if (rid)
+    snprintf(err->request_id, sizeof err->request_id, "%s", rid);
+  return -1;
+}
+
 /* ---------------------------------------------------------------- listings */
 
 struct lstate {
   char *url; /* next URL to request, NULL when none */
   struct oreq *cur;
+  int nonce_retried, auth_retried; /* the current page was asked again for that */
 };
+
+/* What to do about a 401 to an OAuth API call (RFC 9449 9, RFC 6750 3.1):
+** 1 ask again with the API's new nonce (kept by the done hook), 2 ask
+** again with a new access token, 0 give up. Each at most once per page. */
+static int on_unauthorized(us_okta *c, struct lstate *s) {
+  const struct us_http_response *r = us_http_result(s->cur->h);
+  if (!c->key || !r || r->code || r->status != 401)
+    return 0;
+  const char *wa = us_http_header(r, "www-authenticate");
+  if (wa && strstr(wa, "error=\"use_dpop_nonce\"") && us_http_header(r, "dpop-nonce")) {
+    if (s->nonce_retried)
+      return 0;
+    s->nonce_retried = 1;
+    return 1;
+  }
+  /* the token was refused (revoked, expired early, lost by a restarted
+  ** server, bound to a key we no longer hold): drop it unless a newer one
+  ** was obtained meanwhile, and try once with a fresh one */
+  if (s->auth_retried)
+    return 0;
+  s->auth_retried = 1;
+  if (s->cur->token_gen == c->token_gen)
+    forget_token(c);
+  return 2;
+}
 
 /* Absolute URL for a listing's url (a path is joined to the base). */
 static char *absolute(us_okta *c, const char *u) {
@@ -886,7 +1234,8 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
     set_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
     return -1;
   }
-  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0)
+  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0 ||
+      check_records(q, r, &root, l->single, l->pages + 1, err) != 0)
     return -1;
   size_t count = 0;
   if (!l->single) {
@@ -987,6 +1336,12 @@ int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_
     for (size_t i = first; i < n; i++) {
       if (!st[i].cur || !st[i].cur->finished)
         continue;
+      if (on_unauthorized(c, &st[i])) { /* st[i].url is still this page's: asked again */
+        oreq_free(st[i].cur);
+        st[i].cur = NULL;
+        continue;
+      }
+      st[i].nonce_retried = st[i].auth_retried = 0;
       int prc = on_page(c, &ls[i], i, &st[i], fn, ud, err);
       if (prc == -1 && ls[i].error) { /* this listing fails alone */
         *ls[i].error = *err;

@@ -16,6 +16,9 @@ struct us_key;
 /* Loads a PEM private key (PKCS#8 or traditional RSA/EC). Returns NULL and
 ** fills err on failure. The key must be RSA (>= 2048 bits) or EC P-256. */
 struct us_key *us_key_load_pem(const char *pem, size_t len, char *err, size_t errlen);
+/* A new EC P-256 key from the OS CSPRNG (e.g. a DPoP key made per process).
+** NULL and err filled on failure. */
+struct us_key *us_key_generate_p256(char *err, size_t errlen);
 void us_key_free(struct us_key *key);
 
 /* "RS256" or "ES256". */

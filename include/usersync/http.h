@@ -20,7 +20,7 @@
 **
 ** Completion outcomes (struct us_http_response):
 **   - a response arrived: code == NULL, status is the HTTP status. 4xx/5xx
-**     are not errors at this layer. When retries on 429/502/503/504 ran out
+**     are not errors at this layer. When retries on 429/500/502/503/504 ran out
 **     (or the wait cap was reached) the last response is returned with
 **     gave_up = 1 and retries = how many retries were made.
 **   - no usable response: status == 0 (or the partial status), code is one
@@ -44,10 +44,12 @@
 **   EIO           any other transport failure (message says which)
 **
 ** Retry policy (per request, defaults from the engine):
-**   retried: ECONNREFUSED always; ECONNRESET and ETIMEDOUT for idempotent
-**   methods (GET HEAD OPTIONS PUT DELETE) or with retry_unsafe; statuses 429
-**   and 503 always (the server did not act), 502 and 504 for idempotent
-**   methods or with retry_unsafe.
+**   retried: ECONNREFUSED and status 429 always (the request was turned
+**   away before it was processed); ECONNRESET, ETIMEDOUT and statuses 500,
+**   502, 503, 504 only for idempotent methods (GET HEAD OPTIONS PUT DELETE
+**   TRACE) or with retry_unsafe: a POST or PATCH may have been applied before
+**   a gateway answered 5xx or the connection broke, so it is never repeated
+**   blindly. Other statuses are answers, not retried.
 **   wait: Retry-After (delta seconds, or an HTTP date measured against the
 **   response's Date, else the local clock); else, on 429, Okta's
 **   X-Rate-Limit-Reset (smallest, epoch seconds) - Date + 1; else

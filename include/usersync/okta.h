@@ -9,7 +9,10 @@
 ** Threading: one thread, the engine's.
 **
 ** Error codes (struct us_okta_error.code; stable strings):
-**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...)
+**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...);
+**                      with OAuth only after one more try with the API's new
+**                      DPoP nonce (401 use_dpop_nonce) or a new access token
+**                      (any other 401: RFC 6750 3.1)
 **   OKTA_OAUTH         the token endpoint refused (invalid_client, a bad key,
 **                      an expired assertion, invalid_dpop_proof, invalid_scope);
 **                      message has its `error` and `error_description`
@@ -17,11 +20,20 @@
 **   OKTA_NOT_FOUND     404: no such user/group/app or path (E0000007/E0000008)
 **   OKTA_BAD_REQUEST   400: bad filter/search/parameter (E0000001, E0000031, E0000053)
 **   OKTA_RATE_LIMITED  429 retried until the retries or the wait cap ran out
-**   OKTA_SERVER        5xx (after retries for 502/503/504)
+**   OKTA_SERVER        5xx (after retries for 500/502/503/504: every Okta
+**                      read is a GET, so it is repeated like a 429)
 **   OKTA_HTTP          any other unexpected status
 **   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
 **   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is
 **                      not an array
+**   OKTA_BAD_RECORD    a record that is not what the read lists (an entry
+**                      that is null, a string, {}, or lacks a required field
+**                      or has one of the wrong type; an id that is not an
+**                      Okta id): the whole read fails like a failed page
+**                      (User: id, status, profile.login; Group: id, type,
+**                      profile.name; AppUser: id, scope, status and a valid
+**                      _embedded.user; LogEvent: uuid, published,
+**                      eventType, ids of User/UserGroup targets)
 **   OKTA_BAD_LINK      a `next` link or cursor on another origin (never
 **                      requested: it would send our credentials elsewhere)
 **   OKTA_CALLBACK      the page callback stopped the listing (its message)
@@ -39,6 +51,9 @@
 
 typedef struct us_okta us_okta;
 
+/* An Okta id is 1 to US_OKTA_ID_MAX letters and digits (00u1a2b3c4D5e6F7g8h9). */
+#define US_OKTA_ID_MAX 40
+
 struct us_okta_options {
   const char *url;   /* https://org.okta.com (required) */
   const char *token; /* SSWS API token, or NULL with client_id */
@@ -48,7 +63,11 @@ struct us_okta_options {
   size_t private_key_len;
   const char *key_id;  /* "kid" of the assertion; optional */
   const char *scopes;  /* space separated; NULL: users, groups, apps, logs read */
-  int dpop;            /* 1 (default): DPoP-bound tokens */
+  int dpop;            /* 1 (default): DPoP-bound tokens; proofs signed with the
+                       ** client key, or with a P-256 key made at the first
+                       ** token request when the server's metadata
+                       ** (dpop_signing_alg_values_supported) lists ES256 but
+                       ** not the client key's algorithm */
   double budget_share; /* share of each bucket we may use, (0,1]; 0.5 */
   int concurrency;     /* requests in flight at most; 8 */
   long timeout_ms;     /* per attempt; 0: engine default */

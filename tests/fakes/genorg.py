@@ -209,7 +209,7 @@ def make_groups(g, m, users):
         names.add(name.lower())
         gr = group(gtype, name, r.choice(["", "Team %s" % name, None]) if gtype == "OKTA_GROUP"
                    else None, g.ts(BASE_T, BASE_T + SPAN))
-        if gtype == "OKTA_GROUP" and gr["profile"]["description"] is None:
+        if gr["profile"]["description"] is None:  # real groups say "", never null
             gr["profile"]["description"] = ""
         if gtype == "APP_GROUP":
             if k % 2 == 0:  # imported from Active Directory

@@ -420,6 +420,65 @@ def t_groups(f):
     assert links(r)["self"].endswith("/groups?limit=200")
 
 
+def t_group_description_never_null(f):
+    """Recorded groups (tf_get_group.json, tf_list_groups_q.json, ...) carry a string or "" as
+    profile.description, never null: the simulator and genorg follow them."""
+    import genorg
+    st = base_state()
+    del st["groups"][1]["profile"]["description"]
+    st["groups"][2]["profile"]["description"] = None
+    f.put_state(dict(st, _baseline=True))
+    items, _ = follow(f, "/api/v1/groups?limit=200")
+    got = [g["profile"]["description"] for g in items]
+    assert got == ["All users in your organization", "", "", ""], got
+    assert f.get("/api/v1/groups/" + gid(4), AUTH).json()["profile"]["description"] == ""
+    gen = genorg.generate(200, 40, seed=4, app_id=APP)
+    types = set()
+    for g in gen["groups"]:
+        assert isinstance(g["profile"]["description"], str), g
+        types.add(g["type"])
+    assert types == {"BUILT_IN", "OKTA_GROUP", "APP_GROUP"}, types
+    f.put_state(dict(gen, _baseline=True))
+    items, _ = follow(f, "/api/v1/groups?limit=200")
+    assert len(items) == 40 and all(isinstance(g["profile"]["description"], str) for g in items)
+
+
+def t_raw_records_and_fail_first(f):
+    """okta_raw_records serves malformed records exactly as given; okta_fail_first fails the
+    first N matching requests, then none."""
+    f.put_state(dict(base_state(), _baseline=True))
+    path = "/api/v1/groups/%s/users" % gid(2)
+    bad = [None, "x", {}, {"id": None}, {"id": 7}, {"id": "0" * 70000}]
+    f.faults(okta_raw_records=[{"path": "^/api/v1/groups/[^/]+/users$", "records": bad}])
+    got = f.get(path + "?limit=2", AUTH)
+    assert got.status == 200
+    assert [u["id"] for u in got.json()[:2]] == [uid(1), uid(2)] and got.json()[2:] == bad
+    nxt = f.get(links(got)["next"], AUTH).json()  # later pages as they are
+    assert [u["id"] for u in nxt] == [uid(3)], nxt
+    f.faults(okta_raw_records=[{"path": "^/api/v1/groups/[^/]+/users$", "records": [None],
+                                "replace": True}])
+    assert f.get(path, AUTH).json() == [None]
+    f.faults(okta_raw_records=[{"path": "^/api/v1/users/[^/]+$", "records": [{"id": None}]}])
+    assert f.get("/api/v1/users/" + uid(1), AUTH).json() == {"id": None}
+    assert f.get("/api/v1/groups/" + gid(2), AUTH).json()["id"] == gid(2)  # not matched
+    assert f.request("PUT", "/__fake/faults",
+                     body={"okta_raw_records": [{"path": "(", "records": []}]}).status == 400
+    # okta_fail_first: 2 failures on the matching path, then success; others untouched
+    f.clear_requests()
+    f.faults(okta_fail_first=2, fail_status=500, fail_path="^/api/v1/groups$")
+    assert f.get("/api/v1/users?limit=1", AUTH).status == 200
+    r = f.get("/api/v1/groups", AUTH)
+    assert r.status == 500 and r.json()["errorCode"] == "E0000009", r
+    assert f.get("/api/v1/groups", AUTH).status == 500
+    assert f.get("/api/v1/groups", AUTH).status == 200
+    assert f.get("/api/v1/groups", AUTH).status == 200
+    assert [(x["path"], x["status"]) for x in f.requests()] == \
+        [("/api/v1/users", 200)] + [("/api/v1/groups", s) for s in (500, 500, 200, 200)]
+    f.faults(okta_fail_first=1, fail_status=503)  # setting the faults again starts over
+    assert f.get("/api/v1/groups", AUTH).status == 503
+    assert f.get("/api/v1/groups", AUTH).status == 200
+
+
 def t_get_user(f):
     f.put_state(dict(base_state(), _baseline=True))
     r = f.get("/api/v1/users/" + uid(1), AUTH)

@@ -54,6 +54,41 @@ KEY1, JWK1 = genkey("k1")
 KEY2, JWK2 = genkey("k2")
 
 
+def genkey_ec(name):
+    """An EC P-256 key (PEM path) and its public JWK."""
+    path = os.path.join(TMP, name + ".pem")
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                    path], check=True, stderr=subprocess.DEVNULL)
+    der = subprocess.run(["openssl", "ec", "-in", path, "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    pt = der[-65:]  # the uncompressed point 04 || x || y ends the SubjectPublicKeyInfo
+    assert pt[0] == 4
+    return path, {"kty": "EC", "crv": "P-256", "x": b64(pt[1:33]), "y": b64(pt[33:])}
+
+
+def der_to_raw(der):
+    """ECDSA-Sig-Value (DER SEQUENCE of two INTEGERs) -> the JOSE r || s form."""
+    assert der[0] == 0x30
+    i = 2 if der[1] < 0x80 else 3
+    out = b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        n = der[i + 1]
+        out += int.from_bytes(der[i + 2:i + 2 + n], "big").to_bytes(32, "big")
+        i += 2 + n
+    return out
+
+
+def sign_es256(key, header, claims):
+    signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing.encode(),
+                         check=True, capture_output=True).stdout
+    return signing + "." + b64(der_to_raw(der))
+
+
+EC1, ECJWK1 = genkey_ec("e1")
+
+
 def state(**client):
     c = {"jwks": [JWK1], "scopes": ALL, "dpop": True}
     c.update(client)
@@ -78,6 +113,8 @@ def proof(f, method, url, key=KEY1, jwk=JWK1, nonce=None, ath=None, **over):
     if ath:
         claims["ath"] = ath
     claims.update(over)
+    if jwk.get("kty") == "EC":
+        return sign_es256(key, {"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, claims)
     return sign(key, {"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}, claims)
 
 
@@ -307,6 +344,112 @@ def t_app_share_counts_per_app():
         h = {"Authorization": "SSWS test-token"}
         assert f.get("/api/v1/users", h).status == 200 and f.get("/api/v1/users", h).status == 200
         assert f.get("/api/v1/users", h).status == 429
+
+def t_metadata_and_es256_proofs():
+    """RFC 8414 metadata lists the DPoP proof algorithms (RFC 9449 5.1); okta_dpop_algs
+    narrows them; an ES256 proof by an EC key binds the token to that key (RFC 7638 EC
+    thumbprint) while the client still authenticates with its RSA key."""
+    from sim.okta import jwk_thumbprint
+    with fake.Fake("okta", state=state()) as f:
+        r = f.get("/.well-known/oauth-authorization-server")
+        assert r.status == 200, r
+        md = r.json()
+        assert md["issuer"] == f.url and md["token_endpoint"] == f.url + "/oauth2/v1/token"
+        assert md["dpop_signing_alg_values_supported"] == ["RS256", "ES256"]
+        assert "private_key_jwt" in md["token_endpoint_auth_methods_supported"]
+        turl = f.url + "/oauth2/v1/token"
+        f.faults(okta_dpop_algs=["ES256"])
+        assert f.get("/.well-known/oauth-authorization-server").json()[
+            "dpop_signing_alg_values_supported"] == ["ES256"]
+        r = token_req(f, assertion(f), proof(f, "POST", turl))
+        assert (r.status, r.json()["error"]) == (400, "invalid_dpop_proof"), r.body
+        assert "alg is not supported (supported: ES256)" in r.json()["error_description"]
+        r = token_req(f, assertion(f), proof(f, "POST", turl, key=EC1, jwk=ECJWK1))
+        assert r.status == 400 and r.json()["error"] == "use_dpop_nonce", r.body
+        nonce = r.header("dpop-nonce")
+        r = token_req(f, assertion(f), proof(f, "POST", turl, key=EC1, jwk=ECJWK1, nonce=nonce))
+        assert r.status == 200 and r.json()["token_type"] == "DPoP", r.body
+        tok = r.json()["access_token"]
+        assert api(f, tok, key=EC1, jwk=ECJWK1).status == 200
+        r = api(f, tok)  # the RSA key is not the bound one (and RS256 is not accepted)
+        assert r.status == 401 and "invalid_dpop_proof" in r.header("www-authenticate")
+        # a bad EC signature: another message signed, or a tampered signature
+        p = proof(f, "GET", f.url + "/api/v1/users", key=EC1, jwk=ECJWK1,
+                  ath=b64(hashlib.sha256(tok.encode()).digest()))
+        head, claims, sig = p.split(".")
+        bad = head + "." + claims + "." + b64(bytes(64))
+        r = f.get("/api/v1/users", {"Authorization": "DPoP " + tok, "DPoP": bad})
+        assert r.status == 401 and "signature" in r.header("www-authenticate"), r.headers
+        assert f.get("/api/v1/users", {"Authorization": "DPoP " + tok, "DPoP": p}).status == 200
+        st = state()
+        st["access_tokens"] = [{"token": "ec-bound", "scopes": ALL,
+                                "dpop_jkt": jwk_thumbprint(ECJWK1)}]
+        f.put_state(st)
+        assert api(f, "ec-bound", key=EC1, jwk=ECJWK1).status == 200
+        r = f.request("PUT", "/__fake/faults", body={"okta_dpop_algs": ["HS256"]})
+        assert r.status == 400
+
+
+def t_nonce_rotation_on_success():
+    """okta_nonce_rotate: every 200 token response carries a new DPoP-Nonce (RFC 9449 8.2) and
+    the previous nonce is refused from then on."""
+    with fake.Fake("okta", state=state()) as f:
+        f.faults(okta_nonce_rotate=True)
+        turl = f.url + "/oauth2/v1/token"
+        r = token_req(f, assertion(f), proof(f, "POST", turl))
+        n1 = r.header("dpop-nonce")
+        r = token_req(f, assertion(f), proof(f, "POST", turl, nonce=n1))
+        assert r.status == 200, r.body
+        n2 = r.header("dpop-nonce")
+        assert n2 and n2 != n1
+        r = token_req(f, assertion(f), proof(f, "POST", turl, nonce=n1))
+        assert r.status == 400 and r.json()["error"] == "use_dpop_nonce"
+        assert r.header("dpop-nonce") == n2
+        r = token_req(f, assertion(f), proof(f, "POST", turl, nonce=n2))
+        assert r.status == 200 and r.header("dpop-nonce") not in (None, n2)
+        f.faults()
+        r = token_req(f, assertion(f), proof(f, "POST", turl, nonce=r.header("dpop-nonce")))
+        assert r.status == 200 and r.header("dpop-nonce") is None, "no rotation without the fault"
+
+
+def t_resource_server_nonce():
+    """okta_rs_nonce: the API demands its own nonce (RFC 9449 9), distinct from the token
+    endpoint's: 401 WWW-Authenticate: DPoP error="use_dpop_nonce" with DPoP-Nonce."""
+    with fake.Fake("okta", state=state()) as f:
+        tok, as_nonce = get_token(f)
+        assert api(f, tok).status == 200
+        f.faults(okta_rs_nonce=True)
+        r = api(f, tok)
+        assert r.status == 401 and r.json()["errorCode"] == "E0000011"
+        assert 'DPoP error="use_dpop_nonce"' in r.header("www-authenticate"), r.headers
+        rs = r.header("dpop-nonce")
+        assert rs and rs != as_nonce
+        r = api(f, tok, nonce=as_nonce)
+        assert r.status == 401 and r.header("dpop-nonce") == rs, "the token endpoint's nonce is not the API's"
+        assert api(f, tok, nonce=rs).status == 200
+        assert api(f, tok, nonce=rs).status == 200, "the nonce stays valid"
+        # the token endpoint still wants its own
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=rs))
+        assert r.status == 400 and r.json()["error"] == "use_dpop_nonce"
+
+
+def t_revoked_tokens():
+    """okta_revoke_tokens: setting it revokes every issued token (as a restarted server that lost
+    them): 401 with WWW-Authenticate error="invalid_token" (RFC 6750 3.1); a new token works."""
+    with fake.Fake("okta", state=state()) as f:
+        tok, nonce = get_token(f)
+        assert api(f, tok).status == 200
+        f.faults(okta_revoke_tokens=True)
+        r = api(f, tok)
+        assert r.status == 401 and r.json()["errorCode"] == "E0000011"
+        assert r.header("www-authenticate") == \
+            'DPoP error="invalid_token", error_description="The access token is invalid."', r.headers
+        r = token_req(f, assertion(f), proof(f, "POST", f.url + "/oauth2/v1/token", nonce=nonce))
+        assert r.status == 200
+        assert api(f, r.json()["access_token"]).status == 200, "tokens issued after it work"
+        r = f.get("/api/v1/users", {"Authorization": "Bearer nope"})
+        assert r.status == 401 and 'Bearer error="invalid_token"' in r.header("www-authenticate")
+
 
 if __name__ == "__main__":
     runner = fake.Runner()

@@ -61,14 +61,33 @@ test("client default headers, overridden per request", function(t)
   t:eq(seen["user-agent="], "custom-agent/1")
 end)
 
-test("HTTP error statuses are responses, not failures; 500 is not retried", function(t)
+test("HTTP error statuses are responses, not failures; a 4xx is not retried", function(t)
   local c <close> = http.client{ backoff = 0.01 }
   local r = assert(c:request{ url = U .. "/status/404" })
   t:eq(r.status, 404)
   t:eq(r.body, "status 404")
-  r = assert(c:request{ url = U .. "/status/500" })
-  t:eq(r.status, 500)
   t:eq(r.retries, 0)
+  r = assert(c:request{ url = U .. "/status/400" })
+  t:eq(r.status, 400)
+  t:eq(r.retries, 0)
+end)
+
+test("a GET is retried on 500, 502, 503 and 504 with backoff, then succeeds", function(t)
+  local c <close> = http.client{ backoff = 0.01, backoff_max = 0.05 }
+  for _, st in ipairs{ 500, 502, 503, 504 } do
+    for _, m in ipairs{ "GET", "PUT", "DELETE" } do
+      local key = ("g%d%s"):format(st, m)
+      local r = assert(c:request{ method = m, url = U .. "/flaky?key=" .. key .. "&fails=2&status=" .. st })
+      t:eq(r.status, 200, key)
+      t:eq(r.retries, 2, key)
+      t:eq(cjson.decode(r.body).attempts, 3, key .. ": the server saw 3 attempts")
+    end
+  end
+  -- a 500 that does not go away: the last answer after the retries, gave_up set
+  local r = assert(c:request{ url = U .. "/status/500", retries = 2 })
+  t:eq(r.status, 500)
+  t:eq(r.retries, 2)
+  t:eq(r.gave_up, true)
 end)
 
 test("repeated headers are all kept, in order", function(t)
@@ -251,13 +270,22 @@ test("the wait cap gives up instead of waiting too long", function(t)
   t:ok(r.time < 2, "did not wait 5 s: " .. r.time)
 end)
 
-test("POST is not retried on 502, is retried on 503, or with retry_unsafe", function(t)
+test("POST and PATCH are never repeated on 5xx (the write may have been applied); 429 and retry_unsafe are", function(t)
   local c <close> = http.client{ backoff = 0.01 }
-  local r = assert(c:request{ method = "POST", url = U .. "/flaky?key=p1&fails=1&status=502", body = "x" })
-  t:eq(r.status, 502)
-  t:eq(r.retries, 0)
-  r = assert(c:request{ method = "POST", url = U .. "/flaky?key=p2&fails=1&status=503", body = "x" })
+  for _, m in ipairs{ "POST", "PATCH" } do
+    for _, st in ipairs{ 500, 502, 503, 504 } do
+      local key = ("p%d%s"):format(st, m)
+      local r = assert(c:request{ method = m, url = U .. "/flaky?key=" .. key .. "&fails=1&status=" .. st, body = "x" })
+      t:eq(r.status, st, key)
+      t:eq(r.retries, 0, key)
+      t:eq(r.gave_up, false, key)
+      -- the server saw one attempt: the next request with that key is its second
+      t:eq(cjson.decode(assert(c:request{ url = U .. "/flaky?key=" .. key .. "&fails=1" }).body).attempts, 2, key)
+    end
+  end
+  local r = assert(c:request{ method = "POST", url = U .. "/flaky?key=p429&fails=1&status=429", body = "x" })
   t:eq(r.status, 200)
+  t:eq(r.retries, 1, "a 429 was turned away before processing: repeated")
   r = assert(c:request{ method = "POST", url = U .. "/flaky?key=p3&fails=1&status=502", body = "x",
                         retry_unsafe = true })
   t:eq(r.status, 200)

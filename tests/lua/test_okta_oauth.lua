@@ -134,4 +134,91 @@ test("an app without DPoP gets Bearer tokens; dpop=false sends no proof", functi
   t:contains(err, "missing")
 end)
 
+-- RFC 9449 8.2: a DPoP-Nonce on a successful token response is the nonce of the next request.
+test("a new DPoP-Nonce on a 200 token response is used for the next token request", function(t)
+  load{ token_lifetime = 2 } -- renewed when half of it is left
+  sim:faults{ okta_nonce_rotate = true }
+  local c <close> = oclient()
+  assert(c:users())
+  time.sleep(1.2)
+  assert(c:users())
+  time.sleep(1.2)
+  assert(c:users())
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 200 }, 3, "three tokens")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 400 }, 1,
+       "only the first handshake: each renewal used the nonce of the previous answer")
+end)
+
+-- RFC 9449 9: the API's nonce is its own; the token endpoint's is never sent to it.
+test("the API's DPoP nonce is kept apart from the token endpoint's and asked for once", function(t)
+  load{ token_lifetime = 2 }
+  sim:faults{ okta_rs_nonce = true }
+  local c <close> = oclient()
+  t:eq(#assert(c:users()), 3)
+  t:eq(sim:count{ path = "^/api/v1/users$", status = 401 }, 1, "one use_dpop_nonce from the API")
+  t:eq(sim:count{ path = "^/api/v1/users$", status = 200 }, 1, "then the call with its nonce")
+  assert(c:groups())
+  assert(c:users())
+  t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 1, "the API's nonce is kept for later calls")
+  time.sleep(1.2) -- a renewal: the token endpoint still gets its own nonce
+  assert(c:users())
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 400 }, 1, "one token-endpoint handshake only")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 200 }, 2)
+  t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 1)
+  local snap = assert(c:scope{})
+  t:eq(#snap.users, 3)
+end)
+
+-- RFC 6750 3.1: an invalid_token answer is worth one new token, not a failed run.
+test("a revoked token: the client drops it, authenticates again once and goes on", function(t)
+  load()
+  local c <close> = oclient()
+  assert(c:users())
+  sim:faults{ okta_revoke_tokens = true }
+  sim:faults{}
+  sim:clear_requests()
+  local snap = assert(c:scope{})
+  t:eq(#snap.users, 3)
+  t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 1, "the first call with the revoked token")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 200 }, 1, "one new token")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 400 }, 0, "the nonce was still good")
+  -- a 401 that a new token does not cure: one more try, then OKTA_AUTH
+  sim:faults{ okta_fail_first = 5, fail_status = 401, fail_path = "^/api/v1/groups$" }
+  sim:clear_requests()
+  local v, err, code = c:groups()
+  t:eq(v, nil)
+  t:eq(code, "OKTA_AUTH")
+  t:contains(err, "GET /api/v1/groups: HTTP 401 E0000011")
+  t:eq(sim:count{ path = "^/api/v1/groups$" }, 2, "asked twice: with the old token and a new one")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$" }, 1)
+end)
+
+test("an RSA client meets a server that accepts only ES256 proofs: a P-256 DPoP key is made", function(t)
+  load()
+  sim:faults{ okta_dpop_algs = { "ES256" } }
+  local c <close> = oclient()
+  local snap = assert(c:scope{})
+  t:eq(#snap.users, 3)
+  t:eq(sim:count{ path = "^/%.well%-known/oauth%-authorization%-server$", status = 200 }, 1, "metadata read once")
+  t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 200 }, 1)
+  t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 0, "API proofs by the same EC key")
+  -- the server lists nothing we can sign
+  sim:faults{ okta_dpop_algs = { "RS256" } }
+  local c2 <close> = oclient()
+  t:eq(#assert(c2:users()), 3, "RS256 listed: the client key signs")
+  t:eq(sim:count{ path = "^/%.well%-known/" }, 2)
+end)
+
+test("without the metadata list, or when the list is refused, the message says what signs the proofs", function(t)
+  load()
+  sim:faults{ okta_dpop_algs = { "ES256" }, okta_fail_first = 100, fail_status = 404,
+              fail_path = "^/\\.well-known/" }
+  local c <close> = oclient()
+  local v, err, code, e = c:users()
+  t:eq(code, "OKTA_OAUTH")
+  t:eq(e.error_code, "invalid_dpop_proof")
+  t:contains(err, "alg is not supported (supported: ES256)")
+  t:contains(err, "(DPoP proofs are signed RS256 with the client key)")
+end)
+
 return test.done()

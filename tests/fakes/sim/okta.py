@@ -435,13 +435,16 @@ class Okta(Product):
     name = "okta"
     extra_faults = {"okta_buckets": {}, "okta_concurrency": None, "okta_html": False,
                     "okta_token_share": None, "okta_search_lag_s": 0, "okta_link_joined": False,
-                    "okta_charset": True}
+                    "okta_charset": True, "okta_raw_records": [], "okta_fail_first": 0,
+                    "okta_nonce_rotate": False, "okta_rs_nonce": False,
+                    "okta_revoke_tokens": False, "okta_dpop_algs": ["RS256", "ES256"]}
 
     def __init__(self, server):
         super().__init__(server)
         self.rng = random.Random()
         self.windows = {}  # bucket name -> [window start, used]
         self.req_seq = 0
+        self.failed_first = 0
         self.loaded = False
         self.state = None
         self._empty()
@@ -467,7 +470,8 @@ class Okta(Product):
         self.oauth_clients = {}
         self.issued = {}  # access token -> {"client", "scopes", "exp", "jkt"}
         self.seen_jti = set()  # client assertion and DPoP proof ids already used
-        self.dpop_nonce = "".join(random.choice(B62) for _ in range(32))
+        self.dpop_nonce = "".join(random.choice(B62) for _ in range(32))  # the token endpoint's
+        self.rs_nonce = "".join(random.choice(B62) for _ in range(32))  # the API's own (RFC 9449 9)
         self.extra = {}
         self.history = []  # [(load time, users by id, sorted ids, groups by id, sorted gids)]
 
@@ -675,7 +679,9 @@ class Okta(Product):
         g.setdefault("lastMembershipUpdated", created)
         g.setdefault("objectClass", ["okta:windows_security_principal"]
                      if g["type"] == "APP_GROUP" and "dn" in g["profile"] else ["okta:user_group"])
-        g["profile"].setdefault("description", "" if g["type"] != "APP_GROUP" else None)
+        # recorded groups (BUILT_IN, OKTA_GROUP) carry a string or "", never null
+        if g["profile"].get("description") is None:
+            g["profile"]["description"] = ""
 
     def _index(self):
         self.ids = sorted(self.by_id)
@@ -957,6 +963,34 @@ class Okta(Product):
             if not isinstance(value, bool):
                 raise ValueError("%s must be a boolean" % key)
             return value
+        if key == "okta_raw_records":
+            if not isinstance(value, list) or not all(
+                    isinstance(e, dict) and isinstance(e.get("path"), str)
+                    and isinstance(e.get("records"), list)
+                    and isinstance(e.get("replace", False), bool)
+                    and set(e) <= {"path", "records", "replace"}
+                    for e in value):
+                raise ValueError('okta_raw_records must be a list of {"path": regex, '
+                                 '"records": [any JSON], "replace": bool}')
+            for e in value:
+                try:
+                    re.compile(e["path"])
+                except re.error as x:
+                    raise ValueError("okta_raw_records path is not a valid regex: %s" % x) from None
+            return value
+        if key in ("okta_nonce_rotate", "okta_rs_nonce", "okta_revoke_tokens"):
+            if not isinstance(value, bool):
+                raise ValueError("%s must be a boolean" % key)
+            return value
+        if key == "okta_dpop_algs":
+            if not isinstance(value, list) or not value or \
+                    not all(a in ("RS256", "ES256") for a in value):
+                raise ValueError('okta_dpop_algs must be a non-empty list of "RS256", "ES256"')
+            return list(dict.fromkeys(value))
+        if key == "okta_fail_first":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError("okta_fail_first must be an integer >= 0")
+            return value
         if key == "okta_concurrency":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError("okta_concurrency must be an integer >= 1 or null")
@@ -965,6 +999,10 @@ class Okta(Product):
 
     def faults_changed(self):
         self.windows = {}
+        self.failed_first = 0  # requests failed so far under okta_fail_first
+        if self.server.faults.get("okta_revoke_tokens"):
+            # every access token issued so far is revoked (or lost by a restarted server)
+            self.issued = {}
         seed = self.server.faults.get("seed")
         if seed is not None:
             self.rng = random.Random(seed)
@@ -1009,6 +1047,12 @@ class Okta(Product):
         return w
 
     def throttle(self, req):
+        f = self.server.faults
+        if f.get("okta_fail_first") and self.failed_first < f["okta_fail_first"] \
+                and (not f.get("fail_path") or re.search(f["fail_path"], req.path)):
+            # the first N matching requests since the faults were set fail, then all succeed
+            self.failed_first += 1
+            return self.fault_response(req, int(f["fail_status"]))
         now = self.server.now()
         conc = self.server.faults.get("okta_concurrency")
         if conc is not None and self.server.inflight > conc:
@@ -1040,6 +1084,8 @@ class Okta(Product):
             resp = Response(200, [("Content-Type", "text/html; charset=utf-8")],
                             b"<!DOCTYPE html><html><head><title>Sign In</title></head>"
                             b"<body>Please sign in</body></html>")
+        if f.get("okta_raw_records") and resp.status == 200 and req.arg("after") is None:
+            resp = self._inject_records(req, resp, f["okta_raw_records"])
         rl = req.ctx.get("rl")
         if rl is None:
             bucket = bucket_of(req.method, req.path)
@@ -1067,6 +1113,29 @@ class Okta(Product):
                                                    self.req_seq % 1000000)))
         h.append(("Date", http_date(self.server.now())))
         return resp
+
+    @staticmethod
+    def _inject_records(req, resp, entries):
+        """okta_raw_records: what a broken proxy, a partial outage or a bug upstream may serve.
+        The records of every entry whose path matches are appended to the first page of a
+        listing (an array body; with "replace": true they are the whole page), or replace the
+        object of a get (records[0])."""
+        match = [e for e in entries if re.search(e["path"], req.path)]
+        recs = [r for e in match for r in e["records"]]
+        if not match:
+            return resp
+        try:
+            body = json.loads(resp.body)
+        except ValueError:
+            return resp
+        if isinstance(body, list):
+            body = recs if any(e.get("replace") for e in match) else body + recs
+        elif not recs:
+            return resp
+        else:
+            body = recs[0]
+        return Response(resp.status, resp.headers,
+                        json.dumps(body, separators=(",", ":")).encode())
 
     def fault_response(self, req, status):
         codes = {400: ("E0000001", "Api validation failed"),
@@ -1104,7 +1173,12 @@ class Okta(Product):
         if info is None:
             info = self.issued.get(tok)
             if info is None or self.server.now() >= info["exp"]:
-                return invalid
+                # unknown, expired or revoked (RFC 6750 3.1: the client may get a new token)
+                return okta_error(401, "E0000011", "Invalid token provided",
+                                  headers=[("WWW-Authenticate",
+                                            '%s error="invalid_token", error_description='
+                                            '"The access token is invalid."'
+                                            % ("DPoP" if s == "dpop" else "Bearer"))])
         if info["jkt"] is not None:
             # DPoP-bound: scheme DPoP and a valid proof with ath
             if s != "dpop":
@@ -1121,6 +1195,15 @@ class Okta(Product):
                                   headers=[("WWW-Authenticate",
                                             'DPoP error="invalid_dpop_proof", '
                                             'error_description="key does not match the token"')])
+            if self.server.faults.get("okta_rs_nonce"):
+                # the resource server's own nonce (RFC 9449 9), never the token endpoint's
+                _, pclaims, _, _ = jwt_parts(req.headers.get("dpop"))
+                if pclaims.get("nonce") != self.rs_nonce:
+                    return okta_error(401, "E0000011", "Invalid token provided",
+                                      headers=[("WWW-Authenticate",
+                                                'DPoP error="use_dpop_nonce", error_description='
+                                                '"Resource server requires nonce in DPoP proof"'),
+                                               ("DPoP-Nonce", self.rs_nonce)])
         elif s != "bearer":
             return invalid
         need = scope_for(req.path)
@@ -1145,9 +1228,15 @@ class Okta(Product):
         if hdr.get("typ") != "dpop+jwt":
             raise _ProofError("The DPoP proof JWT typ is not dpop+jwt.")
         jwk = hdr.get("jwk")
-        if not isinstance(jwk, dict) or "d" in jwk or hdr.get("alg") != "RS256":
-            raise _ProofError("The DPoP proof JWT has no usable public jwk (RS256).")
-        if not rs256_verify(jwk, signed, sig):
+        algs = self.server.faults.get("okta_dpop_algs") or ["RS256", "ES256"]
+        if hdr.get("alg") not in algs:
+            raise _ProofError("The DPoP proof JWT alg is not supported (supported: %s)."
+                              % ", ".join(algs))
+        kty = {"RS256": "RSA", "ES256": "EC"}[hdr["alg"]]
+        if not isinstance(jwk, dict) or "d" in jwk or jwk.get("kty") != kty:
+            raise _ProofError("The DPoP proof JWT has no usable public jwk (%s)." % hdr["alg"])
+        ok = rs256_verify(jwk, signed, sig) if kty == "RSA" else es256_verify(jwk, signed, sig)
+        if not ok:
             raise _ProofError("The DPoP proof JWT signature is invalid.")
         if claims.get("htm") != req.method:
             raise _ProofError("The DPoP proof htm does not match the request method.")
@@ -1240,9 +1329,34 @@ class Okta(Product):
         tok = "".join(self.rng.choice(B62) for _ in range(48))
         life = client["token_lifetime"]
         self.issued[tok] = {"client": cid, "scopes": set(want), "exp": now + life, "jkt": jkt}
+        hs = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+        if jkt and self.server.faults.get("okta_nonce_rotate"):
+            # RFC 9449 8.2: a new nonce on a successful response; the client MUST use it next
+            self.dpop_nonce = "".join(self.rng.choice(B62) for _ in range(32))
+            hs.append(("DPoP-Nonce", self.dpop_nonce))
         return json_response(200, {"token_type": "DPoP" if jkt else "Bearer", "expires_in": life,
-                                   "access_token": tok, "scope": " ".join(want)},
-                             [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
+                                   "access_token": tok, "scope": " ".join(want)}, hs)
+
+    def metadata(self, req):
+        """GET /.well-known/oauth-authorization-server (RFC 8414) of the org authorization
+        server: what a client may use, including the DPoP proof algorithms (RFC 9449 5.1)."""
+        if req.method not in ("GET", "HEAD"):
+            return okta_error(405, "E0000022", "The endpoint does not support the provided HTTP method",
+                              headers=[("Allow", "GET")])
+        b = req.base_url
+        return json_response(200, {
+            "issuer": b, "authorization_endpoint": b + "/oauth2/v1/authorize",
+            "token_endpoint": b + "/oauth2/v1/token", "jwks_uri": b + "/oauth2/v1/keys",
+            "response_types_supported": ["code", "token", "id_token"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
+                                                      "client_secret_jwt", "private_key_jwt",
+                                                      "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+            "revocation_endpoint": b + "/oauth2/v1/revoke",
+            "dpop_signing_alg_values_supported": list(
+                self.server.faults.get("okta_dpop_algs") or ["RS256", "ES256"])},
+            [("Cache-Control", "max-age=86400, must-revalidate")])
 
     ROUTES = [
         (re.compile(r"^/api/v1/users$"), "list_users"),
@@ -1262,6 +1376,8 @@ class Okta(Product):
     def handle(self, req):
         if req.path == "/oauth2/v1/token":
             return self.token(req)
+        if req.path == "/.well-known/oauth-authorization-server":
+            return self.metadata(req)
         denied = self._auth(req)
         if denied is not None:
             return denied
@@ -1861,10 +1977,68 @@ def rs256_verify(jwk, signed, sig):
     return em == b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
 
 
+# NIST P-256 (FIPS 186-4 D.1.2.3)
+_P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffff
+_B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b
+_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+_G = (0x6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296,
+      0x4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5)
+
+
+def _ec_add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a[0] == b[0] and (a[1] + b[1]) % _P == 0:
+        return None
+    if a == b:
+        m = (3 * a[0] * a[0] - 3) * pow(2 * a[1], -1, _P) % _P
+    else:
+        m = (b[1] - a[1]) * pow(b[0] - a[0], -1, _P) % _P
+    x = (m * m - a[0] - b[0]) % _P
+    return x, (m * (a[0] - x) - a[1]) % _P
+
+
+def _ec_mul(k, pt):
+    out = None
+    while k:
+        if k & 1:
+            out = _ec_add(out, pt)
+        pt = _ec_add(pt, pt)
+        k >>= 1
+    return out
+
+
+def es256_verify(jwk, signed, sig):
+    """ECDSA P-256 with SHA-256 (FIPS 186-4 6.4), the JOSE r||s signature form (RFC 7518 3.4)."""
+    try:
+        if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+            return False
+        x = int.from_bytes(b64url_decode(jwk["x"]), "big")
+        y = int.from_bytes(b64url_decode(jwk["y"]), "big")
+    except (KeyError, ValueError, TypeError):
+        return False
+    if not (0 <= x < _P and 0 <= y < _P) or (y * y - x * x * x + 3 * x - _B) % _P != 0:
+        return False
+    if len(sig) != 64:
+        return False
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    if not (1 <= r < _N and 1 <= s < _N):
+        return False
+    e = int.from_bytes(hashlib.sha256(signed).digest(), "big")
+    w = pow(s, -1, _N)
+    pt = _ec_add(_ec_mul(e * w % _N, _G), _ec_mul(r * w % _N, (x, y)))
+    return pt is not None and pt[0] % _N == r
+
+
 def jwk_thumbprint(jwk):
-    """RFC 7638 thumbprint of an RSA public JWK."""
-    canon = json.dumps({"e": jwk.get("e"), "kty": "RSA", "n": jwk.get("n")},
-                       separators=(",", ":"), sort_keys=True)
+    """RFC 7638 thumbprint of an RSA or EC public JWK."""
+    if jwk.get("kty") == "EC":
+        members = {"crv": jwk.get("crv"), "kty": "EC", "x": jwk.get("x"), "y": jwk.get("y")}
+    else:
+        members = {"e": jwk.get("e"), "kty": "RSA", "n": jwk.get("n")}
+    canon = json.dumps(members, separators=(",", ":"), sort_keys=True)
     return b64url(hashlib.sha256(canon.encode()).digest())
 
 
