@@ -378,9 +378,6 @@ def scenario(sims, fronts, work, org):
     usersync(config, "sync")
     step("re-sync")
     usersync(config, "sync")
-    step("sync --user (a user the app no longer assigns: the app is read)")
-    usersync(config, "sync", "--user", "bob.stone@example.com")
-
     jira = sims["jira"].state()
     assert jira["projects"][0]["lead"] == "svc-admin", jira["projects"]
     names = {u["name"].lower(): u for u in jira["users"]}
@@ -390,6 +387,18 @@ def scenario(sims, fronts, work, org):
     conf = {u["username"].lower(): u for u in sims["confluence"].state()["users"]}
     assert "dave.ray@example.com" not in conf, "confluence delete (long task) went through"
     assert conf["bob.stone@example.com"].get("disabled") is True
+
+    step("sync --user (a user the app no longer assigns: the app is read)")
+    usersync(config, "sync", "--user", "bob.stone@example.com")
+    org.app_users.append("00u1contract000bob1")                               # reactivate
+    okta.put_state(dict(org.state(), logs=okta.state()["logs"]))  # keep the earlier events
+    step("sync (reactivation)")
+    usersync(config, "sync")
+    assert {u["name"].lower(): u for u in sims["jira"].state()["users"]}[
+        "bob.stone@example.com"]["active"] is True
+
+    step("target client operations (every method, on a throwaway account and groups)")
+    usersync(config, "run", os.path.join(HERE, "target_ops.lua"))
 
     step("check with personal access tokens (Bearer)")
     usersync(write_config(work, fronts, pat=True), "check")
@@ -468,7 +477,7 @@ def main():
             scenario(sims, fronts, work, org)
             self_check(fronts)
         except Exception as e:  # the report below still shows what was seen
-            failed.append("scenario: %s" % str(e).splitlines()[0])
+            failed.append("scenario: %s" % ((str(e) or repr(e)).splitlines() or [""])[0])
             import traceback
             traceback.print_exc()
         failed += report(fronts, ops, deviations)
@@ -481,6 +490,10 @@ def main():
         for s in sims.values():
             s.stop()
         if os.environ.get("CONTRACT_KEEP"):
+            with open(os.path.join(work, "records.json"), "w") as fh:
+                json.dump({p: [dict(r, request_body=(r["request_body"] or b"").decode(errors="replace"),
+                                    response_body=r["response_body"].decode(errors="replace"))
+                               for r in f.records] for p, f in fronts.items()}, fh, indent=1)
             log("contract: work folder kept: " + work)
         else:
             shutil.rmtree(work, ignore_errors=True)
