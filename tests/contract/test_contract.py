@@ -248,7 +248,7 @@ class Operations:
 
 def fold(text):
     """Item indices in a violation (`response.body.3.id`, `property 3.id`) become N."""
-    return re.sub(r"(?:(?<=\.)|(?<=property ))\d+(?=\.|\s|$)", "N", text)
+    return re.sub(r"(?:(?<=\.)|(?<=property ))\d+(?=\.|\s)", "N", text)
 
 
 CUT = "sl-violations cut by Prism"
