@@ -8,7 +8,7 @@ Prism (npm @stoplight/prism-cli, pinned, installed on first use into $CONTRACT_C
 default build/contract) validates each request (method, path, query and header parameters,
 body) and each response (status, headers, body) against the vendor document in
 tests/data/specs and reports violations in an `sl-violations` header, which the front ties
-to the request. The run drives the real binary through check, plan, sync (creates, updates,
+to the request. The run drives the real binary through check, plan, apply, sync (creates, updates,
 renames, group creates, membership adds and removes, deactivation, delete, Jira lead
 hand-over, Confluence asynchronous delete), sync --user, a re-sync, and a script calling every
 read of the Okta client (scope reads, user groups, System Log polls).
@@ -345,10 +345,11 @@ def scenario(sims, fronts, work, org):
 
     step("check")
     usersync(config, "check")
-    step("plan (first)")
-    usersync(config, "plan")
-    step("sync (first: creates, group creates, memberships)")
-    usersync(config, "sync")
+    planfile = os.path.join(work, "first.plan")
+    step("plan --out (first)")
+    usersync(config, "plan", "--out", planfile)
+    step("apply (first: creates, group creates, memberships)")
+    usersync(config, "apply", planfile)
 
     # Jira: bob leads a project and a component, so his deactivation hands them over first
     st = sims["jira"].state()
