@@ -11,6 +11,9 @@ missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# npm: tests/contract installs its validating proxy (Prism, which asks for Node.js >= 18.20.1)
+# with it. A Node.js that brings its own npm is kept; Debian's are added only without any npm.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 [ -z "$missing" ] && exit 0
 
 SUDO=""

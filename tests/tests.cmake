@@ -54,3 +54,10 @@ foreach(src IN LISTS US_E2E_TESTS)
   add_test(NAME e2e/${name} COMMAND bash ${src})
   set_tests_properties(e2e/${name} PROPERTIES LABELS e2e ENVIRONMENT "${US_TEST_ENV}" TIMEOUT 600)
 endforeach()
+
+# Contract test (tests/contract): every request usersync makes and every answer the simulators
+# give, validated against the vendor OpenAPI documents by Prism (npm, pinned by
+# tests/contract/package-lock.json, installed on first run into build/contract).
+add_test(NAME contract/test_contract COMMAND ${PYTHON3} ${CMAKE_SOURCE_DIR}/tests/contract/test_contract.py)
+set_tests_properties(contract/test_contract PROPERTIES LABELS contract TIMEOUT 900
+  ENVIRONMENT "${US_TEST_ENV};CONTRACT_CACHE=${CMAKE_BINARY_DIR}/contract")
