@@ -140,7 +140,8 @@ static void dedupe_free(struct dedupe *d) {
 
 struct us_server {
   struct MHD_Daemon *daemon;
-  int port;
+  struct MHD_Daemon *health; /* the health listener's daemon, or NULL */
+  int port, health_port;
   char *hook_path;
   unsigned char secret_sha[SHA256_DIGEST_LENGTH];
   size_t max_body, queue_max, queue_max_bytes;
@@ -623,8 +624,8 @@ static int is_get(const char *m) { return !strcmp(m, "GET") || !strcmp(m, "HEAD"
 
 /* Answers a request that is not a hook delivery. */
 static enum MHD_Result route(us_server *s, struct MHD_Connection *c, const char *url,
-                             const char *method) {
-  if (s->hook_path && strcmp(url, s->hook_path) == 0) {
+                             const char *method, int with_hook) {
+  if (with_hook && s->hook_path && strcmp(url, s->hook_path) == 0) {
     if (is_get(method))
       return reply_verification(s, c);
     return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
@@ -664,13 +665,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls) {
   us_server *s = cls;
   if (*con_cls == &plain_request)
-    return route(s, c, url, method);
+    return route(s, c, url, method, 1);
   if (*con_cls)
     return continue_delivery(s, c, *con_cls, data, size);
   if (s->hook_path && strcmp(url, s->hook_path) == 0 && !strcmp(method, "POST"))
     return start_delivery(s, c, con_cls);
   if (has_body(c))
-    return route(s, c, url, method); /* early: an unexpected body is not read */
+    return route(s, c, url, method, 1); /* early: an unexpected body is not read */
+  *con_cls = &plain_request;
+  return MHD_YES;
+}
+
+/* The health listener: /healthz, /readyz and /metrics only (no hook). */
+static enum MHD_Result on_health_request(void *cls, struct MHD_Connection *c, const char *url,
+                                         const char *method, const char *version,
+                                         const char *data, size_t *size, void **con_cls) {
+  us_server *s = cls;
+  if (*con_cls == &plain_request || has_body(c))
+    return route(s, c, url, method, 0);
   *con_cls = &plain_request;
   return MHD_YES;
 }
@@ -762,7 +774,7 @@ static int open_listener(const char *addr, int *port, const char **code, char *e
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 128) != 0) {
+  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 512) != 0) {
     int e = errno;
     close(fd);
     *code = e == EADDRINUSE ? US_SERVER_EADDRINUSE
@@ -877,7 +889,21 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   return 1;
 }
 
-static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads) {
+/* Connection limits (server.h): a client that opens connections and sends
+** nothing, or headers and bodies byte by byte, holds one of at most
+** per_ip slots of its address for at most `timeout` seconds of silence. */
+struct limits {
+  unsigned total, per_ip, timeout;
+};
+
+static struct limits main_limits(const struct us_server_config *cfg) {
+  struct limits l = {cfg->max_connections ? cfg->max_connections : US_SERVER_MAX_CONNECTIONS,
+                     cfg->max_per_ip ? cfg->max_per_ip : US_SERVER_MAX_PER_IP,
+                     cfg->timeout_s ? cfg->timeout_s : US_SERVER_TIMEOUT_S};
+  return l;
+}
+
+static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads, struct limits l) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (s->tls_cert)
     flags |= MHD_USE_TLS;
@@ -889,12 +915,21 @@ static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads) {
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads ? threads : 2),
-      /* 1000 connections in all, at most 200 from one address, so a single
-      ** client cannot take every slot from Okta's deliveries. */
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)200,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
-      MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_LIMIT, l.total, MHD_OPTION_PER_IP_CONNECTION_LIMIT, l.per_ip,
+      MHD_OPTION_CONNECTION_TIMEOUT, l.timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_EXTERNAL_LOGGER, on_log, s, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+}
+
+/* The health listener: plain HTTP, one thread, its own (smaller) limits,
+** so a flood of connections to the main listener never reaches it. */
+static struct MHD_Daemon *start_health(us_server *s, int fd, struct limits l) {
+  return MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+      on_health_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)US_SERVER_HEALTH_CONNECTIONS,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)US_SERVER_HEALTH_PER_IP,
+      MHD_OPTION_CONNECTION_TIMEOUT, l.timeout, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+      MHD_OPTION_END);
 }
 
 /* Ends the signal thread (it wakes on a SIGHUP aimed at it and sees sig_stop). */
@@ -912,7 +947,7 @@ static void stop_sig_thread(us_server *s) {
 us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t errlen,
                            const char **code) {
   us_server *s = NULL;
-  int fd = -1;
+  int fd = -1, hfd = -1;
   if ((*code = check_config(cfg, err, errlen)))
     return NULL;
   pthread_mutex_lock(&running_mu);
@@ -929,6 +964,9 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
   }
   if ((fd = open_listener(cfg->listen, &s->port, code, err, errlen)) < 0)
     goto failed;
+  if (cfg->health_listen &&
+      (hfd = open_listener(cfg->health_listen, &s->health_port, code, err, errlen)) < 0)
+    goto failed;
   sigemptyset(&s->sigs);
   sigaddset(&s->sigs, SIGTERM);
   sigaddset(&s->sigs, SIGINT);
@@ -941,7 +979,21 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
   }
   s->sig_thread_started = 1;
   describe_metrics();
-  s->daemon = start_daemon(s, fd, cfg->threads);
+  struct limits l = main_limits(cfg);
+  s->daemon = start_daemon(s, fd, cfg->threads, l);
+  if (s->daemon && hfd >= 0) {
+    fd = -1; /* the daemon's now */
+    s->health = start_health(s, hfd, l);
+    if (!s->health) {
+      MHD_stop_daemon(s->daemon);
+      s->daemon = NULL;
+      stop_sig_thread(s);
+      pthread_sigmask(SIG_SETMASK, &s->oldmask, NULL);
+      *code = fail(err, errlen, US_SERVER_ESTART, "cannot start the health listener%s%s",
+                   s->mhd_err[0] ? ": " : "", s->mhd_err);
+      goto failed;
+    }
+  }
   if (!s->daemon) {
     stop_sig_thread(s);
     pthread_sigmask(SIG_SETMASK, &s->oldmask, NULL);
@@ -958,6 +1010,8 @@ failed:
   /* libmicrohttpd may or may not have closed the socket it was given. */
   if (fd >= 0 && fcntl(fd, F_GETFD) != -1)
     close(fd);
+  if (hfd >= 0 && fcntl(hfd, F_GETFD) != -1)
+    close(hfd);
   if (s)
     server_free(s);
   pthread_mutex_lock(&running_mu);
@@ -967,6 +1021,8 @@ failed:
 }
 
 int us_server_port(const us_server *s) { return s->port; }
+
+int us_server_health_port(const us_server *s) { return s->health ? s->health_port : 0; }
 
 void us_server_set_ready(us_server *s, int ok, const char *reason) {
   pthread_mutex_lock(&s->mu);
@@ -1046,6 +1102,8 @@ void us_server_stats(us_server *s, struct us_server_stats *out) {
 void us_server_close(us_server *s) {
   if (!s)
     return;
+  if (s->health)
+    MHD_stop_daemon(s->health);
   MHD_stop_daemon(s->daemon);
   stop_sig_thread(s);
   pthread_sigmask(SIG_SETMASK, &s->oldmask, NULL);

@@ -19,8 +19,9 @@ local function serve_section(o)
   serve = {
     listen = "127.0.0.1:0",
     okta_hook = { path = %q, secret = env "US_TEST_HOOK_SECRET"%s },
-    %s %s
+    %s %s %s
   },]]):format(HOOK, o.max_body and (", max_body = " .. o.max_body) or "",
+    o.health and 'health_listen = "127.0.0.1:0", request_timeout = "2s",' or "",
     o.poll and ("poll_logs = %q,"):format(o.poll) or "",
     o.tls and ("tls = { cert = %q, key = %q },"):format(o.tls.cert, o.tls.key) or "")
 end
@@ -111,6 +112,25 @@ test("hook: verification handshake, Authorization, size and malformed bodies; he
   t:eq(#runs(w), 0)
   t:eq(w:accounts("jira")["ann.lee@example.com"], nil)
   t:ok(not d:log_text():find("hook-secret-value", 1, true), "the secret never reaches the log")
+  t:eq(d:stop(), 0)
+end)
+
+test("serve.health_listen: health, readiness and metrics on a listener of their own", function(t)
+  local w <close> = small_world{ health = true }
+  local d <close> = serve.start(w)
+  local rec = d:find_log("serving")
+  t:ok(math.type(rec.health_port) == "integer" and rec.health_port ~= d.port, "health_port logged")
+  local base = ("http://127.0.0.1:%d"):format(rec.health_port)
+  local r = assert(d.client:request{ url = base .. "/healthz" })
+  t:eq(r.status, 200); t:eq(r.body, "ok\n")
+  t:eq(assert(d.client:request{ url = base .. "/readyz" }).status, 200)
+  r = assert(d.client:request{ url = base .. "/metrics" })
+  t:eq(r.status, 200)
+  t:contains(r.body, "usersync_hook_deliveries_total")
+  r = assert(d.client:request{ url = base .. HOOK, method = "POST", headers = AUTH,
+                               body = delivery{ login_event("00u1", "uuid-health-1") } })
+  t:eq(r.status, 404, "the hook is not on the health listener")
+  t:eq(d:get("/healthz").status, 200, "the main listener still answers health too")
   t:eq(d:stop(), 0)
 end)
 

@@ -123,6 +123,10 @@ M.schema = record({
   history = record({ keep = duration() }),
   serve = record({
     listen = str { default = "127.0.0.1:8080" },
+    health_listen = str(),   -- a second, plain-HTTP listener for /healthz, /readyz, /metrics
+    max_connections = int { min = 1, max = 65535 },         -- on `listen` (default 512)
+    max_connections_per_ip = int { min = 1, max = 65535 },  -- on `listen` (default 32)
+    request_timeout = duration(),   -- a connection silent this long is closed (default 5s)
     tls = record({ cert = str { required = true }, key = str { required = true } }),
     okta_hook = record({ path = str { default = "/hooks/okta" }, secret = secret { required = true },
                          max_body = int { min = 1024 } }),
