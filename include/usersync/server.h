@@ -46,12 +46,13 @@ struct us_server_config {
                              ** that answers /healthz, /readyz and /metrics only */
   unsigned max_connections;  /* main listener, open connections in all; 0 = 512 */
   unsigned max_per_ip;       /* main listener, from one address; 0 = 32 */
-  unsigned timeout_s;        /* a connection silent this long is closed; 0 = 5 */
+  unsigned timeout_s;        /* request deadline and idle timeout (s); 0 = 5 */
 };
 
-/* Connection limits. A client that connects and sends nothing, or sends
-** its headers or body slower than one piece per timeout, is closed after
-** timeout_s; beyond max_per_ip connections from one address (and
+/* Connection limits. A request (line, headers, body) must have arrived
+** within timeout_s of the connection's start (or of the previous answer on
+** a kept-alive connection), however it trickles in, and a connection
+** silent for timeout_s is closed; beyond max_per_ip connections from one address (and
 ** max_connections in all) new connections are closed at once. The health
 ** listener has limits of its own, so a flood on the main one (Okta's
 ** deliveries, reachable from outside) never keeps probes from answering. */

@@ -844,6 +844,62 @@ static void test_half_open(void) {
   us_server_close(s);
 }
 
+/* Sends `head` and then one byte of `drip` every 0.5 s (never silent for
+** long enough for the idle timeout) until the server closes the connection
+** or 30 s pass. Returns the seconds until the close, or -1. */
+static double trickle(int port, const char *from, const char *head, const char *drip) {
+  int fd = half_open(from, port, head);
+  if (fd < 0)
+    return -1;
+  double t0 = mono_s();
+  size_t i = 0, n = strlen(drip);
+  while (mono_s() - t0 < 30) {
+    if (closed_by_server(fd) || send(fd, drip + i % n, 1, MSG_NOSIGNAL) < 0) {
+      close(fd);
+      return mono_s() - t0;
+    }
+    i++;
+    struct timespec ts = {0, 500 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  close(fd);
+  return -1;
+}
+
+/* Headers or a body sent a byte at a time stay under the idle timeout;
+** the request deadline closes them anyway, and a normal request on the
+** same server still works. */
+static void test_trickle(void) {
+  struct us_server_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.listen = "127.0.0.1:0";
+  cfg.hook_path = "/hooks/okta";
+  cfg.hook_secret = SECRET;
+  cfg.hook_secret_len = strlen(SECRET);
+  cfg.timeout_s = 2;
+  char err[512];
+  const char *code = NULL;
+  us_server *s = us_server_start(&cfg, err, sizeof err, &code);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  int port = us_server_port(s);
+  double headers = trickle(port, "127.0.0.4", "GET /healthz HTTP/1.1\r\n", "X-Slow: aaaaaaaaaaaaaaaa\r\n");
+  double body = trickle(port, "127.0.0.5",
+                        "POST /hooks/okta HTTP/1.1\r\nHost: x\r\nAuthorization: " SECRET
+                        "\r\nContent-Length: 100000\r\n\r\n",
+                        "{\"data\":{\"events\":[]}}      ");
+  CHECK(headers > 0);
+  CHECK(body > 0);
+  fprintf(stderr, "trickle: headers a byte per 0.5 s closed after %.1f s, a body after %.1f s "
+                  "(request timeout 2 s)\n", headers, body);
+  snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+  struct resp r = get("/healthz");
+  CHECK_EQ_LONG(r.status, 200);
+  resp_free(&r);
+  us_server_close(s);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   us_metrics_reset();
@@ -865,6 +921,7 @@ int main(void) {
   test_ipv6();
   test_tls();
   test_half_open();
+  test_trickle();
   us_metrics_reset();
   curl_global_cleanup();
   printf("%d checks, %d failed\n", checks, failures);

@@ -126,7 +126,7 @@ M.schema = record({
     health_listen = str(),   -- a second, plain-HTTP listener for /healthz, /readyz, /metrics
     max_connections = int { min = 1, max = 65535 },         -- on `listen` (default 512)
     max_connections_per_ip = int { min = 1, max = 65535 },  -- on `listen` (default 32)
-    request_timeout = duration(),   -- a connection silent this long is closed (default 5s)
+    request_timeout = duration(),   -- a request must arrive within this (default 5s)
     tls = record({ cert = str { required = true }, key = str { required = true } }),
     okta_hook = record({ path = str { default = "/hooks/okta" }, secret = secret { required = true },
                          max_body = int { min = 1024 } }),
