@@ -175,6 +175,17 @@ test("metamethods runtime code calls on sandboxed values run under the budget", 
   local ok, err = pcall(function() for _ in pairs(v) do end end)
   t:eq(ok, false)
   t:match(tostring(err), "instruction budget of 200000 exceeded", "__pairs iterator")
+  -- callable tables as metamethods (and as a __gc)
+  local callable = "setmetatable({}, { __call = " .. LOOP .. " })"
+  v = returned("return setmetatable({}, { __tostring = " .. callable .. " })")
+  ok, err = pcall(tostring, v)
+  t:eq(ok, false)
+  t:match(tostring(err), "instruction budget of 200000 exceeded", "a callable table as __tostring")
+  v, acct = returned("setmetatable({}, { __gc = " .. callable .. " })")
+  collectgarbage(); collectgarbage()
+  sandbox.drain()
+  t:match(tostring(acct.failure), "a __gc metamethod failed: .*instruction budget of 200000 exceeded",
+    "a callable table as __gc")
   -- an error object with a looping __tostring
   local acct = sandbox.account{ name = "err.lua", instructions = 200000 }
   local fn = assert(sandbox.load("error(setmetatable({}, { __tostring = " .. LOOP .. " }))", "@err.lua", nil, acct))

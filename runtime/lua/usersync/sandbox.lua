@@ -103,6 +103,10 @@ local function error_text(e)
   return "(error object is a " .. type(e) .. " value)"
 end
 
+-- Calls h, which may be a function or a callable table (core.sandbox_call
+-- takes functions only).
+local function invoke(h, ...) return h(...) end
+
 ---------------------------------------------------------------- finalizers
 -- Objects whose sandboxed __gc is due: handler, object, account triples.
 local queue = { n = 0 }
@@ -130,7 +134,7 @@ function M.drain()
     local h, o, acct = q[i], q[i + 1], q[i + 2]
     q[i], q[i + 1], q[i + 2] = nil, nil, nil
     if not acct.failure then
-      local ok, err = M.call(acct, h, o)
+      local ok, err = M.call(acct, invoke, h, o)
       if not ok then acct:fail(("%s: a __gc metamethod failed: %s"):format(acct.name, err)) end
     end
   end
@@ -149,7 +153,7 @@ local FIELDS = { "__name", "__mode", "__metatable" }
 local function budgeted(acct, h)
   return function(...)
     if core.sandbox_active() then return h(...) end
-    local r = pack(M.call(acct, h, ...))
+    local r = pack(M.call(acct, invoke, h, ...))
     if not r[1] then error(acct:fail(r[2]), 0) end
     return unpack(r, 2, r.n)
   end
