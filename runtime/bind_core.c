@@ -20,6 +20,8 @@
 
 /* How many VM instructions pass between two checks of the budget. */
 #define BUDGET_STEP 1000
+/* Registry key of the message the last spent budget raised. */
+#define BUDGET_MSG "usersync.core.budget_message"
 
 /* core.versions() -> { usersync=, lua=, curl=, tls=, pcre2=, sqlite=, openssl= } */
 static int core_versions(lua_State *L) {
@@ -58,20 +60,30 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   struct us_host_state *hs = us_host_state(L);
   if (hs->budget < 0)
     return;
+  int first = hs->budget > 0;
   hs->budget -= BUDGET_STEP;
+  hs->charged += BUDGET_STEP;
   if (hs->budget > 0)
     return;
   /* Spent: raise now and on every instruction after, until sandbox_call
   ** returns and restores the hook, so a script that catches the error
-  ** (pcall, coroutine.resume) is stopped by its very next instruction. */
+  ** (pcall, coroutine.resume) is stopped by its very next instruction.
+  ** Every raise repeats the first message (naming the script and line
+  ** that spent the budget), not the runtime code that rethrows it. */
   hs->budget = 0;
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  if (!first && lua_getfield(L, LUA_REGISTRYINDEX, BUDGET_MSG) == LUA_TSTRING)
+    lua_error(L);
   lua_Debug info;
   if (lua_getstack(L, 0, &info) && lua_getinfo(L, "Sl", &info) && info.currentline > 0)
-    luaL_error(L, "%s:%d: instruction budget of %I exceeded (runaway loop?)", info.short_src,
-               info.currentline, (lua_Integer)hs->budget_total);
-  luaL_error(L, "instruction budget of %I exceeded (runaway loop?)",
-             (lua_Integer)hs->budget_total);
+    lua_pushfstring(L, "%s:%d: instruction budget of %I exceeded (runaway loop?)", info.short_src,
+                    info.currentline, (lua_Integer)hs->budget_total);
+  else
+    lua_pushfstring(L, "instruction budget of %I exceeded (runaway loop?)",
+                    (lua_Integer)hs->budget_total);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, BUDGET_MSG);
+  lua_error(L);
 }
 
 static int sandbox_msgh(lua_State *L) {
@@ -84,18 +96,22 @@ static int sandbox_msgh(lua_State *L) {
 ** false, err. Runs fn under a protected call with a traceback, at most
 ** `instructions` VM instructions (0: no budget) and at most `memory` more
 ** bytes (0: no cap beyond the state's). Nested calls keep the outer limits
-** when they are tighter. */
+** when they are tighter, and what a nested call spends is spent by the
+** outer call too: calling in again does not refill the outer budget. */
 static int core_sandbox_call(lua_State *L) {
   lua_Integer instructions = luaL_checkinteger(L, 1);
   lua_Integer memory = luaL_checkinteger(L, 2);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   struct us_host_state *hs = us_host_state(L);
   long long saved_budget = hs->budget, saved_total = hs->budget_total;
+  long long charged_before = hs->charged;
   size_t saved_limit = hs->limit;
   lua_Hook saved_hook = lua_gethook(L);
   int saved_mask = lua_gethookmask(L), saved_count = lua_gethookcount(L);
+  int own_budget = 0;
 
   if (instructions > 0 && (hs->budget < 0 || instructions < hs->budget)) {
+    own_budget = 1;
     hs->budget = instructions;
     hs->budget_total = instructions;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
@@ -108,10 +124,19 @@ static int core_sandbox_call(lua_State *L) {
   lua_insert(L, 3);
   int status = lua_pcall(L, nargs, LUA_MULTRET, 3);
 
-  hs->budget = saved_budget;
-  hs->budget_total = saved_total;
+  if (own_budget) {
+    /* The outer budget (if any) pays for what this call spent; without
+    ** one of its own, the call spent straight from hs->budget. */
+    long long spent = hs->charged - charged_before;
+    if (saved_budget >= 0)
+      saved_budget = saved_budget > spent ? saved_budget - spent : 0;
+    hs->budget = saved_budget;
+    hs->budget_total = saved_total;
+  }
   hs->limit = saved_limit;
   lua_sethook(L, saved_hook, saved_mask, saved_count);
+  if (hs->budget == 0 && saved_hook == budget_hook)
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1); /* the outer budget is spent too */
 
   if (status == LUA_ERRMEM) {
     lua_settop(L, 0);
@@ -125,6 +150,19 @@ static int core_sandbox_call(lua_State *L) {
   lua_pushboolean(L, status == LUA_OK);
   lua_replace(L, 3);
   return lua_gettop(L) - 2;
+}
+
+/* core.sandbox_charged() -> instructions charged to sandboxed calls so far
+** (counted in steps of BUDGET_STEP), for budgets that span many calls. */
+static int core_sandbox_charged(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)us_host_state(L)->charged);
+  return 1;
+}
+
+/* core.sandbox_active() -> true while a sandboxed call's budget is running. */
+static int core_sandbox_active(lua_State *L) {
+  lua_pushboolean(L, us_host_state(L)->budget >= 0);
+  return 1;
 }
 
 /* core.isatty(fd) -> boolean (0 stdin, 1 stdout, 2 stderr) */
@@ -156,6 +194,8 @@ static const luaL_Reg core_funcs[] = {
     {"versions", core_versions},
     {"memory", core_memory},
     {"sandbox_call", core_sandbox_call},
+    {"sandbox_charged", core_sandbox_charged},
+    {"sandbox_active", core_sandbox_active},
     {NULL, NULL},
 };
 

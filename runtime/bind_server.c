@@ -8,8 +8,11 @@
 **     tls = { cert = PEM, key = PEM },               -- optional, PEM text
 **     hook = { path = "/hooks/okta", secret = S, max_body = 1048576 },  -- optional
 **     queue_max = 100000, queue_max_bytes = 64 << 20, dedupe_max = 100000, threads = 2,
+**     health_listen = "127.0.0.1:0",                 -- optional: /healthz, /readyz, /metrics only
+**     max_connections = 512, max_connections_per_ip = 32, timeout = 5,   -- seconds of silence
 **   }
 **   srv:port()                    -> integer
+**   srv:health_port()             -> integer (nil without health_listen)
 **   srv:ready(ok, reason)         -- what /readyz answers
 **   srv:wait(timeout_s)           -> "events", { json_text, ... } | "signal", "term"|"int"|"hup"
 **                                    | "timeout"   (timeout nil: wait without limit)
@@ -86,13 +89,21 @@ static int einval(lua_State *L, const char *msg) {
 
 /* Reads the option sizes into cfg; a message for a value out of range, or NULL. */
 static const char *read_sizes(lua_State *L, struct us_server_config *cfg) {
-  static const char *const names[] = {"queue_max", "queue_max_bytes", "dedupe_max", "threads"};
-  lua_Integer v[4];
-  for (int i = 0; i < 4; i++) {
+  static const char *const names[] = {"queue_max", "queue_max_bytes", "dedupe_max", "threads",
+                                      "max_connections", "max_connections_per_ip", "timeout"};
+  lua_Integer v[7];
+  for (int i = 0; i < 7; i++) {
     v[i] = opt_size(L, 1, names[i]);
     if (v[i] == 0 || v[i] < -1 || (i == 3 && v[i] > 64))
-      return i == 3 ? "threads must be 1..64" : "queue_max, queue_max_bytes, dedupe_max must be > 0";
+      return i == 3 ? "threads must be 1..64"
+                    : "queue_max, queue_max_bytes, dedupe_max, max_connections, "
+                      "max_connections_per_ip, timeout must be > 0";
+    if (i >= 4 && v[i] > 65535)
+      return "max_connections, max_connections_per_ip, timeout must be at most 65535";
   }
+  cfg->max_connections = v[4] > 0 ? (unsigned)v[4] : 0;
+  cfg->max_per_ip = v[5] > 0 ? (unsigned)v[5] : 0;
+  cfg->timeout_s = v[6] > 0 ? (unsigned)v[6] : 0;
   cfg->queue_max = v[0] > 0 ? (size_t)v[0] : 0;
   cfg->queue_max_bytes = v[1] > 0 ? (size_t)v[1] : 0;
   cfg->dedupe_max = v[2] > 0 ? (size_t)v[2] : 0;
@@ -108,6 +119,7 @@ static int server_start(lua_State *L) {
   cfg.listen = opt_string(L, 1, "listen", NULL);
   if (!cfg.listen)
     return luaL_argerror(L, 1, "listen (\"host:port\") is required");
+  cfg.health_listen = opt_string(L, 1, "health_listen", NULL);
   const char *bad = read_sizes(L, &cfg);
   if (bad)
     return einval(L, bad);
@@ -148,6 +160,15 @@ static int server_start(lua_State *L) {
 
 static int server_port(lua_State *L) {
   lua_pushinteger(L, us_server_port(check_server(L)));
+  return 1;
+}
+
+static int server_health_port(lua_State *L) {
+  int port = us_server_health_port(check_server(L));
+  if (port > 0)
+    lua_pushinteger(L, port);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -257,6 +278,7 @@ static int server_tostring(lua_State *L) {
 
 static const luaL_Reg server_methods[] = {
     {"port", server_port},
+    {"health_port", server_health_port},
     {"ready", server_ready},
     {"wait", server_wait},
     {"stopping", server_stopping},

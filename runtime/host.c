@@ -84,7 +84,7 @@ static int host_pmain(lua_State *L) {
 }
 
 int us_host_main(int argc, char **argv) {
-  struct us_host_state hs = {0, US_HOST_MEMORY_LIMIT, -1, 0};
+  struct us_host_state hs = {0, US_HOST_MEMORY_LIMIT, -1, 0, 0};
   lua_State *L = lua_newstate(host_alloc, &hs);
   if (L == NULL) {
     fprintf(stderr, "usersync: cannot create the Lua state: out of memory\n");

@@ -23,6 +23,8 @@
 ** Locking: s->mu guards the queue, the dedupe set, the signal ring, ready
 ** state and stats; s->cv is signalled when events or signals arrive. The
 ** consumer's batch (s->batch) is only touched by the consumer thread.
+** s->conn_mu guards the tracked connections of the request deadlines (the
+** sweeper thread and libmicrohttpd's connection callbacks).
 */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -140,7 +142,8 @@ static void dedupe_free(struct dedupe *d) {
 
 struct us_server {
   struct MHD_Daemon *daemon;
-  int port;
+  struct MHD_Daemon *health; /* the health listener's daemon, or NULL */
+  int port, health_port;
   char *hook_path;
   unsigned char secret_sha[SHA256_DIGEST_LENGTH];
   size_t max_body, queue_max, queue_max_bytes;
@@ -164,6 +167,15 @@ struct us_server {
   int sig_thread_started;
 
   struct us_server_event *batch; /* handed to the consumer by the last wait */
+
+  /* Request deadlines on the main listener (see "deadlines" below). */
+  pthread_mutex_t conn_mu;
+  pthread_cond_t conn_cv;
+  struct tracked *conns; /* open connections */
+  unsigned timeout_s;
+  int sweeper_started, sweeper_stop;
+  pthread_t sweeper;
+  uint64_t deadline_closed; /* connections shut for missing their deadline */
 };
 
 /* One server per process: signals are process-wide. */
@@ -231,6 +243,120 @@ static void take_own_signals(us_server *s) {
     if (sigpending(&pending) != 0)
       return;
   }
+}
+
+/* ---------- deadlines ----------
+**
+** libmicrohttpd's CONNECTION_TIMEOUT closes a connection that is silent for
+** timeout_s; a client that sends its request a byte at a time stays under
+** it. So every connection of the main listener is tracked from
+** NOTIFY_STARTED to NOTIFY_CLOSED with a deadline: its request (line,
+** headers and body) must have arrived within timeout_s of the connection's
+** start, or of the end of the previous request on a kept-alive connection.
+** A sweeper thread shuts the socket down (shutdown(), never close(): the
+** descriptor stays libmicrohttpd's) of a connection past its deadline;
+** libmicrohttpd then sees the end of the stream and closes it. The
+** tracker is removed under conn_mu by NOTIFY_CLOSED, which libmicrohttpd
+** calls before it closes the descriptor, so the sweeper never touches a
+** descriptor that was closed and reused. */
+
+struct tracked {
+  struct tracked *prev, *next;
+  int fd;
+  int armed;         /* a request is on its way (0: answered, waiting for the response) */
+  int shut;          /* already shut down by the sweeper */
+  struct timespec deadline;
+};
+
+static void deadline_after(struct timespec *ts, long ms);
+
+static int past(const struct timespec *now, const struct timespec *t) {
+  return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  us_server *s = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct tracked *t = calloc(1, sizeof *t);
+    *socket_context = t;
+    if (!t || !ci) {
+      free(t);
+      *socket_context = NULL;
+      return;
+    }
+    t->fd = ci->connect_fd;
+    t->armed = 1;
+    deadline_after(&t->deadline, (long)s->timeout_s * 1000);
+    pthread_mutex_lock(&s->conn_mu);
+    t->next = s->conns;
+    if (s->conns)
+      s->conns->prev = t;
+    s->conns = t;
+    pthread_mutex_unlock(&s->conn_mu);
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+    struct tracked *t = *socket_context;
+    if (!t)
+      return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (t->prev)
+      t->prev->next = t->next;
+    else
+      s->conns = t->next;
+    if (t->next)
+      t->next->prev = t->prev;
+    pthread_mutex_unlock(&s->conn_mu);
+    free(t);
+    *socket_context = NULL;
+  }
+}
+
+/* The connection's request has fully arrived (disarm) or ended (arm a new
+** deadline for the next one on a kept-alive connection). */
+static void request_phase(us_server *s, struct MHD_Connection *c, int armed) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  struct tracked *t = ci ? ci->socket_context : NULL;
+  if (!t)
+    return;
+  pthread_mutex_lock(&s->conn_mu);
+  t->armed = armed;
+  if (armed)
+    deadline_after(&t->deadline, (long)s->timeout_s * 1000);
+  pthread_mutex_unlock(&s->conn_mu);
+}
+
+static void *sweeper_main(void *arg) {
+  us_server *s = arg;
+  pthread_mutex_lock(&s->conn_mu);
+  while (!s->sweeper_stop) {
+    struct timespec now, wake;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    for (struct tracked *t = s->conns; t; t = t->next) {
+      if (t->armed && !t->shut && past(&now, &t->deadline)) {
+        shutdown(t->fd, SHUT_RDWR);
+        t->shut = 1;
+        s->deadline_closed++;
+      }
+    }
+    deadline_after(&wake, 250);
+    pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &wake);
+  }
+  pthread_mutex_unlock(&s->conn_mu);
+  return NULL;
+}
+
+static void stop_sweeper(us_server *s) {
+  if (!s->sweeper_started)
+    return;
+  pthread_mutex_lock(&s->conn_mu);
+  s->sweeper_stop = 1;
+  pthread_cond_broadcast(&s->conn_cv);
+  pthread_mutex_unlock(&s->conn_mu);
+  pthread_join(s->sweeper, NULL);
+  s->sweeper_started = 0;
 }
 
 /* ---------- responses ---------- */
@@ -623,8 +749,8 @@ static int is_get(const char *m) { return !strcmp(m, "GET") || !strcmp(m, "HEAD"
 
 /* Answers a request that is not a hook delivery. */
 static enum MHD_Result route(us_server *s, struct MHD_Connection *c, const char *url,
-                             const char *method) {
-  if (s->hook_path && strcmp(url, s->hook_path) == 0) {
+                             const char *method, int with_hook) {
+  if (with_hook && s->hook_path && strcmp(url, s->hook_path) == 0) {
     if (is_get(method))
       return reply_verification(s, c);
     return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
@@ -664,19 +790,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *size, void **con_cls) {
   us_server *s = cls;
   if (*con_cls == &plain_request)
-    return route(s, c, url, method);
-  if (*con_cls)
+    return route(s, c, url, method, 1);
+  if (*con_cls) {
+    if (*size == 0)
+      request_phase(s, c, 0); /* the whole body is here */
     return continue_delivery(s, c, *con_cls, data, size);
+  }
   if (s->hook_path && strcmp(url, s->hook_path) == 0 && !strcmp(method, "POST"))
     return start_delivery(s, c, con_cls);
+  request_phase(s, c, 0); /* answered without reading a body */
   if (has_body(c))
-    return route(s, c, url, method); /* early: an unexpected body is not read */
+    return route(s, c, url, method, 1); /* early: an unexpected body is not read */
+  *con_cls = &plain_request;
+  return MHD_YES;
+}
+
+/* The health listener: /healthz, /readyz and /metrics only (no hook). */
+static enum MHD_Result on_health_request(void *cls, struct MHD_Connection *c, const char *url,
+                                         const char *method, const char *version,
+                                         const char *data, size_t *size, void **con_cls) {
+  us_server *s = cls;
+  if (*con_cls == &plain_request || has_body(c))
+    return route(s, c, url, method, 0);
   *con_cls = &plain_request;
   return MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
+  request_phase(cls, c, 1); /* the next request on this connection, if any */
   if (*con_cls != &plain_request)
     delivery_free(*con_cls);
   *con_cls = NULL;
@@ -762,7 +904,7 @@ static int open_listener(const char *addr, int *port, const char **code, char *e
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 128) != 0) {
+  if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 512) != 0) {
     int e = errno;
     close(fd);
     *code = e == EADDRINUSE ? US_SERVER_EADDRINUSE
@@ -844,6 +986,8 @@ static void server_free(us_server *s) {
   free(s->tls_key);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->conn_cv);
+  pthread_mutex_destroy(&s->conn_mu);
   free(s);
 }
 
@@ -856,6 +1000,8 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&s->cv, &ca);
+  pthread_mutex_init(&s->conn_mu, NULL);
+  pthread_cond_init(&s->conn_cv, &ca);
   pthread_condattr_destroy(&ca);
   *out = s;
   s->max_body = cfg->hook_max_body ? cfg->hook_max_body : 1048576;
@@ -877,7 +1023,21 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   return 1;
 }
 
-static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads) {
+/* Connection limits (server.h): a client that opens connections and sends
+** nothing, or headers and bodies byte by byte, holds one of at most
+** per_ip slots of its address for at most `timeout` seconds of silence. */
+struct limits {
+  unsigned total, per_ip, timeout;
+};
+
+static struct limits main_limits(const struct us_server_config *cfg) {
+  struct limits l = {cfg->max_connections ? cfg->max_connections : US_SERVER_MAX_CONNECTIONS,
+                     cfg->max_per_ip ? cfg->max_per_ip : US_SERVER_MAX_PER_IP,
+                     cfg->timeout_s ? cfg->timeout_s : US_SERVER_TIMEOUT_S};
+  return l;
+}
+
+static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads, struct limits l) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
   if (s->tls_cert)
     flags |= MHD_USE_TLS;
@@ -889,12 +1049,22 @@ static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads) {
   return MHD_start_daemon(
       flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads ? threads : 2),
-      /* 1000 connections in all, at most 200 from one address, so a single
-      ** client cannot take every slot from Okta's deliveries. */
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)200,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+      MHD_OPTION_CONNECTION_LIMIT, l.total, MHD_OPTION_PER_IP_CONNECTION_LIMIT, l.per_ip,
+      MHD_OPTION_CONNECTION_TIMEOUT, l.timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
       MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+}
+
+/* The health listener: plain HTTP, one thread, its own (smaller) limits,
+** so a flood of connections to the main listener never reaches it. */
+static struct MHD_Daemon *start_health(us_server *s, int fd, struct limits l) {
+  return MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+      on_health_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)US_SERVER_HEALTH_CONNECTIONS,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)US_SERVER_HEALTH_PER_IP,
+      MHD_OPTION_CONNECTION_TIMEOUT, l.timeout, MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+      MHD_OPTION_END);
 }
 
 /* Ends the signal thread (it wakes on a SIGHUP aimed at it and sees sig_stop). */
@@ -912,7 +1082,7 @@ static void stop_sig_thread(us_server *s) {
 us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t errlen,
                            const char **code) {
   us_server *s = NULL;
-  int fd = -1;
+  int fd = -1, hfd = -1;
   if ((*code = check_config(cfg, err, errlen)))
     return NULL;
   pthread_mutex_lock(&running_mu);
@@ -929,6 +1099,9 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
   }
   if ((fd = open_listener(cfg->listen, &s->port, code, err, errlen)) < 0)
     goto failed;
+  if (cfg->health_listen &&
+      (hfd = open_listener(cfg->health_listen, &s->health_port, code, err, errlen)) < 0)
+    goto failed;
   sigemptyset(&s->sigs);
   sigaddset(&s->sigs, SIGTERM);
   sigaddset(&s->sigs, SIGINT);
@@ -941,23 +1114,45 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
   }
   s->sig_thread_started = 1;
   describe_metrics();
-  s->daemon = start_daemon(s, fd, cfg->threads);
-  if (!s->daemon) {
+  struct limits l = main_limits(cfg);
+  s->timeout_s = l.timeout;
+  s->daemon = start_daemon(s, fd, cfg->threads, l);
+  if (s->daemon)
+    fd = -1; /* the daemon's now: it closes it */
+  const char *what = NULL;
+  if (!s->daemon)
+    what = "daemon";
+  else if (hfd >= 0 && !(s->health = start_health(s, hfd, l)))
+    what = "health listener";
+  else if (pthread_create(&s->sweeper, NULL, sweeper_main, s) != 0)
+    what = "deadline thread";
+  if (s->health)
+    hfd = -1;
+  if (what) {
+    if (s->health)
+      MHD_stop_daemon(s->health);
+    s->health = NULL;
+    if (s->daemon)
+      MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
     stop_sig_thread(s);
     pthread_sigmask(SIG_SETMASK, &s->oldmask, NULL);
-    if (s->tls_cert)
+    if (s->tls_cert && !strcmp(what, "daemon"))
       *code = fail(err, errlen, US_SERVER_ETLS, "tls: cannot start the HTTPS daemon%s%s",
                    s->mhd_err[0] ? ": " : "", s->mhd_err);
     else
-      *code = fail(err, errlen, US_SERVER_ESTART, "cannot start the HTTP daemon%s%s",
+      *code = fail(err, errlen, US_SERVER_ESTART, "cannot start the HTTP %s%s%s", what,
                    s->mhd_err[0] ? ": " : "", s->mhd_err);
     goto failed;
   }
+  s->sweeper_started = 1;
   return s;
 failed:
   /* libmicrohttpd may or may not have closed the socket it was given. */
   if (fd >= 0 && fcntl(fd, F_GETFD) != -1)
     close(fd);
+  if (hfd >= 0 && fcntl(hfd, F_GETFD) != -1)
+    close(hfd);
   if (s)
     server_free(s);
   pthread_mutex_lock(&running_mu);
@@ -967,6 +1162,8 @@ failed:
 }
 
 int us_server_port(const us_server *s) { return s->port; }
+
+int us_server_health_port(const us_server *s) { return s->health ? s->health_port : 0; }
 
 void us_server_set_ready(us_server *s, int ok, const char *reason) {
   pthread_mutex_lock(&s->mu);
@@ -1046,6 +1243,9 @@ void us_server_stats(us_server *s, struct us_server_stats *out) {
 void us_server_close(us_server *s) {
   if (!s)
     return;
+  stop_sweeper(s);
+  if (s->health)
+    MHD_stop_daemon(s->health);
   MHD_stop_daemon(s->daemon);
   stop_sig_thread(s);
   pthread_sigmask(SIG_SETMASK, &s->oldmask, NULL);

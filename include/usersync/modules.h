@@ -42,6 +42,7 @@ struct us_host_state {
   size_t limit; /* allocation fails beyond this */
   long long budget; /* instructions left for the sandboxed call; <0: none */
   long long budget_total;
+  long long charged; /* instructions charged to sandboxed calls so far (in steps) */
 };
 struct us_host_state *us_host_state(lua_State *L);
 

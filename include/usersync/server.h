@@ -11,7 +11,8 @@
 ** recorded, under one mutex + condition variable. Requests are answered
 ** without ever waiting for the consumer.
 **
-** Endpoints:
+** Endpoints (the health listener, when configured, answers the first three
+** only; the main listener answers all):
 **   GET|HEAD /healthz  200 "ok\n"
 **   GET|HEAD /readyz   200 "ready\n" | 503 "not ready: <reason>\n"
 **   GET|HEAD /metrics  200 us_metrics_render(), text/plain; version=0.0.4
@@ -41,7 +42,25 @@ struct us_server_config {
   size_t queue_max_bytes; /* bytes of queued event text; 0 = 64 MiB */
   size_t dedupe_max;      /* event uuids remembered (FIFO); 0 = 100,000 */
   unsigned threads;       /* request threads; 0 = 2 */
+  const char *health_listen; /* NULL, or "host:port" of a second, plain-HTTP listener
+                             ** that answers /healthz, /readyz and /metrics only */
+  unsigned max_connections;  /* main listener, open connections in all; 0 = 512 */
+  unsigned max_per_ip;       /* main listener, from one address; 0 = 32 */
+  unsigned timeout_s;        /* request deadline and idle timeout (s); 0 = 5 */
 };
+
+/* Connection limits. A request (line, headers, body) must have arrived
+** within timeout_s of the connection's start (or of the previous answer on
+** a kept-alive connection), however it trickles in, and a connection
+** silent for timeout_s is closed; beyond max_per_ip connections from one address (and
+** max_connections in all) new connections are closed at once. The health
+** listener has limits of its own, so a flood on the main one (Okta's
+** deliveries, reachable from outside) never keeps probes from answering. */
+#define US_SERVER_MAX_CONNECTIONS 512
+#define US_SERVER_MAX_PER_IP 32
+#define US_SERVER_TIMEOUT_S 5
+#define US_SERVER_HEALTH_CONNECTIONS 64
+#define US_SERVER_HEALTH_PER_IP 16
 
 /* Error codes of us_server_start (stable strings). */
 #define US_SERVER_EINVAL "EINVAL"         /* a bad config value */
@@ -61,6 +80,9 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
 
 /* The bound port. */
 int us_server_port(const us_server *s);
+
+/* The health listener's bound port; 0 without one. */
+int us_server_health_port(const us_server *s);
 
 /* What /readyz answers; reason (may be NULL) is copied, up to 200 bytes. */
 void us_server_set_ready(us_server *s, int ok, const char *reason);

@@ -117,13 +117,173 @@ test("module path has no current directory and cpath is empty", function(t)
   t:eq(type(require "cjson"), "table", "cjson is preloaded from the static archive")
 end)
 
-test("nested sandbox calls keep the tighter outer budget", function(t)
+test("nested sandbox calls keep the tighter outer budget and spend from it", function(t)
   local inner = assert(sandbox.load("local x = 0 while true do x = x + 1 end", "@inner.lua"))
   local outer = function() return sandbox.call({ instructions = 10 ^ 9 // 1 }, inner) end
-  local ok, iok, ierr = sandbox.call({ instructions = 100000 }, outer)
-  t:eq(ok, true)
-  t:eq(iok, false)
-  t:match(ierr, "budget of 100000 exceeded")
+  local ok, err = sandbox.call({ instructions = 100000 }, outer)
+  t:eq(ok, false, "the inner call spent the outer budget: the outer call ends too")
+  t:match(err, "budget of 100000 exceeded")
+  -- calling in again does not refill the outer budget: each inner call
+  -- spends ~5,000 instructions of the outer's 100,000
+  local small = assert(sandbox.load("local x = 0 for i = 1, 2000 do x = x + i end return x", "@small.lua"))
+  local calls = 0
+  local looping = function()
+    while true do
+      calls = calls + 1
+      sandbox.call({ instructions = 10 ^ 9 // 1 }, small)
+    end
+  end
+  ok, err = sandbox.call({ instructions = 100000 }, looping)
+  t:eq(ok, false)
+  t:match(err, "budget of 100000 exceeded")
+  t:ok(calls < 100, "the outer budget ended the loop after " .. calls .. " inner calls")
+end)
+
+-- A script returning a table whose metamethod never ends; the runtime then
+-- uses the value (as a log line, a sort, a lookup would).
+local LOOP = "function() local n = 0 while true do n = n + 1 end end"
+
+local function returned(src, acct)
+  acct = acct or sandbox.account{ name = "meta.lua", instructions = 200000 }
+  local fn = assert(sandbox.load(src, "@meta.lua", nil, acct))
+  local ok, v = sandbox.call(acct, fn)
+  assert(ok, v)
+  return v, acct
+end
+
+test("metamethods runtime code calls on sandboxed values run under the budget", function(t)
+  local cases = {
+    { "__tostring", function(v) return tostring(v) end },
+    { "__index", function(v) return v.missing end },
+    { "__newindex", function(v) v.missing = 1 end },
+    { "__len", function(v) return #v end },
+    { "__concat", function(v) return "x" .. v end },
+    { "__call", function(v) return v() end },
+    { "__eq", function(v) return v == setmetatable({}, getmetatable(v)) end },
+    { "__lt", function(v) local l = { v, v, v }; table.sort(l); return l end },
+    { "__add", function(v) return v + 1 end },
+  }
+  for _, c in ipairs(cases) do
+    local v, acct = returned(("return setmetatable({}, { %s = %s })"):format(c[1], LOOP))
+    local ok, err = pcall(c[2], v)
+    t:eq(ok, false, c[1])
+    t:match(tostring(err), "^meta%.lua:1: instruction budget of 200000 exceeded", c[1])
+    t:match(tostring(acct.failure), "instruction budget of 200000 exceeded", c[1] .. " fails the account")
+  end
+  -- __pairs, and the iterator it hands to the runtime's for loop
+  local v = returned("return setmetatable({}, { __pairs = function(t) return " .. LOOP .. ", t, nil end })")
+  local ok, err = pcall(function() for _ in pairs(v) do end end)
+  t:eq(ok, false)
+  t:match(tostring(err), "instruction budget of 200000 exceeded", "__pairs iterator")
+  -- callable tables as metamethods (and as a __gc)
+  local callable = "setmetatable({}, { __call = " .. LOOP .. " })"
+  v = returned("return setmetatable({}, { __tostring = " .. callable .. " })")
+  ok, err = pcall(tostring, v)
+  t:eq(ok, false)
+  t:match(tostring(err), "instruction budget of 200000 exceeded", "a callable table as __tostring")
+  v, acct = returned("setmetatable({}, { __gc = " .. callable .. " })")
+  collectgarbage(); collectgarbage()
+  sandbox.drain()
+  t:match(tostring(acct.failure), "a __gc metamethod failed: .*instruction budget of 200000 exceeded",
+    "a callable table as __gc")
+  -- an error object with a looping __tostring
+  local acct = sandbox.account{ name = "err.lua", instructions = 200000 }
+  local fn = assert(sandbox.load("error(setmetatable({}, { __tostring = " .. LOOP .. " }))", "@err.lua", nil, acct))
+  local ok2, msg = sandbox.call(acct, fn)
+  t:eq(ok2, false)
+  t:eq(type(msg), "string")
+end)
+
+test("metamethods still work inside the sandbox (classes, operators, __close, protection)", function(t)
+  local fn = assert(sandbox.load([[
+local V = {}
+V.__index = V
+V.__add = function(a, b) return setmetatable({ n = a.n + b.n }, V) end
+V.__eq = function(a, b) return a.n == b.n end
+V.__lt = function(a, b) return a.n < b.n end
+V.__tostring = function(a) return "V(" .. a.n .. ")" end
+V.__len = function(a) return a.n end
+V.__call = function(a, x) return a.n * x end
+function V.new(n) return setmetatable({ n = n }, V) end
+function V:double() return V.new(self.n * 2) end
+local l = { V.new(3), V.new(1), V.new(2) }
+table.sort(l)
+local closed = false
+do local c <close> = setmetatable({}, { __close = function() closed = true end }) end
+local p = setmetatable({}, { __metatable = "locked" })
+local changed = pcall(setmetatable, p, {})
+local weak = setmetatable({}, { __mode = "k" })
+return tostring(V.new(1) + V.new(2)), V.new(2) == V.new(2), #V.new(5), V.new(4)(3),
+  tostring(l[1]) .. tostring(l[3]), tostring(V.new(2):double()), closed, changed,
+  setmetatable({}, nil) ~= nil
+]], "@classes.lua"))
+  local ok, a, b, c, d, e, f, g, h, i = sandbox.call(fn)
+  t:eq(ok, true, a)
+  t:eq(a, "V(3)"); t:eq(b, true); t:eq(c, 5); t:eq(d, 12); t:eq(e, "V(1)V(3)"); t:eq(f, "V(4)")
+  t:eq(g, true, "__close ran"); t:eq(h, false, "a protected metatable stays"); t:eq(i, true)
+end)
+
+test("the collector never runs a sandboxed __gc: it runs after the next call, budgeted", function(t)
+  local acct = sandbox.account{ name = "gc.lua", instructions = 200000 }
+  local fn = assert(sandbox.load([[
+local ran = { n = 0 }
+local function make() setmetatable({}, { __gc = function() ran.n = ran.n + 1 end }) end
+return ran, make]], "@gc.lua", nil, acct))
+  local _, ran, make = sandbox.call(acct, fn)
+  sandbox.call(acct, make)
+  collectgarbage(); collectgarbage()
+  t:eq(ran.n, 0, "queued by the collector, not run")
+  sandbox.drain()
+  t:eq(ran.n, 1, "run by drain")
+  sandbox.call(acct, make)
+  collectgarbage()
+  sandbox.call(acct, function() end)
+  t:eq(ran.n, 2, "run after the next sandboxed call")
+  t:eq(acct.failure, nil)
+end)
+
+test("a looping __gc ends at the budget and fails its account", function(t)
+  local acct = sandbox.account{ name = "gc.lua", instructions = 200000 }
+  local fn = assert(sandbox.load("setmetatable({}, { __gc = " .. LOOP .. " })", "@gc.lua", nil, acct))
+  t:eq(sandbox.call(acct, fn), true)
+  collectgarbage(); collectgarbage()
+  sandbox.drain()
+  t:match(tostring(acct.failure), "^gc%.lua: a __gc metamethod failed: gc%.lua:1: instruction budget of 200000 exceeded")
+  local ok, err = sandbox.call(acct, function() return 1 end)
+  t:eq(ok, false, "a failed account fails every later call")
+  t:eq(err, acct.failure)
+end)
+
+test("a __gc that allocates without bound hits the memory cap", function(t)
+  local acct = sandbox.account{ name = "gc.lua", memory = 16 * 1024 * 1024 }
+  local fn = assert(sandbox.load([[
+setmetatable({}, { __gc = function()
+  local t = {}
+  for i = 1, 1e9 do t[i] = ("x"):rep(64) .. i end
+end })]], "@gc.lua", nil, acct))
+  t:eq(sandbox.call(acct, fn), true)
+  collectgarbage(); collectgarbage()
+  sandbox.drain()
+  t:match(tostring(acct.failure), "^gc%.lua: a __gc metamethod failed: memory cap of 16777216 bytes exceeded")
+  collectgarbage(); collectgarbage()
+  local used = require("usersync.core").memory()
+  t:ok(used < 64 * 1024 * 1024, ("the state holds %d bytes after it"):format(used))
+end)
+
+test("an account's run budget covers all its calls together", function(t)
+  local acct = sandbox.account{ name = "policy p.lua", instructions = 10 ^ 8 // 1, run_instructions = 1000000 }
+  local fn = assert(sandbox.load("local x = 0 for i = 1, 30000 do x = x + i end return x", "@p.lua", nil, acct))
+  local calls, ok, err = 0, true, nil
+  while ok and calls < 1000 do
+    calls = calls + 1
+    ok, err = sandbox.call(acct, fn)
+  end
+  t:eq(ok, false)
+  t:ok(calls > 3 and calls < 100, calls .. " calls of ~120,000 instructions fit into 1,000,000")
+  t:eq(err, "policy p.lua: instruction budget of 1000000 for the whole run exceeded (all its calls together; runaway policy?)")
+  t:eq(acct.failure, err)
+  acct:new_run()
+  t:eq(sandbox.call(acct, fn), true, "a new run starts with the full budget")
 end)
 
 return test.done()

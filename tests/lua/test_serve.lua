@@ -1,10 +1,12 @@
 -- `usersync serve` end to end (issue 8): the real binary as a daemon against
 -- the simulators — event hook (verification, Authorization, size, bad
 -- bodies, duplicates, sync at login), System Log polling, the scheduler and
--- its lock, SIGHUP reloads, SIGTERM, health and metrics.
+-- its lock, SIGHUP reloads, SIGTERM, health and metrics (also on serve.health_listen),
+-- half-open connections (tests/lua/support/halfopen.py).
 local test = require "tap"
 local world = require "support.world"
 local serve = require "support.serve"
+local proc = require "support.proc"
 local json = require "usersync.json"
 local store = require "usersync.store"
 local http = require "usersync.http"
@@ -19,8 +21,9 @@ local function serve_section(o)
   serve = {
     listen = "127.0.0.1:0",
     okta_hook = { path = %q, secret = env "US_TEST_HOOK_SECRET"%s },
-    %s %s
+    %s %s %s
   },]]):format(HOOK, o.max_body and (", max_body = " .. o.max_body) or "",
+    o.health and 'health_listen = "127.0.0.1:0", request_timeout = "2s",' or "",
     o.poll and ("poll_logs = %q,"):format(o.poll) or "",
     o.tls and ("tls = { cert = %q, key = %q },"):format(o.tls.cert, o.tls.key) or "")
 end
@@ -111,6 +114,46 @@ test("hook: verification handshake, Authorization, size and malformed bodies; he
   t:eq(#runs(w), 0)
   t:eq(w:accounts("jira")["ann.lee@example.com"], nil)
   t:ok(not d:log_text():find("hook-secret-value", 1, true), "the secret never reaches the log")
+  t:eq(d:stop(), 0)
+end)
+
+test("serve.health_listen: health, readiness and metrics on a listener of their own", function(t)
+  local w <close> = small_world{ health = true }
+  local d <close> = serve.start(w)
+  local rec = d:find_log("serving")
+  t:ok(math.type(rec.health_port) == "integer" and rec.health_port ~= d.port, "health_port logged")
+  local base = ("http://127.0.0.1:%d"):format(rec.health_port)
+  local r = assert(d.client:request{ url = base .. "/healthz" })
+  t:eq(r.status, 200); t:eq(r.body, "ok\n")
+  t:eq(assert(d.client:request{ url = base .. "/readyz" }).status, 200)
+  r = assert(d.client:request{ url = base .. "/metrics" })
+  t:eq(r.status, 200)
+  t:contains(r.body, "usersync_hook_deliveries_total")
+  r = assert(d.client:request{ url = base .. HOOK, method = "POST", headers = AUTH,
+                               body = delivery{ login_event("00u1", "uuid-health-1") } })
+  t:eq(r.status, 404, "the hook is not on the health listener")
+  t:eq(d:get("/healthz").status, 200, "the main listener still answers health too")
+  t:eq(d:stop(), 0)
+end)
+
+test("200 half-open connections: health answers, a delivery syncs its user, the server closes them all", function(t)
+  local w <close> = small_world{ health = true }
+  local d <close> = serve.start(w)
+  local hport = d:find_log("serving").health_port
+  local status = w.dir .. "/halfopen.status"
+  local script = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") .. "/support/halfopen.py"
+  os.execute(("python3 %s %d 200 127.0.0.2 %s >/dev/null 2>&1 &"):format(proc.quote(script), d.port,
+    proc.quote(status)))
+  t:ok(serve.wait_for(function() return proc.slurp(status):find("^opened 200") end, 30), "200 connections opened")
+  local r = assert(d.client:request{ url = ("http://127.0.0.1:%d/healthz"):format(hport) })
+  t:eq(r.status, 200, "health on its own listener")
+  t:eq(d:get("/healthz").status, 200, "health on the main listener from another address")
+  t:eq(d:post(HOOK, delivery{ login_event("00u2", "uuid-halfopen-1") }, AUTH).status, 200)
+  t:ok(serve.wait_for(function() return w:accounts("jira")["bob.stone@example.com"] end, 30),
+    "the delivered login synced bob")
+  local closed = serve.wait_for(function() return proc.slurp(status):match("^closed .-\n") end, 90)
+  t:match(tostring(closed), "^closed 200 of 200 after", "every half-open connection closed by the server")
+  io.stderr:write("# ", tostring(closed))
   t:eq(d:stop(), 0)
 end)
 

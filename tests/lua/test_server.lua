@@ -61,6 +61,29 @@ local function uuids(list)
   return out
 end
 
+test("health_listen: a second listener for health, readiness and metrics; limits are checked", function(t)
+  local srv <close>, base = start{ health_listen = "127.0.0.1:0", max_connections = 64,
+                                   max_connections_per_ip = 8, timeout = 3 }
+  local hport = srv:health_port()
+  t:ok(math.type(hport) == "integer" and hport ~= srv:port())
+  local hbase = ("http://127.0.0.1:%d"):format(hport)
+  local r = assert(client:request{ url = hbase .. "/healthz" })
+  t:eq(r.status, 200); t:eq(r.body, "ok\n")
+  r = assert(client:request{ url = hbase .. "/readyz" })
+  t:eq(r.status, 503); t:eq(r.body, "not ready: starting\n")
+  t:eq(assert(client:request{ url = hbase .. "/metrics" }).status, 200)
+  t:eq(deliver(hbase, delivery("h-1")).status, 404, "no hook on the health listener")
+  t:eq(deliver(base, delivery("h-2")).status, 200)
+  srv:close()
+  local plain <close> = start{}
+  t:eq(plain:health_port(), nil, "no health listener unless asked for")
+  plain:close()
+  local bad, err, code = server.start{ listen = "127.0.0.1:0", max_connections_per_ip = 0 }
+  t:eq(bad, nil); t:eq(code, "EINVAL"); t:match(err, "max_connections_per_ip")
+  bad, err, code = server.start{ listen = "127.0.0.1:0", health_listen = "nonsense" }
+  t:eq(bad, nil); t:eq(code, "EINVAL"); t:match(err, "listen nonsense")
+end)
+
 test("health, readiness and metrics endpoints", function(t)
   local srv <close>, base = start()
   t:ok(srv:port() > 0)

@@ -693,6 +693,213 @@ static void test_tls(void) {
   CHECK(system(cmd) == 0);
 }
 
+/* ---------- half-open connections ---------- */
+
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A connection to 127.0.0.1:port from source address `from`, with the
+** bytes sent and nothing more. -1 when the connect itself failed. */
+static int half_open(const char *from, int port, const char *bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in src = {0}, dst = {0};
+  src.sin_family = dst.sin_family = AF_INET;
+  inet_pton(AF_INET, from, &src.sin_addr);
+  dst.sin_port = htons((uint16_t)port);
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+      connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  send(fd, bytes, strlen(bytes), MSG_NOSIGNAL);
+  return fd;
+}
+
+/* 1 once the server closed fd (EOF or reset); never blocks. */
+static int closed_by_server(int fd) {
+  char b[256];
+  struct pollfd p = {fd, POLLIN, 0};
+  if (poll(&p, 1, 0) != 1)
+    return 0;
+  ssize_t k = recv(fd, b, sizeof b, MSG_DONTWAIT);
+  return k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* 250 connections that send part of a request line or of the headers and
+** then nothing (no credentials): the health listener still answers, a
+** delivery from another address is accepted and queued, and the server
+** closes every one of them (over the per-address cap at once, the others
+** after the silence timeout) well before 60 s. */
+static void test_half_open(void) {
+  enum { N = 250 };
+  struct us_server_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.listen = "127.0.0.1:0";
+  cfg.health_listen = "127.0.0.1:0";
+  cfg.hook_path = "/hooks/okta";
+  cfg.hook_secret = SECRET;
+  cfg.hook_secret_len = strlen(SECRET);
+  char err[512];
+  const char *code = NULL;
+  us_server *s = us_server_start(&cfg, err, sizeof err, &code);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  int port = us_server_port(s), hport = us_server_health_port(s);
+  CHECK(hport > 0 && hport != port);
+  static const char *const partial[] = {"POST /hooks/okta HTT", "GET /heal",
+                                        "POST /hooks/okta HTTP/1.1\r\nHost: x\r\nContent-Le"};
+  int fds[N];
+  double t0 = mono_s();
+  int connected = 0;
+  for (int i = 0; i < N; i++) {
+    fds[i] = half_open("127.0.0.1", port, partial[i % 3]);
+    connected += fds[i] >= 0;
+  }
+  CHECK_EQ_LONG(connected, N);
+
+  /* health and metrics on their own listener, from the same address */
+  char url[160];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", hport);
+  struct resp r = request("GET", url, NULL, NULL, 0, NULL);
+  CHECK_EQ_LONG(r.status, 200);
+  CHECK_STR(r.body.p, "ok\n");
+  resp_free(&r);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", hport);
+  r = request("GET", url, NULL, NULL, 0, NULL);
+  CHECK_EQ_LONG(r.status, 200);
+  resp_free(&r);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/hooks/okta", hport);
+  r = request("POST", url, (const char *const[]){"Authorization: " SECRET, NULL}, "{}", 2, NULL);
+  CHECK_EQ_LONG(r.status, 404); /* no hook on the health listener */
+  resp_free(&r);
+
+  /* a delivery (and a probe) from other addresses on the main listener */
+  const char *body = "{\"data\":{\"events\":[{\"uuid\":\"half-open-1\",\"eventType\":\"user.session.start\"}]}}";
+  CURL *c = curl_easy_init();
+  struct curl_slist *sl = curl_slist_append(NULL, "Authorization: " SECRET);
+  sl = curl_slist_append(sl, "Content-Type: application/json");
+  struct buf rb = {0};
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/hooks/okta", port);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_INTERFACE, "host!127.0.0.2");
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, sl);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &rb);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  long status = 0;
+  CHECK(curl_easy_perform(c) == CURLE_OK);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  CHECK_EQ_LONG(status, 200);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", port);
+  curl_easy_reset(c);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_INTERFACE, "host!127.0.0.3");
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &rb);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  CHECK(curl_easy_perform(c) == CURLE_OK);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  CHECK_EQ_LONG(status, 200);
+  curl_easy_cleanup(c);
+  curl_slist_free_all(sl);
+  free(rb.p);
+  int signo = 0;
+  const struct us_server_event *ev = NULL;
+  CHECK_EQ_LONG(us_server_wait(s, 5000, &signo, &ev), US_SERVER_EVENTS);
+  CHECK(ev && strstr(ev->text, "half-open-1"));
+
+  /* every half-open connection is closed by the server; at most the
+  ** per-address cap of them waited for the silence timeout */
+  int open = connected, at_once = 0;
+  double last = 0;
+  while (open > 0 && mono_s() - t0 < 60) {
+    for (int i = 0; i < N; i++) {
+      if (fds[i] >= 0 && closed_by_server(fds[i])) {
+        double at = mono_s() - t0;
+        if (at < US_SERVER_TIMEOUT_S - 1)
+          at_once++;
+        last = at;
+        close(fds[i]);
+        fds[i] = -1;
+        open--;
+      }
+    }
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  CHECK_EQ_LONG(open, 0);
+  fprintf(stderr, "half-open: %d connections, %d closed at once (over the per-address cap of %d), "
+                  "the last one closed after %.1f s (timeout %d s)\n",
+          connected, at_once, US_SERVER_MAX_PER_IP, last, US_SERVER_TIMEOUT_S);
+  for (int i = 0; i < N; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+  us_server_close(s);
+}
+
+/* Sends `head` and then one byte of `drip` every 0.5 s (never silent for
+** long enough for the idle timeout) until the server closes the connection
+** or 30 s pass. Returns the seconds until the close, or -1. */
+static double trickle(int port, const char *from, const char *head, const char *drip) {
+  int fd = half_open(from, port, head);
+  if (fd < 0)
+    return -1;
+  double t0 = mono_s();
+  size_t i = 0, n = strlen(drip);
+  while (mono_s() - t0 < 30) {
+    if (closed_by_server(fd) || send(fd, drip + i % n, 1, MSG_NOSIGNAL) < 0) {
+      close(fd);
+      return mono_s() - t0;
+    }
+    i++;
+    struct timespec ts = {0, 500 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  close(fd);
+  return -1;
+}
+
+/* Headers or a body sent a byte at a time stay under the idle timeout;
+** the request deadline closes them anyway, and a normal request on the
+** same server still works. */
+static void test_trickle(void) {
+  struct us_server_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.listen = "127.0.0.1:0";
+  cfg.hook_path = "/hooks/okta";
+  cfg.hook_secret = SECRET;
+  cfg.hook_secret_len = strlen(SECRET);
+  cfg.timeout_s = 2;
+  char err[512];
+  const char *code = NULL;
+  us_server *s = us_server_start(&cfg, err, sizeof err, &code);
+  CHECK(s != NULL);
+  if (!s)
+    return;
+  int port = us_server_port(s);
+  double headers = trickle(port, "127.0.0.4", "GET /healthz HTTP/1.1\r\n", "X-Slow: aaaaaaaaaaaaaaaa\r\n");
+  double body = trickle(port, "127.0.0.5",
+                        "POST /hooks/okta HTTP/1.1\r\nHost: x\r\nAuthorization: " SECRET
+                        "\r\nContent-Length: 100000\r\n\r\n",
+                        "{\"data\":{\"events\":[]}}      ");
+  CHECK(headers > 0);
+  CHECK(body > 0);
+  fprintf(stderr, "trickle: headers a byte per 0.5 s closed after %.1f s, a body after %.1f s "
+                  "(request timeout 2 s)\n", headers, body);
+  snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+  struct resp r = get("/healthz");
+  CHECK_EQ_LONG(r.status, 200);
+  resp_free(&r);
+  us_server_close(s);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   us_metrics_reset();
@@ -713,6 +920,8 @@ int main(void) {
   test_start_errors();
   test_ipv6();
   test_tls();
+  test_half_open();
+  test_trickle();
   us_metrics_reset();
   curl_global_cleanup();
   printf("%d checks, %d failed\n", checks, failures);

@@ -109,7 +109,9 @@ local sync_entry = record({
   defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
   policy = str(),
   deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
-  limits = record({ max_deprovision = node("share") }, { default = {} }),
+  limits = record({ max_deprovision = node("share"),
+                    policy_instructions = int { min = 1 } },  -- all policy hook calls of a run together
+                  { default = {} }),
 })
 
 M.schema = record({
@@ -121,6 +123,10 @@ M.schema = record({
   history = record({ keep = duration() }),
   serve = record({
     listen = str { default = "127.0.0.1:8080" },
+    health_listen = str(),   -- a second, plain-HTTP listener for /healthz, /readyz, /metrics
+    max_connections = int { min = 1, max = 65535 },         -- on `listen` (default 512)
+    max_connections_per_ip = int { min = 1, max = 65535 },  -- on `listen` (default 32)
+    request_timeout = duration(),   -- a request must arrive within this (default 5s)
     tls = record({ cert = str { required = true }, key = str { required = true } }),
     okta_hook = record({ path = str { default = "/hooks/okta" }, secret = secret { required = true },
                          max_body = int { min = 1024 } }),
@@ -360,24 +366,45 @@ function M.validate(t, opts)
   return cfg, errors
 end
 
--- Loads and validates a config file. Returns cfg | nil, errors (each
--- prefixed with the file name). opts.serve: the config is for `usersync
--- serve`, whose secrets (serve.*) must then be set too.
-function M.load(path, opts)
-  local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file })
-  if not fn then
-    local msg = tostring(envOrErr)
-    if not msg:find(path, 1, true) then msg = path .. ": " .. msg end
-    return nil, { msg }
-  end
-  local ok, t = sandbox.call({ instructions = 10 * 1000 * 1000 }, fn)
-  if not ok then return nil, { secrets.mask(tostring(t)) } end
+-- Runs a config chunk and validates what it returns, inside the sandbox
+-- call: metamethods of the returned tables run under its budget, and what
+-- comes out is plain data. Returns cfg | nil, errors.
+local function evaluate(fn, path, opts)
+  local t = fn()
   if type(t) ~= "table" then
     return nil, { path .. ": the config must return a table, got " .. describe(t) }
   end
   local cfg, errors = M.validate(t, opts)
   for i, e in ipairs(errors) do errors[i] = path .. ": " .. e end
   if #errors > 0 then return nil, errors end
+  return cfg, errors
+end
+
+-- The config's sandbox limits: per call, and for everything the config's
+-- code runs (its metamethods and finalizers included).
+M.LIMITS = { instructions = 10 * 1000 * 1000, run_instructions = 100 * 1000 * 1000 }
+
+-- Loads and validates a config file. Returns cfg | nil, errors (each
+-- prefixed with the file name). opts.serve: the config is for `usersync
+-- serve`, whose secrets (serve.*) must then be set too.
+function M.load(path, opts)
+  local acct = sandbox.account{ name = path, instructions = M.LIMITS.instructions,
+                                run_instructions = M.LIMITS.run_instructions }
+  local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file }, acct)
+  if not fn then
+    local msg = tostring(envOrErr)
+    if not msg:find(path, 1, true) then msg = path .. ": " .. msg end
+    return nil, { msg }
+  end
+  local ok, cfg, errors = sandbox.call(acct, evaluate, fn, path, opts)
+  fn = nil -- luacheck: ignore (the chunk's objects may be collected below)
+  -- The finalizers of what the chunk left behind run now, under the
+  -- config's budget, so a runaway one is an error of the config.
+  collectgarbage("collect")
+  sandbox.drain()
+  if acct.failure then return nil, { secrets.mask(acct.failure) } end
+  if not ok then return nil, { secrets.mask(cfg) } end
+  if not cfg then return nil, errors end
   cfg._path = path
   return cfg, errors
 end

@@ -94,11 +94,12 @@ function Engine:target(name)
 end
 
 function Engine:policy(s)
-  local key = s.policy or ""
+  local run = s.limits and s.limits.policy_instructions
+  local key = (s.policy or "") .. "\0" .. tostring(run)
   local p = self.policies[key]
   if not p then
     local err
-    p, err = policy.load(s.policy)
+    p, err = policy.load(s.policy, { run_instructions = run })
     if not p then return nil, err end
     self.policies[key] = p
   end
@@ -430,10 +431,14 @@ function Engine:plan(opts)
     end
   end
   local single = #selected == 1
+  -- Each run has the policies' whole-run instruction budget afresh; a
+  -- policy that spends it (or whose finalizer fails) fails the run.
+  for _, p in pairs(self.policies) do p:new_run() end
   for _, s in ipairs(selected) do
     if stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local pol, perr = self:policy(s)
     if not pol then return nil, perr, M.EXIT_USAGE end
+    if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
     -- A run of this sync whose process died is marked interrupted first:
     -- the accounts it was creating are recognised as ours (new_accounts).
     state.mark_interrupted(self.db, s.name)
@@ -441,6 +446,7 @@ function Engine:plan(opts)
     settle(users)
     local src = self:read_source(s, pol, users, opts.by_id)
     settle(users)
+    if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
     if stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
                     users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
@@ -529,6 +535,7 @@ function Engine:plan(opts)
           p = plan.build(input)
         end
       end
+      if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
       p.linked_accounts = count_keys(input.links)
       for _, key in ipairs(p.mapped_keys or {}) do
         if not claimed[tname][key] then claimed[tname][key] = s.name end

@@ -25,36 +25,53 @@ for _, h in ipairs(M.HOOKS) do KNOWN[h] = true end
 local Policy = {}
 Policy.__index = Policy
 
+-- What one run may spend in the custom hooks together (instructions),
+-- unless the sync entry's limits.policy_instructions says otherwise.
+M.RUN_INSTRUCTIONS = 2 * 1000 * 1000 * 1000
+
 -- First line of a sandbox error (the traceback stays out of reports).
 local function first_line(err)
   err = tostring(err)
   return err:match("^([^\n]*)") or err
 end
 
--- Calls a custom hook under the sandbox, a default one under pcall.
--- Returns true, result | false, message.
-function Policy:_call(name, ...)
+-- Inside the sandboxed call: the hook, then `post` on its result, so that
+-- what runtime code gets back is fresh plain data (a returned table's
+-- metamethods run here, under the hook's budget, never later).
+local function run_hook(post, self, extra, hook, ...)
+  return post(self, extra, (hook(...)))
+end
+
+-- Calls a hook (a custom one under the sandbox, a default one under pcall)
+-- and post(self, extra, result) on its result. Returns what post returns
+-- (value | nil, message), or nil, message when the hook failed.
+function Policy:_call(name, post, extra, ...)
   local custom = self.custom[name]
+  local ok, r, err
   if custom then
-    local ok, r = sandbox.call(self.limits, custom, ...)
-    if not ok then return false, first_line(r) end
-    return true, r
+    ok, r, err = sandbox.call(self.account, run_hook, post, self, extra, custom, ...)
+  else
+    ok, r, err = pcall(run_hook, post, self, extra, default[name], ...)
   end
-  local ok, r = pcall(default[name], ...)
-  if not ok then return false, first_line(r) end
-  return true, r
+  if not ok then return nil, first_line(r) end
+  return r, err
+end
+
+-- nil once the run may go on; the message that must stop it otherwise
+-- (the hooks together spent the run's budget, or a finalizer or a
+-- metamethod called outside a hook failed).
+function Policy:failure()
+  return self.account.failure
+end
+
+-- A new run: the run's budget is full again.
+function Policy:new_run()
+  self.account:new_run()
 end
 
 local ACCOUNT_FIELDS = { name = "string", display_name = "string", email = "string", active = "boolean" }
 
--- user(u, ctx) -> account table | nil (left out) ; or nil, message on error.
--- A custom hook's fields override the default's one by one.
-function Policy:user(u, ctx)
-  local ok, base = pcall(default.user, u, ctx)
-  if not ok then return nil, first_line(base) end
-  if not self.custom.user then return base end
-  local ok2, r = self:_call("user", u, ctx)
-  if not ok2 then return nil, r end
+local function post_user(self, base, r)
   if r == nil or r == false then return nil end
   -- The default left this user out (e.g. STAGED) and the hook named no
   -- account of its own: the user stays out.
@@ -81,65 +98,66 @@ function Policy:user(u, ctx)
   return out
 end
 
-function Policy:include_group(g, ctx)
-  local ok, r = self:_call("include_group", g, ctx)
-  if not ok then return nil, r end
-  return r and true or false
+-- user(u, ctx) -> account table | nil (left out) ; or nil, message on error.
+-- A custom hook's fields override the default's one by one.
+function Policy:user(u, ctx)
+  local ok, base = pcall(default.user, u, ctx)
+  if not ok then return nil, first_line(base) end
+  if not self.custom.user then return base end
+  return self:_call("user", post_user, base, u, ctx)
 end
 
--- Returns a list of strings, or nil, message.
-local function string_list(path, hook, r)
+local function post_bool(_, _, r) return r and true or false end
+
+function Policy:include_group(g, ctx)
+  return self:_call("include_group", post_bool, nil, g, ctx)
+end
+
+-- A fresh list of strings, or nil, message.
+local function post_list(self, hook, r)
+  local path = self.custom[hook] and self.path or "default policy"
   if r == nil then return {} end
   if type(r) ~= "table" then return nil, ("%s: %s() must return a list of group names"):format(path, hook) end
+  local out = {}
   for i, v in ipairs(r) do
     if type(v) ~= "string" or v == "" then
       return nil, ("%s: %s() entry %d is not a group name"):format(path, hook, i)
     end
+    out[i] = v
   end
-  return r
+  return out
 end
 
 function Policy:groups(u, groups, ctx)
-  local ok, r = self:_call("groups", u, groups, ctx)
-  if not ok then return nil, r end
-  return string_list(self.custom.groups and self.path or "default policy", "groups", r)
+  return self:_call("groups", post_list, "groups", u, groups, ctx)
 end
 
 function Policy:default_groups(account, is_new, ctx)
-  local ok, r = self:_call("default_groups", account, is_new, ctx)
-  if not ok then return nil, r end
-  return string_list(self.custom.default_groups and self.path or "default policy", "default_groups", r)
+  return self:_call("default_groups", post_list, "default_groups", account, is_new, ctx)
 end
 
 local ACTIONS = { deactivate = true, delete = true, remove_groups = true, keep = true }
 
-function Policy:deprovision(account, reason, ctx)
-  local ok, r = self:_call("deprovision", account, reason, ctx)
-  if not ok then return nil, r end
-  if not ACTIONS[r] then
+local function post_action(self, _, r)
+  if type(r) ~= "string" or not ACTIONS[r] then
     return nil, ("%s: deprovision() must return \"deactivate\", \"delete\", \"remove_groups\" or \"keep\", got %s")
       :format(self.custom.deprovision and self.path or "default policy", tostring(r))
   end
   return r
 end
 
--- Loads a policy file (nil: the default policy alone). Returns a Policy, or
--- nil, message for a file that does not compile, raises at load, returns
--- something other than a table of known hooks.
--- opts: { instructions = N, memory = bytes } per hook call.
-function M.load(path, opts)
-  local self = setmetatable({ custom = {}, path = path or "default policy",
-                              limits = opts or {} }, Policy)
-  if not path then return self end
-  local copy = {}
-  for k, v in pairs(default) do copy[k] = v end
-  local fn, err = sandbox.loadfile(path, { default = copy })
-  if not fn then return nil, "policy " .. tostring(err) end
-  local ok, t = sandbox.call(self.limits, fn)
-  if not ok then return nil, "policy " .. first_line(t) end
+function Policy:deprovision(account, reason, ctx)
+  return self:_call("deprovision", post_action, nil, account, reason, ctx)
+end
+
+-- Inside the sandboxed call: the policy file's chunk, and its table of
+-- hooks checked and copied.
+local function load_hooks(fn, path)
+  local t = fn()
   if type(t) ~= "table" then
     return nil, ("policy %s: must return a table of hooks, got %s"):format(path, type(t))
   end
+  local hooks = {}
   for k, v in pairs(t) do
     if not KNOWN[k] then
       return nil, ("policy %s: unknown hook '%s' (known: %s)"):format(path, tostring(k), table.concat(M.HOOKS, ", "))
@@ -147,8 +165,31 @@ function M.load(path, opts)
     if type(v) ~= "function" then
       return nil, ("policy %s: hook '%s' must be a function, got %s"):format(path, k, type(v))
     end
-    self.custom[k] = v
+    hooks[k] = v
   end
+  return hooks
+end
+
+-- Loads a policy file (nil: the default policy alone). Returns a Policy, or
+-- nil, message for a file that does not compile, raises at load, returns
+-- something other than a table of known hooks.
+-- opts: { instructions = N, memory = bytes } per hook call,
+-- run_instructions = N for all hook calls of a run together (default
+-- M.RUN_INSTRUCTIONS; Policy:new_run starts a run).
+function M.load(path, opts)
+  opts = opts or {}
+  local account = sandbox.account{ name = "policy " .. tostring(path), instructions = opts.instructions,
+    memory = opts.memory, run_instructions = opts.run_instructions or M.RUN_INSTRUCTIONS }
+  local self = setmetatable({ custom = {}, path = path or "default policy", account = account }, Policy)
+  if not path then return self end
+  local copy = {}
+  for k, v in pairs(default) do copy[k] = v end
+  local fn, err = sandbox.loadfile(path, { default = copy }, account)
+  if not fn then return nil, "policy " .. tostring(err) end
+  local ok, hooks, herr = sandbox.call(account, load_hooks, fn, path)
+  if not ok then return nil, "policy " .. first_line(hooks) end
+  if not hooks then return nil, herr end
+  self.custom = hooks
   return self
 end
 

@@ -541,9 +541,10 @@ function Serve:reload()
   end
   local old = self.cfg.serve or {}
   local new = cfg.serve or {}
-  if old.listen ~= new.listen or json.encode(old.tls or {}) ~= json.encode(new.tls or {})
+  if old.listen ~= new.listen or old.health_listen ~= new.health_listen
+      or json.encode(old.tls or {}) ~= json.encode(new.tls or {})
       or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {}) then
-    log.warn "serve.listen, serve.tls and serve.okta_hook take effect at the next start"
+    log.warn "serve.listen, serve.health_listen, serve.tls and serve.okta_hook take effect at the next start"
   end
   self.engine:close()
   self.engine, self.cfg = e, cfg
@@ -618,7 +619,9 @@ function M.run(cfg, ctx)
   if format ~= "json" and format ~= "text" then format = "auto" end
   log.configure{ format = format, level = ctx.level }
   local scfg = cfg.serve or {}
-  local opts = { listen = scfg.listen or "127.0.0.1:8080" }
+  local opts = { listen = scfg.listen or "127.0.0.1:8080", health_listen = scfg.health_listen,
+                 max_connections = scfg.max_connections, max_connections_per_ip = scfg.max_connections_per_ip,
+                 timeout = scfg.request_timeout and config.parse_duration(scfg.request_timeout) or nil }
   if scfg.tls then
     local cert, cerr = read_file(scfg.tls.cert)
     if not cert then eprint("usersync serve: cannot read serve.tls.cert: " .. cerr); return 2 end
@@ -654,6 +657,7 @@ function M.run(cfg, ctx)
   self:load_pending()
   self:set_ready()
   log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
+             health_listen = opts.health_listen, health_port = srv:health_port(),
              hook = opts.hook and opts.hook.path or nil, pid = self.pid, waiting = #self.pending.ids }
   self:schedule(cfg, time.now())
   while not srv:stopping() do
