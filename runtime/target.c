@@ -832,10 +832,13 @@ static void call_submit(struct tcall *c) {
   size_t nh = 0;
   hs[nh++] = (struct us_http_header){"Authorization", t->auth};
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
-  if (strcmp(c->method, "GET")) {
+  if (strcmp(c->method, "GET"))
     hs[nh++] = (struct us_http_header){"X-Atlassian-Token", "no-check"};
+  /* A content type only with a body: a strict server refuses a declared
+  ** type with an empty body (DELETE group/user, Bitbucket's query-parameter
+  ** creates, Confluence's PUT .../disable) with 400. */
+  if (c->body && c->body[0])
     hs[nh++] = (struct us_http_header){"Content-Type", "application/json"};
-  }
   struct us_http_request rq = {0};
   rq.method = c->method;
   rq.url = c->url;

@@ -18,6 +18,9 @@ Behaviour as the vendors document it:
     otherwise 403 with the plain-text body "XSRF check failed". The reference gives this as a
     cross-product rule, so all three products enforce it. Authentication is checked first (the
     servlet filters run before the REST XSRF filter), so bad credentials give 401, not 403.
+  * A Content-Type header on a request without a body (any method) is a 400 in the product's
+    error shape, "body cannot be empty when content-type is set", as strict servers answer:
+    a client sends a media type only with a body. Checked after authentication and XSRF.
   * Rate limiting (reference 1.2): faults "rate_limit_per_min" = N switches on a token bucket
     refilled continuously at N tokens per 60 s, holding at most "rate_limit_burst" tokens
     (an extra fault of these simulators; default N). Only authenticated API requests take
@@ -310,6 +313,11 @@ class AtlassianProduct(Product):
         if req.method in ("POST", "PUT", "DELETE", "PATCH") and \
                 (req.headers.get("x-atlassian-token") or "").strip().lower() != "no-check":
             return plain_response(403, "XSRF check failed")
+        if "content-type" in req.headers and not req.body:
+            # A declared media type with nothing to read: strict JAX-RS stacks and
+            # spec-conformant reimplementations refuse it, so the simulators do too.
+            return self.error_response(ApiError(400, "body cannot be empty when content-type "
+                                                     "is set"))
         try:
             return getattr(self, name)(req, *groups)
         except ApiError as e:
