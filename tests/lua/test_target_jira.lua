@@ -230,10 +230,10 @@ test("snapshot: shape, groups per account, request count", function(t)
   t:same(by.u005, { name = "u005", key = by.u005.key, display_name = "U005",
                     email = "u005@example.com", active = false, groups = { "g2" } })
   -- user/list: 6 accounts / 3 = 2 pages; picker 1; members: g1 4/3 = 2, g2 1, empty 1, admins 1
-  -- what the server served; the client's count also has any attempt retried
-  -- after a dropped keep-alive connection (seen on a loaded machine)
-  t:eq(#s:requests(), 2 + 1 + 2 + 1 + 1 + 1)
-  t:ok(snap.requests >= #s:requests() and snap.requests <= #s:requests() + 1, "requests: " .. snap.requests)
+  -- what the server served, each distinct request once (a GET retried after a
+  -- dropped keep-alive connection on a loaded machine is the same request)
+  t:eq(s:distinct("GET", "^/rest/api/2/"), 2 + 1 + 2 + 1 + 1 + 1)
+  t:ok(snap.requests >= 8, "the client counts every request it made: " .. snap.requests)
 end)
 
 test("snapshot: a failed page fails the snapshot", function(t)
@@ -258,7 +258,9 @@ test("leads: projects and components led by accounts; handover", function(t)
   t:same(leads.lead1, { projects = { "ABC" }, components = { "10001" } })
   t:same(leads.lead2, { projects = {}, components = { "10002" } })
   t:eq(leads.heir, nil)
-  t:eq(#s:requests(), 1 + 2, "project list + components per project")
+  -- counted by path: a request the test before abandoned (its snapshot failed
+  -- with requests in flight) may reach a loaded server after the log was cleared
+  t:eq(s:distinct("GET", "^/rest/api/2/project"), 1 + 2, "project list + components per project")
   local ok, msg, code = tg:delete_user("lead1")
   t:eq(ok, nil); t:eq(code, "ELEAD"); t:contains(msg, "lead of project(s): ABC")
   ok, msg, code = tg:deactivate_user("lead1")
@@ -415,12 +417,15 @@ test("rate limits: an empty bucket (EAP X-RateLimiting-* too) holds the next req
     local took = clock() - t0
     t:ok(took >= 0.45, ("%s: second request waited %.3f s for a token (1 s / 2)"):format(prefix, took))
   end
-  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', { "X-RateLimit-Remaining: 5" })
+  -- tokens left: no hold. A wrong hold here would be Interval / FillRate = 60 s,
+  -- so the bound tells the two apart on any machine, valgrind included.
+  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', {
+    "X-RateLimit-Remaining: 5", "X-RateLimit-FillRate: 1", "X-RateLimit-Interval-Seconds: 60" })
   local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
   t:ok(tg:get("x"))
   local t0 = clock()
   t:ok(tg:get("x"))
-  t:ok(clock() - t0 < 0.3, "tokens left: no wait")
+  t:ok(clock() - t0 < 30, "tokens left: no wait")
 end)
 
 test("nested groups: members are the closure; an inherited-only removal is EINHERITED", function(t)
@@ -499,9 +504,11 @@ test("check: reachable, product, version, user, admin", function(t)
 end)
 
 test("concurrency limit holds requests of one target", function(t)
+  -- Seen from the server: with max_inflight = 3 it refuses (503) a request that
+  -- arrives while 3 are being served; 100 ms each keeps them overlapping.
   reset{ groups = { "g" }, users = many(12) }
   local tg <close> = new{ concurrency = 3 }
-  s:faults{ latency_ms = 100 }
+  s:faults{ latency_ms = 100, max_inflight = 3 }
   local ops = {}
   for i = 1, 12 do ops[i] = { kind = "add_member", group = "g", name = ("u%03d"):format(i) } end
   local clock = require("usersync.time").monotonic
@@ -511,19 +518,22 @@ test("concurrency limit holds requests of one target", function(t)
   s:faults{}
   t:eq(r.ok, 12)
   t:eq(#s:state().members.g, 12)
-  t:eq(#s:requests(), 12)
-  -- 12 requests, 3 at a time, 100 ms each: at least 4 rounds
+  local st = {}
+  for _, q in ipairs(s:requests()) do st[q.status] = (st[q.status] or 0) + 1 end
+  t:same(st, { [201] = 12 }, "never more than 3 in flight: no 503")
+  -- 12 requests, 3 at a time, 100 ms each: at least 4 rounds (a lower bound
+  -- holds on any machine)
   t:ok(took >= 0.38, ("12 requests at concurrency 3 took %.3f s"):format(took))
+  -- the default (8) does put more than 3 in flight: the same server refuses some
   local tg8 <close> = new()
   s:put_state(s:state()); s:clear()
   for i = 1, 12 do ops[i].kind = "remove_member" end
-  s:faults{ latency_ms = 100 }
-  t0 = clock()
-  r = tg8:apply(ops)
-  took = clock() - t0
+  s:faults{ latency_ms = 100, max_inflight = 3 }
+  tg8:apply(ops)
   s:faults{}
-  t:eq(r.ok, 12)
-  t:ok(took < 0.38, ("default concurrency 8: %.3f s"):format(took))
+  local refused = 0
+  for _, q in ipairs(s:requests()) do if q.status == 503 then refused = refused + 1 end end
+  t:ok(refused > 0, "default concurrency 8 goes past 3 in flight: " .. refused .. " refused")
 end)
 
 return test.done()

@@ -28,6 +28,10 @@ Behaviour as the vendors document it:
     -Interval-Seconds / -FillRate and a lower-case "retry-after" on every counted response
     (retry-after 0 while tokens remain); an empty bucket answers 429 with retry-after = seconds
     until the next token. Confluence's headers are UNCONFIRMED: it sends only Retry-After on 429.
+  * Fault "max_inflight" = N (default null: no limit): a request arriving while more than N
+    API requests are being served (latency_ms included) is refused with 503 in the product's
+    error shape, without acting on it. Tests use it to see a client's concurrency from the
+    server's side instead of timing it.
   * Fault "ratelimit_header_prefix" (Jira and Bitbucket): "X-RateLimit" (default, GA) or
     "X-RateLimiting" (the Jira 8.6 EAP names, reference 1.2 / 7.9) for every rate-limit header
     but retry-after.
@@ -173,7 +177,7 @@ class AtlassianProduct(Product):
     anonymous = frozenset()
     ratelimit_headers = True
     extra_faults = {"rate_limit_burst": None, "ratelimit_header_prefix": "X-RateLimit",
-                    "fail_retry_after": 1, "html_auth_errors": True}
+                    "fail_retry_after": 1, "html_auth_errors": True, "max_inflight": None}
     html_auth = False  # Jira and Confluence: HTML 401 for bad credentials (html_auth_errors)
 
     def __init__(self, server):
@@ -195,6 +199,10 @@ class AtlassianProduct(Product):
         if key == "fail_retry_after":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError("fail_retry_after must be an integer >= 0")
+        if key == "max_inflight":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError("max_inflight must be an integer >= 1 or null")
         if key == "html_auth_errors":
             if not isinstance(value, bool):
                 raise ValueError("html_auth_errors must be true or false")
@@ -245,6 +253,11 @@ class AtlassianProduct(Product):
     def throttle(self, req):
         self._counted = None
         f = self.server.faults
+        cap = f.get("max_inflight")
+        if cap is not None and self.server.inflight > cap:
+            # a saturated node behind the load balancer: the request was not acted on
+            return self.error_response(ApiError(503, "Too many concurrent requests: at most %d "
+                                                     "in flight." % cap))
         per_min = f.get("rate_limit_per_min")
         if per_min is None or self.authenticate(req) != ADMIN:
             return None
