@@ -550,6 +550,7 @@ static void tjob_maybe_finish(struct tjob *j) {
     j->message = NULL;
   } else {
     ev->note = j->note;
+    ev->partial = j->partial;
     if (j->have_acc) {
       ev->accounts = malloc(sizeof *ev->accounts);
       if (ev->accounts) {
@@ -1135,7 +1136,18 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
            l->group ? l->group : "", c->n ? " (next page)" : "");
   struct us_jval root, v;
   size_t count = 0;
-  if (!t_json_ok(j, what, r, &root) || !take_items(l, what, r, &root, &count))
+  if (!t_json_ok(j, what, r, &root))
+    return;
+  long long ptotal = -1, have = 0;
+  if (l->style == PG_ONE && us_json_get(&root, "total", &v) && us_json_int(&v, &ptotal) &&
+      us_json_get(&root, l->items, &v) && v.type == US_J_ARRAY) {
+    size_t pos = 0;
+    struct us_jval e;
+    while (us_json_next_elem(&v, &pos, &e))
+      have++;
+    l->truncated = ptotal > have; /* known before the sink sees the page */
+  }
+  if (!take_items(l, what, r, &root, &count))
     return;
   if (l->prefetch > 0 && (l->style == PG_NEXTLINK || l->style == PG_BB)) {
     prefetch_more(l, c, r, &root);
@@ -1144,13 +1156,16 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   char *next = NULL;
   long long nv, next_n = c->n + 1;
   switch (l->style) {
-  case PG_ONE: {
-    long long total;
-    if (us_json_get(&root, "total", &v) && us_json_int(&v, &total) && total > (long long)count)
-      tjob_fail(j, "ERESPONSE", r->status, "%s: the answer holds %zu of %lld groups", what, count,
-                total);
+  case PG_ONE:
+    /* A server may cap the answer below what was asked (and below the
+    ** total): never a silently short list. A snapshot goes on without the
+    ** groups' memberships (j->partial: the caller looks up the groups it
+    ** needs by name); a plain listing fails with ETRUNCATED after its page. */
+    if (l->truncated && j->kind != US_TOP_SNAPSHOT)
+      tjob_fail(j, "ETRUNCATED", r->status,
+                "%s: the server answered %zu of %lld groups (its limit); look groups up by name",
+                what, count, ptotal);
     break;
-  }
   case PG_CURSOR: {
     if (t_jbool(&root, "isLast", 1))
       break;
@@ -1265,7 +1280,9 @@ static void snapshot_groups(struct tlister *l, struct us_target_account *a, size
                             size_t nn) {
   (void)a, (void)na;
   struct tjob *j = l->j;
-  for (size_t i = 0; i < nn && !j->failed; i++)
+  if (l->truncated) /* part of the groups only: no memberships at all (US_TOP_SNAPSHOT) */
+    j->partial = 1;
+  for (size_t i = 0; i < nn && !j->failed && !l->truncated; i++)
     j->t->vt->list(j, US_TEV_MEMBERS, names[i], NULL);
   emit_page(l, NULL, 0, names, nn);
 }

@@ -62,6 +62,7 @@ struct tlister {
   int prefetch;      /* PG_NEXTLINK / PG_BB: pages kept in flight ahead (0: one at a time) */
   long long step;    /* prefetch: the page size the server applies */
   int ended;         /* prefetch: a page without a next one was seen */
+  int truncated;     /* PG_ONE: the answer holds fewer items than its total */
   void (*on_end)(struct tlister *l); /* optional: the listing read its last page */
   struct tlister *next;
 };
@@ -91,6 +92,7 @@ struct tjob {
   size_t raw_len;
   int reachable, admin;
   char *product, *version, *whoami, *detail;
+  int partial; /* see us_target_event.partial */
   /* product scratch */
   long long n1, n2;
   double t0;

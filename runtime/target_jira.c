@@ -48,6 +48,9 @@ static const struct tquirk q_remove[] = {{404, "not a direct member", NULL, "EIN
                                          {400, "not a member", "not a member", NULL},
                                          {-1, NULL, NULL, NULL}};
 static const struct tquirk q_lead[] = {{400, "lead", NULL, "ELEAD"}, {-1, NULL, NULL, NULL}};
+/* group/member: 404 "if the specified group does not exist" (the spec) */
+static const struct tquirk q_nogroup[] = {{404, NULL, "no such group", NULL},
+                                          {-1, NULL, NULL, NULL}};
 
 static int jira_account(const struct us_jval *item, struct us_target_account *a) {
   memset(a, 0, sizeof *a);
@@ -110,9 +113,37 @@ static char *user_path(const char *name) {
   return p;
 }
 
+/* The group names of a UserBean's "groups" (expand=groups) added to j's
+** names. Returns 1 when they are all there, 0 when the answer does not tell:
+** no "groups" or no "items" (a server may ignore expand; the spec does not
+** even list it), or a "size" above the items given (not expanded: Jira then
+** sends "items": [] with the real size; or cut short). Unknown is never
+** "no groups". */
+static int user_groups(struct tjob *j, const struct us_jval *user) {
+  struct us_jval items, e, sz;
+  long long size = -1, n = 0;
+  if (!us_json_get(user, "groups.items", &items) || items.type != US_J_ARRAY)
+    return 0;
+  if (us_json_get(user, "groups.size", &sz) && !us_json_int(&sz, &size))
+    size = -1;
+  size_t pos = 0;
+  while (us_json_next_elem(&items, &pos, &e))
+    n++;
+  if (size > n)
+    return 0;
+  pos = 0;
+  while (us_json_next_elem(&items, &pos, &e)) {
+    char *g = t_jstr(&e, "name");
+    if (g)
+      tjob_add_name(j, g);
+    free(g);
+  }
+  return 1;
+}
+
 static void on_get(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  struct us_jval root, items, e;
+  struct us_jval root;
   if (!t_json_ok(j, c->what, r, &root))
     return;
   if (jira_account(&root, &j->acc)) {
@@ -120,14 +151,8 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
     return;
   }
   j->have_acc = 1;
-  size_t pos = 0;
-  if (us_json_get(&root, "groups.items", &items))
-    while (us_json_next_elem(&items, &pos, &e)) {
-      char *g = t_jstr(&e, "name");
-      if (g)
-        tjob_add_name(j, g);
-      free(g);
-    }
+  if (!user_groups(j, &root))
+    j->partial = 1; /* the caller reads the memberships another way */
   j->raw = malloc(r->body_len + 1);
   if (j->raw) {
     memcpy(j->raw, r->body, r->body_len + 1);
@@ -248,27 +273,76 @@ static void on_server_info(struct tcall *c, const struct us_http_response *r) {
   j->version = t_jstr(&root, "version");
 }
 
+/* Admin rights come from two answers, whichever order they arrive in:
+** j->n1 from mypermissions (the global permissions ADMINISTER and
+** SYSTEM_ADMIN: what the spec offers, and what Jira checks), j->n2 from the
+** groups of myself?expand=groups (a fallback: only when mypermissions could
+** not tell). 0 not answered yet, 1 no, 2 yes, 3 the answer does not say. */
+enum { ADM_WAIT, ADM_NO, ADM_YES, ADM_UNKNOWN };
+
+static void admin_decide(struct tjob *j) {
+  free(j->detail);
+  j->detail = NULL;
+  if (j->n1 == ADM_YES || j->n1 == ADM_NO) {
+    j->admin = j->n1 == ADM_YES;
+    j->detail = strdup(j->admin ? "global permission ADMINISTER or SYSTEM_ADMIN"
+                                : "no ADMINISTER or SYSTEM_ADMIN global permission");
+  } else if (j->n1 == ADM_UNKNOWN && (j->n2 == ADM_YES || j->n2 == ADM_NO)) {
+    j->admin = j->n2 == ADM_YES;
+    j->detail = strdup(j->admin ? "member of jira-administrators or jira-system-administrators "
+                                  "(global permissions not readable)"
+                                : "not a member of jira-administrators or "
+                                  "jira-system-administrators (global permissions not readable)");
+  } else if (j->n1 == ADM_UNKNOWN && j->n2 == ADM_UNKNOWN) {
+    j->admin = -1;
+    j->detail = strdup("admin rights unknown: neither the global permissions nor the groups "
+                       "of the account could be read");
+  }
+}
+
 static void on_myself(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  struct us_jval root, items, e;
+  struct us_jval root;
   if (!t_json_ok(j, c->what, r, &root))
     return;
   j->whoami = t_jstr(&root, "name");
-  j->admin = 0;
-  size_t pos = 0;
-  if (us_json_get(&root, "groups.items", &items))
-    while (us_json_next_elem(&items, &pos, &e)) {
-      char *g = t_jstr(&e, "name");
-      if (g &&
-          (t_streq_ci(g, "jira-administrators") || t_streq_ci(g, "jira-system-administrators"))) {
-        j->admin = 1;
-        free(j->detail);
-        j->detail = t_fmt("member of %s", g);
-      }
-      free(g);
-    }
-  if (!j->admin)
-    j->detail = strdup("not a member of jira-administrators or jira-system-administrators");
+  size_t before = j->nnames;
+  if (!user_groups(j, &root)) {
+    j->n2 = ADM_UNKNOWN;
+  } else {
+    j->n2 = ADM_NO;
+    for (size_t i = before; i < j->nnames; i++)
+      if (t_streq_ci(j->names[i], "jira-administrators") ||
+          t_streq_ci(j->names[i], "jira-system-administrators"))
+        j->n2 = ADM_YES;
+  }
+  admin_decide(j);
+}
+
+/* 1 yes, 0 no, -1 not in the answer (or no havePermission). */
+static int have_permission(const struct us_jval *root, const char *key) {
+  char path[64];
+  struct us_jval v;
+  int b;
+  snprintf(path, sizeof path, "permissions.%s.havePermission", key);
+  if (!us_json_get(root, path, &v) || !us_json_bool(&v, &b))
+    return -1;
+  return b;
+}
+
+static void on_mypermissions(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root;
+  j->n1 = ADM_UNKNOWN; /* an error here leaves it to the groups, it fails nothing */
+  if (!r->code && r->status >= 200 && r->status < 300 &&
+      us_json_parse(r->body, r->body_len, &root)) {
+    int a = have_permission(&root, "ADMINISTER"), s = have_permission(&root, "SYSTEM_ADMIN");
+    if (a == 1 || s == 1)
+      j->n1 = ADM_YES;
+    else if (a == 0 || s == 0)
+      j->n1 = ADM_NO;
+  }
+  admin_decide(j);
 }
 
 /* ---- dispatch ---- */
@@ -373,9 +447,19 @@ static void jira_start(struct tjob *j) {
       free(k);
     }
     break;
+  case US_TOP_FIND_GROUP: {
+    char *g = t_enc(j->group ? j->group : "");
+    snprintf(what, sizeof what, "find group %s", j->group ? j->group : "");
+    write1(j, "GET", g ? t_fmt(API "/group/member?groupname=%s&maxResults=1", g) : NULL, NULL,
+           q_nogroup, what);
+    free(g);
+    break;
+  }
   case US_TOP_CHECK:
     tcall_start(j, "GET", API "/serverInfo", NULL, on_server_info, NULL, 0, "server info");
     tcall_start(j, "GET", API "/myself?expand=groups", NULL, on_myself, NULL, 0, "who am I");
+    tcall_start(j, "GET", API "/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN", NULL,
+                on_mypermissions, NULL, 0, "global permissions");
     break;
   default:
     tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);

@@ -497,10 +497,61 @@ test("check: reachable, product, version, user, admin", function(t)
   t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.type, "jira")
   s:put_state{ users = { ADMIN }, groups = { "other" }, members = { other = { "admin" } } }
   c = tg:check()
-  t:eq(c.admin, false); t:contains(c.detail, "not a member")
+  t:eq(c.admin, false); t:eq(c.detail, "no ADMINISTER or SYSTEM_ADMIN global permission")
   local bad <close> = new{ password = "nope" }
   c = bad:check()
   t:eq(c.reachable, true); t:eq(c.code, "EAUTH")
+end)
+
+test("get: a server that ignores expand=groups gives unknown groups (nil), never none", function(t)
+  reset{ users = { user("ivy") }, groups = { "x" }, members = { x = { "ivy" } } }
+  local tg <close> = new()
+  s:faults{ jira_ignore_expand = true }
+  local a = assert(tg:get("ivy"))
+  s:faults{}
+  t:eq(a.name, "ivy")
+  t:eq(a.groups, nil, "no groups field in the answer: unknown")
+  -- Jira's own unexpanded form ("items": [] with the real size) is unknown too
+  local srv <close> = sim.static(200, "application/json",
+    '{"name":"ivy","key":"k","active":true,"groups":{"size":2,"items":[]}}')
+  local tg2 <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+  t:eq(assert(tg2:get("ivy")).groups, nil, "size 2 with no items: not expanded")
+  local srv2 <close> = sim.static(200, "application/json",
+    '{"name":"ivy","key":"k","active":true,"groups":{"size":0,"items":[]}}')
+  local tg3 <close> = target.new(hc, { type = "jira", url = srv2.url, token = "x" })
+  t:same(assert(tg3:get("ivy")).groups, {}, "size 0: truly no groups")
+end)
+
+test("check: admin rights from the global permissions (mypermissions)", function(t)
+  reset()
+  local tg <close> = new()
+  -- a server that ignores expand: the groups say nothing, the permissions do
+  s:faults{ jira_ignore_expand = true }
+  local c = tg:check()
+  t:eq(c.admin, true, "an administrator is an administrator: " .. tostring(c.detail))
+  t:eq(c.detail, "global permission ADMINISTER or SYSTEM_ADMIN")
+  t:eq(s:distinct("GET", "/mypermissions$"), 1)
+  t:match(find(s:requests(), function(r) return r.path:find("mypermissions") end).query,
+          "permissions=ADMINISTER,SYSTEM_ADMIN")
+  -- admin rights through another group: only the permission tells
+  s:put_state{ users = { ADMIN }, groups = { "jira-system-administrators" },
+               members = { ["jira-system-administrators"] = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, true)
+  s:put_state{ users = { ADMIN }, groups = { "other" }, members = { other = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, false); t:eq(c.detail, "no ADMINISTER or SYSTEM_ADMIN global permission")
+  s:faults{}
+  -- no readable permissions and no groups: unknown, not NO
+  s:faults{ jira_ignore_expand = true, fail_rate = 1.0, fail_status = 404, fail_path = "mypermissions" }
+  c = tg:check()
+  s:faults{}
+  t:eq(c.admin, nil); t:eq(c.reachable, true); t:contains(c.detail, "admin rights unknown")
+  -- no readable permissions, groups expanded: the groups decide
+  s:faults{ fail_rate = 1.0, fail_status = 404, fail_path = "mypermissions" }
+  c = tg:check()
+  s:faults{}
+  t:eq(c.admin, false); t:contains(c.detail, "not a member of jira-administrators")
 end)
 
 test("concurrency limit holds requests of one target", function(t)
