@@ -1005,7 +1005,8 @@ static void lister_page(struct tcall *c, const struct us_http_response *r);
 /* Requests a page; continuations of a listing go to the head of the
 ** target's queue, so long listings keep moving while many short ones wait. */
 static void lister_next(struct tlister *l, const char *path, long long n, int urgent) {
-  call_new(l->j, "GET", path, NULL, lister_page, l, n, "list", 0, urgent);
+  if (call_new(l->j, "GET", path, NULL, lister_page, l, n, "list", 0, urgent))
+    l->inflight++;
 }
 
 static char *page_url(struct tlister *l, const char *param, long long v) {
@@ -1125,7 +1126,19 @@ static void prefetch_more(struct tlister *l, struct tcall *c, const struct us_ht
   free(u);
 }
 
+static void lister_page_read(struct tcall *c, const struct us_http_response *r);
+
+/* A page arrived: read it; the listing ends when no page of it is left in
+** flight (fanned-out and read-ahead pages included). */
 static void lister_page(struct tcall *c, const struct us_http_response *r) {
+  struct tlister *l = c->p;
+  l->inflight--;
+  lister_page_read(c, r);
+  if (!l->j->failed && l->inflight == 0)
+    lister_end(l);
+}
+
+static void lister_page_read(struct tcall *c, const struct us_http_response *r) {
   struct tlister *l = c->p;
   struct tjob *j = l->j;
   char what[300];
@@ -1231,8 +1244,6 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   if (next) {
     lister_next(l, next, next_n, 1);
     free(next);
-  } else if (!j->failed && l->style != PG_STARTAT) {
-    lister_end(l);
   }
 }
 
@@ -1346,6 +1357,7 @@ static void job_free(struct tjob *j) {
   free(j->whoami);
   free(j->detail);
   free(j->item_done);
+  free_strv(j->item_msg, j->item_msg ? j->nlist : 0);
   while (j->listers) {
     struct tlister *l = j->listers;
     j->listers = l->next;

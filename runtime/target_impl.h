@@ -64,6 +64,8 @@ struct tlister {
   int ended;         /* prefetch: a page without a next one was seen */
   int truncated;     /* PG_ONE: the answer holds fewer items than its total */
   void (*on_end)(struct tlister *l); /* optional: the listing read its last page */
+  int inflight;      /* pages requested and not handled yet (0 after the last: on_end) */
+  long long n;       /* for the sink's owner (an item index, ...) */
   struct tlister *next;
 };
 
@@ -97,6 +99,7 @@ struct tjob {
   long long n1, n2;
   double t0;
   unsigned char *item_done; /* per-item DONE already emitted */
+  char **item_msg;          /* per-item scratch message (NULL or nlist entries) */
   struct tlister *listers;
   struct tjob *next; /* in the batch */
 };

@@ -11,7 +11,10 @@
 **     first page gives the total. Members include nested-group members
 **     (Jira answers the transitive closure), so a snapshot cannot tell a
 **     direct membership from an inherited one.
-**   - add member: 400 "already a member" is success ("already a member");
+**   - add member: a 400 is success ("already a member") when reading the
+**     membership shows the user in the group (the user's expand=groups, or
+**     the group's members when the server does not expand), whatever the
+**     400 says; otherwise the 400 stands (EINVALID);
 **     remove member: 404 (10.x) or 400 (older) "not a member" is success
 **     ("not a member"); a 404 saying the user is "not a direct member"
 **     (the membership is inherited from a nested group) is a failure,
@@ -41,8 +44,6 @@
 
 static const struct tquirk q_create[] = {{400, "already exists", "already exists", NULL},
                                          {-1, NULL, NULL, NULL}};
-static const struct tquirk q_add[] = {{400, "already a member", "already a member", NULL},
-                                      {-1, NULL, NULL, NULL}};
 static const struct tquirk q_remove[] = {{404, "not a direct member", NULL, "EINHERITED"},
                                          {404, "not a member", "not a member", NULL},
                                          {400, "not a member", "not a member", NULL},
@@ -162,16 +163,102 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
 
 /* ---- membership (one request per item) ---- */
 
-static void on_item(struct tcall *c, const struct us_http_response *r) {
+/* Item i of an add: the group and the user. */
+static const char *add_group(const struct tjob *j, size_t i) {
+  return j->kind == US_TOP_ADD_MEMBERS ? (j->group ? j->group : "") : j->list[i];
+}
+static const char *add_user(const struct tjob *j, size_t i) {
+  return j->kind == US_TOP_ADD_MEMBERS ? j->list[i] : (j->name ? j->name : "");
+}
+
+/* "Already a member" is decided by reading the membership, never by the
+** words of the 400 (the spec's 400 covers an empty group name, never sent,
+** and "the user already belongs to the group" in any wording): the user's
+** groups (expand=groups), or, when the server does not tell them, the
+** group's members (nested ones included, as Jira's 400 counts them). A
+** member: success, "already a member"; otherwise the 400 stands. */
+static void add_refused(struct tjob *j, size_t i) {
+  tjob_item_done(j, i, 0, NULL, 400, "EINVALID", j->item_msg ? j->item_msg[i] : NULL);
+}
+
+static void verify_sink(struct tlister *l, struct us_target_account *a, size_t na, char **names,
+                        size_t nn) {
+  (void)names, (void)nn;
+  struct tjob *j = l->j;
+  size_t i = (size_t)l->n;
+  for (size_t k = 0; k < na; k++) {
+    if (t_streq_ci(a[k].name, add_user(j, i)))
+      tjob_item_done(j, i, 1, "already a member", 400, NULL, NULL);
+    t_account_free(&a[k]);
+  }
+  free(a);
+}
+
+static void verify_end(struct tlister *l) { add_refused(l->j, (size_t)l->n); }
+
+static struct tlister *jira_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink);
+static int user_groups(struct tjob *j, const struct us_jval *user);
+
+static void on_verify_user(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  t_item_done(j, (size_t)c->n, c->what, r, j->kind == US_TOP_REMOVE_MEMBER ? q_remove : q_add);
+  size_t i = (size_t)c->n, before = j->nnames;
+  struct us_jval root;
+  if (r->code || r->status < 200 || r->status >= 300 || !us_json_parse(r->body, r->body_len, &root)) {
+    add_refused(j, i);
+    return;
+  }
+  if (user_groups(j, &root)) {
+    int member = 0;
+    for (size_t k = before; k < j->nnames; k++) {
+      member = member || t_streq_ci(j->names[k], add_group(j, i));
+      free(j->names[k]);
+    }
+    j->nnames = before;
+    if (member)
+      tjob_item_done(j, i, 1, "already a member", 400, NULL, NULL);
+    else
+      add_refused(j, i);
+    return;
+  }
+  struct tlister *l = jira_list(j, US_TEV_MEMBERS, add_group(j, i), verify_sink);
+  if (l) {
+    l->n = (long long)i;
+    l->on_end = verify_end;
+  }
+}
+
+static void on_add(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  size_t i = (size_t)c->n;
+  if (r->code || r->status != 400) {
+    t_item_done(j, i, c->what, r, NULL);
+    return;
+  }
+  const char *code = NULL;
+  char *msg = t_http_error(j->t, c->what, r, &code);
+  if (!j->item_msg)
+    j->item_msg = calloc(j->nlist ? j->nlist : 1, sizeof *j->item_msg);
+  char *u = t_enc(add_user(j, i));
+  char *path = u ? t_fmt(API "/user?username=%s&expand=groups", u) : NULL;
+  char *what = t_fmt("read the groups of %s", add_user(j, i));
+  if (!j->item_msg || !msg || !path || !what) {
+    tjob_item_done(j, i, 0, NULL, 400, "EINVALID", msg);
+    free(msg);
+  } else {
+    free(j->item_msg[i]);
+    j->item_msg[i] = msg;
+    tcall_start(j, "GET", path, NULL, on_verify_user, NULL, (long long)i, what);
+  }
+  free(u);
+  free(path);
+  free(what);
 }
 
 static void add_one(struct tjob *j, const char *group, const char *user, size_t i) {
   char *g = t_enc(group), *path = g ? t_fmt(API "/group/user?groupname=%s", g) : NULL;
   char *body = t_jobj("name", user, NULL), *what = t_fmt("add %s to %s", user, group);
   if (path && body && what)
-    tcall_start(j, "POST", path, body, on_item, NULL, (long long)i, what);
+    tcall_start(j, "POST", path, body, on_add, NULL, (long long)i, what);
   else
     tjob_item_done(j, i, 0, NULL, 0, US_HTTP_ENOMEM, "out of memory");
   free(g);

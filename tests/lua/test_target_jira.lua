@@ -554,6 +554,31 @@ test("check: admin rights from the global permissions (mypermissions)", function
   t:eq(c.admin, false); t:contains(c.detail, "not a member of jira-administrators")
 end)
 
+test("add member: a 400 is 'already a member' only when the membership says so, in any words", function(t)
+  reset{ users = { user("fay"), user("gus"), user("hal") }, groups = { "g1", "kids" },
+         members = { g1 = { "fay" }, kids = { "hal" } }, nested = { g1 = { "kids" } } }
+  local tg <close> = new()
+  s:faults{ jira_reworded = true }
+  t:same({ tg:add_member("g1", "fay") }, { true, "already a member" })
+  t:eq(s:count("POST", "/group/user$"), 1); t:eq(s:count("GET", "/user$"), 1, "the user's groups read once")
+  t:same({ tg:add_member("g1", "hal") }, { true, "already a member" }, "a member through a nested group")
+  -- a server that ignores expand: the group's members tell
+  s:faults{ jira_reworded = true, jira_ignore_expand = true }
+  s:clear()
+  t:same({ tg:add_member("g1", "fay") }, { true, "already a member" })
+  t:eq(s:distinct("GET", "/group/member$"), 1)
+  local ok, res = tg:add_members("g1", { "fay", "gus" })
+  t:eq(ok, true); t:eq(res.fay.note, "already a member"); t:eq(res.gus.ok, true)
+  s:faults{}
+  t:same(s:state().members.g1, { "fay", "gus" })
+  -- a 400 for a user who is not a member stands, with the server's words
+  s:faults{ fail_rate = 1.0, fail_status = 400, fail_path = "/group/user$" }
+  local ok2, msg, code = tg:add_member("kids", "gus")
+  s:faults{}
+  t:eq(ok2, nil); t:eq(code, "EINVALID"); t:contains(msg, "jira: add gus to kids: HTTP 400: Injected failure")
+  t:same(s:state().members.kids, { "hal" })
+end)
+
 test("concurrency limit holds requests of one target", function(t)
   -- Seen from the server: with max_inflight = 3 it refuses (503) a request that
   -- arrives while 3 are being served; 100 ms each keeps them overlapping.
