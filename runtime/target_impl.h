@@ -32,6 +32,8 @@ struct tcall {
   long long n;               /* handler data (an offset, an index) */
   char *what;                /* for messages: "list accounts", "add alice to g" */
   double not_before;         /* monotonic seconds: hold the request until then */
+  long long lim;             /* listing page: its segment ends at this offset (0: none) */
+  int gap;                   /* listing page: fills the rest of a short page's segment */
   struct tcall *prev, *next; /* every call of the target */
   struct tcall *qnext;       /* target's queue of calls waiting for a slot */
 };

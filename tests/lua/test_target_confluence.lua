@@ -250,6 +250,54 @@ test("paging: _links.next at the boundary, disabled users included", function(t)
   t:same(sorted(gs), { "confluence-administrators", "g" })
 end)
 
+
+-- Paging as the spec allows it, not only as this simulator pages by default:
+-- a server that caps the page size lower than asked, pages that are not the
+-- last with fewer items than the page size, an exactly full last page followed
+-- by an empty one, no last-page flag. Every listing must come back whole, each
+-- item once, for a list of an exact multiple of the page size and one over.
+local PAGING = {
+  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
+  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
+  { page_lazy_last = true, page_no_flags = true },
+}
+
+local function fault_name(f)
+  local k = {}
+  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
+  table.sort(k)
+  return #k > 0 and table.concat(k, ",") or "defaults"
+end
+
+local function collect(fn)
+  local got = {}
+  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
+  return ok, msg, sorted(got)
+end
+
+test("paging: every spec reading of start/limit/size/_links.next (read-ahead included)", function(t)
+  for _, n in ipairs{ 6, 7 } do
+    local us, names = many(n - 1), {}
+    for _, u in ipairs(us) do names[#names + 1] = u.username end
+    reset{ users = us, groups = { "confluence-administrators", "g" }, members = { g = names } }
+    local all = { "admin" }
+    for _, x in ipairs(names) do all[#all + 1] = x end
+    sorted(all)
+    local tg <close> = new{ page_size = 3 }
+    for _, f in ipairs(PAGING) do
+      if not f.page_no_flags then -- Confluence has no last-page flag: _links.next decides
+        local label = ("%d items, %s"):format(n, fault_name(f))
+        s:faults(f)
+        local ok, msg, got = collect(function(cb) return tg:accounts(cb) end)
+        t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, all, "accounts, " .. label)
+        ok, msg, got = collect(function(cb) return tg:members("g", cb) end)
+        t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, sorted(names), "members, " .. label)
+        s:faults{}
+      end
+    end
+  end
+end)
+
 test("snapshot: request count and shape", function(t)
   reset{ users = many(4), groups = { "confluence-administrators", "g1", "g2" },
          members = { g1 = { "u001", "u002", "u003", "u004" }, g2 = { "u004" } } }

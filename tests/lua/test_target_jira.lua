@@ -579,6 +579,57 @@ test("add member: a 400 is 'already a member' only when the membership says so, 
   t:same(s:state().members.kids, { "hal" })
 end)
 
+
+-- Paging as the spec allows it, not only as this simulator pages by default:
+-- a server that caps the page size lower than asked, pages that are not the
+-- last with fewer items than the page size, an exactly full last page followed
+-- by an empty one, no last-page flag. Every listing must come back whole, each
+-- item once, for a list of an exact multiple of the page size and one over.
+local PAGING = {
+  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
+  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
+  { page_lazy_last = true, page_no_flags = true },
+}
+
+local function fault_name(f)
+  local k = {}
+  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
+  table.sort(k)
+  return #k > 0 and table.concat(k, ",") or "defaults"
+end
+
+local function collect(fn)
+  local got = {}
+  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
+  return ok, msg, sorted(got)
+end
+
+test("paging: every spec reading of startAt/maxResults/isLast/total and the cursor", function(t)
+  for _, n in ipairs{ 6, 7 } do
+    local us, names = many(n - 1), {}  -- n accounts with admin
+    for _, u in ipairs(us) do names[#names + 1] = u.name end
+    reset{ users = us, groups = { "g" }, members = { g = names } }
+    local all = sorted((function() local l = { "admin" }; for _, x in ipairs(names) do l[#l + 1] = x end; return l end)())
+    local tg <close> = new{ page_size = 3 }
+    for _, f in ipairs(PAGING) do
+      local label = ("%d items, %s"):format(n, fault_name(f))
+      s:faults(f)
+      local ok, msg, got = collect(function(cb) return tg:accounts(cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, all, "accounts, " .. label)
+      ok, msg, got = collect(function(cb) return tg:members("g", cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, sorted(names), "members, " .. label)
+      local snap, err = tg:snapshot()
+      t:ok(snap, label .. ": " .. tostring(err))
+      local in_g = 0
+      for _, a in ipairs(snap and snap.accounts or {}) do
+        if a.groups[1] == "g" then in_g = in_g + 1 end
+      end
+      t:eq(in_g, n - 1, "snapshot memberships, " .. label)
+      s:faults{}
+    end
+  end
+end)
+
 test("concurrency limit holds requests of one target", function(t)
   -- Seen from the server: with max_inflight = 3 it refuses (503) a request that
   -- arrives while 3 are being served; 100 ms each keeps them overlapping.

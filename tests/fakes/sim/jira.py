@@ -512,8 +512,8 @@ class Jira(AtlassianProduct):
                 start = len(users)  # no such position: an empty last page (docstring)
             else:
                 start = bisect.bisect_right(self._sorted_keys, last[2:])
-        page = users[start:start + n]
-        last_page = start + n >= len(users)
+        n, end, last_page = self.page_window(start, n, len(users))
+        page = users[start:end]
         counts = self.group_counts()
         selfq = {"maxResults": n}
         if cursor:
@@ -522,7 +522,9 @@ class Jira(AtlassianProduct):
                 "maxResults": n,
                 "values": [self.user_bean(req, u, counts=counts) for u in page],
                 "isLast": last_page}
-        if not last_page:
+        if self.server.faults.get("page_no_flags"):
+            del body["isLast"]
+        if not last_page and page:
             nc = base64.urlsafe_b64encode(("u:" + fold(page[-1]["name"])).encode("utf-8")) \
                 .decode("ascii").rstrip("=")
             body["nextCursor"] = nc
@@ -705,8 +707,8 @@ class Jira(AtlassianProduct):
                     key=lambda u: fold(u["name"]))
         if not inactive:
             us = [u for u in us if u["active"]]
-        page = us[start:start + n]
-        is_last = start + n >= len(us)
+        n, end, is_last = self.page_window(start, n, len(us))
+        page = us[start:end]
 
         def link(s):
             return "%s%s/group/member?%s" % (req.base_url, API, urllib.parse.urlencode({
@@ -714,8 +716,10 @@ class Jira(AtlassianProduct):
                 "groupname": g, "startAt": s}))
         body = {"self": link(start), "maxResults": n, "startAt": start, "total": len(us),
                 "isLast": is_last, "values": [self.user_json(req, u) for u in page]}
+        if self.server.faults.get("page_no_flags"):
+            del body["isLast"]
         if not is_last:
-            body["nextPage"] = link(start + n)
+            body["nextPage"] = link(end)
         return json_response(200, body)
 
     def add_member(self, req):
