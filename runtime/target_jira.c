@@ -5,10 +5,19 @@
 ** Quirks kept here:
 **   - accounts: GET user/list (cursor pages, maxResults 2000, inactive users
 **     included); groups: GET groups/picker (one answer, no paging; a total
-**     above what came back is an error, never a short list); members:
+**     above what came back, a server's cap, is never a short list: a listing
+**     fails with ETRUNCATED, a snapshot comes back without memberships and
+**     partial, and the caller looks the groups it needs up by name with
+**     group/member, 404 = no such group); members:
 **     GET group/member with includeInactiveUsers=true (Jira hides inactive
 **     members otherwise), offset pages of at most 50, fanned out once the
-**     first page gives the total. Members include nested-group members
+**     first page gives the total (target.c: short pages, a capped page size
+**     and a missing isLast are read as the spec allows).
+**   - expand=groups (get, check) may be ignored (the spec does not list
+**     it): no groups.items, or a size above the items, is "unknown", never
+**     "no groups" (get: partial). check takes admin rights from
+**     mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN, the groups only
+**     when that cannot be read. Members include nested-group members
 **     (Jira answers the transitive closure), so a snapshot cannot tell a
 **     direct membership from an inherited one.
 **   - add member: a 400 is success ("already a member") when reading the
@@ -30,8 +39,10 @@
 ** Request costs (A accounts, G groups, M memberships, P projects):
 **   snapshot: ceil(A/2000) user/list + 1 groups/picker
 **             + sum over groups of max(1, ceil(members/50)) group/member
-**   get: 1 (user?expand=groups); every write: 1 request; handover: one per
-**   project and component; leads: 1 + P (+1 per project listed without lead).
+**   get: 1 (user?expand=groups); every write: 1 request (an add answered
+**   400: +1 user?expand=groups, or the group's member pages when the server
+**   does not expand); find group: 1; check: 3; handover: one per project and
+**   component; leads: 1 + P (+1 per project listed without lead).
 */
 #define _GNU_SOURCE
 #include <stdio.h>
