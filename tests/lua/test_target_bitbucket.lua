@@ -185,16 +185,20 @@ test("paging: isLastPage/nextPageStart at the boundary", function(t)
   local tg <close> = new{ page_size = 3 }
   local n, pages = 0, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; n = n + #p end))
-  t:eq(n, 3); t:eq(pages, 1); t:eq(#s:requests(), 1)
+  -- counted by path: the test before abandons a more-members request when its
+  -- get of a missing user fails, and a loaded server may log it after the clear
+  t:eq(n, 3); t:eq(pages, 1); t:eq(s:distinct("GET", "/admin/users$"), 1)
   reset{ users = many(3) }
   n, pages = 0, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; n = n + #p end))
-  t:eq(n, 4); t:eq(pages, 2); t:eq(#s:requests(), 2)
-  t:match(s:requests()[2].query, "start=3")
+  t:eq(n, 4); t:eq(pages, 2); t:eq(s:distinct("GET", "/admin/users$"), 2)
+  local second = {}
+  for _, r in ipairs(s:requests()) do if r.path:find("/admin/users$") then second[#second + 1] = r end end
+  t:match(second[2].query, "start=3")
   reset{ users = many(4), groups = { "stash-users", "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
   local got = {}
   t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
-  t:eq(#got, 4); t:eq(#s:requests(), 2)
+  t:eq(#got, 4); t:eq(s:distinct("GET", "/more%-members$"), 2)
 end)
 
 

@@ -230,21 +230,25 @@ test("paging: _links.next at the boundary, disabled users included", function(t)
     pages = pages + 1
     for _, a in ipairs(p) do names[#names + 1] = a.name; if a.name == "u001" then inactive = a end end
   end))
-  t:eq(#names, 3); t:eq(pages, 1); t:eq(#s:requests(), 1)
+  -- counted by path: the test before abandons a memberof request when its
+  -- get fails, and a loaded server may log it after this test cleared the log
+  t:eq(#names, 3); t:eq(pages, 1); t:eq(s:distinct("GET", "/user/list$"), 1)
   t:eq(inactive.active, false)
   reset{ users = many(3) }
   names, pages = {}, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; for _, a in ipairs(p) do names[#names + 1] = a.name end end))
   t:eq(#names, 4)
   -- accounts read ahead: pages at start 3, 6, 9, 12 were asked once the first was full
-  t:eq(#s:requests(), 5); t:eq(pages, 2, "empty pages past the end are not delivered")
+  t:eq(s:distinct("GET", "/user/list$"), 5); t:eq(pages, 2, "empty pages past the end are not delivered")
   local starts = {}
-  for _, r in ipairs(s:requests()) do starts[#starts + 1] = r.query:match("start=(%d+)") or "0" end
+  for _, r in ipairs(s:requests()) do
+    if r.path:find("/user/list$") then starts[#starts + 1] = r.query:match("start=(%d+)") or "0" end
+  end
   t:same(sorted(starts), { "0", "12", "3", "6", "9" })
   reset{ users = many(4), groups = { "confluence-administrators", "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
   local got = {}
   t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
-  t:eq(#got, 4); t:eq(#s:requests(), 2)
+  t:eq(#got, 4); t:eq(s:distinct("GET", "/group/g/member$"), 2)
   local gs = {}
   t:ok(tg:groups(function(p) for _, g in ipairs(p) do gs[#gs + 1] = g end end))
   t:same(sorted(gs), { "confluence-administrators", "g" })
