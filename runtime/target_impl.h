@@ -60,8 +60,8 @@ struct tlister {
   int groups;        /* 1: items are groups (their "name"), 0: accounts */
   char *group;       /* MEMBERS: which group */
   tsink_fn sink;     /* NULL: emit events to the batch */
-  long long fanned;  /* PG_STARTAT / prefetch: highest start requested so far */
-  int prefetch;      /* PG_NEXTLINK / PG_BB: pages kept in flight ahead (0: one at a time) */
+  long long fanned;  /* prefetch: highest start requested so far */
+  int prefetch;      /* PG_NEXTLINK: pages kept in flight ahead (0: one at a time) */
   long long step;    /* prefetch: the page size the server applies */
   int ended;         /* prefetch: a page without a next one was seen */
   int truncated;     /* PG_ONE: the answer holds fewer items than its total */
@@ -197,7 +197,7 @@ void tjob_add_name(struct tjob *j, const char *name);
 struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, const char *path,
                             const char *items, int groups, const char *group, tsink_fn sink);
 
-/* Same, reading `prefetch` pages ahead by offset (PG_NEXTLINK, PG_BB). */
+/* Same, reading `prefetch` pages ahead by offset (PG_NEXTLINK; other styles ignore it). */
 struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev ev,
                                   const char *path, const char *items, int groups,
                                   const char *group, tsink_fn sink, int prefetch);
