@@ -34,9 +34,14 @@
 **       (inactive accounts included; email nil where the product hides it;
 **       active nil when unknown)
 **   t:groups(function(names) end)         -> true | nil, msg, code
+**       ("ETRUNCATED" when the product answered part of the groups: the
+**       callback got them, the rest must be looked up by name)
 **   t:members(group, function(page) end)  -> true | nil, msg, code (inactive included)
 **   t:get(name) -> { name=, key=, display_name=, email=, active=, groups={...}, raw=decoded }
 **                  | nil, msg, code ("ENOTFOUND" when there is no such user)
+**       groups is nil when the product's answer did not tell them (a Jira
+**       that ignores expand=groups): unknown, not "no groups"; read them
+**       with t:members of the groups that matter.
 **
 **   Writes: -> true [, note] | nil, msg, code. note is "already exists",
 **   "already a member", "not a member" or "nothing to change" when the
@@ -49,6 +54,8 @@
 **   t:add_member(group, name)          t:remove_member(group, name)
 **   t:add_members(group, {names})      -> true, results | nil, msg, code, results
 **   t:add_to_groups(name, {groups})    -> same; results[item] = {ok=, note=, message=, code=}
+**   t:group_exists(group) -> true | false | nil, msg, code   (Jira: one
+**       request; EUNSUPPORTED elsewhere, whose group listings are complete)
 **   t:leads({names}) -> { [lower(name)] = { projects={keys}, components={ids} } } (Jira)
 **   t:handover_lead{ name=, projects={}, components={}, to_project_lead=,
 **                    to_component_lead= }                    (Jira)
@@ -58,7 +65,11 @@
 **                     requests = n, time = s }  | nil, msg, code
 **     Accounts, groups and every group's members, read concurrently; each
 **     account's groups come from the member listings (unordered). Any
-**     failed page fails the snapshot. Request costs: see the product files'
+**     failed page fails the snapshot. When the product cut its groups
+**     listing short (Jira's groups/picker under a server limit) the result
+**     has groups_partial = true: `groups` holds what came, no memberships
+**     were read (every account's groups is empty), and the caller looks up
+**     the groups it needs by name with t:members (ENOTFOUND: no such group). Request costs: see the product files'
 **     headers (runtime/target_<type>.c).
 **   t:snapshot{ progress = function(done, total, what), progress_interval = 0.1 }
 **     the same, calling progress from the read loop at most once per
@@ -506,6 +517,18 @@ static int target_create_group(lua_State *L) {
 static int target_delete_group(lua_State *L) {
   return simple(L, US_TOP_DELETE_GROUP, NULL, arg_name(L, 2), NULL);
 }
+/* t:group_exists(name) -> true | false | nil, msg, code (Jira) */
+static int target_group_exists(lua_State *L) {
+  int n = simple(L, US_TOP_FIND_GROUP, NULL, arg_name(L, 2), NULL);
+  if (n == 2 && lua_toboolean(L, -2)) { /* true, note */
+    int none = !strcmp(lua_tostring(L, -1), "no such group");
+    lua_pop(L, 2);
+    lua_pushboolean(L, !none);
+    return 1;
+  }
+  return n;
+}
+
 static int target_remove_member(lua_State *L) {
   return simple(L, US_TOP_REMOVE_MEMBER, arg_name(L, 3), arg_name(L, 2), NULL);
 }
@@ -686,8 +709,10 @@ static int target_get(lua_State *L) {
     }
   } else {
     push_account(L, &ev->accounts[0]);
-    push_names(L, ev->names, ev->nnames);
-    lua_setfield(L, -2, "groups");
+    if (!ev->partial) { /* unknown groups stay nil: never "no groups" */
+      push_names(L, ev->names, ev->nnames);
+      lua_setfield(L, -2, "groups");
+    }
     if (ev->raw && us_json_push_decoded(L, ev->raw, ev->raw_len))
       lua_setfield(L, -2, "raw");
   }
@@ -859,7 +884,7 @@ static int target_snapshot(lua_State *L) {
   lt->busy++;
   submit(L, lb, &op);
   struct us_target_event *ev;
-  int ret = 0, cb_ok = 1;
+  int ret = 0, cb_ok = 1, partial = 0;
   while (cb_ok && (ev = next_event(lt, lb))) {
     if (ev->type == US_TEV_ACCOUNTS) {
       for (size_t i = 0; i < ev->naccounts; i++) {
@@ -888,6 +913,7 @@ static int target_snapshot(lua_State *L) {
       ret = ev->ok ? 0 : push_fail(L, ev);
       if (ev->ok)
         ret = -1;
+      partial = ev->partial;
       break;
     }
   }
@@ -915,6 +941,10 @@ static int target_snapshot(lua_State *L) {
   lua_setfield(L, -2, "groups");
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "complete");
+  if (partial) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "groups_partial");
+  }
   lua_pushinteger(L, (lua_Integer)(us_target_requests(lt->t) - before));
   lua_setfield(L, -2, "requests");
   lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -1249,6 +1279,7 @@ static const luaL_Reg target_methods[] = {
     {"add_members", target_add_members},
     {"add_to_groups", target_add_to_groups},
     {"remove_member", target_remove_member},
+    {"group_exists", target_group_exists},
     {"leads", target_leads},
     {"handover_lead", target_handover_lead},
     {"snapshot", target_snapshot},

@@ -520,7 +520,8 @@ static struct curl_slist *build_headers(us_http_req *h) {
   if (!(t = curl_slist_append(sl, "Expect:")))
     goto fail;
   sl = t;
-  if (h->body && !has_ctype) { /* send no Content-Type the caller did not ask for */
+  if (!has_ctype) { /* send no Content-Type the caller did not ask for (curl's
+                    ** form type on a body-less POST/PUT included) */
     if (!(t = curl_slist_append(sl, "Content-Type:")))
       goto fail;
     sl = t;

@@ -550,6 +550,7 @@ static void tjob_maybe_finish(struct tjob *j) {
     j->message = NULL;
   } else {
     ev->note = j->note;
+    ev->partial = j->partial;
     if (j->have_acc) {
       ev->accounts = malloc(sizeof *ev->accounts);
       if (ev->accounts) {
@@ -832,10 +833,13 @@ static void call_submit(struct tcall *c) {
   size_t nh = 0;
   hs[nh++] = (struct us_http_header){"Authorization", t->auth};
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
-  if (strcmp(c->method, "GET")) {
+  if (strcmp(c->method, "GET"))
     hs[nh++] = (struct us_http_header){"X-Atlassian-Token", "no-check"};
+  /* A content type only with a body: a strict server refuses a declared
+  ** type with an empty body (DELETE group/user, Bitbucket's query-parameter
+  ** creates, Confluence's PUT .../disable) with 400. */
+  if (c->body && c->body[0])
     hs[nh++] = (struct us_http_header){"Content-Type", "application/json"};
-  }
   struct us_http_request rq = {0};
   rq.method = c->method;
   rq.url = c->url;
@@ -999,9 +1003,24 @@ static void drop_calls(struct tjob *j) {
 static void lister_page(struct tcall *c, const struct us_http_response *r);
 
 /* Requests a page; continuations of a listing go to the head of the
-** target's queue, so long listings keep moving while many short ones wait. */
+** target's queue, so long listings keep moving while many short ones wait.
+** lim > 0: the page belongs to the segment of offsets below lim (items past
+** it belong to another request and are dropped); gap: it fills the rest of
+** a segment whose page came back short. */
+static void lister_next_in(struct tlister *l, const char *path, long long n, int urgent,
+                           long long lim, int gap) {
+  struct tcall *c = call_new(l->j, "GET", path, NULL, lister_page, l, n, "list", 0, urgent);
+  if (c) {
+    l->inflight++;
+    if (!l->j->failed) { /* (a refused submit has freed c already) */
+      c->lim = lim;
+      c->gap = gap;
+    }
+  }
+}
+
 static void lister_next(struct tlister *l, const char *path, long long n, int urgent) {
-  call_new(l->j, "GET", path, NULL, lister_page, l, n, "list", 0, urgent);
+  lister_next_in(l, path, n, urgent, 0, 0);
 }
 
 static char *page_url(struct tlister *l, const char *param, long long v) {
@@ -1026,9 +1045,10 @@ static void emit_page(struct tlister *l, struct us_target_account *a, size_t na,
   emit(l->j, ev);
 }
 
-/* Reads the items of a page into records and hands them to the sink. */
+/* Reads the first `max` items of a page into records and hands them to the
+** sink. *count: the items the page holds, *taken: those read. */
 static int take_items(struct tlister *l, const char *what, const struct us_http_response *r,
-                      const struct us_jval *root, size_t *count) {
+                      const struct us_jval *root, size_t max, size_t *count, size_t *taken) {
   struct tjob *j = l->j;
   struct us_jval arr, e;
   if (!us_json_get(root, l->items, &arr) || arr.type != US_J_ARRAY) {
@@ -1039,6 +1059,9 @@ static int take_items(struct tlister *l, const char *what, const struct us_http_
   while (us_json_next_elem(&arr, &pos, &e))
     n++;
   *count = n;
+  if (n > max)
+    n = max;
+  *taken = n;
   struct us_target_account *a = NULL;
   char **names = NULL;
   size_t k = 0;
@@ -1051,7 +1074,7 @@ static int take_items(struct tlister *l, const char *what, const struct us_http_
     return 0;
   }
   pos = 0;
-  while (us_json_next_elem(&arr, &pos, &e)) {
+  for (size_t i = 0; i < n && us_json_next_elem(&arr, &pos, &e); i++) {
     if (l->groups) {
       char *g = t_jstr(&e, "name");
       if (g)
@@ -1068,7 +1091,7 @@ static int take_items(struct tlister *l, const char *what, const struct us_http_
     tjob_fail(j, "ERESPONSE", r->status, "%s: %zu of %zu items lack a name", what, n - k, n);
     return 0;
   }
-  if (k == 0 && l->prefetch > 0) { /* a read-ahead page past the end */
+  if (k == 0 && (l->prefetch > 0 || l->style == PG_STARTAT)) { /* nothing to hand over */
     free(a);
     free(names);
     return 1;
@@ -1085,43 +1108,129 @@ static void lister_end(struct tlister *l) {
     l->on_end(l);
 }
 
-/* Offset listings read ahead: after the first page, `prefetch` pages are
-** kept in flight by start offset (step = the limit the server applied),
-** until a page says it is the last; pages requested past the end come
-** back empty. Costs at most prefetch - 1 extra requests per listing, and
-** only for listings longer than one page. c->n is the page's start. */
+/* The start= offset of a next link (relative or absolute); 0 when none. */
+static int link_start(const char *link, long long *out) {
+  const char *q = strchr(link, '?');
+  for (const char *p = q; p; p = strchr(p + 1, '&')) {
+    if (!strncmp(p + 1, "start=", 6)) {
+      char *end;
+      long long v = strtoll(p + 7, &end, 10);
+      if (end != p + 7 && v >= 0) {
+        *out = v;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Confluence's account listing reads ahead: after the first page,
+** `prefetch` segments of `step` offsets (step = the limit the server
+** applied) are kept in flight, each page bounded to its segment, until a
+** page says there is no more; pages past the end come back empty. The
+** spec does not promise full pages: a page that comes back short with a
+** next link inside its segment gets that link followed (within the
+** segment) until the segment is read. Costs at most prefetch - 1 extra
+** requests per listing (plus one per short page). c->n is the page's start. */
 static void prefetch_more(struct tlister *l, struct tcall *c, const struct us_http_response *r,
-                          const struct us_jval *root) {
+                          const struct us_jval *root, size_t taken) {
   struct tjob *j = l->j;
   struct us_jval v;
-  int more =
-      l->style == PG_BB ? !t_jbool(root, "isLastPage", 1) : us_json_get(root, "_links.next", &v);
-  if (!more || l->ended) {
+  char *link = t_jstr(root, "_links.next");
+  int more = link && taken > 0; /* an empty page ends the listing */
+  if (!more)
     l->ended = 1;
-    return;
-  }
-  if (c->n == 0) {
+  if (!c->gap && c->n == 0 && more) {
     if (!us_json_get(root, "limit", &v) || !us_json_int(&v, &l->step) || l->step <= 0) {
       tjob_fail(j, "ERESPONSE", r->status, "list: a page without a usable limit");
+      free(link);
       return;
     }
     for (int k = 1; k <= l->prefetch; k++) {
       char *u = page_url(l, "start", k * l->step);
       if (u)
-        lister_next(l, u, k * l->step, 1);
+        lister_next_in(l, u, k * l->step, 1, (k + 1) * l->step, 0);
       free(u);
     }
     l->fanned = l->prefetch * l->step;
-    return;
+  } else if (!c->gap && more && !l->ended) {
+    l->fanned += l->step;
+    char *u = page_url(l, "start", l->fanned);
+    if (u)
+      lister_next_in(l, u, l->fanned, 1, l->fanned + l->step, 0);
+    free(u);
   }
-  l->fanned += l->step;
-  char *u = page_url(l, "start", l->fanned);
-  if (u)
-    lister_next(l, u, l->fanned, 1);
-  free(u);
+  long long seg_end = c->lim > 0 ? c->lim : l->step, ns;
+  if (more && seg_end > 0 && link_start(link, &ns) && ns > c->n && ns < seg_end) {
+    char *u = t_rel_path(j->t, link); /* the server's own link, within the segment */
+    if (u)
+      lister_next_in(l, u, ns, 1, seg_end, 1);
+    else
+      tjob_fail(j, US_HTTP_ENOMEM, 0, "list: out of memory");
+    free(u);
+  }
+  free(link);
 }
 
+/* Offset pages (Jira startAt/maxResults/total/isLast). The first page
+** gives the page size the server applies (maxResults, else the items it
+** holds) and the total: the other pages are requested at once as segments
+** of that size, the last segment unbounded (a set that grew is read on).
+** The spec promises neither full pages nor the flag: a page's end is its
+** start plus the items it holds; isLast, else the total, else an empty
+** page says the listing is over; a short page is followed by a page at
+** its end, within its segment. */
+static char *startat_next(struct tlister *l, struct tcall *c, const struct us_http_response *r,
+                          const struct us_jval *root, size_t count, size_t taken,
+                          long long *next_n, long long *next_lim, const char *what) {
+  struct tjob *j = l->j;
+  struct us_jval v;
+  long long start = c->n, max = 0, total = -1, lim = c->lim;
+  if (us_json_get(root, "maxResults", &v))
+    us_json_int(&v, &max);
+  if (us_json_get(root, "total", &v))
+    us_json_int(&v, &total);
+  int last = t_jbool(root, "isLast", -1);
+  if (last == -1)
+    last = total >= 0 ? start + (long long)count >= total : count == 0;
+  if (start == 0 && !c->gap && !last) {
+    long long step = max > 0 ? max : (long long)count;
+    if (total > 0 && step > 0 && step < total) {
+      for (long long s = step; s < total; s += step) {
+        char *u = page_url(l, "startAt", s);
+        if (u)
+          lister_next_in(l, u, s, 1, s + step < total ? s + step : 0, 0);
+        free(u);
+      }
+      lim = step; /* this page's own segment */
+    }
+  }
+  if (last)
+    return NULL;
+  if (count == 0) {
+    tjob_fail(j, "ERESPONSE", r->status, "%s: isLast is false on an empty page", what);
+    return NULL;
+  }
+  long long nx = start + (long long)taken;
+  if (lim > 0 && nx >= lim)
+    return NULL; /* the segment is read; the next one has its own request */
+  *next_n = nx;
+  *next_lim = lim;
+  return page_url(l, "startAt", nx);
+}
+
+/* A page arrived: read it; the listing ends when no page of it is left in
+** flight (fanned-out and read-ahead pages included). */
+static void lister_page_read(struct tcall *c, const struct us_http_response *r);
 static void lister_page(struct tcall *c, const struct us_http_response *r) {
+  struct tlister *l = c->p;
+  l->inflight--;
+  lister_page_read(c, r);
+  if (!l->j->failed && l->inflight == 0)
+    lister_end(l);
+}
+
+static void lister_page_read(struct tcall *c, const struct us_http_response *r) {
   struct tlister *l = c->p;
   struct tjob *j = l->j;
   char what[300];
@@ -1131,28 +1240,48 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
                                     : "list members of ",
            l->group ? l->group : "", c->n ? " (next page)" : "");
   struct us_jval root, v;
-  size_t count = 0;
-  if (!t_json_ok(j, what, r, &root) || !take_items(l, what, r, &root, &count))
+  size_t count = 0, taken = 0;
+  if (!t_json_ok(j, what, r, &root))
     return;
-  if (l->prefetch > 0 && (l->style == PG_NEXTLINK || l->style == PG_BB)) {
-    prefetch_more(l, c, r, &root);
+  long long ptotal = -1, have = 0;
+  if (l->style == PG_ONE && us_json_get(&root, "total", &v) && us_json_int(&v, &ptotal) &&
+      us_json_get(&root, l->items, &v) && v.type == US_J_ARRAY) {
+    size_t pos = 0;
+    struct us_jval e;
+    while (us_json_next_elem(&v, &pos, &e))
+      have++;
+    l->truncated = ptotal > have; /* known before the sink sees the page */
+  }
+  size_t max = c->lim > c->n ? (size_t)(c->lim - c->n) : (size_t)-1;
+  if (!take_items(l, what, r, &root, max, &count, &taken))
+    return;
+  if (l->prefetch > 0 && l->style == PG_NEXTLINK) {
+    prefetch_more(l, c, r, &root, taken);
     return;
   }
   char *next = NULL;
-  long long nv, next_n = c->n + 1;
+  long long nv, next_n = c->n + 1, next_lim = 0;
   switch (l->style) {
-  case PG_ONE: {
-    long long total;
-    if (us_json_get(&root, "total", &v) && us_json_int(&v, &total) && total > (long long)count)
-      tjob_fail(j, "ERESPONSE", r->status, "%s: the answer holds %zu of %lld groups", what, count,
-                total);
+  case PG_ONE:
+    /* A server may cap the answer below what was asked (and below the
+    ** total): never a silently short list. A snapshot goes on without the
+    ** groups' memberships (j->partial: the caller looks up the groups it
+    ** needs by name); a plain listing fails with ETRUNCATED after its page. */
+    if (l->truncated && j->kind != US_TOP_SNAPSHOT)
+      tjob_fail(j, "ETRUNCATED", r->status,
+                "%s: the server answered %zu of %lld groups (its limit); look groups up by name",
+                what, count, ptotal);
     break;
-  }
   case PG_CURSOR: {
-    if (t_jbool(&root, "isLast", 1))
-      break;
-    char *cur = t_jstr(&root, "nextCursor"), *enc = cur ? t_enc(cur) : NULL;
-    if (!enc)
+    /* isLast, else the presence of a cursor, says whether more follow */
+    char *cur = t_jstr(&root, "nextCursor");
+    int last = t_jbool(&root, "isLast", -1);
+    if (last == -1)
+      last = cur == NULL;
+    char *enc = !last && cur ? t_enc(cur) : NULL;
+    if (last)
+      ;
+    else if (!enc)
       tjob_fail(j, "ERESPONSE", r->status, "%s: isLast is false but there is no nextCursor", what);
     else
       next = t_fmt("%s%scursor=%s", l->path, strchr(l->path, '?') ? "&" : "?", enc);
@@ -1160,35 +1289,11 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
     free(enc);
     break;
   }
-  case PG_STARTAT: {
-    long long start = c->n, max = 0, total = -1;
-    if (t_jbool(&root, "isLast", 1))
-      break;
-    if (us_json_get(&root, "maxResults", &v))
-      us_json_int(&v, &max);
-    if (us_json_get(&root, "total", &v))
-      us_json_int(&v, &total);
-    if (max <= 0 || count == 0) {
-      tjob_fail(j, "ERESPONSE", r->status, "%s: isLast is false on an empty page", what);
-      break;
-    }
-    if (start == 0 && total > 0) /* fan out every page the total announces */
-      for (long long s = max; s < total; s += max) {
-        char *u = page_url(l, "startAt", s);
-        if (u)
-          lister_next(l, u, s, 1);
-        free(u);
-        l->fanned = s;
-      }
-    if (start >= l->fanned) { /* the set grew while we listed: chain on */
-      l->fanned = start + max;
-      next = page_url(l, "startAt", start + max);
-      next_n = start + max;
-    }
+  case PG_STARTAT:
+    next = startat_next(l, c, r, &root, count, taken, &next_n, &next_lim, what);
     break;
-  }
   case PG_NEXTLINK: {
-    char *rel = t_jstr(&root, "_links.next");
+    char *rel = count ? t_jstr(&root, "_links.next") : NULL; /* an empty page ends it */
     if (rel) {
       next = t_rel_path(j->t, rel);
       free(rel);
@@ -1198,9 +1303,14 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
     break;
   }
   case PG_BB: {
-    if (t_jbool(&root, "isLastPage", 1))
+    /* isLastPage, else the presence of nextPageStart, says whether more follow */
+    int has = us_json_get(&root, "nextPageStart", &v) && us_json_int(&v, &nv);
+    int last = t_jbool(&root, "isLastPage", -1);
+    if (last == -1)
+      last = !has;
+    if (last)
       break;
-    if (!us_json_get(&root, "nextPageStart", &v) || !us_json_int(&v, &nv) || nv <= c->n) {
+    if (!has || nv <= c->n) {
       tjob_fail(j, "ERESPONSE", r->status, "%s: isLastPage is false without a usable nextPageStart",
                 what);
       break;
@@ -1211,10 +1321,8 @@ static void lister_page(struct tcall *c, const struct us_http_response *r) {
   }
   }
   if (next) {
-    lister_next(l, next, next_n, 1);
+    lister_next_in(l, next, next_n, 1, next_lim, next_lim > 0);
     free(next);
-  } else if (!j->failed && l->style != PG_STARTAT) {
-    lister_end(l);
   }
 }
 
@@ -1262,7 +1370,9 @@ static void snapshot_groups(struct tlister *l, struct us_target_account *a, size
                             size_t nn) {
   (void)a, (void)na;
   struct tjob *j = l->j;
-  for (size_t i = 0; i < nn && !j->failed; i++)
+  if (l->truncated) /* part of the groups only: no memberships at all (US_TOP_SNAPSHOT) */
+    j->partial = 1;
+  for (size_t i = 0; i < nn && !j->failed && !l->truncated; i++)
     j->t->vt->list(j, US_TEV_MEMBERS, names[i], NULL);
   emit_page(l, NULL, 0, names, nn);
 }
@@ -1326,6 +1436,7 @@ static void job_free(struct tjob *j) {
   free(j->whoami);
   free(j->detail);
   free(j->item_done);
+  free_strv(j->item_msg, j->item_msg ? j->nlist : 0);
   while (j->listers) {
     struct tlister *l = j->listers;
     j->listers = l->next;

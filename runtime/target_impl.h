@@ -32,6 +32,8 @@ struct tcall {
   long long n;               /* handler data (an offset, an index) */
   char *what;                /* for messages: "list accounts", "add alice to g" */
   double not_before;         /* monotonic seconds: hold the request until then */
+  long long lim;             /* listing page: its segment ends at this offset (0: none) */
+  int gap;                   /* listing page: fills the rest of a short page's segment */
   struct tcall *prev, *next; /* every call of the target */
   struct tcall *qnext;       /* target's queue of calls waiting for a slot */
 };
@@ -58,11 +60,14 @@ struct tlister {
   int groups;        /* 1: items are groups (their "name"), 0: accounts */
   char *group;       /* MEMBERS: which group */
   tsink_fn sink;     /* NULL: emit events to the batch */
-  long long fanned;  /* PG_STARTAT / prefetch: highest start requested so far */
-  int prefetch;      /* PG_NEXTLINK / PG_BB: pages kept in flight ahead (0: one at a time) */
+  long long fanned;  /* prefetch: highest start requested so far */
+  int prefetch;      /* PG_NEXTLINK: pages kept in flight ahead (0: one at a time) */
   long long step;    /* prefetch: the page size the server applies */
   int ended;         /* prefetch: a page without a next one was seen */
+  int truncated;     /* PG_ONE: the answer holds fewer items than its total */
   void (*on_end)(struct tlister *l); /* optional: the listing read its last page */
+  int inflight;      /* pages requested and not handled yet (0 after the last: on_end) */
+  long long n;       /* for the sink's owner (an item index, ...) */
   struct tlister *next;
 };
 
@@ -91,10 +96,12 @@ struct tjob {
   size_t raw_len;
   int reachable, admin;
   char *product, *version, *whoami, *detail;
+  int partial; /* see us_target_event.partial */
   /* product scratch */
   long long n1, n2;
   double t0;
   unsigned char *item_done; /* per-item DONE already emitted */
+  char **item_msg;          /* per-item scratch message (NULL or nlist entries) */
   struct tlister *listers;
   struct tjob *next; /* in the batch */
 };
@@ -190,7 +197,7 @@ void tjob_add_name(struct tjob *j, const char *name);
 struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, const char *path,
                             const char *items, int groups, const char *group, tsink_fn sink);
 
-/* Same, reading `prefetch` pages ahead by offset (PG_NEXTLINK, PG_BB). */
+/* Same, reading `prefetch` pages ahead by offset (PG_NEXTLINK; other styles ignore it). */
 struct tlister *tlist_start_ahead(struct tjob *j, enum tpage style, enum us_tev ev,
                                   const char *path, const char *items, int groups,
                                   const char *group, tsink_fn sink, int prefetch);

@@ -5,13 +5,25 @@
 ** Quirks kept here:
 **   - accounts: GET user/list (cursor pages, maxResults 2000, inactive users
 **     included); groups: GET groups/picker (one answer, no paging; a total
-**     above what came back is an error, never a short list); members:
+**     above what came back, a server's cap, is never a short list: a listing
+**     fails with ETRUNCATED, a snapshot comes back without memberships and
+**     partial, and the caller looks the groups it needs up by name with
+**     group/member, 404 = no such group); members:
 **     GET group/member with includeInactiveUsers=true (Jira hides inactive
 **     members otherwise), offset pages of at most 50, fanned out once the
-**     first page gives the total. Members include nested-group members
+**     first page gives the total (target.c: short pages, a capped page size
+**     and a missing isLast are read as the spec allows).
+**   - expand=groups (get, check) may be ignored (the spec does not list
+**     it): no groups.items, or a size above the items, is "unknown", never
+**     "no groups" (get: partial). check takes admin rights from
+**     mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN, the groups only
+**     when that cannot be read. Members include nested-group members
 **     (Jira answers the transitive closure), so a snapshot cannot tell a
 **     direct membership from an inherited one.
-**   - add member: 400 "already a member" is success ("already a member");
+**   - add member: a 400 is success ("already a member") when reading the
+**     membership shows the user in the group (the user's expand=groups, or
+**     the group's members when the server does not expand), whatever the
+**     400 says; otherwise the 400 stands (EINVALID);
 **     remove member: 404 (10.x) or 400 (older) "not a member" is success
 **     ("not a member"); a 404 saying the user is "not a direct member"
 **     (the membership is inherited from a nested group) is a failure,
@@ -27,8 +39,10 @@
 ** Request costs (A accounts, G groups, M memberships, P projects):
 **   snapshot: ceil(A/2000) user/list + 1 groups/picker
 **             + sum over groups of max(1, ceil(members/50)) group/member
-**   get: 1 (user?expand=groups); every write: 1 request; handover: one per
-**   project and component; leads: 1 + P (+1 per project listed without lead).
+**   get: 1 (user?expand=groups); every write: 1 request (an add answered
+**   400: +1 user?expand=groups, or the group's member pages when the server
+**   does not expand); find group: 1; check: 3; handover: one per project and
+**   component; leads: 1 + P (+1 per project listed without lead).
 */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -41,13 +55,14 @@
 
 static const struct tquirk q_create[] = {{400, "already exists", "already exists", NULL},
                                          {-1, NULL, NULL, NULL}};
-static const struct tquirk q_add[] = {{400, "already a member", "already a member", NULL},
-                                      {-1, NULL, NULL, NULL}};
 static const struct tquirk q_remove[] = {{404, "not a direct member", NULL, "EINHERITED"},
                                          {404, "not a member", "not a member", NULL},
                                          {400, "not a member", "not a member", NULL},
                                          {-1, NULL, NULL, NULL}};
 static const struct tquirk q_lead[] = {{400, "lead", NULL, "ELEAD"}, {-1, NULL, NULL, NULL}};
+/* group/member: 404 "if the specified group does not exist" (the spec) */
+static const struct tquirk q_nogroup[] = {{404, NULL, "no such group", NULL},
+                                          {-1, NULL, NULL, NULL}};
 
 static int jira_account(const struct us_jval *item, struct us_target_account *a) {
   memset(a, 0, sizeof *a);
@@ -110,9 +125,37 @@ static char *user_path(const char *name) {
   return p;
 }
 
+/* The group names of a UserBean's "groups" (expand=groups) added to j's
+** names. Returns 1 when they are all there, 0 when the answer does not tell:
+** no "groups" or no "items" (a server may ignore expand; the spec does not
+** even list it), or a "size" above the items given (not expanded: Jira then
+** sends "items": [] with the real size; or cut short). Unknown is never
+** "no groups". */
+static int user_groups(struct tjob *j, const struct us_jval *user) {
+  struct us_jval items, e, sz;
+  long long size = -1, n = 0;
+  if (!us_json_get(user, "groups.items", &items) || items.type != US_J_ARRAY)
+    return 0;
+  if (us_json_get(user, "groups.size", &sz) && !us_json_int(&sz, &size))
+    size = -1;
+  size_t pos = 0;
+  while (us_json_next_elem(&items, &pos, &e))
+    n++;
+  if (size > n)
+    return 0;
+  pos = 0;
+  while (us_json_next_elem(&items, &pos, &e)) {
+    char *g = t_jstr(&e, "name");
+    if (g)
+      tjob_add_name(j, g);
+    free(g);
+  }
+  return 1;
+}
+
 static void on_get(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  struct us_jval root, items, e;
+  struct us_jval root;
   if (!t_json_ok(j, c->what, r, &root))
     return;
   if (jira_account(&root, &j->acc)) {
@@ -120,14 +163,8 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
     return;
   }
   j->have_acc = 1;
-  size_t pos = 0;
-  if (us_json_get(&root, "groups.items", &items))
-    while (us_json_next_elem(&items, &pos, &e)) {
-      char *g = t_jstr(&e, "name");
-      if (g)
-        tjob_add_name(j, g);
-      free(g);
-    }
+  if (!user_groups(j, &root))
+    j->partial = 1; /* the caller reads the memberships another way */
   j->raw = malloc(r->body_len + 1);
   if (j->raw) {
     memcpy(j->raw, r->body, r->body_len + 1);
@@ -137,16 +174,102 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
 
 /* ---- membership (one request per item) ---- */
 
-static void on_item(struct tcall *c, const struct us_http_response *r) {
+/* Item i of an add: the group and the user. */
+static const char *add_group(const struct tjob *j, size_t i) {
+  return j->kind == US_TOP_ADD_MEMBERS ? (j->group ? j->group : "") : j->list[i];
+}
+static const char *add_user(const struct tjob *j, size_t i) {
+  return j->kind == US_TOP_ADD_MEMBERS ? j->list[i] : (j->name ? j->name : "");
+}
+
+/* "Already a member" is decided by reading the membership, never by the
+** words of the 400 (the spec's 400 covers an empty group name, never sent,
+** and "the user already belongs to the group" in any wording): the user's
+** groups (expand=groups), or, when the server does not tell them, the
+** group's members (nested ones included, as Jira's 400 counts them). A
+** member: success, "already a member"; otherwise the 400 stands. */
+static void add_refused(struct tjob *j, size_t i) {
+  tjob_item_done(j, i, 0, NULL, 400, "EINVALID", j->item_msg ? j->item_msg[i] : NULL);
+}
+
+static void verify_sink(struct tlister *l, struct us_target_account *a, size_t na, char **names,
+                        size_t nn) {
+  (void)names, (void)nn;
+  struct tjob *j = l->j;
+  size_t i = (size_t)l->n;
+  for (size_t k = 0; k < na; k++) {
+    if (t_streq_ci(a[k].name, add_user(j, i)))
+      tjob_item_done(j, i, 1, "already a member", 400, NULL, NULL);
+    t_account_free(&a[k]);
+  }
+  free(a);
+}
+
+static void verify_end(struct tlister *l) { add_refused(l->j, (size_t)l->n); }
+
+static struct tlister *jira_list(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink);
+static int user_groups(struct tjob *j, const struct us_jval *user);
+
+static void on_verify_user(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  t_item_done(j, (size_t)c->n, c->what, r, j->kind == US_TOP_REMOVE_MEMBER ? q_remove : q_add);
+  size_t i = (size_t)c->n, before = j->nnames;
+  struct us_jval root;
+  if (r->code || r->status < 200 || r->status >= 300 || !us_json_parse(r->body, r->body_len, &root)) {
+    add_refused(j, i);
+    return;
+  }
+  if (user_groups(j, &root)) {
+    int member = 0;
+    for (size_t k = before; k < j->nnames; k++) {
+      member = member || t_streq_ci(j->names[k], add_group(j, i));
+      free(j->names[k]);
+    }
+    j->nnames = before;
+    if (member)
+      tjob_item_done(j, i, 1, "already a member", 400, NULL, NULL);
+    else
+      add_refused(j, i);
+    return;
+  }
+  struct tlister *l = jira_list(j, US_TEV_MEMBERS, add_group(j, i), verify_sink);
+  if (l) {
+    l->n = (long long)i;
+    l->on_end = verify_end;
+  }
+}
+
+static void on_add(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  size_t i = (size_t)c->n;
+  if (r->code || r->status != 400) {
+    t_item_done(j, i, c->what, r, NULL);
+    return;
+  }
+  const char *code = NULL;
+  char *msg = t_http_error(j->t, c->what, r, &code);
+  if (!j->item_msg)
+    j->item_msg = calloc(j->nlist ? j->nlist : 1, sizeof *j->item_msg);
+  char *u = t_enc(add_user(j, i));
+  char *path = u ? t_fmt(API "/user?username=%s&expand=groups", u) : NULL;
+  char *what = t_fmt("read the groups of %s", add_user(j, i));
+  if (!j->item_msg || !msg || !path || !what) {
+    tjob_item_done(j, i, 0, NULL, 400, "EINVALID", msg);
+    free(msg);
+  } else {
+    free(j->item_msg[i]);
+    j->item_msg[i] = msg;
+    tcall_start(j, "GET", path, NULL, on_verify_user, NULL, (long long)i, what);
+  }
+  free(u);
+  free(path);
+  free(what);
 }
 
 static void add_one(struct tjob *j, const char *group, const char *user, size_t i) {
   char *g = t_enc(group), *path = g ? t_fmt(API "/group/user?groupname=%s", g) : NULL;
   char *body = t_jobj("name", user, NULL), *what = t_fmt("add %s to %s", user, group);
   if (path && body && what)
-    tcall_start(j, "POST", path, body, on_item, NULL, (long long)i, what);
+    tcall_start(j, "POST", path, body, on_add, NULL, (long long)i, what);
   else
     tjob_item_done(j, i, 0, NULL, 0, US_HTTP_ENOMEM, "out of memory");
   free(g);
@@ -248,27 +371,76 @@ static void on_server_info(struct tcall *c, const struct us_http_response *r) {
   j->version = t_jstr(&root, "version");
 }
 
+/* Admin rights come from two answers, whichever order they arrive in:
+** j->n1 from mypermissions (the global permissions ADMINISTER and
+** SYSTEM_ADMIN: what the spec offers, and what Jira checks), j->n2 from the
+** groups of myself?expand=groups (a fallback: only when mypermissions could
+** not tell). 0 not answered yet, 1 no, 2 yes, 3 the answer does not say. */
+enum { ADM_WAIT, ADM_NO, ADM_YES, ADM_UNKNOWN };
+
+static void admin_decide(struct tjob *j) {
+  free(j->detail);
+  j->detail = NULL;
+  if (j->n1 == ADM_YES || j->n1 == ADM_NO) {
+    j->admin = j->n1 == ADM_YES;
+    j->detail = strdup(j->admin ? "global permission ADMINISTER or SYSTEM_ADMIN"
+                                : "no ADMINISTER or SYSTEM_ADMIN global permission");
+  } else if (j->n1 == ADM_UNKNOWN && (j->n2 == ADM_YES || j->n2 == ADM_NO)) {
+    j->admin = j->n2 == ADM_YES;
+    j->detail = strdup(j->admin ? "member of jira-administrators or jira-system-administrators "
+                                  "(global permissions not readable)"
+                                : "not a member of jira-administrators or "
+                                  "jira-system-administrators (global permissions not readable)");
+  } else if (j->n1 == ADM_UNKNOWN && j->n2 == ADM_UNKNOWN) {
+    j->admin = -1;
+    j->detail = strdup("admin rights unknown: neither the global permissions nor the groups "
+                       "of the account could be read");
+  }
+}
+
 static void on_myself(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
-  struct us_jval root, items, e;
+  struct us_jval root;
   if (!t_json_ok(j, c->what, r, &root))
     return;
   j->whoami = t_jstr(&root, "name");
-  j->admin = 0;
-  size_t pos = 0;
-  if (us_json_get(&root, "groups.items", &items))
-    while (us_json_next_elem(&items, &pos, &e)) {
-      char *g = t_jstr(&e, "name");
-      if (g &&
-          (t_streq_ci(g, "jira-administrators") || t_streq_ci(g, "jira-system-administrators"))) {
-        j->admin = 1;
-        free(j->detail);
-        j->detail = t_fmt("member of %s", g);
-      }
-      free(g);
-    }
-  if (!j->admin)
-    j->detail = strdup("not a member of jira-administrators or jira-system-administrators");
+  size_t before = j->nnames;
+  if (!user_groups(j, &root)) {
+    j->n2 = ADM_UNKNOWN;
+  } else {
+    j->n2 = ADM_NO;
+    for (size_t i = before; i < j->nnames; i++)
+      if (t_streq_ci(j->names[i], "jira-administrators") ||
+          t_streq_ci(j->names[i], "jira-system-administrators"))
+        j->n2 = ADM_YES;
+  }
+  admin_decide(j);
+}
+
+/* 1 yes, 0 no, -1 not in the answer (or no havePermission). */
+static int have_permission(const struct us_jval *root, const char *key) {
+  char path[64];
+  struct us_jval v;
+  int b;
+  snprintf(path, sizeof path, "permissions.%s.havePermission", key);
+  if (!us_json_get(root, path, &v) || !us_json_bool(&v, &b))
+    return -1;
+  return b;
+}
+
+static void on_mypermissions(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  struct us_jval root;
+  j->n1 = ADM_UNKNOWN; /* an error here leaves it to the groups, it fails nothing */
+  if (!r->code && r->status >= 200 && r->status < 300 &&
+      us_json_parse(r->body, r->body_len, &root)) {
+    int a = have_permission(&root, "ADMINISTER"), s = have_permission(&root, "SYSTEM_ADMIN");
+    if (a == 1 || s == 1)
+      j->n1 = ADM_YES;
+    else if (a == 0 || s == 0)
+      j->n1 = ADM_NO;
+  }
+  admin_decide(j);
 }
 
 /* ---- dispatch ---- */
@@ -373,9 +545,19 @@ static void jira_start(struct tjob *j) {
       free(k);
     }
     break;
+  case US_TOP_FIND_GROUP: {
+    char *g = t_enc(j->group ? j->group : "");
+    snprintf(what, sizeof what, "find group %s", j->group ? j->group : "");
+    write1(j, "GET", g ? t_fmt(API "/group/member?groupname=%s&maxResults=1", g) : NULL, NULL,
+           q_nogroup, what);
+    free(g);
+    break;
+  }
   case US_TOP_CHECK:
     tcall_start(j, "GET", API "/serverInfo", NULL, on_server_info, NULL, 0, "server info");
     tcall_start(j, "GET", API "/myself?expand=groups", NULL, on_myself, NULL, 0, "who am I");
+    tcall_start(j, "GET", API "/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN", NULL,
+                on_mypermissions, NULL, 0, "global permissions");
     break;
   default:
     tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);

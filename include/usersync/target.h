@@ -41,6 +41,9 @@
 **                Confluence rename, leads outside Jira); no request is made
 **   ERESPONSE    a body that should be JSON is not (HTML error page, garbage),
 **                or is JSON of an unexpected shape
+**   ETRUNCATED   a listing the product cut short (Jira's groups/picker answers
+**                fewer groups than its total): what came was delivered, the rest
+**                must be looked up by name
 **   ETIMEOUT_TASK Confluence long task not finished within its polling budget
 **   ETASK_FAILED Confluence long task finished unsuccessfully (its message)
 **   EHTTP        any other HTTP status (5xx, 405, ...)
@@ -94,8 +97,13 @@ enum us_top {
   US_TOP_LEADS,             /* list of user names; events: LEAD; Jira only */
   US_TOP_HANDOVER_LEAD,     /* name, list = project keys, list2 = component ids,
                                to = project lead, to2 = component lead; Jira only */
-  US_TOP_SNAPSHOT,          /* events: ACCOUNTS, GROUPS, MEMBERS pages */
-  US_TOP_CHECK              /* DONE carries the check fields */
+  US_TOP_SNAPSHOT,          /* events: ACCOUNTS, GROUPS, MEMBERS pages; when the product
+                               cut its groups listing short (Jira's groups/picker under
+                               a server limit) DONE has partial = 1, the GROUPS pages hold
+                               only the groups it gave and no MEMBERS pages come */
+  US_TOP_CHECK,             /* DONE carries the check fields */
+  US_TOP_FIND_GROUP         /* group; DONE ok, note "no such group" when it does not exist;
+                               Jira only (1 request: group/member?maxResults=1) */
 };
 
 struct us_target_op {
@@ -128,6 +136,9 @@ struct us_target_event {
   size_t naccounts;
   char **names; /* GROUPS: group names; DONE of GET_ACCOUNT: its groups */
   size_t nnames;
+  int partial; /* DONE of GET_ACCOUNT: 1 when the product did not tell the account's
+               ** groups (names is then empty: unknown, not none); DONE of SNAPSHOT:
+               ** 1 when the groups listing was cut short (see US_TOP_SNAPSHOT) */
   char *item;       /* ADD_MEMBERS/ADD_TO_GROUPS DONE: the name or group; LEAD: key or id */
   int is_component; /* LEAD: 1 component (item = id), 0 project (item = key) */
   char *raw;        /* DONE of GET_ACCOUNT: the account's JSON body */

@@ -118,13 +118,14 @@ test("invalid UTF-8 subject is EUTF8, not a crash", function(t)
   t:raises(function() for _ in rx:gmatch("\xff") do end end, "UTF%-8")
 end)
 
+-- The match limit is what ends the search: the error code says it was hit (an
+-- exponential search would never return). How long it takes is for benchmarks:
+-- under valgrind these two calls take over 10 s of CPU.
 test("catastrophic backtracking ends with EREGEX_LIMIT", function(t)
-  local t0 = os.clock()
   local ok, msg, code = re.test(string.rep("a", 5000) .. "!", "^(\\w+\\s?)*$")
   t:eq(ok, nil); t:contains(msg, "limit"); t:eq(code, "EREGEX_LIMIT")
   ok, msg, code = re.gsub(string.rep("a", 40) .. "!", "(a+)+$", "x")
   t:eq(ok, nil); t:eq(code, "EREGEX_LIMIT")
-  t:ok(os.clock() - t0 < 10, "returns promptly")
 end)
 
 test("long subjects with backtracking groups still match", function(t)

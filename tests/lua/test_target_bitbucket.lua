@@ -185,16 +185,68 @@ test("paging: isLastPage/nextPageStart at the boundary", function(t)
   local tg <close> = new{ page_size = 3 }
   local n, pages = 0, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; n = n + #p end))
-  t:eq(n, 3); t:eq(pages, 1); t:eq(#s:requests(), 1)
+  -- counted by path: the test before abandons a more-members request when its
+  -- get of a missing user fails, and a loaded server may log it after the clear
+  t:eq(n, 3); t:eq(pages, 1); t:eq(s:distinct("GET", "/admin/users$"), 1)
   reset{ users = many(3) }
   n, pages = 0, 0
   t:ok(tg:accounts(function(p) pages = pages + 1; n = n + #p end))
-  t:eq(n, 4); t:eq(pages, 2); t:eq(#s:requests(), 2)
-  t:match(s:requests()[2].query, "start=3")
+  t:eq(n, 4); t:eq(pages, 2); t:eq(s:distinct("GET", "/admin/users$"), 2)
+  local second = {}
+  for _, r in ipairs(s:requests()) do if r.path:find("/admin/users$") then second[#second + 1] = r end end
+  t:match(second[2].query, "start=3")
   reset{ users = many(4), groups = { "stash-users", "g" }, members = { g = { "u001", "u002", "u003", "u004" } } }
   local got = {}
   t:ok(tg:members("g", function(p) for _, a in ipairs(p) do got[#got + 1] = a.name end end))
-  t:eq(#got, 4); t:eq(#s:requests(), 2)
+  t:eq(#got, 4); t:eq(s:distinct("GET", "/more%-members$"), 2)
+end)
+
+
+-- Paging as the spec allows it, not only as this simulator pages by default:
+-- a server that caps the page size lower than asked, pages that are not the
+-- last with fewer items than the page size, an exactly full last page followed
+-- by an empty one, no last-page flag. Every listing must come back whole, each
+-- item once, for a list of an exact multiple of the page size and one over.
+local PAGING = {
+  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
+  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
+  { page_lazy_last = true, page_no_flags = true },
+}
+
+local function fault_name(f)
+  local k = {}
+  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
+  table.sort(k)
+  return #k > 0 and table.concat(k, ",") or "defaults"
+end
+
+local function collect(fn)
+  local got = {}
+  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
+  return ok, msg, sorted(got)
+end
+
+test("paging: every spec reading of start/limit/isLastPage/nextPageStart", function(t)
+  for _, n in ipairs{ 6, 7 } do
+    local us, names = many(n - 1), {}
+    for _, u in ipairs(us) do names[#names + 1] = u.name end
+    reset{ users = us, groups = { "stash-users", "g" }, members = { g = names } }
+    local all = { "admin" }
+    for _, x in ipairs(names) do all[#all + 1] = x end
+    sorted(all)
+    local tg <close> = new{ page_size = 3 }
+    for _, f in ipairs(PAGING) do
+      local label = ("%d items, %s"):format(n, fault_name(f))
+      s:faults(f)
+      local ok, msg, got = collect(function(cb) return tg:accounts(cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, all, "accounts, " .. label)
+      ok, msg, got = collect(function(cb) return tg:members("g", cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, sorted(names), "members, " .. label)
+      local a = tg:get(names[#names])
+      t:ok(a and a.name == names[#names], "get through a paged filter, " .. label)
+      s:faults{}
+    end
+  end
 end)
 
 test("snapshot: request count and shape", function(t)
@@ -207,10 +259,10 @@ test("snapshot: request count and shape", function(t)
   for _, a in ipairs(snap.accounts) do by[a.name] = a end
   t:same(sorted(by.u004.groups), { "g1", "g2" }); t:same(by.admin.groups, {})
   -- users 5/3 = 2, groups 4/3 = 2, members: g1 2, g2 1, g3 1, stash-users 1
-  -- what Bitbucket served; the client's count also has any attempt retried
-  -- after a dropped keep-alive connection (seen on a loaded machine)
-  t:eq(#s:requests(), 2 + 2 + 2 + 1 + 1 + 1)
-  t:ok(snap.requests >= #s:requests() and snap.requests <= #s:requests() + 1, "requests: " .. snap.requests)
+  -- what Bitbucket served, each distinct request once (a GET retried after a
+  -- dropped keep-alive connection on a loaded machine is the same request)
+  t:eq(s:distinct("GET", "^/rest/api/1.0/admin/"), 2 + 2 + 2 + 1 + 1 + 1)
+  t:ok(snap.requests >= 9, "the client counts every request it made: " .. snap.requests)
 end)
 
 test("apply: add_member ops of one group go out as one bulk request", function(t)
@@ -255,7 +307,8 @@ test("429 after the engine's retries ran out is ERATELIMIT", function(t)
   reset{ groups = { "stash-users", "g" } }
   local hc0 <close> = http.client{ retries = 0 }
   local tg <close> = target.new(hc0, { type = "bitbucket", url = s.url, user = "admin", password = "admin" })
-  s:faults{ rate_limit_per_min = 60, rate_limit_burst = 1 }
+  -- one token a minute: the second request finds the bucket empty however slow the machine
+  s:faults{ rate_limit_per_min = 1, rate_limit_burst = 1 }
   local r = tg:apply({ { kind = "create_group", group = "a" }, { kind = "create_group", group = "b" } })
   s:faults{}
   t:eq(r.ok, 1); t:eq(r.failed, 1)

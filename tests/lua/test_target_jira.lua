@@ -230,10 +230,10 @@ test("snapshot: shape, groups per account, request count", function(t)
   t:same(by.u005, { name = "u005", key = by.u005.key, display_name = "U005",
                     email = "u005@example.com", active = false, groups = { "g2" } })
   -- user/list: 6 accounts / 3 = 2 pages; picker 1; members: g1 4/3 = 2, g2 1, empty 1, admins 1
-  -- what the server served; the client's count also has any attempt retried
-  -- after a dropped keep-alive connection (seen on a loaded machine)
-  t:eq(#s:requests(), 2 + 1 + 2 + 1 + 1 + 1)
-  t:ok(snap.requests >= #s:requests() and snap.requests <= #s:requests() + 1, "requests: " .. snap.requests)
+  -- what the server served, each distinct request once (a GET retried after a
+  -- dropped keep-alive connection on a loaded machine is the same request)
+  t:eq(s:distinct("GET", "^/rest/api/2/"), 2 + 1 + 2 + 1 + 1 + 1)
+  t:ok(snap.requests >= 8, "the client counts every request it made: " .. snap.requests)
 end)
 
 test("snapshot: a failed page fails the snapshot", function(t)
@@ -265,7 +265,9 @@ test("leads: projects and components led by accounts; handover", function(t)
   t:same(leads.lead1, { projects = { "ABC" }, components = { "10001" } })
   t:same(leads.lead2, { projects = {}, components = { "10002" } })
   t:eq(leads.heir, nil)
-  t:eq(#s:requests(), 1 + 2, "project list + components per project")
+  -- counted by path: a request the test before abandoned (its snapshot failed
+  -- with requests in flight) may reach a loaded server after the log was cleared
+  t:eq(s:distinct("GET", "^/rest/api/2/project"), 1 + 2, "project list + components per project")
   local ok, msg, code = tg:delete_user("lead1")
   t:eq(ok, nil); t:eq(code, "ELEAD"); t:contains(msg, "lead of project(s): ABC")
   ok, msg, code = tg:deactivate_user("lead1")
@@ -422,12 +424,15 @@ test("rate limits: an empty bucket (EAP X-RateLimiting-* too) holds the next req
     local took = clock() - t0
     t:ok(took >= 0.45, ("%s: second request waited %.3f s for a token (1 s / 2)"):format(prefix, took))
   end
-  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', { "X-RateLimit-Remaining: 5" })
+  -- tokens left: no hold. A wrong hold here would be Interval / FillRate = 60 s,
+  -- so the bound tells the two apart on any machine, valgrind included.
+  local srv <close> = sim.static(200, "application/json", '{"name":"x"}', {
+    "X-RateLimit-Remaining: 5", "X-RateLimit-FillRate: 1", "X-RateLimit-Interval-Seconds: 60" })
   local tg <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
   t:ok(tg:get("x"))
   local t0 = clock()
   t:ok(tg:get("x"))
-  t:ok(clock() - t0 < 0.3, "tokens left: no wait")
+  t:ok(clock() - t0 < 30, "tokens left: no wait")
 end)
 
 test("nested groups: members are the closure; an inherited-only removal is EINHERITED", function(t)
@@ -499,16 +504,145 @@ test("check: reachable, product, version, user, admin", function(t)
   t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.type, "jira")
   s:put_state{ users = { ADMIN }, groups = { "other" }, members = { other = { "admin" } } }
   c = tg:check()
-  t:eq(c.admin, false); t:contains(c.detail, "not a member")
+  t:eq(c.admin, false); t:eq(c.detail, "no ADMINISTER or SYSTEM_ADMIN global permission")
   local bad <close> = new{ password = "nope" }
   c = bad:check()
   t:eq(c.reachable, true); t:eq(c.code, "EAUTH")
 end)
 
+test("get: a server that ignores expand=groups gives unknown groups (nil), never none", function(t)
+  reset{ users = { user("ivy") }, groups = { "x" }, members = { x = { "ivy" } } }
+  local tg <close> = new()
+  s:faults{ jira_ignore_expand = true }
+  local a = assert(tg:get("ivy"))
+  s:faults{}
+  t:eq(a.name, "ivy")
+  t:eq(a.groups, nil, "no groups field in the answer: unknown")
+  -- Jira's own unexpanded form ("items": [] with the real size) is unknown too
+  local srv <close> = sim.static(200, "application/json",
+    '{"name":"ivy","key":"k","active":true,"groups":{"size":2,"items":[]}}')
+  local tg2 <close> = target.new(hc, { type = "jira", url = srv.url, token = "x" })
+  t:eq(assert(tg2:get("ivy")).groups, nil, "size 2 with no items: not expanded")
+  local srv2 <close> = sim.static(200, "application/json",
+    '{"name":"ivy","key":"k","active":true,"groups":{"size":0,"items":[]}}')
+  local tg3 <close> = target.new(hc, { type = "jira", url = srv2.url, token = "x" })
+  t:same(assert(tg3:get("ivy")).groups, {}, "size 0: truly no groups")
+end)
+
+test("check: admin rights from the global permissions (mypermissions)", function(t)
+  reset()
+  local tg <close> = new()
+  -- a server that ignores expand: the groups say nothing, the permissions do
+  s:faults{ jira_ignore_expand = true }
+  local c = tg:check()
+  t:eq(c.admin, true, "an administrator is an administrator: " .. tostring(c.detail))
+  t:eq(c.detail, "global permission ADMINISTER or SYSTEM_ADMIN")
+  t:eq(s:distinct("GET", "/mypermissions$"), 1)
+  t:match(find(s:requests(), function(r) return r.path:find("mypermissions") end).query,
+          "permissions=ADMINISTER,SYSTEM_ADMIN")
+  -- admin rights through another group: only the permission tells
+  s:put_state{ users = { ADMIN }, groups = { "jira-system-administrators" },
+               members = { ["jira-system-administrators"] = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, true)
+  s:put_state{ users = { ADMIN }, groups = { "other" }, members = { other = { "admin" } } }
+  c = tg:check()
+  t:eq(c.admin, false); t:eq(c.detail, "no ADMINISTER or SYSTEM_ADMIN global permission")
+  s:faults{}
+  -- no readable permissions and no groups: unknown, not NO
+  s:faults{ jira_ignore_expand = true, fail_rate = 1.0, fail_status = 404, fail_path = "mypermissions" }
+  c = tg:check()
+  s:faults{}
+  t:eq(c.admin, nil); t:eq(c.reachable, true); t:contains(c.detail, "admin rights unknown")
+  -- no readable permissions, groups expanded: the groups decide
+  s:faults{ fail_rate = 1.0, fail_status = 404, fail_path = "mypermissions" }
+  c = tg:check()
+  s:faults{}
+  t:eq(c.admin, false); t:contains(c.detail, "not a member of jira-administrators")
+end)
+
+test("add member: a 400 is 'already a member' only when the membership says so, in any words", function(t)
+  reset{ users = { user("fay"), user("gus"), user("hal") }, groups = { "g1", "kids" },
+         members = { g1 = { "fay" }, kids = { "hal" } }, nested = { g1 = { "kids" } } }
+  local tg <close> = new()
+  s:faults{ jira_reworded = true }
+  t:same({ tg:add_member("g1", "fay") }, { true, "already a member" })
+  t:eq(s:count("POST", "/group/user$"), 1); t:eq(s:count("GET", "/user$"), 1, "the user's groups read once")
+  t:same({ tg:add_member("g1", "hal") }, { true, "already a member" }, "a member through a nested group")
+  -- a server that ignores expand: the group's members tell
+  s:faults{ jira_reworded = true, jira_ignore_expand = true }
+  s:clear()
+  t:same({ tg:add_member("g1", "fay") }, { true, "already a member" })
+  t:eq(s:distinct("GET", "/group/member$"), 1)
+  local ok, res = tg:add_members("g1", { "fay", "gus" })
+  t:eq(ok, true); t:eq(res.fay.note, "already a member"); t:eq(res.gus.ok, true)
+  s:faults{}
+  t:same(s:state().members.g1, { "fay", "gus" })
+  -- a 400 for a user who is not a member stands, with the server's words
+  s:faults{ fail_rate = 1.0, fail_status = 400, fail_path = "/group/user$" }
+  local ok2, msg, code = tg:add_member("kids", "gus")
+  s:faults{}
+  t:eq(ok2, nil); t:eq(code, "EINVALID"); t:contains(msg, "jira: add gus to kids: HTTP 400: Injected failure")
+  t:same(s:state().members.kids, { "hal" })
+end)
+
+
+-- Paging as the spec allows it, not only as this simulator pages by default:
+-- a server that caps the page size lower than asked, pages that are not the
+-- last with fewer items than the page size, an exactly full last page followed
+-- by an empty one, no last-page flag. Every listing must come back whole, each
+-- item once, for a list of an exact multiple of the page size and one over.
+local PAGING = {
+  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
+  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
+  { page_lazy_last = true, page_no_flags = true },
+}
+
+local function fault_name(f)
+  local k = {}
+  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
+  table.sort(k)
+  return #k > 0 and table.concat(k, ",") or "defaults"
+end
+
+local function collect(fn)
+  local got = {}
+  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
+  return ok, msg, sorted(got)
+end
+
+test("paging: every spec reading of startAt/maxResults/isLast/total and the cursor", function(t)
+  for _, n in ipairs{ 6, 7 } do
+    local us, names = many(n - 1), {}  -- n accounts with admin
+    for _, u in ipairs(us) do names[#names + 1] = u.name end
+    reset{ users = us, groups = { "g" }, members = { g = names } }
+    local all = sorted((function() local l = { "admin" }; for _, x in ipairs(names) do l[#l + 1] = x end; return l end)())
+    local tg <close> = new{ page_size = 3 }
+    for _, f in ipairs(PAGING) do
+      local label = ("%d items, %s"):format(n, fault_name(f))
+      s:faults(f)
+      local ok, msg, got = collect(function(cb) return tg:accounts(cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, all, "accounts, " .. label)
+      ok, msg, got = collect(function(cb) return tg:members("g", cb) end)
+      t:ok(ok, label .. ": " .. tostring(msg)); t:same(got, sorted(names), "members, " .. label)
+      local snap, err = tg:snapshot()
+      t:ok(snap, label .. ": " .. tostring(err))
+      local in_g = 0
+      for _, a in ipairs(snap and snap.accounts or {}) do
+        if a.groups[1] == "g" then in_g = in_g + 1 end
+      end
+      t:eq(in_g, n - 1, "snapshot memberships, " .. label)
+      s:faults{}
+    end
+  end
+end)
+
 test("concurrency limit holds requests of one target", function(t)
+  -- Seen from the server: with max_inflight = 3 it refuses (503) a request that
+  -- arrives while 3 are being served; 100 ms each keeps them overlapping.
   reset{ groups = { "g" }, users = many(12) }
   local tg <close> = new{ concurrency = 3 }
-  s:faults{ latency_ms = 100 }
+  s:faults{ latency_ms = 100, max_inflight = 3 }
   local ops = {}
   for i = 1, 12 do ops[i] = { kind = "add_member", group = "g", name = ("u%03d"):format(i) } end
   local clock = require("usersync.time").monotonic
@@ -518,19 +652,22 @@ test("concurrency limit holds requests of one target", function(t)
   s:faults{}
   t:eq(r.ok, 12)
   t:eq(#s:state().members.g, 12)
-  t:eq(#s:requests(), 12)
-  -- 12 requests, 3 at a time, 100 ms each: at least 4 rounds
+  local st = {}
+  for _, q in ipairs(s:requests()) do st[q.status] = (st[q.status] or 0) + 1 end
+  t:same(st, { [201] = 12 }, "never more than 3 in flight: no 503")
+  -- 12 requests, 3 at a time, 100 ms each: at least 4 rounds (a lower bound
+  -- holds on any machine)
   t:ok(took >= 0.38, ("12 requests at concurrency 3 took %.3f s"):format(took))
+  -- the default (8) does put more than 3 in flight: the same server refuses some
   local tg8 <close> = new()
   s:put_state(s:state()); s:clear()
   for i = 1, 12 do ops[i].kind = "remove_member" end
-  s:faults{ latency_ms = 100 }
-  t0 = clock()
-  r = tg8:apply(ops)
-  took = clock() - t0
+  s:faults{ latency_ms = 500, max_inflight = 3 } -- a wide window: overlap on any machine
+  tg8:apply(ops)
   s:faults{}
-  t:eq(r.ok, 12)
-  t:ok(took < 0.38, ("default concurrency 8: %.3f s"):format(took))
+  local refused = 0
+  for _, q in ipairs(s:requests()) do if q.status == 503 then refused = refused + 1 end end
+  t:ok(refused > 0, "default concurrency 8 goes past 3 in flight: " .. refused .. " refused")
 end)
 
 return test.done()

@@ -331,6 +331,8 @@ function Engine:read_target(name)
     snap = { complete = false, error = err, code = code, accounts = {}, groups = {} }
   else
     snap = s
+    -- a cut-short group list comes without memberships (complete_groups)
+    snap.memberships_unknown = s.groups_partial
   end
   self.snapshots[name] = snap
   return snap
@@ -344,15 +346,19 @@ function Engine:read_target_for(name, names)
   local t = self:target(name)
   self.group_names = self.group_names or {}
   local groups = self.group_names[name]
+  local partial = self.group_names[name .. "\31partial"]
   if not groups then
     groups = {}
     local ok, err, code = t:groups(function(page)
       for _, g in ipairs(page) do groups[#groups + 1] = g end
     end)
-    if not ok then return { complete = false, error = err, code = code, accounts = {}, groups = {} } end
-    self.group_names[name] = groups
+    -- ETRUNCATED: the server gave part of its groups; the ones needed are
+    -- looked up by name (complete_groups)
+    if not ok and code ~= "ETRUNCATED" then return { complete = false, error = err, code = code, accounts = {}, groups = {} } end
+    partial = not ok or nil
+    self.group_names[name], self.group_names[name .. "\31partial"] = groups, partial
   end
-  local accounts, seen = {}, {}
+  local accounts, seen, unknown = {}, {}, nil
   for _, n in ipairs(names) do
     local key = n:lower()
     if not seen[key] then
@@ -360,12 +366,89 @@ function Engine:read_target_for(name, names)
       local a, err, code = t:get(n)
       if a then
         accounts[#accounts + 1] = a
+        unknown = unknown or a.groups == nil -- the server did not tell its groups
       elseif code ~= "ENOTFOUND" then
         return { complete = false, error = err, code = code, accounts = {}, groups = {} }
       end
     end
   end
-  return { complete = true, accounts = accounts, groups = groups }
+  return { complete = true, accounts = accounts, groups = groups, groups_partial = partial,
+           memberships_unknown = unknown }
+end
+
+-- The target groups a plan of `input` can touch: those the policy gives
+-- (found by a first plan with a policy that notes them), the configured
+-- map, and the groups and memberships the sync owns.
+local function needed_groups(input)
+  local out = {}
+  local function add(g) if type(g) == "string" and not out[g:lower()] then out[g:lower()] = g end end
+  local pol = input.policy
+  local rec = setmetatable({}, { __index = pol })
+  function rec:groups(...)
+    local r, e = pol:groups(...)
+    for _, g in ipairs(r or {}) do add(g) end
+    return r, e
+  end
+  function rec:default_groups(...)
+    local r, e = pol:default_groups(...)
+    for _, g in ipairs(r or {}) do add(g) end
+    return r, e
+  end
+  plan.build(setmetatable({ policy = rec }, { __index = input }))
+  for _, v in pairs((input.sync.groups or {}).map or {}) do
+    for _, g in ipairs(type(v) == "table" and v or { v }) do add(g) end
+  end
+  for g in pairs(input.owned_groups or {}) do add(g) end
+  for g in pairs(input.owned_memberships or {}) do add(g) end
+  return out
+end
+
+-- A target read that could not list every group (snap.groups_partial) or
+-- tell every account's groups (snap.memberships_unknown; a Jira that cut
+-- its groups picker short or ignores expand=groups) is completed with what
+-- the plan needs: each needed group is read by name, its members when
+-- memberships are unknown, else whether it exists. Groups no plan touches
+-- are never read. Returns true, or nil, err, code (a read failure of the
+-- target, never a policy error).
+function Engine:complete_groups(tname, snap, input)
+  if not (snap.groups_partial or snap.memberships_unknown) then return true end
+  local t = self:target(tname)
+  snap.looked_up = snap.looked_up or {}
+  local known, by = {}, {}
+  for _, g in ipairs(snap.groups) do known[g:lower()] = true end
+  for _, a in ipairs(snap.accounts) do by[a.name:lower()] = a end
+  local need = needed_groups(input)
+  local keys = {}
+  for k in pairs(need) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local g = need[k]
+    if not snap.looked_up[k] and (snap.memberships_unknown or not known[k]) then
+      local exists, err, code
+      if snap.memberships_unknown then
+        local ok
+        ok, err, code = t:members(g, function(page)
+          for _, m in ipairs(page) do
+            local a = by[m.name:lower()]
+            if a then
+              a.groups = a.groups or {}
+              local has = false
+              for _, x in ipairs(a.groups) do has = has or x:lower() == k end
+              if not has then a.groups[#a.groups + 1] = g end
+            end
+          end
+        end)
+        exists = ok or (code == "ENOTFOUND" and false) or nil
+      else
+        exists, err, code = t:group_exists(g)
+      end
+      if exists == nil then return nil, err, code end
+      snap.looked_up[k] = true
+      if exists and not known[k] then snap.groups[#snap.groups + 1] = g; known[k] = true end
+    end
+  end
+  for _, a in ipairs(snap.accounts) do a.groups = a.groups or {} end
+  return true
 end
 
 -- The GC pause while planning (Lua's default: 200, a heap twice what is
@@ -510,12 +593,16 @@ function Engine:plan(opts)
         single = single or nil,
       }
       input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
+      if snap.complete then
+        local ok, err, code = self:complete_groups(tname, snap, input)
+        if not ok then snap = { complete = false, error = err, code = code, accounts = {}, groups = {} } end
+      end
       if not snap.complete then
-        -- Without the target's state nothing can be planned safely.
+        -- Without the target's state nothing can be planned safely. A read
+        -- failure of the target, not a policy error (report, apply).
         local p = { target = tname, target_type = tcfg.type, ops = {}, conflicts = {}, notes = {}, counts = {},
-                    deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {},
-                    errors = { { subject = tname, message = ("reading %s failed, nothing planned for it: %s")
-                                                        :format(tname, tostring(snap.error)) } } }
+                    deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {}, errors = {},
+                    read_error = ("reading %s failed, nothing planned for it: %s"):format(tname, tostring(snap.error)) }
         entry.targets[#entry.targets + 1] = p
         goto next_target
       end
@@ -698,6 +785,11 @@ function Engine:apply(run_plan, opts)
       if self.should_stop and self.should_stop() then interrupted = true; break end
       -- Conflicts and policy errors are users this run could not sync.
       local problems = #p.conflicts + #p.errors
+      if p.read_error then -- the target could not be read: a failure, not users left unsynced
+        failed = failed + 1
+        summary.failed = summary.failed + 1
+        counts.targets_unread = (counts.targets_unread or 0) + 1
+      end
       if problems > 0 then
         failed = failed + problems
         summary.problems = (summary.problems or 0) + problems

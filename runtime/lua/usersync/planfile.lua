@@ -103,7 +103,7 @@ function M.write(run_plan, meta, write)
       out.targets[#out.targets + 1] = {
         target = tp.target, target_type = tp.target_type, counts = tp.counts,
         deprovisions = tp.deprovisions, ops = ("\1usersync-ops-%d\1"):format(#lists), conflicts = array(tp.conflicts),
-        errors = array(tp.errors), notes = array(tp.notes),
+        errors = array(tp.errors), notes = array(tp.notes), read_error = tp.read_error,
       }
     end
     doc.syncs[#doc.syncs + 1] = out

@@ -74,7 +74,7 @@ function M.write_plan_text(run_plan, write, opts)
   local color = opts and opts.color
   local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
-  local total_ops, total_conf, total_err = 0, 0, 0
+  local total_ops, total_conf, total_err, unread = 0, 0, 0, 0
   for _, s in ipairs(run_plan.syncs) do
     w("sync %q: source %s, %s in scope%s", s.name, s.source, plural(s.users_in_scope or 0, "user"),
       s.read and s.read.complete == false and " (READ INCOMPLETE)" or "")
@@ -86,6 +86,7 @@ function M.write_plan_text(run_plan, write, opts)
         w("    %s %-16s %s  (%s)", sign(l[1]), l[2], describe(o), o.reason or "")
       end
       for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
+      if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error); unread = unread + 1 end
       for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
       for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
       total_ops = total_ops + #tp.ops
@@ -94,7 +95,8 @@ function M.write_plan_text(run_plan, write, opts)
     end
     w("")
   end
-  w("summary: %s, %s, %s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"))
+  w("summary: %s, %s, %s%s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"),
+    unread > 0 and (", " .. plural(unread, "target") .. " not read") or "")
 end
 
 -- The same text as one string (what write_plan_text writes), gathered in

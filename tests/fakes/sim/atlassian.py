@@ -18,6 +18,9 @@ Behaviour as the vendors document it:
     otherwise 403 with the plain-text body "XSRF check failed". The reference gives this as a
     cross-product rule, so all three products enforce it. Authentication is checked first (the
     servlet filters run before the REST XSRF filter), so bad credentials give 401, not 403.
+  * A Content-Type header on a request without a body (any method) is a 400 in the product's
+    error shape, "body cannot be empty when content-type is set", as strict servers answer:
+    a client sends a media type only with a body. Checked after authentication and XSRF.
   * Rate limiting (reference 1.2): faults "rate_limit_per_min" = N switches on a token bucket
     refilled continuously at N tokens per 60 s, holding at most "rate_limit_burst" tokens
     (an extra fault of these simulators; default N). Only authenticated API requests take
@@ -25,6 +28,16 @@ Behaviour as the vendors document it:
     -Interval-Seconds / -FillRate and a lower-case "retry-after" on every counted response
     (retry-after 0 while tokens remain); an empty bucket answers 429 with retry-after = seconds
     until the next token. Confluence's headers are UNCONFIRMED: it sends only Retry-After on 429.
+  * Fault "max_inflight" = N (default null: no limit): a request arriving while more than N
+    API requests are being served (latency_ms included) is refused with 503 in the product's
+    error shape, without acting on it. Tests use it to see a client's concurrency from the
+    server's side instead of timing it.
+  * Paging faults (every paged list of the three products; see page_window()): "page_cap" N
+    applies a page size of at most N (and reports it), "page_short" makes every page but the
+    last hold one item fewer than the page size (the next page starts after the items given),
+    "page_lazy_last" says "last page" only on a page with fewer items than the page size (an
+    exactly full last page is followed by an empty one), "page_no_flags" leaves out the
+    optional last-page flags (Jira isLast, Bitbucket isLastPage). Defaults: off.
   * Fault "ratelimit_header_prefix" (Jira and Bitbucket): "X-RateLimit" (default, GA) or
     "X-RateLimiting" (the Jira 8.6 EAP names, reference 1.2 / 7.9) for every rate-limit header
     but retry-after.
@@ -170,7 +183,9 @@ class AtlassianProduct(Product):
     anonymous = frozenset()
     ratelimit_headers = True
     extra_faults = {"rate_limit_burst": None, "ratelimit_header_prefix": "X-RateLimit",
-                    "fail_retry_after": 1, "html_auth_errors": True}
+                    "fail_retry_after": 1, "html_auth_errors": True, "max_inflight": None,
+                    "page_cap": None, "page_short": False, "page_lazy_last": False,
+                    "page_no_flags": False}
     html_auth = False  # Jira and Confluence: HTML 401 for bad credentials (html_auth_errors)
 
     def __init__(self, server):
@@ -192,10 +207,45 @@ class AtlassianProduct(Product):
         if key == "fail_retry_after":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError("fail_retry_after must be an integer >= 0")
+        if key == "page_cap":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError("page_cap must be an integer >= 1 or null")
+        if key in ("page_short", "page_lazy_last", "page_no_flags"):
+            if not isinstance(value, bool):
+                raise ValueError("%s must be true or false" % key)
+        if key == "max_inflight":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError("max_inflight must be an integer >= 1 or null")
         if key == "html_auth_errors":
             if not isinstance(value, bool):
                 raise ValueError("html_auth_errors must be true or false")
         return value
+
+    def page_window(self, start, n, count):
+        """Paging under the paging faults, for a page asked at `start` with page size `n`
+        over `count` items. Returns (n, end, last): the page size the server applies, the
+        end of the items it returns (items[start:end]; the next page starts at `end`) and
+        whether it says this is the last page. The spec's paging rules allow every one of
+        these readings:
+          page_cap N        the server applies min(n, N) and reports that size
+          page_short        a page that is not the last holds one item fewer than the page
+                            size (the next page starts after the items given)
+          page_lazy_last    only a page with fewer items than the page size says it is the
+                            last: an exactly full last page is followed by an empty last one
+                            (with page_short every short page would say "last": do not
+                            combine the two)
+        (page_no_flags, leaving the optional last-page flags out, is applied by each list.)"""
+        f = self.server.faults
+        if f.get("page_cap"):
+            n = min(n, f["page_cap"])
+        take = n
+        if f.get("page_short") and n > 1 and start + n < count:
+            take = n - 1
+        end = max(start, min(start + take, count))
+        last = (end - start) < n if f.get("page_lazy_last") else end >= count
+        return n, end, last
 
     def faults_changed(self):
         self.bucket.config = None  # new settings: full bucket on next use
@@ -242,6 +292,11 @@ class AtlassianProduct(Product):
     def throttle(self, req):
         self._counted = None
         f = self.server.faults
+        cap = f.get("max_inflight")
+        if cap is not None and self.server.inflight > cap:
+            # a saturated node behind the load balancer: the request was not acted on
+            return self.error_response(ApiError(503, "Too many concurrent requests: at most %d "
+                                                     "in flight." % cap))
         per_min = f.get("rate_limit_per_min")
         if per_min is None or self.authenticate(req) != ADMIN:
             return None
@@ -310,6 +365,11 @@ class AtlassianProduct(Product):
         if req.method in ("POST", "PUT", "DELETE", "PATCH") and \
                 (req.headers.get("x-atlassian-token") or "").strip().lower() != "no-check":
             return plain_response(403, "XSRF check failed")
+        if "content-type" in req.headers and not req.body:
+            # A declared media type with nothing to read: strict JAX-RS stacks and
+            # spec-conformant reimplementations refuse it, so the simulators do too.
+            return self.error_response(ApiError(400, "body cannot be empty when content-type "
+                                                     "is set"))
         try:
             return getattr(self, name)(req, *groups)
         except ApiError as e:

@@ -249,12 +249,14 @@ class Bitbucket(AtlassianProduct):
     def page(self, req, items, render):
         start = int_arg(req, "start", 0)
         limit = int_arg(req, "limit", 25, minimum=0, maximum=1000) or 25
-        chunk = items[start:start + limit]
-        last = start + limit >= len(items)
+        limit, end, last = self.page_window(start, limit, len(items))
+        chunk = items[start:end]
         body = {"size": len(chunk), "limit": limit, "isLastPage": last, "start": start,
                 "values": [render(x) for x in chunk]}
+        if self.server.faults.get("page_no_flags"):
+            del body["isLastPage"]
         if not last:
-            body["nextPageStart"] = start + limit
+            body["nextPageStart"] = end
         return json_response(200, body)
 
     # -- lookups -----------------------------------------------------------------------------

@@ -274,16 +274,20 @@ class Confluence(AtlassianProduct):
         """The paged envelope over `items` (already filtered and sorted)."""
         start = int_arg(req, "start", 0)
         limit = int_arg(req, "limit", default_limit, minimum=0, maximum=default_limit)
-        chunk = items[start:start + limit]
+        if limit > 0:
+            limit, end, last = self.page_window(start, limit, len(items))
+        else:
+            end, last = start, True
+        chunk = items[start:end]
         params = [(k, v) for k, vs in req.query.items() if k not in ("start", "limit")
                   for v in vs]
         links = {"base": self.base(req), "context": self.context,
                  "self": req.base_url + req.raw_path + ("?" + req.raw_query
                                                         if req.raw_query else "")}
         rel = self.rel(req.raw_path)
-        if start + limit < len(items) and limit > 0:
+        if not last:
             links["next"] = rel + "?" + urllib.parse.urlencode(
-                params + [("limit", limit), ("start", start + limit)])
+                params + [("limit", limit), ("start", end)])
         if start > 0:
             links["prev"] = rel + "?" + urllib.parse.urlencode(
                 params + [("limit", limit), ("start", max(0, start - limit))])

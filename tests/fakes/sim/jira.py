@@ -60,6 +60,20 @@ Decisions where the vendor documentation leaves behaviour unconfirmed:
       isLast true). maxResults below 1 on user/list and group/member uses the endpoint's
       default (the spec lists no 400 for it; a decision).
   Bad credentials: an HTML 401 page by default (sim/atlassian.py, fault html_auth_errors).
+  GET mypermissions[?permissions=A,B]: the caller's global permissions (PermissionsJsonBean,
+      each with havePermission): ADMINISTER held through jira-administrators or
+      jira-system-administrators, SYSTEM_ADMIN through jira-system-administrators,
+      USER_PICKER also through jira-software-users (memberships effective, nested included).
+      Unknown keys in `permissions` are a 400. The spec lists no `permissions` parameter:
+      without it every global permission is returned.
+  Fault "jira_ignore_expand" (default false): a server that does not implement expand (the
+      spec lists no expand on GET user): GET user, myself and the user lists carry no "groups"
+      and no "applicationRoles" at all.
+  Fault "jira_reworded" (default false): POST group/user for a member answers its 400 in other
+      words ("User 'u' belongs to group 'g'; nothing to add."): the spec's 400 covers "the user
+      already belongs to the group" without fixing a text.
+  Fault "jira_picker_cap" (default null): groups/picker returns at most N groups whatever
+      maxResults asks (total still counts every match), as a server with a lower limit does.
   Fault "jira_captcha" (default false): Basic authentication is refused as after too many
       failed logins: 403 with an HTML page and "X-Authentication-Denied-Reason:
       CAPTCHA_CHALLENGE; login-url=<base>/login.jsp" (Seraph's header), even with the right
@@ -89,7 +103,8 @@ class Jira(AtlassianProduct):
     anonymous = frozenset({"get_server_info"})
     ratelimit_headers = True
     html_auth = True
-    extra_faults = dict(AtlassianProduct.extra_faults, jira_captcha=False)
+    extra_faults = dict(AtlassianProduct.extra_faults, jira_captcha=False,
+                        jira_ignore_expand=False, jira_reworded=False, jira_picker_cap=None)
     routes = [
         ("GET", r"/user", "get_user"),
         ("POST", r"/user", "create_user"),
@@ -111,12 +126,18 @@ class Jira(AtlassianProduct):
         ("PUT", r"/component/([^/]+)", "update_component"),
         ("GET", r"/serverInfo", "get_server_info"),
         ("GET", r"/myself", "get_myself"),
+        ("GET", r"/mypermissions", "my_permissions"),
     ]
 
     def validate_fault(self, key, value):
-        if key == "jira_captcha":
+        if key in ("jira_captcha", "jira_ignore_expand", "jira_reworded"):
             if not isinstance(value, bool):
-                raise ValueError("jira_captcha must be true or false")
+                raise ValueError("%s must be true or false" % key)
+            return value
+        if key == "jira_picker_cap":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError("jira_picker_cap must be an integer >= 1 or null")
             return value
         return AtlassianProduct.validate_fault(self, key, value)
 
@@ -342,7 +363,14 @@ class Jira(AtlassianProduct):
 
     def user_bean(self, req, u, expand=(), counts=None):
         """UserBean as GET user returns it; `expand` may hold "groups", "applicationRoles".
-        `counts` (from group_counts()) avoids a scan of every group per user in lists."""
+        `counts` (from group_counts()) avoids a scan of every group per user in lists.
+        Fault jira_ignore_expand: no "groups" and no "applicationRoles" at all, whatever
+        was asked (a server that does not implement expand; the spec does not list it)."""
+        if self.server.faults.get("jira_ignore_expand"):
+            return {"self": self.user_self(req, u), "key": u["key"], "name": u["name"],
+                    "emailAddress": u["emailAddress"], "avatarUrls": self.avatars(req, u),
+                    "displayName": u["displayName"], "active": u["active"], "deleted": False,
+                    "timeZone": "UTC", "locale": "en_US"}
         b = {"self": self.user_self(req, u), "key": u["key"], "name": u["name"],
              "emailAddress": u["emailAddress"], "avatarUrls": self.avatars(req, u),
              "displayName": u["displayName"], "active": u["active"], "deleted": False,
@@ -435,6 +463,39 @@ class Jira(AtlassianProduct):
                  "emailAddress": "admin@example.com", "active": True}
         return json_response(200, self.user_bean(req, u, {"groups", "applicationRoles"}))
 
+    # Global permissions (GET mypermissions): who holds them, by group. Jira grants
+    # ADMINISTER to jira-administrators and SYSTEM_ADMIN to jira-system-administrators out
+    # of the box; a system administrator has ADMINISTER too.
+    GLOBAL_PERMISSIONS = (
+        ("ADMINISTER", "Jira Administrators", ("jira-administrators",
+                                                "jira-system-administrators")),
+        ("SYSTEM_ADMIN", "Jira System Administrators", ("jira-system-administrators",)),
+        ("USER_PICKER", "Browse users and groups", ("jira-administrators",
+                                                    "jira-system-administrators",
+                                                    "jira-software-users")),
+    )
+
+    def my_permissions(self, req):
+        """PermissionsJsonBean of the caller (always admin): every global permission, or
+        only those named in ?permissions=A,B (unknown keys are a 400, as Jira does)."""
+        u = self.users.get(fold(ADMIN))
+        key = u["key"] if u else None
+        want = [p for p in (req.arg("permissions") or "").split(",") if p]
+        known = {p[0] for p in self.GLOBAL_PERMISSIONS}
+        for p in want:
+            if p not in known:
+                raise ApiError(400, "Permission '%s' does not exist." % p)
+        out = {}
+        for pkey, name, groups in self.GLOBAL_PERMISSIONS:
+            if want and pkey not in want:
+                continue
+            have = key is not None and any(
+                fold(g) in self.groups and key in self.effective_members(fold(g))
+                for g in groups)
+            out[pkey] = {"id": pkey, "key": pkey, "name": name, "type": "GLOBAL",
+                         "description": name, "havePermission": have}
+        return json_response(200, {"permissions": out})
+
     def list_users(self, req):
         n = int_arg(req, "maxResults", 2000, minimum=-(2 ** 31), maximum=2000)
         if n < 1:
@@ -451,8 +512,8 @@ class Jira(AtlassianProduct):
                 start = len(users)  # no such position: an empty last page (docstring)
             else:
                 start = bisect.bisect_right(self._sorted_keys, last[2:])
-        page = users[start:start + n]
-        last_page = start + n >= len(users)
+        n, end, last_page = self.page_window(start, n, len(users))
+        page = users[start:end]
         counts = self.group_counts()
         selfq = {"maxResults": n}
         if cursor:
@@ -461,7 +522,9 @@ class Jira(AtlassianProduct):
                 "maxResults": n,
                 "values": [self.user_bean(req, u, counts=counts) for u in page],
                 "isLast": last_page}
-        if not last_page:
+        if self.server.faults.get("page_no_flags"):
+            del body["isLast"]
+        if not last_page and page:
             nc = base64.urlsafe_b64encode(("u:" + fold(page[-1]["name"])).encode("utf-8")) \
                 .decode("ascii").rstrip("=")
             body["nextCursor"] = nc
@@ -590,6 +653,9 @@ class Jira(AtlassianProduct):
     def groups_picker(self, req):
         q = fold(req.arg("query") or "")
         n = int_arg(req, "maxResults", 20)
+        cap = self.server.faults.get("jira_picker_cap")
+        if cap is not None:
+            n = min(n, cap)  # a server capping the picker below what was asked
         excl = {fold(x) for x in req.query.get("exclude", [])}
         hits = sorted((g for fg, g in self.groups.items() if q in fg and fg not in excl),
                       key=fold)
@@ -641,8 +707,8 @@ class Jira(AtlassianProduct):
                     key=lambda u: fold(u["name"]))
         if not inactive:
             us = [u for u in us if u["active"]]
-        page = us[start:start + n]
-        is_last = start + n >= len(us)
+        n, end, is_last = self.page_window(start, n, len(us))
+        page = us[start:end]
 
         def link(s):
             return "%s%s/group/member?%s" % (req.base_url, API, urllib.parse.urlencode({
@@ -650,8 +716,10 @@ class Jira(AtlassianProduct):
                 "groupname": g, "startAt": s}))
         body = {"self": link(start), "maxResults": n, "startAt": start, "total": len(us),
                 "isLast": is_last, "values": [self.user_json(req, u) for u in page]}
+        if self.server.faults.get("page_no_flags"):
+            del body["isLast"]
         if not is_last:
-            body["nextPage"] = link(start + n)
+            body["nextPage"] = link(end)
         return json_response(200, body)
 
     def add_member(self, req):
@@ -665,6 +733,9 @@ class Jira(AtlassianProduct):
             raise ApiError(404, "User '%s' does not exist." % name)
         ms = self.members[fold(g)]
         if u["key"] in self.effective_members(fold(g)):
+            if self.server.faults.get("jira_reworded"):
+                raise ApiError(400, "User '%s' belongs to group '%s'; nothing to add."
+                               % (u["name"], g))
             raise ApiError(400, "Cannot add user. '%s' is already a member of '%s'"
                            % (u["name"], g))
         ms.add(u["key"])

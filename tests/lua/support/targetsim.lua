@@ -47,6 +47,21 @@ function M.start(product, opts)
     end
     return n
   end
+  -- Distinct requests (method, path and query) the server served, of this method
+  -- (nil: any) and path pattern: a GET retried after a dropped connection counts
+  -- once, so the figure is what the client asked for, however loaded the machine.
+  s.distinct = function(self, method, pattern)
+    local seen, n = {}, 0
+    for _, r in ipairs(self:requests()) do
+      local k = r.method .. " " .. r.path .. "?" .. (r.query or "")
+      if r.status ~= 0 and not seen[k] and (not method or r.method == method)
+          and (not pattern or r.path:find(pattern)) then
+        seen[k] = true
+        n = n + 1
+      end
+    end
+    return n
+  end
   return s
 end
 
