@@ -58,7 +58,7 @@ return {
   sources = { okta = { type = "okta", url = %q, token = env "US_TEST_OKTA_TOKEN", app_id = %q } },
   targets = { jira = { type = "jira", url = %q, token = env "US_TEST_ATL_TOKEN" } },
   sync = { { name = "main", source = "okta", targets = { "jira" }, groups = { mode = "on_the_fly" } } },
-  serve = { listen = "127.0.0.1:0", okta_hook = { path = "/hooks/okta", secret = env "US_TEST_HOOK_SECRET" } },
+  serve = { listen = "127.0.0.1:0", max_connections_per_ip = 1024, okta_hook = { path = "/hooks/okta", secret = env "US_TEST_HOOK_SECRET" } },
 }
 ]]):format(dir .. "/usersync.db", okta.url, APP, jira.url))
 f:close()
