@@ -170,7 +170,7 @@ class AtlassianProduct(Product):
     anonymous = frozenset()
     ratelimit_headers = True
     extra_faults = {"rate_limit_burst": None, "ratelimit_header_prefix": "X-RateLimit",
-                    "fail_retry_after": 1, "html_auth_errors": True}
+                    "fail_retry_after": 1, "html_auth_errors": True, "echo_credentials": False}
     html_auth = False  # Jira and Confluence: HTML 401 for bad credentials (html_auth_errors)
 
     def __init__(self, server):
@@ -192,9 +192,9 @@ class AtlassianProduct(Product):
         if key == "fail_retry_after":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError("fail_retry_after must be an integer >= 0")
-        if key == "html_auth_errors":
+        if key in ("html_auth_errors", "echo_credentials"):
             if not isinstance(value, bool):
-                raise ValueError("html_auth_errors must be true or false")
+                raise ValueError("%s must be true or false" % key)
         return value
 
     def faults_changed(self):
@@ -291,6 +291,11 @@ class AtlassianProduct(Product):
                 hs = [("Retry-After", str(retry))]
             resp.headers.extend(hs)
             return resp
+        if self.server.faults.get("echo_credentials"):
+            # a proxy or servlet filter that quotes the request in its error page
+            return plain_response(status, "Upstream error for %s %s (Authorization: %s; Cookie: %s)"
+                                  % (req.method, req.path, req.headers.get("authorization", "-"),
+                                     req.headers.get("cookie", "-")))
         return self.error_response(ApiError(status, "Injected failure: the server could not "
                                                     "process the request."))
 
