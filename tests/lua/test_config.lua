@@ -19,7 +19,7 @@ test("a valid config loads with defaults filled in", function(t)
   local cfg, errors = config.load(write(GOOD))
   t:ok(cfg, table.concat(errors or {}, "\n"))
   if not cfg then return end
-  t:eq(cfg.state, "usersync.db")
+  t:eq(cfg.state, config.dir_of(cfg._path) .. "/usersync.db", "the store sits next to the config")
   t:eq(cfg.sources.okta.url, "https://example.okta.com", "trailing slash removed")
   t:eq(cfg.sync[1].groups.mode, "manual")
   t:eq(cfg.sync[1].groups.keep_existing, true)
@@ -105,6 +105,51 @@ test("file secrets: trailing newline stripped, missing file named, values masked
   cfg, errors = config.load(write(text))
   t:eq(cfg, nil)
   t:contains(errors[1], "targets.jira.token: cannot read secret file /nonexistent/secret")
+end)
+
+test("relative paths are taken from the config file's directory, never the cwd", function(t)
+  local dir = os.tmpname(); os.remove(dir)
+  os.execute("mkdir -p " .. dir .. "/sub")
+  local sf = assert(io.open(dir .. "/sub/token.txt", "w")); sf:write("file-secret-0123456789\n"); sf:close()
+  local path = dir .. "/usersync.conf.lua"
+  local f = assert(io.open(path, "w"))
+  f:write([[
+return {
+  state = "data/usersync.db",
+  sources = { okta = { type = "okta", url = "https://x.okta.com", token = file "sub/token.txt", ca_file = "ca.pem" } },
+  targets = { jira = { type = "jira", url = "https://jira", token = "pat-abcdef", ca_file = "/etc/ssl/ca.pem" } },
+  sync = { { name = "a", source = "okta", targets = { "jira" }, policy = "policies/p.lua" } },
+  serve = { tls = { cert = "tls/c.pem", key = "tls/k.pem" }, jobs = { { script = "jobs/j.lua", every = "1d" } } },
+}
+]])
+  f:close()
+  local cfg, errors = config.load(path)
+  t:ok(cfg, table.concat(errors or {}, "\n"))
+  if cfg then
+    t:eq(cfg.state, dir .. "/data/usersync.db")
+    t:eq(cfg.sources.okta.token, "file-secret-0123456789", "file secret read from the config's directory")
+    t:eq(cfg.sources.okta.ca_file, dir .. "/ca.pem")
+    t:eq(cfg.targets.jira.ca_file, "/etc/ssl/ca.pem", "absolute paths stay as they are")
+    t:eq(cfg.sync[1].policy, dir .. "/policies/p.lua")
+    t:eq(cfg.serve.tls.cert, dir .. "/tls/c.pem")
+    t:eq(cfg.serve.tls.key, dir .. "/tls/k.pem")
+    t:eq(cfg.serve.jobs[1].script, dir .. "/jobs/j.lua")
+  end
+  t:eq(config.dir_of("usersync.conf.lua"), ".")
+  t:eq(config.dir_of("a/b/usersync.conf.lua"), "a/b")
+  t:eq(config.dir_of("/usersync.conf.lua"), "/")
+  os.execute("rm -rf " .. dir)
+end)
+
+test("a secret shorter than 8 characters is a warning, named by its key", function(t)
+  local text = GOOD:gsub('token = "pat%-abcdef"', 'user = "admin", password = "admin"')
+  local cfg, errors = config.load(write(text))
+  t:ok(cfg, table.concat(errors or {}, "\n"))
+  if not cfg then return end
+  t:eq(#cfg._warnings, 1)
+  t:contains(cfg._warnings[1], "targets.jira.password: the secret is 5 characters long; secrets shorter than 8")
+  t:contains(cfg._warnings[1], "masked only where it stands as a whole word")
+  t:eq(#select(1, config.load(write(GOOD)))._warnings, 0)
 end)
 
 test("usersync check exits 2 and prints every error; secrets never printed", function(t)

@@ -142,7 +142,7 @@ test("a registered secret never appears, in text or JSON, wherever it is", funct
       log.info("Authorization: SSWS %s", simple)
       log.info("token " .. secret)
       log.warn { msg = "header " .. simple, token = secret, [simple] = "as a key",
-        nested = { deeper = { secret, "x" .. simple .. "y" } } }
+        nested = { deeper = { secret, "x " .. simple .. "." } } }
       log.event("error", "failed", { err = setmetatable({}, { __tostring = function() return "E " .. secret end }) })
       log.with({ auth = "Bearer " .. simple }).debug("with %s", secret)
     end)
@@ -170,6 +170,27 @@ test("a registered secret never appears, in text or JSON, wherever it is", funct
   t:ok(ok)
   t:ok(not err:find("very/secret", 1, true) and not err:find("very\\/secret", 1, true), err)
   t:eq(#lines(err), 2)
+end)
+
+test("a secret is masked as a whole value only: words and names that contain it stay", function(t)
+  secrets.register("admin")
+  local out = capture({ format = "json" }, function()
+    log.info("login as admin failed: password admin refused")
+    log.info { msg = "group site-admins", group = "site-admin", host = "admin.example.com", pw = "admin" }
+  end)
+  local a, b = cjson.decode(out[1]), cjson.decode(out[2])
+  t:eq(a.msg, "login as ******** failed: password ******** refused")
+  t:eq(b.msg, "group site-admins")
+  t:eq(b.group, "site-admin")
+  t:eq(b.host, "admin.example.com")
+  t:eq(b.pw, "********")
+  -- credentials by their shape, configured or not
+  out = capture({ format = "text" }, function()
+    log.warn("HTTP 502: Authorization: Basic dXNlcjpwYXNzd29yZA== was rejected")
+    log.warn { msg = "echo", body = '{"Cookie":"JSESSIONID=1A2B3C4D5E","token":"abc"}' }
+  end)
+  t:contains(out[1], "Authorization: Basic ******** was rejected")
+  t:ok(not out[2]:find("1A2B3C4D5E", 1, true), out[2])
 end)
 
 test("format auto: JSON lines when stderr is not a terminal, and for sinks", function(t)

@@ -85,4 +85,20 @@ test("a run left 'running' by a dead process is marked interrupted", function(t)
   t:eq(db:first("SELECT count(*) AS n FROM runs WHERE outcome = 'interrupted'").n, 1)
 end)
 
+test("a run's and an operation's error are scrubbed of credentials when written; data columns are not", function(t)
+  local db = fresh()
+  local run = state.begin_run(db, "main", "manual", "sync")
+  local op = { kind = "add_member", target = "jira", subject = "site-admins-owner", name = "site-admins-owner",
+               group = "site-admins", okta_id = "00u1" }
+  state.record_plan(db, run, { op })
+  state.op_finished(db, run, "main", op, { ok = false, code = "EHTTP",
+    error = "HTTP 502: proxy echo (Authorization: SSWS 00aBcDeF0123456789xyz; Cookie: JSESSIONID=F00BA4)" })
+  state.end_run(db, run, "partial", {}, 'read failed: {"Authorization":"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"}')
+  local o = db:first("SELECT subject, detail, error FROM operations WHERE run_id = ?", run)
+  t:eq(o.error, "HTTP 502: proxy echo (Authorization: SSWS ********; Cookie: ********")
+  t:eq(o.subject, "site-admins-owner")
+  t:contains(o.detail, '"group":"site-admins"')
+  t:eq(db:first("SELECT error FROM runs WHERE id = ?", run).error, 'read failed: {"Authorization":"Bearer ********"}')
+end)
+
 return test.done()

@@ -110,12 +110,17 @@ usage: usersync check [-c FILE] [--json] [--config-only]
 
 Loads the config (a Lua file returning a table, evaluated in the sandbox) and
 validates it against the schema. Every error names the file and the key path;
-all errors are reported together. Then it reaches every server: for each
+all errors are reported together; a secret too short to be masked safely is
+a warning. Relative paths in the config are taken from its directory. It
+reports the store: its path, how many accounts it links and its last run, or
+that it does not exist yet (the first sync creates it; check creates no
+file). Then it reaches every server: for each
 Okta source whether it is reachable, the token or OAuth app valid, the app
 found, and whether it can read users, groups, apps and logs; for each target
 the product and version, who usersync is authenticated as, and whether that
 account has the admin rights a sync needs. --config-only skips the servers.
-Exit 0 when all is well, 1 when a server is not ready, 2 for a config error.
+Exit 0 when all is well, 1 when a server is not ready or the store cannot be
+read, 2 for a config error.
 ]],
   serve = [[
 usage: usersync serve [-c FILE] [-q] [-v]
@@ -149,8 +154,9 @@ configured clients by name (usersync.source "okta", usersync.target "jira"),
 usersync.store(), usersync.config(). With --dry-run every target write is
 printed instead of sent. `arg` holds the arguments (arg[0] is the script).
 The script's directory is on package.path; the current directory is not.
-An uncaught error prints a traceback and exits 1; a script that returns an
-integer exits with it.
+What it prints (print, io.write, io.stdout, io.stderr) has its secrets masked
+like a log line; files it writes are its own. An uncaught error prints a
+traceback and exits 1; a script that returns an integer exits with it.
 ]],
 }
 
@@ -238,7 +244,7 @@ local commands = {}
 -- report. Returns { sources = {name = report}, targets = {name = report} }, all_ok.
 local function check_servers(cfg)
   local engine = require("usersync.engine")
-  local e = assert(engine.open(cfg))
+  local e = assert(engine.open(cfg, { no_store = true }))
   local out, all_ok = { sources = {}, targets = {} }, true
   local names = {}
   for name in pairs(cfg.sources) do names[#names + 1] = name end
@@ -265,7 +271,18 @@ end
 
 local function status_word(st)
   if type(st) ~= "table" then return tostring(st) end
-  return st.status .. ((st.message and st.status ~= "ok") and (" (" .. st.message .. ")") or "")
+  return st.status .. ((st.message and st.status ~= "ok") and (" (" .. secrets.mask(st.message) .. ")") or "")
+end
+
+-- Masks the free-text members (error, detail, message) of a report, in
+-- place, at any depth; names, URLs, versions and every key stay as they are.
+local FREE_TEXT = { error = true, detail = true, message = true }
+local function mask_free_text(t)
+  for k, v in pairs(t) do
+    if type(v) == "string" and FREE_TEXT[k] then t[k] = secrets.mask(v)
+    elseif type(v) == "table" then mask_free_text(v) end
+  end
+  return t
 end
 
 -- The human form of check_servers' reports; only_problems: just the
@@ -280,7 +297,7 @@ local function checks_text(cfg, checks, only_problems)
     local r = checks.sources[name]
     if only_problems and r.ok then goto next_source end
     w(("source %s (okta, %s): %s\n"):format(name, cfg.sources[name].url, r.ok and "ok" or "PROBLEM"))
-    if r.error then w("  error: ", r.error, "\n") end
+    if r.error then w("  error: ", secrets.mask(r.error), "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.auth then w("  credentials: ", status_word(r.auth), "\n") end
     if r.app then w("  app ", tostring(cfg.sources[name].app_id), ": ", status_word(r.app), "\n") end
@@ -300,10 +317,40 @@ local function checks_text(cfg, checks, only_problems)
     if r.product then w(("  product: %s %s\n"):format(r.product, tostring(r.version or "?"))) end
     if r.user then w(("  authenticated as: %s\n"):format(r.user)) end
     w(("  admin rights: %s\n"):format(r.admin == true and "yes" or (r.admin == false and "NO" or "unknown")))
-    if r.detail then w("  detail: ", r.detail, (r.code and (" [" .. r.code .. "]") or ""), "\n") end
+    if r.detail then w("  detail: ", secrets.mask(r.detail), (r.code and (" [" .. r.code .. "]") or ""), "\n") end
     ::next_target::
   end
   return table.concat(buf)
+end
+
+-- What check says about the store, without creating it: { path, exists,
+-- links (accounts linked), last_run = { id, sync, command, started, ended,
+-- outcome } | nil, error }. An existing store is opened to read it.
+local function check_store(cfg)
+  local r = { path = cfg.state, exists = false }
+  local f = io.open(cfg.state, "rb")
+  if not f then return r end
+  f:close()
+  r.exists = true
+  local db, err = require("usersync.state").open(cfg.state)
+  if not db then r.error = secrets.mask(tostring(err)); return r end
+  local ok, why = pcall(function()
+    r.links = db:first("SELECT count(*) AS n FROM links").n
+    r.last_run = db:first("SELECT id, sync, command, started, ended, outcome FROM runs ORDER BY id DESC LIMIT 1")
+  end)
+  db:close()
+  if not ok then r.error = secrets.mask(tostring(why)) end
+  return r
+end
+
+local function store_text(st)
+  if not st.exists then
+    return ("store %s: does not exist yet (the first sync or apply creates it)\n"):format(st.path)
+  end
+  if st.error then return ("store %s: cannot be read: %s\n"):format(st.path, st.error) end
+  local run = st.last_run
+  return ("store %s: %d account%s linked, %s\n"):format(st.path, st.links, st.links == 1 and "" or "s",
+    run and ("last run %d (sync %s, %s, %s)"):format(run.id, run.sync, run.started, run.outcome) or "no runs yet")
 end
 
 function commands.check(args)
@@ -314,13 +361,18 @@ function commands.check(args)
   if #pos > 0 then eprint("usersync check: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path)
-  local checks, all_ok
+  local checks, all_ok, store
+  if cfg then store = check_store(cfg) end
   if cfg and not opts["config-only"] then checks, all_ok = check_servers(cfg) end
   if opts.json then
     local json = require "usersync.json"
-    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors), servers = checks }
-    io.write(secrets.mask(assert(json.encode(out, { sort_keys = true }))), "\n")
+    for i, e in ipairs(errors) do errors[i] = secrets.mask(e) end
+    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors),
+                  warnings = json.array(cfg and cfg._warnings or {}), store = store,
+                  servers = checks and mask_free_text(checks) }
+    io.write(assert(json.encode(out, { sort_keys = true })), "\n")
     if not cfg then return EXIT_USAGE end
+    if store and store.error then return EXIT_FAILED end
     return (checks and not all_ok) and EXIT_FAILED or EXIT_OK
   end
   if not cfg then
@@ -333,14 +385,21 @@ function commands.check(args)
     n(cfg.sources), n(cfg.sources) == 1 and "" or "s",
     n(cfg.targets), n(cfg.targets) == 1 and "" or "s",
     #cfg.sync, #cfg.sync == 1 and "y" or "ies"))
+  for _, w in ipairs(cfg._warnings) do io.write("  warning: ", w, "\n") end
+  io.write(store_text(store))
+  local code = EXIT_OK
   if checks then
-    io.write(secrets.mask(checks_text(cfg, checks, out.quiet)))
+    io.write(checks_text(cfg, checks, out.quiet))
     if not all_ok then
       eprint("usersync check: some servers are not ready (see above)")
-      return EXIT_FAILED
+      code = EXIT_FAILED
     end
   end
-  return EXIT_OK
+  if store.error then
+    eprint("usersync check: the store cannot be read (see above)")
+    code = EXIT_FAILED
+  end
+  return code
 end
 
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
@@ -350,7 +409,9 @@ local function load_config(opts, cmd)
   if not cfg then
     eprint(("usersync %s: config %s has %d error%s"):format(cmd, path, #errors, #errors == 1 and "" or "s"))
     for _, e in ipairs(errors) do eprint("  " .. e) end
+    return nil
   end
+  for _, w in ipairs(cfg._warnings) do require("usersync.log").warn("%s", w) end
   return cfg
 end
 M.load_config = load_config
@@ -376,11 +437,13 @@ function commands.history(args)
   local history = require "usersync.history"
   local runs = history.runs(db, { sync = opts.sync, limit = limit })
   db:close()
+  -- errors are free text (scrubbed when written; again for older stores)
+  for _, r in ipairs(runs) do r.error = r.error and secrets.mask(r.error) end
   if opts.json then
     local json = require "usersync.json"
-    io.write(secrets.mask(assert(json.encode(json.array(runs), { sort_keys = true }))), "\n")
+    io.write(assert(json.encode(json.array(runs), { sort_keys = true })), "\n")
   else
-    io.write(secrets.mask(history.runs_text(runs)))
+    io.write(history.runs_text(runs))
   end
   return EXIT_OK
 end
@@ -400,12 +463,14 @@ function commands.show(args)
   local run, ops = history.show(db, id)
   db:close()
   if not run then eprint("usersync show: " .. ops); return EXIT_USAGE end
+  run.error = run.error and secrets.mask(run.error)
+  for _, o in ipairs(ops) do o.error = o.error and secrets.mask(o.error) end
   if opts.json then
     local json = require "usersync.json"
     run.operations = json.array(ops)
-    io.write(secrets.mask(assert(json.encode(run, { sort_keys = true }))), "\n")
+    io.write(assert(json.encode(run, { sort_keys = true })), "\n")
   else
-    io.write(secrets.mask(history.show_text(run, ops)))
+    io.write(history.show_text(run, ops))
   end
   return EXIT_OK
 end
@@ -418,16 +483,17 @@ local function print_plan(run_plan, opts, cfg)
   if opts.out then
     local f, err = io.open(opts.out, "w")
     if not f then eprint("usersync plan: cannot write " .. opts.out .. ": " .. err); return false end
-    -- streamed: a 100,000-user plan is never one string in memory
-    planfile.write(run_plan, meta, function(piece) f:write(secrets.mask(piece)) end)
+    -- streamed: a 100,000-user plan is never one string in memory. The
+    -- plan is data: never masked (planfile.write scrubs its free texts).
+    planfile.write(run_plan, meta, function(piece) f:write(piece) end)
     f:write("\n")
     f:close()
   end
   if opts.json then
-    planfile.write(run_plan, meta, function(piece) io.write(secrets.mask(piece)) end)
+    planfile.write(run_plan, meta, io.write)
     io.write("\n")
   else
-    report.write_plan_text(run_plan, function(piece) io.write(secrets.mask(piece)) end, { color = out.color_out })
+    report.write_plan_text(planfile.scrub(run_plan), io.write, { color = out.color_out })
     if opts.out then io.write("plan saved to ", opts.out, "; apply it with: usersync apply ", opts.out, "\n") end
   end
   return true
@@ -557,7 +623,7 @@ function commands.sync(args)
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
   if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
   if not opts.json and not out.quiet then
-    require("usersync.report").write_plan_text(run_plan, function(piece) io.write(secrets.mask(piece)) end,
+    require("usersync.report").write_plan_text(require("usersync.planfile").scrub(run_plan), io.write,
       { color = out.color_out })
   end
   local summary = e:apply(run_plan, { force = opts.force, command = "sync" })
@@ -647,8 +713,12 @@ function commands.run(args)
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
   arg = { [0] = script }
   for i = 2, #pos do arg[i - 1] = pos[i] end
-  local api = require("usersync.script").new{ config = opts.config, dry_run = opts["dry-run"] }
+  local script_mod = require "usersync.script"
+  local api = script_mod.new{ config = opts.config, dry_run = opts["dry-run"] }
   usersync = api
+  -- print, io.write and io.stdout/io.stderr mask secrets like log lines
+  local masked, saved = script_mod.masked_globals(), { print = print, io = io }
+  print, io = masked.print, masked.io
   local ok, result = xpcall(fn, function(e)
     if type(e) ~= "string" then
       local mt = getmetatable(e)
@@ -656,6 +726,7 @@ function commands.run(args)
     end
     return debug.traceback(e, 2)
   end, table.unpack(arg, 1, #pos - 1))
+  print, io = saved.print, saved.io
   io.stdout:flush()
   pcall(api.close)
   if not ok then

@@ -8,6 +8,13 @@
 --
 -- The schema is data: each node is { kind, ... }. Unknown keys, wrong types,
 -- bad values and missing required keys are all errors naming the key path.
+--
+-- Every file the config names (`state`, `policy`, `ca_file`, `serve.tls`,
+-- `serve.jobs[].script`, `file "..."` secrets) is a path node: a relative
+-- path is taken from the config file's directory, never from the current
+-- directory, so a command run from anywhere with -c DIR/usersync.conf.lua
+-- uses DIR/usersync.db. cfg._warnings lists what is valid but unwise (a
+-- secret too short to be masked safely).
 local sandbox = require "usersync.sandbox"
 local secrets = require "usersync.secrets"
 
@@ -26,14 +33,15 @@ local function secret(t) return node("secret", t) end
 local function duration(t) return node("duration", t) end
 local function url(t) return node("url", t) end
 local function pattern(t) return node("pattern", t) end
+local function path(t) return node("path", t) end
 local function oneof(options, t) t = t or {}; t.options = options; return node("oneof", t) end
 
 M.nodes = { str = str, bool = bool, int = int, enum = enum, list = list, map = map,
             record = record, secret = secret, duration = duration, url = url,
-            pattern = pattern, oneof = oneof }
+            pattern = pattern, oneof = oneof, path = path }
 
 local http_opts = {
-  ca_file = str(), timeout = duration(), concurrency = int { min = 1, max = 64 },
+  ca_file = path(), timeout = duration(), concurrency = int { min = 1, max = 64 },
   insecure_skip_verify = bool(),
 }
 
@@ -56,7 +64,7 @@ local source = record({
   retries = int { min = 0, max = 10 },
   max_wait = duration(),
   status_map = map(enum({ "active", "inactive", "skip" })),
-  ca_file = str(), timeout = duration(),
+  ca_file = path(), timeout = duration(),
 }, { check = function(_, path, err, v)
   if v.token == nil and v.oauth == nil then
     err(path, "needs `token` (SSWS API token) or `oauth` (service app)")
@@ -72,7 +80,7 @@ local target = record({
   user = str(),
   password = secret(),
   concurrency = int { min = 1, max = 64, default = 8 },
-  ca_file = str(), timeout = duration(),
+  ca_file = path(), timeout = duration(),
   add_to_default_group = bool(),  -- Bitbucket: new users join the default group (default true)
   task_wait = duration(),         -- Confluence: how long to follow a delete task (default 120s)
   page_size = int { min = 1 },    -- listings: at most this many per page (default: product maximum)
@@ -107,7 +115,7 @@ local sync_entry = record({
     rename = list(list(str(), { len = 2 })),
   }, { default = {} }),
   defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
-  policy = str(),
+  policy = path(),
   deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
   limits = record({ max_deprovision = node("share"),
                     policy_instructions = int { min = 1 } },  -- all policy hook calls of a run together
@@ -115,7 +123,7 @@ local sync_entry = record({
 })
 
 M.schema = record({
-  state = str { default = "usersync.db" },
+  state = path { default = "usersync.db" },
   log = record({ level = enum({ "debug", "info", "warn", "error" }), format = enum({ "text", "json" }) }),
   sources = map(source, { required = true, nonempty = true }),
   targets = map(target, { required = true, nonempty = true }),
@@ -127,11 +135,11 @@ M.schema = record({
     max_connections = int { min = 1, max = 65535 },         -- on `listen` (default 512)
     max_connections_per_ip = int { min = 1, max = 65535 },  -- on `listen` (default 32)
     request_timeout = duration(),   -- a request must arrive within this (default 5s)
-    tls = record({ cert = str { required = true }, key = str { required = true } }),
+    tls = record({ cert = path { required = true }, key = path { required = true } }),
     okta_hook = record({ path = str { default = "/hooks/okta" }, secret = secret { required = true },
                          max_body = int { min = 1024 } }),
     poll_logs = duration(),
-    jobs = list(record({ script = str { required = true }, every = duration { required = true } })),
+    jobs = list(record({ script = path { required = true }, every = duration { required = true } })),
   }),
 }, { check = function(v, path, err)
   for i, s in ipairs(v.sync or {}) do
@@ -229,6 +237,9 @@ end
 -- commands load the config with them optional (M.load's opts.serve), so a
 -- shell without OKTA_HOOK_SECRET can still plan and sync.
 local serve_secrets_optional = false
+-- The validation under way: the directory relative paths are taken from,
+-- and the warnings found so far.
+local current = { dir = nil, warnings = {} }
 function checkers.secret(n, v, path, err)
   if secrets.is_missing(v) then
     if serve_secrets_optional and path:match("^serve%.") then return nil end
@@ -237,7 +248,18 @@ function checkers.secret(n, v, path, err)
   if type(v) ~= "string" then
     return err(path, "expected a secret (env \"NAME\" or file \"PATH\"), got " .. describe(v))
   end
+  if secrets.too_short(v) then
+    current.warnings[#current.warnings + 1] = ("%s: the secret is %d characters long; secrets shorter than %d "
+      .. "cannot be masked safely in logs and error messages (%s), use a longer one")
+      :format(path, #v, secrets.MIN_SAFE, #v < secrets.MIN_LEN and "it is not masked at all"
+        or "it is masked only where it stands as a whole word")
+  end
   return secrets.register(v)
+end
+-- A file name; relative to the config file's directory.
+function checkers.path(n, v, path, err)
+  if type(v) ~= "string" or v == "" then return err(path, "expected a file path, got " .. describe(v)) end
+  return secrets.resolve(v, current.dir)
 end
 function checkers.url(n, v, path, err)
   if type(v) ~= "string" then return err(path, "expected a URL, got " .. describe(v)) end
@@ -353,6 +375,8 @@ end
 
 -- Validates a config table. Returns the normalised table and a list of
 -- errors "key.path: message" (empty when valid).
+-- opts.dir: the directory relative paths are taken from (default: as given).
+-- Returns cfg, errors, warnings.
 function M.validate(t, opts)
   local errors = {}
   local function err(path, msg)
@@ -360,24 +384,33 @@ function M.validate(t, opts)
     return nil
   end
   serve_secrets_optional = not (opts and opts.serve)
+  current = { dir = opts and opts.dir, warnings = {} }
   local ok, cfg = pcall(check, M.schema, t, "", err)
+  local warnings = current.warnings
   serve_secrets_optional = false
+  current = { dir = nil, warnings = {} }
   if not ok then error(cfg, 0) end
-  return cfg, errors
+  return cfg, errors, warnings
+end
+
+-- The directory of a file path ("." when it has none).
+function M.dir_of(file)
+  return file:match("^(.*[^/])/+[^/]*$") or (file:match("^/") and "/" or ".")
 end
 
 -- Runs a config chunk and validates what it returns, inside the sandbox
 -- call: metamethods of the returned tables run under its budget, and what
--- comes out is plain data. Returns cfg | nil, errors.
+-- comes out is plain data. Returns cfg | nil, errors, warnings.
 local function evaluate(fn, path, opts)
   local t = fn()
   if type(t) ~= "table" then
     return nil, { path .. ": the config must return a table, got " .. describe(t) }
   end
-  local cfg, errors = M.validate(t, opts)
+  local cfg, errors, warnings = M.validate(t, opts)
   for i, e in ipairs(errors) do errors[i] = path .. ": " .. e end
   if #errors > 0 then return nil, errors end
-  return cfg, errors
+  for i, w in ipairs(warnings) do warnings[i] = path .. ": " .. w end
+  return cfg, errors, warnings
 end
 
 -- The config's sandbox limits: per call, and for everything the config's
@@ -386,17 +419,23 @@ M.LIMITS = { instructions = 10 * 1000 * 1000, run_instructions = 100 * 1000 * 10
 
 -- Loads and validates a config file. Returns cfg | nil, errors (each
 -- prefixed with the file name). opts.serve: the config is for `usersync
--- serve`, whose secrets (serve.*) must then be set too.
+-- serve`, whose secrets (serve.*) must then be set too. Relative paths
+-- resolve against the file's directory. cfg._path is the file,
+-- cfg._warnings its warnings (each prefixed with the file name).
 function M.load(path, opts)
+  local dir = M.dir_of(path)
   local acct = sandbox.account{ name = path, instructions = M.LIMITS.instructions,
                                 run_instructions = M.LIMITS.run_instructions }
-  local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file }, acct)
+  local fn, envOrErr = sandbox.loadfile(path, { env = secrets.env, file = secrets.file_in(dir) },
+                                        acct)
   if not fn then
     local msg = tostring(envOrErr)
     if not msg:find(path, 1, true) then msg = path .. ": " .. msg end
     return nil, { msg }
   end
-  local ok, cfg, errors = sandbox.call(acct, evaluate, fn, path, opts)
+  local vopts = { dir = dir }
+  for k, v in pairs(opts or {}) do vopts[k] = v end
+  local ok, cfg, errors, warnings = sandbox.call(acct, evaluate, fn, path, vopts)
   fn = nil -- luacheck: ignore (the chunk's objects may be collected below)
   -- The finalizers of what the chunk left behind run now, under the
   -- config's budget, so a runaway one is an error of the config.
@@ -406,6 +445,7 @@ function M.load(path, opts)
   if not ok then return nil, { secrets.mask(cfg) } end
   if not cfg then return nil, errors end
   cfg._path = path
+  cfg._warnings = warnings
   return cfg, errors
 end
 

@@ -26,7 +26,8 @@ Engine.__index = Engine
 M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
 
 -- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(ev),
---         should_stop = fn() -> true to stop applying (serve's SIGTERM) }
+--         should_stop = fn() -> true to stop applying (serve's SIGTERM),
+--         no_store = true: clients only, the store is not opened (check) }
 -- `e.trigger` may be changed between runs (serve reuses one engine).
 -- progress events (usersync.progress renders them): { phase = "okta"|"target"|"apply",
 --   name, state = "start"|"update"|"done"|"failed", message (start), expected (start: users
@@ -34,8 +35,11 @@ M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
 --   error, code (failed), requests (done), op, ok, info (apply updates) }
 function M.open(cfg, opts)
   opts = opts or {}
-  local db, err, code = state.open(cfg.state)
-  if not db then return nil, ("cannot open the store %s: %s"):format(cfg.state, err), code end
+  local db, err, code
+  if not opts.no_store then
+    db, err, code = state.open(cfg.state)
+    if not db then return nil, ("cannot open the store %s: %s"):format(cfg.state, err), code end
+  end
   local self = setmetatable({ cfg = cfg, db = db, trigger = opts.trigger or "manual",
     sources = {}, targets = {}, policies = {}, http = {}, progress = opts.progress or function() end,
     should_stop = opts.should_stop }, Engine)

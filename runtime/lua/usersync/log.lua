@@ -41,9 +41,12 @@
 -- keys are sorted. Field names ts, level and msg are written as _ts, _level,
 -- _msg in JSON lines.
 --
--- Masking: the message, every field key and string value (nested too), and
--- finally the whole line go through usersync.secrets.mask, so a registered
--- secret never reaches the stream in either format.
+-- Masking: the message, every field name and string value (nested too, and
+-- the tostring() of other values) go through usersync.secrets.mask, so a
+-- registered secret standing as a whole value, or a credential (an
+-- Authorization header, a token parameter), never reaches the stream in
+-- either format. Each string is masked on its own, before it is quoted or
+-- escaped, so masking never breaks a JSON line.
 local secrets = require "usersync.secrets"
 
 local M = {}
@@ -247,7 +250,7 @@ local function emit(level, msg, fields, base)
     msg = secrets.mask(msg),
     fields = sanitize(merged, 1, {}),
   }
-  write(secrets.mask(render(record, current_format())), record)
+  write(render(record, current_format()), record)
 end
 
 -- Turns the arguments of log.info(...) into msg, fields.

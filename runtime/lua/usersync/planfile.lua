@@ -12,8 +12,16 @@
 --   -- verdict.unsafe: reasons to refuse (a destructive op no longer planned)
 --   -- verdict.obsolete: harmless saved ops no longer needed (skipped)
 --   -- verdict.new: ops planned now but not in the saved plan (not applied)
+--   planfile.scrub(run_plan)   -- secrets out of its free texts (write does it too)
+--
+-- A plan is data: its names, groups and payloads are written exactly as
+-- planned, never masked (a group "site-admins" stays "site-admins" whatever
+-- the secrets are). Only its free texts, the messages of errors, conflicts,
+-- notes and read problems (which can quote a server's error body), are
+-- scrubbed of secrets and credentials when the plan is written.
 local json = require "usersync.json"
 local plan = require "usersync.plan"
+local secrets = require "usersync.secrets"
 
 local M = {}
 
@@ -48,6 +56,21 @@ function M.key(sync, op)
 end
 
 local function array(t) return json.array(t or {}) end
+
+-- Scrubs the free texts of a run plan in place (see the header). Returns it.
+function M.scrub(run_plan)
+  local mask = secrets.mask
+  for _, s in ipairs(run_plan.syncs or {}) do
+    local problems = s.read and s.read.problems or {}
+    for i, p in ipairs(problems) do problems[i] = mask(p) end
+    for _, tp in ipairs(s.targets or {}) do
+      for _, e in ipairs(tp.errors or {}) do e.message = mask(e.message) end
+      for _, c in ipairs(tp.conflicts or {}) do c.message = mask(c.message) end
+      for i, n in ipairs(tp.notes or {}) do tp.notes[i] = mask(n) end
+    end
+  end
+  return run_plan
+end
 
 local ENC = { indent = 2, sort_keys = true }
 
@@ -91,6 +114,7 @@ local SLICE = 500
 -- depth of the marker string that holds their place in the encoded rest.
 -- meta: { config = path, created = iso time }.
 function M.write(run_plan, meta, write)
+  M.scrub(run_plan)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
                 scope = run_plan.scope,
                 syncs = array({}) }

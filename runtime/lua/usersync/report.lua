@@ -68,7 +68,8 @@ local RESET = "\27[0m"
 -- is called once per line, s ending in "\n" (a 100,000-user first sync is
 -- over a million lines: never held whole). opts.color: colour the signs
 -- (+ green, - red, ~ and > yellow, ! red); only for a terminal.
---   report.write_plan_text(run_plan, function(s) io.write(secrets.mask(s)) end)
+-- The plan is data, written as it is; its free texts are scrubbed first:
+--   report.write_plan_text(planfile.scrub(run_plan), io.write)
 function M.write_plan_text(run_plan, write, opts)
   local _ <close> = require("usersync.plan").gc_for_writing(run_plan)
   local color = opts and opts.color

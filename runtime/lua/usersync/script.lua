@@ -13,6 +13,14 @@
 -- The config is loaded on first use; a script that never asks for it runs
 -- without one. Clients share one HTTP engine and are closed when the script
 -- ends.
+--
+-- What a script prints goes through usersync.secrets.mask like a log line:
+-- M.masked_globals() gives the `print` and `io` the script runs with, whose
+-- print, io.write and io.stdout / io.stderr writes mask every configured
+-- secret and credential. Files the script opens itself are its data and are
+-- written as they are.
+local secrets = require "usersync.secrets"
+
 local M = {}
 
 -- Target methods that write; under --dry-run they print instead.
@@ -60,10 +68,66 @@ local function dry_target(name, t, out)
   end })
 end
 
+-- A stand-in for a standard stream (io.stdout, io.stderr) whose write
+-- masks; every other method is the real file's.
+local function masked_stream(real)
+  local proxy = {}
+  return setmetatable(proxy, {
+    __index = function(_, k)
+      if k == "write" then
+        return function(self, ...)
+          local parts = table.pack(...)
+          for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+          local ok, err, code = real:write(secrets.mask(table.concat(parts, "", 1, parts.n)))
+          if not ok then return nil, err, code end
+          return self
+        end
+      end
+      local v = real[k]
+      if type(v) == "function" then
+        return function(self, ...) return v(self == proxy and real or self, ...) end
+      end
+      return v
+    end,
+    __tostring = function() return tostring(real) end,
+    __name = "FILE*",
+  }), real
+end
+
+-- print and io for a script (see the header): returns { print = fn, io = table }.
+function M.masked_globals()
+  local io = io -- the real library: the script's global `io` becomes the copy
+  local stdout, real_stdout = masked_stream(io.stdout)
+  local stderr, real_stderr = masked_stream(io.stderr)
+  local wrapped = { [real_stdout] = stdout, [real_stderr] = stderr }
+  local real = { [stdout] = real_stdout, [stderr] = real_stderr }
+  local mio = {}
+  for k, v in pairs(io) do mio[k] = v end
+  mio.stdout, mio.stderr = stdout, stderr
+  -- io.write / io.output / io.type / io.lines see the stand-ins as the files
+  function mio.output(f)
+    if f == nil then local o = io.output(); return wrapped[o] or o end
+    local o = io.output(real[f] or f)
+    return wrapped[o] or o
+  end
+  function mio.write(...)
+    local o = io.output()
+    if wrapped[o] then return wrapped[o]:write(...) end
+    return o:write(...)
+  end
+  function mio.type(f) return io.type(real[f] or f) end
+  local function mprint(...)
+    local parts = table.pack(...)
+    for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+    stdout:write(table.concat(parts, "\t", 1, parts.n), "\n")
+  end
+  return { print = mprint, io = mio }
+end
+
 -- opts: { config = path or nil, dry_run = bool, out = function(line) }
 function M.new(opts)
   opts = opts or {}
-  local out = opts.out or function(line) io.write(line, "\n") end
+  local out = opts.out or function(line) io.stdout:write(secrets.mask(line), "\n") end
   local api = { dry_run = opts.dry_run and true or false }
   local cfg, engine
   function api.config()

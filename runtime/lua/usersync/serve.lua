@@ -240,7 +240,7 @@ function Serve:run(opts)
     -- A run that raised after it began stays 'running' in the store:
     -- close it (the pid is this live process, so nothing else would).
     e.db:exec([[UPDATE runs SET outcome = 'failed', error = ?, ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-        WHERE outcome = 'running' AND pid = ?]], why, self.pid or -1)
+        WHERE outcome = 'running' AND pid = ?]], require("usersync.secrets").mask(why), self.pid or -1)
     if self.srv:stopping() then
       log.warn { msg = "run stopped on request before it applied anything", sync = opts.sync, trigger = opts.trigger }
       return nil, "stopped"

@@ -231,7 +231,7 @@ end
 function M.end_run(db, run_id, outcome, counts, err)
   return db:exec([[UPDATE runs SET outcome = ?, counts = ?, error = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?]],
-    outcome, json.encode(counts or json.object()), err, run_id)
+    outcome, json.encode(counts or json.object()), err and secrets.mask(err), run_id)
 end
 
 return M

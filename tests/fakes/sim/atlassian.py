@@ -185,7 +185,7 @@ class AtlassianProduct(Product):
     extra_faults = {"rate_limit_burst": None, "ratelimit_header_prefix": "X-RateLimit",
                     "fail_retry_after": 1, "html_auth_errors": True, "max_inflight": None,
                     "page_cap": None, "page_short": False, "page_lazy_last": False,
-                    "page_no_flags": False}
+                    "page_no_flags": False, "echo_credentials": False}
     html_auth = False  # Jira and Confluence: HTML 401 for bad credentials (html_auth_errors)
 
     def __init__(self, server):
@@ -218,9 +218,9 @@ class AtlassianProduct(Product):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < 1):
                 raise ValueError("max_inflight must be an integer >= 1 or null")
-        if key == "html_auth_errors":
+        if key in ("html_auth_errors", "echo_credentials"):
             if not isinstance(value, bool):
-                raise ValueError("html_auth_errors must be true or false")
+                raise ValueError("%s must be true or false" % key)
         return value
 
     def page_window(self, start, n, count):
@@ -346,6 +346,11 @@ class AtlassianProduct(Product):
                 hs = [("Retry-After", str(retry))]
             resp.headers.extend(hs)
             return resp
+        if self.server.faults.get("echo_credentials"):
+            # a proxy or servlet filter that quotes the request in its error page
+            return plain_response(status, "Upstream error for %s %s (Authorization: %s; Cookie: %s)"
+                                  % (req.method, req.path, req.headers.get("authorization", "-"),
+                                     req.headers.get("cookie", "-")))
         return self.error_response(ApiError(status, "Injected failure: the server could not "
                                                     "process the request."))
 
