@@ -17,7 +17,7 @@
 -- A plan is data: its names, groups and payloads are written exactly as
 -- planned, never masked (a group "site-admins" stays "site-admins" whatever
 -- the secrets are). Only its free texts, the messages of errors, conflicts,
--- notes and read problems (which can quote a server's error body), are
+-- notes, read problems and a target's read error (which can quote a server's error body), are
 -- scrubbed of secrets and credentials when the plan is written.
 local json = require "usersync.json"
 local plan = require "usersync.plan"
@@ -67,6 +67,7 @@ function M.scrub(run_plan)
       for _, e in ipairs(tp.errors or {}) do e.message = mask(e.message) end
       for _, c in ipairs(tp.conflicts or {}) do c.message = mask(c.message) end
       for i, n in ipairs(tp.notes or {}) do tp.notes[i] = mask(n) end
+      if tp.read_error then tp.read_error = mask(tp.read_error) end
     end
   end
   return run_plan
