@@ -551,7 +551,7 @@ function commands.sync(args)
   if #pos > 0 then eprint("usersync sync: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local e, code = start_engine(opts, "sync")
   if not e then return code end
-  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, lock = true }
   if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
   if not opts.json and not out.quiet then
     require("usersync.report").write_plan_text(run_plan, function(piece) io.write(secrets.mask(piece)) end,
@@ -579,7 +579,7 @@ function commands.apply(args)
   if not saved then eprint("usersync apply: " .. file .. ": " .. perr); return EXIT_USAGE end
   local e, code = start_engine(opts, "apply")
   if not e then return code end
-  local fresh, err, ecode = e:plan{ user = saved.scope }
+  local fresh, err, ecode = e:plan{ user = saved.scope, lock = true }
   if not fresh then finish_engine(e, "apply"); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
   local verdict = planfile.compare(saved, fresh)
   if #verdict.unsafe > 0 then

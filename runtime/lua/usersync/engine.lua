@@ -156,6 +156,7 @@ function Engine:read_source(s, pol, only_users, by_id)
   local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
     -- A stop request (serve's SIGTERM) ends a long read early.
     if self.should_stop and self.should_stop() then error("stop requested", 0) end
+    self:renew_locks()
     self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
@@ -322,6 +323,7 @@ function Engine:read_target(name)
   local t = self:target(name)
   local s, err, code = t:snapshot{ progress = function(done, total, what)
     if self.should_stop and self.should_stop() then error("stop requested", 0) end
+    self:renew_locks()
     self.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
@@ -392,14 +394,56 @@ function Engine:last_in_scope(sync_name)
   return counts and counts.users_in_scope
 end
 
+-- The run locks (`sync:NAME`) of the entries, taken before a plan reads
+-- anything and held until apply ends (Engine:unlock_entries, or close).
+-- Returns true, or nil and a message naming the holder.
+M.LOCK_TTL = 600
+function Engine:lock_entries(entries)
+  self.held = self.held or {}
+  for _, s in ipairs(entries) do
+    local ok, err = self.db:lock("sync:" .. s.name, { ttl = M.LOCK_TTL })
+    if not ok then
+      self:unlock_entries()
+      return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
+        :format(s.name, tostring(err):gsub("^store: ", ""))
+    end
+    self.held[s.name] = true
+  end
+  self.lock_renewed = os.time()
+  return true
+end
+
+-- Renews the held locks' leases, at most once a minute (a long read or
+-- apply must not let them expire). A renewal that fails is not fatal here:
+-- the journal's next write fails the same way and stops the apply.
+function Engine:renew_locks(now)
+  if not self.held then return end
+  now = now or os.time()
+  if self.lock_renewed and now - self.lock_renewed < 60 then return end
+  self.lock_renewed = now
+  for name in pairs(self.held) do pcall(self.db.lock, self.db, "sync:" .. name, { ttl = M.LOCK_TTL }) end
+end
+
+function Engine:unlock_entries()
+  for name in pairs(self.held or {}) do pcall(self.db.unlock, self.db, "sync:" .. name) end
+  self.held = nil
+end
+
 -- Plans every sync entry (or the one named). Writes nothing anywhere.
 -- opts: { user = login | users = { login or id, ... } [, by_id = true when
 -- users are all Okta ids], sync = name }.
+-- opts.lock (sync, apply): lock the entries first (lock_entries); apply
+-- releases them.
 -- With user(s) only those Okta users are read and planned, and each target
 -- is read only for their accounts (read_target_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
-  opts = opts or {}
+  local run_plan, err, code = self:plan_locked(opts or {})
+  if not run_plan then self:unlock_entries() end
+  return run_plan, err, code
+end
+
+function Engine:plan_locked(opts)
   -- Memory: a shorter GC pause while planning, restored on any
   -- exit; full collections between the phases (settle) so each phase starts
   -- from what is live, not from the garbage of the one before.
@@ -430,6 +474,13 @@ function Engine:plan(opts)
     end
   end
   local single = #selected == 1
+  -- sync and apply (opts.lock): every entry this plan reads is locked before
+  -- anything is read, so a second run cannot plan from a view the first
+  -- one is changing; a run kept out fails at once and reads nothing.
+  if opts.lock then
+    local ok, lerr = self:lock_entries(selected)
+    if not ok then return nil, lerr, M.EXIT_FAILED end
+  end
   for _, s in ipairs(selected) do
     if stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local pol, perr = self:policy(s)
@@ -769,6 +820,7 @@ function Engine:apply(run_plan, opts)
     end
     self.db:unlock("sync:" .. entry.name)
   end
+  self:unlock_entries()
   if summary.failed > 0 or (summary.problems or 0) > 0 then summary.exit = M.EXIT_FAILED end
   if stop then summary.exit = M.EXIT_SAFETY end
   return summary
