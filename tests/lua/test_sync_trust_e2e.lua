@@ -47,4 +47,114 @@ test("sync takes the lock before reading: a second run fails at once, names the 
   t:eq(w:usersync("sync").code, 0, "free again once released")
 end)
 
+test("add_member answered 502 after the write: owned on the next run, so removed when the user leaves the group", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  w.jira:faults{ fail_rate = 1, fail_status = 502, fail_path = "^/rest/api/2/group/user$", fail_after = true }
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "the lost answers are failures of this run")
+  w.jira:faults{}
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, "the adds reached Jira")
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr .. r.stdout)
+  local db <close> = db_of(w)
+  t:eq(db:first([[SELECT count(*) AS n FROM owned_memberships WHERE lower(group_name) = 'developers']]).n, 2,
+    "the intended adds found in Jira are owned")
+  t:eq(db:first("SELECT count(*) AS n FROM operations WHERE status = 'running' OR unsure = 1").n, 0, "journal settled")
+  -- ann leaves Engineering: the membership usersync added is removed (keep_existing keeps only others)
+  w.members["00gEng"] = { "00u2" }
+  w:load()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "developers"), { "bob.stone@example.com" }, "ann's membership removed")
+end)
+
+test("create_user answered 502 after the write: the next run records a creation and gives the new-user groups", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  w.jira:faults{ fail_rate = 1, fail_status = 502, fail_path = "^/rest/api/2/user$", fail_after = true }
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "the lost answers are failures of this run")
+  t:ok(not r.stderr:find("FOREIGN KEY", 1, true) and not r.stderr:find("traceback", 1, true), r.stderr)
+  w.jira:faults{}
+  t:eq(#world.clone((function() local k = {} for n in pairs(w:accounts("jira")) do k[#k + 1] = n end return k end)()), 3,
+    "the accounts were created")
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr .. r.stdout)
+  t:same(w:members_of("jira", "new-hires"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" },
+    "created accounts get defaults.new_users")
+  local db <close> = db_of(w)
+  t:eq(db:first("SELECT count(*) AS n FROM links WHERE created_by_us = 1").n, 3, "recorded as created by usersync")
+  t:eq(db:first("SELECT count(*) AS n FROM owned_memberships").n, 9, "every membership usersync added is owned")
+  w:clear_requests()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(#w:writes("jira"), 0, "converged")
+end)
+
+-- A world of n users in Engineering, Jira only, slowed down so a run can be
+-- killed (or run out of disk) in the middle of its writes.
+local function big_world(n)
+  local w = world.new { sync = MANUAL, products = { "jira" } }
+  w:okta_group("00gEng", "Engineering")
+  for i = 1, n do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
+  w:load()
+  return w
+end
+
+-- Starts `usersync sync` in the background; returns its pid. prefix: shell
+-- text run first (e.g. a ulimit).
+local function spawn(w, prefix)
+  local cmd = ("%s US_TEST_OKTA_TOKEN=test-token US_TEST_ATL_TOKEN=test-token USERSYNC_LOG_LEVEL=warn NO_COLOR=1 exec %s sync -c %s >%s 2>%s </dev/null"):format(
+    prefix or "", proc.quote(os.getenv("USERSYNC")), proc.quote(w.config), proc.quote(w.dir .. "/bg.out"), proc.quote(w.dir .. "/bg.err"))
+  local f = io.popen("sh -c " .. proc.quote(cmd) .. " & echo $!")
+  local pid = f:read("l")
+  f:close()
+  return pid
+end
+
+local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
+
+local function wait_gone(pid)
+  for _ = 1, 1200 do
+    if not alive(pid) then return true end
+    os.execute("sleep 0.05")
+  end
+  return false
+end
+
+test("kill -9 mid-apply: the next run owns what was sent, counts the killed run truthfully, duplicates nothing", function(t)
+  local w <close> = big_world(40)
+  w.jira:faults{ latency_ms = 40 }
+  local pid = spawn(w)
+  local adds = 0
+  for _ = 1, 1200 do
+    adds = w.jira:count{ path = "^/rest/api/2/group/user$", method = "POST" }
+    if adds >= 15 or not alive(pid) then break end
+    os.execute("sleep 0.02")
+  end
+  t:ok(alive(pid), "still applying when killed")
+  os.execute("kill -9 " .. pid)
+  t:ok(wait_gone(pid), "killed")
+  w.jira:faults{}
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr .. r.stdout)
+  local accounts = 0
+  for _ in pairs(w:accounts("jira")) do accounts = accounts + 1 end
+  t:eq(accounts, 40, "no duplicates, nobody missing")
+  local members = #w:members_of("jira", "developers") + #w:members_of("jira", "new-hires") + #w:members_of("jira", "okta-synced")
+  t:eq(members, 120)
+  local db <close> = db_of(w)
+  t:eq(db:first("SELECT count(*) AS n FROM owned_memberships").n, members, "every membership usersync added is owned")
+  t:eq(db:first("SELECT count(*) AS n FROM operations WHERE status = 'running' OR unsure = 1").n, 0, "journal settled")
+  local first = db:first("SELECT outcome, counts FROM runs ORDER BY id LIMIT 1")
+  t:eq(first.outcome, "interrupted")
+  local counts = require("usersync.json").decode(first.counts)
+  t:eq(counts.create_user, 40, "the killed run's creates are counted: " .. first.counts)
+  t:ok((counts.add_member or 0) >= adds, ("its adds too (%d served before the kill): %s"):format(adds, first.counts))
+  -- the adds of the killed run are owned: a user leaving Engineering loses developers
+  w.members["00gEng"] = { "00u0002" }
+  for i = 3, 40 do table.insert(w.members["00gEng"], ("00u%04d"):format(i)) end
+  w:load()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(#w:members_of("jira", "developers"), 39, "user001 removed from developers")
+end)
+
 return test.done()

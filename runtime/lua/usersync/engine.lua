@@ -19,6 +19,15 @@ local json = require "usersync.json"
 local log = require "usersync.log"
 local config = require "usersync.config"
 
+-- A store call that must not raise: returns its result, or nil and the
+-- message (disk full, I/O error, ...).
+local function journal(fn, ...)
+  local ok, a, b = pcall(fn, ...)
+  if not ok then return nil, tostring(a) end
+  if a == nil then return nil, tostring(b) end
+  return a
+end
+
 local M = {}
 local Engine = {}
 Engine.__index = Engine
@@ -539,6 +548,16 @@ function Engine:plan_locked(opts)
         uses[tname] = uses[tname] - 1
         if uses[tname] == 0 then self.snapshots[tname] = nil end
       end
+      -- Journal rows of earlier runs whose outcome is unknown (a lost
+      -- answer, a kill, a store that could not be written) are settled
+      -- from what the target shows now, before ownership is read.
+      if snap.complete then
+        local settled, rerr = journal(state.reconcile, self.db, s.name, tname, snap, users ~= nil)
+        if not settled then
+          return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(rerr)), M.EXIT_FAILED
+        end
+        if settled > 0 then links = state.links(self.db, s.name, tname) end
+      end
       -- A target that cannot be read is an error of that target (exit 1,
       -- nothing planned for it), not an incomplete source read.
       claimed[tname] = claimed[tname] or {}
@@ -699,23 +718,36 @@ end
 
 local DESTRUCTIVE = report.DESTRUCTIVE
 
--- Operations per t:apply call when a stop can be requested: between chunks
--- the engine looks at should_stop, so a SIGTERM waits for at most one
--- chunk's requests in flight (the plan's order holds across chunks).
-M.STOP_CHUNK = 100
+-- Operations per chunk. A chunk holds operations of one kind (plan order
+-- holds across chunks): their intents are recorded in one transaction, the
+-- chunk is sent, and their outcomes are recorded in one transaction. So a
+-- write is never sent before its intent is durable, a run killed midway
+-- leaves at most a chunk of unknown outcomes (settled by the next plan,
+-- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
+-- one chunk's requests in flight.
+M.CHUNK = 100
 
--- Applies ops to target t, calling finished(op, ok, info, code) for each.
--- Returns true, or "stopped" when should_stop said so between chunks, or
--- nil, err when the target gave up.
-function Engine:apply_ops(t, ops, finished)
-  if not self.should_stop then return t:apply(ops, finished) end
+-- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
+-- is sent and returns the ops to send (or nil, err: the store cannot record
+-- them; nothing more is sent); finished(op, ok, info, code) runs for each
+-- outcome and done_chunk(list) after each chunk (or nil, err likewise).
+-- Returns true, "stopped" when should_stop said so between chunks, nil, err
+-- when the target gave up, or false, err when the store failed.
+function Engine:apply_ops(t, ops, per_chunk, finished, done_chunk)
   local i = 1
   while i <= #ops do
-    if self.should_stop() then return "stopped" end
-    local chunk = table.move(ops, i, math.min(i + M.STOP_CHUNK - 1, #ops), 1, {})
-    local res, err = t:apply(chunk, finished)
-    if not res then return nil, err end
-    i = i + M.STOP_CHUNK
+    if self.should_stop and self.should_stop() then return "stopped" end
+    local j, kind = i, ops[i].kind
+    while j < #ops and j - i + 1 < M.CHUNK and ops[j + 1].kind == kind do j = j + 1 end
+    local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
+    if not chunk then return false, err end
+    if #chunk > 0 then
+      local res, aerr = t:apply(chunk, finished)
+      if not res then return nil, aerr end
+    end
+    local ok, derr = done_chunk()
+    if not ok then return false, derr end
+    i = j + 1
   end
   return true
 end
@@ -726,14 +758,22 @@ function Engine:apply(run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
   local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard, exit = M.EXIT_OK }
+  -- The store cannot be written (disk full, I/O error): nothing more is
+  -- sent; what was sent and not recorded is settled by the next plan.
+  local store_error
+  local function store_failed(err)
+    store_error = store_error or ("cannot record the run in the store %s: %s; nothing more was sent (the next run settles what was sent and plans the rest again)")
+      :format(self.db:path(), (tostring(err):gsub("^.-store: ", "")))
+  end
   for _, entry in ipairs(run_plan.syncs) do
-    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = 600 })
+    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = M.LOCK_TTL })
     if not lock_ok then
       summary.exit = M.EXIT_FAILED
       summary.error = lerr
-      return summary
+      break
     end
-    local run_id = state.begin_run(self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
+    local run_id, rerr = journal(state.begin_run, self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
+    if not run_id then store_failed(rerr); break end
     summary.runs[#summary.runs + 1] = run_id
     local counts, failed = { users_in_scope = entry.users_in_scope }, 0
     local seq = 0
@@ -756,17 +796,18 @@ function Engine:apply(run_plan, opts)
           ops[#ops + 1] = o
         end
       end
-      seq = state.record_plan(self.db, run_id, ops, seq)
+      local nseq, jerr = journal(state.record_plan, self.db, run_id, ops, seq)
+      if not nseq then store_failed(jerr); break end
+      seq = nseq
       if #ops > 0 then
         self.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
           message = ("applying %d changes to %s"):format(#ops, p.target) }
         local applied = 0
         local t = self:target(p.target)
         local failed_ids = {}
-        state.ops_started(self.db, run_id, ops)
+        local outcomes = {}
         local function finished(op, ok, info, code)
-          local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
-          state.op_finished(self.db, run_id, entry.name, op, result)
+          outcomes[#outcomes + 1] = { op, ok and { ok = true, note = info } or { ok = false, error = info, code = code } }
           if ok then
             summary.ok = summary.ok + 1
             counts[op.kind] = (counts[op.kind] or 0) + 1
@@ -776,18 +817,29 @@ function Engine:apply(run_plan, opts)
             failed = failed + 1
             log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
           end
-          self.db:lock("sync:" .. entry.name, { ttl = 600 })   -- renew the lease
           applied = applied + 1
           self.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
             what = "changes", op = op, ok = ok and true or false, info = info, code = code }
         end
-        local res, err = self:apply_ops(t, ops, finished)
+        local function per_chunk(chunk)
+          local ok, err = journal(state.ops_started, self.db, run_id, chunk)
+          if not ok then return nil, err end
+          return chunk
+        end
+        local function done_chunk()
+          local list = outcomes
+          outcomes = {}
+          self:renew_locks()
+          return journal(state.ops_finished, self.db, run_id, entry.name, list)
+        end
+        local res, err = self:apply_ops(t, ops, per_chunk, finished, done_chunk)
         self.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
           error = res == "stopped" and "stopped on request" or err }
         if res == "stopped" then
           interrupted = true
           break
         end
+        if res == false then store_failed(err); break end
         if not res then
           failed = failed + 1
           summary.failed = summary.failed + 1
@@ -798,16 +850,26 @@ function Engine:apply(run_plan, opts)
           for _, id in ipairs(p.new_ids or {}) do
             if not failed_ids[id] then done[#done + 1] = id end
           end
-          state.mark_onboarded(self.db, entry.name, p.target, done)
+          local ok, merr = journal(state.mark_onboarded, self.db, entry.name, p.target, done)
+          if not ok then store_failed(merr); break end
         end
       end
+    end
+    if store_error then
+      -- Recorded if the store still takes it; if not, the next run marks
+      -- the run interrupted and counts what its journal shows was done.
+      summary.failed = summary.failed + 1
+      pcall(state.end_run, self.db, run_id, "failed", counts, store_error)
+      pcall(self.db.exec, self.db, [[UPDATE operations SET status = 'skipped', error = 'not sent: the store could not be written'
+          WHERE run_id = ? AND status = 'pending']], run_id)
+      break
     end
     if not interrupted and self.should_stop and self.should_stop() then interrupted = true end
     if interrupted then
       -- Stopped on request (SIGTERM under serve): what was not sent is
       -- skipped; the next run plans it again.
       self.db:exec([[UPDATE operations SET status = 'skipped', error = 'run interrupted (stop requested)'
-          WHERE run_id = ? AND status IN ('pending', 'running')]], run_id)
+          WHERE run_id = ? AND status = 'pending']], run_id)
       state.end_run(self.db, run_id, "interrupted", counts, "stopped on request before the run finished")
       self.db:unlock("sync:" .. entry.name)
       summary.interrupted = true
@@ -821,8 +883,9 @@ function Engine:apply(run_plan, opts)
     self.db:unlock("sync:" .. entry.name)
   end
   self:unlock_entries()
-  if summary.failed > 0 or (summary.problems or 0) > 0 then summary.exit = M.EXIT_FAILED end
-  if stop then summary.exit = M.EXIT_SAFETY end
+  if store_error then summary.error = store_error end
+  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then summary.exit = M.EXIT_FAILED end
+  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
   return summary
 end
 
