@@ -157,4 +157,50 @@ test("kill -9 mid-apply: the next run owns what was sent, counts the killed run 
   t:eq(#w:members_of("jira", "developers"), 39, "user001 removed from developers")
 end)
 
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+test("a full disk mid-apply: nothing is sent that was not recorded; the message names the store; the run is counted truthfully", function(t)
+  local w <close> = big_world(60)
+  t:eq(w:usersync("plan").code, 0, "plan creates the store")
+  local dbpath = w.dir .. "/usersync.db"
+  -- The store's files may grow ~350 KB past the store's size: the disk is
+  -- full partway through the run's journal. (ulimit -f counts 1 KB blocks;
+  -- SIGXFSZ ignored: a write past it fails with EFBIG, as on a full disk.)
+  local limit = math.floor(file_size(dbpath) / 1024) + 350
+  local pid = spawn(w, ("trap '' XFSZ; ulimit -f %d;"):format(limit))
+  t:ok(wait_gone(pid), "the run ended")
+  local err = proc.slurp(w.dir .. "/bg.err")
+  print("# " .. err:gsub("\n", "\n# "))
+  t:contains(err, "cannot record the run in the store " .. dbpath .. ": ", "names the file and why")
+  t:ok(not err:find("traceback", 1, true) and not err:find("FOREIGN KEY", 1, true), "no Lua traceback, no FK error")
+  local creates = w.jira:count{ path = "^/rest/api/2/user$", method = "POST", status = 201 }
+  local adds = w.jira:count{ path = "^/rest/api/2/group/user$", method = "POST", status = 201 }
+  print(("# served: %d creates, %d adds"):format(creates, adds))
+  t:ok(creates + adds > 0 and creates + adds < 240, "the disk filled up in the middle of the apply")
+  local db <close> = db_of(w)
+  local intents = db:first([[SELECT sum(kind = 'create_user') AS c, sum(kind = 'add_member') AS a FROM operations
+      WHERE status IN ('running', 'done', 'failed')]])
+  t:ok((intents.c or 0) >= creates and (intents.a or 0) >= adds,
+    ("every write sent had its intent recorded first: %d/%d creates, %d/%d adds"):format(intents.c or 0, creates, intents.a or 0, adds))
+  db:close()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr .. r.stdout)
+  local n = 0
+  for _ in pairs(w:accounts("jira")) do n = n + 1 end
+  t:eq(n, 60, "no duplicates")
+  t:eq(#w:members_of("jira", "new-hires"), 60, "every account usersync created got its new-user group")
+  local db2 <close> = db_of(w)
+  local first = db2:first("SELECT outcome, counts, error FROM runs WHERE command = 'sync' ORDER BY id LIMIT 1")
+  t:ok(first.outcome == "failed" or first.outcome == "interrupted", first.outcome)
+  local counts = require("usersync.json").decode(first.counts or "{}")
+  t:eq(counts.create_user or 0, creates, "the full-disk run's creates are counted: " .. tostring(first.counts))
+  t:eq(counts.add_member or 0, adds, "and its adds")
+end)
+
 return test.done()
