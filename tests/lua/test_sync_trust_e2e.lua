@@ -203,4 +203,61 @@ test("a full disk mid-apply: nothing is sent that was not recorded; the message 
   t:eq(counts.add_member or 0, adds, "and its adds")
 end)
 
+local function with(t, extra)
+  local c = world.clone(t)
+  for k, v in pairs(extra) do c[k] = v end
+  return c
+end
+
+test("limits.max_membership_removals: exceeded -> withheld, exit 3; --force applies them", function(t)
+  local w <close> = base_world { sync = with(MANUAL, { limits = { max_membership_removals = 1 } }), products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.members["00gEng"] = {}
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, r.stderr)
+  t:contains(r.stderr, 'sync "main", target jira: 2 membership removals planned, limits.max_membership_removals = 1 allows 1 of 9 managed memberships')
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, "nothing removed")
+  r = w:usersync("sync", "--force")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "developers"), {}, "removed after review with --force")
+end)
+
+test("limits.max_membership_removals as a percentage of the managed memberships; validated by check", function(t)
+  local w <close> = base_world { sync = with(MANUAL, { limits = { max_membership_removals = "20%" } }), products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.members["00gEng"] = { "00u2" }
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, "1 removal of 9 managed memberships is within 20%: " .. r.stderr)
+  t:same(w:members_of("jira", "developers"), { "bob.stone@example.com" })
+  w.members["00gEng"] = {}
+  w.members["00gOps"] = {}
+  w:load()
+  r = w:usersync("sync")
+  t:eq(r.code, 3, "2 of 8 is over 20%")
+  t:contains(r.stderr, "limits.max_membership_removals = 20% allows 1 of 8 managed memberships")
+  w:write_config(with(MANUAL, { limits = { max_membership_removals = "lots" } }))
+  r = w:usersync("check")
+  t:eq(r.code, 2, r.stderr)
+  t:contains(r.stderr, "limits.max_membership_removals")
+end)
+
+test("membership removals are withheld when the read is incomplete (a policy error deciding a group)", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "jira" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.members["00gEng"] = { "00u2" }
+  w:load()
+  local pol = proc.tempfile([[return { include_group = function(g)
+    if g.profile.name == "Ops" then error("cannot decide Ops") end
+    return true
+  end }]], ".lua")
+  w:write_config(with(MANUAL, { policy = pol }))
+  local r = w:usersync("sync")
+  os.remove(pol)
+  t:eq(r.code, 3, r.stderr)
+  t:contains(r.stderr, "the read did not complete")
+  t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, "nothing removed")
+end)
+
 return test.done()

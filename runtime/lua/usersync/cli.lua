@@ -89,8 +89,10 @@ usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--force] [--json]
 
 Plans and applies in one step (what the scheduler runs). --user syncs one
 Okta user now (login or id). Safety: an incomplete or suspicious Okta read,
-or more deprovisions than limits.max_deprovision, applies nothing
-destructive and exits 3; --force overrides after review.
+more deprovisions than limits.max_deprovision or more membership removals
+than limits.max_membership_removals applies nothing destructive and exits
+3; --force overrides after review (never a failed read). Another run of the
+same sync holding the lock: fails at once (exit 1), reading nothing.
 ]],
   history = [[
 usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]

@@ -109,7 +109,7 @@ local sync_entry = record({
   defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
   policy = str(),
   deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
-  limits = record({ max_deprovision = node("share") }, { default = {} }),
+  limits = record({ max_deprovision = node("share"), max_membership_removals = node("share") }, { default = {} }),
 })
 
 M.schema = record({

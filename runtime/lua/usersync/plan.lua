@@ -386,12 +386,20 @@ function M.build(input)
   local keys = {}
   for k in pairs(desired_groups_of) do keys[#keys + 1] = k end
   table.sort(keys)
+  -- Memberships this entry manages in the target now (of its mapped
+  -- accounts, in groups it manages or memberships it added): the base of
+  -- limits.max_membership_removals as a percentage.
+  local managed_memberships = 0
   for _, key in ipairs(keys) do
     local d = desired_groups_of[key]
     local name = d.account.name
     if d.deactivate then goto next_account end
     local current = {}
-    for _, g in ipairs(d.existing and d.existing.groups or {}) do current[lower(g)] = g end
+    for _, g in ipairs(d.existing and d.existing.groups or {}) do
+      local gk = lower(g)
+      current[gk] = g
+      if managed_groups[gk] or (owned_m[gk] and owned_m[gk][key]) then managed_memberships = managed_memberships + 1 end
+    end
     local adds = {}
     for gk, gname in pairs(d.want) do
       if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
@@ -543,7 +551,7 @@ function M.build(input)
   end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids,
+           managed_users = #mapped, managed_memberships = managed_memberships, mapped_keys = mapped_keys, new_ids = new_ids,
            wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
 end
 
