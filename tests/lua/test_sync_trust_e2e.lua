@@ -260,4 +260,34 @@ test("membership removals are withheld when the read is incomplete (a policy err
   t:same(w:members_of("jira", "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, "nothing removed")
 end)
 
+test("Jira: a lead whose hand-over fails is not deactivated; the next run hands over and deactivates", function(t)
+  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+                 groups = {}, members = {}, projects = {}, components = {} }
+  local w <close> = base_world { products = { "jira" }, jira = jira,
+    sync = { users = { project_lead = "svc-admin", component_lead = "svc-admin" } } }
+  t:eq(w:usersync("sync").code, 0)
+  local st = w.jira:state()
+  st.projects = { { key = "ABC", name = "Alpha", lead = "bob.stone@example.com" } }
+  st.components = { { id = "10001", project = "ABC", name = "Core", lead = "bob.stone@example.com" } }
+  w.jira:put_state(st)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  w.jira:faults{ fail_rate = 1, fail_status = 500, fail_path = "^/rest/api/2/project/ABC$" }
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, r.stderr)
+  t:contains(r.stdout, "1 deprovision(s) withheld (a hand-over of leads failed)")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, true, "not deactivated while he still leads ABC")
+  t:eq(w.jira:count{ path = "^/rest/api/2/user$", method = "PUT" }, 0, "no deactivation sent")
+  w.jira:faults{}
+  r = w:usersync("plan")
+  t:match(r.stdout, "hand over leads +bob%.stone@example%.com", "the next run plans the hand-over again")
+  t:match(r.stdout, "deactivate +bob%.stone@example%.com", "and the deactivation")
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  st = w.jira:state()
+  t:eq(st.projects[1].lead, "svc-admin")
+  t:eq(st.components[1].lead, "svc-admin")
+  t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
 return test.done()

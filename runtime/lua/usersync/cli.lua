@@ -538,7 +538,8 @@ local function print_summary(summary, opts, cmd)
     io.write(("applied %d change%s, %d failed%s%s; run %s (usersync show RUN for details)\n"):format(
       summary.ok, summary.ok == 1 and "" or "s", summary.failed,
       (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
-      summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "",
+      (summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "")
+        .. ((summary.withheld_leads or 0) > 0 and (", " .. summary.withheld_leads .. " deprovision(s) withheld (a hand-over of leads failed)") or ""),
       table.concat(summary.runs, ", ")))
   end
   if summary.error then eprint(("usersync %s: %s"):format(cmd, summary.error)) end

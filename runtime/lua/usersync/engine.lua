@@ -753,7 +753,9 @@ function Engine:apply_ops(t, ops, per_chunk, finished, done_chunk)
 end
 
 -- Applies a run plan. opts: { force, command = "sync"|"apply" }.
--- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
+-- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }
+-- (withheld: by the safety limit; withheld_leads: deprovisions held back
+-- because a hand-over of the account's leads failed).
 function Engine:apply(run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
@@ -806,8 +808,10 @@ function Engine:apply(run_plan, opts)
         local t = self:target(p.target)
         local failed_ids = {}
         local outcomes = {}
+        local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
         local function finished(op, ok, info, code)
           outcomes[#outcomes + 1] = { op, ok and { ok = true, note = info } or { ok = false, error = info, code = code } }
+          if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
           if ok then
             summary.ok = summary.ok + 1
             counts[op.kind] = (counts[op.kind] or 0) + 1
@@ -822,6 +826,27 @@ function Engine:apply(run_plan, opts)
             what = "changes", op = op, ok = ok and true or false, info = info, code = code }
         end
         local function per_chunk(chunk)
+          -- An account is deprovisioned only after every hand-over of its
+          -- leads succeeded; otherwise it is withheld (kept active, so the
+          -- next run plans the hand-over and the deprovision again).
+          if next(handover_failed) and (chunk[1].kind == "deactivate_user" or chunk[1].kind == "delete_user") then
+            local send, held = {}, {}
+            for _, o in ipairs(chunk) do
+              if handover_failed[o.name:lower()] then
+                held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD",
+                  error = "withheld: a hand-over of its project or component leads failed; the next run tries again" } }
+                summary.withheld_leads = (summary.withheld_leads or 0) + 1
+                log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again", p.target, o.kind, o.subject)
+              else
+                send[#send + 1] = o
+              end
+            end
+            if #held > 0 then
+              local ok, err = journal(state.ops_finished, self.db, run_id, entry.name, held)
+              if not ok then return nil, err end
+            end
+            chunk = send
+          end
           local ok, err = journal(state.ops_started, self.db, run_id, chunk)
           if not ok then return nil, err end
           return chunk
