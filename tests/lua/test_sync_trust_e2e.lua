@@ -290,4 +290,26 @@ test("Jira: a lead whose hand-over fails is not deactivated; the next run hands 
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
 end)
 
+test("two entries sharing targets: an account neither maps any more is deprovisioned once", function(t)
+  local w <close> = base_world { products = { "confluence", "bitbucket" }, sync = {
+    { name = "first", source = "okta", groups = { map = { Engineering = "developers" } } },
+    { name = "second", source = "okta", groups = { map = { Engineering = "developers", Ops = "operations" } } },
+  } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(w:accounts("confluence")["bob.stone@example.com"].disabled, true)
+  t:eq(w.confluence:count{ path = "/disable$", method = "PUT" }, 1, "Confluence disable sent once")
+  t:same(w:members_of("bitbucket", "developers"), { "ann.lee@example.com" })
+  t:eq(#w:writes("bitbucket"), 2, "one removal per Bitbucket group bob was in (developers, stash-users)")
+  t:contains(r.stdout, 'deprovisioned by sync "first" in this run')
+  w:clear_requests()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(#w:writes("confluence") + #w:writes("bitbucket"), 0, "stable")
+end)
+
 return test.done()

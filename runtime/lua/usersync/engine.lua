@@ -638,6 +638,21 @@ function Engine:plan_locked(opts)
     local function other(set, me)
       for name in pairs(set or {}) do if name ~= me then return name end end
     end
+    -- An account no entry maps any more is deprovisioned once, by one
+    -- entry (the asked one with --sync, else the first that plans it),
+    -- not once per entry linked to it.
+    local deprov_by = {}
+    for _, entry in ipairs(run_plan.syncs) do
+      for _, p in ipairs(entry.targets) do
+        for _, o in ipairs(p.ops) do
+          local k = p.target .. "\31" .. (o.name or o.subject or ""):lower()
+          if o.deprovision and not other(active_by[k], entry.name)
+              and (not deprov_by[k] or (opts.sync and entry.name == opts.sync)) then
+            deprov_by[k] = entry.name
+          end
+        end
+      end
+    end
     for _, entry in ipairs(run_plan.syncs) do
       for _, p in ipairs(entry.targets) do
         local keep = {}
@@ -645,8 +660,11 @@ function Engine:plan_locked(opts)
           local k = (o.name or o.subject or ""):lower()
           local owner = o.deprovision and other(active_by[p.target .. "\31" .. k], entry.name)
           local wanted_by = o.kind == "remove_member" and other(wants_by[p.target .. "\31" .. k .. "\31" .. (o.group or ""):lower()], entry.name)
+          local deprov_owner = o.deprovision and deprov_by[p.target .. "\31" .. k]
           if owner then
             p.notes[#p.notes + 1] = ("%s %s: the account is still in scope of sync %q; not applied"):format(o.kind, o.subject, owner)
+          elseif deprov_owner and deprov_owner ~= entry.name then
+            p.notes[#p.notes + 1] = ("%s %s: deprovisioned by sync %q in this run"):format(o.kind, o.subject, deprov_owner)
           elseif wanted_by then
             p.notes[#p.notes + 1] = ("remove %s from %s: sync %q still puts it there; not applied"):format(o.subject, o.group, wanted_by)
           elseif o.kind == "create_user" and creates[p.target .. "\31" .. k] then
