@@ -312,4 +312,29 @@ test("two entries sharing targets: an account neither maps any more is deprovisi
   t:eq(#w:writes("confluence") + #w:writes("bitbucket"), 0, "stable")
 end)
 
+test("defaults.new_users stays once given as a default, but goes with the mapping that gave it", function(t)
+  local cfg = { groups = { mode = "manual", map = { Engineering = { "developers", "new-hires" } } },
+                defaults = { new_users = { "new-hires" } } }
+  local w <close> = base_world { sync = cfg, products = { "jira" },
+    jira = { users = { { name = "ann.lee@example.com", key = "JIRAUSER1", displayName = "ann lee", emailAddress = "ann.lee@example.com", active = true } },
+             groups = {}, members = {} } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "new-hires"), { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" },
+    "ann (adopted) through the mapping, bob through both, carol as a new user")
+  local db <close> = db_of(w)
+  local why = {}
+  for row in db:rows([[SELECT l.account_name, m.why FROM owned_memberships m JOIN links l USING (sync, target, okta_id)
+      WHERE m.group_name = 'new-hires']]) do why[row.account_name] = row.why end
+  t:same(why, { ["ann.lee@example.com"] = "mapping", ["bob.stone@example.com"] = "new_user", ["carol.king@example.com"] = "new_user" })
+  -- ann and bob leave Engineering
+  w.members["00gEng"] = {}
+  w:load()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("jira", "new-hires"), { "bob.stone@example.com", "carol.king@example.com" },
+    "ann loses the group her mapping gave; bob keeps the new-user group he was given as new")
+  t:same(w:members_of("jira", "developers"), {})
+end)
+
 return test.done()

@@ -132,12 +132,19 @@ function M.build(input)
       if why then return why(o, login_of[o.okta_id]) end
     end
   end }
-  local add_mt = { __index = function(o, k)
-    if k == "kind" then return "add_member" end
-    if k == "subject" then return rawget(o, "name") end
-    if k == "target" then return target.name end
-    if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
-  end }
+  -- One metatable per reason a membership is added (op.why): "mapping"
+  -- (a group rule), "default" (defaults.all_users) or "new_user"
+  -- (defaults.new_users given to a new account: it stays once given).
+  local add_mts = {}
+  for _, why in ipairs({ "mapping", "default", "new_user" }) do
+    add_mts[why] = { __index = function(o, k)
+      if k == "kind" then return "add_member" end
+      if k == "subject" then return rawget(o, "name") end
+      if k == "target" then return target.name end
+      if k == "why" then return why end
+      if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
+    end }
+  end
   local function op(o, mt)
     setmetatable(o, mt or op_mt)
     ops[#ops + 1] = o
@@ -338,16 +345,34 @@ function M.build(input)
         for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
         goto continue
       end
-      local want = {}
+      -- Why each group is wanted: a new account's new-user defaults (those
+      -- it would not get as an existing account) are "new_user".
+      local as_old = defaults
+      if is_new then
+        as_old, err2 = pol:default_groups(acct, false, ctx)
+        if not as_old then
+          errors[#errors + 1] = { okta_id = u.id, subject = m.login, message = err2 }
+          for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
+          goto continue
+        end
+      end
+      local old_set = {}
+      for _, g in ipairs(as_old) do old_set[lower(g)] = true end
+      local want, why = {}, {}
       for i = 1, 2 do
         for _, gname in ipairs(i == 1 and names or defaults) do
           local gk = lower(gname)
           want[gk] = gname
+          if i == 2 then
+            why[gk] = (is_new and not old_set[gk]) and "new_user" or why[gk] or "default"
+          else
+            why[gk] = "mapping"
+          end
           managed_groups[gk] = managed_groups[gk] or gname
           wanted_groups[gk] = wanted_groups[gk] or gname
         end
       end
-      m.account, m.existing, m.want = acct, existing, want
+      m.account, m.existing, m.want, m.why = acct, existing, want, why
       desired_groups_of[key] = m
       if is_new then new_ids[#new_ids + 1] = u.id end
     elseif m.deactivate then
@@ -407,7 +432,8 @@ function M.build(input)
     table.sort(adds)
     if #adds > 0 then login_of[d.user.id] = d.login end
     for _, g in ipairs(adds) do
-      op({ group = g, name = name, okta_id = d.user.id }, add_mt) -- kind, subject, reason: add_mt
+      -- kind, subject, reason, why: add_mts
+      op({ group = g, name = name, okta_id = d.user.id }, add_mts[d.why[lower(g)] or "mapping"])
     end
     local removes = {}
     for gk, gname in pairs(current) do
@@ -429,9 +455,14 @@ function M.build(input)
       local only_new = {}
       for _, g in ipairs(as_new) do only_new[lower(g)] = true end
       for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
+      -- ... when given as such: a membership usersync added for a group
+      -- rule (or as an all-users default) goes when the rule no longer
+      -- applies, even if the group is also a new-user default.
       local kept = {}
       for _, g in ipairs(removes) do
-        if not only_new[lower(g)] then kept[#kept + 1] = g end
+        local gk = lower(g)
+        local why = owned_m[gk] and owned_m[gk][key]
+        if not only_new[gk] or why == "mapping" or why == "default" then kept[#kept + 1] = g end
       end
       removes = kept
     end
@@ -582,7 +613,7 @@ end
 
 -- Every field of an operation (also those its metatable gives) in a new
 -- plain table: for serialising one (planfile, the store).
-local META_FIELDS = { "kind", "target", "subject", "reason" }
+local META_FIELDS = { "kind", "target", "subject", "reason", "why" }
 function M.plain(o)
   local c = {}
   for k, v in pairs(o) do c[k] = v end

@@ -93,15 +93,17 @@ function M.claims(db, target)
   return out
 end
 
--- Memberships this sync entry added: { [lower group] = { [lower account] = true } }.
+-- Memberships this sync entry added: { [lower group] = { [lower account] = why } },
+-- why = "mapping", "default" or "new_user" (true for a row from before usersync
+-- kept why).
 function M.owned_memberships(db, sync, target)
   local out = {}
-  for row in db:rows([[SELECT m.group_name, l.account_name FROM owned_memberships m
+  for row in db:rows([[SELECT m.group_name, l.account_name, m.why FROM owned_memberships m
       JOIN links l ON l.sync = m.sync AND l.target = m.target AND l.okta_id = m.okta_id
       WHERE m.sync = ? AND m.target = ?]], sync, target) do
     local g = lower(row.group_name)
     out[g] = out[g] or {}
-    out[g][lower(row.account_name)] = true
+    out[g][lower(row.account_name)] = row.why or true
   end
   return out
 end
