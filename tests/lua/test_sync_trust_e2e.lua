@@ -337,4 +337,32 @@ test("defaults.new_users stays once given as a default, but goes with the mappin
   t:same(w:members_of("jira", "developers"), {})
 end)
 
+test("Bitbucket: a returning account is provisioned like a new one (licence group and new-user groups back)", function(t)
+  local w <close> = base_world { sync = MANUAL, products = { "bitbucket" } }
+  t:eq(w:usersync("sync").code, 0)
+  local function groups_of(name)
+    local out = {}
+    for g, names in pairs(w.bitbucket:state().members or {}) do
+      for _, n in ipairs(names) do if n:lower() == name then out[#out + 1] = g end end
+    end
+    table.sort(out)
+    return out
+  end
+  local bob = "bob.stone@example.com"
+  t:same(groups_of(bob), { "developers", "new-hires", "okta-synced", "stash-users" })
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  t:eq(w:usersync("sync").code, 0)
+  t:same(groups_of(bob), {}, "deprovisioned: every group removed, the licence group too")
+  w.app_users = { "00u1", "00u2", "00u3" }
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(groups_of(bob), { "developers", "new-hires", "okta-synced", "stash-users" },
+    "back with the licence group and the new-user group, as a new account")
+  w:clear_requests()
+  t:eq(w:usersync("sync").code, 0)
+  t:eq(#w:writes("bitbucket"), 0, "onboarded again: stable")
+end)
+
 return test.done()

@@ -571,6 +571,7 @@ function Engine:plan_locked(opts)
         owned_groups = state.owned_groups(self.db, tname),
         claimed = claimed[tname], only = only,
         new_accounts = state.new_accounts(self.db, s.name, tname),
+        returning = state.returning_groups(self.db, s.name, tname),
         single = single or nil,
       }
       input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }

@@ -16,7 +16,8 @@
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
---     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us)
+--     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us, or returning)
+--     returning = { ["00u2"] = { "stash-users" } },  -- groups to give back to a returning account
 --     single = true,                           -- optional: the run's only sync entry (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
@@ -359,6 +360,15 @@ function M.build(input)
       local old_set = {}
       for _, g in ipairs(as_old) do old_set[lower(g)] = true end
       local want, why = {}, {}
+      -- A returning account (deprovisioned by group removal) is
+      -- provisioned like a new one: it also gets back the groups no rule
+      -- manages that the deprovisioning took (its licence group).
+      local back = is_new and input.returning and input.returning[u.id]
+      for _, gname in ipairs(back or {}) do
+        local gk = lower(gname)
+        want[gk], why[gk] = gname, "new_user"
+        wanted_groups[gk] = wanted_groups[gk] or gname
+      end
       for i = 1, 2 do
         for _, gname in ipairs(i == 1 and names or defaults) do
           local gk = lower(gname)
@@ -462,7 +472,8 @@ function M.build(input)
       for _, g in ipairs(removes) do
         local gk = lower(g)
         local why = owned_m[gk] and owned_m[gk][key]
-        if not only_new[gk] or why == "mapping" or why == "default" then kept[#kept + 1] = g end
+        local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
+        if not stays then kept[#kept + 1] = g end
       end
       removes = kept
     end
@@ -530,8 +541,12 @@ function M.build(input)
     deprovisions = deprovisions + 1
     if action == "remove_groups" then
       for _, g in ipairs(a.groups or {}) do
+        -- restore: a group no rule manages (a licence group), given back
+        -- if the account returns (input.returning)
+        local gk = lower(g)
         op { kind = "remove_member", subject = a.name, group = g, name = a.name, okta_id = l.okta_id,
-             deprovision = true, reason = l.reason }
+             deprovision = true, reason = l.reason,
+             restore = not managed_groups[gk] and not (owned_m[gk] and owned_m[gk][key]) or nil }
       end
     else
       local leads = input.leads and input.leads[key]

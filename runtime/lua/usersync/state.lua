@@ -56,9 +56,22 @@ function M.mark_onboarded(db, sync, target, okta_ids)
   return db:transaction(function()
     for _, id in ipairs(okta_ids) do
       assert(db:exec("UPDATE links SET onboarded = 1 WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
+      assert(db:exec("DELETE FROM returning_groups WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
     end
     return true
   end)
+end
+
+-- Groups to give back to returning accounts (deprovisioned by group
+-- removal): { [okta_id] = { group, ... } }.
+function M.returning_groups(db, sync, target)
+  local out = {}
+  for row in db:rows("SELECT okta_id, group_name FROM returning_groups WHERE sync = ? AND target = ? ORDER BY group_name",
+      sync, target) do
+    out[row.okta_id] = out[row.okta_id] or {}
+    table.insert(out[row.okta_id], row.group_name)
+  end
+  return out
 end
 
 -- The intent journal: marks operations as started ('running') in one
@@ -223,6 +236,16 @@ local function record_effect(db, sync, op, note)
     if op.okta_id then
       assert(db:exec("DELETE FROM owned_memberships WHERE sync = ? AND target = ? AND lower(group_name) = lower(?) AND okta_id = ?",
         sync, t, op.group, op.okta_id))
+      if op.deprovision then
+        -- Deprovisioned by removing its groups (Bitbucket cannot
+        -- deactivate): if it returns it is provisioned like a new account,
+        -- and gets back the groups no rule manages (its licence).
+        assert(db:exec("UPDATE links SET onboarded = 0 WHERE sync = ? AND target = ? AND okta_id = ?", sync, t, op.okta_id))
+        if op.restore then
+          assert(db:exec([[INSERT INTO returning_groups (sync, target, okta_id, group_name) VALUES (?, ?, ?, ?)
+              ON CONFLICT DO NOTHING]], sync, t, op.okta_id, op.group))
+        end
+      end
     end
   end
 end
