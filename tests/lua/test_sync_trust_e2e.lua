@@ -365,4 +365,24 @@ test("Bitbucket: a returning account is provisioned like a new one (licence grou
   t:eq(#w:writes("bitbucket"), 0, "onboarded again: stable")
 end)
 
+test("an adopted account is addressed by its own spelling (a case-sensitive server)", function(t)
+  local w <close> = world.new { sync = MANUAL, products = { "jira" },
+    jira = { users = { { name = "frank.lillo", key = "JIRAUSER9", displayName = "Frank Lillo", emailAddress = "frank.lillo@example.com", active = false } },
+             groups = { "developers" }, members = {}, case_sensitive_names = true } }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_user("00u9", "Frank.Lillo", { groups = { "00gEng" }, email = "frank.lillo@example.com", profile = { firstName = "Frank", lastName = "Lillo" } })
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr .. r.stdout)
+  t:eq(w.jira:count{ status = 404 }, 0, "no lookup by the Okta spelling")
+  t:same(w:members_of("jira", "developers"), { "frank.lillo" })
+  t:same(w:members_of("jira", "okta-synced"), { "frank.lillo" })
+  t:eq(w:accounts("jira")["frank.lillo"].active, true, "reactivated by its own name")
+  t:eq(w:accounts("jira")["frank.lillo"].name, "frank.lillo", "keeps its spelling")
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0, "the next run has nothing to do")
+end)
+
 return test.done()

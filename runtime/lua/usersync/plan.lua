@@ -295,6 +295,13 @@ function M.build(input)
       end
     end
 
+    -- An existing account (adopted or linked) is addressed by its own
+    -- spelling, not the Okta login's: a server may look names up
+    -- case-sensitively. (A rename planned above addresses it by the new name.)
+    if existing and existing.name ~= acct.name and lower(existing.name) == lower(acct.name) then
+      acct = setmetatable({ name = existing.name }, { __index = acct })
+    end
+
     -- Attributes: the first sync entry that claims an account sets them.
     local claim = claimed[key]
     local first_claim = not (claim and claim ~= sync.name)
