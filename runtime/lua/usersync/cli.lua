@@ -69,7 +69,8 @@ usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME
 Reads Okta and every target and prints what a sync would change, grouped by
 target, each change with its reason, then a summary. Nothing is written to
 any server; the store only learns that earlier runs whose process died were
-interrupted. --json prints the machine form; --out FILE saves
+interrupted, and the outcome of their changes whose answer was lost (read
+from the targets). --json prints the machine form; --out FILE saves
 it for `usersync apply FILE`. --user limits the plan to one Okta user (login
 or id); --sync to one sync entry. Exit 0, or 3 when a safety limit would
 stop the destructive part of the plan.
