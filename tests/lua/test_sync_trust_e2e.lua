@@ -399,4 +399,36 @@ test("an adopted account is addressed by its own spelling (a case-sensitive serv
   t:eq(#w:writes("jira"), 0, "the next run has nothing to do")
 end)
 
+test("two syncs at once: the second never plans from the first one's stale view; creates happen and are counted once", function(t)
+  local w <close> = big_world(20)
+  -- A guard on the race as a whole (the lock test above is the
+  -- deterministic one): reading Okta is slow, applying to Jira quick, the
+  -- second sync starts while the first applies; whichever way the timing
+  -- falls, nothing is sent twice or counted twice.
+  w.okta:faults{ latency_ms = 200 }
+  w.jira:faults{ latency_ms = 10 }
+  local pid = spawn(w)
+  for _ = 1, 3000 do
+    if w.jira:count{ method = "POST" } > 0 or not alive(pid) then break end
+    os.execute("sleep 0.01")
+  end
+  local r = w:usersync("sync")
+  t:ok(wait_gone(pid), "the first one finished")
+  t:contains(proc.slurp(w.dir .. "/bg.out"), "applied 83 changes, 0 failed")
+  if r.code == 1 then
+    t:contains(r.stderr, "held by pid " .. pid, "refused by the first one's lock")
+  else
+    t:eq(r.code, 0, r.stderr)
+    t:contains(r.stdout, "applied 0 changes", "it ran after the first and found nothing to do")
+  end
+  t:eq(w.jira:count{ path = "^/rest/api/2/user$", method = "POST" }, 20, "each account created once")
+  t:eq(w.jira:count{ status = 400 }, 0, "no rejected writes")
+  local db <close> = db_of(w)
+  local creates = 0
+  for row in db:rows("SELECT counts FROM runs") do
+    creates = creates + (require("usersync.json").decode(row.counts or "{}").create_user or 0)
+  end
+  t:eq(creates, 20, "the history counts each create once")
+end)
+
 return test.done()
