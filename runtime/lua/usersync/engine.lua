@@ -551,12 +551,14 @@ function Engine:plan_locked(opts)
       -- Journal rows of earlier runs whose outcome is unknown (a lost
       -- answer, a kill, a store that could not be written) are settled
       -- from what the target shows now, before ownership is read.
+      local unconfirmed
       if snap.complete then
-        local settled, rerr = journal(state.reconcile, self.db, s.name, tname, snap, users ~= nil)
-        if not settled then
-          return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(rerr)), M.EXIT_FAILED
+        local ok, settled, more = pcall(state.reconcile, self.db, s.name, tname, snap, users ~= nil)
+        if not ok or not settled then
+          return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(ok and more or settled)), M.EXIT_FAILED
         end
         if settled > 0 then links = state.links(self.db, s.name, tname) end
+        unconfirmed = more
       end
       -- A target that cannot be read is an error of that target (exit 1,
       -- nothing planned for it), not an incomplete source read.
@@ -601,6 +603,16 @@ function Engine:plan_locked(opts)
         end
       end
       p.linked_accounts = count_keys(input.links)
+      -- Repeats of creates and adds whose earlier request was not confirmed
+      -- (it may still land): an "already" answer is then usersync's own.
+      if unconfirmed and next(unconfirmed) then
+        for _, o in ipairs(p.ops) do
+          if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
+              and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
+            rawset(o, "ours", true)
+          end
+        end
+      end
       for _, key in ipairs(p.mapped_keys or {}) do
         if not claimed[tname][key] then claimed[tname][key] = s.name end
       end
@@ -744,7 +756,29 @@ local DESTRUCTIVE = report.DESTRUCTIVE
 -- leaves at most a chunk of unknown outcomes (settled by the next plan,
 -- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
 -- one chunk's requests in flight.
+-- Adds go in larger chunks, ordered by group within their phase: where a
+-- product adds many users to a group in one request (Bitbucket), a chunk
+-- costs about one request per group it touches.
 M.CHUNK = 100
+M.ADD_CHUNK = 1000
+
+-- Orders the add_member ops of a plan-ordered list by group (then plan
+-- order), in place; other kinds keep their places.
+local function adds_by_group(ops)
+  local first, last
+  for i, o in ipairs(ops) do
+    if o.kind == "add_member" then first = first or i; last = i end
+  end
+  if not first then return end
+  local seg = table.move(ops, first, last, 1, {})
+  for i, o in ipairs(seg) do o._pos = i end
+  table.sort(seg, function(a, b)
+    local ga, gb = a.group:lower(), b.group:lower()
+    if ga ~= gb then return ga < gb end
+    return a._pos < b._pos
+  end)
+  for i, o in ipairs(seg) do o._pos = nil; ops[first + i - 1] = o end
+end
 
 -- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
 -- is sent and returns the ops to send (or nil, err: the store cannot record
@@ -757,7 +791,8 @@ function Engine:apply_ops(t, ops, per_chunk, finished, done_chunk)
   while i <= #ops do
     if self.should_stop and self.should_stop() then return "stopped" end
     local j, kind = i, ops[i].kind
-    while j < #ops and j - i + 1 < M.CHUNK and ops[j + 1].kind == kind do j = j + 1 end
+    local size = kind == "add_member" and M.ADD_CHUNK or M.CHUNK
+    while j < #ops and j - i + 1 < size and ops[j + 1].kind == kind do j = j + 1 end
     local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
     if not chunk then return false, err end
     if #chunk > 0 then
@@ -876,6 +911,7 @@ function Engine:apply(run_plan, opts)
           self:renew_locks()
           return journal(state.ops_finished, self.db, run_id, entry.name, list)
         end
+        adds_by_group(ops)
         local res, err = self:apply_ops(t, ops, per_chunk, finished, done_chunk)
         self.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
           error = res == "stopped" and "stopped on request" or err }

@@ -261,12 +261,16 @@ end
 local function finished(db, run_id, sync, op, result)
   local unsure = not result.ok and not result.skipped and not M.DEFINITE[result.code or ""]
   if result.ok then
-    if op.kind == "add_member" and op.okta_id and not result.note and not linked(db, sync, op.target, op.okta_id) then
+    -- "already a member/exists" for a repeat of an unconfirmed intent of
+    -- usersync's own (op.ours): the earlier request landed late; it is ours.
+    local note = result.note
+    if op.ours and (op.kind == "add_member" or op.kind == "create_user") then note = nil end
+    if op.kind == "add_member" and op.okta_id and not note and not linked(db, sync, op.target, op.okta_id) then
       -- Added to an account whose creation's answer was lost (not linked
       -- yet): owned once the next plan links it (reconcile).
       unsure = true
     else
-      record_effect(db, sync, op, result.note)
+      record_effect(db, sync, op, note)
     end
   end
   assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?, unsure = ?,
@@ -311,13 +315,17 @@ end
 -- does not show is recorded as not applied (the plan sends it again if it
 -- is still needed). With `partial` (a read of a few accounts) an account
 -- absent from snap is unknown, not absent: its rows wait.
--- Returns the number of rows settled.
+-- Returns the number of rows settled and the set of creates and adds not
+-- confirmed ({ [intent_key] = true }): a request of a killed process may
+-- still land after this read, so the plan marks the repeated op `ours`,
+-- and its "already exists"/"already a member" answer still counts as
+-- usersync's creation or membership.
 function M.reconcile(db, sync, target, snap, partial)
   local rows = db:query([[SELECT o.run_id, o.seq, o.kind, o.subject, o.okta_id, o.detail, o.status
       FROM operations o JOIN runs r ON r.id = o.run_id
       WHERE (o.status = 'running' OR o.unsure = 1) AND o.target = ? AND r.sync = ? AND r.outcome <> 'running'
       ORDER BY o.run_id, o.seq]], target, sync)
-  if #rows == 0 then return 0 end
+  if #rows == 0 then return 0, {} end
   local accounts, groups = {}, {}
   for _, a in ipairs(snap.accounts or {}) do
     local gs = {}
@@ -331,6 +339,7 @@ function M.reconcile(db, sync, target, snap, partial)
     return nil, not partial -- known absent only after a full read
   end
   local settled, runs = 0, {}
+  local unconfirmed = {}
   local ok, err = db:transaction(function()
     for _, row in ipairs(rows) do
       local d = row.detail and json.decode(row.detail) or {}
@@ -388,6 +397,9 @@ function M.reconcile(db, sync, target, snap, partial)
         -- done, its ownership waited for the link: settled either way
         assert(db:exec("UPDATE operations SET unsure = 0 WHERE run_id = ? AND seq = ?", row.run_id, row.seq))
       elseif applied ~= nil then
+        if not applied and op.okta_id and (k == "create_user" or k == "add_member") then
+          unconfirmed[M.intent_key(k, op.okta_id, op.group)] = true
+        end
         assert(db:exec([[UPDATE operations SET status = ?, unsure = 0, code = coalesce(code, ?), error = ?,
             ended = coalesce(ended, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) WHERE run_id = ? AND seq = ?]],
           applied and "done" or "failed", applied and "CONFIRMED" or "UNCONFIRMED",
@@ -402,7 +414,12 @@ function M.reconcile(db, sync, target, snap, partial)
     return true
   end)
   if not ok then return nil, err end
-  return settled
+  return settled, unconfirmed
+end
+
+-- The key of an intended create or add in reconcile's `unconfirmed` set.
+function M.intent_key(kind, okta_id, group)
+  return kind .. "\31" .. okta_id .. "\31" .. lower(group or "")
 end
 
 function M.end_run(db, run_id, outcome, counts, err)
