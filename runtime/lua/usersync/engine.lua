@@ -771,13 +771,14 @@ local function adds_by_group(ops)
   end
   if not first then return end
   local seg = table.move(ops, first, last, 1, {})
-  for i, o in ipairs(seg) do o._pos = i end
+  -- (by seq, the plan position: no field is added to a million ops)
+  local lower = setmetatable({}, { __index = function(t, g) local l = g:lower(); t[g] = l; return l end })
   table.sort(seg, function(a, b)
-    local ga, gb = a.group:lower(), b.group:lower()
+    local ga, gb = lower[a.group], lower[b.group]
     if ga ~= gb then return ga < gb end
-    return a._pos < b._pos
+    return (a.seq or 0) < (b.seq or 0)
   end)
-  for i, o in ipairs(seg) do o._pos = nil; ops[first + i - 1] = o end
+  table.move(seg, 1, #seg, first, ops)
 end
 
 -- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
