@@ -129,7 +129,7 @@ end
 
 test("kill -9 mid-apply: the next run owns what was sent, counts the killed run truthfully, duplicates nothing", function(t)
   local w <close> = big_world(40)
-  w.jira:faults{ latency_ms = 40 }
+  w.jira:faults{ latency_ms = 60 }
   local pid = spawn(w)
   local adds = 0
   for _ = 1, 1200 do

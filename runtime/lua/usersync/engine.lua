@@ -410,11 +410,15 @@ M.LOCK_TTL = 600
 function Engine:lock_entries(entries)
   self.held = self.held or {}
   for _, s in ipairs(entries) do
-    local ok, err = self.db:lock("sync:" .. s.name, { ttl = M.LOCK_TTL })
+    local ok, err, code = self.db:lock("sync:" .. s.name, { ttl = M.LOCK_TTL })
     if not ok then
       self:unlock_entries()
+      if code ~= "ELOCKED" then
+        return nil, ("cannot take the lock of sync %q in the store %s: %s; nothing was read or applied")
+          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", "")))
+      end
       return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
-        :format(s.name, tostring(err):gsub("^store: ", ""))
+        :format(s.name, (tostring(err):gsub("^store: ", "")))
     end
     self.held[s.name] = true
   end
