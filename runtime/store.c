@@ -184,10 +184,38 @@ static const char schema_v1[] =
     "  expires     TEXT NOT NULL\n"
     ") WITHOUT ROWID;\n";
 
+/* v2: the journal's unknown outcomes and why a membership was added.
+** operations.unsure = 1: the request may have reached the target but its
+** answer was lost (a 5xx, a timeout, a dropped connection); like a row
+** still 'running' of a finished run, its outcome is settled by the next
+** plan's read of the target (state.reconcile) and unsure goes back to 0.
+** owned_memberships.why: 'mapping' (a group rule), 'default' (an
+** all-users default) or 'new_user' (a new-user default, which stays once
+** given); NULL for rows written before v2. */
+static const char schema_v2[] =
+    "ALTER TABLE operations ADD COLUMN unsure INTEGER NOT NULL DEFAULT 0 CHECK (unsure IN (0, 1));\n"
+    "CREATE INDEX operations_unsettled ON operations (target) WHERE status = 'running' OR unsure = 1;\n"
+    "ALTER TABLE owned_memberships ADD COLUMN why TEXT\n"
+    "  CHECK (why IS NULL OR why IN ('mapping', 'default', 'new_user'));\n"
+    /* returning_groups: groups no rule manages (a licence group) that a
+    ** deprovisioning by group removal took from a linked account; given
+    ** back with the new-user groups when the account returns, until it is
+    ** onboarded again. */
+    "CREATE TABLE returning_groups (\n"
+    "  sync       TEXT NOT NULL,\n"
+    "  target     TEXT NOT NULL,\n"
+    "  okta_id    TEXT NOT NULL,\n"
+    "  group_name TEXT NOT NULL,\n"
+    "  PRIMARY KEY (sync, target, okta_id, group_name)\n"
+    ") WITHOUT ROWID;\n";
+
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
         "locks",
      schema_v1},
+    {2, "journal outcomes to settle (operations.unsure), why a membership was added, groups to "
+        "give back to a returning account",
+     schema_v2},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

@@ -298,6 +298,20 @@ def t_parallel_clients(f):
     assert not errors, errors
 
 
+def fail_after_write():
+    """fail_after: the write is made, then its answer replaced by the failure."""
+    auth = {"Authorization": "Bearer test-token", "X-Atlassian-Token": "no-check"}
+    with fake.Fake("jira") as j:
+        j.faults(fail_rate=1.0, fail_status=502, fail_path="^/rest/api/2/group$", fail_after=True)
+        r = j.request("POST", "/rest/api/2/group", body={"name": "made-anyway"}, headers=auth)
+        assert r.status == 502, r.status
+        assert "made-anyway" in j.state()["groups"]
+        j.faults(fail_rate=1.0, fail_status=502, fail_path="^/rest/api/2/group$")
+        r = j.request("POST", "/rest/api/2/group", body={"name": "not-made"}, headers=auth)
+        assert r.status == 502 and "not-made" not in j.state()["groups"]
+        assert j.request("PUT", "/__fake/faults", body={"fail_after": 1}).status == 400
+
+
 def main():
     run = fake.Runner()
     with fake.Fake("okta") as f:
@@ -305,6 +319,7 @@ def main():
             if name.startswith("t_") and callable(fn):
                 f.faults()
                 run.run(name[2:], fn, f)
+    run.run("fail_after_write", fail_after_write)
     return run.finish()
 
 

@@ -471,6 +471,28 @@ def main():
             eq(log[-1]["status"], 200)
         t.run("request_log", request_log)
 
+        def case_sensitive_names():
+            saved = f.state()
+            try:
+                st = dict(saved)
+                st["users"] = saved["users"] + [{"name": "frank.lillo", "displayName": "Frank",
+                                                 "emailAddress": "f@example.com", "active": True}]
+                st["groups"] = saved["groups"] + ["devs"]
+                st["case_sensitive_names"] = True
+                f.put_state(st)
+                eq(f.state().get("case_sensitive_names"), True)
+                eq(get("/user?username=Frank.Lillo").status, 404)
+                eq(get("/user?username=frank.lillo").status, 200)
+                eq(send("POST", "/group/user?groupname=devs", {"name": "Frank.Lillo"}).status, 404)
+                eq(send("POST", "/group/user?groupname=devs", {"name": "frank.lillo"}).status, 201)
+                st["case_sensitive_names"] = False
+                f.put_state(st)
+                eq(get("/user?username=Frank.Lillo").status, 200)
+                check("case_sensitive_names" not in f.state(), "absent when false")
+            finally:
+                f.put_state(saved)
+        t.run("case_sensitive_names", case_sensitive_names)
+
     return t.finish()
 
 

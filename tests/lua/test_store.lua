@@ -79,7 +79,7 @@ test("open creates the file with the current schema", function(t)
     names[#names + 1] = row.name
   end
   t:same(names, { "cursors", "kv", "links", "locks", "operations", "owned_groups",
-                  "owned_memberships", "runs" })
+                  "owned_memberships", "returning_groups", "runs" })
   db:close()
   t:ok(io.open(path) ~= nil, "file exists")
 end)

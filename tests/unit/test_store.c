@@ -134,22 +134,25 @@ static void test_migrations(void) {
   CHECK(db != NULL);
   if (!db)
     return;
-  /* Builds on the built-in schema: versions 2 and 3; 3 fails halfway. */
+  /* Builds on the built-in schema (n versions): n+1 and n+2; n+2 fails halfway. */
   size_t n;
   const us_store_migration *builtin = us_store_migrations(&n);
   CHECK(n == US_STORE_SCHEMA_VERSION);
-  us_store_migration list[3] = {
-      builtin[0],
-      {2, "add t2", "CREATE TABLE t2 (a INTEGER)"},
-      {3, "broken", "CREATE TABLE t3 (a INTEGER); INSERT INTO nope VALUES (1)"},
-  };
-  us_store_code code = us_store_migrate(db, list, 3);
+  us_store_migration list[US_STORE_SCHEMA_VERSION + 2];
+  for (size_t i = 0; i < n; i++)
+    list[i] = builtin[i];
+  list[n] = (us_store_migration){(int)n + 1, "add t2", "CREATE TABLE t2 (a INTEGER)"};
+  list[n + 1] = (us_store_migration){(int)n + 2, "broken",
+                                     "CREATE TABLE t3 (a INTEGER); INSERT INTO nope VALUES (1)"};
+  us_store_code code = us_store_migrate(db, list, n + 2);
   CHECK(code == US_STORE_ESCHEMA);
-  CHECK(strstr(us_store_errmsg(db), "migration 3 (broken) failed") != NULL);
+  char want[64];
+  snprintf(want, sizeof want, "migration %d (broken) failed", (int)n + 2);
+  CHECK(strstr(us_store_errmsg(db), want) != NULL);
   CHECK(strstr(us_store_errmsg(db), "no such table: nope") != NULL);
   int v = 0;
   CHECK_OK(db, us_store_version(db, &v));
-  CHECK(v == 2); /* 2 committed, 3 rolled back */
+  CHECK(v == (int)n + 1); /* n+1 committed, n+2 rolled back */
   CHECK(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name = 't2'") == 1);
   CHECK(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name = 't3'") == 0);
   CHECK(us_store_depth(db) == 0);

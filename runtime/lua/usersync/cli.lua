@@ -69,7 +69,8 @@ usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME
 Reads Okta and every target and prints what a sync would change, grouped by
 target, each change with its reason, then a summary. Nothing is written to
 any server; the store only learns that earlier runs whose process died were
-interrupted. --json prints the machine form; --out FILE saves
+interrupted, and the outcome of their changes whose answer was lost (read
+from the targets). --json prints the machine form; --out FILE saves
 it for `usersync apply FILE`. --user limits the plan to one Okta user (login
 or id); --sync to one sync entry. Exit 0, or 3 when a safety limit would
 stop the destructive part of the plan.
@@ -89,8 +90,10 @@ usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--force] [--json]
 
 Plans and applies in one step (what the scheduler runs). --user syncs one
 Okta user now (login or id). Safety: an incomplete or suspicious Okta read,
-or more deprovisions than limits.max_deprovision, applies nothing
-destructive and exits 3; --force overrides after review.
+more deprovisions than limits.max_deprovision or more membership removals
+than limits.max_membership_removals applies nothing destructive and exits
+3; --force overrides after review (never a failed read). Another run of the
+same sync holding the lock: fails at once (exit 1), reading nothing.
 ]],
   history = [[
 usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]
@@ -605,7 +608,8 @@ local function print_summary(summary, opts, cmd)
     io.write(("applied %d change%s, %d failed%s%s; run %s (usersync show RUN for details)\n"):format(
       summary.ok, summary.ok == 1 and "" or "s", summary.failed,
       (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
-      summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "",
+      (summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "")
+        .. ((summary.withheld_leads or 0) > 0 and (", " .. summary.withheld_leads .. " deprovision(s) withheld (a hand-over of leads failed)") or ""),
       table.concat(summary.runs, ", ")))
   end
   if summary.error then eprint(("usersync %s: %s"):format(cmd, summary.error)) end
@@ -620,7 +624,7 @@ function commands.sync(args)
   if #pos > 0 then eprint("usersync sync: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local e, code = start_engine(opts, "sync")
   if not e then return code end
-  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, lock = true }
   if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
   if not opts.json and not out.quiet then
     require("usersync.report").write_plan_text(require("usersync.planfile").scrub(run_plan), io.write,
@@ -648,7 +652,7 @@ function commands.apply(args)
   if not saved then eprint("usersync apply: " .. file .. ": " .. perr); return EXIT_USAGE end
   local e, code = start_engine(opts, "apply")
   if not e then return code end
-  local fresh, err, ecode = e:plan{ user = saved.scope }
+  local fresh, err, ecode = e:plan{ user = saved.scope, lock = true }
   if not fresh then finish_engine(e, "apply"); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
   local verdict = planfile.compare(saved, fresh)
   if #verdict.unsafe > 0 then

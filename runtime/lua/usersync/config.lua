@@ -117,7 +117,7 @@ local sync_entry = record({
   defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
   policy = path(),
   deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
-  limits = record({ max_deprovision = node("share"),
+  limits = record({ max_deprovision = node("share"), max_membership_removals = node("share"),
                     policy_instructions = int { min = 1 } },  -- all policy hook calls of a run together
                   { default = {} }),
 })

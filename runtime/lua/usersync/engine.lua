@@ -19,6 +19,15 @@ local json = require "usersync.json"
 local log = require "usersync.log"
 local config = require "usersync.config"
 
+-- A store call that must not raise: returns its result, or nil and the
+-- message (disk full, I/O error, ...).
+local function journal(fn, ...)
+  local ok, a, b = pcall(fn, ...)
+  if not ok then return nil, tostring(a) end
+  if a == nil then return nil, tostring(b) end
+  return a
+end
+
 local M = {}
 local Engine = {}
 Engine.__index = Engine
@@ -161,6 +170,7 @@ function Engine:read_source(s, pol, only_users, by_id)
   local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
     -- A stop request (serve's SIGTERM) ends a long read early.
     if self.should_stop and self.should_stop() then error("stop requested", 0) end
+    self:renew_locks()
     self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
@@ -327,6 +337,7 @@ function Engine:read_target(name)
   local t = self:target(name)
   local s, err, code = t:snapshot{ progress = function(done, total, what)
     if self.should_stop and self.should_stop() then error("stop requested", 0) end
+    self:renew_locks()
     self.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
   end }
   self.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
@@ -480,14 +491,60 @@ function Engine:last_in_scope(sync_name)
   return counts and counts.users_in_scope
 end
 
+-- The run locks (`sync:NAME`) of the entries, taken before a plan reads
+-- anything and held until apply ends (Engine:unlock_entries, or close).
+-- Returns true, or nil and a message naming the holder.
+M.LOCK_TTL = 600
+function Engine:lock_entries(entries)
+  self.held = self.held or {}
+  for _, s in ipairs(entries) do
+    local ok, err, code = self.db:lock("sync:" .. s.name, { ttl = M.LOCK_TTL })
+    if not ok then
+      self:unlock_entries()
+      if code ~= "ELOCKED" then
+        return nil, ("cannot take the lock of sync %q in the store %s: %s; nothing was read or applied")
+          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", "")))
+      end
+      return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
+        :format(s.name, (tostring(err):gsub("^store: ", "")))
+    end
+    self.held[s.name] = true
+  end
+  self.lock_renewed = os.time()
+  return true
+end
+
+-- Renews the held locks' leases, at most once a minute (a long read or
+-- apply must not let them expire). A renewal that fails is not fatal here:
+-- the journal's next write fails the same way and stops the apply.
+function Engine:renew_locks(now)
+  if not self.held then return end
+  now = now or os.time()
+  if self.lock_renewed and now - self.lock_renewed < 60 then return end
+  self.lock_renewed = now
+  for name in pairs(self.held) do pcall(self.db.lock, self.db, "sync:" .. name, { ttl = M.LOCK_TTL }) end
+end
+
+function Engine:unlock_entries()
+  for name in pairs(self.held or {}) do pcall(self.db.unlock, self.db, "sync:" .. name) end
+  self.held = nil
+end
+
 -- Plans every sync entry (or the one named). Writes nothing anywhere.
 -- opts: { user = login | users = { login or id, ... } [, by_id = true when
 -- users are all Okta ids], sync = name }.
+-- opts.lock (sync, apply): lock the entries first (lock_entries); apply
+-- releases them.
 -- With user(s) only those Okta users are read and planned, and each target
 -- is read only for their accounts (read_target_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
-  opts = opts or {}
+  local run_plan, err, code = self:plan_locked(opts or {})
+  if not run_plan then self:unlock_entries() end
+  return run_plan, err, code
+end
+
+function Engine:plan_locked(opts)
   -- Memory: a shorter GC pause while planning, restored on any
   -- exit; full collections between the phases (settle) so each phase starts
   -- from what is live, not from the garbage of the one before.
@@ -518,6 +575,13 @@ function Engine:plan(opts)
     end
   end
   local single = #selected == 1
+  -- sync and apply (opts.lock): every entry this plan reads is locked before
+  -- anything is read, so a second run cannot plan from a view the first
+  -- one is changing; a run kept out fails at once and reads nothing.
+  if opts.lock then
+    local ok, lerr = self:lock_entries(selected)
+    if not ok then return nil, lerr, M.EXIT_FAILED end
+  end
   -- Each run has the policies' whole-run instruction budget afresh; a
   -- policy that spends it (or whose finalizer fails) fails the run.
   for _, p in pairs(self.policies) do p:new_run() end
@@ -581,6 +645,18 @@ function Engine:plan(opts)
         uses[tname] = uses[tname] - 1
         if uses[tname] == 0 then self.snapshots[tname] = nil end
       end
+      -- Journal rows of earlier runs whose outcome is unknown (a lost
+      -- answer, a kill, a store that could not be written) are settled
+      -- from what the target shows now, before ownership is read.
+      local unconfirmed
+      if snap.complete then
+        local ok, settled, more = pcall(state.reconcile, self.db, s.name, tname, snap, users ~= nil)
+        if not ok or not settled then
+          return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(ok and more or settled)), M.EXIT_FAILED
+        end
+        if settled > 0 then links = state.links(self.db, s.name, tname) end
+        unconfirmed = more
+      end
       -- A target that cannot be read is an error of that target (exit 1,
       -- nothing planned for it), not an incomplete source read.
       claimed[tname] = claimed[tname] or {}
@@ -594,6 +670,7 @@ function Engine:plan(opts)
         owned_groups = state.owned_groups(self.db, tname),
         claimed = claimed[tname], only = only,
         new_accounts = state.new_accounts(self.db, s.name, tname),
+        returning = state.returning_groups(self.db, s.name, tname),
         single = single or nil,
       }
       input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
@@ -628,6 +705,16 @@ function Engine:plan(opts)
       end
       if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
       p.linked_accounts = count_keys(input.links)
+      -- Repeats of creates and adds whose earlier request was not confirmed
+      -- (it may still land): an "already" answer is then usersync's own.
+      if unconfirmed and next(unconfirmed) then
+        for _, o in ipairs(p.ops) do
+          if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
+              and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
+            rawset(o, "ours", true)
+          end
+        end
+      end
       for _, key in ipairs(p.mapped_keys or {}) do
         if not claimed[tname][key] then claimed[tname][key] = s.name end
       end
@@ -666,6 +753,21 @@ function Engine:plan(opts)
     local function other(set, me)
       for name in pairs(set or {}) do if name ~= me then return name end end
     end
+    -- An account no entry maps any more is deprovisioned once, by one
+    -- entry (the asked one with --sync, else the first that plans it),
+    -- not once per entry linked to it.
+    local deprov_by = {}
+    for _, entry in ipairs(run_plan.syncs) do
+      for _, p in ipairs(entry.targets) do
+        for _, o in ipairs(p.ops) do
+          local k = p.target .. "\31" .. (o.name or o.subject or ""):lower()
+          if o.deprovision and not other(active_by[k], entry.name)
+              and (not deprov_by[k] or (opts.sync and entry.name == opts.sync)) then
+            deprov_by[k] = entry.name
+          end
+        end
+      end
+    end
     for _, entry in ipairs(run_plan.syncs) do
       for _, p in ipairs(entry.targets) do
         local keep = {}
@@ -673,8 +775,11 @@ function Engine:plan(opts)
           local k = (o.name or o.subject or ""):lower()
           local owner = o.deprovision and other(active_by[p.target .. "\31" .. k], entry.name)
           local wanted_by = o.kind == "remove_member" and other(wants_by[p.target .. "\31" .. k .. "\31" .. (o.group or ""):lower()], entry.name)
+          local deprov_owner = o.deprovision and deprov_by[p.target .. "\31" .. k]
           if owner then
             p.notes[#p.notes + 1] = ("%s %s: the account is still in scope of sync %q; not applied"):format(o.kind, o.subject, owner)
+          elseif deprov_owner and deprov_owner ~= entry.name then
+            p.notes[#p.notes + 1] = ("%s %s: deprovisioned by sync %q in this run"):format(o.kind, o.subject, deprov_owner)
           elseif wanted_by then
             p.notes[#p.notes + 1] = ("remove %s from %s: sync %q still puts it there; not applied"):format(o.subject, o.group, wanted_by)
           elseif o.kind == "create_user" and creates[p.target .. "\31" .. k] then
@@ -746,41 +851,88 @@ end
 
 local DESTRUCTIVE = report.DESTRUCTIVE
 
--- Operations per t:apply call when a stop can be requested: between chunks
--- the engine looks at should_stop, so a SIGTERM waits for at most one
--- chunk's requests in flight (the plan's order holds across chunks).
-M.STOP_CHUNK = 100
+-- Operations per chunk. A chunk holds operations of one kind (plan order
+-- holds across chunks): their intents are recorded in one transaction, the
+-- chunk is sent, and their outcomes are recorded in one transaction. So a
+-- write is never sent before its intent is durable, a run killed midway
+-- leaves at most a chunk of unknown outcomes (settled by the next plan,
+-- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
+-- one chunk's requests in flight.
+-- Adds go in larger chunks, ordered by group within their phase: where a
+-- product adds many users to a group in one request (Bitbucket), a chunk
+-- costs about one request per group it touches.
+M.CHUNK = 100
+M.ADD_CHUNK = 1000
 
--- Applies ops to target t, calling finished(op, ok, info, code) for each.
--- Returns true, or "stopped" when should_stop said so between chunks, or
--- nil, err when the target gave up.
-function Engine:apply_ops(t, ops, finished)
-  if not self.should_stop then return t:apply(ops, finished) end
+-- Orders the add_member ops of a plan-ordered list by group (then plan
+-- order), in place; other kinds keep their places.
+local function adds_by_group(ops)
+  local first, last
+  for i, o in ipairs(ops) do
+    if o.kind == "add_member" then first = first or i; last = i end
+  end
+  if not first then return end
+  local seg = table.move(ops, first, last, 1, {})
+  -- (by seq, the plan position: no field is added to a million ops)
+  local lower = setmetatable({}, { __index = function(t, g) local l = g:lower(); t[g] = l; return l end })
+  table.sort(seg, function(a, b)
+    local ga, gb = lower[a.group], lower[b.group]
+    if ga ~= gb then return ga < gb end
+    return (a.seq or 0) < (b.seq or 0)
+  end)
+  table.move(seg, 1, #seg, first, ops)
+end
+
+-- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
+-- is sent and returns the ops to send (or nil, err: the store cannot record
+-- them; nothing more is sent); finished(op, ok, info, code) runs for each
+-- outcome and done_chunk(list) after each chunk (or nil, err likewise).
+-- Returns true, "stopped" when should_stop said so between chunks, nil, err
+-- when the target gave up, or false, err when the store failed.
+function Engine:apply_ops(t, ops, per_chunk, finished, done_chunk)
   local i = 1
   while i <= #ops do
-    if self.should_stop() then return "stopped" end
-    local chunk = table.move(ops, i, math.min(i + M.STOP_CHUNK - 1, #ops), 1, {})
-    local res, err = t:apply(chunk, finished)
-    if not res then return nil, err end
-    i = i + M.STOP_CHUNK
+    if self.should_stop and self.should_stop() then return "stopped" end
+    local j, kind = i, ops[i].kind
+    local size = kind == "add_member" and M.ADD_CHUNK or M.CHUNK
+    while j < #ops and j - i + 1 < size and ops[j + 1].kind == kind do j = j + 1 end
+    local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
+    if not chunk then return false, err end
+    if #chunk > 0 then
+      local res, aerr = t:apply(chunk, finished)
+      if not res then return nil, aerr end
+    end
+    local ok, derr = done_chunk()
+    if not ok then return false, derr end
+    i = j + 1
   end
   return true
 end
 
 -- Applies a run plan. opts: { force, command = "sync"|"apply" }.
--- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
+-- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }
+-- (withheld: by the safety limit; withheld_leads: deprovisions held back
+-- because a hand-over of the account's leads failed).
 function Engine:apply(run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
   local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard, exit = M.EXIT_OK }
+  -- The store cannot be written (disk full, I/O error): nothing more is
+  -- sent; what was sent and not recorded is settled by the next plan.
+  local store_error
+  local function store_failed(err)
+    store_error = store_error or ("cannot record the run in the store %s: %s; nothing more was sent (the next run settles what was sent and plans the rest again)")
+      :format(self.db:path(), (tostring(err):gsub("^.-store: ", "")))
+  end
   for _, entry in ipairs(run_plan.syncs) do
-    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = 600 })
+    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = M.LOCK_TTL })
     if not lock_ok then
       summary.exit = M.EXIT_FAILED
       summary.error = lerr
-      return summary
+      break
     end
-    local run_id = state.begin_run(self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
+    local run_id, rerr = journal(state.begin_run, self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
+    if not run_id then store_failed(rerr); break end
     summary.runs[#summary.runs + 1] = run_id
     local counts, failed = { users_in_scope = entry.users_in_scope }, 0
     local seq = 0
@@ -808,17 +960,20 @@ function Engine:apply(run_plan, opts)
           ops[#ops + 1] = o
         end
       end
-      seq = state.record_plan(self.db, run_id, ops, seq)
+      local nseq, jerr = journal(state.record_plan, self.db, run_id, ops, seq)
+      if not nseq then store_failed(jerr); break end
+      seq = nseq
       if #ops > 0 then
         self.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
           message = ("applying %d changes to %s"):format(#ops, p.target) }
         local applied = 0
         local t = self:target(p.target)
         local failed_ids = {}
-        state.ops_started(self.db, run_id, ops)
+        local outcomes = {}
+        local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
         local function finished(op, ok, info, code)
-          local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
-          state.op_finished(self.db, run_id, entry.name, op, result)
+          outcomes[#outcomes + 1] = { op, ok and { ok = true, note = info } or { ok = false, error = info, code = code } }
+          if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
           if ok then
             summary.ok = summary.ok + 1
             counts[op.kind] = (counts[op.kind] or 0) + 1
@@ -828,18 +983,51 @@ function Engine:apply(run_plan, opts)
             failed = failed + 1
             log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
           end
-          self.db:lock("sync:" .. entry.name, { ttl = 600 })   -- renew the lease
           applied = applied + 1
           self.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
             what = "changes", op = op, ok = ok and true or false, info = info, code = code }
         end
-        local res, err = self:apply_ops(t, ops, finished)
+        local function per_chunk(chunk)
+          -- An account is deprovisioned only after every hand-over of its
+          -- leads succeeded; otherwise it is withheld (kept active, so the
+          -- next run plans the hand-over and the deprovision again).
+          if next(handover_failed) and (chunk[1].kind == "deactivate_user" or chunk[1].kind == "delete_user") then
+            local send, held = {}, {}
+            for _, o in ipairs(chunk) do
+              if handover_failed[o.name:lower()] then
+                held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD",
+                  error = "withheld: a hand-over of its project or component leads failed; the next run tries again" } }
+                summary.withheld_leads = (summary.withheld_leads or 0) + 1
+                log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again", p.target, o.kind, o.subject)
+              else
+                send[#send + 1] = o
+              end
+            end
+            if #held > 0 then
+              local ok, err = journal(state.ops_finished, self.db, run_id, entry.name, held)
+              if not ok then return nil, err end
+            end
+            chunk = send
+          end
+          local ok, err = journal(state.ops_started, self.db, run_id, chunk)
+          if not ok then return nil, err end
+          return chunk
+        end
+        local function done_chunk()
+          local list = outcomes
+          outcomes = {}
+          self:renew_locks()
+          return journal(state.ops_finished, self.db, run_id, entry.name, list)
+        end
+        adds_by_group(ops)
+        local res, err = self:apply_ops(t, ops, per_chunk, finished, done_chunk)
         self.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
           error = res == "stopped" and "stopped on request" or err }
         if res == "stopped" then
           interrupted = true
           break
         end
+        if res == false then store_failed(err); break end
         if not res then
           failed = failed + 1
           summary.failed = summary.failed + 1
@@ -850,16 +1038,26 @@ function Engine:apply(run_plan, opts)
           for _, id in ipairs(p.new_ids or {}) do
             if not failed_ids[id] then done[#done + 1] = id end
           end
-          state.mark_onboarded(self.db, entry.name, p.target, done)
+          local ok, merr = journal(state.mark_onboarded, self.db, entry.name, p.target, done)
+          if not ok then store_failed(merr); break end
         end
       end
+    end
+    if store_error then
+      -- Recorded if the store still takes it; if not, the next run marks
+      -- the run interrupted and counts what its journal shows was done.
+      summary.failed = summary.failed + 1
+      pcall(state.end_run, self.db, run_id, "failed", counts, store_error)
+      pcall(self.db.exec, self.db, [[UPDATE operations SET status = 'skipped', error = 'not sent: the store could not be written'
+          WHERE run_id = ? AND status = 'pending']], run_id)
+      break
     end
     if not interrupted and self.should_stop and self.should_stop() then interrupted = true end
     if interrupted then
       -- Stopped on request (SIGTERM under serve): what was not sent is
       -- skipped; the next run plans it again.
       self.db:exec([[UPDATE operations SET status = 'skipped', error = 'run interrupted (stop requested)'
-          WHERE run_id = ? AND status IN ('pending', 'running')]], run_id)
+          WHERE run_id = ? AND status = 'pending']], run_id)
       state.end_run(self.db, run_id, "interrupted", counts, "stopped on request before the run finished")
       self.db:unlock("sync:" .. entry.name)
       summary.interrupted = true
@@ -872,8 +1070,10 @@ function Engine:apply(run_plan, opts)
     end
     self.db:unlock("sync:" .. entry.name)
   end
-  if summary.failed > 0 or (summary.problems or 0) > 0 then summary.exit = M.EXIT_FAILED end
-  if stop then summary.exit = M.EXIT_SAFETY end
+  self:unlock_entries()
+  if store_error then summary.error = store_error end
+  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then summary.exit = M.EXIT_FAILED end
+  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
   return summary
 end
 

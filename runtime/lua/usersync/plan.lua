@@ -16,7 +16,8 @@
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
---     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us)
+--     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us, or returning)
+--     returning = { ["00u2"] = { "stash-users" } },  -- groups to give back to a returning account
 --     single = true,                           -- optional: the run's only sync entry (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
@@ -132,12 +133,19 @@ function M.build(input)
       if why then return why(o, login_of[o.okta_id]) end
     end
   end }
-  local add_mt = { __index = function(o, k)
-    if k == "kind" then return "add_member" end
-    if k == "subject" then return rawget(o, "name") end
-    if k == "target" then return target.name end
-    if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
-  end }
+  -- One metatable per reason a membership is added (op.why): "mapping"
+  -- (a group rule), "default" (defaults.all_users) or "new_user"
+  -- (defaults.new_users given to a new account: it stays once given).
+  local add_mts = {}
+  for _, why in ipairs({ "mapping", "default", "new_user" }) do
+    add_mts[why] = { __index = function(o, k)
+      if k == "kind" then return "add_member" end
+      if k == "subject" then return rawget(o, "name") end
+      if k == "target" then return target.name end
+      if k == "why" then return why end
+      if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
+    end }
+  end
   local function op(o, mt)
     setmetatable(o, mt or op_mt)
     ops[#ops + 1] = o
@@ -287,6 +295,13 @@ function M.build(input)
       end
     end
 
+    -- An existing account (adopted or linked) is addressed by its own
+    -- spelling, not the Okta login's: a server may look names up
+    -- case-sensitively. (A rename planned above addresses it by the new name.)
+    if existing and existing.name ~= acct.name and lower(existing.name) == lower(acct.name) then
+      acct = setmetatable({ name = existing.name }, { __index = acct })
+    end
+
     -- Attributes: the first sync entry that claims an account sets them.
     local claim = claimed[key]
     local first_claim = not (claim and claim ~= sync.name)
@@ -338,16 +353,43 @@ function M.build(input)
         for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
         goto continue
       end
-      local want = {}
+      -- Why each group is wanted: a new account's new-user defaults (those
+      -- it would not get as an existing account) are "new_user".
+      local as_old = defaults
+      if is_new then
+        as_old, err2 = pol:default_groups(acct, false, ctx)
+        if not as_old then
+          errors[#errors + 1] = { okta_id = u.id, subject = m.login, message = err2 }
+          for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
+          goto continue
+        end
+      end
+      local old_set = {}
+      for _, g in ipairs(as_old) do old_set[lower(g)] = true end
+      local want, why = {}, {}
+      -- A returning account (deprovisioned by group removal) is
+      -- provisioned like a new one: it also gets back the groups no rule
+      -- manages that the deprovisioning took (its licence group).
+      local back = is_new and input.returning and input.returning[u.id]
+      for _, gname in ipairs(back or {}) do
+        local gk = lower(gname)
+        want[gk], why[gk] = gname, "new_user"
+        wanted_groups[gk] = wanted_groups[gk] or gname
+      end
       for i = 1, 2 do
         for _, gname in ipairs(i == 1 and names or defaults) do
           local gk = lower(gname)
           want[gk] = gname
+          if i == 2 then
+            why[gk] = (is_new and not old_set[gk]) and "new_user" or why[gk] or "default"
+          else
+            why[gk] = "mapping"
+          end
           managed_groups[gk] = managed_groups[gk] or gname
           wanted_groups[gk] = wanted_groups[gk] or gname
         end
       end
-      m.account, m.existing, m.want = acct, existing, want
+      m.account, m.existing, m.want, m.why = acct, existing, want, why
       desired_groups_of[key] = m
       if is_new then new_ids[#new_ids + 1] = u.id end
     elseif m.deactivate then
@@ -386,12 +428,20 @@ function M.build(input)
   local keys = {}
   for k in pairs(desired_groups_of) do keys[#keys + 1] = k end
   table.sort(keys)
+  -- Memberships this entry manages in the target now (of its mapped
+  -- accounts, in groups it manages or memberships it added): the base of
+  -- limits.max_membership_removals as a percentage.
+  local managed_memberships = 0
   for _, key in ipairs(keys) do
     local d = desired_groups_of[key]
     local name = d.account.name
     if d.deactivate then goto next_account end
     local current = {}
-    for _, g in ipairs(d.existing and d.existing.groups or {}) do current[lower(g)] = g end
+    for _, g in ipairs(d.existing and d.existing.groups or {}) do
+      local gk = lower(g)
+      current[gk] = g
+      if managed_groups[gk] or (owned_m[gk] and owned_m[gk][key]) then managed_memberships = managed_memberships + 1 end
+    end
     local adds = {}
     for gk, gname in pairs(d.want) do
       if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
@@ -399,7 +449,8 @@ function M.build(input)
     table.sort(adds)
     if #adds > 0 then login_of[d.user.id] = d.login end
     for _, g in ipairs(adds) do
-      op({ group = g, name = name, okta_id = d.user.id }, add_mt) -- kind, subject, reason: add_mt
+      -- kind, subject, reason, why: add_mts
+      op({ group = g, name = name, okta_id = d.user.id }, add_mts[d.why[lower(g)] or "mapping"])
     end
     local removes = {}
     for gk, gname in pairs(current) do
@@ -421,9 +472,15 @@ function M.build(input)
       local only_new = {}
       for _, g in ipairs(as_new) do only_new[lower(g)] = true end
       for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
+      -- ... when given as such: a membership usersync added for a group
+      -- rule (or as an all-users default) goes when the rule no longer
+      -- applies, even if the group is also a new-user default.
       local kept = {}
       for _, g in ipairs(removes) do
-        if not only_new[lower(g)] then kept[#kept + 1] = g end
+        local gk = lower(g)
+        local why = owned_m[gk] and owned_m[gk][key]
+        local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
+        if not stays then kept[#kept + 1] = g end
       end
       removes = kept
     end
@@ -491,8 +548,12 @@ function M.build(input)
     deprovisions = deprovisions + 1
     if action == "remove_groups" then
       for _, g in ipairs(a.groups or {}) do
+        -- restore: a group no rule manages (a licence group), given back
+        -- if the account returns (input.returning)
+        local gk = lower(g)
         op { kind = "remove_member", subject = a.name, group = g, name = a.name, okta_id = l.okta_id,
-             deprovision = true, reason = l.reason }
+             deprovision = true, reason = l.reason,
+             restore = not managed_groups[gk] and not (owned_m[gk] and owned_m[gk][key]) or nil }
       end
     else
       local leads = input.leads and input.leads[key]
@@ -543,7 +604,7 @@ function M.build(input)
   end
   return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
            errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped, mapped_keys = mapped_keys, new_ids = new_ids,
+           managed_users = #mapped, managed_memberships = managed_memberships, mapped_keys = mapped_keys, new_ids = new_ids,
            wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
 end
 
@@ -574,7 +635,7 @@ end
 
 -- Every field of an operation (also those its metatable gives) in a new
 -- plain table: for serialising one (planfile, the store).
-local META_FIELDS = { "kind", "target", "subject", "reason" }
+local META_FIELDS = { "kind", "target", "subject", "reason", "why" }
 function M.plain(o)
   local c = {}
   for k, v in pairs(o) do c[k] = v end

@@ -112,7 +112,8 @@ function M.plan_text(run_plan, opts)
   return table.concat(chunks)
 end
 
--- Resolves limits.max_deprovision against the number of managed accounts.
+-- Resolves limits.max_deprovision (max_membership_removals) against the
+-- number of managed accounts (memberships).
 local function allowed(limit, managed)
   local share = require("usersync.config").parse_share(limit)
   if not share then return math.huge end
@@ -121,9 +122,10 @@ local function allowed(limit, managed)
 end
 
 -- Reasons to stop before anything destructive, or nil when it is safe.
--- A sync whose source read did not complete, or whose deprovisions exceed
--- limits.max_deprovision, stops the destructive part of the run; `force`
--- overrides (after review).
+-- A sync whose source read did not complete, whose deprovisions exceed
+-- limits.max_deprovision or whose membership removals exceed
+-- limits.max_membership_removals, stops the destructive part of the run
+-- (removals included); `force` overrides (after review), never a failed read.
 function M.safety(run_plan, opts)
   opts = opts or {}
   local reasons, hard = {}, {}
@@ -145,6 +147,7 @@ function M.safety(run_plan, opts)
         :format(s.name, table.concat(s.read.problems or {}, "; "), plural(destructive, "destructive change"))
     end
     local limit = s.limits and s.limits.max_deprovision
+    local rlimit = s.limits and s.limits.max_membership_removals
     for _, tp in ipairs(s.targets) do
       local n = tp.deprovisions or 0
       local managed = tp.linked_accounts or tp.managed_users or 0
@@ -152,6 +155,17 @@ function M.safety(run_plan, opts)
       if limit and n > max then
         reasons[#reasons + 1] = ("sync %q, target %s: %s planned, limits.max_deprovision = %s allows %d of %d managed accounts")
           :format(s.name, tp.target, plural(n, "deprovision"), tostring(limit), max, managed)
+      end
+      -- Membership removals outside deprovisioning (those count above).
+      local removals = 0
+      for _, o in ipairs(tp.ops) do
+        if o.kind == "remove_member" and not o.deprovision then removals = removals + 1 end
+      end
+      local mm = tp.managed_memberships or 0
+      local rmax = allowed(rlimit, mm)
+      if rlimit and removals > rmax then
+        reasons[#reasons + 1] = ("sync %q, target %s: %s planned, limits.max_membership_removals = %s allows %d of %d managed memberships")
+          :format(s.name, tp.target, plural(removals, "membership removal"), tostring(rlimit), rmax, mm)
       end
     end
   end

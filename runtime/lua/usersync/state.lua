@@ -56,19 +56,44 @@ function M.mark_onboarded(db, sync, target, okta_ids)
   return db:transaction(function()
     for _, id in ipairs(okta_ids) do
       assert(db:exec("UPDATE links SET onboarded = 1 WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
+      assert(db:exec("DELETE FROM returning_groups WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
     end
     return true
   end)
 end
 
--- Marks operations as started (before a batch goes to a target), so a run
--- killed midway shows which ones were in flight.
+-- Groups to give back to returning accounts (deprovisioned by group
+-- removal): { [okta_id] = { group, ... } }.
+function M.returning_groups(db, sync, target)
+  local out = {}
+  for row in db:rows("SELECT okta_id, group_name FROM returning_groups WHERE sync = ? AND target = ? ORDER BY group_name",
+      sync, target) do
+    out[row.okta_id] = out[row.okta_id] or {}
+    table.insert(out[row.okta_id], row.group_name)
+  end
+  return out
+end
+
+-- The intent journal: marks operations as started ('running') in one
+-- transaction before they go to a target (engine: one chunk at a time), so
+-- a write is never sent unless its intent is durable. A run that ends
+-- before recording an outcome leaves the row 'running'; the next plan
+-- settles it from the target's state (reconcile).
 function M.ops_started(db, run_id, ops)
   return db:transaction(function()
-    for _, op in ipairs(ops) do M.op_started(db, run_id, op) end
+    for _, op in ipairs(ops) do assert(M.op_started(db, run_id, op)) end
     return true
   end)
 end
+
+-- Failure codes after which the write certainly did not happen (the
+-- target refused it, or no connection was made). Any other failure (a 5xx,
+-- a timeout, a dropped connection, an unreadable answer) may have been
+-- applied: the row is marked unsure and settled by the next plan.
+M.DEFINITE = { EINVALID = true, EAUTH = true, ESEATS = true, EFORBIDDEN = true, ENOTFOUND = true,
+  ECONFLICT = true, ERATELIMIT = true, EINHERITED = true, ELEAD = true, EUNSUPPORTED = true,
+  ETASK_FAILED = true, ECONNREFUSED = true, EDNS = true, ETLS = true, EURL = true, EPROXY = true,
+  WITHHELD = true }
 
 -- Every sync entry's links on a target: { [lower account] = { [sync] = okta_id } }.
 function M.claims(db, target)
@@ -81,15 +106,17 @@ function M.claims(db, target)
   return out
 end
 
--- Memberships this sync entry added: { [lower group] = { [lower account] = true } }.
+-- Memberships this sync entry added: { [lower group] = { [lower account] = why } },
+-- why = "mapping", "default" or "new_user" (true for a row from before usersync
+-- kept why).
 function M.owned_memberships(db, sync, target)
   local out = {}
-  for row in db:rows([[SELECT m.group_name, l.account_name FROM owned_memberships m
+  for row in db:rows([[SELECT m.group_name, l.account_name, m.why FROM owned_memberships m
       JOIN links l ON l.sync = m.sync AND l.target = m.target AND l.okta_id = m.okta_id
       WHERE m.sync = ? AND m.target = ?]], sync, target) do
     local g = lower(row.group_name)
     out[g] = out[g] or {}
-    out[g][lower(row.account_name)] = true
+    out[g][lower(row.account_name)] = row.why or true
   end
   return out
 end
@@ -142,8 +169,10 @@ function M.mark_interrupted(db, sync)
     end
     if not alive then
       db:exec([[UPDATE runs SET outcome = 'interrupted', ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-          error = 'the process ended before the run finished' WHERE id = ?]], row.id)
+          error = 'the run ended before recording its outcome (killed, or the store could not be written)'
+          WHERE id = ?]], row.id)
       db:exec("UPDATE operations SET status = 'skipped', error = 'run interrupted' WHERE run_id = ? AND status = 'pending'", row.id)
+      M.recount_run(db, row.id)
       n = n + 1
     end
   end
@@ -200,13 +229,23 @@ local function record_effect(db, sync, op, note)
     end
   elseif k == "add_member" then
     if op.okta_id and not note then
-      assert(db:exec([[INSERT INTO owned_memberships (sync, target, group_name, okta_id) VALUES (?, ?, ?, ?)
-          ON CONFLICT DO NOTHING]], sync, t, op.group, op.okta_id))
+      assert(db:exec([[INSERT INTO owned_memberships (sync, target, group_name, okta_id, why) VALUES (?, ?, ?, ?, ?)
+          ON CONFLICT DO NOTHING]], sync, t, op.group, op.okta_id, op.why))
     end
   elseif k == "remove_member" then
     if op.okta_id then
       assert(db:exec("DELETE FROM owned_memberships WHERE sync = ? AND target = ? AND lower(group_name) = lower(?) AND okta_id = ?",
         sync, t, op.group, op.okta_id))
+      if op.deprovision then
+        -- Deprovisioned by removing its groups (Bitbucket cannot
+        -- deactivate): if it returns it is provisioned like a new account,
+        -- and gets back the groups no rule manages (its licence).
+        assert(db:exec("UPDATE links SET onboarded = 0 WHERE sync = ? AND target = ? AND okta_id = ?", sync, t, op.okta_id))
+        if op.restore then
+          assert(db:exec([[INSERT INTO returning_groups (sync, target, okta_id, group_name) VALUES (?, ?, ?, ?)
+              ON CONFLICT DO NOTHING]], sync, t, op.okta_id, op.group))
+        end
+      end
     end
   end
 end
@@ -215,17 +254,172 @@ M.record_effect = record_effect
 -- Records the outcome of one operation, and its effect when it succeeded,
 -- in one transaction. result: { ok = true, note = "..." } or
 -- { ok = false, error = "...", code = "..." }.
+local function linked(db, sync, target, okta_id)
+  return db:first("SELECT 1 AS x FROM links WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, okta_id) ~= nil
+end
+
+local function finished(db, run_id, sync, op, result)
+  local unsure = not result.ok and not result.skipped and not M.DEFINITE[result.code or ""]
+  if result.ok then
+    -- "already a member/exists" for a repeat of an unconfirmed intent of
+    -- usersync's own (op.ours): the earlier request landed late; it is ours.
+    local note = result.note
+    if op.ours and (op.kind == "add_member" or op.kind == "create_user") then note = nil end
+    if op.kind == "add_member" and op.okta_id and not note and not linked(db, sync, op.target, op.okta_id) then
+      -- Added to an account whose creation's answer was lost (not linked
+      -- yet): owned once the next plan links it (reconcile).
+      unsure = true
+    else
+      record_effect(db, sync, op, note)
+    end
+  end
+  assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?, unsure = ?,
+      ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq = ?]],
+    result.ok and "done" or (result.skipped and "skipped" or "failed"),
+    secrets.mask(result.ok and result.note or result.error), result.code, unsure and 1 or 0, run_id, op.run_seq))
+end
+
 function M.op_finished(db, run_id, sync, op, result)
   return db:transaction(function()
-    if result.ok then
-      record_effect(db, sync, op, result.note)
-    end
-    assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?,
-        ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq = ?]],
-      result.ok and "done" or (result.skipped and "skipped" or "failed"),
-      secrets.mask(result.ok and result.note or result.error), result.code, run_id, op.run_seq))
+    finished(db, run_id, sync, op, result)
     return true
   end)
+end
+
+-- The outcomes of a chunk in one transaction: list = { { op, result }, ... }.
+function M.ops_finished(db, run_id, sync, list)
+  return db:transaction(function()
+    for _, x in ipairs(list) do finished(db, run_id, sync, x[1], x[2]) end
+    return true
+  end)
+end
+
+-- Sets a run's counts of applied changes from its journal (the rows
+-- 'done'), keeping its other counts (users_in_scope, conflicts): what a
+-- run that could not record its end, or whose outcomes were settled later,
+-- really did.
+function M.recount_run(db, run_id)
+  return db:exec([[UPDATE runs SET counts = json_patch(coalesce(counts, '{}'),
+      coalesce((SELECT json_group_object(kind, n) FROM
+        (SELECT kind, count(*) AS n FROM operations WHERE run_id = ?1 AND status = 'done' GROUP BY kind)), '{}'))
+      WHERE id = ?1]], run_id)
+end
+
+-- Settles the journal rows of sync/target whose outcome is unknown (left
+-- 'running' by a run that ended without recording it, or failed with an
+-- unsure code) from the target's state just read (snap: accounts with
+-- their groups, group names). An intended create whose account exists is
+-- a creation (linked, created by usersync, still to onboard: it gets its
+-- new-user groups); an intended add whose membership exists is owned; a
+-- rename, removal or deletion that shows is recorded as done. One that
+-- does not show is recorded as not applied (the plan sends it again if it
+-- is still needed). With `partial` (a read of a few accounts) an account
+-- absent from snap is unknown, not absent: its rows wait.
+-- Returns the number of rows settled and the set of creates and adds not
+-- confirmed ({ [intent_key] = true }): a request of a killed process may
+-- still land after this read, so the plan marks the repeated op `ours`,
+-- and its "already exists"/"already a member" answer still counts as
+-- usersync's creation or membership.
+function M.reconcile(db, sync, target, snap, partial)
+  local rows = db:query([[SELECT o.run_id, o.seq, o.kind, o.subject, o.okta_id, o.detail, o.status
+      FROM operations o JOIN runs r ON r.id = o.run_id
+      WHERE (o.status = 'running' OR o.unsure = 1) AND o.target = ? AND r.sync = ? AND r.outcome <> 'running'
+      ORDER BY o.run_id, o.seq]], target, sync)
+  if #rows == 0 then return 0, {} end
+  local accounts, groups = {}, {}
+  for _, a in ipairs(snap.accounts or {}) do
+    local gs = {}
+    for _, g in ipairs(a.groups or {}) do gs[lower(g)] = true end
+    accounts[lower(a.name)] = { account = a, groups = gs }
+  end
+  for _, g in ipairs(snap.groups or {}) do groups[lower(type(g) == "table" and g.name or g)] = true end
+  local function account(name)
+    local a = name and accounts[lower(name)]
+    if a then return a, true end
+    return nil, not partial -- known absent only after a full read
+  end
+  local settled, runs = 0, {}
+  local unconfirmed = {}
+  local ok, err = db:transaction(function()
+    for _, row in ipairs(rows) do
+      local d = row.detail and json.decode(row.detail) or {}
+      local op = { kind = row.kind, target = target, subject = row.subject, okta_id = row.okta_id }
+      for k, v in pairs(d) do if op[k] == nil then op[k] = v end end
+      local applied -- true, false, or nil (unknown yet)
+      local k = row.kind
+      if k == "create_user" then
+        local a, known = account(op.name)
+        if a then applied = true elseif known then applied = false end
+        if applied and op.okta_id then
+          -- linked already (by a later run), or the name taken by another link: nothing to record
+          local taken = db:first([[SELECT 1 AS x FROM links WHERE sync = ? AND target = ?
+              AND (okta_id = ? OR lower(account_name) = lower(?))]], sync, target, op.okta_id, a.account.name)
+          if not taken then
+            assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+                VALUES (?, ?, ?, ?, 1, 0)]], sync, target, op.okta_id, a.account.name))
+          end
+        end
+      elseif k == "add_member" or k == "remove_member" then
+        local a, known = account(op.name)
+        if a then
+          local member = a.groups[lower(op.group or "")] or false
+          if k == "add_member" then applied = member else applied = not member end
+        elseif known then
+          applied = k == "remove_member"
+        end
+        if applied and op.okta_id and linked(db, sync, target, op.okta_id) then
+          record_effect(db, sync, op, nil)
+        end
+      elseif k == "rename_user" then
+        local a = account(op.to)
+        local old, known = account(op.from)
+        if a and (not old or old == a) then applied = true elseif old and known then applied = false end
+        if applied then record_effect(db, sync, op, nil) end
+      elseif k == "delete_user" then
+        local a, known = account(op.name)
+        if a then applied = false elseif known then applied = true end
+        if applied then record_effect(db, sync, op, nil) end
+      elseif k == "create_group" then
+        if groups[lower(op.group or "")] then applied = true elseif not partial then applied = false end
+        if applied then record_effect(db, sync, op, nil) end
+      elseif k == "deactivate_user" or k == "reactivate_user" then
+        local a, known = account(op.name)
+        if a then
+          local active = a.account.active ~= false
+          if k == "deactivate_user" then applied = not active else applied = active end
+        elseif known then
+          applied = false
+        end
+      else
+        applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
+      end
+      if row.status == "done" then
+        -- done, its ownership waited for the link: settled either way
+        assert(db:exec("UPDATE operations SET unsure = 0 WHERE run_id = ? AND seq = ?", row.run_id, row.seq))
+      elseif applied ~= nil then
+        if not applied and op.okta_id and (k == "create_user" or k == "add_member") then
+          unconfirmed[M.intent_key(k, op.okta_id, op.group)] = true
+        end
+        assert(db:exec([[UPDATE operations SET status = ?, unsure = 0, code = coalesce(code, ?), error = ?,
+            ended = coalesce(ended, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) WHERE run_id = ? AND seq = ?]],
+          applied and "done" or "failed", applied and "CONFIRMED" or "UNCONFIRMED",
+          applied and "the answer was lost; a later read shows it applied"
+                   or "the answer was lost; a later read shows it not applied",
+          row.run_id, row.seq))
+        settled = settled + 1
+        runs[row.run_id] = true
+      end
+    end
+    for id in pairs(runs) do assert(M.recount_run(db, id)) end
+    return true
+  end)
+  if not ok then return nil, err end
+  return settled, unconfirmed
+end
+
+-- The key of an intended create or add in reconcile's `unconfirmed` set.
+function M.intent_key(kind, okta_id, group)
+  return kind .. "\31" .. okta_id .. "\31" .. lower(group or "")
 end
 
 function M.end_run(db, run_id, outcome, counts, err)

@@ -20,7 +20,8 @@ Contract (tests/fakes/README.md):
       1. latency_ms sleep (outside the lock)
       2. when fail_path is empty or matches the decoded path: reset_rate (connection dropped
          with a TCP RST, no response; logged with status 0), fail_rate (fail_status with the
-         product's error body from Product.fault_response)
+         product's error body from Product.fault_response; with fail_after the request is
+         served first and only its answer replaced: a change made, its answer lost)
       3. Product.throttle() then Product.handle(), both under one lock
       4. garbage_rate (same fail_path scope): the body is replaced by a truncated, malformed
          copy with the normal status and Content-Type (and a Content-Length that matches the
@@ -185,6 +186,7 @@ DEFAULT_FAULTS = {
     "fail_rate": 0.0,
     "fail_status": 503,
     "fail_path": None,
+    "fail_after": False,
     "reset_rate": 0.0,
     "garbage_rate": 0.0,
     "seed": None,
@@ -486,8 +488,12 @@ class Server:
                 self._log(req, 0)
                 raise _Drop()
             resp = None
+            fail_after = False
             if scoped and f["fail_rate"] and rng.random() < f["fail_rate"]:
-                resp = self.product.fault_response(req, int(f["fail_status"]))
+                if f.get("fail_after"):
+                    fail_after = True  # the request is served, its answer replaced below
+                else:
+                    resp = self.product.fault_response(req, int(f["fail_status"]))
             if resp is None:
                 resp = self.product.throttle(req)
             if resp is None:
@@ -497,6 +503,8 @@ class Server:
                     import traceback
                     traceback.print_exc(file=sys.stderr)
                     resp = json_response(500, {"error": "simulator bug: %r" % (e,)})
+            if fail_after:
+                resp = self.product.fault_response(req, int(f["fail_status"]))
             resp = self.product.finish(req, resp)
             garbage = scoped and f["garbage_rate"] and resp.body and \
                 rng.random() < f["garbage_rate"]  # never a body on a 204/304
@@ -596,6 +604,9 @@ class Server:
                         re.compile(v)
                     except re.error as e:
                         raise ValueError("fail_path is not a valid regex: %s" % e) from None
+            elif k == "fail_after":
+                if not isinstance(v, bool):
+                    raise ValueError("fail_after must be true or false")
             elif k == "seed":
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
                     raise ValueError("seed must be an integer or null")

@@ -13,6 +13,10 @@ State:
   A user's "key" may be omitted in PUT /__fake/state; new keys are "JIRAUSER<n>" as in Jira 8+.
   Names of users and groups compare case-insensitively and keep the spelling they were given.
   Projects get ids 10000, 10001, ... in list order.
+  "case_sensitive_names" (optional, false when absent): user lookups by name (?username=, a
+  member's "name") match the exact spelling only, as a server whose user directory compares
+  names case-sensitively (an LDAP or database directory so configured) does; listings and the
+  uniqueness of names stay case-insensitive.
   "nested" (optional, {} when absent, so older states load unchanged) makes each child group a
   member of the parent group, as Jira's embedded Crowd does with nested groups enabled. Both
   must be known groups; a cycle (or a group nesting itself) is a 400 on PUT /__fake/state
@@ -246,7 +250,11 @@ class Jira(AtlassianProduct):
                 if g not in seen:
                     seen.add(g)
                     todo.extend(children.get(g, ()))
+        case_sensitive = state.get("case_sensitive_names", False)
+        if not isinstance(case_sensitive, bool):
+            raise ValueError("case_sensitive_names must be true or false")
         # commit
+        self.case_sensitive = case_sensitive
         self.children = children         # fold(parent) -> {fold(child)}
         self.users = byname              # fold(name) -> record
         self.bykey = bykey               # key -> record
@@ -277,7 +285,16 @@ class Jira(AtlassianProduct):
                   for p, ks in self.children.items() if ks}
         if nested:  # shown only when set, so older states round-trip unchanged
             st["nested"] = nested
+        if self.case_sensitive:
+            st["case_sensitive_names"] = True
         return st
+
+    def user_named(self, name):
+        """The user record for a name in a request, or None (case_sensitive_names: exact)."""
+        u = self.users.get(fold(name))
+        if u is not None and self.case_sensitive and u["name"] != name:
+            return None
+        return u
 
     def sorted_users(self):
         """Users ordered by folded name (cached until a create, rename or delete)."""
@@ -412,7 +429,7 @@ class Jira(AtlassianProduct):
         """The user named by ?username= or ?key=; 404 when unknown."""
         name, key = req.arg("username"), req.arg("key")
         if name is not None:
-            u = self.users.get(fold(name))
+            u = self.user_named(name)
             if u is None:
                 raise ApiError(404, "The user named '%s' does not exist" % name)
             return u
@@ -728,7 +745,7 @@ class Jira(AtlassianProduct):
         name = b.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "You must specify a user name.")
-        u = self.users.get(fold(name))
+        u = self.user_named(name)
         if u is None:
             raise ApiError(404, "User '%s' does not exist." % name)
         ms = self.members[fold(g)]
@@ -746,7 +763,7 @@ class Jira(AtlassianProduct):
         name = req.arg("username")
         if not name:
             raise ApiError(400, "You must specify a user name.")
-        u = self.users.get(fold(name))
+        u = self.user_named(name)
         if u is None:
             raise ApiError(404, "User '%s' does not exist." % name)
         ms = self.members[fold(g)]
