@@ -136,6 +136,7 @@ def t_contract_schemas(f):
         ("/api/v1/apps/%s/users/%s" % (APP, uid(2)), 200),
         ("/api/v1/apps/%s/groups" % APP, 200), ("/api/v1/apps/%s/groups/%s" % (APP, gid(2)), 200),
         ("/api/v1/apps/0oanope/users", 404),
+        ("/api/v1/apps/" + APP, 200), ("/api/v1/apps/0oanope", 404),
     ]
     # make some events so /logs has content
     st = f.state()
@@ -154,6 +155,28 @@ def t_contract_schemas(f):
             assert body, "%s returned nothing to validate" % path
     # the checker itself fails on a wrong shape
     assert contract.validate(spec, "GET", "/api/v1/users", 200, [{"id": 1}])
+
+
+def t_get_application_strict(f):
+    """GET /api/v1/apps/{appId} answers an OpenIdConnectApplication that validates strictly
+    (required name, settings and credentials; no leniency), and 404 E0000007 for an unknown app."""
+    import jsonschema
+    import yaml
+    with open(SPEC) as fh:
+        spec = yaml.safe_load(fh)
+    op = spec["paths"]["/api/v1/apps/{appId}"]["get"]
+    assert op["operationId"] == "getApplication"
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/apps/" + APP, AUTH)
+    assert r.status == 200, r
+    body = r.json()
+    mapping = op["responses"]["200"]["content"]["application/json"]["schema"]["discriminator"]["mapping"]
+    root = dict(spec, **{"$ref": mapping[body["signOnMode"]]})
+    errs = ["%s: %s" % ("/".join(map(str, e.absolute_path)), e.message)
+            for e in jsonschema.Draft7Validator(root).iter_errors(body)]
+    assert not errs, errs
+    assert (body["id"], body["name"], body["status"]) == (APP, "oidc_client", "ACTIVE"), body
+    err(f.get("/api/v1/apps/0oanope", AUTH), 404, "E0000007")
 
 
 def t_contract_genorg(f):

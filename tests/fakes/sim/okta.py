@@ -1720,13 +1720,26 @@ class Okta(Product):
         return d
 
     def get_app(self, req, aid):
-        # GET /api/v1/apps/{appId} (getApplication): the simulator keeps no app
-        # settings, so this is the common part of every Application shape.
+        # GET /api/v1/apps/{appId} (getApplication): the simulator keeps no app settings;
+        # every app is an OpenID Connect web app (OpenIdConnectApplication: name, settings
+        # and credentials are required), with a fixed client setup.
         if aid not in self.apps:
             return not_found(aid, "AppInstance")
         return self._ok({"id": aid, "name": "oidc_client", "label": aid, "status": "ACTIVE",
                          "created": "2020-01-01T00:00:00.000Z", "lastUpdated": "2020-01-01T00:00:00.000Z",
                          "signOnMode": "OPENID_CONNECT", "features": [], "visibility": {"hide": {}},
+                         "credentials": {
+                             "userNameTemplate": {"template": "${source.login}", "type": "BUILT_IN"},
+                             "oauthClient": {"autoKeyRotation": True, "client_id": aid,
+                                             "token_endpoint_auth_method": "client_secret_basic"}},
+                         "settings": {
+                             "app": {},
+                             "notifications": {"vpn": {"network": {"connection": "DISABLED"}}},
+                             "oauthClient": {"application_type": "web", "consent_method": "REQUIRED",
+                                             "grant_types": ["authorization_code"],
+                                             "issuer_mode": "DYNAMIC",
+                                             "redirect_uris": [req.base_url + "/callback"],
+                                             "response_types": ["code"]}},
                          "_links": {"users": {"href": req.base_url + "/api/v1/apps/%s/users" % aid},
                                     "groups": {"href": req.base_url + "/api/v1/apps/%s/groups" % aid}}})
 
