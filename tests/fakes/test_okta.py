@@ -179,6 +179,35 @@ def t_get_application_strict(f):
     err(f.get("/api/v1/apps/0oanope", AUTH), 404, "E0000007")
 
 
+def t_log_event_geo_and_legacy(f):
+    """System Log events carry the client's location as the recorded admin event does (client
+    and every ipChain entry), and legacyEventType: the legacy name, or null for a type without."""
+    f.put_state(dict(base_state(), _baseline=True))
+    st = f.state()
+    st["users"][1]["profile"]["title"] = "Boss"
+    st["group_members"][gid(3)].append(uid(1))
+    f.put_state(st)
+    evs = f.get("/api/v1/logs", AUTH).json()
+    assert evs
+    rec = contract.load_fixture(os.path.join(DATA, "fixtures", "okta",
+                                             "demisto_syslog_group_membership_remove.json"))
+    rec = rec[0][1]["body"][0]
+    for ev in evs:
+        c = ev["client"]
+        geo = c["geographicalContext"]
+        assert all(isinstance(geo[k], str) and geo[k] for k in ("city", "country", "postalCode",
+                                                                "state")), geo
+        assert isinstance(geo["geolocation"]["lat"], float), geo
+        assert (c["ipAddress"], geo) == (rec["client"]["ipAddress"],
+                                         rec["client"]["geographicalContext"]), c
+        assert ev["request"]["ipChain"] == [{"geographicalContext": geo, "ip": c["ipAddress"],
+                                             "source": None, "version": "V4"}], ev["request"]
+    by = {ev["eventType"]: ev["legacyEventType"] for ev in evs}
+    assert by.get("group.user_membership.add") == "core.user_group_member.user_add", by
+    assert "user.account.update_profile" in by, by
+    assert all(v is None or (isinstance(v, str) and v.startswith(("core.", "app."))) for v in by.values()), by
+
+
 def t_contract_genorg(f):
     """A generated org (custom profile attributes, AD groups, every status) stays valid."""
     import genorg
