@@ -256,6 +256,14 @@ test("auth, rate-limit headers, check", function(t)
   -- a token names no user: the X-AUSERNAME header of the answers does
   c = tok:check()
   t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.detail, "global permission ADMIN")
+  -- signed in but not an administrator: Bitbucket's 401 AuthorisationException is a NO, not
+  -- refused credentials; wrong credentials stay EAUTH with admin rights unknown
+  reset{ permissions = { admin = "PROJECT_CREATE" } }
+  c = tg:check()
+  t:eq(c.reachable, true); t:eq(c.user, "admin"); t:eq(c.admin, false)
+  t:eq(c.detail, "needs ADMIN or SYS_ADMIN global permission"); t:eq(c.code, nil)
+  c = bad:check()
+  t:eq(c.admin, nil); t:eq(c.code, "EAUTH")
 end)
 
 test("429 after the engine's retries ran out is ERATELIMIT", function(t)
