@@ -211,6 +211,19 @@ static void on_admin_probe(struct tcall *c, const struct us_http_response *r) {
     j->detail = strdup("needs ADMIN or SYS_ADMIN global permission");
     return;
   }
+  /* Bitbucket answers an account it signed in but that is not an administrator with 401
+     AuthorisationException ("You are not permitted to access this resource"); refused
+     credentials are IncorrectPasswordAuthenticationException and stay an EAUTH failure. */
+  if (!r->code && r->status == 401 && us_json_parse(r->body, r->body_len, &root)) {
+    char *exc = t_jstr(&root, "errors[0].exceptionName");
+    int denied = exc && !strcmp(exc, "com.atlassian.bitbucket.AuthorisationException");
+    free(exc);
+    if (denied) {
+      j->admin = 0;
+      j->detail = strdup("needs ADMIN or SYS_ADMIN global permission");
+      return;
+    }
+  }
   if (!t_json_ok(j, c->what, r, &root))
     return;
   j->admin = 0;

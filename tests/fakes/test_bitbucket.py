@@ -4,7 +4,8 @@
 Starts `fake.py bitbucket` on a free port (bounded, killed at the end). Covers auth, XSRF,
 create through query parameters (a JSON body does not count), 409s, rename, delete-self 409,
 bulk membership, the swapped context/itemName of remove-group and remove-user, and
-start/limit/isLastPage/nextPageStart paging at exactly a page size and one over.
+start/limit/isLastPage/nextPageStart paging at exactly a page size and one over, the spec's
+media types, and the global permissions of users (admin/permissions/users).
 Last line "N passed, N failed"; non-zero exit on failure.
 """
 
@@ -82,7 +83,11 @@ def main():
             r = get("/admin/users", headers={"Authorization": "Basic " + base64.b64encode(
                 b"admin:no").decode()})
             is_error(r, 401)
-            eq(get("/admin/users", headers={"Authorization": "Bearer test-token"}).status, 200)
+            r = get("/admin/users", headers={"Authorization": "Bearer test-token"})
+            eq(r.status, 200)
+            # every authenticated answer names the account (a token's owner included)
+            eq((r.header("X-AUSERNAME"), r.header("X-AUSERID")), ("admin", "1"))
+            eq(get("/application-properties", headers={}).header("X-AUSERNAME"), None)
             eq(get("/admin/users", api="/rest/api/latest").status, 200, "latest alias")
             eq(get("/application-properties", headers={}).json()["version"], "9.5.0")
             r = send("POST", "/admin/groups?name=g", headers=AUTH)
@@ -284,6 +289,72 @@ def main():
             finally:
                 f.faults()
         t.run("injected_429_retry_after", injected_429)
+
+        def media_types():
+            # The spec's media type of every JSON success is application/json;charset=UTF-8;
+            # errors are application/json; the membership writes' 200s have no body and no
+            # media type (an empty body is not JSON).
+            f.put_state(state([user("alice")], ["devs"]))
+            utf8 = "application/json;charset=UTF-8"
+            for r in (get("/admin/users"), get("/admin/groups"),
+                      get("/admin/users/more-members?context=alice"),
+                      get("/admin/groups/more-non-members?context=devs"),
+                      get("/admin/permissions/users"), get("/application-properties"),
+                      send("PUT", "/admin/users", {"name": "alice", "displayName": "A"}),
+                      send("POST", "/admin/groups?name=ops"),
+                      send("DELETE", "/admin/groups?name=ops")):
+                eq((r.status, r.header("Content-Type")), (200, utf8), r.body)
+            for path, body in (("/admin/groups/add-users", {"group": "devs", "users": ["alice"]}),
+                               ("/admin/users/add-groups", {"user": "alice", "groups": ["devs"]}),
+                               ("/admin/users/remove-group", {"context": "alice",
+                                                              "itemName": "devs"}),
+                               ("/admin/groups/add-user", {"context": "devs",
+                                                           "itemName": "alice"}),
+                               ("/admin/groups/remove-user", {"context": "devs",
+                                                              "itemName": "alice"})):
+                r = send("POST", path, body)
+                eq((r.status, r.header("Content-Type"), r.body), (200, None, b""), path)
+            r = send("POST", "/admin/groups/add-users", {"group": "nope", "users": ["alice"]})
+            is_error(r, 404)
+            eq(r.header("Content-Type"), "application/json")
+        t.run("success_media_type_charset_utf8", media_types)
+
+        def permissions_users():
+            # GET admin/permissions/users: a page of {user, permission} for users with a
+            # direct global grant; filter = name contains; 401 unless the caller is an admin.
+            us = [user("ann"), user("annette"), user("bob"), user("cal")]
+            f.put_state(state(us))
+            b = get("/admin/permissions/users").json()
+            eq([(v["user"]["name"], v["permission"]) for v in b["values"]],
+               [("admin", "SYS_ADMIN")], "default: the admin's SYS_ADMIN")
+            eq((b["size"], b["isLastPage"], b["start"]), (1, True, 0))
+            u = b["values"][0]["user"]
+            eq((u["slug"], u["id"], u["active"], u["type"]), ("admin", 1, True, "NORMAL"))
+            st = state(us)
+            st["permissions"] = {"admin": "ADMIN", "ann": "PROJECT_CREATE",
+                                 "annette": "LICENSED_USER", "cal": "SYS_ADMIN"}
+            f.put_state(st)
+            eq(f.state()["permissions"], st["permissions"])
+            b = get("/admin/permissions/users?filter=ANN").json()
+            eq([(v["user"]["name"], v["permission"]) for v in b["values"]],
+               [("ann", "PROJECT_CREATE"), ("annette", "LICENSED_USER")])
+            b = get("/admin/permissions/users?filter=admin&limit=1000").json()
+            eq([(v["user"]["name"], v["permission"]) for v in b["values"]], [("admin", "ADMIN")])
+            allp, pages = collect("/admin/permissions/users", 3)
+            eq(([v["user"]["name"] for v in allp], pages), (["admin", "ann", "annette", "cal"], 2))
+            eq(send("DELETE", "/admin/users?name=cal").status, 200)
+            eq([v["user"]["name"] for v in get("/admin/permissions/users").json()["values"]],
+               ["admin", "ann", "annette"], "a deleted user's grant goes with it")
+            st["permissions"] = {"admin": "PROJECT_CREATE"}
+            f.put_state(st)
+            r = get("/admin/permissions/users")
+            is_error(r, 401)
+            eq(r.json()["errors"][0]["message"], "You are not permitted to access this resource")
+            st["permissions"] = {"admin": "REPO_GOD"}
+            eq(f.request("PUT", "/__fake/state", body=st).status, 400)
+            st["permissions"] = {"ghost": "ADMIN"}
+            eq(f.request("PUT", "/__fake/state", body=st).status, 400)
+        t.run("admin_permissions_users", permissions_users)
 
     return t.finish()
 

@@ -136,6 +136,7 @@ def t_contract_schemas(f):
         ("/api/v1/apps/%s/users/%s" % (APP, uid(2)), 200),
         ("/api/v1/apps/%s/groups" % APP, 200), ("/api/v1/apps/%s/groups/%s" % (APP, gid(2)), 200),
         ("/api/v1/apps/0oanope/users", 404),
+        ("/api/v1/apps/" + APP, 200), ("/api/v1/apps/0oanope", 404),
     ]
     # make some events so /logs has content
     st = f.state()
@@ -154,6 +155,57 @@ def t_contract_schemas(f):
             assert body, "%s returned nothing to validate" % path
     # the checker itself fails on a wrong shape
     assert contract.validate(spec, "GET", "/api/v1/users", 200, [{"id": 1}])
+
+
+def t_get_application_strict(f):
+    """GET /api/v1/apps/{appId} answers an OpenIdConnectApplication that validates strictly
+    (required name, settings and credentials; no leniency), and 404 E0000007 for an unknown app."""
+    import jsonschema
+    import yaml
+    with open(SPEC) as fh:
+        spec = yaml.safe_load(fh)
+    op = spec["paths"]["/api/v1/apps/{appId}"]["get"]
+    assert op["operationId"] == "getApplication"
+    f.put_state(dict(base_state(), _baseline=True))
+    r = f.get("/api/v1/apps/" + APP, AUTH)
+    assert r.status == 200, r
+    body = r.json()
+    mapping = op["responses"]["200"]["content"]["application/json"]["schema"]["discriminator"]["mapping"]
+    root = dict(spec, **{"$ref": mapping[body["signOnMode"]]})
+    errs = ["%s: %s" % ("/".join(map(str, e.absolute_path)), e.message)
+            for e in jsonschema.Draft7Validator(root).iter_errors(body)]
+    assert not errs, errs
+    assert (body["id"], body["name"], body["status"]) == (APP, "oidc_client", "ACTIVE"), body
+    err(f.get("/api/v1/apps/0oanope", AUTH), 404, "E0000007")
+
+
+def t_log_event_geo_and_legacy(f):
+    """System Log events carry the client's location as the recorded admin event does (client
+    and every ipChain entry), and legacyEventType: the legacy name, or null for a type without."""
+    f.put_state(dict(base_state(), _baseline=True))
+    st = f.state()
+    st["users"][1]["profile"]["title"] = "Boss"
+    st["group_members"][gid(3)].append(uid(1))
+    f.put_state(st)
+    evs = f.get("/api/v1/logs", AUTH).json()
+    assert evs
+    rec = contract.load_fixture(os.path.join(DATA, "fixtures", "okta",
+                                             "demisto_syslog_group_membership_remove.json"))
+    rec = rec[0][1]["body"][0]
+    for ev in evs:
+        c = ev["client"]
+        geo = c["geographicalContext"]
+        assert all(isinstance(geo[k], str) and geo[k] for k in ("city", "country", "postalCode",
+                                                                "state")), geo
+        assert isinstance(geo["geolocation"]["lat"], float), geo
+        assert (c["ipAddress"], geo) == (rec["client"]["ipAddress"],
+                                         rec["client"]["geographicalContext"]), c
+        assert ev["request"]["ipChain"] == [{"geographicalContext": geo, "ip": c["ipAddress"],
+                                             "source": None, "version": "V4"}], ev["request"]
+    by = {ev["eventType"]: ev["legacyEventType"] for ev in evs}
+    assert by.get("group.user_membership.add") == "core.user_group_member.user_add", by
+    assert "user.account.update_profile" in by, by
+    assert all(v is None or (isinstance(v, str) and v.startswith(("core.", "app."))) for v in by.values()), by
 
 
 def t_contract_genorg(f):

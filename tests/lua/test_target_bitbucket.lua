@@ -22,7 +22,8 @@ local function reset(st)
   for _, u in ipairs(st.users or {}) do users[#users + 1] = u end
   local groups = st.groups or { "stash-users" }
   s:put_state{ users = json.array(users), groups = json.array(groups),
-               members = json.object(st.members or {}), license = st.license }
+               members = json.object(st.members or {}), license = st.license,
+               permissions = st.permissions }
   s:clear()
 end
 
@@ -299,8 +300,22 @@ test("auth, rate-limit headers, check", function(t)
   t:eq(n, 6)
   local c = tg:check()
   t:eq(c.reachable, true); t:eq(c.product, "Bitbucket"); t:eq(c.version, "9.5.0")
-  t:eq(c.user, "admin"); t:eq(c.admin, nil, "no permissions endpoint in the simulator: unknown")
-  t:contains(c.detail, "unknown")
+  t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.detail, "global permission SYS_ADMIN")
+  t:eq(s:count("GET", "admin/permissions/users$"), 1)
+  reset{ users = { user("ann") }, permissions = { admin = "ADMIN", ann = "SYS_ADMIN" } }
+  c = tg:check()
+  t:eq(c.admin, true); t:eq(c.detail, "global permission ADMIN")
+  -- a token names no user: the X-AUSERNAME header of the answers does
+  c = tok:check()
+  t:eq(c.user, "admin"); t:eq(c.admin, true); t:eq(c.detail, "global permission ADMIN")
+  -- signed in but not an administrator: Bitbucket's 401 AuthorisationException is a NO, not
+  -- refused credentials; wrong credentials stay EAUTH with admin rights unknown
+  reset{ permissions = { admin = "PROJECT_CREATE" } }
+  c = tg:check()
+  t:eq(c.reachable, true); t:eq(c.user, "admin"); t:eq(c.admin, false)
+  t:eq(c.detail, "needs ADMIN or SYS_ADMIN global permission"); t:eq(c.code, nil)
+  c = bad:check()
+  t:eq(c.admin, nil); t:eq(c.code, "EAUTH")
 end)
 
 test("429 after the engine's retries ran out is ERATELIMIT", function(t)

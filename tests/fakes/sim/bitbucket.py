@@ -8,7 +8,8 @@ State:
   {"users":   [{"name", "slug", "id", "displayName", "emailAddress"}],
    "groups":  ["name"],
    "members": {"<group>": ["<user name>"]},
-   "license": {"seats": N, "groups": ["stash-users"]}}     optional, see below
+   "license": {"seats": N, "groups": ["stash-users"]},     optional, see below
+   "permissions": {"<user name>": "<global permission>"}}   optional, see below
   "slug" and "id" may be omitted in PUT /__fake/state; they are derived (slug: lower case,
   characters outside [a-z0-9._-] become "_") and numbered after the highest id. Bitbucket has
   no deactivation (reference 1.5): every user is "active": true.
@@ -27,6 +28,19 @@ exceptionName com.atlassian.bitbucket.license.LicenseLimitExceededException (nam
   add-users, add-groups, add-user, add-group
                                   "The action was disallowed as it would exceed the server's
                                   licensing limit."  (no membership changes)
+
+Global permissions granted to users directly ("permissions"; default: admin has SYS_ADMIN,
+what Bitbucket's setup gives the account it creates) are only read back by
+GET admin/permissions/users; a permission is one of the spec's enum (RestPermittedUser), the
+highest one granted. Group grants (LICENSED_USER of stash-users) are not modelled there, and no
+other endpoint checks permissions: only admin can log in.
+
+Media types: every JSON success is application/json;charset=UTF-8, the spec's media type for
+each of them; errors are application/json, as the spec gives them. The 200s of the membership
+writes (add-users, add-groups, remove-group and the deprecated single forms) have no body and
+so no Content-Type: the spec gives them application/json;charset=UTF-8 without a schema, but an
+empty body is not JSON (a validator parsing it fails), and a JAX-RS answer without an entity
+carries no media type.
 
 Endpoints (authentication, XSRF and rate limiting in sim/atlassian.py):
   GET    admin/users?filter&start&limit(25, max 1000)        page of RestDetailedUser
@@ -49,6 +63,9 @@ Endpoints (authentication, XSRF and rate limiting in sim/atlassian.py):
   POST   admin/groups/add-users {"group", "users": [...]}     200
   POST   admin/groups/add-user {"context": group, "itemName": user}     (deprecated) 200
   POST   admin/groups/remove-user {"context": group, "itemName": user}  (deprecated) 200
+  GET    admin/permissions/users?filter&start&limit             page of {"user", "permission"}
+         for users with a direct grant, by name; filter: name contains (any case). 401 when
+         the caller has neither ADMIN nor SYS_ADMIN (spec: "not an administrator").
   GET    application-properties (anonymous too)
 Bulk adds are all-or-nothing: an unknown user or group is a 404 and nothing changes. Adding an
 existing member is a no-op (200).
@@ -73,6 +90,8 @@ from sim.common import empty_response, json_response
 
 VERSION = "9.5.0"
 DEFAULT_GROUP = "stash-users"
+JSON_UTF8 = "application/json;charset=UTF-8"
+PERMISSIONS = ("LICENSED_USER", "PROJECT_CREATE", "ADMIN", "SYS_ADMIN")  # global, ascending
 EXC = "com.atlassian.bitbucket."
 LIMIT_CREATE = "Adding the user to the default group would exceed the server's license limit."
 LIMIT_ADD = "The action was disallowed as it would exceed the server's licensing limit."
@@ -80,6 +99,11 @@ LIMIT_ADD = "The action was disallowed as it would exceed the server's licensing
 
 def slugify(name):
     return re.sub(r"[^a-z0-9._-]", "_", name.lower())
+
+
+def ok(obj):
+    """A JSON success in the spec's media type."""
+    return json_response(200, obj, [("Content-Type", JSON_UTF8)])
 
 
 class Bitbucket(AtlassianProduct):
@@ -106,6 +130,7 @@ class Bitbucket(AtlassianProduct):
         ("POST", r"/admin/groups/add-users", "add_users"),
         ("POST", r"/admin/groups/add-user", "add_user_legacy"),
         ("POST", r"/admin/groups/remove-user", "remove_user_legacy"),
+        ("GET", r"/admin/permissions/users", "user_permissions"),
         ("GET", r"/application-properties", "application_properties"),
     ]
 
@@ -162,6 +187,14 @@ class Bitbucket(AtlassianProduct):
             order.append(rec)
         groups, members = check_groups_members(state, {n: r["name"] for n, r in byname.items()})
         seats, lgroups = self._license(state)
+        perms = state.get("permissions")
+        if perms is not None and (not isinstance(perms, dict) or not all(
+                fold(n) in byname and p in PERMISSIONS for n, p in perms.items())):
+            raise ValueError('permissions must be {"<user name>": "%s"}' % '" | "'.join(PERMISSIONS))
+        self.perms_given = perms is not None
+        if perms is None:
+            perms = {ADMIN: "SYS_ADMIN"} if fold(ADMIN) in byname else {}
+        self.perms = {byname[fold(n)]["id"]: p for n, p in perms.items()}
         licensed = {fold(n) for g, ms in members.items() if fold(g) in {fold(x) for x in lgroups}
                     for n in ms}
         if seats is not None and len(licensed) > seats:
@@ -184,6 +217,9 @@ class Bitbucket(AtlassianProduct):
             "members": {g: sorted((self.byid[i]["name"] for i in self.members[fold(g)]),
                                   key=fold) for g in self.groups.values()},
         }
+        if self.perms_given:
+            st["permissions"] = {self.byid[i]["name"]: p for i, p in self.perms.items()
+                                 if i in self.byid}
         if self.seats is not None or self.license_groups != [DEFAULT_GROUP]:
             st["license"] = {"seats": self.seats, "groups": list(self.license_groups)}
         return st
@@ -208,6 +244,16 @@ class Bitbucket(AtlassianProduct):
         new = {uid for g, uid in adds if self.grants(g) and uid not in lic}
         if len(lic) + len(new) > self.seats:
             raise ApiError(403, message, exception=EXC + "license.LicenseLimitExceededException")
+
+    def finish(self, req, resp):
+        """Bitbucket names the account it signed in on every authenticated answer (X-AUSERNAME,
+        X-AUSERID): there is no "myself" resource, clients learn who a token is from these."""
+        resp = super().finish(req, resp)
+        me = self.users.get(fold(ADMIN)) if self.authenticate(req) == ADMIN else None
+        if me is not None:
+            resp.headers = list(resp.headers or []) + [("X-AUSERID", str(me["id"])),
+                                                       ("X-AUSERNAME", me["name"])]
+        return resp
 
     # -- bodies ------------------------------------------------------------------------------
     @staticmethod
@@ -242,6 +288,11 @@ class Bitbucket(AtlassianProduct):
                 "links": {"self": [{"href": "%s/users/%s" % (req.base_url,
                                                              urllib.parse.quote(u["slug"]))}]}}
 
+    def application_user(self, req, u):
+        """RestApplicationUser: the user without the directory details."""
+        return {k: v for k, v in self.user_json(req, u).items()
+                if k not in ("directoryName", "deletable", "mutableDetails", "mutableGroups")}
+
     @staticmethod
     def group_json(g):
         return {"name": g, "deletable": True}
@@ -257,7 +308,7 @@ class Bitbucket(AtlassianProduct):
             del body["isLastPage"]
         if not last:
             body["nextPageStart"] = end
-        return json_response(200, body)
+        return ok(body)
 
     # -- lookups -----------------------------------------------------------------------------
     def need(self, value, field):
@@ -348,7 +399,7 @@ class Bitbucket(AtlassianProduct):
             u["displayName"] = dn
         if em is not None:
             u["emailAddress"] = em
-        return json_response(200, self.user_json(req, u))
+        return ok(self.user_json(req, u))
 
     def rename_user(self, req):
         b = self.body_object(req)
@@ -368,7 +419,7 @@ class Bitbucket(AtlassianProduct):
             n += 1
             slug = "%s_%d" % (base, n)
         u["slug"] = slug
-        return json_response(200, self.user_json(req, u))
+        return ok(self.user_json(req, u))
 
     def delete_user(self, req):
         u = self.user(self.need(req.arg("name"), "name"))
@@ -381,7 +432,7 @@ class Bitbucket(AtlassianProduct):
         self.order.remove(u)
         for ms in self.members.values():
             ms.discard(u["id"])
-        return json_response(200, body)
+        return ok(body)
 
     def user_groups(self, req):
         u = self.user(self.need(req.arg("context"), "context"))
@@ -410,13 +461,13 @@ class Bitbucket(AtlassianProduct):
                            exception=EXC + "user.DuplicateGroupException")
         self.groups[fold(name)] = name
         self.members[fold(name)] = set()
-        return json_response(200, self.group_json(name))
+        return ok(self.group_json(name))
 
     def delete_group(self, req):
         g = self.group(self.need(req.arg("name"), "name"))
         del self.groups[fold(g)]
         del self.members[fold(g)]
-        return json_response(200, self.group_json(g))
+        return ok(self.group_json(g))
 
     def group_members(self, req):
         g = self.group(self.need(req.arg("context"), "context"))
@@ -486,8 +537,19 @@ class Bitbucket(AtlassianProduct):
         self.members[fold(g)].discard(u["id"])
         return empty_response(200)
 
+    # -- global permissions --------------------------------------------------------------------
+    def user_permissions(self, req):
+        me = self.users.get(fold(ADMIN))
+        if me is None or self.perms.get(me["id"]) not in ("ADMIN", "SYS_ADMIN"):
+            return self.unauthorized_response(req, False)
+        f = fold(req.arg("filter") or "")
+        us = sorted((self.byid[i] for i in self.perms if i in self.byid
+                     and f in fold(self.byid[i]["name"])), key=lambda u: fold(u["name"]))
+        return self.page(req, us, lambda u: {"user": self.application_user(req, u),
+                                             "permission": self.perms[u["id"]]})
+
     def application_properties(self, req):
-        return json_response(200, {"version": VERSION, "buildNumber": "9005000",
+        return ok({"version": VERSION, "buildNumber": "9005000",
                                    "buildDate": "1735689600000",
                                    "displayName": "Bitbucket"})
 

@@ -24,6 +24,7 @@ case-sensitive.
 """
 
 import base64
+import copy
 import bisect
 import hashlib
 import json
@@ -394,7 +395,16 @@ LOG_FILTER = FilterRules(
                                                            "debugContext.debugData.requestUri")),
     allow_not=True)
 
-# displayMessage and legacyEventType of the events the simulator writes.
+# Where the admin's API calls come from: the address and location of the recorded admin event
+# (tests/data/fixtures/okta/demisto_syslog_group_membership_remove.json). Okta fills
+# geographicalContext for a public address, in client and in each request.ipChain entry.
+CLIENT_IP = "8.8.8.8"
+CLIENT_GEO = {"city": "Boardman", "country": "United States", "geolocation": {"lat": 1.2, "lon": 3.4},
+              "postalCode": "123", "state": "Oregon"}
+
+# displayMessage and legacyEventType of the events the simulator writes. An event type without
+# a legacy name carries legacyEventType null, as Okta's documented events of such types do
+# (tests/data/fixtures/okta/docs_syslog_rate_limit_violation.json).
 EVENT_INFO = {
     "user.lifecycle.create": ("Create Okta user", "core.user.config.user_creation.success"),
     "user.lifecycle.activate": ("Activate Okta user", "core.user.config.user_activated"),
@@ -901,9 +911,8 @@ class Okta(Product):
                                       "externalSessionId": "trs" + "".join(rng.choice(B62) for _ in range(22)),
                                       "interface": None, "issuer": None},
             "client": {"device": "Unknown",
-                       "geographicalContext": {"city": None, "country": None, "geolocation": None,
-                                               "postalCode": None, "state": None},
-                       "id": None, "ipAddress": "127.0.0.1",
+                       "geographicalContext": copy.deepcopy(CLIENT_GEO),
+                       "id": None, "ipAddress": CLIENT_IP,
                        "userAgent": {"browser": "UNKNOWN", "os": "Unknown",
                                      "rawUserAgent": "usersync-simulator"},
                        "zone": "null"},
@@ -915,7 +924,7 @@ class Okta(Product):
             "legacyEventType": legacy,
             "outcome": {"reason": None, "result": "SUCCESS"},
             "published": iso(t, ms=True),
-            "request": {"ipChain": [{"geographicalContext": None, "ip": "127.0.0.1",
+            "request": {"ipChain": [{"geographicalContext": copy.deepcopy(CLIENT_GEO), "ip": CLIENT_IP,
                                      "source": None, "version": "V4"}]},
             "securityContext": {"asNumber": None, "asOrg": None, "domain": None,
                                 "isProxy": None, "isp": None},
@@ -1720,13 +1729,26 @@ class Okta(Product):
         return d
 
     def get_app(self, req, aid):
-        # GET /api/v1/apps/{appId} (getApplication): the simulator keeps no app
-        # settings, so this is the common part of every Application shape.
+        # GET /api/v1/apps/{appId} (getApplication): the simulator keeps no app settings;
+        # every app is an OpenID Connect web app (OpenIdConnectApplication: name, settings
+        # and credentials are required), with a fixed client setup.
         if aid not in self.apps:
             return not_found(aid, "AppInstance")
         return self._ok({"id": aid, "name": "oidc_client", "label": aid, "status": "ACTIVE",
                          "created": "2020-01-01T00:00:00.000Z", "lastUpdated": "2020-01-01T00:00:00.000Z",
                          "signOnMode": "OPENID_CONNECT", "features": [], "visibility": {"hide": {}},
+                         "credentials": {
+                             "userNameTemplate": {"template": "${source.login}", "type": "BUILT_IN"},
+                             "oauthClient": {"autoKeyRotation": True, "client_id": aid,
+                                             "token_endpoint_auth_method": "client_secret_basic"}},
+                         "settings": {
+                             "app": {},
+                             "notifications": {"vpn": {"network": {"connection": "DISABLED"}}},
+                             "oauthClient": {"application_type": "web", "consent_method": "REQUIRED",
+                                             "grant_types": ["authorization_code"],
+                                             "issuer_mode": "DYNAMIC",
+                                             "redirect_uris": [req.base_url + "/callback"],
+                                             "response_types": ["code"]}},
                          "_links": {"users": {"href": req.base_url + "/api/v1/apps/%s/users" % aid},
                                     "groups": {"href": req.base_url + "/api/v1/apps/%s/groups" % aid}}})
 
