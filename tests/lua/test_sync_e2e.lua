@@ -296,6 +296,41 @@ test("a Jira project lead leaving: leads handed over first, then deactivated", f
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
 end)
 
+test("a Jira lead leaving is planned once: the leads are read after the plan, once", function(t)
+  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service", emailAddress = "svc@example.com",
+                             active = true } },
+                 groups = {}, members = {}, projects = {}, components = {} }
+  local w <close> = base_world { products = { "jira" }, jira = jira,
+    sync = { users = { project_lead = "svc-admin", component_lead = "svc-admin" } } }
+  t:eq(w:usersync("sync").code, 0)
+  local st = w.jira:state()
+  st.projects = { { key = "ABC", name = "Alpha", lead = "bob.stone@example.com" } }
+  st.components = { { id = "10001", project = "ABC", name = "Core", lead = "bob.stone@example.com" } }
+  w.jira:put_state(st)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  -- the policy's deprovision hook says each time it is asked
+  local policy = w.dir .. "/policy.lua"
+  local f = assert(io.open(policy, "w"))
+  f:write([[
+return {
+  deprovision = function(account, reason, ctx)
+    print("deprovision asked for " .. account.name)
+    return "deactivate"
+  end,
+}
+]])
+  f:close()
+  w:write_config({ policy = policy, users = { project_lead = "svc-admin", component_lead = "svc-admin" } })
+  w.jira:clear_requests()
+  local r = w:usersync("plan")
+  t:eq(r.code, 0, r.stderr)
+  t:match(r.stdout, "hand over leads +bob%.stone@example%.com")
+  local _, asked = r.stderr:gsub("deprovision asked for bob%.stone@example%.com", "")
+  t:eq(asked, 1, "the plan asks the policy once per leaver")
+  t:eq(w.jira:count{ path = "/project/ABC/components$", method = "GET" }, 1, "the leads are read once")
+end)
+
 test("Confluence seat limit reached: clear failure for the rest, exit 1, others applied", function(t)
   local w <close> = base_world { sync = MANUAL, products = { "confluence" },
     confluence = { users = { { username = "admin", userKey = "k0", displayName = "Admin", email = "admin@example.com", disabled = false } },

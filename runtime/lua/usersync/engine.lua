@@ -689,19 +689,16 @@ function Engine:plan_locked(opts)
       end
       local p = plan.build(input)
       -- Jira: leaders among the accounts to deprovision need a hand-over.
-      local leavers = {}
-      for _, o in ipairs(p.ops) do
-        if o.kind == "deactivate_user" or o.kind == "delete_user" then leavers[#leavers + 1] = o.name end
-      end
-      if #leavers > 0 and plan.CAPS[tcfg.type] and plan.CAPS[tcfg.type].leads then
-        local leads, lerr = self:target(tname):leads(leavers)
+      if p.leavers then
+        local names = {}
+        for i, l in ipairs(p.leavers) do names[i] = l.account.name end
+        local leads, lerr = self:target(tname):leads(names)
         if not leads then
           entry.read.complete = false
-          entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s"):format(tname, tostring(lerr))
-        else
-          input.leads = leads
-          p = plan.build(input)
+          entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s")
+            :format(tname, tostring(lerr))
         end
+        plan.hand_over(p, leads or {}, s)
       end
       if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
       p.linked_accounts = count_keys(input.links)
