@@ -66,7 +66,7 @@ for _, mode in ipairs({ "manual", "on_the_fly" }) do
                    defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
     local ctx = { sync = "main", target = ttype, target_type = ttype, settings = sync,
       is_active = function(status)
-        local v = plan.STATUS[status]
+        local v = require("usersync.source").STATUS[status]
         if v == "active" then return true elseif v == "inactive" then return false end
         return nil
       end,

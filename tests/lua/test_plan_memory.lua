@@ -207,16 +207,16 @@ test("streamed plan file and plan text: byte-identical to the whole-document for
   t:eq(table.concat(colored), report.plan_text(run_plan, { color = true }))
 end)
 
-test("plan.gc_pause sets the GC pause and restores it on exit, also after an error", function(t)
+test("memory.pause sets the GC pause and restores it on exit, also after an error", function(t)
   local orig = collectgarbage("setpause", 200)
   do
-    local _ <close> = plan.gc_pause(150)
+    local _ <close> = require("usersync.memory").pause(150)
     local inside = collectgarbage("setpause", 150)
     t:ok(math.abs(inside - 150) <= 4, "set inside (Lua stores the pause in steps of 4): " .. inside)
   end
   t:eq(collectgarbage("setpause", 200), 200, "restored")
   t:raises(function()
-    local _ <close> = plan.gc_pause(130)
+    local _ <close> = require("usersync.memory").pause(130)
     error("boom")
   end, "boom")
   t:eq(collectgarbage("setpause", orig), 200, "restored after an error")

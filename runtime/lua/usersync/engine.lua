@@ -12,6 +12,8 @@
 local http = require "usersync.http"
 local target = require "usersync.target"
 local plan = require "usersync.plan"
+local source = require "usersync.source"
+local memory = require "usersync.memory"
 local policy = require "usersync.policy"
 local report = require "usersync.report"
 local state = require "usersync.state"
@@ -117,215 +119,6 @@ function Engine:policy(s)
     self.policies[key] = p
   end
   return p
-end
-
-local function status_map(scfg)
-  local m = {}
-  for k, v in pairs(plan.STATUS) do m[k] = v end
-  for k, v in pairs(scfg.status_map or {}) do m[k] = v end
-  return m
-end
-
--- Okta ids linked (on any target of sync entry s) to an account named login.
-function Engine:linked_ids(s, login)
-  local ids, seen = {}, {}
-  for _, tname in ipairs(s.targets) do
-    for id, acct in pairs(state.links(self.db, s.name, tname)) do
-      if acct:lower() == login:lower() and not seen[id] then seen[id] = true; ids[#ids + 1] = id end
-    end
-  end
-  return ids
-end
-
--- Reads the source of one sync entry: users in scope with their groups.
--- With `only_users` (a list of logins or ids), only those users (and only
--- when in scope; `only` is then the set of Okta ids the plan may touch).
--- Returns { users, groups, complete, problems [, only] }.
-function Engine:read_source(s, pol, only_users, by_id)
-  local src = self:source(s.source)
-  local scfg = self.cfg.sources[s.source]
-  local ctxs = {}
-  for _, tname in ipairs(s.targets) do
-    ctxs[#ctxs + 1] = { sync = s.name, target = tname, target_type = self.cfg.targets[tname].type, settings = s,
-                        is_active = function() return true end, kv = { get = function() return nil end } }
-  end
-  -- A group counts for the read when it counts for any target of the sync.
-  local group_errors = {}
-  local function include(g)
-    for _, ctx in ipairs(ctxs) do
-      local ok, err = pol:include_group(g, ctx)
-      if ok then return true end
-      if ok == nil then
-        group_errors[#group_errors + 1] = ("include_group(%s): %s"):format(tostring(g.profile and g.profile.name or g.id), err)
-        return true -- read its members anyway; the planner reports the error
-      end
-    end
-    return false
-  end
-  if only_users then
-    return self:read_users(src, scfg, include, only_users, s, by_id)
-  end
-  self.progress{ phase = "okta", name = s.source, state = "start", expected = self:last_in_scope(s.name),
-    message = ("reading %s (%s)"):format(s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users") }
-  local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
-    -- A stop request (serve's SIGTERM) ends a long read early.
-    if self.should_stop and self.should_stop() then error("stop requested", 0) end
-    self:renew_locks()
-    self.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
-  end }
-  self.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
-    requests = snap and snap.requests }
-  if not snap then
-    local problems = {}
-    for _, p in ipairs(partial and partial.problems or {}) do problems[#problems + 1] = p.message or tostring(p) end
-    if #problems == 0 then problems[1] = err end
-    return { users = {}, groups = {}, complete = false, problems = problems, error = err, code = code }
-  end
-  local problems = {}
-  for _, p in ipairs(snap.problems or {}) do problems[#problems + 1] = p.message or tostring(p) end
-  for _, e in ipairs(group_errors) do problems[#problems + 1] = e end
-  return { users = snap.users, groups = snap.groups, complete = snap.complete ~= false and #group_errors == 0,
-           problems = problems, requests = snap.requests }
-end
-
--- A few users by login or id (--user, event hooks, the System Log poll):
--- each read as read_one_user does, 3 requests per user (user, app
--- assignment, groups); with by_id (Okta ids, as events name users) and an
--- app, 2 (read_app_user_by_id). `only` holds the Okta ids of the users read and of
--- the accounts linked to a login or id Okta no longer knows (those leave
--- scope).
-function Engine:read_users(src, scfg, include, list, s, by_id)
-  local out = { users = {}, groups = {}, complete = true, problems = {}, only = {} }
-  local seen = {}
-  for _, login in ipairs(list) do
-    local r
-    if by_id and scfg.app_id then
-      r = self:read_app_user_by_id(src, scfg, include, login, s)
-    else
-      r = self:read_one_user(src, scfg, include, login, s)
-    end
-    for _, u in ipairs(r.users) do
-      if not seen[u.id] then seen[u.id] = true; out.users[#out.users + 1] = u end
-    end
-    for id, g in pairs(r.groups) do out.groups[id] = g end
-    if not r.complete then out.complete = false end
-    for _, p in ipairs(r.problems) do out.problems[#out.problems + 1] = p end
-    if r.error and not out.error then out.error, out.code = r.error, r.code end
-    if r.only_id then out.only[r.only_id] = true end
-    if r.only_missing then
-      -- An id Okta no longer has (hard-deleted) is its own link key; a login
-      -- is matched against the linked account names.
-      out.only[r.only_missing] = true
-      for _, tname in ipairs(by_id and {} or s.targets) do
-        for id, acct in pairs(state.links(self.db, s.name, tname)) do
-          if acct:lower() == r.only_missing:lower() then out.only[id] = true end
-        end
-      end
-    end
-  end
-  return out
-end
-
--- --user LOGIN: the user by id or login, their groups, and whether the app
--- assigns them. A user not found, or not assigned, reads as out of scope.
-function Engine:read_one_user(src, scfg, include, login, s)
-  local u, err, code = src:user(login)
-  if not u and code == "OKTA_NOT_FOUND" then
-    -- Not found by that login: it may be the old login of a linked account
-    -- whose Okta user was renamed. Each candidate is read by its Okta id;
-    -- only ids Okta no longer has are out of scope.
-    for _, id in ipairs(self:linked_ids(s, login)) do
-      local by_id, _, c2 = src:user(id)
-      if by_id then u = by_id; break end
-      if c2 ~= "OKTA_NOT_FOUND" then
-        return { users = {}, groups = {}, complete = false, problems = { "reading Okta user " .. id .. " failed" } }
-      end
-    end
-    if not u then
-      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
-    end
-  end
-  if not u then
-    if code == "OKTA_NOT_FOUND" then
-      return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
-    end
-    return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
-  end
-  if scfg.app_id then
-    local assigned, aerr, acode = src:app_user(scfg.app_id, u.id)
-    if not assigned and acode ~= "OKTA_NOT_FOUND" then
-      return { users = {}, groups = {}, complete = false, problems = { aerr }, error = aerr, code = acode }
-    end
-    if not assigned then
-      local gone = self:app_missing(src, scfg)
-      if gone then return gone end
-      return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
-    end
-  elseif scfg.filter or scfg.search then
-    -- The source's scope is an expression: this user is in it when the
-    -- same expression, narrowed to its id, finds it (1 request).
-    local key = scfg.search and "search" or "filter"
-    local found, ferr, fcode = src:users{ [key] = ("(%s) and id eq \"%s\""):format(scfg[key], u.id) }
-    if not found then
-      return { users = {}, groups = {}, complete = false, problems = { ferr }, error = ferr, code = fcode }
-    end
-    if #found == 0 then
-      return { users = {}, groups = {}, complete = true, problems = {}, only_id = u.id }
-    end
-  end
-  return self:read_user_groups(src, include, u)
-end
-
--- After a 404 for an app assignment: nil when the app exists (the user is
--- simply not assigned), else an incomplete read — a deleted or mistyped
--- app must never read as "everybody left". Asked once per plan and source.
-function Engine:app_missing(src, scfg)
-  self.apps_seen = self.apps_seen or {}
-  local seen = self.apps_seen[scfg.app_id]
-  if seen == nil then
-    local app, err, code = src:app(scfg.app_id)
-    if app then
-      seen = false
-    elseif code == "OKTA_NOT_FOUND" then
-      seen = ("the Okta app %s does not exist (deleted, or a wrong app_id)"):format(scfg.app_id)
-    else
-      return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
-    end
-    self.apps_seen[scfg.app_id] = seen
-  end
-  if seen then return { users = {}, groups = {}, complete = false, problems = { seen }, error = seen } end
-  return nil
-end
-
--- The read of one in-scope user `u`, completed with its counted groups.
-function Engine:read_user_groups(src, include, u)
-  local groups, gerr, gcode = src:user_groups(u.id)
-  if not groups then
-    return { users = {}, groups = {}, complete = false, problems = { gerr }, error = gerr, code = gcode }
-  end
-  local counted, ids = {}, {}
-  for _, g in ipairs(groups) do
-    if include(g) then counted[g.id] = g; ids[#ids + 1] = g.id end
-  end
-  u.groups = ids
-  return { users = { u }, groups = counted, complete = true, problems = {}, only_id = u.id }
-end
-
--- One user by Okta id in an app's scope: the app assignment with the user
--- embedded (1 request) and its groups (1 more). Not assigned, deactivated
--- (Okta drops a DEPROVISIONED user's assignments) or deleted all read as
--- out of scope.
-function Engine:read_app_user_by_id(src, scfg, include, id, s)
-  local au, err, code = src:app_user(scfg.app_id, id, { expand = "user" })
-  if not au then
-    if code == "OKTA_NOT_FOUND" then
-      return self:app_missing(src, scfg) or { users = {}, groups = {}, complete = true, problems = {}, only_missing = id }
-    end
-    return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
-  end
-  local u = au._embedded and au._embedded.user
-  if type(u) ~= "table" or u.id ~= id then return self:read_one_user(src, scfg, include, id, s) end
-  return self:read_user_groups(src, include, u)
 end
 
 -- Reads a target once per run (shared by every sync entry that uses it).
@@ -466,29 +259,10 @@ function Engine:complete_groups(tname, snap, input)
   return true
 end
 
--- The GC pause while planning (Lua's default: 200, a heap twice what is
--- live before a cycle): 150 keeps a 100,000-user plan's peak lower at a few
--- per cent more CPU.
-M.GC_PAUSE = 150
-
--- A full collection between two phases of a whole-org plan (a plan for a
--- few users, `few`, has too little garbage to be worth one).
-local function settle(few)
-  if not few then collectgarbage() end
-end
-
 local function count_keys(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
   return n
-end
-
--- The last completed run's number of users in scope (to spot an empty read).
-function Engine:last_in_scope(sync_name)
-  local row = self.db:first([[SELECT counts FROM runs WHERE sync = ? AND outcome IN ('ok', 'partial')
-      AND command IN ('sync', 'apply') AND scope IS NULL ORDER BY id DESC LIMIT 1]], sync_name)
-  local counts = row and row.counts and json.decode(row.counts)
-  return counts and counts.users_in_scope
 end
 
 -- The run locks (`sync:NAME`) of the entries, taken before a plan reads
@@ -548,7 +322,7 @@ function Engine:plan_locked(opts)
   -- Memory: a shorter GC pause while planning, restored on any
   -- exit; full collections between the phases (settle) so each phase starts
   -- from what is live, not from the garbage of the one before.
-  local _ <close> = plan.gc_pause(M.GC_PAUSE)
+  local _ <close> = memory.pause(memory.PLAN_PAUSE)
   local users = opts.users or (opts.user and { opts.user }) or nil
   local scope = opts.user
   if not scope and users then
@@ -594,9 +368,9 @@ function Engine:plan_locked(opts)
     -- the accounts it was creating are recognised as ours (new_accounts).
     state.mark_interrupted(self.db, s.name)
     local scfg = self.cfg.sources[s.source]
-    settle(users)
-    local src = self:read_source(s, pol, users, opts.by_id)
-    settle(users)
+    memory.settle(users)
+    local src = source.read(self, s, pol, users, opts.by_id)
+    memory.settle(users)
     if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
     if stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
@@ -614,7 +388,7 @@ function Engine:plan_locked(opts)
       goto next_sync
     end
     -- An empty answer where the last run had users is suspicious.
-    local last = not users and self:last_in_scope(s.name)
+    local last = not users and state.last_in_scope(self.db, s.name)
     if src.complete and #src.users == 0 and last and last > 0 then
       entry.read.complete = false
       entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
@@ -628,7 +402,7 @@ function Engine:plan_locked(opts)
       if users then
         -- The accounts these users map to, and those linked to them.
         local names = plan.account_names{ sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-          status_map = status_map(scfg), source = { users = src.users, groups = src.groups } }
+          status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups } }
         for id in pairs(only) do
           if links[id] then names[#names + 1] = links[id] end
         end
@@ -638,9 +412,9 @@ function Engine:plan_locked(opts)
         self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
           error = snap.error, code = snap.code }
       else
-        settle()
+        memory.settle()
         snap = self:read_target(tname)
-        settle()
+        memory.settle()
         -- the last entry to plan this target: `snap` is its only reference now
         uses[tname] = uses[tname] - 1
         if uses[tname] == 0 then self.snapshots[tname] = nil end
@@ -662,7 +436,7 @@ function Engine:plan_locked(opts)
       claimed[tname] = claimed[tname] or {}
       local input = {
         sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-        status_map = status_map(scfg),
+        status_map = source.status_map(scfg),
         source = { users = src.users, groups = src.groups },
         accounts = snap.accounts, groups = snap.groups,
         links = links,

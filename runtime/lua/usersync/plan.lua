@@ -86,7 +86,7 @@ end
 -- The context hooks get: which sync and target, the settings
 -- (a copy), is_active(status) by the status map, and kv reads.
 function M.context(input)
-  local status_map = input.status_map or M.STATUS
+  local status_map = input.status_map or require("usersync.source").STATUS
   return {
     sync = input.sync.name, target = input.target.name, target_type = input.target.type,
     settings = M.copy(input.sync),
@@ -845,31 +845,6 @@ function M.hand_over(p, leads, sync)
   return p
 end
 
--- Memory: the GC pause to use while a whole-org plan is
--- built or written out (Lua's default 200 lets the heap reach twice what is
--- live; writing a million-line plan is nearly all garbage). Sets `pause`
--- and returns a to-be-closed value that restores the previous one:
---   local _ <close> = plan.gc_pause(150)
-function M.gc_pause(pause)
-  local old = collectgarbage("setpause", pause)
-  return setmetatable({}, { __close = function() collectgarbage("setpause", old) end })
-end
-
--- For report.write_plan_text: a large plan (over 10,000 ops) is written
--- after a full collection with a pause of 150 (the million short-lived
--- lines of a 100,000-user first sync otherwise grow the heap by half again;
--- the plan file's few large pieces are not worth the extra cycles). Returns
--- gc_pause's to-be-closed value, or nil for a small plan.
-function M.gc_for_writing(run_plan)
-  local n = 0
-  for _, s in ipairs(run_plan.syncs) do
-    for _, tp in ipairs(s.targets) do n = n + #tp.ops end
-  end
-  if n <= 10000 then return nil end
-  collectgarbage()
-  return M.gc_pause(150)
-end
-
 -- Every field of an operation (also those its metatable gives) in a new
 -- plain table: for serialising one (planfile, the store).
 function M.plain(o)
@@ -897,11 +872,5 @@ function M.recount(p)
   p.counts, p.deprovisions = counts, dep
   return p
 end
-
--- Okta status -> account state; `sources.X.status_map` overrides.
-M.STATUS = {
-  ACTIVE = "active", PASSWORD_EXPIRED = "active", LOCKED_OUT = "active", RECOVERY = "active",
-  PROVISIONED = "active", SUSPENDED = "inactive", DEPROVISIONED = "inactive", STAGED = "skip",
-}
 
 return M

@@ -422,6 +422,15 @@ function M.intent_key(kind, okta_id, group)
   return kind .. "\31" .. okta_id .. "\31" .. lower(group or "")
 end
 
+-- The last completed run's number of users in scope (to spot an empty
+-- read), or nil.
+function M.last_in_scope(db, sync)
+  local row = db:first([[SELECT counts FROM runs WHERE sync = ? AND outcome IN ('ok', 'partial')
+      AND command IN ('sync', 'apply') AND scope IS NULL ORDER BY id DESC LIMIT 1]], sync)
+  local counts = row and row.counts and json.decode(row.counts)
+  return counts and counts.users_in_scope
+end
+
 function M.end_run(db, run_id, outcome, counts, err)
   return db:exec([[UPDATE runs SET outcome = ?, counts = ?, error = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?]],
