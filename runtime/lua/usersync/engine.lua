@@ -14,10 +14,11 @@ local target = require "usersync.target"
 local plan = require "usersync.plan"
 local source = require "usersync.source"
 local memory = require "usersync.memory"
+local snapshot = require "usersync.snapshot"
+local merge = require "usersync.merge"
 local policy = require "usersync.policy"
 local report = require "usersync.report"
 local state = require "usersync.state"
-local json = require "usersync.json"
 local log = require "usersync.log"
 local config = require "usersync.config"
 
@@ -121,144 +122,6 @@ function Engine:policy(s)
   return p
 end
 
--- Reads a target once per run (shared by every sync entry that uses it).
-function Engine:read_target(name)
-  self.snapshots = self.snapshots or {}
-  local snap = self.snapshots[name]
-  if snap then return snap end
-  self.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
-  local t = self:target(name)
-  local s, err, code = t:snapshot{ progress = function(done, total, what)
-    if self.should_stop and self.should_stop() then error("stop requested", 0) end
-    self:renew_locks()
-    self.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
-  end }
-  self.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
-    requests = s and s.requests }
-  if not s then
-    snap = { complete = false, error = err, code = code, accounts = {}, groups = {} }
-  else
-    snap = s
-    -- a cut-short group list comes without memberships (complete_groups)
-    snap.memberships_unknown = s.groups_partial
-  end
-  self.snapshots[name] = snap
-  return snap
-end
-
--- Reads just the named accounts of a target (each with its groups) and
--- its group names: what a plan for a few users needs, 1 request per name
--- plus the group listing. An account that does not exist is simply absent;
--- any other failure makes the read incomplete.
-function Engine:read_target_for(name, names)
-  local t = self:target(name)
-  self.group_names = self.group_names or {}
-  local groups = self.group_names[name]
-  local partial = self.group_names[name .. "\31partial"]
-  if not groups then
-    groups = {}
-    local ok, err, code = t:groups(function(page)
-      for _, g in ipairs(page) do groups[#groups + 1] = g end
-    end)
-    -- ETRUNCATED: the server gave part of its groups; the ones needed are
-    -- looked up by name (complete_groups)
-    if not ok and code ~= "ETRUNCATED" then return { complete = false, error = err, code = code, accounts = {}, groups = {} } end
-    partial = not ok or nil
-    self.group_names[name], self.group_names[name .. "\31partial"] = groups, partial
-  end
-  local accounts, seen, unknown = {}, {}, nil
-  for _, n in ipairs(names) do
-    local key = n:lower()
-    if not seen[key] then
-      seen[key] = true
-      local a, err, code = t:get(n)
-      if a then
-        accounts[#accounts + 1] = a
-        unknown = unknown or a.groups == nil -- the server did not tell its groups
-      elseif code ~= "ENOTFOUND" then
-        return { complete = false, error = err, code = code, accounts = {}, groups = {} }
-      end
-    end
-  end
-  return { complete = true, accounts = accounts, groups = groups, groups_partial = partial,
-           memberships_unknown = unknown }
-end
-
--- The target groups a plan of `input` can touch: those the policy gives
--- (found by a first plan with a policy that notes them), the configured
--- map, and the groups and memberships the sync owns.
-local function needed_groups(input)
-  local out = {}
-  local function add(g) if type(g) == "string" and not out[g:lower()] then out[g:lower()] = g end end
-  local pol = input.policy
-  local rec = setmetatable({}, { __index = pol })
-  function rec:groups(...)
-    local r, e = pol:groups(...)
-    for _, g in ipairs(r or {}) do add(g) end
-    return r, e
-  end
-  function rec:default_groups(...)
-    local r, e = pol:default_groups(...)
-    for _, g in ipairs(r or {}) do add(g) end
-    return r, e
-  end
-  plan.build(setmetatable({ policy = rec }, { __index = input }))
-  for _, v in pairs((input.sync.groups or {}).map or {}) do
-    for _, g in ipairs(type(v) == "table" and v or { v }) do add(g) end
-  end
-  for g in pairs(input.owned_groups or {}) do add(g) end
-  for g in pairs(input.owned_memberships or {}) do add(g) end
-  return out
-end
-
--- A target read that could not list every group (snap.groups_partial) or
--- tell every account's groups (snap.memberships_unknown; a Jira that cut
--- its groups picker short or ignores expand=groups) is completed with what
--- the plan needs: each needed group is read by name, its members when
--- memberships are unknown, else whether it exists. Groups no plan touches
--- are never read. Returns true, or nil, err, code (a read failure of the
--- target, never a policy error).
-function Engine:complete_groups(tname, snap, input)
-  if not (snap.groups_partial or snap.memberships_unknown) then return true end
-  local t = self:target(tname)
-  snap.looked_up = snap.looked_up or {}
-  local known, by = {}, {}
-  for _, g in ipairs(snap.groups) do known[g:lower()] = true end
-  for _, a in ipairs(snap.accounts) do by[a.name:lower()] = a end
-  local need = needed_groups(input)
-  local keys = {}
-  for k in pairs(need) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local g = need[k]
-    if not snap.looked_up[k] and (snap.memberships_unknown or not known[k]) then
-      local exists, err, code
-      if snap.memberships_unknown then
-        local ok
-        ok, err, code = t:members(g, function(page)
-          for _, m in ipairs(page) do
-            local a = by[m.name:lower()]
-            if a then
-              a.groups = a.groups or {}
-              local has = false
-              for _, x in ipairs(a.groups) do has = has or x:lower() == k end
-              if not has then a.groups[#a.groups + 1] = g end
-            end
-          end
-        end)
-        exists = ok or (code == "ENOTFOUND" and false) or nil
-      else
-        exists, err, code = t:group_exists(g)
-      end
-      if exists == nil then return nil, err, code end
-      snap.looked_up[k] = true
-      if exists and not known[k] then snap.groups[#snap.groups + 1] = g; known[k] = true end
-    end
-  end
-  for _, a in ipairs(snap.accounts) do a.groups = a.groups or {} end
-  return true
-end
-
 local function count_keys(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
@@ -310,7 +173,7 @@ end
 -- opts.lock (sync, apply): lock the entries first (lock_entries); apply
 -- releases them.
 -- With user(s) only those Okta users are read and planned, and each target
--- is read only for their accounts (read_target_for).
+-- is read only for their accounts (snapshot.read_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
   local run_plan, err, code = self:plan_locked(opts or {})
@@ -318,29 +181,18 @@ function Engine:plan(opts)
   return run_plan, err, code
 end
 
-function Engine:plan_locked(opts)
-  -- Memory: a shorter GC pause while planning, restored on any
-  -- exit; full collections between the phases (settle) so each phase starts
-  -- from what is live, not from the garbage of the one before.
-  local _ <close> = memory.pause(memory.PLAN_PAUSE)
-  local users = opts.users or (opts.user and { opts.user }) or nil
-  local scope = opts.user
-  if not scope and users then
-    scope = #users <= 3 and table.concat(users, ",") or ("%s,%s,... (%d users)"):format(users[1], users[2], #users)
-  end
-  local run_plan = { syncs = {}, scope = scope }
-  -- Every plan reads the targets afresh (serve reuses the engine).
-  self.snapshots, self.group_names, self.apps_seen = {}, {}, {}
-  local claimed = {}      -- target -> lower account -> first sync that maps it
-  -- Memory (100,000 users): a target's snapshot is dropped once
-  -- the last sync entry that plans it is done with it, and the data only
-  -- other sync entries need (claims, wanted memberships) is kept only when
-  -- more than one entry is planned.
-  -- A plan for one entry also plans the entries that share a target with
-  -- it (and drops their operations at the end): only then does the
-  -- multiple-sources rule below see who else still claims an account.
-  local wanted = M.related_entries(self.cfg, opts.sync)
-  local stopping = function() return self.should_stop and self.should_stop() end
+-- What a plan of a few users shows as its scope.
+local function scope_of(opts, users)
+  if opts.user or not users then return opts.user end
+  if #users <= 3 then return table.concat(users, ",") end
+  return ("%s,%s,... (%d users)"):format(users[1], users[2], #users)
+end
+
+-- A plan for one entry also plans the entries that share a target with it
+-- (and drops their operations at the end: merge.keep_asked). Returns the
+-- entries to plan and how many of them plan each target.
+function Engine:selected_entries(asked)
+  local wanted = merge.related_entries(self.cfg, asked)
   local selected, uses = {}, {}
   for _, s in ipairs(self.cfg.sync) do
     if wanted[s.name] then
@@ -348,7 +200,28 @@ function Engine:plan_locked(opts)
       for _, tname in ipairs(s.targets) do uses[tname] = (uses[tname] or 0) + 1 end
     end
   end
-  local single = #selected == 1
+  return selected, uses
+end
+
+function Engine:plan_locked(opts)
+  -- Memory: a shorter GC pause while planning, restored on any exit; full
+  -- collections between the phases (memory.settle) so each phase starts
+  -- from what is live, not from the garbage of the one before.
+  local _ <close> = memory.pause(memory.PLAN_PAUSE)
+  local users = opts.users or (opts.user and { opts.user }) or nil
+  local run_plan = { syncs = {}, scope = scope_of(opts, users) }
+
+  -- Every plan reads the targets afresh (serve reuses the engine).
+  self.snapshots, self.group_names, self.apps_seen = {}, {}, {}
+
+  -- Memory (100,000 users): a target's snapshot is dropped once the last
+  -- sync entry that plans it is done with it (uses), and the data only
+  -- other sync entries need (claims, wanted memberships) is kept only when
+  -- more than one entry is planned (single).
+  local selected, uses = self:selected_entries(opts.sync)
+  local run = { opts = opts, users = users, uses = uses, single = #selected == 1,
+                claimed = {} } -- claimed: target -> lower account -> first sync that maps it
+
   -- sync and apply (opts.lock): every entry this plan reads is locked before
   -- anything is read, so a second run cannot plan from a view the first
   -- one is changing; a run kept out fails at once and reads nothing.
@@ -356,268 +229,196 @@ function Engine:plan_locked(opts)
     local ok, lerr = self:lock_entries(selected)
     if not ok then return nil, lerr, M.EXIT_FAILED end
   end
+
   -- Each run has the policies' whole-run instruction budget afresh; a
   -- policy that spends it (or whose finalizer fails) fails the run.
   for _, p in pairs(self.policies) do p:new_run() end
+
   for _, s in ipairs(selected) do
-    if stopping() then return nil, "stop requested", M.EXIT_FAILED end
-    local pol, perr = self:policy(s)
-    if not pol then return nil, perr, M.EXIT_USAGE end
-    if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
-    -- A run of this sync whose process died is marked interrupted first:
-    -- the accounts it was creating are recognised as ours (new_accounts).
-    state.mark_interrupted(self.db, s.name)
-    local scfg = self.cfg.sources[s.source]
-    memory.settle(users)
-    local src = source.read(self, s, pol, users, opts.by_id)
-    memory.settle(users)
-    if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
-    if stopping() then return nil, "stop requested", M.EXIT_FAILED end
-    local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
-                    users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
-    if not users and src.error then
-      -- The read failed outright: there is nothing to plan from (an empty
-      -- list would deprovision everyone). Nothing is planned for this entry
-      -- and --force cannot change that (report.safety).
-      entry.read.complete, entry.read.failed = false, true
-      for _, tname in ipairs(s.targets) do
-        uses[tname] = uses[tname] - 1
-        if uses[tname] == 0 then self.snapshots[tname] = nil end
-      end
-      run_plan.syncs[#run_plan.syncs + 1] = entry
-      goto next_sync
-    end
-    -- An empty answer where the last run had users is suspicious.
-    local last = not users and state.last_in_scope(self.db, s.name)
-    if src.complete and #src.users == 0 and last and last > 0 then
-      entry.read.complete = false
-      entry.read.problems[#entry.read.problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
-    end
-    local only = users and src.only or nil
-    for _, tname in ipairs(s.targets) do
-      if stopping() then return nil, "stop requested", M.EXIT_FAILED end
-      local tcfg = self.cfg.targets[tname]
-      local links = state.links(self.db, s.name, tname)
-      local snap
-      if users then
-        -- The accounts these users map to, and those linked to them.
-        local names = plan.account_names{ sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-          status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups } }
-        for id in pairs(only) do
-          if links[id] then names[#names + 1] = links[id] end
-        end
-        self.progress{ phase = "target", name = tname, state = "start",
-          message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", tname) }
-        snap = self:read_target_for(tname, names)
-        self.progress{ phase = "target", name = tname, state = snap.complete and "done" or "failed",
-          error = snap.error, code = snap.code }
-      else
-        memory.settle()
-        snap = self:read_target(tname)
-        memory.settle()
-        -- the last entry to plan this target: `snap` is its only reference now
-        uses[tname] = uses[tname] - 1
-        if uses[tname] == 0 then self.snapshots[tname] = nil end
-      end
-      -- Journal rows of earlier runs whose outcome is unknown (a lost
-      -- answer, a kill, a store that could not be written) are settled
-      -- from what the target shows now, before ownership is read.
-      local unconfirmed
-      if snap.complete then
-        local ok, settled, more = pcall(state.reconcile, self.db, s.name, tname, snap, users ~= nil)
-        if not ok or not settled then
-          return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(ok and more or settled)), M.EXIT_FAILED
-        end
-        if settled > 0 then links = state.links(self.db, s.name, tname) end
-        unconfirmed = more
-      end
-      -- A target that cannot be read is an error of that target (exit 1,
-      -- nothing planned for it), not an incomplete source read.
-      claimed[tname] = claimed[tname] or {}
-      local input = {
-        sync = s, target = { name = tname, type = tcfg.type }, policy = pol,
-        status_map = source.status_map(scfg),
-        source = { users = src.users, groups = src.groups },
-        accounts = snap.accounts, groups = snap.groups,
-        links = links,
-        owned_memberships = state.owned_memberships(self.db, s.name, tname),
-        owned_groups = state.owned_groups(self.db, tname),
-        claimed = claimed[tname], only = only,
-        new_accounts = state.new_accounts(self.db, s.name, tname),
-        returning = state.returning_groups(self.db, s.name, tname),
-        single = single or nil,
-      }
-      input.kv = { get = function(ns, key) return self.db:kv(ns):get(key) end }
-      if snap.complete then
-        local ok, err, code = self:complete_groups(tname, snap, input)
-        if not ok then snap = { complete = false, error = err, code = code, accounts = {}, groups = {} } end
-      end
-      if not snap.complete then
-        -- Without the target's state nothing can be planned safely. A read
-        -- failure of the target, not a policy error (report, apply).
-        local p = { target = tname, target_type = tcfg.type, ops = {}, conflicts = {}, notes = {}, counts = {},
-                    deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {}, errors = {},
-                    read_error = ("reading %s failed, nothing planned for it: %s"):format(tname, tostring(snap.error)) }
-        entry.targets[#entry.targets + 1] = p
-        goto next_target
-      end
-      local p = plan.build(input)
-      -- Jira: leaders among the accounts to deprovision need a hand-over.
-      if p.leavers then
-        local names = {}
-        for i, l in ipairs(p.leavers) do names[i] = l.account.name end
-        local leads, lerr = self:target(tname):leads(names)
-        if not leads then
-          entry.read.complete = false
-          entry.read.problems[#entry.read.problems + 1] = ("reading project leads in %s failed: %s")
-            :format(tname, tostring(lerr))
-        end
-        plan.hand_over(p, leads or {}, s)
-      end
-      if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
-      p.linked_accounts = count_keys(input.links)
-      -- Repeats of creates and adds whose earlier request was not confirmed
-      -- (it may still land): an "already" answer is then usersync's own.
-      if unconfirmed and next(unconfirmed) then
-        for _, o in ipairs(p.ops) do
-          if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
-              and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
-            rawset(o, "ours", true)
-          end
-        end
-      end
-      for _, key in ipairs(p.mapped_keys or {}) do
-        if not claimed[tname][key] then claimed[tname][key] = s.name end
-      end
-      if p.incomplete then
-        entry.read.complete = false
-        entry.read.problems[#entry.read.problems + 1] = ("policy errors in include_group for %s"):format(tname)
-      end
-      entry.targets[#entry.targets + 1] = p
-      ::next_target::
-    end
+    local entry, err, code = self:plan_entry(run, s)
+    if not entry then return nil, err, code end
     run_plan.syncs[#run_plan.syncs + 1] = entry
-    ::next_sync::
   end
   self.snapshots = {}
-  -- Multiple sources: an account another entry maps as active
-  -- is not deprovisioned (nor handed over); a membership another entry wants
-  -- is not removed; an account an earlier entry creates is linked, not
-  -- created again.
-  if #run_plan.syncs > 1 then
-    local active_by, wants_by, creates = {}, {}, {}
-    for _, entry in ipairs(run_plan.syncs) do
-      for _, p in ipairs(entry.targets) do
-        for k in pairs(p.active_keys or {}) do
-          active_by[p.target .. "\31" .. k] = active_by[p.target .. "\31" .. k] or {}
-          active_by[p.target .. "\31" .. k][entry.name] = true
-        end
-        for k, groups in pairs(p.wanted or {}) do
-          for gk in pairs(groups) do
-            local key = p.target .. "\31" .. k .. "\31" .. gk
-            wants_by[key] = wants_by[key] or {}
-            wants_by[key][entry.name] = true
-          end
-        end
-      end
-    end
-    local function other(set, me)
-      for name in pairs(set or {}) do if name ~= me then return name end end
-    end
-    -- An account no entry maps any more is deprovisioned once, by one
-    -- entry (the asked one with --sync, else the first that plans it),
-    -- not once per entry linked to it.
-    local deprov_by = {}
-    for _, entry in ipairs(run_plan.syncs) do
-      for _, p in ipairs(entry.targets) do
-        for _, o in ipairs(p.ops) do
-          local k = p.target .. "\31" .. (o.name or o.subject or ""):lower()
-          if o.deprovision and not other(active_by[k], entry.name)
-              and (not deprov_by[k] or (opts.sync and entry.name == opts.sync)) then
-            deprov_by[k] = entry.name
-          end
-        end
-      end
-    end
-    for _, entry in ipairs(run_plan.syncs) do
-      for _, p in ipairs(entry.targets) do
-        local keep = {}
-        for _, o in ipairs(p.ops) do
-          local k = (o.name or o.subject or ""):lower()
-          local owner = o.deprovision and other(active_by[p.target .. "\31" .. k], entry.name)
-          local wanted_by = o.kind == "remove_member" and other(wants_by[p.target .. "\31" .. k .. "\31" .. (o.group or ""):lower()], entry.name)
-          local deprov_owner = o.deprovision and deprov_by[p.target .. "\31" .. k]
-          if owner then
-            p.notes[#p.notes + 1] = ("%s %s: the account is still in scope of sync %q; not applied"):format(o.kind, o.subject, owner)
-          elseif deprov_owner and deprov_owner ~= entry.name then
-            p.notes[#p.notes + 1] = ("%s %s: deprovisioned by sync %q in this run"):format(o.kind, o.subject, deprov_owner)
-          elseif wanted_by then
-            p.notes[#p.notes + 1] = ("remove %s from %s: sync %q still puts it there; not applied"):format(o.subject, o.group, wanted_by)
-          elseif o.kind == "create_user" and creates[p.target .. "\31" .. k] then
-            keep[#keep + 1] = { kind = "link", target = o.target, subject = o.name, name = o.name, okta_id = o.okta_id,
-                                reason = ("created by sync %q in this run"):format(creates[p.target .. "\31" .. k]) }
-          else
-            -- (an entry planned only for context creates nothing)
-            if o.kind == "create_user" and (not opts.sync or opts.sync == entry.name) then
-              creates[p.target .. "\31" .. k] = entry.name
-            end
-            keep[#keep + 1] = o
-          end
-        end
-        table.sort(keep, function(x, y)
-          local rx, ry = plan.RANK[x.kind], plan.RANK[y.kind]
-          if rx ~= ry then return rx < ry end
-          return (x.seq or 0) < (y.seq or 0)
-        end)
-        p.ops = keep
-        plan.recount(p)
-      end
-    end
-  end
-  if opts.sync then
-    -- The entries planned for context only: their claims were used above;
-    -- an incomplete read of one makes the asked entry's read incomplete
-    -- too (it could not protect what it claims).
-    local keep, context_problems = {}, {}
-    for _, entry in ipairs(run_plan.syncs) do
-      if entry.name == opts.sync then
-        keep[#keep + 1] = entry
-      elseif entry.read.complete == false then
-        context_problems[#context_problems + 1] = ("sync %q shares a target and its read did not complete"):format(entry.name)
-      end
-    end
-    for _, entry in ipairs(keep) do
-      if #context_problems > 0 and not entry.read.failed then
-        entry.read.complete = false
-        for _, p in ipairs(context_problems) do entry.read.problems[#entry.read.problems + 1] = p end
-      end
-    end
-    run_plan.syncs = keep
-  end
+
+  merge.plans(run_plan, opts.sync)
+  if opts.sync then merge.keep_asked(run_plan, opts.sync) end
   return run_plan
 end
 
--- The names of the sync entries a plan for entry `name` reads: that entry
--- and every entry sharing a target with it (all entries when name is nil).
-function M.related_entries(cfg, name)
-  local out = {}
-  if not name then
-    for _, s in ipairs(cfg.sync) do out[s.name] = true end
-    return out
+function Engine:stopping()
+  return self.should_stop and self.should_stop()
+end
+
+-- This entry is done with target tname: the last entry to plan it drops
+-- its snapshot (then only the entry's `snap` refers to it).
+function Engine:release_target(run, tname)
+  run.uses[tname] = run.uses[tname] - 1
+  if run.uses[tname] == 0 then self.snapshots[tname] = nil end
+end
+
+-- Reads the source of sync entry s and plans each of its targets. Returns
+-- the entry's plan, or nil, message, exit code.
+function Engine:plan_entry(run, s)
+  if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
+  local pol, perr = self:policy(s)
+  if not pol then return nil, perr, M.EXIT_USAGE end
+  if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
+
+  -- A run of this sync whose process died is marked interrupted first:
+  -- the accounts it was creating are recognised as ours (new_accounts).
+  state.mark_interrupted(self.db, s.name)
+  memory.settle(run.users)
+  local src = source.read(self, s, pol, run.users, run.opts.by_id)
+  memory.settle(run.users)
+  if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
+  if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
+
+  local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
+                  users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+  local problems = entry.read.problems
+
+  if not run.users and src.error then
+    -- The read failed outright: there is nothing to plan from (an empty
+    -- list would deprovision everyone). Nothing is planned for this entry
+    -- and --force cannot change that (report.safety).
+    entry.read.complete, entry.read.failed = false, true
+    for _, tname in ipairs(s.targets) do self:release_target(run, tname) end
+    return entry
   end
-  local targets = {}
-  for _, s in ipairs(cfg.sync) do
-    if s.name == name then
-      out[name] = true
-      for _, t in ipairs(s.targets) do targets[t] = true end
+
+  -- An empty answer where the last run had users is suspicious.
+  local last = not run.users and state.last_in_scope(self.db, s.name)
+  if src.complete and #src.users == 0 and last and last > 0 then
+    entry.read.complete = false
+    problems[#problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
+  end
+
+  for _, tname in ipairs(s.targets) do
+    if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
+    local p, err, code = self:plan_target(run, s, pol, src, tname)
+    if not p then return nil, err, code end
+    if p.leads_error then
+      entry.read.complete = false
+      problems[#problems + 1] = ("reading project leads in %s failed: %s"):format(tname, p.leads_error)
+      p.leads_error = nil
+    end
+    if p.incomplete then
+      entry.read.complete = false
+      problems[#problems + 1] = ("policy errors in include_group for %s"):format(tname)
+    end
+    entry.targets[#entry.targets + 1] = p
+  end
+  return entry
+end
+
+-- The plan of a target that could not be read: nothing planned (exit 1),
+-- an error of that target, not an incomplete source read.
+local function unread_plan(tname, ttype, snap)
+  return { target = tname, target_type = ttype, ops = {}, conflicts = {}, notes = {}, counts = {},
+           deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {}, errors = {},
+           read_error = ("reading %s failed, nothing planned for it: %s"):format(tname, tostring(snap.error)) }
+end
+
+-- The target's snapshot for a plan of s: the whole target, or with
+-- run.users the accounts these users map to and those linked to them.
+function Engine:target_snapshot(run, s, pol, src, tname, links)
+  if not run.users then
+    memory.settle()
+    local snap = snapshot.read(self, tname)
+    memory.settle()
+    self:release_target(run, tname)
+    return snap
+  end
+
+  local scfg = self.cfg.sources[s.source]
+  local names = plan.account_names{ sync = s, target = { name = tname, type = self.cfg.targets[tname].type },
+    policy = pol, status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups } }
+  for id in pairs(src.only) do
+    if links[id] then names[#names + 1] = links[id] end
+  end
+  return snapshot.read_for(self, tname, names)
+end
+
+-- The planner's input for entry s on target tname (see plan.build).
+function Engine:plan_input(run, s, pol, src, tname, snap, links)
+  local db = self.db
+  run.claimed[tname] = run.claimed[tname] or {}
+  return {
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    status_map = source.status_map(self.cfg.sources[s.source]),
+    source = { users = src.users, groups = src.groups },
+    accounts = snap.accounts, groups = snap.groups,
+    links = links,
+    owned_memberships = state.owned_memberships(db, s.name, tname),
+    owned_groups = state.owned_groups(db, tname),
+    claimed = run.claimed[tname], only = run.users and src.only or nil,
+    new_accounts = state.new_accounts(db, s.name, tname),
+    returning = state.returning_groups(db, s.name, tname),
+    single = run.single or nil,
+    kv = { get = function(ns, key) return db:kv(ns):get(key) end },
+  }
+end
+
+-- Jira: leaders among the accounts to deprovision need a hand-over; their
+-- leads are read once, after the plan. A failed read leaves p.leads_error.
+function Engine:hand_over(p, s, tname)
+  if not p.leavers then return end
+  local names = {}
+  for i, l in ipairs(p.leavers) do names[i] = l.account.name end
+  local leads, err = self:target(tname):leads(names)
+  if not leads then p.leads_error = tostring(err) end
+  plan.hand_over(p, leads or {}, s)
+end
+
+-- Repeats of creates and adds whose earlier request was not confirmed (it
+-- may still land): an "already" answer is then usersync's own.
+local function mark_ours(p, unconfirmed)
+  if not (unconfirmed and next(unconfirmed)) then return end
+  for _, o in ipairs(p.ops) do
+    if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
+        and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
+      rawset(o, "ours", true)
     end
   end
-  for _, s in ipairs(cfg.sync) do
-    for _, t in ipairs(s.targets) do
-      if targets[t] then out[s.name] = true end
+end
+
+-- Reads target tname and plans entry s on it. Returns the plan, or nil,
+-- message, exit code.
+function Engine:plan_target(run, s, pol, src, tname)
+  local ttype = self.cfg.targets[tname].type
+  local links = state.links(self.db, s.name, tname)
+  local snap = self:target_snapshot(run, s, pol, src, tname, links)
+
+  -- Journal rows of earlier runs whose outcome is unknown (a lost answer,
+  -- a kill, a store that could not be written) are settled from what the
+  -- target shows now, before ownership is read.
+  local unconfirmed
+  if snap.complete then
+    local ok, settled, more = pcall(state.reconcile, self.db, s.name, tname, snap, run.users ~= nil)
+    if not ok or not settled then
+      return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(ok and more or settled)),
+        M.EXIT_FAILED
     end
+    if settled > 0 then links = state.links(self.db, s.name, tname) end
+    unconfirmed = more
   end
-  return out
+
+  local input = self:plan_input(run, s, pol, src, tname, snap, links)
+  -- Without the target's state nothing can be planned safely.
+  snap = snapshot.complete(self, tname, snap, input)
+  if not snap.complete then return unread_plan(tname, ttype, snap) end
+
+  local p = plan.build(input)
+  self:hand_over(p, s, tname)
+  if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
+
+  p.linked_accounts = count_keys(input.links)
+  mark_ours(p, unconfirmed)
+  for _, key in ipairs(p.mapped_keys or {}) do
+    if not run.claimed[tname][key] then run.claimed[tname][key] = s.name end
+  end
+  return p
 end
 
 local DESTRUCTIVE = report.DESTRUCTIVE
