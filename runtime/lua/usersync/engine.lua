@@ -17,25 +17,15 @@ local memory = require "usersync.memory"
 local snapshot = require "usersync.snapshot"
 local merge = require "usersync.merge"
 local policy = require "usersync.policy"
-local report = require "usersync.report"
+local apply = require "usersync.apply"
 local state = require "usersync.state"
-local log = require "usersync.log"
 local config = require "usersync.config"
-
--- A store call that must not raise: returns its result, or nil and the
--- message (disk full, I/O error, ...).
-local function journal(fn, ...)
-  local ok, a, b = pcall(fn, ...)
-  if not ok then return nil, tostring(a) end
-  if a == nil then return nil, tostring(b) end
-  return a
-end
 
 local M = {}
 local Engine = {}
 Engine.__index = Engine
 
-M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = 0, 1, 2, 3
+M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = apply.EXIT_OK, apply.EXIT_FAILED, 2, apply.EXIT_SAFETY
 
 -- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(ev),
 --         should_stop = fn() -> true to stop applying (serve's SIGTERM),
@@ -131,7 +121,7 @@ end
 -- The run locks (`sync:NAME`) of the entries, taken before a plan reads
 -- anything and held until apply ends (Engine:unlock_entries, or close).
 -- Returns true, or nil and a message naming the holder.
-M.LOCK_TTL = 600
+M.LOCK_TTL = apply.LOCK_TTL
 function Engine:lock_entries(entries)
   self.held = self.held or {}
   for _, s in ipairs(entries) do
@@ -421,232 +411,10 @@ function Engine:plan_target(run, s, pol, src, tname)
   return p
 end
 
-local DESTRUCTIVE = report.DESTRUCTIVE
-
--- Operations per chunk. A chunk holds operations of one kind (plan order
--- holds across chunks): their intents are recorded in one transaction, the
--- chunk is sent, and their outcomes are recorded in one transaction. So a
--- write is never sent before its intent is durable, a run killed midway
--- leaves at most a chunk of unknown outcomes (settled by the next plan,
--- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
--- one chunk's requests in flight.
--- Adds go in larger chunks, ordered by group within their phase: where a
--- product adds many users to a group in one request (Bitbucket), a chunk
--- costs about one request per group it touches.
-M.CHUNK = 100
-M.ADD_CHUNK = 1000
-
--- Orders the add_member ops of a plan-ordered list by group (then plan
--- order), in place; other kinds keep their places.
-local function adds_by_group(ops)
-  local first, last
-  for i, o in ipairs(ops) do
-    if o.kind == "add_member" then first = first or i; last = i end
-  end
-  if not first then return end
-  local seg = table.move(ops, first, last, 1, {})
-  -- (by seq, the plan position: no field is added to a million ops)
-  local lower = setmetatable({}, { __index = function(t, g) local l = g:lower(); t[g] = l; return l end })
-  table.sort(seg, function(a, b)
-    local ga, gb = lower[a.group], lower[b.group]
-    if ga ~= gb then return ga < gb end
-    return (a.seq or 0) < (b.seq or 0)
-  end)
-  table.move(seg, 1, #seg, first, ops)
-end
-
--- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
--- is sent and returns the ops to send (or nil, err: the store cannot record
--- them; nothing more is sent); finished(op, ok, info, code) runs for each
--- outcome and done_chunk(list) after each chunk (or nil, err likewise).
--- Returns true, "stopped" when should_stop said so between chunks, nil, err
--- when the target gave up, or false, err when the store failed.
-function Engine:apply_ops(t, ops, per_chunk, finished, done_chunk)
-  local i = 1
-  while i <= #ops do
-    if self.should_stop and self.should_stop() then return "stopped" end
-    local j, kind = i, ops[i].kind
-    local size = kind == "add_member" and M.ADD_CHUNK or M.CHUNK
-    while j < #ops and j - i + 1 < size and ops[j + 1].kind == kind do j = j + 1 end
-    local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
-    if not chunk then return false, err end
-    if #chunk > 0 then
-      local res, aerr = t:apply(chunk, finished)
-      if not res then return nil, aerr end
-    end
-    local ok, derr = done_chunk()
-    if not ok then return false, derr end
-    i = j + 1
-  end
-  return true
-end
-
--- Applies a run plan. opts: { force, command = "sync"|"apply" }.
--- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }
--- (withheld: by the safety limit; withheld_leads: deprovisions held back
--- because a hand-over of the account's leads failed).
+-- Applies a run plan (usersync.apply). opts: { force, command = "sync"|"apply" }.
+-- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons} }.
 function Engine:apply(run_plan, opts)
-  opts = opts or {}
-  local stop, hard = report.safety(run_plan, { force = opts.force })
-  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard, exit = M.EXIT_OK }
-  -- The store cannot be written (disk full, I/O error): nothing more is
-  -- sent; what was sent and not recorded is settled by the next plan.
-  local store_error
-  local function store_failed(err)
-    store_error = store_error or ("cannot record the run in the store %s: %s; nothing more was sent (the next run settles what was sent and plans the rest again)")
-      :format(self.db:path(), (tostring(err):gsub("^.-store: ", "")))
-  end
-  for _, entry in ipairs(run_plan.syncs) do
-    local lock_ok, lerr = self.db:lock("sync:" .. entry.name, { ttl = M.LOCK_TTL })
-    if not lock_ok then
-      summary.exit = M.EXIT_FAILED
-      summary.error = lerr
-      break
-    end
-    local run_id, rerr = journal(state.begin_run, self.db, entry.name, self.trigger, opts.command or "sync", run_plan.scope)
-    if not run_id then store_failed(rerr); break end
-    summary.runs[#summary.runs + 1] = run_id
-    local counts, failed = { users_in_scope = entry.users_in_scope }, 0
-    local seq = 0
-    local interrupted = false
-    for _, p in ipairs(entry.targets) do
-      if self.should_stop and self.should_stop() then interrupted = true; break end
-      -- Conflicts and policy errors are users this run could not sync.
-      local problems = #p.conflicts + #p.errors
-      if p.read_error then -- the target could not be read: a failure, not users left unsynced
-        failed = failed + 1
-        summary.failed = summary.failed + 1
-        counts.targets_unread = (counts.targets_unread or 0) + 1
-      end
-      if problems > 0 then
-        failed = failed + problems
-        summary.problems = (summary.problems or 0) + problems
-        counts.conflicts = (counts.conflicts or 0) + #p.conflicts
-        counts.policy_errors = (counts.policy_errors or 0) + #p.errors
-      end
-      local ops = {}
-      for _, o in ipairs(p.ops) do
-        if stop and DESTRUCTIVE[o.kind] then
-          summary.withheld = summary.withheld + 1
-        else
-          ops[#ops + 1] = o
-        end
-      end
-      local nseq, jerr = journal(state.record_plan, self.db, run_id, ops, seq)
-      if not nseq then store_failed(jerr); break end
-      seq = nseq
-      if #ops > 0 then
-        self.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
-          message = ("applying %d changes to %s"):format(#ops, p.target) }
-        local applied = 0
-        local t = self:target(p.target)
-        local failed_ids = {}
-        local outcomes = {}
-        local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
-        local function finished(op, ok, info, code)
-          outcomes[#outcomes + 1] = { op, ok and { ok = true, note = info } or { ok = false, error = info, code = code } }
-          if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
-          if ok then
-            summary.ok = summary.ok + 1
-            counts[op.kind] = (counts[op.kind] or 0) + 1
-          else
-            if op.okta_id then failed_ids[op.okta_id] = true end
-            summary.failed = summary.failed + 1
-            failed = failed + 1
-            log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
-          end
-          applied = applied + 1
-          self.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
-            what = "changes", op = op, ok = ok and true or false, info = info, code = code }
-        end
-        local function per_chunk(chunk)
-          -- An account is deprovisioned only after every hand-over of its
-          -- leads succeeded; otherwise it is withheld (kept active, so the
-          -- next run plans the hand-over and the deprovision again).
-          if next(handover_failed) and (chunk[1].kind == "deactivate_user" or chunk[1].kind == "delete_user") then
-            local send, held = {}, {}
-            for _, o in ipairs(chunk) do
-              if handover_failed[o.name:lower()] then
-                held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD",
-                  error = "withheld: a hand-over of its project or component leads failed; the next run tries again" } }
-                summary.withheld_leads = (summary.withheld_leads or 0) + 1
-                log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again", p.target, o.kind, o.subject)
-              else
-                send[#send + 1] = o
-              end
-            end
-            if #held > 0 then
-              local ok, err = journal(state.ops_finished, self.db, run_id, entry.name, held)
-              if not ok then return nil, err end
-            end
-            chunk = send
-          end
-          local ok, err = journal(state.ops_started, self.db, run_id, chunk)
-          if not ok then return nil, err end
-          return chunk
-        end
-        local function done_chunk()
-          local list = outcomes
-          outcomes = {}
-          self:renew_locks()
-          return journal(state.ops_finished, self.db, run_id, entry.name, list)
-        end
-        adds_by_group(ops)
-        local res, err = self:apply_ops(t, ops, per_chunk, finished, done_chunk)
-        self.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
-          error = res == "stopped" and "stopped on request" or err }
-        if res == "stopped" then
-          interrupted = true
-          break
-        end
-        if res == false then store_failed(err); break end
-        if not res then
-          failed = failed + 1
-          summary.failed = summary.failed + 1
-          log.error("applying to %s stopped: %s", p.target, tostring(err))
-        else
-          -- New accounts that got every group of this run are onboarded.
-          local done = {}
-          for _, id in ipairs(p.new_ids or {}) do
-            if not failed_ids[id] then done[#done + 1] = id end
-          end
-          local ok, merr = journal(state.mark_onboarded, self.db, entry.name, p.target, done)
-          if not ok then store_failed(merr); break end
-        end
-      end
-    end
-    if store_error then
-      -- Recorded if the store still takes it; if not, the next run marks
-      -- the run interrupted and counts what its journal shows was done.
-      summary.failed = summary.failed + 1
-      pcall(state.end_run, self.db, run_id, "failed", counts, store_error)
-      pcall(self.db.exec, self.db, [[UPDATE operations SET status = 'skipped', error = 'not sent: the store could not be written'
-          WHERE run_id = ? AND status = 'pending']], run_id)
-      break
-    end
-    if not interrupted and self.should_stop and self.should_stop() then interrupted = true end
-    if interrupted then
-      -- Stopped on request (SIGTERM under serve): what was not sent is
-      -- skipped; the next run plans it again.
-      self.db:exec([[UPDATE operations SET status = 'skipped', error = 'run interrupted (stop requested)'
-          WHERE run_id = ? AND status = 'pending']], run_id)
-      state.end_run(self.db, run_id, "interrupted", counts, "stopped on request before the run finished")
-      self.db:unlock("sync:" .. entry.name)
-      summary.interrupted = true
-      break
-    end
-    local outcome = failed > 0 and "partial" or (stop and "stopped" or "ok")
-    state.end_run(self.db, run_id, outcome, counts, stop and table.concat(stop, "; ") or nil)
-    if self.cfg.history and self.cfg.history.keep then
-      require("usersync.history").prune(self.db, config.parse_duration(self.cfg.history.keep))
-    end
-    self.db:unlock("sync:" .. entry.name)
-  end
-  self:unlock_entries()
-  if store_error then summary.error = store_error end
-  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then summary.exit = M.EXIT_FAILED end
-  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
-  return summary
+  return apply.run(self, run_plan, opts)
 end
 
 return M

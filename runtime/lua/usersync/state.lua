@@ -431,6 +431,12 @@ function M.last_in_scope(db, sync)
   return counts and counts.users_in_scope
 end
 
+-- Marks the operations of run_id not sent yet as skipped, for `reason`.
+function M.skip_pending(db, run_id, reason)
+  return db:exec("UPDATE operations SET status = 'skipped', error = ? WHERE run_id = ? AND status = 'pending'",
+    reason, run_id)
+end
+
 function M.end_run(db, run_id, outcome, counts, err)
   return db:exec([[UPDATE runs SET outcome = ?, counts = ?, error = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?]],
