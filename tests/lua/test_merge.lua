@@ -11,8 +11,8 @@ end
 
 local function target_plan(ops, active, wanted)
   for i, o in ipairs(ops) do o.seq = i end
-  return { target = "jira", ops = ops, notes = {}, conflicts = {}, errors = {}, counts = {}, deprovisions = 0,
-           active_keys = active or {}, wanted = wanted or {} }
+  return { target = "jira", ops = ops, notes = {}, conflicts = {}, errors = {}, counts = {},
+           deprovisions = 0, active_keys = active or {}, wanted = wanted or {} }
 end
 
 local function entry(name, p, complete)
@@ -25,11 +25,12 @@ local function kinds(p)
   return out
 end
 
-test("an account another entry maps stays; a membership it wants stays; a create becomes a link", function(t)
+test("another entry's account and membership stay; its create is a link", function(t)
   local a = target_plan({ op("create_user", "Ann"), op("remove_member", "bob", { group = "Devs" }),
                           op("deactivate_user", "carl", { deprovision = true }),
                           op("deactivate_user", "dora", { deprovision = true }) })
-  local b = target_plan({ op("create_user", "ann"), op("deactivate_user", "dora", { deprovision = true }) },
+  local b = target_plan({ op("create_user", "ann"),
+                          op("deactivate_user", "dora", { deprovision = true }) },
                         { carl = true, bob = true }, { bob = { devs = "devs" } })
   local run_plan = { syncs = { entry("first", a), entry("second", b) } }
   merge.plans(run_plan)
@@ -37,26 +38,32 @@ test("an account another entry maps stays; a membership it wants stays; a create
   t:same(kinds(b), { "link ann" })
   t:eq(b.ops[1].reason, 'created by sync "first" in this run')
   t:same(a.notes, { 'remove bob from Devs: sync "second" still puts it there; not applied',
-                    'deactivate_user carl: the account is still in scope of sync "second"; not applied' })
+                    'deactivate_user carl: the account is still in scope of sync "second"; '
+                      .. 'not applied' })
   t:same(b.notes, { 'deactivate_user dora: deprovisioned by sync "first" in this run' })
   t:eq(a.counts.deactivate_user, 1); t:eq(a.deprovisions, 1); t:eq(b.deprovisions, 0)
 end)
 
 test("with --sync the asked entry deprovisions and creates; the others are dropped", function(t)
-  local a = target_plan({ op("create_user", "ann"), op("deactivate_user", "dora", { deprovision = true }) })
-  local b = target_plan({ op("create_user", "ann"), op("deactivate_user", "dora", { deprovision = true }) })
+  local function both()
+    return target_plan({ op("create_user", "ann"),
+                         op("deactivate_user", "dora", { deprovision = true }) })
+  end
+  local a, b = both(), both()
   local run_plan = { syncs = { entry("first", a, false), entry("second", b) } }
   merge.plans(run_plan, "second")
   merge.keep_asked(run_plan, "second")
   t:eq(#run_plan.syncs, 1)
   t:eq(run_plan.syncs[1].name, "second")
   t:same(kinds(b), { "create_user ann", "deactivate_user dora" })
-  t:eq(run_plan.syncs[1].read.complete, false, "a context entry's incomplete read makes it incomplete")
-  t:same(run_plan.syncs[1].read.problems, { 'sync "first" shares a target and its read did not complete' })
+  local read = run_plan.syncs[1].read
+  t:eq(read.complete, false, "a context entry's incomplete read makes it incomplete")
+  t:same(read.problems, { 'sync "first" shares a target and its read did not complete' })
 end)
 
 test("related_entries: the named entry and those sharing a target with it", function(t)
-  local cfg = { sync = { { name = "a", targets = { "jira" } }, { name = "b", targets = { "jira", "wiki" } },
+  local cfg = { sync = { { name = "a", targets = { "jira" } },
+                         { name = "b", targets = { "jira", "wiki" } },
                          { name = "c", targets = { "git" } } } }
   t:same(merge.related_entries(cfg, "a"), { a = true, b = true })
   t:same(merge.related_entries(cfg, "c"), { c = true })

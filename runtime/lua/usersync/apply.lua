@@ -54,7 +54,11 @@ local function adds_by_group(ops)
 
   local seg = table.move(ops, first, last, 1, {})
   -- (by seq, the plan position: no field is added to a million ops)
-  local lower = setmetatable({}, { __index = function(t, g) local l = g:lower(); t[g] = l; return l end })
+  local lower = setmetatable({}, { __index = function(t, g)
+    local l = g:lower()
+    t[g] = l
+    return l
+  end })
   table.sort(seg, function(a, b)
     local ga, gb = lower[a.group], lower[b.group]
     if ga ~= gb then return ga < gb end
@@ -98,9 +102,10 @@ Apply.__index = Apply
 -- The store cannot be written (disk full, I/O error): nothing more is
 -- sent; what was sent and not recorded is settled by the next plan.
 function Apply:store_failed(err)
-  self.store_error = self.store_error or ("cannot record the run in the store %s: %s; nothing more was "
-    .. "sent (the next run settles what was sent and plans the rest again)")
-    :format(self.e.db:path(), (tostring(err):gsub("^.-store: ", "")))
+  self.store_error = self.store_error
+    or ("cannot record the run in the store %s: %s; nothing more was sent (the next run "
+      .. "settles what was sent and plans the rest again)")
+      :format(self.e.db:path(), (tostring(err):gsub("^.-store: ", "")))
 end
 
 -- A failure of the run (run.failed) and of the apply (summary.failed).
@@ -140,19 +145,22 @@ function Apply:sendable(p)
   return ops
 end
 
+local WITHHELD = "withheld: a hand-over of its project or component leads failed; "
+  .. "the next run tries again"
+
 -- An account is deprovisioned only after every hand-over of its leads
 -- succeeded; otherwise it is withheld (kept active, so the next run plans
 -- the hand-over and the deprovision again). Returns the ops of chunk to
 -- send, or nil, err (the store failed).
 function Apply:withhold_leavers(run, p, chunk, handover_failed)
   local kind = chunk[1].kind
-  if not next(handover_failed) or (kind ~= "deactivate_user" and kind ~= "delete_user") then return chunk end
+  local deprovisions = kind == "deactivate_user" or kind == "delete_user"
+  if not next(handover_failed) or not deprovisions then return chunk end
 
   local send, held = {}, {}
   for _, o in ipairs(chunk) do
     if handover_failed[o.name:lower()] then
-      held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD",
-        error = "withheld: a hand-over of its project or component leads failed; the next run tries again" } }
+      held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD", error = WITHHELD } }
       self.summary.withheld_leads = (self.summary.withheld_leads or 0) + 1
       log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again",
         p.target, o.kind, o.subject)
@@ -175,7 +183,8 @@ function Apply:send(run, p, ops)
   local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
 
   local function finished(op, ok, info, code)
-    outcomes[#outcomes + 1] = { op, ok and { ok = true, note = info } or { ok = false, error = info, code = code } }
+    local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
+    outcomes[#outcomes + 1] = { op, result }
     if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
     if ok then
       summary.ok = summary.ok + 1
@@ -183,7 +192,8 @@ function Apply:send(run, p, ops)
     else
       if op.okta_id then failed_ids[op.okta_id] = true end
       self:failure(run)
-      log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject, tostring(info), tostring(code))
+      log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject,
+        tostring(info), tostring(code))
     end
     applied = applied + 1
     e.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
@@ -224,7 +234,8 @@ function Apply:target(run, p)
   e.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
     message = ("applying %d changes to %s"):format(#ops, p.target) }
   local res, err, failed_ids = self:send(run, p, ops)
-  e.progress{ phase = "apply", name = p.target, state = (res and res ~= "stopped") and "done" or "failed",
+  local sent = res and res ~= "stopped"
+  e.progress{ phase = "apply", name = p.target, state = sent and "done" or "failed",
     error = res == "stopped" and "stopped on request" or err }
 
   if res == "stopped" then run.interrupted = true; return false end
@@ -263,7 +274,8 @@ function Apply:end_run(run)
     -- Stopped on request (SIGTERM under serve): what was not sent is
     -- skipped; the next run plans it again.
     state.skip_pending(db, run.id, "run interrupted (stop requested)")
-    state.end_run(db, run.id, "interrupted", run.counts, "stopped on request before the run finished")
+    state.end_run(db, run.id, "interrupted", run.counts,
+      "stopped on request before the run finished")
     db:unlock("sync:" .. name)
     self.summary.interrupted = true
     return false
@@ -290,7 +302,8 @@ function Apply:entry(entry)
     return false
   end
 
-  local run_id, rerr = journal(state.begin_run, db, entry.name, self.e.trigger, self.command, self.scope)
+  local run_id, rerr = journal(state.begin_run, db, entry.name, self.e.trigger, self.command,
+    self.scope)
   if not run_id then self:store_failed(rerr); return false end
   summary.runs[#summary.runs + 1] = run_id
 
@@ -310,18 +323,21 @@ end
 function M.run(e, run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
-  local self = setmetatable({ e = e, stop = stop, command = opts.command or "sync", scope = run_plan.scope,
-    summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard,
-                exit = M.EXIT_OK } }, Apply)
+  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard,
+                   exit = M.EXIT_OK }
+  local self = setmetatable({ e = e, stop = stop, command = opts.command or "sync",
+                              scope = run_plan.scope, summary = summary }, Apply)
 
   for _, entry in ipairs(run_plan.syncs) do
     if not self:entry(entry) then break end
   end
   e:unlock_entries()
 
-  local summary, store_error = self.summary, self.store_error
+  local store_error = self.store_error
   if store_error then summary.error = store_error end
-  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then summary.exit = M.EXIT_FAILED end
+  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then
+    summary.exit = M.EXIT_FAILED
+  end
   if stop and not store_error then summary.exit = M.EXIT_SAFETY end
   return summary
 end

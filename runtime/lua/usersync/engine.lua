@@ -25,7 +25,8 @@ local M = {}
 local Engine = {}
 Engine.__index = Engine
 
-M.EXIT_OK, M.EXIT_FAILED, M.EXIT_USAGE, M.EXIT_SAFETY = apply.EXIT_OK, apply.EXIT_FAILED, 2, apply.EXIT_SAFETY
+M.EXIT_OK, M.EXIT_FAILED, M.EXIT_SAFETY = apply.EXIT_OK, apply.EXIT_FAILED, apply.EXIT_SAFETY
+M.EXIT_USAGE = 2
 
 -- opts: { trigger = "manual"|"schedule"|"event"|"incremental", progress = fn(ev),
 --         should_stop = fn() -> true to stop applying (serve's SIGTERM),
@@ -43,8 +44,8 @@ function M.open(cfg, opts)
     if not db then return nil, ("cannot open the store %s: %s"):format(cfg.state, err), code end
   end
   local self = setmetatable({ cfg = cfg, db = db, trigger = opts.trigger or "manual",
-    sources = {}, targets = {}, policies = {}, http = {}, progress = opts.progress or function() end,
-    should_stop = opts.should_stop }, Engine)
+    sources = {}, targets = {}, policies = {}, http = {},
+    progress = opts.progress or function() end, should_stop = opts.should_stop }, Engine)
   return self
 end
 
@@ -129,7 +130,8 @@ function Engine:lock_entries(entries)
     if not ok then
       self:unlock_entries()
       if code ~= "ELOCKED" then
-        return nil, ("cannot take the lock of sync %q in the store %s: %s; nothing was read or applied")
+        return nil, ("cannot take the lock of sync %q in the store %s: %s; "
+          .. "nothing was read or applied")
           :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", "")))
       end
       return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
@@ -149,7 +151,9 @@ function Engine:renew_locks(now)
   now = now or os.time()
   if self.lock_renewed and now - self.lock_renewed < 60 then return end
   self.lock_renewed = now
-  for name in pairs(self.held) do pcall(self.db.lock, self.db, "sync:" .. name, { ttl = M.LOCK_TTL }) end
+  for name in pairs(self.held) do
+    pcall(self.db.lock, self.db, "sync:" .. name, { ttl = M.LOCK_TTL })
+  end
 end
 
 function Engine:unlock_entries()
@@ -265,7 +269,8 @@ function Engine:plan_entry(run, s)
   if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
 
   local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
-                  users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+                  users_in_scope = #src.users,
+                  read = { complete = src.complete, problems = src.problems } }
   local problems = entry.read.problems
 
   if not run.users and src.error then
@@ -290,7 +295,8 @@ function Engine:plan_entry(run, s)
     if not p then return nil, err, code end
     if p.leads_error then
       entry.read.complete = false
-      problems[#problems + 1] = ("reading project leads in %s failed: %s"):format(tname, p.leads_error)
+      problems[#problems + 1] = ("reading project leads in %s failed: %s")
+        :format(tname, p.leads_error)
       p.leads_error = nil
     end
     if p.incomplete then
@@ -305,9 +311,12 @@ end
 -- The plan of a target that could not be read: nothing planned (exit 1),
 -- an error of that target, not an incomplete source read.
 local function unread_plan(tname, ttype, snap)
-  return { target = tname, target_type = ttype, ops = {}, conflicts = {}, notes = {}, counts = {},
-           deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {}, errors = {},
-           read_error = ("reading %s failed, nothing planned for it: %s"):format(tname, tostring(snap.error)) }
+  return {
+    target = tname, target_type = ttype, ops = {}, conflicts = {}, notes = {}, counts = {},
+    deprovisions = 0, mapped_keys = {}, new_ids = {}, wanted = {}, active_keys = {}, errors = {},
+    read_error = ("reading %s failed, nothing planned for it: %s")
+      :format(tname, tostring(snap.error)),
+  }
 end
 
 -- The target's snapshot for a plan of s: the whole target, or with
@@ -322,8 +331,10 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
   end
 
   local scfg = self.cfg.sources[s.source]
-  local names = plan.account_names{ sync = s, target = { name = tname, type = self.cfg.targets[tname].type },
-    policy = pol, status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups } }
+  local names = plan.account_names{
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
+  }
   for id in pairs(src.only) do
     if links[id] then names[#names + 1] = links[id] end
   end
@@ -387,8 +398,8 @@ function Engine:plan_target(run, s, pol, src, tname)
   if snap.complete then
     local ok, settled, more = pcall(state.reconcile, self.db, s.name, tname, snap, run.users ~= nil)
     if not ok or not settled then
-      return nil, ("cannot record in the store %s: %s"):format(self.db:path(), tostring(ok and more or settled)),
-        M.EXIT_FAILED
+      local err = tostring(ok and more or settled)
+      return nil, ("cannot record in the store %s: %s"):format(self.db:path(), err), M.EXIT_FAILED
     end
     if settled > 0 then links = state.links(self.db, s.name, tname) end
     unconfirmed = more

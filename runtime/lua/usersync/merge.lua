@@ -105,14 +105,16 @@ end
 -- The ops of plan p (of entry `me`) that stay, with a note for each one
 -- dropped. creates[account] names the entry creating it in this run.
 local function merge_plan(p, me, seen, creates, asked)
-  local active, wants, deprov = seen.active[p.target] or {}, seen.wants[p.target] or {}, seen.deprov[p.target]
+  local active, wants = seen.active[p.target] or {}, seen.wants[p.target] or {}
+  local deprov = seen.deprov[p.target]
   local keep = {}
   local function note(fmt, ...) p.notes[#p.notes + 1] = fmt:format(...) end
 
   for _, o in ipairs(p.ops) do
     local k = account_of(o)
     local owner = o.deprovision and other(active[k], me)
-    local wanted_by = o.kind == "remove_member" and other(wants[k] and wants[k][(o.group or ""):lower()], me)
+    local wanted_by = o.kind == "remove_member"
+      and other(wants[k] and wants[k][(o.group or ""):lower()], me)
     local deprov_owner = o.deprovision and deprov[k]
 
     if owner then
@@ -120,10 +122,12 @@ local function merge_plan(p, me, seen, creates, asked)
     elseif deprov_owner and deprov_owner ~= me then
       note("%s %s: deprovisioned by sync %q in this run", o.kind, o.subject, deprov_owner)
     elseif wanted_by then
-      note("remove %s from %s: sync %q still puts it there; not applied", o.subject, o.group, wanted_by)
+      note("remove %s from %s: sync %q still puts it there; not applied",
+        o.subject, o.group, wanted_by)
     elseif o.kind == "create_user" and creates[k] then
       keep[#keep + 1] = { kind = "link", target = o.target, subject = o.name, name = o.name,
-                          okta_id = o.okta_id, reason = ("created by sync %q in this run"):format(creates[k]) }
+                          okta_id = o.okta_id,
+                          reason = ("created by sync %q in this run"):format(creates[k]) }
     else
       -- (an entry planned only for context creates nothing)
       if o.kind == "create_user" and (not asked or asked == me) then creates[k] = me end
@@ -144,7 +148,9 @@ function M.plans(run_plan, asked)
   local seen = { active = active, wants = wants, deprov = deprovisioners(run_plan, active, asked) }
   local creates = {}
   for _, entry in ipairs(run_plan.syncs) do
-    for _, p in ipairs(entry.targets) do merge_plan(p, entry.name, seen, sub(creates, p.target), asked) end
+    for _, p in ipairs(entry.targets) do
+      merge_plan(p, entry.name, seen, sub(creates, p.target), asked)
+    end
   end
   return run_plan
 end
@@ -158,7 +164,8 @@ function M.keep_asked(run_plan, asked)
     if entry.name == asked then
       keep[#keep + 1] = entry
     elseif entry.read.complete == false then
-      problems[#problems + 1] = ("sync %q shares a target and its read did not complete"):format(entry.name)
+      problems[#problems + 1] = ("sync %q shares a target and its read did not complete")
+        :format(entry.name)
     end
   end
 

@@ -31,13 +31,15 @@ function M.read(e, name)
   if snap then return snap end
 
   e.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
-  local s, err, code = e:target(name):snapshot{ progress = function(done, total, what)
-    if e.should_stop and e.should_stop() then error("stop requested", 0) end
+  local function progress(done, total, what)
+    if e:stopping() then error("stop requested", 0) end
     e:renew_locks()
-    e.progress{ phase = "target", name = name, state = "update", done = done, total = total, what = what }
-  end }
-  e.progress{ phase = "target", name = name, state = s and "done" or "failed", error = err, code = code,
-    requests = s and s.requests }
+    e.progress{ phase = "target", name = name, state = "update",
+      done = done, total = total, what = what }
+  end
+  local s, err, code = e:target(name):snapshot{ progress = progress }
+  e.progress{ phase = "target", name = name, state = s and "done" or "failed",
+    error = err, code = code, requests = s and s.requests }
 
   if s then
     snap = s
@@ -91,8 +93,8 @@ local function read_accounts(e, name, names)
       end
     end
   end
-  return { complete = true, accounts = accounts, groups = known.groups, groups_partial = known.partial,
-           memberships_unknown = unknown }
+  return { complete = true, accounts = accounts, groups = known.groups,
+           groups_partial = known.partial, memberships_unknown = unknown }
 end
 
 -- Reads just the named accounts of a target: what a plan for a few users
@@ -111,7 +113,9 @@ end
 -- map, and the groups and memberships the sync owns.
 local function needed_groups(input)
   local out = {}
-  local function add(g) if type(g) == "string" and not out[g:lower()] then out[g:lower()] = g end end
+  local function add(g)
+    if type(g) == "string" and not out[g:lower()] then out[g:lower()] = g end
+  end
 
   local pol = input.policy
   local rec = setmetatable({}, { __index = pol })

@@ -210,19 +210,22 @@ end
 
 -- The whole scope of the source, with progress events.
 local function read_scope(e, s, src, scfg, include, group_errors)
+  local what = scfg.app_id and ("app " .. scfg.app_id) or "all users"
   e.progress{ phase = "okta", name = s.source, state = "start",
     expected = state.last_in_scope(e.db, s.name),
-    message = ("reading %s (%s)"):format(s.source, scfg.app_id and ("app " .. scfg.app_id) or "all users") }
+    message = ("reading %s (%s)"):format(s.source, what) }
 
-  local snap, err, code, partial = src:scope{ include = include, progress = function(done, total, what)
+  local function progress(done, total, unit)
     -- A stop request (serve's SIGTERM) ends a long read early.
-    if e.should_stop and e.should_stop() then error("stop requested", 0) end
+    if e:stopping() then error("stop requested", 0) end
     e:renew_locks()
-    e.progress{ phase = "okta", name = s.source, state = "update", done = done, total = total, what = what }
-  end }
+    e.progress{ phase = "okta", name = s.source, state = "update",
+      done = done, total = total, what = unit }
+  end
+  local snap, err, code, partial = src:scope{ include = include, progress = progress }
 
-  e.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed", error = err, code = code,
-    requests = snap and snap.requests }
+  e.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed",
+    error = err, code = code, requests = snap and snap.requests }
 
   if not snap then
     local problems = messages(partial and partial.problems)
@@ -232,7 +235,8 @@ local function read_scope(e, s, src, scfg, include, group_errors)
 
   local problems = messages(snap.problems)
   for _, msg in ipairs(group_errors) do problems[#problems + 1] = msg end
-  return result{ users = snap.users, groups = snap.groups, problems = problems, requests = snap.requests,
+  return result{ users = snap.users, groups = snap.groups, problems = problems,
+                 requests = snap.requests,
                  complete = snap.complete ~= false and #group_errors == 0 }
 end
 
@@ -245,8 +249,10 @@ function M.read(e, s, pol, only_users, by_id)
   local scfg = e.cfg.sources[s.source]
   local ctxs = {}
   for _, tname in ipairs(s.targets) do
-    ctxs[#ctxs + 1] = { sync = s.name, target = tname, target_type = e.cfg.targets[tname].type, settings = s,
-                        is_active = function() return true end, kv = { get = function() return nil end } }
+    ctxs[#ctxs + 1] = {
+      sync = s.name, target = tname, target_type = e.cfg.targets[tname].type, settings = s,
+      is_active = function() return true end, kv = { get = function() return nil end },
+    }
   end
 
   local group_errors = {}

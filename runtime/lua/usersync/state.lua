@@ -433,8 +433,8 @@ end
 
 -- Marks the operations of run_id not sent yet as skipped, for `reason`.
 function M.skip_pending(db, run_id, reason)
-  return db:exec("UPDATE operations SET status = 'skipped', error = ? WHERE run_id = ? AND status = 'pending'",
-    reason, run_id)
+  return db:exec([[UPDATE operations SET status = 'skipped', error = ?
+      WHERE run_id = ? AND status = 'pending']], reason, run_id)
 end
 
 -- Closes the runs process `pid` left running (a run that raised after it
@@ -450,7 +450,8 @@ end
 function M.last_ended(db, sync, ok)
   local row
   if ok then
-    row = db:first("SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' ORDER BY id DESC LIMIT 1", sync)
+    row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok'
+        ORDER BY id DESC LIMIT 1]], sync)
   else
     row = db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
         AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
