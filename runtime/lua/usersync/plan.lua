@@ -77,6 +77,13 @@ function M.copy(v)
   return c
 end
 
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
 local function set_of(list)
   local s = {}
   for _, v in ipairs(list or {}) do s[lower(v)] = v end
@@ -531,11 +538,7 @@ end
 -- Phase 3: wanted groups the target does not have are created, or their
 -- memberships skipped.
 local function missing_groups(st)
-  local gkeys = {}
-  for gk in pairs(st.wanted_groups) do gkeys[#gkeys + 1] = gk end
-  table.sort(gkeys)
-
-  for _, gk in ipairs(gkeys) do
+  for _, gk in ipairs(sorted_keys(st.wanted_groups)) do
     local gname = st.wanted_groups[gk]
     if not st.tgroups[gk] then
       if st.groups_cfg.create_missing then
@@ -626,11 +629,8 @@ end
 -- accounts, in groups it manages or memberships it added): the base of
 -- limits.max_membership_removals as a percentage.
 local function memberships(st)
-  local keys = {}
-  for k in pairs(st.desired) do keys[#keys + 1] = k end
-  table.sort(keys)
-  st.keys = keys
-  for _, key in ipairs(keys) do
+  st.keys = sorted_keys(st.desired)
+  for _, key in ipairs(st.keys) do
     local d = st.desired[key]
     if not d.deactivate then account_memberships(st, key, d) end
   end
