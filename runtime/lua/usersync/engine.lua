@@ -1,7 +1,11 @@
 -- usersync.engine: read -> map -> plan -> (safety) -> apply -> record, for
--- `usersync plan`, `apply` and `sync`. The mechanics
--- (HTTP, paging, rate limits, concurrency) live in the C clients; this file
--- only orchestrates them and asks the policy.
+-- `usersync plan`, `apply` and `sync`. The mechanics (HTTP, paging, rate
+-- limits, concurrency) live in the C clients; this file opens them and the
+-- store, takes the run locks and plans each sync entry target by target.
+-- Its parts: usersync.source (Okta reads), usersync.snapshot (target
+-- reads), usersync.plan (the planner), usersync.merge (entries sharing a
+-- target), usersync.apply (applying and the journal), usersync.state (the
+-- store's statements), usersync.memory (the collector while planning).
 --
 --   local engine = require "usersync.engine"
 --   local e = assert(engine.open(cfg, { trigger = "manual" }))
