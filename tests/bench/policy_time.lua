@@ -15,7 +15,6 @@ package.path = (os.getenv("SOURCE_DIR") or ".") .. "/tests/lua/?.lua;" .. packag
 local fakes = require "support.fakes"
 local json = require "usersync.json"
 local policy = require "usersync.policy"
-local plan = require "usersync.plan"
 local clock = require("usersync.time").monotonic
 
 local NU = tonumber(arg and arg[1]) or 10000
