@@ -15,7 +15,6 @@ package.path = (os.getenv("SOURCE_DIR") or ".") .. "/tests/lua/?.lua;" .. packag
 local fakes = require "support.fakes"
 local json = require "usersync.json"
 local policy = require "usersync.policy"
-local plan = require "usersync.plan"
 local clock = require("usersync.time").monotonic
 
 local NU = tonumber(arg and arg[1]) or 10000
@@ -66,7 +65,7 @@ for _, mode in ipairs({ "manual", "on_the_fly" }) do
                    defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
     local ctx = { sync = "main", target = ttype, target_type = ttype, settings = sync,
       is_active = function(status)
-        local v = plan.STATUS[status]
+        local v = require("usersync.source").STATUS[status]
         if v == "active" then return true elseif v == "inactive" then return false end
         return nil
       end,

@@ -170,6 +170,32 @@ test("Jira lead hand-over comes before deactivation; without a configured lead t
   t:contains(p.conflicts[1].message, "leads projects or components")
 end)
 
+test("leads read after the plan (p.leavers, plan.hand_over) give the plan built with them", function(t)
+  local s = sync_entry { users = { project_lead = "svc-admin" } }
+  local function input(leads)
+    return { sync = s, source = { users = { user("00u3", "carl@example.com") }, groups = {} },
+      accounts = { { name = "lead", active = true, groups = {} }, { name = "held", active = true, groups = {} },
+                   { name = "plain", active = true, groups = {} } },
+      links = { ["00u1"] = "lead", ["00u2"] = "held", ["00u4"] = "plain" }, leads = leads }
+  end
+  local leads = { lead = { projects = { "ABC" }, components = {} }, held = { projects = {}, components = { "1" } } }
+  local with = build(input(leads))
+  local p = build(input(nil))
+  local names = {}
+  for _, l in ipairs(p.leavers) do names[#names + 1] = l.account.name end
+  t:same(names, { "held", "lead", "plain" }, "the accounts to deactivate, for one leads read")
+  t:eq(with.leavers, nil, "none left to read when leads were given")
+  plan.hand_over(p, leads, s)
+  t:same(lines(p), lines(with))
+  t:same(lines(p), { "create_user carl@example.com",
+                     "handover_lead lead", "deactivate_user lead", "deactivate_user plain" })
+  t:same(p.counts, with.counts); t:eq(p.deprovisions, with.deprovisions); t:eq(p.deprovisions, 2)
+  t:same(p.conflicts, with.conflicts)
+  t:contains(p.conflicts[1].message, "held leads projects or components")
+  for i, o in ipairs(p.ops) do t:same(plan.plain(o), plan.plain(with.ops[i])) end
+  t:eq(p.leavers, nil)
+end)
+
 test("delete needs users.delete; otherwise a policy's delete becomes deactivate", function(t)
   local s = sync_entry { users = { delete = true } }
   local p = build { sync = s, source = { users = {}, groups = {} },

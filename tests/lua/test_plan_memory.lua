@@ -2,7 +2,7 @@
 -- must not change. The Okta users of a scope read lose only
 -- _links, credentials and type (a policy hook sees everything else, the
 -- profile whole); a plan's ops answer every field by name (some come from
--- a shared metatable) and plan.plain lists them all; the streamed plan text
+-- a shared metatable), pairs() and plan.plain list them all; the streamed plan text
 -- and plan file are byte for byte what plan_text / json.encode give.
 local test = require "tap"
 local json = require "usersync.json"
@@ -114,7 +114,7 @@ local function sample()
   return plan.build(input)
 end
 
-test("ops answer kind, subject, target and reason by name; plan.plain lists every field", function(t)
+test("ops answer kind, subject, target and reason by name; pairs and plan.plain list every field", function(t)
   local p = sample()
   local by = {}
   for _, o in ipairs(p.ops) do by[o.kind] = by[o.kind] or o end
@@ -134,6 +134,15 @@ test("ops answer kind, subject, target and reason by name; plan.plain lists ever
       t:eq(c[k], o[k])
     end
     for k, v in pairs(o) do t:eq(c[k], v) end
+    local listed = {}
+    for k in pairs(o) do
+      t:eq(listed[k], nil, o.kind .. ": pairs lists " .. tostring(k) .. " once")
+      listed[k] = true
+    end
+    for _, k in ipairs({ "kind", "target", "subject", "reason" }) do
+      t:ok(listed[k], o.kind .. ": pairs lists " .. k)
+    end
+    if o.kind == "add_member" then t:ok(listed.why, "pairs lists why") end
   end
   t:eq(#p.conflicts, 1, "dup and DUP map to one name")
 end)
@@ -198,16 +207,16 @@ test("streamed plan file and plan text: byte-identical to the whole-document for
   t:eq(table.concat(colored), report.plan_text(run_plan, { color = true }))
 end)
 
-test("plan.gc_pause sets the GC pause and restores it on exit, also after an error", function(t)
+test("memory.pause sets the GC pause and restores it on exit, also after an error", function(t)
   local orig = collectgarbage("setpause", 200)
   do
-    local _ <close> = plan.gc_pause(150)
+    local _ <close> = require("usersync.memory").pause(150)
     local inside = collectgarbage("setpause", 150)
     t:ok(math.abs(inside - 150) <= 4, "set inside (Lua stores the pause in steps of 4): " .. inside)
   end
   t:eq(collectgarbage("setpause", 200), 200, "restored")
   t:raises(function()
-    local _ <close> = plan.gc_pause(130)
+    local _ <close> = require("usersync.memory").pause(130)
     error("boom")
   end, "boom")
   t:eq(collectgarbage("setpause", orig), 200, "restored after an error")

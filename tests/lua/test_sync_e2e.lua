@@ -276,11 +276,15 @@ test("a mass deprovision over limits.max_deprovision stops with exit 3; --force 
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
 end)
 
-test("a Jira project lead leaving: leads handed over first, then deactivated", function(t)
-  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+local LEADS_TO_SVC = { users = { project_lead = "svc-admin", component_lead = "svc-admin" } }
+
+-- A Jira world after a first sync where bob leads project ABC and its
+-- component, then leaves the app's scope.
+local function lead_leaving(t)
+  local jira = { users = { { name = "svc-admin", key = "K0", displayName = "Service",
+                             emailAddress = "svc@example.com", active = true } },
                  groups = {}, members = {}, projects = {}, components = {} }
-  local w <close> = base_world { products = { "jira" }, jira = jira,
-    sync = { users = { project_lead = "svc-admin", component_lead = "svc-admin" } } }
+  local w = base_world { products = { "jira" }, jira = jira, sync = LEADS_TO_SVC }
   t:eq(w:usersync("sync").code, 0)
   local st = w.jira:state()
   st.projects = { { key = "ABC", name = "Alpha", lead = "bob.stone@example.com" } }
@@ -288,12 +292,41 @@ test("a Jira project lead leaving: leads handed over first, then deactivated", f
   w.jira:put_state(st)
   w.app_users = { "00u1", "00u3" }
   w:load()
+  return w
+end
+
+test("a Jira project lead leaving: leads handed over first, then deactivated", function(t)
+  local w <close> = lead_leaving(t)
   local r = w:usersync("sync")
   t:eq(r.code, 0, r.stderr)
-  st = w.jira:state()
+  local st = w.jira:state()
   t:eq(st.projects[1].lead, "svc-admin")
   t:eq(st.components[1].lead, "svc-admin")
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, false)
+end)
+
+test("a Jira lead leaving is planned once: the leads are read after the plan, once", function(t)
+  local w <close> = lead_leaving(t)
+  -- the policy's deprovision hook says each time it is asked
+  local policy = w.dir .. "/policy.lua"
+  local f = assert(io.open(policy, "w"))
+  f:write([[
+return {
+  deprovision = function(account, reason, ctx)
+    print("deprovision asked for " .. account.name)
+    return "deactivate"
+  end,
+}
+]])
+  f:close()
+  w:write_config({ policy = policy, users = LEADS_TO_SVC.users })
+  w.jira:clear_requests()
+  local r = w:usersync("plan")
+  t:eq(r.code, 0, r.stderr)
+  t:match(r.stdout, "hand over leads +bob%.stone@example%.com")
+  local _, asked = r.stderr:gsub("deprovision asked for bob%.stone@example%.com", "")
+  t:eq(asked, 1, "the plan asks the policy once per leaver")
+  t:eq(w.jira:count{ path = "/project/ABC/components$", method = "GET" }, 1, "the leads are read once")
 end)
 
 test("Confluence seat limit reached: clear failure for the rest, exit 1, others applied", function(t)

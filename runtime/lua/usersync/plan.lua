@@ -16,7 +16,7 @@
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
---     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (created by us, or returning)
+--     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (ours, or returning)
 --     returning = { ["00u2"] = { "stash-users" } },  -- groups to give back to a returning account
 --     single = true,                           -- optional: the run's only sync entry (see below)
 --   }
@@ -31,9 +31,9 @@
 --
 -- Operation: { kind, target, subject, reason, okta_id?, ... } (target, the
 -- reason of create_user and add_member, and add_member's kind and subject
--- come from the op's metatable: read them by name; pairs() does not list
--- them, plan.plain(op) gives every field) where kind is
--- one of (in plan order):
+-- come from the op's metatable, for memory; pairs() lists them all the
+-- same, and plan.plain(op) copies every field) where kind is one of (in
+-- plan order):
 --   create_group{group}  create_user{name, display_name, email}
 --   link{name} (adopt an existing account: no server write)
 --   update_user{name, changes = { display_name = {from,to}, email = {from,to} }}
@@ -77,6 +77,13 @@ function M.copy(v)
   return c
 end
 
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
 local function set_of(list)
   local s = {}
   for _, v in ipairs(list or {}) do s[lower(v)] = v end
@@ -86,7 +93,7 @@ end
 -- The context hooks get: which sync and target, the settings
 -- (a copy), is_active(status) by the status map, and kv reads.
 function M.context(input)
-  local status_map = input.status_map or M.STATUS
+  local status_map = input.status_map or require("usersync.source").STATUS
   return {
     sync = input.sync.name, target = input.target.name, target_type = input.target.type,
     settings = M.copy(input.sync),
@@ -114,88 +121,166 @@ end
 
 local function by_group_name(a, b) return a.profile.name < b.profile.name end
 
--- Builds the plan for one target. See the header for `input`.
-function M.build(input)
-  local sync, target, pol = input.sync, input.target, input.policy
-  local caps = M.CAPS[target.type] or {}
-  local users_cfg = sync.users or {}
-  local groups_cfg = sync.groups or {}
-  local ops, conflicts, errors, notes = {}, {}, {}, {}
-  -- Every op reads `target`, and the reason of the bulk kinds (LAZY_REASON),
-  -- from a metatable; an add_member op also its kind and subject (= name),
-  -- so it holds 4 fields (group, name, okta_id, seq): a 100,000-user first
-  -- sync plans over a million ops, and each field beyond 4 doubled a table.
-  local login_of = {}   -- okta id -> login, for the reasons built on demand
-  local op_mt = { __index = function(o, k)
-    if k == "target" then return target.name end
-    if k == "reason" then
-      local why = LAZY_REASON[o.kind]
-      if why then return why(o, login_of[o.okta_id]) end
+-- Operations ----------------------------------------------------------------
+--
+-- A 100,000-user first sync plans over a million ops, and each field beyond
+-- 4 doubles a table: every op reads `target`, and the reason of the bulk
+-- kinds (LAZY_REASON), from a metatable; an add_member op also its kind,
+-- subject (= name) and why, so it holds 4 fields (group, name, okta_id,
+-- seq). The metatables' __pairs lists those fields too, after the op's own.
+
+-- A __pairs that walks o's own fields, then the fields named in `given`
+-- that the metatable answers (and o does not hold itself).
+local function pairs_with(given)
+  return function(o)
+    local own, i = true, 0
+    local function step(_, k)
+      if own then
+        local nk, v = next(o, k)
+        if nk ~= nil then return nk, v end
+        own = false
+      end
+      while i < #given do
+        i = i + 1
+        local name = given[i]
+        local v = o[name]
+        if v ~= nil and rawget(o, name) == nil then return name, v end
+      end
     end
-  end }
-  -- One metatable per reason a membership is added (op.why): "mapping"
-  -- (a group rule), "default" (defaults.all_users) or "new_user"
-  -- (defaults.new_users given to a new account: it stays once given).
+    return step, o, nil
+  end
+end
+
+-- The metatables of one target's ops: op_mt for every kind but the added
+-- memberships, and one per reason a membership is added (op.why):
+-- "mapping" (a group rule), "default" (defaults.all_users) or "new_user"
+-- (defaults.new_users given to a new account: it stays once given).
+-- login_of: okta id -> login, for the reasons built on demand.
+local function op_metatables(target_name, login_of)
+  local op_mt = {
+    __index = function(o, k)
+      if k == "target" then return target_name end
+      if k == "reason" then
+        local why = LAZY_REASON[o.kind]
+        if why then return why(o, login_of[o.okta_id]) end
+      end
+    end,
+    __pairs = pairs_with({ "target", "reason" }),
+  }
+
   local add_mts = {}
+  local add_given = pairs_with({ "kind", "subject", "target", "why", "reason" })
   for _, why in ipairs({ "mapping", "default", "new_user" }) do
-    add_mts[why] = { __index = function(o, k)
-      if k == "kind" then return "add_member" end
-      if k == "subject" then return rawget(o, "name") end
-      if k == "target" then return target.name end
-      if k == "why" then return why end
-      if k == "reason" then return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")]) end
-    end }
+    add_mts[why] = {
+      __index = function(o, k)
+        if k == "kind" then return "add_member" end
+        if k == "subject" then return rawget(o, "name") end
+        if k == "target" then return target_name end
+        if k == "why" then return why end
+        if k == "reason" then
+          return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")])
+        end
+      end,
+      __pairs = add_given,
+    }
   end
-  local function op(o, mt)
-    setmetatable(o, mt or op_mt)
-    ops[#ops + 1] = o
-    return o
-  end
-  local function note(msg) notes[#notes + 1] = msg end
 
-  local ctx = M.context(input)
+  return op_mt, add_mts
+end
 
-  -- Target state, by lowercase name.
-  local accounts = {}
-  for _, a in ipairs(input.accounts or {}) do accounts[lower(a.name)] = a end
-  local tgroups = set_of(input.groups)
-  local links = input.links or {}
-  local linked_by_account = {}
-  for okta_id, name in pairs(links) do linked_by_account[lower(name)] = okta_id end
-  local owned_m = input.owned_memberships or {}
-  local owned_g = input.owned_groups or {}
-  local new_accounts = input.new_accounts or {}
-  local claimed = input.claimed or {}
+-- The planner's state: the input, read into lookups once, and what the
+-- phases produce. Each phase below reads and extends it.
+local function new_state(input)
+  local st = {
+    input = input, sync = input.sync, target = input.target, pol = input.policy,
+    caps = M.CAPS[input.target.type] or {},
+    users_cfg = input.sync.users or {}, groups_cfg = input.sync.groups or {},
+    ctx = M.context(input),
 
-  -- Okta groups that count, once per group. A group whose hook failed
-  -- makes the plan incomplete: its memberships cannot be judged.
-  local counted = {}
-  local group_errors = false
-  for id, g in pairs(input.source.groups or {}) do
-    local ok, err = pol:include_group(g, ctx)
+    -- target state, by lowercase name
+    accounts = {}, tgroups = set_of(input.groups),
+    links = input.links or {}, linked_by_account = {},
+    owned_m = input.owned_memberships or {}, owned_g = input.owned_groups or {},
+    new_accounts = input.new_accounts or {}, claimed = input.claimed or {},
+
+    -- the result
+    ops = {}, conflicts = {}, errors = {}, notes = {}, login_of = {},
+    deprovisions = 0, managed_memberships = 0, new_ids = {}, leavers = {},
+
+    -- between phases
+    counted = {},          -- Okta group id -> group, for the groups that count
+    mapped = {},           -- one m = { user, login, account, key } per mapped user
+    by_name = {},          -- lowercase account -> m, or a list of m for a duplicate
+    seen = {},             -- okta id -> "read", or "kept" when mapped
+    failed_ids = {},       -- okta ids whose user hook failed
+    desired = {},          -- lowercase account -> m, matched (see desire_groups)
+    managed_groups = {},   -- lowercase group -> name (groups this sync manages)
+    wanted_groups = {},    -- lowercase group -> name (must exist)
+    missing = {},          -- lowercase group -> true (wanted, absent, not created)
+  }
+
+  for _, a in ipairs(input.accounts or {}) do st.accounts[lower(a.name)] = a end
+  for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
+  for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
+  st.op_mt, st.add_mts = op_metatables(input.target.name, st.login_of)
+  return st
+end
+
+local function add_op(st, o, mt)
+  setmetatable(o, mt or st.op_mt)
+  st.ops[#st.ops + 1] = o
+  return o
+end
+
+local function note(st, fmt, ...)
+  st.notes[#st.notes + 1] = fmt:format(...)
+end
+
+local function conflict(st, name, okta_id, message)
+  st.conflicts[#st.conflicts + 1] = { name = name, okta_id = okta_id, message = message }
+end
+
+local function policy_error(st, okta_id, subject, message)
+  st.errors[#st.errors + 1] = { okta_id = okta_id, subject = subject, message = message }
+end
+
+-- An account addressed by another name than the one the policy gave.
+local function named(acct, name)
+  return setmetatable({ name = name }, { __index = acct })
+end
+
+-- Phase 0: the Okta groups that count, once per group. A group whose hook
+-- failed makes the plan incomplete: its memberships cannot be judged.
+local function count_groups(st)
+  for id, g in pairs(st.input.source.groups or {}) do
+    local ok, err = st.pol:include_group(g, st.ctx)
     if ok == nil then
-      errors[#errors + 1] = { subject = "group " .. tostring(g.profile and g.profile.name or id), message = err }
-      group_errors = true
+      policy_error(st, nil, "group " .. tostring(g.profile and g.profile.name or id), err)
+      st.group_errors = true
     elseif ok then
-      counted[id] = g
+      st.counted[id] = g
     end
   end
+end
 
-  -- 1. Map every source user; find duplicate usernames.
-  local mapped, by_name = {}, {}
-  local seen = {}  -- okta id -> "read", or "kept" when mapped (its linked account stays in scope)
-  for _, u in ipairs(input.source.users or {}) do
-    seen[u.id] = "read"
+-- Phase 1: map every source user (the policy's user hook); users that
+-- map to one name are conflicts, and none of them is applied.
+local function map_users(st)
+  local by_name = st.by_name
+  for _, u in ipairs(st.input.source.users or {}) do
+    st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
-    local acct, err = pol:user(u, ctx)
+    local acct, err = st.pol:user(u, st.ctx)
+
     if err then
-      errors[#errors + 1] = { okta_id = u.id, subject = login, message = err }
+      policy_error(st, u.id, login, err)
+      st.failed_ids[u.id] = true
     elseif acct then
       local key = lower(acct.name)
-      seen[u.id] = "kept"
-      -- also the user's desired state (desired_groups_of), once matched
+      st.seen[u.id] = "kept" -- its linked account stays in scope
       local m = { user = u, login = login, account = acct, key = key }
-      mapped[#mapped + 1] = m
+      st.mapped[#st.mapped + 1] = m
+
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
       local prev = by_name[key]
       if prev == nil then
@@ -207,439 +292,564 @@ function M.build(input)
       end
     end
   end
-  local failed_ids = {}
-  for _, e in ipairs(errors) do if e.okta_id then failed_ids[e.okta_id] = true end end
 
   for _, list in pairs(by_name) do
     if not list.user then
       local logins = {}
       for _, m in ipairs(list) do logins[#logins + 1] = m.login; m.conflict = true end
       table.sort(logins)
-      conflicts[#conflicts + 1] = { name = list[1].account.name,
-        message = ("Okta users %s all map to the username %q; neither is applied"):format(table.concat(logins, ", "), list[1].account.name) }
+      local name = list[1].account.name
+      conflict(st, name, nil, ("Okta users %s all map to the username %q; neither is applied")
+        :format(table.concat(logins, ", "), name))
+    end
+  end
+end
+
+-- Phase 2a: a mapped user's link. Returns the account as it is to be
+-- addressed, its lowercase key, the linked account (nil when none, or
+-- gone) and whether it is still being onboarded; or nil (a conflict).
+local function follow_link(st, m)
+  local u, acct, key = m.user, m.account, m.key
+  local linked_name = st.links[u.id]
+  if not linked_name then return acct, key, nil, false end
+
+  local existing = st.accounts[lower(linked_name)]
+  if not existing then
+    note(st, "%s: linked account %q no longer exists in %s; it will be created again",
+      m.login, linked_name, st.target.name)
+    return acct, key, nil, false
+  end
+
+  -- Created by usersync but its new-user groups not all given yet.
+  local is_new = st.new_accounts[lower(linked_name)] == u.id
+  if lower(linked_name) == key then return acct, key, existing, is_new end
+
+  -- Login changed in Okta: rename the linked account (never delete + create).
+  local taken = st.accounts[key]
+  if taken and taken ~= existing then
+    conflict(st, acct.name, u.id, ("%s: cannot rename %q to %q: that username is taken by "
+      .. "another account"):format(m.login, linked_name, acct.name))
+    return nil
+  end
+
+  if not st.caps.rename or not st.users_cfg.rename then
+    if not st.caps.rename then
+      note(st, "%s: %s cannot rename accounts; %q keeps its name (Okta login now maps to %q)",
+        m.login, st.target.type, linked_name, acct.name)
+    else
+      note(st, "%s: rename %q -> %q not applied (users.rename = false)",
+        m.login, linked_name, acct.name)
+    end
+    return named(acct, existing.name), lower(existing.name), existing, is_new
+  end
+
+  add_op(st, { kind = "rename_user", subject = linked_name, from = existing.name, to = acct.name,
+               okta_id = u.id, reason = ("Okta login of %s changed"):format(m.login) })
+  return acct, key, existing, is_new
+end
+
+-- Phase 2b: a user with no linked account adopts the account of its name
+-- or gets one created. Returns false (nothing to do for it), or true, the
+-- account (nil when created) and whether it is new.
+local function adopt_or_create(st, m, acct, key)
+  local u = m.user
+  local candidate = st.accounts[key]
+
+  if candidate then
+    local owner = st.linked_by_account[key]
+    if owner and owner ~= u.id then
+      conflict(st, acct.name, u.id, ("%s: username %q is already linked to Okta user %s")
+        :format(m.login, acct.name, owner))
+      return false
+    end
+    local o = add_op(st, { kind = "link", subject = candidate.name, name = candidate.name,
+                           okta_id = u.id })
+    if st.new_accounts[key] == u.id then
+      -- A run that died while creating this account made it: it is ours.
+      o.created = true
+      o.reason = ("record the account created for %s by an interrupted run"):format(m.login)
+      return true, candidate, true
+    end
+    o.reason = ("adopt the existing account of %s"):format(m.login)
+    return true, candidate, false
+  end
+
+  if not acct.active then return false end -- inactive in Okta and no account: nothing to do
+  if not st.users_cfg.create then
+    note(st, "%s: no account %q in %s and users.create = false", m.login, acct.name, st.target.name)
+    return false
+  end
+  st.login_of[u.id] = m.login
+  add_op(st, { kind = "create_user", subject = acct.name, name = acct.name, -- reason: LAZY_REASON
+               display_name = acct.display_name, email = acct.email, okta_id = u.id })
+  return true, nil, true
+end
+
+-- Phase 2c: an existing account's attributes (the first sync entry that
+-- claims an account sets them) and its active state.
+local function plan_attributes(st, m, acct, key, existing)
+  local u = m.user
+  local claim = st.claimed[key]
+  local first_claim = not (claim and claim ~= st.sync.name)
+
+  local changes = {}
+  if acct.display_name and acct.display_name ~= existing.display_name then
+    changes.display_name = { from = existing.display_name, to = acct.display_name }
+  end
+  -- A product that hides e-mail addresses (Confluence) reports none:
+  -- unknown is not different, so no update is planned for it.
+  if acct.email and acct.email ~= "" and existing.email ~= nil
+      and lower(acct.email) ~= lower(existing.email) then
+    changes.email = { from = existing.email, to = acct.email }
+  end
+
+  if next(changes) and first_claim then
+    if st.users_cfg.update then
+      -- Addressed by the account's current name: a rename, if any, comes after.
+      add_op(st, { kind = "update_user", subject = existing.name, name = existing.name,
+                   changes = changes, okta_id = u.id, reason = "profile changed in Okta" })
+    else
+      note(st, "%s: profile differs but users.update = false", m.login)
     end
   end
 
-  -- 2. Match each mapped user to an account: link, adoption or creation.
-  local desired_groups_of = {}   -- lowercase account -> its m, with account (as matched), existing, want
-                                 -- (lowercase group -> group name) or deactivate
-  local managed_groups = {}      -- lowercase group -> name (groups this sync manages)
-  for g in pairs(owned_g) do managed_groups[lower(g)] = g end
-  local wanted_groups = {}       -- lowercase group -> name (must exist)
-  local new_ids = {}             -- okta ids whose accounts get the new-user groups now
-
-  for _, m in ipairs(mapped) do
-    local u, acct, key = m.user, m.account, m.key
-    if m.conflict then goto continue end
-    if input.only and not input.only[u.id] then goto continue end
-
-    local linked_name = links[u.id]
-    local existing, is_new = nil, false
-    if linked_name then
-      existing = accounts[lower(linked_name)]
-      -- Created by usersync but its new-user groups not all given yet.
-      if existing and new_accounts[lower(linked_name)] == u.id then is_new = true end
-      if not existing then
-        note(("%s: linked account %q no longer exists in %s; it will be created again"):format(m.login, linked_name, target.name))
-      elseif lower(linked_name) ~= key then
-        -- Login changed in Okta: rename the linked account (never delete + create).
-        local taken = accounts[key]
-        if taken and taken ~= existing then
-          conflicts[#conflicts + 1] = { name = acct.name, okta_id = u.id,
-            message = ("%s: cannot rename %q to %q: that username is taken by another account"):format(m.login, linked_name, acct.name) }
-          goto continue
-        elseif not caps.rename then
-          note(("%s: %s cannot rename accounts; %q keeps its name (Okta login now maps to %q)"):format(m.login, target.type, linked_name, acct.name))
-          acct = setmetatable({ name = existing.name }, { __index = acct })
-          key = lower(existing.name)
-        elseif not users_cfg.rename then
-          note(("%s: rename %q -> %q not applied (users.rename = false)"):format(m.login, linked_name, acct.name))
-          acct = setmetatable({ name = existing.name }, { __index = acct })
-          key = lower(existing.name)
-        else
-          op { kind = "rename_user", subject = linked_name, from = existing.name, to = acct.name, okta_id = u.id,
-               reason = ("Okta login of %s changed"):format(m.login) }
-        end
-      end
+  if acct.active and existing.active == false then
+    if st.users_cfg.reactivate then
+      add_op(st, { kind = "reactivate_user", subject = acct.name, name = acct.name, okta_id = u.id,
+                   reason = ("%s is %s in Okta"):format(m.login, tostring(u.status)) })
+    else
+      note(st, "%s: account inactive but users.reactivate = false", m.login)
     end
-    if not existing then
-      local candidate = accounts[key]
-      if candidate then
-        local owner = linked_by_account[key]
-        if owner and owner ~= u.id then
-          conflicts[#conflicts + 1] = { name = acct.name, okta_id = u.id,
-            message = ("%s: username %q is already linked to Okta user %s"):format(m.login, acct.name, owner) }
-          goto continue
-        end
-        existing = candidate
-        if new_accounts[key] == u.id then
-          -- A run that died while creating this account made it: it is ours.
-          is_new = true
-          op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id, created = true,
-               reason = ("record the account created for %s by an interrupted run"):format(m.login) }
-        else
-          op { kind = "link", subject = candidate.name, name = candidate.name, okta_id = u.id,
-               reason = ("adopt the existing account of %s"):format(m.login) }
-        end
-      elseif acct.active then
-        if not users_cfg.create then
-          note(("%s: no account %q in %s and users.create = false"):format(m.login, acct.name, target.name))
-          goto continue
-        end
-        login_of[u.id] = m.login
-        op { kind = "create_user", subject = acct.name, name = acct.name, display_name = acct.display_name,
-             email = acct.email, okta_id = u.id } -- reason: LAZY_REASON
-        is_new = true
-      else
-        goto continue -- inactive in Okta and no account: nothing to do
-      end
-    end
+  elseif not acct.active and existing.active ~= false then
+    m.deactivate = true
+  end
+end
 
-    -- An existing account (adopted or linked) is addressed by its own
-    -- spelling, not the Okta login's: a server may look names up
-    -- case-sensitively. (A rename planned above addresses it by the new name.)
-    if existing and existing.name ~= acct.name and lower(existing.name) == lower(acct.name) then
-      acct = setmetatable({ name = existing.name }, { __index = acct })
-    end
+-- A failing hook applies nothing for its user: its error is recorded and
+-- the operations planned for it so far are dropped.
+local function fail_user(st, m, message)
+  policy_error(st, m.user.id, m.login, message)
+  local ops, id = st.ops, m.user.id
+  for i = #ops, 1, -1 do if ops[i].okta_id == id then table.remove(ops, i) end end
+end
 
-    -- Attributes: the first sync entry that claims an account sets them.
-    local claim = claimed[key]
-    local first_claim = not (claim and claim ~= sync.name)
-    if existing then
-      local changes = {}
-      if acct.display_name and acct.display_name ~= existing.display_name then
-        changes.display_name = { from = existing.display_name, to = acct.display_name }
-      end
-      -- A product that hides e-mail addresses (Confluence) reports none:
-      -- unknown is not different, so no update is planned for it.
-      if acct.email and acct.email ~= "" and existing.email ~= nil and lower(acct.email) ~= lower(existing.email) then
-        changes.email = { from = existing.email, to = acct.email }
-      end
-      if next(changes) and first_claim then
-        if users_cfg.update then
-          -- Addressed by the account's current name: a rename, if any, comes after.
-          op { kind = "update_user", subject = existing.name, name = existing.name, changes = changes, okta_id = u.id,
-               reason = "profile changed in Okta" }
-        else
-          note(("%s: profile differs but users.update = false"):format(m.login))
-        end
-      end
-      if acct.active and existing.active == false then
-        if users_cfg.reactivate then
-          op { kind = "reactivate_user", subject = acct.name, name = acct.name, okta_id = u.id,
-               reason = ("%s is %s in Okta"):format(m.login, tostring(u.status)) }
-        else
-          note(("%s: account inactive but users.reactivate = false"):format(m.login))
-        end
-      elseif not acct.active and existing.active ~= false then
-        m.deactivate = true
-      end
-    end
+-- Phase 2d: the groups an active user should be in (group rules, then the
+-- defaults), each with why it is wanted. Sets m.account, m.existing,
+-- m.want (lowercase group -> name) and m.why, and st.desired[key] = m.
+local function desire_groups(st, m, acct, key, existing, is_new)
+  local u, pol, ctx = m.user, st.pol, st.ctx
+  local ugroups = {}
+  for _, gid in ipairs(u.groups or {}) do
+    local g = st.counted[gid]
+    if g then ugroups[#ugroups + 1] = g end
+  end
+  table.sort(ugroups, by_group_name)
 
-    -- Groups this user should be in.
-    if acct.active then
-      local ugroups = {}
-      for _, gid in ipairs(u.groups or {}) do
-        local g = counted[gid]
-        if g then ugroups[#ugroups + 1] = g end
-      end
-      table.sort(ugroups, by_group_name)
-      local names, err = pol:groups(u, ugroups, ctx)
-      local defaults, err2
-      if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
-      if not names or not defaults then
-        errors[#errors + 1] = { okta_id = u.id, subject = m.login, message = err or err2 }
-        -- Drop this user's operations planned above: a failing hook applies nothing for them.
-        for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
-        goto continue
-      end
-      -- Why each group is wanted: a new account's new-user defaults (those
-      -- it would not get as an existing account) are "new_user".
-      local as_old = defaults
-      if is_new then
-        as_old, err2 = pol:default_groups(acct, false, ctx)
-        if not as_old then
-          errors[#errors + 1] = { okta_id = u.id, subject = m.login, message = err2 }
-          for i = #ops, 1, -1 do if ops[i].okta_id == u.id then table.remove(ops, i) end end
-          goto continue
-        end
-      end
-      local old_set = {}
-      for _, g in ipairs(as_old) do old_set[lower(g)] = true end
-      local want, why = {}, {}
-      -- A returning account (deprovisioned by group removal) is
-      -- provisioned like a new one: it also gets back the groups no rule
-      -- manages that the deprovisioning took (its licence group).
-      local back = is_new and input.returning and input.returning[u.id]
-      for _, gname in ipairs(back or {}) do
-        local gk = lower(gname)
-        want[gk], why[gk] = gname, "new_user"
-        wanted_groups[gk] = wanted_groups[gk] or gname
-      end
-      for i = 1, 2 do
-        for _, gname in ipairs(i == 1 and names or defaults) do
-          local gk = lower(gname)
-          want[gk] = gname
-          if i == 2 then
-            why[gk] = (is_new and not old_set[gk]) and "new_user" or why[gk] or "default"
-          else
-            why[gk] = "mapping"
-          end
-          managed_groups[gk] = managed_groups[gk] or gname
-          wanted_groups[gk] = wanted_groups[gk] or gname
-        end
-      end
-      m.account, m.existing, m.want, m.why = acct, existing, want, why
-      desired_groups_of[key] = m
-      if is_new then new_ids[#new_ids + 1] = u.id end
-    elseif m.deactivate then
-      m.account, m.existing = acct, existing -- m.deactivate is set
-      desired_groups_of[key] = m
-    end
-    ::continue::
+  local names, err = pol:groups(u, ugroups, ctx)
+  local defaults, err2
+  if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
+  if not names or not defaults then return fail_user(st, m, err or err2) end
+
+  -- Why each group is wanted: a new account's new-user defaults (those
+  -- it would not get as an existing account) are "new_user".
+  local as_old = defaults
+  if is_new then
+    as_old, err2 = pol:default_groups(acct, false, ctx)
+    if not as_old then return fail_user(st, m, err2) end
+  end
+  local old_set = {}
+  for _, g in ipairs(as_old) do old_set[lower(g)] = true end
+
+  local want, why = {}, {}
+  local managed, wanted = st.managed_groups, st.wanted_groups
+  -- A returning account (deprovisioned by group removal) is provisioned
+  -- like a new one: it also gets back the groups no rule manages that the
+  -- deprovisioning took (its licence group).
+  local back = is_new and st.input.returning and st.input.returning[u.id]
+  for _, gname in ipairs(back or {}) do
+    local gk = lower(gname)
+    want[gk], why[gk] = gname, "new_user"
+    wanted[gk] = wanted[gk] or gname
+  end
+
+  for _, gname in ipairs(names) do
+    local gk = lower(gname)
+    want[gk], why[gk] = gname, "mapping"
+    managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
+  end
+  for _, gname in ipairs(defaults) do
+    local gk = lower(gname)
+    want[gk] = gname
+    why[gk] = (is_new and not old_set[gk]) and "new_user" or why[gk] or "default"
+    managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
+  end
+
+  m.account, m.existing, m.want, m.why = acct, existing, want, why
+  st.desired[key] = m
+  if is_new then st.new_ids[#st.new_ids + 1] = u.id end
+end
+
+-- Phase 2: match each mapped user to an account (link, adoption or
+-- creation), plan its attributes and the groups it should be in.
+local function match_user(st, m)
+  local acct, key, existing, is_new = follow_link(st, m)
+  if not acct then return end
+
+  if not existing then
+    local go
+    go, existing, is_new = adopt_or_create(st, m, acct, key)
+    if not go then return end
+  end
+
+  -- An existing account (adopted or linked) is addressed by its own
+  -- spelling, not the Okta login's: a server may look names up
+  -- case-sensitively. (A rename planned above addresses it by the new name.)
+  if existing and existing.name ~= acct.name and lower(existing.name) == lower(acct.name) then
+    acct = named(acct, existing.name)
+  end
+
+  if existing then plan_attributes(st, m, acct, key, existing) end
+
+  if acct.active then
+    desire_groups(st, m, acct, key, existing, is_new)
+  elseif m.deactivate then
+    m.account, m.existing = acct, existing -- m.deactivate is set
+    st.desired[key] = m
+  end
+end
+
+local function match_accounts(st)
+  local only = st.input.only
+  for _, m in ipairs(st.mapped) do
+    if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end
   end
 
   -- Groups mapped in the config count as managed even with no member yet.
-  if groups_cfg.mode ~= "on_the_fly" then
-    for _, v in pairs(groups_cfg.map or {}) do
-      for _, gname in ipairs(type(v) == "table" and v or { v }) do managed_groups[lower(gname)] = managed_groups[lower(gname)] or gname end
+  if st.groups_cfg.mode ~= "on_the_fly" then
+    for _, v in pairs(st.groups_cfg.map or {}) do
+      for _, gname in ipairs(type(v) == "table" and v or { v }) do
+        local gk = lower(gname)
+        st.managed_groups[gk] = st.managed_groups[gk] or gname
+      end
     end
   end
+end
 
-  -- 3. Missing target groups.
-  local missing = {}
-  local gkeys = {}
-  for gk in pairs(wanted_groups) do gkeys[#gkeys + 1] = gk end
-  table.sort(gkeys)
-  for _, gk in ipairs(gkeys) do
-    if not tgroups[gk] then
-      if groups_cfg.create_missing then
-        op { kind = "create_group", subject = wanted_groups[gk], group = wanted_groups[gk],
-             reason = "mapped group does not exist" }
+-- Phase 3: wanted groups the target does not have are created, or their
+-- memberships skipped.
+local function missing_groups(st)
+  for _, gk in ipairs(sorted_keys(st.wanted_groups)) do
+    local gname = st.wanted_groups[gk]
+    if not st.tgroups[gk] then
+      if st.groups_cfg.create_missing then
+        add_op(st, { kind = "create_group", subject = gname, group = gname,
+                     reason = "mapped group does not exist" })
       else
-        missing[gk] = true
-        note(("group %q does not exist in %s and groups.create_missing = false; its memberships are skipped")
-          :format(wanted_groups[gk], target.name))
+        st.missing[gk] = true
+        note(st, "group %q does not exist in %s and groups.create_missing = false; "
+          .. "its memberships are skipped", gname, st.target.name)
       end
     end
   end
+end
 
-  -- 4. Memberships of managed (linked or adopted) accounts.
-  local keys = {}
-  for k in pairs(desired_groups_of) do keys[#keys + 1] = k end
-  table.sort(keys)
-  -- Memberships this entry manages in the target now (of its mapped
-  -- accounts, in groups it manages or memberships it added): the base of
-  -- limits.max_membership_removals as a percentage.
-  local managed_memberships = 0
-  for _, key in ipairs(keys) do
-    local d = desired_groups_of[key]
-    local name = d.account.name
-    if d.deactivate then goto next_account end
-    local current = {}
-    for _, g in ipairs(d.existing and d.existing.groups or {}) do
-      local gk = lower(g)
-      current[gk] = g
-      if managed_groups[gk] or (owned_m[gk] and owned_m[gk][key]) then managed_memberships = managed_memberships + 1 end
-    end
-    local adds = {}
-    for gk, gname in pairs(d.want) do
-      if not current[gk] and not missing[gk] then adds[#adds + 1] = tgroups[gk] or gname end
-    end
-    table.sort(adds)
-    if #adds > 0 then login_of[d.user.id] = d.login end
-    for _, g in ipairs(adds) do
-      -- kind, subject, reason, why: add_mts
-      op({ group = g, name = name, okta_id = d.user.id }, add_mts[d.why[lower(g)] or "mapping"])
-    end
-    local removes = {}
-    for gk, gname in pairs(current) do
-      if not d.want[gk] then
-        local owned = owned_m[gk] and owned_m[gk][key]
-        if owned or (groups_cfg.keep_existing == false and managed_groups[gk]) then
-          removes[#removes + 1] = gname
-        end
-      end
-    end
-    -- Groups given only to new accounts (defaults.new_users) stay once given.
-    if #removes > 0 then
-      local as_new, e1 = pol:default_groups(d.account, true, ctx)
-      local as_old, e2 = pol:default_groups(d.account, false, ctx)
-      if not as_new or not as_old then
-        errors[#errors + 1] = { okta_id = d.user.id, subject = d.login, message = e1 or e2 }
-        as_new, as_old, removes = {}, {}, {} -- cannot tell which groups are kept: remove nothing
-      end
-      local only_new = {}
-      for _, g in ipairs(as_new) do only_new[lower(g)] = true end
-      for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
-      -- ... when given as such: a membership usersync added for a group
-      -- rule (or as an all-users default) goes when the rule no longer
-      -- applies, even if the group is also a new-user default.
-      local kept = {}
-      for _, g in ipairs(removes) do
-        local gk = lower(g)
-        local why = owned_m[gk] and owned_m[gk][key]
-        local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
-        if not stays then kept[#kept + 1] = g end
-      end
-      removes = kept
-    end
-    table.sort(removes)
-    for _, g in ipairs(removes) do
-      op { kind = "remove_member", subject = name, group = g, name = name, okta_id = d.user.id,
-           reason = ("%s is no longer in a group that maps to %s"):format(d.login, g) }
-    end
-    ::next_account::
+-- Of the groups an account is to leave, those it keeps: groups given
+-- only to new accounts (defaults.new_users) stay once given as such.
+local function not_kept(st, d, key, removes)
+  local as_new, e1 = st.pol:default_groups(d.account, true, st.ctx)
+  local as_old, e2 = st.pol:default_groups(d.account, false, st.ctx)
+  if not as_new or not as_old then
+    policy_error(st, d.user.id, d.login, e1 or e2)
+    return {} -- cannot tell which groups are kept: remove nothing
   end
 
-  -- 5. Deprovisioning: only linked accounts whose Okta user left scope, was
-  -- left out by the policy, or is inactive in Okta. Users whose hooks failed
-  -- are never deprovisioned.
-  local leavers = {}
-  for okta_id, name in pairs(links) do
-    if seen[okta_id] ~= "kept" and not failed_ids[okta_id] and (not input.only or input.only[okta_id]) then
-      local a = accounts[lower(name)]
+  local only_new = {}
+  for _, g in ipairs(as_new) do only_new[lower(g)] = true end
+  for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
+
+  -- ... when given as such: a membership usersync added for a group rule
+  -- (or as an all-users default) goes when the rule no longer applies,
+  -- even if the group is also a new-user default.
+  local out = {}
+  for _, g in ipairs(removes) do
+    local gk = lower(g)
+    local why = st.owned_m[gk] and st.owned_m[gk][key]
+    local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
+    if not stays then out[#out + 1] = g end
+  end
+  return out
+end
+
+-- Phase 4, one account: the memberships it gains and loses.
+local function account_memberships(st, key, d)
+  local owned_m, managed = st.owned_m, st.managed_groups
+  local name = d.account.name
+
+  local current = {}
+  for _, g in ipairs(d.existing and d.existing.groups or {}) do
+    local gk = lower(g)
+    current[gk] = g
+    if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
+      st.managed_memberships = st.managed_memberships + 1
+    end
+  end
+
+  local adds = {}
+  for gk, gname in pairs(d.want) do
+    if not current[gk] and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
+  end
+  table.sort(adds)
+  if #adds > 0 then st.login_of[d.user.id] = d.login end
+  for _, g in ipairs(adds) do
+    -- kind, subject, reason, why: add_mts
+    local mt = st.add_mts[d.why[lower(g)] or "mapping"]
+    add_op(st, { group = g, name = name, okta_id = d.user.id }, mt)
+  end
+
+  local removes = {}
+  for gk, gname in pairs(current) do
+    if not d.want[gk] then
+      local owned = owned_m[gk] and owned_m[gk][key]
+      if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
+        removes[#removes + 1] = gname
+      end
+    end
+  end
+  if #removes > 0 then removes = not_kept(st, d, key, removes) end
+  table.sort(removes)
+  for _, g in ipairs(removes) do
+    add_op(st, { kind = "remove_member", subject = name, group = g, name = name,
+                 okta_id = d.user.id,
+                 reason = ("%s is no longer in a group that maps to %s"):format(d.login, g) })
+  end
+end
+
+-- Phase 4: memberships of the matched accounts. Also counts the
+-- memberships this entry manages in the target now (of its mapped
+-- accounts, in groups it manages or memberships it added): the base of
+-- limits.max_membership_removals as a percentage.
+local function memberships(st)
+  st.keys = sorted_keys(st.desired)
+  for _, key in ipairs(st.keys) do
+    local d = st.desired[key]
+    if not d.deactivate then account_memberships(st, key, d) end
+  end
+end
+
+-- Phase 5a: the accounts to deprovision: only linked accounts whose Okta
+-- user left scope, was left out by the policy, or is inactive in Okta.
+-- Users whose hooks failed are never deprovisioned.
+local function find_leavers(st)
+  local only, leavers = st.input.only, {}
+  for okta_id, name in pairs(st.links) do
+    local gone = st.seen[okta_id] ~= "kept" and not st.failed_ids[okta_id]
+    if gone and (not only or only[okta_id]) then
+      local a = st.accounts[lower(name)]
       if a then
         leavers[#leavers + 1] = { okta_id = okta_id, account = a,
-          reason = seen[okta_id] and "left out by the policy" or "no longer in scope" }
+          reason = st.seen[okta_id] and "left out by the policy" or "no longer in scope" }
       end
     end
   end
-  for _, key in ipairs(keys) do
-    local d = desired_groups_of[key]
+
+  for _, key in ipairs(st.keys) do
+    local d = st.desired[key]
     if d.deactivate and d.existing then
       leavers[#leavers + 1] = { okta_id = d.user.id, account = d.existing, inactive = true,
         reason = ("%s is inactive in Okta"):format(d.login) }
     end
   end
+
   table.sort(leavers, function(a, b) return lower(a.account.name) < lower(b.account.name) end)
+  return leavers
+end
 
-  local deprovisions = 0
-  for _, l in ipairs(leavers) do
-    local a = l.account
-    local key = lower(a.name)
-    if claimed[key] and claimed[key] ~= sync.name then goto next_leaver end
-    local action, err
-    if l.inactive then
-      action = "deactivate"
-    else
-      action, err = pol:deprovision(a, l.reason, ctx)
-      if not action then
-        errors[#errors + 1] = { okta_id = l.okta_id, subject = a.name, message = err }
-        goto next_leaver
-      end
-    end
-    if action == "deactivate" and not caps.deactivate then
-      action = "remove_groups"
-      note(("%s: %s cannot deactivate accounts; removing it from every group instead"):format(a.name, target.type))
-    end
-    if action == "delete" and not users_cfg.delete then
-      note(("%s: policy asks to delete, but users.delete = false; deactivating instead"):format(a.name))
-      action = caps.deactivate and "deactivate" or "remove_groups"
-    end
-    if action == "deactivate" and not users_cfg.deactivate then
-      note(("%s: %s but users.deactivate = false; kept"):format(a.name, l.reason))
-      action = "keep"
-    end
-    if action == "deactivate" and a.active == false then action = "keep" end
-    if action == "keep" then goto next_leaver end
-
-    if action == "remove_groups" and #(a.groups or {}) == 0 then goto next_leaver end -- nothing left to take
-    deprovisions = deprovisions + 1
-    if action == "remove_groups" then
-      for _, g in ipairs(a.groups or {}) do
-        -- restore: a group no rule manages (a licence group), given back
-        -- if the account returns (input.returning)
-        local gk = lower(g)
-        op { kind = "remove_member", subject = a.name, group = g, name = a.name, okta_id = l.okta_id,
-             deprovision = true, reason = l.reason,
-             restore = not managed_groups[gk] and not (owned_m[gk] and owned_m[gk][key]) or nil }
-      end
-    else
-      local leads = input.leads and input.leads[key]
-      if caps.leads and leads and (#(leads.projects or {}) > 0 or #(leads.components or {}) > 0) then
-        local to_p, to_c = users_cfg.project_lead, users_cfg.component_lead
-        if (#(leads.projects or {}) > 0 and not to_p) or (#(leads.components or {}) > 0 and not to_c) then
-          conflicts[#conflicts + 1] = { name = a.name, okta_id = l.okta_id,
-            message = ("%s leads projects or components and no users.project_lead/component_lead is configured; not deprovisioned"):format(a.name) }
-          deprovisions = deprovisions - 1
-          goto next_leaver
-        end
-        op { kind = "handover_lead", subject = a.name, name = a.name, deprovision = true, projects = leads.projects or {},
-             components = leads.components or {}, to_project_lead = to_p, to_component_lead = to_c,
-             okta_id = l.okta_id, reason = "before " .. action .. ": " .. l.reason }
-      end
-      op { kind = action .. "_user", subject = a.name, name = a.name, okta_id = l.okta_id, deprovision = true,
-           reason = l.reason }
-    end
-    ::next_leaver::
+-- Phase 5b: what becomes of leaver l: "deactivate", "delete",
+-- "remove_groups" or "keep" (the policy asks, the config and the product
+-- decide); nil after a policy error.
+local function deprovision_action(st, l)
+  local a, caps, users_cfg = l.account, st.caps, st.users_cfg
+  local action = "deactivate"
+  if not l.inactive then
+    local err
+    action, err = st.pol:deprovision(a, l.reason, st.ctx)
+    if not action then return policy_error(st, l.okta_id, a.name, err) end
   end
 
-  -- Plan order, stable within a kind.
+  if action == "deactivate" and not caps.deactivate then
+    action = "remove_groups"
+    note(st, "%s: %s cannot deactivate accounts; removing it from every group instead",
+      a.name, st.target.type)
+  end
+  if action == "delete" and not users_cfg.delete then
+    note(st, "%s: policy asks to delete, but users.delete = false; deactivating instead", a.name)
+    action = caps.deactivate and "deactivate" or "remove_groups"
+  end
+  if action == "deactivate" and not users_cfg.deactivate then
+    note(st, "%s: %s but users.deactivate = false; kept", a.name, l.reason)
+    action = "keep"
+  end
+  if action == "deactivate" and a.active == false then action = "keep" end
+  -- nothing left to take
+  if action == "remove_groups" and #(a.groups or {}) == 0 then action = "keep" end
+  return action
+end
+
+-- Phase 5c: the ops that deprovision leaver l. A deactivation or deletion
+-- on a product with leads is recorded in st.leavers (hand_over).
+local function deprovision_one(st, l, action)
+  local a = l.account
+  local key = lower(a.name)
+  st.deprovisions = st.deprovisions + 1
+
+  if action == "remove_groups" then
+    for _, g in ipairs(a.groups) do
+      -- restore: a group no rule manages (a licence group), given back if
+      -- the account returns (input.returning)
+      local gk = lower(g)
+      local ours = st.managed_groups[gk] or (st.owned_m[gk] and st.owned_m[gk][key])
+      add_op(st, { kind = "remove_member", subject = a.name, group = g, name = a.name,
+                   okta_id = l.okta_id, deprovision = true, reason = l.reason,
+                   restore = not ours or nil })
+    end
+    return
+  end
+
+  local o = add_op(st, { kind = action .. "_user", subject = a.name, name = a.name,
+                         okta_id = l.okta_id, deprovision = true, reason = l.reason })
+  if st.caps.leads then
+    st.leavers[#st.leavers + 1] = { account = a, key = key, okta_id = l.okta_id, action = action,
+                                    reason = l.reason, op = o }
+  end
+end
+
+local function deprovision(st)
+  for _, l in ipairs(find_leavers(st)) do
+    local key = lower(l.account.name)
+    local claim = st.claimed[key]
+    if not (claim and claim ~= st.sync.name) then
+      local action = deprovision_action(st, l)
+      if action and action ~= "keep" then deprovision_one(st, l, action) end
+    end
+  end
+end
+
+-- Phase 5d: leavers who lead Jira projects or components (leads: lowercase
+-- account -> { projects, components }) first hand them over to the
+-- configured leads; without one configured the leaver is a conflict and
+-- not deprovisioned. `t` is the planner's state or a built plan (ops,
+-- conflicts, leavers, deprovisions). Returns the dropped deprovision ops.
+local function hand_over(t, leads, users_cfg)
+  local to_p, to_c = users_cfg.project_lead, users_cfg.component_lead
+  local dropped = {}
+  for _, l in ipairs(t.leavers) do
+    local led = leads[l.key]
+    local projects, components = led and led.projects or {}, led and led.components or {}
+    if #projects > 0 and not to_p or #components > 0 and not to_c then
+      local a = l.account
+      t.conflicts[#t.conflicts + 1] = { name = a.name, okta_id = l.okta_id,
+        message = ("%s leads projects or components and no users.project_lead/component_lead "
+          .. "is configured; not deprovisioned"):format(a.name) }
+      t.deprovisions = t.deprovisions - 1
+      dropped[l.op] = true
+    elseif #projects > 0 or #components > 0 then
+      local o = { kind = "handover_lead", subject = l.account.name, name = l.account.name,
+                  deprovision = true, projects = projects, components = components,
+                  to_project_lead = to_p, to_component_lead = to_c, okta_id = l.okta_id,
+                  reason = "before " .. l.action .. ": " .. l.reason }
+      t.ops[#t.ops + 1] = setmetatable(o, getmetatable(l.op))
+    end
+  end
+
+  if next(dropped) then
+    local keep = {}
+    for _, o in ipairs(t.ops) do if not dropped[o] then keep[#keep + 1] = o end end
+    t.ops = keep
+  end
+  t.leavers = {}
+end
+
+-- Plan order, stable within a kind (seq: the place in `ops` so far).
+-- Renumbers seq and returns the counts by kind.
+local function order(ops)
   for i, o in ipairs(ops) do o.seq = i end
   table.sort(ops, function(a, b)
     if RANK[a.kind] ~= RANK[b.kind] then return RANK[a.kind] < RANK[b.kind] end
     return a.seq < b.seq
   end)
+
   local counts = {}
   for i, o in ipairs(ops) do
     o.seq = i
     counts[o.kind] = (counts[o.kind] or 0) + 1
   end
-  -- What other sync entries of the run need (engine.lua, multiple
-  -- sources); input.single (the only entry planned) leaves them empty.
+  return counts
+end
+
+-- Phase 6: the plan, in plan order, with what other sync entries of the
+-- run need (engine.lua, multiple sources); input.single (the only entry
+-- planned) leaves those empty.
+local function result(st)
+  local counts = order(st.ops)
   local mapped_keys = {}
   local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
   local active_keys = {}
-  if not input.single then
-    for _, m in ipairs(mapped) do
+  if not st.input.single then
+    for _, m in ipairs(st.mapped) do
       if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
     end
-    for k, d in pairs(desired_groups_of) do
+    for k, d in pairs(st.desired) do
       if d.want then
         wanted[k] = d.want
         active_keys[k] = true
       end
     end
   end
-  return { target = target.name, target_type = target.type, ops = ops, conflicts = conflicts,
-           errors = errors, notes = notes, counts = counts, deprovisions = deprovisions,
-           managed_users = #mapped, managed_memberships = managed_memberships, mapped_keys = mapped_keys, new_ids = new_ids,
-           wanted = wanted, active_keys = active_keys, incomplete = group_errors or nil }
+
+  return {
+    target = st.target.name, target_type = st.target.type,
+    ops = st.ops, conflicts = st.conflicts, errors = st.errors, notes = st.notes,
+    counts = counts, deprovisions = st.deprovisions,
+    managed_users = #st.mapped, managed_memberships = st.managed_memberships,
+    mapped_keys = mapped_keys, new_ids = st.new_ids, wanted = wanted, active_keys = active_keys,
+    incomplete = st.group_errors or nil,
+    leavers = st.leavers[1] and st.leavers or nil,
+  }
 end
 
--- Memory: the GC pause to use while a whole-org plan is
--- built or written out (Lua's default 200 lets the heap reach twice what is
--- live; writing a million-line plan is nearly all garbage). Sets `pause`
--- and returns a to-be-closed value that restores the previous one:
---   local _ <close> = plan.gc_pause(150)
-function M.gc_pause(pause)
-  local old = collectgarbage("setpause", pause)
-  return setmetatable({}, { __close = function() collectgarbage("setpause", old) end })
+-- Builds the plan for one target. See the header for `input`. Where the
+-- product has leads (Jira) and input.leads is not given, p.leavers lists
+-- the accounts to deactivate or delete ({ account, ... }): read their
+-- leads and pass them to plan.hand_over(p, leads, sync).
+function M.build(input)
+  local st = new_state(input)
+  count_groups(st)
+  map_users(st)
+  match_accounts(st)
+  missing_groups(st)
+  memberships(st)
+  deprovision(st)
+  if input.leads then hand_over(st, input.leads, st.users_cfg) end
+  return result(st)
 end
 
--- For report.write_plan_text: a large plan (over 10,000 ops) is written
--- after a full collection with a pause of 150 (the million short-lived
--- lines of a 100,000-user first sync otherwise grow the heap by half again;
--- the plan file's few large pieces are not worth the extra cycles). Returns
--- gc_pause's to-be-closed value, or nil for a small plan.
-function M.gc_for_writing(run_plan)
-  local n = 0
-  for _, s in ipairs(run_plan.syncs) do
-    for _, tp in ipairs(s.targets) do n = n + #tp.ops end
-  end
-  if n <= 10000 then return nil end
-  collectgarbage()
-  return M.gc_pause(150)
+-- Completes plan p with the hand-over of the leads its leavers hold
+-- (leads: lowercase account -> { projects = {keys}, components = {ids} },
+-- as a Jira target's leads() reads them); sync is the plan's sync entry.
+-- Returns p, in plan order and recounted.
+function M.hand_over(p, leads, sync)
+  if not p.leavers then return p end
+  hand_over(p, leads, sync.users or {})
+  p.leavers = nil
+  p.counts = order(p.ops)
+  return p
 end
 
 -- Every field of an operation (also those its metatable gives) in a new
 -- plain table: for serialising one (planfile, the store).
-local META_FIELDS = { "kind", "target", "subject", "reason", "why" }
 function M.plain(o)
   local c = {}
   for k, v in pairs(o) do c[k] = v end
-  for _, k in ipairs(META_FIELDS) do c[k] = o[k] end
   return c
 end
 
@@ -662,11 +872,5 @@ function M.recount(p)
   p.counts, p.deprovisions = counts, dep
   return p
 end
-
--- Okta status -> account state; `sources.X.status_map` overrides.
-M.STATUS = {
-  ACTIVE = "active", PASSWORD_EXPIRED = "active", LOCKED_OUT = "active", RECOVERY = "active",
-  PROVISIONED = "active", SUSPENDED = "inactive", DEPROVISIONED = "inactive", STAGED = "skip",
-}
 
 return M

@@ -71,7 +71,7 @@ local RESET = "\27[0m"
 -- The plan is data, written as it is; its free texts are scrubbed first:
 --   report.write_plan_text(planfile.scrub(run_plan), io.write)
 function M.write_plan_text(run_plan, write, opts)
-  local _ <close> = require("usersync.plan").gc_for_writing(run_plan)
+  local _ <close> = require("usersync.memory").for_writing(run_plan)
   local color = opts and opts.color
   local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end

@@ -28,6 +28,7 @@ local config = require "usersync.config"
 local log = require "usersync.log"
 local json = require "usersync.json"
 local time = require "usersync.time"
+local state = require "usersync.state"
 
 local M = {}
 
@@ -104,19 +105,11 @@ Serve.__index = Serve
 
 -- The id of this process (as the store records it in runs.pid), also to
 -- run jobs with the very same binary.
-local self_pid = require("usersync.state").pid
+local self_pid = state.pid
 
 -- The store's cursors table holds serve's resume points: System Log
 -- cursors and watermarks, the waiting users, the jobs' last runs.
-local function get_cursor(db, name)
-  local row = db:first("SELECT value FROM cursors WHERE name = ?", name)
-  return row and row.value
-end
-
-local function put_cursor(db, name, value)
-  return db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
-      value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], name, value)
-end
+local get_cursor, put_cursor = state.cursor, state.set_cursor
 
 local function read_file(path)
   local f, err = io.open(path, "rb")
@@ -155,9 +148,8 @@ function Serve:schedule(cfg, now)
   for _, s in ipairs(cfg.sync) do
     if s.every then
       local every = config.parse_duration(s.every)
-      local row = self.engine.db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
-          AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], s.name)
-      local last = row and row.ended and time.parse(row.ended)
+      local ended = state.last_ended(self.engine.db, s.name)
+      local last = ended and time.parse(ended)
       -- Never ran: at once; else `every` after the last one, jittered.
       local at = last and (math.max(last + every, now) + self:jitter(every)) or now
       self.due[s.name] = { at = at, every = every }
@@ -190,15 +182,14 @@ end
 function Serve:observe_runs(run_ids, trigger, started)
   local db = self.engine.db
   for _, id in ipairs(run_ids or {}) do
-    local run = db:first("SELECT sync, outcome FROM runs WHERE id = ?", id)
+    local run = state.run_outcome(db, id)
     if run then
       metrics.add("usersync_runs_total", { sync = run.sync, trigger = trigger, outcome = run.outcome }, 1)
       metrics.observe("usersync_run_duration_seconds", { sync = run.sync, trigger = trigger }, time.now() - started)
       if run.outcome == "ok" then
         metrics.set("usersync_last_success_timestamp_seconds", { sync = run.sync }, time.now())
       end
-      for row in db:rows([[SELECT target, kind, status, count(*) AS n FROM operations WHERE run_id = ?
-          GROUP BY target, kind, status]], id) do
+      for row in state.op_totals(db, id) do
         metrics.add("usersync_operations_total", { target = row.target, kind = row.kind, result = row.status }, row.n)
       end
     end
@@ -239,8 +230,7 @@ function Serve:run(opts)
     local why = tostring(ok and perr or summary)
     -- A run that raised after it began stays 'running' in the store:
     -- close it (the pid is this live process, so nothing else would).
-    e.db:exec([[UPDATE runs SET outcome = 'failed', error = ?, ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-        WHERE outcome = 'running' AND pid = ?]], require("usersync.secrets").mask(why), self.pid or -1)
+    state.fail_running(e.db, self.pid or -1, why)
     if self.srv:stopping() then
       log.warn { msg = "run stopped on request before it applied anything", sync = opts.sync, trigger = opts.trigger }
       return nil, "stopped"
@@ -314,7 +304,7 @@ function Serve:save_pending()
     list[#list + 1] = { id = id, trigger = p.trigger, source = p.source }
   end
   if #list == 0 then
-    self.engine.db:exec("DELETE FROM cursors WHERE name = ?", PENDING)
+    state.drop_cursor(self.engine.db, PENDING)
   else
     put_cursor(self.engine.db, PENDING, json.encode(json.array(list)))
   end
@@ -426,7 +416,7 @@ function Serve:poll()
           -- cover the gap.
           log.warn { msg = "the stored System Log cursor was refused; polling from now", source = name,
                      error = err, code = code }
-          db:exec("DELETE FROM cursors WHERE name = ?", key)
+          state.drop_cursor(db, key)
           cursor = nil
         end
       end
@@ -650,8 +640,8 @@ function M.run(cfg, ctx)
   self.engine = e
   -- The last success survives a restart in the store; so does its metric.
   for _, sy in ipairs(cfg.sync) do
-    local row = e.db:first("SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' ORDER BY id DESC LIMIT 1", sy.name)
-    local at = row and row.ended and time.parse(row.ended)
+    local ended = state.last_ended(e.db, sy.name, true)
+    local at = ended and time.parse(ended)
     if at then metrics.set("usersync_last_success_timestamp_seconds", { sync = sy.name }, at) end
   end
   self:load_pending()

@@ -422,6 +422,71 @@ function M.intent_key(kind, okta_id, group)
   return kind .. "\31" .. okta_id .. "\31" .. lower(group or "")
 end
 
+-- The last completed run's number of users in scope (to spot an empty
+-- read), or nil.
+function M.last_in_scope(db, sync)
+  local row = db:first([[SELECT counts FROM runs WHERE sync = ? AND outcome IN ('ok', 'partial')
+      AND command IN ('sync', 'apply') AND scope IS NULL ORDER BY id DESC LIMIT 1]], sync)
+  local counts = row and row.counts and json.decode(row.counts)
+  return counts and counts.users_in_scope
+end
+
+-- Marks the operations of run_id not sent yet as skipped, for `reason`.
+function M.skip_pending(db, run_id, reason)
+  return db:exec([[UPDATE operations SET status = 'skipped', error = ?
+      WHERE run_id = ? AND status = 'pending']], reason, run_id)
+end
+
+-- Closes the runs process `pid` left running (a run that raised after it
+-- began): failed, with message err.
+function M.fail_running(db, pid, err)
+  return db:exec([[UPDATE runs SET outcome = 'failed', error = ?,
+      ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE outcome = 'running' AND pid = ?]],
+    secrets.mask(err), pid)
+end
+
+-- When the last full run of a sync entry ended (any outcome), or the last
+-- run with outcome 'ok' (ok = true): the timestamp text, or nil.
+function M.last_ended(db, sync, ok)
+  local row
+  if ok then
+    row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok'
+        ORDER BY id DESC LIMIT 1]], sync)
+  else
+    row = db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
+        AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
+  end
+  return row and row.ended
+end
+
+-- A run's sync entry and outcome ({ sync, outcome }), or nil.
+function M.run_outcome(db, run_id)
+  return db:first("SELECT sync, outcome FROM runs WHERE id = ?", run_id)
+end
+
+-- The operations of a run by target, kind and status: an iterator over
+-- { target, kind, status, n }.
+function M.op_totals(db, run_id)
+  return db:rows([[SELECT target, kind, status, count(*) AS n FROM operations WHERE run_id = ?
+      GROUP BY target, kind, status]], run_id)
+end
+
+-- The store's cursors: serve's resume points (System Log cursors and
+-- watermarks, the waiting users, the jobs' last runs), text by name.
+function M.cursor(db, name)
+  local row = db:first("SELECT value FROM cursors WHERE name = ?", name)
+  return row and row.value
+end
+
+function M.set_cursor(db, name, value)
+  return db:exec([[INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET
+      value = excluded.value, updated = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], name, value)
+end
+
+function M.drop_cursor(db, name)
+  return db:exec("DELETE FROM cursors WHERE name = ?", name)
+end
+
 function M.end_run(db, run_id, outcome, counts, err)
   return db:exec([[UPDATE runs SET outcome = ?, counts = ?, error = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?]],

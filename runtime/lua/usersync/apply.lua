@@ -1,0 +1,345 @@
+-- usersync.apply: applies a run plan, entry by entry and target by target,
+-- recording every operation in the store's journal as it goes: the intent
+-- before a write is sent, the outcome after. The safety limits withhold
+-- the destructive kinds; a store that cannot be written stops the sending.
+--
+--   local apply = require "usersync.apply"
+--   local summary = apply.run(e, run_plan, { force = false, command = "sync" })
+--   -- summary = { exit, runs = {id...}, ok, failed, withheld, stop = {reasons}, ... }
+--
+-- Uses the engine for its target clients (e:target), the store (e.db), the
+-- run locks, progress events and stop requests.
+local report = require "usersync.report"
+local state = require "usersync.state"
+local log = require "usersync.log"
+local config = require "usersync.config"
+
+local M = {}
+
+M.EXIT_OK, M.EXIT_FAILED, M.EXIT_SAFETY = 0, 1, 3
+M.LOCK_TTL = 600
+
+local DESTRUCTIVE = report.DESTRUCTIVE
+
+-- Operations per chunk. A chunk holds operations of one kind (plan order
+-- holds across chunks): their intents are recorded in one transaction, the
+-- chunk is sent, and their outcomes are recorded in one transaction. So a
+-- write is never sent before its intent is durable, a run killed midway
+-- leaves at most a chunk of unknown outcomes (settled by the next plan,
+-- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
+-- one chunk's requests in flight.
+-- Adds go in larger chunks, ordered by group within their phase: where a
+-- product adds many users to a group in one request (Bitbucket), a chunk
+-- costs about one request per group it touches.
+M.CHUNK = 100
+M.ADD_CHUNK = 1000
+
+-- A store call that must not raise: returns its result, or nil and the
+-- message (disk full, I/O error, ...).
+local function journal(fn, ...)
+  local ok, a, b = pcall(fn, ...)
+  if not ok then return nil, tostring(a) end
+  if a == nil then return nil, tostring(b) end
+  return a
+end
+
+-- Orders the add_member ops of a plan-ordered list by group (then plan
+-- order), in place; other kinds keep their places.
+local function adds_by_group(ops)
+  local first, last
+  for i, o in ipairs(ops) do
+    if o.kind == "add_member" then first = first or i; last = i end
+  end
+  if not first then return end
+
+  local seg = table.move(ops, first, last, 1, {})
+  -- (by seq, the plan position: no field is added to a million ops)
+  local lower = setmetatable({}, { __index = function(t, g)
+    local l = g:lower()
+    t[g] = l
+    return l
+  end })
+  table.sort(seg, function(a, b)
+    local ga, gb = lower[a.group], lower[b.group]
+    if ga ~= gb then return ga < gb end
+    return (a.seq or 0) < (b.seq or 0)
+  end)
+  table.move(seg, 1, #seg, first, ops)
+end
+
+-- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
+-- is sent and returns the ops to send (or nil, err: the store cannot record
+-- them; nothing more is sent); finished(op, ok, info, code) runs for each
+-- outcome and done_chunk() after each chunk (or nil, err likewise).
+-- Returns true, "stopped" when should_stop said so between chunks, nil, err
+-- when the target gave up, or false, err when the store failed.
+local function send_chunks(e, t, ops, per_chunk, finished, done_chunk)
+  local i = 1
+  while i <= #ops do
+    if e:stopping() then return "stopped" end
+    local j, kind = i, ops[i].kind
+    local size = kind == "add_member" and M.ADD_CHUNK or M.CHUNK
+    while j < #ops and j - i + 1 < size and ops[j + 1].kind == kind do j = j + 1 end
+
+    local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
+    if not chunk then return false, err end
+    if #chunk > 0 then
+      local res, aerr = t:apply(chunk, finished)
+      if not res then return nil, aerr end
+    end
+    local ok, derr = done_chunk()
+    if not ok then return false, derr end
+    i = j + 1
+  end
+  return true
+end
+
+-- One apply of a run plan: the engine, the summary and the first store
+-- failure (store_error).
+local Apply = {}
+Apply.__index = Apply
+
+-- The store cannot be written (disk full, I/O error): nothing more is
+-- sent; what was sent and not recorded is settled by the next plan.
+function Apply:store_failed(err)
+  self.store_error = self.store_error
+    or ("cannot record the run in the store %s: %s; nothing more was sent (the next run "
+      .. "settles what was sent and plans the rest again)")
+      :format(self.e.db:path(), (tostring(err):gsub("^.-store: ", "")))
+end
+
+-- A failure of the run (run.failed) and of the apply (summary.failed).
+function Apply:failure(run, n)
+  run.failed = run.failed + (n or 1)
+  self.summary.failed = self.summary.failed + (n or 1)
+end
+
+-- Counts what plan p could not sync: an unread target, conflicts and
+-- policy errors.
+function Apply:count_problems(run, p)
+  local counts, summary = run.counts, self.summary
+  if p.read_error then -- the target could not be read: a failure, not users left unsynced
+    self:failure(run)
+    counts.targets_unread = (counts.targets_unread or 0) + 1
+  end
+  local problems = #p.conflicts + #p.errors
+  if problems > 0 then
+    run.failed = run.failed + problems
+    summary.problems = (summary.problems or 0) + problems
+    counts.conflicts = (counts.conflicts or 0) + #p.conflicts
+    counts.policy_errors = (counts.policy_errors or 0) + #p.errors
+  end
+end
+
+-- The ops of p to send: all but the destructive ones when a safety limit
+-- stops the run (those are counted as withheld).
+function Apply:sendable(p)
+  local ops = {}
+  for _, o in ipairs(p.ops) do
+    if self.stop and DESTRUCTIVE[o.kind] then
+      self.summary.withheld = self.summary.withheld + 1
+    else
+      ops[#ops + 1] = o
+    end
+  end
+  return ops
+end
+
+local WITHHELD = "withheld: a hand-over of its project or component leads failed; "
+  .. "the next run tries again"
+
+-- An account is deprovisioned only after every hand-over of its leads
+-- succeeded; otherwise it is withheld (kept active, so the next run plans
+-- the hand-over and the deprovision again). Returns the ops of chunk to
+-- send, or nil, err (the store failed).
+function Apply:withhold_leavers(run, p, chunk, handover_failed)
+  local kind = chunk[1].kind
+  local deprovisions = kind == "deactivate_user" or kind == "delete_user"
+  if not next(handover_failed) or not deprovisions then return chunk end
+
+  local send, held = {}, {}
+  for _, o in ipairs(chunk) do
+    if handover_failed[o.name:lower()] then
+      held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD", error = WITHHELD } }
+      self.summary.withheld_leads = (self.summary.withheld_leads or 0) + 1
+      log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again",
+        p.target, o.kind, o.subject)
+    else
+      send[#send + 1] = o
+    end
+  end
+  if #held > 0 then
+    local ok, err = journal(state.ops_finished, self.e.db, run.id, run.entry.name, held)
+    if not ok then return nil, err end
+  end
+  return send
+end
+
+-- Sends ops of plan p, recording each chunk. Returns send_chunks' result
+-- and the Okta ids whose ops failed.
+function Apply:send(run, p, ops)
+  local e, summary, counts = self.e, self.summary, run.counts
+  local applied, failed_ids, outcomes = 0, {}, {}
+  local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
+
+  local function finished(op, ok, info, code)
+    local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
+    outcomes[#outcomes + 1] = { op, result }
+    if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
+    if ok then
+      summary.ok = summary.ok + 1
+      counts[op.kind] = (counts[op.kind] or 0) + 1
+    else
+      if op.okta_id then failed_ids[op.okta_id] = true end
+      self:failure(run)
+      log.warn("%s %s %s failed: %s (%s)", p.target, op.kind, op.subject,
+        tostring(info), tostring(code))
+    end
+    applied = applied + 1
+    e.progress{ phase = "apply", name = p.target, state = "update", done = applied, total = #ops,
+      what = "changes", op = op, ok = ok and true or false, info = info, code = code }
+  end
+
+  local function per_chunk(chunk)
+    local send, err = self:withhold_leavers(run, p, chunk, handover_failed)
+    if not send then return nil, err end
+    local ok, serr = journal(state.ops_started, e.db, run.id, send)
+    if not ok then return nil, serr end
+    return send
+  end
+
+  local function done_chunk()
+    local list = outcomes
+    outcomes = {}
+    e:renew_locks()
+    return journal(state.ops_finished, e.db, run.id, run.entry.name, list)
+  end
+
+  adds_by_group(ops)
+  local res, err = send_chunks(e, e:target(p.target), ops, per_chunk, finished, done_chunk)
+  return res, err, failed_ids
+end
+
+-- Applies plan p of the run. Returns false when the run must not go on
+-- (stopped, or the store failed), else true.
+function Apply:target(run, p)
+  local e = self.e
+  self:count_problems(run, p)
+  local ops = self:sendable(p)
+  local nseq, jerr = journal(state.record_plan, e.db, run.id, ops, run.seq)
+  if not nseq then self:store_failed(jerr); return false end
+  run.seq = nseq
+  if #ops == 0 then return true end
+
+  e.progress{ phase = "apply", name = p.target, state = "start", total = #ops, what = "changes",
+    message = ("applying %d changes to %s"):format(#ops, p.target) }
+  local res, err, failed_ids = self:send(run, p, ops)
+  local sent = res and res ~= "stopped"
+  e.progress{ phase = "apply", name = p.target, state = sent and "done" or "failed",
+    error = res == "stopped" and "stopped on request" or err }
+
+  if res == "stopped" then run.interrupted = true; return false end
+  if res == false then self:store_failed(err); return false end
+  if not res then
+    self:failure(run)
+    log.error("applying to %s stopped: %s", p.target, tostring(err))
+    return true
+  end
+
+  -- New accounts that got every group of this run are onboarded.
+  local done = {}
+  for _, id in ipairs(p.new_ids or {}) do
+    if not failed_ids[id] then done[#done + 1] = id end
+  end
+  local ok, merr = journal(state.mark_onboarded, e.db, run.entry.name, p.target, done)
+  if not ok then self:store_failed(merr); return false end
+  return true
+end
+
+-- Ends run `run` as its targets left it. Returns false when the apply
+-- must not go on (the store failed, or stopped on request).
+function Apply:end_run(run)
+  local e, db, name = self.e, self.e.db, run.entry.name
+  if self.store_error then
+    -- Recorded if the store still takes it; if not, the next run marks
+    -- the run interrupted and counts what its journal shows was done.
+    self.summary.failed = self.summary.failed + 1
+    pcall(state.end_run, db, run.id, "failed", run.counts, self.store_error)
+    pcall(state.skip_pending, db, run.id, "not sent: the store could not be written")
+    return false
+  end
+
+  if not run.interrupted and e:stopping() then run.interrupted = true end
+  if run.interrupted then
+    -- Stopped on request (SIGTERM under serve): what was not sent is
+    -- skipped; the next run plans it again.
+    state.skip_pending(db, run.id, "run interrupted (stop requested)")
+    state.end_run(db, run.id, "interrupted", run.counts,
+      "stopped on request before the run finished")
+    db:unlock("sync:" .. name)
+    self.summary.interrupted = true
+    return false
+  end
+
+  local stop = self.stop
+  local outcome = run.failed > 0 and "partial" or (stop and "stopped" or "ok")
+  state.end_run(db, run.id, outcome, run.counts, stop and table.concat(stop, "; ") or nil)
+  if e.cfg.history and e.cfg.history.keep then
+    require("usersync.history").prune(db, config.parse_duration(e.cfg.history.keep))
+  end
+  db:unlock("sync:" .. name)
+  return true
+end
+
+-- Applies the plan of one sync entry as one run. Returns false when the
+-- apply must not go on.
+function Apply:entry(entry)
+  local db, summary = self.e.db, self.summary
+  local lock_ok, lerr = db:lock("sync:" .. entry.name, { ttl = M.LOCK_TTL })
+  if not lock_ok then
+    summary.exit = M.EXIT_FAILED
+    summary.error = lerr
+    return false
+  end
+
+  local run_id, rerr = journal(state.begin_run, db, entry.name, self.e.trigger, self.command,
+    self.scope)
+  if not run_id then self:store_failed(rerr); return false end
+  summary.runs[#summary.runs + 1] = run_id
+
+  local run = { id = run_id, entry = entry, counts = { users_in_scope = entry.users_in_scope },
+                failed = 0, seq = 0, interrupted = false }
+  for _, p in ipairs(entry.targets) do
+    if self.e:stopping() then run.interrupted = true; break end
+    if not self:target(run, p) then break end
+  end
+  return self:end_run(run)
+end
+
+-- Applies run_plan with engine e. opts: { force, command = "sync"|"apply" }.
+-- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop =
+-- {reasons} } (withheld: by the safety limit; withheld_leads: deprovisions
+-- held back because a hand-over of the account's leads failed).
+function M.run(e, run_plan, opts)
+  opts = opts or {}
+  local stop, hard = report.safety(run_plan, { force = opts.force })
+  local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard,
+                   exit = M.EXIT_OK }
+  local self = setmetatable({ e = e, stop = stop, command = opts.command or "sync",
+                              scope = run_plan.scope, summary = summary }, Apply)
+
+  for _, entry in ipairs(run_plan.syncs) do
+    if not self:entry(entry) then break end
+  end
+  e:unlock_entries()
+
+  local store_error = self.store_error
+  if store_error then summary.error = store_error end
+  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then
+    summary.exit = M.EXIT_FAILED
+  end
+  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
+  return summary
+end
+
+return M

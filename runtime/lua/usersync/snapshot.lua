@@ -1,0 +1,201 @@
+-- usersync.snapshot: the engine's target side. Reads what a plan needs of
+-- one target: the whole target once per run (shared by every sync entry
+-- that plans it), or just the accounts a few users map to; and completes a
+-- read that could not tell every group or membership. The mechanics are
+-- the target clients'; every read comes in one shape.
+--
+--   local snapshot = require "usersync.snapshot"
+--   local snap = snapshot.read(e, "jira")            -- e: the engine
+--   local snap = snapshot.read_for(e, "jira", { "alice" })
+--   snap = snapshot.complete(e, "jira", snap, input) -- input: plan.build's
+--   -- snap = { complete, accounts, groups, error?, code?, groups_partial?,
+--   --          memberships_unknown?, requests? }
+--
+-- Uses the engine for its clients (e:target), the run's caches
+-- (e.snapshots, e.group_names, reset by each plan), progress events, stop
+-- requests and lock renewal.
+local plan = require "usersync.plan"
+
+local M = {}
+
+-- The read of a target that could not be read: nothing can be planned
+-- from it.
+function M.unread(err, code)
+  return { complete = false, error = err, code = code, accounts = {}, groups = {} }
+end
+
+-- Reads a whole target once per run (e.snapshots).
+function M.read(e, name)
+  e.snapshots = e.snapshots or {}
+  local snap = e.snapshots[name]
+  if snap then return snap end
+
+  e.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
+  local function progress(done, total, what)
+    if e:stopping() then error("stop requested", 0) end
+    e:renew_locks()
+    e.progress{ phase = "target", name = name, state = "update",
+      done = done, total = total, what = what }
+  end
+  local s, err, code = e:target(name):snapshot{ progress = progress }
+  e.progress{ phase = "target", name = name, state = s and "done" or "failed",
+    error = err, code = code, requests = s and s.requests }
+
+  if s then
+    snap = s
+    -- a cut-short group list comes without memberships (complete)
+    snap.memberships_unknown = s.groups_partial
+  else
+    snap = M.unread(err, code)
+  end
+  e.snapshots[name] = snap
+  return snap
+end
+
+-- A target's group names, listed once per run (e.group_names): the list
+-- and whether it is partial, or nil, err, code.
+local function group_names(e, t, name)
+  e.group_names = e.group_names or {}
+  local known = e.group_names[name]
+  if known then return known end
+
+  local groups = {}
+  local ok, err, code = t:groups(function(page)
+    for _, g in ipairs(page) do groups[#groups + 1] = g end
+  end)
+  -- ETRUNCATED: the server gave part of its groups; the ones needed are
+  -- looked up by name (complete)
+  if not ok and code ~= "ETRUNCATED" then return nil, err, code end
+  known = { groups = groups, partial = not ok or nil }
+  e.group_names[name] = known
+  return known
+end
+
+-- The named accounts of a target (each with its groups) and its group
+-- names. An account that does not exist is simply absent; any other
+-- failure makes the read incomplete.
+local function read_accounts(e, name, names)
+  local t = e:target(name)
+  local known, err, code = group_names(e, t, name)
+  if not known then return M.unread(err, code) end
+
+  local accounts, seen, unknown = {}, {}, nil
+  for _, n in ipairs(names) do
+    local key = n:lower()
+    if not seen[key] then
+      seen[key] = true
+      local a, aerr, acode = t:get(n)
+      if a then
+        accounts[#accounts + 1] = a
+        unknown = unknown or a.groups == nil -- the server did not tell its groups
+      elseif acode ~= "ENOTFOUND" then
+        return M.unread(aerr, acode)
+      end
+    end
+  end
+  return { complete = true, accounts = accounts, groups = known.groups,
+           groups_partial = known.partial, memberships_unknown = unknown }
+end
+
+-- Reads just the named accounts of a target: what a plan for a few users
+-- needs, 1 request per name plus the group listing.
+function M.read_for(e, name, names)
+  e.progress{ phase = "target", name = name, state = "start",
+    message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", name) }
+  local snap = read_accounts(e, name, names)
+  e.progress{ phase = "target", name = name, state = snap.complete and "done" or "failed",
+    error = snap.error, code = snap.code }
+  return snap
+end
+
+-- The target groups a plan of `input` can touch: those the policy gives
+-- (found by a first plan with a policy that notes them), the configured
+-- map, and the groups and memberships the sync owns.
+local function needed_groups(input)
+  local out = {}
+  local function add(g)
+    if type(g) == "string" and not out[g:lower()] then out[g:lower()] = g end
+  end
+
+  local pol = input.policy
+  local rec = setmetatable({}, { __index = pol })
+  function rec:groups(...)
+    local r, err = pol:groups(...)
+    for _, g in ipairs(r or {}) do add(g) end
+    return r, err
+  end
+  function rec:default_groups(...)
+    local r, err = pol:default_groups(...)
+    for _, g in ipairs(r or {}) do add(g) end
+    return r, err
+  end
+  plan.build(setmetatable({ policy = rec }, { __index = input }))
+
+  for _, v in pairs((input.sync.groups or {}).map or {}) do
+    for _, g in ipairs(type(v) == "table" and v or { v }) do add(g) end
+  end
+  for g in pairs(input.owned_groups or {}) do add(g) end
+  for g in pairs(input.owned_memberships or {}) do add(g) end
+  return out
+end
+
+-- Adds group g (lowercase k) to the accounts of a member listing page.
+local function note_members(by, page, g, k)
+  for _, m in ipairs(page) do
+    local a = by[m.name:lower()]
+    if a then
+      a.groups = a.groups or {}
+      local has = false
+      for _, x in ipairs(a.groups) do has = has or x:lower() == k end
+      if not has then a.groups[#a.groups + 1] = g end
+    end
+  end
+end
+
+-- Looks the needed groups up one by name. Returns true, or nil, err, code.
+local function look_up(t, snap, need)
+  local known, by = {}, {}
+  for _, g in ipairs(snap.groups) do known[g:lower()] = true end
+  for _, a in ipairs(snap.accounts) do by[a.name:lower()] = a end
+
+  local keys = {}
+  for k in pairs(need) do keys[#keys + 1] = k end
+  table.sort(keys)
+
+  for _, k in ipairs(keys) do
+    local g = need[k]
+    if not snap.looked_up[k] and (snap.memberships_unknown or not known[k]) then
+      local exists, err, code
+      if snap.memberships_unknown then
+        local ok
+        ok, err, code = t:members(g, function(page) note_members(by, page, g, k) end)
+        exists = ok or (code == "ENOTFOUND" and false) or nil
+      else
+        exists, err, code = t:group_exists(g)
+      end
+      if exists == nil then return nil, err, code end
+
+      snap.looked_up[k] = true
+      if exists and not known[k] then snap.groups[#snap.groups + 1] = g; known[k] = true end
+    end
+  end
+  return true
+end
+
+-- A complete read that could not list every group (snap.groups_partial)
+-- or tell every account's groups (snap.memberships_unknown; a Jira that
+-- cut its groups picker short or ignores expand=groups) is completed with
+-- what the plan of `input` needs: each needed group is read by name, its
+-- members when memberships are unknown, else whether it exists. Groups no
+-- plan touches are never read. Returns snap, or an unread target when a
+-- look-up failed (a read failure of the target, never a policy error).
+function M.complete(e, tname, snap, input)
+  if not snap.complete or not (snap.groups_partial or snap.memberships_unknown) then return snap end
+  snap.looked_up = snap.looked_up or {}
+  local ok, err, code = look_up(e:target(tname), snap, needed_groups(input))
+  if not ok then return M.unread(err, code) end
+  for _, a in ipairs(snap.accounts) do a.groups = a.groups or {} end
+  return snap
+end
+
+return M
