@@ -23,7 +23,7 @@
 **
 **   Listings stream: fn(items, info) is called once per page with the page
 **   decoded (usersync.json rules) and info = { page = n, count = n }; an
-**   error in fn stops the listing (nil, message, "OKTA_CALLBACK"). Without
+**   error in fn stops the listing (nil, message, "ECALLBACK"). Without
 **   fn the items of every page are collected into one array. Returns
 **   { pages = n, items = n } (with fn) or the array (without), or
 **   nil, message, code, err on failure, where err = { code, status,
@@ -33,8 +33,8 @@
 **   c:users([{ filter=, search= }], [fn])   GET /api/v1/users?limit=200
 **   c:user(id_or_login)                     -> user | nil, msg, code, err
 **   c:app_user(app_id, user_id [, {expand="user"}])  GET /api/v1/apps/{id}/users/{uid}: the
-**       AppUser when the app assigns the user | nil, msg, "OKTA_NOT_FOUND", err
-**   c:app(app_id)                           GET /api/v1/apps/{id}: the app | nil, msg, "OKTA_NOT_FOUND"
+**       AppUser when the app assigns the user | nil, msg, "ENOTFOUND", err
+**   c:app(app_id)                           GET /api/v1/apps/{id}: the app | nil, msg, "ENOTFOUND"
 **   c:user_groups(user_id, [fn])            GET /api/v1/users/{id}/groups?limit=200
 **   c:groups([{ filter=, search= }], [fn])  GET /api/v1/groups?limit=200
 **   c:group(group_id)                       -> group | nil, ...
@@ -73,7 +73,7 @@
 **       until the end: Okta gives no count), "users" (users in scope listed;
 **       total nil until the end), "member lists" (counted groups whose
 **       members are all read; total = the number of counted groups). An
-**       error in it fails the read with OKTA_CALLBACK.
+**       error in it fails the read with ECALLBACK.
 **   c:changes{ cursor = url | since = iso8601 (System Log from that time)
 **              [, users = true, groups = true, max_pages = n] }
 **       (max_pages, also for c:logs: at most n pages per poll; the cursor
@@ -128,10 +128,10 @@
 ** budget_share (the governor waits for the window's reset, computed from
 ** the response Date, instead of running into 429).
 **
-** Error codes: see include/usersync/okta.h (OKTA_AUTH, OKTA_OAUTH,
-** OKTA_FORBIDDEN, OKTA_NOT_FOUND, OKTA_BAD_REQUEST, OKTA_RATE_LIMITED,
-** OKTA_SERVER, OKTA_HTTP, OKTA_HTML, OKTA_BAD_JSON, OKTA_BAD_RECORD, OKTA_BAD_LINK,
-** OKTA_CALLBACK, OKTA_CONFIG and the transport codes of usersync.http).
+** Error codes: the target clients' (usersync.target), see
+** include/usersync/okta.h: EAUTH, EFORBIDDEN, ENOTFOUND, EINVALID,
+** ERATELIMIT, EHTTP, ERESPONSE, EBADLINK, ECALLBACK and the transport codes
+** of usersync.http. The err table has source = "okta".
 **
 ** Example (tests/lua/test_okta.lua runs it against the simulator; `url` is its address):
 **   local http, okta = require "usersync.http", require "usersync.okta"
@@ -196,7 +196,7 @@ static char *xstrdup(lua_State *L, const char *s) {
 static int push_error(lua_State *L, const struct us_okta_error *e) {
   lua_pushnil(L);
   lua_pushstring(L, e->message[0] ? e->message : "okta: failed");
-  lua_pushstring(L, e->code[0] ? e->code : "OKTA_HTTP");
+  lua_pushstring(L, e->code[0] ? e->code : "EHTTP");
   lua_createtable(L, 0, 5);
   lua_pushstring(L, e->code);
   lua_setfield(L, -2, "code");
@@ -210,6 +210,8 @@ static int push_error(lua_State *L, const struct us_okta_error *e) {
   lua_setfield(L, -2, "request_id");
   lua_pushstring(L, e->message);
   lua_setfield(L, -2, "message");
+  lua_pushliteral(L, "okta");
+  lua_setfield(L, -2, "source");
   return 4;
 }
 
@@ -587,7 +589,7 @@ static int progress_call(lua_State *L, struct scope_progress *sp, size_t done, l
   int rc = lua_pcall(L, 4, 0, top + 1);
   if (rc != LUA_OK) {
     const char *m = lua_tostring(L, -1);
-    snprintf(err->code, sizeof err->code, "OKTA_CALLBACK");
+    snprintf(err->code, sizeof err->code, "ECALLBACK");
     snprintf(err->message, sizeof err->message, "okta: progress callback failed: %s",
              m ? m : "(error object is not a string)");
   }
@@ -643,7 +645,7 @@ static int on_page(void *ud, const struct us_okta_page *p, struct us_okta_error 
   int rc = lua_pcall(L, 6, 0, top + 1);
   if (rc != LUA_OK) {
     const char *m = lua_tostring(L, -1);
-    snprintf(err->code, sizeof err->code, "OKTA_CALLBACK");
+    snprintf(err->code, sizeof err->code, "ECALLBACK");
     snprintf(err->message, sizeof err->message, "okta: page callback failed: %s",
              m ? m : "(error object is not a string)");
   } else if (ctx->prog && progress_page(L, ctx, p, err)) {
@@ -657,6 +659,7 @@ static int on_page(void *ud, const struct us_okta_page *p, struct us_okta_error 
     snprintf(err->code, sizeof err->code, "ECANCELED");
     snprintf(err->message, sizeof err->message,
              "okta: the HTTP client was closed during the listing");
+    err->transport = 1;
     rc = 1;
   }
   lua_settop(L, top);
@@ -966,7 +969,7 @@ static int c_group(lua_State *L) {
 }
 
 /* c:app_user(app_id, user_id [, { expand = "user" }]) -> AppUser | nil,
-** msg, "OKTA_NOT_FOUND" when the app does not assign that user (directly or
+** msg, "ENOTFOUND" when the app does not assign that user (directly or
 ** through a group) or there is no such user. With expand = "user" the
 ** AppUser carries the User in _embedded.user: one request tells both
 ** whether the user is in scope and what it looks like. */
@@ -996,7 +999,7 @@ static int c_app_user(lua_State *L) {
   return list_one(L, o, 0, 1);
 }
 
-/* c:app(app_id) -> Application | nil, msg, "OKTA_NOT_FOUND": whether the
+/* c:app(app_id) -> Application | nil, msg, "ENOTFOUND": whether the
 ** app exists (a 404 from app_user alone cannot tell "not assigned" from
 ** "no such app"). */
 static int c_app(lua_State *L) {
@@ -1415,7 +1418,7 @@ static int read_users(lua_State *L, struct lokta *o, int ids, int users, int del
   for (size_t i = 0; rc == 0 && i < n; i++) {
     if (!ls[i].failed)
       continue;
-    if (strcmp(errs[i].code, "OKTA_NOT_FOUND") != 0) {
+    if (strcmp(errs[i].code, "ENOTFOUND") != 0) {
       *err = errs[i];
       rc = -1;
     } else if (i < gets) {
@@ -1561,10 +1564,8 @@ static void push_probe(lua_State *L, const struct us_okta_listing *l,
   lua_createtable(L, 0, 3);
   const char *st = "ok";
   if (l->failed) {
-    st = !strcmp(e->code, "OKTA_AUTH") || !strcmp(e->code, "OKTA_FORBIDDEN") ||
-                 !strcmp(e->code, "OKTA_OAUTH")
-             ? "denied"
-         : !strcmp(e->code, "OKTA_NOT_FOUND") ? "not_found"
+    st = !strcmp(e->code, "EAUTH") || !strcmp(e->code, "EFORBIDDEN") ? "denied"
+         : !strcmp(e->code, "ENOTFOUND") ? "not_found"
                                               : "error";
     lua_pushstring(L, e->message);
     lua_setfield(L, -2, "message");
@@ -1574,8 +1575,6 @@ static void push_probe(lua_State *L, const struct us_okta_listing *l,
   lua_pushstring(L, st);
   lua_setfield(L, -2, "status");
 }
-
-static int transport_code(const char *code) { return code[0] == 'E'; }
 
 /* c:check() -> report */
 static int c_check(lua_State *L) {
@@ -1592,7 +1591,7 @@ static int c_check(lua_State *L) {
     o->busy--;
   }
   if (!auth_ok) {
-    int reach = !transport_code(aerr.code);
+    int reach = !aerr.transport;
     lua_pushboolean(L, reach);
     lua_setfield(L, 3, "reachable");
     lua_createtable(L, 0, 3);
@@ -1646,9 +1645,9 @@ static int c_check(lua_State *L) {
   }
   int reachable = 0, authed = 0, all_ok = 1;
   for (size_t i = 0; i < n; i++) {
-    if (!ls[i].failed || !transport_code(errs[i].code))
+    if (!ls[i].failed || !errs[i].transport)
       reachable = 1;
-    if (!ls[i].failed || strcmp(errs[i].code, "OKTA_AUTH") != 0)
+    if (!ls[i].failed || strcmp(errs[i].code, "EAUTH") != 0)
       authed = 1;
     if (ls[i].failed)
       all_ok = 0;

@@ -140,18 +140,36 @@ static char *fmt(const char *f, ...) {
   return p;
 }
 
-static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...)
-    __attribute__((format(printf, 4, 5)));
-static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...) {
+static void vset_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                     va_list ap) {
   if (!err)
     return;
   memset(err, 0, sizeof *err);
   snprintf(err->code, sizeof err->code, "%s", code);
   err->status = status;
+  vsnprintf(err->message, sizeof err->message, f, ap);
+}
+
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...) {
   va_list ap;
   va_start(ap, f);
-  vsnprintf(err->message, sizeof err->message, f, ap);
+  vset_err(err, code, status, f, ap);
   va_end(ap);
+}
+
+/* set_err for a failure with no answer from Okta: code is one of http.h's. */
+static void set_net_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                        ...) __attribute__((format(printf, 4, 5)));
+static void set_net_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                        ...) {
+  va_list ap;
+  va_start(ap, f);
+  vset_err(err, code, status, f, ap);
+  va_end(ap);
+  if (err)
+    err->transport = 1;
 }
 
 char *us_okta_urlencode(const char *s) {
@@ -440,7 +458,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
                                const struct us_http_header *hs, size_t nh, const char *body,
                                size_t body_len, int max_retries, struct us_okta_error *err) {
   if (!c->e) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: the HTTP client is closed");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: the HTTP client is closed");
     return NULL;
   }
   struct oreq *q = calloc(1, sizeof *q);
@@ -448,7 +466,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
     if (q)
       free(q->method);
     free(q);
-    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
     return NULL;
   }
   q->c = c;
@@ -476,7 +494,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
   if (!q->h) {
     char path[200];
     snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(url)), url_path(url));
-    set_err(err, US_HTTP_EURL, 0, "okta: %s %s: %s", method, path, e ? e : "cannot submit");
+    set_net_err(err, US_HTTP_EURL, 0, "okta: %s %s: %s", method, path, e ? e : "cannot submit");
     free(q->method);
     free(q->url);
     free(q);
@@ -508,7 +526,7 @@ static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error
     if (!auth || (c->dpop && !strcasecmp(c->token_type, "DPoP") && !proof)) {
       free(auth);
       free(proof);
-      set_err(err, US_HTTP_ENOMEM, 0, "okta: cannot sign the DPoP proof");
+      set_net_err(err, US_HTTP_ENOMEM, 0, "okta: cannot sign the DPoP proof");
       return NULL;
     }
     hs[nh++] = (struct us_http_header){"Authorization", auth};
@@ -560,7 +578,7 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
   const char *p = url_path(q->url);
   snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
   if (r->code) {
-    set_err(err, r->code, r->status, "okta: %s %s: %s", q->method, path, r->message);
+    set_net_err(err, r->code, r->status, "okta: %s %s: %s", q->method, path, r->message);
     return -1;
   }
   const char *rid = us_http_header(r, "x-okta-request-id");
@@ -568,16 +586,16 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
   if (r->status >= 200 && r->status < 300) {
     if (!ok_json) {
       if (looks_html(r))
-        set_err(err, "OKTA_HTML", r->status,
+        set_err(err, "ERESPONSE", r->status,
                 "okta: %s %s: HTTP %ld with an HTML body instead of JSON (a proxy or sign-in "
                 "page?)",
                 q->method, path, r->status);
       else
-        set_err(err, "OKTA_BAD_JSON", r->status,
+        set_err(err, "ERESPONSE", r->status,
                 "okta: %s %s: HTTP %ld with a truncated or malformed JSON body (%zu bytes)",
                 q->method, path, r->status, r->body_len);
     } else if (want != US_J_INVALID && root->type != want) {
-      set_err(err, "OKTA_BAD_JSON", r->status, "okta: %s %s: expected a JSON %s, got another type",
+      set_err(err, "ERESPONSE", r->status, "okta: %s %s: expected a JSON %s, got another type",
               q->method, path, want == US_J_ARRAY ? "array" : "object");
     } else {
       return 0;
@@ -587,19 +605,19 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
     return -1;
   }
   /* an error status */
-  const char *code = "OKTA_HTTP";
+  const char *code = "EHTTP";
   if (r->status == 401)
-    code = "OKTA_AUTH";
+    code = "EAUTH";
   else if (r->status == 403)
-    code = "OKTA_FORBIDDEN";
+    code = "EFORBIDDEN";
   else if (r->status == 404)
-    code = "OKTA_NOT_FOUND";
+    code = "ENOTFOUND";
   else if (r->status == 429)
-    code = "OKTA_RATE_LIMITED";
+    code = "ERATELIMIT";
   else if (r->status == 400)
-    code = "OKTA_BAD_REQUEST";
+    code = "EINVALID";
   else if (r->status >= 500)
-    code = "OKTA_SERVER";
+    code = "EHTTP";
   char ecode[24] = "", summary[256] = "", cause[200] = "";
   if (ok_json && root->type == US_J_OBJECT) {
     copy_json_str(root, "errorCode", ecode, sizeof ecode);
@@ -610,7 +628,7 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
       copy_json_str(root, "error_description", summary, sizeof summary);
     }
   } else if (looks_html(r)) {
-    code = "OKTA_HTML";
+    code = "ERESPONSE";
     snprintf(summary, sizeof summary, "HTML body instead of an Okta error");
   } else {
     snprintf(summary, sizeof summary, "body is not an Okta error (%zu bytes)", r->body_len);
@@ -684,7 +702,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
   if (!body || (c->dpop && !proof)) {
     free(body);
     free(proof);
-    set_err(err, "OKTA_OAUTH", 0, "okta: cannot sign the client assertion");
+    set_err(err, "EAUTH", 0, "okta: cannot sign the client assertion");
     return -1;
   }
   struct us_http_header hs[3] = {{"Accept", "application/json"},
@@ -701,7 +719,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
   struct us_jval root, v;
   int rc = -1;
   if (!r) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: token request did not finish");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: token request did not finish");
   } else if (r->status == 400 && !r->code && us_json_parse(r->body, r->body_len, &root) &&
              us_json_get(&root, "error", &v) && us_json_streq(&v, "use_dpop_nonce") &&
              us_http_header(r, "dpop-nonce")) {
@@ -718,7 +736,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
     struct us_jval at, tt, ex, sc;
     long long secs = 3600;
     if (!us_json_get(&root, "access_token", &at) || at.type != US_J_STRING) {
-      set_err(err, "OKTA_OAUTH", r->status, "okta: token response without access_token");
+      set_err(err, "EAUTH", r->status, "okta: token response without access_token");
     } else {
       forget_token(c);
       c->access_token = us_json_strdup(&at, NULL);
@@ -734,7 +752,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
       c->ath = us_b64url_encode(h, 32);
       if (!c->access_token || !c->token_type || !c->ath || !c->granted_scope) {
         forget_token(c);
-        set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+        set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
       } else {
         double renew = RENEW_BEFORE_S < (double)secs / 2 ? RENEW_BEFORE_S : (double)secs / 2;
         c->token_until = us_time_monotonic() + (double)secs - renew;
@@ -744,7 +762,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
     }
   } else if (err->status == 400 || err->status == 401) {
     /* the token endpoint speaks OAuth: invalid_client, invalid_dpop_proof, ... */
-    snprintf(err->code, sizeof err->code, "OKTA_OAUTH");
+    snprintf(err->code, sizeof err->code, "EAUTH");
     if (!strcmp(err->error_code, "invalid_dpop_proof")) {
       size_t ml = strlen(err->message);
       snprintf(err->message + ml, sizeof err->message - ml,
@@ -804,7 +822,7 @@ static int read_metadata(us_okta *c, struct us_okta_error *err) {
       c->jwk = jwk;
     } else {
       us_key_free(k);
-      set_err(err, "OKTA_OAUTH", 0,
+      set_err(err, "EAUTH", 0,
               "okta: the authorization server accepts DPoP proofs signed with %s only; usersync "
               "signs with RS256 (an RSA client key) or ES256",
               list[0] ? list : "no algorithm");
@@ -827,7 +845,7 @@ int us_okta_authenticate(us_okta *c, struct us_okta_error *err) {
     if (rc <= 0)
       return rc;
   }
-  set_err(err, "OKTA_OAUTH", 400, "okta: POST /oauth2/v1/token: the DPoP nonce was refused");
+  set_err(err, "EAUTH", 400, "okta: POST /oauth2/v1/token: the DPoP nonce was refused");
   return -1;
 }
 
@@ -848,19 +866,19 @@ void us_okta_options_init(struct us_okta_options *o) {
 
 us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta_error *err) {
   if (!o->url || (strncmp(o->url, "https://", 8) != 0 && strncmp(o->url, "http://", 7) != 0)) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: url must be an https:// URL");
+    set_err(err, "ECONFIG", 0, "okta: url must be an https:// URL");
     return NULL;
   }
   if (!o->token == !o->client_id) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: give either an API token or an OAuth client_id");
+    set_err(err, "ECONFIG", 0, "okta: give either an API token or an OAuth client_id");
     return NULL;
   }
   if (o->client_id && !o->private_key) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: OAuth needs a private_key");
+    set_err(err, "ECONFIG", 0, "okta: OAuth needs a private_key");
     return NULL;
   }
   if (!(o->budget_share > 0 && o->budget_share <= 1) || o->concurrency < 1) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: budget_share must be in (0, 1], concurrency >= 1");
+    set_err(err, "ECONFIG", 0, "okta: budget_share must be in (0, 1], concurrency >= 1");
     return NULL;
   }
   us_okta *c = calloc(1, sizeof *c);
@@ -888,7 +906,7 @@ us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta
     char kerr[200] = "";
     c->key = us_key_load_pem(o->private_key, o->private_key_len, kerr, sizeof kerr);
     if (!c->key) {
-      set_err(err, "OKTA_CONFIG", 0, "okta: oauth.private_key: %s", kerr);
+      set_err(err, "ECONFIG", 0, "okta: oauth.private_key: %s", kerr);
       us_okta_free(c);
       return NULL;
     }
@@ -903,7 +921,7 @@ us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta
   return c;
 nomem:
   us_okta_free(c);
-  set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+  set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
   return NULL;
 }
 
@@ -1166,7 +1184,7 @@ static int check_records(const struct oreq *q, const struct us_http_response *r,
   if (!single)
     snprintf(where, sizeof where, " record %zu of page %zu", bad, page);
   const char *rid = us_http_header(r, "x-okta-request-id");
-  set_err(err, "OKTA_BAD_RECORD", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
+  set_err(err, "ERESPONSE", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
           q->method, path, where, rec_names[kind], why, rid ? " [request id " : "",
           rid ? rid : "", rid ? "]" : "");
   snprintf(err->summary, sizeof err->summary, "%s", why);
@@ -1231,7 +1249,7 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
   const struct us_http_response *r = us_http_result(q->h);
   struct us_jval root;
   if (!r) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
     return -1;
   }
   if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0 ||
@@ -1248,7 +1266,7 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
   if (next && !same_origin(c, next)) {
     char path[160];
     snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(q->url)), url_path(q->url));
-    set_err(err, "OKTA_BAD_LINK", r->status,
+    set_err(err, "EBADLINK", r->status,
             "okta: GET %s: the next link points to another origin; not followed", path);
     free(next);
     return -1;
@@ -1259,7 +1277,7 @@ static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstat
   memset(err, 0, sizeof *err);
   if (fn && fn(ud, &pg, err) != 0) {
     if (!err->code[0])
-      set_err(err, "OKTA_CALLBACK", 0, "okta: the page callback stopped the listing");
+      set_err(err, "ECALLBACK", 0, "okta: the page callback stopped the listing");
     free(next);
     return -2;
   }
@@ -1295,7 +1313,7 @@ int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_
   memset(err, 0, sizeof *err);
   struct lstate *st = calloc(n ? n : 1, sizeof *st);
   if (!st) {
-    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
     return -1;
   }
   int rc = 0;
@@ -1303,12 +1321,12 @@ int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_
     ls[i].pages = ls[i].items = 0;
     ls[i].done = ls[i].failed = 0;
     if (!(st[i].url = absolute(c, ls[i].url))) {
-      set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+      set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
       rc = -1;
       goto out;
     }
     if (!same_origin(c, st[i].url)) { /* e.g. a stored cursor of another org */
-      set_err(err, "OKTA_BAD_LINK", 0, "okta: %.*s is not on %s; not requested",
+      set_err(err, "EBADLINK", 0, "okta: %.*s is not on %s; not requested",
               (int)path_len(url_path(st[i].url)), url_path(st[i].url), c->origin);
       rc = -1;
       goto out;

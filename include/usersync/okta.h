@@ -8,38 +8,37 @@
 **
 ** Threading: one thread, the engine's.
 **
-** Error codes (struct us_okta_error.code; stable strings):
-**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...);
-**                      with OAuth only after one more try with the API's new
-**                      DPoP nonce (401 use_dpop_nonce) or a new access token
-**                      (any other 401: RFC 6750 3.1)
-**   OKTA_OAUTH         the token endpoint refused (invalid_client, a bad key,
-**                      an expired assertion, invalid_dpop_proof, invalid_scope);
-**                      message has its `error` and `error_description`
-**   OKTA_FORBIDDEN     403: the credentials lack the permission (E0000006)
-**   OKTA_NOT_FOUND     404: no such user/group/app or path (E0000007/E0000008)
-**   OKTA_BAD_REQUEST   400: bad filter/search/parameter (E0000001, E0000031, E0000053)
-**   OKTA_RATE_LIMITED  429 retried until the retries or the wait cap ran out
-**   OKTA_SERVER        5xx (after retries for 500/502/503/504: every Okta
-**                      read is a GET, so it is repeated like a 429)
-**   OKTA_HTTP          any other unexpected status
-**   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
-**   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is
-**                      not an array
-**   OKTA_BAD_RECORD    a record that is not what the read lists (an entry
-**                      that is null, a string, {}, or lacks a required field
-**                      or has one of the wrong type; an id that is not an
-**                      Okta id): the whole read fails like a failed page
-**                      (User: id, status, profile.login; Group: id, type,
-**                      profile.name; AppUser: id, scope, status and a valid
-**                      _embedded.user; LogEvent: uuid, published,
-**                      eventType, ids of User/UserGroup targets)
-**   OKTA_BAD_LINK      a `next` link or cursor on another origin (never
-**                      requested: it would send our credentials elsewhere)
-**   OKTA_CALLBACK      the page callback stopped the listing (its message)
-**   OKTA_CONFIG        bad options (no url, no credentials, unreadable key)
+** Error codes (struct us_okta_error.code): the vocabulary of the target
+** clients (target.h), so callers test one set of codes whichever side failed:
+**   EAUTH        401: token invalid/expired (E0000011, E0000004, ...);
+**                with OAuth only after one more try with the API's new
+**                DPoP nonce (401 use_dpop_nonce) or a new access token
+**                (any other 401: RFC 6750 3.1); also the token endpoint
+**                refusing (invalid_client, a bad key, an expired assertion,
+**                invalid_dpop_proof, invalid_scope: error_code and the
+**                message say which)
+**   EFORBIDDEN   403: the credentials lack the permission (E0000006)
+**   ENOTFOUND    404: no such user/group/app or path (E0000007/E0000008)
+**   EINVALID     400: bad filter/search/parameter (E0000001, E0000031, E0000053)
+**   ERATELIMIT   429 retried until the retries or the wait cap ran out
+**   EHTTP        5xx (after retries for 500/502/503/504: every Okta read is
+**                a GET, so it is repeated like a 429), any other status
+**   ERESPONSE    a body that is HTML/not JSON (a proxy or login page), a
+**                truncated or malformed JSON body, a page that is not an
+**                array, or a record that is not what the read lists (an
+**                entry that is null, a string, {}, or lacks a required
+**                field or has one of the wrong type; an id that is not an
+**                Okta id): the whole read fails like a failed page
+**                (User: id, status, profile.login; Group: id, type,
+**                profile.name; AppUser: id, scope, status and a valid
+**                _embedded.user; LogEvent: uuid, published,
+**                eventType, ids of User/UserGroup targets)
+**   EBADLINK     a `next` link or cursor on another origin (never
+**                requested: it would send our credentials elsewhere)
+**   ECALLBACK    the page callback stopped the listing (its message)
+**   ECONFIG      bad options (no url, no credentials, unreadable key)
 **   and the transport codes of http.h (ECONNREFUSED, ECONNRESET, ETIMEDOUT,
-**   ETLS, EDNS, ...) when no response arrived.
+**   ETLS, EDNS, ...) when no response arrived (`transport` is then 1).
 ** Messages name the method, path (no query), status, errorCode, errorSummary
 ** and X-Okta-Request-Id; they never contain tokens, assertions, proofs or keys.
 */
@@ -77,6 +76,7 @@ struct us_okta_options {
 
 struct us_okta_error {
   char code[24];       /* stable code above, "" when no error */
+  int transport;       /* 1: no answer from Okta (code is one of http.h's) */
   long status;         /* HTTP status or 0 */
   char error_code[24]; /* Okta errorCode (E0000011) or OAuth `error` */
   char summary[256];   /* errorSummary / error_description */

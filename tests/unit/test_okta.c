@@ -96,7 +96,7 @@ static void test_config(void) {
   struct us_okta_error err;
   us_okta_options_init(&o);
   CHECK(o.budget_share == 0.5 && o.concurrency == 8 && o.dpop == 1);
-  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "OKTA_CONFIG"));
+  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "ECONFIG"));
   o.url = "https://example.okta.com";
   CHECK(us_okta_new(NULL, &o, &err) == NULL && strstr(err.message, "token"));
   o.token = "t";
@@ -105,7 +105,7 @@ static void test_config(void) {
   o.token = NULL;
   o.private_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
   o.private_key_len = strlen(o.private_key);
-  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "OKTA_CONFIG"));
+  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "ECONFIG"));
   CHECK(strstr(err.message, "AAAA") == NULL);
   o.client_id = NULL;
   o.token = "t";
@@ -165,37 +165,37 @@ static void test_lists(us_http *e) {
   struct tally t3 = {0};
   CHECK(us_okta_list(c, one, 2, count_pages, &t3, &err) == 0);
   CHECK(one[0].failed && !one[0].done && one[1].done);
-  CHECK(!strcmp(e1.code, "OKTA_NOT_FOUND") && e1.status == 404);
+  CHECK(!strcmp(e1.code, "ENOTFOUND") && e1.status == 404);
   CHECK(!strcmp(e1.error_code, "E0000007") && e1.request_id[0]);
   CHECK(t3.pages == 1);
 
   /* without per-listing error: the whole call fails */
   one[0].error = NULL;
-  CHECK(us_okta_list(c, one, 2, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_NOT_FOUND"));
+  CHECK(us_okta_list(c, one, 2, NULL, NULL, &err) == -1 && !strcmp(err.code, "ENOTFOUND"));
 
   /* another origin is never requested */
   unsigned long before = us_okta_requests(c);
   struct us_okta_listing far = {0};
   far.url = "https://elsewhere.example/api/v1/users";
-  CHECK(us_okta_list(c, &far, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_BAD_LINK"));
+  CHECK(us_okta_list(c, &far, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "EBADLINK"));
   CHECK(us_okta_requests(c) == before);
 
   /* a get expects an object, a listing an array */
   struct us_okta_listing wrong = {0};
   wrong.url = "/api/v1/users/00u00000000000000002"; /* an object, read as a page */
-  CHECK(us_okta_list(c, &wrong, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_BAD_JSON"));
+  CHECK(us_okta_list(c, &wrong, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "ERESPONSE"));
 
   /* no engine: ECANCELED, nothing sent */
   us_okta_set_engine(c, NULL);
   CHECK(us_okta_list(c, ls, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "ECANCELED"));
   us_okta_free(c);
 
-  /* a bad token: OKTA_AUTH, the token is not in the message */
+  /* a bad token: EAUTH, the token is not in the message */
   o.token = "s3cr3t-token";
   c = us_okta_new(e, &o, &err);
   struct us_okta_listing l = {0};
   l.url = "/api/v1/users";
-  CHECK(us_okta_list(c, &l, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_AUTH"));
+  CHECK(us_okta_list(c, &l, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "EAUTH"));
   CHECK(err.status == 401 && !strcmp(err.error_code, "E0000011"));
   CHECK(strstr(err.message, "s3cr3t") == NULL && strstr(err.message, "E0000011"));
   us_okta_free(c);

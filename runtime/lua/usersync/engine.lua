@@ -230,14 +230,14 @@ end
 -- assigns them. A user not found, or not assigned, reads as out of scope.
 function Engine:read_one_user(src, scfg, include, login, s)
   local u, err, code = src:user(login)
-  if not u and code == "OKTA_NOT_FOUND" then
+  if not u and code == "ENOTFOUND" then
     -- Not found by that login: it may be the old login of a linked account
     -- whose Okta user was renamed. Each candidate is read by its Okta id;
     -- only ids Okta no longer has are out of scope.
     for _, id in ipairs(self:linked_ids(s, login)) do
       local by_id, _, c2 = src:user(id)
       if by_id then u = by_id; break end
-      if c2 ~= "OKTA_NOT_FOUND" then
+      if c2 ~= "ENOTFOUND" then
         return { users = {}, groups = {}, complete = false, problems = { "reading Okta user " .. id .. " failed" } }
       end
     end
@@ -246,14 +246,14 @@ function Engine:read_one_user(src, scfg, include, login, s)
     end
   end
   if not u then
-    if code == "OKTA_NOT_FOUND" then
+    if code == "ENOTFOUND" then
       return { users = {}, groups = {}, complete = true, problems = {}, only_missing = login }
     end
     return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
   end
   if scfg.app_id then
     local assigned, aerr, acode = src:app_user(scfg.app_id, u.id)
-    if not assigned and acode ~= "OKTA_NOT_FOUND" then
+    if not assigned and acode ~= "ENOTFOUND" then
       return { users = {}, groups = {}, complete = false, problems = { aerr }, error = aerr, code = acode }
     end
     if not assigned then
@@ -286,7 +286,7 @@ function Engine:app_missing(src, scfg)
     local app, err, code = src:app(scfg.app_id)
     if app then
       seen = false
-    elseif code == "OKTA_NOT_FOUND" then
+    elseif code == "ENOTFOUND" then
       seen = ("the Okta app %s does not exist (deleted, or a wrong app_id)"):format(scfg.app_id)
     else
       return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
@@ -318,7 +318,7 @@ end
 function Engine:read_app_user_by_id(src, scfg, include, id, s)
   local au, err, code = src:app_user(scfg.app_id, id, { expand = "user" })
   if not au then
-    if code == "OKTA_NOT_FOUND" then
+    if code == "ENOTFOUND" then
       return self:app_missing(src, scfg) or { users = {}, groups = {}, complete = true, problems = {}, only_missing = id }
     end
     return { users = {}, groups = {}, complete = false, problems = { err }, error = err, code = code }
