@@ -330,4 +330,41 @@ test("check(): every probe ok; a wrong token is 'denied'; an unknown app 'not_fo
   t:eq(r.auth.status, "error")
 end)
 
+test("raw primitives: a batch streams each job's pages, then one done per job", function(t)
+  load(S.org{ users = 250, groups = 1, members = { [1] = 201 } })
+  local raw = require "usersync.okta_raw"
+  local hc <close> = http.client{ timeout = 30 }
+  local rc <close> = raw.client(hc, { url = sim.url, token = "test-token" })
+  local b <close> = rc:batch()
+  t:eq(b:submit{ ep = "users", shape = "slim" }, 1)
+  t:eq(b:submit{ ep = "group_members", id = S.gid(1), shape = "ids" }, 2)
+  t:eq(b:submit{ ep = "user", id = "nobody@example.com" }, 3)
+  local pages, done, n = { 0, 0, 0 }, {}, { 0, 0, 0 }
+  while true do
+    local kind, job, a, b2, c2, d2 = b:next()
+    if not kind then break end
+    t:eq(done[job], nil, "nothing of a job after its done")
+    if kind == "page" then
+      pages[job] = pages[job] + 1
+      n[job] = n[job] + #a
+      t:eq(b2, #a); t:eq(c2, pages[job]); t:eq(d2, pages[job] == 2, "both listings have two pages")
+      if job == 1 then t:eq(a[1].credentials, nil, "slim"); t:ok(a[1].profile.login) end
+      if job == 2 then t:eq(type(a[1]), "string", "ids only") end
+    else
+      done[job] = a or { code = c2, source = d2 and d2.source }
+    end
+  end
+  t:same(n, { 250, 201, 0 })
+  t:eq(done[1].pages, 2); t:eq(done[1].items, 250)
+  t:eq(done[2].pages, 2)
+  t:same(done[3], { code = "ENOTFOUND", source = "okta" }, "a job fails alone")
+  t:raises(function() rc:close() end, "inside one of its callbacks")
+  t:raises(function() b:submit{ ep = "nope" } end, "invalid option")
+  t:raises(function() b:submit{ ep = "user" } end, "needs an id")
+  b:close()
+  b:close()
+  t:raises(function() b:next() end, "closed Okta batch")
+  rc:close()
+end)
+
 return test.done()
