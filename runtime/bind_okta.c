@@ -323,10 +323,7 @@ static int client_authenticate(lua_State *L) {
   struct lokta *o = check_client(L, 1);
   struct us_okta_error err;
   memset(&err, 0, sizeof err);
-  o->busy++;
-  int rc = us_okta_authenticate(o->c, &err);
-  o->busy--;
-  if (rc != 0)
+  if (us_okta_authenticate(o->c, &err) != 0)
     return push_error(L, &err);
   lua_pushboolean(L, 1);
   return 1;

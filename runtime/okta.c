@@ -1542,9 +1542,10 @@ int us_okta_submit(us_okta_batch *b, const struct us_okta_op *op, struct us_okta
   us_okta *c = b->c;
   char *path = op_url(op);
   if (!path) {
-    set_err(err, "ECONFIG", 0, "okta: %s needs an id",
-            op->ep >= US_OKTA_USERS && op->ep <= US_OKTA_LOGS ? us_okta_ep_names[op->ep - 1]
-                                                              : "an unknown endpoint");
+    if (op->ep < US_OKTA_USERS || op->ep > US_OKTA_LOGS)
+      set_err(err, "ECONFIG", 0, "okta: unknown endpoint %d", (int)op->ep);
+    else
+      set_err(err, "ECONFIG", 0, "okta: %s needs an id", us_okta_ep_names[op->ep - 1]);
     return -1;
   }
   if (b->n == b->cap) {

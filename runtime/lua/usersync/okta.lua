@@ -202,12 +202,12 @@ local function run_job(self, op, on_page)
   local b <close> = self.raw:batch()
   b:submit(op)
   while true do
-    local kind, _, a, b2, c2, d2, e2 = b:next()
+    -- page: records, count, page, last; done: result | nil, message, code, err
+    local kind, _, x, y, z, w = b:next()
     if kind == nil then return fail("EHTTP", "okta: the listing ended without a result") end
-    if kind == "done" then return a, b2, c2, d2 end
-    local ok, err = protect(on_page, a, b2, c2, d2)
+    if kind == "done" then return x, y, z, w end
+    local ok, err = protect(on_page, x, y, z, w)
     if not ok then return fail("ECALLBACK", "okta: page callback failed: " .. err) end
-    local _ = e2
   end
 end
 
@@ -395,16 +395,15 @@ end
 -- it closes).
 local function drain(b, on_page)
   while true do
-    local kind, job, a, b2, c2, d2, e2 = b:next()
+    local kind, job, x, y, z, w = b:next()
     if kind == nil then return nil end
     if kind == "done" then
-      if not a then return b2, c2, d2 end
+      if not x then return y, z, w end
     else
-      local ok, err = protect(on_page, job, a, b2, e2)
+      local ok, err = protect(on_page, job, x, y, w) -- records, count, last
       if not ok then return "okta: page callback failed: " .. err, "ECALLBACK" end
       if type(err) == "string" then return err, "ECALLBACK" end
     end
-    local _ = d2
   end
 end
 
