@@ -27,7 +27,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.time", luaopen_usersync_time},
     {"usersync.crypto", luaopen_usersync_crypto},
     {"usersync.target", luaopen_usersync_target},
-    {"usersync.okta", luaopen_usersync_okta},
+    {"usersync.okta_raw", luaopen_usersync_okta_raw},
     {"usersync.server", luaopen_usersync_server},
     {"usersync.metrics", luaopen_usersync_metrics},
     {NULL, NULL},

@@ -88,6 +88,7 @@ struct us_okta {
   int inflight; /* submitted and not yet completed */
   unsigned long requests;
   struct bucket b[US_OKTA_NBUCKETS];
+  us_okta_batch *batches; /* open batches (freed with the client) */
 };
 
 struct oreq {
@@ -140,18 +141,36 @@ static char *fmt(const char *f, ...) {
   return p;
 }
 
-static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...)
-    __attribute__((format(printf, 4, 5)));
-static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...) {
+static void vset_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                     va_list ap) {
   if (!err)
     return;
   memset(err, 0, sizeof *err);
   snprintf(err->code, sizeof err->code, "%s", code);
   err->status = status;
+  vsnprintf(err->message, sizeof err->message, f, ap);
+}
+
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(struct us_okta_error *err, const char *code, long status, const char *f, ...) {
   va_list ap;
   va_start(ap, f);
-  vsnprintf(err->message, sizeof err->message, f, ap);
+  vset_err(err, code, status, f, ap);
   va_end(ap);
+}
+
+/* set_err for a failure with no answer from Okta: code is one of http.h's. */
+static void set_net_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                        ...) __attribute__((format(printf, 4, 5)));
+static void set_net_err(struct us_okta_error *err, const char *code, long status, const char *f,
+                        ...) {
+  va_list ap;
+  va_start(ap, f);
+  vset_err(err, code, status, f, ap);
+  va_end(ap);
+  if (err)
+    err->transport = 1;
 }
 
 char *us_okta_urlencode(const char *s) {
@@ -440,7 +459,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
                                const struct us_http_header *hs, size_t nh, const char *body,
                                size_t body_len, int max_retries, struct us_okta_error *err) {
   if (!c->e) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: the HTTP client is closed");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: the HTTP client is closed");
     return NULL;
   }
   struct oreq *q = calloc(1, sizeof *q);
@@ -448,7 +467,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
     if (q)
       free(q->method);
     free(q);
-    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
     return NULL;
   }
   q->c = c;
@@ -476,7 +495,7 @@ static struct oreq *submit_raw(us_okta *c, const char *method, const char *url,
   if (!q->h) {
     char path[200];
     snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(url)), url_path(url));
-    set_err(err, US_HTTP_EURL, 0, "okta: %s %s: %s", method, path, e ? e : "cannot submit");
+    set_net_err(err, US_HTTP_EURL, 0, "okta: %s %s: %s", method, path, e ? e : "cannot submit");
     free(q->method);
     free(q->url);
     free(q);
@@ -508,7 +527,7 @@ static struct oreq *submit_api(us_okta *c, const char *url, struct us_okta_error
     if (!auth || (c->dpop && !strcasecmp(c->token_type, "DPoP") && !proof)) {
       free(auth);
       free(proof);
-      set_err(err, US_HTTP_ENOMEM, 0, "okta: cannot sign the DPoP proof");
+      set_net_err(err, US_HTTP_ENOMEM, 0, "okta: cannot sign the DPoP proof");
       return NULL;
     }
     hs[nh++] = (struct us_http_header){"Authorization", auth};
@@ -560,7 +579,7 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
   const char *p = url_path(q->url);
   snprintf(path, sizeof path, "%.*s", (int)path_len(p), p);
   if (r->code) {
-    set_err(err, r->code, r->status, "okta: %s %s: %s", q->method, path, r->message);
+    set_net_err(err, r->code, r->status, "okta: %s %s: %s", q->method, path, r->message);
     return -1;
   }
   const char *rid = us_http_header(r, "x-okta-request-id");
@@ -568,16 +587,16 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
   if (r->status >= 200 && r->status < 300) {
     if (!ok_json) {
       if (looks_html(r))
-        set_err(err, "OKTA_HTML", r->status,
+        set_err(err, "ERESPONSE", r->status,
                 "okta: %s %s: HTTP %ld with an HTML body instead of JSON (a proxy or sign-in "
                 "page?)",
                 q->method, path, r->status);
       else
-        set_err(err, "OKTA_BAD_JSON", r->status,
+        set_err(err, "ERESPONSE", r->status,
                 "okta: %s %s: HTTP %ld with a truncated or malformed JSON body (%zu bytes)",
                 q->method, path, r->status, r->body_len);
     } else if (want != US_J_INVALID && root->type != want) {
-      set_err(err, "OKTA_BAD_JSON", r->status, "okta: %s %s: expected a JSON %s, got another type",
+      set_err(err, "ERESPONSE", r->status, "okta: %s %s: expected a JSON %s, got another type",
               q->method, path, want == US_J_ARRAY ? "array" : "object");
     } else {
       return 0;
@@ -587,19 +606,19 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
     return -1;
   }
   /* an error status */
-  const char *code = "OKTA_HTTP";
+  const char *code = "EHTTP";
   if (r->status == 401)
-    code = "OKTA_AUTH";
+    code = "EAUTH";
   else if (r->status == 403)
-    code = "OKTA_FORBIDDEN";
+    code = "EFORBIDDEN";
   else if (r->status == 404)
-    code = "OKTA_NOT_FOUND";
+    code = "ENOTFOUND";
   else if (r->status == 429)
-    code = "OKTA_RATE_LIMITED";
+    code = "ERATELIMIT";
   else if (r->status == 400)
-    code = "OKTA_BAD_REQUEST";
+    code = "EINVALID";
   else if (r->status >= 500)
-    code = "OKTA_SERVER";
+    code = "EHTTP";
   char ecode[24] = "", summary[256] = "", cause[200] = "";
   if (ok_json && root->type == US_J_OBJECT) {
     copy_json_str(root, "errorCode", ecode, sizeof ecode);
@@ -610,7 +629,7 @@ static int check_response(const struct oreq *q, const struct us_http_response *r
       copy_json_str(root, "error_description", summary, sizeof summary);
     }
   } else if (looks_html(r)) {
-    code = "OKTA_HTML";
+    code = "ERESPONSE";
     snprintf(summary, sizeof summary, "HTML body instead of an Okta error");
   } else {
     snprintf(summary, sizeof summary, "body is not an Okta error (%zu bytes)", r->body_len);
@@ -684,7 +703,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
   if (!body || (c->dpop && !proof)) {
     free(body);
     free(proof);
-    set_err(err, "OKTA_OAUTH", 0, "okta: cannot sign the client assertion");
+    set_err(err, "EAUTH", 0, "okta: cannot sign the client assertion");
     return -1;
   }
   struct us_http_header hs[3] = {{"Accept", "application/json"},
@@ -701,7 +720,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
   struct us_jval root, v;
   int rc = -1;
   if (!r) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: token request did not finish");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: token request did not finish");
   } else if (r->status == 400 && !r->code && us_json_parse(r->body, r->body_len, &root) &&
              us_json_get(&root, "error", &v) && us_json_streq(&v, "use_dpop_nonce") &&
              us_http_header(r, "dpop-nonce")) {
@@ -718,7 +737,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
     struct us_jval at, tt, ex, sc;
     long long secs = 3600;
     if (!us_json_get(&root, "access_token", &at) || at.type != US_J_STRING) {
-      set_err(err, "OKTA_OAUTH", r->status, "okta: token response without access_token");
+      set_err(err, "EAUTH", r->status, "okta: token response without access_token");
     } else {
       forget_token(c);
       c->access_token = us_json_strdup(&at, NULL);
@@ -734,7 +753,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
       c->ath = us_b64url_encode(h, 32);
       if (!c->access_token || !c->token_type || !c->ath || !c->granted_scope) {
         forget_token(c);
-        set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+        set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
       } else {
         double renew = RENEW_BEFORE_S < (double)secs / 2 ? RENEW_BEFORE_S : (double)secs / 2;
         c->token_until = us_time_monotonic() + (double)secs - renew;
@@ -744,7 +763,7 @@ static int token_attempt(us_okta *c, struct us_okta_error *err) {
     }
   } else if (err->status == 400 || err->status == 401) {
     /* the token endpoint speaks OAuth: invalid_client, invalid_dpop_proof, ... */
-    snprintf(err->code, sizeof err->code, "OKTA_OAUTH");
+    snprintf(err->code, sizeof err->code, "EAUTH");
     if (!strcmp(err->error_code, "invalid_dpop_proof")) {
       size_t ml = strlen(err->message);
       snprintf(err->message + ml, sizeof err->message - ml,
@@ -804,7 +823,7 @@ static int read_metadata(us_okta *c, struct us_okta_error *err) {
       c->jwk = jwk;
     } else {
       us_key_free(k);
-      set_err(err, "OKTA_OAUTH", 0,
+      set_err(err, "EAUTH", 0,
               "okta: the authorization server accepts DPoP proofs signed with %s only; usersync "
               "signs with RS256 (an RSA client key) or ES256",
               list[0] ? list : "no algorithm");
@@ -827,7 +846,7 @@ int us_okta_authenticate(us_okta *c, struct us_okta_error *err) {
     if (rc <= 0)
       return rc;
   }
-  set_err(err, "OKTA_OAUTH", 400, "okta: POST /oauth2/v1/token: the DPoP nonce was refused");
+  set_err(err, "EAUTH", 400, "okta: POST /oauth2/v1/token: the DPoP nonce was refused");
   return -1;
 }
 
@@ -848,19 +867,19 @@ void us_okta_options_init(struct us_okta_options *o) {
 
 us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta_error *err) {
   if (!o->url || (strncmp(o->url, "https://", 8) != 0 && strncmp(o->url, "http://", 7) != 0)) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: url must be an https:// URL");
+    set_err(err, "ECONFIG", 0, "okta: url must be an https:// URL");
     return NULL;
   }
   if (!o->token == !o->client_id) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: give either an API token or an OAuth client_id");
+    set_err(err, "ECONFIG", 0, "okta: give either an API token or an OAuth client_id");
     return NULL;
   }
   if (o->client_id && !o->private_key) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: OAuth needs a private_key");
+    set_err(err, "ECONFIG", 0, "okta: OAuth needs a private_key");
     return NULL;
   }
   if (!(o->budget_share > 0 && o->budget_share <= 1) || o->concurrency < 1) {
-    set_err(err, "OKTA_CONFIG", 0, "okta: budget_share must be in (0, 1], concurrency >= 1");
+    set_err(err, "ECONFIG", 0, "okta: budget_share must be in (0, 1], concurrency >= 1");
     return NULL;
   }
   us_okta *c = calloc(1, sizeof *c);
@@ -888,7 +907,7 @@ us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta
     char kerr[200] = "";
     c->key = us_key_load_pem(o->private_key, o->private_key_len, kerr, sizeof kerr);
     if (!c->key) {
-      set_err(err, "OKTA_CONFIG", 0, "okta: oauth.private_key: %s", kerr);
+      set_err(err, "ECONFIG", 0, "okta: oauth.private_key: %s", kerr);
       us_okta_free(c);
       return NULL;
     }
@@ -903,13 +922,15 @@ us_okta *us_okta_new(us_http *e, const struct us_okta_options *o, struct us_okta
   return c;
 nomem:
   us_okta_free(c);
-  set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+  set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
   return NULL;
 }
 
 void us_okta_free(us_okta *c) {
   if (!c)
     return;
+  while (c->batches)
+    us_okta_batch_free(c->batches);
   forget_token(c);
   free(c->base);
   free(c->origin);
@@ -1166,7 +1187,7 @@ static int check_records(const struct oreq *q, const struct us_http_response *r,
   if (!single)
     snprintf(where, sizeof where, " record %zu of page %zu", bad, page);
   const char *rid = us_http_header(r, "x-okta-request-id");
-  set_err(err, "OKTA_BAD_RECORD", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
+  set_err(err, "ERESPONSE", r->status, "okta: %s %s:%s is not a valid %s: %s%s%s%s",
           q->method, path, where, rec_names[kind], why, rid ? " [request id " : "",
           rid ? rid : "", rid ? "]" : "");
   snprintf(err->summary, sizeof err->summary, "%s", why);
@@ -1175,18 +1196,417 @@ static int check_records(const struct oreq *q, const struct us_http_response *r,
   return -1;
 }
 
-/* ---------------------------------------------------------------- listings */
+/* ---------------------------------------------------------------- endpoints */
 
-struct lstate {
+static char *absolute(us_okta *c, const char *u);
+static int same_origin(us_okta *c, const char *url);
+
+const char *const us_okta_ep_names[] = {"users",     "user",          "user_groups", "groups",
+                                        "group",     "group_members", "app",         "app_user",
+                                        "app_users", "app_groups",    "logs",        NULL};
+
+/* A growable string; on allocation failure it turns into the NULL result. */
+struct sbuf {
+  char *s;
+  size_t n, cap;
+  int bad;
+};
+
+static void sb_put(struct sbuf *b, const char *p, size_t k) {
+  if (b->bad)
+    return;
+  if (b->n + k + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < b->n + k + 1)
+      cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+      b->bad = 1;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+  memcpy(b->s + b->n, p, k);
+  b->n += k;
+  b->s[b->n] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+/* Appends "/<encoded id>" (nothing and bad when id is NULL). */
+static void sb_id(struct sbuf *b, const char *id) {
+  char *enc = id ? us_okta_urlencode(id) : NULL;
+  if (!enc) {
+    b->bad = 1;
+    return;
+  }
+  sb_str(b, "/");
+  sb_str(b, enc);
+  free(enc);
+}
+
+/* Appends "<sep>name=<encoded value>" when value is set. */
+static void sb_param(struct sbuf *b, const char *name, const char *value) {
+  if (!value)
+    return;
+  char *enc = us_okta_urlencode(value);
+  if (!enc) {
+    b->bad = 1;
+    return;
+  }
+  sb_str(b, strchr(b->s ? b->s : "", '?') ? "&" : "?");
+  sb_str(b, name);
+  sb_str(b, "=");
+  sb_str(b, enc);
+  free(enc);
+}
+
+static void sb_limit(struct sbuf *b, int limit, int max) {
+  char n[32];
+  snprintf(n, sizeof n, "?limit=%d", limit > 0 ? limit : max);
+  sb_str(b, n);
+}
+
+/* The path and query of op, malloc'd; NULL when an id is missing or no memory. */
+static char *op_url(const struct us_okta_op *op) {
+  struct sbuf b = {0};
+  switch (op->ep) {
+  case US_OKTA_USERS:
+  case US_OKTA_GROUPS:
+    sb_str(&b, op->ep == US_OKTA_USERS ? "/api/v1/users" : "/api/v1/groups");
+    sb_limit(&b, op->limit, 200);
+    sb_param(&b, "filter", op->filter);
+    sb_param(&b, "search", op->search);
+    break;
+  case US_OKTA_USER:
+  case US_OKTA_USER_GROUPS:
+    sb_str(&b, "/api/v1/users");
+    sb_id(&b, op->id);
+    if (op->ep == US_OKTA_USER_GROUPS) {
+      sb_str(&b, "/groups");
+      sb_limit(&b, op->limit, 200);
+    }
+    break;
+  case US_OKTA_GROUP:
+  case US_OKTA_GROUP_MEMBERS:
+    sb_str(&b, "/api/v1/groups");
+    sb_id(&b, op->id);
+    if (op->ep == US_OKTA_GROUP_MEMBERS) {
+      sb_str(&b, "/users");
+      sb_limit(&b, op->limit, 200);
+    }
+    break;
+  case US_OKTA_APP:
+  case US_OKTA_APP_USER:
+  case US_OKTA_APP_USERS:
+  case US_OKTA_APP_GROUPS:
+    sb_str(&b, "/api/v1/apps");
+    sb_id(&b, op->id);
+    if (op->ep == US_OKTA_APP_USER) {
+      sb_str(&b, "/users");
+      sb_id(&b, op->user);
+    } else if (op->ep != US_OKTA_APP) {
+      sb_str(&b, op->ep == US_OKTA_APP_USERS ? "/users" : "/groups");
+      sb_limit(&b, op->limit, op->ep == US_OKTA_APP_USERS ? 500 : 200);
+    }
+    if (op->expand_user && (op->ep == US_OKTA_APP_USER || op->ep == US_OKTA_APP_USERS))
+      sb_param(&b, "expand", "user");
+    break;
+  case US_OKTA_LOGS:
+    if (op->cursor) {
+      sb_str(&b, op->cursor);
+      break;
+    }
+    sb_str(&b, "/api/v1/logs");
+    sb_limit(&b, op->limit, 1000);
+    sb_param(&b, "since", op->since);
+    sb_param(&b, "filter", op->filter);
+    break;
+  default:
+    b.bad = 1;
+  }
+  if (b.bad)
+    free(b.s);
+  return b.bad ? NULL : b.s;
+}
+
+static int ep_single(enum us_okta_ep ep) {
+  return ep == US_OKTA_USER || ep == US_OKTA_GROUP || ep == US_OKTA_APP || ep == US_OKTA_APP_USER;
+}
+
+/* ---------------------------------------------------------------- page shapes */
+
+/* 1 when key is one of the NULL-terminated names. */
+static int key_in(const struct us_jval *key, const char *const *names) {
+  for (; *names; names++)
+    if (us_json_streq(key, *names))
+      return 1;
+  return 0;
+}
+
+/* Appends the members of object obj except those named in drop, each
+** preceded by a comma unless it is the first one written (*first). */
+static void sb_members(struct sbuf *b, const struct us_jval *obj, const char *const *drop,
+                       int *first) {
+  struct us_jval k, v;
+  size_t pos = 0;
+  while (us_json_next_member(obj, &pos, &k, &v)) {
+    if (key_in(&k, drop))
+      continue;
+    if (!*first)
+      sb_put(b, ",", 1);
+    *first = 0;
+    sb_put(b, k.start, (size_t)(v.start + v.len - k.start));
+  }
+}
+
+static const char *const user_drop[] = {"_links", "credentials", "type", NULL};
+static const char *const appuser_drop[] = {"_embedded", "_links", NULL};
+
+/* One record of a US_OKTA_SLIM page into b; -1 when an AppUser lacks its User. */
+static int slim_record(struct sbuf *b, enum rec kind, const struct us_jval *r) {
+  int first = 1;
+  struct us_jval u;
+  if (kind == REC_APPUSER) {
+    if (!us_json_get(r, "_embedded.user", &u) || u.type != US_J_OBJECT)
+      return -1;
+    sb_put(b, "{", 1);
+    sb_members(b, &u, user_drop, &first);
+    sb_str(b, first ? "\"app_assignment\":{" : ",\"app_assignment\":{");
+    first = 1;
+    sb_members(b, r, appuser_drop, &first);
+    sb_put(b, "}}", 2);
+  } else if (kind == REC_USER) {
+    sb_put(b, "{", 1);
+    sb_members(b, r, user_drop, &first);
+    sb_put(b, "}", 1);
+  } else {
+    sb_put(b, r->start, r->len);
+  }
+  return 0;
+}
+
+/* The page `root` (or a get's object) of request q, slimmed: malloc'd text
+** in *out. 0, or -1 with err. */
+static int slim_page(const struct oreq *q, const struct us_jval *root, int single, char **out,
+                     size_t *len, struct us_okta_error *err) {
+  enum rec kind = record_of(q->url);
+  struct sbuf b = {0};
+  int bad = 0;
+  if (single) {
+    bad = slim_record(&b, kind, root);
+  } else {
+    struct us_jval el;
+    size_t pos = 0;
+    sb_put(&b, "[", 1);
+    for (int i = 0; !bad && us_json_next_elem(root, &pos, &el); i++) {
+      if (i)
+        sb_put(&b, ",", 1);
+      bad = slim_record(&b, kind, &el);
+    }
+    sb_put(&b, "]", 1);
+  }
+  if (bad || b.bad) {
+    free(b.s);
+    char path[160];
+    snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(q->url)), url_path(q->url));
+    if (bad)
+      set_err(err, "ERESPONSE", 200,
+              "okta: GET %s: app user without _embedded.user (expand=user not honoured)", path);
+    else
+      set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    return -1;
+  }
+  *out = b.s;
+  *len = b.n;
+  return 0;
+}
+
+/* The ids of the records of a page, malloc'd. 0, or -1 (no memory). */
+static int page_ids(const struct us_jval *root, size_t count, char ***ids, size_t *n) {
+  *n = 0;
+  *ids = calloc(count ? count : 1, sizeof **ids);
+  if (!*ids)
+    return -1;
+  struct us_jval el, id;
+  size_t pos = 0;
+  while (*n < count && us_json_next_elem(root, &pos, &el)) {
+    if (!us_json_get(&el, "id", &id) || id.type != US_J_STRING)
+      continue;
+    if (!((*ids)[*n] = us_json_strdup(&id, NULL)))
+      return -1;
+    (*n)++;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+struct ojob {
+  size_t index;
+  void *tag;
+  enum us_okta_shape shape;
+  int single, stop_on_empty;
+  size_t max_pages;
   char *url; /* next URL to request, NULL when none */
   struct oreq *cur;
   int nonce_retried, auth_retried; /* the current page was asked again for that */
+  size_t pages, items;
+  char *cursor; /* LOGS: where the next poll starts */
+  int ended;    /* DONE emitted */
 };
+
+struct evnode {
+  struct us_okta_event *ev;
+  struct evnode *next;
+};
+
+struct us_okta_batch {
+  us_okta *c;
+  struct ojob **jobs;
+  size_t n, cap;
+  size_t first; /* jobs before it have ended */
+  struct evnode *head, *tail;
+  us_okta_batch *next; /* the client's open batches */
+};
+
+void us_okta_event_free(struct us_okta_event *ev) {
+  if (!ev)
+    return;
+  free(ev->body);
+  for (size_t i = 0; i < ev->nids; i++)
+    free(ev->ids[i]);
+  free(ev->ids);
+  free(ev->cursor);
+  free(ev);
+}
+
+/* Appends ev to the batch's queue (takes it; frees it when out of memory). */
+static void emit(us_okta_batch *b, struct ojob *j, struct us_okta_event *ev) {
+  struct evnode *n = malloc(sizeof *n);
+  if (!n) {
+    us_okta_event_free(ev);
+    return;
+  }
+  ev->tag = j->tag;
+  ev->job = j->index;
+  n->ev = ev;
+  n->next = NULL;
+  if (b->tail)
+    b->tail->next = n;
+  else
+    b->head = n;
+  b->tail = n;
+}
+
+/* Ends job j with its DONE: ok, or failed with err. */
+static void job_end(us_okta_batch *b, struct ojob *j, const struct us_okta_error *err) {
+  oreq_free(j->cur);
+  j->cur = NULL;
+  free(j->url);
+  j->url = NULL;
+  j->ended = 1;
+  struct us_okta_event *ev = calloc(1, sizeof *ev);
+  if (!ev)
+    return;
+  ev->type = US_OKTA_DONE;
+  ev->ok = err == NULL;
+  if (err)
+    ev->error = *err;
+  ev->cursor = j->cursor;
+  j->cursor = NULL;
+  ev->pages = j->pages;
+  ev->items = j->items;
+  emit(b, j, ev);
+}
+
+static void job_free(struct ojob *j) {
+  oreq_free(j->cur);
+  free(j->url);
+  free(j->cursor);
+  free(j);
+}
+
+us_okta_batch *us_okta_batch_new(us_okta *c) {
+  us_okta_batch *b = calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  b->c = c;
+  b->next = c->batches;
+  c->batches = b;
+  return b;
+}
+
+int us_okta_submit(us_okta_batch *b, const struct us_okta_op *op, struct us_okta_error *err) {
+  us_okta *c = b->c;
+  char *path = op_url(op);
+  if (!path) {
+    if (op->ep < US_OKTA_USERS || op->ep > US_OKTA_LOGS)
+      set_err(err, "ECONFIG", 0, "okta: unknown endpoint %d", (int)op->ep);
+    else
+      set_err(err, "ECONFIG", 0, "okta: %s needs an id", us_okta_ep_names[op->ep - 1]);
+    return -1;
+  }
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? 2 * b->cap : 8;
+    struct ojob **v = realloc(b->jobs, cap * sizeof *v);
+    if (!v) {
+      free(path);
+      set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+      return -1;
+    }
+    b->jobs = v;
+    b->cap = cap;
+  }
+  struct ojob *j = calloc(1, sizeof *j);
+  if (!j || !(j->url = absolute(c, path))) {
+    free(j);
+    free(path);
+    set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    return -1;
+  }
+  free(path);
+  j->index = b->n;
+  j->tag = op->tag;
+  j->shape = op->shape;
+  j->single = ep_single(op->ep);
+  j->stop_on_empty = op->ep == US_OKTA_LOGS;
+  j->max_pages = op->max_pages;
+  b->jobs[b->n++] = j;
+  if (!same_origin(c, j->url)) { /* e.g. a stored cursor of another org */
+    struct us_okta_error e;
+    set_err(&e, "EBADLINK", 0, "okta: %.*s is not on %s; not requested",
+            (int)path_len(url_path(j->url)), url_path(j->url), c->origin);
+    job_end(b, j, &e);
+  }
+  return 0;
+}
+
+void us_okta_batch_free(us_okta_batch *b) {
+  if (!b)
+    return;
+  for (us_okta_batch **pp = &b->c->batches; *pp; pp = &(*pp)->next)
+    if (*pp == b) {
+      *pp = b->next;
+      break;
+    }
+  for (size_t i = 0; i < b->n; i++)
+    job_free(b->jobs[i]);
+  free(b->jobs);
+  while (b->head) {
+    struct evnode *n = b->head;
+    b->head = n->next;
+    us_okta_event_free(n->ev);
+    free(n);
+  }
+  free(b);
+}
 
 /* What to do about a 401 to an OAuth API call (RFC 9449 9, RFC 6750 3.1):
 ** 1 ask again with the API's new nonce (kept by the done hook), 2 ask
 ** again with a new access token, 0 give up. Each at most once per page. */
-static int on_unauthorized(us_okta *c, struct lstate *s) {
+static int on_unauthorized(us_okta *c, struct ojob *s) {
   const struct us_http_response *r = us_http_result(s->cur->h);
   if (!c->key || !r || r->code || r->status != 401)
     return 0;
@@ -1223,154 +1643,181 @@ static int same_origin(us_okta *c, const char *url) {
   return ok;
 }
 
-/* Handles the completed request of listing i: callback, then what comes
-** next. 0 ok, -1 with err. */
-static int on_page(us_okta *c, struct us_okta_listing *l, size_t i, struct lstate *s,
-                   us_okta_page_fn fn, void *ud, struct us_okta_error *err) {
-  struct oreq *q = s->cur;
+/* The next job state after a page of job j whose next link is `next`
+** (taken). */
+static void job_advance(struct ojob *j, const char *url, char *next, size_t count) {
+  free(j->url);
+  j->url = NULL;
+  if (!j->single && j->stop_on_empty && j->max_pages && j->pages >= j->max_pages) {
+    /* a capped poll: the next one goes on after this page */
+    free(j->cursor);
+    j->cursor = next ? next : dup0(url);
+  } else if (j->single || (j->max_pages && j->pages >= j->max_pages)) {
+    free(next);
+  } else if (j->stop_on_empty && count == 0) {
+    free(j->cursor);
+    j->cursor = next ? next : dup0(url);
+  } else if (next) {
+    j->url = next;
+    if (j->stop_on_empty) {
+      free(j->cursor);
+      j->cursor = dup0(next);
+    }
+  } else if (j->stop_on_empty) {
+    free(j->cursor);
+    j->cursor = dup0(url);
+  }
+}
+
+/* The page event of the answer root of q, in the job's shape. NULL with err. */
+static struct us_okta_event *page_event(const struct ojob *j, const struct oreq *q,
+                                        const struct us_http_response *r,
+                                        const struct us_jval *root, size_t count,
+                                        struct us_okta_error *err) {
+  struct us_okta_event *ev = calloc(1, sizeof *ev);
+  int rc = ev ? 0 : -1;
+  if (ev && j->shape == US_OKTA_IDS && !j->single) {
+    rc = page_ids(root, count, &ev->ids, &ev->nids);
+  } else if (ev && j->shape == US_OKTA_SLIM) {
+    if (slim_page(q, root, j->single, &ev->body, &ev->len, err) != 0) {
+      us_okta_event_free(ev);
+      return NULL;
+    }
+  } else if (ev) {
+    ev->body = dupn(r->body, r->body_len);
+    ev->len = r->body_len;
+    rc = ev->body ? 0 : -1;
+  }
+  if (rc != 0) {
+    us_okta_event_free(ev);
+    set_net_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
+    return NULL;
+  }
+  ev->type = US_OKTA_PAGE;
+  ev->count = count;
+  return ev;
+}
+
+/* Handles the completed request of job j: its page event, then what comes
+** next. 0 ok, -1 with err (the job fails). */
+static int on_page(us_okta_batch *b, struct ojob *j, struct us_okta_error *err) {
+  struct oreq *q = j->cur;
   const struct us_http_response *r = us_http_result(q->h);
   struct us_jval root;
   if (!r) {
-    set_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
+    set_net_err(err, US_HTTP_ECANCELED, 0, "okta: request cancelled");
     return -1;
   }
-  if (check_response(q, r, l->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0 ||
-      check_records(q, r, &root, l->single, l->pages + 1, err) != 0)
+  if (check_response(q, r, j->single ? US_J_OBJECT : US_J_ARRAY, &root, err) != 0 ||
+      check_records(q, r, &root, j->single, j->pages + 1, err) != 0)
     return -1;
   size_t count = 0;
-  if (!l->single) {
+  if (!j->single) {
     struct us_jval el;
     size_t pos = 0;
     while (us_json_next_elem(&root, &pos, &el))
       count++;
   }
-  char *next = l->single ? NULL : us_http_link(r, "next");
-  if (next && !same_origin(c, next)) {
+  char *next = j->single ? NULL : us_http_link(r, "next");
+  if (next && !same_origin(b->c, next)) {
     char path[160];
     snprintf(path, sizeof path, "%.*s", (int)path_len(url_path(q->url)), url_path(q->url));
-    set_err(err, "OKTA_BAD_LINK", r->status,
+    set_err(err, "EBADLINK", r->status,
             "okta: GET %s: the next link points to another origin; not followed", path);
     free(next);
     return -1;
   }
-  struct us_okta_page pg = {i, r->body, r->body_len, count, l->pages + 1, next, r};
-  l->pages++;
-  l->items += count;
-  memset(err, 0, sizeof *err);
-  if (fn && fn(ud, &pg, err) != 0) {
-    if (!err->code[0])
-      set_err(err, "OKTA_CALLBACK", 0, "okta: the page callback stopped the listing");
+  struct us_okta_event *ev = page_event(j, q, r, &root, count, err);
+  if (!ev) {
     free(next);
-    return -2;
+    return -1;
   }
-  free(s->url);
-  s->url = NULL;
-  if (!l->single && l->stop_on_empty && l->max_pages && l->pages >= l->max_pages) {
-    /* a capped poll: the next one goes on after this page */
-    free(l->cursor);
-    l->cursor = next ? next : dup0(q->url);
-  } else if (l->single || (l->max_pages && l->pages >= l->max_pages)) {
-    free(next);
-  } else if (l->stop_on_empty && count == 0) {
-    free(l->cursor);
-    l->cursor = next ? next : dup0(q->url);
-  } else if (next) {
-    s->url = next;
-    if (l->stop_on_empty) {
-      free(l->cursor);
-      l->cursor = dup0(next);
-    }
-  } else if (l->stop_on_empty) {
-    free(l->cursor);
-    l->cursor = dup0(q->url);
-  }
+  j->pages++;
+  j->items += count;
+  ev->page = j->pages;
+  job_advance(j, q->url, next, count);
+  ev->last = j->url == NULL;
+  emit(b, j, ev);
   return 0;
 }
 
-int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_fn fn, void *ud,
-                 struct us_okta_error *err) {
-  struct us_okta_error scratch;
-  if (!err)
-    err = &scratch;
-  memset(err, 0, sizeof *err);
-  struct lstate *st = calloc(n ? n : 1, sizeof *st);
-  if (!st) {
-    set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
-    return -1;
-  }
-  int rc = 0;
-  for (size_t i = 0; i < n; i++) {
-    ls[i].pages = ls[i].items = 0;
-    ls[i].done = ls[i].failed = 0;
-    if (!(st[i].url = absolute(c, ls[i].url))) {
-      set_err(err, US_HTTP_ENOMEM, 0, "okta: out of memory");
-      rc = -1;
-      goto out;
-    }
-    if (!same_origin(c, st[i].url)) { /* e.g. a stored cursor of another org */
-      set_err(err, "OKTA_BAD_LINK", 0, "okta: %.*s is not on %s; not requested",
-              (int)path_len(url_path(st[i].url)), url_path(st[i].url), c->origin);
-      rc = -1;
-      goto out;
+/* Submits the next page of every job that has one, while slots are free.
+** A job that cannot submit fails, and no other is tried this round (an
+** authentication failure would repeat for each). */
+static void submit_pages(us_okta_batch *b) {
+  us_okta *c = b->c;
+  for (size_t i = b->first; i < b->n; i++) {
+    struct ojob *j = b->jobs[i];
+    if (j->cur || !j->url || c->inflight >= c->concurrency)
+      continue;
+    struct us_okta_error err;
+    if (!(j->cur = submit_api(c, j->url, &err))) {
+      job_end(b, j, &err);
+      return;
     }
   }
-  size_t first = 0; /* listings before `first` are finished */
-  for (;;) {
-    int active = 0;
-    for (size_t i = first; i < n; i++) {
-      if (!st[i].cur && st[i].url && c->inflight < c->concurrency) {
-        if (!(st[i].cur = submit_api(c, st[i].url, err))) {
-          rc = -1;
-          goto out;
-        }
-      }
-      active += st[i].cur != NULL;
-    }
-    while (first < n && !st[first].cur && !st[first].url)
-      first++;
-    if (!active && first == n)
-      break;
-    /* (nothing of ours active: every slot is held by a nested call's
-    ** requests; driving the engine frees them) */
-    us_http_run_once(c->e, 200);
-    for (size_t i = first; i < n; i++) {
-      if (!st[i].cur || !st[i].cur->finished)
-        continue;
-      if (on_unauthorized(c, &st[i])) { /* st[i].url is still this page's: asked again */
-        oreq_free(st[i].cur);
-        st[i].cur = NULL;
-        continue;
-      }
-      st[i].nonce_retried = st[i].auth_retried = 0;
-      int prc = on_page(c, &ls[i], i, &st[i], fn, ud, err);
-      if (prc == -1 && ls[i].error) { /* this listing fails alone */
-        *ls[i].error = *err;
-        memset(err, 0, sizeof *err);
-        ls[i].failed = 1;
-        free(st[i].url);
-        st[i].url = NULL;
-      } else if (prc != 0) {
-        rc = -1;
-        goto out;
-      }
-      oreq_free(st[i].cur);
-      st[i].cur = NULL;
-      if (!st[i].url && !ls[i].failed)
-        ls[i].done = 1;
-    }
-  }
-out:
-  for (size_t i = 0; i < n; i++) {
-    oreq_free(st[i].cur);
-    free(st[i].url);
-  }
-  free(st);
-  return rc;
 }
 
-void us_okta_listing_clear(struct us_okta_listing *ls, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    free(ls[i].cursor);
-    ls[i].cursor = NULL;
+/* Handles every finished request: a 401 worth another try asks again,
+** anything else becomes the job's page (and DONE when it was the last). */
+static void harvest(us_okta_batch *b) {
+  for (size_t i = b->first; i < b->n; i++) {
+    struct ojob *j = b->jobs[i];
+    if (!j->cur || !j->cur->finished)
+      continue;
+    if (on_unauthorized(b->c, j)) { /* j->url is still this page's: asked again */
+      oreq_free(j->cur);
+      j->cur = NULL;
+      continue;
+    }
+    j->nonce_retried = j->auth_retried = 0;
+    struct us_okta_error err;
+    if (on_page(b, j, &err) != 0) {
+      job_end(b, j, &err);
+      continue;
+    }
+    oreq_free(j->cur);
+    j->cur = NULL;
+    if (!j->url)
+      job_end(b, j, NULL);
+  }
+}
+
+/* Pops the first queued event, or NULL. */
+static struct us_okta_event *pop(us_okta_batch *b) {
+  struct evnode *n = b->head;
+  if (!n)
+    return NULL;
+  b->head = n->next;
+  if (!b->head)
+    b->tail = NULL;
+  struct us_okta_event *ev = n->ev;
+  free(n);
+  return ev;
+}
+
+struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
+  for (;;) {
+    struct us_okta_event *ev = pop(b);
+    if (ev)
+      return ev;
+    while (b->first < b->n && b->jobs[b->first]->ended)
+      b->first++;
+    if (b->first == b->n)
+      return NULL;
+    if (!b->c->e) {
+      struct us_okta_error err;
+      set_net_err(&err, US_HTTP_ECANCELED, 0,
+                  "okta: the HTTP client was closed during the listing");
+      job_end(b, b->jobs[b->first], &err);
+      continue;
+    }
+    submit_pages(b);
+    if (b->head)
+      continue; /* a job failed to start */
+    /* (nothing of ours in flight: every slot is held by another batch's
+    ** requests; driving the engine frees them) */
+    us_http_run_once(b->c->e, 200);
+    harvest(b);
   }
 }

@@ -1,45 +1,47 @@
 /*
 ** okta.h: the Okta Management API client: auth
 ** (SSWS token, or OAuth 2.0 service app with private_key_jwt and DPoP),
-** listings that follow `next` links exactly as given, several listings at
-** once under a concurrency limit, a rate-limit governor that keeps a share
-** of every bucket for other integrations, and Okta error bodies turned into
-** stable error codes. Plain C on a shared us_http engine; no Lua.
+** the endpoints, listings that follow `next` links exactly as given, run as
+** jobs of a batch whose pages come back as events (the target clients'
+** model, target.h), several at once under a concurrency limit, a rate-limit
+** governor that keeps a share of every bucket for other integrations, and
+** Okta error bodies turned into stable error codes. Plain C on a shared
+** us_http engine; no Lua. What a read means (the scope snapshot, changes,
+** check) is built on these primitives in runtime/lua/usersync/okta.lua.
 **
 ** Threading: one thread, the engine's.
 **
-** Error codes (struct us_okta_error.code; stable strings):
-**   OKTA_AUTH          401: token invalid/expired (E0000011, E0000004, ...);
-**                      with OAuth only after one more try with the API's new
-**                      DPoP nonce (401 use_dpop_nonce) or a new access token
-**                      (any other 401: RFC 6750 3.1)
-**   OKTA_OAUTH         the token endpoint refused (invalid_client, a bad key,
-**                      an expired assertion, invalid_dpop_proof, invalid_scope);
-**                      message has its `error` and `error_description`
-**   OKTA_FORBIDDEN     403: the credentials lack the permission (E0000006)
-**   OKTA_NOT_FOUND     404: no such user/group/app or path (E0000007/E0000008)
-**   OKTA_BAD_REQUEST   400: bad filter/search/parameter (E0000001, E0000031, E0000053)
-**   OKTA_RATE_LIMITED  429 retried until the retries or the wait cap ran out
-**   OKTA_SERVER        5xx (after retries for 500/502/503/504: every Okta
-**                      read is a GET, so it is repeated like a 429)
-**   OKTA_HTTP          any other unexpected status
-**   OKTA_HTML          a body that is HTML/not JSON (a proxy or login page)
-**   OKTA_BAD_JSON      a truncated or malformed JSON body, or a page that is
-**                      not an array
-**   OKTA_BAD_RECORD    a record that is not what the read lists (an entry
-**                      that is null, a string, {}, or lacks a required field
-**                      or has one of the wrong type; an id that is not an
-**                      Okta id): the whole read fails like a failed page
-**                      (User: id, status, profile.login; Group: id, type,
-**                      profile.name; AppUser: id, scope, status and a valid
-**                      _embedded.user; LogEvent: uuid, published,
-**                      eventType, ids of User/UserGroup targets)
-**   OKTA_BAD_LINK      a `next` link or cursor on another origin (never
-**                      requested: it would send our credentials elsewhere)
-**   OKTA_CALLBACK      the page callback stopped the listing (its message)
-**   OKTA_CONFIG        bad options (no url, no credentials, unreadable key)
+** Error codes (struct us_okta_error.code): the vocabulary of the target
+** clients (target.h), so callers test one set of codes whichever side failed:
+**   EAUTH        401: token invalid/expired (E0000011, E0000004, ...);
+**                with OAuth only after one more try with the API's new
+**                DPoP nonce (401 use_dpop_nonce) or a new access token
+**                (any other 401: RFC 6750 3.1); also the token endpoint
+**                refusing (invalid_client, a bad key, an expired assertion,
+**                invalid_dpop_proof, invalid_scope: error_code and the
+**                message say which)
+**   EFORBIDDEN   403: the credentials lack the permission (E0000006)
+**   ENOTFOUND    404: no such user/group/app or path (E0000007/E0000008)
+**   EINVALID     400: bad filter/search/parameter (E0000001, E0000031, E0000053)
+**   ERATELIMIT   429 retried until the retries or the wait cap ran out
+**   EHTTP        5xx (after retries for 500/502/503/504: every Okta read is
+**                a GET, so it is repeated like a 429), any other status
+**   ERESPONSE    a body that is HTML/not JSON (a proxy or login page), a
+**                truncated or malformed JSON body, a page that is not an
+**                array, or a record that is not what the read lists (an
+**                entry that is null, a string, {}, or lacks a required
+**                field or has one of the wrong type; an id that is not an
+**                Okta id): the whole read fails like a failed page
+**                (User: id, status, profile.login; Group: id, type,
+**                profile.name; AppUser: id, scope, status and a valid
+**                _embedded.user; LogEvent: uuid, published,
+**                eventType, ids of User/UserGroup targets)
+**   EBADLINK     a `next` link or cursor on another origin (never
+**                requested: it would send our credentials elsewhere)
+**   ECALLBACK    a Lua callback of the listing raised (usersync.okta)
+**   ECONFIG      bad options (no url, no credentials, unreadable key)
 **   and the transport codes of http.h (ECONNREFUSED, ECONNRESET, ETIMEDOUT,
-**   ETLS, EDNS, ...) when no response arrived.
+**   ETLS, EDNS, ...) when no response arrived (`transport` is then 1).
 ** Messages name the method, path (no query), status, errorCode, errorSummary
 ** and X-Okta-Request-Id; they never contain tokens, assertions, proofs or keys.
 */
@@ -77,6 +79,7 @@ struct us_okta_options {
 
 struct us_okta_error {
   char code[24];       /* stable code above, "" when no error */
+  int transport;       /* 1: no answer from Okta (code is one of http.h's) */
   long status;         /* HTTP status or 0 */
   char error_code[24]; /* Okta errorCode (E0000011) or OAuth `error` */
   char summary[256];   /* errorSummary / error_description */
@@ -108,44 +111,99 @@ void us_okta_free(us_okta *c);
 /* Swaps the engine (NULL: none; every call then fails with ECANCELED). */
 void us_okta_set_engine(us_okta *c, us_http *e);
 
-/* One page (or the one object of a get) handed to the callback. */
-struct us_okta_page {
-  size_t list;      /* index of the listing in the call */
-  const char *body; /* JSON text, validated; an array for listings */
+/* ---------------------------------------------------------------- endpoints
+** Every URL the client requests is built here from an operation: ids are
+** percent-encoded, page sizes are each listing's maximum unless `limit`. */
+enum us_okta_ep {
+  US_OKTA_USERS = 1,     /* /api/v1/users?limit=200[&filter=][&search=] */
+  US_OKTA_USER,          /* /api/v1/users/{id}: by id or login (a get) */
+  US_OKTA_USER_GROUPS,   /* /api/v1/users/{id}/groups?limit=200 */
+  US_OKTA_GROUPS,        /* /api/v1/groups?limit=200[&filter=][&search=] */
+  US_OKTA_GROUP,         /* /api/v1/groups/{id} (a get) */
+  US_OKTA_GROUP_MEMBERS, /* /api/v1/groups/{id}/users?limit=200 (not the default 1000) */
+  US_OKTA_APP,           /* /api/v1/apps/{id} (a get) */
+  US_OKTA_APP_USER,      /* /api/v1/apps/{id}/users/{user}[?expand=user] (a get) */
+  US_OKTA_APP_USERS,     /* /api/v1/apps/{id}/users?limit=500[&expand=user] */
+  US_OKTA_APP_GROUPS,    /* /api/v1/apps/{id}/groups?limit=200 */
+  US_OKTA_LOGS           /* /api/v1/logs?limit=1000[&since=][&filter=], or `cursor`:
+                         ** a System Log poll, which ends at an empty page */
+};
+/* The names of the endpoints, index ep - 1, NULL-terminated ("users", "user",
+** "user_groups", "groups", "group", "group_members", "app", "app_user",
+** "app_users", "app_groups", "logs"). */
+extern const char *const us_okta_ep_names[];
+
+/* What a page event carries: the memory of a 100,000-user read. */
+enum us_okta_shape {
+  US_OKTA_RECORDS = 0, /* the page as Okta sent it (validated) */
+  US_OKTA_SLIM,        /* Users without _links, credentials and type (no policy hook
+                       ** reads them; they were half of each User); APP_USERS with
+                       ** expand=user: each record is its _embedded.user, slimmed, with
+                       ** the AppUser (without _embedded and _links) as app_assignment.
+                       ** Other records as sent. */
+  US_OKTA_IDS          /* only the records' ids (ids[]); the page is not kept */
+};
+
+struct us_okta_op {
+  enum us_okta_ep ep;
+  const char *id;     /* the user, group or app (USER: an id or a login) */
+  const char *user;   /* APP_USER: the user id */
+  const char *filter; /* USERS, GROUPS, LOGS */
+  const char *search; /* USERS, GROUPS */
+  const char *since;  /* LOGS: ISO 8601 */
+  const char *cursor; /* LOGS: the URL to poll from, instead of since/filter */
+  int limit;          /* page size; 0: the endpoint's maximum */
+  int expand_user;    /* APP_USER, APP_USERS: expand=user */
+  size_t max_pages;   /* > 0: stop after that many pages (probes, capped polls;
+                      ** LOGS: the cursor then points after the last page read) */
+  enum us_okta_shape shape;
+  void *tag; /* returned in every event of the job */
+};
+
+/* ---------------------------------------------------------------- jobs
+** Operations run as jobs of a batch, concurrently (each page after the
+** previous one of the same job; at most `concurrency` requests in flight
+** for the client). us_okta_batch_next drives the engine until an event is
+** ready: a PAGE per page as it arrives, then exactly one DONE per job. A
+** job's failure is its own (its DONE); the caller decides whether the
+** others go on. A failed page ends its job: never a silently short list. */
+typedef struct us_okta_batch us_okta_batch;
+
+enum us_okta_ev { US_OKTA_PAGE = 1, US_OKTA_DONE };
+
+/* One event; the caller owns it after us_okta_batch_next (us_okta_event_free). */
+struct us_okta_event {
+  enum us_okta_ev type;
+  void *tag;
+  size_t job; /* 0-based, in submit order */
+  /* PAGE */
+  char *body; /* JSON text: the page (an array) or a get's object; NULL with IDS */
   size_t len;
-  size_t count;     /* elements (listings) */
-  size_t page;      /* 1-based page number within the listing */
-  const char *next; /* next link or NULL (not NUL-owned by the caller) */
-  const struct us_http_response *resp;
-};
-/* Returns 0 to go on; nonzero stops the call, which then fails with
-** OKTA_CALLBACK and the message the callback wrote into err (or a
-** generic one). */
-typedef int (*us_okta_page_fn)(void *ud, const struct us_okta_page *p, struct us_okta_error *err);
-
-struct us_okta_listing {
-  const char *url;             /* "/api/v1/..." (joined to the base) or an absolute URL */
-  int single;                  /* 1: a get of one object (no paging) */
-  int stop_on_empty;           /* 1: System Log polling: an empty page ends it */
-  size_t max_pages;            /* > 0: stop after that many pages (probes) */
-  struct us_okta_error *error; /* non-NULL: a failure of this listing is
-                                ** stored here and the others go on (checks,
-                                ** reads where 404 means "deleted") */
-  /* out */
-  char *cursor; /* stop_on_empty: the next URL to poll from (malloc'd) */
+  char **ids; /* US_OKTA_IDS: the records' ids */
+  size_t nids;
+  size_t count; /* records of the page */
+  size_t page;  /* 1-based */
+  int last;     /* 1: the job asks for no more pages */
+  /* DONE */
+  int ok;
+  struct us_okta_error error; /* when !ok */
+  char *cursor;               /* LOGS: the URL to poll from next */
   size_t pages, items;
-  int done;   /* 1: completed */
-  int failed; /* 1: failed into *error */
 };
 
-/* Runs the n listings concurrently (each page after the previous one of the
-** same listing; at most `concurrency` requests in flight), calling fn for
-** every page as it arrives. Returns 0 when every listing completed, -1 with
-** err filled at the first failure (the others are cancelled: a failed page
-** fails the whole call). Free the cursors with us_okta_listing_clear. */
-int us_okta_list(us_okta *c, struct us_okta_listing *ls, size_t n, us_okta_page_fn fn, void *ud,
-                 struct us_okta_error *err);
-void us_okta_listing_clear(struct us_okta_listing *ls, size_t n);
+us_okta_batch *us_okta_batch_new(us_okta *c);
+/* Starts a job (its requests go out at the next us_okta_batch_next).
+** 0 ok; -1 on misuse (an id missing) or no memory, err filled. A job that
+** cannot start (a cursor on another origin) still starts and ends with a
+** failed DONE, without a request. */
+int us_okta_submit(us_okta_batch *b, const struct us_okta_op *op, struct us_okta_error *err);
+/* The next event, driving the engine while none is ready; NULL when every
+** job has ended and its events were taken. */
+struct us_okta_event *us_okta_batch_next(us_okta_batch *b);
+/* Cancels the batch's unfinished jobs and frees it (us_okta_free frees the
+** batches still open). NULL fine. */
+void us_okta_batch_free(us_okta_batch *b);
+void us_okta_event_free(struct us_okta_event *ev);
 
 /* Obtains (or renews, when fewer than 5 minutes remain) the OAuth access
 ** token. 0 ok (also for SSWS: nothing to do), -1 with err. */

@@ -138,7 +138,7 @@ test("errors: one line that says what failed, the detail indented below; exit co
   at = nil
   for i, l in ipairs(err) do if l:find("^usersync sync: reading okta failed") then at = i end end
   t:ok(at, r.stderr)
-  t:match(err[at], "^usersync sync: reading okta failed: HTTP 401: E0000011 Invalid token provided %(OKTA_AUTH%)$")
+  t:match(err[at], "^usersync sync: reading okta failed: HTTP 401: E0000011 Invalid token provided %(EAUTH%)$")
   t:match(err[at + 1], "^  GET /api/v1/groups: HTTP 401 E0000011 Invalid token provided")
   t:match(err[at + 2], "^  the Okta read failed: nothing is planned or applied")
   t:match(err[at + 3], "^usersync sync: stopped by a safety limit")

@@ -80,7 +80,7 @@ test("one app user with expand=user: the assignment and the user in one request;
   t:eq(plain._embedded, nil, "no user without expand")
   local none, _, code = c:app_user(S.APP, S.uid(2), { expand = "user" })
   t:eq(none, nil)
-  t:eq(code, "OKTA_NOT_FOUND")
+  t:eq(code, "ENOTFOUND")
   local cnt, reqs = sim:count{ path = "^/api/v1/apps/[^/]+/users/" }
   t:eq(cnt, 3)
   t:eq(reqs[1].query, "expand=user")
@@ -159,10 +159,10 @@ test("scope: a failed page fails the read (complete=false, problems, no snapshot
   local c <close>, hc = S.client(sim, { app_id = S.APP })
   local snap, err, code, partial = c:scope{}
   t:eq(snap, nil)
-  t:eq(code, "OKTA_BAD_JSON")
+  t:eq(code, "ERESPONSE")
   t:match(err, "/api/v1/groups/" .. S.gid(2) .. "/users")
   t:eq(partial.complete, false)
-  t:eq(partial.problems[1].code, "OKTA_BAD_JSON")
+  t:eq(partial.problems[1].code, "ERESPONSE")
   -- a dropped connection on the app users' listing, after retries
   sim:faults{ reset_rate = 1.0, fail_path = "^/api/v1/apps/" }
   snap, err, code, partial = c:scope{}
@@ -185,7 +185,7 @@ test("random garbage and dropped connections: a full list or an error, never a s
       t:eq(got, 1000)
       full = full + 1
     else
-      t:ok(code == "OKTA_BAD_JSON" or code == "ECONNRESET", "seed " .. seed .. ": " .. tostring(code))
+      t:ok(code == "ERESPONSE" or code == "ECONNRESET", "seed " .. seed .. ": " .. tostring(code))
       errors = errors + 1
     end
   end
@@ -199,7 +199,8 @@ test("error classes: codes, status, errorCode, request id", function(t)
     local c <close>, hc = S.client(sim, { token = "s3cr3t-wrong-token" })
     local v, err, code, e = c:users()
     t:eq(v, nil)
-    t:eq(code, "OKTA_AUTH")
+    t:eq(code, "EAUTH", "the target clients' code for refused credentials")
+    t:eq(e.source, "okta")
     t:eq(e.status, 401)
     t:eq(e.error_code, "E0000011")
     t:match(e.request_id, "^%w+$")
@@ -209,27 +210,27 @@ test("error classes: codes, status, errorCode, request id", function(t)
   end
   local c <close>, hc = S.client(sim)
   local v, err, code, e = c:user("nobody@example.com")
-  t:eq(code, "OKTA_NOT_FOUND")
+  t:eq(code, "ENOTFOUND")
   t:eq(e.error_code, "E0000007")
   t:match(err, "Not found")
   v, err, code, e = c:users{ filter = "nonsense" }
-  t:eq(code, "OKTA_BAD_REQUEST")
+  t:eq(code, "EINVALID")
   t:eq(e.error_code, "E0000031")
   sim:faults{ fail_rate = 1.0, fail_status = 403 }
   v, err, code, e = c:groups()
-  t:eq(code, "OKTA_FORBIDDEN")
+  t:eq(code, "EFORBIDDEN")
   t:eq(e.error_code, "E0000006")
   sim:faults{ fail_rate = 1.0, fail_status = 500 }
   v, err, code, e = c:groups()
-  t:eq(code, "OKTA_SERVER")
+  t:eq(code, "EHTTP")
   t:eq(e.status, 500)
   sim:faults{ okta_html = true }
   v, err, code = c:groups()
-  t:eq(code, "OKTA_HTML")
+  t:eq(code, "ERESPONSE")
   t:match(err, "HTML")
   sim:faults{ garbage_rate = 1.0 }
   v, err, code = c:groups()
-  t:eq(code, "OKTA_BAD_JSON")
+  t:eq(code, "ERESPONSE")
   t:match(err, "truncated or malformed")
   sim:faults{ reset_rate = 1.0 }
   local hc2 <close> = http.client{ timeout = 30, backoff = 0.01, backoff_max = 0.05 }
@@ -241,7 +242,7 @@ test("error classes: codes, status, errorCode, request id", function(t)
   sim:faults{ okta_buckets = { ["/api/v1/users"] = 0 } }
   local c3 <close> = okta.client(hc, { url = sim.url, token = "test-token", retries = 2, max_wait = 1 })
   v, err, code, e = c3:users()
-  t:eq(code, "OKTA_RATE_LIMITED")
+  t:eq(code, "ERATELIMIT")
   t:eq(e.error_code, "E0000047")
   t:eq(e.status, 429)
   sim:faults{}
@@ -256,7 +257,7 @@ test("a cursor on another origin is never requested (credentials stay home)", fu
   local c <close>, hc = S.client(sim, { token = "s3cr3t-token" })
   local v, err, code = c:logs{ cursor = "http://evil.example:1/api/v1/logs?after=1_1" }
   t:eq(v, nil)
-  t:eq(code, "OKTA_BAD_LINK")
+  t:eq(code, "EBADLINK")
   t:ok(not err:find("s3cr3t", 1, true))
   t:eq(#sim:requests(), 0)
 end)
@@ -267,12 +268,12 @@ test("a callback error stops the listing and is returned, not raised", function(
   local calls = 0
   local v, err, code = c:users(nil, function() calls = calls + 1; if calls == 2 then error("boom") end end)
   t:eq(v, nil)
-  t:eq(code, "OKTA_CALLBACK")
+  t:eq(code, "ECALLBACK")
   t:contains(err, "boom")
   t:eq(calls, 2)
   t:eq(sim:count{ path = "^/api/v1/users$" }, 2, "the third page is never asked for")
   v, err, code = c:users(nil, function() c:close() end)
-  t:eq(code, "OKTA_CALLBACK")
+  t:eq(code, "ECALLBACK")
   t:contains(err, "inside one of its callbacks")
   -- the client is still usable afterwards
   t:eq(#assert(c:users()), 450)
@@ -327,6 +328,43 @@ test("check(): every probe ok; a wrong token is 'denied'; an unknown app 'not_fo
   r = c4:check()
   t:eq(r.reachable, false)
   t:eq(r.auth.status, "error")
+end)
+
+test("raw primitives: a batch streams each job's pages, then one done per job", function(t)
+  load(S.org{ users = 250, groups = 1, members = { [1] = 201 } })
+  local raw = require "usersync.okta_raw"
+  local hc <close> = http.client{ timeout = 30 }
+  local rc <close> = raw.client(hc, { url = sim.url, token = "test-token" })
+  local b <close> = rc:batch()
+  t:eq(b:submit{ ep = "users", shape = "slim" }, 1)
+  t:eq(b:submit{ ep = "group_members", id = S.gid(1), shape = "ids" }, 2)
+  t:eq(b:submit{ ep = "user", id = "nobody@example.com" }, 3)
+  local pages, done, n = { 0, 0, 0 }, {}, { 0, 0, 0 }
+  while true do
+    local kind, job, a, b2, c2, d2 = b:next()
+    if not kind then break end
+    t:eq(done[job], nil, "nothing of a job after its done")
+    if kind == "page" then
+      pages[job] = pages[job] + 1
+      n[job] = n[job] + #a
+      t:eq(b2, #a); t:eq(c2, pages[job]); t:eq(d2, pages[job] == 2, "both listings have two pages")
+      if job == 1 then t:eq(a[1].credentials, nil, "slim"); t:ok(a[1].profile.login) end
+      if job == 2 then t:eq(type(a[1]), "string", "ids only") end
+    else
+      done[job] = a or { code = c2, source = d2 and d2.source }
+    end
+  end
+  t:same(n, { 250, 201, 0 })
+  t:eq(done[1].pages, 2); t:eq(done[1].items, 250)
+  t:eq(done[2].pages, 2)
+  t:same(done[3], { code = "ENOTFOUND", source = "okta" }, "a job fails alone")
+  t:raises(function() rc:close() end, "inside one of its callbacks")
+  t:raises(function() b:submit{ ep = "nope" } end, "invalid option")
+  t:raises(function() b:submit{ ep = "user" } end, "needs an id")
+  b:close()
+  b:close()
+  t:raises(function() b:next() end, "closed Okta batch")
+  rc:close()
 end)
 
 return test.done()

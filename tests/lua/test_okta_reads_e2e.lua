@@ -60,7 +60,7 @@ for _, case in ipairs(BAD) do
     t:eq(r.code, 3, r.stdout .. r.stderr)
     t:contains(r.stderr, "reading okta failed")
     t:contains(r.stderr, "GET /api/v1/groups/00gEng/users: record 1 of page 1 is not a valid User: " .. why)
-    t:contains(r.stderr, "OKTA_BAD_RECORD")
+    t:contains(r.stderr, "ERESPONSE")
     t:eq(w.okta:count{ path = "^/api/v1/groups/00gEng/users$", status = 200 }, 1, "the page was served")
     for _, p in ipairs(PRODUCTS) do
       t:eq(#w:writes(p), 0, p .. ": no write at all")
@@ -164,7 +164,7 @@ test("client: each kind of record is checked, in listings and single gets", func
     bad(k[1], k[2])
     local v, err, code, e = k[3]()
     t:eq(v, nil, k[4])
-    t:eq(code, "OKTA_BAD_RECORD", err)
+    t:eq(code, "ERESPONSE", err)
     t:contains(tostring(err), k[4])
     if e and e.code then t:eq(e.status, 200) end -- (c:scope returns the partial snapshot)
   end
@@ -183,6 +183,6 @@ test("client: a malformed record in a watermark read fails it; nothing partial c
   local v, err, code = c:changes{ watermark = "2000-01-01T00:00:00.000Z" }
   sim:faults{}
   t:eq(v, nil)
-  t:eq(code, "OKTA_BAD_RECORD")
+  t:eq(code, "ERESPONSE")
   t:contains(err, "record 4 of page 1 is not a valid User: the record is null, not an object")
 end)

@@ -279,7 +279,7 @@ test("okta scope: the default throttle calls once per interval, plus the finals"
   -- an error in the callback fails the read, it does not raise
   local snap, err, code, partial = c:scope{ progress = function() error("bar broke") end }
   t:eq(snap, nil)
-  t:eq(code, "OKTA_CALLBACK")
+  t:eq(code, "ECALLBACK")
   t:match(err, "progress callback failed: .*bar broke")
   t:eq(partial.complete, false)
   t:raises(function() c:scope{ progress = 5 } end, "progress")

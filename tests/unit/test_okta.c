@@ -2,8 +2,9 @@
 ** test_okta.c: the Okta client core (include/usersync/okta.h) in C, against
 ** the Okta simulator (tests/fakes/fake.py okta, started with popen and
 ** killed at the end): configuration errors, URL encoding, paging by next
-** links, concurrent listings, per-listing errors, callback stops, refused
-** origins, bucket state. Exits non-zero on any failure.
+** links, concurrent jobs of a batch, per-job errors, a batch freed early,
+** refused origins, the System Log cursor, bucket state. Exits non-zero on
+** any failure.
 */
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "usersync/http.h"
 #include "usersync/okta.h"
+#include "usersync/timeutil.h"
 
 static int failures = 0;
 #define CHECK(c)                                                                                   \
@@ -72,23 +74,47 @@ static void stop_sim(void) {
     pclose(sim_proc);
 }
 
+/* What a batch delivered: pages and records per job, each job's DONE. */
 struct tally {
-  size_t pages, items, per_list[4];
-  int stop_at; /* stop on this page (0: never) */
+  size_t pages, items, per_job[4], done;
+  int ok[4];
+  struct us_okta_error err[4];
+  char *cursor[4];
+  int stop_at; /* stop (free the batch) after this many pages (0: never) */
 };
 
-static int count_pages(void *ud, const struct us_okta_page *p, struct us_okta_error *err) {
-  struct tally *t = ud;
-  t->pages++;
-  t->items += p->count;
-  if (p->list < 4)
-    t->per_list[p->list] += p->count;
-  if (t->stop_at && (int)t->pages == t->stop_at) {
-    snprintf(err->code, sizeof err->code, "STOPPED");
-    snprintf(err->message, sizeof err->message, "stopped by the test");
-    return 1;
+/* Runs ops[0..n) as one batch and tallies its events. */
+static void run(us_okta *c, const struct us_okta_op *ops, size_t n, struct tally *t) {
+  us_okta_batch *b = us_okta_batch_new(c);
+  struct us_okta_error err;
+  for (size_t i = 0; i < n; i++)
+    CHECK(us_okta_submit(b, &ops[i], &err) == 0);
+  struct us_okta_event *ev;
+  while ((ev = us_okta_batch_next(b))) {
+    size_t j = ev->job < 4 ? ev->job : 3;
+    if (ev->type == US_OKTA_PAGE) {
+      t->pages++;
+      t->items += ev->count;
+      t->per_job[j] += ev->count;
+      CHECK(ev->body || ev->ids);
+    } else {
+      t->done++;
+      t->ok[j] = ev->ok;
+      t->err[j] = ev->error;
+      t->cursor[j] = ev->cursor;
+      ev->cursor = NULL;
+    }
+    us_okta_event_free(ev);
+    if (t->stop_at && (int)t->pages == t->stop_at)
+      break;
   }
-  return 0;
+  us_okta_batch_free(b);
+}
+
+static void tally_clear(struct tally *t) {
+  for (int i = 0; i < 4; i++)
+    free(t->cursor[i]);
+  memset(t, 0, sizeof *t);
 }
 
 static void test_config(void) {
@@ -96,7 +122,7 @@ static void test_config(void) {
   struct us_okta_error err;
   us_okta_options_init(&o);
   CHECK(o.budget_share == 0.5 && o.concurrency == 8 && o.dpop == 1);
-  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "OKTA_CONFIG"));
+  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "ECONFIG"));
   o.url = "https://example.okta.com";
   CHECK(us_okta_new(NULL, &o, &err) == NULL && strstr(err.message, "token"));
   o.token = "t";
@@ -105,7 +131,7 @@ static void test_config(void) {
   o.token = NULL;
   o.private_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
   o.private_key_len = strlen(o.private_key);
-  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "OKTA_CONFIG"));
+  CHECK(us_okta_new(NULL, &o, &err) == NULL && !strcmp(err.code, "ECONFIG"));
   CHECK(strstr(err.message, "AAAA") == NULL);
   o.client_id = NULL;
   o.token = "t";
@@ -128,17 +154,19 @@ static void test_lists(us_http *e) {
   if (!c)
     return;
 
-  /* two listings at once: 450 users (3 pages) and 225 members (2 pages) */
-  struct us_okta_listing ls[2] = {{0}, {0}};
-  ls[0].url = "/api/v1/users?limit=200";
-  ls[1].url = "/api/v1/groups/00g00000000000000001/users?limit=200";
+  /* two listings at once: 450 users (3 pages) and 225 members (2 pages), ids only */
+  struct us_okta_op ops[2] = {{0}, {0}};
+  ops[0].ep = US_OKTA_USERS;
+  ops[1].ep = US_OKTA_GROUP_MEMBERS;
+  ops[1].id = "00g00000000000000001";
+  ops[1].shape = US_OKTA_IDS;
   struct tally t = {0};
-  CHECK(us_okta_list(c, ls, 2, count_pages, &t, &err) == 0);
-  CHECK(t.pages == 5 && t.items == 675);
-  CHECK(t.per_list[0] == 450 && t.per_list[1] == 225);
-  CHECK(ls[0].pages == 3 && ls[1].pages == 2 && ls[0].done && ls[1].done);
+  run(c, ops, 2, &t);
+  CHECK(t.pages == 5 && t.items == 675 && t.done == 2);
+  CHECK(t.per_job[0] == 450 && t.per_job[1] == 225);
+  CHECK(t.ok[0] && t.ok[1]);
   CHECK(us_okta_requests(c) == 5);
-  us_okta_listing_clear(ls, 2);
+  tally_clear(&t);
 
   struct us_okta_bucket b;
   us_okta_bucket(c, 0, &b);
@@ -147,57 +175,73 @@ static void test_lists(us_http *e) {
   us_okta_bucket(c, 4, &b);
   CHECK(!strcmp(b.name, "/api/v1/groups*") && b.requests == 2);
 
-  /* a callback stop cancels the rest */
-  struct tally t2 = {0};
-  t2.stop_at = 2;
-  CHECK(us_okta_list(c, ls, 2, count_pages, &t2, &err) == -1);
-  CHECK(!strcmp(err.code, "STOPPED"));
-  us_okta_listing_clear(ls, 2);
+  /* freeing the batch after two pages cancels the rest */
+  t.stop_at = 2;
+  run(c, ops, 2, &t);
+  CHECK(t.pages == 2 && t.done == 0);
+  tally_clear(&t);
 
-  /* per-listing errors: the missing user fails alone */
-  struct us_okta_error e1 = {0};
-  struct us_okta_listing one[2] = {{0}, {0}};
-  one[0].url = "/api/v1/users/nobody";
-  one[0].single = 1;
-  one[0].error = &e1;
-  one[1].url = "/api/v1/users/00u00000000000000002";
-  one[1].single = 1;
-  struct tally t3 = {0};
-  CHECK(us_okta_list(c, one, 2, count_pages, &t3, &err) == 0);
-  CHECK(one[0].failed && !one[0].done && one[1].done);
-  CHECK(!strcmp(e1.code, "OKTA_NOT_FOUND") && e1.status == 404);
-  CHECK(!strcmp(e1.error_code, "E0000007") && e1.request_id[0]);
-  CHECK(t3.pages == 1);
-
-  /* without per-listing error: the whole call fails */
-  one[0].error = NULL;
-  CHECK(us_okta_list(c, one, 2, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_NOT_FOUND"));
+  /* each job fails alone: the missing user, not the other */
+  struct us_okta_op one[2] = {{0}, {0}};
+  one[0].ep = US_OKTA_USER;
+  one[0].id = "nobody";
+  one[1].ep = US_OKTA_USER;
+  one[1].id = "00u00000000000000002";
+  one[1].shape = US_OKTA_SLIM;
+  run(c, one, 2, &t);
+  CHECK(t.done == 2 && !t.ok[0] && t.ok[1] && t.pages == 1);
+  CHECK(!strcmp(t.err[0].code, "ENOTFOUND") && t.err[0].status == 404 && !t.err[0].transport);
+  CHECK(!strcmp(t.err[0].error_code, "E0000007") && t.err[0].request_id[0]);
+  tally_clear(&t);
 
   /* another origin is never requested */
   unsigned long before = us_okta_requests(c);
-  struct us_okta_listing far = {0};
-  far.url = "https://elsewhere.example/api/v1/users";
-  CHECK(us_okta_list(c, &far, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_BAD_LINK"));
+  struct us_okta_op far = {0};
+  far.ep = US_OKTA_LOGS;
+  far.cursor = "https://elsewhere.example/api/v1/logs";
+  run(c, &far, 1, &t);
+  CHECK(t.done == 1 && !t.ok[0] && !strcmp(t.err[0].code, "EBADLINK"));
   CHECK(us_okta_requests(c) == before);
+  tally_clear(&t);
 
-  /* a get expects an object, a listing an array */
-  struct us_okta_listing wrong = {0};
-  wrong.url = "/api/v1/users/00u00000000000000002"; /* an object, read as a page */
-  CHECK(us_okta_list(c, &wrong, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_BAD_JSON"));
+  /* a get without its id is misuse */
+  us_okta_batch *bt = us_okta_batch_new(c);
+  struct us_okta_op noid = {0};
+  noid.ep = US_OKTA_USER;
+  CHECK(us_okta_submit(bt, &noid, &err) == -1 && !strcmp(err.code, "ECONFIG"));
+  us_okta_batch_free(bt);
+
+  /* a System Log poll: an empty page ends it and gives the cursor */
+  struct us_okta_op logs = {0};
+  logs.ep = US_OKTA_LOGS;
+  char since[US_TIME_BUFLEN];
+  us_time_format_iso8601(us_time_now() - 60, since, sizeof since);
+  logs.since = since;
+  run(c, &logs, 1, &t);
+  CHECK(t.ok[0] && t.cursor[0] && strstr(t.cursor[0], "/api/v1/logs?"));
+  tally_clear(&t);
 
   /* no engine: ECANCELED, nothing sent */
   us_okta_set_engine(c, NULL);
-  CHECK(us_okta_list(c, ls, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "ECANCELED"));
+  before = us_okta_requests(c);
+  run(c, ops, 1, &t);
+  CHECK(!t.ok[0] && !strcmp(t.err[0].code, "ECANCELED") && t.err[0].transport);
+  CHECK(us_okta_requests(c) == before);
+  tally_clear(&t);
+
+  /* an open batch is freed with its client */
+  bt = us_okta_batch_new(c);
+  CHECK(us_okta_submit(bt, &ops[0], &err) == 0);
   us_okta_free(c);
 
-  /* a bad token: OKTA_AUTH, the token is not in the message */
+  /* a bad token: EAUTH, the token is not in the message */
   o.token = "s3cr3t-token";
   c = us_okta_new(e, &o, &err);
-  struct us_okta_listing l = {0};
-  l.url = "/api/v1/users";
-  CHECK(us_okta_list(c, &l, 1, NULL, NULL, &err) == -1 && !strcmp(err.code, "OKTA_AUTH"));
-  CHECK(err.status == 401 && !strcmp(err.error_code, "E0000011"));
-  CHECK(strstr(err.message, "s3cr3t") == NULL && strstr(err.message, "E0000011"));
+  run(c, ops, 1, &t);
+  CHECK(!t.ok[0] && !strcmp(t.err[0].code, "EAUTH"));
+  CHECK(t.err[0].status == 401 && !strcmp(t.err[0].error_code, "E0000011"));
+  CHECK(strstr(t.err[0].message, "s3cr3t") == NULL && strstr(t.err[0].message, "E0000011"));
+  tally_clear(&t);
   us_okta_free(c);
 }
 

@@ -410,7 +410,7 @@ function Serve:poll()
       local res, err, code
       if cursor then
         res, err, code = src:changes{ cursor = cursor, users = false, max_pages = M.POLL_PAGES }
-        if not res and (code == "OKTA_BAD_REQUEST" or code == "OKTA_BAD_LINK") then
+        if not res and (code == "EINVALID" or code == "EBADLINK") then
           -- A cursor Okta no longer takes (past the log retention, another
           -- org after a URL change): start again from now; the full runs
           -- cover the gap.
@@ -430,7 +430,7 @@ function Serve:poll()
           for _, id in ipairs(M.event_users(ev)) do ids[#ids + 1] = id end
           if M.GROUP_EVENTS[ev.eventType] then self:request_full(name, "incremental", ev.eventType) end
         end
-      elseif code == "OKTA_FORBIDDEN" then
+      elseif code == "EFORBIDDEN" then
         mode = "watermark"
         res, err, code, ids = self:poll_watermark(src, wkey)
       end

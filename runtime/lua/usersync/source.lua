@@ -69,7 +69,7 @@ local function app_missing(e, src, scfg)
     local app, err, code = src:app(scfg.app_id)
     if app then
       seen = false
-    elseif code == "OKTA_NOT_FOUND" then
+    elseif code == "ENOTFOUND" then
       seen = ("the Okta app %s does not exist (deleted, or a wrong app_id)"):format(scfg.app_id)
     else
       return failure(err, code)
@@ -100,7 +100,7 @@ local function find_renamed(e, src, s, login)
   for _, id in ipairs(linked_ids(e, s, login)) do
     local u, _, code = src:user(id)
     if u then return u end
-    if code ~= "OKTA_NOT_FOUND" then
+    if code ~= "ENOTFOUND" then
       return nil, result{ complete = false, problems = { "reading Okta user " .. id .. " failed" } }
     end
   end
@@ -115,7 +115,7 @@ local function in_scope(e, src, scfg, u)
   if scfg.app_id then
     local assigned, err, code = src:app_user(scfg.app_id, u.id)
     if assigned then return true end
-    if code ~= "OKTA_NOT_FOUND" then return failure(err, code) end
+    if code ~= "ENOTFOUND" then return failure(err, code) end
     return app_missing(e, src, scfg) or result{ only_id = u.id }
   end
 
@@ -133,7 +133,7 @@ end
 local function read_one_user(e, src, scfg, include, login, s)
   local u, err, code = src:user(login)
   if not u then
-    if code ~= "OKTA_NOT_FOUND" then return failure(err, code) end
+    if code ~= "ENOTFOUND" then return failure(err, code) end
     local gone
     u, gone = find_renamed(e, src, s, login)
     if not u then return gone end
@@ -151,7 +151,7 @@ end
 local function read_app_user_by_id(e, src, scfg, include, id, s)
   local au, err, code = src:app_user(scfg.app_id, id, { expand = "user" })
   if not au then
-    if code ~= "OKTA_NOT_FOUND" then return failure(err, code) end
+    if code ~= "ENOTFOUND" then return failure(err, code) end
     return app_missing(e, src, scfg) or result{ only_missing = id }
   end
 
