@@ -204,6 +204,33 @@ def t_request_log(f):
     assert f.requests() == []
 
 
+def t_inflight_peak(f):
+    """Two requests held by latency are in flight at once: the peak says 2; clearing the log
+    resets it. Polls (with a deadline) instead of sleeping, so a slow machine cannot fail it."""
+    f.put_state(STATE)
+    f.clear_requests()
+    assert f.get("/__fake/inflight").json() == {"now": 0, "max": 0}
+    f.faults(latency_ms=3000)
+
+    def until(n):
+        deadline = time.time() + 60
+        while f.get("/__fake/inflight").json()["now"] != n:
+            assert time.time() < deadline, "never %d in flight" % n
+            time.sleep(0.02)
+
+    conns = [f.connection(), f.connection()]
+    for i, c in enumerate(conns):
+        c.request("GET", "/api/v1/users", headers=AUTH)
+        until(i + 1)
+    for c in conns:
+        assert c.getresponse().status == 200
+        c.close()
+    f.faults()
+    assert f.get("/__fake/inflight").json() == {"now": 0, "max": 2}
+    f.clear_requests()
+    assert f.get("/__fake/inflight").json() == {"now": 0, "max": 0}
+
+
 def t_fault_fail(f):
     f.put_state(STATE)
     f.faults(fail_rate=1.0, fail_status=500, fail_path="^/api/v1/users$")

@@ -377,15 +377,22 @@ test("locks across processes: held while the owner lives, taken over once it die
   local path = dbpath("xproc")
   local script = os.tmpname()
   local f = assert(io.open(script, "w"))
-  -- Takes the lock, says so, lives a little, then dies without closing
-  -- anything (os.exit without closing the state), like a killed run.
+  -- Takes the lock, says so, lives until told to go (the file `release`
+  -- appears; 120 s at most), then dies without closing anything (os.exit
+  -- without closing the state), like a killed run. (Told, not timed: a
+  -- loaded machine must not let it die before the checks below.)
+  local release = script .. ".release"
   f:write(string.format([[
     local db = assert(require("usersync.store").open(%q))
     assert(db:lock("sync:main", { ttl = 600 }))
     print("locked") io.stdout:flush()
-    os.execute("sleep 0.5")
+    for _ = 1, 2400 do
+      local r = io.open(%q)
+      if r then r:close() break end
+      os.execute("sleep 0.05")
+    end
     os.exit(0, false)
-  ]], path))
+  ]], path, release))
   f:close()
   local p = assert(io.popen(os.getenv("USERSYNC") .. " run " .. script))
   t:eq(p:read("l"), "locked")
@@ -395,7 +402,9 @@ test("locks across processes: held while the owner lives, taken over once it die
   t:eq(ok, nil)
   t:eq(code, "ELOCKED")
   t:contains(msg, "held by pid " .. holder .. " on host ")
+  assert(io.open(release, "w")):close()
   p:close() -- waits for the holder to exit
+  os.remove(release)
   t:eq(db:lock("sync:main"), true, "the dead owner's lock is taken over")
   db:close()
   os.remove(script)

@@ -148,13 +148,15 @@ end)
 
 test("delete: a long task that does not finish in time is ETIMEOUT_TASK", function(t)
   reset{ users = { user("eli") } }
-  local tg <close> = new{ task_wait = 0.3 }
+  -- (the budget sits between two polls, 0.35 s from the first: requests as
+  -- slow as a loaded machine or valgrind makes them do not change the count)
+  local tg <close> = new{ task_wait = 0.55 }
   -- pin the simulated clock so the task cannot finish by time; polls alone finish it
   -- on the third poll, so keep the polling budget below that
   s:call("PUT", "/__fake/clock", { now = 1700000000 })
   local ok, msg, code = tg:delete_user("eli")
   s:call("PUT", "/__fake/clock", { now = json.null })
-  -- polls at +0.2 s and +0.6 s: the second answer is past the 0.3 s budget
+  -- polls at +0.2 s and +0.6 s: the second answer is past the 0.55 s budget
   t:eq(ok, nil); t:eq(code, "ETIMEOUT_TASK"); t:contains(msg, "did not finish")
   t:eq(s:count("GET", "/longtask/"), 2)
 end)
@@ -177,13 +179,14 @@ end)
 test("delete: a stalled long task is ETIMEOUT_TASK with its progress", function(t)
   reset{ users = { user("gus") } }
   s:faults{ confluence_longtask = "stall" }
-  local tg <close> = new{ task_wait = 1 }
+  local tg <close> = new{ task_wait = 1.3 }
   local ok, msg, code = tg:delete_user("gus")
   s:faults{}
   t:eq(ok, nil); t:eq(code, "ETIMEOUT_TASK")
-  t:contains(msg, "did not finish within 1.0 s (still at 50 %); it may still complete")
+  t:contains(msg, "did not finish within 1.3 s (still at 50 %); it may still complete")
   t:ok(state_user("gus"), "still there")
-  -- polls at +0.2, +0.6, +1.4 s (backoff doubling): the third is past the budget
+  -- polls at +0.2, +0.6, +1.4 s (backoff doubling): the third is past the
+  -- budget, which leaves 0.7 s for the requests' own time before it
   t:eq(s:count("GET", "/longtask/"), 3)
 end)
 

@@ -239,7 +239,7 @@ static void test_engine(const struct server *s) {
     CHECK_EQ_LONG(t.statuses[i], 200);
     CHECK(t.codes[i] == NULL);
   }
-  CHECK(took >= 0.55 && took < 5.0); /* 3 per host: two waves at least */
+  CHECK(took >= 0.55); /* 3 per host: two waves at least */
   CHECK(t.governor_calls >= 7);      /* asked again after its delay */
   CHECK_EQ_LONG(t.observed, 6);
   const struct us_http_host_stats *st = us_http_host_stats(e, 0);

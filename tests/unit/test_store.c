@@ -420,11 +420,12 @@ static void test_locks(void) {
                             NULL, 0, NULL));
   CHECK_OK(b, us_store_lock(b, "sync:main", 60000, NULL));
   CHECK(us_store_lock(a, "sync:main", 60000, NULL) == US_STORE_ELOCKED);
-  /* A lease of 50 ms lapses on its own. */
-  CHECK_OK(b, us_store_lock(b, "short", 50, NULL));
-  CHECK(us_store_lock(a, "short", 50, NULL) == US_STORE_ELOCKED);
-  usleep(120 * 1000);
-  CHECK_OK(a, us_store_lock(a, "short", 50, NULL));
+  /* A short lease lapses on its own. It must outlast the next call by far
+  ** (a loaded machine, valgrind): 1 s, then a sleep past it. */
+  CHECK_OK(b, us_store_lock(b, "short", 1000, NULL));
+  CHECK(us_store_lock(a, "short", 1000, NULL) == US_STORE_ELOCKED);
+  usleep(1100 * 1000);
+  CHECK_OK(a, us_store_lock(a, "short", 1000, NULL));
 
   /* Closing releases what the handle holds. */
   us_store_close(b);

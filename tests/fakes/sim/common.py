@@ -11,6 +11,8 @@ Contract (tests/fakes/README.md):
   * Control interface (never logged, never faulted, never throttled):
       GET/PUT    /__fake/state     whole state as JSON; PUT replaces it (400 on a bad shape)
       GET/DELETE /__fake/requests  [{"method","path","query","status"}] of API requests
+      GET        /__fake/inflight  {"now": n, "max": n}: API requests being served at once, now
+                                   and at most since the log was last cleared
       GET/PUT    /__fake/faults    fault injection settings (PUT replaces them; unset keys get
                                    their defaults; unknown keys are a 400)
       GET/PUT    /__fake/clock     extension: {"now": epoch seconds, "offset": seconds};
@@ -426,6 +428,7 @@ class Server:
         self.faults["latency_ms"] = latency_ms or 0
         self.requests = []
         self.inflight = 0  # API requests being served now (incl. latency sleep and lock wait)
+        self.max_inflight = 0  # the most at once since the request log was cleared
         self._inflight_lock = threading.Lock()
         self._clock_now = None  # fixed epoch seconds when set
         self._clock_set_at = 0.0
@@ -468,6 +471,7 @@ class Server:
     def _api(self, req):
         with self._inflight_lock:
             self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
         try:
             return self._api_inner(req)
         finally:
@@ -536,7 +540,13 @@ class Server:
                     return json_response(200, self.requests)
                 if m == "DELETE":
                     self.requests = []
+                    with self._inflight_lock:
+                        self.max_inflight = self.inflight
                     return empty_response(204)
+            elif p == "/__fake/inflight":
+                if m == "GET":
+                    with self._inflight_lock:
+                        return json_response(200, {"now": self.inflight, "max": self.max_inflight})
             elif p == "/__fake/faults":
                 if m == "GET":
                     return json_response(200, self.faults)

@@ -8,6 +8,7 @@
 --   sim:put_state(tbl)  sim:state()  -- PUT/GET /__fake/state
 --   sim:faults{ okta_buckets = { ["/api/v1/users"] = 5 } }   -- PUT /__fake/faults
 --   sim:requests()  sim:clear_requests()                      -- /__fake/requests
+--   sim:inflight()                   --> { now = n, max = n }: requests served at once (/__fake/inflight)
 --   sim:count{ path = "^/api/v1/users$", method = "GET", status = 200 }  -- matching requests
 --   sim:by_path()                    --> { ["/api/v1/users"] = n, ... } (ids folded to {id})
 --   sim:clock{ advance = 61 }        -- PUT /__fake/clock
@@ -89,6 +90,7 @@ function Sim:put_state(st) return self:call("PUT", "/__fake/state", st) end
 function Sim:faults(f) return self:call("PUT", "/__fake/faults", f or {}) end
 function Sim:requests() return self:call("GET", "/__fake/requests") end
 function Sim:clear_requests() return self:call("DELETE", "/__fake/requests") end
+function Sim:inflight() return self:call("GET", "/__fake/inflight") end
 function Sim:clock(c) return self:call("PUT", "/__fake/clock", c) end
 function Sim:now() return self:call("GET", "/__fake/clock").now end
 

@@ -25,10 +25,12 @@ Endpoints (query parameters in brackets):
   /garbage                      answers bytes that are not HTTP, then closes
   /truncated                    announces 100 bytes, sends 10, closes
   /slow [chunks, ms]            chunked body, one chunk every `ms`
-  /__stats [key]                JSON {active, max_active, attempts, requests:[{headers}]}
+  /__stats [key]                JSON {active, max_active, attempts, requests:[{headers}],
+                                times:[epoch seconds each attempt arrived]}
   /__reset                      clears the counters
 Counters: `active`/`max_active` count API requests being served at once
-(control paths excluded); per key, every attempt's request headers.
+(control paths excluded); per key, every attempt's request headers and the
+server's clock when it arrived (for assertions on when a retry came).
 """
 import argparse
 import json
@@ -45,20 +47,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 LOCK = threading.Lock()
-STATE = {"active": 0, "max_active": 0, "keys": {}}
+STATE = {"active": 0, "max_active": 0, "keys": {}, "times": {}}
 
 
 def reset_state():
     with LOCK:
         STATE["max_active"] = STATE["active"]
         STATE["keys"] = {}
+        STATE["times"] = {}
 
 
-def record(key, headers):
-    """Counts an attempt for key; returns the attempt number (1-based)."""
+def record(key, headers, at=None):
+    """Counts an attempt for key, arrived at `at` (default: now); returns the attempt
+    number (1-based)."""
     with LOCK:
         reqs = STATE["keys"].setdefault(key, [])
         reqs.append({k.lower(): v for k, v in headers.items()})
+        STATE["times"].setdefault(key, []).append(at if at is not None else time.time())
         return len(reqs)
 
 
@@ -127,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
                     reqs = STATE["keys"].get(key, [])
                     out["attempts"] = len(reqs)
                     out["requests"] = reqs
+                    out["times"] = STATE["times"].get(key, [])
             return self.reply(200, json.dumps(out), ctype="application/json")
         return self.reply(404, "no such control endpoint")
 
@@ -197,8 +203,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def ratelimit(self, path):
         key, fails = self.q("key", "rl"), int(self.q("fails", "1"))
-        n = record(key, self.headers)
         self.now = time.time()
+        n = record(key, self.headers, self.now)
         now = int(self.now)
         hdrs = [("X-Rate-Limit-Limit", "10"), ("X-Okta-Request-Id", "req-%s-%d" % (key, n))]
         if n <= fails:
