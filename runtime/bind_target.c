@@ -7,7 +7,7 @@
 **
 **   local target = require "usersync.target"
 **   local t = target.new(http_client, {
-**     type = "jira" | "confluence" | "bitbucket",   -- required
+**     type = "jira" | "confluence" | "bitbucket",   -- required (target.products())
 **     url = "https://jira.example.com",              -- required, context path included
 **     user = "svc", password = "...",                -- HTTP Basic, or
 **     token = "...",                                 -- Authorization: Bearer (PAT)
@@ -25,6 +25,8 @@
 **
 **   t:type() -> "jira" ...;   t:requests() -> requests made so far
 **   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
+**   target.products() -> { { type = "jira", caps = <as above> }, ... }: every
+**     product this build knows (usersync.targets, the registry, reads it)
 **
 **   Listings stream pages to a callback (run under pcall with a traceback;
 **   an error in it stops the listing and is returned as nil, msg, "ECALLBACK").
@@ -403,8 +405,8 @@ static int target_requests(lua_State *L) {
   return 1;
 }
 
-static int target_capabilities(lua_State *L) {
-  struct us_target_caps c = us_target_caps(check_target(L, 1)->t);
+/* Pushes a capabilities table. */
+static void push_caps(lua_State *L, struct us_target_caps c) {
   lua_createtable(L, 0, 5);
   lua_pushboolean(L, c.deactivate);
   lua_setfield(L, -2, "deactivate");
@@ -416,6 +418,27 @@ static int target_capabilities(lua_State *L) {
   lua_setfield(L, -2, "leads");
   lua_pushboolean(L, c.bulk_add);
   lua_setfield(L, -2, "bulk_add");
+}
+
+static int target_capabilities(lua_State *L) {
+  push_caps(L, us_target_caps(check_target(L, 1)->t));
+  return 1;
+}
+
+/* target.products() -> { { type = "jira", caps = {...} }, ... } in the C
+** list's order: the one list of products (usersync.targets reads it). */
+static int target_products(lua_State *L) {
+  lua_newtable(L);
+  struct us_target_caps c;
+  const char *type;
+  for (size_t i = 0; (type = us_target_product(i, &c)); i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    push_caps(L, c);
+    lua_setfield(L, -2, "caps");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
   return 1;
 }
 
@@ -982,19 +1005,49 @@ static int target_check(lua_State *L) {
 
 /* ---------- apply ---------- */
 
-/* plan.lua's kinds in plan order (M.ORDER). */
-static const char *const kinds[] = {"create_group",    "create_user",   "link",
-                                    "update_user",     "rename_user",   "reactivate_user",
-                                    "add_member",      "remove_member", "handover_lead",
-                                    "deactivate_user", "delete_user",   NULL};
+/* The request each kind of op makes (0: none, link; add_member goes out in
+** bulk). Their order is not here: the plan order is usersync.targets.ORDER,
+** which apply reads. */
+static const struct {
+  const char *kind;
+  enum us_top top;
+} kinds[] = {
+    {"create_group", US_TOP_CREATE_GROUP},
+    {"create_user", US_TOP_CREATE_USER},
+    {"link", 0},
+    {"update_user", US_TOP_UPDATE_USER},
+    {"rename_user", US_TOP_RENAME_USER},
+    {"reactivate_user", US_TOP_REACTIVATE_USER},
+    {"add_member", US_TOP_ADD_MEMBERS},
+    {"remove_member", US_TOP_REMOVE_MEMBER},
+    {"handover_lead", US_TOP_HANDOVER_LEAD},
+    {"deactivate_user", US_TOP_DEACTIVATE_USER},
+    {"delete_user", US_TOP_DELETE_USER},
+    {NULL, 0},
+};
 
-static int kind_rank(lua_State *L, int op, lua_Integer i) {
+/* Pushes usersync.targets.RANK (kind -> position in plan order). */
+static void push_ranks(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "usersync.targets");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "RANK");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1))
+    luaL_error(L, "apply: usersync.targets.RANK is not a table");
+}
+
+/* The op's kind as an index into kinds[]; *rank its plan position (1..)
+** from the RANK table at index ranks. An unknown kind raises. */
+static int kind_of(lua_State *L, int op, lua_Integer i, int ranks, int *rank) {
   lua_getfield(L, op, "kind");
   const char *k = lua_tostring(L, -1);
-  for (int r = 0; k && kinds[r]; r++)
-    if (!strcmp(k, kinds[r])) {
-      lua_pop(L, 1);
-      return r;
+  int r = k ? (lua_getfield(L, ranks, k), (int)lua_tointeger(L, -1)) : 0;
+  for (int x = 0; k && r > 0 && kinds[x].kind; x++)
+    if (!strcmp(k, kinds[x].kind)) {
+      lua_pop(L, 2);
+      *rank = r;
+      return x;
     }
   return luaL_error(L, "apply: op %d has an unknown kind '%s'", (int)i, k ? k : "?");
 }
@@ -1007,22 +1060,22 @@ static const char *field(lua_State *L, int t, const char *k) {
 }
 
 /* Submits op i (table at index op) as its own job. */
-static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, int rank) {
+static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, int x) {
   int top = lua_gettop(L);
   struct us_target_op o = {0};
   o.tag = (void *)(uintptr_t)i;
-  const char *k = kinds[rank];
-  if (!strcmp(k, "create_group")) {
-    o.kind = US_TOP_CREATE_GROUP;
+  o.kind = kinds[x].top;
+  switch (o.kind) {
+  case US_TOP_CREATE_GROUP:
     o.group = field(L, op, "group");
-  } else if (!strcmp(k, "create_user")) {
-    o.kind = US_TOP_CREATE_USER;
+    break;
+  case US_TOP_CREATE_USER:
     o.name = field(L, op, "name");
     o.display_name = field(L, op, "display_name");
     o.email = field(L, op, "email");
     o.password = field(L, op, "password");
-  } else if (!strcmp(k, "update_user")) {
-    o.kind = US_TOP_UPDATE_USER;
+    break;
+  case US_TOP_UPDATE_USER:
     o.name = field(L, op, "name");
     if (lua_getfield(L, op, "changes") == LUA_TTABLE) {
       int ch = lua_gettop(L);
@@ -1031,19 +1084,16 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
       if (lua_getfield(L, ch, "email") == LUA_TTABLE)
         o.email = field(L, lua_gettop(L), "to");
     }
-  } else if (!strcmp(k, "rename_user")) {
-    o.kind = US_TOP_RENAME_USER;
+    break;
+  case US_TOP_RENAME_USER:
     o.name = field(L, op, "from");
     o.to = field(L, op, "to");
-  } else if (!strcmp(k, "reactivate_user")) {
-    o.kind = US_TOP_REACTIVATE_USER;
-    o.name = field(L, op, "name");
-  } else if (!strcmp(k, "remove_member")) {
-    o.kind = US_TOP_REMOVE_MEMBER;
+    break;
+  case US_TOP_REMOVE_MEMBER:
     o.name = field(L, op, "name");
     o.group = field(L, op, "group");
-  } else if (!strcmp(k, "handover_lead")) {
-    o.kind = US_TOP_HANDOVER_LEAD;
+    break;
+  case US_TOP_HANDOVER_LEAD:
     o.name = field(L, op, "name");
     o.to = field(L, op, "to_project_lead");
     o.to2 = field(L, op, "to_component_lead");
@@ -1051,12 +1101,10 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
       o.list = str_list(L, lua_gettop(L), &o.nlist);
     if (lua_getfield(L, op, "components") == LUA_TTABLE)
       o.list2 = str_list(L, lua_gettop(L), &o.nlist2);
-  } else if (!strcmp(k, "deactivate_user")) {
-    o.kind = US_TOP_DEACTIVATE_USER;
+    break;
+  default: /* reactivate_user, deactivate_user, delete_user */
     o.name = field(L, op, "name");
-  } else if (!strcmp(k, "delete_user")) {
-    o.kind = US_TOP_DELETE_USER;
-    o.name = field(L, op, "name");
+    break;
   }
   submit(L, lb, &o);
   lua_settop(L, top);
@@ -1162,21 +1210,24 @@ static int target_apply(lua_State *L) {
   lua_settop(L, 4);
   int ops = 2;
   lua_Integer n = luaL_len(L, ops);
-  /* buckets[rank] = { op indexes } */
+  push_ranks(L);
+  int ranks = lua_gettop(L);
+  /* buckets[rank] = { op indexes } (one bucket without phases) */
   lua_newtable(L);
-  int buckets = lua_gettop(L);
+  int buckets = lua_gettop(L), nb = 1;
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, ops, i) != LUA_TTABLE)
       return luaL_error(L, "apply: op %d is not a table", (int)i);
-    int r = phases ? kind_rank(L, lua_gettop(L), i) : 0;
-    if (!phases)
-      kind_rank(L, lua_gettop(L), i); /* validates */
+    int r;
+    kind_of(L, lua_gettop(L), i, ranks, &r); /* validates */
+    r = phases ? r : 1;
+    nb = r > nb ? r : nb;
     lua_pop(L, 1);
-    if (lua_rawgeti(L, buckets, r + 1) != LUA_TTABLE) {
+    if (lua_rawgeti(L, buckets, r) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_newtable(L);
       lua_pushvalue(L, -1);
-      lua_rawseti(L, buckets, r + 1);
+      lua_rawseti(L, buckets, r);
     }
     lua_pushinteger(L, i);
     lua_rawseti(L, -2, luaL_len(L, -2) + 1);
@@ -1185,7 +1236,6 @@ static int target_apply(lua_State *L) {
   lua_newtable(L);
   int results = lua_gettop(L);
   lua_Integer nok = 0, nfail = 0;
-  int nb = phases ? (int)(sizeof kinds / sizeof *kinds) - 1 : 1;
   for (int b = 1; b <= nb; b++) {
     if (lua_rawgeti(L, buckets, b) != LUA_TTABLE) {
       lua_pop(L, 1);
@@ -1204,8 +1254,8 @@ static int target_apply(lua_State *L) {
       lua_Integer i = lua_tointeger(L, -1);
       lua_pop(L, 1);
       lua_rawgeti(L, ops, i);
-      int r = kind_rank(L, lua_gettop(L), i);
-      if (!strcmp(kinds[r], "link")) {
+      int r, x = kind_of(L, lua_gettop(L), i, ranks, &r);
+      if (kinds[x].top == 0) { /* link */
         lua_pop(L, 1);
         if (!report(L, ops, cb, results, i, 1, "no request needed", NULL, NULL)) {
           lt->busy--;
@@ -1215,13 +1265,13 @@ static int target_apply(lua_State *L) {
         nok++;
         continue;
       }
-      if (!strcmp(kinds[r], "add_member")) {
+      if (kinds[x].top == US_TOP_ADD_MEMBERS) {
         lua_pop(L, 1);
         lua_pushinteger(L, i);
         lua_rawseti(L, adds, luaL_len(L, adds) + 1);
         continue;
       }
-      submit_op(L, lb, lua_gettop(L), i, r);
+      submit_op(L, lb, lua_gettop(L), i, x);
       lua_pop(L, 1);
     }
     if (luaL_len(L, adds) > 0)
@@ -1295,7 +1345,8 @@ static const luaL_Reg target_meta[] = {
 static const luaL_Reg batch_meta[] = {
     {"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
 
-static const luaL_Reg target_funcs[] = {{"new", target_new}, {NULL, NULL}};
+static const luaL_Reg target_funcs[] = {
+    {"new", target_new}, {"products", target_products}, {NULL, NULL}};
 
 int luaopen_usersync_target(lua_State *L) {
   luaL_newmetatable(L, TARGET_MT);
@@ -1307,12 +1358,5 @@ int luaopen_usersync_target(lua_State *L) {
   luaL_setfuncs(L, batch_meta, 0);
   lua_pop(L, 1);
   luaL_newlib(L, target_funcs);
-  lua_createtable(L, 0, 3);
-  const char *const types[] = {"jira", "confluence", "bitbucket"};
-  for (int i = 0; i < 3; i++) {
-    lua_pushstring(L, types[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "types");
   return 1;
 }

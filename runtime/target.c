@@ -306,20 +306,36 @@ static char *basic_auth(const char *user, const char *pw) {
   return o;
 }
 
+/* The products, one line each: a new kind is its product file and a line
+** here. Lua reads this list (target.products(): types and capabilities). */
+static const struct us_target_vt *const products[] = {
+    &us_target_jira_vt,
+    &us_target_confluence_vt,
+    &us_target_bitbucket_vt,
+    NULL,
+};
+
+const char *us_target_product(size_t i, struct us_target_caps *caps) {
+  for (size_t k = 0; products[k]; k++)
+    if (k == i) {
+      if (caps)
+        *caps = products[k]->caps;
+      return products[k]->type;
+    }
+  return NULL;
+}
+
 us_target *us_target_new(us_http *http, const struct us_target_config *c, const char **err) {
   const struct us_target_vt *vt = NULL;
   if (!http || !c || !c->type || !c->url) {
     *err = "target: type and url are required";
     return NULL;
   }
-  if (!strcmp(c->type, "jira"))
-    vt = &us_target_jira_vt;
-  else if (!strcmp(c->type, "confluence"))
-    vt = &us_target_confluence_vt;
-  else if (!strcmp(c->type, "bitbucket"))
-    vt = &us_target_bitbucket_vt;
+  for (size_t k = 0; products[k] && !vt; k++)
+    if (!strcmp(c->type, products[k]->type))
+      vt = products[k];
   if (!vt) {
-    *err = "target: type must be jira, confluence or bitbucket";
+    *err = "target: unknown type (us_target_product lists the types)";
     return NULL;
   }
   if (strncmp(c->url, "http://", 7) && strncmp(c->url, "https://", 8)) {

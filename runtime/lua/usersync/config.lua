@@ -74,7 +74,7 @@ local source = record({
 end })
 
 local target = record({
-  type = enum({ "jira", "confluence", "bitbucket" }, { required = true }),
+  type = enum(require("usersync.targets").TYPES, { required = true }),
   url = url { required = true },
   token = secret(),
   user = str(),

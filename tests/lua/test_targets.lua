@@ -1,0 +1,59 @@
+-- The target registry (usersync.targets): one table per fact about targets,
+-- and every reader agrees with it: the C product list, each target's own
+-- capabilities, config validation's type list, the planner's order and
+-- capabilities, and the order target:apply sends ops in.
+local test = require "tap"
+local targets = require "usersync.targets"
+local target = require "usersync.target"
+local http = require "usersync.http"
+local plan = require "usersync.plan"
+local config = require "usersync.config"
+
+test("the products and their capabilities come from the C list", function(t)
+  t:same(targets.TYPES, { "jira", "confluence", "bitbucket" })
+  local hc <close> = http.client{}
+  for _, p in ipairs(target.products()) do
+    local tg <close> = target.new(hc, { type = p.type, url = "http://127.0.0.1:9", token = "x" })
+    t:same(targets.CAPS[p.type], tg:capabilities(), p.type)
+    t:same(p.caps, tg:capabilities(), p.type)
+  end
+  t:same(targets.CAPS.bitbucket.deactivate, false)
+  t:same(targets.CAPS.confluence.rename, false)
+  t:same(targets.CAPS.jira.leads, true)
+end)
+
+test("the planner and config read the registry", function(t)
+  t:eq(plan.ORDER, targets.ORDER)
+  t:eq(plan.RANK, targets.RANK)
+  t:eq(plan.CAPS, targets.CAPS)
+  for i, k in ipairs(targets.ORDER) do t:eq(targets.RANK[k], i, k) end
+  local function check_type(ty)
+    local _, errors = config.validate({
+      sources = { okta = { type = "okta", url = "https://x.okta.com", token = "t0ken-value" } },
+      targets = { t1 = { type = ty, url = "https://t1", token = "pat-value" } },
+      sync = { { name = "main", source = "okta", targets = { "t1" } } },
+    })
+    return errors
+  end
+  for _, ty in ipairs(targets.TYPES) do t:same(check_type(ty), {}, ty) end
+  local errors = check_type("gitlab")
+  t:eq(#errors, 1)
+  t:contains(errors[1], "targets.t1.type")
+  t:raises(function() target.new(http.client{}, { type = "gitlab", url = "http://h", token = "x" }) end,
+           "unknown type")
+end)
+
+test("apply reads its kinds from the registry: links need no request, unknown kinds raise", function(t)
+  -- ops that need no server: links report "no request needed" in plan order
+  local hc <close> = http.client{}
+  local tg <close> = target.new(hc, { type = "jira", url = "http://127.0.0.1:9", token = "x" })
+  local seen = {}
+  local r = tg:apply({ { kind = "link", name = "b" }, { kind = "link", name = "a" } },
+                     function(op, ok, note) seen[#seen + 1] = { op.name, ok, note } end)
+  t:same(seen, { { "b", true, "no request needed" }, { "a", true, "no request needed" } })
+  t:eq(r.ok, 2)
+  t:raises(function() tg:apply({ { kind = "explode" } }) end, "unknown kind 'explode'")
+  t:raises(function() tg:apply({ { kind = "RANK" } }) end, "unknown kind")
+end)
+
+return test.done()
