@@ -788,6 +788,33 @@ int t_write_done(struct tjob *j, const char *what, const struct us_http_response
   return 0;
 }
 
+static void on_write(struct tcall *c, const struct us_http_response *r) {
+  t_write_done(c->j, c->what, r, c->p);
+}
+
+static void write_start(struct tjob *j, const char *method, char *path, char *body,
+                        int need_body, const struct tquirk *q, const char *what) {
+  if (!path || (need_body && !body))
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
+  else
+    tcall_start(j, method, path, body, on_write, (void *)q, 0, what);
+  free(path);
+  if (body) {
+    memset(body, 0, strlen(body));
+    free(body);
+  }
+}
+
+void t_write(struct tjob *j, const char *method, char *path, char *body, const struct tquirk *q,
+             const char *what) {
+  write_start(j, method, path, body, 0, q, what);
+}
+
+void t_write_json(struct tjob *j, const char *method, char *path, char *body,
+                  const struct tquirk *q, const char *what) {
+  write_start(j, method, path, body, 1, q, what);
+}
+
 void t_item_done(struct tjob *j, size_t i, const char *what, const struct us_http_response *r,
                  const struct tquirk *q) {
   const char *note, *code;

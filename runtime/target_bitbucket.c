@@ -80,19 +80,6 @@ static struct tlister *bb_list(struct tjob *j, enum us_tev ev, const char *group
   return l;
 }
 
-static void on_plain(struct tcall *c, const struct us_http_response *r) {
-  t_write_done(c->j, c->what, r, c->p);
-}
-
-static void write1(struct tjob *j, const char *method, char *path, const char *body,
-                   const struct tquirk *q, const char *what) {
-  if (!path)
-    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
-  else
-    tcall_start(j, method, path, body, on_plain, (void *)q, 0, what);
-  free(path);
-}
-
 /* ---- get ---- */
 
 static void find_sink(struct tlister *l, struct us_target_account *a, size_t na, char **names,
@@ -267,7 +254,7 @@ static void bb_start(struct tjob *j) {
                           j->notify ? "true" : "false")
                   : NULL;
     snprintf(what, sizeof what, "create user %s", name);
-    write1(j, "POST", p, NULL, q_exists, what); /* frees p */
+    t_write(j, "POST", p, NULL, q_exists, what); /* frees p */
     if (rnd)
       memset(rnd, 0, strlen(rnd));
     if (pw)
@@ -285,36 +272,35 @@ static void bb_start(struct tjob *j) {
       j->note = "nothing to change";
       break;
     }
-    char *body = t_jobj("name", name, "displayName", j->display_name, "email", j->email, NULL);
-    write1(j, "PUT", body ? strdup(API "/admin/users") : NULL, body, NULL, what);
-    free(body);
+    t_write_json(j, "PUT", strdup(API "/admin/users"),
+                 t_jobj("name", name, "displayName", j->display_name, "email", j->email, NULL),
+                 NULL, what);
     break;
   }
   case US_TOP_RENAME_USER: {
-    char *body = t_jobj("name", name, "newName", j->to ? j->to : "", NULL);
     snprintf(what, sizeof what, "rename user %s to %s", name, j->to ? j->to : "");
-    write1(j, "POST", body ? strdup(API "/admin/users/rename") : NULL, body, NULL, what);
-    free(body);
+    t_write_json(j, "POST", strdup(API "/admin/users/rename"),
+                 t_jobj("name", name, "newName", j->to ? j->to : "", NULL), NULL, what);
     break;
   }
   case US_TOP_DELETE_USER: {
     char *n = t_enc(name);
     snprintf(what, sizeof what, "delete user %s", name);
-    write1(j, "DELETE", n ? t_fmt(API "/admin/users?name=%s", n) : NULL, NULL, NULL, what);
+    t_write(j, "DELETE", n ? t_fmt(API "/admin/users?name=%s", n) : NULL, NULL, NULL, what);
     free(n);
     break;
   }
   case US_TOP_CREATE_GROUP: {
     char *g = t_enc(group);
     snprintf(what, sizeof what, "create group %s", group);
-    write1(j, "POST", g ? t_fmt(API "/admin/groups?name=%s", g) : NULL, NULL, q_exists, what);
+    t_write(j, "POST", g ? t_fmt(API "/admin/groups?name=%s", g) : NULL, NULL, q_exists, what);
     free(g);
     break;
   }
   case US_TOP_DELETE_GROUP: {
     char *g = t_enc(group);
     snprintf(what, sizeof what, "delete group %s", group);
-    write1(j, "DELETE", g ? t_fmt(API "/admin/groups?name=%s", g) : NULL, NULL, NULL, what);
+    t_write(j, "DELETE", g ? t_fmt(API "/admin/groups?name=%s", g) : NULL, NULL, NULL, what);
     free(g);
     break;
   }
@@ -325,10 +311,9 @@ static void bb_start(struct tjob *j) {
     break;
   case US_TOP_REMOVE_MEMBER: {
     /* remove-group: context = the user, itemName = the group */
-    char *body = t_jobj("context", name, "itemName", group, NULL);
     snprintf(what, sizeof what, "remove %s from %s", name, group);
-    write1(j, "POST", body ? strdup(API "/admin/users/remove-group") : NULL, body, NULL, what);
-    free(body);
+    t_write_json(j, "POST", strdup(API "/admin/users/remove-group"),
+                 t_jobj("context", name, "itemName", group, NULL), NULL, what);
     break;
   }
   case US_TOP_CHECK: {

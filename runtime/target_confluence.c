@@ -88,21 +88,8 @@ static struct tlister *conf_list(struct tjob *j, enum us_tev ev, const char *gro
   return l;
 }
 
-static void on_plain(struct tcall *c, const struct us_http_response *r) {
-  t_write_done(c->j, c->what, r, c->p);
-}
-
 static void on_item(struct tcall *c, const struct us_http_response *r) {
   t_item_done(c->j, (size_t)c->n, c->what, r, NULL);
-}
-
-static void write1(struct tjob *j, const char *method, char *path, const char *body,
-                   const struct tquirk *q, const char *what) {
-  if (!path)
-    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
-  else
-    tcall_start(j, method, path, body, on_plain, (void *)q, 0, what);
-  free(path);
 }
 
 /* "/rest/api/admin/user/<enc name><suffix>" */
@@ -299,16 +286,10 @@ static void conf_start(struct tjob *j) {
         t_jobj("userName", lower, "fullName", j->display_name, "email", j->email, "password",
                j->password ? j->password : pw, "notifyViaEmail", j->notify ? TJ_TRUE : NULL, NULL);
     snprintf(what, sizeof what, "create user %s", lower ? lower : name);
-    if (body)
-      write1(j, "POST", strdup(API "/admin/user"), body, q_exists, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    t_write_json(j, "POST", strdup(API "/admin/user"), body, q_exists, what); /* wipes body */
     if (pw)
       memset(pw, 0, strlen(pw));
-    if (body)
-      memset(body, 0, strlen(body));
     free(pw);
-    free(body);
     free(lower);
     break;
   }
@@ -318,18 +299,17 @@ static void conf_start(struct tjob *j) {
       j->note = "nothing to change";
       break;
     }
-    char *body = t_jobj("fullName", j->display_name, "email", j->email, NULL);
-    write1(j, "PUT", body ? admin_user(name, "") : NULL, body, NULL, what);
-    free(body);
+    t_write_json(j, "PUT", admin_user(name, ""),
+                 t_jobj("fullName", j->display_name, "email", j->email, NULL), NULL, what);
     break;
   }
   case US_TOP_DEACTIVATE_USER:
     snprintf(what, sizeof what, "deactivate user %s", name);
-    write1(j, "PUT", admin_user(name, "/disable"), NULL, NULL, what);
+    t_write(j, "PUT", admin_user(name, "/disable"), NULL, NULL, what);
     break;
   case US_TOP_REACTIVATE_USER:
     snprintf(what, sizeof what, "reactivate user %s", name);
-    write1(j, "PUT", admin_user(name, "/enable"), NULL, NULL, what);
+    t_write(j, "PUT", admin_user(name, "/enable"), NULL, NULL, what);
     break;
   case US_TOP_DELETE_USER: {
     char *p = admin_user(name, "");
@@ -342,16 +322,15 @@ static void conf_start(struct tjob *j) {
     break;
   }
   case US_TOP_CREATE_GROUP: {
-    char *body = t_jobj("name", group, NULL);
     snprintf(what, sizeof what, "create group %s", group);
-    write1(j, "POST", body ? strdup(API "/admin/group") : NULL, body, q_exists, what);
-    free(body);
+    t_write_json(j, "POST", strdup(API "/admin/group"), t_jobj("name", group, NULL), q_exists,
+                 what);
     break;
   }
   case US_TOP_DELETE_GROUP: {
     char *g = t_enc(group);
     snprintf(what, sizeof what, "delete group %s", group);
-    write1(j, "DELETE", g ? t_fmt(API "/admin/group/%s", g) : NULL, NULL, NULL, what);
+    t_write(j, "DELETE", g ? t_fmt(API "/admin/group/%s", g) : NULL, NULL, NULL, what);
     free(g);
     break;
   }
@@ -367,7 +346,7 @@ static void conf_start(struct tjob *j) {
       char *p = eu && eg ? t_fmt(API "/user/%s/group/%s", eu, eg) : NULL;
       snprintf(what, sizeof what, "%s %s %s %s", rm ? "remove" : "add", u, rm ? "from" : "to", g);
       if (rm)
-        write1(j, "DELETE", p, NULL, NULL, what);
+        t_write(j, "DELETE", p, NULL, NULL, what); /* frees p */
       else if (p)
         tcall_start(j, "PUT", p, NULL, on_item, NULL, (long long)i, what);
       else

@@ -183,6 +183,15 @@ int t_outcome(const us_target *t, const char *what, const struct us_http_respons
 /* t_outcome for the whole job: success sets j->note, failure fails j. */
 int t_write_done(struct tjob *j, const char *what, const struct us_http_response *r,
                  const struct tquirk *q);
+/* Starts a write of job j whose outcome is t_write_done with quirks q:
+** method, path (malloc'd; NULL: out of memory), body (malloc'd JSON, or
+** NULL for none). Takes both and frees them, the body wiped first (it may
+** hold a password). */
+void t_write(struct tjob *j, const char *method, char *path, char *body, const struct tquirk *q,
+             const char *what);
+/* t_write for a write that has a body: a NULL body is out of memory. */
+void t_write_json(struct tjob *j, const char *method, char *path, char *body,
+                  const struct tquirk *q, const char *what);
 /* t_outcome for item i of an ADD_MEMBERS / ADD_TO_GROUPS job. */
 void t_item_done(struct tjob *j, size_t i, const char *what, const struct us_http_response *r,
                  const struct tquirk *q);
