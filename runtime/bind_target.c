@@ -28,6 +28,11 @@
 **   target.products() -> { { type = "jira", caps = <as above> }, ... }: every
 **     product this build knows (usersync.targets, the registry, reads it)
 **
+**   Every failure is nil, msg, code, err with err = { source = the target's
+**   type, code =, status = (0: no HTTP answer), message = }, as the Okta
+**   client's (the bulk adds return their results table instead of err;
+**   each failed item there carries source and status).
+**
 **   Listings stream pages to a callback (run under pcall with a traceback;
 **   an error in it stops the listing and is returned as nil, msg, "ECALLBACK").
 **   A failed page fails the listing: never a silently short list.
@@ -55,7 +60,8 @@
 **   t:create_group(group)              t:delete_group(group)
 **   t:add_member(group, name)          t:remove_member(group, name)
 **   t:add_members(group, {names})      -> true, results | nil, msg, code, results
-**   t:add_to_groups(name, {groups})    -> same; results[item] = {ok=, note=, message=, code=}
+**   t:add_to_groups(name, {groups})    -> same; results[item] = {ok=, note=, message=, code=,
+**                                         status=, source=}
 **   t:group_exists(group) -> true | false | nil, msg, code   (Jira: one
 **       request; EUNSUPPORTED elsewhere, whose group listings are complete)
 **   t:leads({names}) -> { [lower(name)] = { projects={keys}, components={ids} } } (Jira)
@@ -93,10 +99,10 @@
 **     concurrency; with phases (default) one kind after the other in
 **     plan order, so groups exist before members are added. add_member ops
 **     of one group go out as one bulk request where the product has one.
-**     callback(op, true, note) or callback(op, nil, message, code) runs as
+**     callback(op, true, note) or callback(op, nil, message, code, err) runs as
 **     each completes (under pcall with a traceback; an error stops the
 **     apply). Without a callback, the result is also in
-**     summary.results[i] = { ok=, note=, message=, code= }.
+**     summary.results[i] = { ok=, note=, message=, code=, status=, source= }.
 **
 **   t:check() -> { type=, url=, reachable=bool, product=, version=, user=,
 **                  admin=true|false|nil (unknown), detail=, code= }
@@ -258,12 +264,47 @@ static void push_page(lua_State *L, const struct us_target_event *ev) {
   }
 }
 
-/* nil, message, code. */
-static int push_fail(lua_State *L, const struct us_target_event *ev) {
+/* A failure: nil, message, code, err, where err = { source = the target's
+** type ("jira", ...), code =, status = (0: no HTTP answer), message = }, the
+** table the Okta client's failures also return. Returns 4. */
+static int push_error(lua_State *L, const struct ltarget *lt, const char *msg, const char *code,
+                      long status) {
   luaL_pushfail(L);
-  lua_pushstring(L, ev->message ? ev->message : "failed");
-  lua_pushstring(L, ev->code ? ev->code : "EHTTP");
-  return 3;
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, lt->t ? us_target_type(lt->t) : "target");
+  lua_setfield(L, -2, "source");
+  lua_pushvalue(L, -2); /* [nil, msg, code, err] */
+  lua_setfield(L, -2, "code");
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "message");
+  return 4;
+}
+
+static int push_fail(lua_State *L, const struct ltarget *lt, const struct us_target_event *ev) {
+  return push_error(L, lt, ev->message ? ev->message : "failed", ev->code ? ev->code : "EHTTP",
+                    ev->status);
+}
+
+/* Pushes one op's outcome: { ok, note, message, code, status, source }
+** (source, status and code only for a failure). */
+static void push_result(lua_State *L, const struct ltarget *lt, int ok, const char *note,
+                        const char *msg, const char *code, long status) {
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "ok");
+  set_str(L, "note", note);
+  set_str(L, "message", msg);
+  set_str(L, "code", code);
+  if (!ok) {
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, lt->t ? us_target_type(lt->t) : "target");
+    lua_setfield(L, -2, "source");
+  }
 }
 
 /* ---------- protected callbacks ---------- */
@@ -287,12 +328,11 @@ static int pcall_cb(lua_State *L, int nargs) {
   return st == LUA_OK;
 }
 
-static int callback_failed(lua_State *L, const char *what) {
+/* The callback's error (on the stack) as a failure: push_error with ECALLBACK. */
+static int callback_failed(lua_State *L, const struct ltarget *lt, const char *what) {
   const char *m = lua_tostring(L, -1);
-  luaL_pushfail(L);
-  lua_pushfstring(L, "%s callback failed: %s", what, m ? m : "(no message)");
-  lua_pushliteral(L, "ECALLBACK");
-  return 3;
+  const char *msg = lua_pushfstring(L, "%s callback failed: %s", what, m ? m : "(no message)");
+  return push_error(L, lt, msg, "ECALLBACK", 0);
 }
 
 /* ---------- constructor and simple methods ---------- */
@@ -462,12 +502,9 @@ static int run_one(lua_State *L, struct ltarget *lt, const struct us_target_op *
   lb->cur = done; /* the batch owns it again (freed on close) */
   int n;
   if (!done) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the operation ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    n = 3;
+    n = push_error(L, lt, "target: the operation ended without a result", "EHTTP", 0);
   } else if (!done->ok) {
-    n = push_fail(L, done);
+    n = push_fail(L, lt, done);
   } else {
     lua_pushboolean(L, 1);
     n = 1;
@@ -596,12 +633,7 @@ static int bulk(lua_State *L, enum us_top kind) {
   while ((ev = next_event(lt, lb))) {
     if (ev->type != US_TEV_DONE || !ev->item)
       continue;
-    lua_createtable(L, 0, 4);
-    lua_pushboolean(L, ev->ok);
-    lua_setfield(L, -2, "ok");
-    set_str(L, "note", ev->note);
-    set_str(L, "message", ev->message);
-    set_str(L, "code", ev->code);
+    push_result(L, lt, ev->ok, ev->note, ev->message, ev->code, ev->status);
     lua_setfield(L, res, ev->item);
     if (!ev->ok && !failed) {
       failed = 1;
@@ -660,24 +692,21 @@ static int listing(lua_State *L, const struct us_target_op *op, int fidx) {
         lua_pushboolean(L, 1);
         n = 1;
       } else {
-        n = push_fail(L, ev);
+        n = push_fail(L, lt, ev);
       }
       break;
     }
     lua_pushvalue(L, fidx);
     push_page(L, ev);
     if (!pcall_cb(L, 1)) {
-      n = callback_failed(L, "listing");
+      n = callback_failed(L, lt, "listing");
       break;
     }
   }
   lt->busy--;
   batch_release(lb); /* cancels what is left */
   if (!n) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the listing ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    n = 3;
+    n = push_error(L, lt, "target: the listing ended without a result", "EHTTP", 0);
   }
   return n;
 }
@@ -723,12 +752,9 @@ static int target_get(lua_State *L) {
   int n = 1;
   if (!ev || !ev->ok || !ev->naccounts) {
     if (ev && !ev->ok) {
-      n = push_fail(L, ev);
+      n = push_fail(L, lt, ev);
     } else {
-      luaL_pushfail(L);
-      lua_pushliteral(L, "target: get ended without an account");
-      lua_pushliteral(L, "ERESPONSE");
-      n = 3;
+      n = push_error(L, lt, "target: get ended without an account", "ERESPONSE", 0);
     }
   } else {
     push_account(L, &ev->accounts[0]);
@@ -782,7 +808,7 @@ static int target_leads(lua_State *L) {
       lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
       lua_pop(L, 3);
     } else if (ev->type == US_TEV_DONE) {
-      ret = ev->ok ? 1 : push_fail(L, ev);
+      ret = ev->ok ? 1 : push_fail(L, lt, ev);
       if (ev->ok)
         lua_pushvalue(L, res);
       break;
@@ -933,7 +959,7 @@ static int target_snapshot(lua_State *L) {
         lua_rawseti(L, gl, (lua_Integer)luaL_len(L, gl) + 1);
       }
     } else if (ev->type == US_TEV_DONE) {
-      ret = ev->ok ? 0 : push_fail(L, ev);
+      ret = ev->ok ? 0 : push_fail(L, lt, ev);
       if (ev->ok)
         ret = -1;
       partial = ev->partial;
@@ -945,15 +971,12 @@ static int target_snapshot(lua_State *L) {
   if (ret > 0)
     return ret;
   if (!cb_ok)
-    return callback_failed(L, "progress");
+    return callback_failed(L, lt, "progress");
   if (ret < 0 && (!snap_progress_call(L, &prog, prog.accounts, "accounts", 1) ||
                   !snap_progress_call(L, &prog, prog.memberships, "memberships", 1)))
-    return callback_failed(L, "progress");
+    return callback_failed(L, lt, "progress");
   if (ret == 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the snapshot ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    return 3;
+    return push_error(L, lt, "target: the snapshot ended without a result", "EHTTP", 0);
   }
   struct timespec t1;
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1167,8 +1190,9 @@ static void submit_adds(lua_State *L, struct lbatch *lb, int ops, int idx) {
 
 /* Reports one result: callback(op, true, note) / (op, nil, msg, code), or
 ** results[i]. Returns 0 when the callback raised (message on the stack). */
-static int report(lua_State *L, int ops, int cb, int results, lua_Integer i, int ok,
-                  const char *note, const char *msg, const char *code) {
+static int report(lua_State *L, const struct ltarget *lt, int ops, int cb, int results,
+                  lua_Integer i, int ok, const char *note, const char *msg, const char *code,
+                  long status) {
   if (cb) {
     lua_pushvalue(L, cb);
     lua_rawgeti(L, ops, i);
@@ -1180,17 +1204,10 @@ static int report(lua_State *L, int ops, int cb, int results, lua_Integer i, int
         lua_pushnil(L);
       return pcall_cb(L, 3);
     }
-    luaL_pushfail(L);
-    lua_pushstring(L, msg ? msg : "failed");
-    lua_pushstring(L, code ? code : "EHTTP");
-    return pcall_cb(L, 4);
+    push_error(L, lt, msg ? msg : "failed", code ? code : "EHTTP", status);
+    return pcall_cb(L, 5);
   }
-  lua_createtable(L, 0, 4);
-  lua_pushboolean(L, ok);
-  lua_setfield(L, -2, "ok");
-  set_str(L, "note", note);
-  set_str(L, "message", msg);
-  set_str(L, "code", code);
+  push_result(L, lt, ok, note, msg, code, status);
   lua_rawseti(L, results, i);
   return 1;
 }
@@ -1257,10 +1274,10 @@ static int target_apply(lua_State *L) {
       int r, x = kind_of(L, lua_gettop(L), i, ranks, &r);
       if (kinds[x].top == 0) { /* link */
         lua_pop(L, 1);
-        if (!report(L, ops, cb, results, i, 1, "no request needed", NULL, NULL)) {
+        if (!report(L, lt, ops, cb, results, i, 1, "no request needed", NULL, NULL, 0)) {
           lt->busy--;
           batch_release(lb);
-          return callback_failed(L, "apply");
+          return callback_failed(L, lt, "apply");
         }
         nok++;
         continue;
@@ -1285,10 +1302,11 @@ static int target_apply(lua_State *L) {
         nok++;
       else
         nfail++;
-      if (!report(L, ops, cb, results, i, ev->ok, ev->note, ev->message, ev->code)) {
+      if (!report(L, lt, ops, cb, results, i, ev->ok, ev->note, ev->message, ev->code,
+                  ev->status)) {
         lt->busy--;
         batch_release(lb);
-        return callback_failed(L, "apply");
+        return callback_failed(L, lt, "apply");
       }
     }
     lt->busy--;

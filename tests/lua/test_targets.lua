@@ -56,4 +56,21 @@ test("apply reads its kinds from the registry: links need no request, unknown ki
   t:raises(function() tg:apply({ { kind = "RANK" } }) end, "unknown kind")
 end)
 
+test("a target's failures name their source: err table, apply results and callbacks", function(t)
+  local hc <close> = http.client{ retries = 0 }
+  local tg <close> = target.new(hc, { type = "confluence", url = "http://127.0.0.1:9", token = "x" })
+  local ok, msg, code, err = tg:delete_group("g")
+  t:eq(ok, nil)
+  t:eq(code, "ECONNREFUSED")
+  t:same(err, { source = "confluence", code = code, status = 0, message = msg })
+  local r = tg:apply({ { kind = "create_group", group = "g" } })
+  t:eq(r.failed, 1)
+  t:eq(r.results[1].source, "confluence")
+  t:eq(r.results[1].code, "ECONNREFUSED")
+  local got
+  tg:apply({ { kind = "create_group", group = "g" } }, function(_, _, _, _, e) got = e end)
+  t:eq(got.source, "confluence")
+  t:eq(got.code, "ECONNREFUSED")
+end)
+
 return test.done()
