@@ -313,6 +313,11 @@ int us_time_parse_duration(const char *s, size_t len, double *out, char *err, si
     snprintf(err, errlen, "invalid duration \"\": expected e.g. 30s, 5m, 1h30m, 7d");
     return -1;
   }
+  if (!(total <= US_TIME_DURATION_MAX)) {
+    snprintf(err, errlen, "invalid duration \"%.*s\": longer than %d days", (int)(len > 40 ? 40 : len),
+             s, US_TIME_DURATION_MAX / 86400);
+    return -1;
+  }
   *out = total;
   return 0;
 }
