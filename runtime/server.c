@@ -442,20 +442,13 @@ static enum MHD_Result reply_verification(us_server *s, struct MHD_Connection *c
       MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-okta-verification-challenge");
   if (!v)
     return reply_text(c, MHD_HTTP_BAD_REQUEST, "missing x-okta-verification-challenge\n");
-  size_t cap = strlen(v) * 6 + 32, n = 0;
-  char *out = malloc(cap);
-  if (!out)
+  char *q = us_json_quote(v), *out = q ? malloc(strlen(q) + 20) : NULL;
+  if (!out) {
+    free(q);
     return MHD_NO;
-  n += (size_t)snprintf(out, cap, "{\"verification\":\"");
-  for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      n += (size_t)snprintf(out + n, cap - n, "\\%c", *p);
-    else if (*p < 0x20 || *p == 0x7f)
-      n += (size_t)snprintf(out + n, cap - n, "\\u%04x", *p);
-    else
-      out[n++] = (char)*p;
   }
-  n += (size_t)snprintf(out + n, cap - n, "\"}");
+  size_t n = (size_t)sprintf(out, "{\"verification\":%s}", q);
+  free(q);
   pthread_mutex_lock(&s->mu);
   s->st.verifications++;
   pthread_mutex_unlock(&s->mu);

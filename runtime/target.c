@@ -146,21 +146,12 @@ static void tb_put(struct tb *b, const char *p, size_t k) {
 static void tb_str(struct tb *b, const char *s) { tb_put(b, s, strlen(s)); }
 
 static void tb_quote(struct tb *b, const char *s) {
-  tb_put(b, "\"", 1);
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    char esc[8];
-    if (*c == '"' || *c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)*c;
-      tb_put(b, esc, 2);
-    } else if (*c < 0x20) {
-      snprintf(esc, sizeof esc, "\\u%04x", *c);
-      tb_put(b, esc, 6);
-    } else {
-      tb_put(b, (const char *)c, 1);
-    }
-  }
-  tb_put(b, "\"", 1);
+  char *q = us_json_quote(s);
+  if (!q)
+    b->bad = 1;
+  else
+    tb_str(b, q);
+  free(q);
 }
 
 static char *tb_done(struct tb *b) {
@@ -171,11 +162,7 @@ static char *tb_done(struct tb *b) {
   return b->s;
 }
 
-char *t_jquote(const char *s) {
-  struct tb b = {0};
-  tb_quote(&b, s);
-  return tb_done(&b);
-}
+char *t_jquote(const char *s) { return us_json_quote(s); }
 
 char *t_jobj(const char *k, ...) {
   struct tb b = {0};
