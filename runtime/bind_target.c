@@ -144,6 +144,7 @@
 
 #include "usersync/modules.h"
 #include "usersync/target.h"
+#include "usersync/timeutil.h"
 
 #define TARGET_MT "usersync.target.Target"
 #define BATCH_MT "usersync.target.Batch"
@@ -860,11 +861,6 @@ static void snap_account(lua_State *L, int ix, int al, const struct us_target_ac
   lua_remove(L, -2);
 }
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Snapshot progress: the options table's progress function, throttled. */
 struct snap_progress {
@@ -878,7 +874,7 @@ struct snap_progress {
 ** interval has passed. 1 ok, 0 with the error message on the stack. */
 static int snap_progress_call(lua_State *L, struct snap_progress *sp, size_t done,
                               const char *what, int final) {
-  if (!sp->opts || (!final && sp->last > 0 && mono_now() - sp->last < sp->interval))
+  if (!sp->opts || (!final && sp->last > 0 && us_time_monotonic() - sp->last < sp->interval))
     return 1;
   lua_getfield(L, sp->opts, "progress");
   lua_pushinteger(L, (lua_Integer)done);
@@ -887,7 +883,7 @@ static int snap_progress_call(lua_State *L, struct snap_progress *sp, size_t don
   else
     lua_pushnil(L);
   lua_pushstring(L, what);
-  sp->last = mono_now();
+  sp->last = us_time_monotonic();
   return pcall_cb(L, 3);
 }
 
@@ -928,8 +924,7 @@ static int target_snapshot(lua_State *L) {
   op.kind = US_TOP_SNAPSHOT;
   struct lbatch *lb = new_batch(L, lt);
   unsigned long before = us_target_requests(lt->t);
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = us_time_monotonic();
   lt->busy++;
   submit(L, lb, &op);
   struct us_target_event *ev;
@@ -978,8 +973,7 @@ static int target_snapshot(lua_State *L) {
   if (ret == 0) {
     return push_error(L, lt, "target: the snapshot ended without a result", "EHTTP", 0);
   }
-  struct timespec t1;
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+
   lua_createtable(L, 0, 5);
   lua_pushvalue(L, al);
   lua_setfield(L, -2, "accounts");
@@ -993,7 +987,7 @@ static int target_snapshot(lua_State *L) {
   }
   lua_pushinteger(L, (lua_Integer)(us_target_requests(lt->t) - before));
   lua_setfield(L, -2, "requests");
-  lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+  lua_pushnumber(L, us_time_monotonic() - t0);
   lua_setfield(L, -2, "time");
   return 1;
 }

@@ -27,6 +27,7 @@
 
 #include "usersync/http.h"
 #include "usersync/metrics.h"
+#include "usersync/timeutil.h"
 
 #ifndef USERSYNC_VERSION
 #define USERSYNC_VERSION "0"
@@ -103,11 +104,7 @@ struct us_http {
 
 /* ---------- small utilities ---------- */
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)(us_time_monotonic() * 1000); }
 
 /* xorshift64*: uniform double in [0,1). */
 static double rnd01(us_http *e) {

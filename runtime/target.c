@@ -231,12 +231,6 @@ static char **dup_strv(const char *const *v, size_t n) {
 
 /* ------------------------------------------------------------ target */
 
-double t_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 const char *t_base(const us_target *t) { return t->base; }
 
 char *t_rel_path(const us_target *t, const char *path) {
@@ -399,7 +393,7 @@ static long header_num(const struct us_http_response *r, const char *suffix, int
 static void t_observe(us_target *t, const struct us_http_response *r) {
   if (!r || r->code)
     return;
-  double now = t_now(), hold = 0;
+  double now = us_time_monotonic(), hold = 0;
   int has_rem, has_fill, has_int;
   long rem = header_num(r, "remaining", &has_rem);
   long fill = header_num(r, "fillrate", &has_fill);
@@ -421,7 +415,7 @@ static long t_governor(void *ud, const char *host, const char *method, const cha
   (void)host, (void)method, (void)url;
   struct tcall *c = ud;
   double until = c->not_before > c->t->hold_until ? c->not_before : c->t->hold_until;
-  double d = until - t_now();
+  double d = until - us_time_monotonic();
   return d > 0 ? (long)(d * 1000.0) + 1 : 0;
 }
 

@@ -138,7 +138,7 @@ static void on_task(struct tcall *c, const struct us_http_response *r) {
   if (!t_json_ok(j, c->what, r, &root))
     return;
   if (!t_jbool(&root, "finished", 0)) {
-    double waited = t_now() - j->t0, delay = (double)c->n / 1000.0;
+    double waited = us_time_monotonic() - j->t0, delay = (double)c->n / 1000.0;
     if (waited * 1000.0 > (double)t_config(j->t)->task_wait_ms) {
       long long pct = -1;
       struct us_jval pv;
@@ -173,7 +173,7 @@ static void poll_task(struct tjob *j, const char *path, double delay) {
   char what[300];
   snprintf(what, sizeof what, "delete user %s (long task)", j->name);
   tcall_start_at(j, "GET", path, NULL, on_task, NULL, (long long)(delay * 1000), what,
-                 t_now() + delay);
+                 us_time_monotonic() + delay);
 }
 
 static void on_delete(struct tcall *c, const struct us_http_response *r) {
@@ -195,7 +195,7 @@ static void on_delete(struct tcall *c, const struct us_http_response *r) {
     tjob_fail(j, "ERESPONSE", r->status, "%s: HTTP %ld without a long task to follow", c->what,
               r->status);
   } else {
-    j->t0 = t_now();
+    j->t0 = us_time_monotonic();
     poll_task(j, path, 0.2);
   }
   free(path);

@@ -17,6 +17,7 @@
 #include "usersync/http.h"
 #include "usersync/jsonscan.h"
 #include "usersync/target.h"
+#include "usersync/timeutil.h"
 
 struct tjob;
 struct tcall;
@@ -132,7 +133,6 @@ const char *t_base(const us_target *t);
 char *t_rel_path(const us_target *t, const char *path);
 long t_page_size(const us_target *t, long product_max);
 const struct us_target_config *t_config(const us_target *t);
-double t_now(void); /* monotonic seconds */
 
 /* ---- calls ---- */
 /* Starts (or queues) a request of job j: method, a path relative to the

@@ -331,6 +331,16 @@ static double clock_seconds(clockid_t id) {
 double us_time_now(void) { return clock_seconds(CLOCK_REALTIME); }
 double us_time_monotonic(void) { return clock_seconds(CLOCK_MONOTONIC); }
 
+void us_time_monotonic_after(struct timespec *ts, long ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
 void us_time_sleep(double seconds) {
   if (!(seconds > 0))
     return;

@@ -65,9 +65,16 @@ int us_time_format_http_date(double t, char *buf, size_t size);
 ** stores the seconds in *out, or -1 with a message in err. */
 int us_time_parse_duration(const char *s, size_t len, double *out, char *err, size_t errlen);
 
-/* Wall clock (CLOCK_REALTIME) and monotonic clock, in seconds. */
+/* Wall clock (CLOCK_REALTIME) and monotonic clock, in seconds. The one
+** place the code reads either clock. */
 double us_time_now(void);
 double us_time_monotonic(void);
+
+/* *ts = the monotonic clock ms milliseconds from now (0: now), as a
+** timespec: the deadline of a pthread condition variable whose clock is
+** CLOCK_MONOTONIC (pthread_condattr_setclock). */
+struct timespec;
+void us_time_monotonic_after(struct timespec *ts, long ms);
 
 /* Sleeps for the given seconds (<= 0: returns at once), resuming after
 ** signals until the whole time has passed. */
