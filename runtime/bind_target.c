@@ -310,19 +310,11 @@ static void push_result(lua_State *L, const struct ltarget *lt, int ok, const ch
 
 /* ---------- protected callbacks ---------- */
 
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg)
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 /* Calls the function below nargs arguments with a traceback handler.
 ** Returns 1 ok (results dropped), 0 with the error message on the stack. */
 static int pcall_cb(lua_State *L, int nargs) {
   int fn = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, us_lua_traceback);
   lua_insert(L, fn);
   int st = lua_pcall(L, nargs, 0, fn);
   lua_remove(L, fn);
@@ -331,8 +323,10 @@ static int pcall_cb(lua_State *L, int nargs) {
 
 /* The callback's error (on the stack) as a failure: push_error with ECALLBACK. */
 static int callback_failed(lua_State *L, const struct ltarget *lt, const char *what) {
-  const char *m = lua_tostring(L, -1);
-  const char *msg = lua_pushfstring(L, "%s callback failed: %s", what, m ? m : "(no message)");
+  const char *m = lua_tostring(L, -1); /* a table error stays a table */
+  if (!m)
+    m = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+  const char *msg = lua_pushfstring(L, "%s callback failed: %s", what, m);
   return push_error(L, lt, msg, "ECALLBACK", 0);
 }
 

@@ -73,4 +73,17 @@ test("a target's failures name their source: err table, apply results and callba
   t:eq(got.code, "ECONNREFUSED")
 end)
 
+test("a callback's error comes back with its traceback (the one message handler)", function(t)
+  local hc <close> = http.client{}
+  local tg <close> = target.new(hc, { type = "jira", url = "http://127.0.0.1:9", token = "x" })
+  local ok, msg, code = tg:apply({ { kind = "link", name = "a" } }, function() error("boom") end)
+  t:eq(ok, nil); t:eq(code, "ECALLBACK")
+  t:contains(msg, "apply callback failed: ")
+  t:contains(msg, "boom")
+  t:contains(msg, "stack traceback:")
+  ok, msg, code = tg:apply({ { kind = "link", name = "a" } }, function() error({ why = 1 }) end)
+  t:eq(code, "ECALLBACK")
+  t:contains(msg, "(error object is a table value)")
+end)
+
 return test.done()
