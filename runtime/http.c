@@ -62,6 +62,7 @@ struct us_http_req {
   struct hlist req_headers;
   char *body;
   size_t body_len;
+  char *user, *password; /* Basic credentials or NULL; wiped when freed */
   long timeout_ms, max_wait_ms;
   size_t max_size;
   int max_retries, follow, retry_unsafe, retry_headers;
@@ -560,6 +561,11 @@ static int start_attempt(us_http_req *h) {
     return -1;
   }
   curl_easy_setopt(c, CURLOPT_URL, h->url);
+  if (h->user && h->password) {
+    curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(c, CURLOPT_USERNAME, h->user);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, h->password);
+  }
   curl_easy_setopt(c, CURLOPT_PRIVATE, h);
   /* CURLOPT_NOSIGNAL stays 0: the resolver is threaded (no alarm()), and
   ** curl then ignores SIGPIPE around its socket writes. */
@@ -938,7 +944,17 @@ us_http *us_http_new(const struct us_http_options *o, const char **err) {
   return e;
 }
 
+/* Frees a string that may hold a secret, zeroed first. */
+static void free_secret(char *s) {
+  if (s) {
+    memset(s, 0, strlen(s));
+    free(s);
+  }
+}
+
 static void req_free(us_http_req *h) {
+  free_secret(h->user);
+  free_secret(h->password);
   free(h->method);
   free(h->url);
   hlist_free(&h->req_headers);
@@ -1011,6 +1027,8 @@ static int copy_request(us_http_req *h, const struct us_http_request *r, const c
     if (us_http_req_set_header(h, r->headers[i].name, r->headers[i].value) != 0)
       return -1;
   if (r->body && !(h->body = dupn(r->body, r->body_len)))
+    return -1;
+  if (r->user && r->password && (!(h->user = dup0(r->user)) || !(h->password = dup0(r->password))))
     return -1;
   h->body_len = r->body ? r->body_len : 0;
   return 0;

@@ -30,7 +30,8 @@ struct us_target {
   us_http *http;
   struct us_target_config cfg; /* strings owned */
   char *base;                  /* url without trailing '/' */
-  char *auth;                  /* Authorization value */
+  char *auth;                  /* "Bearer <token>", or NULL: Basic (cfg.user, password) */
+  char *password;              /* Basic: the password (wiped when freed) */
   int inflight;
   struct tcall *calls;             /* every live call */
   struct tcall *qhead, *qtail;     /* waiting for a slot */
@@ -258,35 +259,6 @@ struct us_target_caps us_target_caps(const us_target *t) {
 }
 unsigned long us_target_requests(const us_target *t) { return t->requests; }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *basic_auth(const char *user, const char *pw) {
-  char *raw = t_fmt("%s:%s", user, pw);
-  if (!raw)
-    return NULL;
-  size_t n = strlen(raw);
-  char *o = malloc(6 + 4 * ((n + 2) / 3) + 1);
-  if (!o) {
-    free(raw);
-    return NULL;
-  }
-  char *p = o + 6;
-  memcpy(o, "Basic ", 6);
-  const unsigned char *s = (const unsigned char *)raw;
-  for (size_t i = 0; i < n; i += 3) {
-    unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
-                 (i + 2 < n ? s[i + 2] : 0);
-    *p++ = b64[v >> 18 & 63];
-    *p++ = b64[v >> 12 & 63];
-    *p++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
-    *p++ = i + 2 < n ? b64[v & 63] : '=';
-  }
-  *p = 0;
-  memset(raw, 0, n);
-  free(raw);
-  return o;
-}
-
 /* The products, one line each: a new kind is its product file and a line
 ** here. Lua reads this list (target.products(): types and capabilities). */
 static const struct us_target_vt *const products[] = {
@@ -344,18 +316,27 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     while (n > 0 && t->base[n - 1] == '/')
       t->base[--n] = 0;
   }
-  t->auth =
-      c->password && c->user ? basic_auth(c->user, c->password) : t_fmt("Bearer %s", c->token);
+  int basic = c->password && c->user;
+  t->auth = basic ? NULL : t_fmt("Bearer %s", c->token);
+  t->password = basic ? strdup(c->password) : NULL;
   if (t->cfg.concurrency <= 0)
     t->cfg.concurrency = 8;
   if (t->cfg.task_wait_ms <= 0)
     t->cfg.task_wait_ms = 120000;
-  if (!t->base || !t->auth || (c->user && !t->cfg.user)) {
+  if (!t->base || (basic ? !t->password : !t->auth) || (c->user && !t->cfg.user)) {
     us_target_free(t);
     *err = "out of memory";
     return NULL;
   }
   return t;
+}
+
+/* Frees a string that holds a secret, zeroed first. NULL fine. */
+static void wipe_free(char *s) {
+  if (s) {
+    memset(s, 0, strlen(s));
+    free(s);
+  }
 }
 
 void us_target_free(us_target *t) {
@@ -365,10 +346,8 @@ void us_target_free(us_target *t) {
     us_target_batch_free(t->batches);
   free((char *)t->cfg.user);
   free(t->base);
-  if (t->auth) {
-    memset(t->auth, 0, strlen(t->auth));
-    free(t->auth);
-  }
+  wipe_free(t->auth);
+  wipe_free(t->password);
   free(t);
 }
 
@@ -855,7 +834,8 @@ static void call_submit(struct tcall *c) {
   us_target *t = c->t;
   struct us_http_header hs[4];
   size_t nh = 0;
-  hs[nh++] = (struct us_http_header){"Authorization", t->auth};
+  if (t->auth)
+    hs[nh++] = (struct us_http_header){"Authorization", t->auth};
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
   if (strcmp(c->method, "GET"))
     hs[nh++] = (struct us_http_header){"X-Atlassian-Token", "no-check"};
@@ -867,6 +847,10 @@ static void call_submit(struct tcall *c) {
   struct us_http_request rq = {0};
   rq.method = c->method;
   rq.url = c->url;
+  if (t->password) {
+    rq.user = t->cfg.user;
+    rq.password = t->password;
+  }
   rq.headers = hs;
   rq.nheaders = nh;
   rq.body = c->body;
