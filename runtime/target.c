@@ -34,7 +34,7 @@ struct us_target {
   char *password;              /* Basic: the password (wiped when freed) */
   int inflight;
   struct tcall *calls;             /* every live call */
-  struct tcall *qhead, *qtail;     /* waiting for a slot */
+  struct us_queue waiting;         /* calls waiting for a slot (concurrency) */
   struct us_target_batch *batches; /* live batches */
   double hold_until;               /* rate limit: hold every request until then */
   unsigned long requests;
@@ -885,14 +885,9 @@ static void call_submit(struct tcall *c) {
 
 /* Starts queued calls while the target has free slots. */
 static void pump(us_target *t) {
-  while (t->qhead && t->inflight < t->cfg.concurrency) {
-    struct tcall *c = t->qhead;
-    t->qhead = c->qnext;
-    if (!t->qhead)
-      t->qtail = NULL;
-    c->qnext = NULL;
-    call_submit(c);
-  }
+  struct us_qlink *l;
+  while ((l = us_queue_pop_below(&t->waiting, t->inflight, t->cfg.concurrency)))
+    call_submit(US_QUEUE_ENTRY(l, struct tcall, ql)); /* counts inflight */
 }
 
 static void call_done(us_http_req *h, const struct us_http_response *r, void *ud) {
@@ -954,20 +949,12 @@ static struct tcall *call_new(struct tjob *j, const char *method, const char *pa
     t->calls->prev = c;
   t->calls = c;
   j->pending++;
-  if (t->inflight < t->cfg.concurrency && !t->qhead) {
+  if (t->inflight < t->cfg.concurrency && !t->waiting.head)
     call_submit(c);
-  } else if (urgent) {
-    c->qnext = t->qhead;
-    t->qhead = c;
-    if (!t->qtail)
-      t->qtail = c;
-  } else {
-    if (t->qtail)
-      t->qtail->qnext = c;
-    else
-      t->qhead = c;
-    t->qtail = c;
-  }
+  else if (urgent)
+    us_queue_push_front(&t->waiting, &c->ql);
+  else
+    us_queue_push(&t->waiting, &c->ql);
   return c;
 }
 
@@ -979,20 +966,16 @@ struct tcall *tcall_start(struct tjob *j, const char *method, const char *path, 
 /* Drops every call of job j (released without callbacks). */
 static void drop_calls(struct tjob *j) {
   us_target *t = j->t;
-  struct tcall **pp = &t->qhead, *last = NULL;
-  while (*pp) { /* queued ones */
-    struct tcall *c = *pp;
+  for (struct us_qlink *l = t->waiting.head, *next; l; l = next) { /* queued ones */
+    next = l->next;
+    struct tcall *c = US_QUEUE_ENTRY(l, struct tcall, ql);
     if (c->j == j) {
-      *pp = c->qnext;
+      us_queue_remove(&t->waiting, l);
       call_unlink(c);
       call_free(c);
       j->pending--;
-    } else {
-      last = c;
-      pp = &c->qnext;
     }
   }
-  t->qtail = last;
   for (struct tcall *c = t->calls, *nx; c; c = nx) {
     nx = c->next;
     if (c->j != j)

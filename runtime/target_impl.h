@@ -16,6 +16,7 @@
 
 #include "usersync/http.h"
 #include "usersync/jsonscan.h"
+#include "usersync/queue.h"
 #include "usersync/target.h"
 #include "usersync/timeutil.h"
 
@@ -36,7 +37,7 @@ struct tcall {
   long long lim;             /* listing page: its segment ends at this offset (0: none) */
   int gap;                   /* listing page: fills the rest of a short page's segment */
   struct tcall *prev, *next; /* every call of the target */
-  struct tcall *qnext;       /* target's queue of calls waiting for a slot */
+  struct us_qlink ql;        /* in the target's queue of calls waiting for a slot */
 };
 
 enum tpage {
