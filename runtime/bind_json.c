@@ -590,8 +590,10 @@ static void path_key(jenc *e, const char *k, size_t n) {
 /* A string: UTF-8 checked here, escaped by us_json_escape (jsonscan.c). */
 static int enc_string(jenc *e, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  int plain = 1; /* nothing to escape: copied as it is */
   while (p < end) {
     if (*p < 0x80) {
+      plain &= *p >= 0x20 && *p != '"' && *p != '\\';
       p++;
       continue;
     }
@@ -600,10 +602,14 @@ static int enc_string(jenc *e, const char *s, size_t len) {
       return enc_fail(e, "invalid UTF-8 in string");
     p += (size_t)k;
   }
-  size_t n = us_json_escape(NULL, s, len);
+  size_t n = plain ? len : us_json_escape(NULL, s, len);
   enc_reserve(e, n + 2);
   e->buf[e->n++] = '"';
-  e->n += us_json_escape(e->buf + e->n, s, len);
+  if (plain)
+    memcpy(e->buf + e->n, s, len);
+  else
+    us_json_escape(e->buf + e->n, s, len);
+  e->n += n;
   e->buf[e->n++] = '"';
   return 0;
 }
