@@ -10,10 +10,9 @@
 **     --> {"ok":true,"tags":[]}
 **   print(json.decode('{"a":1,}'))  --> nil  json: unexpected character '}' at offset 7  EJSON
 **
-** The decoder and encoder are our own (cjson 2.1.0, which stays available as
-** `require "cjson"`, turns every number into a float and cannot tell [] from
-** {}); they share cjson's null sentinel: json.null == cjson.null (a light
-** userdata NULL).
+** The decoder and encoder are our own; json.null is a light userdata NULL
+** (the store binds it as SQL NULL). lua-cjson is not linked: it turns every
+** number into a float and cannot tell [] from {} (README, "Scripts").
 **
 ** json.decode(s) -> value | nil, msg, "EJSON"
 **   - Numbers: a number written without '.', 'e' or 'E' that fits in a 64-bit
@@ -1050,7 +1049,7 @@ int luaopen_usersync_json(lua_State *L) {
   lua_pushliteral(L, "json.object");
   lua_setfield(L, -2, "__name");
   lua_setfield(L, -2, "object_mt");
-  lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
+  lua_pushlightuserdata(L, NULL); /* json.null */
   lua_setfield(L, -2, "null");
   return 1;
 }

@@ -168,7 +168,7 @@ return {
   t:ok(not r.stderr:find("very-secret-token-42", 1, true), "secret leaked: " .. r.stderr)
   local j = proc.run({ os.getenv("USERSYNC"), "check", "--json", "-c", path }, { env = { US_TEST_TOKEN = "very-secret-token-42" } })
   t:eq(j.code, 2)
-  local doc = require("cjson").decode(j.stdout)
+  local doc = assert(require("usersync.json").decode(j.stdout))
   t:eq(doc.valid, false)
   t:eq(#doc.errors, 2)
   t:ok(not j.stdout:find("very-secret-token-42", 1, true), "secret leaked in JSON")
