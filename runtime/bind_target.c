@@ -1200,31 +1200,18 @@ static int report(lua_State *L, const struct ltarget *lt, int ops, int cb, int r
   return 1;
 }
 
-static int target_apply(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  int cb = lua_isnoneornil(L, 3) ? 0 : 3;
-  if (cb)
-    luaL_checktype(L, 3, LUA_TFUNCTION);
-  int phases = 1;
-  if (lua_type(L, 4) == LUA_TTABLE) {
-    lua_getfield(L, 4, "phases");
-    phases = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  lua_settop(L, 4);
-  int ops = 2;
+/* Pushes buckets = { [rank] = { op indexes } } of the ops table at `ops`
+** (one bucket without phases), checking every op's kind. Returns the
+** highest bucket. */
+static int bucket_ops(lua_State *L, int ops, int ranks, int phases) {
   lua_Integer n = luaL_len(L, ops);
-  push_ranks(L);
-  int ranks = lua_gettop(L);
-  /* buckets[rank] = { op indexes } (one bucket without phases) */
   lua_newtable(L);
   int buckets = lua_gettop(L), nb = 1;
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, ops, i) != LUA_TTABLE)
       return luaL_error(L, "apply: op %d is not a table", (int)i);
     int r;
-    kind_of(L, lua_gettop(L), i, ranks, &r); /* validates */
+    kind_of(L, lua_gettop(L), i, ranks, &r);
     r = phases ? r : 1;
     nb = r > nb ? r : nb;
     lua_pop(L, 1);
@@ -1238,76 +1225,94 @@ static int target_apply(lua_State *L) {
     lua_rawseti(L, -2, luaL_len(L, -2) + 1);
     lua_pop(L, 1);
   }
+  return nb;
+}
+
+/* What one apply call works with: stack indexes and the counts. */
+struct apply {
+  struct ltarget *lt;
+  int ops, cb, results, ranks;
+  lua_Integer nok, nfail;
+};
+
+/* Sends the ops listed in the table at idx as one batch (links need no
+** request; add_member ops go out grouped) and reports each outcome. Returns
+** 1, or 0 when a callback raised (its error on the stack top). */
+static int apply_bucket(lua_State *L, struct apply *a, int idx) {
+  int top = lua_gettop(L);
+  struct lbatch *lb = new_batch(L, a->lt);
+  a->lt->busy++;
   lua_newtable(L);
-  int results = lua_gettop(L);
-  lua_Integer nok = 0, nfail = 0;
-  for (int b = 1; b <= nb; b++) {
-    if (lua_rawgeti(L, buckets, b) != LUA_TTABLE) {
+  int adds = lua_gettop(L), ok = 1;
+  lua_Integer m = luaL_len(L, idx);
+  for (lua_Integer k = 1; k <= m && ok; k++) {
+    lua_rawgeti(L, idx, k);
+    lua_Integer i = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, a->ops, i);
+    int r, x = kind_of(L, lua_gettop(L), i, a->ranks, &r);
+    if (kinds[x].top == 0) { /* link */
       lua_pop(L, 1);
-      continue;
-    }
-    int idx = lua_gettop(L);
-    struct lbatch *lb = new_batch(L, lt);
-    int bi = lua_gettop(L);
-    lt->busy++;
-    /* links need no request; add_member ops go out grouped */
-    lua_newtable(L);
-    int adds = lua_gettop(L);
-    lua_Integer m = luaL_len(L, idx);
-    for (lua_Integer k = 1; k <= m; k++) {
-      lua_rawgeti(L, idx, k);
-      lua_Integer i = lua_tointeger(L, -1);
+      ok = report(L, a->lt, a->ops, a->cb, a->results, i, 1, "no request needed", NULL, NULL, 0);
+      a->nok += ok;
+    } else if (kinds[x].top == US_TOP_ADD_MEMBERS) {
       lua_pop(L, 1);
-      lua_rawgeti(L, ops, i);
-      int r, x = kind_of(L, lua_gettop(L), i, ranks, &r);
-      if (kinds[x].top == 0) { /* link */
-        lua_pop(L, 1);
-        if (!report(L, lt, ops, cb, results, i, 1, "no request needed", NULL, NULL, 0)) {
-          lt->busy--;
-          batch_release(lb);
-          return callback_failed(L, lt, "apply");
-        }
-        nok++;
-        continue;
-      }
-      if (kinds[x].top == US_TOP_ADD_MEMBERS) {
-        lua_pop(L, 1);
-        lua_pushinteger(L, i);
-        lua_rawseti(L, adds, luaL_len(L, adds) + 1);
-        continue;
-      }
+      lua_pushinteger(L, i);
+      lua_rawseti(L, adds, luaL_len(L, adds) + 1);
+    } else {
       submit_op(L, lb, lua_gettop(L), i, x);
       lua_pop(L, 1);
     }
-    if (luaL_len(L, adds) > 0)
-      submit_adds(L, lb, ops, adds);
-    struct us_target_event *ev;
-    while ((ev = next_event(lt, lb))) {
-      if (ev->type != US_TEV_DONE)
-        continue;
-      lua_Integer i = (lua_Integer)(uintptr_t)ev->tag;
-      if (ev->ok)
-        nok++;
-      else
-        nfail++;
-      if (!report(L, lt, ops, cb, results, i, ev->ok, ev->note, ev->message, ev->code,
-                  ev->status)) {
-        lt->busy--;
-        batch_release(lb);
-        return callback_failed(L, lt, "apply");
-      }
-    }
-    lt->busy--;
-    batch_release(lb);
-    lua_settop(L, bi - 2);
+  }
+  if (ok && luaL_len(L, adds) > 0)
+    submit_adds(L, lb, a->ops, adds);
+  struct us_target_event *ev;
+  while (ok && (ev = next_event(a->lt, lb))) {
+    if (ev->type != US_TEV_DONE)
+      continue;
+    lua_Integer i = (lua_Integer)(uintptr_t)ev->tag;
+    *(ev->ok ? &a->nok : &a->nfail) += 1;
+    ok = report(L, a->lt, a->ops, a->cb, a->results, i, ev->ok, ev->note, ev->message, ev->code,
+                ev->status);
+  }
+  a->lt->busy--;
+  batch_release(lb);
+  if (ok)
+    lua_settop(L, top);
+  return ok;
+}
+
+static int target_apply(lua_State *L) {
+  struct apply a = {.lt = check_target(L, 1), .ops = 2};
+  luaL_checktype(L, 2, LUA_TTABLE);
+  a.cb = lua_isnoneornil(L, 3) ? 0 : 3;
+  if (a.cb)
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+  int phases = 1;
+  if (lua_type(L, 4) == LUA_TTABLE) {
+    lua_getfield(L, 4, "phases");
+    phases = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 4);
+  push_ranks(L);
+  a.ranks = lua_gettop(L);
+  int nb = bucket_ops(L, a.ops, a.ranks, phases);
+  int buckets = lua_gettop(L);
+  lua_newtable(L);
+  a.results = lua_gettop(L);
+  for (int b = 1; b <= nb; b++) {
+    if (lua_rawgeti(L, buckets, b) == LUA_TTABLE && !apply_bucket(L, &a, lua_gettop(L)))
+      return callback_failed(L, a.lt, "apply");
+    lua_pop(L, 1);
   }
   lua_createtable(L, 0, 3);
-  lua_pushinteger(L, nok);
+  lua_pushinteger(L, a.nok);
   lua_setfield(L, -2, "ok");
-  lua_pushinteger(L, nfail);
+  lua_pushinteger(L, a.nfail);
   lua_setfield(L, -2, "failed");
-  if (!cb) {
-    lua_pushvalue(L, results);
+  if (!a.cb) {
+    lua_pushvalue(L, a.results);
     lua_setfield(L, -2, "results");
   }
   return 1;
