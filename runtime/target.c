@@ -1368,8 +1368,43 @@ static void snapshot_groups(struct tlister *l, struct us_target_account *a, size
   emit_page(l, NULL, 0, names, nn);
 }
 
+/* Fails j with EUNSUPPORTED, without a request, when its product's
+** capabilities (the vtable's caps, the one statement of what a product can
+** do) lack the operation. Returns 1 when it did. */
+static int refuse_unsupported(struct tjob *j) {
+  const struct us_target_caps *c = &j->t->vt->caps;
+  const char *name = j->name ? j->name : "", *type = j->t->vt->type;
+  switch (j->kind) {
+  case US_TOP_DEACTIVATE_USER:
+  case US_TOP_REACTIVATE_USER:
+    if (j->kind == US_TOP_DEACTIVATE_USER ? c->deactivate : c->reactivate)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0,
+              "%s user %s: %s has no deactivation (remove the account from its groups or "
+              "delete it)",
+              j->kind == US_TOP_DEACTIVATE_USER ? "deactivate" : "reactivate", name, type);
+    return 1;
+  case US_TOP_RENAME_USER:
+    if (c->rename)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0, "rename user %s: %s cannot rename users over REST", name,
+              type);
+    return 1;
+  case US_TOP_LEADS:
+  case US_TOP_HANDOVER_LEAD:
+    if (c->leads)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0, "%s has no project or component leads", type);
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 static void start_generic(struct tjob *j) {
   const struct us_target_vt *vt = j->t->vt;
+  if (refuse_unsupported(j))
+    return;
   switch (j->kind) {
   case US_TOP_LIST_ACCOUNTS:
     vt->list(j, US_TEV_ACCOUNTS, NULL, NULL);

@@ -20,7 +20,7 @@
 **     existing member is a plain 200. Removal uses admin/users/remove-group
 **     whose body is {"context": <user>, "itemName": <group>} (the deprecated
 **     groups/remove-user swaps the two).
-**   - no deactivation exists: deactivate/reactivate are EUNSUPPORTED
+**   - no deactivation exists (caps): deactivate/reactivate are EUNSUPPORTED
 **     without a request (the planner removes the account from its groups
 **     instead).
 **   - get: the user is found with admin/users?filter= (a substring match,
@@ -328,18 +328,7 @@ static void bb_start(struct tjob *j) {
     free(p);
     break;
   }
-  case US_TOP_DEACTIVATE_USER:
-  case US_TOP_REACTIVATE_USER:
-    tjob_fail(j, "EUNSUPPORTED", 0,
-              "%s user %s: Bitbucket has no deactivation (remove the account from its groups or "
-              "delete it)",
-              j->kind == US_TOP_DEACTIVATE_USER ? "deactivate" : "reactivate", name);
-    break;
-  case US_TOP_LEADS:
-  case US_TOP_HANDOVER_LEAD:
-    tjob_fail(j, "EUNSUPPORTED", 0, "project and component leads exist only in Jira");
-    break;
-  default:
+  default: /* (what caps lacks was refused before: target.c) */
     tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);
   }
 }

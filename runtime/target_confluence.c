@@ -362,15 +362,7 @@ static void conf_start(struct tjob *j) {
     tcall_start(j, "GET", API "/server-information", NULL, on_info, NULL, 0, "server information");
     tcall_start(j, "GET", API "/user/current", NULL, on_current, NULL, 0, "who am I");
     break;
-  case US_TOP_RENAME_USER:
-    tjob_fail(j, "EUNSUPPORTED", 0, "rename user %s: Confluence cannot rename users over REST",
-              name);
-    break;
-  case US_TOP_LEADS:
-  case US_TOP_HANDOVER_LEAD:
-    tjob_fail(j, "EUNSUPPORTED", 0, "project and component leads exist only in Jira");
-    break;
-  default:
+  default: /* (what caps lacks was refused before: target.c) */
     tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);
   }
 }

@@ -542,7 +542,7 @@ static void jira_start(struct tjob *j) {
     tcall_start(j, "GET", API "/mypermissions?permissions=ADMINISTER,SYSTEM_ADMIN", NULL,
                 on_mypermissions, NULL, 0, "global permissions");
     break;
-  default:
+  default: /* (what caps lacks was refused before: target.c) */
     tjob_fail(j, "EUNSUPPORTED", 0, "operation %d is not supported", (int)j->kind);
   }
 }

@@ -73,6 +73,9 @@ struct us_target_config {
   long task_wait_ms;        /* Confluence long-task polling budget; 0: 120000 */
 };
 
+/* What a product can do (its vtable's, the one statement of it): an
+** operation it lacks ends EUNSUPPORTED without a request (runtime/target.c),
+** and Lua's usersync.targets.CAPS is read from here. */
 struct us_target_caps {
   int deactivate, reactivate, rename, leads, bulk_add;
 };

@@ -86,4 +86,30 @@ test("a callback's error comes back with its traceback (the one message handler)
   t:contains(msg, "(error object is a table value)")
 end)
 
+test("what a product lacks (its caps) ends EUNSUPPORTED without a request", function(t)
+  local hc <close> = http.client{ retries = 0 }
+  local calls = {
+    deactivate = function(tg) return tg:deactivate_user("bob") end,
+    reactivate = function(tg) return tg:reactivate_user("bob") end,
+    rename = function(tg) return tg:rename_user("bob", "rob") end,
+  }
+  local refused = 0
+  for _, ty in ipairs(targets.TYPES) do
+    local tg <close> = target.new(hc, { type = ty, url = "http://127.0.0.1:9", token = "x" })
+    for cap, call in pairs(calls) do
+      local ok, msg, code = call(tg)
+      if targets.CAPS[ty][cap] then
+        t:eq(code, "ECONNREFUSED", ty .. " " .. cap .. " is sent")
+      else
+        refused = refused + 1
+        t:eq(ok, nil); t:eq(code, "EUNSUPPORTED", ty .. " " .. cap); t:contains(msg, ty .. ": ")
+      end
+    end
+    local sent = 0
+    for cap in pairs(calls) do if targets.CAPS[ty][cap] then sent = sent + 1 end end
+    t:eq(tg:requests(), sent, ty .. ": one request per supported call, none for the others")
+  end
+  t:eq(refused, 3, "bitbucket: deactivate, reactivate; confluence: rename")
+end)
+
 return test.done()
