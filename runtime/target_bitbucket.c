@@ -218,8 +218,10 @@ static void on_admin_probe(struct tcall *c, const struct us_http_response *r) {
     j->detail = strdup("no ADMIN or SYS_ADMIN global permission");
 }
 
-static void bb_start(struct tjob *j) {
-  const char *name = j->name ? j->name : "", *group = j->group ? j->group : "";
+/* Starts an account operation (get, create, update, rename, deactivate,
+** reactivate, delete); 0 when j is of another kind. */
+static int bb_start_account(struct tjob *j) {
+  const char *name = j->name ? j->name : "";
   char what[600];
   switch (j->kind) {
   case US_TOP_GET_ACCOUNT: {
@@ -290,6 +292,19 @@ static void bb_start(struct tjob *j) {
     free(n);
     break;
   }
+  default:
+    return 0;
+  }
+  return 1;
+}
+
+/* Starts job j: accounts above, groups, memberships and the rest here. */
+static void bb_start(struct tjob *j) {
+  if (bb_start_account(j))
+    return;
+  const char *name = j->name ? j->name : "", *group = j->group ? j->group : "";
+  char what[600];
+  switch (j->kind) {
   case US_TOP_CREATE_GROUP: {
     char *g = t_enc(group);
     snprintf(what, sizeof what, "create group %s", group);

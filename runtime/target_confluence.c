@@ -255,8 +255,10 @@ static void on_current(struct tcall *c, const struct us_http_response *r) {
   free(p);
 }
 
-static void conf_start(struct tjob *j) {
-  const char *name = j->name ? j->name : "", *group = j->group ? j->group : "";
+/* Starts an account operation (get, create, update, rename, deactivate,
+** reactivate, delete); 0 when j is of another kind. */
+static int conf_start_account(struct tjob *j) {
+  const char *name = j->name ? j->name : "";
   char what[600];
   switch (j->kind) {
   case US_TOP_GET_ACCOUNT: {
@@ -321,6 +323,19 @@ static void conf_start(struct tjob *j) {
     free(p);
     break;
   }
+  default:
+    return 0;
+  }
+  return 1;
+}
+
+/* Starts job j: accounts above, groups, memberships and the rest here. */
+static void conf_start(struct tjob *j) {
+  if (conf_start_account(j))
+    return;
+  const char *name = j->name ? j->name : "", *group = j->group ? j->group : "";
+  char what[600];
+  switch (j->kind) {
   case US_TOP_CREATE_GROUP: {
     snprintf(what, sizeof what, "create group %s", group);
     t_write_json(j, "POST", strdup(API "/admin/group"), t_jobj("name", group, NULL), q_exists,

@@ -428,7 +428,9 @@ static void on_mypermissions(struct tcall *c, const struct us_http_response *r) 
 
 /* ---- dispatch ---- */
 
-static void jira_start(struct tjob *j) {
+/* Starts an account operation (get, create, update, rename, deactivate,
+** reactivate, delete); 0 when j is of another kind. */
+static int jira_start_account(struct tjob *j) {
   const char *name = j->name ? j->name : "";
   char what[600];
   switch (j->kind) {
@@ -446,9 +448,10 @@ static void jira_start(struct tjob *j) {
   case US_TOP_CREATE_USER:
     snprintf(what, sizeof what, "create user %s", name);
     t_write_json(j, "POST", strdup(API "/user"),
-           t_jobj("name", name, "displayName", j->display_name, "emailAddress", j->email,
-                  "password", j->password, "notification", j->notify ? TJ_TRUE : NULL, NULL),
-           q_create, what);
+                 t_jobj("name", name, "displayName", j->display_name, "emailAddress", j->email,
+                        "password", j->password, "notification", j->notify ? TJ_TRUE : NULL,
+                        NULL),
+                 q_create, what);
     break;
   case US_TOP_UPDATE_USER:
     snprintf(what, sizeof what, "update user %s", name);
@@ -456,7 +459,8 @@ static void jira_start(struct tjob *j) {
       j->note = "nothing to change";
     else
       t_write_json(j, "PUT", user_path(name),
-                   t_jobj("displayName", j->display_name, "emailAddress", j->email, NULL), NULL, what);
+                   t_jobj("displayName", j->display_name, "emailAddress", j->email, NULL), NULL,
+                   what);
     break;
   case US_TOP_RENAME_USER:
     snprintf(what, sizeof what, "rename user %s to %s", name, j->to ? j->to : "");
@@ -474,10 +478,23 @@ static void jira_start(struct tjob *j) {
     snprintf(what, sizeof what, "delete user %s", name);
     t_write(j, "DELETE", user_path(name), NULL, q_lead, what);
     break;
+  default:
+    return 0;
+  }
+  return 1;
+}
+
+/* Starts job j: accounts above, groups, memberships and the rest here. */
+static void jira_start(struct tjob *j) {
+  if (jira_start_account(j))
+    return;
+  const char *name = j->name ? j->name : "";
+  char what[600];
+  switch (j->kind) {
   case US_TOP_CREATE_GROUP:
     snprintf(what, sizeof what, "create group %s", j->group ? j->group : "");
     t_write_json(j, "POST", strdup(API "/group"), t_jobj("name", j->group ? j->group : "", NULL),
-           q_create, what);
+                 q_create, what);
     break;
   case US_TOP_DELETE_GROUP: {
     char *g = t_enc(j->group ? j->group : "");
@@ -498,7 +515,7 @@ static void jira_start(struct tjob *j) {
     char *g = t_enc(j->group ? j->group : ""), *u = t_enc(name);
     snprintf(what, sizeof what, "remove %s from %s", name, j->group ? j->group : "");
     t_write(j, "DELETE", g && u ? t_fmt(API "/group/user?groupname=%s&username=%s", g, u) : NULL,
-           NULL, q_remove, what);
+            NULL, q_remove, what);
     free(g);
     free(u);
     break;
@@ -524,7 +541,7 @@ static void jira_start(struct tjob *j) {
       char *k = t_enc(j->list2[i]);
       snprintf(what, sizeof what, "hand component %s from %s to %s", j->list2[i], name, j->to2);
       t_write_json(j, "PUT", k ? t_fmt(API "/component/%s", k) : NULL,
-             t_jobj("leadUserName", j->to2, NULL), NULL, what);
+                   t_jobj("leadUserName", j->to2, NULL), NULL, what);
       free(k);
     }
     break;
@@ -532,7 +549,7 @@ static void jira_start(struct tjob *j) {
     char *g = t_enc(j->group ? j->group : "");
     snprintf(what, sizeof what, "find group %s", j->group ? j->group : "");
     t_write(j, "GET", g ? t_fmt(API "/group/member?groupname=%s&maxResults=1", g) : NULL, NULL,
-           q_nogroup, what);
+            q_nogroup, what);
     free(g);
     break;
   }
