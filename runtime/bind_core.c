@@ -86,12 +86,6 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static int sandbox_msgh(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING)
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
-  return 1;
-}
-
 /* core.sandbox_call(instructions, memory, fn, ...) -> true, results... |
 ** false, err. Runs fn under a protected call with a traceback, at most
 ** `instructions` VM instructions (0: no budget) and at most `memory` more
@@ -120,7 +114,7 @@ static int core_sandbox_call(lua_State *L) {
     hs->limit = hs->used + (size_t)memory;
 
   int nargs = lua_gettop(L) - 3;
-  lua_pushcfunction(L, sandbox_msgh);
+  lua_pushcfunction(L, us_lua_traceback);
   lua_insert(L, 3);
   int status = lua_pcall(L, nargs, LUA_MULTRET, 3);
 

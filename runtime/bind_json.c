@@ -10,10 +10,9 @@
 **     --> {"ok":true,"tags":[]}
 **   print(json.decode('{"a":1,}'))  --> nil  json: unexpected character '}' at offset 7  EJSON
 **
-** The decoder and encoder are our own (cjson 2.1.0, which stays available as
-** `require "cjson"`, turns every number into a float and cannot tell [] from
-** {}); they share cjson's null sentinel: json.null == cjson.null (a light
-** userdata NULL).
+** The decoder and encoder are our own; json.null is a light userdata NULL
+** (the store binds it as SQL NULL). lua-cjson is not linked: it turns every
+** number into a float and cannot tell [] from {} (README, "Scripts").
 **
 ** json.decode(s) -> value | nil, msg, "EJSON"
 **   - Numbers: a number written without '.', 'e' or 'E' that fits in a 64-bit
@@ -587,46 +586,30 @@ static void path_key(jenc *e, const char *k, size_t n) {
   path_prepend(e, seg);
 }
 
+/* A string: UTF-8 checked here, escaped by us_json_escape (jsonscan.c). */
 static int enc_string(jenc *e, const char *s, size_t len) {
-  static const char hex[] = "0123456789abcdef";
-  const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
-  enc_reserve(e, len + 2);
-  e->buf[e->n++] = '"';
+  const unsigned char *p = (const unsigned char *)s, *end = p + len;
+  int plain = 1; /* nothing to escape: copied as it is */
   while (p < end) {
-    unsigned c = *p;
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+    if (*p < 0x80) {
+      plain &= *p >= 0x20 && *p != '"' && *p != '\\';
       p++;
       continue;
     }
-    if (c >= 0x80) {
-      int k = utf8_len(p, end);
-      if (k == 0)
-        return enc_fail(e, "invalid UTF-8 in string");
-      p += k;
-      continue;
-    }
-    put_mem(e, (const char *)run, (size_t)(p - run));
-    char esc[6] = {'\\', 0, 0, 0, 0, 0};
-    size_t n = 2;
-    switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    default:
-      memcpy(esc + 1, "u00", 3);
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      n = 6;
-    }
-    put_mem(e, esc, n);
-    run = ++p;
+    int k = utf8_len(p, end);
+    if (k == 0)
+      return enc_fail(e, "invalid UTF-8 in string");
+    p += (size_t)k;
   }
-  put_mem(e, (const char *)run, (size_t)(p - run));
-  put_char(e, '"');
+  size_t n = plain ? len : us_json_escape(NULL, s, len);
+  enc_reserve(e, n + 2);
+  e->buf[e->n++] = '"';
+  if (plain)
+    memcpy(e->buf + e->n, s, len);
+  else
+    us_json_escape(e->buf + e->n, s, len);
+  e->n += n;
+  e->buf[e->n++] = '"';
   return 0;
 }
 
@@ -1066,7 +1049,7 @@ int luaopen_usersync_json(lua_State *L) {
   lua_pushliteral(L, "json.object");
   lua_setfield(L, -2, "__name");
   lua_setfield(L, -2, "object_mt");
-  lua_pushlightuserdata(L, NULL); /* the same value as cjson.null */
+  lua_pushlightuserdata(L, NULL); /* json.null */
   lua_setfield(L, -2, "null");
   return 1;
 }

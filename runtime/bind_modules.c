@@ -1,8 +1,7 @@
 /*
 ** bind_modules.c: the one table of modules scripts can `require`.
 **
-** C modules and lua-cjson (linked statically) go into package.preload as
-** their luaopen functions; every file of the built-in Lua library
+** C modules go into package.preload as their luaopen functions; every file of the built-in Lua library
 ** (runtime/lua, compiled in by runtime/embed.cmake) gets a preload loader
 ** that compiles it from the binary. package.cpath is emptied, so nothing is
 ** loaded from shared objects, and the current directory is removed from
@@ -11,14 +10,12 @@
 #include <string.h>
 
 #include <lauxlib.h>
-#include <lua-cjson.h>
 #include <lua.h>
 
 #include "usersync/embedded.h"
 #include "usersync/modules.h"
 
 static const luaL_Reg c_modules[] = {
-    {"cjson", luaopen_cjson},
     {"usersync.core", luaopen_usersync_core},
     {"usersync.http", luaopen_usersync_http},
     {"usersync.json", luaopen_usersync_json},

@@ -48,7 +48,7 @@
 **   db:path()           -> path given to open
 **   db:close()          -> true; idempotent; also __gc and __close
 **
-** Values bound: nil and json.null (cjson.null) -> NULL, booleans -> 1/0,
+** Values bound: nil and json.null -> NULL, booleans -> 1/0,
 ** integers, floats, strings. Anything else raises. With a single table
 ** argument, named parameters (:name, @name, $name) take its fields (absent
 ** fields bind NULL). Values read: integers stay integers, REAL -> float,
@@ -137,7 +137,7 @@ static int to_value(lua_State *L, int idx, us_store_value *v) {
     v->type = US_STORE_TEXT;
     v->s = lua_tolstring(L, idx, &v->len);
     return 1;
-  case LUA_TLIGHTUSERDATA: /* json.null / cjson.null */
+  case LUA_TLIGHTUSERDATA: /* json.null */
     return lua_touserdata(L, idx) == NULL;
   default: return 0;
   }

@@ -7,7 +7,7 @@
 **
 **   local target = require "usersync.target"
 **   local t = target.new(http_client, {
-**     type = "jira" | "confluence" | "bitbucket",   -- required
+**     type = "jira" | "confluence" | "bitbucket",   -- required (target.products())
 **     url = "https://jira.example.com",              -- required, context path included
 **     user = "svc", password = "...",                -- HTTP Basic, or
 **     token = "...",                                 -- Authorization: Bearer (PAT)
@@ -25,6 +25,13 @@
 **
 **   t:type() -> "jira" ...;   t:requests() -> requests made so far
 **   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
+**   target.products() -> { { type = "jira", caps = <as above> }, ... }: every
+**     product this build knows (usersync.targets, the registry, reads it)
+**
+**   Every failure is nil, msg, code, err with err = { source = the target's
+**   type, code =, status = (0: no HTTP answer), message = }, as the Okta
+**   client's (the bulk adds return their results table instead of err;
+**   each failed item there carries source and status).
 **
 **   Listings stream pages to a callback (run under pcall with a traceback;
 **   an error in it stops the listing and is returned as nil, msg, "ECALLBACK").
@@ -53,7 +60,8 @@
 **   t:create_group(group)              t:delete_group(group)
 **   t:add_member(group, name)          t:remove_member(group, name)
 **   t:add_members(group, {names})      -> true, results | nil, msg, code, results
-**   t:add_to_groups(name, {groups})    -> same; results[item] = {ok=, note=, message=, code=}
+**   t:add_to_groups(name, {groups})    -> same; results[item] = {ok=, note=, message=, code=,
+**                                         status=, source=}
 **   t:group_exists(group) -> true | false | nil, msg, code   (Jira: one
 **       request; EUNSUPPORTED elsewhere, whose group listings are complete)
 **   t:leads({names}) -> { [lower(name)] = { projects={keys}, components={ids} } } (Jira)
@@ -91,10 +99,10 @@
 **     concurrency; with phases (default) one kind after the other in
 **     plan order, so groups exist before members are added. add_member ops
 **     of one group go out as one bulk request where the product has one.
-**     callback(op, true, note) or callback(op, nil, message, code) runs as
+**     callback(op, true, note) or callback(op, nil, message, code, err) runs as
 **     each completes (under pcall with a traceback; an error stops the
 **     apply). Without a callback, the result is also in
-**     summary.results[i] = { ok=, note=, message=, code= }.
+**     summary.results[i] = { ok=, note=, message=, code=, status=, source= }.
 **
 **   t:check() -> { type=, url=, reachable=bool, product=, version=, user=,
 **                  admin=true|false|nil (unknown), detail=, code= }
@@ -136,6 +144,7 @@
 
 #include "usersync/modules.h"
 #include "usersync/target.h"
+#include "usersync/timeutil.h"
 
 #define TARGET_MT "usersync.target.Target"
 #define BATCH_MT "usersync.target.Batch"
@@ -256,41 +265,69 @@ static void push_page(lua_State *L, const struct us_target_event *ev) {
   }
 }
 
-/* nil, message, code. */
-static int push_fail(lua_State *L, const struct us_target_event *ev) {
+/* A failure: nil, message, code, err, where err = { source = the target's
+** type ("jira", ...), code =, status = (0: no HTTP answer), message = }, the
+** table the Okta client's failures also return. Returns 4. */
+static int push_error(lua_State *L, const struct ltarget *lt, const char *msg, const char *code,
+                      long status) {
   luaL_pushfail(L);
-  lua_pushstring(L, ev->message ? ev->message : "failed");
-  lua_pushstring(L, ev->code ? ev->code : "EHTTP");
-  return 3;
+  lua_pushstring(L, msg);
+  lua_pushstring(L, code);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, lt->t ? us_target_type(lt->t) : "target");
+  lua_setfield(L, -2, "source");
+  lua_pushvalue(L, -2); /* [nil, msg, code, err] */
+  lua_setfield(L, -2, "code");
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "message");
+  return 4;
+}
+
+static int push_fail(lua_State *L, const struct ltarget *lt, const struct us_target_event *ev) {
+  return push_error(L, lt, ev->message ? ev->message : "failed", ev->code ? ev->code : "EHTTP",
+                    ev->status);
+}
+
+/* Pushes one op's outcome: { ok, note, message, code, status, source }
+** (source, status and code only for a failure). */
+static void push_result(lua_State *L, const struct ltarget *lt, int ok, const char *note,
+                        const char *msg, const char *code, long status) {
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "ok");
+  set_str(L, "note", note);
+  set_str(L, "message", msg);
+  set_str(L, "code", code);
+  if (!ok) {
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, lt->t ? us_target_type(lt->t) : "target");
+    lua_setfield(L, -2, "source");
+  }
 }
 
 /* ---------- protected callbacks ---------- */
-
-static int traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (!msg)
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
 
 /* Calls the function below nargs arguments with a traceback handler.
 ** Returns 1 ok (results dropped), 0 with the error message on the stack. */
 static int pcall_cb(lua_State *L, int nargs) {
   int fn = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, traceback);
+  lua_pushcfunction(L, us_lua_traceback);
   lua_insert(L, fn);
   int st = lua_pcall(L, nargs, 0, fn);
   lua_remove(L, fn);
   return st == LUA_OK;
 }
 
-static int callback_failed(lua_State *L, const char *what) {
-  const char *m = lua_tostring(L, -1);
-  luaL_pushfail(L);
-  lua_pushfstring(L, "%s callback failed: %s", what, m ? m : "(no message)");
-  lua_pushliteral(L, "ECALLBACK");
-  return 3;
+/* The callback's error (on the stack) as a failure: push_error with ECALLBACK. */
+static int callback_failed(lua_State *L, const struct ltarget *lt, const char *what) {
+  const char *m = lua_tostring(L, -1); /* a table error stays a table */
+  if (!m)
+    m = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+  const char *msg = lua_pushfstring(L, "%s callback failed: %s", what, m);
+  return push_error(L, lt, msg, "ECALLBACK", 0);
 }
 
 /* ---------- constructor and simple methods ---------- */
@@ -403,8 +440,8 @@ static int target_requests(lua_State *L) {
   return 1;
 }
 
-static int target_capabilities(lua_State *L) {
-  struct us_target_caps c = us_target_caps(check_target(L, 1)->t);
+/* Pushes a capabilities table. */
+static void push_caps(lua_State *L, struct us_target_caps c) {
   lua_createtable(L, 0, 5);
   lua_pushboolean(L, c.deactivate);
   lua_setfield(L, -2, "deactivate");
@@ -416,6 +453,27 @@ static int target_capabilities(lua_State *L) {
   lua_setfield(L, -2, "leads");
   lua_pushboolean(L, c.bulk_add);
   lua_setfield(L, -2, "bulk_add");
+}
+
+static int target_capabilities(lua_State *L) {
+  push_caps(L, us_target_caps(check_target(L, 1)->t));
+  return 1;
+}
+
+/* target.products() -> { { type = "jira", caps = {...} }, ... } in the C
+** list's order: the one list of products (usersync.targets reads it). */
+static int target_products(lua_State *L) {
+  lua_newtable(L);
+  struct us_target_caps c;
+  const char *type;
+  for (size_t i = 0; (type = us_target_product(i, &c)); i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    push_caps(L, c);
+    lua_setfield(L, -2, "caps");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
   return 1;
 }
 
@@ -439,12 +497,9 @@ static int run_one(lua_State *L, struct ltarget *lt, const struct us_target_op *
   lb->cur = done; /* the batch owns it again (freed on close) */
   int n;
   if (!done) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the operation ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    n = 3;
+    n = push_error(L, lt, "target: the operation ended without a result", "EHTTP", 0);
   } else if (!done->ok) {
-    n = push_fail(L, done);
+    n = push_fail(L, lt, done);
   } else {
     lua_pushboolean(L, 1);
     n = 1;
@@ -573,12 +628,7 @@ static int bulk(lua_State *L, enum us_top kind) {
   while ((ev = next_event(lt, lb))) {
     if (ev->type != US_TEV_DONE || !ev->item)
       continue;
-    lua_createtable(L, 0, 4);
-    lua_pushboolean(L, ev->ok);
-    lua_setfield(L, -2, "ok");
-    set_str(L, "note", ev->note);
-    set_str(L, "message", ev->message);
-    set_str(L, "code", ev->code);
+    push_result(L, lt, ev->ok, ev->note, ev->message, ev->code, ev->status);
     lua_setfield(L, res, ev->item);
     if (!ev->ok && !failed) {
       failed = 1;
@@ -637,24 +687,21 @@ static int listing(lua_State *L, const struct us_target_op *op, int fidx) {
         lua_pushboolean(L, 1);
         n = 1;
       } else {
-        n = push_fail(L, ev);
+        n = push_fail(L, lt, ev);
       }
       break;
     }
     lua_pushvalue(L, fidx);
     push_page(L, ev);
     if (!pcall_cb(L, 1)) {
-      n = callback_failed(L, "listing");
+      n = callback_failed(L, lt, "listing");
       break;
     }
   }
   lt->busy--;
   batch_release(lb); /* cancels what is left */
   if (!n) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the listing ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    n = 3;
+    n = push_error(L, lt, "target: the listing ended without a result", "EHTTP", 0);
   }
   return n;
 }
@@ -700,12 +747,9 @@ static int target_get(lua_State *L) {
   int n = 1;
   if (!ev || !ev->ok || !ev->naccounts) {
     if (ev && !ev->ok) {
-      n = push_fail(L, ev);
+      n = push_fail(L, lt, ev);
     } else {
-      luaL_pushfail(L);
-      lua_pushliteral(L, "target: get ended without an account");
-      lua_pushliteral(L, "ERESPONSE");
-      n = 3;
+      n = push_error(L, lt, "target: get ended without an account", "ERESPONSE", 0);
     }
   } else {
     push_account(L, &ev->accounts[0]);
@@ -759,7 +803,7 @@ static int target_leads(lua_State *L) {
       lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
       lua_pop(L, 3);
     } else if (ev->type == US_TEV_DONE) {
-      ret = ev->ok ? 1 : push_fail(L, ev);
+      ret = ev->ok ? 1 : push_fail(L, lt, ev);
       if (ev->ok)
         lua_pushvalue(L, res);
       break;
@@ -811,11 +855,6 @@ static void snap_account(lua_State *L, int ix, int al, const struct us_target_ac
   lua_remove(L, -2);
 }
 
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Snapshot progress: the options table's progress function, throttled. */
 struct snap_progress {
@@ -829,7 +868,7 @@ struct snap_progress {
 ** interval has passed. 1 ok, 0 with the error message on the stack. */
 static int snap_progress_call(lua_State *L, struct snap_progress *sp, size_t done,
                               const char *what, int final) {
-  if (!sp->opts || (!final && sp->last > 0 && mono_now() - sp->last < sp->interval))
+  if (!sp->opts || (!final && sp->last > 0 && us_time_monotonic() - sp->last < sp->interval))
     return 1;
   lua_getfield(L, sp->opts, "progress");
   lua_pushinteger(L, (lua_Integer)done);
@@ -838,7 +877,7 @@ static int snap_progress_call(lua_State *L, struct snap_progress *sp, size_t don
   else
     lua_pushnil(L);
   lua_pushstring(L, what);
-  sp->last = mono_now();
+  sp->last = us_time_monotonic();
   return pcall_cb(L, 3);
 }
 
@@ -879,8 +918,7 @@ static int target_snapshot(lua_State *L) {
   op.kind = US_TOP_SNAPSHOT;
   struct lbatch *lb = new_batch(L, lt);
   unsigned long before = us_target_requests(lt->t);
-  struct timespec t0;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = us_time_monotonic();
   lt->busy++;
   submit(L, lb, &op);
   struct us_target_event *ev;
@@ -910,7 +948,7 @@ static int target_snapshot(lua_State *L) {
         lua_rawseti(L, gl, (lua_Integer)luaL_len(L, gl) + 1);
       }
     } else if (ev->type == US_TEV_DONE) {
-      ret = ev->ok ? 0 : push_fail(L, ev);
+      ret = ev->ok ? 0 : push_fail(L, lt, ev);
       if (ev->ok)
         ret = -1;
       partial = ev->partial;
@@ -922,18 +960,14 @@ static int target_snapshot(lua_State *L) {
   if (ret > 0)
     return ret;
   if (!cb_ok)
-    return callback_failed(L, "progress");
+    return callback_failed(L, lt, "progress");
   if (ret < 0 && (!snap_progress_call(L, &prog, prog.accounts, "accounts", 1) ||
                   !snap_progress_call(L, &prog, prog.memberships, "memberships", 1)))
-    return callback_failed(L, "progress");
+    return callback_failed(L, lt, "progress");
   if (ret == 0) {
-    luaL_pushfail(L);
-    lua_pushliteral(L, "target: the snapshot ended without a result");
-    lua_pushliteral(L, "EHTTP");
-    return 3;
+    return push_error(L, lt, "target: the snapshot ended without a result", "EHTTP", 0);
   }
-  struct timespec t1;
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+
   lua_createtable(L, 0, 5);
   lua_pushvalue(L, al);
   lua_setfield(L, -2, "accounts");
@@ -947,7 +981,7 @@ static int target_snapshot(lua_State *L) {
   }
   lua_pushinteger(L, (lua_Integer)(us_target_requests(lt->t) - before));
   lua_setfield(L, -2, "requests");
-  lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+  lua_pushnumber(L, us_time_monotonic() - t0);
   lua_setfield(L, -2, "time");
   return 1;
 }
@@ -982,19 +1016,49 @@ static int target_check(lua_State *L) {
 
 /* ---------- apply ---------- */
 
-/* plan.lua's kinds in plan order (M.ORDER). */
-static const char *const kinds[] = {"create_group",    "create_user",   "link",
-                                    "update_user",     "rename_user",   "reactivate_user",
-                                    "add_member",      "remove_member", "handover_lead",
-                                    "deactivate_user", "delete_user",   NULL};
+/* The request each kind of op makes (0: none, link; add_member goes out in
+** bulk). Their order is not here: the plan order is usersync.targets.ORDER,
+** which apply reads. */
+static const struct {
+  const char *kind;
+  enum us_top top;
+} kinds[] = {
+    {"create_group", US_TOP_CREATE_GROUP},
+    {"create_user", US_TOP_CREATE_USER},
+    {"link", 0},
+    {"update_user", US_TOP_UPDATE_USER},
+    {"rename_user", US_TOP_RENAME_USER},
+    {"reactivate_user", US_TOP_REACTIVATE_USER},
+    {"add_member", US_TOP_ADD_MEMBERS},
+    {"remove_member", US_TOP_REMOVE_MEMBER},
+    {"handover_lead", US_TOP_HANDOVER_LEAD},
+    {"deactivate_user", US_TOP_DEACTIVATE_USER},
+    {"delete_user", US_TOP_DELETE_USER},
+    {NULL, 0},
+};
 
-static int kind_rank(lua_State *L, int op, lua_Integer i) {
+/* Pushes usersync.targets.RANK (kind -> position in plan order). */
+static void push_ranks(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "usersync.targets");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "RANK");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1))
+    luaL_error(L, "apply: usersync.targets.RANK is not a table");
+}
+
+/* The op's kind as an index into kinds[]; *rank its plan position (1..)
+** from the RANK table at index ranks. An unknown kind raises. */
+static int kind_of(lua_State *L, int op, lua_Integer i, int ranks, int *rank) {
   lua_getfield(L, op, "kind");
   const char *k = lua_tostring(L, -1);
-  for (int r = 0; k && kinds[r]; r++)
-    if (!strcmp(k, kinds[r])) {
-      lua_pop(L, 1);
-      return r;
+  int r = k ? (lua_getfield(L, ranks, k), (int)lua_tointeger(L, -1)) : 0;
+  for (int x = 0; k && r > 0 && kinds[x].kind; x++)
+    if (!strcmp(k, kinds[x].kind)) {
+      lua_pop(L, 2);
+      *rank = r;
+      return x;
     }
   return luaL_error(L, "apply: op %d has an unknown kind '%s'", (int)i, k ? k : "?");
 }
@@ -1007,22 +1071,22 @@ static const char *field(lua_State *L, int t, const char *k) {
 }
 
 /* Submits op i (table at index op) as its own job. */
-static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, int rank) {
+static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, int x) {
   int top = lua_gettop(L);
   struct us_target_op o = {0};
   o.tag = (void *)(uintptr_t)i;
-  const char *k = kinds[rank];
-  if (!strcmp(k, "create_group")) {
-    o.kind = US_TOP_CREATE_GROUP;
+  o.kind = kinds[x].top;
+  switch (o.kind) {
+  case US_TOP_CREATE_GROUP:
     o.group = field(L, op, "group");
-  } else if (!strcmp(k, "create_user")) {
-    o.kind = US_TOP_CREATE_USER;
+    break;
+  case US_TOP_CREATE_USER:
     o.name = field(L, op, "name");
     o.display_name = field(L, op, "display_name");
     o.email = field(L, op, "email");
     o.password = field(L, op, "password");
-  } else if (!strcmp(k, "update_user")) {
-    o.kind = US_TOP_UPDATE_USER;
+    break;
+  case US_TOP_UPDATE_USER:
     o.name = field(L, op, "name");
     if (lua_getfield(L, op, "changes") == LUA_TTABLE) {
       int ch = lua_gettop(L);
@@ -1031,19 +1095,16 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
       if (lua_getfield(L, ch, "email") == LUA_TTABLE)
         o.email = field(L, lua_gettop(L), "to");
     }
-  } else if (!strcmp(k, "rename_user")) {
-    o.kind = US_TOP_RENAME_USER;
+    break;
+  case US_TOP_RENAME_USER:
     o.name = field(L, op, "from");
     o.to = field(L, op, "to");
-  } else if (!strcmp(k, "reactivate_user")) {
-    o.kind = US_TOP_REACTIVATE_USER;
-    o.name = field(L, op, "name");
-  } else if (!strcmp(k, "remove_member")) {
-    o.kind = US_TOP_REMOVE_MEMBER;
+    break;
+  case US_TOP_REMOVE_MEMBER:
     o.name = field(L, op, "name");
     o.group = field(L, op, "group");
-  } else if (!strcmp(k, "handover_lead")) {
-    o.kind = US_TOP_HANDOVER_LEAD;
+    break;
+  case US_TOP_HANDOVER_LEAD:
     o.name = field(L, op, "name");
     o.to = field(L, op, "to_project_lead");
     o.to2 = field(L, op, "to_component_lead");
@@ -1051,12 +1112,10 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
       o.list = str_list(L, lua_gettop(L), &o.nlist);
     if (lua_getfield(L, op, "components") == LUA_TTABLE)
       o.list2 = str_list(L, lua_gettop(L), &o.nlist2);
-  } else if (!strcmp(k, "deactivate_user")) {
-    o.kind = US_TOP_DEACTIVATE_USER;
+    break;
+  default: /* reactivate_user, deactivate_user, delete_user */
     o.name = field(L, op, "name");
-  } else if (!strcmp(k, "delete_user")) {
-    o.kind = US_TOP_DELETE_USER;
-    o.name = field(L, op, "name");
+    break;
   }
   submit(L, lb, &o);
   lua_settop(L, top);
@@ -1119,8 +1178,9 @@ static void submit_adds(lua_State *L, struct lbatch *lb, int ops, int idx) {
 
 /* Reports one result: callback(op, true, note) / (op, nil, msg, code), or
 ** results[i]. Returns 0 when the callback raised (message on the stack). */
-static int report(lua_State *L, int ops, int cb, int results, lua_Integer i, int ok,
-                  const char *note, const char *msg, const char *code) {
+static int report(lua_State *L, const struct ltarget *lt, int ops, int cb, int results,
+                  lua_Integer i, int ok, const char *note, const char *msg, const char *code,
+                  long status) {
   if (cb) {
     lua_pushvalue(L, cb);
     lua_rawgeti(L, ops, i);
@@ -1132,26 +1192,101 @@ static int report(lua_State *L, int ops, int cb, int results, lua_Integer i, int
         lua_pushnil(L);
       return pcall_cb(L, 3);
     }
-    luaL_pushfail(L);
-    lua_pushstring(L, msg ? msg : "failed");
-    lua_pushstring(L, code ? code : "EHTTP");
-    return pcall_cb(L, 4);
+    push_error(L, lt, msg ? msg : "failed", code ? code : "EHTTP", status);
+    return pcall_cb(L, 5);
   }
-  lua_createtable(L, 0, 4);
-  lua_pushboolean(L, ok);
-  lua_setfield(L, -2, "ok");
-  set_str(L, "note", note);
-  set_str(L, "message", msg);
-  set_str(L, "code", code);
+  push_result(L, lt, ok, note, msg, code, status);
   lua_rawseti(L, results, i);
   return 1;
 }
 
+/* Pushes buckets = { [rank] = { op indexes } } of the ops table at `ops`
+** (one bucket without phases), checking every op's kind. Returns the
+** highest bucket. */
+static int bucket_ops(lua_State *L, int ops, int ranks, int phases) {
+  lua_Integer n = luaL_len(L, ops);
+  lua_newtable(L);
+  int buckets = lua_gettop(L), nb = 1;
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, ops, i) != LUA_TTABLE)
+      return luaL_error(L, "apply: op %d is not a table", (int)i);
+    int r;
+    kind_of(L, lua_gettop(L), i, ranks, &r);
+    r = phases ? r : 1;
+    nb = r > nb ? r : nb;
+    lua_pop(L, 1);
+    if (lua_rawgeti(L, buckets, r) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, buckets, r);
+    }
+    lua_pushinteger(L, i);
+    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+    lua_pop(L, 1);
+  }
+  return nb;
+}
+
+/* What one apply call works with: stack indexes and the counts. */
+struct apply {
+  struct ltarget *lt;
+  int ops, cb, results, ranks;
+  lua_Integer nok, nfail;
+};
+
+/* Sends the ops listed in the table at idx as one batch (links need no
+** request; add_member ops go out grouped) and reports each outcome. Returns
+** 1, or 0 when a callback raised (its error on the stack top). */
+static int apply_bucket(lua_State *L, struct apply *a, int idx) {
+  int top = lua_gettop(L);
+  struct lbatch *lb = new_batch(L, a->lt);
+  a->lt->busy++;
+  lua_newtable(L);
+  int adds = lua_gettop(L), ok = 1;
+  lua_Integer m = luaL_len(L, idx);
+  for (lua_Integer k = 1; k <= m && ok; k++) {
+    lua_rawgeti(L, idx, k);
+    lua_Integer i = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, a->ops, i);
+    int r, x = kind_of(L, lua_gettop(L), i, a->ranks, &r);
+    if (kinds[x].top == 0) { /* link */
+      lua_pop(L, 1);
+      ok = report(L, a->lt, a->ops, a->cb, a->results, i, 1, "no request needed", NULL, NULL, 0);
+      a->nok += ok;
+    } else if (kinds[x].top == US_TOP_ADD_MEMBERS) {
+      lua_pop(L, 1);
+      lua_pushinteger(L, i);
+      lua_rawseti(L, adds, luaL_len(L, adds) + 1);
+    } else {
+      submit_op(L, lb, lua_gettop(L), i, x);
+      lua_pop(L, 1);
+    }
+  }
+  if (ok && luaL_len(L, adds) > 0)
+    submit_adds(L, lb, a->ops, adds);
+  struct us_target_event *ev;
+  while (ok && (ev = next_event(a->lt, lb))) {
+    if (ev->type != US_TEV_DONE)
+      continue;
+    lua_Integer i = (lua_Integer)(uintptr_t)ev->tag;
+    *(ev->ok ? &a->nok : &a->nfail) += 1;
+    ok = report(L, a->lt, a->ops, a->cb, a->results, i, ev->ok, ev->note, ev->message, ev->code,
+                ev->status);
+  }
+  a->lt->busy--;
+  batch_release(lb);
+  if (ok)
+    lua_settop(L, top);
+  return ok;
+}
+
 static int target_apply(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
+  struct apply a = {.lt = check_target(L, 1), .ops = 2};
   luaL_checktype(L, 2, LUA_TTABLE);
-  int cb = lua_isnoneornil(L, 3) ? 0 : 3;
-  if (cb)
+  a.cb = lua_isnoneornil(L, 3) ? 0 : 3;
+  if (a.cb)
     luaL_checktype(L, 3, LUA_TFUNCTION);
   int phases = 1;
   if (lua_type(L, 4) == LUA_TTABLE) {
@@ -1160,98 +1295,24 @@ static int target_apply(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_settop(L, 4);
-  int ops = 2;
-  lua_Integer n = luaL_len(L, ops);
-  /* buckets[rank] = { op indexes } */
-  lua_newtable(L);
+  push_ranks(L);
+  a.ranks = lua_gettop(L);
+  int nb = bucket_ops(L, a.ops, a.ranks, phases);
   int buckets = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, ops, i) != LUA_TTABLE)
-      return luaL_error(L, "apply: op %d is not a table", (int)i);
-    int r = phases ? kind_rank(L, lua_gettop(L), i) : 0;
-    if (!phases)
-      kind_rank(L, lua_gettop(L), i); /* validates */
-    lua_pop(L, 1);
-    if (lua_rawgeti(L, buckets, r + 1) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, buckets, r + 1);
-    }
-    lua_pushinteger(L, i);
-    lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-    lua_pop(L, 1);
-  }
   lua_newtable(L);
-  int results = lua_gettop(L);
-  lua_Integer nok = 0, nfail = 0;
-  int nb = phases ? (int)(sizeof kinds / sizeof *kinds) - 1 : 1;
+  a.results = lua_gettop(L);
   for (int b = 1; b <= nb; b++) {
-    if (lua_rawgeti(L, buckets, b) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      continue;
-    }
-    int idx = lua_gettop(L);
-    struct lbatch *lb = new_batch(L, lt);
-    int bi = lua_gettop(L);
-    lt->busy++;
-    /* links need no request; add_member ops go out grouped */
-    lua_newtable(L);
-    int adds = lua_gettop(L);
-    lua_Integer m = luaL_len(L, idx);
-    for (lua_Integer k = 1; k <= m; k++) {
-      lua_rawgeti(L, idx, k);
-      lua_Integer i = lua_tointeger(L, -1);
-      lua_pop(L, 1);
-      lua_rawgeti(L, ops, i);
-      int r = kind_rank(L, lua_gettop(L), i);
-      if (!strcmp(kinds[r], "link")) {
-        lua_pop(L, 1);
-        if (!report(L, ops, cb, results, i, 1, "no request needed", NULL, NULL)) {
-          lt->busy--;
-          batch_release(lb);
-          return callback_failed(L, "apply");
-        }
-        nok++;
-        continue;
-      }
-      if (!strcmp(kinds[r], "add_member")) {
-        lua_pop(L, 1);
-        lua_pushinteger(L, i);
-        lua_rawseti(L, adds, luaL_len(L, adds) + 1);
-        continue;
-      }
-      submit_op(L, lb, lua_gettop(L), i, r);
-      lua_pop(L, 1);
-    }
-    if (luaL_len(L, adds) > 0)
-      submit_adds(L, lb, ops, adds);
-    struct us_target_event *ev;
-    while ((ev = next_event(lt, lb))) {
-      if (ev->type != US_TEV_DONE)
-        continue;
-      lua_Integer i = (lua_Integer)(uintptr_t)ev->tag;
-      if (ev->ok)
-        nok++;
-      else
-        nfail++;
-      if (!report(L, ops, cb, results, i, ev->ok, ev->note, ev->message, ev->code)) {
-        lt->busy--;
-        batch_release(lb);
-        return callback_failed(L, "apply");
-      }
-    }
-    lt->busy--;
-    batch_release(lb);
-    lua_settop(L, bi - 2);
+    if (lua_rawgeti(L, buckets, b) == LUA_TTABLE && !apply_bucket(L, &a, lua_gettop(L)))
+      return callback_failed(L, a.lt, "apply");
+    lua_pop(L, 1);
   }
   lua_createtable(L, 0, 3);
-  lua_pushinteger(L, nok);
+  lua_pushinteger(L, a.nok);
   lua_setfield(L, -2, "ok");
-  lua_pushinteger(L, nfail);
+  lua_pushinteger(L, a.nfail);
   lua_setfield(L, -2, "failed");
-  if (!cb) {
-    lua_pushvalue(L, results);
+  if (!a.cb) {
+    lua_pushvalue(L, a.results);
     lua_setfield(L, -2, "results");
   }
   return 1;
@@ -1295,7 +1356,8 @@ static const luaL_Reg target_meta[] = {
 static const luaL_Reg batch_meta[] = {
     {"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
 
-static const luaL_Reg target_funcs[] = {{"new", target_new}, {NULL, NULL}};
+static const luaL_Reg target_funcs[] = {
+    {"new", target_new}, {"products", target_products}, {NULL, NULL}};
 
 int luaopen_usersync_target(lua_State *L) {
   luaL_newmetatable(L, TARGET_MT);
@@ -1307,12 +1369,5 @@ int luaopen_usersync_target(lua_State *L) {
   luaL_setfuncs(L, batch_meta, 0);
   lua_pop(L, 1);
   luaL_newlib(L, target_funcs);
-  lua_createtable(L, 0, 3);
-  const char *const types[] = {"jira", "confluence", "bitbucket"};
-  for (int i = 0; i < 3; i++) {
-    lua_pushstring(L, types[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "types");
   return 1;
 }

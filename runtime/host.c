@@ -43,8 +43,7 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
-/* Message handler: adds a traceback to string errors; leaves tables as they are. */
-static int host_msgh(lua_State *L) {
+int us_lua_traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (lua_type(L, 1) == LUA_TTABLE)
@@ -91,7 +90,7 @@ int us_host_main(int argc, char **argv) {
     return 1;
   }
   *(struct us_host_state **)lua_getextraspace(L) = &hs;
-  lua_pushcfunction(L, host_msgh);
+  lua_pushcfunction(L, us_lua_traceback);
   lua_pushcfunction(L, host_pmain);
   lua_pushinteger(L, argc);
   lua_pushlightuserdata(L, argv);

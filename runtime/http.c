@@ -27,6 +27,8 @@
 
 #include "usersync/http.h"
 #include "usersync/metrics.h"
+#include "usersync/queue.h"
+#include "usersync/timeutil.h"
 
 #ifndef USERSYNC_VERSION
 #define USERSYNC_VERSION "0"
@@ -43,7 +45,7 @@ struct hlist {
 struct host {
   struct host *next;
   char *key;
-  us_http_req *qhead, *qtail; /* READY requests, FIFO */
+  struct us_queue ready; /* READY requests, FIFO */
   struct us_http_host_stats st;
   struct us_http_status_count *counts;
   size_t ncounts, capcounts;
@@ -53,7 +55,7 @@ struct us_http_req {
   us_http *e;
   struct host *host; /* NULL when the URL was rejected */
   enum req_state state;
-  us_http_req *qprev, *qnext; /* host FIFO, timer list or done queue */
+  struct us_qlink ql; /* host FIFO, sleep list or done queue */
   us_http_req *aprev, *anext; /* every live handle of the engine */
 
   /* the request, copied at submit */
@@ -61,6 +63,7 @@ struct us_http_req {
   struct hlist req_headers;
   char *body;
   size_t body_len;
+  char *user, *password; /* Basic credentials or NULL; wiped when freed */
   long timeout_ms, max_wait_ms;
   size_t max_size;
   int max_retries, follow, retry_unsafe, retry_headers;
@@ -94,8 +97,8 @@ struct us_http {
   char *ca_file, *user_agent;
   struct host *hosts;
   size_t nhosts;
-  us_http_req *sleep_head;            /* SLEEP, unordered */
-  us_http_req *done_head, *done_tail; /* DONEQ, FIFO */
+  struct us_queue sleeping; /* SLEEP, unordered */
+  struct us_queue done;     /* DONEQ, FIFO */
   us_http_req *all;                   /* every handle not yet released */
   int pending;                        /* READY + SLEEP + ACTIVE */
   uint64_t rng;
@@ -103,11 +106,7 @@ struct us_http {
 
 /* ---------- small utilities ---------- */
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)(us_time_monotonic() * 1000); }
 
 /* xorshift64*: uniform double in [0,1). */
 static double rnd01(us_http *e) {
@@ -260,31 +259,11 @@ static void safe_url(const char *url, char *out, size_t outsz) {
 
 /* ---------- queues ---------- */
 
-static void fifo_push(us_http_req **head, us_http_req **tail, us_http_req *h) {
-  h->qnext = NULL;
-  h->qprev = *tail;
-  if (*tail)
-    (*tail)->qnext = h;
-  else
-    *head = h;
-  *tail = h;
-}
-
-static void fifo_remove(us_http_req **head, us_http_req **tail, us_http_req *h) {
-  if (h->qprev)
-    h->qprev->qnext = h->qnext;
-  else
-    *head = h->qnext;
-  if (h->qnext)
-    h->qnext->qprev = h->qprev;
-  else if (tail)
-    *tail = h->qprev;
-  h->qprev = h->qnext = NULL;
-}
+#define REQ_OF(l) US_QUEUE_ENTRY(l, us_http_req, ql)
 
 static void ready_push(us_http_req *h) {
   h->state = ST_READY;
-  fifo_push(&h->host->qhead, &h->host->qtail, h);
+  us_queue_push(&h->host->ready, &h->ql);
   h->host->st.queued++;
 }
 
@@ -292,23 +271,19 @@ static void sleep_push(us_http_req *h, long delay_ms) {
   us_http *e = h->e;
   h->state = ST_SLEEP;
   h->wake = now_ms() + (delay_ms > 0 ? delay_ms : 0);
-  h->qprev = NULL;
-  h->qnext = e->sleep_head;
-  if (e->sleep_head)
-    e->sleep_head->qprev = h;
-  e->sleep_head = h;
+  us_queue_push_front(&e->sleeping, &h->ql);
 }
 
 /* Unlinks h from whatever queue its state puts it in (not the multi). */
 static void unqueue(us_http_req *h) {
   us_http *e = h->e;
   if (h->state == ST_READY) {
-    fifo_remove(&h->host->qhead, &h->host->qtail, h);
+    us_queue_remove(&h->host->ready, &h->ql);
     h->host->st.queued--;
   } else if (h->state == ST_SLEEP) {
-    fifo_remove(&e->sleep_head, NULL, h);
+    us_queue_remove(&e->sleeping, &h->ql);
   } else if (h->state == ST_DONEQ) {
-    fifo_remove(&e->done_head, &e->done_tail, h);
+    us_queue_remove(&e->done, &h->ql);
   }
 }
 
@@ -563,6 +538,11 @@ static int start_attempt(us_http_req *h) {
     return -1;
   }
   curl_easy_setopt(c, CURLOPT_URL, h->url);
+  if (h->user && h->password) {
+    curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(c, CURLOPT_USERNAME, h->user);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, h->password);
+  }
   curl_easy_setopt(c, CURLOPT_PRIVATE, h);
   /* CURLOPT_NOSIGNAL stays 0: the resolver is threaded (no alarm()), and
   ** curl then ignores SIGPIPE around its socket writes. */
@@ -628,7 +608,7 @@ static void complete(us_http_req *h, const char *code, int gave_up) {
   if (h->state == ST_READY || h->state == ST_SLEEP || h->state == ST_ACTIVE)
     e->pending--;
   h->state = ST_DONEQ;
-  fifo_push(&e->done_head, &e->done_tail, h);
+  us_queue_push(&e->done, &h->ql);
 }
 
 static void fail(us_http_req *h, const char *code, const char *what) {
@@ -737,23 +717,22 @@ static void finish_attempt(us_http_req *h, CURLcode rc) {
 
 static void wake_due(us_http *e) {
   int64_t t = now_ms();
-  us_http_req *h = e->sleep_head;
-  while (h) {
-    us_http_req *next = h->qnext;
+  for (struct us_qlink *l = e->sleeping.head, *next; l; l = next) {
+    next = l->next;
+    us_http_req *h = REQ_OF(l);
     if (h->wake <= t) {
-      fifo_remove(&e->sleep_head, NULL, h);
+      us_queue_remove(&e->sleeping, l);
       ready_push(h);
     }
-    h = next;
   }
 }
 
 /* Starts queued requests while their host has a free slot. */
 static void start_ready(us_http *e) {
   for (struct host *ho = e->hosts; ho; ho = ho->next) {
-    while (ho->qhead && ho->st.active < e->o.per_host) {
-      us_http_req *h = ho->qhead;
-      fifo_remove(&ho->qhead, &ho->qtail, h);
+    struct us_qlink *l;
+    while ((l = us_queue_pop_below(&ho->ready, ho->st.active, e->o.per_host))) {
+      us_http_req *h = REQ_OF(l);
       ho->st.queued--;
       us_http_governor_fn gov = h->governor ? h->governor : e->o.governor;
       void *gud = h->governor ? h->governor_ud : e->o.governor_ud;
@@ -791,9 +770,9 @@ static int collect(us_http *e) {
 ** release (its own handle too); h is not touched after its callback. */
 static int dispatch(us_http *e) {
   int n = 0;
-  while (e->done_head) {
-    us_http_req *h = e->done_head;
-    fifo_remove(&e->done_head, &e->done_tail, h);
+  while (e->done.head) {
+    us_http_req *h = REQ_OF(e->done.head);
+    us_queue_remove(&e->done, &h->ql);
     h->state = ST_DONE;
     n++;
     if (h->done)
@@ -818,9 +797,9 @@ static int step(us_http *e) {
 /* Milliseconds until the next timer, or -1 if none. */
 static long next_timer(us_http *e) {
   int64_t t = now_ms(), best = -1;
-  for (us_http_req *h = e->sleep_head; h; h = h->qnext)
-    if (best < 0 || h->wake < best)
-      best = h->wake;
+  for (struct us_qlink *l = e->sleeping.head; l; l = l->next)
+    if (best < 0 || REQ_OF(l)->wake < best)
+      best = REQ_OF(l)->wake;
   if (best < 0)
     return -1;
   return best <= t ? 0 : (long)(best - t);
@@ -858,7 +837,7 @@ size_t us_http_wait(us_http *e, us_http_req *const *hs, size_t n, long timeout_m
       if (left < slice)
         slice = (long)left;
     }
-    if (e->pending == 0 && !e->done_head)
+    if (e->pending == 0 && !e->done.head)
       break; /* nothing can make progress (a foreign handle) */
     us_http_run_once(e, slice);
   }
@@ -869,7 +848,7 @@ size_t us_http_wait(us_http *e, us_http_req *const *hs, size_t n, long timeout_m
 }
 
 void us_http_run(us_http *e) {
-  while (e->pending > 0 || e->done_head)
+  while (e->pending > 0 || e->done.head)
     us_http_run_once(e, 1000);
 }
 
@@ -941,7 +920,17 @@ us_http *us_http_new(const struct us_http_options *o, const char **err) {
   return e;
 }
 
+/* Frees a string that may hold a secret, zeroed first. */
+static void free_secret(char *s) {
+  if (s) {
+    memset(s, 0, strlen(s));
+    free(s);
+  }
+}
+
 static void req_free(us_http_req *h) {
+  free_secret(h->user);
+  free_secret(h->password);
   free(h->method);
   free(h->url);
   hlist_free(&h->req_headers);
@@ -1014,6 +1003,8 @@ static int copy_request(us_http_req *h, const struct us_http_request *r, const c
     if (us_http_req_set_header(h, r->headers[i].name, r->headers[i].value) != 0)
       return -1;
   if (r->body && !(h->body = dupn(r->body, r->body_len)))
+    return -1;
+  if (r->user && r->password && (!(h->user = dup0(r->user)) || !(h->password = dup0(r->password))))
     return -1;
   h->body_len = r->body ? r->body_len : 0;
   return 0;

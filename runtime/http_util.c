@@ -2,17 +2,23 @@
 ** http_util.c: the pure helpers of the HTTP engine (include/usersync/http.h):
 ** header lookup, Retry-After and Okta rate-limit waits, backoff with jitter,
 ** RFC 8288 Link parsing. No engine, no I/O; unit-tested directly.
-** Uses: curl_getdate() for HTTP dates.
+** Uses: us_time_parse_http_date (timeutil.c), the one HTTP-date parser.
 */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
 #include "usersync/http.h"
+#include "usersync/timeutil.h"
+
+/* An HTTP date (IMF-fixdate, RFC 850 or asctime) as time_t; -1 when it is not one. */
+static time_t http_date(const char *s) {
+  double t;
+  return s && us_time_parse_http_date(s, SIZE_MAX, &t) == 0 ? (time_t)t : (time_t)-1;
+}
 
 const char *us_http_header(const struct us_http_response *r, const char *name) {
   for (size_t i = r->nheaders; i > 0; i--)
@@ -51,7 +57,7 @@ long us_http_parse_retry_after(const char *value, time_t date) {
   long long secs = parse_uint(value);
   if (secs >= 0)
     return secs > 86400 * 7 ? 86400L * 7 * 1000 : (long)(secs * 1000);
-  time_t at = curl_getdate(value, NULL);
+  time_t at = http_date(value);
   if (at == (time_t)-1)
     return -1;
   time_t ref = date != (time_t)-1 ? date : time(NULL);
@@ -63,7 +69,7 @@ long us_http_parse_retry_after(const char *value, time_t date) {
 
 long us_http_server_delay(const struct us_http_response *r) {
   const char *dh = us_http_header(r, "date");
-  time_t date = dh ? curl_getdate(dh, NULL) : (time_t)-1;
+  time_t date = http_date(dh);
   const char *ra = us_http_header(r, "retry-after");
   if (ra) {
     long d = us_http_parse_retry_after(ra, date);

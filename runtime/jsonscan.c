@@ -399,3 +399,52 @@ int us_json_int(const struct us_jval *v, long long *out) {
   *out = n;
   return 1;
 }
+
+/* ---------------------------------------------------------------- writing */
+
+size_t us_json_escape(char *out, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char e = c == '"'    ? '"'
+             : c == '\\' ? '\\'
+             : c == '\n'  ? 'n'
+             : c == '\r'  ? 'r'
+             : c == '\t'  ? 't'
+             : c == '\b'  ? 'b'
+             : c == '\f'  ? 'f'
+                          : 0;
+    if (e) {
+      if (out) {
+        out[n] = '\\';
+        out[n + 1] = e;
+      }
+      n += 2;
+    } else if (c < 0x20) {
+      if (out) {
+        memcpy(out + n, "\\u00", 4);
+        out[n + 4] = hex[c >> 4];
+        out[n + 5] = hex[c & 15];
+      }
+      n += 6;
+    } else {
+      if (out)
+        out[n] = (char)c;
+      n++;
+    }
+  }
+  return n;
+}
+
+char *us_json_quote(const char *s) {
+  size_t len = strlen(s), n = us_json_escape(NULL, s, len);
+  char *o = malloc(n + 3);
+  if (!o)
+    return NULL;
+  o[0] = '"';
+  us_json_escape(o + 1, s, len);
+  o[n + 1] = '"';
+  o[n + 2] = '\0';
+  return o;
+}

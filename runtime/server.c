@@ -50,6 +50,7 @@
 #include "usersync/jsonscan.h"
 #include "usersync/metrics.h"
 #include "usersync/server.h"
+#include "usersync/timeutil.h"
 
 #define SIGQ_MAX 64
 #define READY_REASON_MAX 200
@@ -268,8 +269,6 @@ struct tracked {
   struct timespec deadline;
 };
 
-static void deadline_after(struct timespec *ts, long ms);
-
 static int past(const struct timespec *now, const struct timespec *t) {
   return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
 }
@@ -289,7 +288,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     }
     t->fd = ci->connect_fd;
     t->armed = 1;
-    deadline_after(&t->deadline, (long)s->timeout_s * 1000);
+    us_time_monotonic_after(&t->deadline, (long)s->timeout_s * 1000);
     pthread_mutex_lock(&s->conn_mu);
     t->next = s->conns;
     if (s->conns)
@@ -324,7 +323,7 @@ static void request_phase(us_server *s, struct MHD_Connection *c, int armed) {
   pthread_mutex_lock(&s->conn_mu);
   t->armed = armed;
   if (armed)
-    deadline_after(&t->deadline, (long)s->timeout_s * 1000);
+    us_time_monotonic_after(&t->deadline, (long)s->timeout_s * 1000);
   pthread_mutex_unlock(&s->conn_mu);
 }
 
@@ -333,7 +332,7 @@ static void *sweeper_main(void *arg) {
   pthread_mutex_lock(&s->conn_mu);
   while (!s->sweeper_stop) {
     struct timespec now, wake;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    us_time_monotonic_after(&now, 0);
     for (struct tracked *t = s->conns; t; t = t->next) {
       if (t->armed && !t->shut && past(&now, &t->deadline)) {
         shutdown(t->fd, SHUT_RDWR);
@@ -341,7 +340,7 @@ static void *sweeper_main(void *arg) {
         s->deadline_closed++;
       }
     }
-    deadline_after(&wake, 250);
+    us_time_monotonic_after(&wake, 250);
     pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &wake);
   }
   pthread_mutex_unlock(&s->conn_mu);
@@ -442,20 +441,13 @@ static enum MHD_Result reply_verification(us_server *s, struct MHD_Connection *c
       MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-okta-verification-challenge");
   if (!v)
     return reply_text(c, MHD_HTTP_BAD_REQUEST, "missing x-okta-verification-challenge\n");
-  size_t cap = strlen(v) * 6 + 32, n = 0;
-  char *out = malloc(cap);
-  if (!out)
+  char *q = us_json_quote(v), *out = q ? malloc(strlen(q) + 20) : NULL;
+  if (!out) {
+    free(q);
     return MHD_NO;
-  n += (size_t)snprintf(out, cap, "{\"verification\":\"");
-  for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      n += (size_t)snprintf(out + n, cap - n, "\\%c", *p);
-    else if (*p < 0x20 || *p == 0x7f)
-      n += (size_t)snprintf(out + n, cap - n, "\\u%04x", *p);
-    else
-      out[n++] = (char)*p;
   }
-  n += (size_t)snprintf(out + n, cap - n, "\"}");
+  size_t n = (size_t)sprintf(out, "{\"verification\":%s}", q);
+  free(q);
   pthread_mutex_lock(&s->mu);
   s->st.verifications++;
   pthread_mutex_unlock(&s->mu);
@@ -1176,15 +1168,6 @@ void us_server_set_ready(us_server *s, int ok, const char *reason) {
   pthread_mutex_unlock(&s->mu);
 }
 
-static void deadline_after(struct timespec *ts, long ms) {
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
 
 enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
                                    const struct us_server_event **events) {
@@ -1196,7 +1179,7 @@ enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
   *signo = 0;
   take_own_signals(s);
   if (timeout_ms > 0)
-    deadline_after(&deadline, timeout_ms);
+    us_time_monotonic_after(&deadline, timeout_ms);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->sig_n) {

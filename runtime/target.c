@@ -30,10 +30,11 @@ struct us_target {
   us_http *http;
   struct us_target_config cfg; /* strings owned */
   char *base;                  /* url without trailing '/' */
-  char *auth;                  /* Authorization value */
+  char *auth;                  /* "Bearer <token>", or NULL: Basic (cfg.user, password) */
+  char *password;              /* Basic: the password (wiped when freed) */
   int inflight;
   struct tcall *calls;             /* every live call */
-  struct tcall *qhead, *qtail;     /* waiting for a slot */
+  struct us_queue waiting;         /* calls waiting for a slot (concurrency) */
   struct us_target_batch *batches; /* live batches */
   double hold_until;               /* rate limit: hold every request until then */
   unsigned long requests;
@@ -146,21 +147,12 @@ static void tb_put(struct tb *b, const char *p, size_t k) {
 static void tb_str(struct tb *b, const char *s) { tb_put(b, s, strlen(s)); }
 
 static void tb_quote(struct tb *b, const char *s) {
-  tb_put(b, "\"", 1);
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    char esc[8];
-    if (*c == '"' || *c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)*c;
-      tb_put(b, esc, 2);
-    } else if (*c < 0x20) {
-      snprintf(esc, sizeof esc, "\\u%04x", *c);
-      tb_put(b, esc, 6);
-    } else {
-      tb_put(b, (const char *)c, 1);
-    }
-  }
-  tb_put(b, "\"", 1);
+  char *q = us_json_quote(s);
+  if (!q)
+    b->bad = 1;
+  else
+    tb_str(b, q);
+  free(q);
 }
 
 static char *tb_done(struct tb *b) {
@@ -171,11 +163,7 @@ static char *tb_done(struct tb *b) {
   return b->s;
 }
 
-char *t_jquote(const char *s) {
-  struct tb b = {0};
-  tb_quote(&b, s);
-  return tb_done(&b);
-}
+char *t_jquote(const char *s) { return us_json_quote(s); }
 
 char *t_jobj(const char *k, ...) {
   struct tb b = {0};
@@ -244,12 +232,6 @@ static char **dup_strv(const char *const *v, size_t n) {
 
 /* ------------------------------------------------------------ target */
 
-double t_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 const char *t_base(const us_target *t) { return t->base; }
 
 char *t_rel_path(const us_target *t, const char *path) {
@@ -277,33 +259,23 @@ struct us_target_caps us_target_caps(const us_target *t) {
 }
 unsigned long us_target_requests(const us_target *t) { return t->requests; }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* The products, one line each: a new kind is its product file and a line
+** here. Lua reads this list (target.products(): types and capabilities). */
+static const struct us_target_vt *const products[] = {
+    &us_target_jira_vt,
+    &us_target_confluence_vt,
+    &us_target_bitbucket_vt,
+    NULL,
+};
 
-static char *basic_auth(const char *user, const char *pw) {
-  char *raw = t_fmt("%s:%s", user, pw);
-  if (!raw)
-    return NULL;
-  size_t n = strlen(raw);
-  char *o = malloc(6 + 4 * ((n + 2) / 3) + 1);
-  if (!o) {
-    free(raw);
-    return NULL;
-  }
-  char *p = o + 6;
-  memcpy(o, "Basic ", 6);
-  const unsigned char *s = (const unsigned char *)raw;
-  for (size_t i = 0; i < n; i += 3) {
-    unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
-                 (i + 2 < n ? s[i + 2] : 0);
-    *p++ = b64[v >> 18 & 63];
-    *p++ = b64[v >> 12 & 63];
-    *p++ = i + 1 < n ? b64[v >> 6 & 63] : '=';
-    *p++ = i + 2 < n ? b64[v & 63] : '=';
-  }
-  *p = 0;
-  memset(raw, 0, n);
-  free(raw);
-  return o;
+const char *us_target_product(size_t i, struct us_target_caps *caps) {
+  for (size_t k = 0; products[k]; k++)
+    if (k == i) {
+      if (caps)
+        *caps = products[k]->caps;
+      return products[k]->type;
+    }
+  return NULL;
 }
 
 us_target *us_target_new(us_http *http, const struct us_target_config *c, const char **err) {
@@ -312,14 +284,11 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     *err = "target: type and url are required";
     return NULL;
   }
-  if (!strcmp(c->type, "jira"))
-    vt = &us_target_jira_vt;
-  else if (!strcmp(c->type, "confluence"))
-    vt = &us_target_confluence_vt;
-  else if (!strcmp(c->type, "bitbucket"))
-    vt = &us_target_bitbucket_vt;
+  for (size_t k = 0; products[k] && !vt; k++)
+    if (!strcmp(c->type, products[k]->type))
+      vt = products[k];
   if (!vt) {
-    *err = "target: type must be jira, confluence or bitbucket";
+    *err = "target: unknown type (us_target_product lists the types)";
     return NULL;
   }
   if (strncmp(c->url, "http://", 7) && strncmp(c->url, "https://", 8)) {
@@ -347,18 +316,27 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     while (n > 0 && t->base[n - 1] == '/')
       t->base[--n] = 0;
   }
-  t->auth =
-      c->password && c->user ? basic_auth(c->user, c->password) : t_fmt("Bearer %s", c->token);
+  int basic = c->password && c->user;
+  t->auth = basic ? NULL : t_fmt("Bearer %s", c->token);
+  t->password = basic ? strdup(c->password) : NULL;
   if (t->cfg.concurrency <= 0)
     t->cfg.concurrency = 8;
   if (t->cfg.task_wait_ms <= 0)
     t->cfg.task_wait_ms = 120000;
-  if (!t->base || !t->auth || (c->user && !t->cfg.user)) {
+  if (!t->base || (basic ? !t->password : !t->auth) || (c->user && !t->cfg.user)) {
     us_target_free(t);
     *err = "out of memory";
     return NULL;
   }
   return t;
+}
+
+/* Frees a string that holds a secret, zeroed first. NULL fine. */
+static void wipe_free(char *s) {
+  if (s) {
+    memset(s, 0, strlen(s));
+    free(s);
+  }
 }
 
 void us_target_free(us_target *t) {
@@ -368,10 +346,8 @@ void us_target_free(us_target *t) {
     us_target_batch_free(t->batches);
   free((char *)t->cfg.user);
   free(t->base);
-  if (t->auth) {
-    memset(t->auth, 0, strlen(t->auth));
-    free(t->auth);
-  }
+  wipe_free(t->auth);
+  wipe_free(t->password);
   free(t);
 }
 
@@ -396,7 +372,7 @@ static long header_num(const struct us_http_response *r, const char *suffix, int
 static void t_observe(us_target *t, const struct us_http_response *r) {
   if (!r || r->code)
     return;
-  double now = t_now(), hold = 0;
+  double now = us_time_monotonic(), hold = 0;
   int has_rem, has_fill, has_int;
   long rem = header_num(r, "remaining", &has_rem);
   long fill = header_num(r, "fillrate", &has_fill);
@@ -418,7 +394,7 @@ static long t_governor(void *ud, const char *host, const char *method, const cha
   (void)host, (void)method, (void)url;
   struct tcall *c = ud;
   double until = c->not_before > c->t->hold_until ? c->not_before : c->t->hold_until;
-  double d = until - t_now();
+  double d = until - us_time_monotonic();
   return d > 0 ? (long)(d * 1000.0) + 1 : 0;
 }
 
@@ -772,6 +748,33 @@ int t_write_done(struct tjob *j, const char *what, const struct us_http_response
   return 0;
 }
 
+static void on_write(struct tcall *c, const struct us_http_response *r) {
+  t_write_done(c->j, c->what, r, c->p);
+}
+
+static void write_start(struct tjob *j, const char *method, char *path, char *body,
+                        int need_body, const struct tquirk *q, const char *what) {
+  if (!path || (need_body && !body))
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
+  else
+    tcall_start(j, method, path, body, on_write, (void *)q, 0, what);
+  free(path);
+  if (body) {
+    memset(body, 0, strlen(body));
+    free(body);
+  }
+}
+
+void t_write(struct tjob *j, const char *method, char *path, char *body, const struct tquirk *q,
+             const char *what) {
+  write_start(j, method, path, body, 0, q, what);
+}
+
+void t_write_json(struct tjob *j, const char *method, char *path, char *body,
+                  const struct tquirk *q, const char *what) {
+  write_start(j, method, path, body, 1, q, what);
+}
+
 void t_item_done(struct tjob *j, size_t i, const char *what, const struct us_http_response *r,
                  const struct tquirk *q) {
   const char *note, *code;
@@ -831,7 +834,8 @@ static void call_submit(struct tcall *c) {
   us_target *t = c->t;
   struct us_http_header hs[4];
   size_t nh = 0;
-  hs[nh++] = (struct us_http_header){"Authorization", t->auth};
+  if (t->auth)
+    hs[nh++] = (struct us_http_header){"Authorization", t->auth};
   hs[nh++] = (struct us_http_header){"Accept", "application/json"};
   if (strcmp(c->method, "GET"))
     hs[nh++] = (struct us_http_header){"X-Atlassian-Token", "no-check"};
@@ -843,6 +847,10 @@ static void call_submit(struct tcall *c) {
   struct us_http_request rq = {0};
   rq.method = c->method;
   rq.url = c->url;
+  if (t->password) {
+    rq.user = t->cfg.user;
+    rq.password = t->password;
+  }
   rq.headers = hs;
   rq.nheaders = nh;
   rq.body = c->body;
@@ -877,14 +885,9 @@ static void call_submit(struct tcall *c) {
 
 /* Starts queued calls while the target has free slots. */
 static void pump(us_target *t) {
-  while (t->qhead && t->inflight < t->cfg.concurrency) {
-    struct tcall *c = t->qhead;
-    t->qhead = c->qnext;
-    if (!t->qhead)
-      t->qtail = NULL;
-    c->qnext = NULL;
-    call_submit(c);
-  }
+  struct us_qlink *l;
+  while ((l = us_queue_pop_below(&t->waiting, t->inflight, t->cfg.concurrency)))
+    call_submit(US_QUEUE_ENTRY(l, struct tcall, ql)); /* counts inflight */
 }
 
 static void call_done(us_http_req *h, const struct us_http_response *r, void *ud) {
@@ -946,20 +949,12 @@ static struct tcall *call_new(struct tjob *j, const char *method, const char *pa
     t->calls->prev = c;
   t->calls = c;
   j->pending++;
-  if (t->inflight < t->cfg.concurrency && !t->qhead) {
+  if (t->inflight < t->cfg.concurrency && !t->waiting.head)
     call_submit(c);
-  } else if (urgent) {
-    c->qnext = t->qhead;
-    t->qhead = c;
-    if (!t->qtail)
-      t->qtail = c;
-  } else {
-    if (t->qtail)
-      t->qtail->qnext = c;
-    else
-      t->qhead = c;
-    t->qtail = c;
-  }
+  else if (urgent)
+    us_queue_push_front(&t->waiting, &c->ql);
+  else
+    us_queue_push(&t->waiting, &c->ql);
   return c;
 }
 
@@ -971,20 +966,16 @@ struct tcall *tcall_start(struct tjob *j, const char *method, const char *path, 
 /* Drops every call of job j (released without callbacks). */
 static void drop_calls(struct tjob *j) {
   us_target *t = j->t;
-  struct tcall **pp = &t->qhead, *last = NULL;
-  while (*pp) { /* queued ones */
-    struct tcall *c = *pp;
+  for (struct us_qlink *l = t->waiting.head, *next; l; l = next) { /* queued ones */
+    next = l->next;
+    struct tcall *c = US_QUEUE_ENTRY(l, struct tcall, ql);
     if (c->j == j) {
-      *pp = c->qnext;
+      us_queue_remove(&t->waiting, l);
       call_unlink(c);
       call_free(c);
       j->pending--;
-    } else {
-      last = c;
-      pp = &c->qnext;
     }
   }
-  t->qtail = last;
   for (struct tcall *c = t->calls, *nx; c; c = nx) {
     nx = c->next;
     if (c->j != j)
@@ -1377,8 +1368,43 @@ static void snapshot_groups(struct tlister *l, struct us_target_account *a, size
   emit_page(l, NULL, 0, names, nn);
 }
 
+/* Fails j with EUNSUPPORTED, without a request, when its product's
+** capabilities (the vtable's caps, the one statement of what a product can
+** do) lack the operation. Returns 1 when it did. */
+static int refuse_unsupported(struct tjob *j) {
+  const struct us_target_caps *c = &j->t->vt->caps;
+  const char *name = j->name ? j->name : "", *type = j->t->vt->type;
+  switch (j->kind) {
+  case US_TOP_DEACTIVATE_USER:
+  case US_TOP_REACTIVATE_USER:
+    if (j->kind == US_TOP_DEACTIVATE_USER ? c->deactivate : c->reactivate)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0,
+              "%s user %s: %s has no deactivation (remove the account from its groups or "
+              "delete it)",
+              j->kind == US_TOP_DEACTIVATE_USER ? "deactivate" : "reactivate", name, type);
+    return 1;
+  case US_TOP_RENAME_USER:
+    if (c->rename)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0, "rename user %s: %s cannot rename users over REST", name,
+              type);
+    return 1;
+  case US_TOP_LEADS:
+  case US_TOP_HANDOVER_LEAD:
+    if (c->leads)
+      return 0;
+    tjob_fail(j, "EUNSUPPORTED", 0, "%s has no project or component leads", type);
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 static void start_generic(struct tjob *j) {
   const struct us_target_vt *vt = j->t->vt;
+  if (refuse_unsupported(j))
+    return;
   switch (j->kind) {
   case US_TOP_LIST_ACCOUNTS:
     vt->list(j, US_TEV_ACCOUNTS, NULL, NULL);

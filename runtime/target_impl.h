@@ -16,7 +16,9 @@
 
 #include "usersync/http.h"
 #include "usersync/jsonscan.h"
+#include "usersync/queue.h"
 #include "usersync/target.h"
+#include "usersync/timeutil.h"
 
 struct tjob;
 struct tcall;
@@ -35,7 +37,7 @@ struct tcall {
   long long lim;             /* listing page: its segment ends at this offset (0: none) */
   int gap;                   /* listing page: fills the rest of a short page's segment */
   struct tcall *prev, *next; /* every call of the target */
-  struct tcall *qnext;       /* target's queue of calls waiting for a slot */
+  struct us_qlink ql;        /* in the target's queue of calls waiting for a slot */
 };
 
 enum tpage {
@@ -132,7 +134,6 @@ const char *t_base(const us_target *t);
 char *t_rel_path(const us_target *t, const char *path);
 long t_page_size(const us_target *t, long product_max);
 const struct us_target_config *t_config(const us_target *t);
-double t_now(void); /* monotonic seconds */
 
 /* ---- calls ---- */
 /* Starts (or queues) a request of job j: method, a path relative to the
@@ -183,6 +184,15 @@ int t_outcome(const us_target *t, const char *what, const struct us_http_respons
 /* t_outcome for the whole job: success sets j->note, failure fails j. */
 int t_write_done(struct tjob *j, const char *what, const struct us_http_response *r,
                  const struct tquirk *q);
+/* Starts a write of job j whose outcome is t_write_done with quirks q:
+** method, path (malloc'd; NULL: out of memory), body (malloc'd JSON, or
+** NULL for none). Takes both and frees them, the body wiped first (it may
+** hold a password). */
+void t_write(struct tjob *j, const char *method, char *path, char *body, const struct tquirk *q,
+             const char *what);
+/* t_write for a write that has a body: a NULL body is out of memory. */
+void t_write_json(struct tjob *j, const char *method, char *path, char *body,
+                  const struct tquirk *q, const char *what);
 /* t_outcome for item i of an ADD_MEMBERS / ADD_TO_GROUPS job. */
 void t_item_done(struct tjob *j, size_t i, const char *what, const struct us_http_response *r,
                  const struct tquirk *q);

@@ -313,6 +313,11 @@ int us_time_parse_duration(const char *s, size_t len, double *out, char *err, si
     snprintf(err, errlen, "invalid duration \"\": expected e.g. 30s, 5m, 1h30m, 7d");
     return -1;
   }
+  if (!(total <= US_TIME_DURATION_MAX)) {
+    snprintf(err, errlen, "invalid duration \"%.*s\": longer than %d days", (int)(len > 40 ? 40 : len),
+             s, US_TIME_DURATION_MAX / 86400);
+    return -1;
+  }
   *out = total;
   return 0;
 }
@@ -325,6 +330,16 @@ static double clock_seconds(clockid_t id) {
 
 double us_time_now(void) { return clock_seconds(CLOCK_REALTIME); }
 double us_time_monotonic(void) { return clock_seconds(CLOCK_MONOTONIC); }
+
+void us_time_monotonic_after(struct timespec *ts, long ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
 
 void us_time_sleep(double seconds) {
   if (!(seconds > 0))

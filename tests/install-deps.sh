@@ -3,7 +3,7 @@
 # demo. Installs only what is missing; needs root (or sudo) when something is.
 set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
-liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
+liblua5.4-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
 libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time
 groff-base man-db"
 

@@ -154,6 +154,10 @@ struct us_http_request {
   size_t nheaders;
   const char *body; /* may be NULL; binary safe with body_len */
   size_t body_len;
+  /* HTTP Basic credentials (both or neither): libcurl builds the
+  ** Authorization header (CURLOPT_USERNAME / CURLOPT_PASSWORD) and sends it
+  ** to the request's own host only. Copied at submit, wiped when freed. */
+  const char *user, *password;
   long timeout_ms;      /* 0: engine default */
   size_t max_size;      /* 0: engine default */
   int max_retries;      /* <0: engine default; 0: no retries */

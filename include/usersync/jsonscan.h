@@ -7,6 +7,10 @@
 ** Values are spans into the caller's buffer (no copies); the buffer must
 ** outlive them. Every function validates what it walks over and fails on
 ** malformed JSON rather than guessing.
+**
+** Writing: us_json_escape / us_json_quote are the one JSON string escaper
+** of the C code (usersync.json's encoder, the target clients' request
+** bodies, serve's verification answer, the Okta client's bodies).
 */
 #ifndef USERSYNC_JSONSCAN_H
 #define USERSYNC_JSONSCAN_H
@@ -49,5 +53,16 @@ int us_json_bool(const struct us_jval *v, int *out);
 
 /* An integer number (no fraction or exponent, fits in long long) -> 1. */
 int us_json_int(const struct us_jval *v, long long *out);
+
+/* Escapes len bytes of s as the inside of a JSON string (no quotes): '"'
+** and '\\' and the short forms \b \f \n \r \t, other bytes below 0x20 as
+** \u00XX, every other byte as it is (UTF-8 is not checked). Writes into
+** out (room for 6 * len bytes is always enough) unless out is NULL;
+** returns the bytes written (or needed). */
+size_t us_json_escape(char *out, const char *s, size_t len);
+
+/* A JSON string literal of the C string s, quotes included, malloc'd
+** (NULL: out of memory). */
+char *us_json_quote(const char *s);
 
 #endif

@@ -32,6 +32,12 @@ us_http *us_http_checkengine(lua_State *L, int idx);
 ** "usersync.json.error")). Raises only on memory errors. */
 int us_json_push_decoded(lua_State *L, const char *s, size_t len);
 
+/* The one message handler for lua_pcall (runtime/host.c): a string error
+** (or a value with __tostring) gets a traceback; a table is left as it is
+** (structured errors keep their fields); any other value becomes "(error
+** object is a <type> value)" with a traceback. */
+int us_lua_traceback(lua_State *L);
+
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);
 

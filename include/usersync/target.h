@@ -61,7 +61,7 @@ typedef struct us_target us_target;
 typedef struct us_target_batch us_target_batch;
 
 struct us_target_config {
-  const char *type;         /* "jira" | "confluence" | "bitbucket" */
+  const char *type;         /* a product's type: us_target_product() lists them */
   const char *url;          /* base URL incl. context path, e.g. https://h/jira */
   const char *user;         /* with password: HTTP Basic */
   const char *password;     /* */
@@ -73,6 +73,9 @@ struct us_target_config {
   long task_wait_ms;        /* Confluence long-task polling budget; 0: 120000 */
 };
 
+/* What a product can do (its vtable's, the one statement of it): an
+** operation it lacks ends EUNSUPPORTED without a request (runtime/target.c),
+** and Lua's usersync.targets.CAPS is read from here. */
 struct us_target_caps {
   int deactivate, reactivate, rename, leads, bulk_add;
 };
@@ -154,6 +157,11 @@ struct us_target_event {
   int reachable, admin; /* admin: 1, 0, -1 unknown */
   char *product, *version, *whoami, *detail;
 };
+
+/* The i-th product (0-based) this build knows: its type ("jira", ...), and
+** its capabilities in *caps (when not NULL); NULL past the last one. The
+** one list of products: Lua's usersync.targets reads it. */
+const char *us_target_product(size_t i, struct us_target_caps *caps);
 
 /* Creates a target. NULL with *err (static) on a bad config or no memory. */
 us_target *us_target_new(us_http *http, const struct us_target_config *c, const char **err);

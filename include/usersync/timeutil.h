@@ -55,14 +55,26 @@ int us_time_parse_http_date(const char *s, size_t len, double *out);
 ** US_TIME_BUFLEN bytes). Returns the length, or -1 as us_time_format_iso8601. */
 int us_time_format_http_date(double t, char *buf, size_t size);
 
+/* The longest duration us_time_parse_duration accepts: 3650 days. */
+#define US_TIME_DURATION_MAX (3650 * 86400)
+
 /* Parses a duration: one or more <number><unit> with unit ms, s, m, h or d
-** ("1h30m", "90s", "1.5h", "7d", "250ms"), or a bare number of seconds.
-** Returns 0 and stores the seconds in *out, or -1 with a message in err. */
+** ("1h30m", "90s", "1.5h", "7d", "250ms"), or a bare number of seconds, at
+** most US_TIME_DURATION_MAX. The one duration grammar: config validation
+** (through usersync.time) and every runtime reader use it. Returns 0 and
+** stores the seconds in *out, or -1 with a message in err. */
 int us_time_parse_duration(const char *s, size_t len, double *out, char *err, size_t errlen);
 
-/* Wall clock (CLOCK_REALTIME) and monotonic clock, in seconds. */
+/* Wall clock (CLOCK_REALTIME) and monotonic clock, in seconds. The one
+** place the code reads either clock. */
 double us_time_now(void);
 double us_time_monotonic(void);
+
+/* *ts = the monotonic clock ms milliseconds from now (0: now), as a
+** timespec: the deadline of a pthread condition variable whose clock is
+** CLOCK_MONOTONIC (pthread_condattr_setclock). */
+struct timespec;
+void us_time_monotonic_after(struct timespec *ts, long ms);
 
 /* Sleeps for the given seconds (<= 0: returns at once), resuming after
 ** signals until the whole time has passed. */

@@ -8,7 +8,7 @@
 -- SIGTERM/SIGINT end the loop; it prints the counts and the server's stats
 -- and exits 0.
 local server = require "usersync.server"
-local cjson = require "cjson"
+local json = require "usersync.json"
 
 local listen = arg[1] or "127.0.0.1:0"
 local secret = arg[2] or "bench-secret"
@@ -33,7 +33,7 @@ while not srv:stopping() do
     events = events + #data
     if decode then
       for _, text in ipairs(data) do
-        local ev = cjson.decode(text)
+        local ev = json.decode(text)
         users[ev.actor and ev.actor.alternateId or "?"] = true
       end
     end

@@ -55,8 +55,8 @@ end
 M.same = same
 function T:same(got, want, msg)
   if not same(got, want) then
-    local ok, cjson = pcall(require, "cjson")
-    local show = ok and function(v) local s, r = pcall(cjson.encode, v); return s and r or tostring(v) end or tostring
+    local ok, json = pcall(require, "usersync.json")
+    local show = ok and function(v) local s, r = pcall(json.encode, v); return s and r or tostring(v) end or tostring
     self:fail((msg and msg .. ": " or "") .. "expected " .. show(want) .. ", got " .. show(got))
     return false
   end

@@ -19,7 +19,7 @@ test("--version names every library with its version", function(t)
   t:match(r.stdout, "libcurl %d+%.%d+%.%d+ %(TLS: OpenSSL/%d")
   t:match(r.stdout, "PCRE2 10%.%d+")
   t:match(r.stdout, "SQLite 3%.%d+%.%d+")
-  t:match(r.stdout, "lua%-cjson 2%.1")
+  t:ok(not r.stdout:find("cjson", 1, true), "lua-cjson is not linked")
 end)
 
 test("no command is a usage error; --help exits 0", function(t)

@@ -168,7 +168,7 @@ return {
   t:ok(not r.stderr:find("very-secret-token-42", 1, true), "secret leaked: " .. r.stderr)
   local j = proc.run({ os.getenv("USERSYNC"), "check", "--json", "-c", path }, { env = { US_TEST_TOKEN = "very-secret-token-42" } })
   t:eq(j.code, 2)
-  local doc = require("cjson").decode(j.stdout)
+  local doc = assert(require("usersync.json").decode(j.stdout))
   t:eq(doc.valid, false)
   t:eq(#doc.errors, 2)
   t:ok(not j.stdout:find("very-secret-token-42", 1, true), "secret leaked in JSON")
@@ -181,9 +181,29 @@ test("durations and shares", function(t)
   t:eq(config.parse_duration(45), 45)
   t:eq(config.parse_duration("5x"), nil)
   t:eq(config.parse_duration("0s"), nil)
+  -- one grammar: what the run reads (usersync.time) is what check accepts
+  local time = require "usersync.time"
+  for _, v in ipairs { "500ms", "1.5h", "90", "1h30m", "3650d" } do
+    t:eq(config.parse_duration(v), time.parse_duration(v), v)
+  end
+  t:eq(config.parse_duration("500ms"), 0.5)
+  for _, v in ipairs { "99999999999d", "3651d", "1e9", 1e12 } do
+    t:eq(config.parse_duration(v), nil, tostring(v))
+  end
+  t:eq(time.parse_duration("99999999999d"), nil)
   t:same(config.parse_share("5%"), { percent = 5 })
   t:same(config.parse_share(10), { count = 10 })
   t:eq(config.parse_share("101%"), nil)
+end)
+
+test("check refuses a duration past 3650 days with a message naming the key", function(t)
+  local path = write(GOOD:gsub('token = "pat%-abcdef" }', 'token = "pat-abcdef", timeout = "99999999999d" }'))
+  local r = proc.run({ os.getenv("USERSYNC"), "check", "--config-only", "-c", path })
+  t:eq(r.code, 2, r.stderr)
+  t:contains(r.stderr, 'targets.jira.timeout: "99999999999d" is longer than 3650 days')
+  local ok = write(GOOD:gsub('token = "pat%-abcdef" }', 'token = "pat-abcdef", timeout = "1.5m", task_wait = "500ms" }'))
+  r = proc.run({ os.getenv("USERSYNC"), "check", "--config-only", "-c", ok })
+  t:eq(r.code, 0, r.stderr)
 end)
 
 return test.done()

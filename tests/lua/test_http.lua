@@ -4,7 +4,7 @@
 local test = require "tap"
 local http = require "usersync.http"
 local httpd = require "support.httpd"
-local cjson = require "cjson"
+local json = require "usersync.json"
 
 local srv <close> = httpd.start()
 local U = srv.url
@@ -19,7 +19,7 @@ test("GET returns status, lowercase headers, body, time and url", function(t)
   t:eq(r.gave_up, false)
   t:eq(r.url, U .. "/echo?x=1")
   t:ok(r.time >= 0 and r.time < 10, "time in seconds")
-  local e = cjson.decode(r.body)
+  local e = json.decode(r.body)
   t:eq(e.method, "GET")
   t:eq(e.query, "x=1")
   local seen = {}
@@ -34,17 +34,17 @@ test("methods and bodies are sent as given", function(t)
   for _, m in ipairs{ "POST", "PUT", "PATCH", "DELETE" } do
     local r = assert(c:request{ method = m, url = U .. "/echo", body = '{"a":1}',
                                 headers = { ["Content-Type"] = "application/json" } })
-    local e = cjson.decode(r.body)
+    local e = json.decode(r.body)
     t:eq(e.method, m)
     t:eq(e.body, '{"a":1}')
   end
-  local e = cjson.decode(assert(c:request{ method = "post", url = U .. "/echo" }).body)
+  local e = json.decode(assert(c:request{ method = "post", url = U .. "/echo" }).body)
   t:eq(e.method, "POST", "method is upper-cased")
   local r = assert(c:request{ method = "HEAD", url = U .. "/echo" })
   t:eq(r.status, 200)
   t:eq(r.body, "")
   -- a body without Content-Type gets none (curl would add a form type)
-  e = cjson.decode(assert(c:request{ method = "POST", url = U .. "/echo", body = "raw\0bytes" }).body)
+  e = json.decode(assert(c:request{ method = "POST", url = U .. "/echo", body = "raw\0bytes" }).body)
   t:eq(e.body, "raw\0bytes", "binary-safe body")
   for _, h in ipairs(e.headers) do t:ok(h[1]:lower() ~= "content-type", "no content-type invented") end
 end)
@@ -52,7 +52,7 @@ end)
 test("client default headers, overridden per request", function(t)
   local c <close> = http.client{ headers = { Accept = "application/json", ["X-A"] = "client" },
                                  user_agent = "custom-agent/1" }
-  local e = cjson.decode(assert(c:request{ url = U .. "/echo", headers = { ["x-a"] = "request" } }).body)
+  local e = json.decode(assert(c:request{ url = U .. "/echo", headers = { ["x-a"] = "request" } }).body)
   local seen = {}
   for _, h in ipairs(e.headers) do seen[h[1]:lower()] = (seen[h[1]:lower()] or 0) + 1; seen[h[1]:lower() .. "="] = h[2] end
   t:eq(seen["accept="], "application/json")
@@ -80,7 +80,7 @@ test("a GET is retried on 500, 502, 503 and 504 with backoff, then succeeds", fu
       local r = assert(c:request{ method = m, url = U .. "/flaky?key=" .. key .. "&fails=2&status=" .. st })
       t:eq(r.status, 200, key)
       t:eq(r.retries, 2, key)
-      t:eq(cjson.decode(r.body).attempts, 3, key .. ": the server saw 3 attempts")
+      t:eq(json.decode(r.body).attempts, 3, key .. ": the server saw 3 attempts")
     end
   end
   -- a 500 that does not go away: the last answer after the retries, gave_up set
@@ -148,7 +148,7 @@ test("a few hundred requests in one batch all complete", function(t)
   local res = c:request_many(reqs)
   local ok = 0
   for i = 1, 300 do
-    if res[i].status == 200 and cjson.decode(res[i].body).query == "i=" .. i then ok = ok + 1 end
+    if res[i].status == 200 and json.decode(res[i].body).query == "i=" .. i then ok = ok + 1 end
   end
   t:eq(ok, 300)
   local s = c:stats()
@@ -195,7 +195,7 @@ test("start / run / done / result drive requests step by step", function(t)
     cos[i] = coroutine.wrap(function()
       local h = c:start{ url = U .. "/echo?n=" .. i }
       while not h:done() do coroutine.yield() end
-      results[i] = cjson.decode(h:result().body).query
+      results[i] = json.decode(h:result().body).query
     end)
   end
   local live = 3
@@ -247,7 +247,7 @@ test("503 without Retry-After backs off and succeeds", function(t)
   t:eq(r.status, 200)
   t:eq(r.retries, 2)
   t:eq(c:stats().totals.retries, 2)
-  t:eq(cjson.decode(r.body).attempts, 3)
+  t:eq(json.decode(r.body).attempts, 3)
 end)
 
 test("gives up after max retries and returns the last response", function(t)
@@ -280,7 +280,7 @@ test("POST and PATCH are never repeated on 5xx (the write may have been applied)
       t:eq(r.retries, 0, key)
       t:eq(r.gave_up, false, key)
       -- the server saw one attempt: the next request with that key is its second
-      t:eq(cjson.decode(assert(c:request{ url = U .. "/flaky?key=" .. key .. "&fails=1" }).body).attempts, 2, key)
+      t:eq(json.decode(assert(c:request{ url = U .. "/flaky?key=" .. key .. "&fails=1" }).body).attempts, 2, key)
     end
   end
   local r = assert(c:request{ method = "POST", url = U .. "/flaky?key=p429&fails=1&status=429", body = "x" })
@@ -367,7 +367,7 @@ test("redirects are not followed unless asked", function(t)
   r = assert(c:request{ url = U .. "/redirect?to=/echo", follow_redirects = true })
   t:eq(r.status, 200)
   t:eq(r.url, U .. "/echo")
-  t:eq(cjson.decode(r.body).path, "/echo")
+  t:eq(json.decode(r.body).path, "/echo")
 end)
 
 test("cancel ends a running request with ECANCELED", function(t)

@@ -9,7 +9,7 @@ local test = require "tap"
 local server = require "usersync.server"
 local metrics = require "usersync.metrics"
 local http = require "usersync.http"
-local cjson = require "cjson"
+local json = require "usersync.json"
 local time = require "usersync.time"
 local httpd = require "support.httpd"
 
@@ -54,12 +54,12 @@ end
 local function delivery(...)
   local events = {}
   for i, uuid in ipairs{ ... } do events[i] = { uuid = uuid, eventType = "user.session.start" } end
-  return cjson.encode{ eventType = "com.okta.event_hook", data = { events = events } }
+  return json.encode{ eventType = "com.okta.event_hook", data = { events = events } }
 end
 
 local function uuids(list)
   local out = {}
-  for i, text in ipairs(list) do out[i] = cjson.decode(text).uuid end
+  for i, text in ipairs(list) do out[i] = json.decode(text).uuid end
   return out
 end
 
@@ -126,7 +126,7 @@ test("verification handshake needs the secret", function(t)
     Authorization = SECRET, ["x-okta-verification-challenge"] = 'chal"lenge' } })
   t:eq(r.status, 200)
   t:eq(r.headers["content-type"], "application/json")
-  t:same(cjson.decode(r.body), { verification = 'chal"lenge' })
+  t:same(json.decode(r.body), { verification = 'chal"lenge' })
   r = assert(client:request{ url = base .. "/hooks/okta", headers = {
     ["x-okta-verification-challenge"] = "x" } })
   t:eq(r.status, 401)
@@ -158,8 +158,8 @@ end)
 
 test("the Okta fixture delivery is queued once, retries are duplicates", function(t)
   local srv <close>, base = start()
-  local fixture = cjson.decode(read(data .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
-  local body = cjson.encode(fixture.body)
+  local fixture = json.decode(read(data .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+  local body = json.encode(fixture.body)
   local r = deliver(base, body)
   t:eq(r.status, 200)
   t:eq(r.body, "")
@@ -168,7 +168,7 @@ test("the Okta fixture delivery is queued once, retries are duplicates", functio
   t:eq(kind, "events")
   t:eq(#events, 1)
   -- the fields serve acts on, as received; not the rest (client, context...)
-  local got, want = cjson.decode(events[1]), fixture.body.data.events[1]
+  local got, want = json.decode(events[1]), fixture.body.data.events[1]
   for _, k in ipairs({ "uuid", "eventType", "published", "outcome", "actor", "target" }) do
     t:same(got[k], want[k], k)
   end

@@ -4,7 +4,7 @@
 -- twice, use after close. Databases are created under a fresh temp prefix.
 local test = require "tap"
 local store = require "usersync.store"
-local cjson = require "cjson"
+local json = require "usersync.json"
 
 local base = os.tmpname()
 os.remove(base)
@@ -157,7 +157,7 @@ test("values round-trip with their types", function(t)
   local db = open("values")
   db:exec("CREATE TABLE v (a, b, c, d, e, f, g)")
   local s = "it's \"quoted\"; DROP TABLE v; --\0after NUL"
-  db:exec("INSERT INTO v VALUES (?, ?, ?, ?, ?, ?, ?)", math.maxinteger, 2.5, s, true, false, nil, cjson.null)
+  db:exec("INSERT INTO v VALUES (?, ?, ?, ?, ?, ?, ?)", math.maxinteger, 2.5, s, true, false, nil, json.null)
   local row = db:first("SELECT * FROM v")
   t:eq(row.a, math.maxinteger)
   t:eq(math.type(row.a), "integer")
@@ -313,7 +313,7 @@ test("kv: get, set, delete, list per namespace", function(t)
   t:eq(kv:get("missing"), nil)
   t:eq(kv:set("k1", "v1"), true)
   t:eq(kv:set("k2", 42), true)
-  t:eq(kv:set("other", cjson.encode({ a = 1 })), true)
+  t:eq(kv:set("other", json.encode({ a = 1 })), true)
   t:eq(other:set("k1", "B"), true)
   t:eq(kv:get("k1"), "v1")
   t:eq(kv:get("k2"), "42")

@@ -38,6 +38,9 @@ static void test_retry_after(void) {
   CHECK_EQ_LONG(us_http_parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", date), 30000);
   CHECK_EQ_LONG(us_http_parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", date), 10000);
   CHECK_EQ_LONG(us_http_parse_retry_after("Sun Nov  6 08:49:39 1994", date), 2000);
+  /* the one HTTP-date grammar (timeutil's, as usersync.time.parse_http_date):
+  ** a zone other than GMT is not an HTTP date */
+  CHECK_EQ_LONG(us_http_parse_retry_after("Sun, 06 Nov 1994 08:50:07 CET", date), -1);
   CHECK_EQ_LONG(us_http_parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", date), 0);
   /* against the local clock when there is no Date */
   CHECK_EQ_LONG(us_http_parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", (time_t)-1), 0);

@@ -94,6 +94,17 @@ int main(void) {
   CHECK(!us_json_parse(deep, strlen(deep), &root));
   CHECK(us_json_parse(" [ [ ] , { } ] ", 15, &root) && root.type == US_J_ARRAY);
 
+  /* the one escaper: quotes, backslash, short forms, \u00XX, UTF-8 as is; it
+  ** reads back through the scanner as the same string */
+  const char raw[] = "a\"b\\c\n\r\t\b\f\x01\x1f\x7f \xc3\xa7";
+  char *q = us_json_quote(raw);
+  CHECK(q && !strcmp(q, "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\x7f \xc3\xa7\""));
+  CHECK(us_json_escape(NULL, raw, strlen(raw)) == strlen(q) - 2);
+  struct us_jval qv;
+  CHECK(q && us_json_parse(q, strlen(q), &qv) && us_json_streq(&qv, raw));
+  free(q);
+  CHECK(us_json_escape(NULL, "", 0) == 0);
+
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
 }

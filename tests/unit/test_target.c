@@ -112,7 +112,7 @@ static void builders(void) {
   free(s);
   char *list[] = {"x", "y\n"};
   s = t_jarr(list, 2);
-  CHECK(!strcmp(s, "[\"x\",\"y\\u000a\"]"));
+  CHECK(!strcmp(s, "[\"x\",\"y\\n\"]")); /* us_json_escape's short form */
   free(s);
   s = t_enc("a b/ç+");
   CHECK(!strcmp(s, "a%20b%2F%C3%A7%2B"));

@@ -152,7 +152,7 @@ lines when stderr is not a terminal.
 usage: usersync run [-c FILE] [--dry-run] SCRIPT.lua [args...]
 
 Runs SCRIPT.lua with the full runtime API (require "usersync.http", ".json",
-".re", ".store", ".log", ".time", "cjson") and the global `usersync`: the
+".re", ".store", ".log", ".time") and the global `usersync`: the
 configured clients by name (usersync.source "okta", usersync.target "jira"),
 usersync.store(), usersync.config(). With --dry-run every target write is
 printed instead of sent. `arg` holds the arguments (arg[0] is the script).
@@ -743,13 +743,11 @@ end
 
 local function version()
   local v = core.versions()
-  local cjson = require "cjson"
   io.write(("usersync %s\n"):format(v.usersync))
   io.write(("  %s\n"):format(v.lua))
   io.write(("  libcurl %s (TLS: %s)\n"):format(v.curl, v.tls))
   io.write(("  PCRE2 %s\n"):format(v.pcre2))
   io.write(("  SQLite %s\n"):format(v.sqlite))
-  io.write(("  lua-cjson %s\n"):format(cjson._VERSION or "?"))
   io.write(("  %s\n"):format(v.openssl))
   return EXIT_OK
 end

@@ -74,7 +74,7 @@ local source = record({
 end })
 
 local target = record({
-  type = enum({ "jira", "confluence", "bitbucket" }, { required = true }),
+  type = enum(require("usersync.targets").TYPES, { required = true }),
   url = url { required = true },
   token = secret(),
   user = str(),
@@ -181,19 +181,27 @@ local function join(path, k)
   return path .. "[" .. ("%q"):format(tostring(k)) .. "]"
 end
 
-local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
+-- The longest duration (as usersync.time's parser, US_TIME_DURATION_MAX).
+M.DURATION_MAX = 3650 * 86400
 
--- "30m" / "1h30m" / 45 -> seconds, or nil.
+-- A duration: "30m", "1h30m", "1.5h", "250ms", "90" (a string in the one
+-- grammar usersync.time.parse_duration reads) or a number of seconds; more
+-- than 0 and at most 3650 days. -> seconds | nil, why (why is set for a
+-- value of the grammar out of that range).
 function M.parse_duration(v)
-  if math.type(v) == "integer" and v > 0 then return v end
-  if type(v) ~= "string" or v == "" then return nil end
-  local total, rest = 0, v
-  while rest ~= "" do
-    local n, u, r = rest:match("^(%d+)([smhd])(.*)$")
-    if not n then return nil end
-    total, rest = total + tonumber(n) * UNITS[u], r
+  local secs
+  if type(v) == "string" then
+    local why
+    secs, why = require("usersync.time").parse_duration(v)
+    if not secs then return nil, why and why:find("longer than", 1, true) and "is longer than 3650 days" or nil end
+  elseif type(v) == "number" and v == v then
+    if v > M.DURATION_MAX then return nil, "is longer than 3650 days" end
+    secs = v
+  else
+    return nil
   end
-  return total > 0 and total or nil
+  if secs <= 0 then return nil, "is not more than 0 seconds" end
+  return secs
 end
 
 -- "5%" -> {percent=5}; 10 -> {count=10}; nil if neither.
@@ -269,7 +277,9 @@ function checkers.url(n, v, path, err)
   return (v:gsub("/+$", ""))
 end
 function checkers.duration(n, v, path, err)
-  if not M.parse_duration(v) then
+  local secs, why = M.parse_duration(v)
+  if why then return err(path, describe(v) .. " " .. why) end
+  if not secs then
     return err(path, "expected a duration like \"30s\", \"15m\", \"1h\" or \"7d\", got " .. describe(v))
   end
   return v

@@ -62,11 +62,11 @@ local function level_name(l)
   return LEVELS[l] and l or nil
 end
 
-local null -- cjson.null, loaded lazily
+local null -- usersync.json's null, loaded lazily
 local function is_null(v)
   if null == nil then
-    local ok, cjson = pcall(require, "cjson")
-    null = ok and cjson.null or false
+    local ok, json = pcall(require, "usersync.json")
+    null = ok and json.null or false
   end
   return null ~= false and v == null
 end

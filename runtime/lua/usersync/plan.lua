@@ -43,19 +43,13 @@
 --   deactivate_user{name}  delete_user{name}
 local M = {}
 
-M.ORDER = { "create_group", "create_user", "link", "update_user", "rename_user", "reactivate_user",
-            "add_member", "remove_member", "handover_lead", "deactivate_user", "delete_user" }
-local RANK = {}
-for i, k in ipairs(M.ORDER) do RANK[k] = i end
+-- Plan order and what each product can do (Bitbucket has no deactivation,
+-- Confluence's REST API no rename): the target registry's tables.
+local targets = require "usersync.targets"
+M.ORDER = targets.ORDER
+local RANK = targets.RANK
 M.RANK = RANK
-
--- What each product can do: Bitbucket has no
--- deactivation; Confluence's REST API has no rename.
-M.CAPS = {
-  jira = { deactivate = true, rename = true, leads = true },
-  confluence = { deactivate = true, rename = false, leads = false },
-  bitbucket = { deactivate = false, rename = true, leads = false },
-}
+M.CAPS = targets.CAPS
 
 local lower = string.lower
 

@@ -10,7 +10,7 @@
 -- by itself when this process goes away or after its lifetime, so a crashed
 -- test leaves nothing running. TLS mode makes a self-signed certificate for
 -- 127.0.0.1 with the openssl CLI; srv.ca_file is its path.
-local cjson = require "cjson"
+local json = require "usersync.json"
 local http = require "usersync.http"
 
 local M = {}
@@ -59,7 +59,7 @@ function Server:get(path)
   local r, err = self.control:request{ url = self.url .. path }
   assert(r, err)
   assert(r.status == 200, "control request failed: " .. r.status)
-  return cjson.decode(r.body)
+  return json.decode(r.body)
 end
 
 function Server:stats(key)
