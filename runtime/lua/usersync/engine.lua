@@ -216,11 +216,15 @@ function Engine:read_users(src, scfg, include, list, s, by_id)
       -- An id Okta no longer has (hard-deleted) is its own link key; a login
       -- is matched against the linked account names.
       out.only[r.only_missing] = true
-      for _, tname in ipairs(by_id and {} or s.targets) do
+      local linked = false
+      for _, tname in ipairs(s.targets) do
         for id, acct in pairs(state.links(self.db, s.name, tname)) do
-          if acct:lower() == r.only_missing:lower() then out.only[id] = true end
+          if id == r.only_missing then linked = true end
+          if not by_id and acct:lower() == r.only_missing:lower() then out.only[id] = true; linked = true end
         end
       end
+      -- (--user naming nothing: a usage error of the command line)
+      if not linked then out.unknown = out.unknown or {}; out.unknown[#out.unknown + 1] = r.only_missing end
     end
   end
   return out
@@ -293,7 +297,7 @@ function Engine:app_missing(src, scfg)
     end
     self.apps_seen[scfg.app_id] = seen
   end
-  if seen then return { users = {}, groups = {}, complete = false, problems = { seen }, error = seen } end
+  if seen then return { users = {}, groups = {}, complete = false, problems = { seen }, error = seen, code = "OKTA_NOT_FOUND" } end
   return nil
 end
 
@@ -600,7 +604,8 @@ function Engine:plan_locked(opts)
     if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
     if stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
-                    users_in_scope = #src.users, read = { complete = src.complete, problems = src.problems } }
+                    users_in_scope = #src.users, unknown_users = src.unknown,
+                    read = { complete = src.complete, problems = src.problems, code = src.error and (src.code or "EREAD") } }
     if not users and src.error then
       -- The read failed outright: there is nothing to plan from (an empty
       -- list would deprovision everyone). Nothing is planned for this entry
@@ -1072,8 +1077,8 @@ function Engine:apply(run_plan, opts)
   end
   self:unlock_entries()
   if store_error then summary.error = store_error end
-  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then summary.exit = M.EXIT_FAILED end
-  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
+  summary.exit = report.exit_code(run_plan, stop, summary.exit == M.EXIT_FAILED or summary.failed > 0
+    or (summary.problems or 0) > 0 or store_error)
   return summary
 end
 
