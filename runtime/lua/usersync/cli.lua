@@ -91,8 +91,10 @@ usage: usersync apply [-c FILE] [--force] [--json] PLAN.json
 Applies exactly the plan saved by `usersync plan --out PLAN.json`. It reads
 Okta and the targets again first and refuses the plan (exit 2) when a
 destructive change in it is no longer planned (the base changed); changes
-planned since are not applied (run plan again). --force applies past the
-safety limits. Exit 0 done, 1 a failure (a read, an operation, the lock,
+planned since are not applied (run plan again). Changes usersync itself
+applied since the plan was made do not count as a changed base. --force
+applies past the safety limits: the part of a reviewed plan a safety stop
+withheld. Exit 0 done, 1 a failure (a read, an operation, the lock,
 the store), 3 stopped by a safety limit (nothing destructive applied), 130
 interrupted (SIGINT, as for sync).
 ]],
@@ -832,6 +834,20 @@ function commands.sync(args)
   return apply_exit(summary, "sync")
 end
 
+-- The predicate planfile.compare asks: did a run of usersync apply this
+-- operation of a saved plan since the plan was made (its journal says
+-- done)? Then its absence from a fresh plan is usersync's own doing.
+local function applied_since(db, created)
+  if type(created) ~= "string" then return nil end
+  return function(sync, op)
+    local row = db:first([[SELECT 1 AS x FROM operations o JOIN runs r ON r.id = o.run_id
+        WHERE r.sync = ? AND o.target = ? AND o.kind = ? AND lower(o.subject) = lower(?) AND o.status = 'done'
+          AND r.started >= ? AND (?6 IS NULL OR lower(json_extract(o.detail, '$.group')) = lower(?6)) LIMIT 1]],
+      sync, op.target, op.kind, op.subject, created, op.group)
+    return row ~= nil
+  end
+end
+
 function commands.apply(args)
   local opts, pos = parse(args, 2, SPECS.apply)
   if not opts then eprint("usersync apply: " .. pos); return EXIT_USAGE end
@@ -855,7 +871,7 @@ function commands.apply(args)
     eprint("usersync apply: " .. err)
     return ecode or EXIT_FAILED
   end
-  local verdict = planfile.compare(saved, fresh)
+  local verdict = planfile.compare(saved, fresh, applied_since(e.db, saved.created))
   if #verdict.unsafe > 0 then
     finish_engine(e, "apply")
     eprint(("usersync apply: refusing %s: the base changed since it was made:"):format(file))
@@ -874,6 +890,9 @@ function commands.apply(args)
       end
       p.ops = ops
     end
+  end
+  if #verdict.done > 0 and not out.quiet then
+    io.write(("%d change%s of the plan already applied by usersync since it was made\n"):format(#verdict.done, #verdict.done == 1 and "" or "s"))
   end
   if #verdict.obsolete > 0 and not out.quiet then
     io.write(("%d change%s of the plan no longer needed (already done or superseded)\n"):format(#verdict.obsolete, #verdict.obsolete == 1 and "" or "s"))
