@@ -358,14 +358,14 @@ local commands = {}
 local function check_servers(cfg)
   local engine = require("usersync.engine")
   local e = assert(engine.open(cfg, { no_store = true }))
-  local out, all_ok = { sources = {}, targets = {} }, true
+  local found, all_ok = { sources = {}, targets = {} }, true
   local names = {}
   for name in pairs(cfg.sources) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local ok, r = pcall(function() return e:source(name):check() end)
     if not ok then r = { ok = false, reachable = false, error = tostring(r) } end
-    out.sources[name] = r
+    found.sources[name] = r
     all_ok = all_ok and r.ok == true
   end
   names = {}
@@ -375,11 +375,11 @@ local function check_servers(cfg)
     local ok, r = pcall(function() return e:target(name):check() end)
     if not ok then r = { reachable = false, detail = tostring(r) } end
     r.ok = r.reachable == true and r.admin ~= false and r.code == nil
-    out.targets[name] = r
+    found.targets[name] = r
     all_ok = all_ok and r.ok
   end
   e:close()
-  return out, all_ok
+  return found, all_ok
 end
 
 local function status_word(st)
@@ -480,10 +480,10 @@ function commands.check(args)
   if opts.json then
     local json = require "usersync.json"
     for i, e in ipairs(errors) do errors[i] = secrets.mask(e) end
-    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors),
+    local doc = { config = path, valid = cfg ~= nil, errors = json.array(errors),
                   warnings = json.array(cfg and cfg._warnings or {}), store = store,
                   servers = checks and mask_free_text(checks) }
-    io.write(assert(json.encode(out, { sort_keys = true })), "\n")
+    io.write(assert(json.encode(doc, { sort_keys = true })), "\n")
     if not cfg then return EXIT_USAGE end
     if store and store.error then return EXIT_FAILED end
     return (checks and not all_ok) and EXIT_FAILED or EXIT_OK
