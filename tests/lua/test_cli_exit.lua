@@ -242,11 +242,12 @@ end)
 -- Starts `usersync sync` in the background, SIGINT at its default (a
 -- background job of sh starts with it ignored); a shell waits for it and
 -- writes its exit status to bg.rc. Returns its pid.
-local function spawn(w)
+local function spawn(w, cmd)
   local d = w.dir
+  os.remove(d .. "/bg.pid"); os.remove(d .. "/bg.rc")
   local inner = ("US_TEST_OKTA_TOKEN=test-token US_TEST_ATL_TOKEN=test-token USERSYNC_LOG_LEVEL=warn NO_COLOR=1 "
-    .. "env --default-signal=INT %s sync -c %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s")
-    :format(proc.quote(USERSYNC), proc.quote(w.config), proc.quote(d .. "/bg.out"), proc.quote(d .. "/bg.err"),
+    .. "env --default-signal=INT %s %s -c %s >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s")
+    :format(proc.quote(USERSYNC), cmd or "sync", proc.quote(w.config), proc.quote(d .. "/bg.out"), proc.quote(d .. "/bg.err"),
       proc.quote(d .. "/bg.pid"), proc.quote(d .. "/bg.rc"))
   os.execute("sh -c " .. proc.quote(inner) .. " >/dev/null 2>&1 &")
   for _ = 1, 200 do
@@ -300,6 +301,50 @@ test("SIGINT mid-apply: stops between operations, exit 130, the run recorded int
   r = run(w, { "sync" })
   t:eq(r.code, 0)
   t:eq(#w:writes("jira"), 0, "converged")
+end)
+
+test("a second SIGINT ends the run at once; the next sync marks it interrupted and converges", function(t)
+  local w <close> = world.new{ products = { "jira" }, sync = MANUAL }
+  w:okta_group("00gEng", "Engineering")
+  for i = 1, 300 do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
+  w:load()
+  -- slow enough that the chunk in flight outlasts the pause between the
+  -- two signals (two at once could merge into one)
+  w.jira:faults{ latency_ms = 150 }
+  local pid = spawn(w)
+  for _ = 1, 2400 do
+    if w.jira:count{ path = "^/rest/api/2/user$", method = "POST" } >= 5 then break end
+    os.execute("sleep 0.02")
+  end
+  os.execute("kill -INT " .. pid .. "; sleep 0.2; kill -INT " .. pid)
+  t:eq(wait_rc(w), 130)
+  local err = proc.slurp(w.dir .. "/bg.err")
+  t:ok(not err:find("stopped between operations", 1, true), "no orderly stop: " .. err)
+  local h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout)
+  t:eq(h[1].outcome, "running", "left as it was")
+  w.jira:faults{}
+  t:eq(run(w, { "sync" }).code, 0)
+  h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout)
+  t:eq(h[2].outcome, "interrupted", "marked by the next run")
+  local n = 0
+  for _ in pairs(w:accounts("jira")) do n = n + 1 end
+  t:eq(n, 300)
+end)
+
+test("SIGINT while reading: exit 130, nothing planned or applied", function(t)
+  local w <close> = base_world()
+  for i = 3, 400 do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
+  w:load()
+  w.okta:faults{ latency_ms = 100 }
+  local pid = spawn(w, "sync")
+  for _ = 1, 2400 do
+    if #w.okta:requests() >= 1 then break end
+    os.execute("sleep 0.02")
+  end
+  os.execute("kill -INT " .. pid)
+  t:eq(wait_rc(w), 130)
+  t:contains(proc.slurp(w.dir .. "/bg.err"), "usersync sync: interrupted (SIGINT); nothing was applied")
+  t:eq(#w:writes("jira"), 0)
 end)
 
 return test.done()
