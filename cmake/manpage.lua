@@ -248,8 +248,11 @@ local OPTION_TEXT = {
   ["--limit"] = "List at most N runs.",
   ["--config-only"] = "Validate the config without reaching any server.",
   ["--dry-run"] = "Print every target write instead of sending it.",
+  ["-q"] = "Quiet: only errors and the result (no progress, no plan text for sync).",
+  ["-v"] = "Verbose: a line per applied operation, the requests of each read and the HTTP totals.",
+  ["--detailed-exitcode"] = "Exit 4 when the plan has changes, 0 when it has none (failures and safety stops keep 1 and 3).",
 }
-local OPTION_ALIAS = { ["-c"] = "--config", ["--help"] = "-h" }
+local OPTION_ALIAS = { ["-c"] = "--config", ["--help"] = "-h", ["-q"] = "--quiet", ["-v"] = "--verbose" }
 
 -- Options of all usage lines: ordered list of { name=, value=, commands= }.
 local function collect_options(global_usage, usages)
@@ -279,7 +282,7 @@ local function collect_options(global_usage, usages)
   return list
 end
 
-local function options_section(opts)
+local function options_section(opts, everywhere)
   local buf = { ".SH OPTIONS" }
   for _, o in ipairs(opts) do
     local tag = "\\fB" .. escape(o.name, true) .. "\\fR"
@@ -295,6 +298,7 @@ local function options_section(opts)
     local text = OPTION_TEXT[o.name]
     local takers = #o.commands > 0 and table.concat(o.commands, ", ") or nil
     if o.global then takers = "usersync itself" .. (takers and (", " .. takers) or "") end
+    if everywhere and everywhere[o.name] then takers = "every command, before or after its name" end
     if text then
       buf[#buf + 1] = M.text(text)
       if takers then buf[#buf + 1] = M.text("Taken by: " .. takers .. ".") end
@@ -325,7 +329,7 @@ local EXIT_STATUS = {
 local ENVIRONMENT = {
   { "NO_COLOR", "When set to a non-empty value, usersync writes no colour, even on a terminal." },
   { "USERSYNC_LOG_LEVEL", "The lowest level of log line written to standard error: debug, info (the default), warn, error or off." },
-  { "USERSYNC_LOG_FORMAT", "text (human lines), json (one JSON object per line) or auto (the default: text on a terminal, JSON lines otherwise)." },
+  { "USERSYNC_LOG_FORMAT", "text (human lines), json (one JSON object per line) or auto (text on a terminal, JSON lines otherwise). Unset: auto for run and serve, text for the other commands." },
   { "https_proxy, HTTPS_PROXY, http_proxy, all_proxy, ALL_PROXY", "The proxy for requests to Okta and the targets, as libcurl reads them (http_proxy only in lower case)." },
   { "no_proxy, NO_PROXY", "Hosts reached without the proxy, comma-separated." },
   { "any NAME the config reads with env \"NAME\"", "Secrets such as OKTA_API_TOKEN. Their values are masked (********) in all output, logs and error messages." },
@@ -405,8 +409,8 @@ function M.render(t)
     for _, block in ipairs(h.body) do add(paragraph(block)) end
   end
 
-  add(options_section(collect_options(u.usage or "", usages)))
-  add(tp_list("EXIT STATUS", EXIT_STATUS, function(s) return "\\fB" .. escape(s, true) .. "\\fR" end))
+  add(options_section(collect_options(u.usage or "", usages), t.global_options))
+  add(tp_list("EXIT STATUS", t.exit_status or EXIT_STATUS, function(s) return "\\fB" .. escape(s, true) .. "\\fR" end))
   add(tp_list("ENVIRONMENT", ENVIRONMENT, function(s)
     return guard((s:gsub("[^,]+", function(v)
       local name, rest = v:match("^(%s*)(.-)%s*$")
@@ -441,7 +445,9 @@ local function main(outpath, datadir)
   local cli = require "usersync.cli"
   local core = require "usersync.core"
   local epoch = tonumber(os.getenv("SOURCE_DATE_EPOCH") or "")
-  local page = M.render{ usage = cli.USAGE, help = cli.HELP, version = core.versions().usersync,
+  local page = M.render{ usage = cli.USAGE, help = cli.HELP, exit_status = cli.EXIT_STATUS,
+    global_options = cli.GLOBAL_OPTIONS,
+    version = core.versions().usersync,
     date = os.date("!%Y-%m-%d", epoch and math.floor(epoch) or os.time()), datadir = datadir }
   -- Written to a temporary name and renamed, so an interrupted build never
   -- leaves a half page that make would consider up to date.

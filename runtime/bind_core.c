@@ -1,9 +1,10 @@
 /*
 ** bind_core.c: `usersync.core`, what the built-in Lua library needs from the
 ** host itself: library versions, memory accounting, terminal queries
-** (isatty, termsize) and sandboxed calls with an instruction budget and a
-** memory cap.
+** (isatty, termsize), sandboxed calls with an instruction budget and a
+** memory cap, and the command line's SIGINT (catch_interrupts, interrupted).
 */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -182,7 +183,47 @@ static int core_termsize(lua_State *L) {
   return 2;
 }
 
+/* SIGINTs received since core.catch_interrupts(). A signal handler can
+** reach nothing else, so this one counter is process-wide (like the signal). */
+static volatile sig_atomic_t interrupts = 0;
+
+/* The first SIGINT is counted (the command stops between operations); a
+** second one ends the process at once, as SIGINT does by default. */
+static void on_interrupt(int sig) {
+  if (interrupts > 0) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  interrupts = 1;
+}
+
+/* core.catch_interrupts() -> true | false when SIGINT was ignored when the
+** process started (a background job of a script): it stays ignored. */
+static int core_catch_interrupts(lua_State *L) {
+  struct sigaction old;
+  if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == SIG_IGN) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  lua_pushboolean(L, sigaction(SIGINT, &sa, NULL) == 0);
+  return 1;
+}
+
+/* core.interrupted() -> true once a SIGINT arrived (catch_interrupts). */
+static int core_interrupted(lua_State *L) {
+  lua_pushboolean(L, interrupts > 0);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"catch_interrupts", core_catch_interrupts},
+    {"interrupted", core_interrupted},
     {"isatty", core_isatty},
     {"termsize", core_termsize},
     {"versions", core_versions},

@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
 liblua5.4-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
 libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time
-groff-base man-db"
+groff-base man-db lua-check shellcheck systemd"
 
 missing=""
 for p in $PKGS; do
@@ -23,4 +23,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps: installing$missing"
 $SUDO apt-get update -qq
+# (the list is split into words on purpose)
+# shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

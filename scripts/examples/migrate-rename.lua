@@ -11,8 +11,16 @@
 -- expression matched against each username (case-insensitive), REPLACEMENT
 -- may use $1 / ${name}. Accounts whose new name is already taken are
 -- skipped and listed. Renames of accounts usersync links are recorded in
--- the store, so the next sync sees them as its own (no rename back, no
--- duplicate). Run it again to continue with the next stage.
+-- the store (no duplicate account, the link follows the new name).
+--
+-- It pairs with a policy change. The sync names accounts by its policy (the
+-- default: the Okta login), so the next sync would rename every migrated
+-- account back. Deploy a policy whose `user` hook gives the new names
+-- (scripts/examples/policy-strip-domain.lua for this example) together with
+-- the first stage, and keep scheduled syncs from running in between (stop
+-- usersync-sync.timer or usersync serve while migrating). With the policy in
+-- place, the accounts not yet migrated are renamed by the sync itself; run
+-- this script again to continue in stages instead.
 local re = require "usersync.re"
 
 local target_name, pattern, replacement, limit = arg[1], arg[2], arg[3], tonumber(arg[4] or "")
@@ -46,7 +54,7 @@ for _, old in ipairs(todo) do
   if limit and renamed >= limit then break end
   local new = assert(rx:gsub(old, replacement, 1))
   if new == old then
-    -- nothing to do
+    skipped[#skipped + 1] = ("%s (the replacement gives the same name)"):format(old)
   elseif taken[new:lower()] and new:lower() ~= old:lower() then
     skipped[#skipped + 1] = ("%s -> %s (taken)"):format(old, new)
   else

@@ -23,8 +23,9 @@ PY=${PYTHON3:-/usr/bin/python3}
 SECRET="bench-secret-$$"
 TMP=$(mktemp -d)
 SRV_PID=
+# shellcheck disable=SC2317  # (called by the trap below)
 cleanup() {
-  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
+  if [ -n "$SRV_PID" ]; then kill "$SRV_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM

@@ -2,7 +2,7 @@
 # The README's demo on the built binary (tests/demo-run.sh): check, plan,
 # sync, a second sync that writes nothing, history, and no simulator left.
 set -u
-cd "$SOURCE_DIR"
+cd "$SOURCE_DIR" || exit 1
 out=$(sh tests/demo-run.sh "$USERSYNC" 2>&1); rc=$?
 passed=0; failed=0
 check() { if eval "$2"; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAILED: $1"; fi; }

@@ -3,7 +3,7 @@
 # the generated organisation, cost exactly the requests the paging implies,
 # and leave no simulator running.
 set -u
-cd "$SOURCE_DIR"
+cd "$SOURCE_DIR" || exit 1
 out=$(sh tests/e2e/inventory-example.sh "$USERSYNC" 2>&1); rc=$?
 passed=0; failed=0
 check() { if eval "$2"; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAILED: $1"; fi; }

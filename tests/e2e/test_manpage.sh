@@ -8,7 +8,7 @@
 # with roff's special characters, a command missing from the usage list
 # and one missing from HELP, and each must come out literally.
 set -u
-cd "$SOURCE_DIR"
+cd "$SOURCE_DIR" || exit 1
 BUILD=$(dirname "$USERSYNC")
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
@@ -172,6 +172,6 @@ check "alternatives are both options" 'sed -n "/^OPTIONS\$/,/^EXIT STATUS\$/p" "
 check "option hyphens are \\- in the source" 'grep -q "\\\\-\\\\-with\\\\-hyphen" "$TMP/odd.1"'
 check "prose hyphens are plain" 'grep -q "e-mail" "$TMP/odd.1"'
 
-[ $failed -eq 0 ] || { echo "--- page:"; cat "$TMP/page.txt" | head -80; }
+[ $failed -eq 0 ] || { echo "--- page:"; head -80 "$TMP/page.txt"; }
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

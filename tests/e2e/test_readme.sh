@@ -6,7 +6,7 @@
 # naming each. Then the real README: every command runs with the exit
 # status and output expected, no token is printed, no simulator is left.
 set -u
-cd "$SOURCE_DIR"
+cd "$SOURCE_DIR" || exit 1
 PY=${PYTHON3:-/usr/bin/python3}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM

@@ -239,22 +239,22 @@ test("Okta failing mid-read: nothing deprovisioned, exit 3", function(t)
   for _, a in pairs(w:accounts("jira")) do t:eq(a.active, true, a.name) end
 end)
 
-test("a wrong Okta token: the read fails, nothing is changed, exit 3 with the reason", function(t)
+test("a wrong Okta token: the read fails, nothing is changed, exit 1 with the reason", function(t)
   local w <close> = base_world { sync = MANUAL, products = { "jira" } }
   t:eq(w:usersync("sync").code, 0)
   w:clear_requests()
   local r = require("support.proc").run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
     { env = { US_TEST_OKTA_TOKEN = "not-the-token", US_TEST_ATL_TOKEN = "test-token" } })
-  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:eq(r.code, 1, r.stdout .. r.stderr)
   t:contains(r.stderr, "reading okta failed")
-  t:contains(r.stderr, "nothing was planned for it")
+  t:contains(r.stderr, "the Okta read failed: nothing is planned or applied")
   t:eq(#w:writes("jira"), 0)
   t:ok(not (r.stdout .. r.stderr):find("not-the-token", 1, true), "token leaked")
   -- --force does not turn a failed read into "everyone left"
   r = require("support.proc").run({ os.getenv("USERSYNC"), "sync", "--force", "-c", w.config },
     { env = { US_TEST_OKTA_TOKEN = "not-the-token", US_TEST_ATL_TOKEN = "test-token" } })
-  t:eq(r.code, 3, r.stdout .. r.stderr)
-  t:contains(r.stderr, "--force does not apply to a failed read")
+  t:eq(r.code, 1, r.stdout .. r.stderr)
+  t:contains(r.stderr, "the Okta read failed: nothing is planned or applied")
   t:ok(not r.stdout:find("deactivate", 1, true), "no deactivation planned: " .. r.stdout)
   t:eq(#w:writes("jira"), 0)
   for name, a in pairs(w:accounts("jira")) do
@@ -424,7 +424,7 @@ test("--user reads only that user's accounts: a few requests per target, never t
   t:eq(okta_reads, 3)
 end)
 
-test("--user after the Okta app was deleted: an incomplete read, nobody deprovisioned", function(t)
+test("--user after the Okta app was deleted: a failed read (exit 1), nobody deprovisioned", function(t)
   local w <close> = base_world { sync = MANUAL, products = { "jira" } }
   t:eq(w:usersync("sync").code, 0)
   local st = w:okta_state()
@@ -432,7 +432,7 @@ test("--user after the Okta app was deleted: an incomplete read, nobody deprovis
   w.okta:put_state(st)
   w:clear_requests()
   local r = w:usersync("sync", "--user", "bob.stone@example.com")
-  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:eq(r.code, 1, r.stdout .. r.stderr)
   t:contains(r.stderr, "does not exist")
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, true, "bob kept")
   t:eq(#w:writes("jira"), 0)
@@ -483,7 +483,7 @@ test("an include_group hook that raises: the error is reported and no membership
   f:close()
   w:write_config({ policy = policy, groups = MANUAL.groups, defaults = MANUAL.defaults })
   local r = w:usersync("sync")
-  t:eq(r.code, 3, r.stdout .. r.stderr)
+  t:eq(r.code, 1, r.stdout .. r.stderr) -- a policy error is a failure; the safety stop still withheld the removal
   t:contains(r.stdout, policy .. ":1: cannot decide Ops")
   t:same(w:members_of("jira", "operations"), { "carol.king@example.com" }, "membership kept")
 end)

@@ -335,10 +335,8 @@ function M.run(e, run_plan, opts)
 
   local store_error = self.store_error
   if store_error then summary.error = store_error end
-  if summary.failed > 0 or (summary.problems or 0) > 0 or store_error then
-    summary.exit = M.EXIT_FAILED
-  end
-  if stop and not store_error then summary.exit = M.EXIT_SAFETY end
+  summary.exit = report.exit_code(run_plan, stop, summary.exit == M.EXIT_FAILED
+    or summary.failed > 0 or (summary.problems or 0) > 0 or store_error)
   return summary
 end
 

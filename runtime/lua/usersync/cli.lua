@@ -41,7 +41,7 @@ end
 M.eprint = eprint
 
 local USAGE = [[
-usage: usersync [--version] [--help] COMMAND [options]
+usage: usersync [--version] [--help] [-c FILE] [-q] [-v] COMMAND [options]
 
 commands:
   check            validate the config, reach every server, report versions and rights
@@ -55,16 +55,22 @@ commands:
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
-operation, request counts), also before the command: usersync -q sync.
-Progress goes to stderr: bars on a terminal, timestamped lines otherwise;
-colour only on a terminal without NO_COLOR (TERM=dumb: none).
-Exit codes: 0 done, 1 some operations failed, 2 usage or config error,
-3 stopped by a safety limit.
+operation, request counts). These global options go before or after the
+command (usersync -q sync, usersync sync -c FILE); long options take
+--name VALUE or --name=VALUE. Progress goes to stderr: bars on a terminal,
+timestamped lines otherwise; colour only on a terminal without NO_COLOR
+(TERM=dumb: none).
+Exit codes, the same on every command: 0 done; 1 a failure (a read that
+failed outright, a failed operation, a policy error or conflict, a lock
+held, a store that cannot be written); 2 usage or config error, also a
+--sync or --user that names nothing; 3 a safety limit or an incomplete
+read withheld the destructive changes; 4 plan --detailed-exitcode: changes
+pending; 130 interrupted (SIGINT). 1 wins over 3.
 ]]
 
 local HELP = {
   plan = [[
-usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME]
+usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME] [--detailed-exitcode]
 
 Reads Okta and every target and prints what a sync would change, grouped by
 target, each change with its reason, then a summary. Nothing is written to
@@ -72,8 +78,12 @@ any server; the store only learns that earlier runs whose process died were
 interrupted, and the outcome of their changes whose answer was lost (read
 from the targets). --json prints the machine form; --out FILE saves
 it for `usersync apply FILE`. --user limits the plan to one Okta user (login
-or id); --sync to one sync entry. Exit 0, or 3 when a safety limit would
-stop the destructive part of the plan.
+or id); --sync to one sync entry. Exit 0 planned without errors; 1 a read
+failed outright, a target could not be read, or a policy error or conflict;
+2 a --sync or --user that names nothing; 3 a safety limit or an incomplete
+read would withhold the destructive part (sync --force, or apply --force
+on the saved plan, applies it after review). --detailed-exitcode: 4 instead
+of 0 when the plan has changes (0: nothing to do). SIGINT: exit 130.
 ]],
   apply = [[
 usage: usersync apply [-c FILE] [--force] [--json] PLAN.json
@@ -81,9 +91,12 @@ usage: usersync apply [-c FILE] [--force] [--json] PLAN.json
 Applies exactly the plan saved by `usersync plan --out PLAN.json`. It reads
 Okta and the targets again first and refuses the plan (exit 2) when a
 destructive change in it is no longer planned (the base changed); changes
-planned since are not applied (run plan again). --force applies past the
-safety limits. Exit 0 done, 1 some operations failed, 3 stopped by a safety
-limit (nothing destructive applied).
+planned since are not applied (run plan again). Changes usersync itself
+applied since the plan was made do not count as a changed base. --force
+applies past the safety limits: the part of a reviewed plan a safety stop
+withheld. Exit 0 done, 1 a failure (a read, an operation, the lock,
+the store), 3 stopped by a safety limit (nothing destructive applied), 130
+interrupted (SIGINT, as for sync).
 ]],
   sync = [[
 usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--force] [--json]
@@ -92,8 +105,14 @@ Plans and applies in one step (what the scheduler runs). --user syncs one
 Okta user now (login or id). Safety: an incomplete or suspicious Okta read,
 more deprovisions than limits.max_deprovision or more membership removals
 than limits.max_membership_removals applies nothing destructive and exits
-3; --force overrides after review (never a failed read). Another run of the
-same sync holding the lock: fails at once (exit 1), reading nothing.
+3; --force overrides after review (never a failed read). A read that fails
+outright (credentials refused, app not found, server unreachable), a failed
+operation, a policy error or conflict: exit 1. Another run of the same sync
+holding the lock, or a store that cannot be written: fails at once (exit 1),
+reading nothing. A --sync or --user that names nothing: exit 2. SIGINT
+(Ctrl-C) stops between operations (those in flight finish), records the run
+as interrupted with what was done, and exits 130; a second SIGINT ends it
+at once.
 ]],
   history = [[
 usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]
@@ -163,41 +182,114 @@ traceback and exits 1; a script that returns an integer exits with it.
 ]],
 }
 
--- Splits argv into options and positional arguments. Options the command
--- does not know are usage errors. Stops at the first positional for `run`.
+-- The options of each command (name -> "flag" | "value"), besides the
+-- global ones (GLOBAL), which every command takes, before or after its name.
+local SPECS = {
+  check = { json = "flag", ["config-only"] = "flag" },
+  plan = { json = "flag", out = "value", user = "value", sync = "value", ["detailed-exitcode"] = "flag" },
+  apply = { json = "flag", force = "flag" },
+  sync = { json = "flag", user = "value", sync = "value", force = "flag" },
+  run = { ["dry-run"] = "flag" },
+  history = { json = "flag", sync = "value", limit = "value" },
+  show = { json = "flag" },
+  serve = {},
+}
+local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
+local SHORT = { c = "config", q = "quiet", v = "verbose", h = "help" }
+
+-- Edit distance of two short words, a swap of two neighbours counting
+-- as one edit (for "did you mean").
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+
+-- The candidate nearest to word, when near enough to be a typo; nil else.
+local function nearest(word, candidates)
+  local best, best_d
+  for _, c in ipairs(candidates) do
+    local d = distance(word, c)
+    if c:sub(1, #word) == word and #word >= 2 then d = math.min(d, 1) end
+    if (not best_d or d < best_d or (d == best_d and c < best)) then best, best_d = c, d end
+  end
+  if best and best_d <= math.max(1, math.min(2, #word // 3)) then return best end
+  return nil
+end
+M.nearest = nearest
+
+local function unknown_option(opt, spec)
+  local names = {}
+  for name in pairs(spec) do names[#names + 1] = "--" .. name end
+  for name in pairs(GLOBAL) do names[#names + 1] = "--" .. name end
+  table.sort(names)
+  local near = opt:sub(1, 2) == "--" and nearest(opt, names)
+  return "unknown option " .. opt .. (near and (" (did you mean " .. near .. "?)") or "")
+end
+
+-- Splits argv (from index start) into options and positional arguments,
+-- as GNU getopt_long does: --name VALUE or --name=VALUE, -c FILE or -cFILE,
+-- short flags bundled (-qv), "--" ends the options. spec: the command's
+-- options; the global ones are taken too, and those given before the
+-- command (out.global) are the defaults. Unknown options are usage errors.
+-- stop_at_positional (run): everything from the first positional on is
+-- positional (the script's own arguments).
 local function parse(args, start, spec, stop_at_positional)
   local opts, pos = {}, {}
+  for k, v in pairs(out.global) do opts[k] = v end
   local i = start
   while i <= #args do
     local a = args[i]
-    if (a == "-c" or a == "--config") then
-      if not args[i + 1] then return nil, a .. " needs a file" end
-      opts.config = args[i + 1]
-      i = i + 2
-    elseif a == "--" then
+    if a == "--" then
       for j = i + 1, #args do pos[#pos + 1] = args[j] end
       break
-    elseif a:sub(1, 2) == "--" and spec[a:sub(3)] ~= nil then
-      local name = a:sub(3)
-      if spec[name] == "value" then
-        if not args[i + 1] then return nil, a .. " needs a value" end
-        opts[name] = args[i + 1]
-        i = i + 2
+    elseif a:sub(1, 2) == "--" then
+      local name, value = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:sub(3)
+      local kind = spec[name] or GLOBAL[name]
+      if not kind then return nil, unknown_option(a:match("^[^=]*"), spec) end
+      if kind == "value" then
+        if not value then
+          value = args[i + 1]
+          if value == nil then return nil, "--" .. name .. " needs a value" end
+          i = i + 1
+        end
+        opts[name] = value
       else
+        if value then return nil, "--" .. name .. " takes no value" end
         opts[name] = true
-        i = i + 1
       end
-    elseif a == "-h" then
-      opts.help = true
-      i = i + 1
-    elseif a == "-q" or a == "--quiet" then
-      opts.quiet = true
-      i = i + 1
-    elseif a == "-v" or a == "--verbose" then
-      opts.verbose = true
       i = i + 1
     elseif a:sub(1, 1) == "-" and #a > 1 then
-      return nil, "unknown option " .. a
+      local j = 2
+      while j <= #a do
+        local ch = a:sub(j, j)
+        local name = SHORT[ch]
+        if not name then return nil, unknown_option(#a == 2 and a or ("-" .. ch), spec) end
+        if GLOBAL[name] == "value" then
+          local value = a:sub(j + 1)
+          if value == "" then
+            value = args[i + 1]
+            if value == nil then return nil, "-" .. ch .. " needs a value" end
+            i = i + 1
+          end
+          opts[name] = value
+          break
+        end
+        opts[name] = true
+        j = j + 1
+      end
+      i = i + 1
     else
       pos[#pos + 1] = a
       i = i + 1
@@ -210,11 +302,26 @@ local function parse(args, start, spec, stop_at_positional)
   return opts, pos
 end
 
+-- The exit statuses, one meaning each on every command (the man page's
+-- EXIT STATUS; the README has the same table).
+M.EXIT_STATUS = {
+  { "0", "Done; for plan: planned without errors." },
+  { "1", "A failure: a read failed outright (credentials refused, the Okta app or user not found, a server unreachable), a target could not be read, an operation failed, a policy error or username conflict, another run holding the lock, a store that cannot be written; usersync show RUN lists what failed. For check: a server is not ready. For run: the script raised an error." },
+  { "2", "Usage or config error, including a selector that names nothing (--sync NAME not in the config, --user naming no Okta user and no linked account); apply refusing a plan whose base changed." },
+  { "3", "A safety limit, or an incomplete or invalid read (a page that failed past its retries, an invalid record), withheld the destructive changes: nothing destructive was applied. Review the plan, then use --force (sync, or apply on a saved plan). When a failure happened too, the status is 1." },
+  { "4", "plan --detailed-exitcode only: the plan has changes (without changes: 0)." },
+  { "130", "Interrupted by SIGINT: plan, sync and apply stop between operations, record the run as interrupted and print what was done." },
+}
+
+-- The options every command takes, before or after its name (man page).
+M.GLOBAL_OPTIONS = { ["-c"] = true, ["-q"] = true, ["-v"] = true, ["--help"] = true }
+
 -- The help texts, for the man page generator (cmake/, issue 7).
 M.USAGE, M.HELP = USAGE, HELP
 
--- Commands whose log lines stay "auto" (JSON off a terminal); the others
--- write plain text lines off a terminal too.
+-- Commands whose log lines are "auto" (JSON off a terminal) unless
+-- USERSYNC_LOG_FORMAT says otherwise; the others write text lines off a
+-- terminal too (USERSYNC_LOG_FORMAT=auto or json: JSON lines).
 local AUTO_LOG_FORMAT = { run = true }
 
 -- Sets up stderr for a command after its options are parsed: the log level
@@ -229,8 +336,11 @@ local function setup_output(opts, cmd)
   local verbose = (opts.verbose or out.global.verbose) and not quiet
   local level = quiet and "warn" or (verbose and "debug" or log.level())
   local env_format = os.getenv("USERSYNC_LOG_FORMAT")
-  local format = (env_format == "json" or env_format == "text") and env_format
-    or (AUTO_LOG_FORMAT[cmd] and (core.isatty(2) and "text" or "json") or "text")
+  if env_format ~= "json" and env_format ~= "text" and env_format ~= "auto" then env_format = nil end
+  if env_format == "auto" or (not env_format and AUTO_LOG_FORMAT[cmd]) then
+    env_format = core.isatty(2) and "text" or "json"
+  end
+  local format = env_format or "text"
   out.quiet, out.verbose = quiet, verbose
   out.color_err = progress.color_allowed(core.isatty(2))
   out.color_out = progress.color_allowed(core.isatty(1))
@@ -248,14 +358,14 @@ local commands = {}
 local function check_servers(cfg)
   local engine = require("usersync.engine")
   local e = assert(engine.open(cfg, { no_store = true }))
-  local out, all_ok = { sources = {}, targets = {} }, true
+  local found, all_ok = { sources = {}, targets = {} }, true
   local names = {}
   for name in pairs(cfg.sources) do names[#names + 1] = name end
   table.sort(names)
   for _, name in ipairs(names) do
     local ok, r = pcall(function() return e:source(name):check() end)
     if not ok then r = { ok = false, reachable = false, error = tostring(r) } end
-    out.sources[name] = r
+    found.sources[name] = r
     all_ok = all_ok and r.ok == true
   end
   names = {}
@@ -265,11 +375,11 @@ local function check_servers(cfg)
     local ok, r = pcall(function() return e:target(name):check() end)
     if not ok then r = { reachable = false, detail = tostring(r) } end
     r.ok = r.reachable == true and r.admin ~= false and r.code == nil
-    out.targets[name] = r
+    found.targets[name] = r
     all_ok = all_ok and r.ok
   end
   e:close()
-  return out, all_ok
+  return found, all_ok
 end
 
 local function status_word(st)
@@ -357,7 +467,7 @@ local function store_text(st)
 end
 
 function commands.check(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag", ["config-only"] = "flag" })
+  local opts, pos = parse(args, 2, SPECS.check)
   if not opts then eprint("usersync check: " .. pos); return EXIT_USAGE end
   setup_output(opts, "check")
   if opts.help then io.write(HELP.check); return EXIT_OK end
@@ -370,10 +480,10 @@ function commands.check(args)
   if opts.json then
     local json = require "usersync.json"
     for i, e in ipairs(errors) do errors[i] = secrets.mask(e) end
-    local out = { config = path, valid = cfg ~= nil, errors = json.array(errors),
+    local doc = { config = path, valid = cfg ~= nil, errors = json.array(errors),
                   warnings = json.array(cfg and cfg._warnings or {}), store = store,
                   servers = checks and mask_free_text(checks) }
-    io.write(assert(json.encode(out, { sort_keys = true })), "\n")
+    io.write(assert(json.encode(doc, { sort_keys = true })), "\n")
     if not cfg then return EXIT_USAGE end
     if store and store.error then return EXIT_FAILED end
     return (checks and not all_ok) and EXIT_FAILED or EXIT_OK
@@ -405,6 +515,21 @@ function commands.check(args)
   return code
 end
 
+-- Exit 2 when a selector names nothing: --sync NAME not in the config.
+local function check_sync_name(cfg, name, cmd, known_runs)
+  if not name then return true end
+  local names = {}
+  for _, s in ipairs(cfg.sync) do
+    if s.name == name then return true end
+    names[#names + 1] = s.name
+  end
+  if known_runs and known_runs(name) then return true end
+  local near = nearest(name, names)
+  eprint(("usersync %s: no sync entry '%s' (known: %s)%s"):format(cmd, name, table.concat(names, ", "),
+    near and (("; did you mean %s?"):format(near)) or ""))
+  return false
+end
+
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
 local function load_config(opts, cmd)
   local path = opts.config or "usersync.conf.lua"
@@ -426,7 +551,7 @@ local function open_store(cfg, cmd)
 end
 
 function commands.history(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag", sync = "value", limit = "value" })
+  local opts, pos = parse(args, 2, SPECS.history)
   if not opts then eprint("usersync history: " .. pos); return EXIT_USAGE end
   setup_output(opts, "history")
   if opts.help then io.write(HELP.history); return EXIT_OK end
@@ -437,6 +562,10 @@ function commands.history(args)
   if not cfg then return EXIT_USAGE end
   local db = open_store(cfg, "history")
   if not db then return EXIT_FAILED end
+  -- a sync entry since removed from the config still has its runs
+  if not check_sync_name(cfg, opts.sync, "history", function(name)
+    return db:first("SELECT 1 AS x FROM runs WHERE sync = ? LIMIT 1", name) ~= nil
+  end) then db:close(); return EXIT_USAGE end
   local history = require "usersync.history"
   local runs = history.runs(db, { sync = opts.sync, limit = limit })
   db:close()
@@ -452,7 +581,7 @@ function commands.history(args)
 end
 
 function commands.show(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag" })
+  local opts, pos = parse(args, 2, SPECS.show)
   if not opts then eprint("usersync show: " .. pos); return EXIT_USAGE end
   setup_output(opts, "show")
   if opts.help then io.write(HELP.show); return EXIT_OK end
@@ -507,7 +636,10 @@ local function start_engine(opts, cmd, trigger)
   if not cfg then return nil, EXIT_USAGE end
   local engine = require "usersync.engine"
   out.failures = {}
-  local e, err = engine.open(cfg, { trigger = trigger or "manual", progress = function(ev)
+  -- SIGINT: the first stops between operations (exit 130), a second ends
+  -- the process at once.
+  core.catch_interrupts()
+  local e, err = engine.open(cfg, { trigger = trigger or "manual", should_stop = core.interrupted, progress = function(ev)
     -- Showing progress must never fail a read or an apply.
     local shown, why = pcall(out.reporter.event, out.reporter, ev)
     if not shown then require("usersync.log").debug("progress: %s", tostring(why)) end
@@ -517,7 +649,7 @@ local function start_engine(opts, cmd, trigger)
     end
   end })
   if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
-  return e
+  return e, cfg
 end
 
 -- --verbose: what each HTTP client did (requests, retries, rate-limit waits).
@@ -539,6 +671,7 @@ end
 -- ("usersync sync: reading jira failed: 401 Unauthorized (EAUTH)"), then
 -- what that meant for the run, indented.
 local function finish_engine(e, cmd)
+  out.reported = {}
   log_http_stats(e)
   e:close()
   for _, ev in ipairs(out.failures or {}) do
@@ -555,6 +688,7 @@ local function finish_engine(e, cmd)
     else
       first = plain:match("^[^\n]*")
     end
+    if ev.phase == "okta" then out.reported[tostring(ev.name)] = true end
     local code = ev.code and not first:find(ev.code, 1, true) and (" (" .. ev.code .. ")") or ""
     local detail = {}
     if plain ~= first then detail[#detail + 1] = plain end
@@ -571,73 +705,151 @@ local function finish_engine(e, cmd)
   out.failures = {}
 end
 
-local function print_stop(stop, cmd, hard)
-  eprint(("usersync %s: stopped by a safety limit; nothing destructive was applied:"):format(cmd or "sync"))
+-- What stopped the destructive part of a plan, on stderr: first each
+-- source read that failed outright (a failure, exit 1; its headline is
+-- printed here unless finish_engine printed it), then the safety stops of
+-- the other entries (exit 3).
+local function print_stop(run_plan, cmd, force)
+  local report = require "usersync.report"
+  local failed = {}
+  for _, s in ipairs(report.failed_reads(run_plan)) do
+    failed[s] = true
+    if not out.reported[s.source] then
+      eprint(("usersync %s: reading %s failed: %s\nnothing was planned or applied for sync %q")
+        :format(cmd, tostring(s.source), tostring(s.read.problems and s.read.problems[1] or s.read.code), s.name))
+      out.reported[s.source] = true
+    end
+  end
+  local rest = {}
+  for _, s in ipairs(run_plan.syncs) do if not failed[s] then rest[#rest + 1] = s end end
+  local stop, hard = report.safety({ syncs = rest }, { force = force })
+  if not stop then return end
+  eprint(("usersync %s: stopped by a safety limit; nothing destructive was applied:"):format(cmd))
   for _, r in ipairs(stop) do eprint("  " .. r) end
   if hard then
     eprint("  fix the failed read (see above) and run again; --force does not apply to a failed read")
+  elseif cmd == "plan" then
+    eprint("  review the plan; usersync sync --force (or apply --force on a plan saved with --out) applies it anyway")
   else
     eprint("  review the plan, then run again with --force to apply it anyway")
   end
 end
 
+-- Exit 2 when --user names nobody: Okta has no such user and no account
+-- is linked to that login or id, in any entry planned.
+local function check_user(run_plan, login, cmd)
+  if not login or #run_plan.syncs == 0 then return true end
+  for _, s in ipairs(run_plan.syncs) do
+    local unknown = false
+    for _, u in ipairs(s.unknown_users or {}) do unknown = unknown or u == login end
+    if not unknown then return true end
+  end
+  eprint(("usersync %s: no Okta user '%s' (by login or id), and no account linked to it"):format(cmd, login))
+  return false
+end
+
+-- The exit status of an interrupted command, and its message.
+local EXIT_INTERRUPTED = 130
+local function interrupted(cmd, what)
+  eprint(("usersync %s: interrupted (SIGINT); %s"):format(cmd, what))
+  return EXIT_INTERRUPTED
+end
+
 function commands.plan(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag", out = "value", user = "value", sync = "value" })
+  local opts, pos = parse(args, 2, SPECS.plan)
   if not opts then eprint("usersync plan: " .. pos); return EXIT_USAGE end
   setup_output(opts, "plan")
   if opts.help then io.write(HELP.plan); return EXIT_OK end
   if #pos > 0 then eprint("usersync plan: unexpected argument " .. pos[1]); return EXIT_USAGE end
-  local e, code = start_engine(opts, "plan")
-  if not e then return code end
+  local e, cfg = start_engine(opts, "plan")
+  if not e then return cfg end
+  if not check_sync_name(cfg, opts.sync, "plan") then e:close(); return EXIT_USAGE end
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
   finish_engine(e, "plan")
+  if not run_plan and core.interrupted() then return interrupted("plan", "nothing was planned") end
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end
+  if not check_user(run_plan, opts.user, "plan") then return EXIT_USAGE end
   if not print_plan(run_plan, opts) then return EXIT_FAILED end
-  local stop, hard = require("usersync.report").safety(run_plan)
-  if stop then print_stop(stop, "plan", hard); return 3 end
-  return EXIT_OK
+  local report = require "usersync.report"
+  local stop = report.safety(run_plan)
+  print_stop(run_plan, "plan", false)
+  local code = report.exit_code(run_plan, stop)
+  if code == EXIT_OK and opts["detailed-exitcode"] and report.has_changes(run_plan) then code = 4 end
+  return code
 end
 
-local function print_summary(summary, opts, cmd)
+local function print_summary(summary, opts, cmd, run_plan)
   if opts.json then
     local json = require "usersync.json"
     io.write(assert(json.encode({ exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
-      failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil },
+      failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil,
+      interrupted = summary.interrupted },
       { sort_keys = true })), "\n")
   else
-    io.write(("applied %d change%s, %d failed%s%s; run %s (usersync show RUN for details)\n"):format(
+    io.write(("applied %d change%s, %d failed%s%s; %s\n"):format(
       summary.ok, summary.ok == 1 and "" or "s", summary.failed,
       (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
       (summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "")
         .. ((summary.withheld_leads or 0) > 0 and (", " .. summary.withheld_leads .. " deprovision(s) withheld (a hand-over of leads failed)") or ""),
-      table.concat(summary.runs, ", ")))
+      #summary.runs > 0 and ("run %s (usersync show RUN for details)"):format(table.concat(summary.runs, ", "))
+        or "no run recorded"))
   end
   if summary.error then eprint(("usersync %s: %s"):format(cmd, summary.error)) end
-  if summary.stop then print_stop(summary.stop, cmd, summary.stop_hard) end
+  if summary.stop then print_stop(run_plan, cmd, opts.force) end
+end
+
+-- The exit status of an apply: summary.exit, or 130 after a SIGINT.
+local function apply_exit(summary, cmd)
+  if summary.interrupted then
+    return interrupted(cmd, ("stopped between operations: %d applied, %d failed; run %s is recorded as interrupted, the next run plans the rest")
+      :format(summary.ok, summary.failed, table.concat(summary.runs, ", ")))
+  end
+  return summary.exit
 end
 
 function commands.sync(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag", user = "value", sync = "value", force = "flag" })
+  local opts, pos = parse(args, 2, SPECS.sync)
   if not opts then eprint("usersync sync: " .. pos); return EXIT_USAGE end
   setup_output(opts, "sync")
   if opts.help then io.write(HELP.sync); return EXIT_OK end
   if #pos > 0 then eprint("usersync sync: unexpected argument " .. pos[1]); return EXIT_USAGE end
-  local e, code = start_engine(opts, "sync")
-  if not e then return code end
+  local e, cfg = start_engine(opts, "sync")
+  if not e then return cfg end
+  if not check_sync_name(cfg, opts.sync, "sync") then e:close(); return EXIT_USAGE end
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, lock = true }
-  if not run_plan then finish_engine(e, "sync"); eprint("usersync sync: " .. err); return ecode or EXIT_FAILED end
+  if not run_plan then
+    finish_engine(e, "sync")
+    if core.interrupted() then return interrupted("sync", "nothing was applied") end
+    eprint("usersync sync: " .. err)
+    return ecode or EXIT_FAILED
+  end
+  if not check_user(run_plan, opts.user, "sync") then e:unlock_entries(); finish_engine(e, "sync"); return EXIT_USAGE end
   if not opts.json and not out.quiet then
     require("usersync.report").write_plan_text(require("usersync.planfile").scrub(run_plan), io.write,
       { color = out.color_out })
   end
   local summary = e:apply(run_plan, { force = opts.force, command = "sync" })
   finish_engine(e, "sync")
-  print_summary(summary, opts, "sync")
-  return summary.exit
+  print_summary(summary, opts, "sync", run_plan)
+  return apply_exit(summary, "sync")
+end
+
+-- The predicate planfile.compare asks: did a run of usersync apply this
+-- operation of a saved plan since the plan was made (its journal says
+-- done)? Then its absence from a fresh plan is usersync's own doing.
+local function applied_since(db, created)
+  if type(created) ~= "string" then return nil end
+  return function(sync, op)
+    local row = db:first([[SELECT 1 AS x FROM operations o JOIN runs r ON r.id = o.run_id
+        WHERE r.sync = ? AND o.target = ? AND o.kind = ? AND lower(o.subject) = lower(?) AND o.status = 'done'
+          AND r.started >= ? AND (?6 IS NULL OR lower(json_extract(o.detail, '$.group')) = lower(?6)) LIMIT 1]],
+      sync, op.target, op.kind, op.subject, created, op.group)
+    return row ~= nil
+  end
 end
 
 function commands.apply(args)
-  local opts, pos = parse(args, 2, { help = "flag", json = "flag", force = "flag" })
+  local opts, pos = parse(args, 2, SPECS.apply)
   if not opts then eprint("usersync apply: " .. pos); return EXIT_USAGE end
   setup_output(opts, "apply")
   if opts.help then io.write(HELP.apply); return EXIT_OK end
@@ -653,8 +865,13 @@ function commands.apply(args)
   local e, code = start_engine(opts, "apply")
   if not e then return code end
   local fresh, err, ecode = e:plan{ user = saved.scope, lock = true }
-  if not fresh then finish_engine(e, "apply"); eprint("usersync apply: " .. err); return ecode or EXIT_FAILED end
-  local verdict = planfile.compare(saved, fresh)
+  if not fresh then
+    finish_engine(e, "apply")
+    if core.interrupted() then return interrupted("apply", "nothing was applied") end
+    eprint("usersync apply: " .. err)
+    return ecode or EXIT_FAILED
+  end
+  local verdict = planfile.compare(saved, fresh, applied_since(e.db, saved.created))
   if #verdict.unsafe > 0 then
     finish_engine(e, "apply")
     eprint(("usersync apply: refusing %s: the base changed since it was made:"):format(file))
@@ -674,6 +891,9 @@ function commands.apply(args)
       p.ops = ops
     end
   end
+  if #verdict.done > 0 and not out.quiet then
+    io.write(("%d change%s of the plan already applied by usersync since it was made\n"):format(#verdict.done, #verdict.done == 1 and "" or "s"))
+  end
   if #verdict.obsolete > 0 and not out.quiet then
     io.write(("%d change%s of the plan no longer needed (already done or superseded)\n"):format(#verdict.obsolete, #verdict.obsolete == 1 and "" or "s"))
   end
@@ -682,12 +902,12 @@ function commands.apply(args)
   end
   local summary = e:apply(fresh, { force = opts.force, command = "apply" })
   finish_engine(e, "apply")
-  print_summary(summary, opts, "apply")
-  return summary.exit
+  print_summary(summary, opts, "apply", fresh)
+  return apply_exit(summary, "apply")
 end
 
 function commands.serve(args)
-  local opts, pos = parse(args, 2, { help = "flag" })
+  local opts, pos = parse(args, 2, SPECS.serve)
   if not opts then eprint("usersync serve: " .. pos); return EXIT_USAGE end
   if opts.help then io.write(HELP.serve); return EXIT_OK end
   if #pos > 0 then eprint("usersync serve: unexpected argument " .. pos[1]); return EXIT_USAGE end
@@ -705,7 +925,7 @@ local function script_dir(path)
 end
 
 function commands.run(args)
-  local opts, pos = parse(args, 2, { help = "flag", ["dry-run"] = "flag" }, true)
+  local opts, pos = parse(args, 2, SPECS.run, true)
   if not opts then eprint("usersync run: " .. pos); return EXIT_USAGE end
   setup_output(opts, "run")
   if opts.help then io.write(HELP.run); return EXIT_OK end
@@ -752,31 +972,51 @@ local function version()
   return EXIT_OK
 end
 
+-- Where an option given before the command belongs (for its message).
+local function owner_of(name)
+  local names = {}
+  for cmd, spec in pairs(SPECS) do if spec[name] then names[#names + 1] = cmd end end
+  table.sort(names)
+  return names
+end
+
 function M.main(args)
-  -- Global options before the command: usersync -q sync, usersync --verbose plan.
+  -- Global options before the command: usersync -q sync, usersync -c FILE plan.
   out.global = {}
   out.color_err = require("usersync.progress").color_allowed(core.isatty(2))
-  while args[1] == "-q" or args[1] == "--quiet" or args[1] == "-v" or args[1] == "--verbose" do
-    if args[1]:find("q") then out.global.quiet = true else out.global.verbose = true end
-    table.remove(args, 1)
+  local pre, rest = parse(args, 1, { version = "flag" }, true)
+  if not pre then
+    local name = rest:match("^unknown option %-%-([%w-]+)")
+    local owners = name and owner_of(name) or {}
+    if #owners > 0 then
+      rest = ("option --%s goes after the command (usersync %s --%s)"):format(name, #owners == 1 and owners[1] or "COMMAND", name)
+    end
+    eprint("usersync: " .. rest .. " (see usersync --help)")
+    return EXIT_USAGE
   end
-  local cmd = args[1]
-  if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
-    local topic = cmd == "help" and args[2]
+  if pre.version then return version() end
+  out.global = { config = pre.config, quiet = pre.quiet, verbose = pre.verbose, help = pre.help }
+  local cmd = rest[1]
+  if cmd == "version" then return version() end
+  if cmd == nil or cmd == "help" then
+    local topic = cmd == "help" and rest[2]
     if topic and HELP[topic] then io.write(HELP[topic]) else io.write(USAGE) end
-    return cmd == nil and EXIT_USAGE or EXIT_OK
+    return (cmd == nil and not pre.help) and EXIT_USAGE or EXIT_OK
   end
-  if cmd == "--version" or cmd == "version" then return version() end
   local f = commands[cmd]
   if not f then
-    eprint("usersync: unknown command '" .. cmd .. "' (see usersync --help)")
+    local names = { "help", "version" }
+    for name in pairs(commands) do names[#names + 1] = name end
+    local near = nearest(cmd, names)
+    eprint("usersync: unknown command '" .. cmd .. "'" .. (near and (" (did you mean " .. near .. "?)") or "")
+      .. " (see usersync --help)")
     return EXIT_USAGE
   end
   -- An unfinished bar is removed however the command ends.
   local _ <close> = setmetatable({}, { __close = function()
     if out.reporter then out.reporter:close() end
   end })
-  return f(args)
+  return f(rest)
 end
 
 return M

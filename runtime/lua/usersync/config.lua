@@ -40,11 +40,6 @@ M.nodes = { str = str, bool = bool, int = int, enum = enum, list = list, map = m
             record = record, secret = secret, duration = duration, url = url,
             pattern = pattern, oneof = oneof, path = path }
 
-local http_opts = {
-  ca_file = path(), timeout = duration(), concurrency = int { min = 1, max = 64 },
-  insecure_skip_verify = bool(),
-}
-
 local source = record({
   type = enum({ "okta" }, { required = true }),
   url = url { required = true },

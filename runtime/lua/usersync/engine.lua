@@ -273,8 +273,9 @@ function Engine:plan_entry(run, s)
   if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
 
   local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
-                  users_in_scope = #src.users,
-                  read = { complete = src.complete, problems = src.problems } }
+                  users_in_scope = #src.users, unknown_users = src.unknown,
+                  read = { complete = src.complete, problems = src.problems,
+                           code = src.error and (src.code or "EREAD") } }
   local problems = entry.read.problems
 
   if not run.users and src.error then

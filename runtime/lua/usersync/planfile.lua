@@ -12,6 +12,7 @@
 --   -- verdict.unsafe: reasons to refuse (a destructive op no longer planned)
 --   -- verdict.obsolete: harmless saved ops no longer needed (skipped)
 --   -- verdict.new: ops planned now but not in the saved plan (not applied)
+--   -- verdict.done: saved ops usersync applied since (compare's done predicate)
 --   planfile.scrub(run_plan)   -- secrets out of its free texts (write does it too)
 --
 -- A plan is data: its names, groups and payloads are written exactly as
@@ -182,14 +183,17 @@ function M.decode(text)
 end
 
 -- Compares a saved plan with a fresh one computed now. See the header.
-function M.compare(saved, fresh)
+-- done(sync, op) (optional): true when usersync itself applied op since the
+-- plan was made (a sync, or apply without --force, before a safety stop);
+-- such an op is in verdict.done, not a reason to refuse.
+function M.compare(saved, fresh, done)
   local now = {}
   for _, s in ipairs(fresh.syncs) do
     for _, tp in ipairs(s.targets) do
       for _, o in ipairs(tp.ops) do now[M.key(s.name, o)] = { sync = s.name, op = o } end
     end
   end
-  local verdict = { apply = {}, unsafe = {}, obsolete = {}, new = {} }
+  local verdict = { apply = {}, unsafe = {}, obsolete = {}, new = {}, done = {} }
   local in_saved = {}
   for _, s in ipairs(saved.syncs) do
     for _, tp in ipairs(s.targets) do
@@ -198,6 +202,8 @@ function M.compare(saved, fresh)
         in_saved[k] = true
         if now[k] then
           verdict.apply[#verdict.apply + 1] = { sync = s.name, op = o }
+        elseif done and done(s.name, o) then
+          verdict.done[#verdict.done + 1] = { sync = s.name, op = o }
         elseif M.DESTRUCTIVE[o.kind] then
           verdict.unsafe[#verdict.unsafe + 1] = ("%s %s %s in %s is no longer planned: the targets or Okta changed since the plan was made")
             :format(s.name, o.kind, o.subject .. (o.group and (" / " .. o.group) or ""), o.target)

@@ -175,4 +175,56 @@ function M.safety(run_plan, opts)
   return reasons, #hard > 0
 end
 
+-- Error codes of a source read that failed outright: the credentials were
+-- refused, the app or user does not exist, the server cannot be reached.
+-- Such a read is a failure (exit 1), not a safety stop (exit 3); a read cut
+-- short or holding an invalid record (a server error past its retries, a
+-- malformed page) withholds the destructive changes and is a safety stop.
+-- (ERESPONSE, an answer that is not what the API returns, is not among them:
+-- it also names an invalid record, which withholds like a failed page.)
+M.OUTRIGHT = { EAUTH = true, EFORBIDDEN = true, ENOTFOUND = true, ECONFIG = true,
+               ECONNREFUSED = true, EDNS = true, ETLS = true, EPROXY = true, EURL = true,
+               ETIMEDOUT = true }
+
+-- The sync entries of a plan whose source read failed outright (OUTRIGHT).
+function M.failed_reads(run_plan)
+  local out = {}
+  for _, s in ipairs(run_plan.syncs) do
+    if s.read and s.read.code and M.OUTRIGHT[s.read.code] then out[#out + 1] = s end
+  end
+  return out
+end
+
+-- Whether a plan holds something that failed: an outright read failure, a
+-- target that could not be read, a conflict or a policy error.
+function M.has_failures(run_plan)
+  if #M.failed_reads(run_plan) > 0 then return true end
+  for _, s in ipairs(run_plan.syncs) do
+    for _, tp in ipairs(s.targets) do
+      if tp.read_error or #tp.conflicts > 0 or #tp.errors > 0 then return true end
+    end
+  end
+  return false
+end
+
+-- Whether a plan changes anything (plan --detailed-exitcode).
+function M.has_changes(run_plan)
+  for _, s in ipairs(run_plan.syncs) do
+    for _, tp in ipairs(s.targets) do
+      if #tp.ops > 0 then return true end
+    end
+  end
+  return false
+end
+
+-- The exit status of a plan, a sync or an apply (one table for every
+-- command): 1 when something failed, else 3 when a safety stop withheld
+-- destructive changes, else 0. failed: the apply's own failures (operations,
+-- the store).
+function M.exit_code(run_plan, stop, failed)
+  if failed or M.has_failures(run_plan) then return 1 end
+  if stop then return 3 end
+  return 0
+end
+
 return M

@@ -76,7 +76,7 @@ local function app_missing(e, src, scfg)
     end
     e.apps_seen[scfg.app_id] = seen
   end
-  if seen then return failure(seen) end
+  if seen then return failure(seen, "ENOTFOUND") end
   return nil
 end
 
@@ -175,8 +175,20 @@ local function merge_user(e, out, seen, r, s, by_id)
     -- An id Okta no longer has (hard-deleted) is its own link key; a login
     -- is matched against the linked account names.
     out.only[r.only_missing] = true
-    if not by_id then
-      for _, id in ipairs(linked_ids(e, s, r.only_missing)) do out.only[id] = true end
+    local linked = false
+    for _, tname in ipairs(s.targets) do
+      for id, acct in pairs(state.links(e.db, s.name, tname)) do
+        if id == r.only_missing then linked = true end
+        if not by_id and acct:lower() == r.only_missing:lower() then
+          out.only[id] = true
+          linked = true
+        end
+      end
+    end
+    -- --user naming nothing Okta or the store knows: a usage error
+    if not linked then
+      out.unknown = out.unknown or {}
+      out.unknown[#out.unknown + 1] = r.only_missing
     end
   end
 end
