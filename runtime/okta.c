@@ -1160,7 +1160,7 @@ static int check_record(enum rec kind, const struct us_jval *r, char *why, size_
 }
 
 /* Checks every record of a page (or the object of a get): 0, or -1 with
-** err (OKTA_BAD_RECORD) naming the read, the page and the record. */
+** err (ERESPONSE) naming the read, the page and the record. */
 static int check_records(const struct oreq *q, const struct us_http_response *r,
                          const struct us_jval *root, int single, size_t page,
                          struct us_okta_error *err) {

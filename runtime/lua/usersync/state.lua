@@ -437,12 +437,12 @@ function M.skip_pending(db, run_id, reason)
       WHERE run_id = ? AND status = 'pending']], reason, run_id)
 end
 
--- Closes the runs process `pid` left running (a run that raised after it
+-- Closes the runs process `run_pid` left running (a run that raised after it
 -- began): failed, with message err.
-function M.fail_running(db, pid, err)
+function M.fail_running(db, run_pid, err)
   return db:exec([[UPDATE runs SET outcome = 'failed', error = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE outcome = 'running' AND pid = ?]],
-    secrets.mask(err), pid)
+    secrets.mask(err), run_pid)
 end
 
 -- When the last full run of a sync entry ended (any outcome), or the last
