@@ -141,24 +141,17 @@ static const char *opt_field(lua_State *L, int t, const char *k) {
 
 /* ---------------------------------------------------------------- client */
 
+/* budget_share: a fraction in (0,1] ("N%" is turned into one by okta.lua,
+** with the config's share parser). */
 static void parse_share(lua_State *L, int t, double *out) {
   int ty = lua_getfield(L, t, "budget_share");
-  if (ty == LUA_TNUMBER) {
+  if (ty == LUA_TNUMBER)
     *out = lua_tonumber(L, -1);
-  } else if (ty == LUA_TSTRING) {
-    const char *s = lua_tostring(L, -1);
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || (*end && strcmp(end, "%") != 0))
-      *out = -1;
-    else
-      *out = *end == '%' ? v / 100.0 : v;
-  } else if (ty != LUA_TNIL) {
+  else if (ty != LUA_TNIL)
     *out = -1;
-  }
   lua_pop(L, 1);
   if (!(*out > 0 && *out <= 1))
-    luaL_error(L, "field 'budget_share': expected a number in (0,1] or \"N%%\"");
+    luaL_error(L, "field 'budget_share': expected a number in (0,1]");
 }
 
 static const char *const source_fields[] = {"type",        "url",        "token",   "oauth",

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "usersync/metrics.h"
+#include "usersync/strbuf.h"
 
 #define DEFAULT_SERIES_LIMIT 10000
 #define FAMILY_LIMIT 1000
@@ -386,34 +387,6 @@ size_t us_metrics_series_limit(size_t limit) {
 
 /* ---------- rendering ---------- */
 
-struct sbuf {
-  char *p;
-  size_t n, cap;
-  int failed;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t l) {
-  if (b->failed)
-    return;
-  if (b->n + l + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (b->n + l + 1 > cap)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->failed = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->n, s, l);
-  b->n += l;
-  b->p[b->n] = 0;
-}
-
-static void sb_puts(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
 /* A sample value: integers exactly, others in the shortest form that reads back. */
 static void fmt_num(double v, char *out, size_t cap) {
   if (isnan(v))
@@ -428,35 +401,35 @@ static void fmt_num(double v, char *out, size_t cap) {
 }
 
 /* name{key[,extra]} value\n ; extra is e.g. le="0.5" (may be NULL). */
-static void sb_sample(struct sbuf *b, const char *name, const char *suffix, const char *key,
+static void sb_sample(struct us_sb *b, const char *name, const char *suffix, const char *key,
                       const char *extra, double v) {
   char num[64];
-  sb_puts(b, name);
-  sb_puts(b, suffix);
+  us_sb_str(b, name);
+  us_sb_str(b, suffix);
   if (*key || extra) {
-    sb_puts(b, "{");
-    sb_puts(b, key);
+    us_sb_str(b, "{");
+    us_sb_str(b, key);
     if (*key && extra)
-      sb_puts(b, ",");
+      us_sb_str(b, ",");
     if (extra)
-      sb_puts(b, extra);
-    sb_puts(b, "}");
+      us_sb_str(b, extra);
+    us_sb_str(b, "}");
   }
   fmt_num(v, num, sizeof num);
-  sb_puts(b, " ");
-  sb_puts(b, num);
-  sb_puts(b, "\n");
+  us_sb_str(b, " ");
+  us_sb_str(b, num);
+  us_sb_str(b, "\n");
 }
 
 /* HELP text escaping: backslash and newline. */
-static void sb_help(struct sbuf *b, const char *s) {
+static void sb_help(struct us_sb *b, const char *s) {
   for (; *s; s++) {
     if (*s == '\\')
-      sb_puts(b, "\\\\");
+      us_sb_str(b, "\\\\");
     else if (*s == '\n')
-      sb_puts(b, "\\n");
+      us_sb_str(b, "\\n");
     else
-      sb_put(b, s, 1);
+      us_sb_put(b, s, 1);
   }
 }
 
@@ -467,7 +440,7 @@ static int cmp_series(const void *a, const void *b) {
   return strcmp((*(struct series *const *)a)->key, (*(struct series *const *)b)->key);
 }
 
-static void render_series(struct sbuf *b, const struct family *f, const struct series *s) {
+static void render_series(struct us_sb *b, const struct family *f, const struct series *s) {
   if (f->type != US_METRIC_HISTOGRAM) {
     sb_sample(b, f->name, "", s->key, NULL, s->value);
     return;
@@ -485,11 +458,11 @@ static void render_series(struct sbuf *b, const struct family *f, const struct s
   sb_sample(b, f->name, "_count", s->key, NULL, (double)s->count);
 }
 
-static void render_family(struct sbuf *b, const struct family *f) {
+static void render_family(struct us_sb *b, const struct family *f) {
   static const char *const tname[] = {"", "counter", "gauge", "histogram"};
   struct series **v = f->n ? malloc(f->n * sizeof *v) : NULL;
   if (f->n && !v) {
-    b->failed = 1;
+    b->bad = 1;
     return;
   }
   size_t n = 0;
@@ -499,29 +472,29 @@ static void render_family(struct sbuf *b, const struct family *f) {
   if (n > 1)
     qsort(v, n, sizeof *v, cmp_series);
   if (*f->help) {
-    sb_puts(b, "# HELP ");
-    sb_puts(b, f->name);
-    sb_puts(b, " ");
+    us_sb_str(b, "# HELP ");
+    us_sb_str(b, f->name);
+    us_sb_str(b, " ");
     sb_help(b, f->help);
-    sb_puts(b, "\n");
+    us_sb_str(b, "\n");
   }
-  sb_puts(b, "# TYPE ");
-  sb_puts(b, f->name);
-  sb_puts(b, " ");
-  sb_puts(b, tname[f->type]);
-  sb_puts(b, "\n");
+  us_sb_str(b, "# TYPE ");
+  us_sb_str(b, f->name);
+  us_sb_str(b, " ");
+  us_sb_str(b, tname[f->type]);
+  us_sb_str(b, "\n");
   for (size_t i = 0; i < n; i++)
     render_series(b, f, v[i]);
   free(v);
 }
 
 char *us_metrics_render(size_t *len) {
-  struct sbuf b = {0};
-  sb_put(&b, "", 0); /* an empty registry renders as "" */
+  struct us_sb b = {0};
+  us_sb_put(&b, "", 0); /* an empty registry renders as "" */
   pthread_mutex_lock(&mu);
   struct family **v = nfams ? malloc(nfams * sizeof *v) : NULL;
   if (nfams && !v)
-    b.failed = 1;
+    b.bad = 1;
   else if (nfams) {
     memcpy(v, fams, nfams * sizeof *v);
     qsort(v, nfams, sizeof *v, cmp_family);
@@ -530,11 +503,11 @@ char *us_metrics_render(size_t *len) {
   }
   pthread_mutex_unlock(&mu);
   free(v);
-  if (b.failed) {
-    free(b.p);
+  if (b.bad) {
+    free(b.s);
     return NULL;
   }
   if (len)
     *len = b.n;
-  return b.p;
+  return b.s;
 }

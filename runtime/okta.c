@@ -26,6 +26,7 @@
 #include "usersync/crypto.h"
 #include "usersync/jsonscan.h"
 #include "usersync/okta.h"
+#include "usersync/strbuf.h"
 #include "usersync/timeutil.h"
 
 #define DEFAULT_SCOPES "okta.users.read okta.groups.read okta.apps.read okta.logs.read"
@@ -188,28 +189,6 @@ char *us_okta_urlencode(const char *s) {
       *o++ = hex[*p & 15];
     }
   }
-  *o = '\0';
-  return out;
-}
-
-/* JSON string literal of s (quotes included), malloc'd. */
-static char *json_str(const char *s) {
-  size_t n = strlen(s);
-  char *out = malloc(n * 6 + 3), *o = out;
-  if (!out)
-    return NULL;
-  *o++ = '"';
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      *o++ = '\\';
-      *o++ = (char)*p;
-    } else if (*p < 0x20) {
-      o += sprintf(o, "\\u%04x", *p);
-    } else {
-      *o++ = (char)*p;
-    }
-  }
-  *o++ = '"';
   *o = '\0';
   return out;
 }
@@ -382,8 +361,8 @@ static char *dpop_proof(us_okta *c, const char *method, const char *url, int wit
   const char *n = with_ath ? c->rs_nonce : c->as_nonce;
   char *htu_s = dupn(url, (size_t)(url_path(url) - url) + path_len(url_path(url)));
   char *jti = us_random_hex(16);
-  char *htu = htu_s ? json_str(htu_s) : NULL;
-  char *nonce = n ? json_str(n) : NULL;
+  char *htu = htu_s ? us_json_quote(htu_s) : NULL;
+  char *nonce = n ? us_json_quote(n) : NULL;
   char *hdr =
       fmt("{\"typ\":\"dpop+jwt\",\"alg\":\"%s\",\"jwk\":%s}", us_key_alg(c->dpop_key), c->jwk);
   char *claims = NULL, *out = NULL;
@@ -668,8 +647,8 @@ static void forget_token(us_okta *c) {
 static char *client_assertion(us_okta *c) {
   long long now = (long long)us_time_now();
   char *jti = us_random_hex(16);
-  char *cid = json_str(c->client_id), *aud = json_str(c->token_url);
-  char *kid = c->key_id ? json_str(c->key_id) : NULL;
+  char *cid = us_json_quote(c->client_id), *aud = us_json_quote(c->token_url);
+  char *kid = c->key_id ? us_json_quote(c->key_id) : NULL;
   char *hdr =
       fmt("{\"alg\":\"%s\"%s%s}", us_key_alg(c->key), kid ? ",\"kid\":" : "", kid ? kid : "");
   char *claims = NULL, *out = NULL;
@@ -1205,49 +1184,20 @@ const char *const us_okta_ep_names[] = {"users",     "user",          "user_grou
                                         "group",     "group_members", "app",         "app_user",
                                         "app_users", "app_groups",    "logs",        NULL};
 
-/* A growable string; on allocation failure it turns into the NULL result. */
-struct sbuf {
-  char *s;
-  size_t n, cap;
-  int bad;
-};
-
-static void sb_put(struct sbuf *b, const char *p, size_t k) {
-  if (b->bad)
-    return;
-  if (b->n + k + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < b->n + k + 1)
-      cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-      b->bad = 1;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-  memcpy(b->s + b->n, p, k);
-  b->n += k;
-  b->s[b->n] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
 /* Appends "/<encoded id>" (nothing and bad when id is NULL). */
-static void sb_id(struct sbuf *b, const char *id) {
+static void sb_id(struct us_sb *b, const char *id) {
   char *enc = id ? us_okta_urlencode(id) : NULL;
   if (!enc) {
     b->bad = 1;
     return;
   }
-  sb_str(b, "/");
-  sb_str(b, enc);
+  us_sb_str(b, "/");
+  us_sb_str(b, enc);
   free(enc);
 }
 
 /* Appends "<sep>name=<encoded value>" when value is set. */
-static void sb_param(struct sbuf *b, const char *name, const char *value) {
+static void sb_param(struct us_sb *b, const char *name, const char *value) {
   if (!value)
     return;
   char *enc = us_okta_urlencode(value);
@@ -1255,45 +1205,45 @@ static void sb_param(struct sbuf *b, const char *name, const char *value) {
     b->bad = 1;
     return;
   }
-  sb_str(b, strchr(b->s ? b->s : "", '?') ? "&" : "?");
-  sb_str(b, name);
-  sb_str(b, "=");
-  sb_str(b, enc);
+  us_sb_str(b, strchr(b->s ? b->s : "", '?') ? "&" : "?");
+  us_sb_str(b, name);
+  us_sb_str(b, "=");
+  us_sb_str(b, enc);
   free(enc);
 }
 
-static void sb_limit(struct sbuf *b, int limit, int max) {
+static void sb_limit(struct us_sb *b, int limit, int max) {
   char n[32];
   snprintf(n, sizeof n, "?limit=%d", limit > 0 ? limit : max);
-  sb_str(b, n);
+  us_sb_str(b, n);
 }
 
 /* The path and query of op, malloc'd; NULL when an id is missing or no memory. */
 static char *op_url(const struct us_okta_op *op) {
-  struct sbuf b = {0};
+  struct us_sb b = {0};
   switch (op->ep) {
   case US_OKTA_USERS:
   case US_OKTA_GROUPS:
-    sb_str(&b, op->ep == US_OKTA_USERS ? "/api/v1/users" : "/api/v1/groups");
+    us_sb_str(&b, op->ep == US_OKTA_USERS ? "/api/v1/users" : "/api/v1/groups");
     sb_limit(&b, op->limit, 200);
     sb_param(&b, "filter", op->filter);
     sb_param(&b, "search", op->search);
     break;
   case US_OKTA_USER:
   case US_OKTA_USER_GROUPS:
-    sb_str(&b, "/api/v1/users");
+    us_sb_str(&b, "/api/v1/users");
     sb_id(&b, op->id);
     if (op->ep == US_OKTA_USER_GROUPS) {
-      sb_str(&b, "/groups");
+      us_sb_str(&b, "/groups");
       sb_limit(&b, op->limit, 200);
     }
     break;
   case US_OKTA_GROUP:
   case US_OKTA_GROUP_MEMBERS:
-    sb_str(&b, "/api/v1/groups");
+    us_sb_str(&b, "/api/v1/groups");
     sb_id(&b, op->id);
     if (op->ep == US_OKTA_GROUP_MEMBERS) {
-      sb_str(&b, "/users");
+      us_sb_str(&b, "/users");
       sb_limit(&b, op->limit, 200);
     }
     break;
@@ -1301,13 +1251,13 @@ static char *op_url(const struct us_okta_op *op) {
   case US_OKTA_APP_USER:
   case US_OKTA_APP_USERS:
   case US_OKTA_APP_GROUPS:
-    sb_str(&b, "/api/v1/apps");
+    us_sb_str(&b, "/api/v1/apps");
     sb_id(&b, op->id);
     if (op->ep == US_OKTA_APP_USER) {
-      sb_str(&b, "/users");
+      us_sb_str(&b, "/users");
       sb_id(&b, op->user);
     } else if (op->ep != US_OKTA_APP) {
-      sb_str(&b, op->ep == US_OKTA_APP_USERS ? "/users" : "/groups");
+      us_sb_str(&b, op->ep == US_OKTA_APP_USERS ? "/users" : "/groups");
       sb_limit(&b, op->limit, op->ep == US_OKTA_APP_USERS ? 500 : 200);
     }
     if (op->expand_user && (op->ep == US_OKTA_APP_USER || op->ep == US_OKTA_APP_USERS))
@@ -1315,10 +1265,10 @@ static char *op_url(const struct us_okta_op *op) {
     break;
   case US_OKTA_LOGS:
     if (op->cursor) {
-      sb_str(&b, op->cursor);
+      us_sb_str(&b, op->cursor);
       break;
     }
-    sb_str(&b, "/api/v1/logs");
+    us_sb_str(&b, "/api/v1/logs");
     sb_limit(&b, op->limit, 1000);
     sb_param(&b, "since", op->since);
     sb_param(&b, "filter", op->filter);
@@ -1347,7 +1297,7 @@ static int key_in(const struct us_jval *key, const char *const *names) {
 
 /* Appends the members of object obj except those named in drop, each
 ** preceded by a comma unless it is the first one written (*first). */
-static void sb_members(struct sbuf *b, const struct us_jval *obj, const char *const *drop,
+static void sb_members(struct us_sb *b, const struct us_jval *obj, const char *const *drop,
                        int *first) {
   struct us_jval k, v;
   size_t pos = 0;
@@ -1355,9 +1305,9 @@ static void sb_members(struct sbuf *b, const struct us_jval *obj, const char *co
     if (key_in(&k, drop))
       continue;
     if (!*first)
-      sb_put(b, ",", 1);
+      us_sb_put(b, ",", 1);
     *first = 0;
-    sb_put(b, k.start, (size_t)(v.start + v.len - k.start));
+    us_sb_put(b, k.start, (size_t)(v.start + v.len - k.start));
   }
 }
 
@@ -1365,24 +1315,24 @@ static const char *const user_drop[] = {"_links", "credentials", "type", NULL};
 static const char *const appuser_drop[] = {"_embedded", "_links", NULL};
 
 /* One record of a US_OKTA_SLIM page into b; -1 when an AppUser lacks its User. */
-static int slim_record(struct sbuf *b, enum rec kind, const struct us_jval *r) {
+static int slim_record(struct us_sb *b, enum rec kind, const struct us_jval *r) {
   int first = 1;
   struct us_jval u;
   if (kind == REC_APPUSER) {
     if (!us_json_get(r, "_embedded.user", &u) || u.type != US_J_OBJECT)
       return -1;
-    sb_put(b, "{", 1);
+    us_sb_put(b, "{", 1);
     sb_members(b, &u, user_drop, &first);
-    sb_str(b, first ? "\"app_assignment\":{" : ",\"app_assignment\":{");
+    us_sb_str(b, first ? "\"app_assignment\":{" : ",\"app_assignment\":{");
     first = 1;
     sb_members(b, r, appuser_drop, &first);
-    sb_put(b, "}}", 2);
+    us_sb_put(b, "}}", 2);
   } else if (kind == REC_USER) {
-    sb_put(b, "{", 1);
+    us_sb_put(b, "{", 1);
     sb_members(b, r, user_drop, &first);
-    sb_put(b, "}", 1);
+    us_sb_put(b, "}", 1);
   } else {
-    sb_put(b, r->start, r->len);
+    us_sb_put(b, r->start, r->len);
   }
   return 0;
 }
@@ -1392,20 +1342,20 @@ static int slim_record(struct sbuf *b, enum rec kind, const struct us_jval *r) {
 static int slim_page(const struct oreq *q, const struct us_jval *root, int single, char **out,
                      size_t *len, struct us_okta_error *err) {
   enum rec kind = record_of(q->url);
-  struct sbuf b = {0};
+  struct us_sb b = {0};
   int bad = 0;
   if (single) {
     bad = slim_record(&b, kind, root);
   } else {
     struct us_jval el;
     size_t pos = 0;
-    sb_put(&b, "[", 1);
+    us_sb_put(&b, "[", 1);
     for (int i = 0; !bad && us_json_next_elem(root, &pos, &el); i++) {
       if (i)
-        sb_put(&b, ",", 1);
+        us_sb_put(&b, ",", 1);
       bad = slim_record(&b, kind, &el);
     }
-    sb_put(&b, "]", 1);
+    us_sb_put(&b, "]", 1);
   }
   if (bad || b.bad) {
     free(b.s);

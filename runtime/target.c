@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "target_impl.h"
+#include "usersync/strbuf.h"
 
 struct us_target {
   const struct us_target_vt *vt;
@@ -117,89 +118,53 @@ int t_jbool(const struct us_jval *obj, const char *path, int def) {
   return def;
 }
 
-/* A growable buffer; on allocation failure it turns into the NULL result. */
-struct tb {
-  char *s;
-  size_t n, cap;
-  int bad;
-};
-
-static void tb_put(struct tb *b, const char *p, size_t k) {
-  if (b->bad)
-    return;
-  if (b->n + k + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 64;
-    while (cap < b->n + k + 1)
-      cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-      b->bad = 1;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-  memcpy(b->s + b->n, p, k);
-  b->n += k;
-  b->s[b->n] = 0;
-}
-
-static void tb_str(struct tb *b, const char *s) { tb_put(b, s, strlen(s)); }
-
-static void tb_quote(struct tb *b, const char *s) {
+static void tb_quote(struct us_sb *b, const char *s) {
   char *q = us_json_quote(s);
   if (!q)
     b->bad = 1;
   else
-    tb_str(b, q);
+    us_sb_str(b, q);
   free(q);
 }
 
-static char *tb_done(struct tb *b) {
-  if (b->bad || !b->s) {
-    free(b->s);
-    return b->bad ? NULL : strdup("");
-  }
-  return b->s;
-}
 
 char *t_jquote(const char *s) { return us_json_quote(s); }
 
 char *t_jobj(const char *k, ...) {
-  struct tb b = {0};
+  struct us_sb b = {0};
   va_list ap;
   va_start(ap, k);
-  tb_str(&b, "{");
+  us_sb_str(&b, "{");
   int first = 1;
   for (; k; k = va_arg(ap, const char *)) {
     const char *v = va_arg(ap, const char *);
     if (!v)
       continue;
     if (!first)
-      tb_str(&b, ",");
+      us_sb_str(&b, ",");
     first = 0;
     tb_quote(&b, k);
-    tb_str(&b, ":");
+    us_sb_str(&b, ":");
     if (v == TJ_TRUE || v == TJ_FALSE)
-      tb_str(&b, v);
+      us_sb_str(&b, v);
     else
       tb_quote(&b, v);
   }
   va_end(ap);
-  tb_str(&b, "}");
-  return tb_done(&b);
+  us_sb_str(&b, "}");
+  return us_sb_done(&b);
 }
 
 char *t_jarr(char *const *list, size_t n) {
-  struct tb b = {0};
-  tb_str(&b, "[");
+  struct us_sb b = {0};
+  us_sb_str(&b, "[");
   for (size_t i = 0; i < n; i++) {
     if (i)
-      tb_str(&b, ",");
+      us_sb_str(&b, ",");
     tb_quote(&b, list[i]);
   }
-  tb_str(&b, "]");
-  return tb_done(&b);
+  us_sb_str(&b, "]");
+  return us_sb_done(&b);
 }
 
 void t_account_free(struct us_target_account *a) {
@@ -581,15 +546,15 @@ const char *t_status_code(long status) {
   }
 }
 
-static void join(struct tb *b, const char *s, size_t len) {
+static void join(struct us_sb *b, const char *s, size_t len) {
   if (!len)
     return;
   if (b->n)
-    tb_str(b, "; ");
-  tb_put(b, s, len);
+    us_sb_str(b, "; ");
+  us_sb_put(b, s, len);
 }
 
-static void join_jstr(struct tb *b, const struct us_jval *v) {
+static void join_jstr(struct us_sb *b, const struct us_jval *v) {
   size_t n;
   char *s = us_json_strdup(v, &n);
   if (s)
@@ -598,7 +563,7 @@ static void join_jstr(struct tb *b, const struct us_jval *v) {
 }
 
 char *t_error_text(const struct us_http_response *r) {
-  struct tb b = {0};
+  struct us_sb b = {0};
   struct us_jval root, v, e, k;
   const char *ct = us_http_header(r, "content-type");
   if (r->body_len && us_json_parse(r->body, r->body_len, &root)) {
@@ -622,25 +587,25 @@ char *t_error_text(const struct us_http_response *r) {
     if (us_json_get(&root, "message", &v) && v.type == US_J_STRING) /* Confluence, Jersey */
       join_jstr(&b, &v);
     if (!b.n)
-      tb_str(&b, "(no message in the JSON body)");
+      us_sb_str(&b, "(no message in the JSON body)");
   } else if (!r->body_len) {
-    tb_str(&b, "(empty body)");
+    us_sb_str(&b, "(empty body)");
   } else if (ct && strstr(ct, "html")) {
     const char *tt = strcasestr(r->body, "<title>");
     const char *te = tt ? strcasestr(tt, "</title>") : NULL;
-    tb_str(&b, "HTML page instead of JSON");
+    us_sb_str(&b, "HTML page instead of JSON");
     if (tt && te && te - tt - 7 < 200) {
-      tb_str(&b, ": ");
-      tb_put(&b, tt + 7, (size_t)(te - tt - 7));
+      us_sb_str(&b, ": ");
+      us_sb_put(&b, tt + 7, (size_t)(te - tt - 7));
     }
   } else {
     /* plain text ("XSRF check failed"): first line, printable bytes only */
-    tb_str(&b, "non-JSON body: ");
+    us_sb_str(&b, "non-JSON body: ");
     size_t n = 0;
     for (const char *p = r->body; *p && *p != '\n' && n < 200; p++, n++)
-      tb_put(&b, isprint((unsigned char)*p) ? p : "?", 1);
+      us_sb_put(&b, isprint((unsigned char)*p) ? p : "?", 1);
   }
-  char *s = tb_done(&b);
+  char *s = us_sb_done(&b);
   return s ? s : strdup("");
 }
 

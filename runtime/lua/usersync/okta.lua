@@ -147,6 +147,7 @@
 --   assert(c:users({ search = 'status eq "DEPROVISIONED"' }, function(page) n = n + #page end))
 
 local raw = require "usersync.okta_raw"
+local config = require "usersync.config"
 local json = require "usersync.json"
 local time = require "usersync.time"
 
@@ -157,8 +158,19 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
+-- budget_share "N%" becomes the fraction the raw client takes, by the one
+-- parser of share values (usersync.config); anything else goes as given.
+local function raw_source(source)
+  local share = type(source.budget_share) == "string" and config.parse_share(source.budget_share)
+  if not (share and share.percent) then return source end
+  local copy = {}
+  for k, v in pairs(source) do copy[k] = v end
+  copy.budget_share = share.percent / 100
+  return copy
+end
+
 function M.client(http_client, source)
-  local rc = raw.client(http_client, source)
+  local rc = raw.client(http_client, raw_source(source))
   return setmetatable({ raw = rc, app_id = source.app_id, filter = source.filter, search = source.search }, Client)
 end
 
