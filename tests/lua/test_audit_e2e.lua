@@ -142,4 +142,19 @@ test("history --csv: a header row and one row per run", function(t)
   t:eq(d, math.floor(d * 1000 + 0.5) / 1000, "milliseconds")
 end)
 
+test("plan: users in scope the policy leaves out are noted, with their status", function(t)
+  local w <close> = world.new { products = { "jira" }, sync = MANUAL }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u2", "stan.ged@example.com", { groups = { "00gEng" }, status = "STAGED" })
+  w:okta_user("00u3", "sue.spend@example.com", { groups = { "00gEng" }, status = "SUSPENDED" })
+  w:load()
+  local r = w:usersync("plan")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "jira (jira): 1 create group, 1 create user, 1 add member")
+  t:contains(r.stdout, ". note             1 user in scope left out by the policy, not provisioned: "
+    .. "stan.ged@example.com (STAGED)")
+  t:contains(r.stdout, ". note             sue.spend@example.com is SUSPENDED in Okta and has no account: not created")
+end)
+
 return test.done()
