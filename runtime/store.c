@@ -209,6 +209,23 @@ static const char schema_v2[] =
     "  PRIMARY KEY (sync, target, okta_id, group_name)\n"
     ") WITHOUT ROWID;\n";
 
+/* v3: what a run could not do, kept with it (usersync show): a policy
+** error (with the hook's message), a username conflict, a target that
+** could not be read, a destructive change withheld by a safety stop (with
+** the stop's reason). One row each, in the order the plan reported them. */
+static const char schema_v3[] =
+    "CREATE TABLE findings (\n"
+    "  run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq      INTEGER NOT NULL,\n"
+    "  target   TEXT NOT NULL,\n"
+    "  kind     TEXT NOT NULL CHECK (kind IN ('policy_error', 'conflict', 'unread', 'withheld')),\n"
+    "  subject  TEXT,                    -- account, group or login concerned, if any\n"
+    "  okta_id  TEXT,\n"
+    "  op       TEXT,                    -- withheld: the operation's kind\n"
+    "  message  TEXT NOT NULL,           -- the error, conflict or stop reason\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ") WITHOUT ROWID;\n";
+
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
         "locks",
@@ -216,6 +233,8 @@ static const us_store_migration builtin_migrations[] = {
     {2, "journal outcomes to settle (operations.unsure), why a membership was added, groups to "
         "give back to a returning account",
      schema_v2},
+    {3, "what a run could not do: policy errors, conflicts, unread targets, withheld changes",
+     schema_v3},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

@@ -12,7 +12,7 @@ check "plan: 70 users in scope" 'echo "$out" | grep -q "sync \"demo\": source ok
 check "plan: the same changes for the three targets" '[ "$(echo "$out" | grep -Ec "^  (jira|confluence|bitbucket) \((jira|confluence|bitbucket)\): 25 create group, 65 create user, 249 add member$")" -ge 3 ]'
 check "sync applies every change" 'echo "$out" | grep -q "^applied 1017 changes, 0 failed; run 1 "'
 check "second sync changes nothing" 'echo "$out" | grep -q "^applied 0 changes, 0 failed; run 2 "'
-check "history lists both runs" 'echo "$out" | grep -Eq "^1 +[^ ]+ +demo +manual +[0-9.]+ +ok +create_group 75, create_user 195, add_member 747$"'
+check "history lists both runs" 'echo "$out" | grep -Eq "^1 +[^ ]+ +demo +manual +full +[0-9.]+ +ok +create_group 75, create_user 195, add_member 747$"'
 check "targets hold the accounts" 'echo "$out" | grep -Eq "jira +66 accounts"'
 check "the tokens never appear" '! echo "$out" | grep -q "test-token"'
 [ $failed -eq 0 ] || echo "$out"

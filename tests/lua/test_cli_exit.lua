@@ -288,7 +288,7 @@ test("SIGINT mid-apply: stops between operations, exit 130, the run recorded int
   local served = w.jira:count{ path = "^/rest/api/2/user$", method = "POST" }
   t:ok(served < 300, ("stopped before the end (%d of 300 accounts)"):format(served))
   local h = run(w, { "history", "--json" })
-  local runs = require("usersync.json").decode(h.stdout)
+  local runs = require("usersync.json").decode(h.stdout).runs
   t:eq(runs[1].outcome, "interrupted", h.stdout)
   t:eq(runs[1].counts.create_user, served, "its counts are what was applied")
   w.jira:faults{}
@@ -320,11 +320,20 @@ test("a second SIGINT ends the run at once; the next sync marks it interrupted a
   t:eq(wait_rc(w), 130)
   local err = proc.slurp(w.dir .. "/bg.err")
   t:ok(not err:find("stopped between operations", 1, true), "no orderly stop: " .. err)
-  local h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout)
+  local h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout).runs
   t:eq(h[1].outcome, "running", "left as it was")
+  -- what it did before it died is counted from its journal, not "no changes"
+  local created = w.jira:count{ path = "^/rest/api/2/user$", method = "POST" }
+  t:ok(created > 0, "it had created accounts")
+  -- (what it sent without recording the answer is shown as unknown)
+  local done = h[1].counts.create_user or 0
+  t:ok(done + h[1].unknown >= created and h[1].unknown > 0,
+    ("history counts what the killed run did (%d done, %d unknown, %d served)"):format(done, h[1].unknown, created))
+  t:match(run(w, { "history" }).stdout, "\n1 +%S+ +%S+ +manual +full +%S+ +running +[^\n]*%(" .. h[1].unknown
+    .. " sent, outcome unknown%)\n")
   w.jira:faults{}
   t:eq(run(w, { "sync" }).code, 0)
-  h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout)
+  h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout).runs
   t:eq(h[2].outcome, "interrupted", "marked by the next run")
   local n = 0
   for _ in pairs(w:accounts("jira")) do n = n + 1 end

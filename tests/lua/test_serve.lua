@@ -69,7 +69,7 @@ delivery({}) -- loads the fixture
 local function runs(w, trigger)
   local out = {}
   local r = w:usersync("history", "--json", "--limit", "1000")
-  for _, run in ipairs(json.decode(r.stdout) or {}) do
+  for _, run in ipairs((json.decode(r.stdout) or {}).runs or {}) do
     if not trigger or run.trigger == trigger then out[#out + 1] = run end
   end
   return out

@@ -78,7 +78,7 @@ test("open creates the file with the current schema", function(t)
   for row in db:rows("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name") do
     names[#names + 1] = row.name
   end
-  t:same(names, { "cursors", "kv", "links", "locks", "operations", "owned_groups",
+  t:same(names, { "cursors", "findings", "kv", "links", "locks", "operations", "owned_groups",
                   "owned_memberships", "returning_groups", "runs" })
   db:close()
   t:ok(io.open(path) ~= nil, "file exists")

@@ -65,7 +65,11 @@ test("plan writes nothing and shows every change with its reason", function(t)
   local r = w:usersync("plan")
   t:eq(r.code, 0, r.stderr)
   t:contains(r.stdout, "jira (jira): 4 create group, 3 create user, 9 add member")
-  t:match(r.stdout, "%+ create user +ann%.lee@example%.com +%(ann%.lee@example%.com is in scope and has no account%)")
+  -- what a new account is created with, and why each group is given
+  t:contains(r.stdout, '+ create user      ann.lee@example.com "ann lee" <ann.lee@example.com>  (ann.lee@example.com is in scope and has no account)')
+  t:contains(r.stdout, "+ add member       ann.lee@example.com in developers  (group rules put ann.lee@example.com in developers)")
+  t:contains(r.stdout, "+ add member       ann.lee@example.com in new-hires  (default group for new users)")
+  t:contains(r.stdout, "+ add member       ann.lee@example.com in okta-synced  (default group for all users)")
   for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do t:eq(#w:writes(p), 0, p) end
   local j = w:usersync("plan", "--json")
   local doc = assert(json.decode(j.stdout))

@@ -226,6 +226,9 @@ function Apply:target(run, p)
   local e = self.e
   self:count_problems(run, p)
   local ops = self:sendable(p)
+  local fseq, ferr = journal(state.record_findings, e.db, run.id, p, self.stop, DESTRUCTIVE, run.fseq)
+  if not fseq then self:store_failed(ferr); return false end
+  run.fseq = fseq
   local nseq, jerr = journal(state.record_plan, e.db, run.id, ops, run.seq)
   if not nseq then self:store_failed(jerr); return false end
   run.seq = nseq

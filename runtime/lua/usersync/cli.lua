@@ -115,17 +115,24 @@ as interrupted with what was done, and exits 130; a second SIGINT ends it
 at once.
 ]],
   history = [[
-usage: usersync history [-c FILE] [--json] [--sync NAME] [--limit N]
+usage: usersync history [-c FILE] [--json | --csv] [--sync NAME] [--limit N]
 
-Lists past runs, newest first: when, which sync, trigger, duration, counts
-by operation, failures and outcome. Reads the store named by the config's
-`state`.
+Lists past runs, newest first: when, which sync, trigger, what the run
+covered (full, user LOGIN, users A,B,..., event, incremental), duration,
+the changes it applied (counted from its journal, so an interrupted run
+shows what it did), failures, what it could not do and outcome. Reads the
+store named by the config's `state`. --csv writes RFC 4180 CSV with a
+header row (columns in the README); --json the shape usersync.history/1.
 ]],
   show = [[
-usage: usersync show [-c FILE] [--json] RUN
+usage: usersync show [-c FILE] [--json | --csv] RUN
 
 Lists every operation of run RUN (see usersync history) with its target,
-subject, result and error.
+subject, result and error, then what the run could not do: policy errors
+(with the hook's message), username conflicts, targets that could not be
+read, and destructive changes a safety stop withheld (with the reason).
+--csv writes RFC 4180 CSV with a header row (columns in the README);
+--json the shape usersync.show/1.
 ]],
   check = [[
 usage: usersync check [-c FILE] [--json] [--config-only]
@@ -190,8 +197,8 @@ local SPECS = {
   apply = { json = "flag", force = "flag" },
   sync = { json = "flag", user = "value", sync = "value", force = "flag" },
   run = { ["dry-run"] = "flag" },
-  history = { json = "flag", sync = "value", limit = "value" },
-  show = { json = "flag" },
+  history = { json = "flag", csv = "flag", sync = "value", limit = "value" },
+  show = { json = "flag", csv = "flag" },
   serve = {},
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
@@ -571,9 +578,11 @@ function commands.history(args)
   db:close()
   -- errors are free text (scrubbed when written; again for older stores)
   for _, r in ipairs(runs) do r.error = r.error and secrets.mask(r.error) end
+  if opts.json and opts.csv then eprint("usersync history: --json and --csv exclude each other"); return EXIT_USAGE end
   if opts.json then
-    local json = require "usersync.json"
-    io.write(assert(json.encode(json.array(runs), { sort_keys = true })), "\n")
+    io.write(history.runs_json(runs), "\n")
+  elseif opts.csv then
+    io.write(history.runs_csv(runs))
   else
     io.write(history.runs_text(runs))
   end
@@ -592,17 +601,19 @@ function commands.show(args)
   local db = open_store(cfg, "show")
   if not db then return EXIT_FAILED end
   local history = require "usersync.history"
-  local run, ops = history.show(db, id)
+  if opts.json and opts.csv then eprint("usersync show: --json and --csv exclude each other"); db:close(); return EXIT_USAGE end
+  local run, ops, findings = history.show(db, id)
   db:close()
   if not run then eprint("usersync show: " .. ops); return EXIT_USAGE end
   run.error = run.error and secrets.mask(run.error)
   for _, o in ipairs(ops) do o.error = o.error and secrets.mask(o.error) end
+  for _, f in ipairs(findings) do f.message = secrets.mask(f.message) end
   if opts.json then
-    local json = require "usersync.json"
-    run.operations = json.array(ops)
-    io.write(assert(json.encode(run, { sort_keys = true })), "\n")
+    io.write(history.show_json(run, ops, findings), "\n")
+  elseif opts.csv then
+    io.write(history.show_csv(run, ops, findings))
   else
-    io.write(history.show_text(run, ops))
+    io.write(history.show_text(run, ops, findings))
   end
   return EXIT_OK
 end

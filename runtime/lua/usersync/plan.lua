@@ -59,7 +59,11 @@ local lower = string.lower
 -- (planfile and state copy them by name).
 local LAZY_REASON = {
   create_user = function(_, login) return ("%s is in scope and has no account"):format(login) end,
-  add_member = function(o, login) return "group rules put " .. login .. " in " .. o.group end,
+  add_member = function(o, login, why)
+    if why == "default" then return "default group for all users" end
+    if why == "new_user" then return "default group for new users" end
+    return "group rules put " .. login .. " in " .. o.group
+  end,
 }
 
 -- A deep copy: hooks get their own settings, so a hook that changes them
@@ -172,7 +176,7 @@ local function op_metatables(target_name, login_of)
         if k == "target" then return target_name end
         if k == "why" then return why end
         if k == "reason" then
-          return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")])
+          return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")], why)
         end
       end,
       __pairs = add_given,
@@ -261,6 +265,7 @@ end
 -- map to one name are conflicts, and none of them is applied.
 local function map_users(st)
   local by_name = st.by_name
+  local left_out, n_left = {}, 0
   for _, u in ipairs(st.input.source.users or {}) do
     st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
@@ -284,7 +289,14 @@ local function map_users(st)
       else
         prev[#prev + 1] = m
       end
+    else -- the policy leaves it out (STAGED, SUSPENDED, or its user hook said nil)
+      n_left = n_left + 1
+      if n_left <= 20 then left_out[n_left] = ("%s (%s)"):format(login, tostring(u.status or "?")) end
     end
+  end
+  if n_left > 0 then
+    note(st, "%d user%s in scope left out by the policy, not provisioned: %s%s", n_left, n_left == 1 and "" or "s",
+      table.concat(left_out, ", "), n_left > #left_out and (", and %d more"):format(n_left - #left_out) or "")
   end
 
   for _, list in pairs(by_name) do
@@ -368,7 +380,10 @@ local function adopt_or_create(st, m, acct, key)
     return true, candidate, false
   end
 
-  if not acct.active then return false end -- inactive in Okta and no account: nothing to do
+  if not acct.active then -- inactive in Okta and no account: nothing to do, said so
+    note(st, "%s is %s in Okta and has no account: not created", m.login, tostring(u.status or "inactive"))
+    return false
+  end
   if not st.users_cfg.create then
     note(st, "%s: no account %q in %s and users.create = false", m.login, acct.name, st.target.name)
     return false

@@ -42,6 +42,17 @@ local function describe(o)
 end
 M.describe = describe
 
+-- A plan line's object: describe(o), and for a new account what it is
+-- created with (display name and email), which a reviewer approves too.
+local function plan_object(o)
+  local what = describe(o)
+  if o.kind == "create_user" then
+    if o.display_name then what = what .. (" %q"):format(o.display_name) end
+    if o.email then what = what .. " <" .. o.email .. ">" end
+  end
+  return what
+end
+
 -- Changes that take something away (withheld by a safety stop).
 M.DESTRUCTIVE = { remove_member = true, handover_lead = true, deactivate_user = true, delete_user = true }
 
@@ -84,7 +95,7 @@ function M.write_plan_text(run_plan, write, opts)
       w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
       for _, o in ipairs(tp.ops) do
         local l = LABEL[o.kind]
-        w("    %s %-16s %s  (%s)", sign(l[1]), l[2], describe(o), o.reason or "")
+        w("    %s %-16s %s  (%s)", sign(l[1]), l[2], plan_object(o), o.reason or "")
       end
       for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
       if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error); unread = unread + 1 end

@@ -187,6 +187,37 @@ local function detail(op)
   return json.encode(d)
 end
 
+-- Records what plan p of a run could not do (usersync show): its policy
+-- errors, conflicts, a read failure, and, when `stop` (the safety stop's
+-- reasons) withholds destructive changes, each of those with the reason.
+-- `base_seq` numbers the rows within the run; returns the next base.
+function M.record_findings(db, run_id, p, stop, destructive, base_seq)
+  local rows = {}
+  local function add(kind, subject, okta_id, message, op)
+    rows[#rows + 1] = { kind, subject, okta_id, secrets.mask(tostring(message or "")), op }
+  end
+  if p.read_error then add("unread", nil, nil, p.read_error) end
+  for _, e in ipairs(p.errors or {}) do add("policy_error", e.subject, e.okta_id, e.message) end
+  for _, c in ipairs(p.conflicts or {}) do add("conflict", c.name, c.okta_id, c.message) end
+  if stop then
+    local why = table.concat(stop, "; ")
+    for _, o in ipairs(p.ops) do
+      if destructive[o.kind] then
+        add("withheld", o.group and (o.subject .. " in " .. o.group) or o.subject, o.okta_id, why, o.kind)
+      end
+    end
+  end
+  base_seq = base_seq or 0
+  if #rows == 0 then return base_seq end
+  return db:transaction(function()
+    for i, r in ipairs(rows) do
+      assert(db:exec([[INSERT INTO findings (run_id, seq, target, kind, subject, okta_id, message, op)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], run_id, base_seq + i, p.target, r[1], r[2], r[3], r[4], r[5]))
+    end
+    return base_seq + #rows
+  end)
+end
+
 -- Records every operation of a plan as pending (one transaction).
 function M.record_plan(db, run_id, ops, base_seq)
   base_seq = base_seq or 0
