@@ -133,7 +133,10 @@ usage: usersync check [-c FILE] [--json] [--config-only]
 Loads the config (a Lua file returning a table, evaluated in the sandbox) and
 validates it against the schema. Every error names the file and the key path;
 all errors are reported together; a secret too short to be masked safely is
-a warning. Relative paths in the config are taken from its directory. It
+a warning. Every file the config names must exist (policies, ca_file,
+serve.tls, job scripts), and every policy and job script must compile: a
+policy is loaded in the sandbox as sync loads it, so a policy error is a
+config error here too, with its file and line. Relative paths in the config are taken from its directory. It
 reports the store: its path, how many accounts it links and its last run, or
 that it does not exist yet (the first sync creates it; check creates no
 file). Then it reaches every server: for each
@@ -466,6 +469,55 @@ local function store_text(st)
     run and ("last run %d (sync %s, %s, %s)"):format(run.id, run.sync, run.started, run.outcome) or "no runs yet")
 end
 
+-- What a run would need beyond the schema: every file the config names
+-- exists (sources' ca_file, policies, serve.tls, job scripts) and every
+-- policy and job script compiles; each policy is loaded through
+-- usersync.policy in the sandbox, as sync loads it. Returns a list of
+-- errors "FILE: key.path: message" (empty when all is well).
+local function check_files(cfg)
+  local errs, file = {}, cfg._path
+  local function exists(p)
+    local f = io.open(p, "rb")
+    if f then f:close(); return true end
+    return false
+  end
+  local function need(key, p)
+    if p == nil then return false end
+    if exists(p) then return true end
+    errs[#errs + 1] = ("%s: %s: %s: no such file (the path is taken from the config's directory)"):format(file, key, p)
+    return false
+  end
+  local names = {}
+  for name in pairs(cfg.sources) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do need(("sources.%s.ca_file"):format(name), cfg.sources[name].ca_file) end
+  names = {}
+  for name in pairs(cfg.targets) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do need(("targets.%s.ca_file"):format(name), cfg.targets[name].ca_file) end
+  local policy = require "usersync.policy"
+  for i, s in ipairs(cfg.sync) do
+    local key = ("sync[%d].policy"):format(i)
+    if need(key, s.policy) then
+      local p, err = policy.load(s.policy, { run_instructions = s.limits and s.limits.policy_instructions })
+      if not p then errs[#errs + 1] = ("%s: %s: %s"):format(file, key, secrets.mask(tostring(err))) end
+    end
+  end
+  local serve = cfg.serve or {}
+  if serve.tls then
+    need("serve.tls.cert", serve.tls.cert)
+    need("serve.tls.key", serve.tls.key)
+  end
+  for i, job in ipairs(serve.jobs or {}) do
+    local key = ("serve.jobs[%d].script"):format(i)
+    if need(key, job.script) then
+      local fn, err = loadfile(job.script, "t", {})  -- compiled, not run
+      if not fn then errs[#errs + 1] = ("%s: %s: %s"):format(file, key, secrets.mask(tostring(err))) end
+    end
+  end
+  return errs
+end
+
 function commands.check(args)
   local opts, pos = parse(args, 2, SPECS.check)
   if not opts then eprint("usersync check: " .. pos); return EXIT_USAGE end
@@ -474,6 +526,10 @@ function commands.check(args)
   if #pos > 0 then eprint("usersync check: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path)
+  if cfg then
+    local ferrs = check_files(cfg)
+    if #ferrs > 0 then cfg, errors = nil, ferrs end
+  end
   local checks, all_ok, store
   if cfg then store = check_store(cfg) end
   if cfg and not opts["config-only"] then checks, all_ok = check_servers(cfg) end
