@@ -430,6 +430,13 @@ local function checks_text(cfg, checks, only_problems)
     if only_problems and r.ok then goto next_target end
     w(("target %s (%s, %s): %s\n"):format(name, cfg.targets[name].type, cfg.targets[name].url, r.ok and "ok" or "PROBLEM"))
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
+    if r.code == "EAUTH" then
+      local t = cfg.targets[name]
+      w(("  credentials: refused (HTTP 401): check targets.%s.%s\n"):format(name,
+        t.token ~= nil and "token (a personal access token of an admin)" or "user/password"))
+    elseif r.user then
+      w("  credentials: ok\n")
+    end
     if r.product then w(("  product: %s %s\n"):format(r.product, tostring(r.version or "?"))) end
     if r.user then w(("  authenticated as: %s\n"):format(r.user)) end
     w(("  admin rights: %s\n"):format(r.admin == true and "yes" or (r.admin == false and "NO" or "unknown")))
