@@ -113,11 +113,31 @@ test("a store that cannot be written: a headline, the detail and what to do, nev
   t:ok(not r.stderr:find("stack traceback", 1, true), "no traceback: " .. r.stderr)
   t:ok(not r.stderr:find("%.lua:%d+: "), "no Lua source position: " .. r.stderr)
   t:contains(r.stderr, "not-a-dir/usersync.db")
-  t:match(r.stderr, "\n  what to do: ")
-  -- USERSYNC_DEBUG=1 asks for the traceback
-  r = proc.run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
+  t:match(r.stderr, "\n  what to do: check that the store's directory exists")
+end)
+
+test("an error that escapes a command (a damaged store): headline, detail, what to do; the trace only with USERSYNC_DEBUG", function(t)
+  local w <close> = world.new { products = { "jira" } }
+  w:okta_user("00u1", "ann@example.com")
+  w:load()
+  t:eq(w:usersync("sync").code, 0)
+  local db = assert(require("usersync.state").open(w.dir .. "/usersync.db"))
+  assert(db:exec("DROP TABLE runs"))
+  assert(db:exec("CREATE TABLE runs (x)"))
+  db:close()
+  for _, cmd in ipairs({ "sync", "history" }) do
+    local r = w:usersync(cmd)
+    t:eq(r.code, 1, cmd .. ": " .. r.stderr)
+    t:ok(not r.stderr:find("stack traceback", 1, true), cmd .. ": no traceback: " .. r.stderr)
+    t:ok(not r.stderr:find("%.lua:%d+"), cmd .. ": no Lua source position: " .. r.stderr)
+    t:contains(r.stderr, "usersync " .. cmd .. ": the store cannot be used\n  detail: ")
+    t:contains(r.stderr, "\n  what to do: check that the store file (`state` in the config) and its directory are writable")
+  end
+  local r = proc.run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
     { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token", USERSYNC_DEBUG = "1" } })
   t:eq(r.code, 1)
+  t:contains(r.stderr, "the store cannot be used")
+  t:contains(r.stderr, "stack traceback")
 end)
 
 test("an Okta URL with a path is refused by the config check, with the base URL to use (exit 2)", function(t)

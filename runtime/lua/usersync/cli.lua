@@ -594,6 +594,10 @@ local function check_sync_name(cfg, name, cmd, known_runs)
 end
 
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
+-- What to do when the store cannot be opened (sync, plan, history...).
+local STORE_TODO = "  what to do: check that the store's directory exists and this user can write it and the file "
+  .. "(`state` in the config names it)"
+
 local function load_config(opts, cmd)
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path, { serve = cmd == "serve" })
@@ -609,7 +613,10 @@ M.load_config = load_config
 
 local function open_store(cfg, cmd)
   local db, err = require("usersync.state").open(cfg.state)
-  if not db then eprint(("usersync %s: cannot open the store %s: %s"):format(cmd, cfg.state, err)) end
+  if not db then
+    eprint(("usersync %s: cannot open the store %s: %s"):format(cmd, cfg.state, err))
+    eprint(STORE_TODO)
+  end
   return db
 end
 
@@ -711,7 +718,11 @@ local function start_engine(opts, cmd, trigger)
       require("usersync.log").debug("reading %s: %d requests", tostring(ev.name), ev.requests)
     end
   end })
-  if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
+  if not e then
+    eprint(("usersync %s: %s"):format(cmd, err))
+    if tostring(err):find("^cannot open the store") then eprint(STORE_TODO) end
+    return nil, EXIT_FAILED
+  end
   return e, cfg
 end
 
@@ -1079,7 +1090,40 @@ function M.main(args)
   local _ <close> = setmetatable({}, { __close = function()
     if out.reporter then out.reporter:close() end
   end })
-  return f(rest)
+  local ok, code = xpcall(f, function(e)
+    return { message = e, trace = debug.traceback(nil, 2) }
+  end, rest)
+  if ok then return code end
+  return M.report_error(cmd, code.message, code.trace)
+end
+
+-- An error that escaped a command: a headline, the detail and what to do,
+-- never a Lua traceback unless USERSYNC_DEBUG is set or -v was given.
+-- Exit 1.
+function M.report_error(cmd, e, trace)
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    e = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+  end
+  local detail = e
+  repeat local n; detail, n = detail:gsub("^[%w_/%.%-]+%.lua:%d+: ", "") until n == 0
+  local debug_on = (os.getenv("USERSYNC_DEBUG") or "") ~= "" or out.verbose or out.global.verbose
+  local headline, todo
+  -- where it happened: the error's position, else the first Lua frame
+  local where = e:match("^usersync/([%w_]+)%.lua:%d+:") or (trace or ""):match("\n%s*usersync/([%w_]+)%.lua:%d+:")
+  if detail:find("^store: ") or where == "state" or where == "history" then
+    headline = "the store cannot be used"
+    todo = "check that the store file (`state` in the config) and its directory are writable and the disk is not "
+      .. "full, and that the file is a usersync store; restore a damaged one from a backup"
+  else
+    headline = "stopped by an unexpected error"
+    todo = "run the command again with USERSYNC_DEBUG=1 to see where it happened, and report it with that output"
+  end
+  eprint(("usersync %s: %s"):format(cmd, headline))
+  eprint("  detail: " .. detail)
+  eprint("  what to do: " .. todo)
+  if debug_on then eprint(e .. "\n" .. (trace or "")) end
+  return EXIT_FAILED
 end
 
 return M
