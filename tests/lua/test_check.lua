@@ -41,6 +41,8 @@ test("wrong credentials and an unreachable server: exit 1 with the reason, no se
   t:contains(r.stderr, "some servers are not ready")
   t:match(r.stdout, "target jira %(jira, [^)]*%): PROBLEM")
   t:contains(r.stdout, "EAUTH")
+  t:contains(r.stdout, "  what to do: check sources.okta.token (an SSWS API token of an admin")
+  t:contains(r.stdout, "  credentials: refused (HTTP 401): check targets.jira.token")
   t:ok(not (r.stdout .. r.stderr):find("wrong-okta-token-123", 1, true), "okta token leaked")
   t:ok(not (r.stdout .. r.stderr):find("wrong-password-456", 1, true), "password leaked")
   -- a target nobody listens on

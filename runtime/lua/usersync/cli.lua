@@ -416,6 +416,11 @@ local function checks_text(cfg, checks, only_problems)
     if r.error then w("  error: ", secrets.mask(r.error), "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.auth then w("  credentials: ", status_word(r.auth), "\n") end
+    if r.auth and r.auth.status == "denied" then
+      w(("  what to do: check sources.%s.%s\n"):format(name, cfg.sources[name].oauth
+        and "oauth (the service app's client_id, key and granted okta.* scopes)"
+        or "token (an SSWS API token of an admin; Okta expires tokens unused for 30 days)"))
+    end
     if r.app then w("  app ", tostring(cfg.sources[name].app_id), ": ", status_word(r.app), "\n") end
     for _, what in ipairs({ "users", "groups", "apps", "logs" }) do
       if r[what] then w(("  read %s: %s\n"):format(what, status_word(r[what]))) end
