@@ -135,6 +135,10 @@ test("an error that escapes a command (a damaged store): headline, detail, what 
     t:contains(r.stderr, "usersync " .. cmd .. ": the store cannot be used\n  detail: ")
     t:contains(r.stderr, "\n  what to do: check that the store file (`state` in the config) and its directory are writable")
   end
+  -- check reads the store and says it cannot
+  local c = w:usersync("check", "--config-only")
+  t:eq(c.code, 1, c.stdout .. c.stderr)
+  t:match(c.stdout, "store [^\n]*: cannot be read: store: no such column: id")
   local r = proc.run({ os.getenv("USERSYNC"), "sync", "-c", w.config },
     { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token", USERSYNC_DEBUG = "1" } })
   t:eq(r.code, 1)

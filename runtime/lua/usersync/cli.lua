@@ -464,7 +464,9 @@ local function check_store(cfg)
   if not db then r.error = secrets.mask(tostring(err)); return r end
   local ok, why = pcall(function()
     r.links = db:first("SELECT count(*) AS n FROM links").n
-    r.last_run = db:first("SELECT id, sync, command, started, ended, outcome FROM runs ORDER BY id DESC LIMIT 1")
+    local rerr
+    r.last_run, rerr = db:first("SELECT id, sync, command, started, ended, outcome FROM runs ORDER BY id DESC LIMIT 1")
+    if rerr then error(rerr, 0) end
   end)
   db:close()
   if not ok then r.error = secrets.mask(tostring(why)) end
