@@ -325,6 +325,15 @@ test("check(): every probe ok; a wrong token is 'denied'; an unknown app 'not_fo
   r = c3:check()
   t:eq(r.app.status, "not_found")
   t:eq(r.users.status, "ok")
+  t:eq(r.app.message, "the app id 0oaMissing does not exist in this org; find it in the Okta admin console "
+    .. "under Applications: the app's URL ends in /instance/ID/")
+  -- a URL with a path: every read is a 404, so the credentials were never tried
+  local c5 <close> = okta.client(hc, { url = sim.url .. "/admin/dashboard", token = "test-token" })
+  r = c5:check()
+  t:eq(r.ok, false)
+  t:eq(r.users.status, "not_found")
+  t:eq(r.auth.status, "unknown")
+  t:contains(r.auth.message, "/admin/dashboard answered 404 for /api/v1/users: the Okta URL must be the org's base URL")
   local c4 <close> = okta.client(hc, { url = "http://127.0.0.1:1", token = "test-token", retries = 0 })
   r = c4:check()
   t:eq(r.reachable, false)

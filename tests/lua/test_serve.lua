@@ -375,6 +375,41 @@ test("metrics: Prometheus text with runs, operations, durations, Okta budget and
   t:eq(d:stop(), 0)
 end)
 
+test("metrics: the last success counts full runs only; build info, managed accounts, next scheduled run", function(t)
+  local time = require "usersync.time"
+  local w <close> = small_world{ every = "1h" }
+  local d = serve.start(w)
+  t:ok(serve.wait_for(function() return #runs(w, "schedule") >= 1 end, 20), "the first scheduled run")
+  local m, r = d:metrics()
+  local full_ok = series(m, "usersync_last_success_timestamp_seconds", { sync = "main" })
+  t:ok((full_ok or 0) > 1.7e9, "set by the full run")
+  local version = proc.run({ os.getenv("USERSYNC"), "--version" }).stdout:match("^usersync (%S+)")
+  t:contains(r.body, ('usersync_build_info{version="%s"} 1\n'):format(version))
+  t:eq(series(m, "usersync_managed_accounts", { target = "jira" }), 2, "ann and bob")
+  local next_run = series(m, "usersync_next_run_timestamp_seconds", { sync = "main" })
+  t:ok(next_run and next_run >= full_ok + 3600 and next_run <= full_ok + 3600 + 31,
+    ("the next run an hour after the first ended (jitter at most 30s): %s vs %s"):format(next_run, full_ok))
+  local logged = d:find_log("next scheduled run")
+  t:ok(logged and logged.sync == "main" and logged["in"], "a log line says when")
+  -- a login: an event run for one user, which ends ok
+  w:okta_user("00u3", "cy.diaz@example.com", { groups = { "00gEng" } })
+  w:load()
+  t:eq(d:post(HOOK, delivery{ login_event("00u3", "uuid-metrics-login") }, AUTH).status, 200)
+  t:ok(serve.wait_for(function() return #runs(w, "event") >= 1 end, 20), "the event run")
+  t:ok(serve.wait_for(function()
+    return series(d:metrics(), "usersync_managed_accounts", { target = "jira" }) == 3 end, 10), "cy is managed now")
+  t:eq(runs(w, "event")[1].outcome, "ok")
+  m = d:metrics()
+  t:eq(series(m, "usersync_last_success_timestamp_seconds", { sync = "main" }), full_ok,
+    "an event run does not refresh the last full success")
+  t:eq(d:stop(), 0)
+  -- after a restart, the value comes from the store: the full run's end, not the event run's
+  local d2 <close> = serve.start(w)
+  local sched = runs(w, "schedule")[1]
+  t:eq(series(d2:metrics(), "usersync_last_success_timestamp_seconds", { sync = "main" }), time.parse(sched.ended))
+  t:eq(d2:stop(), 0)
+end)
+
 test("SIGTERM during a long run: it stops between operations, the run is recorded interrupted, exit 0", function(t)
   local w <close> = small_world{ every = "1h", extra_users = 400 }
   w.jira:faults{ latency_ms = 40 }

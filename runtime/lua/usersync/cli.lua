@@ -140,7 +140,10 @@ usage: usersync check [-c FILE] [--json] [--config-only]
 Loads the config (a Lua file returning a table, evaluated in the sandbox) and
 validates it against the schema. Every error names the file and the key path;
 all errors are reported together; a secret too short to be masked safely is
-a warning. Relative paths in the config are taken from its directory. It
+a warning. Every file the config names must exist (policies, ca_file,
+serve.tls, job scripts), and every policy and job script must compile: a
+policy is loaded in the sandbox as sync loads it, so a policy error is a
+config error here too, with its file and line. Relative paths in the config are taken from its directory. It
 reports the store: its path, how many accounts it links and its last run, or
 that it does not exist yet (the first sync creates it; check creates no
 file). Then it reaches every server: for each
@@ -420,6 +423,11 @@ local function checks_text(cfg, checks, only_problems)
     if r.error then w("  error: ", secrets.mask(r.error), "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.auth then w("  credentials: ", status_word(r.auth), "\n") end
+    if r.auth and r.auth.status == "denied" then
+      w(("  what to do: check sources.%s.%s\n"):format(name, cfg.sources[name].oauth
+        and "oauth (the service app's client_id, key and granted okta.* scopes)"
+        or "token (an SSWS API token of an admin; Okta expires tokens unused for 30 days)"))
+    end
     if r.app then w("  app ", tostring(cfg.sources[name].app_id), ": ", status_word(r.app), "\n") end
     for _, what in ipairs({ "users", "groups", "apps", "logs" }) do
       if r[what] then w(("  read %s: %s\n"):format(what, status_word(r[what]))) end
@@ -434,6 +442,13 @@ local function checks_text(cfg, checks, only_problems)
     if only_problems and r.ok then goto next_target end
     w(("target %s (%s, %s): %s\n"):format(name, cfg.targets[name].type, cfg.targets[name].url, r.ok and "ok" or "PROBLEM"))
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
+    if r.code == "EAUTH" then
+      local t = cfg.targets[name]
+      w(("  credentials: refused (HTTP 401): check targets.%s.%s\n"):format(name,
+        t.token ~= nil and "token (a personal access token of an admin)" or "user/password"))
+    elseif r.user then
+      w("  credentials: ok\n")
+    end
     if r.product then w(("  product: %s %s\n"):format(r.product, tostring(r.version or "?"))) end
     if r.user then w(("  authenticated as: %s\n"):format(r.user)) end
     w(("  admin rights: %s\n"):format(r.admin == true and "yes" or (r.admin == false and "NO" or "unknown")))
@@ -456,7 +471,9 @@ local function check_store(cfg)
   if not db then r.error = secrets.mask(tostring(err)); return r end
   local ok, why = pcall(function()
     r.links = db:first("SELECT count(*) AS n FROM links").n
-    r.last_run = db:first("SELECT id, sync, command, started, ended, outcome FROM runs ORDER BY id DESC LIMIT 1")
+    local rerr
+    r.last_run, rerr = db:first("SELECT id, sync, command, started, ended, outcome FROM runs ORDER BY id DESC LIMIT 1")
+    if rerr then error(rerr, 0) end
   end)
   db:close()
   if not ok then r.error = secrets.mask(tostring(why)) end
@@ -473,6 +490,55 @@ local function store_text(st)
     run and ("last run %d (sync %s, %s, %s)"):format(run.id, run.sync, run.started, run.outcome) or "no runs yet")
 end
 
+-- What a run would need beyond the schema: every file the config names
+-- exists (sources' ca_file, policies, serve.tls, job scripts) and every
+-- policy and job script compiles; each policy is loaded through
+-- usersync.policy in the sandbox, as sync loads it. Returns a list of
+-- errors "FILE: key.path: message" (empty when all is well).
+local function check_files(cfg)
+  local errs, file = {}, cfg._path
+  local function exists(p)
+    local f = io.open(p, "rb")
+    if f then f:close(); return true end
+    return false
+  end
+  local function need(key, p)
+    if p == nil then return false end
+    if exists(p) then return true end
+    errs[#errs + 1] = ("%s: %s: %s: no such file (the path is taken from the config's directory)"):format(file, key, p)
+    return false
+  end
+  local names = {}
+  for name in pairs(cfg.sources) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do need(("sources.%s.ca_file"):format(name), cfg.sources[name].ca_file) end
+  names = {}
+  for name in pairs(cfg.targets) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do need(("targets.%s.ca_file"):format(name), cfg.targets[name].ca_file) end
+  local policy = require "usersync.policy"
+  for i, s in ipairs(cfg.sync) do
+    local key = ("sync[%d].policy"):format(i)
+    if need(key, s.policy) then
+      local p, err = policy.load(s.policy, { run_instructions = s.limits and s.limits.policy_instructions })
+      if not p then errs[#errs + 1] = ("%s: %s: %s"):format(file, key, secrets.mask(tostring(err))) end
+    end
+  end
+  local serve = cfg.serve or {}
+  if serve.tls then
+    need("serve.tls.cert", serve.tls.cert)
+    need("serve.tls.key", serve.tls.key)
+  end
+  for i, job in ipairs(serve.jobs or {}) do
+    local key = ("serve.jobs[%d].script"):format(i)
+    if need(key, job.script) then
+      local fn, err = loadfile(job.script, "t", {})  -- compiled, not run
+      if not fn then errs[#errs + 1] = ("%s: %s: %s"):format(file, key, secrets.mask(tostring(err))) end
+    end
+  end
+  return errs
+end
+
 function commands.check(args)
   local opts, pos = parse(args, 2, SPECS.check)
   if not opts then eprint("usersync check: " .. pos); return EXIT_USAGE end
@@ -481,6 +547,10 @@ function commands.check(args)
   if #pos > 0 then eprint("usersync check: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path)
+  if cfg then
+    local ferrs = check_files(cfg)
+    if #ferrs > 0 then cfg, errors = nil, ferrs end
+  end
   local checks, all_ok, store
   if cfg then store = check_store(cfg) end
   if cfg and not opts["config-only"] then checks, all_ok = check_servers(cfg) end
@@ -538,6 +608,10 @@ local function check_sync_name(cfg, name, cmd, known_runs)
 end
 
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
+-- What to do when the store cannot be opened (sync, plan, history...).
+local STORE_TODO = "  what to do: check that the store's directory exists and this user can write it and the file "
+  .. "(`state` in the config names it)"
+
 local function load_config(opts, cmd)
   local path = opts.config or "usersync.conf.lua"
   local cfg, errors = require("usersync.config").load(path, { serve = cmd == "serve" })
@@ -553,7 +627,10 @@ M.load_config = load_config
 
 local function open_store(cfg, cmd)
   local db, err = require("usersync.state").open(cfg.state)
-  if not db then eprint(("usersync %s: cannot open the store %s: %s"):format(cmd, cfg.state, err)) end
+  if not db then
+    eprint(("usersync %s: cannot open the store %s: %s"):format(cmd, cfg.state, err))
+    eprint(STORE_TODO)
+  end
   return db
 end
 
@@ -659,7 +736,11 @@ local function start_engine(opts, cmd, trigger)
       require("usersync.log").debug("reading %s: %d requests", tostring(ev.name), ev.requests)
     end
   end })
-  if not e then eprint(("usersync %s: %s"):format(cmd, err)); return nil, EXIT_FAILED end
+  if not e then
+    eprint(("usersync %s: %s"):format(cmd, err))
+    if tostring(err):find("^cannot open the store") then eprint(STORE_TODO) end
+    return nil, EXIT_FAILED
+  end
   return e, cfg
 end
 
@@ -1027,7 +1108,40 @@ function M.main(args)
   local _ <close> = setmetatable({}, { __close = function()
     if out.reporter then out.reporter:close() end
   end })
-  return f(rest)
+  local ok, code = xpcall(f, function(e)
+    return { message = e, trace = debug.traceback(nil, 2) }
+  end, rest)
+  if ok then return code end
+  return M.report_error(cmd, code.message, code.trace)
+end
+
+-- An error that escaped a command: a headline, the detail and what to do,
+-- never a Lua traceback unless USERSYNC_DEBUG is set or -v was given.
+-- Exit 1.
+function M.report_error(cmd, e, trace)
+  if type(e) ~= "string" then
+    local mt = getmetatable(e)
+    e = (mt and mt.__tostring) and tostring(e) or ("(error object is a " .. type(e) .. " value)")
+  end
+  local detail = e
+  repeat local n; detail, n = detail:gsub("^[%w_/%.%-]+%.lua:%d+: ", "") until n == 0
+  local debug_on = (os.getenv("USERSYNC_DEBUG") or "") ~= "" or out.verbose or out.global.verbose
+  local headline, todo
+  -- where it happened: the error's position, else the first Lua frame
+  local where = e:match("^usersync/([%w_]+)%.lua:%d+:") or (trace or ""):match("\n%s*usersync/([%w_]+)%.lua:%d+:")
+  if detail:find("^store: ") or where == "state" or where == "history" then
+    headline = "the store cannot be used"
+    todo = "check that the store file (`state` in the config) and its directory are writable and the disk is not "
+      .. "full, and that the file is a usersync store; restore a damaged one from a backup"
+  else
+    headline = "stopped by an unexpected error"
+    todo = "run the command again with USERSYNC_DEBUG=1 to see where it happened, and report it with that output"
+  end
+  eprint(("usersync %s: %s"):format(cmd, headline))
+  eprint("  detail: " .. detail)
+  eprint("  what to do: " .. todo)
+  if debug_on then eprint(e .. "\n" .. (trace or "")) end
+  return EXIT_FAILED
 end
 
 return M

@@ -60,7 +60,14 @@ local source = record({
   max_wait = duration(),
   status_map = map(enum({ "active", "inactive", "skip" })),
   ca_file = path(), timeout = duration(),
-}, { check = function(_, path, err, v)
+}, { check = function(out, path, err, v)
+  -- every API path is taken from the org's base URL: one with a path (an
+  -- admin console page) would make every read a 404
+  local base, rest
+  if type(out.url) == "string" then base, rest = out.url:match("^(https?://[^/%s]+)(/.+)$") end
+  if base then
+    err(path .. ".url", ("the Okta URL must be the org's base URL (%s), not %s%s"):format(base, base, rest))
+  end
   if v.token == nil and v.oauth == nil then
     err(path, "needs `token` (SSWS API token) or `oauth` (service app)")
   elseif v.token ~= nil and v.oauth ~= nil then

@@ -171,7 +171,8 @@ end
 
 function M.client(http_client, source)
   local rc = raw.client(http_client, raw_source(source))
-  return setmetatable({ raw = rc, app_id = source.app_id, filter = source.filter, search = source.search }, Client)
+  return setmetatable({ raw = rc, app_id = source.app_id, url = source.url, filter = source.filter,
+                        search = source.search }, Client)
 end
 
 function Client:close() self.raw:close() end
@@ -642,6 +643,18 @@ function Client:check()
   report.auth = { status = not reachable and "error" or not authed and "denied" or "ok", method = method,
                   scope = method == "oauth" and scope or nil }
   if not authed or not reachable then report.auth.message, report.auth.code = first[1], first[2] end
+  -- /api/v1/users exists in every org: a 404 there means the URL is not an
+  -- org's API, so the credentials were never tried
+  if reachable and report.users.status == "not_found" then
+    report.auth = { status = "unknown", method = method, code = report.users.code,
+                    message = ("%s answered 404 for /api/v1/users: the Okta URL must be the org's base URL "
+                               .. "(https://example.okta.com)"):format(self.url or "the server") }
+  end
+  -- a 404 for the app's users: the app id names no app of this org
+  if report.app and report.app.status == "not_found" and report.users.status == "ok" then
+    report.app.message = ("the app id %s does not exist in this org; find it in the Okta admin console under "
+      .. "Applications: the app's URL ends in /instance/ID/"):format(tostring(self.app_id))
+  end
   -- the app probe answers both "app found" and "apps readable"
   report.apps = report.app or { status = "skipped", message = "no app_id configured" }
   return report

@@ -90,7 +90,11 @@ local function describe_metrics()
   metrics.describe("usersync_runs_total", "counter", "Sync runs by sync entry, trigger and outcome.")
   metrics.describe("usersync_operations_total", "counter", "Applied operations by target, kind and result.")
   metrics.describe("usersync_last_success_timestamp_seconds", "gauge",
-    "Unix time of the last run of a sync entry that ended ok.")
+    "Unix time of the last full run of a sync entry that ended ok (single-user and event runs do not count).")
+  metrics.describe("usersync_build_info", "gauge", "Always 1; the version of usersync as a label.")
+  metrics.describe("usersync_managed_accounts", "gauge", "Accounts usersync links to an Okta user, per target.")
+  metrics.describe("usersync_next_run_timestamp_seconds", "gauge",
+    "Unix time of the next scheduled full run of a sync entry (`every`).")
   metrics.describe("usersync_run_duration_seconds", "histogram", "Duration of sync runs.")
   metrics.describe("usersync_okta_budget_remaining", "gauge",
     "Requests left in the current Okta rate-limit window, per source and bucket.")
@@ -141,6 +145,34 @@ function Serve:set_ready()
   end
 end
 
+-- The last full run of a sync entry that ended ok: Unix time, or nil.
+-- Single-user and event runs (a scope) do not count: they read a few users,
+-- so they say nothing about whether the whole org is in sync.
+local function last_full_success(db, sync)
+  local row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' AND scope IS NULL
+      AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
+  return row and row.ended and time.parse(row.ended)
+end
+
+-- usersync_managed_accounts{target}: the accounts the store links, per
+-- target of the config (0 for a target with none yet).
+function Serve:observe_accounts()
+  local n = {}
+  for name in pairs(self.cfg.targets) do n[name] = 0 end
+  for row in self.engine.db:rows("SELECT target, count(DISTINCT lower(account_name)) AS n FROM links GROUP BY target") do
+    if n[row.target] then n[row.target] = row.n end
+  end
+  for name, count in pairs(n) do metrics.set("usersync_managed_accounts", { target = name }, count) end
+end
+
+-- Records when sync entry `name`'s next scheduled run is due (metric and
+-- a log line).
+function Serve:set_next(name, d)
+  metrics.set("usersync_next_run_timestamp_seconds", { sync = name }, d.at)
+  log.info { msg = "next scheduled run", sync = name, at = time.format(math.floor(d.at)),
+             ["in"] = ("%ds"):format(math.max(0, math.floor(d.at - time.now() + 0.5))) }
+end
+
 -- When a sync entry's next scheduled run is due: `every` after the end of
 -- its last full run (any trigger), plus jitter; at once when it never ran.
 function Serve:schedule(cfg, now)
@@ -153,6 +185,7 @@ function Serve:schedule(cfg, now)
       -- Never ran: at once; else `every` after the last one, jittered.
       local at = last and (math.max(last + every, now) + self:jitter(every)) or now
       self.due[s.name] = { at = at, every = every }
+      self:set_next(s.name, self.due[s.name])
     end
   end
   -- Jobs: `every` after their last run (kept in the store, so restarts
@@ -179,14 +212,14 @@ function Serve:jitter(every)
 end
 
 -- Records metrics for the runs of a summary (or an error).
-function Serve:observe_runs(run_ids, trigger, started)
+function Serve:observe_runs(run_ids, trigger, started, full)
   local db = self.engine.db
   for _, id in ipairs(run_ids or {}) do
     local run = state.run_outcome(db, id)
     if run then
       metrics.add("usersync_runs_total", { sync = run.sync, trigger = trigger, outcome = run.outcome }, 1)
       metrics.observe("usersync_run_duration_seconds", { sync = run.sync, trigger = trigger }, time.now() - started)
-      if run.outcome == "ok" then
+      if run.outcome == "ok" and full then
         metrics.set("usersync_last_success_timestamp_seconds", { sync = run.sync }, time.now())
       end
       for row in state.op_totals(db, id) do
@@ -241,7 +274,8 @@ function Serve:run(opts)
     self:set_ready()
     return nil, why
   end
-  self:observe_runs(summary.runs, opts.trigger, started)
+  self:observe_runs(summary.runs, opts.trigger, started, full)
+  self:observe_accounts()
   if summary.interrupted then
     log.warn { msg = "run interrupted on request", sync = opts.sync, trigger = opts.trigger,
                runs = table.concat(summary.runs, ",") }
@@ -570,6 +604,7 @@ function Serve:run_due()
       elseif why ~= "stopped" then
         d.at = time.now() + d.every + self:jitter(d.every)
       end
+      self:set_next(s.name, d)
     end
   end
   -- Full runs a group event asked for (trigger event or incremental).
@@ -582,7 +617,7 @@ function Serve:run_due()
       if why ~= "locked" and why ~= "stopped" then
         self.full_requested[s.name] = nil
         local d = self.due[s.name]
-        if d then d.at = time.now() + d.every + self:jitter(d.every) end
+        if d then d.at = time.now() + d.every + self:jitter(d.every); self:set_next(s.name, d) end
       end
     end
   end
@@ -638,12 +673,13 @@ function M.run(cfg, ctx)
     return 1
   end
   self.engine = e
-  -- The last success survives a restart in the store; so does its metric.
+  -- The last full success survives a restart in the store; so does its metric.
   for _, sy in ipairs(cfg.sync) do
-    local ended = state.last_ended(e.db, sy.name, true)
-    local at = ended and time.parse(ended)
+    local at = last_full_success(e.db, sy.name)
     if at then metrics.set("usersync_last_success_timestamp_seconds", { sync = sy.name }, at) end
   end
+  metrics.set("usersync_build_info", { version = require("usersync.core").versions().usersync }, 1)
+  self:observe_accounts()
   self:load_pending()
   self:set_ready()
   log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
