@@ -146,12 +146,9 @@ function Serve:set_ready()
 end
 
 -- The last full run of a sync entry that ended ok: Unix time, or nil.
--- Single-user and event runs (a scope) do not count: they read a few users,
--- so they say nothing about whether the whole org is in sync.
 local function last_full_success(db, sync)
-  local row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' AND scope IS NULL
-      AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
-  return row and row.ended and time.parse(row.ended)
+  local ended = state.last_ended(db, sync, true)
+  return ended and time.parse(ended)
 end
 
 -- usersync_managed_accounts{target}: the accounts the store links, per
@@ -159,8 +156,8 @@ end
 function Serve:observe_accounts()
   local n = {}
   for name in pairs(self.cfg.targets) do n[name] = 0 end
-  for row in self.engine.db:rows("SELECT target, count(DISTINCT lower(account_name)) AS n FROM links GROUP BY target") do
-    if n[row.target] then n[row.target] = row.n end
+  for target, count in pairs(state.linked_accounts(self.engine.db)) do
+    if n[target] then n[target] = count end
   end
   for name, count in pairs(n) do metrics.set("usersync_managed_accounts", { target = name }, count) end
 end

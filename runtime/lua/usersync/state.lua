@@ -481,13 +481,25 @@ end
 function M.last_ended(db, sync, ok)
   local row
   if ok then
-    row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok'
-        ORDER BY id DESC LIMIT 1]], sync)
+    -- Single-user and event runs (a scope) read a few users: they say
+    -- nothing about whether the whole org is in sync.
+    row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' AND scope IS NULL
+        AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
   else
     row = db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
         AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
   end
   return row and row.ended
+end
+
+-- The accounts the store links, per target: { [target] = count }.
+function M.linked_accounts(db)
+  local out = {}
+  for row in db:rows([[SELECT target, count(DISTINCT lower(account_name)) AS n FROM links
+      GROUP BY target]]) do
+    out[row.target] = row.n
+  end
+  return out
 end
 
 -- A run's sync entry and outcome ({ sync, outcome }), or nil.
