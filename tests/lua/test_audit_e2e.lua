@@ -9,16 +9,7 @@ local json = require "usersync.json"
 
 local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } } }
 
-local function base_world(opts)
-  local w = world.new(opts)
-  w:okta_group("00gEng", "Engineering")
-  w:okta_group("00gOps", "Ops")
-  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
-  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
-  w:okta_user("00u3", "carol.king@example.com", { groups = { "00gOps" } })
-  w:load()
-  return w
-end
+local base_world = world.small
 
 local function show_json(w, id)
   local r = w:usersync("show", "--json", tostring(id))

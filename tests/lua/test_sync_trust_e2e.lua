@@ -10,16 +10,7 @@ local proc = require "support.proc"
 local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } },
                  defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
 
-local function base_world(opts)
-  local w = world.new(opts)
-  w:okta_group("00gEng", "Engineering")
-  w:okta_group("00gOps", "Ops")
-  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
-  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
-  w:okta_user("00u3", "carol.king@example.com", { groups = { "00gOps" } })
-  w:load()
-  return w
-end
+local base_world = world.small
 
 local function db_of(w) return assert(store.open(w.dir .. "/usersync.db")) end
 

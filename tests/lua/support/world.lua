@@ -228,4 +228,17 @@ end
 World.__close = World.close
 World.__gc = World.close
 
+-- The small org most scenarios start from, loaded into the simulators:
+-- Engineering (ann, bob) and Ops (carol), all assigned to the app.
+function M.small(opts)
+  local w = M.new(opts or {})
+  w:okta_group("00gEng", "Engineering")
+  w:okta_group("00gOps", "Ops")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u3", "carol.king@example.com", { groups = { "00gOps" } })
+  w:load()
+  return w
+end
+
 return M
