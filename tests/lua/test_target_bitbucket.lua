@@ -203,29 +203,8 @@ test("paging: isLastPage/nextPageStart at the boundary", function(t)
 end)
 
 
--- Paging as the spec allows it, not only as this simulator pages by default:
--- a server that caps the page size lower than asked, pages that are not the
--- last with fewer items than the page size, an exactly full last page followed
--- by an empty one, no last-page flag. Every listing must come back whole, each
--- item once, for a list of an exact multiple of the page size and one over.
-local PAGING = {
-  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
-  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
-  { page_lazy_last = true, page_no_flags = true },
-}
-
-local function fault_name(f)
-  local k = {}
-  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
-  table.sort(k)
-  return #k > 0 and table.concat(k, ",") or "defaults"
-end
-
-local function collect(fn)
-  local got = {}
-  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
-  return ok, msg, sorted(got)
-end
+-- Paging as the spec allows it (support.targetsim's PAGING readings).
+local PAGING, fault_name, collect = sim.PAGING, sim.fault_name, sim.collect
 
 test("paging: every spec reading of start/limit/isLastPage/nextPageStart", function(t)
   for _, n in ipairs{ 6, 7 } do

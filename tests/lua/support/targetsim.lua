@@ -125,4 +125,30 @@ function M.static(status, ctype, body, headers)
   return self
 end
 
+-- Paging as the specs allow it, not only as the simulators page by default:
+-- a server that caps the page size lower than asked, pages that are not the
+-- last with fewer items than the page size, an exactly full last page followed
+-- by an empty one, no last-page flag (the simulators' paging faults). Every
+-- listing must come back whole, each item once.
+M.PAGING = {
+  {}, { page_cap = 2 }, { page_short = true }, { page_lazy_last = true }, { page_no_flags = true },
+  { page_short = true, page_no_flags = true }, { page_lazy_last = true, page_cap = 2 },
+  { page_lazy_last = true, page_no_flags = true },
+}
+
+-- A label for one PAGING entry ("page_cap=2", "defaults").
+function M.fault_name(f)
+  local k = {}
+  for n, v in pairs(f) do k[#k + 1] = n .. "=" .. tostring(v) end
+  table.sort(k)
+  return #k > 0 and table.concat(k, ",") or "defaults"
+end
+
+-- Runs a listing fn(on_page) and returns ok, msg and the names it gave, sorted.
+function M.collect(fn)
+  local got = {}
+  local ok, msg = fn(function(page) for _, a in ipairs(page) do got[#got + 1] = a.name or a end end)
+  return ok, msg, M.sorted(got)
+end
+
 return M
