@@ -1,0 +1,84 @@
+-- The apply runs on every target of a sync at once (issue 16): each
+-- target in its own plan order and chunks, a failing target not stopping
+-- the others. Shown by behaviour, not by time: the simulators' request
+-- logs say when each request was served, and a target's writes start
+-- while an earlier target's are still going on.
+local test = require "tap"
+local world = require "support.world"
+
+local N = 230 -- three chunks of create_user per target (apply.lua CHUNK = 100)
+
+local function big_world()
+  local w = world.new {
+    sync = { groups = { mode = "manual", map = { Engineering = { "developers" } } } } }
+  w:okta_group("00gEng", "Engineering")
+  for i = 1, N do
+    w:okta_user(("00u%04d"):format(i), ("user%04d@example.com"):format(i), { groups = { "00gEng" } })
+  end
+  w:load()
+  return w
+end
+
+-- The write requests of a product, in the order served.
+local function writes(w, p)
+  local out = w:writes(p)
+  table.sort(out, function(a, b) return a.at < b.at end)
+  return out
+end
+
+local function count(list, method, pattern)
+  local n = 0
+  for _, r in ipairs(list) do
+    if r.method == method and r.path:match(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+test("targets are applied concurrently; a target whose writes fail does not stop the others",
+  function(t)
+  local w <close> = big_world()
+  -- Jira (first in the config) is slow, so its writes take a while;
+  -- Confluence refuses every account and group creation.
+  w.jira:faults{ latency_ms = 60 }
+  w.confluence:faults{ fail_rate = 1.0, fail_status = 403, fail_path = "/admin/" }
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "exit 1: Confluence's writes failed\n" .. r.stderr)
+
+  -- Every target got its whole plan tried, Jira and Bitbucket all of it done.
+  local jira, bb, conf = writes(w, "jira"), writes(w, "bitbucket"), writes(w, "confluence")
+  t:eq(count(jira, "POST", "/rest/api/2/user$"), N, "jira: one create per user")
+  t:eq(#w:members_of("jira", "developers"), N, "jira: developers")
+  t:eq(#w:members_of("bitbucket", "developers"), N, "bitbucket: developers")
+  local bb_accounts = 0
+  for _ in pairs(w:accounts("bitbucket")) do bb_accounts = bb_accounts + 1 end
+  t:eq(bb_accounts, N, "bitbucket: every account created")
+  t:eq(count(conf, "POST", "/admin/user$"), N, "confluence: every create tried (and refused)")
+  t:eq(next((w:accounts("confluence"))), nil, "confluence: nothing created")
+  t:contains(r.stderr, "confluence create_user")
+
+  -- Concurrent, not one after the other: Bitbucket's and Confluence's
+  -- writes began before Jira's last write was served (one after the other,
+  -- they would start only once Jira's last answer had come back).
+  local jira_last = jira[#jira].at
+  t:ok(bb[1].at < jira_last, ("bitbucket's first write (%.3f) before jira's last (%.3f)")
+    :format(bb[1].at, jira_last))
+  t:ok(conf[1].at < jira_last, "confluence's first write before jira's last")
+  -- ... and Jira's plan order held: every account created before any member added.
+  local last_create, first_add = 0, math.huge
+  for i, q in ipairs(jira) do
+    if q.method == "POST" and q.path:match("/rest/api/2/user$") then last_create = i end
+    if q.path:match("/group/user") and first_add == math.huge then first_add = i end
+  end
+  t:ok(last_create < first_add, "jira: users created before members were added")
+
+  -- The journal recorded every outcome: a second sync redoes only Confluence.
+  w.confluence:faults{}
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0, "jira: nothing left to do")
+  t:eq(#w:writes("bitbucket"), 0, "bitbucket: nothing left to do")
+  t:eq(#w:members_of("confluence", "developers"), N, "confluence: done on the second sync")
+end)
+
+return test.done()
