@@ -107,6 +107,13 @@
 **     first. Several targets' Pendings polled in turn run concurrently.
 **   pending:close() (also __gc, __close): cancels what is unfinished.
 **
+**   t:snapshot_start() -> read: starts the snapshot's requests and returns
+**     at once; they run while anything drives the shared http engine
+**     (another target's read or apply, the Okta read), their results held
+**     until t:snapshot{ started = read, progress = ... } takes them (the
+**     same result as t:snapshot; a read is taken once). read:close()
+**     (also __gc, __close) cancels it.
+**
 **   t:check() -> { type=, url=, reachable=bool, product=, version=, user=,
 **                  admin=true|false|nil (unknown), detail=, code= }
 **   t:close()  (also __gc and __close; a target in use raises)
@@ -151,6 +158,7 @@
 #define TARGET_MT "usersync.target.Target"
 #define BATCH_MT "usersync.target.Batch"
 #define PENDING_MT "usersync.target.Pending"
+#define STARTED_MT "usersync.target.StartedRead"
 
 struct ltarget {
   us_target *t; /* NULL once closed */
@@ -161,6 +169,8 @@ struct lbatch {
   struct ltarget *lt; /* kept alive by the batch's user value */
   us_target_batch *b;
   struct us_target_event *cur; /* event being handled */
+  unsigned long before;        /* snapshot_start: the target's requests then */
+  struct timespec t0;          /* snapshot_start: when */
 };
 
 static struct ltarget *check_target(lua_State *L, int idx) {
@@ -189,8 +199,7 @@ static int batch_close(lua_State *L) {
 /* Pushes a new Batch of the target at index 1. [-0, +1] */
 static struct lbatch *new_batch(lua_State *L, struct ltarget *lt) {
   struct lbatch *lb = lua_newuserdatauv(L, sizeof *lb, 1);
-  lb->b = NULL;
-  lb->cur = NULL;
+  memset(lb, 0, sizeof *lb);
   lb->lt = lt;
   luaL_setmetatable(L, BATCH_MT);
   lua_pushvalue(L, 1);
@@ -889,12 +898,24 @@ static int target_snapshot(lua_State *L) {
   int gl = lua_gettop(L); /* groups */
   struct us_target_op op = {0};
   op.kind = US_TOP_SNAPSHOT;
-  struct lbatch *lb = new_batch(L, lt);
+  struct lbatch *lb = NULL;
   unsigned long before = us_target_requests(lt->t);
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  lt->busy++;
-  submit(L, lb, &op);
+  if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "started") != LUA_TNIL) {
+    lb = luaL_checkudata(L, -1, STARTED_MT); /* t:snapshot_start()'s read */
+    if (lb->lt != lt || !lb->b)
+      return luaL_error(L, "snapshot: field 'started': not an unused read of this target");
+    before = lb->before;
+    t0 = lb->t0;
+    lt->busy++;
+  } else {
+    if (lua_type(L, 2) == LUA_TTABLE)
+      lua_pop(L, 1);
+    lb = new_batch(L, lt);
+    lt->busy++;
+    submit(L, lb, &op);
+  }
   struct us_target_event *ev;
   int ret = 0, cb_ok = 1, partial = 0;
   while (cb_ok && (ev = next_event(lt, lb))) {
@@ -961,6 +982,21 @@ static int target_snapshot(lua_State *L) {
   lua_setfield(L, -2, "requests");
   lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
   lua_setfield(L, -2, "time");
+  return 1;
+}
+
+/* t:snapshot_start() -> a read in flight, for t:snapshot{ started = it }.
+** A Batch under its own metatable, so nothing else takes it. */
+static int target_snapshot_start(lua_State *L) {
+  struct ltarget *lt = check_target(L, 1);
+  lua_settop(L, 1);
+  struct us_target_op op = {0};
+  op.kind = US_TOP_SNAPSHOT;
+  struct lbatch *lb = new_batch(L, lt);
+  luaL_setmetatable(L, STARTED_MT);
+  lb->before = us_target_requests(lt->t);
+  clock_gettime(CLOCK_MONOTONIC, &lb->t0);
+  submit(L, lb, &op);
   return 1;
 }
 
@@ -1436,6 +1472,7 @@ static const luaL_Reg target_methods[] = {
     {"leads", target_leads},
     {"handover_lead", target_handover_lead},
     {"snapshot", target_snapshot},
+    {"snapshot_start", target_snapshot_start},
     {"apply", target_apply},
     {"apply_start", target_apply_start},
     {"check", target_check},
@@ -1448,6 +1485,15 @@ static const luaL_Reg target_meta[] = {
 
 static const luaL_Reg batch_meta[] = {
     {"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
+
+static int started_close(lua_State *L) {
+  batch_release(luaL_checkudata(L, 1, STARTED_MT));
+  return 0;
+}
+
+static const luaL_Reg started_methods[] = {{"close", started_close}, {NULL, NULL}};
+static const luaL_Reg started_meta[] = {
+    {"__gc", started_close}, {"__close", started_close}, {NULL, NULL}};
 
 static const luaL_Reg pending_methods[] = {
     {"poll", pending_poll}, {"close", pending_close}, {NULL, NULL}};
@@ -1464,6 +1510,11 @@ int luaopen_usersync_target(lua_State *L) {
   lua_pop(L, 1);
   luaL_newmetatable(L, BATCH_MT);
   luaL_setfuncs(L, batch_meta, 0);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, STARTED_MT);
+  luaL_setfuncs(L, started_meta, 0);
+  luaL_newlib(L, started_methods);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newmetatable(L, PENDING_MT);
   luaL_setfuncs(L, pending_meta, 0);

@@ -1,8 +1,9 @@
--- The apply runs on every target of a sync at once (issue 16): each
--- target in its own plan order and chunks, a failing target not stopping
--- the others. Shown by behaviour, not by time: the simulators' request
--- logs say when each request was served, and a target's writes start
--- while an earlier target's are still going on.
+-- A sync reads and applies to its targets at once (issue 16): each
+-- target's apply in its own plan order and chunks, a failing target not
+-- stopping the others; the targets' reads at once and while Okta is read.
+-- Shown by behaviour, not by time: the simulators' request logs say when
+-- each request was served, and a target's requests start while an
+-- earlier one's are still going on.
 local test = require "tap"
 local world = require "support.world"
 
@@ -79,6 +80,40 @@ test("targets are applied concurrently; a target whose writes fail does not stop
   t:eq(#w:writes("jira"), 0, "jira: nothing left to do")
   t:eq(#w:writes("bitbucket"), 0, "bitbucket: nothing left to do")
   t:eq(#w:members_of("confluence", "developers"), N, "confluence: done on the second sync")
+end)
+
+-- The requests of a product matching method, in the order served.
+local function served(w, p, method)
+  local out = {}
+  for _, q in ipairs(w[p]:requests()) do
+    if q.method == method then out[#out + 1] = q end
+  end
+  table.sort(out, function(a, b) return a.at < b.at end)
+  return out
+end
+
+test("targets are read concurrently, and while Okta is read", function(t)
+  local w <close> = big_world()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  -- A re-sync: every target is read whole. Okta and Jira are slow.
+  w:clear_requests()
+  w.okta:faults{ latency_ms = 60 }
+  w.jira:faults{ latency_ms = 60 }
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "applied 0 changes")
+  local okta, jira = served(w, "okta", "GET"), served(w, "jira", "GET")
+  local conf, bb = served(w, "confluence", "GET"), served(w, "bitbucket", "GET")
+  t:ok(#okta > 1 and #jira > 1 and #conf > 0 and #bb > 0, "every server was read")
+  -- One after the other, each read would start once the one before had
+  -- its last answer.
+  t:ok(jira[1].at < okta[#okta].at, "jira's read began before okta's last request")
+  t:ok(conf[1].at < jira[#jira].at, "confluence's read began before jira's last request")
+  t:ok(bb[1].at < jira[#jira].at, "bitbucket's read began before jira's last request")
+  for _, p in ipairs({ "jira", "confluence", "bitbucket" }) do
+    t:eq(#w:writes(p), 0, p .. ": nothing to write")
+  end
 end)
 
 return test.done()

@@ -350,6 +350,15 @@ function Apply:targets(run, plans)
     if more == nil then step(task, nil, err)
     elseif not more then step(task, true) end
   end
+  -- Targets with their own CA file or timeout have their own http engine
+  -- (Engine:http_client): waiting on one would leave the others' answers
+  -- unread, so then the wait is short.
+  local clients, wait = {}, 0.2
+  for _, p in ipairs(plans) do
+    local tcfg = self.e.cfg.targets[p.target] or {}
+    clients[(tcfg.ca_file or "") .. "|" .. tostring(tcfg.timeout or "")] = true
+  end
+  if next(clients, next(clients)) then wait = 0.005 end
   while true do
     local first
     for _, task in ipairs(tasks) do
@@ -357,7 +366,7 @@ function Apply:targets(run, plans)
       first = first or (task.pending and task)
     end
     if not first then break end
-    poll(first, 0.2) -- nothing ready: wait on the engine (all targets' requests)
+    poll(first, wait) -- nothing ready: wait on the engine (all targets' requests)
   end
 end
 
