@@ -116,4 +116,21 @@ test("targets are read concurrently, and while Okta is read", function(t)
   end
 end)
 
+test("targets on http engines of their own are applied concurrently too", function(t)
+  local w <close> = big_world()
+  -- A timeout of its own gives Jira its own http client (and engine).
+  local f = assert(io.open(w.config)); local text = f:read("a"); f:close()
+  text = text:gsub('(jira = { type = "jira", url = "[^"]+",)', '%1 timeout = "29s",')
+  t:contains(text, 'timeout = "29s"')
+  f = assert(io.open(w.config, "w")); f:write(text); f:close()
+  w.jira:faults{ latency_ms = 60 }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local jira, bb = writes(w, "jira"), writes(w, "bitbucket")
+  t:eq(#w:members_of("jira", "developers"), N, "jira: developers")
+  t:eq(#w:members_of("bitbucket", "developers"), N, "bitbucket: developers")
+  t:ok(bb[1].at < jira[#jira].at, "bitbucket's first write before jira's last")
+  t:ok(bb[#bb].at < jira[#jira].at, "bitbucket (fast) was done before jira (slow)")
+end)
+
 return test.done()

@@ -351,22 +351,23 @@ function Apply:targets(run, plans)
     elseif not more then step(task, true) end
   end
   -- Targets with their own CA file or timeout have their own http engine
-  -- (Engine:http_client): waiting on one would leave the others' answers
-  -- unread, so then the wait is short.
-  local clients, wait = {}, 0.2
+  -- (Engine:http_client): then each target's poll drives its engine, a
+  -- short while so that none waits on another's.
+  local clients = {}
   for _, p in ipairs(plans) do
     local tcfg = self.e.cfg.targets[p.target] or {}
     clients[(tcfg.ca_file or "") .. "|" .. tostring(tcfg.timeout or "")] = true
   end
-  if next(clients, next(clients)) then wait = 0.005 end
+  local each = next(clients, next(clients)) and 0.005 or 0
   while true do
     local first
     for _, task in ipairs(tasks) do
-      if task.pending then poll(task, 0) end
+      if task.pending then poll(task, each) end
       first = first or (task.pending and task)
     end
     if not first then break end
-    poll(first, wait) -- nothing ready: wait on the engine (all targets' requests)
+    -- nothing ready: wait on the shared engine (every target's requests)
+    if each == 0 then poll(first, 0.2) end
   end
 end
 
