@@ -104,6 +104,24 @@
 **     apply). Without a callback, the result is also in
 **     summary.results[i] = { ok=, note=, message=, code=, status=, source= }.
 **
+**   t:apply_start(ops) -> Pending: sends ops (as t:apply without phases,
+**     so give it ops of one kind, or ops whose order does not matter) and
+**     returns at once; the requests run while any target of the same http
+**     client drives the engine.
+**   pending:poll(callback [, wait]) -> true (more to come) | false (done)
+**                                     | nil, msg, "ECALLBACK"
+**     reports the results that arrived (callback as t:apply's); when none
+**     had and wait (seconds) > 0, drives the shared engine up to wait
+**     first. Several targets' Pendings polled in turn run concurrently.
+**   pending:close() (also __gc, __close): cancels what is unfinished.
+**
+**   t:snapshot_start() -> read: starts the snapshot's requests and returns
+**     at once; they run while anything drives the shared http engine
+**     (another target's read or apply, the Okta read), their results held
+**     until t:snapshot{ started = read, progress = ... } takes them (the
+**     same result as t:snapshot; a read is taken once). read:close()
+**     (also __gc, __close) cancels it.
+**
 **   t:check() -> { type=, url=, reachable=bool, product=, version=, user=,
 **                  admin=true|false|nil (unknown), detail=, code= }
 **   t:close()  (also __gc and __close; a target in use raises)
@@ -148,6 +166,8 @@
 
 #define TARGET_MT "usersync.target.Target"
 #define BATCH_MT "usersync.target.Batch"
+#define PENDING_MT "usersync.target.Pending"
+#define STARTED_MT "usersync.target.StartedRead"
 
 struct ltarget {
   us_target *t; /* NULL once closed */
@@ -158,6 +178,8 @@ struct lbatch {
   struct ltarget *lt; /* kept alive by the batch's user value */
   us_target_batch *b;
   struct us_target_event *cur; /* event being handled */
+  unsigned long before;        /* snapshot_start: the target's requests then */
+  double t0;                   /* snapshot_start: when (us_time_monotonic) */
 };
 
 static struct ltarget *check_target(lua_State *L, int idx) {
@@ -186,8 +208,7 @@ static int batch_close(lua_State *L) {
 /* Pushes a new Batch of the target at index 1. [-0, +1] */
 static struct lbatch *new_batch(lua_State *L, struct ltarget *lt) {
   struct lbatch *lb = lua_newuserdatauv(L, sizeof *lb, 1);
-  lb->b = NULL;
-  lb->cur = NULL;
+  memset(lb, 0, sizeof *lb);
   lb->lt = lt;
   luaL_setmetatable(L, BATCH_MT);
   lua_pushvalue(L, 1);
@@ -916,11 +937,23 @@ static int target_snapshot(lua_State *L) {
   int gl = lua_gettop(L); /* groups */
   struct us_target_op op = {0};
   op.kind = US_TOP_SNAPSHOT;
-  struct lbatch *lb = new_batch(L, lt);
+  struct lbatch *lb = NULL;
   unsigned long before = us_target_requests(lt->t);
   double t0 = us_time_monotonic();
-  lt->busy++;
-  submit(L, lb, &op);
+  if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "started") != LUA_TNIL) {
+    lb = luaL_checkudata(L, -1, STARTED_MT); /* t:snapshot_start()'s read */
+    if (lb->lt != lt || !lb->b)
+      return luaL_error(L, "snapshot: field 'started': not an unused read of this target");
+    before = lb->before;
+    t0 = lb->t0;
+    lt->busy++;
+  } else {
+    if (lua_type(L, 2) == LUA_TTABLE)
+      lua_pop(L, 1);
+    lb = new_batch(L, lt);
+    lt->busy++;
+    submit(L, lb, &op);
+  }
   struct us_target_event *ev;
   int ret = 0, cb_ok = 1, partial = 0;
   while (cb_ok && (ev = next_event(lt, lb))) {
@@ -983,6 +1016,21 @@ static int target_snapshot(lua_State *L) {
   lua_setfield(L, -2, "requests");
   lua_pushnumber(L, us_time_monotonic() - t0);
   lua_setfield(L, -2, "time");
+  return 1;
+}
+
+/* t:snapshot_start() -> a read in flight, for t:snapshot{ started = it }.
+** A Batch under its own metatable, so nothing else takes it. */
+static int target_snapshot_start(lua_State *L) {
+  struct ltarget *lt = check_target(L, 1);
+  lua_settop(L, 1);
+  struct us_target_op op = {0};
+  op.kind = US_TOP_SNAPSHOT;
+  struct lbatch *lb = new_batch(L, lt);
+  luaL_setmetatable(L, STARTED_MT);
+  lb->before = us_target_requests(lt->t);
+  lb->t0 = us_time_monotonic();
+  submit(L, lb, &op);
   return 1;
 }
 
@@ -1318,6 +1366,147 @@ static int target_apply(lua_State *L) {
   return 1;
 }
 
+/* ---------- apply_start: one batch of ops in flight, polled ---------- */
+
+/* A Pending holds a batch whose ops are in flight while the caller does
+** other work (polls other targets' batches). User values: 1 the Target,
+** 2 the ops table, 3 the indexes of ops done without a request (links),
+** reported at the first poll. */
+struct lpending {
+  struct lbatch lb;
+  int started; /* counted in the target's busy */
+  int links;   /* links reported already */
+};
+
+static struct lpending *check_pending(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, PENDING_MT);
+}
+
+static void pending_release(struct lpending *lp) {
+  batch_release(&lp->lb);
+  if (lp->started && lp->lb.lt)
+    lp->lb.lt->busy--;
+  lp->started = 0;
+}
+
+static int pending_close(lua_State *L) {
+  pending_release(check_pending(L, 1));
+  return 0;
+}
+
+static int target_apply_start(lua_State *L) {
+  struct ltarget *lt = check_target(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_Integer n = luaL_len(L, 2);
+  for (lua_Integer i = 1; i <= n; i++) { /* validates before anything is sent */
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+      return luaL_error(L, "apply_start: op %d is not a table", (int)i);
+    kind_rank(L, lua_gettop(L), i);
+    lua_pop(L, 1);
+  }
+  struct lpending *lp = lua_newuserdatauv(L, sizeof *lp, 3); /* 3 */
+  memset(lp, 0, sizeof *lp);
+  luaL_setmetatable(L, PENDING_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 3, 1);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 3, 2);
+  lp->lb.lt = lt;
+  lp->lb.b = us_target_batch_new(lt->t);
+  if (!lp->lb.b)
+    return luaL_error(L, "target: out of memory");
+  lt->busy++;
+  lp->started = 1;
+  lua_newtable(L); /* 4: links */
+  lua_pushvalue(L, 4);
+  lua_setiuservalue(L, 3, 3);
+  lua_newtable(L); /* 5: add_member indexes */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 2, i);
+    int r = kind_rank(L, lua_gettop(L), i);
+    if (!strcmp(kinds[r], "link")) {
+      lua_pushinteger(L, i);
+      lua_rawseti(L, 4, luaL_len(L, 4) + 1);
+    } else if (!strcmp(kinds[r], "add_member")) {
+      lua_pushinteger(L, i);
+      lua_rawseti(L, 5, luaL_len(L, 5) + 1);
+    } else {
+      submit_op(L, &lp->lb, lua_gettop(L), i, r);
+    }
+    lua_pop(L, 1);
+  }
+  if (luaL_len(L, 5) > 0)
+    submit_adds(L, &lp->lb, 2, 5);
+  lua_settop(L, 3);
+  return 1;
+}
+
+/* Reports the ready events of the batch; returns 0 when the callback
+** raised (message on the stack). Stack: ops at `ops`, callback at `cb`. */
+static int pending_deliver(lua_State *L, struct lpending *lp, int ops, int cb, int *n) {
+  struct us_target_event *ev;
+  for (;;) {
+    us_target_event_free(lp->lb.cur);
+    lp->lb.cur = NULL;
+    if (!(ev = lp->lb.cur = us_target_batch_next(lp->lb.b)))
+      return 1;
+    if (ev->type != US_TEV_DONE)
+      continue;
+    (*n)++;
+    if (!report(L, ops, cb, 0, (lua_Integer)(uintptr_t)ev->tag, ev->ok, ev->note, ev->message,
+                ev->code))
+      return 0;
+  }
+}
+
+static int pending_poll(lua_State *L) {
+  struct lpending *lp = check_pending(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  double wait = luaL_optnumber(L, 3, 0);
+  lua_settop(L, 3);
+  if (!lp->lb.b) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_getiuservalue(L, 1, 2); /* 4: ops */
+  int delivered = 0;
+  if (!lp->links) {
+    lp->links = 1;
+    lua_getiuservalue(L, 1, 3);
+    lua_Integer m = luaL_len(L, -1);
+    for (lua_Integer k = 1; k <= m; k++) {
+      lua_rawgeti(L, 5, k);
+      lua_Integer i = lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      delivered++;
+      if (!report(L, 4, 2, 0, i, 1, "no request needed", NULL, NULL)) {
+        pending_release(lp);
+        return callback_failed(L, "apply");
+      }
+    }
+    lua_settop(L, 4);
+  }
+  if (!pending_deliver(L, lp, 4, 2, &delivered)) {
+    pending_release(lp);
+    return callback_failed(L, "apply");
+  }
+  if (!delivered && wait > 0 && us_target_batch_pending(lp->lb.b)) {
+    us_target_drive(lp->lb.lt->t, (long)(wait * 1000));
+    if (!pending_deliver(L, lp, 4, 2, &delivered)) {
+      pending_release(lp);
+      return callback_failed(L, "apply");
+    }
+  }
+  if (!us_target_batch_pending(lp->lb.b)) {
+    pending_release(lp);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ---------- module ---------- */
 
 static const luaL_Reg target_methods[] = {
@@ -1344,7 +1533,9 @@ static const luaL_Reg target_methods[] = {
     {"leads", target_leads},
     {"handover_lead", target_handover_lead},
     {"snapshot", target_snapshot},
+    {"snapshot_start", target_snapshot_start},
     {"apply", target_apply},
+    {"apply_start", target_apply_start},
     {"check", target_check},
     {"close", target_close},
     {NULL, NULL},
@@ -1355,6 +1546,20 @@ static const luaL_Reg target_meta[] = {
 
 static const luaL_Reg batch_meta[] = {
     {"__gc", batch_close}, {"__close", batch_close}, {NULL, NULL}};
+
+static int started_close(lua_State *L) {
+  batch_release(luaL_checkudata(L, 1, STARTED_MT));
+  return 0;
+}
+
+static const luaL_Reg started_methods[] = {{"close", started_close}, {NULL, NULL}};
+static const luaL_Reg started_meta[] = {
+    {"__gc", started_close}, {"__close", started_close}, {NULL, NULL}};
+
+static const luaL_Reg pending_methods[] = {
+    {"poll", pending_poll}, {"close", pending_close}, {NULL, NULL}};
+static const luaL_Reg pending_meta[] = {
+    {"__gc", pending_close}, {"__close", pending_close}, {NULL, NULL}};
 
 static const luaL_Reg target_funcs[] = {
     {"new", target_new}, {"products", target_products}, {NULL, NULL}};
@@ -1367,6 +1572,16 @@ int luaopen_usersync_target(lua_State *L) {
   lua_pop(L, 1);
   luaL_newmetatable(L, BATCH_MT);
   luaL_setfuncs(L, batch_meta, 0);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, STARTED_MT);
+  luaL_setfuncs(L, started_meta, 0);
+  luaL_newlib(L, started_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, PENDING_MT);
+  luaL_setfuncs(L, pending_meta, 0);
+  luaL_newlib(L, pending_methods);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, target_funcs);
   return 1;

@@ -195,6 +195,8 @@ def t_request_log(f):
     f.get("/__fake/faults")
     f.get("/api/v1/users/%E2%82%AC", AUTH)
     log = f.requests()
+    at = [r.pop("at") for r in log]  # when each was served: in order, on the real clock
+    assert at == sorted(at) and abs(at[0] - time.time()) < 600, at
     assert log == [
         {"method": "GET", "path": "/api/v1/users", "query": "limit=5&q=a%20b", "status": 200},
         {"method": "POST", "path": "/api/v1/users", "query": "", "status": 405},

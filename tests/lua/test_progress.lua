@@ -326,4 +326,36 @@ test("target snapshot: accounts and memberships progress, finals, callback error
   t:eq(#assert(tg:snapshot()).accounts, 8)
 end)
 
+test("applies running at once: each target's bar goes on and ends with its own counts", function(t)
+  for _, tty in ipairs{ true, false } do
+    local r, sink, clock = rig{ tty = tty, color = false }
+    local function ev(name, state, done, total)
+      r:event{ phase = "apply", name = name, state = state, done = done, total = total,
+               what = "changes", message = state == "start" and ("applying to " .. name) or nil }
+    end
+    ev("jira", "start", nil, 3)
+    ev("bitbucket", "start", nil, 2)
+    clock.now = 101
+    ev("jira", "update", 1, 3)
+    ev("bitbucket", "update", 2, 2)
+    ev("bitbucket", "done")
+    clock.now = 102
+    ev("jira", "update", 3, 3)
+    ev("jira", "done")
+    local out = text(sink)
+    local mode = tty and "tty" or "plain"
+    -- starting bitbucket's apply did not end jira's: each ends once, with its counts
+    local _, njira = out:gsub("applying to jira +OK", "")
+    local _, njira_plain = out:gsub("applying to jira: done", "")
+    t:eq(njira + njira_plain, 1, mode .. ": jira ended once\n" .. out)
+    if tty then
+      t:match(out, "applying to jira +OK +3 changes +in 2%.0s", mode)
+      t:match(out, "applying to bitbucket +OK +2 changes +in 1%.0s", mode)
+    else
+      t:match(out, "applying to jira: done in 2%.0s: 3 changes", mode)
+      t:match(out, "applying to bitbucket: done in 1%.0s: 2 changes", mode)
+    end
+  end
+end)
+
 return test.done()

@@ -1,4 +1,5 @@
--- usersync.apply: applies a run plan, entry by entry and target by target,
+-- usersync.apply: applies a run plan, entry by entry, to the targets of an
+-- entry concurrently (each in its plan order),
 -- recording every operation in the store's journal as it goes: the intent
 -- before a write is sent, the outcome after. The safety limits withhold
 -- the destructive kinds; a store that cannot be written stops the sending.
@@ -25,9 +26,9 @@ local DESTRUCTIVE = report.DESTRUCTIVE
 -- holds across chunks): their intents are recorded in one transaction, the
 -- chunk is sent, and their outcomes are recorded in one transaction. So a
 -- write is never sent before its intent is durable, a run killed midway
--- leaves at most a chunk of unknown outcomes (settled by the next plan,
--- state.reconcile), and a stop request (serve's SIGTERM) waits for at most
--- one chunk's requests in flight.
+-- leaves at most a chunk of unknown outcomes per target (settled by the
+-- next plan, state.reconcile), and a stop request (serve's SIGTERM) waits
+-- for at most one chunk's requests in flight per target.
 -- Adds go in larger chunks, ordered by group within their phase: where a
 -- product adds many users to a group in one request (Bitbucket), a chunk
 -- costs about one request per group it touches.
@@ -67,16 +68,37 @@ local function adds_by_group(ops)
   table.move(seg, 1, #seg, first, ops)
 end
 
+-- The coroutines of the targets an apply is running (Apply:entry): a chunk
+-- sent from one of them is handed to the scheduler, which polls every
+-- target's chunk in turn.
+local scheduled = setmetatable({}, { __mode = "k" })
+
+-- Sends chunk to target t and waits for its results (finished runs for
+-- each). Returns true, or nil, err when the target gave up.
+local function send_batch(t, chunk, finished)
+  local pending = t:apply_start(chunk)
+  if scheduled[coroutine.running()] then return coroutine.yield(pending, finished) end
+  while true do
+    local more, err = pending:poll(finished, 0.2)
+    if more == nil then return nil, err end
+    if not more then return true end
+  end
+end
+
 -- Applies ops to target t in chunks. per_chunk(chunk) runs before a chunk
 -- is sent and returns the ops to send (or nil, err: the store cannot record
 -- them; nothing more is sent); finished(op, ok, info, code) runs for each
 -- outcome and done_chunk() after each chunk (or nil, err likewise).
--- Returns true, "stopped" when should_stop said so between chunks, nil, err
+-- halted() is checked between chunks: "stopped" (a stop request), or an
+-- error (another target's store write failed).
+-- Returns "stopped" when halted said so between chunks, nil, err
 -- when the target gave up, or false, err when the store failed.
-local function send_chunks(e, t, ops, per_chunk, finished, done_chunk)
+local function send_chunks(t, ops, per_chunk, finished, done_chunk, halted)
   local i = 1
   while i <= #ops do
-    if e:stopping() then return "stopped" end
+    local halt, herr = halted()
+    if halt == "stopped" then return "stopped" end
+    if halt then return false, herr end
     local j, kind = i, ops[i].kind
     local size = kind == "add_member" and M.ADD_CHUNK or M.CHUNK
     while j < #ops and j - i + 1 < size and ops[j + 1].kind == kind do j = j + 1 end
@@ -84,7 +106,7 @@ local function send_chunks(e, t, ops, per_chunk, finished, done_chunk)
     local chunk, err = per_chunk(table.move(ops, i, j, 1, {}))
     if not chunk then return false, err end
     if #chunk > 0 then
-      local res, aerr = t:apply(chunk, finished)
+      local res, aerr = send_batch(t, chunk, finished)
       if not res then return nil, aerr end
     end
     local ok, derr = done_chunk()
@@ -215,8 +237,13 @@ function Apply:send(run, p, ops)
     return journal(state.ops_finished, e.db, run.id, run.entry.name, list)
   end
 
+  local function halted()
+    if e:stopping() then return "stopped" end
+    if self.store_error then return true, self.store_error end
+  end
+
   adds_by_group(ops)
-  local res, err = send_chunks(e, e:target(p.target), ops, per_chunk, finished, done_chunk)
+  local res, err = send_chunks(e:target(p.target), ops, per_chunk, finished, done_chunk, halted)
   return res, err, failed_ids
 end
 
@@ -224,6 +251,8 @@ end
 -- (stopped, or the store failed), else true.
 function Apply:target(run, p)
   local e = self.e
+  if e:stopping() then run.interrupted = true; return false end
+  if self.store_error then return false end
   self:count_problems(run, p)
   local ops = self:sendable(p)
   local fseq, ferr = journal(state.record_findings, e.db, run.id, p, self.stop, DESTRUCTIVE, run.fseq)
@@ -294,6 +323,57 @@ function Apply:end_run(run)
   return true
 end
 
+-- Applies the plans of the targets concurrently: each target runs in its
+-- own coroutine (its plan order, its chunks one after the other, its own
+-- concurrency limit), and a chunk it sends is polled here together with
+-- the other targets' chunks, so every target's requests are in flight at
+-- once on the shared http engine. A target that fails does not stop the
+-- others; a stop request or a store failure stops each between chunks.
+function Apply:targets(run, plans)
+  local tasks = {}
+  local function step(task, ...)
+    local ok, a, b = coroutine.resume(task.co, ...)
+    if not ok then error(debug.traceback(task.co, a), 0) end
+    if coroutine.status(task.co) == "dead" then
+      task.pending = nil
+    else
+      task.pending, task.finished = a, b
+    end
+  end
+  for _, p in ipairs(plans) do
+    local task = { co = coroutine.create(function() return self:target(run, p) end) }
+    scheduled[task.co] = true
+    tasks[#tasks + 1] = task
+    step(task)
+  end
+
+  -- Polls one task's chunk; resumes the task when the chunk is done.
+  local function poll(task, wait)
+    local more, err = task.pending:poll(task.finished, wait)
+    if more == nil then step(task, nil, err)
+    elseif not more then step(task, true) end
+  end
+  -- Targets with their own CA file or timeout have their own http engine
+  -- (Engine:http_client): then each target's poll drives its engine, a
+  -- short while so that none waits on another's.
+  local clients = {}
+  for _, p in ipairs(plans) do
+    local tcfg = self.e.cfg.targets[p.target] or {}
+    clients[(tcfg.ca_file or "") .. "|" .. tostring(tcfg.timeout or "")] = true
+  end
+  local each = next(clients, next(clients)) and 0.005 or 0
+  while true do
+    local first
+    for _, task in ipairs(tasks) do
+      if task.pending then poll(task, each) end
+      first = first or (task.pending and task)
+    end
+    if not first then break end
+    -- nothing ready: wait on the shared engine (every target's requests)
+    if each == 0 then poll(first, 0.2) end
+  end
+end
+
 -- Applies the plan of one sync entry as one run. Returns false when the
 -- apply must not go on.
 function Apply:entry(entry)
@@ -312,10 +392,7 @@ function Apply:entry(entry)
 
   local run = { id = run_id, entry = entry, counts = { users_in_scope = entry.users_in_scope },
                 failed = 0, seq = 0, interrupted = false }
-  for _, p in ipairs(entry.targets) do
-    if self.e:stopping() then run.interrupted = true; break end
-    if not self:target(run, p) then break end
-  end
+  self:targets(run, entry.targets)
   return self:end_run(run)
 end
 

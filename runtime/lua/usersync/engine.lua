@@ -175,6 +175,7 @@ end
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
   local run_plan, err, code = self:plan_locked(opts or {})
+  snapshot.cancel(self) -- reads started and not taken (the plan stopped early)
   if not run_plan then self:unlock_entries() end
   return run_plan, err, code
 end
@@ -210,6 +211,7 @@ function Engine:plan_locked(opts)
   local run_plan = { syncs = {}, scope = scope_of(opts, users) }
 
   -- Every plan reads the targets afresh (serve reuses the engine).
+  snapshot.cancel(self)
   self.snapshots, self.group_names, self.apps_seen = {}, {}, {}
 
   -- Memory (100,000 users): a target's snapshot is dropped once the last
@@ -231,6 +233,18 @@ function Engine:plan_locked(opts)
   -- Each run has the policies' whole-run instruction budget afresh; a
   -- policy that spends it (or whose finalizer fails) fails the run.
   for _, p in pairs(self.policies) do p:new_run() end
+
+  -- The whole targets are read at once, and while the source is read
+  -- (snapshot.start): one target's read does not wait for another's.
+  if not users then
+    local names, seen = {}, {}
+    for _, s in ipairs(selected) do
+      for _, tname in ipairs(s.targets) do
+        if not seen[tname] then seen[tname] = true; names[#names + 1] = tname end
+      end
+    end
+    snapshot.start(self, names)
+  end
 
   for _, s in ipairs(selected) do
     local entry, err, code = self:plan_entry(run, s)

@@ -150,6 +150,7 @@ function Task:update(done, total, what)
   local c = self:counter(what)
   c.done, c.total, c.at = done or c.done, total, now
   self.last_what = c.what
+  r.active = self -- of tasks running alongside, the bar shows the one that moved last
   if r.quiet then return self end
   if r.tty then
     if not r.last_draw or now - r.last_draw >= r.redraw then r:draw(self, now) end
@@ -295,7 +296,8 @@ function Task:finish(ok, detail)
   if self.finished then return end
   self.finished = true
   local r = self.r
-  if r.active == self then r.active = nil end
+  r.running[self] = nil
+  if r.active == self then r.active = next(r.running) end
   if r.quiet then return end
   local now = r.clock()
   local took = now - self.t0
@@ -351,6 +353,7 @@ function M.new(opts)
     quiet = opts.quiet and true or false, verbose = opts.verbose and true or false,
     emit = opts.emit,
     drawn = 0,      -- visible length of the bar on screen (0: none)
+    running = {},   -- tasks started and not finished (set)
     tasks = {},     -- engine events: key -> Task
   }, Reporter)
 end
@@ -396,15 +399,20 @@ function Reporter:above(line)
 end
 
 -- Starts a phase. opts: { message = start line text, unit = main counter's
--- what, expected = an estimate of the unit counter's total }.
+-- what, expected = an estimate of the unit counter's total, alongside =
+-- true: the phase runs at the same time as the running ones (the applies
+-- of several targets), which go on; else a running phase is ended first }.
 function Reporter:start(label, opts)
   opts = opts or {}
-  if self.active then self.active:finish(true) end
+  if not opts.alongside then
+    for task in pairs(self.running) do task:finish(true) end
+  end
   local now = self.clock()
   local task = setmetatable({ r = self, label = label, unit = opts.unit, expected = opts.expected,
                               t0 = now, last_plain = now,
                               counters = {}, by_what = {}, failed = 0 }, Task)
   self.active = task
+  self.running[task] = true
   if self.quiet then return task end
   if self.tty then
     self.last_draw = nil
@@ -417,7 +425,8 @@ end
 
 -- Ends an unfinished bar (the command stops early): it is removed.
 function Reporter:close()
-  if self.active then self.active.finished = true; self.active = nil end
+  for task in pairs(self.running) do task.finished = true end
+  self.running, self.active = {}, nil
   self:clear()
 end
 
@@ -453,6 +462,7 @@ function Reporter:event(ev)
   local task = self.tasks[key]
   if ev.state == "start" or not task then
     task = self:start(p[1]:format(tostring(ev.name)), { message = ev.message, unit = p[2],
+                                                       alongside = ev.phase == "apply",
                                                        expected = math.type(ev.expected) and ev.expected > 0 and ev.expected or nil })
     self.tasks[key] = task
     if ev.state == "start" then

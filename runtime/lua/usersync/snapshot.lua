@@ -5,6 +5,7 @@
 -- the target clients'; every read comes in one shape.
 --
 --   local snapshot = require "usersync.snapshot"
+--   snapshot.start(e, { "jira", "bitbucket" })      -- optional: read them concurrently
 --   local snap = snapshot.read(e, "jira")            -- e: the engine
 --   local snap = snapshot.read_for(e, "jira", { "alice" })
 --   snap = snapshot.complete(e, "jira", snap, input) -- input: plan.build's
@@ -24,11 +25,33 @@ function M.unread(err, code)
   return { complete = false, error = err, code = code, accounts = {}, groups = {} }
 end
 
--- Reads a whole target once per run (e.snapshots).
+-- Starts the whole reads of the named targets (not read yet this run) at
+-- once: their requests run while anything drives the shared http engine
+-- (the Okta read, another target's read), and M.read takes each one's
+-- result. So the targets are read concurrently, not one after the other.
+function M.start(e, names)
+  e.snapshots, e.started = e.snapshots or {}, e.started or {}
+  for _, name in ipairs(names) do
+    if not e.snapshots[name] and not e.started[name] then
+      e.started[name] = e:target(name):snapshot_start()
+    end
+  end
+end
+
+-- Cancels the reads started and not taken (a plan that stops early).
+function M.cancel(e)
+  for _, read in pairs(e.started or {}) do read:close() end
+  e.started = nil
+end
+
+-- Reads a whole target once per run (e.snapshots); one M.start started is
+-- taken where it stands.
 function M.read(e, name)
   e.snapshots = e.snapshots or {}
   local snap = e.snapshots[name]
   if snap then return snap end
+  local started = e.started and e.started[name]
+  if started then e.started[name] = nil end
 
   e.progress{ phase = "target", name = name, state = "start", message = "reading " .. name }
   local function progress(done, total, what)
@@ -37,7 +60,7 @@ function M.read(e, name)
     e.progress{ phase = "target", name = name, state = "update",
       done = done, total = total, what = what }
   end
-  local s, err, code = e:target(name):snapshot{ progress = progress }
+  local s, err, code = e:target(name):snapshot{ progress = progress, started = started }
   e.progress{ phase = "target", name = name, state = s and "done" or "failed",
     error = err, code = code, requests = s and s.requests }
 

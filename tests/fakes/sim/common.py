@@ -519,8 +519,10 @@ class Server:
         return resp
 
     def _log(self, req, status):
+        # at: when it was served (the real clock, not the fake one), so tests can
+        # order the requests of several servers
         self.requests.append({"method": req.method, "path": req.path,
-                              "query": req.raw_query, "status": status})
+                              "query": req.raw_query, "status": status, "at": time.time()})
 
     # -- control interface -------------------------------------------------------------------
     def _control(self, req):
