@@ -1398,13 +1398,16 @@ static int target_apply_start(lua_State *L) {
   struct ltarget *lt = check_target(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
+  push_ranks(L); /* 3 */
   lua_Integer n = luaL_len(L, 2);
   for (lua_Integer i = 1; i <= n; i++) { /* validates before anything is sent */
     if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
       return luaL_error(L, "apply_start: op %d is not a table", (int)i);
-    kind_rank(L, lua_gettop(L), i);
+    int r;
+    kind_of(L, lua_gettop(L), i, 3, &r);
     lua_pop(L, 1);
   }
+  lua_remove(L, 3);
   struct lpending *lp = lua_newuserdatauv(L, sizeof *lp, 3); /* 3 */
   memset(lp, 0, sizeof *lp);
   luaL_setmetatable(L, PENDING_MT);
@@ -1422,17 +1425,18 @@ static int target_apply_start(lua_State *L) {
   lua_pushvalue(L, 4);
   lua_setiuservalue(L, 3, 3);
   lua_newtable(L); /* 5: add_member indexes */
+  push_ranks(L);   /* 6 */
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 2, i);
-    int r = kind_rank(L, lua_gettop(L), i);
-    if (!strcmp(kinds[r], "link")) {
+    int r, x = kind_of(L, lua_gettop(L), i, 6, &r);
+    if (kinds[x].top == 0) { /* link */
       lua_pushinteger(L, i);
       lua_rawseti(L, 4, luaL_len(L, 4) + 1);
-    } else if (!strcmp(kinds[r], "add_member")) {
+    } else if (kinds[x].top == US_TOP_ADD_MEMBERS) {
       lua_pushinteger(L, i);
       lua_rawseti(L, 5, luaL_len(L, 5) + 1);
     } else {
-      submit_op(L, &lp->lb, lua_gettop(L), i, r);
+      submit_op(L, &lp->lb, lua_gettop(L), i, x);
     }
     lua_pop(L, 1);
   }
@@ -1454,8 +1458,8 @@ static int pending_deliver(lua_State *L, struct lpending *lp, int ops, int cb, i
     if (ev->type != US_TEV_DONE)
       continue;
     (*n)++;
-    if (!report(L, ops, cb, 0, (lua_Integer)(uintptr_t)ev->tag, ev->ok, ev->note, ev->message,
-                ev->code))
+    if (!report(L, lp->lb.lt, ops, cb, 0, (lua_Integer)(uintptr_t)ev->tag, ev->ok, ev->note,
+                ev->message, ev->code, ev->status))
       return 0;
   }
 }
@@ -1480,22 +1484,24 @@ static int pending_poll(lua_State *L) {
       lua_Integer i = lua_tointeger(L, -1);
       lua_pop(L, 1);
       delivered++;
-      if (!report(L, 4, 2, 0, i, 1, "no request needed", NULL, NULL)) {
+      if (!report(L, lp->lb.lt, 4, 2, 0, i, 1, "no request needed", NULL, NULL, 0)) {
+        struct ltarget *lt = lp->lb.lt;
         pending_release(lp);
-        return callback_failed(L, "apply");
+        return callback_failed(L, lt, "apply");
       }
     }
     lua_settop(L, 4);
   }
+  struct ltarget *lt = lp->lb.lt;
   if (!pending_deliver(L, lp, 4, 2, &delivered)) {
     pending_release(lp);
-    return callback_failed(L, "apply");
+    return callback_failed(L, lt, "apply");
   }
   if (!delivered && wait > 0 && us_target_batch_pending(lp->lb.b)) {
-    us_target_drive(lp->lb.lt->t, (long)(wait * 1000));
+    us_target_drive(lt->t, (long)(wait * 1000));
     if (!pending_deliver(L, lp, 4, 2, &delivered)) {
       pending_release(lp);
-      return callback_failed(L, "apply");
+      return callback_failed(L, lt, "apply");
     }
   }
   if (!us_target_batch_pending(lp->lb.b)) {
