@@ -119,6 +119,19 @@ char *us_random_hex(size_t n) {
   return out;
 }
 
+
+/* The key object owning pkey, or NULL (pkey freed, err set). */
+static struct us_key *wrap_key(EVP_PKEY *pkey, int is_ec, char *err, size_t errlen) {
+  struct us_key *key = malloc(sizeof *key);
+  if (!key) {
+    EVP_PKEY_free(pkey);
+    set_err(err, errlen, "out of memory");
+    return NULL;
+  }
+  key->pkey = pkey;
+  key->is_ec = is_ec;
+  return key;
+}
 struct us_key *us_key_load_pem(const char *pem, size_t len, char *err, size_t errlen) {
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   if (!bio) {
@@ -154,15 +167,7 @@ struct us_key *us_key_load_pem(const char *pem, size_t len, char *err, size_t er
     set_err(err, errlen, "unsupported key type (use RSA or EC P-256)");
     return NULL;
   }
-  struct us_key *key = malloc(sizeof *key);
-  if (!key) {
-    EVP_PKEY_free(pkey);
-    set_err(err, errlen, "out of memory");
-    return NULL;
-  }
-  key->pkey = pkey;
-  key->is_ec = is_ec;
-  return key;
+  return wrap_key(pkey, is_ec, err, errlen);
 }
 
 struct us_key *us_key_generate_p256(char *err, size_t errlen) {
@@ -172,15 +177,7 @@ struct us_key *us_key_generate_p256(char *err, size_t errlen) {
     set_err(err, errlen, "cannot generate an EC P-256 key");
     return NULL;
   }
-  struct us_key *key = malloc(sizeof *key);
-  if (!key) {
-    EVP_PKEY_free(pkey);
-    set_err(err, errlen, "out of memory");
-    return NULL;
-  }
-  key->pkey = pkey;
-  key->is_ec = 1;
-  return key;
+  return wrap_key(pkey, 1, err, errlen);
 }
 
 void us_key_free(struct us_key *key) {
