@@ -119,7 +119,6 @@ char *us_random_hex(size_t n) {
   return out;
 }
 
-
 /* The key object owning pkey, or NULL (pkey freed, err set). */
 static struct us_key *wrap_key(EVP_PKEY *pkey, int is_ec, char *err, size_t errlen) {
   struct us_key *key = malloc(sizeof *key);
@@ -132,6 +131,7 @@ static struct us_key *wrap_key(EVP_PKEY *pkey, int is_ec, char *err, size_t errl
   key->is_ec = is_ec;
   return key;
 }
+
 struct us_key *us_key_load_pem(const char *pem, size_t len, char *err, size_t errlen) {
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   if (!bio) {
