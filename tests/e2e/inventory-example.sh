@@ -26,7 +26,7 @@ SIM_PID=$!
 read -r line < "$WORK/sim.out" || true
 URL=${line#listening on }
 case "$URL" in http://*) ;; *) echo "the simulator did not start: $line" >&2; cat "$WORK/sim.err" >&2; exit 1;; esac
-echo "   $URL"
+echo "   $URL (state $WORK/org.json)"
 
 echo "== usersync run scripts/examples/okta-inventory.lua"
 OKTA_URL="$URL" OKTA_TOKEN=test-token "$USERSYNC" run scripts/examples/okta-inventory.lua "$WORK/inventory.db"
