@@ -122,7 +122,9 @@ covered (full, user LOGIN, users A,B,..., event, incremental), duration,
 the changes it applied (counted from its journal, so an interrupted run
 shows what it did), failures, what it could not do and outcome. Reads the
 store named by the config's `state`. --csv writes RFC 4180 CSV with a
-header row (columns in the README); --json the shape usersync.history/1.
+header row (columns in the README; a field starting with = + - @, tab or
+CR gets a leading ' so a spreadsheet does not run it as a formula); --json
+the shape usersync.history/1.
 ]],
   show = [[
 usage: usersync show [-c FILE] [--json | --csv] RUN
@@ -131,7 +133,8 @@ Lists every operation of run RUN (see usersync history) with its target,
 subject, result and error, then what the run could not do: policy errors
 (with the hook's message), username conflicts, targets that could not be
 read, and destructive changes a safety stop withheld (with the reason).
---csv writes RFC 4180 CSV with a header row (columns in the README);
+--csv writes RFC 4180 CSV with a header row (columns in the README; a
+field starting with = + - @, tab or CR gets a leading ', as in history);
 --json the shape usersync.show/1.
 ]],
   check = [[
