@@ -14,6 +14,7 @@ local report = require "usersync.report"
 local state = require "usersync.state"
 local log = require "usersync.log"
 local config = require "usersync.config"
+local secrets = require "usersync.secrets"
 
 local M = {}
 
@@ -179,10 +180,15 @@ function Apply:withhold_leavers(run, p, chunk, handover_failed)
   local deprovisions = kind == "deactivate_user" or kind == "delete_user"
   if not next(handover_failed) or not deprovisions then return chunk end
 
-  local send, held = {}, {}
+  local send, held, found = {}, {}, {}
   for _, o in ipairs(chunk) do
-    if handover_failed[o.name:lower()] then
+    local why = handover_failed[o.name:lower()]
+    if why then
       held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD", error = WITHHELD } }
+      -- kept with the run as what it could not do (usersync show), with
+      -- the hand-over's error
+      found[#found + 1] = { "withheld", o.subject, o.okta_id, secrets.mask(("a hand-over of its project or "
+        .. "component leads failed (%s); kept, the next run tries again"):format(why)), o.kind }
       self.summary.withheld_leads = (self.summary.withheld_leads or 0) + 1
       log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again",
         p.target, o.kind, o.subject)
@@ -193,6 +199,9 @@ function Apply:withhold_leavers(run, p, chunk, handover_failed)
   if #held > 0 then
     local ok, err = journal(state.ops_finished, self.e.db, run.id, run.entry.name, held)
     if not ok then return nil, err end
+    local fseq, ferr = journal(state.add_findings, self.e.db, run.id, p.target, found, run.fseq)
+    if not fseq then return nil, ferr end
+    run.fseq = fseq
   end
   return send
 end
@@ -207,7 +216,10 @@ function Apply:send(run, p, ops)
   local function finished(op, ok, info, code)
     local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
     outcomes[#outcomes + 1] = { op, result }
-    if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
+    if not ok and op.kind == "handover_lead" then
+      local why = tostring(info or "failed")
+      handover_failed[op.name:lower()] = why .. ((code and not why:find(code, 1, true)) and (" [" .. code .. "]") or "")
+    end
     if ok then
       summary.ok = summary.ok + 1
       counts[op.kind] = (counts[op.kind] or 0) + 1

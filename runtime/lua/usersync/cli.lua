@@ -132,8 +132,9 @@ usage: usersync show [-c FILE] [--json | --csv] RUN
 Lists every operation of run RUN (see usersync history) with its target,
 subject, result and error, then what the run could not do: policy errors
 (with the hook's message), username conflicts, targets that could not be
-read, and destructive changes a safety stop withheld (with the reason).
---csv writes RFC 4180 CSV with a header row (columns in the README; a
+read, destructive changes a safety stop withheld (with the reason), and
+deprovisions held back because a hand-over of Jira leads failed (with its
+error). --csv writes RFC 4180 CSV with a header row (columns in the README; a
 field starting with = + - @, tab or CR gets a leading ', as in history);
 --json the shape usersync.show/1.
 ]],

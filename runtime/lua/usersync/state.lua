@@ -207,12 +207,19 @@ function M.record_findings(db, run_id, p, stop, destructive, base_seq)
       end
     end
   end
+  return M.add_findings(db, run_id, p.target, rows, base_seq)
+end
+
+-- Records findings of a run on target: rows = { { kind, subject, okta_id,
+-- message (masked), op }, ... }, numbered from base_seq + 1. Returns the
+-- next base.
+function M.add_findings(db, run_id, target, rows, base_seq)
   base_seq = base_seq or 0
   if #rows == 0 then return base_seq end
   return db:transaction(function()
     for i, r in ipairs(rows) do
       assert(db:exec([[INSERT INTO findings (run_id, seq, target, kind, subject, okta_id, message, op)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], run_id, base_seq + i, p.target, r[1], r[2], r[3], r[4], r[5]))
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], run_id, base_seq + i, target, r[1], r[2], r[3], r[4], r[5]))
     end
     return base_seq + #rows
   end)
