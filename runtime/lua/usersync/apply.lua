@@ -137,13 +137,22 @@ function Apply:failure(run, n)
   self.summary.failed = self.summary.failed + (n or 1)
 end
 
+-- Names a source or target ("sources" | "targets") this apply could not
+-- read (summary.not_read; the summary line counts and names them).
+function Apply:not_read(what, name)
+  local list = self.summary.not_read[what]
+  for _, n in ipairs(list) do if n == name then return end end
+  list[#list + 1] = name
+end
+
 -- Counts what plan p could not sync: an unread target, conflicts and
 -- policy errors.
 function Apply:count_problems(run, p)
   local counts, summary = run.counts, self.summary
   if p.read_error then -- the target could not be read: a failure, not users left unsynced
-    self:failure(run)
+    run.failed = run.failed + 1
     counts.targets_unread = (counts.targets_unread or 0) + 1
+    self:not_read("targets", p.target)
   end
   local problems = #p.conflicts + #p.errors
   if problems > 0 then
@@ -326,7 +335,7 @@ function Apply:end_run(run)
   end
 
   local stop = self.stop
-  local outcome = run.failed > 0 and "partial" or (stop and "stopped" or "ok")
+  local outcome = run.read_failed and "failed" or (run.failed > 0 and "partial" or (stop and "stopped" or "ok"))
   state.end_run(db, run.id, outcome, run.counts, stop and table.concat(stop, "; ") or nil)
   if e.cfg.history and e.cfg.history.keep then
     require("usersync.history").prune(db, config.parse_duration(e.cfg.history.keep))
@@ -404,19 +413,27 @@ function Apply:entry(entry)
 
   local run = { id = run_id, entry = entry, counts = { users_in_scope = entry.users_in_scope },
                 failed = 0, seq = 0, interrupted = false }
+  if entry.read and entry.read.failed then
+    -- its source could not be read: nothing was planned, the run failed
+    run.failed, run.read_failed = 1, true
+    self:not_read("sources", entry.source)
+  end
   self:targets(run, entry.targets)
   return self:end_run(run)
 end
 
 -- Applies run_plan with engine e. opts: { force, command = "sync"|"apply" }.
 -- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop =
--- {reasons} } (withheld: by the safety limit; withheld_leads: deprovisions
--- held back because a hand-over of the account's leads failed).
+-- {reasons}, not_read = { sources = {name...}, targets = {name...} } }
+-- (failed: operations that failed; not_read: what could not be read, so
+-- nothing was planned for it; withheld: by the safety limit;
+-- withheld_leads: deprovisions held back because a hand-over of the
+-- account's leads failed).
 function M.run(e, run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
   local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard,
-                   exit = M.EXIT_OK }
+                   exit = M.EXIT_OK, not_read = { sources = {}, targets = {} } }
   local self = setmetatable({ e = e, stop = stop, command = opts.command or "sync",
                               scope = run_plan.scope, summary = summary }, Apply)
 

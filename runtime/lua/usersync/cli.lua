@@ -874,16 +874,33 @@ function commands.plan(args)
   return code
 end
 
+-- ", 1 source not read (okta), 2 targets not read (jira, wiki)": what a
+-- run could not read, so nothing was planned for it (a failure, exit 1).
+local function not_read_text(nr)
+  local parts = {}
+  for _, what in ipairs({ "source", "target" }) do
+    local list = nr and nr[what .. "s"] or {}
+    if #list > 0 then
+      parts[#parts + 1] = (", %d %s%s not read (%s)"):format(#list, what, #list == 1 and "" or "s",
+        table.concat(list, ", "))
+    end
+  end
+  return table.concat(parts)
+end
+
 local function print_summary(summary, opts, cmd, run_plan)
+  local nr = summary.not_read or { sources = {}, targets = {} }
   if opts.json then
     local json = require "usersync.json"
-    io.write(assert(json.encode({ exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
+    io.write(assert(json.encode({ schema = "usersync.summary/1", exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
       failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil,
+      problems = summary.problems or 0, withheld_leads = summary.withheld_leads or 0,
+      not_read = { sources = json.array(nr.sources), targets = json.array(nr.targets) },
       interrupted = summary.interrupted },
       { sort_keys = true })), "\n")
   else
-    io.write(("applied %d change%s, %d failed%s%s; %s\n"):format(
-      summary.ok, summary.ok == 1 and "" or "s", summary.failed,
+    io.write(("applied %d change%s, %d failed%s%s%s; %s\n"):format(
+      summary.ok, summary.ok == 1 and "" or "s", summary.failed, not_read_text(nr),
       (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
       (summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "")
         .. ((summary.withheld_leads or 0) > 0 and (", " .. summary.withheld_leads .. " deprovision(s) withheld (a hand-over of leads failed)") or ""),
