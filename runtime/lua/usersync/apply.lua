@@ -407,7 +407,7 @@ function Apply:entry(entry)
   end
 
   local run_id, rerr = journal(state.begin_run, db, entry.name, self.e.trigger, self.command,
-    self.scope)
+    self.scope, entry.only_targets and table.concat(entry.only_targets, ","))
   if not run_id then self:store_failed(rerr); return false end
   summary.runs[#summary.runs + 1] = run_id
 

@@ -20,13 +20,14 @@ local function duration(started, ended)
 end
 
 -- What a run covered: "full", "user LOGIN", "users A,B", "event ...",
--- "incremental".
+-- "incremental"; " on jira,wiki" when it was limited to those targets.
 function M.covers(r)
+  local on = r.targets and (" on " .. r.targets) or ""
   if r.trigger == "incremental" or r.trigger == "event" then
-    return r.trigger .. (r.scope and (" " .. r.scope) or "")
+    return r.trigger .. (r.scope and (" " .. r.scope) or "") .. on
   end
-  if not r.scope then return "full" end
-  return (r.scope:find(",", 1, true) and "users " or "user ") .. r.scope
+  if not r.scope then return "full" .. on end
+  return (r.scope:find(",", 1, true) and "users " or "user ") .. r.scope .. on
 end
 
 -- A run's counts: what it recorded, with the applied changes counted from
@@ -54,7 +55,7 @@ end
 -- unknown (sent, outcome not recorded), findings, error }.
 function M.runs(db, opts)
   opts = opts or {}
-  local sql = [[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.started, r.ended, r.outcome, r.counts, r.error,
+  local sql = [[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.targets, r.started, r.ended, r.outcome, r.counts, r.error,
       (SELECT count(*) FROM operations o WHERE o.run_id = r.id AND o.status = 'failed') AS failed,
       (SELECT count(*) FROM operations o WHERE o.run_id = r.id AND o.status = 'running') AS unknown,
       (SELECT count(*) FROM findings f WHERE f.run_id = r.id) AS findings, ]] .. DONE .. [[ AS done
@@ -67,7 +68,7 @@ end
 -- One run, its operations in plan order and its findings (what it could
 -- not do); nil, message when unknown.
 function M.show(db, id)
-  local run = db:first([[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.started, r.ended, r.outcome, r.counts,
+  local run = db:first([[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.targets, r.started, r.ended, r.outcome, r.counts,
       r.error, ]] .. DONE .. [[ AS done FROM runs r WHERE r.id = ?]], id)
   if not run then return nil, ("no run %s in the store"):format(tostring(id)) end
   finish(run)
@@ -199,7 +200,8 @@ function M.show_csv(run, ops, findings)
 end
 
 -- JSON (--json). usersync.history/1: { schema, runs = [ { id, sync,
--- trigger, command, scope?, covers, started, ended?, duration?, outcome,
+-- trigger, command, scope?, targets? (--target), covers, started, ended?,
+-- duration?, outcome,
 -- counts = {kind = n}, failed, unknown, not_done, error? } ] } (unknown:
 -- operations sent whose outcome the run did not record).
 -- usersync.show/1: the run's fields as in history plus operations = [ {
@@ -211,6 +213,11 @@ end
 local function run_doc(r)
   r.not_done = r.findings
   r.findings = nil
+  if r.targets then
+    local list = {}
+    for t in r.targets:gmatch("[^,]+") do list[#list + 1] = t end
+    r.targets = json.array(list)
+  end
   return r
 end
 
