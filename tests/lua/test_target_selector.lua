@@ -31,6 +31,12 @@ test("sync --target jira writes jira only and does not read the other targets", 
   t:eq(h[1].covers, "full on jira")
   t:same(h[1].targets, { "jira" })
   t:match(w:usersync("history").stdout, "\n1 +%S+ +main +manual +full on jira ")
+  -- not a full run: the last-success metric and serve's schedule do not count it
+  local state = require "usersync.state"
+  local db = assert(state.open(w.dir .. "/usersync.db"))
+  t:eq(state.last_ended(db, "main", true), nil, "no full success yet")
+  t:eq(state.last_ended(db, "main"), nil, "no full run yet")
+  db:close()
   -- without it: every target, and a full run again
   r = w:usersync("sync")
   t:eq(r.code, 0, r.stderr)
@@ -38,6 +44,9 @@ test("sync --target jira writes jira only and does not read the other targets", 
   h = json.decode(w:usersync("history", "--json").stdout).runs
   t:eq(h[1].covers, "full")
   t:eq(h[1].targets, nil)
+  db = assert(state.open(w.dir .. "/usersync.db"))
+  t:eq(state.last_ended(db, "main", true), h[1].ended, "the full run counts")
+  db:close()
 end)
 
 test("--target repeated or as a comma list; plan reads only those", function(t)
