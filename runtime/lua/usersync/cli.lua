@@ -171,8 +171,10 @@ read, 2 for a config error.
 usage: usersync serve [-c FILE] [-q] [-v]
 
 Runs until SIGTERM: every sync entry with `every` on that interval (with a
-small jitter; a run of an entry never overlaps another run of it, also one
-started by hand, and missed runs are not stacked); with serve.poll_logs, a
+small jitter; missed runs are not stacked). Every run takes the locks sync
+takes (the entry's and those of entries sharing a target with it), so it
+never overlaps a run of them, also one started by hand or by another serve:
+a run kept out is skipped, logged and tried again 30 s later; with serve.poll_logs, a
 System Log poll that syncs just the users whose profile, status, app
 assignment or group membership changed (a lastUpdated watermark when the
 token may not read logs); the Okta event hook at serve.okta_hook.path, which

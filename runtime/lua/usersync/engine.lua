@@ -125,7 +125,8 @@ end
 
 -- The run locks (`sync:NAME`) of the entries, taken before a plan reads
 -- anything and held until apply ends (Engine:unlock_entries, or close).
--- Returns true, or nil and a message naming the holder.
+-- Returns true, or nil, a message naming the holder and the store's code
+-- ("ELOCKED": another run holds one).
 M.LOCK_TTL = apply.LOCK_TTL
 function Engine:lock_entries(entries)
   self.held = self.held or {}
@@ -136,10 +137,10 @@ function Engine:lock_entries(entries)
       if code ~= "ELOCKED" then
         return nil, ("cannot take the lock of sync %q in the store %s: %s; "
           .. "nothing was read or applied")
-          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", "")))
+          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", ""))), code
       end
       return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
-        :format(s.name, (tostring(err):gsub("^store: ", "")))
+        :format(s.name, (tostring(err):gsub("^store: ", ""))), code
     end
     self.held[s.name] = true
   end
@@ -248,8 +249,8 @@ function Engine:plan_locked(opts)
   -- anything is read, so a second run cannot plan from a view the first
   -- one is changing; a run kept out fails at once and reads nothing.
   if opts.lock then
-    local ok, lerr = self:lock_entries(selected)
-    if not ok then return nil, lerr, M.EXIT_FAILED, "ELOCKED" end
+    local ok, lerr, lcode = self:lock_entries(selected)
+    if not ok then return nil, lerr, M.EXIT_FAILED, lcode end
   end
 
   -- Each run has the policies' whole-run instruction budget afresh; a
