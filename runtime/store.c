@@ -226,6 +226,11 @@ static const char schema_v3[] =
     "  PRIMARY KEY (run_id, seq)\n"
     ") WITHOUT ROWID;\n";
 
+/* v4: the targets a run was limited to (`--target`), comma-separated in
+** config order; NULL: every target of its sync entry. Such a run is not a
+** full run (the last-success metric, the schedule). */
+static const char schema_v4[] = "ALTER TABLE runs ADD COLUMN targets TEXT;\n";
+
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
         "locks",
@@ -235,6 +240,7 @@ static const us_store_migration builtin_migrations[] = {
      schema_v2},
     {3, "what a run could not do: policy errors, conflicts, unread targets, withheld changes",
      schema_v3},
+    {4, "the targets a run was limited to (--target)", schema_v4},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

@@ -115,6 +115,9 @@ def steps(ctx):
          r"(?m)^\d+ changes? of the plan already applied by usersync since it was made\n(.*\n)*applied 0 changes, 0 failed"),
         # --quiet: the summary line and nothing else.
         (["usersync -q sync"], LITERAL, 0, r"\Aapplied 0 changes, 0 failed; run \d+ [^\n]*\n\Z"),
+        # one target of the entry: the run is recorded as covering it only
+        (["usersync sync --target jira"], LITERAL, 0, r"(?m)^applied 0 changes, 0 failed; run \d+ "),
+        ([], "usersync history --limit 1", 0, r"(?m)^\d+ +\S+ +readme +manual +full on jira "),
         # The daemon: started as the README shows (with a serve section on a
         # free port added to the config), healthy and ready, then SIGTERM ->
         # exit 0.

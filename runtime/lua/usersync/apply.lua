@@ -14,6 +14,7 @@ local report = require "usersync.report"
 local state = require "usersync.state"
 local log = require "usersync.log"
 local config = require "usersync.config"
+local secrets = require "usersync.secrets"
 
 local M = {}
 
@@ -136,13 +137,22 @@ function Apply:failure(run, n)
   self.summary.failed = self.summary.failed + (n or 1)
 end
 
+-- Names a source or target ("sources" | "targets") this apply could not
+-- read (summary.not_read; the summary line counts and names them).
+function Apply:not_read(what, name)
+  local list = self.summary.not_read[what]
+  for _, n in ipairs(list) do if n == name then return end end
+  list[#list + 1] = name
+end
+
 -- Counts what plan p could not sync: an unread target, conflicts and
 -- policy errors.
 function Apply:count_problems(run, p)
   local counts, summary = run.counts, self.summary
   if p.read_error then -- the target could not be read: a failure, not users left unsynced
-    self:failure(run)
+    run.failed = run.failed + 1
     counts.targets_unread = (counts.targets_unread or 0) + 1
+    self:not_read("targets", p.target)
   end
   local problems = #p.conflicts + #p.errors
   if problems > 0 then
@@ -179,10 +189,15 @@ function Apply:withhold_leavers(run, p, chunk, handover_failed)
   local deprovisions = kind == "deactivate_user" or kind == "delete_user"
   if not next(handover_failed) or not deprovisions then return chunk end
 
-  local send, held = {}, {}
+  local send, held, found = {}, {}, {}
   for _, o in ipairs(chunk) do
-    if handover_failed[o.name:lower()] then
+    local why = handover_failed[o.name:lower()]
+    if why then
       held[#held + 1] = { o, { ok = false, skipped = true, code = "WITHHELD", error = WITHHELD } }
+      -- kept with the run as what it could not do (usersync show), with
+      -- the hand-over's error
+      found[#found + 1] = { "withheld", o.subject, o.okta_id, secrets.mask(("a hand-over of its project or "
+        .. "component leads failed (%s); kept, the next run tries again"):format(why)), o.kind }
       self.summary.withheld_leads = (self.summary.withheld_leads or 0) + 1
       log.warn("%s %s %s withheld: a hand-over of its leads failed; the next run tries again",
         p.target, o.kind, o.subject)
@@ -193,6 +208,9 @@ function Apply:withhold_leavers(run, p, chunk, handover_failed)
   if #held > 0 then
     local ok, err = journal(state.ops_finished, self.e.db, run.id, run.entry.name, held)
     if not ok then return nil, err end
+    local fseq, ferr = journal(state.add_findings, self.e.db, run.id, p.target, found, run.fseq)
+    if not fseq then return nil, ferr end
+    run.fseq = fseq
   end
   return send
 end
@@ -207,7 +225,10 @@ function Apply:send(run, p, ops)
   local function finished(op, ok, info, code)
     local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
     outcomes[#outcomes + 1] = { op, result }
-    if not ok and op.kind == "handover_lead" then handover_failed[op.name:lower()] = true end
+    if not ok and op.kind == "handover_lead" then
+      local why = tostring(info or "failed")
+      handover_failed[op.name:lower()] = why .. ((code and not why:find(code, 1, true)) and (" [" .. code .. "]") or "")
+    end
     if ok then
       summary.ok = summary.ok + 1
       counts[op.kind] = (counts[op.kind] or 0) + 1
@@ -314,7 +335,7 @@ function Apply:end_run(run)
   end
 
   local stop = self.stop
-  local outcome = run.failed > 0 and "partial" or (stop and "stopped" or "ok")
+  local outcome = run.read_failed and "failed" or (run.failed > 0 and "partial" or (stop and "stopped" or "ok"))
   state.end_run(db, run.id, outcome, run.counts, stop and table.concat(stop, "; ") or nil)
   if e.cfg.history and e.cfg.history.keep then
     require("usersync.history").prune(db, config.parse_duration(e.cfg.history.keep))
@@ -386,25 +407,33 @@ function Apply:entry(entry)
   end
 
   local run_id, rerr = journal(state.begin_run, db, entry.name, self.e.trigger, self.command,
-    self.scope)
+    self.scope, entry.only_targets and table.concat(entry.only_targets, ","))
   if not run_id then self:store_failed(rerr); return false end
   summary.runs[#summary.runs + 1] = run_id
 
   local run = { id = run_id, entry = entry, counts = { users_in_scope = entry.users_in_scope },
                 failed = 0, seq = 0, interrupted = false }
+  if entry.read and entry.read.failed then
+    -- its source could not be read: nothing was planned, the run failed
+    run.failed, run.read_failed = 1, true
+    self:not_read("sources", entry.source)
+  end
   self:targets(run, entry.targets)
   return self:end_run(run)
 end
 
 -- Applies run_plan with engine e. opts: { force, command = "sync"|"apply" }.
 -- Returns summary = { exit, runs = {id...}, ok, failed, withheld, stop =
--- {reasons} } (withheld: by the safety limit; withheld_leads: deprovisions
--- held back because a hand-over of the account's leads failed).
+-- {reasons}, not_read = { sources = {name...}, targets = {name...} } }
+-- (failed: operations that failed; not_read: what could not be read, so
+-- nothing was planned for it; withheld: by the safety limit;
+-- withheld_leads: deprovisions held back because a hand-over of the
+-- account's leads failed).
 function M.run(e, run_plan, opts)
   opts = opts or {}
   local stop, hard = report.safety(run_plan, { force = opts.force })
   local summary = { ok = 0, failed = 0, withheld = 0, runs = {}, stop = stop, stop_hard = hard,
-                   exit = M.EXIT_OK }
+                   exit = M.EXIT_OK, not_read = { sources = {}, targets = {} } }
   local self = setmetatable({ e = e, stop = stop, command = opts.command or "sync",
                               scope = run_plan.scope, summary = summary }, Apply)
 

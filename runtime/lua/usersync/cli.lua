@@ -63,14 +63,14 @@ timestamped lines otherwise; colour only on a terminal without NO_COLOR
 Exit codes, the same on every command: 0 done; 1 a failure (a read that
 failed outright, a failed operation, a policy error or conflict, a lock
 held, a store that cannot be written); 2 usage or config error, also a
---sync or --user that names nothing; 3 a safety limit or an incomplete
+--sync, --user or --target that names nothing; 3 a safety limit or an incomplete
 read withheld the destructive changes; 4 plan --detailed-exitcode: changes
 pending; 130 interrupted (SIGINT). 1 wins over 3.
 ]]
 
 local HELP = {
   plan = [[
-usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME] [--detailed-exitcode]
+usage: usersync plan [-c FILE] [--json] [--out FILE] [--user LOGIN] [--sync NAME] [--target NAME[,NAME]...] [--detailed-exitcode]
 
 Reads Okta and every target and prints what a sync would change, grouped by
 target, each change with its reason, then a summary. Nothing is written to
@@ -78,15 +78,18 @@ any server; the store only learns that earlier runs whose process died were
 interrupted, and the outcome of their changes whose answer was lost (read
 from the targets). --json prints the machine form; --out FILE saves
 it for `usersync apply FILE`. --user limits the plan to one Okta user (login
-or id); --sync to one sync entry. Exit 0 planned without errors; 1 a read
-failed outright, a target could not be read, or a policy error or conflict;
-2 a --sync or --user that names nothing; 3 a safety limit or an incomplete
+or id); --sync to one sync entry; --target (repeated, or a comma list) to
+those targets of the entries (the others are not read; entries without any
+of them are not planned; apply of the saved plan keeps to them). Exit 0
+planned without errors; 1 a read failed outright, a target could not be
+read, or a policy error or conflict; 2 a --sync, --user or --target that
+names nothing; 3 a safety limit or an incomplete
 read would withhold the destructive part (sync --force, or apply --force
 on the saved plan, applies it after review). --detailed-exitcode: 4 instead
 of 0 when the plan has changes (0: nothing to do). SIGINT: exit 130.
 ]],
   apply = [[
-usage: usersync apply [-c FILE] [--force] [--json] PLAN.json
+usage: usersync apply [-c FILE] [--force] [--json] [--target NAME[,NAME]...] PLAN.json
 
 Applies exactly the plan saved by `usersync plan --out PLAN.json`. It reads
 Okta and the targets again first and refuses the plan (exit 2) when a
@@ -94,22 +97,27 @@ destructive change in it is no longer planned (the base changed); changes
 planned since are not applied (run plan again). Changes usersync itself
 applied since the plan was made do not count as a changed base. --force
 applies past the safety limits: the part of a reviewed plan a safety stop
-withheld. Exit 0 done, 1 a failure (a read, an operation, the lock,
+withheld. --target applies only the part of the plan for those targets
+(the rest is left for later); a plan made with plan --target is applied to
+its targets only, and --target must then name some of them (else exit 2). Exit 0 done, 1 a failure (a read, an operation, the lock,
 the store), 3 stopped by a safety limit (nothing destructive applied), 130
 interrupted (SIGINT, as for sync).
 ]],
   sync = [[
-usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--force] [--json]
+usage: usersync sync [-c FILE] [--user LOGIN] [--sync NAME] [--target NAME[,NAME]...] [--force] [--json]
 
 Plans and applies in one step (what the scheduler runs). --user syncs one
-Okta user now (login or id). Safety: an incomplete or suspicious Okta read,
+Okta user now (login or id). --target (repeated, or a comma list) syncs
+only those targets of the entries, reading no other; the run is recorded
+as limited to them (history: "full on jira") and is not a full run. Safety: an incomplete or suspicious Okta read,
 more deprovisions than limits.max_deprovision or more membership removals
 than limits.max_membership_removals applies nothing destructive and exits
 3; --force overrides after review (never a failed read). A read that fails
 outright (credentials refused, app not found, server unreachable), a failed
 operation, a policy error or conflict: exit 1. Another run of the same sync
 holding the lock, or a store that cannot be written: fails at once (exit 1),
-reading nothing. A --sync or --user that names nothing: exit 2. SIGINT
+reading nothing. A --sync, --user or --target that names nothing: exit 2
+("no target 'x' in sync entry 'main' (known: ...)", with a suggestion). SIGINT
 (Ctrl-C) stops between operations (those in flight finish), records the run
 as interrupted with what was done, and exits 130; a second SIGINT ends it
 at once.
@@ -118,11 +126,14 @@ at once.
 usage: usersync history [-c FILE] [--json | --csv] [--sync NAME] [--limit N]
 
 Lists past runs, newest first: when, which sync, trigger, what the run
-covered (full, user LOGIN, users A,B,..., event, incremental), duration,
+covered (full, user LOGIN, users A,B,..., event, incremental; "on jira"
+when --target limited it), duration,
 the changes it applied (counted from its journal, so an interrupted run
 shows what it did), failures, what it could not do and outcome. Reads the
 store named by the config's `state`. --csv writes RFC 4180 CSV with a
-header row (columns in the README); --json the shape usersync.history/1.
+header row (columns in the README; a field starting with = + - @, tab or
+CR gets a leading ' so a spreadsheet does not run it as a formula); --json
+the shape usersync.history/1.
 ]],
   show = [[
 usage: usersync show [-c FILE] [--json | --csv] RUN
@@ -130,8 +141,10 @@ usage: usersync show [-c FILE] [--json | --csv] RUN
 Lists every operation of run RUN (see usersync history) with its target,
 subject, result and error, then what the run could not do: policy errors
 (with the hook's message), username conflicts, targets that could not be
-read, and destructive changes a safety stop withheld (with the reason).
---csv writes RFC 4180 CSV with a header row (columns in the README);
+read, destructive changes a safety stop withheld (with the reason), and
+deprovisions held back because a hand-over of Jira leads failed (with its
+error). --csv writes RFC 4180 CSV with a header row (columns in the README; a
+field starting with = + - @, tab or CR gets a leading ', as in history);
 --json the shape usersync.show/1.
 ]],
   check = [[
@@ -158,8 +171,10 @@ read, 2 for a config error.
 usage: usersync serve [-c FILE] [-q] [-v]
 
 Runs until SIGTERM: every sync entry with `every` on that interval (with a
-small jitter; a run of an entry never overlaps another run of it, also one
-started by hand, and missed runs are not stacked); with serve.poll_logs, a
+small jitter; missed runs are not stacked). Every run takes the locks sync
+takes (the entry's and those of entries sharing a target with it), so it
+never overlaps a run of them, also one started by hand or by another serve:
+a run kept out is skipped, logged and tried again 30 s later; with serve.poll_logs, a
 System Log poll that syncs just the users whose profile, status, app
 assignment or group membership changed (a lastUpdated watermark when the
 token may not read logs); the Okta event hook at serve.okta_hook.path, which
@@ -196,9 +211,10 @@ traceback and exits 1; a script that returns an integer exits with it.
 -- global ones (GLOBAL), which every command takes, before or after its name.
 local SPECS = {
   check = { json = "flag", ["config-only"] = "flag" },
-  plan = { json = "flag", out = "value", user = "value", sync = "value", ["detailed-exitcode"] = "flag" },
-  apply = { json = "flag", force = "flag" },
-  sync = { json = "flag", user = "value", sync = "value", force = "flag" },
+  plan = { json = "flag", out = "value", user = "value", sync = "value", target = "list",
+           ["detailed-exitcode"] = "flag" },
+  apply = { json = "flag", force = "flag", target = "list" },
+  sync = { json = "flag", user = "value", sync = "value", target = "list", force = "flag" },
   run = { ["dry-run"] = "flag" },
   history = { json = "flag", csv = "flag", sync = "value", limit = "value" },
   show = { json = "flag", csv = "flag" },
@@ -268,13 +284,24 @@ local function parse(args, start, spec, stop_at_positional)
       name = name or a:sub(3)
       local kind = spec[name] or GLOBAL[name]
       if not kind then return nil, unknown_option(a:match("^[^=]*"), spec) end
-      if kind == "value" then
+      if kind == "value" or kind == "list" then
         if not value then
           value = args[i + 1]
           if value == nil then return nil, "--" .. name .. " needs a value" end
           i = i + 1
         end
-        opts[name] = value
+        if kind == "list" then
+          -- repeatable, and each value a comma list: --target a,b --target c
+          local list = opts[name] or {}
+          for item in value:gmatch("[^,]*") do
+            item = item:match("^%s*(.-)%s*$")
+            if item == "" then return nil, "--" .. name .. " needs a name (--" .. name .. " A,B or repeated)" end
+            list[#list + 1] = item
+          end
+          opts[name] = list
+        else
+          opts[name] = value
+        end
       else
         if value then return nil, "--" .. name .. " takes no value" end
         opts[name] = true
@@ -317,7 +344,7 @@ end
 M.EXIT_STATUS = {
   { "0", "Done; for plan: planned without errors." },
   { "1", "A failure: a read failed outright (credentials refused, the Okta app or user not found, a server unreachable), a target could not be read, an operation failed, a policy error or username conflict, another run holding the lock, a store that cannot be written; usersync show RUN lists what failed. For check: a server is not ready. For run: the script raised an error." },
-  { "2", "Usage or config error, including a selector that names nothing (--sync NAME not in the config, --user naming no Okta user and no linked account); apply refusing a plan whose base changed." },
+  { "2", "Usage or config error, including a selector that names nothing (--sync NAME not in the config, --user naming no Okta user and no linked account, --target naming no target of the sync entries); apply refusing a plan whose base changed." },
   { "3", "A safety limit, or an incomplete or invalid read (a page that failed past its retries, an invalid record), withheld the destructive changes: nothing destructive was applied. Review the plan, then use --force (sync, or apply on a saved plan). When a failure happened too, the status is 1." },
   { "4", "plan --detailed-exitcode only: the plan has changes (without changes: 0)." },
   { "130", "Interrupted by SIGINT: plan, sync and apply stop between operations, record the run as interrupted and print what was done." },
@@ -607,6 +634,34 @@ local function check_sync_name(cfg, name, cmd, known_runs)
   return false
 end
 
+-- Exit 2 when --target names a target that no sync entry selected (the
+-- one --sync names, else every entry) syncs. Returns the list without
+-- repeats, or nil after printing the error.
+local function check_targets(cfg, sync_name, targets, cmd)
+  if not targets then return true end
+  local entries, known, seen = {}, {}, {}
+  for _, s in ipairs(cfg.sync) do
+    if not sync_name or s.name == sync_name then
+      entries[#entries + 1] = "'" .. s.name .. "'"
+      for _, t in ipairs(s.targets) do
+        if not seen[t] then seen[t] = true; known[#known + 1] = t end
+      end
+    end
+  end
+  local list, dup = {}, {}
+  for _, t in ipairs(targets) do
+    if not seen[t] then
+      local near = nearest(t, known)
+      eprint(("usersync %s: no target '%s' in sync entr%s %s (known: %s)%s"):format(cmd, t,
+        #entries == 1 and "y" or "ies", table.concat(entries, ", "), table.concat(known, ", "),
+        near and (("; did you mean %s?"):format(near)) or ""))
+      return nil
+    end
+    if not dup[t] then dup[t] = true; list[#list + 1] = t end
+  end
+  return list
+end
+
 -- Loads the config for a command; prints its errors. Returns cfg | nil.
 -- What to do when the store cannot be opened (sync, plan, history...).
 local STORE_TODO = "  what to do: check that the store's directory exists and this user can write it and the file "
@@ -856,7 +911,9 @@ function commands.plan(args)
   local e, cfg = start_engine(opts, "plan")
   if not e then return cfg end
   if not check_sync_name(cfg, opts.sync, "plan") then e:close(); return EXIT_USAGE end
-  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync }
+  local targets = check_targets(cfg, opts.sync, opts.target, "plan")
+  if not targets then e:close(); return EXIT_USAGE end
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, targets = opts.target and targets }
   finish_engine(e, "plan")
   if not run_plan and core.interrupted() then return interrupted("plan", "nothing was planned") end
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end
@@ -870,16 +927,33 @@ function commands.plan(args)
   return code
 end
 
+-- ", 1 source not read (okta), 2 targets not read (jira, wiki)": what a
+-- run could not read, so nothing was planned for it (a failure, exit 1).
+local function not_read_text(nr)
+  local parts = {}
+  for _, what in ipairs({ "source", "target" }) do
+    local list = nr and nr[what .. "s"] or {}
+    if #list > 0 then
+      parts[#parts + 1] = (", %d %s%s not read (%s)"):format(#list, what, #list == 1 and "" or "s",
+        table.concat(list, ", "))
+    end
+  end
+  return table.concat(parts)
+end
+
 local function print_summary(summary, opts, cmd, run_plan)
+  local nr = summary.not_read or { sources = {}, targets = {} }
   if opts.json then
     local json = require "usersync.json"
-    io.write(assert(json.encode({ exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
+    io.write(assert(json.encode({ schema = "usersync.summary/1", exit = summary.exit, runs = json.array(summary.runs), ok = summary.ok,
       failed = summary.failed, withheld = summary.withheld, stop = summary.stop and json.array(summary.stop) or nil,
+      problems = summary.problems or 0, withheld_leads = summary.withheld_leads or 0,
+      not_read = { sources = json.array(nr.sources), targets = json.array(nr.targets) },
       interrupted = summary.interrupted },
       { sort_keys = true })), "\n")
   else
-    io.write(("applied %d change%s, %d failed%s%s; %s\n"):format(
-      summary.ok, summary.ok == 1 and "" or "s", summary.failed,
+    io.write(("applied %d change%s, %d failed%s%s%s; %s\n"):format(
+      summary.ok, summary.ok == 1 and "" or "s", summary.failed, not_read_text(nr),
       (summary.problems or 0) > 0 and (", " .. summary.problems .. " user(s) not synced (conflicts or policy errors, see above)") or "",
       (summary.withheld > 0 and (", " .. summary.withheld .. " withheld by the safety limit") or "")
         .. ((summary.withheld_leads or 0) > 0 and (", " .. summary.withheld_leads .. " deprovision(s) withheld (a hand-over of leads failed)") or ""),
@@ -908,7 +982,10 @@ function commands.sync(args)
   local e, cfg = start_engine(opts, "sync")
   if not e then return cfg end
   if not check_sync_name(cfg, opts.sync, "sync") then e:close(); return EXIT_USAGE end
-  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, lock = true }
+  local targets = check_targets(cfg, opts.sync, opts.target, "sync")
+  if not targets then e:close(); return EXIT_USAGE end
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, lock = true,
+                                       targets = opts.target and targets }
   if not run_plan then
     finish_engine(e, "sync")
     if core.interrupted() then return interrupted("sync", "nothing was applied") end
@@ -956,7 +1033,35 @@ function commands.apply(args)
   if not saved then eprint("usersync apply: " .. file .. ": " .. perr); return EXIT_USAGE end
   local e, code = start_engine(opts, "apply")
   if not e then return code end
-  local fresh, err, ecode = e:plan{ user = saved.scope, lock = true }
+  -- The targets applied: those the plan was made for (plan --target), or
+  -- fewer with apply --target.
+  local targets = type(saved.targets) == "table" and saved.targets or nil
+  if opts.target then
+    local planned = {}
+    for _, t in ipairs(targets or {}) do planned[t] = true end
+    for _, t in ipairs(opts.target) do
+      if targets and not planned[t] then
+        local near = nearest(t, targets)
+        eprint(("usersync apply: no target '%s' in the plan %s (it covers: %s)%s"):format(t, file,
+          table.concat(targets, ", "), near and (("; did you mean %s?"):format(near)) or ""))
+        e:close()
+        return EXIT_USAGE
+      end
+    end
+    targets = check_targets(e.cfg, nil, opts.target, "apply")
+    if not targets then e:close(); return EXIT_USAGE end
+    -- the rest of the saved plan is left for later: not compared, not applied
+    local only = {}
+    for _, t in ipairs(targets) do only[t] = true end
+    for _, s in ipairs(saved.syncs or {}) do
+      local keep = {}
+      for _, tp in ipairs(s.targets or {}) do
+        if only[tp.target] then keep[#keep + 1] = tp end
+      end
+      s.targets = keep
+    end
+  end
+  local fresh, err, ecode = e:plan{ user = saved.scope, lock = true, targets = targets }
   if not fresh then
     finish_engine(e, "apply")
     if core.interrupted() then return interrupted("apply", "nothing was applied") end

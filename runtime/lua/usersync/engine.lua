@@ -125,7 +125,8 @@ end
 
 -- The run locks (`sync:NAME`) of the entries, taken before a plan reads
 -- anything and held until apply ends (Engine:unlock_entries, or close).
--- Returns true, or nil and a message naming the holder.
+-- Returns true, or nil, a message naming the holder and the store's code
+-- ("ELOCKED": another run holds one).
 M.LOCK_TTL = apply.LOCK_TTL
 function Engine:lock_entries(entries)
   self.held = self.held or {}
@@ -136,10 +137,10 @@ function Engine:lock_entries(entries)
       if code ~= "ELOCKED" then
         return nil, ("cannot take the lock of sync %q in the store %s: %s; "
           .. "nothing was read or applied")
-          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", "")))
+          :format(s.name, self.db:path(), (tostring(err):gsub("^store: ", ""))), code
       end
       return nil, ("another run of sync %q is in progress (%s); nothing was read or applied")
-        :format(s.name, (tostring(err):gsub("^store: ", "")))
+        :format(s.name, (tostring(err):gsub("^store: ", ""))), code
     end
     self.held[s.name] = true
   end
@@ -167,17 +168,18 @@ end
 
 -- Plans every sync entry (or the one named). Writes nothing anywhere.
 -- opts: { user = login | users = { login or id, ... } [, by_id = true when
--- users are all Okta ids], sync = name }.
+-- users are all Okta ids], sync = name, targets = { name, ... } (--target:
+-- only these targets of the entries) }.
 -- opts.lock (sync, apply): lock the entries first (lock_entries); apply
--- releases them.
+-- releases them. A lock held by another run: nil, message, exit 1, "ELOCKED".
 -- With user(s) only those Okta users are read and planned, and each target
 -- is read only for their accounts (snapshot.read_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
 function Engine:plan(opts)
-  local run_plan, err, code = self:plan_locked(opts or {})
+  local run_plan, err, code, ecode = self:plan_locked(opts or {})
   snapshot.cancel(self) -- reads started and not taken (the plan stopped early)
   if not run_plan then self:unlock_entries() end
-  return run_plan, err, code
+  return run_plan, err, code, ecode
 end
 
 -- What a plan of a few users shows as its scope.
@@ -187,14 +189,33 @@ local function scope_of(opts, users)
   return ("%s,%s,... (%d users)"):format(users[1], users[2], #users)
 end
 
+-- Entry s limited to the targets in the set `only` (--target): a copy
+-- with just those (s.limited = true), or nil when it has none of them.
+function M.limit_targets(s, only)
+  if not only then return s end
+  local targets = {}
+  for _, t in ipairs(s.targets) do
+    if only[t] then targets[#targets + 1] = t end
+  end
+  if #targets == 0 then return nil end
+  if #targets == #s.targets then return s end
+  local copy = {}
+  for k, v in pairs(s) do copy[k] = v end
+  copy.targets, copy.limited = targets, true
+  return copy
+end
+
 -- A plan for one entry also plans the entries that share a target with it
 -- (and drops their operations at the end: merge.keep_asked). Returns the
--- entries to plan and how many of them plan each target.
-function Engine:selected_entries(asked)
+-- entries to plan and how many of them plan each target. only: a set of
+-- target names (--target): just those targets are planned, entries
+-- without any of them not at all.
+function Engine:selected_entries(asked, only)
   local wanted = merge.related_entries(self.cfg, asked)
   local selected, uses = {}, {}
   for _, s in ipairs(self.cfg.sync) do
-    if wanted[s.name] then
+    s = wanted[s.name] and M.limit_targets(s, only) or nil
+    if s then
       selected[#selected + 1] = s
       for _, tname in ipairs(s.targets) do uses[tname] = (uses[tname] or 0) + 1 end
     end
@@ -208,7 +229,9 @@ function Engine:plan_locked(opts)
   -- from what is live, not from the garbage of the one before.
   local _ <close> = memory.pause(memory.PLAN_PAUSE)
   local users = opts.users or (opts.user and { opts.user }) or nil
-  local run_plan = { syncs = {}, scope = scope_of(opts, users) }
+  local only
+  for _, t in ipairs(opts.targets or {}) do only = only or {}; only[t] = true end
+  local run_plan = { syncs = {}, scope = scope_of(opts, users), targets = opts.targets }
 
   -- Every plan reads the targets afresh (serve reuses the engine).
   snapshot.cancel(self)
@@ -218,7 +241,7 @@ function Engine:plan_locked(opts)
   -- sync entry that plans it is done with it (uses), and the data only
   -- other sync entries need (claims, wanted memberships) is kept only when
   -- more than one entry is planned (single).
-  local selected, uses = self:selected_entries(opts.sync)
+  local selected, uses = self:selected_entries(opts.sync, only)
   local run = { opts = opts, users = users, uses = uses, single = #selected == 1,
                 claimed = {} } -- claimed: target -> lower account -> first sync that maps it
 
@@ -226,8 +249,8 @@ function Engine:plan_locked(opts)
   -- anything is read, so a second run cannot plan from a view the first
   -- one is changing; a run kept out fails at once and reads nothing.
   if opts.lock then
-    local ok, lerr = self:lock_entries(selected)
-    if not ok then return nil, lerr, M.EXIT_FAILED end
+    local ok, lerr, lcode = self:lock_entries(selected)
+    if not ok then return nil, lerr, M.EXIT_FAILED, lcode end
   end
 
   -- Each run has the policies' whole-run instruction budget afresh; a
@@ -287,6 +310,7 @@ function Engine:plan_entry(run, s)
   if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
 
   local entry = { name = s.name, source = s.source, limits = s.limits, targets = {},
+                  only_targets = s.limited and s.targets or nil,
                   users_in_scope = #src.users, unknown_users = src.unknown,
                   read = { complete = src.complete, problems = src.problems,
                            code = src.error and (src.code or "EREAD") } }

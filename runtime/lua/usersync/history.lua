@@ -20,13 +20,14 @@ local function duration(started, ended)
 end
 
 -- What a run covered: "full", "user LOGIN", "users A,B", "event ...",
--- "incremental".
+-- "incremental"; " on jira,wiki" when it was limited to those targets.
 function M.covers(r)
+  local on = r.targets and (" on " .. r.targets) or ""
   if r.trigger == "incremental" or r.trigger == "event" then
-    return r.trigger .. (r.scope and (" " .. r.scope) or "")
+    return r.trigger .. (r.scope and (" " .. r.scope) or "") .. on
   end
-  if not r.scope then return "full" end
-  return (r.scope:find(",", 1, true) and "users " or "user ") .. r.scope
+  if not r.scope then return "full" .. on end
+  return (r.scope:find(",", 1, true) and "users " or "user ") .. r.scope .. on
 end
 
 -- A run's counts: what it recorded, with the applied changes counted from
@@ -54,7 +55,7 @@ end
 -- unknown (sent, outcome not recorded), findings, error }.
 function M.runs(db, opts)
   opts = opts or {}
-  local sql = [[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.started, r.ended, r.outcome, r.counts, r.error,
+  local sql = [[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.targets, r.started, r.ended, r.outcome, r.counts, r.error,
       (SELECT count(*) FROM operations o WHERE o.run_id = r.id AND o.status = 'failed') AS failed,
       (SELECT count(*) FROM operations o WHERE o.run_id = r.id AND o.status = 'running') AS unknown,
       (SELECT count(*) FROM findings f WHERE f.run_id = r.id) AS findings, ]] .. DONE .. [[ AS done
@@ -67,7 +68,7 @@ end
 -- One run, its operations in plan order and its findings (what it could
 -- not do); nil, message when unknown.
 function M.show(db, id)
-  local run = db:first([[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.started, r.ended, r.outcome, r.counts,
+  local run = db:first([[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.targets, r.started, r.ended, r.outcome, r.counts,
       r.error, ]] .. DONE .. [[ AS done FROM runs r WHERE r.id = ?]], id)
   if not run then return nil, ("no run %s in the store"):format(tostring(id)) end
   finish(run)
@@ -78,6 +79,10 @@ function M.show(db, id)
     local d = o.detail and json.decode(o.detail)
     o.reason = d and d.reason or nil
     o.group = d and d.group or nil
+    -- what a new or updated account is set to (an auditor reads it too)
+    local changes = d and d.changes or {}
+    o.display_name = d and (d.display_name or (changes.display_name and changes.display_name.to)) or nil
+    o.email = d and (d.email or (changes.email and changes.email.to)) or nil
     o.detail = nil
   end
   local findings = assert(db:query([[SELECT seq, target, kind, subject, okta_id, op, message
@@ -133,10 +138,14 @@ function M.show_text(run, ops, findings)
 end
 
 -- CSV (RFC 4180): a header row, fields quoted when they hold a comma, a
--- quote, CR or LF (quotes doubled), lines ended by CRLF.
+-- quote, CR or LF (quotes doubled), lines ended by CRLF. A field that
+-- starts with = + - @, a tab or a CR gets a leading single quote, so a
+-- spreadsheet shows it as text instead of running it as a formula (names
+-- and messages come from Okta profiles: "=HYPERLINK(...)" is data here).
 local function csv_field(v)
   if v == nil or v == json.null then return "" end
   v = tostring(v)
+  if v:find("^[=+%-@\t\r]") then v = "'" .. v end
   if v:find('[,"\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
   return v
 end
@@ -160,7 +169,7 @@ end
 M.RUN_COLUMNS = { "run", "sync", "trigger", "covers", "started", "ended", "seconds", "outcome", "changes",
                   "failed", "unknown", "not_done", "error" }
 M.SHOW_COLUMNS = { "run", "seq", "target", "status", "kind", "subject", "group", "okta_id", "reason", "error",
-                   "code", "started", "ended" }
+                   "code", "started", "ended", "display_name", "email" }
 
 -- history as CSV, one row per run (columns M.RUN_COLUMNS).
 function M.runs_csv(runs)
@@ -181,7 +190,7 @@ function M.show_csv(run, ops, findings)
   for _, o in ipairs(ops) do
     rows[#rows + 1] = { run = run.id, seq = o.seq, target = o.target, status = o.status, kind = o.kind,
       subject = o.subject, group = o.group, okta_id = o.okta_id, reason = o.reason, error = o.error, code = o.code,
-      started = o.started, ended = o.ended }
+      started = o.started, ended = o.ended, display_name = o.display_name, email = o.email }
   end
   for _, f in ipairs(findings or {}) do
     rows[#rows + 1] = { run = run.id, seq = "f" .. f.seq, target = f.target, status = "not_done", kind = f.kind,
@@ -191,17 +200,24 @@ function M.show_csv(run, ops, findings)
 end
 
 -- JSON (--json). usersync.history/1: { schema, runs = [ { id, sync,
--- trigger, command, scope?, covers, started, ended?, duration?, outcome,
+-- trigger, command, scope?, targets? (--target), covers, started, ended?,
+-- duration?, outcome,
 -- counts = {kind = n}, failed, unknown, not_done, error? } ] } (unknown:
 -- operations sent whose outcome the run did not record).
 -- usersync.show/1: the run's fields as in history plus operations = [ {
--- seq, target, kind, subject, okta_id?, group?, reason?, status, error?,
--- code?, started?, ended?, unsure } ] and findings = [ { seq, target,
+-- seq, target, kind, subject, okta_id?, group?, reason?, display_name?,
+-- email? (what a create or update sets), status, error?, code?, started?,
+-- ended?, unsure } ] and findings = [ { seq, target,
 -- kind, subject?, okta_id?, op?, message } ]. Lists are always arrays,
 -- durations seconds rounded to milliseconds.
 local function run_doc(r)
   r.not_done = r.findings
   r.findings = nil
+  if r.targets then
+    local list = {}
+    for t in r.targets:gmatch("[^,]+") do list[#list + 1] = t end
+    r.targets = json.array(list)
+  end
   return r
 end
 

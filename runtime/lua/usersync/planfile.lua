@@ -118,7 +118,7 @@ local SLICE = 500
 function M.write(run_plan, meta, write)
   M.scrub(run_plan)
   local doc = { usersync_plan = M.VERSION, config = meta and meta.config, created = meta and meta.created,
-                scope = run_plan.scope,
+                scope = run_plan.scope, targets = run_plan.targets and array(run_plan.targets),
                 syncs = array({}) }
   local lists = {}
   for _, s in ipairs(run_plan.syncs) do

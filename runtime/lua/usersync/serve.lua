@@ -1,8 +1,9 @@
 -- usersync.serve: `usersync serve` (§5 triggers). One
 -- process that
 --   * runs every sync entry with `every` on that interval (plus a small
---     jitter), never two runs of one entry at once (the store's lock, which
---     also keeps out a `usersync sync` started by hand), never stacking
+--     jitter), never two runs of one entry, or of entries sharing a target,
+--     at once (the store's locks `sync` takes, which also keep out a
+--     `usersync sync` started by hand or another serve), never stacking
 --     missed runs: the next run is due `every` after the last one ended;
 --   * polls Okta's System Log every `serve.poll_logs` from a cursor kept in
 --     the store (a lastUpdated watermark when the token may not read logs)
@@ -232,29 +233,39 @@ function Serve:observe_runs(run_ids, trigger, started, full)
   end
 end
 
--- One run: plan + apply under the entry's lock. opts: { sync = name,
--- users = {ids}, trigger }. Returns the engine summary, or nil, reason
--- ("locked" when another run holds the entry).
+-- One run: plan + apply under the locks `sync` and `apply` take
+-- (Engine:lock_entries): the entry's and those of every entry sharing a
+-- target with it, taken before anything is read and held until the apply
+-- ends, so two entries that write one target never apply at once, whoever
+-- runs them (this serve, another serve on the same store, a `usersync
+-- sync`). A run kept out is skipped and logged, not waited for: serve has
+-- one thread, and waiting on a long run elsewhere would hold up hook
+-- deliveries and SIGTERM; the caller tries it again RETRY seconds later
+-- (waiting users stay in the store). opts: { sync = name, users = {ids},
+-- trigger }. Returns the engine summary, or nil, reason ("locked" when
+-- another run holds one of the locks).
 function Serve:run(opts)
   local e = self.engine
   e.trigger = opts.trigger
   local started = time.now()
-  local lock_name = opts.sync and ("sync:" .. opts.sync)
-  if lock_name then
-    local ok, lerr = e.db:lock(lock_name, { ttl = 600 })
-    if not ok then
-      log.warn { msg = "run skipped: another run of this sync is in progress", sync = opts.sync,
-                 trigger = opts.trigger, detail = lerr }
-      metrics.add("usersync_runs_total", { sync = opts.sync, trigger = opts.trigger, outcome = "skipped" }, 1)
-      return nil, "locked"
-    end
-  end
+  local locked
   local ok, summary, perr = pcall(function()
-    local run_plan, err = e:plan{ sync = opts.sync, users = opts.users, by_id = opts.users ~= nil }
-    if not run_plan then return nil, err end
+    local run_plan, err, _, code = e:plan{ sync = opts.sync, users = opts.users, by_id = opts.users ~= nil,
+                                           lock = true }
+    if not run_plan then
+      locked = code == "ELOCKED"
+      return nil, err
+    end
     return e:apply(run_plan, { command = "sync" })
   end)
-  if lock_name then e.db:unlock(lock_name) end
+  e:unlock_entries() -- (apply released them; not when the plan or apply raised)
+  if locked then
+    log.warn { msg = "run skipped: another run holds the lock of this sync entry or of one sharing a target "
+                 .. "with it; trying again later", sync = opts.sync, trigger = opts.trigger,
+               detail = tostring(perr), retry_in = M.RETRY }
+    metrics.add("usersync_runs_total", { sync = opts.sync or "*", trigger = opts.trigger, outcome = "skipped" }, 1)
+    return nil, "locked"
+  end
   local full = opts.users == nil
   if not ok or not summary then
     local why = tostring(ok and perr or summary)

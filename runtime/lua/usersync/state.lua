@@ -146,9 +146,10 @@ end
 M.pid = pid
 
 -- Starts a run row. Returns its id.
-function M.begin_run(db, sync, trigger, command, scope)
-  local row = assert(db:first([[INSERT INTO runs (sync, trigger, command, scope, pid, host)
-      VALUES (?, ?, ?, ?, ?, ?) RETURNING id]], sync, trigger, command, scope, pid(), hostname()))
+-- targets: the targets the run is limited to (--target), comma-separated.
+function M.begin_run(db, sync, trigger, command, scope, targets)
+  local row = assert(db:first([[INSERT INTO runs (sync, trigger, command, scope, pid, host, targets)
+      VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id]], sync, trigger, command, scope, pid(), hostname(), targets))
   return row.id
 end
 
@@ -207,12 +208,19 @@ function M.record_findings(db, run_id, p, stop, destructive, base_seq)
       end
     end
   end
+  return M.add_findings(db, run_id, p.target, rows, base_seq)
+end
+
+-- Records findings of a run on target: rows = { { kind, subject, okta_id,
+-- message (masked), op }, ... }, numbered from base_seq + 1. Returns the
+-- next base.
+function M.add_findings(db, run_id, target, rows, base_seq)
   base_seq = base_seq or 0
   if #rows == 0 then return base_seq end
   return db:transaction(function()
     for i, r in ipairs(rows) do
       assert(db:exec([[INSERT INTO findings (run_id, seq, target, kind, subject, okta_id, message, op)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], run_id, base_seq + i, p.target, r[1], r[2], r[3], r[4], r[5]))
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], run_id, base_seq + i, target, r[1], r[2], r[3], r[4], r[5]))
     end
     return base_seq + #rows
   end)
@@ -477,17 +485,18 @@ function M.fail_running(db, run_pid, err)
 end
 
 -- When the last full run of a sync entry ended (any outcome), or the last
--- run with outcome 'ok' (ok = true): the timestamp text, or nil.
+-- run with outcome 'ok' (ok = true): the timestamp text, or nil. A run of
+-- some of its targets (--target) is not a full run.
 function M.last_ended(db, sync, ok)
   local row
   if ok then
     -- Single-user and event runs (a scope) read a few users: they say
     -- nothing about whether the whole org is in sync.
     row = db:first([[SELECT ended FROM runs WHERE sync = ? AND outcome = 'ok' AND scope IS NULL
-        AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
+        AND targets IS NULL AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
   else
     row = db:first([[SELECT ended FROM runs WHERE sync = ? AND scope IS NULL
-        AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
+        AND targets IS NULL AND ended IS NOT NULL ORDER BY id DESC LIMIT 1]], sync)
   end
   return row and row.ended
 end

@@ -31,12 +31,15 @@ function M.wait_for(fn, seconds)
 end
 
 -- Starts `usersync serve -c w.config` (env: the world's tokens plus
--- opts.env); waits for its "serving" log line. opts.lifetime bounds it.
+-- opts.env); waits for its "serving" log line. opts.lifetime bounds it;
+-- opts.name keeps its log apart from another serve of the same world.
 function M.start(w, opts)
   opts = opts or {}
   local self = setmetatable({ dir = w.dir, world = w }, D)
-  self.logfile = w.dir .. "/serve.log"
-  self.exitfile = w.dir .. "/serve.exit"
+  -- opts.name: a second serve of the same world running beside the first
+  local name = opts.name and ("-" .. opts.name) or ""
+  self.logfile = w.dir .. "/serve" .. name .. ".log"
+  self.exitfile = w.dir .. "/serve" .. name .. ".exit"
   -- (a second serve of the same world must not find the first one's
   -- "serving" line before its own shell has truncated the log)
   os.remove(self.exitfile)
