@@ -305,20 +305,21 @@ static void get_then_put(struct tjob *j, const char *what) {
 
 /* ---- creates: a 400 is "already exists" when the name is there ---- */
 
-/* The 400 of the create is held in j->message (the job has not failed). */
+/* The 400's message is held in j->raw (scratch: a create job hands no raw
+** body on) until reading the name decides. */
 static void on_exists(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
   j->status = 400;
   if (!r->code && r->status == 200) {
     j->note = "already exists";
-    free(j->message);
-    j->message = NULL;
     return;
   }
-  j->failed = 1; /* the 400 stands */
-  j->code = "EINVALID";
-  if (!j->message)
-    j->message = strdup("crowd: create refused (HTTP 400)");
+  tjob_fail(j, "EINVALID", 400, "%s", "create refused"); /* the 400 stands, with its message */
+  if (j->raw) {
+    free(j->message);
+    j->message = j->raw;
+    j->raw = NULL;
+  }
 }
 
 static void on_create(struct tcall *c, const struct us_http_response *r) {
@@ -328,8 +329,8 @@ static void on_create(struct tcall *c, const struct us_http_response *r) {
     return;
   }
   const char *code = "EINVALID";
-  free(j->message);
-  j->message = t_http_error(j->t, c->what, r, &code); /* kept for a refusal */
+  free(j->raw);
+  j->raw = t_http_error(j->t, c->what, r, &code);
   char *p = j->kind == US_TOP_CREATE_USER ? user_path("/user", j->name ? j->name : "")
                                           : group_path("/group", j->group ? j->group : "");
   char *what = t_fmt("%s (already there?)", c->what);
