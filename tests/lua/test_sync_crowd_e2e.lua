@@ -183,6 +183,34 @@ test("--user syncs one user with a few requests, never the whole listing", funct
   t:ok(n <= 8, "a few requests: " .. n)
 end)
 
+test("deprovision = \"delete\" with users.delete: the linked account is deleted, nobody else", function(t)
+  local crowd = { users = { { name = "svc-ci", ["first-name"] = "CI", ["last-name"] = "Bot", ["display-name"] = "CI Bot",
+                              email = "ci@example.com", active = true } } }
+  local w <close> = crowd_world { crowd = crowd,
+    sync = { deprovision = "delete", users = { delete = true }, groups = MANUAL.groups } }
+  t:eq(w:usersync("sync").code, 0)
+  w.app_users = { "00u1", "00u3" }
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(sorted_keys(w:accounts("crowd")), { "ann.lee@example.com", "carol.king@example.com", "svc-ci" })
+  t:eq(w.crowd:count{ method = "DELETE", path = "/user$" }, 1)
+end)
+
+test("one Okta source into Jira and Crowd at once: both converge, a re-sync writes nothing to either", function(t)
+  local w <close> = world.small { products = { "jira", "crowd" }, sync = MANUAL }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  for _, p in ipairs({ "jira", "crowd" }) do
+    t:same(sorted_keys(w:accounts(p)), ALL, p)
+    t:same(w:members_of(p, "developers"), { "ann.lee@example.com", "bob.stone@example.com" }, p)
+  end
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:eq(#w:writes("jira"), 0); t:eq(#w:writes("crowd"), 0)
+end)
+
 test("a mass deprovision over limits.max_deprovision stops with exit 3; --force applies it", function(t)
   local w <close> = crowd_world { sync = { limits = { max_deprovision = "10%" } } }
   t:eq(w:usersync("sync").code, 0)
