@@ -230,6 +230,7 @@ static const struct us_target_vt *const products[] = {
     &us_target_jira_vt,
     &us_target_confluence_vt,
     &us_target_bitbucket_vt,
+    &us_target_crowd_vt,
     NULL,
 };
 
@@ -1258,6 +1259,13 @@ static void lister_page_read(struct tcall *c, const struct us_http_response *r) 
     }
     break;
   }
+  case PG_SHORT:
+    /* no marker: a page as long as the page size asked may have more behind it */
+    if (l->step > 0 && (long long)count >= l->step) {
+      next_n = c->n + (long long)count;
+      next = page_url(l, "start-index", next_n);
+    }
+    break;
   case PG_BB: {
     /* isLastPage, else the presence of nextPageStart, says whether more follow */
     int has = us_json_get(&root, "nextPageStart", &v) && us_json_int(&v, &nv);

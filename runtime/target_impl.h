@@ -1,6 +1,6 @@
 /*
 ** target_impl.h: what runtime/target.c shares with the product files
-** (target_jira.c, target_confluence.c, target_bitbucket.c). Not a public
+** (target_jira.c, target_confluence.c, target_bitbucket.c, target_crowd.c). Not a public
 ** header: only the target sources include it.
 **
 ** A job (struct tjob) is one started operation. It is finished when it has
@@ -45,7 +45,9 @@ enum tpage {
   PG_STARTAT,  /* Jira offset pages: startAt/maxResults/total/isLast (fanned out) */
   PG_NEXTLINK, /* Confluence: _links.next relative to the base URL */
   PG_BB,       /* Bitbucket: isLastPage + nextPageStart */
-  PG_ONE       /* a single response holding everything (Jira groups/picker) */
+  PG_ONE,      /* a single response holding everything (Jira groups/picker) */
+  PG_SHORT     /* Crowd: start-index/max-results without an end marker: a page holding
+                  fewer items than the page size asked (the lister's step) is the last */
 };
 
 struct tlister;
@@ -122,6 +124,7 @@ struct us_target_vt {
 };
 
 extern const struct us_target_vt us_target_jira_vt, us_target_confluence_vt, us_target_bitbucket_vt;
+extern const struct us_target_vt us_target_crowd_vt;
 
 /* ---- target accessors ---- */
 const char *t_base(const us_target *t);

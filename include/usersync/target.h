@@ -1,6 +1,6 @@
 /*
 ** target.h: the Atlassian target clients (Jira, Confluence, Bitbucket Data
-** Center) behind one interface. Plain C, no Lua: runtime/bind_target.c is
+** Center, Crowd) behind one interface. Plain C, no Lua: runtime/bind_target.c is
 ** the Lua face.
 **
 ** A target (`us_target`) talks to one product instance through a shared
@@ -32,7 +32,7 @@
 **   ESEATS       no licence seat left: Confluence 402 (create, enable);
 **                Bitbucket 403 "would exceed the server's license limit"
 **                (create with the default group, membership adds)
-**   EINHERITED   Jira: remove member refused because the membership comes
+**   EINHERITED   Jira, Crowd: remove member refused because the membership comes
 **                from a nested group (remove it from that group instead)
 **   ELEAD        Jira: user leads a project or component (delete/deactivate refused)
 **   EINVALID     400: the product rejected the request's values (message says which)

@@ -6,6 +6,9 @@
 --     build/usersync run tests/bench/sync_10k.lua [users=10000] [groups=500] [latency_ms=20] [mode=sync]
 --
 -- mode "sync" (default): first sync + re-sync, every figure below.
+-- BENCH_TARGETS (default "jira,confluence,bitbucket") picks the targets, e.g.
+-- BENCH_TARGETS=crowd for the Crowd target alone (an application "admin"
+-- under /crowd; modes "sync" and "plan" only).
 -- mode "plan": one `usersync plan` only (nothing written), for the peak
 -- memory of reading and planning a large org (the 100,000-user budget),
 -- where a full first sync would take the simulators far too long.
@@ -70,7 +73,12 @@ local MODE = args[4] or "sync"
 local CONC = tonumber(os.getenv("BENCH_CONC")) or 8
 local APP = "0oaBenchApp000000001"
 local RUN_TIMEOUT = tonumber(os.getenv("BENCH_RUN_TIMEOUT")) or 1500 -- seconds per usersync run
-local PRODUCTS = { "jira", "confluence", "bitbucket" }
+local PRODUCTS = {}
+for p in (os.getenv("BENCH_TARGETS") or "jira,confluence,bitbucket"):gmatch("[^,%s]+") do
+  PRODUCTS[#PRODUCTS + 1] = p
+end
+local HAS = {}
+for _, p in ipairs(PRODUCTS) do HAS[p] = true end
 
 local usersync = os.getenv("USERSYNC") or (fakes.source_dir .. "/build/usersync")
 local py = os.getenv("PYTHON3") or "/usr/bin/python3"
@@ -172,15 +180,25 @@ local function main()
     :format(q(py), q(fakes.source_dir), NU, NG, APP, q(org))), "genorg failed")
   print(("org: %d users, %d groups (genorg seed 42, %.1f s); latency %d ms; concurrency %d per server")
     :format(NU, NG, clock() - t0, LAT, CONC))
+  local la = io.open("/proc/loadavg")
+  print(("targets: %s; machine load average at the start: %s (figures from a shared machine are upper bounds)")
+    :format(table.concat(PRODUCTS, ", "), la and la:read("l"):match("^(%S+ %S+ %S+)") or "?"))
+  if la then la:close() end
 
   -- 2. Simulators (bounded lifetime; 127.0.0.1, free ports).
   local life = RUN_TIMEOUT * 2 + 600
+  assert(MODE ~= "resync" or not HAS.crowd, "mode resync populates jira, confluence and bitbucket only")
   local populated = MODE == "resync" and populate(org) or nil
   if populated then org = populated.org_file end
   sims.okta = fakes.start("okta", { state_file = org, latency_ms = LAT, lifetime = life })
-  sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life, state = populated and populated.jira })
-  sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life,
-    state = populated and populated.bitbucket })
+  if HAS.jira then
+    sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life, state = populated and populated.jira })
+  end
+  if HAS.bitbucket then
+    sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life,
+      state = populated and populated.bitbucket })
+  end
+  if HAS.crowd then sims.crowd = fakes.start("crowd", { latency_ms = LAT, lifetime = life }) end
   -- Confluence: its default state (built-in admin) with a licence for everyone.
   local conf = {
     users = json.array{ { username = "admin", userKey = "8a7f808a00000000000000000000a000",
@@ -194,15 +212,24 @@ local function main()
     for _, g in ipairs(populated.confluence.groups) do conf.groups[#conf.groups + 1] = g end
     for g, m in pairs(populated.confluence.members) do conf.members[g] = m end
   end
-  sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = conf })
+  if HAS.confluence then
+    sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = conf })
+  end
 
   -- 3. Config.
   local cfg = dir .. "/usersync.conf.lua"
   local targets = {}
   for _, p in ipairs(PRODUCTS) do
-    targets[#targets + 1] = ("    %s = { type = %q, url = %q, user = \"admin\", password = env \"BENCH_ATL_PW\", concurrency = %d, timeout = \"120s\" },")
-      :format(p, p, sims[p].url, CONC)
+    if p == "crowd" then
+      targets[#targets + 1] = ("    %s = { type = %q, url = %q, application = \"admin\", password = env \"BENCH_ATL_PW\", concurrency = %d, timeout = \"120s\" },")
+        :format(p, p, sims[p].url .. "/crowd", CONC)
+    else
+      targets[#targets + 1] = ("    %s = { type = %q, url = %q, user = \"admin\", password = env \"BENCH_ATL_PW\", concurrency = %d, timeout = \"120s\" },")
+        :format(p, p, sims[p].url, CONC)
+    end
   end
+  local target_names = {}
+  for i, p in ipairs(PRODUCTS) do target_names[i] = ("%q"):format(p) end
   local f = assert(io.open(cfg, "w"))
   f:write(table.concat({
     "return {",
@@ -213,7 +240,7 @@ local function main()
     "  },",
     "  targets = {", table.concat(targets, "\n"), "  },",
     "  sync = {",
-    "    { name = \"main\", source = \"okta\", targets = { \"jira\", \"confluence\", \"bitbucket\" },",
+    "    { name = \"main\", source = \"okta\", targets = { " .. table.concat(target_names, ", ") .. " },",
     "      groups = { mode = \"on_the_fly\", exclude = { \"-(contractors|alumni|interns)( \\\\d+)?$\" } },",
     "      defaults = { new_users = { \"new-hires\" }, all_users = { \"okta-synced\" } },",
     "      limits = { max_deprovision = 100 } },",
@@ -282,7 +309,8 @@ local function main()
   end
 
   -- Cursor-paged listings: their pages are one chain.
-  local CHAIN = { ["GET /api/v1/users"] = true, ["GET /rest/api/2/user/list"] = true }
+  local CHAIN = { ["GET /api/v1/users"] = true, ["GET /rest/api/2/user/list"] = true,
+                  ["GET /crowd/rest/usermanagement/1/search"] = true } -- Crowd: offset pages, no total
 
   local function phase_time(n, chain)
     return math.max(math.ceil(n / CONC), chain or 0) * LAT / 1000
@@ -301,7 +329,7 @@ local function main()
     -- the reads overlap, then the applies overlap: the slowest of each
     local apply_chain, apply_slowest, read_max, read_slowest = 0, "-", 0, "-"
     local lines = {}
-    for _, p in ipairs({ "okta", "jira", "confluence", "bitbucket" }) do
+    for _, p in ipairs({ "okta", table.unpack(PRODUCTS) }) do
       local reqs = sims[p]:requests()
       sims[p]:clear_requests()
       local kinds = fold(reqs)
@@ -402,10 +430,13 @@ local function main()
 
   local r2, w2, m2 = run_usersync("sync")
   local writes = report("no-op re-sync", r2, w2, m2)
-  local total = 0
-  for _, p in ipairs(PRODUCTS) do total = total + writes[p] end
-  print(("   writes in the re-sync: %d (jira %d, confluence %d, bitbucket %d)%s"):format(
-    total, writes.jira, writes.confluence, writes.bitbucket, total == 0 and "" or "   <-- MUST BE 0"))
+  local total, each = 0, {}
+  for _, p in ipairs(PRODUCTS) do
+    total = total + writes[p]
+    each[#each + 1] = ("%s %d"):format(p, writes[p])
+  end
+  print(("   writes in the re-sync: %d (%s)%s"):format(total, table.concat(each, ", "),
+    total == 0 and "" or "   <-- MUST BE 0"))
   assert(r2.code == 0 or r2.code == 1, "re-sync failed")
   assert(total == 0, "the no-op re-sync wrote")
 end

@@ -3,7 +3,7 @@
 
 Command line:
     python3 tests/fakes/fake.py PRODUCT [--port N] [--state FILE] [--latency-ms N]
-PRODUCT is one of okta, jira, confluence, bitbucket; it is served by tests/fakes/sim/PRODUCT.py,
+PRODUCT is okta, jira, confluence, bitbucket, crowd (any sim/<name>.py); it is served by tests/fakes/sim/PRODUCT.py,
 which defines `PRODUCT = <subclass of sim.common.Product>` (or exactly one such subclass).
 
 As a module, for Python tests (import it after putting tests/fakes on sys.path):
@@ -29,7 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-PRODUCTS = ("okta", "jira", "confluence", "bitbucket")
+# Every sim/<product>.py is a product (a new simulator is its file, nothing here changes);
+# common.py and atlassian.py are shared machinery.
+PRODUCTS = tuple(sorted(f[:-3] for f in os.listdir(os.path.join(HERE, "sim"))
+                        if f.endswith(".py") and f[:-3] not in ("__init__", "common", "atlassian")))
 
 
 def product_class(product):

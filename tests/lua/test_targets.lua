@@ -10,7 +10,7 @@ local plan = require "usersync.plan"
 local config = require "usersync.config"
 
 test("the products and their capabilities come from the C list", function(t)
-  t:same(targets.TYPES, { "jira", "confluence", "bitbucket" })
+  t:same(targets.TYPES, { "jira", "confluence", "bitbucket", "crowd" })
   local hc <close> = http.client{}
   for _, p in ipairs(target.products()) do
     local tg <close> = target.new(hc, { type = p.type, url = "http://127.0.0.1:9", token = "x" })
@@ -30,7 +30,8 @@ test("the planner and config read the registry", function(t)
   local function check_type(ty)
     local _, errors = config.validate({
       sources = { okta = { type = "okta", url = "https://x.okta.com", token = "t0ken-value" } },
-      targets = { t1 = { type = ty, url = "https://t1", token = "pat-value" } },
+      targets = { t1 = ty == "crowd" and { type = ty, url = "https://t1", application = "usersync", password = "pw-value" }
+                    or { type = ty, url = "https://t1", token = "pat-value" } },
       sync = { { name = "main", source = "okta", targets = { "t1" } } },
     })
     return errors

@@ -472,7 +472,9 @@ local function checks_text(cfg, checks, only_problems)
     if r.code == "EAUTH" then
       local t = cfg.targets[name]
       w(("  credentials: refused (HTTP 401): check targets.%s.%s\n"):format(name,
-        t.token ~= nil and "token (a personal access token of an admin)" or "user/password"))
+        t.token ~= nil and "token (a personal access token of an admin)"
+          or t.application ~= nil and "application/password (the Crowd application's name and password)"
+          or "user/password"))
     elseif r.user then
       w("  credentials: ok\n")
     end

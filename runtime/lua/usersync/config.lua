@@ -86,8 +86,17 @@ local target = record({
   add_to_default_group = bool(),  -- Bitbucket: new users join the default group (default true)
   task_wait = duration(),         -- Confluence: how long to follow a delete task (default 120s)
   page_size = int { min = 1 },    -- listings: at most this many per page (default: product maximum)
+  application = str(),            -- Crowd: the application's name (with `password`)
 }, { check = function(_, path, err, v)
-  if v.token == nil and (v.user == nil or v.password == nil) then
+  if v.type == "crowd" or v.application ~= nil then
+    if v.type ~= "crowd" then
+      err(path .. ".application", "only a crowd target authenticates as an application; use `user` or `token`")
+    elseif v.token ~= nil or v.user ~= nil then
+      err(path, "a crowd target signs in as a Crowd application: use `application` and `password`, not `token` or `user`")
+    elseif v.application == nil or v.password == nil then
+      err(path, "needs `application` and `password` (the Crowd application's name and password)")
+    end
+  elseif v.token == nil and (v.user == nil or v.password == nil) then
     err(path, "needs `token` (personal access token) or `user` and `password`")
   elseif v.token ~= nil and v.user ~= nil then
     err(path, "has both `token` and `user`; choose one")

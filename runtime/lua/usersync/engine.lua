@@ -94,7 +94,7 @@ function Engine:target(name)
   if not t then
     local tcfg = self.cfg.targets[name]
     t = target.new(self:http_client(tcfg.ca_file, tcfg.timeout), {
-      type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user, password = tcfg.password,
+      type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user or tcfg.application, password = tcfg.password,
       concurrency = tcfg.concurrency, timeout = tcfg.timeout and config.parse_duration(tcfg.timeout) or nil,
       add_to_default_group = tcfg.add_to_default_group, page_size = tcfg.page_size,
       task_wait = tcfg.task_wait and config.parse_duration(tcfg.task_wait) or nil,

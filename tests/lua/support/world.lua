@@ -53,8 +53,13 @@ function World:write_config(sync_override)
   local targets, names = {}, {}
   for _, p in ipairs(self.products) do
     local url = self[p].url
-    targets[#targets + 1] = ("    %s = { type = %q, url = %q, token = env \"US_TEST_ATL_TOKEN\" },")
-      :format(p, p, url)
+    if p == "crowd" then -- an application's name and password, under Crowd's /crowd context
+      targets[#targets + 1] = ("    %s = { type = %q, url = %q, application = \"admin\", password = env \"US_TEST_CROWD_PW\" },")
+        :format(p, p, url .. "/crowd")
+    else
+      targets[#targets + 1] = ("    %s = { type = %q, url = %q, token = env \"US_TEST_ATL_TOKEN\" },")
+        :format(p, p, url)
+    end
     names[#names + 1] = ("%q"):format(p)
   end
   local sync = sync_override or self.sync
@@ -179,7 +184,7 @@ function World:usersync(...)
   local has_c = false
   for _, a in ipairs(argv) do if a == "-c" then has_c = true end end
   if not has_c then argv[#argv + 1] = "-c"; argv[#argv + 1] = self.config end
-  return proc.run(argv, { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token",
+  return proc.run(argv, { env = { US_TEST_OKTA_TOKEN = "test-token", US_TEST_ATL_TOKEN = "test-token", US_TEST_CROWD_PW = "admin",
                                   US_TEST_HOOK_SECRET = "hook-secret-value",
                                   USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
 end
