@@ -52,6 +52,7 @@ commands:
   history          list past runs with their counts
   show RUN         list every operation of one run
   serve            run as a daemon: schedules, Okta event hooks, health and metrics
+  explain USER     one Okta user's way through the policy, with the rules that decided
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
@@ -190,6 +191,24 @@ What it prints (print, io.write, io.stdout, io.stderr) has its secrets masked
 like a log line; files it writes are its own. An uncaught error prints a
 traceback and exits 1; a script that returns an integer exits with it.
 ]],
+  explain = [[
+usage: usersync explain [-c FILE] [--target NAME] [--json] USER
+
+Shows one Okta user's way through the policy (USER: login or Okta id):
+the Okta record (status and the profile fields the mapping reads), per
+sync entry whether the user is in scope and how (app assignment, filter),
+and per target: what the status maps to, the account linked to the user
+(since when), the user hook's account (each field with the attribute
+mapping or default it came from), each Okta group with the include or
+exclude rule that let it count or not, the target groups with the group
+map entry, rename rule or default that put them there, and what a plan of
+this user would change, with the reasons, conflicts and notes (as
+usersync plan --user USER). Works before the first sync: without a store
+it plans as a first sync and creates no file. Writes nothing to a server.
+--json: the shape usersync.explain/1. Exit 0 explained; 1 a read failed,
+or the plan of this user has a policy error or a conflict; 2 no such Okta
+user, or a --target that names nothing.
+]],
 }
 
 -- The options of each command (name -> "flag" | "value"), besides the
@@ -203,6 +222,7 @@ local SPECS = {
   history = { json = "flag", csv = "flag", sync = "value", limit = "value" },
   show = { json = "flag", csv = "flag" },
   serve = {},
+  explain = { target = "value", json = "flag" },
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
 local SHORT = { c = "config", q = "quiet", v = "verbose", h = "help" }
@@ -1052,6 +1072,20 @@ function commands.run(args)
   if math.type(result) == "integer" then return result end
   return EXIT_OK
 end
+
+-- The admin's questions (issue 19): accounts, explain, test, init. Each
+-- lives in its own module; here only options, help and exit codes.
+local function admin_command(name, module)
+  commands[name] = function(args)
+    local opts, pos = parse(args, 2, SPECS[name])
+    if not opts then eprint(("usersync %s: %s"):format(name, pos)); return EXIT_USAGE end
+    setup_output(opts, name)
+    if opts.help then io.write(HELP[name]); return EXIT_OK end
+    return require(module).main(opts, pos, { eprint = eprint, load_config = load_config, out = out,
+                                            check = commands.check })
+  end
+end
+admin_command("explain", "usersync.explain")
 
 local function version()
   local v = core.versions()
