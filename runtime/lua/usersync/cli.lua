@@ -52,6 +52,7 @@ commands:
   history          list past runs with their counts
   show RUN         list every operation of one run
   serve            run as a daemon: schedules, Okta event hooks, health and metrics
+  accounts         every account of a target: managed or not, linked to whom, why
   explain USER     one Okta user's way through the policy, with the rules that decided
 
 Every command takes -c FILE, --json where it prints data, and --help;
@@ -191,6 +192,23 @@ What it prints (print, io.write, io.stdout, io.stderr) has its secrets masked
 like a log line; files it writes are its own. An uncaught error prints a
 traceback and exits 1; a script that returns an integer exits with it.
 ]],
+  accounts = [[
+usage: usersync accounts [-c FILE] [--target NAME] [--unmanaged] [--json | --csv]
+
+Lists every account of a target (each target in turn without --target),
+read live from the server, with whether usersync manages it (a link in
+the store), the Okta user it is linked to (login and id), when it was
+linked and whether usersync created or adopted it. For an account usersync
+leaves alone it says why: no Okta user in scope maps to it, a conflict
+(two Okta users map to its name, or its name is linked to another user),
+the Okta user it would belong to is left out by the policy (a status such
+as STAGED, or the user hook said nil), or not linked yet (the next sync
+adopts it). Reads Okta and the target as plan does; writes nothing.
+--unmanaged lists only the accounts usersync leaves alone. --csv writes
+RFC 4180 CSV with a header row; --json the shape usersync.accounts/1.
+Exit 0 listed; 1 Okta or the target could not be read; 2 a --target that
+names nothing.
+]],
   explain = [[
 usage: usersync explain [-c FILE] [--target NAME] [--json] USER
 
@@ -222,6 +240,7 @@ local SPECS = {
   history = { json = "flag", csv = "flag", sync = "value", limit = "value" },
   show = { json = "flag", csv = "flag" },
   serve = {},
+  accounts = { target = "value", unmanaged = "flag", json = "flag", csv = "flag" },
   explain = { target = "value", json = "flag" },
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
@@ -1085,6 +1104,7 @@ local function admin_command(name, module)
                                             check = commands.check })
   end
 end
+admin_command("accounts", "usersync.accounts")
 admin_command("explain", "usersync.explain")
 
 local function version()
