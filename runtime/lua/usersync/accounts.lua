@@ -37,7 +37,6 @@ M.WHY = {
 -- by lowercase account name, { kind = "conflict"|"adopt_next"|"excluded",
 -- message } (the first entry to say something about an account wins).
 local function entry_findings(e, s, tname, snap, src, pol, found)
-  local scfg = e.cfg.sources[s.source]
   local links = state.links(e.db, s.name, tname)
   local input = e:plan_input({ claimed = {}, single = true }, s, pol, src, tname, snap, links)
   local p = plan.build(input)

@@ -54,6 +54,7 @@ commands:
   serve            run as a daemon: schedules, Okta event hooks, health and metrics
   accounts         every account of a target: managed or not, linked to whom, why
   explain USER     one Okta user's way through the policy, with the rules that decided
+  test FILE...     run policy tests (hand-written or recorded Okta users)
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
@@ -227,6 +228,25 @@ it plans as a first sync and creates no file. Writes nothing to a server.
 or the plan of this user has a policy error or a conflict; 2 no such Okta
 user, or a --target that names nothing.
 ]],
+  test = [[
+usage: usersync test [-c FILE] [--record FIXTURE.json] [--sync NAME] FILE... | USER...
+
+Runs policy test files: each is Lua run in the sandbox with
+usersync.policy(PATH [, settings]) (the policy at PATH, relative to the
+test file, the default hooks filled in, for a sync entry with these
+settings; its hooks take a sync's arguments, ctx optional),
+usersync.user{...} and usersync.group(NAME) to write Okta users and
+groups by hand, usersync.fixture(PATH) for recorded ones, test(NAME, fn)
+and the assertions expect(v).to_be(w), expect(t).to_equal(u) (deep) and
+expect(fn).to_fail([PATTERN]). Output is TAP: one "ok N - ..." or
+"not ok N - ..." line per test (or per assertion outside a test), then
+1..N and a summary. Exit 0 when every assertion passed; 1 when one failed
+or a file could not run; 2 no file given. --record FIXTURE.json USER...
+reads the named Okta users (login or id) and their groups through the config's source (of
+--sync NAME, else the first entry) and writes them to FIXTURE.json, for
+usersync.fixture: credentials, links and anything shaped like a secret
+are left out. No config is needed to run tests.
+]],
 }
 
 -- The options of each command (name -> "flag" | "value"), besides the
@@ -242,6 +262,7 @@ local SPECS = {
   serve = {},
   accounts = { target = "value", unmanaged = "flag", json = "flag", csv = "flag" },
   explain = { target = "value", json = "flag" },
+  test = { record = "value", sync = "value" },
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
 local SHORT = { c = "config", q = "quiet", v = "verbose", h = "help" }
@@ -1106,6 +1127,7 @@ local function admin_command(name, module)
 end
 admin_command("accounts", "usersync.accounts")
 admin_command("explain", "usersync.explain")
+admin_command("test", "usersync.policytest")
 
 local function version()
   local v = core.versions()
