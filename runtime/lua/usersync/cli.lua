@@ -55,6 +55,7 @@ commands:
   accounts         every account of a target: managed or not, linked to whom, why
   explain USER     one Okta user's way through the policy, with the rules that decided
   test FILE...     run policy tests (hand-written or recorded Okta users)
+  init             write a commented starter config, then check it
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
@@ -247,6 +248,22 @@ reads the named Okta users (login or id) and their groups through the config's s
 usersync.fixture: credentials, links and anything shaped like a secret
 are left out. No config is needed to run tests.
 ]],
+  init = [[
+usage: usersync init [-c FILE] [--okta-url URL] [--token-env NAME | --token-file PATH]
+                     [--app-id ID] [--jira URL] [--confluence URL] [--bitbucket URL]
+                     [--config-only]
+
+Writes a commented starter config to FILE (default ./usersync.conf.lua)
+and then runs usersync check on it. On a terminal it asks for what the
+flags do not give: the Okta org URL, where the API token comes from (an
+environment variable or a file; never the token itself), the Okta app id
+and the targets' URLs; without a terminal the flags must give the Okta URL
+and at least one target. Each target's token is read from the environment
+variable named after it (JIRA_TOKEN, CONFLUENCE_TOKEN, BITBUCKET_TOKEN).
+It never overwrites a file (exit 2). --config-only: check without reaching
+the servers. Exit: check's (0 all is well; 1 a server is not ready; 2 a
+config error, such as a token variable that is not set yet).
+]],
 }
 
 -- The options of each command (name -> "flag" | "value"), besides the
@@ -263,6 +280,8 @@ local SPECS = {
   accounts = { target = "value", unmanaged = "flag", json = "flag", csv = "flag" },
   explain = { target = "value", json = "flag" },
   test = { record = "value", sync = "value" },
+  init = { ["okta-url"] = "value", ["token-env"] = "value", ["token-file"] = "value", ["app-id"] = "value",
+           jira = "value", confluence = "value", bitbucket = "value", ["config-only"] = "flag" },
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
 local SHORT = { c = "config", q = "quiet", v = "verbose", h = "help" }
@@ -1128,6 +1147,7 @@ end
 admin_command("accounts", "usersync.accounts")
 admin_command("explain", "usersync.explain")
 admin_command("test", "usersync.policytest")
+admin_command("init", "usersync.init")
 
 local function version()
   local v = core.versions()
