@@ -137,4 +137,27 @@ test("usage errors: no such user, no such target, no user given (exit 2)", funct
   t:match(r.stdout, "^usage: usersync explain")
 end)
 
+test("sync entries of two Okta orgs: each knows the user by its own record", function(t)
+  local sim = require "support.fakes"
+  -- the second org has Ann under another id, and no Bob
+  local second = sim.start("okta", { state = {
+    users = json.array{ { id = "00u9ann", status = "SUSPENDED", created = "2025-01-01T00:00:00.000Z",
+      lastUpdated = "2025-01-01T00:00:00.000Z", profile = { login = "ann.lee@example.com", email = "ann.lee@example.com",
+      firstName = "Ann", lastName = "Lee" } } },
+    groups = json.array{}, group_members = json.object(),
+    apps = { [world.APP] = { users = json.array{ "00u9ann" }, groups = json.array{} } } } })
+  local w <close> = org { products = { "jira" }, sync = { { name = "main" }, { name = "second", source = "okta2" } },
+    extra = { sources = { okta2 = { type = "okta", url = second.url, token = "test-token", app_id = world.APP } } } }
+  local r = w:usersync("explain", "ann.lee@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:match(r.stdout, 'sync "main" %(source okta, policy default policy%)\n  scope: in scope,')
+  t:match(r.stdout, 'sync "second" %(source okta2, policy default policy%)\n  scope: in scope, assigned to app')
+  t:match(r.stdout, "status: Okta ACTIVE %-> active account")
+  t:match(r.stdout, "status: Okta SUSPENDED %-> inactive account", "the second org's record")
+  r = w:usersync("explain", "bob.stone@example.com")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "scope: NOT in scope, source okta2 has no user bob.stone@example.com")
+  second:stop()
+end)
+
 return test.done()

@@ -315,35 +315,60 @@ function M.build(cfg, who, opts)
   if not e then return nil, exists, EXIT_FAILED end
   local _ <close> = setmetatable({}, { __close = function() e:close() end })
 
-  -- The Okta record, from the first entry's source.
-  local s0 = entries[1]
-  local src = e:source(s0.source)
-  local u, err, code = src:user(who)
-  if not u then
-    if code == "ENOTFOUND" then
-      return nil, ("no Okta user '%s' (by login or id) in source %s"):format(who, s0.source), EXIT_USAGE
+  -- The Okta record and groups, from each source the entries read (sync
+  -- entries of several sources each know the user by their own id).
+  local read = {}
+  local function okta_user(source_name)
+    local r = read[source_name]
+    if r then return r end
+    local src = e:source(source_name)
+    local u, err, code = src:user(read.login or who)
+    if not u then
+      r = { missing = code == "ENOTFOUND", error = err }
+    else
+      local groups, gerr = src:user_groups(u.id)
+      if not groups then
+        r = { error = ("reading the groups of %s failed: %s"):format(who, tostring(gerr)) }
+      else
+        table.sort(groups, function(a, b) return tostring(a.profile and a.profile.name) < tostring(b.profile and b.profile.name) end)
+        r = { user = u, groups = groups }
+      end
     end
-    return nil, ("reading Okta user %s failed: %s"):format(who, secrets.mask(tostring(err))), EXIT_FAILED
+    read[source_name] = r
+    return r
   end
-  local groups, gerr = src:user_groups(u.id)
-  if not groups then return nil, ("reading the groups of %s failed: %s"):format(who, secrets.mask(tostring(gerr))), EXIT_FAILED end
-  table.sort(groups, function(a, b) return tostring(a.profile and a.profile.name) < tostring(b.profile and b.profile.name) end)
 
+  local first = okta_user(entries[1].source)
+  if first.missing then
+    return nil, ("no Okta user '%s' (by login or id) in source %s"):format(who, entries[1].source), EXIT_USAGE
+  elseif first.error then
+    return nil, ("reading Okta user %s failed: %s"):format(who, secrets.mask(tostring(first.error))), EXIT_FAILED
+  end
+  local u = first.user
   local login = u.profile and u.profile.login or u.id
+  read.login = login
   local doc = { schema = "usersync.explain/1", store = { path = cfg.state, exists = exists },
                 user = { id = u.id, login = login, status = u.status, profile = profile_of(u, entries) },
                 syncs = {} }
 
   -- The plan of this user, as `usersync plan --user` makes it.
-  local run_plan, perr, pcode = e:plan{ user = u.id }
+  local run_plan, perr, pcode = e:plan{ user = login }
   if not run_plan then return nil, ("planning %s failed: %s"):format(who, secrets.mask(tostring(perr))), pcode or EXIT_FAILED end
   local plans = {}
   for _, sp in ipairs(run_plan.syncs) do plans[sp.name] = sp end
 
   for _, s in ipairs(entries) do
     local scfg = cfg.sources[s.source]
-    local ssrc = e:source(s.source)
-    local in_scope, how, scode = scope_of(ssrc, scfg, u)
+    local r = okta_user(s.source)
+    if r.error and not r.missing then
+      return nil, ("reading Okta user %s in source %s failed: %s"):format(login, s.source, secrets.mask(tostring(r.error))),
+        EXIT_FAILED
+    end
+    local in_scope, how, scode = false, ("source %s has no user %s"):format(s.source, login), nil
+    local su, groups = r.user or u, r.groups -- this source's record of the user
+    if r.user then
+      in_scope, how, scode = scope_of(e:source(s.source), scfg, su)
+    end
     if in_scope == nil then
       return nil, ("reading the scope of %s in source %s failed: %s"):format(who, s.source, secrets.mask(tostring(how))),
         scode == "ENOTFOUND" and EXIT_USAGE or EXIT_FAILED
@@ -364,25 +389,25 @@ function M.build(cfg, who, opts)
           kv = { get = function(ns, key) return e.db:kv(ns):get(key) end } }
         local linked
         for _, l in ipairs(state.target_links(e.db, tname)) do
-          if l.okta_id == u.id and l.sync == s.name then linked = l end
+          if r.user and l.okta_id == su.id and l.sync == s.name then linked = l end
         end
-        local active = ctx.is_active(u.status)
+        local active = ctx.is_active(su.status)
         local t = { target = tname, type = ttype,
-          status = { okta = u.status, account = active == nil and "skip" or (active and "active" or "inactive") },
+          status = { okta = su.status, account = active == nil and "skip" or (active and "active" or "inactive") },
           linked = linked and { account = linked.account_name, since = linked.first_seen,
                                 created_by_us = linked.created_by_us } or nil }
         if in_scope then
-          for k, v in pairs(hooks_for(pol, s, ctx, u, groups, linked)) do t[k] = v end
+          for k, v in pairs(hooks_for(pol, s, ctx, su, groups, linked)) do t[k] = v end
         end
         if linked and not in_scope then
           local action, derr = pol:deprovision({ name = linked.account_name }, "no longer in scope", ctx)
           t.deprovision_hook = { by = by(pol, "deprovision"), result = action, error = derr and secrets.mask(derr) }
         end
-        local names = { login, u.id }
+        local names = { login, su.id }
         if t.user_hook and t.user_hook.result then names[#names + 1] = t.user_hook.result.name end
         if linked then names[#names + 1] = linked.account_name end
         local tp = find_target(entry_plan, tname)
-        t.plan = tp and plan_part(tp, u.id, names) or { ops = {}, conflicts = {}, errors = {}, notes = {} }
+        t.plan = tp and plan_part(tp, su.id, names) or { ops = {}, conflicts = {}, errors = {}, notes = {} }
         sdoc.targets[#sdoc.targets + 1] = t
       end
     end
