@@ -40,7 +40,7 @@ local EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 -- What one test file's code may spend: per call (the whole file is one
 -- call) and its memory.
-M.LIMITS = { instructions = 2 * 1000 * 1000 * 1000, memory = 256 * 1024 * 1024 }
+M.LIMITS = { instructions = 500 * 1000 * 1000, memory = 256 * 1024 * 1024 }
 
 ---------------------------------------------------------------- values
 
@@ -333,7 +333,7 @@ function M.run_file(runner, file)
   end
   local ok, rerr = sandbox.call(acct, fn)
   if not ok then
-    runner:line(false, file .. ": stopped by an error", { rerr })
+    runner:line(false, file .. ": stopped by an error", { (tostring(rerr):match("^[^\n]*")) })
     return false
   end
   return true
