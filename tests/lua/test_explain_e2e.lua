@@ -69,6 +69,7 @@ test("after a sync: the link, when it was made, and nothing to change", function
   t:eq(r.code, 0, r.stderr)
   local doc = json.decode(r.stdout)
   t:eq(doc and doc.schema, "usersync.explain/1")
+  t:contains(r.stdout, '"ops":[]', "an empty list is a JSON array")
   t:eq(doc.user.id, "00u1")
   t:eq(doc.store.exists, true)
   t:eq(#doc.syncs[1].targets, 2)

@@ -499,7 +499,7 @@ function M.json(doc)
     for k, v in pairs(t) do
       if type(v) == "table" then
         arrays(v)
-        if #v > 0 or (next(v) == nil and k ~= "result") then t[k] = json.array(v) end
+        if #v > 0 or next(v) == nil then t[k] = json.array(v) end
       end
     end
     return t
