@@ -9,6 +9,8 @@ unused_args = false       -- hooks and callbacks take arguments they may not use
 -- (the configured clients, store and config). Configs get `env "NAME"`;
 -- policy files `default`, the default policy's table.
 files["scripts"] = { read_globals = { "usersync", "env", "default" } }
+-- policy tests (`usersync test`): the assertions of usersync.policytest.
+files["scripts/examples/tests"] = { read_globals = { "usersync", "test", "expect" } }
 
 -- cli.lua's `run` sets up the script's globals: arg, usersync, and print/io
 -- masked while the script runs.

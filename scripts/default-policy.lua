@@ -3,7 +3,7 @@
 -- default groups, and what happens to an account that leaves scope.
 --
 -- It implements the declarative settings of a sync entry (
--- §4): `groups.mode/map/include/exclude/rename`, `defaults`, `users`,
+-- §4): `attributes`, `groups.mode/map/include/exclude/rename`, `defaults`, `users`,
 -- `deprovision`. To customise, write a policy file with only the hooks you
 -- want to change and name it in the sync entry (`policy = "my-policy.lua"`);
 -- the hooks you leave out keep these. Copying this file is a fine start.
@@ -20,6 +20,7 @@
 -- ".time", ".log"; no files, no network. An error in a hook fails that
 -- user (reported with this file's name and line); the run goes on.
 local re = require "usersync.re"
+local attributes = require "usersync.attributes"
 
 local policy = {}
 
@@ -46,21 +47,28 @@ local CONFLUENCE_FORBIDDEN = "[%s\\,+<>'\"]"
 -- user(okta_user, ctx) -> { name, display_name, email, active } or nil to
 -- leave the user out. The username is the Okta login; Confluence needs it
 -- lowercase and without \ , + < > ' " or spaces (each becomes "_").
+-- The sync entry's `attributes` maps a field to another Okta field or a
+-- template of them (usersync.attributes): a mapped name that comes out
+-- empty leaves the user out; a mapped display name or e-mail that comes
+-- out empty falls back to what is described here.
 function policy.user(u, ctx)
   local active = ctx.is_active(u.status)
   if active == nil then return nil end -- e.g. STAGED: not yet a person to provision
   local p = u.profile or {}
-  local name = text(p.login)
+  local map = ctx.settings.attributes
+  local name
+  if map and map.name then name = attributes.value(map.name, u) else name = text(p.login) end
   if not name then return nil end
   if ctx.target_type == "confluence" then
     name = name:lower():gsub(CONFLUENCE_FORBIDDEN, "_")
   end
-  local display = text(p.displayName)
+  local display = map and map.display_name and attributes.value(map.display_name, u) or text(p.displayName)
   if not display then
     local first, last = text(p.firstName), text(p.lastName)
     display = (first and last) and (first .. " " .. last) or first or last or name
   end
-  return { name = name, display_name = display, email = text(p.email) or "", active = active }
+  local email = map and map.email and attributes.value(map.email, u) or text(p.email) or ""
+  return { name = name, display_name = display, email = email, active = active }
 end
 
 -- include_group(okta_group, ctx) -> true when the group counts. With

@@ -90,6 +90,31 @@ def steps(ctx):
          r"(?m)^applied 0 changes, 0 failed; run 2 "),
         (["usersync sync --user LOGIN"], f"usersync sync --user {login}", 0,
          r'(?ms)sync "readme": source okta, 1 users? in scope.*^applied 0 changes, 0 failed; run 3 '),
+        # The admin's questions (accounts, explain, policy tests, init), after
+        # the first syncs: the user synced above is managed and explained.
+        (["usersync accounts [--target T] [--unmanaged] [--json|--csv]", "usersync accounts",
+          "usersync accounts --target jira"], "usersync accounts --target jira", 0,
+         r"(?m)^jira \(jira, http://127\.0\.0\.1:\d+\): \d+ accounts, [1-9]\d* managed by usersync, \d+ left alone\n"
+         r"  ACCOUNT +MANAGED +ACTIVE +OKTA USER +LINKED SINCE +WHY\n"),
+        (["usersync accounts [--target T] [--unmanaged] [--json|--csv]"], "usersync accounts --unmanaged --csv", 0,
+         r"\Atarget,account,display_name,email,active,managed,sync,okta_id,okta_login,linked_since,created_by_us,why,reason\n"),
+        (["usersync explain USER [--target T]", "usersync explain",
+          "usersync explain ann.lee@example.com --target jira"], f"usersync explain {login} --target jira", 0,
+         r"(?m)^    linked: account \S+ since \S+ \(created by usersync\)\n(.*\n)*    plan:\n      nothing to change$"),
+        (["usersync plan --user"], f"usersync plan --user {login}", 0,
+         r'sync "readme": source okta, 1 users? in scope'),
+        (["usersync test FILE...", "usersync test"], "usersync test scripts/examples/tests/policy-no-contractors_test.lua",
+         0, r"(?m)^ok 1 - .*\n(.*\n)*1\.\.\d+\n\d+ passed, 0 failed$"),
+        (["usersync test scripts/examples/tests/*_test.lua"], LITERAL, 0, r"(?m)^1\.\.(\d+)\n\1 passed, 0 failed$"),
+        (["usersync test --record FIXTURE.json LOGIN...",
+          "usersync test --record okta-users.json ann.lee@example.com bob.stone@example.com"],
+         f"usersync test --record okta-users.json {login} && grep -c test-token okta-users.json", 1,
+         r"recorded 1 user and \d+ groups? from okta into okta-users\.json.*\n0$"),
+        (["usersync init", "usersync init --okta-url https://acme.okta.com --app-id 0oa1b2c3d4 --jira https://jira.acme.com"],
+         "JIRA_TOKEN=test-token-jira usersync init -c init.conf.lua --okta-url https://acme.okta.com"
+         " --app-id 0oa1b2c3d4 --jira https://jira.acme.com --config-only", 0,
+         r"(?m)^wrote init\.conf\.lua; its secrets come from OKTA_API_TOKEN, JIRA_TOKEN\. Checking it:\n"
+         r"config init\.conf\.lua: ok \(1 source, 1 target, 1 sync entry\)$"),
         # More than limits.max_deprovision leave the app: the safety stop, then --force.
         ([], ctx["leave"], 0, ""),
         (["usersync plan"], LITERAL, 3, r"stopped by a safety limit; nothing destructive was applied"),

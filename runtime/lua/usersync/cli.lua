@@ -52,6 +52,10 @@ commands:
   history          list past runs with their counts
   show RUN         list every operation of one run
   serve            run as a daemon: schedules, Okta event hooks, health and metrics
+  accounts         every account of a target: managed or not, linked to whom, why
+  explain USER     one Okta user's way through the policy, with the rules that decided
+  test FILE...     run policy tests (hand-written or recorded Okta users)
+  init             write a commented starter config, then check it
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
@@ -205,6 +209,76 @@ What it prints (print, io.write, io.stdout, io.stderr) has its secrets masked
 like a log line; files it writes are its own. An uncaught error prints a
 traceback and exits 1; a script that returns an integer exits with it.
 ]],
+  accounts = [[
+usage: usersync accounts [-c FILE] [--target NAME] [--unmanaged] [--json | --csv]
+
+Lists every account of a target (each target in turn without --target),
+read live from the server, with whether usersync manages it (a link in
+the store), the Okta user it is linked to (login and id), when it was
+linked and whether usersync created or adopted it. For an account usersync
+leaves alone it says why: no Okta user in scope maps to it, a conflict
+(two Okta users map to its name, or its name is linked to another user),
+the Okta user it would belong to is left out by the policy (a status such
+as STAGED, or the user hook said nil), or not linked yet (the next sync
+adopts it). Reads Okta and the target as plan does; writes nothing.
+--unmanaged lists only the accounts usersync leaves alone. --csv writes
+RFC 4180 CSV with a header row; --json the shape usersync.accounts/1.
+Exit 0 listed; 1 Okta or the target could not be read; 2 a --target that
+names nothing.
+]],
+  explain = [[
+usage: usersync explain [-c FILE] [--target NAME] [--json] USER
+
+Shows one Okta user's way through the policy (USER: login or Okta id):
+the Okta record (status and the profile fields the mapping reads), per
+sync entry whether the user is in scope and how (app assignment, filter),
+and per target: what the status maps to, the account linked to the user
+(since when), the user hook's account (each field with the attribute
+mapping or default it came from), each Okta group with the include or
+exclude rule that let it count or not, the target groups with the group
+map entry, rename rule or default that put them there, and what a plan of
+this user would change, with the reasons, conflicts and notes (as
+usersync plan --user USER). Works before the first sync: without a store
+it plans as a first sync and creates no file. Writes nothing to a server.
+--json: the shape usersync.explain/1. Exit 0 explained; 1 a read failed,
+or the plan of this user has a policy error or a conflict; 2 no such Okta
+user, or a --target that names nothing.
+]],
+  test = [[
+usage: usersync test [-c FILE] [--record FIXTURE.json] [--sync NAME] FILE... | USER...
+
+Runs policy test files: each is Lua run in the sandbox with
+usersync.policy(PATH [, settings]) (the policy at PATH, relative to the
+test file, the default hooks filled in, for a sync entry with these
+settings; its hooks take a sync's arguments, ctx optional),
+usersync.user{...} and usersync.group(NAME) to write Okta users and
+groups by hand, usersync.fixture(PATH) for recorded ones, test(NAME, fn)
+and the assertions expect(v).to_be(w), expect(t).to_equal(u) (deep) and
+expect(fn).to_fail([PATTERN]). Output is TAP: one "ok N - ..." or
+"not ok N - ..." line per test (or per assertion outside a test), then
+1..N and a summary. Exit 0 when every assertion passed; 1 when one failed
+or a file could not run; 2 no file given. --record FIXTURE.json USER...
+reads the named Okta users (login or id) and their groups through the config's source (of
+--sync NAME, else the first entry) and writes them to FIXTURE.json, for
+usersync.fixture: credentials, links and anything shaped like a secret
+are left out. No config is needed to run tests.
+]],
+  init = [[
+usage: usersync init [-c FILE] [--okta-url URL] [--token-env NAME | --token-file PATH]
+                     [--app-id ID] [--jira URL] [--confluence URL] [--bitbucket URL]
+                     [--config-only]
+
+Writes a commented starter config to FILE (default ./usersync.conf.lua)
+and then runs usersync check on it. On a terminal it asks for what the
+flags do not give: the Okta org URL, where the API token comes from (an
+environment variable or a file; never the token itself), the Okta app id
+and the targets' URLs; without a terminal the flags must give the Okta URL
+and at least one target. Each target's token is read from the environment
+variable named after it (JIRA_TOKEN, CONFLUENCE_TOKEN, BITBUCKET_TOKEN).
+It never overwrites a file (exit 2). --config-only: check without reaching
+the servers. Exit: check's (0 all is well; 1 a server is not ready; 2 a
+config error, such as a token variable that is not set yet).
+]],
 }
 
 -- The options of each command (name -> "flag" | "value"), besides the
@@ -219,6 +293,11 @@ local SPECS = {
   history = { json = "flag", csv = "flag", sync = "value", limit = "value" },
   show = { json = "flag", csv = "flag" },
   serve = {},
+  accounts = { target = "value", unmanaged = "flag", json = "flag", csv = "flag" },
+  explain = { target = "value", json = "flag" },
+  test = { record = "value", sync = "value" },
+  init = { ["okta-url"] = "value", ["token-env"] = "value", ["token-file"] = "value", ["app-id"] = "value",
+           jira = "value", confluence = "value", bitbucket = "value", ["config-only"] = "flag" },
 }
 local GLOBAL = { config = "value", quiet = "flag", verbose = "flag", help = "flag" }
 local SHORT = { c = "config", q = "quiet", v = "verbose", h = "help" }
@@ -1159,6 +1238,23 @@ function commands.run(args)
   if math.type(result) == "integer" then return result end
   return EXIT_OK
 end
+
+-- The admin's questions (issue 19): accounts, explain, test, init. Each
+-- lives in its own module; here only options, help and exit codes.
+local function admin_command(name, module)
+  commands[name] = function(args)
+    local opts, pos = parse(args, 2, SPECS[name])
+    if not opts then eprint(("usersync %s: %s"):format(name, pos)); return EXIT_USAGE end
+    setup_output(opts, name)
+    if opts.help then io.write(HELP[name]); return EXIT_OK end
+    return require(module).main(opts, pos, { eprint = eprint, load_config = load_config, out = out,
+                                            check = commands.check })
+  end
+end
+admin_command("accounts", "usersync.accounts")
+admin_command("explain", "usersync.explain")
+admin_command("test", "usersync.policytest")
+admin_command("init", "usersync.init")
 
 local function version()
   local v = core.versions()

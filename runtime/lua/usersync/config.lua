@@ -127,6 +127,8 @@ local sync_entry = record({
   }, { default = {} }),
   defaults = record({ new_users = list(str()), all_users = list(str()) }, { default = {} }),
   policy = path(),
+  attributes = record({ name = node("attribute"), display_name = node("attribute"),  -- usersync.attributes
+                        email = node("attribute") }),
   deprovision = enum({ "deactivate", "delete", "remove_groups", "keep" }),
   limits = record({ max_deprovision = node("share"), max_membership_removals = node("share"),
                     policy_instructions = int { min = 1 } },  -- all policy hook calls of a run together
@@ -317,6 +319,12 @@ function checkers.pattern(n, v, path, err)
     local p, msg = re.compile(v)
     if not p then return err(path, "bad pattern: " .. tostring(msg)) end
   end
+  return v
+end
+-- An attribute mapping: an Okta user field or a template of them.
+function checkers.attribute(n, v, path, err)
+  local spec, why = require("usersync.attributes").parse(v)
+  if not spec then return err(path, type(v) == "string" and why or (why .. ", got " .. describe(v))) end
   return v
 end
 function checkers.list(n, v, path, err)

@@ -51,7 +51,7 @@ local SAFE_LIBS = {
 -- Built-in modules a sandboxed script may require.
 M.modules = {
   ["usersync.re"] = true, ["usersync.json"] = true, ["usersync.time"] = true,
-  ["usersync.log"] = true,
+  ["usersync.log"] = true, ["usersync.attributes"] = true,
 }
 
 -- Functions of those modules a sandboxed script does not get: sleeping

@@ -545,4 +545,17 @@ function M.end_run(db, run_id, outcome, counts, err)
     outcome, json.encode(counts or json.object()), err and secrets.mask(err), run_id)
 end
 
+-- Every link to an account of target `target` (`usersync accounts`,
+-- `explain`): a list of { sync, okta_id, account_name, created_by_us
+-- (boolean), first_seen (when linked), last_seen }, by account name.
+function M.target_links(db, target)
+  local out = {}
+  for row in db:rows([[SELECT sync, okta_id, account_name, created_by_us, first_seen, last_seen FROM links
+      WHERE target = ? ORDER BY lower(account_name), sync]], target) do
+    row.created_by_us = row.created_by_us == 1
+    out[#out + 1] = row
+  end
+  return out
+end
+
 return M
