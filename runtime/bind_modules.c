@@ -23,7 +23,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.store", luaopen_usersync_store},
     {"usersync.time", luaopen_usersync_time},
     {"usersync.crypto", luaopen_usersync_crypto},
-    {"usersync.target", luaopen_usersync_target},
+    {"usersync.target_raw", luaopen_usersync_target_raw},
     {"usersync.okta_raw", luaopen_usersync_okta_raw},
     {"usersync.server", luaopen_usersync_server},
     {"usersync.metrics", luaopen_usersync_metrics},

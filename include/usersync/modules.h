@@ -15,7 +15,7 @@ int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
-int luaopen_usersync_target(lua_State *L);
+int luaopen_usersync_target_raw(lua_State *L);
 int luaopen_usersync_okta_raw(lua_State *L);
 int luaopen_usersync_server(lua_State *L);
 int luaopen_usersync_metrics(lua_State *L);
