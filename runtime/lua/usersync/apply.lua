@@ -13,7 +13,6 @@
 local report = require "usersync.report"
 local state = require "usersync.state"
 local log = require "usersync.log"
-local config = require "usersync.config"
 
 local M = {}
 
@@ -317,7 +316,7 @@ function Apply:end_run(run)
   local outcome = run.failed > 0 and "partial" or (stop and "stopped" or "ok")
   state.end_run(db, run.id, outcome, run.counts, stop and table.concat(stop, "; ") or nil)
   if e.cfg.history and e.cfg.history.keep then
-    require("usersync.history").prune(db, config.parse_duration(e.cfg.history.keep))
+    require("usersync.history").prune(db, e.cfg.history.keep)
   end
   db:unlock("sync:" .. name)
   return true

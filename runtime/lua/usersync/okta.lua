@@ -158,14 +158,22 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
--- budget_share "N%" becomes the fraction the raw client takes, by the one
--- parser of share values (usersync.config); anything else goes as given.
+-- A source as a script may give it, in the numbers the raw client takes:
+-- budget_share "N%" becomes a fraction, timeout and max_wait "30s" seconds,
+-- by the config's parsers (the one grammar of each). A validated config's
+-- source is so already (usersync.config normalises it).
 local function raw_source(source)
-  local share = type(source.budget_share) == "string" and config.parse_share(source.budget_share)
-  if not (share and share.percent) then return source end
   local copy = {}
   for k, v in pairs(source) do copy[k] = v end
-  copy.budget_share = share.percent / 100
+  local share = type(source.budget_share) == "string" and config.parse_share(source.budget_share)
+  if share and share.percent then copy.budget_share = share.percent / 100 end
+
+  for _, k in ipairs{ "timeout", "max_wait" } do
+    if type(source[k]) == "string" then
+      copy[k] = config.parse_duration(source[k])
+      if not copy[k] then error(("field '%s': expected seconds or a duration like \"30s\""):format(k), 3) end
+    end
+  end
   return copy
 end
 
