@@ -2,9 +2,9 @@
 ** bind_target.c: `require "usersync.target_raw"`, the raw primitives of the
 ** Jira, Confluence and Bitbucket Data Center clients
 ** (include/usersync/target.h) for the built-in Lua module usersync.target
-** (runtime/lua/usersync/target.lua), which builds the listings, the
-** snapshot, apply and the bulk calls on them. Argument checks, and pushing
-** and pulling values. The only target file that calls lua_*.
+** (runtime/lua/usersync/target.lua), which builds every call (writes,
+** look-ups, listings, the snapshot, apply) on them. Argument checks, and
+** pushing and pulling values. The only target file that calls lua_*.
 **
 ** Lua API (times in seconds)
 **
@@ -17,21 +17,6 @@
 **
 **   t:type() -> "jira" ...;   t:requests() -> requests made so far
 **   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
-**   One operation each, to its end (failures: nil, msg, code, err with
-**   err = { source = the target's type, code =, status = (0: no HTTP
-**   answer), message = }; writes: true [, note]):
-**   t:get(name) -> { name=, key=, display_name=, email=, active=, groups={...}, raw=decoded }
-**       (groups nil when the product did not tell them)
-**   t:create_user{ name=, display_name=, email=, password=nil, notify=false }
-**   t:update_user(name, { display_name=, email= })   t:rename_user(from, to)
-**   t:deactivate_user(name)  t:reactivate_user(name)  t:delete_user(name)
-**   t:create_group(group)    t:delete_group(group)
-**   t:add_member(group, name)  t:remove_member(group, name)
-**   t:group_exists(group) -> true | false | nil, msg, code
-**   t:handover_lead{ name=, projects={}, components={}, to_project_lead=,
-**                    to_component_lead= }
-**   t:check() -> { type=, url=, reachable=bool, product=, version=, user=,
-**                  admin=true|false|nil (unknown), detail=, code= }
 **   t:close()  (also __gc and __close; raises while a batch holds it)
 **
 **   t:batch([slim]) -> Batch: jobs that run concurrently on the shared http
@@ -54,7 +39,12 @@
 **     "members", tag, { accounts as above } (slim: { names }), group
 **     "lead", tag, name, project key or component id, is_component
 **     "done", tag, ok, note (ok) or message, code (nil when ok), status,
-**             item (per-item jobs: the name or group), partial
+**             item (per-item jobs: the name or group), partial, record
+**             (get: the account { name=, key=, display_name=, email=,
+**             active=, groups = { names } (nil: the product did not tell
+**             them), raw = the decoded body }; check: { reachable=,
+**             product=, version=, user=, admin= (nil: unknown), detail=,
+**             code= }; otherwise nil)
 **     or nil. Without wait it drives the engine until an event is ready (nil:
 **     nothing left); with wait it drives it at most once for that long (0:
 **     not at all), so nil may mean "not yet": b:pending() tells.
@@ -143,20 +133,6 @@ static struct lbatch *new_batch(lua_State *L, struct ltarget *lt) {
   return lb;
 }
 
-/* The next event, driving the engine while none is ready; NULL when the
-** batch has nothing left. The event stays owned by the batch. */
-static struct us_target_event *next_event(struct ltarget *lt, struct lbatch *lb) {
-  us_target_event_free(lb->cur);
-  lb->cur = NULL;
-  for (;;) {
-    if ((lb->cur = us_target_batch_next(lb->b)))
-      return lb->cur;
-    if (!us_target_batch_pending(lb->b))
-      return NULL;
-    us_target_drive(lt->t, 200);
-  }
-}
-
 static void submit(lua_State *L, struct lbatch *lb, const struct us_target_op *op) {
   const char *err = "failed";
   if (us_target_submit(lb->b, op, &err))
@@ -209,34 +185,6 @@ static void push_page(lua_State *L, const struct us_target_event *ev) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
 }
-
-/* A failure: nil, message, code, err, where err = { source = the target's
-** type ("jira", ...), code =, status = (0: no HTTP answer), message = }, the
-** table the Okta client's failures also return. Returns 4. */
-static int push_error(lua_State *L, const struct ltarget *lt, const char *msg, const char *code,
-                      long status) {
-  luaL_pushfail(L);
-  lua_pushstring(L, msg);
-  lua_pushstring(L, code);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, lt->t ? us_target_type(lt->t) : "target");
-  lua_setfield(L, -2, "source");
-  lua_pushvalue(L, -2); /* [nil, msg, code, err] */
-  lua_setfield(L, -2, "code");
-  lua_pushinteger(L, status);
-  lua_setfield(L, -2, "status");
-  lua_pushvalue(L, -3);
-  lua_setfield(L, -2, "message");
-  return 4;
-}
-
-static int push_fail(lua_State *L, const struct ltarget *lt, const struct us_target_event *ev) {
-  return push_error(L, lt, ev->message ? ev->message : "failed", ev->code ? ev->code : "EHTTP",
-                    ev->status);
-}
-
-/* Pushes one op's outcome: { ok, note, message, code, status, source }
-** (source, status and code only for a failure). */
 
 /* ---------- constructor and simple methods ---------- */
 
@@ -385,116 +333,7 @@ static int target_products(lua_State *L) {
   return 1;
 }
 
-/* ---------- one operation ---------- */
-
-/* Runs one op to completion; pushes true [, note] or nil, msg, code. */
-static int run_one(lua_State *L, struct ltarget *lt, const struct us_target_op *op) {
-  struct lbatch *lb = new_batch(L, lt);
-  int bi = lua_gettop(L);
-  lt->busy++;
-  submit(L, lb, op);
-  struct us_target_event *ev, *done = NULL;
-  while ((ev = next_event(lt, lb))) {
-    if (ev->type == US_TEV_DONE) {
-      done = ev;
-      lb->cur = NULL; /* keep it past the loop: owned here until pushed */
-      break;
-    }
-  }
-  lt->busy--;
-  lb->cur = done; /* the batch owns it again (freed on close) */
-  int n;
-  if (!done) {
-    n = push_error(L, lt, "target: the operation ended without a result", "EHTTP", 0);
-  } else if (!done->ok) {
-    n = push_fail(L, lt, done);
-  } else {
-    lua_pushboolean(L, 1);
-    n = 1;
-    if (done->note) {
-      lua_pushstring(L, done->note);
-      n = 2;
-    }
-  }
-  (void)bi;
-  batch_release(lb); /* results are on the stack above the batch */
-  return n;
-}
-
-static const char *arg_name(lua_State *L, int idx) { return luaL_checkstring(L, idx); }
-
-static int simple(lua_State *L, enum us_top kind, const char *name, const char *group,
-                  const char *to) {
-  struct ltarget *lt = check_target(L, 1);
-  struct us_target_op op = {0};
-  op.kind = kind;
-  op.name = name;
-  op.group = group;
-  op.to = to;
-  return run_one(L, lt, &op);
-}
-
-static int target_create_user(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_CREATE_USER;
-  op.name = opt_str(L, 2, "name");
-  op.display_name = opt_str(L, 2, "display_name");
-  op.email = opt_str(L, 2, "email");
-  op.password = opt_str(L, 2, "password");
-  lua_getfield(L, 2, "notify");
-  op.notify = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (!op.name)
-    return luaL_argerror(L, 2, "field 'name' is required");
-  return run_one(L, lt, &op);
-}
-
-static int target_update_user(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_UPDATE_USER;
-  op.name = arg_name(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  op.display_name = opt_str(L, 3, "display_name");
-  op.email = opt_str(L, 3, "email");
-  return run_one(L, lt, &op);
-}
-
-static int target_rename_user(lua_State *L) {
-  return simple(L, US_TOP_RENAME_USER, arg_name(L, 2), NULL, arg_name(L, 3));
-}
-static int target_deactivate_user(lua_State *L) {
-  return simple(L, US_TOP_DEACTIVATE_USER, arg_name(L, 2), NULL, NULL);
-}
-static int target_reactivate_user(lua_State *L) {
-  return simple(L, US_TOP_REACTIVATE_USER, arg_name(L, 2), NULL, NULL);
-}
-static int target_delete_user(lua_State *L) {
-  return simple(L, US_TOP_DELETE_USER, arg_name(L, 2), NULL, NULL);
-}
-static int target_create_group(lua_State *L) {
-  return simple(L, US_TOP_CREATE_GROUP, NULL, arg_name(L, 2), NULL);
-}
-static int target_delete_group(lua_State *L) {
-  return simple(L, US_TOP_DELETE_GROUP, NULL, arg_name(L, 2), NULL);
-}
-/* t:group_exists(name) -> true | false | nil, msg, code (Jira) */
-static int target_group_exists(lua_State *L) {
-  int n = simple(L, US_TOP_FIND_GROUP, NULL, arg_name(L, 2), NULL);
-  if (n == 2 && lua_toboolean(L, -2)) { /* true, note */
-    int none = !strcmp(lua_tostring(L, -1), "no such group");
-    lua_pop(L, 2);
-    lua_pushboolean(L, !none);
-    return 1;
-  }
-  return n;
-}
-
-static int target_remove_member(lua_State *L) {
-  return simple(L, US_TOP_REMOVE_MEMBER, arg_name(L, 3), arg_name(L, 2), NULL);
-}
+/* ---------- raw batches: jobs submitted, events pulled ---------- */
 
 /* A C array of the strings of the list at idx, in a scratch userdata
 ** pushed on the stack (freed by the GC). [-0, +1] */
@@ -513,103 +352,6 @@ static const char **str_list(lua_State *L, int idx, size_t *n) {
 }
 
 
-static int target_add_member(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  const char *g = arg_name(L, 2), *u = arg_name(L, 3);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_ADD_MEMBERS;
-  op.group = g;
-  op.list = &u;
-  op.nlist = 1;
-  return run_one(L, lt, &op);
-}
-
-
-/* Runs op and returns its DONE event (owned by lb as lb->cur), or NULL. */
-static struct us_target_event *run_done(lua_State *L, struct ltarget *lt, struct lbatch *lb,
-                                        const struct us_target_op *op) {
-  lt->busy++;
-  submit(L, lb, op);
-  struct us_target_event *ev;
-  while ((ev = next_event(lt, lb)) && ev->type != US_TEV_DONE)
-    ;
-  lt->busy--;
-  return ev;
-}
-
-static int target_get(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_GET_ACCOUNT;
-  op.name = arg_name(L, 2);
-  struct lbatch *lb = new_batch(L, lt);
-  struct us_target_event *ev = run_done(L, lt, lb, &op);
-  int n = 1;
-  if (!ev || !ev->ok || !ev->naccounts) {
-    if (ev && !ev->ok) {
-      n = push_fail(L, lt, ev);
-    } else {
-      n = push_error(L, lt, "target: get ended without an account", "ERESPONSE", 0);
-    }
-  } else {
-    push_account(L, &ev->accounts[0]);
-    if (!ev->partial) { /* unknown groups stay nil: never "no groups" */
-      push_names(L, ev->names, ev->nnames);
-      lua_setfield(L, -2, "groups");
-    }
-    if (ev->raw && us_json_push_decoded(L, ev->raw, ev->raw_len))
-      lua_setfield(L, -2, "raw");
-  }
-  batch_release(lb);
-  return n;
-}
-
-
-static int target_handover_lead(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_HANDOVER_LEAD;
-  op.name = opt_str(L, 2, "name");
-  op.to = opt_str(L, 2, "to_project_lead");
-  op.to2 = opt_str(L, 2, "to_component_lead");
-  if (lua_getfield(L, 2, "projects") == LUA_TTABLE)
-    op.list = str_list(L, lua_gettop(L), &op.nlist);
-  if (lua_getfield(L, 2, "components") == LUA_TTABLE)
-    op.list2 = str_list(L, lua_gettop(L), &op.nlist2);
-  return run_one(L, lt, &op);
-}
-
-/* ---------- check ---------- */
-
-static int target_check(lua_State *L) {
-  struct ltarget *lt = check_target(L, 1);
-  struct us_target_op op = {0};
-  op.kind = US_TOP_CHECK;
-  struct lbatch *lb = new_batch(L, lt);
-  struct us_target_event *ev = run_done(L, lt, lb, &op);
-  lua_createtable(L, 0, 8);
-  lua_pushstring(L, us_target_type(lt->t));
-  lua_setfield(L, -2, "type");
-  if (ev) {
-    lua_pushboolean(L, ev->reachable);
-    lua_setfield(L, -2, "reachable");
-    set_str(L, "product", ev->product);
-    set_str(L, "version", ev->version);
-    set_str(L, "user", ev->whoami);
-    if (ev->admin >= 0) {
-      lua_pushboolean(L, ev->admin);
-      lua_setfield(L, -2, "admin");
-    }
-    set_str(L, "detail", ev->detail);
-    set_str(L, "code", ev->code);
-  }
-  batch_release(lb);
-  return 1;
-}
-
-
-/* ---------- raw batches: jobs submitted, events pulled ---------- */
 
 /* Operation names in enum us_top order (US_TOP_LIST_ACCOUNTS is 1). */
 static const char *const op_kinds[] = {
@@ -703,8 +445,38 @@ static int batch_submit(lua_State *L) {
   return 0;
 }
 
+/* Pushes the record a get or a check ends with: the account (its groups
+** unless the product did not tell them: unknown, never "no groups"; raw =
+** the decoded body), or the check's fields; nil for any other DONE. */
+static void push_record(lua_State *L, const struct us_target_event *ev) {
+  if (ev->kind == US_TOP_GET_ACCOUNT && ev->ok && ev->naccounts) {
+    push_account(L, &ev->accounts[0]);
+    if (!ev->partial) {
+      push_names(L, ev->names, ev->nnames);
+      lua_setfield(L, -2, "groups");
+    }
+    if (ev->raw && us_json_push_decoded(L, ev->raw, ev->raw_len))
+      lua_setfield(L, -2, "raw");
+  } else if (ev->kind == US_TOP_CHECK) {
+    lua_createtable(L, 0, 8);
+    lua_pushboolean(L, ev->reachable);
+    lua_setfield(L, -2, "reachable");
+    set_str(L, "product", ev->product);
+    set_str(L, "version", ev->version);
+    set_str(L, "user", ev->whoami);
+    if (ev->admin >= 0) {
+      lua_pushboolean(L, ev->admin);
+      lua_setfield(L, -2, "admin");
+    }
+    set_str(L, "detail", ev->detail);
+    set_str(L, "code", ev->code);
+  } else {
+    lua_pushnil(L);
+  }
+}
+
 /* Pushes a DONE event's values after "done", tag: ok, note or message,
-** code, status, item, partial. Returns their count. */
+** code, status, item, partial, record. Returns their count. */
 static int push_done(lua_State *L, const struct us_target_event *ev) {
   lua_pushboolean(L, ev->ok);
   if (ev->ok)
@@ -718,7 +490,8 @@ static int push_done(lua_State *L, const struct us_target_event *ev) {
   lua_pushinteger(L, ev->status);
   lua_pushstring(L, ev->item);
   lua_pushboolean(L, ev->partial);
-  return 6;
+  push_record(L, ev);
+  return 7;
 }
 
 /* Pushes the event's values: its type, tag and what it carries. */
@@ -791,26 +564,8 @@ static int batch_pending(lua_State *L) {
 /* ---------- module ---------- */
 
 static const luaL_Reg target_methods[] = {
-    {"type", target_type},
-    {"requests", target_requests},
-    {"capabilities", target_capabilities},
-    {"get", target_get},
-    {"create_user", target_create_user},
-    {"update_user", target_update_user},
-    {"rename_user", target_rename_user},
-    {"deactivate_user", target_deactivate_user},
-    {"reactivate_user", target_reactivate_user},
-    {"delete_user", target_delete_user},
-    {"create_group", target_create_group},
-    {"delete_group", target_delete_group},
-    {"add_member", target_add_member},
-    {"remove_member", target_remove_member},
-    {"group_exists", target_group_exists},
-    {"handover_lead", target_handover_lead},
-    {"check", target_check},
-    {"batch", target_batch},
-    {"close", target_close},
-    {NULL, NULL},
+    {"type", target_type},   {"requests", target_requests}, {"capabilities", target_capabilities},
+    {"batch", target_batch}, {"close", target_close},       {NULL, NULL},
 };
 
 static const luaL_Reg target_meta[] = {

@@ -30,8 +30,30 @@
 --   raises stops the call: nil, "<what> callback failed: <error with its
 --   traceback>", "ECALLBACK".
 --
---   The single operations (t:get, t:create_user, ..., t:check, t:close) are
---   the raw client's: runtime/bind_target.c lists them. Here:
+--   t:type() -> "jira" ...;   t:requests() -> requests made so far
+--   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
+--   t:close()  (also __gc and __close; a target in use raises)
+--
+--   t:get(name) -> { name=, key=, display_name=, email=, active=, groups={...}, raw=decoded }
+--                  | nil, msg, code ("ENOTFOUND" when there is no such user)
+--       groups is nil when the product's answer did not tell them (a Jira
+--       that ignores expand=groups): unknown, not "no groups"; read them
+--       with t:members of the groups that matter.
+--   Writes: -> true [, note] | nil, msg, code. note is "already exists",
+--   "already a member", "not a member" or "nothing to change" when the
+--   product said so (or nothing needed doing).
+--   t:create_user{ name=, display_name=, email=, password=nil, notify=false }
+--   t:update_user(name, { display_name=, email= })   -- absent: unchanged
+--   t:rename_user(from, to)            t:deactivate_user(name)
+--   t:reactivate_user(name)            t:delete_user(name)
+--   t:create_group(group)              t:delete_group(group)
+--   t:add_member(group, name)          t:remove_member(group, name)
+--   t:group_exists(group) -> true | false | nil, msg, code   (Jira: one
+--       request; EUNSUPPORTED elsewhere, whose group listings are complete)
+--   t:handover_lead{ name=, projects={}, components={}, to_project_lead=,
+--                    to_component_lead= }                    (Jira)
+--   t:check() -> { type=, reachable=bool, product=, version=, user=,
+--                  admin=true|false|nil (unknown), detail=, code= }
 --
 --   Listings stream pages to a callback; a failed page fails the listing:
 --   never a silently short list.
@@ -117,6 +139,107 @@ end
 local function result(t, ok, x, code, status)
   if ok then return { ok = true, note = x } end
   return { ok = false, message = x, code = code, status = status, source = t:type() }
+end
+
+
+---------------------------------------------------------------- one operation
+
+-- Runs raw op to its end: its DONE's ok, note or message, code, status and
+-- record; nothing when it ended without one.
+local function run_one(t, op)
+  local b <close> = t:batch()
+  b:hold()
+  b:submit(op)
+  while true do
+    local kind, _, ok, x, code, status, _, _, record = b:next()
+    if kind == nil then return end
+    if kind == "done" then return ok, x, code, status, record end
+  end
+end
+
+-- A write: true [, note] | nil, msg, code, err.
+local function write(t, op)
+  local ok, x, code, status = run_one(t, op)
+  if ok == nil then return fail(t, "target: the operation ended without a result", "EHTTP") end
+  if not ok then return fail(t, x, code, status) end
+  if x then return true, x end
+  return true
+end
+
+-- A write of kind on one name (or group): the argument checked.
+local function write1(kind, field)
+  return function(self, v)
+    check(v, "string", 1, kind)
+    return write(self, { kind = kind, [field] = v })
+  end
+end
+
+T.deactivate_user = write1("deactivate_user", "name")
+T.reactivate_user = write1("reactivate_user", "name")
+T.delete_user = write1("delete_user", "name")
+T.create_group = write1("create_group", "group")
+T.delete_group = write1("delete_group", "group")
+
+function T:create_user(u)
+  check(u, "table", 1, "create_user")
+  if u.name == nil then error("bad argument #1 to 'create_user' (field 'name' is required)", 2) end
+  return write(self, { kind = "create_user", name = u.name, display_name = u.display_name,
+                       email = u.email, password = u.password, notify = u.notify })
+end
+
+function T:update_user(name, changes)
+  check(name, "string", 1, "update_user")
+  check(changes, "table", 2, "update_user")
+  return write(self, { kind = "update_user", name = name, display_name = changes.display_name,
+                       email = changes.email })
+end
+
+function T:rename_user(from, to)
+  check(from, "string", 1, "rename_user")
+  check(to, "string", 2, "rename_user")
+  return write(self, { kind = "rename_user", name = from, to = to })
+end
+
+function T:add_member(group, name)
+  check(group, "string", 1, "add_member")
+  check(name, "string", 2, "add_member")
+  return write(self, { kind = "add_members", group = group, list = { name } })
+end
+
+function T:remove_member(group, name)
+  check(group, "string", 1, "remove_member")
+  check(name, "string", 2, "remove_member")
+  return write(self, { kind = "remove_member", group = group, name = name })
+end
+
+function T:handover_lead(h)
+  check(h, "table", 1, "handover_lead")
+  return write(self, { kind = "handover_lead", name = h.name, to = h.to_project_lead,
+                       to2 = h.to_component_lead,
+                       list = type(h.projects) == "table" and h.projects or nil,
+                       list2 = type(h.components) == "table" and h.components or nil })
+end
+
+function T:group_exists(group)
+  check(group, "string", 1, "group_exists")
+  local ok, note, code, err = write(self, { kind = "find_group", group = group })
+  if ok then return note ~= "no such group" end
+  return ok, note, code, err
+end
+
+function T:get(name)
+  check(name, "string", 1, "get")
+  local ok, x, code, status, account = run_one(self, { kind = "get", name = name })
+  if ok == false then return fail(self, x, code, status) end
+  if not account then return fail(self, "target: get ended without an account", "ERESPONSE") end
+  return account
+end
+
+function T:check()
+  local _, _, _, _, report = run_one(self, { kind = "check" })
+  report = report or {}
+  report.type = self:type()
+  return report
 end
 
 
