@@ -115,4 +115,41 @@ test("migrate-rename: --dry-run prints and writes nothing; a real run renames in
   os.execute("rm -rf " .. dir)
 end)
 
+test("--dry-run: a script cannot send writes around it through t:batch or t:apply_start", function(t)
+  local jira <close> = sim.start("jira", { state = {
+    users = { { name = "ann", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true } },
+    groups = json.array{}, members = {} } })
+  local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
+  local conf = dir .. "/usersync.conf.lua"
+  local f = assert(io.open(conf, "w"))
+  f:write(([[return {
+  state = %q,
+  sources = { okta = { type = "okta", url = "https://x.okta.com", token = "tok-123456" } },
+  targets = { jira = { type = "jira", url = %q, user = "admin", password = env "US_TEST_PW" } },
+  sync = { { name = "main", source = "okta", targets = { "jira" } } },
+}]]):format(dir .. "/usersync.db", jira.url))
+  f:close()
+  local script = dir .. "/raw.lua"
+  f = assert(io.open(script, "w"))
+  f:write([[
+local jira = usersync.target "jira"
+assert(jira:get("ann"), "reads go through")
+local ok, err = pcall(function() jira:batch():submit{ kind = "delete_user", name = "ann" } end)
+print("batch", ok, err)
+ok, err = pcall(function() jira:apply_start({ { kind = "delete_user", name = "ann" } }) end)
+print("apply_start", ok, err)
+]])
+  f:close()
+  local r = proc.run({ os.getenv("USERSYNC"), "run", "-c", conf, "--dry-run", script }, { env = { US_TEST_PW = "admin" } })
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "batch\tfalse\t")
+  t:contains(r.stdout, "jira:batch is not available under --dry-run")
+  t:contains(r.stdout, "jira:apply_start is not available under --dry-run")
+  local writes = 0
+  for _, q in ipairs(jira:requests()) do if q.method ~= "GET" then writes = writes + 1 end end
+  t:eq(writes, 0, "dry run sends no write")
+  t:eq(#jira:state().users, 1, "ann is still there")
+  os.execute("rm -rf " .. dir)
+end)
+
 return test.done()
