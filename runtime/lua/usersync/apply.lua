@@ -339,6 +339,7 @@ function Apply:targets(run, plans)
       task.pending, task.finished = a, b
     end
   end
+
   for _, p in ipairs(plans) do
     local task = { co = coroutine.create(function() return self:target(run, p) end) }
     scheduled[task.co] = true
@@ -352,6 +353,7 @@ function Apply:targets(run, plans)
     if more == nil then step(task, nil, err)
     elseif not more then step(task, true) end
   end
+
   -- Targets with their own CA file or timeout have their own http engine
   -- (Engine:http_client): then each target's poll drives its engine, a
   -- short while so that none waits on another's.
@@ -361,6 +363,7 @@ function Apply:targets(run, plans)
     clients[(tcfg.ca_file or "") .. "|" .. tostring(tcfg.timeout or "")] = true
   end
   local each = next(clients, next(clients)) and 0.005 or 0
+
   while true do
     local first
     for _, task in ipairs(tasks) do

@@ -167,6 +167,7 @@ function M.mark_interrupted(db, sync)
       local st = stat:match("%) (%a)")
       alive = row.pid == me or (st ~= nil and st ~= "Z" and st ~= "X")
     end
+
     if not alive then
       db:exec([[UPDATE runs SET outcome = 'interrupted', ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
           error = 'the run ended before recording its outcome (killed, or the store could not be written)'
@@ -176,6 +177,7 @@ function M.mark_interrupted(db, sync)
       n = n + 1
     end
   end
+
   return n
 end
 
@@ -196,9 +198,11 @@ function M.record_findings(db, run_id, p, stop, destructive, base_seq)
   local function add(kind, subject, okta_id, message, op)
     rows[#rows + 1] = { kind, subject, okta_id, secrets.mask(tostring(message or "")), op }
   end
+
   if p.read_error then add("unread", nil, nil, p.read_error) end
   for _, e in ipairs(p.errors or {}) do add("policy_error", e.subject, e.okta_id, e.message) end
   for _, c in ipairs(p.conflicts or {}) do add("conflict", c.name, c.okta_id, c.message) end
+
   if stop then
     local why = table.concat(stop, "; ")
     for _, o in ipairs(p.ops) do
@@ -207,6 +211,7 @@ function M.record_findings(db, run_id, p, stop, destructive, base_seq)
       end
     end
   end
+
   base_seq = base_seq or 0
   if #rows == 0 then return base_seq end
   return db:transaction(function()
@@ -241,6 +246,7 @@ end
 local function record_effect(db, sync, op, note)
   local t = op.target
   local k = op.kind
+
   if k == "create_user" or k == "link" then
     -- A new account (created now, or by a run that died before recording
     -- it) is onboarded once its new-user groups are all given.
@@ -304,6 +310,7 @@ local function finished(db, run_id, sync, op, result)
       record_effect(db, sync, op, note)
     end
   end
+
   assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?, unsure = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq = ?]],
     result.ok and "done" or (result.skipped and "skipped" or "failed"),
@@ -356,7 +363,9 @@ function M.reconcile(db, sync, target, snap, partial)
       FROM operations o JOIN runs r ON r.id = o.run_id
       WHERE (o.status = 'running' OR o.unsure = 1) AND o.target = ? AND r.sync = ? AND r.outcome <> 'running'
       ORDER BY o.run_id, o.seq]], target, sync)
+
   if #rows == 0 then return 0, {} end
+
   local accounts, groups = {}, {}
   for _, a in ipairs(snap.accounts or {}) do
     local gs = {}
@@ -364,11 +373,13 @@ function M.reconcile(db, sync, target, snap, partial)
     accounts[lower(a.name)] = { account = a, groups = gs }
   end
   for _, g in ipairs(snap.groups or {}) do groups[lower(type(g) == "table" and g.name or g)] = true end
+
   local function account(name)
     local a = name and accounts[lower(name)]
     if a then return a, true end
     return nil, not partial -- known absent only after a full read
   end
+
   local settled, runs = 0, {}
   local unconfirmed = {}
   local ok, err = db:transaction(function()
@@ -376,6 +387,7 @@ function M.reconcile(db, sync, target, snap, partial)
       local d = row.detail and json.decode(row.detail) or {}
       local op = { kind = row.kind, target = target, subject = row.subject, okta_id = row.okta_id }
       for k, v in pairs(d) do if op[k] == nil then op[k] = v end end
+
       local applied -- true, false, or nil (unknown yet)
       local k = row.kind
       if k == "create_user" then
@@ -424,6 +436,7 @@ function M.reconcile(db, sync, target, snap, partial)
       else
         applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
       end
+
       if row.status == "done" then
         -- done, its ownership waited for the link: settled either way
         assert(db:exec("UPDATE operations SET unsure = 0 WHERE run_id = ? AND seq = ?", row.run_id, row.seq))
@@ -441,9 +454,11 @@ function M.reconcile(db, sync, target, snap, partial)
         runs[row.run_id] = true
       end
     end
+
     for id in pairs(runs) do assert(M.recount_run(db, id)) end
     return true
   end)
+
   if not ok then return nil, err end
   return settled, unconfirmed
 end

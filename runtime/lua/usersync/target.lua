@@ -492,6 +492,7 @@ end
 -- The raw op of plan op `op` (number i, raw kind `kind`).
 local function raw_op(op, i, kind)
   local r = { kind = kind, tag = i, name = op.name }
+
   if kind == "create_group" then
     r.group = op.group
   elseif kind == "create_user" then
