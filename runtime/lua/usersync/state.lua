@@ -343,6 +343,61 @@ function M.recount_run(db, run_id)
       WHERE id = ?1]], run_id)
 end
 
+-- Whether the intent op (of kind k) took effect, by the target's read
+-- (account(name) -> its entry, known; groups: the group names read): true,
+-- false, or nil (unknown yet). What a confirmed one means for ownership is
+-- recorded.
+local function confirm(db, sync, target, op, k, account, groups, partial)
+  local applied
+  if k == "create_user" then
+    local a, known = account(op.name)
+    if a then applied = true elseif known then applied = false end
+    if applied and op.okta_id then
+      -- linked already (by a later run), or the name taken by another link: nothing to record
+      local taken = db:first([[SELECT 1 AS x FROM links WHERE sync = ? AND target = ?
+          AND (okta_id = ? OR lower(account_name) = lower(?))]], sync, target, op.okta_id, a.account.name)
+      if not taken then
+        assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+            VALUES (?, ?, ?, ?, 1, 0)]], sync, target, op.okta_id, a.account.name))
+      end
+    end
+  elseif k == "add_member" or k == "remove_member" then
+    local a, known = account(op.name)
+    if a then
+      local member = a.groups[lower(op.group or "")] or false
+      if k == "add_member" then applied = member else applied = not member end
+    elseif known then
+      applied = k == "remove_member"
+    end
+    if applied and op.okta_id and linked(db, sync, target, op.okta_id) then
+      record_effect(db, sync, op, nil)
+    end
+  elseif k == "rename_user" then
+    local a = account(op.to)
+    local old, known = account(op.from)
+    if a and (not old or old == a) then applied = true elseif old and known then applied = false end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "delete_user" then
+    local a, known = account(op.name)
+    if a then applied = false elseif known then applied = true end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "create_group" then
+    if groups[lower(op.group or "")] then applied = true elseif not partial then applied = false end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "deactivate_user" or k == "reactivate_user" then
+    local a, known = account(op.name)
+    if a then
+      local active = a.account.active ~= false
+      if k == "deactivate_user" then applied = not active else applied = active end
+    elseif known then
+      applied = false
+    end
+  else
+    applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
+  end
+  return applied
+end
+
 -- Settles the journal rows of sync/target whose outcome is unknown (left
 -- 'running' by a run that ended without recording it, or failed with an
 -- unsure code) from the target's state just read (snap: accounts with
@@ -388,54 +443,8 @@ function M.reconcile(db, sync, target, snap, partial)
       local op = { kind = row.kind, target = target, subject = row.subject, okta_id = row.okta_id }
       for k, v in pairs(d) do if op[k] == nil then op[k] = v end end
 
-      local applied -- true, false, or nil (unknown yet)
       local k = row.kind
-      if k == "create_user" then
-        local a, known = account(op.name)
-        if a then applied = true elseif known then applied = false end
-        if applied and op.okta_id then
-          -- linked already (by a later run), or the name taken by another link: nothing to record
-          local taken = db:first([[SELECT 1 AS x FROM links WHERE sync = ? AND target = ?
-              AND (okta_id = ? OR lower(account_name) = lower(?))]], sync, target, op.okta_id, a.account.name)
-          if not taken then
-            assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
-                VALUES (?, ?, ?, ?, 1, 0)]], sync, target, op.okta_id, a.account.name))
-          end
-        end
-      elseif k == "add_member" or k == "remove_member" then
-        local a, known = account(op.name)
-        if a then
-          local member = a.groups[lower(op.group or "")] or false
-          if k == "add_member" then applied = member else applied = not member end
-        elseif known then
-          applied = k == "remove_member"
-        end
-        if applied and op.okta_id and linked(db, sync, target, op.okta_id) then
-          record_effect(db, sync, op, nil)
-        end
-      elseif k == "rename_user" then
-        local a = account(op.to)
-        local old, known = account(op.from)
-        if a and (not old or old == a) then applied = true elseif old and known then applied = false end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "delete_user" then
-        local a, known = account(op.name)
-        if a then applied = false elseif known then applied = true end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "create_group" then
-        if groups[lower(op.group or "")] then applied = true elseif not partial then applied = false end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "deactivate_user" or k == "reactivate_user" then
-        local a, known = account(op.name)
-        if a then
-          local active = a.account.active ~= false
-          if k == "deactivate_user" then applied = not active else applied = active end
-        elseif known then
-          applied = false
-        end
-      else
-        applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
-      end
+      local applied = confirm(db, sync, target, op, k, account, groups, partial)
 
       if row.status == "done" then
         -- done, its ownership waited for the link: settled either way
