@@ -540,20 +540,9 @@ static const luaL_Reg batch_meta[] = {
 
 static const luaL_Reg okta_funcs[] = {{"client", okta_client}, {NULL, NULL}};
 
-/* Creates metatable name with the fields of meta and __index = methods. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 int luaopen_usersync_okta_raw(lua_State *L) {
-  new_class(L, CLIENT_MT, client_meta, client_methods);
-  new_class(L, BATCH_MT, batch_meta, batch_methods);
+  us_lua_class(L, CLIENT_MT, client_meta, client_methods);
+  us_lua_class(L, BATCH_MT, batch_meta, batch_methods);
   luaL_newlib(L, okta_funcs);
   return 1;
 }

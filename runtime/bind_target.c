@@ -582,24 +582,13 @@ static const luaL_Reg batch_meta[] = {
 static const luaL_Reg target_funcs[] = {
     {"new", target_new}, {"products", target_products}, {NULL, NULL}};
 
-/* Creates metatable name with the fields of meta and __index = a new
-** table of methods, which is left on the stack. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
-  lua_remove(L, -2);
-}
-
 int luaopen_usersync_target_raw(lua_State *L) {
+  us_lua_class(L, TARGET_MT, target_meta, target_methods);
+  us_lua_class(L, BATCH_MT, batch_meta, batch_methods);
   luaL_newlib(L, target_funcs);
-  new_class(L, TARGET_MT, target_meta, target_methods);
-  lua_setfield(L, -2, "methods"); /* usersync.target adds its methods here */
-  new_class(L, BATCH_MT, batch_meta, batch_methods);
+  luaL_getmetatable(L, TARGET_MT);
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "methods"); /* usersync.target adds its methods here */
   lua_pop(L, 1);
   return 1;
 }
