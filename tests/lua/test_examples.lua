@@ -69,14 +69,9 @@ test("policy-no-contractors: contractors are left out, and deprovisioned when th
   t:eq(p.ops[1].reason, "left out by the policy")
 end)
 
-test("migrate-rename: --dry-run prints and writes nothing; a real run renames in stages and updates links", function(t)
-  local jira <close> = sim.start("jira", { state = {
-    users = { { name = "ann@example.com", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true },
-              { name = "bob@example.com", key = "K2", displayName = "Bob", emailAddress = "bob@example.com", active = true },
-              { name = "carl@example.com", key = "K3", displayName = "Carl", emailAddress = "carl@example.com", active = true },
-              { name = "bob", key = "K4", displayName = "Other Bob", emailAddress = "bob@other.org", active = true },
-              { name = "svc", key = "K5", displayName = "Service", emailAddress = "svc@example.com", active = true } },
-    groups = json.array{}, members = {} } })
+-- A new directory with a config of one Jira target at url (password in
+-- US_TEST_PW) and its store there: dir, config path.
+local function jira_config(url)
   local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
   local conf = dir .. "/usersync.conf.lua"
   local f = assert(io.open(conf, "w"))
@@ -85,8 +80,20 @@ test("migrate-rename: --dry-run prints and writes nothing; a real run renames in
   sources = { okta = { type = "okta", url = "https://x.okta.com", token = "tok-123456" } },
   targets = { jira = { type = "jira", url = %q, user = "admin", password = env "US_TEST_PW" } },
   sync = { { name = "main", source = "okta", targets = { "jira" } } },
-}]]):format(dir .. "/usersync.db", jira.url))
+}]]):format(dir .. "/usersync.db", url))
   f:close()
+  return dir, conf
+end
+
+test("migrate-rename: --dry-run prints and writes nothing; a real run renames in stages and updates links", function(t)
+  local jira <close> = sim.start("jira", { state = {
+    users = { { name = "ann@example.com", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true },
+              { name = "bob@example.com", key = "K2", displayName = "Bob", emailAddress = "bob@example.com", active = true },
+              { name = "carl@example.com", key = "K3", displayName = "Carl", emailAddress = "carl@example.com", active = true },
+              { name = "bob", key = "K4", displayName = "Other Bob", emailAddress = "bob@other.org", active = true },
+              { name = "svc", key = "K5", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+    groups = json.array{}, members = {} } })
+  local dir, conf = jira_config(jira.url)
   local db = assert(require("usersync.state").open(dir .. "/usersync.db"))
   assert(db:exec("INSERT INTO links (sync, target, okta_id, account_name) VALUES ('main', 'jira', '00u1', 'ann@example.com')"))
   db:close()
@@ -119,18 +126,9 @@ test("--dry-run: a script cannot send writes around it through t:batch or t:appl
   local jira <close> = sim.start("jira", { state = {
     users = { { name = "ann", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true } },
     groups = json.array{}, members = {} } })
-  local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
-  local conf = dir .. "/usersync.conf.lua"
-  local f = assert(io.open(conf, "w"))
-  f:write(([[return {
-  state = %q,
-  sources = { okta = { type = "okta", url = "https://x.okta.com", token = "tok-123456" } },
-  targets = { jira = { type = "jira", url = %q, user = "admin", password = env "US_TEST_PW" } },
-  sync = { { name = "main", source = "okta", targets = { "jira" } } },
-}]]):format(dir .. "/usersync.db", jira.url))
-  f:close()
+  local dir, conf = jira_config(jira.url)
   local script = dir .. "/raw.lua"
-  f = assert(io.open(script, "w"))
+  local f = assert(io.open(script, "w"))
   f:write([[
 local jira = usersync.target "jira"
 assert(jira:get("ann"), "reads go through")
