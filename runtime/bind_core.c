@@ -2,7 +2,9 @@
 ** bind_core.c: `usersync.core`, what the built-in Lua library needs from the
 ** host itself: library versions, memory accounting, terminal queries
 ** (isatty, termsize), sandboxed calls with an instruction budget and a
-** memory cap, and the command line's SIGINT (catch_interrupts, interrupted).
+** memory cap, the command line's SIGINT (catch_interrupts, interrupted),
+** and core.traceback: the message handler every protected callback uses
+** (xpcall(fn, core.traceback, ...)), the one the host runs commands under.
 */
 #include <signal.h>
 #include <stdio.h>
@@ -231,6 +233,7 @@ static const luaL_Reg core_funcs[] = {
     {"sandbox_call", core_sandbox_call},
     {"sandbox_charged", core_sandbox_charged},
     {"sandbox_active", core_sandbox_active},
+    {"traceback", us_lua_traceback},
     {NULL, NULL},
 };
 

@@ -725,19 +725,9 @@ static const luaL_Reg http_funcs[] = {{"client", http_client},
                                       {"link", http_link},
                                       {NULL, NULL}};
 
-static void new_meta(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 int luaopen_usersync_http(lua_State *L) {
-  new_meta(L, CLIENT_MT, client_meta, client_methods);
-  new_meta(L, REQUEST_MT, request_meta, request_methods);
+  us_lua_class(L, CLIENT_MT, client_meta, client_methods);
+  us_lua_class(L, REQUEST_MT, request_meta, request_methods);
   luaL_newlib(L, http_funcs);
   lua_newtable(L);
   for (int i = 0; codes[i]; i++) {

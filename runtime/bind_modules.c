@@ -23,7 +23,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.store", luaopen_usersync_store},
     {"usersync.time", luaopen_usersync_time},
     {"usersync.crypto", luaopen_usersync_crypto},
-    {"usersync.target", luaopen_usersync_target},
+    {"usersync.target_raw", luaopen_usersync_target_raw},
     {"usersync.okta_raw", luaopen_usersync_okta_raw},
     {"usersync.server", luaopen_usersync_server},
     {"usersync.metrics", luaopen_usersync_metrics},
@@ -41,6 +41,18 @@ static int load_embedded(lua_State *L) {
   if (lua_isnil(L, -1))
     lua_pushboolean(L, 1);
   return 1;
+}
+
+void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  if (meta)
+    luaL_setfuncs(L, meta, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
 }
 
 void us_modules_preload(lua_State *L) {

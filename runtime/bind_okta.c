@@ -65,7 +65,6 @@
 
 #include "usersync/modules.h"
 #include "usersync/okta.h"
-#include "usersync/timeutil.h"
 
 #define CLIENT_MT "usersync.okta.RawClient"
 #define BATCH_MT "usersync.okta.Batch"
@@ -187,20 +186,15 @@ static double num_field(lua_State *L, int t, const char *k, double def) {
   return v;
 }
 
-/* Field k of t as seconds: a number, or a duration string ("30s", "2m") as
-** the config schema keeps it. def when absent; raises on a bad value. */
+/* Field k of t as seconds (a number >= 0: usersync.okta turns a duration
+** like "30s" into one, with the config's parser). def when absent. */
 static double secs_field(lua_State *L, int t, const char *k, double def) {
   double v = def;
-  int ty = lua_getfield(L, t, k);
-  if (ty == LUA_TSTRING) {
-    char err[US_TIME_ERRLEN];
-    if (us_time_parse_duration(lua_tostring(L, -1), (size_t)-1, &v, err, sizeof err) != 0)
-      luaL_error(L, "field '%s': %s", k, err);
-  } else if (ty != LUA_TNIL) {
+  if (lua_getfield(L, t, k) != LUA_TNIL) {
     int isnum;
     v = lua_tonumberx(L, -1, &isnum);
     if (!isnum || v < 0)
-      luaL_error(L, "field '%s': expected seconds or a duration like \"30s\"", k);
+      luaL_error(L, "field '%s': expected seconds", k);
   }
   lua_pop(L, 1);
   return v;
@@ -546,20 +540,9 @@ static const luaL_Reg batch_meta[] = {
 
 static const luaL_Reg okta_funcs[] = {{"client", okta_client}, {NULL, NULL}};
 
-/* Creates metatable name with the fields of meta and __index = methods. */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 int luaopen_usersync_okta_raw(lua_State *L) {
-  new_class(L, CLIENT_MT, client_meta, client_methods);
-  new_class(L, BATCH_MT, batch_meta, batch_methods);
+  us_lua_class(L, CLIENT_MT, client_meta, client_methods);
+  us_lua_class(L, BATCH_MT, batch_meta, batch_methods);
   luaL_newlib(L, okta_funcs);
   return 1;
 }

@@ -680,27 +680,10 @@ static const luaL_Reg stmt_meta[] = {
     {NULL, NULL},
 };
 
-/* Creates metatable `name` with metamethods `meta` and, when given, an
-** __index table of `methods`. [-0, +0] */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meta,
-                      const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  if (meta)
-    luaL_setfuncs(L, meta, 0);
-  if (methods) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
-}
-
 int luaopen_usersync_store(lua_State *L) {
-  new_class(L, STORE_MT, store_meta, store_methods);
-  new_class(L, STMT_MT, stmt_meta, NULL);
-  new_class(L, KV_MT, NULL, kv_methods);
+  us_lua_class(L, STORE_MT, store_meta, store_methods);
+  us_lua_class(L, STMT_MT, stmt_meta, NULL);
+  us_lua_class(L, KV_MT, NULL, kv_methods);
   luaL_newlib(L, store_funcs);
   lua_pushinteger(L, US_STORE_SCHEMA_VERSION);
   lua_setfield(L, -2, "SCHEMA_VERSION");

@@ -26,6 +26,7 @@
 #include "usersync/crypto.h"
 #include "usersync/jsonscan.h"
 #include "usersync/okta.h"
+#include "usersync/queue.h"
 #include "usersync/strbuf.h"
 #include "usersync/timeutil.h"
 
@@ -1405,6 +1406,8 @@ struct ojob {
   size_t pages, items;
   char *cursor; /* LOGS: where the next poll starts */
   int ended;    /* DONE emitted */
+  struct us_qlink ql; /* in the batch's ready queue (queued) */
+  int queued;
 };
 
 struct evnode {
@@ -1418,8 +1421,17 @@ struct us_okta_batch {
   size_t n, cap;
   size_t first; /* jobs before it have ended */
   struct evnode *head, *tail;
-  us_okta_batch *next; /* the client's open batches */
+  struct us_queue ready; /* jobs with a page to request, waiting for a slot */
+  us_okta_batch *next;   /* the client's open batches */
 };
+
+/* Queues j for a slot when it has a page to request and none in flight. */
+static void job_ready(us_okta_batch *b, struct ojob *j) {
+  if (j->queued || j->cur || !j->url || j->ended)
+    return;
+  us_queue_push(&b->ready, &j->ql);
+  j->queued = 1;
+}
 
 void us_okta_event_free(struct us_okta_event *ev) {
   if (!ev)
@@ -1452,6 +1464,9 @@ static void emit(us_okta_batch *b, struct ojob *j, struct us_okta_event *ev) {
 
 /* Ends job j with its DONE: ok, or failed with err. */
 static void job_end(us_okta_batch *b, struct ojob *j, const struct us_okta_error *err) {
+  if (j->queued)
+    us_queue_remove(&b->ready, &j->ql);
+  j->queued = 0;
   oreq_free(j->cur);
   j->cur = NULL;
   free(j->url);
@@ -1530,6 +1545,7 @@ int us_okta_submit(us_okta_batch *b, const struct us_okta_op *op, struct us_okta
             (int)path_len(url_path(j->url)), url_path(j->url), c->origin);
     job_end(b, j, &e);
   }
+  job_ready(b, j);
   return 0;
 }
 
@@ -1691,15 +1707,16 @@ static int on_page(us_okta_batch *b, struct ojob *j, struct us_okta_error *err) 
   return 0;
 }
 
-/* Submits the next page of every job that has one, while slots are free.
-** A job that cannot submit fails, and no other is tried this round (an
-** authentication failure would repeat for each). */
+/* Submits the next page of the ready jobs, in the order they became
+** ready, while the client has free slots. A job that cannot submit fails,
+** and no other is tried this round (an authentication failure would repeat
+** for each). */
 static void submit_pages(us_okta_batch *b) {
   us_okta *c = b->c;
-  for (size_t i = b->first; i < b->n; i++) {
-    struct ojob *j = b->jobs[i];
-    if (j->cur || !j->url || c->inflight >= c->concurrency)
-      continue;
+  struct us_qlink *l;
+  while ((l = us_queue_pop_below(&b->ready, c->inflight, c->concurrency))) {
+    struct ojob *j = US_QUEUE_ENTRY(l, struct ojob, ql);
+    j->queued = 0;
     struct us_okta_error err;
     if (!(j->cur = submit_api(c, j->url, &err))) {
       job_end(b, j, &err);
@@ -1718,6 +1735,7 @@ static void harvest(us_okta_batch *b) {
     if (on_unauthorized(b->c, j)) { /* j->url is still this page's: asked again */
       oreq_free(j->cur);
       j->cur = NULL;
+      job_ready(b, j);
       continue;
     }
     j->nonce_retried = j->auth_retried = 0;
@@ -1730,6 +1748,7 @@ static void harvest(us_okta_batch *b) {
     j->cur = NULL;
     if (!j->url)
       job_end(b, j, NULL);
+    job_ready(b, j);
   }
 }
 

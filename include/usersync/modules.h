@@ -4,6 +4,7 @@
 */
 #ifndef USERSYNC_MODULES_H
 #define USERSYNC_MODULES_H
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "usersync/http.h"
@@ -15,7 +16,7 @@ int luaopen_usersync_re(lua_State *L);
 int luaopen_usersync_store(lua_State *L);
 int luaopen_usersync_time(lua_State *L);
 int luaopen_usersync_crypto(lua_State *L);
-int luaopen_usersync_target(lua_State *L);
+int luaopen_usersync_target_raw(lua_State *L);
 int luaopen_usersync_okta_raw(lua_State *L);
 int luaopen_usersync_server(lua_State *L);
 int luaopen_usersync_metrics(lua_State *L);
@@ -37,6 +38,11 @@ int us_json_push_decoded(lua_State *L, const char *s, size_t len);
 ** (structured errors keep their fields); any other value becomes "(error
 ** object is a <type> value)" with a traceback. */
 int us_lua_traceback(lua_State *L);
+
+/* Creates metatable `name` (luaL_newmetatable) with the metamethods `meta`
+** and, when given, an __index table of `methods` (either may be NULL): the
+** one recipe of every binding's classes (runtime/bind_modules.c). [-0, +0] */
+void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);

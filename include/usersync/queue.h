@@ -2,8 +2,9 @@
 ** queue.h: the one waiting queue of the C code: an intrusive FIFO (the
 ** link lives in the queued struct, no allocation) with the "start while a
 ** slot is free" step of a queue with a limit. The HTTP engine's per-host
-** queue, sleep list and done queue, and the target clients' calls waiting
-** for a concurrency slot use it.
+** queue, sleep list and done queue, the target clients' calls waiting for
+** a concurrency slot and the Okta client's listings waiting to request
+** their next page use it.
 **
 **   struct call { struct us_qlink ql; ... };
 **   struct us_queue waiting = {0};

@@ -206,4 +206,25 @@ test("check refuses a duration past 3650 days with a message naming the key", fu
   t:eq(r.code, 0, r.stderr)
 end)
 
+test("the config is normalised once: durations become seconds, budget_share a fraction", function(t)
+  -- what the engine, serve and the clients take as they are, parsing nothing again
+  local text = GOOD:gsub('app_id = "0oa1" }', 'app_id = "0oa1", timeout = "1.5m", max_wait = 90, budget_share = "40%%" }')
+  text = text:gsub('token = "pat%-abcdef" }', 'token = "pat-abcdef", task_wait = "500ms" }')
+  text = text:gsub('targets = { "jira" } }', 'targets = { "jira" }, every = "1h30m" }')
+  text = text:gsub("\n}\n$", '\n  history = { keep = "7d" },\n  serve = { request_timeout = "2s", poll_logs = "1m",\n'
+    .. '    jobs = { { script = "j.lua", every = "10m" } } },\n}\n')
+  local cfg, errors = config.load(write(text))
+  t:ok(cfg, table.concat(errors or {}, "\n"))
+  if not cfg then return end
+  t:eq(cfg.sources.okta.timeout, 90)
+  t:eq(cfg.sources.okta.max_wait, 90)
+  t:eq(cfg.sources.okta.budget_share, 0.4)
+  t:eq(cfg.targets.jira.task_wait, 0.5)
+  t:eq(cfg.sync[1].every, 5400)
+  t:eq(cfg.history.keep, 7 * 86400)
+  t:eq(cfg.serve.request_timeout, 2)
+  t:eq(cfg.serve.poll_logs, 60)
+  t:eq(cfg.serve.jobs[1].every, 600)
+end)
+
 return test.done()

@@ -69,14 +69,9 @@ test("policy-no-contractors: contractors are left out, and deprovisioned when th
   t:eq(p.ops[1].reason, "left out by the policy")
 end)
 
-test("migrate-rename: --dry-run prints and writes nothing; a real run renames in stages and updates links", function(t)
-  local jira <close> = sim.start("jira", { state = {
-    users = { { name = "ann@example.com", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true },
-              { name = "bob@example.com", key = "K2", displayName = "Bob", emailAddress = "bob@example.com", active = true },
-              { name = "carl@example.com", key = "K3", displayName = "Carl", emailAddress = "carl@example.com", active = true },
-              { name = "bob", key = "K4", displayName = "Other Bob", emailAddress = "bob@other.org", active = true },
-              { name = "svc", key = "K5", displayName = "Service", emailAddress = "svc@example.com", active = true } },
-    groups = json.array{}, members = {} } })
+-- A new directory with a config of one Jira target at url (password in
+-- US_TEST_PW) and its store there: dir, config path.
+local function jira_config(url)
   local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
   local conf = dir .. "/usersync.conf.lua"
   local f = assert(io.open(conf, "w"))
@@ -85,8 +80,20 @@ test("migrate-rename: --dry-run prints and writes nothing; a real run renames in
   sources = { okta = { type = "okta", url = "https://x.okta.com", token = "tok-123456" } },
   targets = { jira = { type = "jira", url = %q, user = "admin", password = env "US_TEST_PW" } },
   sync = { { name = "main", source = "okta", targets = { "jira" } } },
-}]]):format(dir .. "/usersync.db", jira.url))
+}]]):format(dir .. "/usersync.db", url))
   f:close()
+  return dir, conf
+end
+
+test("migrate-rename: --dry-run prints and writes nothing; a real run renames in stages and updates links", function(t)
+  local jira <close> = sim.start("jira", { state = {
+    users = { { name = "ann@example.com", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true },
+              { name = "bob@example.com", key = "K2", displayName = "Bob", emailAddress = "bob@example.com", active = true },
+              { name = "carl@example.com", key = "K3", displayName = "Carl", emailAddress = "carl@example.com", active = true },
+              { name = "bob", key = "K4", displayName = "Other Bob", emailAddress = "bob@other.org", active = true },
+              { name = "svc", key = "K5", displayName = "Service", emailAddress = "svc@example.com", active = true } },
+    groups = json.array{}, members = {} } })
+  local dir, conf = jira_config(jira.url)
   local db = assert(require("usersync.state").open(dir .. "/usersync.db"))
   assert(db:exec("INSERT INTO links (sync, target, okta_id, account_name) VALUES ('main', 'jira', '00u1', 'ann@example.com')"))
   db:close()
@@ -112,6 +119,34 @@ test("migrate-rename: --dry-run prints and writes nothing; a real run renames in
   db = assert(require("usersync.state").open(dir .. "/usersync.db"))
   t:eq(db:first("SELECT account_name FROM links WHERE okta_id = '00u1'").account_name, "ann")
   db:close()
+  os.execute("rm -rf " .. dir)
+end)
+
+test("--dry-run: a script cannot send writes around it through t:batch or t:apply_start", function(t)
+  local jira <close> = sim.start("jira", { state = {
+    users = { { name = "ann", key = "K1", displayName = "Ann", emailAddress = "ann@example.com", active = true } },
+    groups = json.array{}, members = {} } })
+  local dir, conf = jira_config(jira.url)
+  local script = dir .. "/raw.lua"
+  local f = assert(io.open(script, "w"))
+  f:write([[
+local jira = usersync.target "jira"
+assert(jira:get("ann"), "reads go through")
+local ok, err = pcall(function() jira:batch():submit{ kind = "delete_user", name = "ann" } end)
+print("batch", ok, err)
+ok, err = pcall(function() jira:apply_start({ { kind = "delete_user", name = "ann" } }) end)
+print("apply_start", ok, err)
+]])
+  f:close()
+  local r = proc.run({ os.getenv("USERSYNC"), "run", "-c", conf, "--dry-run", script }, { env = { US_TEST_PW = "admin" } })
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "batch\tfalse\t")
+  t:contains(r.stdout, "jira:batch is not available under --dry-run")
+  t:contains(r.stdout, "jira:apply_start is not available under --dry-run")
+  local writes = 0
+  for _, q in ipairs(jira:requests()) do if q.method ~= "GET" then writes = writes + 1 end end
+  t:eq(writes, 0, "dry run sends no write")
+  t:eq(#jira:state().users, 1, "ann is still there")
   os.execute("rm -rf " .. dir)
 end)
 

@@ -13,7 +13,6 @@
 local report = require "usersync.report"
 local state = require "usersync.state"
 local log = require "usersync.log"
-local config = require "usersync.config"
 local secrets = require "usersync.secrets"
 
 local M = {}
@@ -338,7 +337,7 @@ function Apply:end_run(run)
   local outcome = run.read_failed and "failed" or (run.failed > 0 and "partial" or (stop and "stopped" or "ok"))
   state.end_run(db, run.id, outcome, run.counts, stop and table.concat(stop, "; ") or nil)
   if e.cfg.history and e.cfg.history.keep then
-    require("usersync.history").prune(db, config.parse_duration(e.cfg.history.keep))
+    require("usersync.history").prune(db, e.cfg.history.keep)
   end
   db:unlock("sync:" .. name)
   return true
@@ -361,6 +360,7 @@ function Apply:targets(run, plans)
       task.pending, task.finished = a, b
     end
   end
+
   for _, p in ipairs(plans) do
     local task = { co = coroutine.create(function() return self:target(run, p) end) }
     scheduled[task.co] = true
@@ -374,6 +374,7 @@ function Apply:targets(run, plans)
     if more == nil then step(task, nil, err)
     elseif not more then step(task, true) end
   end
+
   -- Targets with their own CA file or timeout have their own http engine
   -- (Engine:http_client): then each target's poll drives its engine, a
   -- short while so that none waits on another's.
@@ -383,6 +384,7 @@ function Apply:targets(run, plans)
     clients[(tcfg.ca_file or "") .. "|" .. tostring(tcfg.timeout or "")] = true
   end
   local each = next(clients, next(clients)) and 0.005 or 0
+
   while true do
     local first
     for _, task in ipairs(tasks) do

@@ -289,13 +289,15 @@ function checkers.url(n, v, path, err)
   end
   return (v:gsub("/+$", ""))
 end
+-- A duration becomes its seconds: what the engine, serve and the clients
+-- take, parsed here once.
 function checkers.duration(n, v, path, err)
   local secs, why = M.parse_duration(v)
   if why then return err(path, describe(v) .. " " .. why) end
   if not secs then
     return err(path, "expected a duration like \"30s\", \"15m\", \"1h\" or \"7d\", got " .. describe(v))
   end
-  return v
+  return secs
 end
 function checkers.share(n, v, path, err)
   if not M.parse_share(v) then
@@ -303,10 +305,11 @@ function checkers.share(n, v, path, err)
   end
   return v
 end
--- "50%" or a number in (0, 1].
+-- "50%" or a number in (0, 1]; becomes the number.
 function checkers.fraction(n, v, path, err)
   local share = type(v) == "string" and M.parse_share(v)
-  if (share and share.percent and share.percent > 0) or (type(v) == "number" and v > 0 and v <= 1) then
+  if share and share.percent and share.percent > 0 then return share.percent / 100 end
+  if type(v) == "number" and v > 0 and v <= 1 then
     return v
   end
   return err(path, "expected a percentage (\"50%\") or a fraction (0.5), got " .. describe(v))

@@ -23,7 +23,6 @@ local merge = require "usersync.merge"
 local policy = require "usersync.policy"
 local apply = require "usersync.apply"
 local state = require "usersync.state"
-local config = require "usersync.config"
 
 local M = {}
 local Engine = {}
@@ -67,7 +66,7 @@ function Engine:http_client(ca_file, timeout)
   local key = (ca_file or "") .. "|" .. tostring(timeout or "")
   local c = self.http[key]
   if not c then
-    c = http.client{ ca_file = ca_file, timeout = timeout and config.parse_duration(timeout) or 30,
+    c = http.client{ ca_file = ca_file, timeout = timeout or 30,
                      per_host = 16, retries = 4 }
     self.http[key] = c
   end
@@ -80,8 +79,6 @@ function Engine:source(name)
     local scfg = self.cfg.sources[name]
     local opts = {}
     for k, v in pairs(scfg) do opts[k] = v end
-    opts.timeout = scfg.timeout and config.parse_duration(scfg.timeout) or nil
-    opts.max_wait = scfg.max_wait and config.parse_duration(scfg.max_wait) or nil
     opts.status_map = nil
     s = require("usersync.okta").client(self:http_client(scfg.ca_file, scfg.timeout), opts)
     self.sources[name] = s
@@ -95,9 +92,9 @@ function Engine:target(name)
     local tcfg = self.cfg.targets[name]
     t = target.new(self:http_client(tcfg.ca_file, tcfg.timeout), {
       type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user or tcfg.application, password = tcfg.password,
-      concurrency = tcfg.concurrency, timeout = tcfg.timeout and config.parse_duration(tcfg.timeout) or nil,
+      concurrency = tcfg.concurrency, timeout = tcfg.timeout,
       add_to_default_group = tcfg.add_to_default_group, page_size = tcfg.page_size,
-      task_wait = tcfg.task_wait and config.parse_duration(tcfg.task_wait) or nil,
+      task_wait = tcfg.task_wait,
     })
     self.targets[name] = t
   end

@@ -158,14 +158,22 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
--- budget_share "N%" becomes the fraction the raw client takes, by the one
--- parser of share values (usersync.config); anything else goes as given.
+-- A source as a script may give it, in the numbers the raw client takes:
+-- budget_share "N%" becomes a fraction, timeout and max_wait "30s" seconds,
+-- by the config's parsers (the one grammar of each). A validated config's
+-- source is so already (usersync.config normalises it).
 local function raw_source(source)
-  local share = type(source.budget_share) == "string" and config.parse_share(source.budget_share)
-  if not (share and share.percent) then return source end
   local copy = {}
   for k, v in pairs(source) do copy[k] = v end
-  copy.budget_share = share.percent / 100
+  local share = type(source.budget_share) == "string" and config.parse_share(source.budget_share)
+  if share and share.percent then copy.budget_share = share.percent / 100 end
+
+  for _, k in ipairs{ "timeout", "max_wait" } do
+    if type(source[k]) == "string" then
+      copy[k] = config.parse_duration(source[k])
+      if not copy[k] then error(("field '%s': expected seconds or a duration like \"30s\""):format(k), 3) end
+    end
+  end
   return copy
 end
 
@@ -445,6 +453,7 @@ local function scope_groups(b, snap, include, prog)
       return prog:call(prog.groups, nil, "groups")
     end
   end)
+
   if not err and prog then err, code = prog:call(prog.groups, prog.groups, "groups", true), "ECALLBACK" end
   if err then return nil, err, code, e end
   return counted
@@ -463,9 +472,11 @@ local function scope_users(self, b, snap, app, counted, prog)
     users_job = b:submit{ ep = "users", filter = self.filter or 'lastUpdated gt "1970-01-01T00:00:00.000Z"',
                           shape = "slim" }
   end
+
   local group_of = {}
   for _, gid in ipairs(counted) do group_of[b:submit{ ep = "group_members", id = gid, shape = "ids" }] = gid end
   if prog then prog.lists = #counted end
+
   local memberships, users = {}, snap.users
   local err, code, e = drain(b, function(job, items, count, last)
     if job == users_job then
@@ -477,6 +488,7 @@ local function scope_users(self, b, snap, app, counted, prog)
       if prog then prog.users = prog.users + count; return prog:call(prog.users, nil, "users") end
       return
     end
+
     local gid = group_of[job]
     for i = 1, #items do
       local id = items[i]
@@ -489,6 +501,7 @@ local function scope_users(self, b, snap, app, counted, prog)
       return prog:call(prog.lists_done, prog.lists, "member lists")
     end
   end)
+
   if not err and prog then
     err = prog:call(prog.users, prog.users, "users", true) or prog:call(prog.lists, prog.lists, "member lists", true)
     code = "ECALLBACK"
@@ -528,6 +541,7 @@ local function read_users(self, ids, users, deleted, gets, groups)
     id_of[j], is_get[j] = id, true
   end
   for _, id in ipairs(groups and ids or {}) do id_of[b:submit{ ep = "user_groups", id = id, shape = "ids" }] = id end
+
   local memberships = {}
   while true do
     local kind, job, a, msg, code, e = b:next()
@@ -544,6 +558,7 @@ local function read_users(self, ids, users, deleted, gets, groups)
       deleted[#deleted + 1] = id_of[job]
     end
   end
+
   for _, u in ipairs(users) do u.groups = memberships[u.id] or new_array(); table.sort(u.groups) end
 end
 
@@ -618,6 +633,7 @@ function Client:check()
     local ok, err, code, e = self.raw:authenticate()
     if not ok then return auth_failed(err, code, e) end
   end
+
   -- probes: users, groups, logs (since an hour ago), the app's users
   local names = { "users", "groups", "logs", "app" }
   local b <close> = self.raw:batch()
@@ -625,6 +641,7 @@ function Client:check()
   b:submit{ ep = "groups", limit = 1, max_pages = 1 }
   b:submit{ ep = "logs", limit = 1, max_pages = 1, since = time.format(time.now() - 3600) }
   if self.app_id then b:submit{ ep = "app_users", id = self.app_id, limit = 1, max_pages = 1 } end
+
   local report, errs = { ok = true }, {}
   local reachable, authed = false, false
   while true do
@@ -637,12 +654,14 @@ function Client:check()
       if not res then report.ok = false; errs[job] = { err, code } end
     end
   end
+
   local _, scope = self.raw:auth()
   local first = errs[1] or {}
   report.reachable = reachable
   report.auth = { status = not reachable and "error" or not authed and "denied" or "ok", method = method,
                   scope = method == "oauth" and scope or nil }
   if not authed or not reachable then report.auth.message, report.auth.code = first[1], first[2] end
+
   -- /api/v1/users exists in every org: a 404 there means the URL is not an
   -- org's API, so the credentials were never tried
   if reachable and report.users.status == "not_found" then
@@ -650,11 +669,13 @@ function Client:check()
                     message = ("%s answered 404 for /api/v1/users: the Okta URL must be the org's base URL "
                                .. "(https://example.okta.com)"):format(self.url or "the server") }
   end
+
   -- a 404 for the app's users: the app id names no app of this org
   if report.app and report.app.status == "not_found" and report.users.status == "ok" then
     report.app.message = ("the app id %s does not exist in this org; find it in the Okta admin console under "
       .. "Applications: the app's URL ends in /instance/ID/"):format(tostring(self.app_id))
   end
+
   -- the app probe answers both "app found" and "apps readable"
   report.apps = report.app or { status = "skipped", message = "no app_id configured" }
   return report

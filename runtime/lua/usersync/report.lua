@@ -86,6 +86,7 @@ function M.write_plan_text(run_plan, write, opts)
   local color = opts and opts.color
   local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
+
   local total_ops, total_conf, total_err, unread = 0, 0, 0, 0
   for _, s in ipairs(run_plan.syncs) do
     w("sync %q: source %s, %s in scope%s", s.name, s.source, plural(s.users_in_scope or 0, "user"),
@@ -101,12 +102,14 @@ function M.write_plan_text(run_plan, write, opts)
       if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error); unread = unread + 1 end
       for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
       for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
+
       total_ops = total_ops + #tp.ops
       total_conf = total_conf + #tp.conflicts
       total_err = total_err + #tp.errors
     end
     w("")
   end
+
   w("summary: %s, %s, %s%s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"),
     unread > 0 and (", " .. plural(unread, "target") .. " not read") or "")
 end
@@ -149,6 +152,7 @@ function M.safety(run_plan, opts)
         if M.DESTRUCTIVE[o.kind] then destructive = destructive + 1 end
       end
     end
+
     if s.read and s.read.failed then
       -- Nothing was read, so nothing was planned: --force cannot help.
       hard[#hard + 1] = ("sync %q: reading %s failed (%s); nothing was planned for it")
@@ -157,6 +161,7 @@ function M.safety(run_plan, opts)
       reasons[#reasons + 1] = ("sync %q: the read did not complete (%s); %s withheld")
         :format(s.name, table.concat(s.read.problems or {}, "; "), plural(destructive, "destructive change"))
     end
+
     local limit = s.limits and s.limits.max_deprovision
     local rlimit = s.limits and s.limits.max_membership_removals
     for _, tp in ipairs(s.targets) do
@@ -167,6 +172,7 @@ function M.safety(run_plan, opts)
         reasons[#reasons + 1] = ("sync %q, target %s: %s planned, limits.max_deprovision = %s allows %d of %d managed accounts")
           :format(s.name, tp.target, plural(n, "deprovision"), tostring(limit), max, managed)
       end
+
       -- Membership removals outside deprovisioning (those count above).
       local removals = 0
       for _, o in ipairs(tp.ops) do
@@ -180,6 +186,7 @@ function M.safety(run_plan, opts)
       end
     end
   end
+
   if opts.force then reasons = {} end
   for _, r in ipairs(hard) do reasons[#reasons + 1] = r end
   if #reasons == 0 then return nil end

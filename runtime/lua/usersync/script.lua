@@ -51,6 +51,11 @@ local function dry_target(name, t, out)
         out(table.concat(parts, " "))
         return true, "dry run"
       end
+    elseif k == "batch" or k == "apply_start" then
+      -- raw jobs and started applies would send writes around the dry run
+      return function()
+        error(("%s:%s is not available under --dry-run (use apply or the write methods)"):format(name, k), 2)
+      end
     elseif k == "apply" then
       return function(_, ops, cb)
         for _, op in ipairs(ops) do

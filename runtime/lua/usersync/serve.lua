@@ -177,7 +177,7 @@ function Serve:schedule(cfg, now)
   self.due = {}
   for _, s in ipairs(cfg.sync) do
     if s.every then
-      local every = config.parse_duration(s.every)
+      local every = s.every
       local ended = state.last_ended(self.engine.db, s.name)
       local last = ended and time.parse(ended)
       -- Never ran: at once; else `every` after the last one, jittered.
@@ -191,14 +191,14 @@ function Serve:schedule(cfg, now)
   -- ran waits one interval.
   self.jobs = {}
   for i, j in ipairs(cfg.serve and cfg.serve.jobs or {}) do
-    local every = config.parse_duration(j.every)
+    local every = j.every
     local saved = get_cursor(self.engine.db, "serve.job:" .. j.script)
     local last = saved and time.parse(saved)
     self.jobs[i] = { script = j.script, every = every,
                      at = math.max(last and (last + every) or (now + every), now) + self:jitter(every) }
   end
   local poll = cfg.serve and cfg.serve.poll_logs
-  self.poll_every = poll and config.parse_duration(poll) or nil
+  self.poll_every = poll
   self.poll_at = self.poll_every and (now + self.poll_every) or nil
 end
 
@@ -654,7 +654,7 @@ function M.run(cfg, ctx)
   local scfg = cfg.serve or {}
   local opts = { listen = scfg.listen or "127.0.0.1:8080", health_listen = scfg.health_listen,
                  max_connections = scfg.max_connections, max_connections_per_ip = scfg.max_connections_per_ip,
-                 timeout = scfg.request_timeout and config.parse_duration(scfg.request_timeout) or nil }
+                 timeout = scfg.request_timeout }
   if scfg.tls then
     local cert, cerr = read_file(scfg.tls.cert)
     if not cert then eprint("usersync serve: cannot read serve.tls.cert: " .. cerr); return 2 end

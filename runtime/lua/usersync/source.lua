@@ -165,6 +165,7 @@ local function merge_user(e, out, seen, r, s, by_id)
   for _, u in ipairs(r.users) do
     if not seen[u.id] then seen[u.id] = true; out.users[#out.users + 1] = u end
   end
+
   for id, g in pairs(r.groups) do out.groups[id] = g end
   if not r.complete then out.complete = false end
   for _, p in ipairs(r.problems) do out.problems[#out.problems + 1] = p end

@@ -168,6 +168,7 @@ function M.mark_interrupted(db, sync)
       local st = stat:match("%) (%a)")
       alive = row.pid == me or (st ~= nil and st ~= "Z" and st ~= "X")
     end
+
     if not alive then
       db:exec([[UPDATE runs SET outcome = 'interrupted', ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
           error = 'the run ended before recording its outcome (killed, or the store could not be written)'
@@ -177,6 +178,7 @@ function M.mark_interrupted(db, sync)
       n = n + 1
     end
   end
+
   return n
 end
 
@@ -197,9 +199,11 @@ function M.record_findings(db, run_id, p, stop, destructive, base_seq)
   local function add(kind, subject, okta_id, message, op)
     rows[#rows + 1] = { kind, subject, okta_id, secrets.mask(tostring(message or "")), op }
   end
+
   if p.read_error then add("unread", nil, nil, p.read_error) end
   for _, e in ipairs(p.errors or {}) do add("policy_error", e.subject, e.okta_id, e.message) end
   for _, c in ipairs(p.conflicts or {}) do add("conflict", c.name, c.okta_id, c.message) end
+
   if stop then
     local why = table.concat(stop, "; ")
     for _, o in ipairs(p.ops) do
@@ -249,6 +253,7 @@ end
 local function record_effect(db, sync, op, note)
   local t = op.target
   local k = op.kind
+
   if k == "create_user" or k == "link" then
     -- A new account (created now, or by a run that died before recording
     -- it) is onboarded once its new-user groups are all given.
@@ -312,6 +317,7 @@ local function finished(db, run_id, sync, op, result)
       record_effect(db, sync, op, note)
     end
   end
+
   assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?, unsure = ?,
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq = ?]],
     result.ok and "done" or (result.skipped and "skipped" or "failed"),
@@ -344,6 +350,61 @@ function M.recount_run(db, run_id)
       WHERE id = ?1]], run_id)
 end
 
+-- Whether the intent op (of kind k) took effect, by the target's read
+-- (account(name) -> its entry, known; groups: the group names read): true,
+-- false, or nil (unknown yet). What a confirmed one means for ownership is
+-- recorded.
+local function confirm(db, sync, target, op, k, account, groups, partial)
+  local applied
+  if k == "create_user" then
+    local a, known = account(op.name)
+    if a then applied = true elseif known then applied = false end
+    if applied and op.okta_id then
+      -- linked already (by a later run), or the name taken by another link: nothing to record
+      local taken = db:first([[SELECT 1 AS x FROM links WHERE sync = ? AND target = ?
+          AND (okta_id = ? OR lower(account_name) = lower(?))]], sync, target, op.okta_id, a.account.name)
+      if not taken then
+        assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+            VALUES (?, ?, ?, ?, 1, 0)]], sync, target, op.okta_id, a.account.name))
+      end
+    end
+  elseif k == "add_member" or k == "remove_member" then
+    local a, known = account(op.name)
+    if a then
+      local member = a.groups[lower(op.group or "")] or false
+      if k == "add_member" then applied = member else applied = not member end
+    elseif known then
+      applied = k == "remove_member"
+    end
+    if applied and op.okta_id and linked(db, sync, target, op.okta_id) then
+      record_effect(db, sync, op, nil)
+    end
+  elseif k == "rename_user" then
+    local a = account(op.to)
+    local old, known = account(op.from)
+    if a and (not old or old == a) then applied = true elseif old and known then applied = false end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "delete_user" then
+    local a, known = account(op.name)
+    if a then applied = false elseif known then applied = true end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "create_group" then
+    if groups[lower(op.group or "")] then applied = true elseif not partial then applied = false end
+    if applied then record_effect(db, sync, op, nil) end
+  elseif k == "deactivate_user" or k == "reactivate_user" then
+    local a, known = account(op.name)
+    if a then
+      local active = a.account.active ~= false
+      if k == "deactivate_user" then applied = not active else applied = active end
+    elseif known then
+      applied = false
+    end
+  else
+    applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
+  end
+  return applied
+end
+
 -- Settles the journal rows of sync/target whose outcome is unknown (left
 -- 'running' by a run that ended without recording it, or failed with an
 -- unsure code) from the target's state just read (snap: accounts with
@@ -364,7 +425,9 @@ function M.reconcile(db, sync, target, snap, partial)
       FROM operations o JOIN runs r ON r.id = o.run_id
       WHERE (o.status = 'running' OR o.unsure = 1) AND o.target = ? AND r.sync = ? AND r.outcome <> 'running'
       ORDER BY o.run_id, o.seq]], target, sync)
+
   if #rows == 0 then return 0, {} end
+
   local accounts, groups = {}, {}
   for _, a in ipairs(snap.accounts or {}) do
     local gs = {}
@@ -372,11 +435,13 @@ function M.reconcile(db, sync, target, snap, partial)
     accounts[lower(a.name)] = { account = a, groups = gs }
   end
   for _, g in ipairs(snap.groups or {}) do groups[lower(type(g) == "table" and g.name or g)] = true end
+
   local function account(name)
     local a = name and accounts[lower(name)]
     if a then return a, true end
     return nil, not partial -- known absent only after a full read
   end
+
   local settled, runs = 0, {}
   local unconfirmed = {}
   local ok, err = db:transaction(function()
@@ -384,54 +449,10 @@ function M.reconcile(db, sync, target, snap, partial)
       local d = row.detail and json.decode(row.detail) or {}
       local op = { kind = row.kind, target = target, subject = row.subject, okta_id = row.okta_id }
       for k, v in pairs(d) do if op[k] == nil then op[k] = v end end
-      local applied -- true, false, or nil (unknown yet)
+
       local k = row.kind
-      if k == "create_user" then
-        local a, known = account(op.name)
-        if a then applied = true elseif known then applied = false end
-        if applied and op.okta_id then
-          -- linked already (by a later run), or the name taken by another link: nothing to record
-          local taken = db:first([[SELECT 1 AS x FROM links WHERE sync = ? AND target = ?
-              AND (okta_id = ? OR lower(account_name) = lower(?))]], sync, target, op.okta_id, a.account.name)
-          if not taken then
-            assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
-                VALUES (?, ?, ?, ?, 1, 0)]], sync, target, op.okta_id, a.account.name))
-          end
-        end
-      elseif k == "add_member" or k == "remove_member" then
-        local a, known = account(op.name)
-        if a then
-          local member = a.groups[lower(op.group or "")] or false
-          if k == "add_member" then applied = member else applied = not member end
-        elseif known then
-          applied = k == "remove_member"
-        end
-        if applied and op.okta_id and linked(db, sync, target, op.okta_id) then
-          record_effect(db, sync, op, nil)
-        end
-      elseif k == "rename_user" then
-        local a = account(op.to)
-        local old, known = account(op.from)
-        if a and (not old or old == a) then applied = true elseif old and known then applied = false end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "delete_user" then
-        local a, known = account(op.name)
-        if a then applied = false elseif known then applied = true end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "create_group" then
-        if groups[lower(op.group or "")] then applied = true elseif not partial then applied = false end
-        if applied then record_effect(db, sync, op, nil) end
-      elseif k == "deactivate_user" or k == "reactivate_user" then
-        local a, known = account(op.name)
-        if a then
-          local active = a.account.active ~= false
-          if k == "deactivate_user" then applied = not active else applied = active end
-        elseif known then
-          applied = false
-        end
-      else
-        applied = false -- update, hand-over, link: nothing to own; the plan repeats what is still needed
-      end
+      local applied = confirm(db, sync, target, op, k, account, groups, partial)
+
       if row.status == "done" then
         -- done, its ownership waited for the link: settled either way
         assert(db:exec("UPDATE operations SET unsure = 0 WHERE run_id = ? AND seq = ?", row.run_id, row.seq))
@@ -449,9 +470,11 @@ function M.reconcile(db, sync, target, snap, partial)
         runs[row.run_id] = true
       end
     end
+
     for id in pairs(runs) do assert(M.recount_run(db, id)) end
     return true
   end)
+
   if not ok then return nil, err end
   return settled, unconfirmed
 end

@@ -8,10 +8,10 @@
 --   targets.RANK    -- kind -> its position in ORDER
 --
 -- The products and their capabilities come from the C product list
--- (usersync.target's products(), each product's vtable): a new kind of
+-- (usersync.target_raw's products(), each product's vtable): a new kind of
 -- target is its product file, its line in that list, its simulator and its
 -- docs; nothing here changes.
-local products = require("usersync.target").products()
+local products = require("usersync.target_raw").products()
 
 local M = {}
 
