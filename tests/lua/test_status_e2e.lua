@@ -188,6 +188,35 @@ test("sync now: the entry, then one user; 303 back to the page; runs recorded as
   t:contains(page, '<a href="/status/runs/3">run 3</a>', "the new runs are listed")
 end)
 
+test("the page answers while a run goes on, and shows the run and its progress", function(t)
+  -- twelve new users and a slow Jira: the run takes seconds
+  for i = 1, 12 do
+    w:okta_user(("00uN%02d"):format(i), ("new%02d@example.com"):format(i), { groups = { "00gEng" } })
+  end
+  w:load()
+  w.jira:faults{ latency_ms = 500 }
+  local token, cookie = session()
+  local r = d:post("/status/sync", "sync=main&csrf=" .. token,
+    with(with(AUTH, FORM), { Origin = d.base, Cookie = cookie }))
+  t:eq(r.status, 303)
+  local seen = serve.wait_for(function()
+    local p = d:get("/", AUTH)
+    return p.status == 200 and p.body:find("Operations applied: ", 1, true) and p.body
+  end, 120)
+  w.jira:faults{}
+  t:ok(seen, "the overview showed the run in progress")
+  if seen then
+    t:match(seen, '<h3><a href="/status/runs/(%d+)">run %1</a> · main</h3>', "the running run, linked")
+    t:match(seen, '<progress id="ops%-%d+" max="(%d+)" value="%d+">', "its operations as a progress bar")
+    t:match(seen, "Applying to jira: %a+", "the phase serve reported")
+  end
+  t:ok(serve.wait_for(function()
+    local list = runs(w)
+    return list[1] and list[1].outcome ~= "running"
+  end, 120), "the run ends")
+  t:contains(d:get("/", AUTH).body, "No run in progress.")
+end)
+
 test("without serve.status there is no page at /", function(t)
   local w2 <close> = status_world(false)
   local d2 <close> = serve.start(w2)

@@ -22,7 +22,8 @@ header.top p{margin:.2em 0 0;font-size:.9em;color:#dfe7ef}
 main{max-width:75em;margin:0 auto;padding:0 1em 2em}
 h2{font-size:1.2em;margin:1.6em 0 .5em;padding-bottom:.2em;border-bottom:2px solid var(--line)}
 h3{font-size:1.05em;margin:0 0 .4em}
-p,li,dd,td,th{overflow-wrap:anywhere}
+p,li,dd{overflow-wrap:anywhere}
+td,th{overflow-wrap:break-word}
 .muted{color:var(--muted)}
 .notice{border-left:4px solid var(--link);background:var(--soft);padding:.5em .75em;margin:1em 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22em),1fr));gap:1em}
@@ -32,10 +33,10 @@ dl.facts dt{color:var(--muted)}
 dl.facts dd{margin:0;min-width:0}
 .badge{display:inline-block;padding:0 .45em;border-radius:3px;font-size:.85em;font-weight:600;
 border:1px solid currentColor;white-space:nowrap}
-.b-ok,.b-done{color:var(--ok);background:var(--okbg)}
+.b-ok,.b-done,.b-accepted{color:var(--ok);background:var(--okbg)}
 .b-failed,.b-partial,.b-interrupted{color:var(--bad);background:var(--badbg)}
 .b-stopped,.b-running,.b-skipped,.b-pending,.b-withheld,.b-conflict,.b-unread{color:var(--warn);background:var(--warnbg)}
-.b-policy_error{color:var(--bad);background:var(--badbg)}
+.b-policy_error,.b-unauthorized,.b-malformed,.b-too_large,.b-queue_full{color:var(--bad);background:var(--badbg)}
 table{border-collapse:collapse;width:100%;margin:.25em 0 1em;font-size:.95em}
 caption{text-align:left;color:var(--muted);padding:.25em 0}
 th,td{text-align:left;padding:.35em .5em;border-bottom:1px solid var(--line);vertical-align:top}
@@ -58,7 +59,9 @@ footer{max-width:75em;margin:0 auto;padding:1em;color:var(--muted);font-size:.9e
  table.stack,table.stack tbody,table.stack tr,table.stack td{display:block;width:100%}
  table.stack thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
  table.stack tr{border:1px solid var(--line);border-radius:6px;margin:0 0 .6em;padding:.25em .5em}
- table.stack td{border:0;padding:.15em 0;text-align:left}
+ table.stack caption{display:block}
+ table.stack td{border:0;padding:.15em 0;text-align:left;overflow-wrap:anywhere}
+ table.stack td.num{text-align:left}
  table.stack td::before{content:attr(data-label);display:inline-block;min-width:7.5em;color:var(--muted);font-weight:600;padding-right:.5em}
  dl.facts{grid-template-columns:minmax(0,1fr)}
  dl.facts dd{margin-bottom:.3em}

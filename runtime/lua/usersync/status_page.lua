@@ -9,7 +9,7 @@
 -- Pages:  GET /                      overview
 --         GET /status/runs/ID        one run: its operations and what it could not do
 --         GET /status/targets/NAME   the accounts usersync manages on a target
---         GET /status/style.css      the style sheet (usersync.status_css)
+--         GET /status/style.css      the style sheet (usersync.status_css), /status/icon.svg
 --         POST /status/sync          "sync now" for an entry or one user -> 303 /
 -- The POST is refused (403) unless it comes from this page: a per-process
 -- token in a hidden field, the same token in a SameSite=Strict cookie, and
@@ -49,11 +49,16 @@ local function relative(t, now)
   return d < 0 and (text .. " ago") or ("in " .. text)
 end
 
+-- "2026-12-04 21:56:22 UTC" for a timestamp or Unix time.
+local function utc(t)
+  return (tostring(iso(t)):gsub("T", " "):gsub("%.%d+Z$", "Z"):gsub("Z$", " UTC"))
+end
+
 -- A <time> element: the UTC time and, after it, how long ago / until.
 local function when(t, now)
   if t == nil then return '<span class="muted">never</span>' end
   local s = iso(t)
-  local shown = tostring(s):gsub("T", " "):gsub("%.%d+Z$", "Z"):gsub("Z$", " UTC")
+  local shown = utc(t)
   return ('<time datetime="%s">%s</time> <span class="muted">(%s)</span>'):format(esc(s), esc(shown),
     esc(relative(t, now)))
 end
@@ -109,13 +114,14 @@ local function page(ctx, title, body_fn)
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     '<meta name="robots" content="noindex">',
     "<title>", esc(title), " – usersync</title>",
-    '<link rel="stylesheet" href="/status/style.css"></head><body>',
+    '<link rel="stylesheet" href="/status/style.css"><link rel="icon" href="/status/icon.svg" type="image/svg+xml">',
+    "</head><body>",
     '<a class="skip" href="#main">Skip to content</a>',
     '<header class="top"><p><a href="/">usersync status</a>',
     ctx.version and (" · version " .. esc(ctx.version)) or "", "</p></header>",
     '<main id="main" tabindex="-1"><h1>', esc(title), "</h1>")
   body_fn(b)
-  b("</main><footer>Rendered ", esc(time.format(math.floor(time.now()))),
+  b("</main><footer>Rendered ", esc(utc(time.now())),
     " · read-only except “Sync now” · <a href=\"/metrics\">metrics</a></footer></body></html>\n")
   return b:text()
 end
@@ -337,8 +343,7 @@ local function hook(b, snap, req, now)
       local cols = { { "Received" }, { "Result" }, { "New events", "num" }, { "Duplicates", "num" } }
       table_open(b, "The last deliveries, newest first", cols)
       for _, d in ipairs(list) do
-        row(b, cols, { when(d.at, now), badge(d.result == "accepted" and "ok" or d.result) .. " " ..
-          (d.result == "accepted" and "" or ""), esc(d.events), esc(d.duplicates) })
+        row(b, cols, { when(d.at, now), badge(d.result), esc(d.events), esc(d.duplicates) })
       end
       b("</tbody></table>")
     end
@@ -446,7 +451,8 @@ local function run_page(ctx, id, db)
       table_open(b, nil, cols)
       for _, o in ipairs(ops) do
         row(b, cols, { tostring(o.seq), esc(o.target), esc(o.kind:gsub("_", " ")),
-          esc(o.subject) .. (o.group and (" in " .. esc(o.group)) or ""), op_detail(details[o.seq]),
+          esc(o.subject) .. ((o.group and o.group ~= o.subject) and (" in " .. esc(o.group)) or ""),
+          op_detail(details[o.seq]),
           badge(o.status) .. (o.unsure and " (outcome unsure)" or ""),
           o.error and (esc(o.error) .. (o.code and (" [" .. esc(o.code) .. "]") or "")) or esc(o.reason or "") })
       end
@@ -547,6 +553,10 @@ end
 
 -- ---------------------------------------------------------------- dispatch
 
+-- The tab's icon: a "u" on the header's colour.
+M.ICON = [[<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#16324f"/>]] ..
+  [[<path d="M4.5 4v4.5a3.5 3.5 0 0 0 7 0V4" stroke="#fff" stroke-width="2" fill="none"/></svg>]]
+
 function M.handle(ctx, req, snap_text)
   local snap = snap_text and json.decode(snap_text) or {}
   if type(snap) ~= "table" then snap = {} end
@@ -554,6 +564,9 @@ function M.handle(ctx, req, snap_text)
   if path == "/status/style.css" then
     if method == "POST" then return plain(405, "method not allowed\n") end
     return { status = 200, type = "text/css; charset=utf-8", body = require("usersync.status_css"), cacheable = true }
+  end
+  if path == "/status/icon.svg" then
+    return { status = 200, type = "image/svg+xml", body = M.ICON, cacheable = true }
   end
   if path == "/status/sync" then
     if method ~= "POST" then return plain(405, "use the Sync now buttons on the overview\n") end
