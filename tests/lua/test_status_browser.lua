@@ -69,6 +69,10 @@ local spec = proc.tempfile(json.encode{
 }, ".json")
 local br = proc.run({ os.getenv("PYTHON3") or "python3", os.getenv("SOURCE_DIR") .. "/tests/lua/support/status_browser.py", spec })
 local result = json.decode(br.stdout)
+do -- kept beside the screenshots: what the browser saw
+  local out = io.open(OUT .. "/status-browser.json", "w")
+  if out then out:write(br.stdout); out:close() end
+end
 
 local db = assert(store.open(w.dir .. "/usersync.db"))
 

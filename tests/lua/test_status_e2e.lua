@@ -217,6 +217,31 @@ test("the page answers while a run goes on, and shows the run and its progress",
   t:contains(d:get("/", AUTH).body, "No run in progress.")
 end)
 
+test("the hook's recent deliveries, accepted and refused", function(t)
+  local f = assert(io.open(os.getenv("DATA_DIR") .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+  local body = assert(json.decode(f:read("a"))).body
+  f:close()
+  body.data.events[1].uuid = "uuid-status-1"
+  body.data.events[1].actor = { id = "00u1", type = "User", alternateId = "ann.lee@example.com", displayName = "Ann" }
+  local text = json.encode(body)
+  local hook = { ["Content-Type"] = "application/json" }
+  t:eq(d:post("/hooks/okta", text, with(hook, { Authorization = "wrong-secret" })).status, 401)
+  t:eq(d:post("/hooks/okta", text, with(hook, { Authorization = "hook-secret-value" })).status, 200)
+  t:eq(d:post("/hooks/okta", text, with(hook, { Authorization = "hook-secret-value" })).status, 200, "again: a duplicate")
+  local page = d:get("/", AUTH).body
+  t:contains(page, "3 deliveries since start (2 accepted, 1 refused for their Authorization")
+  t:contains(page, "1 events, 1 duplicates")
+  -- newest first: the duplicate, the accepted one, the refused one
+  local rows = {}
+  for result, events, dups in page:gmatch('<span class="badge b%-%w+">(%w+)</span></td><td data%-label="New events" class="num">(%d+)</td><td data%-label="Duplicates" class="num">(%d+)</td>') do
+    rows[#rows + 1] = ("%s %s %s"):format(result, events, dups)
+  end
+  t:same(rows, { "accepted 0 1", "accepted 1 0", "unauthorized 0 0" })
+  t:ok(serve.wait_for(function()
+    for _, r in ipairs(runs(w)) do if r.trigger == "event" and r.outcome ~= "running" then return true end end
+  end, 60), "the event's user was synced")
+end)
+
 test("without serve.status there is no page at /", function(t)
   local w2 <close> = status_world(false)
   local d2 <close> = serve.start(w2)

@@ -65,6 +65,7 @@ end
 
 local function duration(sec)
   if not sec then return "–" end
+  if sec < 1 then return ("%d ms"):format(math.floor(sec * 1000 + 0.5)) end
   if sec < 60 then return ("%.1f s"):format(sec) end
   if sec < 3600 then return ("%d min %d s"):format(sec // 60, math.floor(sec % 60)) end
   return ("%d h %d min"):format(sec // 3600, math.floor(sec % 3600) // 60)
