@@ -242,6 +242,32 @@ test("the hook's recent deliveries, accepted and refused", function(t)
   end, 60), "the event's user was synced")
 end)
 
+test("serve.tls: the page over HTTPS, its cookie Secure, the https Origin required", function(t)
+  local tmp = os.tmpname(); os.remove(tmp); os.execute("mkdir -p " .. tmp)
+  local cert, key = tmp .. "/tls.crt", tmp .. "/tls.key"
+  t:ok(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 -keyout %s -out %s 2>/dev/null")
+    :format(key, cert)), "openssl made a certificate")
+  local w3 <close> = world.new{ products = { "jira" }, extra = { raw = ([[
+  serve = { listen = "127.0.0.1:0", tls = { cert = %q, key = %q },
+            status = { user = "admin", password = env "USERSYNC_UI_PASSWORD" } },]]):format(cert, key) } }
+  w3:okta_user("00u1", "ann.lee@example.com")
+  w3:load()
+  local d3 <close> = serve.start(w3, { env = { USERSYNC_UI_PASSWORD = PASSWORD } })
+  t:eq(d3.scheme, "https")
+  t:eq(d3:get("/").status, 401)
+  local r = d3:get("/", AUTH)
+  t:eq(r.status, 200)
+  t:match(r.headers["set-cookie"] or "", "; SameSite=Strict; Secure$")
+  local token = r.body:match('name="csrf" value="(%x+)"')
+  local cookie = (r.headers["set-cookie"] or ""):match("^(usersync_csrf=%x+)")
+  local h = with(with(AUTH, FORM), { Cookie = cookie, Origin = d3.base:gsub("^https", "http") })
+  t:eq(d3:post("/status/sync", "sync=main&csrf=" .. tostring(token), h).status, 403, "an http:// Origin")
+  h.Origin = d3.base
+  t:eq(d3:post("/status/sync", "sync=main&csrf=" .. tostring(token), h).status, 303, "the https:// Origin")
+  t:eq(d3:stop(), 0)
+  os.execute("rm -rf " .. tmp)
+end)
+
 test("without serve.status there is no page at /", function(t)
   local w2 <close> = status_world(false)
   local d2 <close> = serve.start(w2)
