@@ -63,6 +63,8 @@ struct page_ctx {
   pthread_mutex_t snap_mu;
   char *snap;
   size_t snap_len;
+  char *copy; /* the renderer's copy of snap (under mu), so no Lua error can leave snap_mu held */
+  size_t copy_cap;
 };
 
 #define PAGE_MEMORY_LIMIT ((size_t)256 << 20)
@@ -79,6 +81,7 @@ static void page_free(struct page_ctx *p) {
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->snap_mu);
   free(p->snap);
+  free(p->copy);
   free(p);
 }
 
@@ -199,12 +202,33 @@ static int page_protected(lua_State *R) {
     lua_rawseti(R, -2, (lua_Integer)i + 1);
   }
   lua_setfield(R, -2, "deliveries");
-  pthread_mutex_lock(&pc->p->snap_mu);
-  if (pc->p->snap)
-    lua_pushlstring(R, pc->p->snap, pc->p->snap_len); /* raises only on memory errors */
+  struct page_ctx *p = pc->p;
+  size_t slen = 0;
+  int have = 0, oom = 0;
+  pthread_mutex_lock(&p->snap_mu);
+  if (p->snap) {
+    if (p->snap_len + 1 > p->copy_cap) {
+      char *c = realloc(p->copy, p->snap_len + 1);
+      if (c) {
+        p->copy = c;
+        p->copy_cap = p->snap_len + 1;
+      } else {
+        oom = 1;
+      }
+    }
+    if (!oom) {
+      memcpy(p->copy, p->snap, p->snap_len);
+      slen = p->snap_len;
+      have = 1;
+    }
+  }
+  pthread_mutex_unlock(&p->snap_mu);
+  if (oom)
+    return luaL_error(R, "out of memory");
+  if (have)
+    lua_pushlstring(R, p->copy, slen);
   else
     lua_pushnil(R);
-  pthread_mutex_unlock(&pc->p->snap_mu);
   lua_call(R, 2, 1);
   luaL_checktype(R, -1, LUA_TTABLE);
   int res = lua_gettop(R);

@@ -573,8 +573,9 @@ function Serve:reload()
   local new = cfg.serve or {}
   if old.listen ~= new.listen or old.health_listen ~= new.health_listen
       or json.encode(old.tls or {}) ~= json.encode(new.tls or {})
-      or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {}) then
-    log.warn "serve.listen, serve.health_listen, serve.tls and serve.okta_hook take effect at the next start"
+      or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {})
+      or json.encode(old.status or {}) ~= json.encode(new.status or {}) then
+    log.warn "serve.listen, serve.health_listen, serve.tls, serve.okta_hook and serve.status take effect at the next start"
   end
   self.engine:close()
   self.engine, self.cfg = e, cfg
