@@ -160,6 +160,10 @@ def main():
                 name = "status-%s-%d.png" % (slug, width)
                 screenshot(d, os.path.join(out, name), width, m["scroll_height"])
                 m["screenshot"] = os.path.join(out, name)
+                if path == "/":
+                    # the problems section alone: the stacked cards on a phone
+                    for el in d.find_elements(By.CSS_SELECTOR, 'section[aria-labelledby="h-problems"]'):
+                        el.screenshot(os.path.join(out, "status-overview-%d-problems.png" % width))
                 result["pages"]["%s@%d" % (path, width)] = m
     finally:
         d.quit()
