@@ -10,6 +10,7 @@
 **     queue_max = 100000, queue_max_bytes = 64 << 20, dedupe_max = 100000, threads = 2,
 **     health_listen = "127.0.0.1:0",                 -- optional: /healthz, /readyz, /metrics only
 **     max_connections = 512, max_connections_per_ip = 32, timeout = 5,   -- seconds of silence
+**     status = { user = U, password = P, init = JSON },  -- optional: the status page
 **   }
 **   srv:port()                    -> integer
 **   srv:health_port()             -> integer (nil without health_listen)
@@ -20,7 +21,17 @@
 **   srv:stats()                   -> { deliveries, accepted, unauthorized, too_large, malformed,
 **                                      queue_full, events, duplicates, malformed_events,
 **                                      verifications, queued }
+**   srv:publish(text)             -- what the status page renders serve's live state from
 **   srv:close()                   -- idempotent; also __gc and __close
+**
+** The status page is rendered in a Lua state of its own (this one is busy
+** running syncs), on the server's request threads one at a time: its
+** handler is `require("usersync.status_page").handler(init)`, called as
+** handler(req, published_text) with req = { method, path, args = {k = v},
+** body, host, origin, referer, cookie, tls, stats = srv:stats(), deliveries
+** = { { at, result, events, duplicates }, ... } } and returning { status,
+** type, body, location, cookie, cacheable, action }. An action (text) is
+** queued for this state: srv:wait() -> "actions", { text, ... }.
 **
 ** start returns nil, message, code on an expected failure: "EINVAL" (bad
 ** value), "EADDRINUSE", "EACCES", "ETLS", "EBUSY" (a server already runs in
@@ -29,7 +40,10 @@
 ** (the Lua state's), which holds SIGTERM/SIGINT/SIGHUP blocked until close.
 */
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -40,9 +54,246 @@
 
 #define SERVER_MT "usersync.server.Server"
 
+/* The status page's renderer: a Lua state of its own, used by one request
+** thread at a time (mu), and the text serve last published (snap_mu). */
+struct page_ctx {
+  pthread_mutex_t mu;
+  lua_State *R;
+  int handler; /* registry reference in R */
+  pthread_mutex_t snap_mu;
+  char *snap;
+  size_t snap_len;
+  char *copy; /* the renderer's copy of snap (under mu), so no Lua error can leave snap_mu held */
+  size_t copy_cap;
+};
+
+#define PAGE_MEMORY_LIMIT ((size_t)256 << 20)
+
 struct server_ud {
   us_server *srv; /* NULL once closed */
+  struct page_ctx *page;
 };
+
+static void page_free(struct page_ctx *p) {
+  if (!p)
+    return;
+  us_host_closestate(p->R);
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->snap_mu);
+  free(p->snap);
+  free(p->copy);
+  free(p);
+}
+
+/* In R, protected: the handler from usersync.status_page, referenced. */
+static int page_setup(lua_State *R) {
+  struct page_ctx *p = lua_touserdata(R, 1);
+  size_t len = (size_t)lua_tointeger(R, 3);
+  const char *init = lua_touserdata(R, 2);
+  lua_getglobal(R, "require");
+  lua_pushliteral(R, "usersync.status_page");
+  lua_call(R, 1, 1);
+  lua_getfield(R, -1, "handler");
+  lua_pushlstring(R, init, len);
+  lua_call(R, 1, 1);
+  luaL_checktype(R, -1, LUA_TFUNCTION);
+  p->handler = luaL_ref(R, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* A renderer for init (JSON text), or NULL with a message in err. */
+static struct page_ctx *page_new(const char *init, size_t len, char *err, size_t errlen) {
+  struct page_ctx *p = calloc(1, sizeof *p);
+  if (!p || !(p->R = us_host_newstate(PAGE_MEMORY_LIMIT))) {
+    free(p);
+    snprintf(err, errlen, "status: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->snap_mu, NULL);
+  lua_State *R = p->R;
+  lua_pushcfunction(R, us_lua_traceback);
+  lua_pushcfunction(R, page_setup);
+  lua_pushlightuserdata(R, p);
+  lua_pushlightuserdata(R, (void *)init);
+  lua_pushinteger(R, (lua_Integer)len);
+  if (lua_pcall(R, 3, 0, 1) != LUA_OK) {
+    const char *m = lua_tostring(R, -1);
+    snprintf(err, errlen, "status: %s", m ? m : "cannot start the page renderer");
+    page_free(p);
+    return NULL;
+  }
+  lua_settop(R, 0);
+  return p;
+}
+
+struct page_call {
+  struct page_ctx *p;
+  us_server *s;
+  const struct us_server_page_request *rq;
+  struct us_server_page *out;
+};
+
+static void set_str(lua_State *R, const char *k, const char *v, size_t len) {
+  if (!v)
+    return;
+  lua_pushlstring(R, v, len);
+  lua_setfield(R, -2, k);
+}
+
+static void copy_field(lua_State *R, int idx, const char *k, char *dst, size_t size) {
+  if (lua_getfield(R, idx, k) == LUA_TSTRING)
+    snprintf(dst, size, "%s", lua_tostring(R, -1));
+  lua_pop(R, 1);
+}
+
+/* In R, protected: calls the handler with the request and fills out. */
+static int page_protected(lua_State *R) {
+  struct page_call *pc = lua_touserdata(R, 1);
+  const struct us_server_page_request *rq = pc->rq;
+  struct us_server_page *out = pc->out;
+  lua_rawgeti(R, LUA_REGISTRYINDEX, pc->p->handler);
+  lua_createtable(R, 0, 12);
+  set_str(R, "method", rq->method, strlen(rq->method));
+  set_str(R, "path", rq->path, strlen(rq->path));
+  set_str(R, "body", rq->body, rq->body_len);
+  const char *const hk[] = {"host", "origin", "referer", "cookie"};
+  const char *const hv[] = {rq->host, rq->origin, rq->referer, rq->cookie};
+  for (int i = 0; i < 4; i++)
+    if (hv[i])
+      set_str(R, hk[i], hv[i], strlen(hv[i]));
+  lua_pushboolean(R, rq->tls);
+  lua_setfield(R, -2, "tls");
+  lua_newtable(R);
+  for (size_t i = 0; rq->args && rq->args[i] && rq->args[i + 1]; i += 2) {
+    lua_pushstring(R, rq->args[i + 1]);
+    lua_setfield(R, -2, rq->args[i]);
+  }
+  lua_setfield(R, -2, "args");
+  struct us_server_stats st;
+  us_server_stats(pc->s, &st);
+  lua_createtable(R, 0, 8);
+  const struct {
+    const char *k;
+    uint64_t v;
+  } f[] = {{"deliveries", st.deliveries}, {"accepted", st.accepted},
+           {"unauthorized", st.unauthorized}, {"too_large", st.too_large},
+           {"malformed", st.malformed}, {"queue_full", st.queue_full},
+           {"events", st.events}, {"duplicates", st.duplicates},
+           {"queued", st.queued}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    lua_pushinteger(R, (lua_Integer)f[i].v);
+    lua_setfield(R, -2, f[i].k);
+  }
+  lua_setfield(R, -2, "stats");
+  struct us_server_delivery d[US_SERVER_DELIVERIES];
+  size_t nd = us_server_deliveries(pc->s, d, US_SERVER_DELIVERIES);
+  lua_createtable(R, (int)nd, 0);
+  for (size_t i = 0; i < nd; i++) {
+    lua_createtable(R, 0, 4);
+    lua_pushnumber(R, d[i].at);
+    lua_setfield(R, -2, "at");
+    lua_pushstring(R, d[i].result);
+    lua_setfield(R, -2, "result");
+    lua_pushinteger(R, d[i].events);
+    lua_setfield(R, -2, "events");
+    lua_pushinteger(R, d[i].duplicates);
+    lua_setfield(R, -2, "duplicates");
+    lua_rawseti(R, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(R, -2, "deliveries");
+  struct page_ctx *p = pc->p;
+  size_t slen = 0;
+  int have = 0, oom = 0;
+  pthread_mutex_lock(&p->snap_mu);
+  if (p->snap) {
+    if (p->snap_len + 1 > p->copy_cap) {
+      char *c = realloc(p->copy, p->snap_len + 1);
+      if (c) {
+        p->copy = c;
+        p->copy_cap = p->snap_len + 1;
+      } else {
+        oom = 1;
+      }
+    }
+    if (!oom) {
+      memcpy(p->copy, p->snap, p->snap_len);
+      slen = p->snap_len;
+      have = 1;
+    }
+  }
+  pthread_mutex_unlock(&p->snap_mu);
+  if (oom)
+    return luaL_error(R, "out of memory");
+  if (have)
+    lua_pushlstring(R, p->copy, slen);
+  else
+    lua_pushnil(R);
+  lua_call(R, 2, 1);
+  luaL_checktype(R, -1, LUA_TTABLE);
+  int res = lua_gettop(R);
+  lua_getfield(R, res, "status");
+  lua_Integer status = lua_tointeger(R, -1);
+  lua_pop(R, 1);
+  copy_field(R, res, "type", out->ctype, sizeof out->ctype);
+  copy_field(R, res, "location", out->location, sizeof out->location);
+  copy_field(R, res, "cookie", out->set_cookie, sizeof out->set_cookie);
+  lua_getfield(R, res, "cacheable");
+  out->cacheable = lua_toboolean(R, -1);
+  lua_pop(R, 1);
+  size_t len = 0;
+  const char *body = NULL;
+  if (lua_getfield(R, res, "body") == LUA_TSTRING)
+    body = lua_tolstring(R, -1, &len);
+  if (body && !(out->body = malloc(len ? len : 1)))
+    return luaL_error(R, "out of memory");
+  if (body)
+    memcpy(out->body, body, len);
+  out->len = len;
+  lua_pop(R, 1);
+  if (lua_getfield(R, res, "action") == LUA_TSTRING) {
+    size_t alen;
+    const char *a = lua_tolstring(R, -1, &alen);
+    if (!us_server_post_action(pc->s, a, alen)) {
+      static const char busy[] = "too many requests waiting; try again later\n";
+      free(out->body);
+      out->body = malloc(sizeof busy);
+      out->len = out->body ? sizeof busy - 1 : 0;
+      if (out->body)
+        memcpy(out->body, busy, sizeof busy);
+      snprintf(out->ctype, sizeof out->ctype, "text/plain; charset=utf-8");
+      out->location[0] = 0;
+      status = 503;
+    }
+  }
+  lua_pop(R, 1);
+  out->status = status >= 100 && status <= 599 ? (unsigned)status : 0;
+  return 0;
+}
+
+/* The server's page handler (us_server_page_fn), on a request thread. */
+static void page_cb(void *ud, us_server *s, const struct us_server_page_request *rq,
+                    struct us_server_page *out) {
+  struct page_ctx *p = ud;
+  struct page_call pc = {p, s, rq, out};
+  pthread_mutex_lock(&p->mu);
+  lua_State *R = p->R;
+  lua_settop(R, 0);
+  lua_pushcfunction(R, us_lua_traceback);
+  lua_pushcfunction(R, page_protected);
+  lua_pushlightuserdata(R, &pc);
+  if (lua_pcall(R, 1, 0, 1) != LUA_OK) {
+    const char *m = lua_tostring(R, -1);
+    fprintf(stderr, "usersync serve: the status page failed: %s\n", m ? m : "(no message)");
+    free(out->body);
+    out->body = NULL;
+    out->len = 0;
+    out->status = 0;
+  }
+  lua_settop(R, 0);
+  lua_gc(R, LUA_GCSTEP, 0);
+  pthread_mutex_unlock(&p->mu);
+}
 
 static us_server *check_server(lua_State *L) {
   struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
@@ -143,10 +394,26 @@ static int server_start(lua_State *L) {
       return einval(L, "hook: max_body must be > 0");
     cfg.hook_max_body = mb > 0 ? (size_t)mb : 0;
   }
+  char err[512];
+  struct page_ctx *page = NULL;
+  if (lua_getfield(L, 1, "status") != LUA_TNIL) { /* index 4 */
+    if (!lua_istable(L, 4))
+      return luaL_error(L, "server.start: status must be a table { user =, password =, init = }");
+    cfg.page_user = opt_string(L, 4, "user", NULL);
+    cfg.page_password = opt_string(L, 4, "password", NULL);
+    size_t ilen = 0;
+    const char *init = opt_string(L, 4, "init", &ilen);
+    if (!cfg.page_user || !cfg.page_password)
+      return einval(L, "status: needs user and password");
+    if (!(page = page_new(init ? init : "{}", init ? ilen : 2, err, sizeof err)))
+      return einval(L, err);
+    cfg.page = page_cb;
+    cfg.page_ud = page;
+  }
   struct server_ud *u = lua_newuserdatauv(L, sizeof *u, 0); /* closed state first */
   u->srv = NULL;
+  u->page = page; /* freed with the userdata from here on */
   luaL_setmetatable(L, SERVER_MT);
-  char err[512];
   const char *code = NULL;
   u->srv = us_server_start(&cfg, err, sizeof err, &code);
   if (!u->srv) {
@@ -205,13 +472,18 @@ static int server_wait(lua_State *L) {
   }
   int sig = 0;
   const struct us_server_event *ev = NULL;
-  switch (us_server_wait(s, ms, &sig, &ev)) {
+  enum us_server_wake w = us_server_wait(s, ms, &sig, &ev);
+  switch (w) {
   case US_SERVER_SIGNAL:
     lua_pushliteral(L, "signal");
     lua_pushstring(L, signal_name(sig));
     return 2;
-  case US_SERVER_EVENTS: {
-    lua_pushliteral(L, "events");
+  case US_SERVER_EVENTS:
+  case US_SERVER_ACTIONS: {
+    if (w == US_SERVER_ACTIONS)
+      lua_pushliteral(L, "actions");
+    else
+      lua_pushliteral(L, "events");
     lua_newtable(L);
     lua_Integer i = 1;
     for (; ev; ev = ev->next) {
@@ -263,7 +535,31 @@ static int server_close(lua_State *L) {
   struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
   us_server *s = u->srv;
   u->srv = NULL;
-  us_server_close(s);
+  us_server_close(s); /* no request thread runs after this */
+  page_free(u->page);
+  u->page = NULL;
+  return 0;
+}
+
+/* srv:publish(text): what the status page renders serve's state from. */
+static int server_publish(lua_State *L) {
+  struct server_ud *u = luaL_checkudata(L, 1, SERVER_MT);
+  check_server(L);
+  size_t len;
+  const char *text = luaL_checklstring(L, 2, &len);
+  if (!u->page)
+    return 0;
+  char *copy = malloc(len + 1);
+  if (!copy)
+    return luaL_error(L, "out of memory");
+  memcpy(copy, text, len);
+  copy[len] = 0;
+  pthread_mutex_lock(&u->page->snap_mu);
+  char *old = u->page->snap;
+  u->page->snap = copy;
+  u->page->snap_len = len;
+  pthread_mutex_unlock(&u->page->snap_mu);
+  free(old);
   return 0;
 }
 
@@ -283,6 +579,7 @@ static const luaL_Reg server_methods[] = {
     {"wait", server_wait},
     {"stopping", server_stopping},
     {"stats", server_stats},
+    {"publish", server_publish},
     {"close", server_close},
     {NULL, NULL},
 };

@@ -56,6 +56,41 @@ int us_lua_traceback(lua_State *L) {
   return 1;
 }
 
+/* Opens the libraries and preloads the modules of a second state. */
+static int host_popen(lua_State *L) {
+  luaL_openlibs(L);
+  us_modules_preload(L);
+  return 0;
+}
+
+lua_State *us_host_newstate(size_t limit) {
+  struct us_host_state *hs = calloc(1, sizeof *hs);
+  if (!hs)
+    return NULL;
+  hs->limit = limit;
+  hs->budget = -1;
+  lua_State *L = lua_newstate(host_alloc, hs);
+  if (!L) {
+    free(hs);
+    return NULL;
+  }
+  *(struct us_host_state **)lua_getextraspace(L) = hs;
+  lua_pushcfunction(L, host_popen);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    us_host_closestate(L);
+    return NULL;
+  }
+  return L;
+}
+
+void us_host_closestate(lua_State *L) {
+  if (!L)
+    return;
+  struct us_host_state *hs = us_host_state(L);
+  lua_close(L);
+  free(hs);
+}
+
 /* Runs in protected mode: argv in upvalues, calls usersync.cli.main(args),
 ** leaves the integer exit code on the stack. */
 static int host_pmain(lua_State *L) {

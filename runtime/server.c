@@ -20,6 +20,12 @@
 ** Every outcome is counted in the stats and in usersync_hook_deliveries_total
 ** {result=...} / usersync_hook_events_total{result=...}.
 **
+** The status page ("/", "/status/...", when a page handler is configured):
+** HTTP Basic auth compared as SHA-256 digests with CRYPTO_memcmp (401 with
+** WWW-Authenticate otherwise, a POST refused before its body is read), then
+** the handler renders on the request's thread; a POST's form body is read
+** up to PAGE_MAX_BODY. Answers carry a strict Content-Security-Policy.
+**
 ** Locking: s->mu guards the queue, the dedupe set, the signal ring, ready
 ** state and stats; s->cv is signalled when events or signals arrive. The
 ** consumer's batch (s->batch) is only touched by the consumer thread.
@@ -37,12 +43,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
@@ -177,6 +185,15 @@ struct us_server {
   int sweeper_started, sweeper_stop;
   pthread_t sweeper;
   uint64_t deadline_closed; /* connections shut for missing their deadline */
+
+  /* The status page (under mu: the actions and the deliveries ring). */
+  us_server_page_fn page;
+  void *page_ud;
+  unsigned char page_auth_sha[SHA256_DIGEST_LENGTH]; /* of base64(user:password) */
+  struct us_server_event *ahead, *atail; /* queued actions */
+  size_t alen;
+  struct us_server_delivery ring[US_SERVER_DELIVERIES];
+  size_t ring_next, ring_n;
 };
 
 /* One server per process: signals are process-wide. */
@@ -457,8 +474,10 @@ static enum MHD_Result reply_verification(us_server *s, struct MHD_Connection *c
   return ret;
 }
 
-/* A delivery being read (the connection's con_cls). */
+/* A delivery being read (the connection's con_cls); also a status page
+** POST's form body (page = 1). */
 struct delivery {
+  int page;
   char *body;
   size_t len, cap;
   int too_large;
@@ -472,13 +491,27 @@ static void delivery_free(struct delivery *d) {
   }
 }
 
-/* Counts a finished delivery under result (the stats field too). */
-static void count_delivery(us_server *s, uint64_t *field, const char *result) {
+/* Counts a finished delivery under result (the stats field too) and keeps
+** it in the ring of recent deliveries the status page shows. */
+static void count_delivery_n(us_server *s, uint64_t *field, const char *result, size_t events,
+                             size_t dups) {
   pthread_mutex_lock(&s->mu);
   s->st.deliveries++;
   (*field)++;
+  struct us_server_delivery *d = &s->ring[s->ring_next];
+  d->at = us_time_now();
+  snprintf(d->result, sizeof d->result, "%s", result);
+  d->events = (unsigned)events;
+  d->duplicates = (unsigned)dups;
+  s->ring_next = (s->ring_next + 1) % US_SERVER_DELIVERIES;
+  if (s->ring_n < US_SERVER_DELIVERIES)
+    s->ring_n++;
   pthread_mutex_unlock(&s->mu);
   count("usersync_hook_deliveries_total", result);
+}
+
+static void count_delivery(us_server *s, uint64_t *field, const char *result) {
+  count_delivery_n(s, field, result, 0, 0);
 }
 
 /* One data.events[] item accepted for the queue check. */
@@ -661,7 +694,7 @@ static enum MHD_Result finish_delivery(us_server *s, struct MHD_Connection *c, s
     count_delivery(s, &s->st.queue_full, "queue_full");
     return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "queue full\n");
   }
-  count_delivery(s, &s->st.accepted, "accepted");
+  count_delivery_n(s, &s->st.accepted, "accepted", n - dups, dups);
   return reply(c, MHD_HTTP_OK, NULL, "", 0, NULL);
 }
 
@@ -739,9 +772,187 @@ static enum MHD_Result continue_delivery(us_server *s, struct MHD_Connection *c,
 
 static int is_get(const char *m) { return !strcmp(m, "GET") || !strcmp(m, "HEAD"); }
 
+/* ---------- the status page ---------- */
+
+#define PAGE_MAX_BODY 8192 /* a "sync now" form is a few hundred bytes */
+#define PAGE_MAX_ARGS 16
+#define ACTIONS_MAX 64
+
+static int is_page_path(const us_server *s, const char *url) {
+  return s->page && (!strcmp(url, "/") || !strncmp(url, "/status/", 8));
+}
+
+/* 1 when Authorization is "Basic <base64(user:password)>" (the scheme in
+** any case). Both sides are hashed first, so the comparison's time says
+** nothing about how much of the credentials matched, nor their length. */
+static int page_authorized(us_server *s, struct MHD_Connection *c) {
+  const char *v = NULL;
+  size_t vlen = 0;
+  if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION,
+                                    strlen(MHD_HTTP_HEADER_AUTHORIZATION), &v, &vlen) != MHD_YES ||
+      !v || vlen < 6 || strncasecmp(v, "Basic ", 6) != 0)
+    return 0;
+  v += 6;
+  vlen -= 6;
+  while (vlen && *v == ' ')
+    v++, vlen--;
+  while (vlen && v[vlen - 1] == ' ')
+    vlen--;
+  unsigned char got[SHA256_DIGEST_LENGTH];
+  SHA256((const unsigned char *)v, vlen, got);
+  return CRYPTO_memcmp(got, s->page_auth_sha, sizeof got) == 0;
+}
+
+static enum MHD_Result reply_unauthorized(struct MHD_Connection *c) {
+  static const char msg[] = "authentication required\n";
+  count("usersync_status_requests_total", "unauthorized");
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+  if (!r)
+    return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                          "Basic realm=\"usersync\", charset=\"UTF-8\"");
+  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_UNAUTHORIZED, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+struct page_args {
+  const char *v[PAGE_MAX_ARGS * 2 + 1];
+  size_t n;
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value) {
+  struct page_args *a = cls;
+  (void)kind;
+  if (key && a->n + 2 < sizeof a->v / sizeof *a->v) {
+    a->v[a->n++] = key;
+    a->v[a->n++] = value ? value : "";
+  }
+  return MHD_YES;
+}
+
+static const char *header(struct MHD_Connection *c, const char *name) {
+  return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* Authenticates, then lets the page handler answer (body: a POST's form). */
+static enum MHD_Result reply_page(us_server *s, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *body, size_t len) {
+  if (!page_authorized(s, c))
+    return reply_unauthorized(c);
+  if (!is_get(method) && strcmp(method, "POST") != 0)
+    return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
+                 "method not allowed\n", 19, "GET, HEAD, POST");
+  struct page_args a;
+  memset(&a, 0, sizeof a);
+  MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &a);
+  struct us_server_page_request rq = {
+      method,         url,          a.v,
+      body,           len,          header(c, MHD_HTTP_HEADER_HOST),
+      header(c, "Origin"), header(c, MHD_HTTP_HEADER_REFERER), header(c, MHD_HTTP_HEADER_COOKIE),
+      s->tls_cert != NULL};
+  struct us_server_page out;
+  memset(&out, 0, sizeof out);
+  s->page(s->page_ud, s, &rq, &out);
+  count("usersync_status_requests_total", out.status >= 200 && out.status < 400 ? "ok" : "refused");
+  if (!out.status) {
+    free(out.body);
+    return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+  }
+  struct MHD_Response *r =
+      out.body ? MHD_create_response_from_buffer(out.len, out.body, MHD_RESPMEM_MUST_FREE)
+               : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+  if (!r) {
+    free(out.body);
+    return MHD_NO;
+  }
+  out.ctype[sizeof out.ctype - 1] = out.location[sizeof out.location - 1] = 0;
+  out.set_cookie[sizeof out.set_cookie - 1] = 0;
+  if (out.ctype[0])
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, out.ctype);
+  if (out.location[0])
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, out.location);
+  if (out.set_cookie[0])
+    MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, out.set_cookie);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
+                          out.cacheable ? "private, max-age=3600" : "no-store");
+  MHD_add_response_header(r, "Content-Security-Policy",
+                          "default-src 'none'; style-src 'self'; img-src 'self'; "
+                          "form-action 'self'; frame-ancestors 'none'; base-uri 'none'");
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header(r, "X-Frame-Options", "DENY");
+  MHD_add_response_header(r, "Referrer-Policy", "same-origin");
+  enum MHD_Result ret = MHD_queue_response(c, out.status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+/* A status page POST's body: read up to PAGE_MAX_BODY, then answer. */
+static enum MHD_Result continue_page(us_server *s, struct MHD_Connection *c, const char *url,
+                                     const char *method, struct delivery *d, const char *data,
+                                     size_t *size) {
+  if (*size == 0) {
+    if (d->too_large)
+      return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "form too large\n");
+    return reply_page(s, c, url, method, d->body, d->len);
+  }
+  size_t n = *size;
+  *size = 0;
+  if (d->too_large || d->len + n > PAGE_MAX_BODY) {
+    d->too_large = 1;
+    d->discarded += n;
+    return d->discarded <= 4 * PAGE_MAX_BODY ? MHD_YES : MHD_NO;
+  }
+  if (!d->body && !(d->body = malloc(PAGE_MAX_BODY + 1)))
+    return MHD_NO;
+  memcpy(d->body + d->len, data, n);
+  d->len += n;
+  d->body[d->len] = 0;
+  return MHD_YES;
+}
+
+int us_server_post_action(us_server *s, const char *text, size_t len) {
+  struct us_server_event *e = malloc(sizeof *e + len + 1);
+  if (!e)
+    return 0;
+  memcpy(e->text, text, len);
+  e->text[len] = 0;
+  e->len = len;
+  e->next = NULL;
+  pthread_mutex_lock(&s->mu);
+  if (s->alen >= ACTIONS_MAX) {
+    pthread_mutex_unlock(&s->mu);
+    free(e);
+    return 0;
+  }
+  if (s->atail)
+    s->atail->next = e;
+  else
+    s->ahead = e;
+  s->atail = e;
+  s->alen++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  return 1;
+}
+
+size_t us_server_deliveries(us_server *s, struct us_server_delivery *out, size_t max) {
+  pthread_mutex_lock(&s->mu);
+  size_t n = s->ring_n < max ? s->ring_n : max;
+  for (size_t i = 0; i < n; i++)
+    out[i] = s->ring[(s->ring_next + US_SERVER_DELIVERIES - 1 - i) % US_SERVER_DELIVERIES];
+  pthread_mutex_unlock(&s->mu);
+  return n;
+}
+
 /* Answers a request that is not a hook delivery. */
 static enum MHD_Result route(us_server *s, struct MHD_Connection *c, const char *url,
                              const char *method, int with_hook) {
+  if (with_hook && is_page_path(s, url))
+    return reply_page(s, c, url, method, NULL, 0);
   if (with_hook && s->hook_path && strcmp(url, s->hook_path) == 0) {
     if (is_get(method))
       return reply_verification(s, c);
@@ -786,7 +997,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   if (*con_cls) {
     if (*size == 0)
       request_phase(s, c, 0); /* the whole body is here */
-    return continue_delivery(s, c, *con_cls, data, size);
+    struct delivery *d = *con_cls;
+    if (d->page)
+      return continue_page(s, c, url, method, d, data, size);
+    return continue_delivery(s, c, d, data, size);
+  }
+  if (is_page_path(s, url) && !strcmp(method, "POST") && has_body(c)) {
+    if (!page_authorized(s, c)) {
+      request_phase(s, c, 0);
+      return reply_unauthorized(c); /* early: the body is not read */
+    }
+    struct delivery *d = calloc(1, sizeof *d);
+    if (!d)
+      return MHD_NO;
+    d->page = 1;
+    *con_cls = d;
+    return MHD_YES;
   }
   if (s->hook_path && strcmp(url, s->hook_path) == 0 && !strcmp(method, "POST"))
     return start_delivery(s, c, con_cls);
@@ -949,7 +1175,14 @@ static const char *check_config(const struct us_server_config *cfg, char *err, s
                   "hook path must start with / and differ from /healthz, /readyz, /metrics");
     if (!cfg->hook_secret || cfg->hook_secret_len == 0)
       return fail(err, errlen, US_SERVER_EINVAL, "hook: a non-empty secret is required");
+    if (cfg->page && (!strcmp(p, "/") || !strncmp(p, "/status/", 8)))
+      return fail(err, errlen, US_SERVER_EINVAL,
+                  "hook path must differ from the status page's / and /status/");
   }
+  if (cfg->page && (!cfg->page_user || !*cfg->page_user || strchr(cfg->page_user, ':') ||
+                    !cfg->page_password || !*cfg->page_password))
+    return fail(err, errlen, US_SERVER_EINVAL,
+                "status: needs a user (without ':') and a non-empty password");
   return cfg->tls_cert ? check_tls(cfg, err, errlen) : NULL;
 }
 
@@ -962,6 +1195,8 @@ static void describe_metrics(void) {
                       "Okta event hook verification challenges by result");
   us_metrics_describe("usersync_hook_queue_events", US_METRIC_GAUGE,
                       "Hook events waiting to be processed");
+  us_metrics_describe("usersync_status_requests_total", US_METRIC_COUNTER,
+                      "Status page requests by result (ok, refused, unauthorized)");
   us_metrics_describe("usersync_http_requests_total", US_METRIC_COUNTER,
                       "Outgoing HTTP attempts by host and status (or transport error code)");
   us_metrics_describe("usersync_http_retries_total", US_METRIC_COUNTER,
@@ -971,6 +1206,7 @@ static void describe_metrics(void) {
 /* Frees s (daemon and signal thread already stopped). */
 static void server_free(us_server *s) {
   events_free(s->qhead);
+  events_free(s->ahead);
   events_free(s->batch);
   dedupe_free(&s->seen);
   free(s->hook_path);
@@ -981,6 +1217,30 @@ static void server_free(us_server *s) {
   pthread_cond_destroy(&s->conn_cv);
   pthread_mutex_destroy(&s->conn_mu);
   free(s);
+}
+
+/* The status page's expected credentials: SHA-256 of base64(user:password),
+** what page_authorized compares with. The clear text is wiped. */
+static int page_credentials(us_server *s, const struct us_server_config *cfg) {
+  size_t ul = strlen(cfg->page_user), pl = strlen(cfg->page_password), n = ul + 1 + pl;
+  unsigned char *plain = malloc(n), *b64 = malloc(4 * ((n + 2) / 3) + 1);
+  if (!plain || !b64) {
+    free(plain);
+    free(b64);
+    return 0;
+  }
+  memcpy(plain, cfg->page_user, ul);
+  plain[ul] = ':';
+  memcpy(plain + ul + 1, cfg->page_password, pl);
+  int len = EVP_EncodeBlock(b64, plain, (int)n);
+  SHA256(b64, (size_t)len, s->page_auth_sha);
+  OPENSSL_cleanse(plain, n);
+  OPENSSL_cleanse(b64, (size_t)len);
+  free(plain);
+  free(b64);
+  s->page = cfg->page;
+  s->page_ud = cfg->page_ud;
+  return 1;
 }
 
 static int server_alloc(us_server **out, const struct us_server_config *cfg) {
@@ -1007,6 +1267,8 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
       return 0;
     SHA256((const unsigned char *)cfg->hook_secret, cfg->hook_secret_len, s->secret_sha);
   }
+  if (cfg->page && !page_credentials(s, cfg))
+    return 0;
   if (cfg->tls_cert) {
     if (!(s->tls_cert = strndup(cfg->tls_cert, cfg->tls_cert_len)) ||
         !(s->tls_key = strndup(cfg->tls_key, cfg->tls_key_len)))
@@ -1187,6 +1449,14 @@ enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
       s->sig_first = (s->sig_first + 1) % SIGQ_MAX;
       s->sig_n--;
       wake = US_SERVER_SIGNAL;
+      break;
+    }
+    if (s->ahead) {
+      s->batch = s->ahead;
+      s->ahead = s->atail = NULL;
+      s->alen = 0;
+      *events = s->batch;
+      wake = US_SERVER_ACTIONS;
       break;
     }
     if (s->qhead) {

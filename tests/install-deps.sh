@@ -1,11 +1,14 @@
 #!/bin/sh
 # Installs the Debian 12 packages usersync needs to build, test and run the
-# demo. Installs only what is missing; needs root (or sudo) when something is.
+# demo (headless Chromium, its WebDriver and Selenium: the status page's
+# browser test, tests/lua/test_status_browser.lua). Installs only what is
+# missing; needs root (or sudo) when something is.
 set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates curl openssl
 liblua5.4-dev libcurl4-openssl-dev libpcre2-dev libsqlite3-dev
 libssl-dev libmicrohttpd-dev python3 python3-yaml python3-jsonschema valgrind wrk procps time
-groff-base man-db lua-check shellcheck systemd"
+groff-base man-db lua-check shellcheck systemd
+chromium chromium-driver python3-selenium fonts-dejavu-core"
 
 missing=""
 for p in $PKGS; do

@@ -47,6 +47,13 @@ void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const lu
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);
 
+/* A second Lua state (runtime/host.c) with the standard libraries and every
+** module preloaded, its memory capped at limit bytes; NULL when out of
+** memory. For work on another thread (the status page's renderer): use it
+** from one thread at a time. Close it with us_host_closestate. */
+lua_State *us_host_newstate(size_t limit);
+void us_host_closestate(lua_State *L);
+
 /* The host's accounting, reachable from bindings (stored in the state's
 ** extra space, so every coroutine sees it). */
 struct us_host_state {

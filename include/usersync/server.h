@@ -21,6 +21,10 @@
 **                      POST deliveries (see server.c for the decisions)
 **   anything else      404; a known path with another method 405 + Allow
 **
+** With a page handler (serve.status), "/" and "/status/..." also answer:
+** HTTP Basic auth first (401 + WWW-Authenticate otherwise), then the
+** handler renders the page on the request's thread (see us_server_page_fn).
+**
 ** Only one server may run per process (signals are process-wide).
 */
 #ifndef USERSYNC_SERVER_H
@@ -29,6 +33,33 @@
 #include <stdint.h>
 
 typedef struct us_server us_server;
+
+/* A status page request, handed to the page handler after authentication. */
+struct us_server_page_request {
+  const char *method, *path;    /* path without the query */
+  const char *const *args;      /* query arguments: name, value, ..., NULL (decoded) */
+  const char *body;             /* POST body (form), may be NULL */
+  size_t body_len;
+  const char *host, *origin, *referer, *cookie; /* request headers, NULL when absent */
+  int tls;
+};
+
+/* What the handler answers. body is malloc'd (the server frees it); the
+** strings are copied by the server. status 0 means 500. */
+struct us_server_page {
+  unsigned status;
+  char *body;
+  size_t len;
+  char ctype[64];
+  char location[256];    /* 3xx: Location */
+  char set_cookie[256];  /* Set-Cookie, or "" */
+  int cacheable;         /* 1: Cache-Control max-age (static assets); 0: no-store */
+};
+
+/* Called on libmicrohttpd's threads, possibly two at once: the handler
+** serialises what needs it. s is the server (for us_server_post_action). */
+typedef void (*us_server_page_fn)(void *ud, us_server *s, const struct us_server_page_request *req,
+                                  struct us_server_page *out);
 
 struct us_server_config {
   const char *listen;            /* "host:port", "[v6]:port"; port 0 = any free port */
@@ -47,6 +78,9 @@ struct us_server_config {
   unsigned max_connections;  /* main listener, open connections in all; 0 = 512 */
   unsigned max_per_ip;       /* main listener, from one address; 0 = 32 */
   unsigned timeout_s;        /* request deadline and idle timeout (s); 0 = 5 */
+  us_server_page_fn page;    /* NULL: no status page (404 at "/") */
+  void *page_ud;
+  const char *page_user, *page_password; /* HTTP Basic credentials; required with page */
 };
 
 /* Connection limits. A request (line, headers, body) must have arrived
@@ -96,15 +130,29 @@ struct us_server_event {
   char text[]; /* NUL-terminated */
 };
 
-enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL };
+enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL, US_SERVER_ACTIONS };
 
 /* Blocks up to timeout_ms (< 0: no limit) until a signal or events arrive.
 ** US_SERVER_SIGNAL: *signo is SIGTERM, SIGINT or SIGHUP (one per call,
-** signals before events). US_SERVER_EVENTS: *events is every queued event
+** signals before actions before events). US_SERVER_ACTIONS: *events is the
+** queued actions (us_server_post_action), same ownership. US_SERVER_EVENTS: *events is every queued event
 ** in arrival order (at least one), owned by the server and valid until the
 ** next us_server_wait or us_server_close. Call only from the starting thread. */
 enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
                                    const struct us_server_event **events);
+
+/* Queues an action (text, e.g. JSON) for the consumer: what the status
+** page asks for ("sync now"). Any thread. 0 when the queue (64) is full. */
+int us_server_post_action(us_server *s, const char *text, size_t len);
+
+/* The last hook deliveries, newest first: up to max into out; returns n. */
+struct us_server_delivery {
+  double at;          /* Unix time */
+  char result[16];    /* accepted, unauthorized, too_large, malformed, queue_full */
+  unsigned events, duplicates;
+};
+#define US_SERVER_DELIVERIES 20
+size_t us_server_deliveries(us_server *s, struct us_server_delivery *out, size_t max);
 
 /* 1 once SIGTERM or SIGINT has arrived. */
 int us_server_stopping(us_server *s);

@@ -187,8 +187,9 @@ lifecycle, profile, membership and app events name; serve.jobs scripts on
 their intervals. HTTP on serve.listen (TLS with serve.tls): GET /healthz,
 GET /readyz (503 until the config and store are open, or while the last
 full run of an entry had failures), GET /metrics (Prometheus text,
-usersync_ prefix); serve.health_listen: a second plain-HTTP listener with
-just these three. A request must arrive within serve.request_timeout
+usersync_ prefix); with serve.status = { user, password }, the status page
+at / (HTTP Basic auth; read-only but for "sync now" buttons);
+serve.health_listen: a second plain-HTTP listener with just these three. A request must arrive within serve.request_timeout
 (5s), and serve.max_connections_per_ip (32) / max_connections (512) cap
 connections. Users named by events wait in the store until their run
 went through; group-level events bring the full run forward. SIGHUP reloads

@@ -153,6 +153,7 @@ M.schema = record({
                          max_body = int { min = 1024 } }),
     poll_logs = duration(),
     jobs = list(record({ script = path { required = true }, every = duration { required = true } })),
+    status = record({ user = str { required = true }, password = secret { required = true } }),  -- the page at /
   }),
 }, { check = function(v, path, err)
   for i, s in ipairs(v.sync or {}) do

@@ -14,7 +14,8 @@
 --     signed in for user.session.start — sync at login — and the targets of
 --     lifecycle, profile, membership and app-assignment events (trigger
 --     "event");
---   * serves /healthz, /readyz and /metrics;
+--   * serves /healthz, /readyz and /metrics, and with serve.status the
+--     status page at / (usersync.status);
 --   * on SIGTERM/SIGINT stops between operations, marks the run interrupted
 --     and exits 0; on SIGHUP reloads the config (a bad one is reported and
 --     the old one kept).
@@ -30,6 +31,7 @@ local log = require "usersync.log"
 local json = require "usersync.json"
 local time = require "usersync.time"
 local state = require "usersync.state"
+local status = require "usersync.status"
 
 local M = {}
 
@@ -129,7 +131,10 @@ function Serve:open_engine(cfg)
   local e, err = engine_mod.open(cfg, {
     trigger = "schedule",
     should_stop = function() return self.srv:stopping() end,
-    progress = function(ev) if ev.message then log.debug(ev.message) end end,
+    progress = function(ev)
+      if ev.message then log.debug(ev.message) end
+      status.progress(self, ev)
+    end,
   })
   if not e then return nil, err end
   return e
@@ -248,10 +253,12 @@ function Serve:run(opts)
   local e = self.engine
   e.trigger = opts.trigger
   local started = time.now()
+  status.run_started(self, opts)
+  local by_id = opts.users ~= nil
+  if opts.by_id ~= nil then by_id = opts.by_id end
   local locked
   local ok, summary, perr = pcall(function()
-    local run_plan, err, _, code = e:plan{ sync = opts.sync, users = opts.users, by_id = opts.users ~= nil,
-                                           lock = true }
+    local run_plan, err, _, code = e:plan{ sync = opts.sync, users = opts.users, by_id = by_id, lock = true }
     if not run_plan then
       locked = code == "ELOCKED"
       return nil, err
@@ -259,6 +266,7 @@ function Serve:run(opts)
     return e:apply(run_plan, { command = "sync" })
   end)
   e:unlock_entries() -- (apply released them; not when the plan or apply raised)
+  status.run_ended(self)
   if locked then
     log.warn { msg = "run skipped: another run holds the lock of this sync entry or of one sharing a target "
                  .. "with it; trying again later", sync = opts.sync, trigger = opts.trigger,
@@ -575,8 +583,9 @@ function Serve:reload()
   local new = cfg.serve or {}
   if old.listen ~= new.listen or old.health_listen ~= new.health_listen
       or json.encode(old.tls or {}) ~= json.encode(new.tls or {})
-      or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {}) then
-    log.warn "serve.listen, serve.health_listen, serve.tls and serve.okta_hook take effect at the next start"
+      or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {})
+      or json.encode(old.status or {}) ~= json.encode(new.status or {}) then
+    log.warn "serve.listen, serve.health_listen, serve.tls, serve.okta_hook and serve.status take effect at the next start"
   end
   self.engine:close()
   self.engine, self.cfg = e, cfg
@@ -666,6 +675,7 @@ function M.run(cfg, ctx)
     opts.hook = { path = scfg.okta_hook.path or "/hooks/okta", secret = scfg.okta_hook.secret,
                   max_body = scfg.okta_hook.max_body }
   end
+  opts.status = status.server_options(cfg)
   describe_metrics()
   local srv, err, code = server.start(opts)
   if not srv then
@@ -673,7 +683,7 @@ function M.run(cfg, ctx)
     return (code == "EINVAL" or code == "ETLS") and 2 or 1
   end
   local self = setmetatable({ srv = srv, cfg = cfg, config_path = cfg._path, failed_full = {},
-                              pid = self_pid() }, Serve)
+                              pid = self_pid(), status_on = opts.status ~= nil, started_at = time.now() }, Serve)
   local e, eerr = self:open_engine(cfg)
   if not e then
     srv:close()
@@ -692,15 +702,19 @@ function M.run(cfg, ctx)
   self:set_ready()
   log.info { msg = "serving", listen = opts.listen, port = srv:port(), tls = opts.tls ~= nil,
              health_listen = opts.health_listen, health_port = srv:health_port(),
-             hook = opts.hook and opts.hook.path or nil, pid = self.pid, waiting = #self.pending.ids }
+             hook = opts.hook and opts.hook.path or nil, pid = self.pid, waiting = #self.pending.ids,
+             status = self.status_on or nil }
   self:schedule(cfg, time.now())
   while not srv:stopping() do
     self:run_due()
     if srv:stopping() then break end
+    status.publish(self)
     local wait = math.max(0, math.min(self:next_due() - time.now(), 3600))
     local kind, data = srv:wait(wait)
     if kind == "events" then
       self:handle_events(data)
+    elseif kind == "actions" then
+      status.handle_actions(self, data)
     elseif kind == "signal" and data == "hup" then
       log.info "SIGHUP: reloading the config"
       self:reload()
