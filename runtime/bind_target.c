@@ -7,7 +7,8 @@
 **
 **   local target = require "usersync.target"
 **   local t = target.new(http_client, {
-**     type = "jira" | "confluence" | "bitbucket",   -- required (target.products())
+**     type = "jira" | "confluence" | "bitbucket" | "scim",  -- required (target.products())
+**     flavour = "atlassian",  -- a product's variant (scim: Atlassian Cloud), optional
 **     url = "https://jira.example.com",              -- required, context path included
 **     user = "svc", password = "...",                -- HTTP Basic, or
 **     token = "...",                                 -- Authorization: Bearer (PAT)
@@ -25,7 +26,8 @@
 **
 **   t:type() -> "jira" ...;   t:requests() -> requests made so far
 **   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
-**   target.products() -> { { type = "jira", caps = <as above> }, ... }: every
+**   target.products() -> { { type = "jira", caps = <as above>,
+**                            flavours = { [name] = caps } }, ... }: every
 **     product this build knows (usersync.targets, the registry, reads it)
 **
 **   Every failure is nil, msg, code, err with err = { source = the target's
@@ -37,7 +39,8 @@
 **   an error in it stops the listing and is returned as nil, msg, "ECALLBACK").
 **   A failed page fails the listing: never a silently short list.
 **   t:accounts(function(page) end)        -> true | nil, msg, code
-**       page = { {name=, key=, display_name=, email=, active=}, ... }
+**       page = { {name=, key=, id=, display_name=, email=, active=}, ... }
+**       (id: the service's id of the account, SCIM only)
 **       (inactive accounts included; email nil where the product hides it;
 **       active nil when unknown)
 **   t:groups(function(names) end)         -> true | nil, msg, code
@@ -252,6 +255,7 @@ static void set_str(lua_State *L, const char *k, const char *v) {
 static void fill_account(lua_State *L, const struct us_target_account *a) {
   set_str(L, "name", a->name);
   set_str(L, "key", a->key);
+  set_str(L, "id", a->id);
   set_str(L, "display_name", a->display_name);
   set_str(L, "email", a->email);
   if (a->active >= 0) {
@@ -379,7 +383,7 @@ static const char *const config_keys[] = {"type",      "url",       "user",
                                           "password",  "token",     "concurrency",
                                           "timeout",   "page_size", "add_to_default_group",
                                           "task_wait", "name",      "ca_file",
-                                          NULL};
+                                          "flavour",   NULL};
 
 /* target.new(http_client, config) -> Target */
 static int target_new(lua_State *L) {
@@ -405,6 +409,7 @@ static int target_new(lua_State *L) {
   c.user = opt_str(L, 2, "user");
   c.password = opt_str(L, 2, "password");
   c.token = opt_str(L, 2, "token");
+  c.flavour = opt_str(L, 2, "flavour");
   c.concurrency = (int)opt_num(L, 2, "concurrency", 8);
   c.timeout_ms = (long)(opt_num(L, 2, "timeout", 0) * 1000);
   c.page_size = (long)opt_num(L, 2, "page_size", 0);
@@ -493,6 +498,13 @@ static int target_products(lua_State *L) {
     lua_setfield(L, -2, "type");
     push_caps(L, c);
     lua_setfield(L, -2, "caps");
+    lua_newtable(L); /* flavours = { name = caps } */
+    const char *fl;
+    for (size_t k = 0; (fl = us_target_product_flavour(i, k, &c)); k++) {
+      push_caps(L, c);
+      lua_setfield(L, -2, fl);
+    }
+    lua_setfield(L, -2, "flavours");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
@@ -1124,6 +1136,7 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
   struct us_target_op o = {0};
   o.tag = (void *)(uintptr_t)i;
   o.kind = kinds[x].top;
+  o.id = field(L, op, "id"); /* the account's service id (SCIM), when the plan has it */
   switch (o.kind) {
   case US_TOP_CREATE_GROUP:
     o.group = field(L, op, "group");

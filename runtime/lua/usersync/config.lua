@@ -77,6 +77,7 @@ end })
 
 local target = record({
   type = enum(require("usersync.targets").TYPES, { required = true }),
+  flavour = str(),                -- a variant of the type (scim: "atlassian")
   url = url { required = true },
   token = secret(),
   user = str(),
@@ -87,7 +88,18 @@ local target = record({
   task_wait = duration(),         -- Confluence: how long to follow a delete task (default 120s)
   page_size = int { min = 1 },    -- listings: at most this many per page (default: product maximum)
 }, { check = function(_, path, err, v)
-  if v.token == nil and (v.user == nil or v.password == nil) then
+  local fl = require("usersync.targets").FLAVOURS[v.type]
+  if type(v.flavour) == "string" and fl and not fl[v.flavour] then
+    local names = {}
+    for k in pairs(fl) do names[#names + 1] = ("%q"):format(k) end
+    table.sort(names)
+    err(path .. ".flavour", #names > 0 and ("expected one of %s for type %q, got %q"):format(
+      table.concat(names, ", "), v.type, v.flavour) or ("type %q has no flavours"):format(v.type))
+  end
+  if v.type == "scim" and (v.token == nil or v.user ~= nil) then
+    err(path, "needs `token` (the service's bearer token; Atlassian: the directory API key) "
+      .. "and no `user`")
+  elseif v.token == nil and (v.user == nil or v.password == nil) then
     err(path, "needs `token` (personal access token) or `user` and `password`")
   elseif v.token ~= nil and v.user ~= nil then
     err(path, "has both `token` and `user`; choose one")

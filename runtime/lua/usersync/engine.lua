@@ -94,7 +94,8 @@ function Engine:target(name)
   if not t then
     local tcfg = self.cfg.targets[name]
     t = target.new(self:http_client(tcfg.ca_file, tcfg.timeout), {
-      type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user, password = tcfg.password,
+      type = tcfg.type, flavour = tcfg.flavour, url = tcfg.url, token = tcfg.token, user = tcfg.user,
+      password = tcfg.password,
       concurrency = tcfg.concurrency, timeout = tcfg.timeout and config.parse_duration(tcfg.timeout) or nil,
       add_to_default_group = tcfg.add_to_default_group, page_size = tcfg.page_size,
       task_wait = tcfg.task_wait and config.parse_duration(tcfg.task_wait) or nil,
@@ -351,7 +352,8 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
 
   local scfg = self.cfg.sources[s.source]
   local names = plan.account_names{
-    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
+                                   flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
   }
   for id in pairs(src.only) do
@@ -365,7 +367,8 @@ function Engine:plan_input(run, s, pol, src, tname, snap, links)
   local db = self.db
   run.claimed[tname] = run.claimed[tname] or {}
   return {
-    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
+                                   flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(self.cfg.sources[s.source]),
     source = { users = src.users, groups = src.groups },
     accounts = snap.accounts, groups = snap.groups,

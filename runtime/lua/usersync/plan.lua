@@ -9,6 +9,8 @@
 --     policy = pol,                            -- usersync.policy object
 --     source = { users = {...}, groups = { [id] = group } },
 --     accounts = { { name=, display_name=, email=, active=, groups = {...} } },
+--                                              -- id= too where the service assigns ids (SCIM):
+--                                              -- ops on the account then carry it (op.id)
 --     groups = { "jira-users", ... },          -- target groups
 --     leads = { ["alice"] = { projects = {"ABC"}, components = {"10001"} } },
 --     links = { ["00u1"] = "alice" },          -- okta id -> account name (this target)
@@ -191,7 +193,7 @@ end
 local function new_state(input)
   local st = {
     input = input, sync = input.sync, target = input.target, pol = input.policy,
-    caps = M.CAPS[input.target.type] or {},
+    caps = targets.caps(input.target.type, input.target.flavour) or {},
     users_cfg = input.sync.users or {}, groups_cfg = input.sync.groups or {},
     ctx = M.context(input),
 
@@ -217,7 +219,10 @@ local function new_state(input)
     missing = {},          -- lowercase group -> true (wanted, absent, not created)
   }
 
-  for _, a in ipairs(input.accounts or {}) do st.accounts[lower(a.name)] = a end
+  for _, a in ipairs(input.accounts or {}) do
+    st.accounts[lower(a.name)] = a
+    if a.id then st.has_ids = true end
+  end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
   st.op_mt, st.add_mts = op_metatables(input.target.name, st.login_of)
@@ -225,6 +230,9 @@ local function new_state(input)
 end
 
 local function add_op(st, o, mt)
+  -- an account the service knows by an id (SCIM) is addressed by it
+  local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
+  if a and a.id then o.id = a.id end
   setmetatable(o, mt or st.op_mt)
   st.ops[#st.ops + 1] = o
   return o
@@ -724,6 +732,10 @@ local function deprovision_one(st, l, action)
     return
   end
 
+  if action == "delete" and st.target.flavour == "atlassian" then
+    note(st, "%s: Atlassian deactivates the managed account on delete; this cannot be undone "
+      .. "through the API (reactivation is in Atlassian Administration)", a.name)
+  end
   local o = add_op(st, { kind = action .. "_user", subject = a.name, name = a.name,
                          okta_id = l.okta_id, deprovision = true, reason = l.reason })
   if st.caps.leads then
