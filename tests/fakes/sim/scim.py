@@ -5,7 +5,8 @@ Run: `fake.py scim [--flavour atlassian] ...` (fake.py picks the class from FLAV
 Generic mode (ScimProduct), base path /scim/v2:
   GET  /ServiceProviderConfig, /ResourceTypes, /Schemas
   GET  /Users, /Groups: filter, startIndex (1-based; < 1 counts as 1), count (negative counts
-       as 0; above the maximum the maximum: fault "max_count", default 100), attributes,
+       as 0; above the maximum the maximum: fault "max_count", default 100; fault "page_short": pages before the last hold one item
+       fewer than that), attributes,
        excludedAttributes -> ListResponse {schemas, totalResults, itemsPerPage, startIndex,
        Resources}. Filters (RFC 7644 3.4.2.2): attrPath op value with eq ne co sw ew gt ge lt
        le pr, joined by and / or, not(...), parentheses; userName, displayName compare
@@ -277,7 +278,7 @@ GROUP_ATTRS = {"id", "externalid", "displayname", "members", "meta"}
 class ScimProduct(Product):
     name = "scim"
     flavour = None
-    extra_faults = {"max_count": 100, "patch_supported": True}
+    extra_faults = {"max_count": 100, "patch_supported": True, "page_short": False}
     base_re = re.compile(r"^/scim/v2(/.*)?$")
 
     def __init__(self, server):
@@ -290,8 +291,8 @@ class ScimProduct(Product):
         if key == "max_count" and (not isinstance(value, int) or isinstance(value, bool)
                                    or value < 1):
             raise ValueError("max_count: expected an integer >= 1")
-        if key == "patch_supported" and not isinstance(value, bool):
-            raise ValueError("patch_supported: expected true or false")
+        if key in ("patch_supported", "page_short") and not isinstance(value, bool):
+            raise ValueError("%s: expected true or false" % key)
         return value
 
     # -- state --------------------------------------------------------------------------------
@@ -561,6 +562,8 @@ class ScimProduct(Product):
         start = max(1, start)
         count = max(0, min(count, self.server.faults.get("max_count") or 100))
         total = len(hits) if hits is not None else len(pool)
+        if self.server.faults.get("page_short") and count > 1 and start - 1 + count < total:
+            count -= 1  # a page that is not the last one with fewer items than the page size
         if hits is None:
             window = pool[start - 1:start - 1 + count]
             page = [self.render_user(x, req) if users else self.render_group(x, req)
