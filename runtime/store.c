@@ -226,6 +226,11 @@ static const char schema_v3[] =
     "  PRIMARY KEY (run_id, seq)\n"
     ") WITHOUT ROWID;\n";
 
+/* v5: the id a service assigned to a linked account (SCIM: accounts are
+** identified by it, not by their userName), learnt from the target's reads;
+** NULL where the product has none (Jira, Confluence, Bitbucket: by name). */
+static const char schema_v5[] = "ALTER TABLE links ADD COLUMN account_id TEXT;\n";
+
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
         "locks",
@@ -235,6 +240,7 @@ static const us_store_migration builtin_migrations[] = {
      schema_v2},
     {3, "what a run could not do: policy errors, conflicts, unread targets, withheld changes",
      schema_v3},
+    {5, "links keep the service's id of their account (SCIM targets)", schema_v5},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

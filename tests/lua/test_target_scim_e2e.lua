@@ -252,4 +252,37 @@ test("config: flavour must be one the type has; scim needs a token", function(t)
   t:ok(r.code ~= 0)
   t:contains(r.stdout .. r.stderr, 'expected one of "atlassian" for type "scim", got "azure"')
 end)
+test("scim: a linked account renamed in the service is found by its id (never created twice)", function(t)
+  local w <close> = world.small { sync = MANUAL, products = { "scim" } }
+  t:eq(w:usersync("sync").code, 0)
+  -- the links learn the ids from the next read (a create's answer is not kept)
+  t:eq(w:usersync("sync").code, 0)
+  local st = w.scim:state()
+  local carol_id
+  for _, u in ipairs(st.users) do
+    if u.userName == "carol.king@example.com" then u.userName = "carol.renamed"; carol_id = u.id end
+  end
+  w.scim:put_state(st)
+  local r = w:usersync("plan")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, 'linked account "carol.king@example.com" is named "carol.renamed" in scim now')
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local acc = w:accounts("scim")
+  t:same(sorted_keys(acc), ALL, "renamed back, not created again")
+  t:eq(acc["carol.king@example.com"].id, carol_id)
+  -- renamed again, then deprovisioned: the linked account (by id) is deactivated
+  st = w.scim:state()
+  for _, u in ipairs(st.users) do if u.id == carol_id then u.userName = "carol.other" end end
+  w.scim:put_state(st)
+  w.users[3].status = "SUSPENDED"
+  w:load()
+  r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  acc = w:accounts("scim")
+  t:same(sorted_keys(acc), ALL, "one account each: " .. table.concat(sorted_keys(acc), " "))
+  t:eq(acc["carol.king@example.com"].id, carol_id)
+  t:eq(acc["carol.king@example.com"].active, false, "the linked account is deactivated")
+end)
+
 return test.done()

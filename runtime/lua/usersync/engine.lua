@@ -372,7 +372,7 @@ function Engine:plan_input(run, s, pol, src, tname, snap, links)
     status_map = source.status_map(self.cfg.sources[s.source]),
     source = { users = src.users, groups = src.groups },
     accounts = snap.accounts, groups = snap.groups,
-    links = links,
+    links = links, link_ids = state.link_ids(db, s.name, tname),
     owned_memberships = state.owned_memberships(db, s.name, tname),
     owned_groups = state.owned_groups(db, tname),
     claimed = run.claimed[tname], only = run.users and src.only or nil,
@@ -426,6 +426,7 @@ function Engine:plan_target(run, s, pol, src, tname)
     if settled > 0 then links = state.links(self.db, s.name, tname) end
     unconfirmed = more
   end
+  state.remember_ids(self.db, tname, snap.accounts) -- SCIM: links learn their account's id
 
   local input = self:plan_input(run, s, pol, src, tname, snap, links)
   -- Without the target's state nothing can be planned safely.

@@ -14,6 +14,9 @@
 --     groups = { "jira-users", ... },          -- target groups
 --     leads = { ["alice"] = { projects = {"ABC"}, components = {"10001"} } },
 --     links = { ["00u1"] = "alice" },          -- okta id -> account name (this target)
+--     link_ids = { ["00u1"] = "2819c223" },    -- okta id -> the account's service id (SCIM):
+--                                              -- a linked account renamed in the service
+--                                              -- is still found by it
 --     owned_memberships = { ["jira-users"] = { ["alice"] = true } },  -- lowercase keys
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
@@ -199,7 +202,8 @@ local function new_state(input)
 
     -- target state, by lowercase name
     accounts = {}, tgroups = set_of(input.groups),
-    links = input.links or {}, linked_by_account = {},
+    links = input.links or {}, linked_by_account = {}, link_ids = input.link_ids or {},
+    by_id = {},
     owned_m = input.owned_memberships or {}, owned_g = input.owned_groups or {},
     new_accounts = input.new_accounts or {}, claimed = input.claimed or {},
 
@@ -221,7 +225,10 @@ local function new_state(input)
 
   for _, a in ipairs(input.accounts or {}) do
     st.accounts[lower(a.name)] = a
-    if a.id then st.has_ids = true end
+    if a.id then
+      st.has_ids = true
+      st.by_id[a.id] = a
+    end
   end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
@@ -322,12 +329,26 @@ end
 -- Phase 2a: a mapped user's link. Returns the account as it is to be
 -- addressed, its lowercase key, the linked account (nil when none, or
 -- gone) and whether it is still being onboarded; or nil (a conflict).
+-- The account a link names: by the service's id where the link has one
+-- (SCIM: the account may have been renamed there; an account of the linked
+-- name with another id is not the linked one), else by name.
+local function linked_account(st, okta_id, linked_name)
+  local existing, lid = st.accounts[lower(linked_name)], st.link_ids[okta_id]
+  if lid and st.has_ids and not (existing and existing.id == lid) then existing = st.by_id[lid] end
+  return existing
+end
+
 local function follow_link(st, m)
   local u, acct, key = m.user, m.account, m.key
   local linked_name = st.links[u.id]
   if not linked_name then return acct, key, nil, false end
 
-  local existing = st.accounts[lower(linked_name)]
+  local existing = linked_account(st, u.id, linked_name)
+  if existing and lower(existing.name) ~= lower(linked_name) then
+    note(st, "%s: linked account %q is named %q in %s now (found by its id)", m.login, linked_name,
+      existing.name, st.target.name)
+    linked_name = existing.name
+  end
   if not existing then
     note(st, "%s: linked account %q no longer exists in %s; it will be created again",
       m.login, linked_name, st.target.name)
@@ -661,7 +682,7 @@ local function find_leavers(st)
   for okta_id, name in pairs(st.links) do
     local gone = st.seen[okta_id] ~= "kept" and not st.failed_ids[okta_id]
     if gone and (not only or only[okta_id]) then
-      local a = st.accounts[lower(name)]
+      local a = linked_account(st, okta_id, name)
       if a then
         leavers[#leavers + 1] = { okta_id = okta_id, account = a,
           reason = st.seen[okta_id] and "left out by the policy" or "no longer in scope" }
