@@ -410,6 +410,7 @@ static void groups_items(struct slister *l, const struct us_jval *res, size_t ta
   struct scim *s = S(j->t);
   char **names = calloc(take ? take : 1, sizeof *names);
   size_t pos = 0, k = 0;
+  int oom = 0;
   struct us_jval e;
   if (!names || !s) {
     free(names);
@@ -431,8 +432,10 @@ static void groups_items(struct slister *l, const struct us_jval *res, size_t ta
     if (x->ngm == x->capgm) {
       size_t cap = x->capgm ? x->capgm * 2 : 64;
       struct gmembers *g = realloc(x->gm, cap * sizeof *g);
-      if (!g)
+      if (!g) {
+        oom = 1;
         break;
+      }
       x->gm = g;
       x->capgm = cap;
     }
@@ -448,6 +451,7 @@ static void groups_items(struct slister *l, const struct us_jval *res, size_t ta
     if (!g->group || !g->ids) {
       free(g->group);
       free(g->ids);
+      oom = 1;
       break;
     }
     x->ngm++;
@@ -460,11 +464,14 @@ static void groups_items(struct slister *l, const struct us_jval *res, size_t ta
       free(type);
     }
   }
-  if (k != take) {
+  if (k != take || oom) {
     for (size_t i = 0; i < k; i++)
       free(names[i]);
     free(names);
-    tjob_fail(j, "ERESPONSE", 200, "list groups: a group without an id or a displayName");
+    if (oom)
+      tjob_fail(j, US_HTTP_ENOMEM, 0, "list groups: out of memory");
+    else
+      tjob_fail(j, "ERESPONSE", 200, "list groups: a group without an id or a displayName");
     return;
   }
   tjob_emit_page(j, US_TEV_GROUPS, NULL, NULL, 0, names, k);
@@ -1053,14 +1060,21 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
         if (us_json_get(&e, "groups", &g) && g.type == US_J_ARRAY) {
           size_t gp = 0;
           struct us_jval x;
-          while (us_json_next_elem(&g, &gp, &x)) {
+          while (!j->partial && us_json_next_elem(&g, &gp, &x)) {
             char *name = t_jstr(&x, "display");
             if (name)
               tjob_add_name(j, name);
+            else
+              j->partial = 1; /* a group named by id only: the names are not all known */
             free(name);
           }
         } else {
           j->partial = 1; /* the provider does not tell a user's groups */
+        }
+        if (j->partial) { /* unknown, not "none" (target.h) */
+          for (size_t i = 0; i < j->nnames; i++)
+            free(j->names[i]);
+          j->nnames = 0;
         }
       }
     }

@@ -1,6 +1,6 @@
 /*
-** target.h: the Atlassian target clients (Jira, Confluence, Bitbucket Data
-** Center) behind one interface. Plain C, no Lua: runtime/bind_target.c is
+** target.h: the target clients (Jira, Confluence, Bitbucket Data Center,
+** SCIM 2.0 services) behind one interface. Plain C, no Lua: runtime/bind_target.c is
 ** the Lua face.
 **
 ** A target (`us_target`) talks to one product instance through a shared

@@ -286,6 +286,7 @@ class ScimProduct(Product):
         self.bucket = TokenBucket()
         self._counted = None
         self.users, self.groups, self.accounts = [], [], []
+        self._u = self._g = self._m = None  # indexes, built when needed (see invalidate)
 
     def validate_fault(self, key, value):
         if key == "max_count" and (not isinstance(value, int) or isinstance(value, bool)
@@ -341,6 +342,7 @@ class ScimProduct(Product):
             g.setdefault("meta", {"resourceType": "Group", "created": now, "lastModified": now})
             self.groups.append(g)
         self.accounts = [dict(a) for a in accounts]
+        self._u = self._g = self._m = None
 
     def dump_state(self):
         st = {"users": [self.render_user(u) for u in self.users],
@@ -358,11 +360,33 @@ class ScimProduct(Product):
         return "%s%s/%s/%s" % (req.base_url if req else "", req.ctx.get("base", "") if req else "",
                                kind, rid)
 
+    # -- indexes (a 10,000-user service must not be quadratic) ---------------------------------
+    def uix(self):
+        if self._u is None:
+            self._u = ({u["id"]: u for u in self.users},
+                       {u["userName"].lower(): u for u in self.users})
+        return self._u
+
+    def gix(self):
+        if self._g is None:
+            self._g = ({g["id"]: g for g in self.groups},
+                       {g["displayName"].lower(): g for g in self.groups})
+        return self._g
+
+    def mix(self):
+        """user id -> the groups it is a direct member of."""
+        if self._m is None:
+            m = {}
+            for g in self.groups:
+                for x in g.get("members", []):
+                    m.setdefault(x.get("value"), []).append(g)
+            self._m = m
+        return self._m
+
     def render_user(self, u, req=None):
         r = dict(u)
         r["groups"] = [{"value": g["id"], "display": g["displayName"], "type": "direct"}
-                       for g in self.groups
-                       if any(m.get("value") == u["id"] for m in g.get("members", []))]
+                       for g in self.mix().get(u["id"], [])]
         meta = dict(r.get("meta") or {})
         meta["resourceType"] = "User"
         if req is not None:
@@ -404,28 +428,18 @@ class ScimProduct(Product):
 
     # -- lookups ------------------------------------------------------------------------------
     def user_by_id(self, rid):
-        for u in self.users:
-            if u["id"] == rid:
-                return u
-        return None
+        return self.uix()[0].get(rid)
 
     def group_by_id(self, rid):
-        for g in self.groups:
-            if g["id"] == rid:
-                return g
-        return None
+        return self.gix()[0].get(rid)
 
     def user_by_name(self, name, but=None):
-        for u in self.users:
-            if u["userName"].lower() == name.lower() and u is not but:
-                return u
-        return None
+        u = self.uix()[1].get(name.lower())
+        return u if u is not but else None
 
     def group_by_name(self, name, but=None):
-        for g in self.groups:
-            if g["displayName"].lower() == name.lower() and g is not but:
-                return g
-        return None
+        g = self.gix()[1].get(name.lower())
+        return g if g is not but else None
 
     # -- pipeline -----------------------------------------------------------------------------
     def authenticate(self, req):
@@ -466,11 +480,27 @@ class ScimProduct(Product):
                 if ct not in ("application/scim+json", "application/json"):
                     return error_response(415, "Content-Type must be application/scim+json "
                                                "or application/json")
-            return self.dispatch_resource(req, sub)
+            try:
+                return self.dispatch_resource(req, sub)
+            finally:
+                self.invalidate(req)
         except ScimError as e:
             return error_response(e.status, e.detail, e.scim_type)
         except BadJson as e:
             return error_response(400, "the body is not valid JSON: %s" % e, "invalidSyntax")
+
+    def invalidate(self, req):
+        """Drops the indexes a write may have changed (a created user is added by
+        create_user itself: creates are the bulk of a first sync)."""
+        if req.method == "GET":
+            return
+        if "/Users" in req.path:
+            if not req.ctx.get("indexed"):
+                self._u = None
+            if req.method == "DELETE":
+                self._m = None
+        else:
+            self._g = self._m = None
 
     def dispatch_resource(self, req, sub):
         m = req.method
@@ -548,6 +578,10 @@ class ScimProduct(Product):
         if f is not None:
             expr = parse_filter(f)
             self.check_filter(expr, users)
+            key = "username" if users else "displayname"
+            if expr[0] == "eq" and expr[1].lower() == key and isinstance(expr[2], str):
+                x = self.user_by_name(expr[2]) if users else self.group_by_name(expr[2])
+                pool = [x] if x is not None else []  # the one it can be (unique, any case)
             rendered = [self.render_user(u, req) if users else self.render_group(g, req)
                         for u in pool for g in [u]]
             known = USER_ATTRS if users else GROUP_ATTRS
@@ -615,6 +649,10 @@ class ScimProduct(Product):
         u["meta"] = {"resourceType": "User", "created": now, "lastModified": now}
         self.on_create_user(u)
         self.users.append(u)
+        if self._u is not None:
+            self._u[0][u["id"]] = u
+            self._u[1][u["userName"].lower()] = u
+        req.ctx["indexed"] = True
         r = self.render_user(u, req)
         return scim_response(201, r, [("Location", r["meta"]["location"])])
 
@@ -888,12 +926,18 @@ class AtlassianScimProduct(ScimProduct):
         email = self.primary_email(u)
         if not email:
             raise ScimError(400, "a primary e-mail is required", "invalidValue")
-        for a in self.accounts:
-            if a.get("email", "").lower() == email.lower():
-                a["scim_id"] = u["id"]  # linked to the existing managed account
-                return
-        self.accounts.append({"account_id": uuid.uuid4().hex[:24], "email": email,
-                              "active": True, "scim_id": u["id"]})
+        by_email = getattr(self, "_by_email", None)
+        if by_email is None or by_email[0] is not self.accounts:
+            by_email = (self.accounts, {a.get("email", "").lower(): a for a in self.accounts})
+            self._by_email = by_email
+        a = by_email[1].get(email.lower())
+        if a is not None:
+            a["scim_id"] = u["id"]  # linked to the existing managed account
+            return
+        a = {"account_id": uuid.uuid4().hex[:24], "email": email, "active": True,
+             "scim_id": u["id"]}
+        self.accounts.append(a)
+        by_email[1][email.lower()] = a
 
     def on_delete_user(self, u):
         for a in self.accounts:
