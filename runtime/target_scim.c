@@ -220,8 +220,7 @@ struct sx {
   size_t ngm, capgm;
   int open;            /* snapshot: listings not read yet */
   char **ids;          /* ADD_MEMBERS: user ids; ADD_TO_GROUPS: group ids (per item) */
-  char *raw;           /* PUT updates: the resource read */
-  size_t raw_len;
+  size_t nids;
 };
 
 static void sx_free(void *p) {
@@ -239,8 +238,9 @@ static void sx_free(void *p) {
     free(x->gm[i].ids);
   }
   free(x->gm);
-  free(x->raw);
-  free(x->ids); /* the strings are freed by whoever filled them (see add_members) */
+  for (size_t i = 0; x->ids && i < x->nids; i++)
+    free(x->ids[i]);
+  free(x->ids);
   free(x);
 }
 
@@ -675,6 +675,8 @@ static void resolve(struct tjob *j) {
     struct sx *x = X(j);
     if (x && !(x->ids = calloc(j->nlist ? j->nlist : 1, sizeof *x->ids)))
       tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    else if (x)
+      x->nids = j->nlist;
     int groups = j->kind == US_TOP_ADD_TO_GROUPS;
     for (size_t i = 0; x && x->ids && i < j->nlist && !j->failed; i++) {
       const char *id = smap_get(groups ? &s->gid : &s->uid, j->list[i]);
