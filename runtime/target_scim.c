@@ -36,8 +36,9 @@
 **     DELETE removes the SCIM record and deactivates the managed account
 **     for good as far as the API goes; the planner deletes only where
 **     users.delete allows it).
-**   - membership: PATCH of the group, op "add" with up to 100 members a
-**     request (a failed bulk add is retried member by member so each gets
+**   - membership: PATCH of the group (?excludedAttributes=members: the
+**     answer does not carry a large group's members back), op "add" with up
+**     to 100 members a request (a failed bulk add is retried member by member so each gets
 **     its own outcome; adding a member twice is no change); "remove" by
 **     the RFC's path filter members[value eq "id"] (Atlassian flavour: a
 **     "remove" with the members listed in value, as Atlassian documents).
@@ -933,6 +934,10 @@ static void add_chunk(struct tjob *j, size_t from, size_t to) {
     e = t_enc(x->ids[from] ? x->ids[from] : "");
     gp = e ? t_fmt("/Groups/%s", e) : NULL;
   }
+  /* the answer without the members (RFC 7644 3.9): a large group's list is not read back */
+  char *gq = gp ? t_fmt("%s?excludedAttributes=members", gp) : NULL;
+  free(gp);
+  gp = gq;
   char *body = members ? t_fmt(PATCHOP "\"Operations\":[{\"op\":\"add\",\"path\":\"members\","
                                        "\"value\":%s}]}",
                                members)
@@ -1152,7 +1157,9 @@ static void proceed(struct tjob *j) {
       free(flt);
       free(fq);
     }
-    t_write_json(j, "PATCH", group_path(j), body, q_scim, what);
+    char *gp = group_path(j), *gq = gp ? t_fmt("%s?excludedAttributes=members", gp) : NULL;
+    free(gp);
+    t_write_json(j, "PATCH", gq, body, q_scim, what);
     free(q);
     break;
   }

@@ -181,8 +181,11 @@ local function main()
     :format(q(py), q(fakes.source_dir), NU, NG, APP, q(org))), "genorg failed")
   print(("org: %d users, %d groups (genorg seed 42, %.1f s); latency %d ms; concurrency %d per server")
     :format(NU, NG, clock() - t0, LAT, CONC))
-  print("note: wall times depend on the machine's load; on a shared, loaded build machine they are "
-    .. "upper bounds, the request counts and the floor are not")
+  local la = io.open("/proc/loadavg")
+  print(("note: wall times depend on the machine's load (load average now: %s); on a shared, loaded "
+    .. "build machine they are upper bounds, the request counts and the floor are not")
+    :format(la and la:read("l"):match("^(%S+ %S+ %S+)") or "?"))
+  if la then la:close() end
 
   -- 2. Simulators (bounded lifetime; 127.0.0.1, free ports).
   local life = RUN_TIMEOUT * 2 + 600

@@ -237,6 +237,13 @@ def run(t, f, base, atlassian):
                        patch({"op": "remove", "path": "members", "value": [{"value": a["id"]}]})),
                    200, "Group")
         eq([m["value"] for m in r["members"]], [b["id"]])
+        r = answer(req("PATCH", "/Groups/%s?excludedAttributes=members" % g["id"],
+                       patch({"op": "add", "path": "members", "value": [{"value": a["id"]}]})),
+                   200, "Group")
+        check("members" not in r, "RFC 7644 3.9: attributes shape a PATCH answer too")
+        r = answer(req("PATCH", "/Groups/" + g["id"],
+                       patch({"op": "remove", "path": "members", "value": [{"value": a["id"]}]})),
+                   200, "Group")
         r = answer(req("PATCH", "/Groups/" + g["id"],
                        patch({"op": "remove", "path": 'members[value eq "%s"]' % b["id"]})),
                    200, "Group")

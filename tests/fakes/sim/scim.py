@@ -18,6 +18,7 @@ Generic mode (ScimProduct), base path /scim/v2:
        the body leaves out is cleared; id, meta and groups are read-only). PATCH takes a
        PatchOp (add / replace / remove, with or without a path; paths: attribute, sub-attribute
        "name.givenName", and "members[value eq \"id\"]" for removal); 200 with the resource.
+       attributes / excludedAttributes shape every answer that holds a resource (RFC 7644 3.9).
        With the fault "patch_supported": false, ServiceProviderConfig says so and PATCH is 501.
        DELETE -> 204 and the user leaves every group.
   Errors: {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "404",
@@ -674,7 +675,7 @@ class ScimProduct(Product):
         u.update(keep)
         u.setdefault("active", True)
         u["meta"]["lastModified"] = self.stamp()
-        return scim_response(200, self.render_user(u, req))
+        return scim_response(200, self.project(self.render_user(u, req), req))
 
     def check_user_change(self, old, new):
         """Flavour hook: raise for a change the provider refuses."""
@@ -736,7 +737,7 @@ class ScimProduct(Product):
         g["displayName"] = name
         g["members"] = self.clean_members(body.get("members", []))
         g["meta"]["lastModified"] = self.stamp()
-        return scim_response(200, self.render_group(g, req))
+        return scim_response(200, self.project(self.render_group(g, req), req))
 
     def delete_group(self, req, g):
         self.groups.remove(g)
@@ -783,7 +784,7 @@ class ScimProduct(Product):
             res.update(new)
             res.update(keep)
             res["meta"]["lastModified"] = self.stamp()
-            return scim_response(200, self.render_user(res, req))
+            return scim_response(200, self.project(self.render_user(res, req), req))
         name = work.get("displayName")
         if not isinstance(name, str) or not name.strip():
             raise ScimError(400, "displayName is required", "invalidValue")
@@ -794,7 +795,7 @@ class ScimProduct(Product):
         res["displayName"] = name
         res["members"] = work["members"]
         res["meta"]["lastModified"] = self.stamp()
-        return scim_response(200, self.render_group(res, req))
+        return scim_response(200, self.project(self.render_group(res, req), req))
 
     def patch_user_op(self, u, kind, path, value):
         if path is None:
