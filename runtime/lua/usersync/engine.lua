@@ -353,7 +353,7 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
   local scfg = self.cfg.sources[s.source]
   local names = plan.account_names{
     sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
-                                   flavour = self.cfg.targets[tname].flavour }, policy = pol,
+                flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
   }
   for id in pairs(src.only) do
@@ -368,7 +368,7 @@ function Engine:plan_input(run, s, pol, src, tname, snap, links)
   run.claimed[tname] = run.claimed[tname] or {}
   return {
     sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
-                                   flavour = self.cfg.targets[tname].flavour }, policy = pol,
+                flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(self.cfg.sources[s.source]),
     source = { users = src.users, groups = src.groups },
     accounts = snap.accounts, groups = snap.groups,

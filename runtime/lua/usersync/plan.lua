@@ -326,9 +326,6 @@ local function map_users(st)
   end
 end
 
--- Phase 2a: a mapped user's link. Returns the account as it is to be
--- addressed, its lowercase key, the linked account (nil when none, or
--- gone) and whether it is still being onboarded; or nil (a conflict).
 -- The account a link names: by the service's id where the link has one
 -- (SCIM: the account may have been renamed there; an account of the linked
 -- name with another id is not the linked one), else by name.
@@ -338,6 +335,9 @@ local function linked_account(st, okta_id, linked_name)
   return existing
 end
 
+-- Phase 2a: a mapped user's link. Returns the account as it is to be
+-- addressed, its lowercase key, the linked account (nil when none, or
+-- gone) and whether it is still being onboarded; or nil (a conflict).
 local function follow_link(st, m)
   local u, acct, key = m.user, m.account, m.key
   local linked_name = st.links[u.id]
