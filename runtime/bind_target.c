@@ -1146,6 +1146,7 @@ static void submit_op(lua_State *L, struct lbatch *lb, int op, lua_Integer i, in
     o.display_name = field(L, op, "display_name");
     o.email = field(L, op, "email");
     o.password = field(L, op, "password");
+    o.external_id = field(L, op, "okta_id"); /* SCIM: the user's externalId */
     break;
   case US_TOP_UPDATE_USER:
     o.name = field(L, op, "name");

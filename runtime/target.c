@@ -1457,6 +1457,7 @@ static void job_free(struct tjob *j) {
     j->ps_free(j->ps);
   free(j->name);
   free(j->id);
+  free(j->external_id);
   free(j->to);
   free(j->to2);
   free(j->group);
@@ -1501,6 +1502,7 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
   j->admin = -1;
   j->name = t_strdup(op->name);
   j->id = t_strdup(op->id);
+  j->external_id = t_strdup(op->external_id);
   j->to = t_strdup(op->to);
   j->to2 = t_strdup(op->to2);
   j->group = t_strdup(op->group);
@@ -1520,7 +1522,7 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
       memcpy(j->tags, op->tags, op->nlist * sizeof *j->tags);
   }
   if (!j->list || !j->list2 || !j->item_done || (op->tags && !j->tags) || (op->name && !j->name) ||
-      (op->to && !j->to) || (op->id && !j->id) || (op->to2 && !j->to2) || (op->group && !j->group) ||
+      (op->to && !j->to) || (op->id && !j->id) || (op->external_id && !j->external_id) || (op->to2 && !j->to2) || (op->group && !j->group) ||
       (op->display_name && !j->display_name) || (op->email && !j->email) ||
       (op->password && !j->password)) {
     job_free(j);

@@ -78,7 +78,8 @@ struct tjob {
   us_target_batch *b;
   enum us_top kind;
   char *name, *to, *to2, *group, *display_name, *email, *password;
-  char *id; /* the op's account id (us_target_op.id), NULL when not given */
+  char *id;          /* the op's account id (us_target_op.id), NULL when not given */
+  char *external_id; /* us_target_op.external_id */
   int notify;
   char **list, **list2;
   size_t nlist, nlist2;

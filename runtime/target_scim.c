@@ -42,7 +42,9 @@
 **     its own outcome; adding a member twice is no change); "remove" by
 **     the RFC's path filter members[value eq "id"] (Atlassian flavour: a
 **     "remove" with the members listed in value, as Atlassian documents).
-**   - create answers 201 with the resource (its id is remembered); 409
+**   - create sends the source's user id as externalId (as an IdP's own
+**     SCIM client does) and answers 201 with the resource (its id is
+**     remembered); 409
 **     (scimType uniqueness) is success, "already exists". Atlassian links
 **     a create to an existing managed account with the same e-mail.
 **   - errors: the SCIM error body (detail, scimType) in messages; 501 (an
@@ -1213,10 +1215,12 @@ static void scim_start(struct tjob *j) {
   case US_TOP_CREATE_USER: {
     char *un = t_jquote(name), *dn = t_jquote(j->display_name ? j->display_name : name);
     char *em = j->email ? emails_json(j->email) : NULL;
-    char *body = un && dn && (em || !j->email)
-                     ? t_fmt("{\"schemas\":[\"" CORE_USER "\"],\"userName\":%s,\"displayName\":%s,"
+    char *ex = j->external_id ? t_jquote(j->external_id) : NULL;
+    char *body = un && dn && (em || !j->email) && (ex || !j->external_id)
+                     ? t_fmt("{\"schemas\":[\"" CORE_USER "\"],\"userName\":%s,%s%s%s\"displayName\":%s,"
                              "\"name\":{\"formatted\":%s}%s%s,\"active\":true}",
-                             un, dn, dn, em ? ",\"emails\":" : "", em ? em : "")
+                             un, ex ? "\"externalId\":" : "", ex ? ex : "", ex ? "," : "", dn, dn,
+                             em ? ",\"emails\":" : "", em ? em : "")
                      : NULL;
     snprintf(what, sizeof what, "create user %s", name);
     if (body)
@@ -1226,6 +1230,7 @@ static void scim_start(struct tjob *j) {
     free(un);
     free(dn);
     free(em);
+    free(ex);
     free(body);
     break;
   }

@@ -125,6 +125,7 @@ struct us_target_op {
   const char *const *list2; /* component ids */
   size_t nlist2;
   const char *id;    /* the account's id in the service (SCIM), when known; NULL: by name */
+  const char *external_id; /* CREATE_USER: the source's id of the user (SCIM externalId) */
   void *tag;         /* returned in every event of the job */
   void *const *tags; /* ADD_MEMBERS / ADD_TO_GROUPS: one per list item (NULL: tag) */
 };

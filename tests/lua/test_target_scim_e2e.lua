@@ -59,6 +59,7 @@ for _, p in ipairs(FLAVOURS) do
     t:eq(ann.displayName, "ann lee")
     t:eq(ann.emails[1].value, "ann.lee@example.com")
     t:eq(ann.active, true)
+    t:eq(ann.externalId, "00u1", "the Okta user id, as Okta's own SCIM client sets it")
     -- 4 groups, 3 users, and one membership PATCH per group (bulk adds)
     t:eq(w[p]:count{ method = "POST", path = "/Groups$" }, 4)
     t:eq(w[p]:count{ method = "POST", path = "/Users$" }, 3)
