@@ -521,8 +521,16 @@ static void on_spc(struct tcall *c, const struct us_http_response *r) {
   if (j->kind == US_TOP_CHECK || j->kind == US_TOP_SNAPSHOT) {
     if (r->code || r->status < 200 || r->status >= 300 ||
         !us_json_parse(r->body, r->body_len, &root)) {
-      if (j->kind == US_TOP_CHECK)
+      if (j->kind == US_TOP_CHECK && !r->code && r->status == 404) {
+        char *text = t_error_text(r);
+        tjob_fail(j, "ENOTFOUND", 404,
+                  "%s: HTTP 404: %s; is url the service's SCIM base URL (the part before /Users; "
+                  "Atlassian: https://api.atlassian.com/scim/directory/<directoryId>)?",
+                  c->what, text);
+        free(text);
+      } else if (j->kind == US_TOP_CHECK) {
         tjob_fail_http(j, c->what, r, NULL);
+      }
       return; /* a snapshot does not need it: writes read it again */
     }
   } else if (!t_json_ok(j, c->what, r, &root)) {
@@ -531,8 +539,7 @@ static void on_spc(struct tcall *c, const struct us_http_response *r) {
   s->patch = t_jbool(&root, "patch.supported", 0);
   s->spc = 1;
   if (j->kind == US_TOP_CHECK) {
-    j->product = strdup(s->atl ? "Atlassian Cloud user provisioning (SCIM 2.0)"
-                               : "SCIM 2.0 service provider");
+    j->product = strdup(s->atl ? "Atlassian Cloud user provisioning (SCIM)" : "SCIM service provider");
     j->version = strdup("2.0");
     j->detail = t_fmt("%s", s->patch ? "PATCH supported: updates and deactivation by PATCH"
                                      : "no PATCH: updates and deactivation by GET + PUT");

@@ -242,6 +242,7 @@ test("check: reachable, PATCH support, a wrong directory", function(t)
   local f = assert(io.open(w.config, "w")); f:write(bad); f:close()
   r = w:usersync("check")
   t:ok(r.code ~= 0, "a wrong directory fails the check")
+  t:contains(r.stdout, "directory other not found; is url the service's SCIM base URL")
 end)
 
 test("config: flavour must be one the type has; scim needs a token", function(t)
