@@ -5,7 +5,8 @@
 -- first sync and a zero-write re-sync, adoption, ownership and
 -- keep_existing, default groups, deprovisioning by active:false (PATCH,
 -- or GET + PUT where the provider has no PATCH), delete only where
--- configured, --user, safety limits, check, ids kept by the plan.
+-- configured, --user, safety limits (deprovisions, membership removals),
+-- check, ids kept by the plan and by the links (schema v5).
 local test = require "tap"
 local world = require "support.world"
 local json = require "usersync.json"
@@ -285,6 +286,33 @@ test("scim: a linked account renamed in the service is found by its id (never cr
   t:same(sorted_keys(acc), ALL, "one account each: " .. table.concat(sorted_keys(acc), " "))
   t:eq(acc["carol.king@example.com"].id, carol_id)
   t:eq(acc["carol.king@example.com"].active, false, "the linked account is deactivated")
+end)
+
+test("keep_existing = false: a linked account's managed groups are exactly the rules' (removal by id)", function(t)
+  local sync = world.clone(MANUAL)
+  sync.groups.keep_existing = false
+  local w <close> = world.small { sync = sync, products = { "scim" }, scim = {
+    users = { scim_user("id-ann", "ann.lee@example.com"), scim_user("id-zed", "zed@example.com") },
+    groups = { scim_group("id-ops", "operations", { "id-ann", "id-zed" }) } } }
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  t:same(w:members_of("scim", "operations"), { "carol.king@example.com", "zed@example.com" },
+    "ann (linked) is not in Ops: removed; zed is not usersync's: kept")
+  t:eq(w.scim:count{ method = "PATCH", path = "/Groups/id%-ops$" }, 2, "one add (carol), one remove (ann)")
+end)
+
+test("safety limit: max_membership_removals stops mass removals", function(t)
+  local sync = world.clone(MANUAL)
+  sync.limits = { max_membership_removals = 1 }
+  local w <close> = world.small { sync = sync, products = { "atlassian" } }
+  t:eq(w:usersync("sync").code, 0)
+  w.members["00gEng"] = {}
+  w:load()
+  w:clear_requests()
+  local r = w:usersync("sync")
+  t:ok(r.code ~= 0, "stopped")
+  t:eq(w.atlassian:count{ method = "PATCH" }, 0, "no membership removed")
+  t:same(w:members_of("atlassian", "developers"), { "ann.lee@example.com", "bob.stone@example.com" })
 end)
 
 return test.done()
