@@ -2,7 +2,7 @@
 -- everything else (the planner, config validation, target:apply).
 --
 --   local targets = require "usersync.targets"
---   targets.TYPES   -- { "jira", "confluence", "bitbucket" }: the products
+--   targets.TYPES   -- { "jira", "confluence", "bitbucket", "scim" }: the products
 --   targets.CAPS    -- type -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
 --   targets.FLAVOURS -- type -> { [flavour] = caps } (scim: atlassian)
 --   targets.caps(type, flavour) -- the capabilities of a configured target
