@@ -512,6 +512,19 @@ static void snap_end(struct slister *l) {
   }
 }
 
+/* check: a 404 says what url must be. Returns 1 when r was one (j failed). */
+static int check_404(struct tjob *j, struct tcall *c, const struct us_http_response *r) {
+  if (j->kind != US_TOP_CHECK || r->code || r->status != 404)
+    return 0;
+  char *text = t_error_text(r);
+  tjob_fail(j, "ENOTFOUND", 404,
+            "%s: HTTP 404: %s; is url the service's SCIM base URL (the part before /Users; "
+            "Atlassian: https://api.atlassian.com/scim/directory/<directoryId>)?",
+            c->what, text);
+  free(text);
+  return 1;
+}
+
 static void on_spc(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
   struct scim *s = S(j->t);
@@ -521,14 +534,7 @@ static void on_spc(struct tcall *c, const struct us_http_response *r) {
   if (j->kind == US_TOP_CHECK || j->kind == US_TOP_SNAPSHOT) {
     if (r->code || r->status < 200 || r->status >= 300 ||
         !us_json_parse(r->body, r->body_len, &root)) {
-      if (j->kind == US_TOP_CHECK && !r->code && r->status == 404) {
-        char *text = t_error_text(r);
-        tjob_fail(j, "ENOTFOUND", 404,
-                  "%s: HTTP 404: %s; is url the service's SCIM base URL (the part before /Users; "
-                  "Atlassian: https://api.atlassian.com/scim/directory/<directoryId>)?",
-                  c->what, text);
-        free(text);
-      } else if (j->kind == US_TOP_CHECK) {
+      if (!check_404(j, c, r) && j->kind == US_TOP_CHECK) {
         tjob_fail_http(j, c->what, r, NULL);
       }
       return; /* a snapshot does not need it: writes read it again */
@@ -1103,7 +1109,7 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
 static void on_probe(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
   struct us_jval root;
-  if (!t_json_ok(j, c->what, r, &root))
+  if (check_404(j, c, r) || !t_json_ok(j, c->what, r, &root))
     return;
   j->admin = 1; /* a provisioning token provisions its whole directory */
 }

@@ -6,7 +6,8 @@
 -- keep_existing, default groups, deprovisioning by active:false (PATCH,
 -- or GET + PUT where the provider has no PATCH), delete only where
 -- configured, --user, safety limits (deprovisions, membership removals),
--- check, ids kept by the plan and by the links (schema v5).
+-- check, ids kept by the plan and by the links (schema v5), and a serve
+-- event (sync at login) into the SCIM target.
 local test = require "tap"
 local world = require "support.world"
 local json = require "usersync.json"
@@ -313,6 +314,35 @@ test("safety limit: max_membership_removals stops mass removals", function(t)
   t:ok(r.code ~= 0, "stopped")
   t:eq(w.atlassian:count{ method = "PATCH" }, 0, "no membership removed")
   t:same(w:members_of("atlassian", "developers"), { "ann.lee@example.com", "bob.stone@example.com" })
+end)
+
+test("serve: a user.session.start event syncs that user into the SCIM target", function(t)
+  local serve = require "support.serve"
+  local HOOK = "/hooks/okta"
+  local raw = ([[
+  serve = { listen = "127.0.0.1:0", okta_hook = { path = %q, secret = env "US_TEST_HOOK_SECRET" } },]]):format(HOOK)
+  local w <close> = world.new { products = { "atlassian" }, sync = MANUAL, extra = { raw = raw } }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" } })
+  w:load()
+  local f = assert(io.open(os.getenv("DATA_DIR") .. "/fixtures/okta/docs_event_hook_delivery_user_session_start.json"))
+  local body = assert(json.decode(f:read("a"))).body
+  f:close()
+  local ev = body.data.events[1]
+  ev.uuid = "f1d0b993-cc19-11ed-a688-00000000sc01"
+  ev.actor = { id = "00u2", type = "User", alternateId = "bob.stone@example.com", displayName = "bob" }
+  ev.outcome = { result = "SUCCESS" }
+  body.data.events = json.array{ ev }
+  local d <close> = serve.start(w)
+  local r = d:post(HOOK, assert(json.encode(body)),
+    { Authorization = "hook-secret-value", ["Content-Type"] = "application/json" })
+  t:eq(r.status, 200)
+  local bob = serve.wait_for(function() return w:accounts("atlassian")["bob.stone@example.com"] end, 60)
+  t:ok(bob, "bob's account created after his login")
+  t:eq(bob and bob.externalId, "00u2")
+  t:same(w:members_of("atlassian", "developers"), { "bob.stone@example.com" }, "only bob: ann did not sign in")
+  t:eq(d:stop(), 0)
 end)
 
 return test.done()
