@@ -560,7 +560,8 @@ static void scim_snapshot(struct tjob *j) {
   if (!S(j->t)->spc)
     tcall_start(j, "GET", "/ServiceProviderConfig", NULL, on_spc, NULL, 0,
                 "service provider config");
-  if (slist_start(j, "/Users", users_items, snap_end))
+  /* a user's groups come from the groups listing: not read twice */
+  if (slist_start(j, "/Users?excludedAttributes=groups", users_items, snap_end))
     slist_start(j, "/Groups", groups_items, snap_end);
 }
 
@@ -1202,7 +1203,7 @@ static struct tlister *scim_list(struct tjob *j, enum us_tev ev, const char *gro
                                  tsink_fn sink) {
   (void)group, (void)sink; /* SCIM pages are read here, not by target.c's listers */
   if (ev == US_TEV_ACCOUNTS)
-    slist_start(j, "/Users", users_items, NULL);
+    slist_start(j, "/Users?excludedAttributes=groups", users_items, NULL);
   else if (ev == US_TEV_GROUPS)
     slist_start(j, "/Groups?excludedAttributes=members", groups_items, NULL);
   else

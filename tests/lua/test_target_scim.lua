@@ -115,6 +115,8 @@ for _, s in ipairs({ generic, atl }) do
     table.sort(snap.groups)
     t:same(snap.groups, { "devs", "ops" })
     t:eq(snap.requests, 3, "ServiceProviderConfig, Users, Groups")
+    local _, list = s:count{ method = "GET", path = "/Users$" }
+    t:match(list[1].query, "excludedAttributes=groups", "a user's groups are not read twice")
   end)
 
   test(label .. "create, get, update, (re)activate, delete: ids from the create", function(t)
