@@ -34,7 +34,7 @@
 **             tags = { one integer per list item } }
 **     The fields mean what struct us_target_op says; misuse raises.
 **   b:next([wait]) -> the next event:
-**     "accounts", tag, { {name=, key=, display_name=, email=, active=}, ... }
+**     "accounts", tag, { {name=, key=, id=, display_name=, email=, active=}, ... }
 **     "groups", tag, { names }
 **     "members", tag, { accounts as above } (slim: { names }), group
 **     "lead", tag, name, project key or component id, is_component
@@ -152,6 +152,7 @@ static void set_str(lua_State *L, const char *k, const char *v) {
 static void fill_account(lua_State *L, const struct us_target_account *a) {
   set_str(L, "name", a->name);
   set_str(L, "key", a->key);
+  set_str(L, "id", a->id);
   set_str(L, "display_name", a->display_name);
   set_str(L, "email", a->email);
   if (a->active >= 0) {
@@ -214,7 +215,7 @@ static const char *const config_keys[] = {"type",      "url",       "user",
                                           "password",  "token",     "concurrency",
                                           "timeout",   "page_size", "add_to_default_group",
                                           "task_wait", "name",      "ca_file",
-                                          NULL};
+                                          "flavour",   NULL};
 
 /* target.new(http_client, config) -> Target */
 static int target_new(lua_State *L) {
@@ -240,6 +241,7 @@ static int target_new(lua_State *L) {
   c.user = opt_str(L, 2, "user");
   c.password = opt_str(L, 2, "password");
   c.token = opt_str(L, 2, "token");
+  c.flavour = opt_str(L, 2, "flavour");
   c.concurrency = (int)opt_num(L, 2, "concurrency", 8);
   c.timeout_ms = (long)(opt_num(L, 2, "timeout", 0) * 1000);
   c.page_size = (long)opt_num(L, 2, "page_size", 0);
@@ -328,6 +330,13 @@ static int target_products(lua_State *L) {
     lua_setfield(L, -2, "type");
     push_caps(L, c);
     lua_setfield(L, -2, "caps");
+    lua_newtable(L); /* flavours = { name = caps } */
+    const char *fl;
+    for (size_t k = 0; (fl = us_target_product_flavour(i, k, &c)); k++) {
+      push_caps(L, c);
+      lua_setfield(L, -2, fl);
+    }
+    lua_setfield(L, -2, "flavours");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
@@ -414,8 +423,9 @@ static void **op_tags(lua_State *L, size_t n) {
   return v;
 }
 
-/* b:submit{ kind =, tag =, name =, to =, to2 =, group =, display_name =,
-** email =, password =, notify =, list =, list2 =, tags = } */
+/* b:submit{ kind =, tag =, name =, id =, to =, to2 =, group =, display_name =,
+** email =, password =, external_id =, notify =, list =, list2 =, tags = }
+** (id: the account's service id, SCIM; external_id: a create's externalId) */
 static int batch_submit(lua_State *L) {
   struct lbatch *lb = check_batch(L);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -436,6 +446,8 @@ static int batch_submit(lua_State *L) {
   op.display_name = op_str(L, "display_name");
   op.email = op_str(L, "email");
   op.password = op_str(L, "password");
+  op.id = op_str(L, "id");
+  op.external_id = op_str(L, "external_id");
   if (lua_getfield(L, 2, "list") != LUA_TNIL)
     op.list = str_list(L, lua_gettop(L), &op.nlist);
   if (lua_getfield(L, 2, "list2") != LUA_TNIL)

@@ -230,6 +230,10 @@ static const char schema_v3[] =
 ** config order; NULL: every target of its sync entry. Such a run is not a
 ** full run (the last-success metric, the schedule). */
 static const char schema_v4[] = "ALTER TABLE runs ADD COLUMN targets TEXT;\n";
+/* v5: the id a service assigned to a linked account (SCIM: accounts are
+** identified by it, not by their userName), learnt from the target's reads;
+** NULL where the product has none (Jira, Confluence, Bitbucket: by name). */
+static const char schema_v5[] = "ALTER TABLE links ADD COLUMN account_id TEXT;\n";
 
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
@@ -241,6 +245,7 @@ static const us_store_migration builtin_migrations[] = {
     {3, "what a run could not do: policy errors, conflicts, unread targets, withheld changes",
      schema_v3},
     {4, "the targets a run was limited to (--target)", schema_v4},
+    {5, "links keep the service's id of their account (SCIM targets)", schema_v5},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

@@ -38,6 +38,8 @@ struct us_target {
   struct us_queue waiting;         /* calls waiting for a slot (concurrency) */
   struct us_target_batch *batches; /* live batches */
   double hold_until;               /* rate limit: hold every request until then */
+  const struct us_target_flavour *flavour; /* NULL: none */
+  void *priv;                              /* the product's (vt->free_priv) */
   unsigned long requests;
 };
 
@@ -172,6 +174,7 @@ void t_account_free(struct us_target_account *a) {
   free(a->key);
   free(a->display_name);
   free(a->email);
+  free(a->id);
   memset(a, 0, sizeof *a);
 }
 
@@ -219,9 +222,12 @@ long t_page_size(const us_target *t, long product_max) {
   return t->cfg.page_size > 0 && t->cfg.page_size < product_max ? t->cfg.page_size : product_max;
 }
 const char *us_target_type(const us_target *t) { return t->vt->type; }
-struct us_target_caps us_target_caps(const us_target *t) {
-  return t->vt->caps;
+struct us_target_caps us_target_caps(const us_target *t) { return *t_caps(t); }
+const struct us_target_caps *t_caps(const us_target *t) {
+  return t->flavour ? &t->flavour->caps : &t->vt->caps;
 }
+const char *us_target_flavour(const us_target *t) { return t->flavour ? t->flavour->name : NULL; }
+void **t_priv(us_target *t) { return &t->priv; }
 unsigned long us_target_requests(const us_target *t) { return t->requests; }
 
 /* The products, one line each: a new kind is its product file and a line
@@ -231,6 +237,7 @@ static const struct us_target_vt *const products[] = {
     &us_target_confluence_vt,
     &us_target_bitbucket_vt,
     &us_target_crowd_vt,
+    &us_target_scim_vt,
     NULL,
 };
 
@@ -241,6 +248,17 @@ const char *us_target_product(size_t i, struct us_target_caps *caps) {
         *caps = products[k]->caps;
       return products[k]->type;
     }
+  return NULL;
+}
+
+const char *us_target_product_flavour(size_t i, size_t k, struct us_target_caps *caps) {
+  for (size_t x = 0; products[x]; x++)
+    for (size_t y = 0; x == i && products[x]->flavours && products[x]->flavours[y].name; y++)
+      if (y == k) {
+        if (caps)
+          *caps = products[x]->flavours[y].caps;
+        return products[x]->flavours[y].name;
+      }
   return NULL;
 }
 
@@ -257,6 +275,14 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     *err = "target: unknown type (us_target_product lists the types)";
     return NULL;
   }
+  const struct us_target_flavour *fl = NULL;
+  for (size_t k = 0; c->flavour && vt->flavours && vt->flavours[k].name && !fl; k++)
+    if (!strcmp(c->flavour, vt->flavours[k].name))
+      fl = &vt->flavours[k];
+  if (c->flavour && !fl) {
+    *err = "target: unknown flavour for this type (us_target_product_flavour lists them)";
+    return NULL;
+  }
   if (strncmp(c->url, "http://", 7) && strncmp(c->url, "https://", 8)) {
     *err = "target: url must start with http:// or https://";
     return NULL;
@@ -271,9 +297,11 @@ us_target *us_target_new(us_http *http, const struct us_target_config *c, const 
     return NULL;
   }
   t->vt = vt;
+  t->flavour = fl;
   t->http = http;
   t->cfg = *c;
   t->cfg.type = vt->type;
+  t->cfg.flavour = fl ? fl->name : NULL;
   t->cfg.url = t->cfg.password = t->cfg.token = NULL;
   t->cfg.user = t_strdup(c->user);
   t->base = strdup(c->url);
@@ -310,6 +338,8 @@ void us_target_free(us_target *t) {
     return;
   while (t->batches)
     us_target_batch_free(t->batches);
+  if (t->priv && t->vt->free_priv)
+    t->vt->free_priv(t->priv);
   free((char *)t->cfg.user);
   free(t->base);
   wipe_free(t->auth);
@@ -436,6 +466,24 @@ void tjob_item_done(struct tjob *j, size_t i, int ok, const char *note, long sta
   ev->item = t_strdup(j->list[i]);
   ev->requests = j->requests;
   ev->tag = j->tags ? j->tags[i] : j->tag;
+  emit(j, ev);
+}
+
+void tjob_emit_page(struct tjob *j, enum us_tev type, const char *group,
+                    struct us_target_account *a, size_t na, char **names, size_t nn) {
+  struct us_target_event *ev = new_event(type);
+  if (!ev || (group && !(ev->group = strdup(group)))) {
+    for (size_t i = 0; i < na; i++)
+      t_account_free(&a[i]);
+    free(a);
+    free_strv(names, nn);
+    free(ev);
+    return;
+  }
+  ev->accounts = a;
+  ev->naccounts = na;
+  ev->names = names;
+  ev->nnames = nn;
   emit(j, ev);
 }
 
@@ -587,6 +635,17 @@ char *t_error_text(const struct us_http_response *r) {
       }
     if (us_json_get(&root, "message", &v) && v.type == US_J_STRING) /* Confluence, Jersey */
       join_jstr(&b, &v);
+    if (us_json_get(&root, "detail", &v) && v.type == US_J_STRING) /* SCIM (RFC 7644 3.12) */
+      join_jstr(&b, &v);
+    if (us_json_get(&root, "scimType", &v) && v.type == US_J_STRING) {
+      char *st = us_json_strdup(&v, NULL);
+      if (st) {
+        us_sb_str(&b, b.n ? " (scimType " : "(scimType ");
+        us_sb_str(&b, st);
+        us_sb_str(&b, ")");
+      }
+      free(st);
+    }
     if (!b.n)
       us_sb_str(&b, "(no message in the JSON body)");
   } else if (!r->body_len) {
@@ -986,20 +1045,7 @@ static char *page_url(struct tlister *l, const char *param, long long v) {
 
 static void emit_page(struct tlister *l, struct us_target_account *a, size_t na, char **names,
                       size_t nn) {
-  struct us_target_event *ev = new_event(l->ev);
-  if (!ev) {
-    for (size_t i = 0; i < na; i++)
-      t_account_free(&a[i]);
-    free(a);
-    free_strv(names, nn);
-    return;
-  }
-  ev->accounts = a;
-  ev->naccounts = na;
-  ev->names = names;
-  ev->nnames = nn;
-  ev->group = t_strdup(l->group);
-  emit(l->j, ev);
+  tjob_emit_page(l->j, l->ev, l->group, a, na, names, nn);
 }
 
 /* Reads the first `max` items of a page into records and hands them to the
@@ -1345,7 +1391,7 @@ static void snapshot_groups(struct tlister *l, struct us_target_account *a, size
 ** capabilities (the vtable's caps, the one statement of what a product can
 ** do) lack the operation. Returns 1 when it did. */
 static int refuse_unsupported(struct tjob *j) {
-  const struct us_target_caps *c = &j->t->vt->caps;
+  const struct us_target_caps *c = t_caps(j->t);
   const char *name = j->name ? j->name : "", *type = j->t->vt->type;
   switch (j->kind) {
   case US_TOP_DEACTIVATE_USER:
@@ -1392,7 +1438,9 @@ static void start_generic(struct tjob *j) {
       vt->list(j, US_TEV_MEMBERS, j->group, NULL);
     break;
   case US_TOP_SNAPSHOT:
-    if (vt->list(j, US_TEV_ACCOUNTS, NULL, NULL))
+    if (vt->snapshot)
+      vt->snapshot(j);
+    else if (vt->list(j, US_TEV_ACCOUNTS, NULL, NULL))
       vt->list(j, US_TEV_GROUPS, NULL, snapshot_groups);
     break;
   default:
@@ -1413,7 +1461,11 @@ us_target_batch *us_target_batch_new(us_target *t) {
 }
 
 static void job_free(struct tjob *j) {
+  if (j->ps && j->ps_free)
+    j->ps_free(j->ps);
   free(j->name);
+  free(j->id);
+  free(j->external_id);
   free(j->to);
   free(j->to2);
   free(j->group);
@@ -1457,6 +1509,8 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
   j->kind = op->kind;
   j->admin = -1;
   j->name = t_strdup(op->name);
+  j->id = t_strdup(op->id);
+  j->external_id = t_strdup(op->external_id);
   j->to = t_strdup(op->to);
   j->to2 = t_strdup(op->to2);
   j->group = t_strdup(op->group);
@@ -1476,7 +1530,7 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
       memcpy(j->tags, op->tags, op->nlist * sizeof *j->tags);
   }
   if (!j->list || !j->list2 || !j->item_done || (op->tags && !j->tags) || (op->name && !j->name) ||
-      (op->to && !j->to) || (op->to2 && !j->to2) || (op->group && !j->group) ||
+      (op->to && !j->to) || (op->id && !j->id) || (op->external_id && !j->external_id) || (op->to2 && !j->to2) || (op->group && !j->group) ||
       (op->display_name && !j->display_name) || (op->email && !j->email) ||
       (op->password && !j->password)) {
     job_free(j);

@@ -80,6 +80,8 @@ struct tjob {
   us_target_batch *b;
   enum us_top kind;
   char *name, *to, *to2, *group, *display_name, *email, *password;
+  char *id;          /* the op's account id (us_target_op.id), NULL when not given */
+  char *external_id; /* us_target_op.external_id */
   int notify;
   char **list, **list2;
   size_t nlist, nlist2;
@@ -107,6 +109,8 @@ struct tjob {
   unsigned char *item_done; /* per-item DONE already emitted */
   char **item_msg;          /* per-item scratch message (NULL or nlist entries) */
   struct tlister *listers;
+  void *ps;                 /* product scratch, freed with ps_free when the job is freed */
+  void (*ps_free)(void *ps);
   struct tjob *next; /* in the batch */
 };
 
@@ -121,10 +125,17 @@ struct us_target_vt {
   struct tlister *(*list)(struct tjob *j, enum us_tev ev, const char *group, tsink_fn sink);
   /* Fills *a from one account item of a listing; 0 ok, -1 unusable item. */
   int (*parse_account)(const struct us_jval *item, struct us_target_account *a);
+  /* Optional: named variants (ends with a NULL name); a config's flavour must be one. */
+  const struct us_target_flavour *flavours;
+  /* Optional: the product's own snapshot (else: accounts, groups, members per group). */
+  void (*snapshot)(struct tjob *j);
+  /* Optional: frees the target's product data (t_priv) when the target is freed. */
+  void (*free_priv)(void *priv);
 };
 
 extern const struct us_target_vt us_target_jira_vt, us_target_confluence_vt, us_target_bitbucket_vt;
 extern const struct us_target_vt us_target_crowd_vt;
+extern const struct us_target_vt us_target_scim_vt;
 
 /* ---- target accessors ---- */
 const char *t_base(const us_target *t);
@@ -137,6 +148,11 @@ const char *t_base(const us_target *t);
 char *t_rel_path(const us_target *t, const char *path);
 long t_page_size(const us_target *t, long product_max);
 const struct us_target_config *t_config(const us_target *t);
+/* The product's own data of the target (NULL until the product sets it;
+** freed by vt->free_priv). */
+void **t_priv(us_target *t);
+/* The target's capabilities (its flavour's when it has one). */
+const struct us_target_caps *t_caps(const us_target *t);
 
 /* ---- calls ---- */
 /* Starts (or queues) a request of job j: method, a path relative to the
@@ -205,6 +221,10 @@ void tjob_item_done(struct tjob *j, size_t i, int ok, const char *note, long sta
 /* Emits a LEAD event. */
 void tjob_lead(struct tjob *j, const char *lead, const char *item, int is_component);
 void tjob_add_name(struct tjob *j, const char *name);
+/* Emits a page event (ACCOUNTS, GROUPS or MEMBERS of group) of job j; takes
+** ownership of both arrays. */
+void tjob_emit_page(struct tjob *j, enum us_tev ev, const char *group,
+                    struct us_target_account *a, size_t na, char **names, size_t nn);
 
 /* ---- listings ---- */
 struct tlister *tlist_start(struct tjob *j, enum tpage style, enum us_tev ev, const char *path,

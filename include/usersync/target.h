@@ -1,6 +1,6 @@
 /*
-** target.h: the Atlassian target clients (Jira, Confluence, Bitbucket Data
-** Center, Crowd) behind one interface. Plain C, no Lua: runtime/bind_target.c is
+** target.h: the target clients (Jira, Confluence, Bitbucket Data Center,
+** Crowd, SCIM 2.0 services) behind one interface. Plain C, no Lua: runtime/bind_target.c is
 ** the Lua face.
 **
 ** A target (`us_target`) talks to one product instance through a shared
@@ -71,6 +71,7 @@ struct us_target_config {
   long page_size;           /* 0: each listing's product maximum; else min(page_size, max) */
   int add_to_default_group; /* Bitbucket create: addToDefaultGroup (default 1) */
   long task_wait_ms;        /* Confluence long-task polling budget; 0: 120000 */
+  const char *flavour;      /* a variant of the product (SCIM: "atlassian"); NULL: none */
 };
 
 /* What a product can do (its vtable's, the one statement of it): an
@@ -78,6 +79,12 @@ struct us_target_config {
 ** and Lua's usersync.targets.CAPS is read from here. */
 struct us_target_caps {
   int deactivate, reactivate, rename, leads, bulk_add;
+};
+
+/* A named variant of a product (SCIM's "atlassian") with its own capabilities. */
+struct us_target_flavour {
+  const char *name;
+  struct us_target_caps caps;
 };
 
 /* Operations (the planner's kinds plus listings, lookups and check). */
@@ -117,12 +124,15 @@ struct us_target_op {
   size_t nlist;
   const char *const *list2; /* component ids */
   size_t nlist2;
+  const char *id;    /* the account's id in the service (SCIM), when known; NULL: by name */
+  const char *external_id; /* CREATE_USER: the source's id of the user (SCIM externalId) */
   void *tag;         /* returned in every event of the job */
   void *const *tags; /* ADD_MEMBERS / ADD_TO_GROUPS: one per list item (NULL: tag) */
 };
 
 struct us_target_account {
   char *name, *key, *display_name, *email; /* email NULL when the product hides it */
+  char *id; /* the id the service assigned (SCIM); NULL where accounts are known by name */
   int active;                              /* 1, 0, or -1 unknown */
 };
 
@@ -162,12 +172,16 @@ struct us_target_event {
 ** its capabilities in *caps (when not NULL); NULL past the last one. The
 ** one list of products: Lua's usersync.targets reads it. */
 const char *us_target_product(size_t i, struct us_target_caps *caps);
+/* The k-th flavour (0-based) of the i-th product: its name, its
+** capabilities in *caps (when not NULL); NULL past the last one. */
+const char *us_target_product_flavour(size_t i, size_t k, struct us_target_caps *caps);
 
 /* Creates a target. NULL with *err (static) on a bad config or no memory. */
 us_target *us_target_new(us_http *http, const struct us_target_config *c, const char **err);
 /* Cancels and frees everything of the target, batches included. NULL fine. */
 void us_target_free(us_target *t);
 const char *us_target_type(const us_target *t);
+const char *us_target_flavour(const us_target *t); /* NULL: none */
 struct us_target_caps us_target_caps(const us_target *t);
 /* Requests this target has made (every HTTP request submitted). */
 unsigned long us_target_requests(const us_target *t);

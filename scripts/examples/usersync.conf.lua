@@ -13,6 +13,9 @@ return {
     jira       = { type = "jira",       url = "https://jira.example.com", token = env "JIRA_PAT" },
     confluence = { type = "confluence", url = "https://wiki.example.com", user = "svc", password = env "CONF_PW" },
     bitbucket  = { type = "bitbucket",  url = "https://git.example.com",  token = env "BB_TOKEN" },
+    -- Atlassian Cloud (or, without flavour, any SCIM 2.0 service at its SCIM base URL):
+    -- cloud   = { type = "scim", flavour = "atlassian",
+    --             url = "https://api.atlassian.com/scim/directory/<directoryId>", token = env "ATL_SCIM_KEY" },
   },
   sync = {
     { name = "okta-to-atlassian", source = "okta", targets = { "jira", "confluence", "bitbucket" },

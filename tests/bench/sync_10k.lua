@@ -6,9 +6,11 @@
 --     build/usersync run tests/bench/sync_10k.lua [users=10000] [groups=500] [latency_ms=20] [mode=sync]
 --
 -- mode "sync" (default): first sync + re-sync, every figure below.
--- BENCH_TARGETS (default "jira,confluence,bitbucket") picks the targets, e.g.
--- BENCH_TARGETS=crowd for the Crowd target alone (an application "admin"
--- under /crowd; modes "sync" and "plan" only).
+-- BENCH_TARGETS (default "jira,confluence,bitbucket"; comma- or
+-- space-separated, any of jira confluence bitbucket crowd scim atlassian)
+-- picks the targets: "crowd" is an application "admin" under /crowd (modes
+-- "sync" and "plan" only), "scim" the SCIM simulator at /scim/v2,
+-- "atlassian" the same with --flavour atlassian (type "scim" both).
 -- mode "plan": one `usersync plan` only (nothing written), for the peak
 -- memory of reading and planning a large org (the 100,000-user budget),
 -- where a full first sync would take the simulators far too long.
@@ -74,11 +76,12 @@ local CONC = tonumber(os.getenv("BENCH_CONC")) or 8
 local APP = "0oaBenchApp000000001"
 local RUN_TIMEOUT = tonumber(os.getenv("BENCH_RUN_TIMEOUT")) or 1500 -- seconds per usersync run
 local PRODUCTS = {}
-for p in (os.getenv("BENCH_TARGETS") or "jira,confluence,bitbucket"):gmatch("[^,%s]+") do
+for p in (os.getenv("BENCH_TARGETS") or os.getenv("BENCH_PRODUCTS") or "jira,confluence,bitbucket")
+    :gmatch("[^,%s]+") do
   PRODUCTS[#PRODUCTS + 1] = p
 end
-local HAS = {}
-for _, p in ipairs(PRODUCTS) do HAS[p] = true end
+local SCIM = { scim = { base = "/scim/v2" },
+               atlassian = { base = "/scim/directory/test-directory", flavour = "atlassian" } }
 
 local usersync = os.getenv("USERSYNC") or (fakes.source_dir .. "/build/usersync")
 local py = os.getenv("PYTHON3") or "/usr/bin/python3"
@@ -187,18 +190,26 @@ local function main()
 
   -- 2. Simulators (bounded lifetime; 127.0.0.1, free ports).
   local life = RUN_TIMEOUT * 2 + 600
-  assert(MODE ~= "resync" or not HAS.crowd, "mode resync populates jira, confluence and bitbucket only")
   local populated = MODE == "resync" and populate(org) or nil
   if populated then org = populated.org_file end
   sims.okta = fakes.start("okta", { state_file = org, latency_ms = LAT, lifetime = life })
-  if HAS.jira then
+  local function want(p) for _, x in ipairs(PRODUCTS) do if x == p then return true end end end
+  assert(not populated or not (want("scim") or want("atlassian") or want("crowd")),
+    "mode resync populates jira, confluence and bitbucket only")
+  if want("jira") then
     sims.jira = fakes.start("jira", { latency_ms = LAT, lifetime = life, state = populated and populated.jira })
   end
-  if HAS.bitbucket then
+  if want("bitbucket") then
     sims.bitbucket = fakes.start("bitbucket", { latency_ms = LAT, lifetime = life,
       state = populated and populated.bitbucket })
   end
-  if HAS.crowd then sims.crowd = fakes.start("crowd", { latency_ms = LAT, lifetime = life }) end
+  if want("crowd") then sims.crowd = fakes.start("crowd", { latency_ms = LAT, lifetime = life }) end
+  for p, s in pairs(SCIM) do
+    if want(p) then
+      sims[p] = fakes.start("scim", { latency_ms = LAT, lifetime = life,
+        args = s.flavour and { "--flavour", s.flavour } or nil })
+    end
+  end
   -- Confluence: its default state (built-in admin) with a licence for everyone.
   local conf = {
     users = json.array{ { username = "admin", userKey = "8a7f808a00000000000000000000a000",
@@ -212,15 +223,20 @@ local function main()
     for _, g in ipairs(populated.confluence.groups) do conf.groups[#conf.groups + 1] = g end
     for g, m in pairs(populated.confluence.members) do conf.members[g] = m end
   end
-  if HAS.confluence then
+  if want("confluence") then
     sims.confluence = fakes.start("confluence", { latency_ms = LAT, lifetime = life, state = conf })
   end
 
   -- 3. Config.
   local cfg = dir .. "/usersync.conf.lua"
   local targets = {}
+  local tnames = {}
   for _, p in ipairs(PRODUCTS) do
-    if p == "crowd" then
+    tnames[#tnames + 1] = ("%q"):format(p)
+    if SCIM[p] then
+      targets[#targets + 1] = ("    %s = { type = \"scim\", %surl = %q, token = env \"BENCH_SCIM_TOKEN\", concurrency = %d, timeout = \"120s\" },")
+        :format(p, SCIM[p].flavour and ("flavour = %q, "):format(SCIM[p].flavour) or "", sims[p].url .. SCIM[p].base, CONC)
+    elseif p == "crowd" then
       targets[#targets + 1] = ("    %s = { type = %q, url = %q, application = \"admin\", password = env \"BENCH_ATL_PW\", concurrency = %d, timeout = \"120s\" },")
         :format(p, p, sims[p].url .. "/crowd", CONC)
     else
@@ -228,8 +244,6 @@ local function main()
         :format(p, p, sims[p].url, CONC)
     end
   end
-  local target_names = {}
-  for i, p in ipairs(PRODUCTS) do target_names[i] = ("%q"):format(p) end
   local f = assert(io.open(cfg, "w"))
   f:write(table.concat({
     "return {",
@@ -240,7 +254,7 @@ local function main()
     "  },",
     "  targets = {", table.concat(targets, "\n"), "  },",
     "  sync = {",
-    "    { name = \"main\", source = \"okta\", targets = { " .. table.concat(target_names, ", ") .. " },",
+    "    { name = \"main\", source = \"okta\", targets = { " .. table.concat(tnames, ", ") .. " },",
     "      groups = { mode = \"on_the_fly\", exclude = { \"-(contractors|alumni|interns)( \\\\d+)?$\" } },",
     "      defaults = { new_users = { \"new-hires\" }, all_users = { \"okta-synced\" } },",
     "      limits = { max_deprovision = 100 } },",
@@ -256,6 +270,7 @@ local function main()
     argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
     local s = clock()
     local r = proc.run(argv, { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin",
+                                       BENCH_SCIM_TOKEN = "test-token",
                                        USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
     local wall = clock() - s
     local tf = io.open(tv, "r")

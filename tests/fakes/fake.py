@@ -3,7 +3,8 @@
 
 Command line:
     python3 tests/fakes/fake.py PRODUCT [--port N] [--state FILE] [--latency-ms N]
-PRODUCT is okta, jira, confluence, bitbucket, crowd (any sim/<name>.py); it is served by tests/fakes/sim/PRODUCT.py,
+PRODUCT is okta, jira, confluence, bitbucket, crowd, scim (any sim/<name>.py; scim also takes
+--flavour atlassian: sim/scim.py's FLAVOURS); it is served by tests/fakes/sim/PRODUCT.py,
 which defines `PRODUCT = <subclass of sim.common.Product>` (or exactly one such subclass).
 
 As a module, for Python tests (import it after putting tests/fakes on sys.path):
@@ -56,7 +57,18 @@ def main(argv):
                          % "|".join(PRODUCTS))
         return 2
     from sim.common import serve
-    return serve(product_class(argv[0]), argv[1:])
+    rest = list(argv[1:])
+    cls = product_class(argv[0])
+    if "--flavour" in rest:  # scim: --flavour atlassian (sim/scim.py FLAVOURS)
+        i = rest.index("--flavour")
+        flavours = getattr(importlib.import_module("sim." + argv[0]), "FLAVOURS", {})
+        if i + 1 >= len(rest) or rest[i + 1] not in flavours:
+            sys.stderr.write("fake.py %s: --flavour must be one of: %s\n"
+                             % (argv[0], " ".join(sorted(flavours)) or "(none)"))
+            return 2
+        cls = flavours[rest[i + 1]]
+        del rest[i:i + 2]
+    return serve(cls, rest)
 
 
 # ------------------------------------------------------------------------------------------

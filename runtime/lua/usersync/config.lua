@@ -77,6 +77,7 @@ end })
 
 local target = record({
   type = enum(require("usersync.targets").TYPES, { required = true }),
+  flavour = str(),                -- a variant of the type (scim: "atlassian")
   url = url { required = true },
   token = secret(),
   user = str(),
@@ -88,6 +89,14 @@ local target = record({
   page_size = int { min = 1 },    -- listings: at most this many per page (default: product maximum)
   application = str(),            -- Crowd: the application's name (with `password`)
 }, { check = function(_, path, err, v)
+  local fl = require("usersync.targets").FLAVOURS[v.type]
+  if type(v.flavour) == "string" and fl and not fl[v.flavour] then
+    local names = {}
+    for k in pairs(fl) do names[#names + 1] = ("%q"):format(k) end
+    table.sort(names)
+    err(path .. ".flavour", #names > 0 and ("expected one of %s for type %q, got %q"):format(
+      table.concat(names, ", "), v.type, v.flavour) or ("type %q has no flavours"):format(v.type))
+  end
   if v.type == "crowd" or v.application ~= nil then
     if v.type ~= "crowd" then
       err(path .. ".application", "only a crowd target authenticates as an application; use `user` or `token`")
@@ -96,6 +105,9 @@ local target = record({
     elseif v.application == nil or v.password == nil then
       err(path, "needs `application` and `password` (the Crowd application's name and password)")
     end
+  elseif v.type == "scim" and (v.token == nil or v.user ~= nil) then
+    err(path, "needs `token` (the service's bearer token; Atlassian: the directory API key) "
+      .. "and no `user`")
   elseif v.token == nil and (v.user == nil or v.password == nil) then
     err(path, "needs `token` (personal access token) or `user` and `password`")
   elseif v.token ~= nil and v.user ~= nil then

@@ -91,7 +91,8 @@ function Engine:target(name)
   if not t then
     local tcfg = self.cfg.targets[name]
     t = target.new(self:http_client(tcfg.ca_file, tcfg.timeout), {
-      type = tcfg.type, url = tcfg.url, token = tcfg.token, user = tcfg.user or tcfg.application, password = tcfg.password,
+      type = tcfg.type, flavour = tcfg.flavour, url = tcfg.url, token = tcfg.token,
+      user = tcfg.user or tcfg.application, password = tcfg.password,
       concurrency = tcfg.concurrency, timeout = tcfg.timeout,
       add_to_default_group = tcfg.add_to_default_group, page_size = tcfg.page_size,
       task_wait = tcfg.task_wait,
@@ -372,7 +373,8 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
 
   local scfg = self.cfg.sources[s.source]
   local names = plan.account_names{
-    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
+                flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
   }
   for id in pairs(src.only) do
@@ -386,11 +388,12 @@ function Engine:plan_input(run, s, pol, src, tname, snap, links)
   local db = self.db
   run.claimed[tname] = run.claimed[tname] or {}
   return {
-    sync = s, target = { name = tname, type = self.cfg.targets[tname].type }, policy = pol,
+    sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
+                flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(self.cfg.sources[s.source]),
     source = { users = src.users, groups = src.groups },
     accounts = snap.accounts, groups = snap.groups,
-    links = links,
+    links = links, link_ids = state.link_ids(db, s.name, tname),
     owned_memberships = state.owned_memberships(db, s.name, tname),
     owned_groups = state.owned_groups(db, tname),
     claimed = run.claimed[tname], only = run.users and src.only or nil,
@@ -444,6 +447,7 @@ function Engine:plan_target(run, s, pol, src, tname)
     if settled > 0 then links = state.links(self.db, s.name, tname) end
     unconfirmed = more
   end
+  state.remember_ids(self.db, tname, snap.accounts) -- SCIM: links learn their account's id
 
   local input = self:plan_input(run, s, pol, src, tname, snap, links)
   -- Without the target's state nothing can be planned safely.

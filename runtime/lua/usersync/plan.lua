@@ -9,9 +9,14 @@
 --     policy = pol,                            -- usersync.policy object
 --     source = { users = {...}, groups = { [id] = group } },
 --     accounts = { { name=, display_name=, email=, active=, groups = {...} } },
+--                                              -- id= too where the service assigns ids (SCIM):
+--                                              -- ops on the account then carry it (op.id)
 --     groups = { "jira-users", ... },          -- target groups
 --     leads = { ["alice"] = { projects = {"ABC"}, components = {"10001"} } },
 --     links = { ["00u1"] = "alice" },          -- okta id -> account name (this target)
+--     link_ids = { ["00u1"] = "2819c223" },    -- okta id -> the account's service id (SCIM):
+--                                              -- a linked account renamed in the service
+--                                              -- is still found by it
 --     owned_memberships = { ["jira-users"] = { ["alice"] = true } },  -- lowercase keys
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
@@ -191,13 +196,14 @@ end
 local function new_state(input)
   local st = {
     input = input, sync = input.sync, target = input.target, pol = input.policy,
-    caps = M.CAPS[input.target.type] or {},
+    caps = targets.caps(input.target.type, input.target.flavour) or {},
     users_cfg = input.sync.users or {}, groups_cfg = input.sync.groups or {},
     ctx = M.context(input),
 
     -- target state, by lowercase name
     accounts = {}, tgroups = set_of(input.groups),
-    links = input.links or {}, linked_by_account = {},
+    links = input.links or {}, linked_by_account = {}, link_ids = input.link_ids or {},
+    by_id = {},
     owned_m = input.owned_memberships or {}, owned_g = input.owned_groups or {},
     new_accounts = input.new_accounts or {}, claimed = input.claimed or {},
 
@@ -217,7 +223,13 @@ local function new_state(input)
     missing = {},          -- lowercase group -> true (wanted, absent, not created)
   }
 
-  for _, a in ipairs(input.accounts or {}) do st.accounts[lower(a.name)] = a end
+  for _, a in ipairs(input.accounts or {}) do
+    st.accounts[lower(a.name)] = a
+    if a.id then
+      st.has_ids = true
+      st.by_id[a.id] = a
+    end
+  end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
   st.op_mt, st.add_mts = op_metatables(input.target.name, st.login_of)
@@ -225,6 +237,9 @@ local function new_state(input)
 end
 
 local function add_op(st, o, mt)
+  -- an account the service knows by an id (SCIM) is addressed by it
+  local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
+  if a and a.id then o.id = a.id end
   setmetatable(o, mt or st.op_mt)
   st.ops[#st.ops + 1] = o
   return o
@@ -311,6 +326,15 @@ local function map_users(st)
   end
 end
 
+-- The account a link names: by the service's id where the link has one
+-- (SCIM: the account may have been renamed there; an account of the linked
+-- name with another id is not the linked one), else by name.
+local function linked_account(st, okta_id, linked_name)
+  local existing, lid = st.accounts[lower(linked_name)], st.link_ids[okta_id]
+  if lid and st.has_ids and not (existing and existing.id == lid) then existing = st.by_id[lid] end
+  return existing
+end
+
 -- Phase 2a: a mapped user's link. Returns the account as it is to be
 -- addressed, its lowercase key, the linked account (nil when none, or
 -- gone) and whether it is still being onboarded; or nil (a conflict).
@@ -319,7 +343,12 @@ local function follow_link(st, m)
   local linked_name = st.links[u.id]
   if not linked_name then return acct, key, nil, false end
 
-  local existing = st.accounts[lower(linked_name)]
+  local existing = linked_account(st, u.id, linked_name)
+  if existing and lower(existing.name) ~= lower(linked_name) then
+    note(st, "%s: linked account %q is named %q in %s now (found by its id)", m.login, linked_name,
+      existing.name, st.target.name)
+    linked_name = existing.name
+  end
   if not existing then
     note(st, "%s: linked account %q no longer exists in %s; it will be created again",
       m.login, linked_name, st.target.name)
@@ -653,7 +682,7 @@ local function find_leavers(st)
   for okta_id, name in pairs(st.links) do
     local gone = st.seen[okta_id] ~= "kept" and not st.failed_ids[okta_id]
     if gone and (not only or only[okta_id]) then
-      local a = st.accounts[lower(name)]
+      local a = linked_account(st, okta_id, name)
       if a then
         leavers[#leavers + 1] = { okta_id = okta_id, account = a,
           reason = st.seen[okta_id] and "left out by the policy" or "no longer in scope" }
@@ -724,6 +753,10 @@ local function deprovision_one(st, l, action)
     return
   end
 
+  if action == "delete" and st.target.flavour == "atlassian" then
+    note(st, "%s: Atlassian deactivates the managed account on delete; this cannot be undone "
+      .. "through the API (reactivation is in Atlassian Administration)", a.name)
+  end
   local o = add_op(st, { kind = action .. "_user", subject = a.name, name = a.name,
                          okta_id = l.okta_id, deprovision = true, reason = l.reason })
   if st.caps.leads then

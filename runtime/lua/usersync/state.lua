@@ -32,6 +32,39 @@ function M.links(db, sync, target)
   return out
 end
 
+-- The ids services gave linked accounts (SCIM): { [okta_id] = account_id }.
+function M.link_ids(db, sync, target)
+  local out = {}
+  for row in db:rows([[SELECT okta_id, account_id FROM links
+      WHERE sync = ? AND target = ? AND account_id IS NOT NULL]], sync, target) do
+    out[row.okta_id] = row.account_id
+  end
+  return out
+end
+
+-- Links learn the id the service gave their account from a read of the
+-- target (`accounts` with `id`, SCIM), where they have none yet. Returns
+-- how many links learnt one. Nothing to do for targets without ids.
+function M.remember_ids(db, target, accounts)
+  local ids = {}
+  for _, a in ipairs(accounts or {}) do if a.id then ids[lower(a.name)] = a.id end end
+  if next(ids) == nil then return 0 end
+  local todo = {}
+  for row in db:rows("SELECT sync, okta_id, account_name FROM links WHERE target = ? AND account_id IS NULL",
+      target) do
+    local id = ids[lower(row.account_name)]
+    if id then todo[#todo + 1] = { row.sync, row.okta_id, id } end
+  end
+  if #todo == 0 then return 0 end
+  assert(db:transaction(function()
+    for _, r in ipairs(todo) do
+      assert(db:exec("UPDATE links SET account_id = ? WHERE sync = ? AND target = ? AND okta_id = ?",
+        r[3], r[1], target, r[2]))
+    end
+  end))
+  return #todo
+end
+
 -- Accounts to treat as new: linked ones not yet onboarded, and accounts a
 -- run that died (interrupted) was creating when it stopped.
 -- Returns { [lower account] = okta_id }.
@@ -258,11 +291,14 @@ local function record_effect(db, sync, op, note)
     -- A new account (created now, or by a run that died before recording
     -- it) is onboarded once its new-user groups are all given.
     local created = (k == "create_user" and not note) or (k == "link" and op.created) or false
-    assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
-        VALUES (?, ?, ?, ?, ?, ?)
+    -- account_id: the service's id of the account where it has one (SCIM;
+    -- a created account's is learnt from the next read, remember_ids)
+    assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded, account_id)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (sync, target, okta_id) DO UPDATE SET account_name = excluded.account_name,
+        account_id = excluded.account_id,
         last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]],
-      sync, t, op.okta_id, op.name, created and 1 or 0, created and 0 or 1))
+      sync, t, op.okta_id, op.name, created and 1 or 0, created and 0 or 1, op.id))
   elseif k == "rename_user" then
     assert(db:exec("UPDATE links SET account_name = ? WHERE sync = ? AND target = ? AND okta_id = ?", op.to, sync, t, op.okta_id))
   elseif k == "delete_user" then

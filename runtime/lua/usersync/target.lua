@@ -491,12 +491,13 @@ end
 
 -- The raw op of plan op `op` (number i, raw kind `kind`).
 local function raw_op(op, i, kind)
-  local r = { kind = kind, tag = i, name = op.name }
+  local r = { kind = kind, tag = i, name = op.name, id = op.id } -- id: the service's (SCIM)
 
   if kind == "create_group" then
     r.group = op.group
   elseif kind == "create_user" then
     r.display_name, r.email, r.password = op.display_name, op.email, op.password
+    r.external_id = op.okta_id -- SCIM: the user's externalId
   elseif kind == "update_user" then
     local ch = type(op.changes) == "table" and op.changes or {}
     r.display_name, r.email = to(ch.display_name), to(ch.email)

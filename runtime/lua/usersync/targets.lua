@@ -2,8 +2,10 @@
 -- everything else (the planner, config validation, target:apply).
 --
 --   local targets = require "usersync.targets"
---   targets.TYPES   -- { "jira", "confluence", "bitbucket" }: the products
+--   targets.TYPES   -- { "jira", "confluence", "bitbucket", "scim" }: the products
 --   targets.CAPS    -- type -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
+--   targets.FLAVOURS -- type -> { [flavour] = caps } (scim: atlassian)
+--   targets.caps(type, flavour) -- the capabilities of a configured target
 --   targets.ORDER   -- the kinds of operation, in plan order
 --   targets.RANK    -- kind -> its position in ORDER
 --
@@ -15,10 +17,15 @@ local products = require("usersync.target_raw").products()
 
 local M = {}
 
-M.TYPES, M.CAPS = {}, {}
+M.TYPES, M.CAPS, M.FLAVOURS = {}, {}, {}
 for _, p in ipairs(products) do
   M.TYPES[#M.TYPES + 1] = p.type
   M.CAPS[p.type] = p.caps
+  M.FLAVOURS[p.type] = p.flavours or {}
+end
+
+function M.caps(type, flavour)
+  return flavour and (M.FLAVOURS[type] or {})[flavour] or M.CAPS[type]
 end
 
 -- Plan order: groups exist before members are added; accounts are created,

@@ -39,7 +39,8 @@ local function json_file(tbl)
 end
 
 -- fakes.start(product, opts) -> Sim. opts.state (table) or opts.state_file
--- (path), opts.latency_ms, opts.lifetime (seconds, default 600).
+-- (path), opts.latency_ms, opts.lifetime (seconds, default 600), opts.args
+-- (more arguments, e.g. { "--flavour", "atlassian" } for scim).
 function M.start(product, opts)
   opts = opts or {}
   local py = os.getenv("PYTHON3") or "python3"
@@ -55,6 +56,7 @@ function M.start(product, opts)
   if opts.latency_ms then
     args[#args + 1] = "--latency-ms"; args[#args + 1] = tostring(opts.latency_ms)
   end
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = q(a) end
   -- `timeout` bounds the simulator's life; its pid is printed first.
   local cmd = ("timeout %d %s %s %s %s & echo pid $!"):format(opts.lifetime or 600, q(py), q(fake),
     q(product), table.concat(args, " "))

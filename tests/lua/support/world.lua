@@ -19,6 +19,14 @@ World.__index = World
 
 M.APP = "0oaUsersyncApp"
 
+-- SCIM targets a world can have (products "scim" and "atlassian"): both are
+-- `fake.py scim` (the second with --flavour atlassian) behind type "scim".
+M.SCIM = {
+  scim = { base = "/scim/v2" },
+  atlassian = { base = "/scim/directory/test-directory", flavour = "atlassian",
+                args = { "--flavour", "atlassian" } },
+}
+
 local function clone(t)
   if type(t) ~= "table" then return t end
   local c = {}
@@ -40,7 +48,8 @@ function M.new(opts)
   self.sims[#self.sims + 1] = self.okta
   self.products = opts.products or { "jira", "confluence", "bitbucket" }
   for _, p in ipairs(self.products) do
-    self[p] = sim.start(p, { state = M.arrays(opts[p]) })
+    local scim = M.SCIM[p]
+    self[p] = sim.start(scim and "scim" or p, { state = M.arrays(opts[p]), args = scim and scim.args })
     self.sims[#self.sims + 1] = self[p]
   end
   self.sync = opts.sync or {}
@@ -52,8 +61,11 @@ end
 function World:write_config(sync_override)
   local targets, names = {}, {}
   for _, p in ipairs(self.products) do
-    local url = self[p].url
-    if p == "crowd" then -- an application's name and password, under Crowd's /crowd context
+    local url, scim = self[p].url, M.SCIM[p]
+    if scim then
+      targets[#targets + 1] = ("    %s = { type = \"scim\", url = %q, token = env \"US_TEST_ATL_TOKEN\"%s },")
+        :format(p, url .. scim.base, scim.flavour and (", flavour = %q"):format(scim.flavour) or "")
+    elseif p == "crowd" then -- an application's name and password, under Crowd's /crowd context
       targets[#targets + 1] = ("    %s = { type = %q, url = %q, application = \"admin\", password = env \"US_TEST_CROWD_PW\" },")
         :format(p, p, url .. "/crowd")
     else
@@ -105,6 +117,9 @@ function M.arrays(st)
   st = clone(st)
   for k in pairs(LISTS) do if st[k] then st[k] = json.array(st[k]) end end
   for g, list in pairs(st.members or {}) do st.members[g] = json.array(list) end
+  for _, g in ipairs(st.groups or {}) do
+    if type(g) == "table" then g.members = json.array(g.members or {}) end
+  end
   return st
 end
 
@@ -207,7 +222,7 @@ function World:accounts(product)
   local st = self[product]:state()
   local out = {}
   for _, u in ipairs(st.users) do
-    local n = (u.name or u.username):lower()
+    local n = (u.userName or u.name or u.username):lower()
     if not M.BUILTIN[n] then out[n] = u end
   end
   return out, st
@@ -216,6 +231,17 @@ end
 function World:members_of(product, group)
   local st = self[product]:state()
   local list = {}
+  if M.SCIM[product] then -- SCIM: groups hold their members' ids
+    local by_id = {}
+    for _, u in ipairs(st.users) do by_id[u.id] = u.userName end
+    for _, g in ipairs(st.groups) do
+      if g.displayName:lower() == group:lower() then
+        for _, m in ipairs(g.members) do list[#list + 1] = by_id[m.value]:lower() end
+      end
+    end
+    table.sort(list)
+    return list
+  end
   for g, names in pairs(st.members or {}) do
     if g:lower() == group:lower() then
       for _, n in ipairs(names) do list[#list + 1] = n:lower() end
