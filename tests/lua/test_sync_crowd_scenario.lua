@@ -12,7 +12,9 @@ local SYNC = { groups = { mode = "manual", keep_existing = false,
                           map = { Engineering = { "developers" }, Ops = { "operations" } } },
                defaults = { all_users = { "okta-synced" } } }
 
--- Crowd before the first sync: Bob under another case (with an admin's own
+-- Crowd before the first sync (one whose administrator allows e-mail
+-- changes from applications: Crowd 4.4 and later refuse them by default,
+-- the second test): Bob under another case (with an admin's own
 -- first name), Frank only in "contractors", which is nested in "operations";
 -- svc-backup is nobody's in Okta.
 local CROWD = {
@@ -29,6 +31,7 @@ local CROWD = {
               contractors = { "frank.ng@example.com", "Bob.Stone@Example.com" },
               ["hand-made"] = { "Bob.Stone@Example.com" } },
   nested = { operations = { "contractors" } },
+  allow_email_change = true,
 }
 
 -- The whole Crowd state, reduced to what the rules decide: users by exact
@@ -143,6 +146,39 @@ test("six Okta users into Crowd (keep_existing = false, a default group): the ex
   r = w:usersync("sync")
   t:eq(r.code, 0, r.stdout .. r.stderr)
   t:eq(#w:writes("crowd"), 0, "a third sync writes nothing")
+end)
+
+test("a renamed login on a Crowd that refuses e-mail changes: renamed, display name applied, the e-mail change reported", function(t)
+  local w <close> = world.new { products = { "crowd" }, sync = SYNC }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng" } })
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 0, r.stdout .. r.stderr)
+  local ann = w:find_user("00u1")
+  ann.profile.login = "ann.smith@example.com"
+  ann.profile.email = "ann.smith@example.com"
+  ann.profile.lastName = "smith"
+  w:load()
+  -- Worked out by hand: the update (display name and e-mail) comes first,
+  -- under the old name: its PUT is refused for the e-mail (403), the
+  -- display name is sent again without it; the rename is its own
+  -- operation and goes through; the run reports the one failure (exit 1).
+  r = w:usersync("sync")
+  t:eq(r.code, 1, r.stdout .. r.stderr)
+  t:contains(r.stderr, "Crowd refused the e-mail change (HTTP 403: External applications are not allowed to change user emails")
+  local users, members = crowd_state(w)
+  t:same(users, { ["ann.smith@example.com"] = u("ann", "smith", "ann smith", "ann.lee@example.com", true) })
+  t:same(members, { developers = { "ann.smith@example.com" },
+                    ["okta-synced"] = { "ann.smith@example.com" } })
+  -- Every later sync asks once more for the e-mail alone (one refused PUT)
+  -- and says so, until Crowd's administrator allows it.
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 1, r.stdout .. r.stderr)
+  t:contains(r.stderr, "Crowd refused the e-mail change")
+  t:eq(#w:writes("crowd"), 1, "one PUT, refused")
+  t:same((crowd_state(w)), { ["ann.smith@example.com"] = u("ann", "smith", "ann smith", "ann.lee@example.com", true) })
 end)
 
 return test.done()
