@@ -43,6 +43,11 @@
 **     link is never sent back. first-name / last-name follow a new display
 **     name only when they were the old display name's split (an admin's own
 **     first / last names are kept).
+**   - e-mail changes: Crowd 4.4 and later refuse them from applications (403
+**     APPLICATION_PERMISSION_DENIED, "External applications are not allowed
+**     to change user emails") unless their administrator turned the check
+**     off. The update fails EFORBIDDEN saying so; a display name changed with
+**     it is PUT again without the e-mail, so it is not lost too.
 **   - rename: POST user/rename {"new-name"} (200).
 **   - check: GET config/cookie (reachable, the application's credentials,
 **     allowed from this address), then one page of users and one group:
@@ -55,7 +60,8 @@
 **   snapshot: floor(A/1000) + 1 searches of users + floor(G/1000) + 1 of groups
 **             + sum over groups of floor(members/1000) + 1 group/user/direct
 **   get: 1 user + floor(groups/1000) + 1 user/group/direct;
-**   update, deactivate, reactivate: 2 (GET + PUT); create: 1 (+1 on a 400);
+**   update, deactivate, reactivate: 2 (GET + PUT; +1 PUT when Crowd refuses an
+**   e-mail change that came with a display name); create: 1 (+1 on a 400);
 **   remove member: 1 (+1 on a 404); other writes 1; check: 3.
 */
 #define _GNU_SOURCE
@@ -261,6 +267,80 @@ static char *user_put_body(const struct us_jval *root, const char *display, cons
 
 static int streq0(const char *a, const char *b) { return strcmp(a ? a : "", b ? b : "") == 0; }
 
+/* The first / last names an update of user `root` sends (*nf, *nl malloc'd,
+** NULL: kept): they follow a new display name when they were the old
+** display name's split (an admin's own first / last names are kept). */
+static void user_first_last(const struct tjob *j, const struct us_jval *root, char **nf,
+                            char **nl) {
+  *nf = *nl = NULL;
+  if (!j->display_name)
+    return;
+  char *od = t_jstr(root, "display-name"), *of = t_jstr(root, "first-name"),
+       *ol = t_jstr(root, "last-name"), *sf = NULL, *sl = NULL;
+  split_display(od ? od : "", &sf, &sl);
+  int derived = (!of || !*of) && (!ol || !*ol);
+  derived = derived || (sf && sl && streq0(sf, of) && streq0(sl, ol));
+  if (derived)
+    split_display(j->display_name, nf, nl);
+  free(od), free(of), free(ol), free(sf), free(sl);
+}
+
+/* The retried PUT (the update without its e-mail change) answered: the
+** job still fails, for the e-mail, with the refusal kept in j->raw. */
+static void on_put_again(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  if (!t_write_done(j, c->what, r, NULL))
+    return;
+  tjob_fail(j, "EFORBIDDEN", 403, "%s: %s; the other changes were applied without it", c->what,
+            j->raw ? j->raw : "");
+}
+
+/* The PUT answered. Crowd 4.4 and later refuse an application's e-mail
+** change (403 APPLICATION_PERMISSION_DENIED, "External applications are
+** not allowed to change user emails") unless their administrator turned
+** the check off: the job fails EFORBIDDEN saying so, and the rest of the
+** update (a display name) is sent again without the e-mail so that it is
+** not lost with it. */
+static void on_put(struct tcall *c, const struct us_http_response *r) {
+  struct tjob *j = c->j;
+  char *reason = !r->code && r->status == 403 && j->n2 && j->raw ? crowd_reason(r) : NULL;
+  char *text = reason ? t_error_text(r) : NULL;
+  /* the same reason also says a directory allows no update at all: the
+  ** message tells them apart (a wording Crowd changes falls back to the
+  ** plain 403, which is still EFORBIDDEN with Crowd's message) */
+  if (!reason || strcmp(reason, "APPLICATION_PERMISSION_DENIED") || !text ||
+      !strcasestr(text, "email")) {
+    free(reason);
+    free(text);
+    t_write_done(j, c->what, r, NULL);
+    return;
+  }
+  free(reason);
+  char *why = t_fmt("Crowd refused the e-mail change (HTTP 403: %s; Crowd 4.4 and later refuse "
+                    "e-mail changes from applications unless its administrator allows them)",
+                    text);
+  free(text);
+  struct us_jval root;
+  char *body = NULL, *path = NULL, *name = NULL;
+  if (j->n2 == 2 && us_json_parse(j->raw, j->raw_len, &root) && (name = t_jstr(&root, "name"))) {
+    char *nf = NULL, *nl = NULL;
+    user_first_last(j, &root, &nf, &nl);
+    body = user_put_body(&root, j->display_name, NULL, nf, nl, -1);
+    path = user_path("/user", name);
+    free(nf), free(nl);
+  }
+  free(j->raw); /* from here the refusal, for on_put_again */
+  j->raw = why;
+  j->raw_len = why ? strlen(why) : 0;
+  if (!why)
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", c->what);
+  else if (!body || !path) /* nothing else to send (or out of memory): the refusal stands */
+    tjob_fail(j, "EFORBIDDEN", 403, "%s: %s", c->what, why);
+  else
+    tcall_start(j, "PUT", path, body, on_put_again, NULL, 0, c->what);
+  free(body), free(path), free(name);
+}
+
 /* GET answered: PUT the whole user back with this job's changes. */
 static void on_get_for_put(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
@@ -277,20 +357,25 @@ static void on_get_for_put(struct tcall *c, const struct us_http_response *r) {
   int active = -1;
   if (j->kind == US_TOP_DEACTIVATE_USER || j->kind == US_TOP_REACTIVATE_USER)
     active = j->kind == US_TOP_REACTIVATE_USER;
-  if (j->kind == US_TOP_UPDATE_USER && j->display_name) {
-    /* first / last follow the display name when they were its split */
-    char *od = t_jstr(&root, "display-name"), *of = t_jstr(&root, "first-name"),
-         *ol = t_jstr(&root, "last-name"), *sf = NULL, *sl = NULL;
-    split_display(od ? od : "", &sf, &sl);
-    int derived = (!of || !*of) && (!ol || !*ol);
-    derived = derived || (sf && sl && streq0(sf, of) && streq0(sl, ol));
-    if (derived)
-      split_display(j->display_name, &nf, &nl);
-    free(od), free(of), free(ol), free(sf), free(sl);
-  }
+  if (j->kind == US_TOP_UPDATE_USER)
+    user_first_last(j, &root, &nf, &nl);
   char *body = user_put_body(&root, j->kind == US_TOP_UPDATE_USER ? j->display_name : NULL,
                              j->kind == US_TOP_UPDATE_USER ? j->email : NULL, nf, nl, active);
-  t_write_json(j, "PUT", user_path("/user", name), body, NULL, c->what);
+  char *path = user_path("/user", name);
+  if (j->kind == US_TOP_UPDATE_USER && j->email) {
+    /* an e-mail change Crowd may refuse: keep the user for a PUT without it */
+    char *oe = t_jstr(&root, "email");
+    if (!streq0(oe, j->email)) {
+      keep_raw(j, r);
+      j->n2 = j->display_name ? 2 : 1; /* 2: other changes to send again without the e-mail */
+    }
+    free(oe);
+  }
+  if (!body || !path)
+    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", c->what);
+  else
+    tcall_start(j, "PUT", path, body, on_put, NULL, 0, c->what);
+  free(body), free(path);
   free(nf), free(nl), free(name);
 }
 

@@ -65,7 +65,8 @@ test("adoption (case-insensitive), no new-hire groups for it; an unmanaged accou
               { name = "svc-jenkins", ["first-name"] = "Jenkins", ["last-name"] = "Service",
                 ["display-name"] = "Jenkins", email = "ci@example.com", active = true } },
     groups = { "developers", "operations" },
-    members = { developers = { "ANN.LEE@example.com" }, operations = { "svc-jenkins" } } }
+    members = { developers = { "ANN.LEE@example.com" }, operations = { "svc-jenkins" } },
+    allow_email_change = true } -- e-mail changes allowed (Crowd 4.4+ refuses them by default)
   local w <close> = crowd_world { sync = MANUAL, crowd = crowd }
   local r = w:usersync("sync")
   t:eq(r.code, 0, r.stderr)
@@ -125,7 +126,7 @@ test("deprovisioning: deactivated by active:false with every field kept; back in
 end)
 
 test("a login rename is a rename (user/rename), never delete + create; memberships kept", function(t)
-  local w <close> = crowd_world { sync = MANUAL }
+  local w <close> = crowd_world { sync = MANUAL, crowd = { allow_email_change = true } }
   t:eq(w:usersync("sync").code, 0)
   local key = w:accounts("crowd")["ann.lee@example.com"].key
   local u = w:find_user("00u1")
@@ -166,7 +167,7 @@ test("keep_existing true keeps memberships usersync did not add; false removes t
 end)
 
 test("--user syncs one user with a few requests, never the whole listing", function(t)
-  local w <close> = crowd_world { sync = MANUAL }
+  local w <close> = crowd_world { sync = MANUAL, crowd = { allow_email_change = true } }
   t:eq(w:usersync("sync").code, 0)
   w:find_user("00u1").profile.email = "ann.new@example.com"
   w:find_user("00u2").profile.email = "bob.new@example.com"

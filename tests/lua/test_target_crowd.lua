@@ -26,7 +26,9 @@ local function reset(st)
   st = st or {}
   local state = { users = json.array(st.users or {}), groups = json.array(st.groups or {}),
                   members = json.object(st.members or {}) }
-  for _, k in ipairs({ "nested", "directories", "application", "group_info" }) do state[k] = st[k] end
+  for _, k in ipairs({ "nested", "directories", "application", "group_info", "allow_email_change" }) do
+    state[k] = st[k]
+  end
   for g, l in pairs(state.members) do state.members[g] = json.array(l) end
   s:put_state(state)
   s:clear()
@@ -87,7 +89,7 @@ test("get: account, raw object and direct groups (an unknown user is ENOTFOUND)"
 end)
 
 test("update is GET + full PUT: every field kept, first/last follow a derived display name only", function(t)
-  reset{ users = { user("dan", { first = "Dan", last = "Brown", display = "Dan Brown",
+  reset{ allow_email_change = true, users = { user("dan", { first = "Dan", last = "Brown", display = "Dan Brown",
                                  attributes = { dept = { "R&D" } } }),
                    user("eve", { first = "Evelyn", last = "Smith-Jones", display = "Eve S" }) } }
   local tg <close> = new()
@@ -108,6 +110,38 @@ test("update is GET + full PUT: every field kept, first/last follow a derived di
   t:same({ tg:update_user("eve", {}) }, { true, "nothing to change" })
   local ok, _, code = tg:update_user("ghost", { email = "g@example.com" })
   t:eq(ok, nil); t:eq(code, "ENOTFOUND")
+end)
+
+-- Crowd 4.4 and later refuse an application's e-mail change (403
+-- APPLICATION_PERMISSION_DENIED) unless their administrator turned the check off.
+test("an e-mail change Crowd refuses: EFORBIDDEN saying so; a display name changed with it is still applied", function(t)
+  reset{ users = { user("ida", { first = "ida", last = "lee", display = "ida lee" }) } }
+  local tg <close> = new()
+  s:clear()
+  local ok, msg, code = tg:update_user("ida", { display_name = "ida smith", email = "ida@new.example.com" })
+  t:eq(ok, nil); t:eq(code, "EFORBIDDEN")
+  t:contains(msg, "update user ida: Crowd refused the e-mail change (HTTP 403: External applications are not allowed to change user emails")
+  t:contains(msg, "the other changes were applied without it")
+  local u = state_user("ida")
+  t:eq(u["display-name"], "ida smith"); t:eq(u["first-name"], "ida"); t:eq(u["last-name"], "smith")
+  t:eq(u.email, "ida@example.com", "the e-mail is what Crowd kept")
+  t:eq(s:count("GET", "/user$"), 1); t:eq(s:count("PUT", "/user$"), 2, "refused, then sent again without the e-mail")
+  -- the e-mail alone: one refused PUT, nothing else sent
+  s:clear()
+  ok, msg, code = tg:update_user("ida", { email = "ida@new.example.com" })
+  t:eq(ok, nil); t:eq(code, "EFORBIDDEN")
+  t:contains(msg, "Crowd refused the e-mail change")
+  t:ok(not msg:find("other changes", 1, true), msg)
+  t:eq(s:count("PUT", "/user$"), 1)
+  -- an update that keeps the e-mail (a different case is no change to plan) is not refused
+  t:ok(tg:update_user("ida", { display_name = "Ida Smith", email = "ida@example.com" }))
+  t:eq(state_user("ida")["display-name"], "Ida Smith")
+  -- a directory that allows no update at all: its own 403 stands, no second PUT
+  reset{ users = { user("jo") }, directories = { { id = 9, name = "LDAP", permissions = { "CREATE_USER" } } } }
+  s:clear()
+  ok, msg, code = tg:update_user("jo", { display_name = "Jo X", email = "jo@new.example.com" })
+  t:eq(ok, nil); t:eq(code, "EFORBIDDEN"); t:contains(msg, "not allowed to update users")
+  t:eq(s:count("PUT", "/user$"), 1)
 end)
 
 test("deactivate / reactivate: active false / true in a full PUT, names and e-mail kept", function(t)

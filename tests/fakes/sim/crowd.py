@@ -14,7 +14,8 @@ State (the DESIGN shape, with optional extensions; older states load unchanged):
    "group_info": {"<group>": {"description", "active", "directory"}}, optional
    "directories": [{"id", "name", "permissions": ["CREATE_USER", ...]}],   optional
    "application": {"name", "password", "remote_addresses": ["127.0.0.1"]}, optional
-   "context": "/crowd"}                                           optional, "" = root
+   "context": "/crowd",                                           optional, "" = root
+   "allow_email_change": false}                                   optional, see PUT user
   Defaults: one directory {"id": 32769, "name": "Crowd Internal Directory"} with every
   permission; application "admin" / "admin" allowed from 127.0.0.1 (DESIGN section 6); the
   context path "/crowd" (Crowd's default web context; Jira serving the API as a "user server"
@@ -36,8 +37,16 @@ Endpoints under <context>/rest/usermanagement/1 (and /latest):
   PUT    user?username=                           204; the body replaces the user: first-name,
                                                   last-name, display-name and email left out
                                                   are emptied (reference 5: "PUT replaces
-                                                  omitted fields"), "active" left out is kept;
-                                                  400 name in body differs; 404
+                                                  omitted fields"; with no names at all the
+                                                  last name becomes the user name, as Crowd
+                                                  does, CWD-2634), "active" left out is kept;
+                                                  400 name in body differs; 404; 403
+                                                  APPLICATION_PERMISSION_DENIED "External
+                                                  applications are not allowed to change user
+                                                  emails" when the e-mail differs (Crowd 4.4
+                                                  and later, unless its administrator turned
+                                                  the check off: state allow_email_change
+                                                  true, also for an older Crowd)
   DELETE user?username=                           204; 404
   POST   user/rename?username=  {"new-name"}      200 user; 400 INVALID_USER name taken; 404
   GET    user/group/direct?username=[&groupname=] {"groups": [...]}; unknown user: 200 and an
@@ -135,6 +144,8 @@ def split_display(display):
 
 
 def populate_names(u):
+    if not (u["first-name"].strip() or u["last-name"].strip() or u["display-name"].strip()):
+        u["last-name"] = u["name"]  # Crowd's own fallback (CWD-2634)
     if not u["display-name"].strip():
         u["display-name"] = ("%s %s" % (u["first-name"], u["last-name"])).strip()
     if not u["first-name"].strip() and not u["last-name"].strip():
@@ -429,6 +440,10 @@ class Crowd(AtlassianProduct):
                     raise ValueError("nested[%r] names unknown group %r" % (p, k))
                 if fold(k) not in nested[fold(p)]:
                     nested[fold(p)].append(fold(k))
+        allow = state.get("allow_email_change", False)
+        if not isinstance(allow, bool):
+            raise ValueError("allow_email_change must be true or false")
+        self.allow_email_change = allow
         self.context = ctx
         self.prefixes = tuple("%s/rest/usermanagement/%s" % (ctx, v) for v in API_VERSIONS)
         self.directories = directories
@@ -454,7 +469,7 @@ class Crowd(AtlassianProduct):
                                          "directory": g["directory"]}
                              for g in self.groups.values()},
               "directories": self.directories, "application": self.application,
-              "context": self.context}
+              "context": self.context, "allow_email_change": self.allow_email_change}
         nested = {self.groups[p]["name"]: [self.groups[k]["name"] for k in ks]
                   for p, ks in self.nested.items() if ks}
         if nested:
@@ -727,10 +742,12 @@ class Crowd(AtlassianProduct):
         if "active" in b and not isinstance(b["active"], bool):
             raise crowd_error(400, "INVALID_USER", "active must be true or false")
         self.require(u["directory"], "UPDATE_USER", "update users")
+        if (b.get("email") or "") != u["email"] and not self.allow_email_change:
+            raise crowd_error(403, "APPLICATION_PERMISSION_DENIED",
+                              "External applications are not allowed to change user emails")
         for f in USER_STR_FIELDS:  # the PUT replaces: what is left out is gone
             u[f] = b.get(f) or ""
-        if not u["display-name"].strip():
-            u["display-name"] = ("%s %s" % (u["first-name"], u["last-name"])).strip()
+        populate_names(u)
         if "active" in b:
             u["active"] = b["active"]
         self.touch(u)
