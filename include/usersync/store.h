@@ -36,7 +36,7 @@
 struct sqlite3_stmt;
 
 /* Latest schema version this build knows (the number of built-in migrations). */
-#define US_STORE_SCHEMA_VERSION 3
+#define US_STORE_SCHEMA_VERSION 6
 /* Busy timeout when none is given (milliseconds). */
 #define US_STORE_DEFAULT_BUSY_MS 5000
 /* Lease of a run lock when none is given (milliseconds). */

@@ -137,22 +137,23 @@ static void test_migrations(void) {
   /* Builds on the built-in schema (n versions): n+1 and n+2; n+2 fails halfway. */
   size_t n;
   const us_store_migration *builtin = us_store_migrations(&n);
-  CHECK(n == US_STORE_SCHEMA_VERSION);
+  CHECK(builtin[n - 1].version == US_STORE_SCHEMA_VERSION); /* versions may leave gaps */
   us_store_migration list[US_STORE_SCHEMA_VERSION + 2];
   for (size_t i = 0; i < n; i++)
     list[i] = builtin[i];
-  list[n] = (us_store_migration){(int)n + 1, "add t2", "CREATE TABLE t2 (a INTEGER)"};
-  list[n + 1] = (us_store_migration){(int)n + 2, "broken",
+  int top = US_STORE_SCHEMA_VERSION;
+  list[n] = (us_store_migration){top + 1, "add t2", "CREATE TABLE t2 (a INTEGER)"};
+  list[n + 1] = (us_store_migration){top + 2, "broken",
                                      "CREATE TABLE t3 (a INTEGER); INSERT INTO nope VALUES (1)"};
   us_store_code code = us_store_migrate(db, list, n + 2);
   CHECK(code == US_STORE_ESCHEMA);
   char want[64];
-  snprintf(want, sizeof want, "migration %d (broken) failed", (int)n + 2);
+  snprintf(want, sizeof want, "migration %d (broken) failed", top + 2);
   CHECK(strstr(us_store_errmsg(db), want) != NULL);
   CHECK(strstr(us_store_errmsg(db), "no such table: nope") != NULL);
   int v = 0;
   CHECK_OK(db, us_store_version(db, &v));
-  CHECK(v == (int)n + 1); /* n+1 committed, n+2 rolled back */
+  CHECK(v == top + 1); /* top+1 committed, top+2 rolled back */
   CHECK(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name = 't2'") == 1);
   CHECK(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name = 't3'") == 0);
   CHECK(us_store_depth(db) == 0);
