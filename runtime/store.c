@@ -271,7 +271,7 @@ static const char schema_v6[] =
     ") WITHOUT ROWID;\n"
     "CREATE INDEX scim_members_user ON scim_members (source, user_id);\n"
     "CREATE TABLE scim_changes (\n"
-    "  seq     INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+    "  seq     INTEGER PRIMARY KEY,\n"
     "  source  TEXT NOT NULL,\n"
     "  user_id TEXT NOT NULL\n"
     ");\n";
