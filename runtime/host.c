@@ -56,6 +56,26 @@ int us_lua_traceback(lua_State *L) {
   return 1;
 }
 
+static int host_open(lua_State *L) {
+  luaL_openlibs(L);
+  us_modules_preload(L);
+  return 0;
+}
+
+lua_State *us_host_newstate(struct us_host_state *hs) {
+  *hs = (struct us_host_state){0, US_HOST_MEMORY_LIMIT, -1, 0, 0};
+  lua_State *L = lua_newstate(host_alloc, hs);
+  if (!L)
+    return NULL;
+  *(struct us_host_state **)lua_getextraspace(L) = hs;
+  lua_pushcfunction(L, host_open);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
+}
+
 /* Runs in protected mode: argv in upvalues, calls usersync.cli.main(args),
 ** leaves the integer exit code on the stack. */
 static int host_pmain(lua_State *L) {

@@ -49,6 +49,7 @@
 
 #include "usersync/jsonscan.h"
 #include "usersync/metrics.h"
+#include "usersync/scim_server.h"
 #include "usersync/server.h"
 #include "usersync/timeutil.h"
 
@@ -177,6 +178,9 @@ struct us_server {
   int sweeper_started, sweeper_stop;
   pthread_t sweeper;
   uint64_t deadline_closed; /* connections shut for missing their deadline */
+
+  us_scim *scim;  /* the SCIM endpoints (scim_server.c), or NULL */
+  int scim_poked; /* a SCIM write since the consumer's last wait (under mu) */
 };
 
 /* One server per process: signals are process-wide. */
@@ -781,6 +785,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *data,
                                   size_t *size, void **con_cls) {
   us_server *s = cls;
+  if (s->scim && us_scim_is_path(url)) {
+    if (*con_cls && *size == 0)
+      request_phase(s, c, 0); /* the whole body is here */
+    return us_scim_request(s->scim, c, url, method, data, size, con_cls);
+  }
   if (*con_cls == &plain_request)
     return route(s, c, url, method, 1);
   if (*con_cls) {
@@ -811,6 +820,10 @@ static enum MHD_Result on_health_request(void *cls, struct MHD_Connection *c, co
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   request_phase(cls, c, 1); /* the next request on this connection, if any */
+  if (us_scim_release(((us_server *)cls)->scim, *con_cls)) {
+    *con_cls = NULL;
+    return;
+  }
   if (*con_cls != &plain_request)
     delivery_free(*con_cls);
   *con_cls = NULL;
@@ -970,6 +983,7 @@ static void describe_metrics(void) {
 
 /* Frees s (daemon and signal thread already stopped). */
 static void server_free(us_server *s) {
+  us_scim_free(s->scim);
   events_free(s->qhead);
   events_free(s->batch);
   dedupe_free(&s->seen);
@@ -981,6 +995,15 @@ static void server_free(us_server *s) {
   pthread_cond_destroy(&s->conn_cv);
   pthread_mutex_destroy(&s->conn_mu);
   free(s);
+}
+
+/* A SCIM write happened (the SCIM worker's thread): wake the consumer. */
+static void scim_poke(void *arg) {
+  us_server *s = arg;
+  pthread_mutex_lock(&s->mu);
+  s->scim_poked = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
 }
 
 static int server_alloc(us_server **out, const struct us_server_config *cfg) {
@@ -1007,6 +1030,9 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
       return 0;
     SHA256((const unsigned char *)cfg->hook_secret, cfg->hook_secret_len, s->secret_sha);
   }
+  if (cfg->scim_n && !(s->scim = us_scim_new(cfg->scim, cfg->scim_n, cfg->tls_cert != NULL,
+                                              scim_poke, s)))
+    return 0;
   if (cfg->tls_cert) {
     if (!(s->tls_cert = strndup(cfg->tls_cert, cfg->tls_cert_len)) ||
         !(s->tls_key = strndup(cfg->tls_key, cfg->tls_key_len)))
@@ -1031,6 +1057,8 @@ static struct limits main_limits(const struct us_server_config *cfg) {
 
 static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads, struct limits l) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+  if (s->scim)
+    flags |= MHD_ALLOW_SUSPEND_RESUME; /* SCIM requests wait for their worker suspended */
   if (s->tls_cert)
     flags |= MHD_USE_TLS;
   struct MHD_OptionItem tls[] = {
@@ -1155,6 +1183,8 @@ failed:
 
 int us_server_port(const us_server *s) { return s->port; }
 
+us_scim *us_server_scim(us_server *s) { return s->scim; }
+
 int us_server_health_port(const us_server *s) { return s->health ? s->health_port : 0; }
 
 void us_server_set_ready(us_server *s, int ok, const char *reason) {
@@ -1187,6 +1217,11 @@ enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
       s->sig_first = (s->sig_first + 1) % SIGQ_MAX;
       s->sig_n--;
       wake = US_SERVER_SIGNAL;
+      break;
+    }
+    if (s->scim_poked) {
+      s->scim_poked = 0;
+      wake = US_SERVER_SCIM;
       break;
     }
     if (s->qhead) {
@@ -1227,6 +1262,7 @@ void us_server_close(us_server *s) {
   if (!s)
     return;
   stop_sweeper(s);
+  us_scim_stop(s->scim); /* the worker ends; what still waits is answered 503 */
   if (s->health)
     MHD_stop_daemon(s->health);
   MHD_stop_daemon(s->daemon);

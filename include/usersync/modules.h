@@ -38,6 +38,11 @@ int us_json_push_decoded(lua_State *L, const char *s, size_t len);
 ** object is a <type> value)" with a traceback. */
 int us_lua_traceback(lua_State *L);
 
+/* srv:scim_worker(module, arg) of usersync.server (runtime/bind_scim.c):
+** starts serve's SCIM worker thread; [-0, +1|3]. */
+struct us_server;
+int us_bind_scim_worker(lua_State *L, struct us_server *srv);
+
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);
 
@@ -51,5 +56,11 @@ struct us_host_state {
   long long charged; /* instructions charged to sandboxed calls so far (in steps) */
 };
 struct us_host_state *us_host_state(lua_State *L);
+
+/* A second Lua state for a thread of its own (serve's SCIM worker): the
+** host's accounting allocator on hs (filled in: used 0, limit
+** US_HOST_MEMORY_LIMIT, no budget), the standard libraries and every module
+** preloaded. NULL when out of memory. Close it with lua_close. */
+lua_State *us_host_newstate(struct us_host_state *hs);
 
 #endif

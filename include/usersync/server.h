@@ -29,6 +29,8 @@
 #include <stdint.h>
 
 typedef struct us_server us_server;
+struct us_scim_source_config;
+typedef struct us_scim us_scim;
 
 struct us_server_config {
   const char *listen;            /* "host:port", "[v6]:port"; port 0 = any free port */
@@ -47,6 +49,8 @@ struct us_server_config {
   unsigned max_connections;  /* main listener, open connections in all; 0 = 512 */
   unsigned max_per_ip;       /* main listener, from one address; 0 = 32 */
   unsigned timeout_s;        /* request deadline and idle timeout (s); 0 = 5 */
+  const struct us_scim_source_config *scim; /* SCIM endpoints (scim_server.h), scim_n of them */
+  size_t scim_n;
 };
 
 /* Connection limits. A request (line, headers, body) must have arrived
@@ -81,6 +85,9 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
 /* The bound port. */
 int us_server_port(const us_server *s);
 
+/* The SCIM endpoints (NULL without scim sources). */
+us_scim *us_server_scim(us_server *s);
+
 /* The health listener's bound port; 0 without one. */
 int us_server_health_port(const us_server *s);
 
@@ -96,7 +103,8 @@ struct us_server_event {
   char text[]; /* NUL-terminated */
 };
 
-enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL };
+/* US_SERVER_SCIM: a SCIM push was stored since the last wait (scim_server.h). */
+enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL, US_SERVER_SCIM };
 
 /* Blocks up to timeout_ms (< 0: no limit) until a signal or events arrive.
 ** US_SERVER_SIGNAL: *signo is SIGTERM, SIGINT or SIGHUP (one per call,

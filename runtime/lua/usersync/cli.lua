@@ -419,7 +419,10 @@ local function checks_text(cfg, checks, only_problems)
   for _, name in ipairs(names) do
     local r = checks.sources[name]
     if only_problems and r.ok then goto next_source end
-    w(("source %s (okta, %s): %s\n"):format(name, cfg.sources[name].url, r.ok and "ok" or "PROBLEM"))
+    local sc = cfg.sources[name]
+    w(("source %s (%s, %s): %s\n"):format(name, sc.type, sc.url or ("pushed to /scim/v2/" .. name .. "/"),
+      r.ok and "ok" or "PROBLEM"))
+    if r.stored then w("  stored: ", r.stored, "\n") end
     if r.error then w("  error: ", secrets.mask(r.error), "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.auth then w("  credentials: ", status_word(r.auth), "\n") end

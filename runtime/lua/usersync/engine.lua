@@ -76,7 +76,11 @@ end
 
 function Engine:source(name)
   local s = self.sources[name]
-  if not s then
+  if not s and self.cfg.sources[name].type == "scim" then
+    -- pushed to serve's SCIM endpoint: read from the store
+    s = require("usersync.scim_source").new(self.db, name, self.cfg.sources[name], self.cfg.state)
+    self.sources[name] = s
+  elseif not s then
     local scfg = self.cfg.sources[name]
     local opts = {}
     for k, v in pairs(scfg) do opts[k] = v end

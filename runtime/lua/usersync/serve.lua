@@ -29,6 +29,7 @@ local log = require "usersync.log"
 local json = require "usersync.json"
 local time = require "usersync.time"
 local state = require "usersync.state"
+local scim_serve = require "usersync.scim_serve"
 
 local M = {}
 
@@ -584,7 +585,7 @@ function Serve:next_due()
   for _, d in pairs(self.due) do at = math.min(at, d.at) end
   for _, j in ipairs(self.jobs) do at = math.min(at, j.at) end
   if self.poll_at then at = math.min(at, self.poll_at) end
-  return at
+  return math.min(at, scim_serve.due(self))
 end
 
 -- Whatever is due now, in config order: full runs, then the poll, then jobs.
@@ -604,6 +605,8 @@ function Serve:run_due()
       self:set_next(s.name, d)
     end
   end
+  -- SCIM pushes after their quiet period: waiting users, or a full run.
+  if scim_serve.due(self) <= time.now() then scim_serve.flush(self) end
   -- Full runs a group event asked for (trigger event or incremental).
   for _, s in ipairs(self.cfg.sync) do
     local trigger = (self.full_requested or {})[s.name]
@@ -655,6 +658,7 @@ function M.run(cfg, ctx)
     opts.hook = { path = scfg.okta_hook.path or "/hooks/okta", secret = scfg.okta_hook.secret,
                   max_body = scfg.okta_hook.max_body }
   end
+  opts.scim = scim_serve.server_opts(cfg)
   describe_metrics()
   local srv, err, code = server.start(opts)
   if not srv then
@@ -670,6 +674,12 @@ function M.run(cfg, ctx)
     return 1
   end
   self.engine = e
+  local sok, serr = scim_serve.start(self, { tls = opts.tls, level = ctx.level })
+  if not sok then
+    e:close(); srv:close()
+    eprint("usersync serve: " .. tostring(serr))
+    return 1
+  end
   -- The last full success survives a restart in the store; so does its metric.
   for _, sy in ipairs(cfg.sync) do
     local at = last_full_success(e.db, sy.name)
@@ -690,6 +700,8 @@ function M.run(cfg, ctx)
     local kind, data = srv:wait(wait)
     if kind == "events" then
       self:handle_events(data)
+    elseif kind == "scim" then
+      scim_serve.pushed(self)
     elseif kind == "signal" and data == "hup" then
       log.info "SIGHUP: reloading the config"
       self:reload()
