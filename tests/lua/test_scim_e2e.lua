@@ -143,4 +143,39 @@ test("two identity providers side by side feed two sync entries into one Jira", 
   t:eq(d:stop(), 0)
 end)
 
+test("deactivation through SCIM is held by the sync's safety limit like any deprovisioning", function(t)
+  local w <close> = scim_world{ { name = "entra", source = "entra", targets = { "jira" },
+    limits = { max_deprovision = 1 } } }
+  local d <close> = serve.start(w)
+  local ids = {}
+  for i, n in ipairs{ "gus", "hal", "ivy" } do
+    local _, u = push(d, "entra", ENTRA, "POST", "/Users", new_user(n .. "@example.com", n, "Test"))
+    ids[i] = u.id
+  end
+  t:ok(serve.wait_for(function()
+    local a = w:accounts("jira")
+    return a["gus@example.com"] and a["hal@example.com"] and a["ivy@example.com"]
+  end, 60), "three users provisioned")
+  for _, id in ipairs(ids) do
+    t:eq((push(d, "entra", ENTRA, "PATCH", "/Users/" .. id, { schemas = { PATCHOP }, Operations = {
+      { op = "Replace", path = "active", value = "False" } } })), 200)
+  end
+  local rec = serve.wait_for(function()
+    for _, r in ipairs(d:log()) do
+      if r.msg == "run finished" and r.exit == 3 then return r end
+    end
+  end, 60)
+  t:ok(rec, "the run that would deactivate three stopped at the limit (exit 3)")
+  local a = w:accounts("jira")
+  for _, n in ipairs{ "gus", "hal", "ivy" } do
+    t:eq(a[n .. "@example.com"].active, true, n .. " is still active")
+  end
+  t:eq(d:stop(), 0)
+  -- the admin reviews and forces it
+  local r = w:usersync("sync", "--force")
+  t:eq(r.code, 0, r.stderr)
+  a = w:accounts("jira")
+  for _, n in ipairs{ "gus", "hal", "ivy" } do t:eq(a[n .. "@example.com"].active, false, n .. " deactivated") end
+end)
+
 return test.done()
