@@ -25,6 +25,10 @@ function M.worker(h, arg)
   log.configure{ format = cfg.log_format or "auto", level = cfg.log_level }
   local db, err = state.open(cfg.state)
   if not db then error("the SCIM worker cannot open the store " .. tostring(cfg.state) .. ": " .. tostring(err), 0) end
+  -- Checkpoints (which write and sync the database file) are left to the
+  -- main thread's connection: a push is never answered late because its
+  -- commit happened to move the WAL into the database.
+  db:exec("PRAGMA wal_autocheckpoint = 0")
   local sps = {}
   for _, name in ipairs(cfg.sources) do sps[name] = scim.new(db, name) end
   local scheme = cfg.tls and "https" or "http"
