@@ -1068,7 +1068,12 @@ function SP:handle(req)
     if type(e) == "table" and e.code == "ECONSTRAINT" then
       return 409, error_body(409, "uniqueness", "the resource conflicts with one that exists"), headers
     end
-    return 500, error_body(500, nil, "internal error"), headers, tostring(e)
+    if type(e) == "table" and e.code == "EBUSY" then
+      -- the store stayed locked past its busy timeout: the IdP retries
+      return 503, error_body(503, nil, "the store is busy; try again"), headers, tostring(e.message)
+    end
+    return 500, error_body(500, nil, "internal error"), headers,
+      type(e) == "table" and tostring(e.message or e.detail) or tostring(e)
   end
   if status == 204 then return 204, "", headers end
   local meta = type(res) == "table" and res.meta

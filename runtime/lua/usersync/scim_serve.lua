@@ -56,6 +56,19 @@ function M.start(self, opts)
   return true
 end
 
+-- SIGHUP: the SCIM endpoints and their tokens are the server's since the
+-- start; a change takes effect at the next start (said in the log).
+function M.reloaded(old, new)
+  local a, b = M.server_opts(old) or {}, M.server_opts(new) or {}
+  local same = #a == #b
+  for i = 1, math.min(#a, #b) do
+    if a[i].name ~= b[i].name or a[i].token ~= b[i].token then same = false end
+  end
+  if not same then
+    log.warn "the scim sources and their tokens take effect at the next start of usersync serve"
+  end
+end
+
 -- A push was stored (the server's "scim" wake).
 function M.pushed(self)
   local now = time.now()

@@ -44,7 +44,11 @@ function M.worker(h, arg)
         log.error { msg = "SCIM request failed", source = req.source, method = req.method, path = req.path,
                     error = internal }
       end
-      if status < 300 and req.method ~= "GET" then h:poke() end
+      if status < 300 and req.method ~= "GET" then
+        h:poke()
+        log.debug { msg = "SCIM push stored", source = req.source, method = req.method, path = req.path,
+                    status = status }
+      end
     end
   end
   db:close()

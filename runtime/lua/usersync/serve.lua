@@ -568,6 +568,7 @@ function Serve:reload()
       or json.encode(old.okta_hook or {}) ~= json.encode(new.okta_hook or {}) then
     log.warn "serve.listen, serve.health_listen, serve.tls and serve.okta_hook take effect at the next start"
   end
+  scim_serve.reloaded(self.cfg, cfg)
   self.engine:close()
   self.engine, self.cfg = e, cfg
   self:schedule(cfg, time.now())
