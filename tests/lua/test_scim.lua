@@ -268,4 +268,58 @@ test("two sources in one store are apart", function(t)
   t:eq(l.totalResults, 1)
 end)
 
+test("scim_source: the stored pushes in the Okta shape the engine and policies read", function(t)
+  local sp, db = fresh()
+  local _, a = call(sp, "POST", "/Users", user("ann@example.com", { displayName = "Ann A",
+    emails = { { value = "ann@home.example", type = "home" }, { value = "ann@example.com", type = "work" } },
+    [scim.ENTERPRISE] = { department = "R&D", manager = { value = "m1", displayName = "Boss" } } }))
+  local _, b = call(sp, "POST", "/Users", user("bob@example.com", { active = false }))
+  local _, g = call(sp, "POST", "/Groups", { displayName = "Engineering", members = { { value = a.id } } })
+  call(sp, "POST", "/Groups", { displayName = "Ops", members = { { value = a.id }, { value = b.id } } })
+  local src = require("usersync.scim_source").new(db, "entra", {}, nil)
+  local snap = assert(src:scope{ include = function(gr) return gr.profile.name ~= "Ops" end })
+  t:eq(#snap.users, 2); t:eq(snap.complete, true); t:eq(snap.requests, 0)
+  local ua = snap.users[1]
+  t:eq(ua.id, a.id); t:eq(ua.status, "ACTIVE"); t:eq(ua.profile.login, "ann@example.com")
+  t:eq(ua.profile.email, "ann@example.com", "the work email when none is primary")
+  t:eq(ua.profile.firstName, "ann"); t:eq(ua.profile.lastName, "Doe"); t:eq(ua.profile.displayName, "Ann A")
+  t:eq(ua.profile.department, "R&D"); t:eq(ua.profile.manager, "Boss")
+  t:same(ua.groups, { g.id }, "only the counted groups")
+  t:eq(snap.users[2].status, "DEPROVISIONED")
+  t:eq(snap.groups[g.id].profile.name, "Engineering")
+  t:eq(src:user("ANN@example.com").id, a.id, "by userName, case-insensitively")
+  t:eq(src:user(b.id).profile.login, "bob@example.com")
+  local none, _, code = src:user("nobody@example.com")
+  t:eq(none, nil); t:eq(code, "ENOTFOUND")
+  t:eq(#src:user_groups(a.id), 2)
+  local ch = src:changes{ since = "2000-01-01T00:00:00.000Z" }
+  t:eq(#ch.users, 2)
+  t:eq(#src:changes{ since = ch.watermark }.users, 0)
+  local c = src:check()
+  t:eq(c.ok, true); t:match(c.stored, "^2 users and 2 groups")
+end)
+
+test("config: a scim source needs its token for serve only; unknown types are named", function(t)
+  local config = require "usersync.config"
+  local secrets = require "usersync.secrets"
+  local base = { sources = { entra = { type = "scim", token = "a-long-enough-token-1234" } },
+                 targets = { jira = { type = "jira", url = "https://jira.example.com", token = "tok-0123456789" } },
+                 sync = { { name = "s", source = "entra", targets = { "jira" } } } }
+  local cfg, errs = config.validate(base)
+  t:eq(#errs, 0, table.concat(errs, "; "))
+  t:eq(cfg.sources.entra.type, "scim")
+  base.sources.entra.url = "https://x.example.com"
+  _, errs = config.validate(base)
+  t:match(errs[1] or "", "sources%.entra%.url: unknown key")
+  base.sources.entra.url = nil
+  base.sources.entra.token = secrets.env("USERSYNC_TEST_SURELY_UNSET_VAR")
+  _, errs = config.validate(base)
+  t:eq(#errs, 0, "plan and sync run without the token")
+  _, errs = config.validate(base, { serve = true })
+  t:match(errs[1] or "", "^sources%.entra%.token")
+  base.sources.entra = { type = "ldap" }
+  _, errs = config.validate(base)
+  t:match(errs[1] or "", 'sources%.entra%.type: expected "okta" or "scim", got "ldap"')
+end)
+
 return test.done()
