@@ -62,7 +62,6 @@ local hc = http.client{ retries = 0, timeout = 30 }
 local H = { Authorization = "Bearer " .. TOKEN, ["Content-Type"] = "application/scim+json" }
 
 -- the existing users, pushed as an identity provider's import does
-local t0 = os.clock()
 local lines = {}
 local started = require("usersync.time").monotonic()
 for i = 1, NUSERS do

@@ -2,10 +2,12 @@
 -- a pulled sync of the same org.
 --
 --   SOURCE_DIR=$PWD PYTHON3=/usr/bin/python3 USERSYNC=$PWD/build/usersync \
---     build/usersync run tests/bench/scim_push.lua [users=10000] [groups=200] [latency_ms=20]
+--     build/usersync run tests/bench/scim_push.lua [users=10000] [groups=200] [latency_ms=20] [scope=all]
 --
--- The org: genorg.py --seed 42 with an app. Groups on the fly (Okta's
--- built-ins do not count), every user gets "synced".
+-- The org: genorg.py --seed 42 with an app. The scope: every user of the
+-- org (scope=all: STAGED are skipped, inactive ones get no account), or the
+-- app's users (scope=app). Groups on the fly (Okta's built-ins do not
+-- count), every user gets "synced".
 --   1. Pulled: the Okta simulator holds the org, `usersync sync` reads the
 --      app's scope and fills an empty Jira simulator (latency_ms per request).
 --   2. Pushed: `usersync serve` with a scim source and another empty Jira.
@@ -30,6 +32,7 @@ local args = arg or {}
 local NUSERS = tonumber(args[1]) or 10000
 local NGROUPS = tonumber(args[2]) or 200
 local LATENCY = tonumber(args[3]) or 20
+local SCOPE = args[4] or "all"
 local APP = "0oaBenchApp000000001"
 local TOKEN = "bench-scim-token-0123456789abcdef"
 local py = os.getenv("PYTHON3") or "python3"
@@ -39,8 +42,8 @@ local function loadavg()
   local f = io.open("/proc/loadavg"); if not f then return "?" end
   local s = f:read("l"); f:close(); return s
 end
-print(("%d users, %d groups, Jira at %d ms; load average %s (figures taken on a shared, loaded machine)")
-  :format(NUSERS, NGROUPS, LATENCY, loadavg()))
+print(("%d users, %d groups, scope %s, Jira at %d ms; load average %s (figures taken on a shared, loaded machine)")
+  :format(NUSERS, NGROUPS, SCOPE, LATENCY, loadavg()))
 
 local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
 local orgfile = dir .. "/org.json"
@@ -100,8 +103,8 @@ end
 local okta = fakes.start("okta", { state_file = orgfile, lifetime = 3600 })
 local jira_a = fakes.start("jira", { latency_ms = LATENCY, lifetime = 3600 })
 local cfg_a = dir .. "/pulled.conf.lua"
-write_config(cfg_a, ("okta = { type = \"okta\", url = %q, token = \"test-token\", app_id = %q }"):format(okta.url, APP),
-  "okta", jira_a.url, dir .. "/pulled.db")
+write_config(cfg_a, ("okta = { type = \"okta\", url = %q, token = \"test-token\"%s }"):format(okta.url,
+  SCOPE == "app" and (", app_id = %q"):format(APP) or ""), "okta", jira_a.url, dir .. "/pulled.db")
 local t0 = time.monotonic()
 local r = proc.run({ os.getenv("USERSYNC"), "sync", "-c", cfg_a }, { env = { NO_COLOR = "1", USERSYNC_LOG_LEVEL = "warn" } })
 local pulled_wall = time.monotonic() - t0
@@ -118,7 +121,8 @@ local _, reads_full = by_kind(jira_a)
 
 -- The scope the pulled sync read, to push the same.
 local hc = http.client{ retries = 0, timeout = 60 }
-local okta_c = require("usersync.okta").client(hc, { url = okta.url, token = "test-token", app_id = APP })
+local okta_c = require("usersync.okta").client(hc, { url = okta.url, token = "test-token",
+  app_id = SCOPE == "app" and APP or nil })
 local snap = assert(okta_c:scope{ include = function(g) return g.type ~= "BUILT_IN" end })
 okta_c:close()
 

@@ -149,8 +149,6 @@ local function normalise_user(r)
   end
 end
 
-local function text_of(v) return type(v) == "string" and v or nil end
-
 local function new_id() return crypto.random_hex(16) end
 
 local function etag(version) return ('W/"%d"'):format(version) end
