@@ -52,7 +52,8 @@ test("push -> store -> run -> Jira: create, group push, update, deactivation, de
   t:eq(sg, 201)
   local got = serve.wait_for(function()
     local a = w:accounts("jira")
-    return a["ann.lee@example.com"] and a["bob.stone@example.com"] and #w:members_of("jira", "developers") == 1 and a
+    return a["ann.lee@example.com"] and a["bob.stone@example.com"] and #w:members_of("jira", "developers") == 1
+      and #w:members_of("jira", "scim-synced") == 2 and a
   end, 60)
   t:ok(got, "both pushed users reached Jira")
   if not got then return end
@@ -145,7 +146,7 @@ end)
 
 test("deactivation through SCIM is held by the sync's safety limit like any deprovisioning", function(t)
   local w <close> = scim_world{ { name = "entra", source = "entra", targets = { "jira" },
-    limits = { max_deprovision = 1 } } }
+    limits = { max_deprovision = 0 } } }
   local d <close> = serve.start(w)
   local ids = {}
   for i, n in ipairs{ "gus", "hal", "ivy" } do
@@ -165,7 +166,7 @@ test("deactivation through SCIM is held by the sync's safety limit like any depr
       if r.msg == "run finished" and r.exit == 3 then return r end
     end
   end, 60)
-  t:ok(rec, "the run that would deactivate three stopped at the limit (exit 3)")
+  t:ok(rec, "the run that would deactivate them stopped at the limit (exit 3)")
   local a = w:accounts("jira")
   for _, n in ipairs{ "gus", "hal", "ivy" } do
     t:eq(a[n .. "@example.com"].active, true, n .. " is still active")
@@ -176,6 +177,24 @@ test("deactivation through SCIM is held by the sync's safety limit like any depr
   t:eq(r.code, 0, r.stderr)
   a = w:accounts("jira")
   for _, n in ipairs{ "gus", "hal", "ivy" } do t:eq(a[n .. "@example.com"].active, false, n .. " deactivated") end
+end)
+
+test("an acknowledged push survives a crash: after a restart its users are synced", function(t)
+  local w <close> = scim_world()
+  local d = serve.start(w)
+  local s = push(d, "entra", ENTRA, "POST", "/Users", new_user("kim@example.com", "Kim", "Lo"))
+  t:eq(s, 201)
+  -- killed within the quiet period, before any run
+  d:signal("KILL")
+  d.stopped = serve.wait_for(function() return d:exit_code() end, 20) or -1 -- (d2 reuses the exit file)
+  d.client:close()
+  t:eq(w:accounts("jira")["kim@example.com"], nil, "no run happened before the kill")
+  local d2 <close> = serve.start(w)
+  t:ok(serve.wait_for(function() return w:accounts("jira")["kim@example.com"] end, 60),
+    "the push stored before the crash was synced after the restart")
+  local _, l = push(d2, "entra", ENTRA, "GET", "/Users?filter=" .. 'userName%20eq%20%22kim%40example.com%22')
+  t:eq(l.totalResults, 1)
+  t:eq(d2:stop(), 0)
 end)
 
 return test.done()
