@@ -179,6 +179,33 @@ test("deactivation through SCIM is held by the sync's safety limit like any depr
   for _, n in ipairs{ "gus", "hal", "ivy" } do t:eq(a[n .. "@example.com"].active, false, n .. " deactivated") end
 end)
 
+test("an identity provider that deletes every user is a safety stop, not everyone leaving", function(t)
+  local w <close> = scim_world{ { name = "entra", source = "entra", targets = { "jira" } } }
+  local d <close> = serve.start(w)
+  local ids = {}
+  for i, n in ipairs{ "lea", "max" } do
+    local _, u = push(d, "entra", ENTRA, "POST", "/Users", new_user(n .. "@example.com", n, "Test"))
+    ids[i] = u.id
+  end
+  t:ok(serve.wait_for(function()
+    local a = w:accounts("jira")
+    return a["lea@example.com"] and a["max@example.com"]
+  end, 60), "provisioned")
+  t:eq(d:stop(), 0)
+  -- the first full run records how many users were in scope
+  t:eq(w:usersync("sync").code, 0)
+  -- the deletions as the endpoint stores them (no serve: no event run of the two)
+  local db = assert(require("usersync.state").open(w.dir .. "/usersync.db"))
+  local sp = require("usersync.scim").new(db, "entra")
+  for _, id in ipairs(ids) do t:eq((sp:handle{ method = "DELETE", path = "/Users/" .. id }), 204) end
+  db:close()
+  local r = w:usersync("sync")
+  t:eq(r.code, 3, "a safety stop")
+  t:match(r.stdout .. r.stderr, "no users were pushed to entra %(all deleted%); the last run had 2")
+  local a = w:accounts("jira")
+  t:eq(a["lea@example.com"].active, true); t:eq(a["max@example.com"].active, true)
+end)
+
 test("an acknowledged push survives a crash: after a restart its users are synced", function(t)
   local w <close> = scim_world()
   local d = serve.start(w)

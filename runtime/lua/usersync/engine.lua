@@ -309,7 +309,9 @@ function Engine:plan_entry(run, s)
   local last = not run.users and state.last_in_scope(self.db, s.name)
   if src.complete and #src.users == 0 and last and last > 0 then
     entry.read.complete = false
-    problems[#problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
+    problems[#problems + 1] = (self.cfg.sources[s.source].type == "scim"
+      and ("no users were pushed to %s (all deleted); the last run had %d"):format(s.source, last)
+      or ("Okta returned no users in scope; the last run had %d"):format(last))
   end
 
   for _, tname in ipairs(s.targets) do
