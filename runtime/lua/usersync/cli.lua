@@ -51,7 +51,7 @@ commands:
   run SCRIPT.lua   run an ad-hoc Lua script with the full runtime API
   history          list past runs with their counts
   show RUN         list every operation of one run
-  serve            run as a daemon: schedules, Okta event hooks, health and metrics
+  serve            run as a daemon: schedules, Okta event hooks, SCIM endpoints, health and metrics
 
 Every command takes -c FILE, --json where it prints data, and --help;
 -q/--quiet (only errors and the result) and -v/--verbose (a line per
@@ -164,8 +164,11 @@ System Log poll that syncs just the users whose profile, status, app
 assignment or group membership changed (a lastUpdated watermark when the
 token may not read logs); the Okta event hook at serve.okta_hook.path, which
 syncs the user who signs in (user.session.start) and the users that
-lifecycle, profile, membership and app events name; serve.jobs scripts on
-their intervals. HTTP on serve.listen (TLS with serve.tls): GET /healthz,
+lifecycle, profile, membership and app events name; a SCIM 2.0 endpoint
+per `scim` source at /scim/v2/<source>/ (Bearer token of the source) whose
+pushes are stored and sync the users they touched, batched after a quiet
+period of 2 s; serve.jobs scripts on their intervals. HTTP on
+serve.listen (TLS with serve.tls): GET /healthz,
 GET /readyz (503 until the config and store are open, or while the last
 full run of an entry had failures), GET /metrics (Prometheus text,
 usersync_ prefix); serve.health_listen: a second plain-HTTP listener with
