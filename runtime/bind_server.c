@@ -11,11 +11,15 @@
 **     health_listen = "127.0.0.1:0",                 -- optional: /healthz, /readyz, /metrics only
 **     max_connections = 512, max_connections_per_ip = 32, timeout = 5,   -- seconds of silence
 **     status = { user = U, password = P, init = JSON },  -- optional: the status page
+**     scim = { { name = "entra", token = T }, ... },  -- optional: /scim/v2/<name>/ (scim_server.h)
 **   }
+**   srv:scim_worker(module, arg)  -> true | nil, msg, code: the SCIM worker thread runs
+**                                    require(module).worker(h, arg) (bind_scim.c)
 **   srv:port()                    -> integer
 **   srv:health_port()             -> integer (nil without health_listen)
 **   srv:ready(ok, reason)         -- what /readyz answers
 **   srv:wait(timeout_s)           -> "events", { json_text, ... } | "signal", "term"|"int"|"hup"
+**                                    | "scim" (a SCIM push was stored)
 **                                    | "timeout"   (timeout nil: wait without limit)
 **   srv:stopping()                -> boolean (SIGTERM or SIGINT arrived)
 **   srv:stats()                   -> { deliveries, accepted, unauthorized, too_large, malformed,
@@ -50,6 +54,7 @@
 #include <lua.h>
 
 #include "usersync/modules.h"
+#include "usersync/scim_server.h"
 #include "usersync/server.h"
 
 #define SERVER_MT "usersync.server.Server"
@@ -394,15 +399,39 @@ static int server_start(lua_State *L) {
       return einval(L, "hook: max_body must be > 0");
     cfg.hook_max_body = mb > 0 ? (size_t)mb : 0;
   }
+  if (lua_getfield(L, 1, "scim") != LUA_TNIL) { /* index 4 (3 is hook or nil) */
+    if (lua_gettop(L) != 4 || !lua_istable(L, 4))
+      return luaL_error(L, "server.start: scim must be a list { { name =, token = }, ... }");
+    lua_Integer n = luaL_len(L, 4);
+    luaL_argcheck(L, n > 0 && n <= 256, 1, "scim: 1 to 256 sources");
+    struct us_scim_source_config *sv = lua_newuserdatauv(L, (size_t)n * sizeof *sv, 0); /* 5 */
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, 4, i);
+      if (!lua_istable(L, -1))
+        return luaL_error(L, "server.start: scim[%d] must be a table", (int)i);
+      int t = lua_gettop(L);
+      sv[i - 1].name = opt_string(L, t, "name", NULL);
+      sv[i - 1].token = opt_string(L, t, "token", &sv[i - 1].token_len);
+      if (!sv[i - 1].name || !sv[i - 1].token || !*sv[i - 1].name ||
+          strlen(sv[i - 1].name) > US_SCIM_NAME_MAX || strchr(sv[i - 1].name, '/') ||
+          sv[i - 1].token_len == 0) {
+        return einval(L, "scim: every source needs a name (no '/') and a non-empty token");
+      }
+      lua_pop(L, 1);
+    }
+    cfg.scim = sv;
+    cfg.scim_n = (size_t)n;
+  }
   char err[512];
   struct page_ctx *page = NULL;
-  if (lua_getfield(L, 1, "status") != LUA_TNIL) { /* index 4 */
-    if (!lua_istable(L, 4))
+  if (lua_getfield(L, 1, "status") != LUA_TNIL) {
+    int st = lua_gettop(L);
+    if (!lua_istable(L, st))
       return luaL_error(L, "server.start: status must be a table { user =, password =, init = }");
-    cfg.page_user = opt_string(L, 4, "user", NULL);
-    cfg.page_password = opt_string(L, 4, "password", NULL);
+    cfg.page_user = opt_string(L, st, "user", NULL);
+    cfg.page_password = opt_string(L, st, "password", NULL);
     size_t ilen = 0;
-    const char *init = opt_string(L, 4, "init", &ilen);
+    const char *init = opt_string(L, st, "init", &ilen);
     if (!cfg.page_user || !cfg.page_password)
       return einval(L, "status: needs user and password");
     if (!(page = page_new(init ? init : "{}", init ? ilen : 2, err, sizeof err)))
@@ -492,6 +521,9 @@ static int server_wait(lua_State *L) {
     }
     return 2;
   }
+  case US_SERVER_SCIM:
+    lua_pushliteral(L, "scim");
+    return 1;
   default:
     lua_pushliteral(L, "timeout");
     return 1;
@@ -572,7 +604,10 @@ static int server_tostring(lua_State *L) {
   return 1;
 }
 
+static int server_scim_worker(lua_State *L) { return us_bind_scim_worker(L, check_server(L)); }
+
 static const luaL_Reg server_methods[] = {
+    {"scim_worker", server_scim_worker},
     {"port", server_port},
     {"health_port", server_health_port},
     {"ready", server_ready},

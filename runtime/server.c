@@ -57,6 +57,7 @@
 
 #include "usersync/jsonscan.h"
 #include "usersync/metrics.h"
+#include "usersync/scim_server.h"
 #include "usersync/server.h"
 #include "usersync/timeutil.h"
 
@@ -194,6 +195,8 @@ struct us_server {
   size_t alen;
   struct us_server_delivery ring[US_SERVER_DELIVERIES];
   size_t ring_next, ring_n;
+  us_scim *scim;  /* the SCIM endpoints (scim_server.c), or NULL */
+  int scim_poked; /* a SCIM write since the consumer's last wait (under mu) */
 };
 
 /* One server per process: signals are process-wide. */
@@ -992,6 +995,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *data,
                                   size_t *size, void **con_cls) {
   us_server *s = cls;
+  if (s->scim && us_scim_is_path(url)) {
+    if (*con_cls && *size == 0)
+      request_phase(s, c, 0); /* the whole body is here */
+    return us_scim_request(s->scim, c, url, method, data, size, con_cls);
+  }
   if (*con_cls == &plain_request)
     return route(s, c, url, method, 1);
   if (*con_cls) {
@@ -1037,6 +1045,10 @@ static enum MHD_Result on_health_request(void *cls, struct MHD_Connection *c, co
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   request_phase(cls, c, 1); /* the next request on this connection, if any */
+  if (us_scim_release(((us_server *)cls)->scim, *con_cls)) {
+    *con_cls = NULL;
+    return;
+  }
   if (*con_cls != &plain_request)
     delivery_free(*con_cls);
   *con_cls = NULL;
@@ -1205,6 +1217,7 @@ static void describe_metrics(void) {
 
 /* Frees s (daemon and signal thread already stopped). */
 static void server_free(us_server *s) {
+  us_scim_free(s->scim);
   events_free(s->qhead);
   events_free(s->ahead);
   events_free(s->batch);
@@ -1243,6 +1256,15 @@ static int page_credentials(us_server *s, const struct us_server_config *cfg) {
   return 1;
 }
 
+/* A SCIM write happened (the SCIM worker's thread): wake the consumer. */
+static void scim_poke(void *arg) {
+  us_server *s = arg;
+  pthread_mutex_lock(&s->mu);
+  s->scim_poked = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
 static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   us_server *s = calloc(1, sizeof *s);
   if (!s)
@@ -1269,6 +1291,9 @@ static int server_alloc(us_server **out, const struct us_server_config *cfg) {
   }
   if (cfg->page && !page_credentials(s, cfg))
     return 0;
+  if (cfg->scim_n && !(s->scim = us_scim_new(cfg->scim, cfg->scim_n, cfg->tls_cert != NULL,
+                                              scim_poke, s)))
+    return 0;
   if (cfg->tls_cert) {
     if (!(s->tls_cert = strndup(cfg->tls_cert, cfg->tls_cert_len)) ||
         !(s->tls_key = strndup(cfg->tls_key, cfg->tls_key_len)))
@@ -1293,6 +1318,8 @@ static struct limits main_limits(const struct us_server_config *cfg) {
 
 static struct MHD_Daemon *start_daemon(us_server *s, int fd, unsigned threads, struct limits l) {
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+  if (s->scim)
+    flags |= MHD_ALLOW_SUSPEND_RESUME; /* SCIM requests wait for their worker suspended */
   if (s->tls_cert)
     flags |= MHD_USE_TLS;
   struct MHD_OptionItem tls[] = {
@@ -1417,6 +1444,8 @@ failed:
 
 int us_server_port(const us_server *s) { return s->port; }
 
+us_scim *us_server_scim(us_server *s) { return s->scim; }
+
 int us_server_health_port(const us_server *s) { return s->health ? s->health_port : 0; }
 
 void us_server_set_ready(us_server *s, int ok, const char *reason) {
@@ -1459,6 +1488,11 @@ enum us_server_wake us_server_wait(us_server *s, long timeout_ms, int *signo,
       wake = US_SERVER_ACTIONS;
       break;
     }
+    if (s->scim_poked) {
+      s->scim_poked = 0;
+      wake = US_SERVER_SCIM;
+      break;
+    }
     if (s->qhead) {
       s->batch = s->qhead;
       s->qhead = s->qtail = NULL;
@@ -1497,6 +1531,7 @@ void us_server_close(us_server *s) {
   if (!s)
     return;
   stop_sweeper(s);
+  us_scim_stop(s->scim); /* the worker ends; what still waits is answered 503 */
   if (s->health)
     MHD_stop_daemon(s->health);
   MHD_stop_daemon(s->daemon);

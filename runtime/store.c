@@ -234,6 +234,55 @@ static const char schema_v4[] = "ALTER TABLE runs ADD COLUMN targets TEXT;\n";
 ** identified by it, not by their userName), learnt from the target's reads;
 ** NULL where the product has none (Jira, Confluence, Bitbucket: by name). */
 static const char schema_v5[] = "ALTER TABLE links ADD COLUMN account_id TEXT;\n";
+/* v6: what identity providers pushed to `usersync serve`'s SCIM endpoints
+** (one set per `scim` source): users and groups as SCIM resources (JSON,
+** members kept apart in scim_members so a PATCH of one member rewrites one
+** row), with their meta (created, lastModified, version for the ETag), and
+** scim_changes, the users a push touched, waiting for the run that syncs
+** them (written in the push's own transaction, so an acknowledged push is
+** never forgotten). */
+static const char schema_v6[] =
+    "CREATE TABLE scim_users (\n"
+    "  source      TEXT NOT NULL,\n"
+    "  id          TEXT NOT NULL,\n"
+    "  user_name   TEXT NOT NULL,\n"
+    "  user_name_lc TEXT NOT NULL,           -- userName is unique, case-insensitively\n"
+    "  external_id TEXT,\n"
+    "  active      INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),\n"
+    "  resource    TEXT NOT NULL,            -- the User resource (JSON) without meta\n"
+    "  created     TEXT NOT NULL,\n"
+    "  modified    TEXT NOT NULL,\n"
+    "  version     INTEGER NOT NULL DEFAULT 1,\n"
+    "  PRIMARY KEY (source, id)\n"
+    ");\n"
+    "CREATE UNIQUE INDEX scim_users_name ON scim_users (source, user_name_lc);\n"
+    "CREATE INDEX scim_users_external ON scim_users (source, external_id);\n"
+    "CREATE TABLE scim_groups (\n"
+    "  source       TEXT NOT NULL,\n"
+    "  id           TEXT NOT NULL,\n"
+    "  display_name TEXT NOT NULL,\n"
+    "  display_name_lc TEXT NOT NULL,\n"
+    "  external_id  TEXT,\n"
+    "  resource     TEXT NOT NULL,           -- the Group resource (JSON) without members and meta\n"
+    "  created      TEXT NOT NULL,\n"
+    "  modified     TEXT NOT NULL,\n"
+    "  version      INTEGER NOT NULL DEFAULT 1,\n"
+    "  PRIMARY KEY (source, id)\n"
+    ");\n"
+    "CREATE INDEX scim_groups_name ON scim_groups (source, display_name_lc);\n"
+    "CREATE INDEX scim_groups_external ON scim_groups (source, external_id);\n"
+    "CREATE TABLE scim_members (\n"
+    "  source   TEXT NOT NULL,\n"
+    "  group_id TEXT NOT NULL,\n"
+    "  user_id  TEXT NOT NULL,\n"
+    "  PRIMARY KEY (source, group_id, user_id)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE INDEX scim_members_user ON scim_members (source, user_id);\n"
+    "CREATE TABLE scim_changes (\n"
+    "  seq     INTEGER PRIMARY KEY,\n"
+    "  source  TEXT NOT NULL,\n"
+    "  user_id TEXT NOT NULL\n"
+    ");\n";
 
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
@@ -246,6 +295,9 @@ static const us_store_migration builtin_migrations[] = {
      schema_v3},
     {4, "the targets a run was limited to (--target)", schema_v4},
     {5, "links keep the service's id of their account (SCIM targets)", schema_v5},
+    {6, "SCIM sources: users, groups and memberships identity providers pushed, and the users "
+        "a push touched",
+     schema_v6},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

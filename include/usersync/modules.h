@@ -44,12 +44,18 @@ int us_lua_traceback(lua_State *L);
 ** one recipe of every binding's classes (runtime/bind_modules.c). [-0, +0] */
 void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
+/* srv:scim_worker(module, arg) of usersync.server (runtime/bind_scim.c):
+** starts serve's SCIM worker thread; [-0, +1|3]. */
+struct us_server;
+int us_bind_scim_worker(lua_State *L, struct us_server *srv);
+
 /* Puts every C module and the built-in Lua library into package.preload. */
 void us_modules_preload(lua_State *L);
 
 /* A second Lua state (runtime/host.c) with the standard libraries and every
 ** module preloaded, its memory capped at limit bytes; NULL when out of
-** memory. For work on another thread (the status page's renderer): use it
+** memory. For work on another thread (the status page's renderer, serve's
+** SCIM worker): use it
 ** from one thread at a time. Close it with us_host_closestate. */
 lua_State *us_host_newstate(size_t limit);
 void us_host_closestate(lua_State *L);

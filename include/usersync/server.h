@@ -33,6 +33,8 @@
 #include <stdint.h>
 
 typedef struct us_server us_server;
+struct us_scim_source_config;
+typedef struct us_scim us_scim;
 
 /* A status page request, handed to the page handler after authentication. */
 struct us_server_page_request {
@@ -81,6 +83,8 @@ struct us_server_config {
   us_server_page_fn page;    /* NULL: no status page (404 at "/") */
   void *page_ud;
   const char *page_user, *page_password; /* HTTP Basic credentials; required with page */
+  const struct us_scim_source_config *scim; /* SCIM endpoints (scim_server.h), scim_n of them */
+  size_t scim_n;
 };
 
 /* Connection limits. A request (line, headers, body) must have arrived
@@ -115,6 +119,9 @@ us_server *us_server_start(const struct us_server_config *cfg, char *err, size_t
 /* The bound port. */
 int us_server_port(const us_server *s);
 
+/* The SCIM endpoints (NULL without scim sources). */
+us_scim *us_server_scim(us_server *s);
+
 /* The health listener's bound port; 0 without one. */
 int us_server_health_port(const us_server *s);
 
@@ -130,7 +137,9 @@ struct us_server_event {
   char text[]; /* NUL-terminated */
 };
 
-enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL, US_SERVER_ACTIONS };
+/* US_SERVER_ACTIONS: the status page queued an action ("sync now");
+** US_SERVER_SCIM: a SCIM push was stored since the last wait (scim_server.h). */
+enum us_server_wake { US_SERVER_TIMEOUT, US_SERVER_EVENTS, US_SERVER_SIGNAL, US_SERVER_ACTIONS, US_SERVER_SCIM };
 
 /* Blocks up to timeout_ms (< 0: no limit) until a signal or events arrive.
 ** US_SERVER_SIGNAL: *signo is SIGTERM, SIGINT or SIGHUP (one per call,

@@ -183,6 +183,10 @@ def steps(ctx):
         ("./build/usersync run tests/bench/serve_load.lua 30",
          r"(?m)^  non-2xx: 0   socket errors: none\n(.*\n)*serve exit status after SIGTERM: 0$"),
         ("sh tests/bench/serve_load.sh 30", r"(?m)^  non-2xx: 0   socket errors: none$"),
+        ("./build/usersync run tests/bench/scim_load.lua 30 16 2000 600",
+         r"(?m)^  nothing lost: yes\n(.*\n)*serve exit status after SIGTERM: 0$"),
+        ("./build/usersync run tests/bench/scim_push.lua 10000 200 20",
+         r"(?m)^   Jira equal to the pulled sync's: yes; "),
     ]:
         command = text if ctx["full"] else SCALED.get(text, text)
         s.append(([text, env], env + "; " + command, 0, pattern))
@@ -198,6 +202,10 @@ SCALED = {
         "./build/usersync run tests/bench/incremental_100k.lua 3000 10",
     "./build/usersync run tests/bench/serve_load.lua 30": "./build/usersync run tests/bench/serve_load.lua 2",
     "sh tests/bench/serve_load.sh 30": "sh tests/bench/serve_load.sh 2",
+    "./build/usersync run tests/bench/scim_load.lua 30 16 2000 600":
+        "./build/usersync run tests/bench/scim_load.lua 2 4 100 200",
+    "./build/usersync run tests/bench/scim_push.lua 10000 200 20":
+        "./build/usersync run tests/bench/scim_push.lua 300 10 5",
 }
 
 

@@ -79,7 +79,8 @@ test("open creates the file with the current schema", function(t)
     names[#names + 1] = row.name
   end
   t:same(names, { "cursors", "findings", "kv", "links", "locks", "operations", "owned_groups",
-                  "owned_memberships", "returning_groups", "runs" })
+                  "owned_memberships", "returning_groups", "runs",
+                  "scim_changes", "scim_groups", "scim_members", "scim_users" })
   db:close()
   t:ok(io.open(path) ~= nil, "file exists")
 end)

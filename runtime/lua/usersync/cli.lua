@@ -51,7 +51,7 @@ commands:
   run SCRIPT.lua   run an ad-hoc Lua script with the full runtime API
   history          list past runs with their counts
   show RUN         list every operation of one run
-  serve            run as a daemon: schedules, Okta event hooks, health and metrics
+  serve            run as a daemon: schedules, Okta event hooks, SCIM endpoints, health and metrics
   accounts         every account of a target: managed or not, linked to whom, why
   explain USER     one Okta user's way through the policy, with the rules that decided
   test FILE...     run policy tests (hand-written or recorded Okta users)
@@ -183,8 +183,11 @@ System Log poll that syncs just the users whose profile, status, app
 assignment or group membership changed (a lastUpdated watermark when the
 token may not read logs); the Okta event hook at serve.okta_hook.path, which
 syncs the user who signs in (user.session.start) and the users that
-lifecycle, profile, membership and app events name; serve.jobs scripts on
-their intervals. HTTP on serve.listen (TLS with serve.tls): GET /healthz,
+lifecycle, profile, membership and app events name; a SCIM 2.0 endpoint
+per `scim` source at /scim/v2/<source>/ (Bearer token of the source) whose
+pushes are stored and sync the users they touched, batched after a quiet
+period of 2 s; serve.jobs scripts on their intervals. HTTP on
+serve.listen (TLS with serve.tls): GET /healthz,
 GET /readyz (503 until the config and store are open, or while the last
 full run of an entry had failures), GET /metrics (Prometheus text,
 usersync_ prefix); with serve.status = { user, password }, the status page
@@ -526,7 +529,10 @@ local function checks_text(cfg, checks, only_problems)
   for _, name in ipairs(names) do
     local r = checks.sources[name]
     if only_problems and r.ok then goto next_source end
-    w(("source %s (okta, %s): %s\n"):format(name, cfg.sources[name].url, r.ok and "ok" or "PROBLEM"))
+    local sc = cfg.sources[name]
+    w(("source %s (%s, %s): %s\n"):format(name, sc.type, sc.url or ("pushed to /scim/v2/" .. name .. "/"),
+      r.ok and "ok" or "PROBLEM"))
+    if r.stored then w("  stored: ", r.stored, "\n") end
     if r.error then w("  error: ", secrets.mask(r.error), "\n") end
     w(("  reachable: %s\n"):format(r.reachable and "yes" or "no"))
     if r.auth then w("  credentials: ", status_word(r.auth), "\n") end

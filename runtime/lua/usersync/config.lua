@@ -40,7 +40,7 @@ M.nodes = { str = str, bool = bool, int = int, enum = enum, list = list, map = m
             record = record, secret = secret, duration = duration, url = url,
             pattern = pattern, oneof = oneof, path = path }
 
-local source = record({
+local okta_source = record({
   type = enum({ "okta" }, { required = true }),
   url = url { required = true },
   token = secret(),
@@ -74,6 +74,16 @@ local source = record({
     err(path, "has both `token` and `oauth`; choose one")
   end
 end })
+
+-- A SCIM source: identity providers push to `usersync serve` at
+-- /scim/v2/<name>/ with this Bearer token (needed by serve only).
+local scim_source = record({
+  type = enum({ "scim" }, { required = true }),
+  token = secret { required = true, serve_only = true },
+  status_map = map(enum({ "active", "inactive", "skip" })),
+})
+
+local source = node("bytype", { key = "type", of = { okta = okta_source, scim = scim_source } })
 
 local target = record({
   type = enum(require("usersync.targets").TYPES, { required = true }),
@@ -276,7 +286,7 @@ local serve_secrets_optional = false
 local current = { dir = nil, warnings = {} }
 function checkers.secret(n, v, path, err)
   if secrets.is_missing(v) then
-    if serve_secrets_optional and path:match("^serve%.") then return nil end
+    if serve_secrets_optional and (path:match("^serve%.") or n.serve_only) then return nil end
     return err(path, v.reason)
   end
   if type(v) ~= "string" then
@@ -404,6 +414,18 @@ function checkers.record(n, v, path, err)
   end
   if n.check then n.check(out, path, err, v) end
   return out
+end
+-- A record chosen by the value of one key (sources: by `type`).
+function checkers.bytype(n, v, path, err)
+  if type(v) ~= "table" then return err(path, "expected a table, got " .. describe(v)) end
+  local r = n.of[v[n.key]]
+  if not r then
+    local names = {}
+    for k in pairs(n.of) do names[#names + 1] = k end
+    table.sort(names)
+    return checkers.enum({ values = names }, v[n.key], join(path, n.key), err)
+  end
+  return check(r, v, path, err)
 end
 function checkers.oneof(n, v, path, err)
   for _, opt in ipairs(n.options) do

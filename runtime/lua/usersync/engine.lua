@@ -75,7 +75,11 @@ end
 
 function Engine:source(name)
   local s = self.sources[name]
-  if not s then
+  if not s and self.cfg.sources[name].type == "scim" then
+    -- pushed to serve's SCIM endpoint: read from the store
+    s = require("usersync.scim_source").new(self.db, name, self.cfg.sources[name], self.cfg.state)
+    self.sources[name] = s
+  elseif not s then
     local scfg = self.cfg.sources[name]
     local opts = {}
     for k, v in pairs(scfg) do opts[k] = v end
@@ -327,7 +331,9 @@ function Engine:plan_entry(run, s)
   local last = not run.users and state.last_in_scope(self.db, s.name)
   if src.complete and #src.users == 0 and last and last > 0 then
     entry.read.complete = false
-    problems[#problems + 1] = ("Okta returned no users in scope; the last run had %d"):format(last)
+    problems[#problems + 1] = (self.cfg.sources[s.source].type == "scim"
+      and ("no users were pushed to %s (all deleted); the last run had %d"):format(s.source, last)
+      or ("Okta returned no users in scope; the last run had %d"):format(last))
   end
 
   for _, tname in ipairs(s.targets) do

@@ -32,6 +32,7 @@ local json = require "usersync.json"
 local time = require "usersync.time"
 local state = require "usersync.state"
 local status = require "usersync.status"
+local scim_serve = require "usersync.scim_serve"
 
 local M = {}
 
@@ -587,6 +588,7 @@ function Serve:reload()
       or json.encode(old.status or {}) ~= json.encode(new.status or {}) then
     log.warn "serve.listen, serve.health_listen, serve.tls, serve.okta_hook and serve.status take effect at the next start"
   end
+  scim_serve.reloaded(self.cfg, cfg)
   self.engine:close()
   self.engine, self.cfg = e, cfg
   self:schedule(cfg, time.now())
@@ -604,7 +606,7 @@ function Serve:next_due()
   for _, d in pairs(self.due) do at = math.min(at, d.at) end
   for _, j in ipairs(self.jobs) do at = math.min(at, j.at) end
   if self.poll_at then at = math.min(at, self.poll_at) end
-  return at
+  return math.min(at, scim_serve.due(self))
 end
 
 -- Whatever is due now, in config order: full runs, then the poll, then jobs.
@@ -624,6 +626,8 @@ function Serve:run_due()
       self:set_next(s.name, d)
     end
   end
+  -- SCIM pushes after their quiet period: waiting users, or a full run.
+  if scim_serve.due(self) <= time.now() then scim_serve.flush(self) end
   -- Full runs a group event asked for (trigger event or incremental).
   for _, s in ipairs(self.cfg.sync) do
     local trigger = (self.full_requested or {})[s.name]
@@ -676,6 +680,7 @@ function M.run(cfg, ctx)
                   max_body = scfg.okta_hook.max_body }
   end
   opts.status = status.server_options(cfg)
+  opts.scim = scim_serve.server_opts(cfg)
   describe_metrics()
   local srv, err, code = server.start(opts)
   if not srv then
@@ -691,6 +696,12 @@ function M.run(cfg, ctx)
     return 1
   end
   self.engine = e
+  local sok, serr = scim_serve.start(self, { tls = opts.tls, level = ctx.level })
+  if not sok then
+    e:close(); srv:close()
+    eprint("usersync serve: " .. tostring(serr))
+    return 1
+  end
   -- The last full success survives a restart in the store; so does its metric.
   for _, sy in ipairs(cfg.sync) do
     local at = last_full_success(e.db, sy.name)
@@ -715,6 +726,8 @@ function M.run(cfg, ctx)
       self:handle_events(data)
     elseif kind == "actions" then
       status.handle_actions(self, data)
+    elseif kind == "scim" then
+      scim_serve.pushed(self)
     elseif kind == "signal" and data == "hup" then
       log.info "SIGHUP: reloading the config"
       self:reload()
