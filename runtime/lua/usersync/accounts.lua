@@ -204,10 +204,14 @@ end
 local CSV_COLUMNS = { "target", "account", "display_name", "email", "active", "managed", "sync", "okta_id",
                       "okta_login", "linked_since", "created_by_us", "why", "reason" }
 
+-- A field that starts with = + - @, a tab or a CR gets a leading single
+-- quote (as history's CSV), so a spreadsheet shows a display name such as
+-- "=HYPERLINK(...)" as text instead of running it as a formula.
 local function csv_cell(v)
   if v == nil then return "" end
   if type(v) == "boolean" then return v and "true" or "false" end
   v = tostring(v)
+  if v:find("^[=+%-@\t\r]") then v = "'" .. v end
   if v:find('[",\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
   return v
 end
