@@ -268,6 +268,40 @@ test("serve.tls: the page over HTTPS, its cookie Secure, the https Origin requir
   os.execute("rm -rf " .. tmp)
 end)
 
+test("hostile names: a target named jira+eu/\"x\" is linked and reachable; bidi overrides and control characters never reach the page", function(t)
+  local NAME = 'jira+eu/"x"'
+  local w4 <close> = world.new{ products = { "jira" }, extra = { raw = section(true) } }
+  -- Carol's first name turns the text after it right to left; her last name carries a terminal escape
+  w4:okta_user("00u1", "ann.lee@example.com", { profile = { firstName = "Ann\u{202E}exe.txt", lastName = "Lee\27[31m\u{2066}" } })
+  w4:load()
+  local f = assert(io.open(w4.config))
+  local text = f:read("a")
+  f:close()
+  text = text:gsub("\n    jira = {", "\n    [" .. ("%q"):format(NAME) .. "] = {", 1):gsub('targets = { "jira" }', "targets = { " .. ("%q"):format(NAME) .. " }", 1)
+  f = assert(io.open(w4.config, "w"))
+  f:write(text)
+  f:close()
+  local r = w4:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local d4 <close> = serve.start(w4, { env = { USERSYNC_UI_PASSWORD = PASSWORD } })
+  local page = d4:get("/", AUTH).body
+  -- hand-written: the name percent-encoded in the href, escaped as the link's text
+  local link = '<a href="/status/targets/jira%2Beu%2F%22x%22">jira+eu/&quot;x&quot;</a>'
+  t:contains(page, link)
+  local tp = d4:get("/status/targets/jira%2Beu%2F%22x%22", AUTH)
+  t:eq(tp.status, 200, "the link leads to the target's page")
+  t:contains(tp.body, "<h1>Managed accounts on jira+eu/&quot;x&quot;</h1>")
+  t:contains(tp.body, '<td data-label="Account">ann.lee@example.com</td>')
+  t:eq(d4:get("/status/targets/jira%20eu%2F%22x%22", AUTH).status, 404, "decoded once only: a space is not a plus")
+  local run = d4:get("/status/runs/1", AUTH).body
+  t:contains(run, "display name “Ann\u{FFFD}exe.txt Lee[31m\u{FFFD}”", "overrides shown as U+FFFD, ESC dropped")
+  for _, body in ipairs{ page, tp.body, run } do
+    t:ok(not body:find("\u{202E}", 1, true) and not body:find("\u{2066}", 1, true), "no bidi override on the page")
+    t:ok(not body:find("\27", 1, true), "no escape character on the page")
+  end
+  t:eq(d4:stop(), 0)
+end)
+
 test("without serve.status there is no page at /", function(t)
   local w2 <close> = status_world(false)
   local d2 <close> = serve.start(w2)

@@ -13,8 +13,9 @@ local M = {}
 local ESC = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
 
 -- Text (or a number) as HTML text or a quoted attribute value; nil -> "".
--- Bytes that are not valid UTF-8 are replaced by U+FFFD, and control
--- characters other than tab and newline are dropped.
+-- Bytes that are not valid UTF-8 are replaced by U+FFFD, as are bidi
+-- override and isolate characters; control characters (C0 other than tab
+-- and newline, DEL, C1) are dropped.
 function M.esc(v)
   if v == nil then return "" end
   local s = tostring(v)
@@ -34,7 +35,11 @@ function M.esc(v)
     end
     s = table.concat(out)
   end
-  s = s:gsub("[%z\1-\8\11-\31\127]", "")
+  s = s:gsub("[%z\1-\8\11-\31\127]", ""):gsub("\194[\128-\159]", "")
+  -- bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069):
+  -- a name with a right-to-left override could make the text after it on
+  -- the page read backwards ("exe.txt" shown as "txt.exe"); shown as U+FFFD
+  s = s:gsub("\226\128[\170-\174]", "\u{FFFD}"):gsub("\226\129[\166-\169]", "\u{FFFD}")
   return (s:gsub("[&<>\"']", ESC))
 end
 

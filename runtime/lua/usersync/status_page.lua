@@ -581,9 +581,11 @@ function M.handle(ctx, req, snap_text)
     text = overview(ctx, req, snap, db)
   else
     local id = path:match("^/status/runs/(%d+)$")
-    local target = path:match("^/status/targets/([^/]+)$")
+    -- the server hands over the path percent-decoded once already: a target
+    -- named "jira+eu/x" arrives as itself (decoding again made it "jira eu/x")
+    local target = path:match("^/status/targets/(.+)$")
     if id then text = run_page(ctx, math.tointeger(tonumber(id)), db)
-    elseif target then text = target_page(ctx, html.url_decode(target), snap, db) end
+    elseif target then text = target_page(ctx, target, snap, db) end
   end
   if not text then
     return html_response(ctx, 404, page(ctx, "Not found", function(b)
