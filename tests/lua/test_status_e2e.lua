@@ -295,6 +295,14 @@ test("hostile names: a target named jira+eu/\"x\" is linked and reachable; bidi 
   t:eq(d4:get("/status/targets/jira%20eu%2F%22x%22", AUTH).status, 404, "decoded once only: a space is not a plus")
   local run = d4:get("/status/runs/1", AUTH).body
   t:contains(run, "display name “Ann\u{FFFD}exe.txt Lee[31m\u{FFFD}”", "overrides shown as U+FFFD, ESC dropped")
+  -- sync now for a login of 120 two-byte characters: 720 bytes percent-encoded, more than a Location keeps
+  local token = page:match('name="csrf" value="(%x+)"')
+  local r2 = d4:get("/", AUTH)
+  local cookie = (r2.headers["set-cookie"] or ""):match("^(usersync_csrf=%x+)")
+  local posted = d4:post("/status/sync", "sync=main&user=" .. ("%C3%A9"):rep(120) .. "&csrf=" .. tostring(token),
+    with(with(AUTH, FORM), { Origin = d4.base, Cookie = cookie }))
+  t:eq(posted.status, 303)
+  t:eq(posted.headers.location, "/?requested=main", "the login left out of the notice, not cut mid-escape")
   for _, body in ipairs{ page, tp.body, run } do
     t:ok(not body:find("\u{202E}", 1, true) and not body:find("\u{2066}", 1, true), "no bidi override on the page")
     t:ok(not body:find("\27", 1, true), "no escape character on the page")

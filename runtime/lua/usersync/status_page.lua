@@ -549,6 +549,11 @@ local function sync_now(ctx, req, snap)
     return refused(ctx, req, 400, "That is not an Okta login.")
   end
   local loc = "/?requested=" .. html.url_encode(form.sync) .. (user and ("&user=" .. html.url_encode(user)) or "")
+  -- the server keeps at most 255 bytes of a Location: a long login (a
+  -- 240-byte UTF-8 one is 720 percent-encoded) is left out of the notice
+  -- rather than cut in the middle of an escape
+  if #loc > 255 then loc = "/?requested=" .. html.url_encode(form.sync) end
+  if #loc > 255 then loc = "/" end
   return { status = 303, location = loc, type = "text/plain; charset=utf-8", body = "see " .. loc .. "\n",
            action = json.encode{ sync = form.sync, user = user } }
 end
