@@ -310,6 +310,44 @@ test("hostile names: a target named jira+eu/\"x\" is linked and reachable; bidi 
   t:eq(d4:stop(), 0)
 end)
 
+test("no secret on any page, even when Okta refuses the token and a run fails", function(t)
+  local OKTA, ATL, HOOK = "okta-SECRET-token-0123456789", "atl-SECRET-token-0123456789", "hook-SECRET-0123456789"
+  local w5 <close> = world.new{ products = { "jira" }, extra = { raw = section(true) } }
+  w5:okta_user("00u1", "ann.lee@example.com")
+  w5:load()
+  t:eq(w5:usersync("sync").code, 0)
+  -- serve holds other credentials than the simulators accept: its reads fail
+  local d5 <close> = serve.start(w5, { env = { USERSYNC_UI_PASSWORD = PASSWORD, US_TEST_OKTA_TOKEN = OKTA,
+                                             US_TEST_ATL_TOKEN = ATL, US_TEST_HOOK_SECRET = HOOK } })
+  local token, cookie
+  local pages = {}
+  local p = d5:get("/", AUTH)
+  token = p.body:match('name="csrf" value="(%x+)"')
+  cookie = (p.headers["set-cookie"] or ""):match("^(usersync_csrf=%x+)")
+  local posted = d5:post("/status/sync", "sync=main&csrf=" .. tostring(token), with(with(AUTH, FORM), { Origin = d5.base, Cookie = cookie }))
+  t:eq(posted.status, 303)
+  local ended = serve.wait_for(function()
+    local list = runs(w5)
+    return #list >= 2 and list[1].outcome ~= "running" and list[1]
+  end, 60)
+  t:ok(ended and ended.outcome ~= "ok", "the manual run ended, failed: " .. tostring(ended and ended.outcome))
+  t:match(d5:get("/status/runs/" .. tostring(ended and ended.id), AUTH).body, "<dt>Error</dt><dd>[^<]*401",
+    "its page shows Okta's refusal")
+  for _, path in ipairs{ "/", "/status/runs/1", "/status/runs/2", "/status/runs/3", "/status/targets/jira", "/status/nothing" } do
+    pages[#pages + 1] = { path, d5:get(path, AUTH) }
+  end
+  pages[#pages + 1] = { "403", d5:post("/status/sync", "sync=main&csrf=00", with(with(AUTH, FORM), { Origin = d5.base })) }
+  pages[#pages + 1] = { "401", d5:get("/") }
+  for _, pg in ipairs(pages) do
+    local text = pg[2].body .. table.concat((function()
+      local h = {} for k, v in pairs(pg[2].headers or {}) do h[#h + 1] = k .. ": " .. v end return h end)(), "\n")
+    t:eq(text:find("SECRET", 1, true), nil, pg[1] .. ": no token or secret")
+    t:eq(text:find(PASSWORD, 1, true), nil, pg[1] .. ": not the page's password")
+  end
+  t:eq(d5:log_text():find("SECRET", 1, true), nil, "nor in serve's log")
+  t:eq(d5:stop(), 0)
+end)
+
 test("without serve.status there is no page at /", function(t)
   local w2 <close> = status_world(false)
   local d2 <close> = serve.start(w2)
