@@ -74,6 +74,20 @@ test("authentication: 401 with WWW-Authenticate without or with wrong credential
   t:eq(ok.status, 200, "the scheme is case-insensitive")
   t:eq(d:get("/healthz").status, 200, "health needs no credentials")
   t:ok(not d:log_text():find(PASSWORD, 1, true), "the password never reaches the log")
+  -- no way around it: other paths to the page, other methods, malformed credentials
+  for _, c in ipairs{ { "GET", "/status/../" }, { "GET", "/%73tatus/style.css" }, { "GET", "/status/runs/1?x=/healthz" },
+                      { "HEAD", "/" }, { "OPTIONS", "/" }, { "DELETE", "/status/sync" } } do
+    t:eq(d:request(c[1], c[2]).status, 401, c[1] .. " " .. c[2] .. " without credentials")
+  end
+  t:eq(d:get("//").status, 404, "// is not the page")
+  local nocolon = "admin" .. PASSWORD
+  nocolon = crypto.b64url(nocolon):gsub("-", "+"):gsub("_", "/") .. ("="):rep((3 - #nocolon % 3) % 3)
+  for what, v in pairs{ ["no colon"] = "Basic " .. nocolon, ["invalid base64"] = "Basic !!!!",
+                        ["only the scheme"] = "Basic ", ["the password alone"] = "Basic " .. PASSWORD } do
+    t:eq(d:get("/", { Authorization = v }).status, 401, what)
+  end
+  t:eq(d:request("OPTIONS", "/", nil, AUTH).status, 405, "OPTIONS with credentials: not allowed")
+  t:eq(d:request("HEAD", "/", nil, AUTH).status, 200, "HEAD with credentials")
 end)
 
 test("the overview shows what the store holds", function(t)
