@@ -317,6 +317,11 @@ test("hostile names: a target named jira+eu/\"x\" is linked and reachable; bidi 
     with(with(AUTH, FORM), { Origin = d4.base, Cookie = cookie }))
   t:eq(posted.status, 303)
   t:eq(posted.headers.location, "/?requested=main", "the login left out of the notice, not cut mid-escape")
+  -- the token and cookie of another serve process (d's) are refused here
+  local other_token, other_cookie = session()
+  t:ok(other_token ~= token, "each process has its own token")
+  t:eq(d4:post("/status/sync", "sync=main&csrf=" .. tostring(other_token),
+    with(with(AUTH, FORM), { Origin = d4.base, Cookie = other_cookie })).status, 403, "another process's token")
   for _, body in ipairs{ page, tp.body, run } do
     t:ok(not body:find("\u{202E}", 1, true) and not body:find("\u{2066}", 1, true), "no bidi override on the page")
     t:ok(not body:find("\27", 1, true), "no escape character on the page")
