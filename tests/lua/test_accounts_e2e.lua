@@ -112,4 +112,26 @@ test("usage errors and a target that cannot be read", function(t)
   t:eq(r.stdout, "", "nothing listed from a failed read")
 end)
 
+test("hostile names: --csv guards formulas and keeps a long name whole; the table shows control characters escaped", function(t)
+  -- hand-computed: the leading quote goes inside the CSV quoting, quotes doubled
+  local long = ("x"):rep(10000)
+  local w <close> = world.small { products = { "jira" }, sync = SYNC, jira = { users = {
+    { name = "svc-formula", key = "svc-formula", displayName = '=HYPERLINK("http://x")', emailAddress = "svc@example.com", active = true },
+    { name = "svc-at", key = "svc-at", displayName = "@SUM(1)", emailAddress = "at@example.com", active = true },
+    { name = "svc-long", key = "svc-long", displayName = long, emailAddress = "long@example.com", active = true },
+    { name = "svc\27[2J\u{202E}x", key = "svc-esc", displayName = "Esc", emailAddress = "esc@example.com", active = true },
+  }, groups = {}, members = {} } }
+  w:load()
+  local r = w:usersync("accounts", "--unmanaged", "--csv")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, '\r\njira,svc-formula,"\'=HYPERLINK(""http://x"")",svc@example.com,true,false,,,,,,no_okta_user,no Okta user in scope maps to it\r\n')
+  t:contains(r.stdout, "\r\njira,svc-at,'@SUM(1),at@example.com,true,false,")
+  t:ok(r.stdout:find("\r\njira,svc-long," .. long .. ",long@example.com,true,false,", 1, true), "the 10,000-character name whole")
+  -- the text table: an escape sequence in an account name reaches the terminal as \x1b, an override as \u202e
+  r = w:usersync("accounts")
+  t:eq(r.code, 0, r.stderr)
+  t:contains(r.stdout, "\n  svc\\x1b[2J\\u202ex  no       yes     -          -             no Okta user in scope maps to it\n")
+  t:eq(r.stdout:find("\27", 1, true), nil, "no escape character")
+end)
+
 return test.done()

@@ -89,4 +89,34 @@ test("a policy's user hook still overrides one field over the mapping", function
   t:eq(a and a.emailAddress, "ann@corp.example", "the fields it leaves out keep the mapping")
 end)
 
+test("a mapped Okta field that is a list or a boolean is a policy error naming it; the account is kept", function(t)
+  local w <close> = world.new{ products = { "jira" }, sync = { attributes = { name = "profile.employeeId",
+    display_name = "{profile.firstName} {profile.lastName}{profile.suffix}" } } }
+  w:okta_user("00u1", "ann.lee@example.com", { profile = { employeeId = "E1001", firstName = "Ann", lastName = "Lee" } })
+  w:okta_user("00u2", "bob.stone@example.com", { profile = { employeeId = "E1002", firstName = "Bob", lastName = "Stone" } })
+  w:okta_user("00u3", "carol.king@example.com", { profile = { employeeId = "E1003", firstName = "Carol", suffix = { "Jr", "PhD" } } })
+  w:okta_user("00u4", "dave.moss@example.com", { profile = { employeeId = 1004, firstName = "Dávid", lastName = "Móss ☃" } })
+  w:okta_user("00u5", "erin.lake@example.com", { profile = { employeeId = true, firstName = "Erin" } })
+  w:load()
+  local r = w:usersync("sync")
+  t:eq(r.code, 1, "policy errors: exit 1")
+  local out = r.stdout .. r.stderr
+  t:contains(out, 'attributes: profile.suffix is a list, not text or a number (in "{profile.firstName} {profile.lastName}{profile.suffix}")')
+  t:contains(out, 'attributes: profile.employeeId is a boolean, not text or a number (in "profile.employeeId")')
+  local jira = w:accounts("jira")
+  t:eq(jira["e1001"] and jira["e1001"].displayName, "Ann Lee")
+  t:eq(jira["1004"] and jira["1004"].displayName, "Dávid Móss ☃", "a number as written, unicode kept")
+  t:ok(jira["e1002"], "Bob's account")
+  t:eq(jira["e1003"], nil, "Carol: no account while her display name cannot be made")
+  t:eq(jira["true"], nil, "Erin: no account named true")
+  -- Okta's schema changes: Bob's employeeId becomes a list. His account stays active.
+  w:find_user("00u2").profile.employeeId = { "E1002", "E2002" }
+  w:load()
+  w:clear_requests()
+  r = w:usersync("sync")
+  t:eq(r.code, 1)
+  t:contains(r.stdout .. r.stderr, 'attributes: profile.employeeId is a list, not text or a number (in "profile.employeeId")')
+  t:eq(w:accounts("jira")["e1002"].active, true, "not deactivated")
+end)
+
 return test.done()

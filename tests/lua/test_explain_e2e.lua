@@ -161,4 +161,32 @@ test("sync entries of two Okta orgs: each knows the user by its own record", fun
   second:stop()
 end)
 
+test("one group excluded by a pattern, one mapped to two groups; a list attribute shown and named", function(t)
+  local w <close> = world.new{ products = { "jira" }, sync = { attributes = { name = "profile.employeeId" },
+    groups = { mode = "manual", map = { Engineering = { "developers", "jira-users" } }, exclude = { "-test$" } } } }
+  w:okta_group("00gEng", "Engineering")
+  w:okta_group("00gTst", "eng-test")
+  w:okta_user("00u1", "ann.lee@example.com", { groups = { "00gEng", "00gTst" }, profile = { employeeId = "E1" } })
+  w:okta_user("00u2", "bob.stone@example.com", { groups = { "00gEng" }, profile = { employeeId = { "E2", "E3" } } })
+  w:load()
+  local r = w:usersync("explain", "ann.lee@example.com")
+  t:eq(r.code, 0, r.stderr)
+  -- hand-written: exactly these rules, in this order
+  t:contains(r.stdout, table.concat({
+    "    Okta groups (include_group: default policy):",
+    "      counts   Engineering              matches no groups.exclude pattern",
+    '      ignored  eng-test                 matches groups.exclude[1] "-test$"',
+    "    target groups (groups: default policy; default_groups: default policy):",
+    '      developers               Okta group "Engineering" via groups.map["Engineering"]',
+    '      jira-users               Okta group "Engineering" via groups.map["Engineering"]',
+    "    plan:",
+    '      + create user    E1 "ann lee" <ann.lee@example.com>  (ann.lee@example.com is in scope and has no account)',
+    "      + add member     E1 in developers  (group rules put ann.lee@example.com in developers)",
+    "      + add member     E1 in jira-users  (group rules put ann.lee@example.com in jira-users)\n" }, "\n"))
+  r = w:usersync("explain", "bob.stone@example.com")
+  t:eq(r.code, 1, "a policy error")
+  t:contains(r.stdout, '  profile.employeeId     ["E2","E3"]\n', "the list as it is, not (not set)")
+  t:contains(r.stdout, 'user hook (default policy): ERROR attributes: profile.employeeId is a list, not text or a number (in "profile.employeeId")')
+end)
+
 return test.done()

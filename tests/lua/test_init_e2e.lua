@@ -115,4 +115,35 @@ test("on a terminal it asks for what the flags leave out", function(t)
   t:eq(io.open(conf2, "rb"), nil, "nothing written")
 end)
 
+test("a dangling symbolic link at the path is not replaced", function(t)
+  local w <close> = world.new { products = { "jira" } }
+  local conf = w.dir .. "/linked.conf.lua"
+  t:ok(os.execute(("ln -s %q %q"):format(w.dir .. "/mounted-later/usersync.conf.lua", conf)))
+  local r = run({ BIN, "init", "-c", conf, "--okta-url", w.okta.url, "--jira", w.jira.url })
+  t:eq(r.code, 2, r.stdout .. r.stderr)
+  t:contains(r.stderr, "usersync init: " .. conf .. " exists; not overwritten")
+  local p = io.popen(("readlink %q"):format(conf))
+  t:eq(p:read("a"), w.dir .. "/mounted-later/usersync.conf.lua\n", "still the link")
+  p:close()
+end)
+
+test("a token passed where a variable name or a URL belongs is refused and never repeated", function(t)
+  local w <close> = world.new { products = { "jira" } }
+  local TOKEN = "00Abc-SECRET-okta-token-1234567890abcdefgh"
+  local conf = w.dir .. "/new.conf.lua"
+  local cases = {
+    { "--token-env", TOKEN, "--okta-url", w.okta.url, "--jira", w.jira.url },
+    { "--okta-url", w.okta.url:gsub("^http://", "http://admin:" .. TOKEN .. "@"), "--jira", w.jira.url },
+    { "--okta-url", w.okta.url, "--jira", w.jira.url:gsub("^http://", "http://admin:" .. TOKEN .. "@") },
+  }
+  for i, c in ipairs(cases) do
+    local argv = { BIN, "init", "-c", conf }
+    for _, a in ipairs(c) do argv[#argv + 1] = a end
+    local r = run(argv)
+    t:eq(r.code, 2, "case " .. i)
+    t:eq((r.stdout .. r.stderr):find("SECRET", 1, true), nil, "case " .. i .. ": the token is not printed: " .. r.stderr)
+    t:eq(io.open(conf, "rb"), nil, "case " .. i .. ": nothing written")
+  end
+end)
+
 return test.done()

@@ -161,5 +161,22 @@ end)
   t:contains(r.stderr, "no Okta user 'nobody@example.com'")
 end)
 
+test("a test's name cannot forge a TAP line or a directive", function(t)
+  local tf = file("names_test.lua", [[
+test("two\nok 99 - forged", function() expect(1).to_be(2) end)
+test("a failure # TODO not really", function() expect(1).to_be(2) end)
+test("passes", function() expect(1).to_be(1) end)
+]])
+  local r = usersync("test", tf)
+  t:eq(r.code, 1, r.stderr)
+  -- hand-written: each test one line, the break and the # escaped
+  t:contains(r.stdout, "\nnot ok 1 - two\\nok 99 - forged\n")
+  t:contains(r.stdout, "\nnot ok 2 - a failure \\# TODO not really\n")
+  t:contains(r.stdout, "\nok 3 - passes\n")
+  t:eq(r.stdout:find("\nok 99", 1, true), nil, "no forged line")
+  t:contains(r.stdout, "\n1..3\n1 passed, 2 failed\n")
+end)
+
 os.execute("rm -rf " .. dir)
+
 return test.done()

@@ -37,7 +37,8 @@ local policy = w.dir .. "/policy.lua"
 local f = assert(io.open(policy, "w"))
 f:write([[
 return { user = function(u, ctx)
-  if u.profile.login == "erin.gray@example.com" then error("no cost centre for " .. u.profile.login) end
+  -- the message ends in one unbroken 600-character word: a table cell must wrap it, not widen the page
+  if u.profile.login == "erin.gray@example.com" then error("no cost centre for " .. u.profile.login .. " " .. ("x"):rep(600)) end
   return {}
 end }
 ]])

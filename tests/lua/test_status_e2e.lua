@@ -74,6 +74,20 @@ test("authentication: 401 with WWW-Authenticate without or with wrong credential
   t:eq(ok.status, 200, "the scheme is case-insensitive")
   t:eq(d:get("/healthz").status, 200, "health needs no credentials")
   t:ok(not d:log_text():find(PASSWORD, 1, true), "the password never reaches the log")
+  -- no way around it: other paths to the page, other methods, malformed credentials
+  for _, c in ipairs{ { "GET", "/status/../" }, { "GET", "/%73tatus/style.css" }, { "GET", "/status/runs/1?x=/healthz" },
+                      { "HEAD", "/" }, { "OPTIONS", "/" }, { "DELETE", "/status/sync" } } do
+    t:eq(d:request(c[1], c[2]).status, 401, c[1] .. " " .. c[2] .. " without credentials")
+  end
+  t:eq(d:get("//").status, 404, "// is not the page")
+  local nocolon = "admin" .. PASSWORD
+  nocolon = crypto.b64url(nocolon):gsub("-", "+"):gsub("_", "/") .. ("="):rep((3 - #nocolon % 3) % 3)
+  for what, v in pairs{ ["no colon"] = "Basic " .. nocolon, ["invalid base64"] = "Basic !!!!",
+                        ["only the scheme"] = "Basic ", ["the password alone"] = "Basic " .. PASSWORD } do
+    t:eq(d:get("/", { Authorization = v }).status, 401, what)
+  end
+  t:eq(d:request("OPTIONS", "/", nil, AUTH).status, 405, "OPTIONS with credentials: not allowed")
+  t:eq(d:request("HEAD", "/", nil, AUTH).status, 200, "HEAD with credentials")
 end)
 
 test("the overview shows what the store holds", function(t)
@@ -266,6 +280,91 @@ test("serve.tls: the page over HTTPS, its cookie Secure, the https Origin requir
   t:eq(d3:post("/status/sync", "sync=main&csrf=" .. tostring(token), h).status, 303, "the https:// Origin")
   t:eq(d3:stop(), 0)
   os.execute("rm -rf " .. tmp)
+end)
+
+test("hostile names: a target named jira+eu/\"x\" is linked and reachable; bidi overrides and control characters never reach the page", function(t)
+  local NAME = 'jira+eu/"x"'
+  local w4 <close> = world.new{ products = { "jira" }, extra = { raw = section(true) } }
+  -- Carol's first name turns the text after it right to left; her last name carries a terminal escape
+  w4:okta_user("00u1", "ann.lee@example.com", { profile = { firstName = "Ann\u{202E}exe.txt", lastName = "Lee\27[31m\u{2066}" } })
+  w4:load()
+  local f = assert(io.open(w4.config))
+  local text = f:read("a")
+  f:close()
+  text = text:gsub("\n    jira = {", "\n    [" .. ("%q"):format(NAME) .. "] = {", 1):gsub('targets = { "jira" }', "targets = { " .. ("%q"):format(NAME) .. " }", 1)
+  f = assert(io.open(w4.config, "w"))
+  f:write(text)
+  f:close()
+  local r = w4:usersync("sync")
+  t:eq(r.code, 0, r.stderr)
+  local d4 <close> = serve.start(w4, { env = { USERSYNC_UI_PASSWORD = PASSWORD } })
+  local page = d4:get("/", AUTH).body
+  -- hand-written: the name percent-encoded in the href, escaped as the link's text
+  local link = '<a href="/status/targets/jira%2Beu%2F%22x%22">jira+eu/&quot;x&quot;</a>'
+  t:contains(page, link)
+  local tp = d4:get("/status/targets/jira%2Beu%2F%22x%22", AUTH)
+  t:eq(tp.status, 200, "the link leads to the target's page")
+  t:contains(tp.body, "<h1>Managed accounts on jira+eu/&quot;x&quot;</h1>")
+  t:contains(tp.body, '<td data-label="Account">ann.lee@example.com</td>')
+  t:eq(d4:get("/status/targets/jira%20eu%2F%22x%22", AUTH).status, 404, "decoded once only: a space is not a plus")
+  local run = d4:get("/status/runs/1", AUTH).body
+  t:contains(run, "display name “Ann\u{FFFD}exe.txt Lee[31m\u{FFFD}”", "overrides shown as U+FFFD, ESC dropped")
+  -- sync now for a login of 120 two-byte characters: 720 bytes percent-encoded, more than a Location keeps
+  local token = page:match('name="csrf" value="(%x+)"')
+  local r2 = d4:get("/", AUTH)
+  local cookie = (r2.headers["set-cookie"] or ""):match("^(usersync_csrf=%x+)")
+  local posted = d4:post("/status/sync", "sync=main&user=" .. ("%C3%A9"):rep(120) .. "&csrf=" .. tostring(token),
+    with(with(AUTH, FORM), { Origin = d4.base, Cookie = cookie }))
+  t:eq(posted.status, 303)
+  t:eq(posted.headers.location, "/?requested=main", "the login left out of the notice, not cut mid-escape")
+  -- the token and cookie of another serve process (d's) are refused here
+  local other_token, other_cookie = session()
+  t:ok(other_token ~= token, "each process has its own token")
+  t:eq(d4:post("/status/sync", "sync=main&csrf=" .. tostring(other_token),
+    with(with(AUTH, FORM), { Origin = d4.base, Cookie = other_cookie })).status, 403, "another process's token")
+  for _, body in ipairs{ page, tp.body, run } do
+    t:ok(not body:find("\u{202E}", 1, true) and not body:find("\u{2066}", 1, true), "no bidi override on the page")
+    t:ok(not body:find("\27", 1, true), "no escape character on the page")
+  end
+  t:eq(d4:stop(), 0)
+end)
+
+test("no secret on any page, even when Okta refuses the token and a run fails", function(t)
+  local OKTA, ATL, HOOK = "okta-SECRET-token-0123456789", "atl-SECRET-token-0123456789", "hook-SECRET-0123456789"
+  local w5 <close> = world.new{ products = { "jira" }, extra = { raw = section(true) } }
+  w5:okta_user("00u1", "ann.lee@example.com")
+  w5:load()
+  t:eq(w5:usersync("sync").code, 0)
+  -- serve holds other credentials than the simulators accept: its reads fail
+  local d5 <close> = serve.start(w5, { env = { USERSYNC_UI_PASSWORD = PASSWORD, US_TEST_OKTA_TOKEN = OKTA,
+                                             US_TEST_ATL_TOKEN = ATL, US_TEST_HOOK_SECRET = HOOK } })
+  local token, cookie
+  local pages = {}
+  local p = d5:get("/", AUTH)
+  token = p.body:match('name="csrf" value="(%x+)"')
+  cookie = (p.headers["set-cookie"] or ""):match("^(usersync_csrf=%x+)")
+  local posted = d5:post("/status/sync", "sync=main&csrf=" .. tostring(token), with(with(AUTH, FORM), { Origin = d5.base, Cookie = cookie }))
+  t:eq(posted.status, 303)
+  local ended = serve.wait_for(function()
+    local list = runs(w5)
+    return #list >= 2 and list[1].outcome ~= "running" and list[1]
+  end, 60)
+  t:ok(ended and ended.outcome ~= "ok", "the manual run ended, failed: " .. tostring(ended and ended.outcome))
+  t:match(d5:get("/status/runs/" .. tostring(ended and ended.id), AUTH).body, "<dt>Error</dt><dd>[^<]*401",
+    "its page shows Okta's refusal")
+  for _, path in ipairs{ "/", "/status/runs/1", "/status/runs/2", "/status/runs/3", "/status/targets/jira", "/status/nothing" } do
+    pages[#pages + 1] = { path, d5:get(path, AUTH) }
+  end
+  pages[#pages + 1] = { "403", d5:post("/status/sync", "sync=main&csrf=00", with(with(AUTH, FORM), { Origin = d5.base })) }
+  pages[#pages + 1] = { "401", d5:get("/") }
+  for _, pg in ipairs(pages) do
+    local text = pg[2].body .. table.concat((function()
+      local h = {} for k, v in pairs(pg[2].headers or {}) do h[#h + 1] = k .. ": " .. v end return h end)(), "\n")
+    t:eq(text:find("SECRET", 1, true), nil, pg[1] .. ": no token or secret")
+    t:eq(text:find(PASSWORD, 1, true), nil, pg[1] .. ": not the page's password")
+  end
+  t:eq(d5:log_text():find("SECRET", 1, true), nil, "nor in serve's log")
+  t:eq(d5:stop(), 0)
 end)
 
 test("without serve.status there is no page at /", function(t)

@@ -170,6 +170,18 @@ local function okta_of(r)
   return (r.okta_login and (r.okta_login .. " ") or "") .. "(" .. r.okta_id .. ")"
 end
 
+-- A name as the terminal shows it: control characters (an escape sequence
+-- in an account name would clear the screen or retitle the window) and
+-- bidi overrides written as \xNN / \uNNNN.
+local function shown(s)
+  s = tostring(s):gsub("[%z\1-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  s = s:gsub("\194([\128-\159])", function(c) return ("\\u%04x"):format(c:byte()) end)
+  return (s:gsub("\226([\128\129])([\170-\174\166-\169])", function(a, b)
+    local cp = 0x2000 + (a:byte() - 128) * 64 + (b:byte() - 128)
+    if (cp >= 0x202A and cp <= 0x202E) or (cp >= 0x2066 and cp <= 0x2069) then return ("\\u%04x"):format(cp) end
+  end))
+end
+
 -- The readable table, one block per target.
 function M.text(doc)
   local out = {}
@@ -180,8 +192,9 @@ function M.text(doc)
     local head = { "ACCOUNT", "MANAGED", "ACTIVE", "OKTA USER", "LINKED SINCE", "WHY" }
     local rows = { head }
     for _, r in ipairs(t.accounts) do
-      rows[#rows + 1] = { r.account, r.managed and "yes" or "no", r.active and "yes" or "no", okta_of(r),
-                          r.linked_since or "-", (r.sync and r.managed) and (r.reason .. " (sync " .. r.sync .. ")") or r.reason }
+      rows[#rows + 1] = { shown(r.account), r.managed and "yes" or "no", r.active and "yes" or "no", shown(okta_of(r)),
+                          r.linked_since or "-",
+                          shown((r.sync and r.managed) and (r.reason .. " (sync " .. r.sync .. ")") or r.reason) }
     end
     local width = {}
     for _, row in ipairs(rows) do
@@ -204,10 +217,14 @@ end
 local CSV_COLUMNS = { "target", "account", "display_name", "email", "active", "managed", "sync", "okta_id",
                       "okta_login", "linked_since", "created_by_us", "why", "reason" }
 
+-- A field that starts with = + - @, a tab or a CR gets a leading single
+-- quote (as history's CSV), so a spreadsheet shows a display name such as
+-- "=HYPERLINK(...)" as text instead of running it as a formula.
 local function csv_cell(v)
   if v == nil then return "" end
   if type(v) == "boolean" then return v and "true" or "false" end
   v = tostring(v)
+  if v:find("^[=+%-@\t\r]") then v = "'" .. v end
   if v:find('[",\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
   return v
 end

@@ -9,7 +9,8 @@
 --
 -- A spec is either one field of the Okta user ("profile.login", "id") or a
 -- template: text with fields in braces. A field's value is its string (a
--- number as written); an absent, null or empty field is empty. A template's
+-- number as written); an absent, null or empty field is empty; a list, an
+-- object or a boolean raises (the user becomes a policy error). A template's
 -- result has its runs of spaces made one and its ends trimmed; a spec whose
 -- fields are all empty gives nil (the default policy then falls back to its
 -- own value, or, for the account name, leaves the user out).
@@ -66,8 +67,11 @@ function M.parse(text)
   return { text = text, parts = parts, fields = fields, template = true }
 end
 
--- A field's value as text, or nil when absent, null or empty.
-local function field(u, keys)
+-- A field's value as text, or nil when absent, null or empty. A list, an
+-- object or a boolean is not text: raises naming the field and the spec
+-- (the policy then reports the user as a policy error and leaves its
+-- account as it is, rather than dropping the user or the field quietly).
+local function field(u, keys, text)
   local v = u
   for _, k in ipairs(keys) do
     if type(v) ~= "table" then return nil end
@@ -76,6 +80,10 @@ local function field(u, keys)
   if type(v) == "string" then return v ~= "" and v or nil end
   if math.type(v) == "integer" then return tostring(v) end
   if type(v) == "number" and v == v then return ("%.14g"):format(v) end
+  if type(v) == "table" or type(v) == "boolean" then
+    local what = type(v) == "boolean" and "a boolean" or (#v > 0 or next(v) == nil) and "a list" or "an object"
+    error(("attributes: %s is %s, not text or a number (in %q)"):format(table.concat(keys, "."), what, text), 0)
+  end
   return nil
 end
 
@@ -83,13 +91,13 @@ end
 local compiled = {}
 
 local function evaluate(spec, u)
-  if not spec.template then return field(u, spec.parts[1]) end
+  if not spec.template then return field(u, spec.parts[1], spec.text) end
   local out, any = {}, false
   for i, part in ipairs(spec.parts) do
     if type(part) == "string" then
       out[i] = part
     else
-      local v = field(u, part)
+      local v = field(u, part, spec.text)
       any = any or v ~= nil
       out[i] = v or ""
     end

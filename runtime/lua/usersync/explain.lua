@@ -75,7 +75,14 @@ local function profile_of(u, entries)
     if seen[k] then return end
     seen[k] = true
     local v = p[k]
-    out[#out + 1] = { field = k, value = (type(v) == "string" or type(v) == "number") and tostring(v) or nil }
+    if type(v) == "table" or type(v) == "boolean" then
+      -- an array or boolean attribute: shown as JSON, not as "not set" (a
+      -- mapping that names it is a policy error, which must make sense)
+      local ok, text = pcall(require("usersync.json").encode, v)
+      out[#out + 1] = { field = k, value = ok and text or tostring(v), json = true }
+    else
+      out[#out + 1] = { field = k, value = (type(v) == "string" or type(v) == "number") and tostring(v) or nil }
+    end
   end
   for _, k in ipairs(PROFILE_FIELDS) do add(k) end
   for _, s in ipairs(entries) do
@@ -426,7 +433,9 @@ function M.text(doc)
   local function w(fmt, ...) out[#out + 1] = (select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n" end
   local u = doc.user
   w("Okta user %s (%s), status %s", u.login, u.id, tostring(u.status))
-  for _, p in ipairs(u.profile) do w("  profile.%-14s %s", p.field, p.value and q(p.value) or "(not set)") end
+  for _, p in ipairs(u.profile) do
+    w("  profile.%-14s %s", p.field, p.json and p.value or p.value and q(p.value) or "(not set)")
+  end
   if not doc.store.exists then
     w("store %s: does not exist yet (before the first sync): nothing is linked, planned as a first sync", doc.store.path)
   end

@@ -5,6 +5,7 @@
 --
 --   local html = require "usersync.html"
 --   html.esc([[<a href="x">]])            --> &lt;a href=&quot;x&quot;&gt;
+--   html.text(name)                        --> esc, and <wbr> in a long run without spaces
 --   html.url_encode("a b/c")              --> a%20b%2Fc   (a path segment or query value)
 --   html.form_decode("a=1&b=x+y%21")      --> { a = "1", b = "x y!" }
 --   local b = html.buffer(); b("<p>", html.esc(name), "</p>"); b:text()
@@ -13,10 +14,10 @@ local M = {}
 local ESC = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
 
 -- Text (or a number) as HTML text or a quoted attribute value; nil -> "".
--- Bytes that are not valid UTF-8 are replaced by U+FFFD, and control
--- characters other than tab and newline are dropped.
-function M.esc(v)
-  if v == nil then return "" end
+-- Bytes that are not valid UTF-8 are replaced by U+FFFD, as are bidi
+-- override and isolate characters; control characters (C0 other than tab
+-- and newline, DEL, C1) are dropped.
+local function clean(v)
   local s = tostring(v)
   if not utf8.len(s) then
     local out = {}
@@ -34,8 +35,40 @@ function M.esc(v)
     end
     s = table.concat(out)
   end
-  s = s:gsub("[%z\1-\8\11-\31\127]", "")
-  return (s:gsub("[&<>\"']", ESC))
+  s = s:gsub("[%z\1-\8\11-\31\127]", ""):gsub("\194[\128-\159]", "")
+  -- bidi embeddings, overrides and isolates (U+202A-202E, U+2066-2069):
+  -- a name with a right-to-left override could make the text after it on
+  -- the page read backwards ("exe.txt" shown as "txt.exe"); shown as U+FFFD
+  return (s:gsub("\226\128[\170-\174]", "\u{FFFD}"):gsub("\226\129[\166-\169]", "\u{FFFD}"))
+end
+
+function M.esc(v)
+  if v == nil then return "" end
+  return (clean(v):gsub("[&<>\"']", ESC))
+end
+
+-- Runs of more non-space characters than this get a line-break
+-- opportunity (<wbr>) every WRAP characters in M.text.
+M.WRAP = 30
+
+-- Text (or a number) as HTML text in an element (never in an attribute,
+-- nor in <title>): escaped as esc does, and a run of more than WRAP
+-- characters without a space (a 600-character message, a long account
+-- name) gets <wbr> every WRAP characters, so a table column can wrap it
+-- instead of widening the page past the screen's edge.
+function M.text(v)
+  if v == nil then return "" end
+  local s = clean(v)
+  if #s > M.WRAP and s:find(("[^%s]"):rep(M.WRAP + 1)) then
+    local out, run = {}, 0
+    for _, cp in utf8.codes(s) do
+      if cp <= 32 then run = 0 else run = run + 1 end
+      if run > M.WRAP then out[#out + 1] = "\0"; run = 1 end
+      out[#out + 1] = utf8.char(cp)
+    end
+    s = table.concat(out)
+  end
+  return (s:gsub("[&<>\"']", ESC):gsub("%z", "<wbr>"))
 end
 
 -- Percent-encodes everything but unreserved characters (RFC 3986).

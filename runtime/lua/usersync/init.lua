@@ -24,6 +24,11 @@ M.TARGETS = {
 
 -- nil when url is an http(s) URL (of an Okta org: without a path), else why not.
 local function bad_url(url, okta)
+  -- a user name or password in the URL is a secret: refused, and not repeated
+  if type(url) == "string" and url:match("^%a[%w+.-]*://[^/]*@") then
+    return "a URL with a user name or password in it is refused (not shown here): "
+      .. "tokens come from the environment or a file"
+  end
   if type(url) ~= "string" or not url:match("^https?://[^/%s]+") or url:find("%s") then
     return ("%q is not an http:// or https:// URL"):format(tostring(url))
   end
@@ -35,7 +40,11 @@ local function bad_url(url, okta)
 end
 
 local function bad_env_name(name)
-  if not name:match("^[%a_][%w_]*$") then return ("%q is not an environment variable name"):format(name) end
+  -- not repeated: what was typed or passed may be the token itself
+  if not name:match("^[%a_][%w_]*$") then
+    return "that is not an environment variable name (letters, digits and _; not shown here, "
+      .. "in case it was the token itself): give the variable's name, e.g. OKTA_API_TOKEN"
+  end
   return nil
 end
 
@@ -187,9 +196,11 @@ end
 function M.main(opts, pos, cli)
   if pos[1] then cli.eprint("usersync init: unexpected argument " .. pos[1]); return EXIT_USAGE end
   local path = opts.config or "usersync.conf.lua"
+  -- exists: readable, or not (an unreadable file, a dangling symbolic link:
+  -- renaming it to itself succeeds, and the rename below would replace it)
   local f = io.open(path, "rb")
-  if f then
-    f:close()
+  if f then f:close() end
+  if f or os.rename(path, path) then
     cli.eprint(("usersync init: %s exists; not overwritten (remove it, or write another with -c FILE)"):format(path))
     return EXIT_USAGE
   end
@@ -202,7 +213,7 @@ function M.main(opts, pos, cli)
   if not out then cli.eprint(("usersync init: cannot write %s: %s"):format(path, tostring(oerr))); return 1 end
   out:write(M.render(a))
   out:close()
-  if io.open(path, "rb") then
+  if io.open(path, "rb") or os.rename(path, path) then
     os.remove(tmp)
     cli.eprint(("usersync init: %s appeared meanwhile; not overwritten"):format(path))
     return EXIT_USAGE

@@ -88,10 +88,18 @@ function M.runner(write)
   return setmetatable({ n = 0, passed = 0, failed = 0, write = write or io.write }, Runner)
 end
 
+-- A test's name on its TAP line: a line break would start a line of its
+-- own ("ok 99 - ..." forged by a name) and a "#" a directive ("# TODO"
+-- makes a failure count as none), so both are written escaped.
+local function tap_text(name)
+  return (tostring(name):gsub("\r\n", "\n"):gsub("[\r\n]", { ["\r"] = "\\r", ["\n"] = "\\n" }):gsub("#", "\\#"))
+end
+M.tap_text = tap_text
+
 function Runner:line(ok, name, details)
   self.n = self.n + 1
   if ok then self.passed = self.passed + 1 else self.failed = self.failed + 1 end
-  self.write(("%s %d - %s\n"):format(ok and "ok" or "not ok", self.n, name))
+  self.write(("%s %d - %s\n"):format(ok and "ok" or "not ok", self.n, tap_text(name)))
   for _, d in ipairs(details or {}) do
     self.write("#   " .. secrets.mask(tostring(d)):gsub("\n", "\n#   ") .. "\n")
   end
@@ -443,7 +451,7 @@ function M.main(opts, pos, cli)
   if #pos == 0 then cli.eprint("usersync test: which test files? (usersync test FILE...)"); return EXIT_USAGE end
   local runner = M.runner()
   for _, file in ipairs(pos) do
-    runner.write("# " .. file .. "\n")
+    runner.write("# " .. tap_text(file) .. "\n")
     M.run_file(runner, file)
   end
   io.stdout:flush()

@@ -22,7 +22,8 @@ local history = require "usersync.history"
 local log = require "usersync.log"
 
 local M = {}
-local esc = html.esc
+-- esc: element text (long unbroken runs get <wbr>); attr: attribute values and <title>
+local esc, attr = html.text, html.esc
 
 M.MAX_ROWS = 200     -- rows of a problems table
 M.MAX_ACCOUNTS = 2000 -- rows of a target's accounts page
@@ -59,7 +60,7 @@ local function when(t, now)
   if t == nil then return '<span class="muted">never</span>' end
   local s = iso(t)
   local shown = utc(t)
-  return ('<time datetime="%s">%s</time> <span class="muted">(%s)</span>'):format(esc(s), esc(shown),
+  return ('<time datetime="%s">%s</time> <span class="muted">(%s)</span>'):format(attr(s), esc(shown),
     esc(relative(t, now)))
 end
 
@@ -74,7 +75,7 @@ end
 local function badge(word)
   word = tostring(word or "?")
   local label = word:gsub("_", " ")
-  return ('<span class="badge b-%s">%s</span>'):format(esc(word:gsub("[^%w_]", "")), esc(label))
+  return ('<span class="badge b-%s">%s</span>'):format(attr(word:gsub("[^%w_]", "")), esc(label))
 end
 
 local function counts_text(counts)
@@ -104,7 +105,7 @@ end
 local function row(b, cols, cells)
   b("<tr>")
   for i, c in ipairs(cols) do
-    b('<td data-label="', esc(c[1]), '"', c[2] and (' class="' .. c[2] .. '"') or "", ">", cells[i] or "", "</td>")
+    b('<td data-label="', attr(c[1]), '"', c[2] and (' class="' .. c[2] .. '"') or "", ">", cells[i] or "", "</td>")
   end
   b("</tr>")
 end
@@ -114,7 +115,7 @@ local function page(ctx, title, body_fn)
   b('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     '<meta name="robots" content="noindex">',
-    "<title>", esc(title), " – usersync</title>",
+    "<title>", attr(title), " – usersync</title>",
     '<link rel="stylesheet" href="/status/style.css"><link rel="icon" href="/status/icon.svg" type="image/svg+xml">',
     "</head><body>",
     '<a class="skip" href="#main">Skip to content</a>',
@@ -186,11 +187,11 @@ local function entry_card(b, ctx, e, i, snap, db, now)
   -- sync now: the whole entry, or one user
   b('<form method="post" action="/status/sync" class="row">',
     '<input type="hidden" name="csrf" value="', ctx.token, '">',
-    '<input type="hidden" name="sync" value="', esc(e.name), '">',
+    '<input type="hidden" name="sync" value="', attr(e.name), '">',
     '<button type="submit">Sync ', esc(e.name), " now</button></form>")
   b('<form method="post" action="/status/sync" class="row">',
     '<input type="hidden" name="csrf" value="', ctx.token, '">',
-    '<input type="hidden" name="sync" value="', esc(e.name), '">',
+    '<input type="hidden" name="sync" value="', attr(e.name), '">',
     '<div class="field"><label for="user-', i, '">Okta login of one user</label>',
     '<input type="text" id="user-', i, '" name="user" required maxlength="256" autocomplete="off" spellcheck="false"></div>',
     '<button type="submit" class="secondary">Sync this user</button></form>')
@@ -548,6 +549,11 @@ local function sync_now(ctx, req, snap)
     return refused(ctx, req, 400, "That is not an Okta login.")
   end
   local loc = "/?requested=" .. html.url_encode(form.sync) .. (user and ("&user=" .. html.url_encode(user)) or "")
+  -- the server keeps at most 255 bytes of a Location: a long login (a
+  -- 240-byte UTF-8 one is 720 percent-encoded) is left out of the notice
+  -- rather than cut in the middle of an escape
+  if #loc > 255 then loc = "/?requested=" .. html.url_encode(form.sync) end
+  if #loc > 255 then loc = "/" end
   return { status = 303, location = loc, type = "text/plain; charset=utf-8", body = "see " .. loc .. "\n",
            action = json.encode{ sync = form.sync, user = user } }
 end
@@ -581,9 +587,11 @@ function M.handle(ctx, req, snap_text)
     text = overview(ctx, req, snap, db)
   else
     local id = path:match("^/status/runs/(%d+)$")
-    local target = path:match("^/status/targets/([^/]+)$")
+    -- the server hands over the path percent-decoded once already: a target
+    -- named "jira+eu/x" arrives as itself (decoding again made it "jira eu/x")
+    local target = path:match("^/status/targets/(.+)$")
     if id then text = run_page(ctx, math.tointeger(tonumber(id)), db)
-    elseif target then text = target_page(ctx, html.url_decode(target), snap, db) end
+    elseif target then text = target_page(ctx, target, snap, db) end
   end
   if not text then
     return html_response(ctx, 404, page(ctx, "Not found", function(b)
