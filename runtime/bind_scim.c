@@ -29,6 +29,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "usersync/host.h"
 #include "usersync/modules.h"
 #include "usersync/scim_server.h"
 #include "usersync/server.h"
