@@ -223,9 +223,19 @@ local function main()
   f:close()
 
   -- Runs usersync under timeout and /usr/bin/time -v; returns r, wall, peak KiB.
+  local runs_done = 0
   local function run_usersync(...)
     local tv = dir .. "/time.txt"
-    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv, usersync, ... }
+    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv }
+    -- BENCH_WRAP: a command put before usersync, e.g. "strace -c -f -o /tmp/s{run}.txt"
+    -- or "perf record -g -o /tmp/perf{run}.data" (split at spaces; {run} is the
+    -- run's number: 1 the first sync, 2 the re-sync)
+    runs_done = runs_done + 1
+    for w in (os.getenv("BENCH_WRAP") or ""):gmatch("%S+") do
+      argv[#argv + 1] = (w:gsub("{run}", tostring(runs_done)))
+    end
+    argv[#argv + 1] = usersync
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
     argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
     local s = clock()
     local r = proc.run(argv, { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin",
@@ -281,6 +291,25 @@ local function main()
     return order
   end
 
+  -- The CPU seconds a simulator process has used so far (utime + stime of
+  -- the python process under `timeout`), from /proc: what it cost the
+  -- simulator to serve a run, so the report can say what it allows.
+  local TICK = tonumber((io.popen("getconf CLK_TCK"):read("l"))) or 100
+  local function sim_cpu(sim)
+    local f = io.open(("/proc/%s/task/%s/children"):format(sim.pid, sim.pid))
+    local child = f and f:read("l"); if f then f:close() end
+    child = child and child:match("%d+") or sim.pid
+    f = io.open("/proc/" .. child .. "/stat")
+    local st = f and f:read("l"); if f then f:close() end
+    if not st then return 0 end
+    local rest = st:match("%) (.*)$") -- fields after the command name
+    local fields = {}
+    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+    return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / TICK -- utime, stime
+  end
+  local cpu_mark = {}
+  local function mark_cpu() for p, s in pairs(sims) do cpu_mark[p] = sim_cpu(s) end end
+
   -- Cursor-paged listings: their pages are one chain.
   local CHAIN = { ["GET /api/v1/users"] = true, ["GET /rest/api/2/user/list"] = true }
 
@@ -300,7 +329,8 @@ local function main()
     local floor, slowest, total_req, writes = 0, 0, 0, {}
     -- the reads overlap, then the applies overlap: the slowest of each
     local apply_chain, apply_slowest, read_max, read_slowest = 0, "-", 0, "-"
-    local lines = {}
+    local lines, sim_total, cpu_now = {}, {}, {}
+    for p, sim in pairs(sims) do cpu_now[p] = sim_cpu(sim) end -- before the logs are fetched
     for _, p in ipairs({ "okta", "jira", "confluence", "bitbucket" }) do
       local reqs = sims[p]:requests()
       sims[p]:clear_requests()
@@ -331,6 +361,20 @@ local function main()
       if ov > slowest then slowest = ov end
       lines[#lines + 1] = ("      floor: read %.2f s (reads %d, chain %d), apply %.2f s (writes %d)")
         :format(pfloor, read_n, read_chain, wfloor, w)
+      -- What the simulator allows: one Python process serves its requests
+      -- one at a time under a lock (the latency sleep is outside it), so
+      -- it serves at most 1/cpu-per-request requests a second, and the
+      -- latency and concurrency allow CONC/latency. A floor is honest only
+      -- while the first is well above the second.
+      local cpu = cpu_now[p] - (cpu_mark[p] or 0)
+      local per = #reqs > 0 and cpu / #reqs or 0
+      local by_cpu = per > 0 and 1 / per or math.huge
+      local by_lat = LAT > 0 and CONC * 1000 / LAT or math.huge
+      lines[#lines + 1] = ("      simulator: %.2f s CPU for %d requests (%.3f ms each): allows %s req/s by CPU, %s by latency %d ms x %d in flight%s")
+        :format(cpu, #reqs, per * 1000, by_cpu == math.huge and "unbounded" or ("%.0f"):format(by_cpu),
+          by_lat == math.huge and "unbounded" or ("%.0f"):format(by_lat), LAT, CONC,
+          (by_cpu < by_lat * 2) and "   <-- the simulator, not the latency, bounds this server" or "")
+      sim_total[p] = cpu
     end
     for _, l in ipairs(lines) do print(l) end
     floor = read_max + apply_chain
@@ -366,6 +410,7 @@ local function main()
       :format(#populated.links.jira, populated.changed))
     for _, cmd in ipairs({ "plan", "sync" }) do
       for _, p in pairs(sims) do p:clear_requests() end
+      mark_cpu()
       local r2, wall, rss = run_usersync(cmd)
       local writes = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
       assert(r2.code == 0 or r2.code == 1, "usersync " .. cmd .. " failed (exit " .. r2.code .. ")")
@@ -380,6 +425,7 @@ local function main()
 
   if MODE == "plan" then
     for _, p in pairs(sims) do p:clear_requests() end
+    mark_cpu()
     local r, wall, rss = run_usersync("plan")
     if os.getenv("BENCH_KEEP") then -- the plan text, for inspection
       local pf = assert(io.open(dir .. "/plan.txt", "w")); pf:write(r.stdout); pf:close()
@@ -390,6 +436,7 @@ local function main()
   end
 
   for _, p in pairs(sims) do p:clear_requests() end
+  mark_cpu()
   local r1, w1, m1 = run_usersync("sync")
   report("first sync", r1, w1, m1)
   assert(r1.code == 0 or r1.code == 1, "first sync failed (exit " .. r1.code .. ")")
@@ -400,6 +447,7 @@ local function main()
   end
   print("   targets after: " .. table.concat(counts, ", "))
 
+  mark_cpu()
   local r2, w2, m2 = run_usersync("sync")
   local writes = report("no-op re-sync", r2, w2, m2)
   local total = 0
