@@ -235,6 +235,12 @@ local function main()
       argv[#argv + 1] = (w:gsub("{run}", tostring(runs_done)))
     end
     argv[#argv + 1] = usersync
+    -- BENCH_PROFILE=DIR: the Lua code's sampling profile, DIR/profile{run}.txt
+    if os.getenv("BENCH_PROFILE") then
+      argv[#argv + 1] = "run"
+      argv[#argv + 1] = fakes.source_dir .. "/tests/bench/lua_profile.lua"
+      argv[#argv + 1] = ("%s/profile%d.txt"):format(os.getenv("BENCH_PROFILE"), runs_done)
+    end
     for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
     argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
     local s = clock()

@@ -92,7 +92,7 @@ end
 -- (a copy), is_active(status) by the status map, and kv reads.
 function M.context(input)
   local status_map = input.status_map or require("usersync.source").STATUS
-  return {
+  local ctx = {
     sync = input.sync.name, target = input.target.name, target_type = input.target.type,
     settings = M.copy(input.sync),
     is_active = function(status)
@@ -102,6 +102,9 @@ function M.context(input)
     end,
     kv = input.kv or { get = function() return nil end },
   }
+  -- the default hooks' answers are kept per sync entry (policy.lua memo_of)
+  require("usersync.policy").CONTEXT_SETTINGS[ctx] = input.sync
+  return ctx
 end
 
 -- The account names the source users of `input` map to in its target (the
@@ -186,10 +189,20 @@ local function op_metatables(target_name, login_of)
   return op_mt, add_mts
 end
 
+-- Lowercase group names, each computed once per plan (a table lookup
+-- costs a tenth of string.lower, and a 10,000-user plan lowers the same
+-- few hundred group names over a hundred thousand times).
+local LOWER_MT = { __index = function(t, k)
+  local l = lower(k)
+  t[k] = l
+  return l
+end }
+
 -- The planner's state: the input, read into lookups once, and what the
 -- phases produce. Each phase below reads and extends it.
 local function new_state(input)
   local st = {
+    glower = setmetatable({}, LOWER_MT), -- group name -> its lowercase
     input = input, sync = input.sync, target = input.target, pol = input.policy,
     caps = M.CAPS[input.target.type] or {},
     users_cfg = input.sync.users or {}, groups_cfg = input.sync.groups or {},
@@ -467,7 +480,8 @@ local function desire_groups(st, m, acct, key, existing, is_new)
     if not as_old then return fail_user(st, m, err2) end
   end
   local old_set = {}
-  for _, g in ipairs(as_old) do old_set[lower(g)] = true end
+  local gl = st.glower
+  for _, g in ipairs(as_old) do old_set[gl[g]] = true end
 
   local want, why = {}, {}
   local managed, wanted = st.managed_groups, st.wanted_groups
@@ -476,18 +490,18 @@ local function desire_groups(st, m, acct, key, existing, is_new)
   -- deprovisioning took (its licence group).
   local back = is_new and st.input.returning and st.input.returning[u.id]
   for _, gname in ipairs(back or {}) do
-    local gk = lower(gname)
+    local gk = gl[gname]
     want[gk], why[gk] = gname, "new_user"
     wanted[gk] = wanted[gk] or gname
   end
 
   for _, gname in ipairs(names) do
-    local gk = lower(gname)
+    local gk = gl[gname]
     want[gk], why[gk] = gname, "mapping"
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
   end
   for _, gname in ipairs(defaults) do
-    local gk = lower(gname)
+    local gk = gl[gname]
     want[gk] = gname
     why[gk] = (is_new and not old_set[gk]) and "new_user" or why[gk] or "default"
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
@@ -572,16 +586,16 @@ local function not_kept(st, d, key, removes)
     return {} -- cannot tell which groups are kept: remove nothing
   end
 
-  local only_new = {}
-  for _, g in ipairs(as_new) do only_new[lower(g)] = true end
-  for _, g in ipairs(as_old) do only_new[lower(g)] = nil end
+  local only_new, gl = {}, st.glower
+  for _, g in ipairs(as_new) do only_new[gl[g]] = true end
+  for _, g in ipairs(as_old) do only_new[gl[g]] = nil end
 
   -- ... when given as such: a membership usersync added for a group rule
   -- (or as an all-users default) goes when the rule no longer applies,
   -- even if the group is also a new-user default.
   local out = {}
   for _, g in ipairs(removes) do
-    local gk = lower(g)
+    local gk = gl[g]
     local why = st.owned_m[gk] and st.owned_m[gk][key]
     local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
     if not stays then out[#out + 1] = g end
@@ -591,12 +605,12 @@ end
 
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
-  local owned_m, managed = st.owned_m, st.managed_groups
+  local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
   local name = d.account.name
 
   local current = {}
   for _, g in ipairs(d.existing and d.existing.groups or {}) do
-    local gk = lower(g)
+    local gk = gl[g]
     current[gk] = g
     if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
       st.managed_memberships = st.managed_memberships + 1
@@ -611,7 +625,7 @@ local function account_memberships(st, key, d)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
   for _, g in ipairs(adds) do
     -- kind, subject, reason, why: add_mts
-    local mt = st.add_mts[d.why[lower(g)] or "mapping"]
+    local mt = st.add_mts[d.why[gl[g]] or "mapping"]
     add_op(st, { group = g, name = name, okta_id = d.user.id }, mt)
   end
 

@@ -122,15 +122,21 @@ end
 
 -- Memberships this sync entry added: { [lower group] = { [lower account] = why } },
 -- why = "mapping", "default" or "new_user" (true for a row from before usersync
--- kept why).
+-- kept why). The names are lowered by SQLite (ASCII, as string.lower in the
+-- C locale), rows come grouped by group, and each row is read as values,
+-- not as a table (a 10,000-user org has some 50,000 rows per target).
 function M.owned_memberships(db, sync, target)
   local out = {}
-  for row in db:rows([[SELECT m.group_name, l.account_name, m.why FROM owned_memberships m
+  local last, set
+  for _, g, a, why in db:each([[SELECT lower(m.group_name), lower(l.account_name), m.why FROM owned_memberships m
       JOIN links l ON l.sync = m.sync AND l.target = m.target AND l.okta_id = m.okta_id
-      WHERE m.sync = ? AND m.target = ?]], sync, target) do
-    local g = lower(row.group_name)
-    out[g] = out[g] or {}
-    out[g][lower(row.account_name)] = row.why or true
+      WHERE m.sync = ? AND m.target = ? ORDER BY m.sync, m.target, lower(m.group_name)]], sync, target) do
+    if g ~= last then
+      set = out[g]
+      if not set then set = {}; out[g] = set end
+      last = g
+    end
+    set[a] = why or true
   end
   return out
 end
