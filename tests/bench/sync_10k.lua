@@ -388,8 +388,15 @@ local function main()
       total_req, floor, read_slowest, read_max, apply_slowest, apply_chain, floor > 0 and wall / floor or 0))
     print(("   overlapped floor (slowest server, all phases overlapped) %.2f s -> wall/overlapped %.2fx"):format(
       slowest, slowest > 0 and wall / slowest or 0))
-    return writes
+    return writes, { wall = wall, floor = floor, rss = rss, overlapped = slowest, sim = sim_total }
   end
+
+  -- One row of the issue's table, for tests/bench/table.sh to collect:
+  -- ROW|work|now|floor|ratio|goal (tab-free, one line).
+  local function row(work, now, floor, ratio, goal)
+    print(("ROW|%s|%s|%s|%s|%s"):format(work, now, floor or "-", ratio or "-", goal))
+  end
+  local function mb(kib) return kib and ("%.0f MB"):format(kib / 1024) or "?" end
 
   if populated then
     -- The store as a full first sync leaves it: links, owned groups and memberships.
@@ -418,7 +425,10 @@ local function main()
       for _, p in pairs(sims) do p:clear_requests() end
       mark_cpu()
       local r2, wall, rss = run_usersync(cmd)
-      local writes = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
+      local writes, fig = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
+      if cmd == "plan" then
+        row(("%d-user re-plan, peak RSS"):format(NU), mb(fig.rss), "-", "-", "<= 150 MB at 100,000 users")
+      end
       assert(r2.code == 0 or r2.code == 1, "usersync " .. cmd .. " failed (exit " .. r2.code .. ")")
       if cmd == "sync" then
         local total = writes.jira + writes.confluence + writes.bitbucket
@@ -436,7 +446,8 @@ local function main()
     if os.getenv("BENCH_KEEP") then -- the plan text, for inspection
       local pf = assert(io.open(dir .. "/plan.txt", "w")); pf:write(r.stdout); pf:close()
     end
-    report("plan (nothing written)", r, wall, rss)
+    local _, fig = report("plan (nothing written)", r, wall, rss)
+    row(("%d-user first plan, peak RSS"):format(NU), mb(fig.rss), "-", "-", "<= 200 MB at 100,000 users")
     assert(r.code == 0 or r.code == 1, "usersync plan failed")
     return
   end
@@ -444,7 +455,10 @@ local function main()
   for _, p in pairs(sims) do p:clear_requests() end
   mark_cpu()
   local r1, w1, m1 = run_usersync("sync")
-  report("first sync", r1, w1, m1)
+  local _, f1 = report("first sync", r1, w1, m1)
+  row(("first sync into Jira + Confluence + Bitbucket (%d users / %d groups, %d ms)"):format(NU, NG, LAT),
+    ("%.1f s, %s"):format(f1.wall, mb(f1.rss)), ("%.1f s"):format(f1.floor),
+    f1.floor > 0 and ("%.2fx"):format(f1.wall / f1.floor) or "-", "<= 1.2x")
   assert(r1.code == 0 or r1.code == 1, "first sync failed (exit " .. r1.code .. ")")
   local counts = {}
   for _, p in ipairs(PRODUCTS) do
@@ -455,7 +469,9 @@ local function main()
 
   mark_cpu()
   local r2, w2, m2 = run_usersync("sync")
-  local writes = report("no-op re-sync", r2, w2, m2)
+  local writes, f2 = report("no-op re-sync", r2, w2, m2)
+  row(("no-op re-sync (%d users, %d ms)"):format(NU, LAT), ("%.2f s, CPU %.2f s, %s"):format(f2.wall, r2.cpu or 0, mb(f2.rss)),
+    ("%.2f s"):format(f2.floor), f2.floor > 0 and ("%.2fx"):format(f2.wall / f2.floor) or "-", "<= 1.5x")
   local total = 0
   for _, p in ipairs(PRODUCTS) do total = total + writes[p] end
   print(("   writes in the re-sync: %d (jira %d, confluence %d, bitbucket %d)%s"):format(
