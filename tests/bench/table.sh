@@ -10,8 +10,10 @@
 #   BENCH_USERS=10000 BENCH_GROUPS=500   the first sync and no-op re-sync
 #   BENCH_LATENCY=20                     simulator latency, ms (0: CPU-bound)
 #   BENCH_BIG=100000                     the first plan, re-plan and incremental rows
-#   BENCH_ROWS="sync plan resync incremental"   which benchmarks to run
-# A small run: BENCH_USERS=1000 BENCH_GROUPS=50 BENCH_BIG=5000 tests/bench/table.sh
+#   BENCH_SDK_USERS=2000                 the side by side with a script on the Okta Node SDK
+#   BENCH_ROWS="sync plan resync incremental sdk"   which benchmarks to run
+# A small run: BENCH_USERS=1000 BENCH_GROUPS=50 BENCH_BIG=5000 BENCH_SDK_USERS=300 tests/bench/table.sh
+# (the sdk row installs @okta/okta-sdk-nodejs into build/bench-node with npm the first time)
 #
 # Each benchmark also prints what each simulator allows (its CPU per request
 # against concurrency / latency), so a ratio bounded by a simulator shows as such.
@@ -25,7 +27,8 @@ users=${BENCH_USERS:-10000}
 groups=${BENCH_GROUPS:-500}
 lat=${BENCH_LATENCY:-20}
 big=${BENCH_BIG:-100000}
-rows=${BENCH_ROWS:-"sync plan resync incremental"}
+sdk_users=${BENCH_SDK_USERS:-2000}
+rows=${BENCH_ROWS:-"sync plan resync incremental sdk"}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export SOURCE_DIR="$here" USERSYNC="$us" PYTHON3="${PYTHON3:-python3}"
@@ -44,6 +47,7 @@ for r in $rows; do
     plan) run plan "$here/tests/bench/sync_10k.lua" "$big" 500 "$lat" plan ;;
     resync) run resync "$here/tests/bench/sync_10k.lua" "$big" 500 "$lat" resync ;;
     incremental) run incremental "$here/tests/bench/incremental_100k.lua" "$big" 10 ;;
+    sdk) run sdk "$here/tests/bench/sdk_side_by_side.lua" "$sdk_users" 100 "$lat" ;;
     *) echo "unknown row $r" >&2; exit 2 ;;
   esac
 done
