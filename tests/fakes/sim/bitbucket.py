@@ -283,6 +283,11 @@ class Bitbucket(AtlassianProduct):
         return self.errors(404, "No resource is served at %s" % req.raw_path)
 
     def user_json(self, req, u):
+        """RestDetailedUser; built once per user between changes (a page holds up to 1,000;
+        shared: callers copy before they change it)."""
+        return self.memo(("user_json", u["id"]), lambda: self._user_json(req, u))
+
+    def _user_json(self, req, u):
         return {"name": u["name"], "emailAddress": u["emailAddress"], "active": True,
                 "displayName": u["displayName"], "id": u["id"], "slug": u["slug"],
                 "type": "NORMAL", "directoryName": "Bitbucket Internal Directory",
