@@ -792,19 +792,32 @@ local function hand_over(t, leads, users_cfg)
   t.leavers = {}
 end
 
--- Plan order, stable within a kind (seq: the place in `ops` so far).
--- Renumbers seq and returns the counts by kind.
+-- Plan order: by the kind's rank, stable within a rank (the place in
+-- `ops` so far). A counting sort, one pass: table.sort with a comparator
+-- was over a quarter of a 10,000-user first sync's Lua work. Renumbers seq
+-- and returns the counts by kind.
 local function order(ops)
-  for i, o in ipairs(ops) do o.seq = i end
-  table.sort(ops, function(a, b)
-    if RANK[a.kind] ~= RANK[b.kind] then return RANK[a.kind] < RANK[b.kind] end
-    return a.seq < b.seq
-  end)
+  local buckets, ranks = {}, {}
+  for _, o in ipairs(ops) do
+    local r = RANK[o.kind] or math.huge
+    local b = buckets[r]
+    if not b then
+      b = {}
+      buckets[r] = b
+      ranks[#ranks + 1] = r
+    end
+    b[#b + 1] = o
+  end
+  table.sort(ranks)
 
-  local counts = {}
-  for i, o in ipairs(ops) do
-    o.seq = i
-    counts[o.kind] = (counts[o.kind] or 0) + 1
+  local counts, i = {}, 0
+  for _, r in ipairs(ranks) do
+    for _, o in ipairs(buckets[r]) do
+      i = i + 1
+      ops[i] = o
+      o.seq = i
+      counts[o.kind] = (counts[o.kind] or 0) + 1
+    end
   end
   return counts
 end
