@@ -103,7 +103,8 @@ def bitbucket_state(n):
                        "emailAddress": "admin@example.com"}]
             + [{"name": u, "slug": u, "id": i + 2, "displayName": u,
                 "emailAddress": u + "@example.com"} for i, u in enumerate(us)],
-            "groups": ["all", "stash-users"], "members": {"all": us, "stash-users": us},
+            "groups": ["all", "stash-users", "few"],
+            "members": {"all": us, "stash-users": us, "few": us[:10]},
             "license": {"seats": 10 * n, "groups": ["stash-users"]}}
 
 
@@ -131,6 +132,8 @@ CASES = {
         ("user list page", "GET", "/rest/api/1.0/admin/users?start=100&limit=50", None),
         ("group member page", "GET",
          "/rest/api/1.0/admin/groups/more-members?context=all&start=100&limit=50", None),
+        ("small group, first read", "GET",
+         "/rest/api/1.0/admin/groups/more-members?context=few&limit=50", None),
         ("create", "POST", "/rest/api/1.0/admin/users?name=new{i}&displayName=New"
                            "&emailAddress=n@example.com&password=pw", None),
     ]),
@@ -142,7 +145,9 @@ def costs(product, n):
     sim = Sim(product, build(n))
     out = {}
     for i, (label, method, target, body) in enumerate(reqs):
-        if method == "GET":
+        if method == "GET" and "first read" in label:
+            out[label] = sim.cost(method, target)  # builds the group's view: its members only
+        elif method == "GET":
             sim.call(method, target)
             out[label] = sim.cost(method, target)
         else:

@@ -486,8 +486,15 @@ class Bitbucket(AtlassianProduct):
     def group_members(self, req):
         g = self.group(self.need(req.arg("context"), "context"))
         ids = self.members[fold(g)]
-        us = self.memo(("more-members", fold(g), fold(req.arg("filter") or "")),
-                       lambda: [u for u in self.sorted_users(req.arg("filter")) if u["id"] in ids])
+        f = fold(req.arg("filter") or "")
+
+        def make():  # the group's members (not every user) matching the filter, by name
+            us = [self.byid[i] for i in ids]
+            if f:
+                us = [u for u in us if f in fold(u["name"]) or f in fold(u["displayName"])
+                      or f in fold(u["emailAddress"])]
+            return sorted(us, key=lambda u: fold(u["name"]))
+        us = self.memo(("more-members", fold(g), f), make)
         return self.page(req, us, lambda u: self.user_json(req, u))
 
     def group_non_members(self, req):
