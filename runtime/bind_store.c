@@ -32,6 +32,8 @@
 **                          (an iterator cannot return nil, msg, code); the
 **                          statement is released when the loop ends, breaks
 **                          or raises (it is the loop's to-be-closed value)
+**   db:each(sql, ...)   -> as rows, but each step gives the row number, then
+**                          the columns as values (NULL as nil), no table
 **   db:transaction(fn)  -> fn's results (true when none). fn(db) runs inside
 **                          BEGIN IMMEDIATE (a savepoint when nested): commits
 **                          when fn returns, rolls back when it raises (the
@@ -380,6 +382,64 @@ static int db_rows(lua_State *L) {
   return 4;
 }
 
+/* Iterator of db:each: the row's number, then its columns as values (NULL
+** as nil). Upvalue 1 is the Stmt, upvalue 2 the row count so far. */
+static int each_next(lua_State *L) {
+  lstmt *ps = luaL_checkudata(L, lua_upvalueindex(1), STMT_MT);
+  if (ps->done)
+    return 0;
+  if (ps->st.store == NULL)
+    return luaL_error(L, "store: the store was closed while iterating over rows");
+  us_store *s = ps->st.store;
+  int row = 0;
+  if (us_store_step(&ps->st, &row)) {
+    us_store_finish(&ps->st);
+    ps->done = 1;
+    return luaL_error(L, "%s (%s)", us_store_errmsg(s), us_store_code_name(us_store_errcode(s)));
+  }
+  if (!row) {
+    us_store_finish(&ps->st);
+    ps->done = 1;
+    return 0;
+  }
+  lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+  lua_pushinteger(L, i);
+  lua_copy(L, -1, lua_upvalueindex(2));
+  int n = us_store_column_count(&ps->st);
+  luaL_checkstack(L, n, "too many columns");
+  for (int c = 0; c < n; c++) {
+    us_store_value v;
+    us_store_column(&ps->st, c, &v);
+    switch (v.type) {
+    case US_STORE_NULL: lua_pushnil(L); break;
+    case US_STORE_INTEGER: lua_pushinteger(L, (lua_Integer)v.i); break;
+    case US_STORE_FLOAT: lua_pushnumber(L, (lua_Number)v.f); break;
+    case US_STORE_TEXT:
+    case US_STORE_BLOB: lua_pushlstring(L, v.s, v.len); break;
+    }
+  }
+  return n + 1;
+}
+
+/* db:each(sql, ...) -> iterator, nil, nil, Stmt (to-be-closed): as db:rows,
+** but each step gives the row's number (1, 2, ...) and its columns as
+** values, no table per row: `for _, a, b in db:each(...)`. Raises on
+** failure. */
+static int db_each(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lstmt *ps = prepare_args(L, ls, 3);
+  if (ps == NULL)
+    return luaL_error(L, "%s (%s)", lua_tostring(L, -2), lua_tostring(L, -1));
+  int stmt_idx = lua_gettop(L);
+  lua_pushvalue(L, stmt_idx);
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, each_next, 2);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushvalue(L, stmt_idx);
+  return 4;
+}
+
 /* db:transaction(fn) -> fn's results | true | nil, msg, code */
 static int db_transaction(lua_State *L) {
   lstore *ls = check_store(L, 1);
@@ -657,7 +717,7 @@ static const luaL_Reg store_funcs[] = {
 
 static const luaL_Reg store_methods[] = {
     {"exec", db_exec},       {"query", db_query},     {"first", db_first},
-    {"rows", db_rows},       {"transaction", db_transaction},
+    {"rows", db_rows},       {"each", db_each},       {"transaction", db_transaction},
     {"kv", db_kv},           {"lock", db_lock},       {"unlock", db_unlock},
     {"version", db_version}, {"path", db_path},       {"close", db_close},
     {NULL, NULL},

@@ -850,6 +850,18 @@ static us_store_code configure(us_store *s, int memory) {
   us_store_finish(&st);
   if (!code)
     code = us_store_exec(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", NULL, 0, NULL);
+  /* A run's journal rewrites the same pages chunk after chunk (an intent,
+  ** then its outcome): a checkpoint every 1,000 WAL pages (the default)
+  ** copied them into the database file after every other chunk, with a
+  ** read of the WAL and an fdatasync each time. Every 8,192 pages (32 MB
+  ** of WAL at most, cut back to that size after a checkpoint) a page is
+  ** copied once for many chunks; 8 MB of page cache keeps most of the
+  ** journal's and the links' pages in memory between chunks. The statement
+  ** journal of a statement that updates many rows (a chunk's intents or
+  ** outcomes at once) stays in memory instead of a temporary file. */
+  if (!code)
+    code = us_store_exec(s, "PRAGMA wal_autocheckpoint = 8192; PRAGMA journal_size_limit = 33554432; "
+                            "PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY", NULL, 0, NULL);
   if (!code) {
     size_t n;
     const us_store_migration *list = us_store_migrations(&n);

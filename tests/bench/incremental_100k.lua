@@ -146,6 +146,8 @@ local work = ow + jw + jp
 print(("requests for the %d changes (everything but the polls): %d  -> budget < 50: %s"):format(
   #changed, work, work < 50 and "met" or "NOT met"))
 print(("incremental runs: %d"):format(d:count_log("run finished")))
+print(("ROW|incremental, %d changes in a %d-user org, poll -> targets written|%.1f s, %d requests|~1 poll|-|< 2 s, < 50 requests")
+  :format(#changed, NU, elapsed, work))
 d:stop()
 okta:stop(); jira:stop()
 os.execute("rm -rf " .. proc.quote(dir))

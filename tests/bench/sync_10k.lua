@@ -264,9 +264,25 @@ local function main()
   f:close()
 
   -- Runs usersync under timeout and /usr/bin/time -v; returns r, wall, peak KiB.
+  local runs_done = 0
   local function run_usersync(...)
     local tv = dir .. "/time.txt"
-    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv, usersync, ... }
+    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv }
+    -- BENCH_WRAP: a command put before usersync, e.g. "strace -c -f -o /tmp/s{run}.txt"
+    -- or "perf record -g -o /tmp/perf{run}.data" (split at spaces; {run} is the
+    -- run's number: 1 the first sync, 2 the re-sync)
+    runs_done = runs_done + 1
+    for w in (os.getenv("BENCH_WRAP") or ""):gmatch("%S+") do
+      argv[#argv + 1] = (w:gsub("{run}", tostring(runs_done)))
+    end
+    argv[#argv + 1] = usersync
+    -- BENCH_PROFILE=DIR: the Lua code's sampling profile, DIR/profile{run}.txt
+    if os.getenv("BENCH_PROFILE") then
+      argv[#argv + 1] = "run"
+      argv[#argv + 1] = fakes.source_dir .. "/tests/bench/lua_profile.lua"
+      argv[#argv + 1] = ("%s/profile%d.txt"):format(os.getenv("BENCH_PROFILE"), runs_done)
+    end
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
     argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
     local s = clock()
     local r = proc.run(argv, { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin",
@@ -323,6 +339,25 @@ local function main()
     return order
   end
 
+  -- The CPU seconds a simulator process has used so far (utime + stime of
+  -- the python process under `timeout`), from /proc: what it cost the
+  -- simulator to serve a run, so the report can say what it allows.
+  local TICK = tonumber((io.popen("getconf CLK_TCK"):read("l"))) or 100
+  local function sim_cpu(sim)
+    local f = io.open(("/proc/%s/task/%s/children"):format(sim.pid, sim.pid))
+    local child = f and f:read("l"); if f then f:close() end
+    child = child and child:match("%d+") or sim.pid
+    f = io.open("/proc/" .. child .. "/stat")
+    local st = f and f:read("l"); if f then f:close() end
+    if not st then return 0 end
+    local rest = st:match("%) (.*)$") -- fields after the command name
+    local fields = {}
+    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+    return ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) / TICK -- utime, stime
+  end
+  local cpu_mark = {}
+  local function mark_cpu() for p, s in pairs(sims) do cpu_mark[p] = sim_cpu(s) end end
+
   -- Cursor-paged listings: their pages are one chain.
   local CHAIN = { ["GET /api/v1/users"] = true, ["GET /rest/api/2/user/list"] = true,
                   ["GET /crowd/rest/usermanagement/1/search"] = true } -- Crowd: offset pages, no total
@@ -343,7 +378,8 @@ local function main()
     local floor, slowest, total_req, writes = 0, 0, 0, {}
     -- the reads overlap, then the applies overlap: the slowest of each
     local apply_chain, apply_slowest, read_max, read_slowest = 0, "-", 0, "-"
-    local lines = {}
+    local lines, sim_total, cpu_now = {}, {}, {}
+    for p, sim in pairs(sims) do cpu_now[p] = sim_cpu(sim) end -- before the logs are fetched
     for _, p in ipairs({ "okta", table.unpack(PRODUCTS) }) do
       local reqs = sims[p]:requests()
       sims[p]:clear_requests()
@@ -374,6 +410,20 @@ local function main()
       if ov > slowest then slowest = ov end
       lines[#lines + 1] = ("      floor: read %.2f s (reads %d, chain %d), apply %.2f s (writes %d)")
         :format(pfloor, read_n, read_chain, wfloor, w)
+      -- What the simulator allows: one Python process serves its requests
+      -- one at a time under a lock (the latency sleep is outside it), so
+      -- it serves at most 1/cpu-per-request requests a second, and the
+      -- latency and concurrency allow CONC/latency. A floor is honest only
+      -- while the first is well above the second.
+      local cpu = cpu_now[p] - (cpu_mark[p] or 0)
+      local per = #reqs > 0 and cpu / #reqs or 0
+      local by_cpu = per > 0 and 1 / per or math.huge
+      local by_lat = LAT > 0 and CONC * 1000 / LAT or math.huge
+      lines[#lines + 1] = ("      simulator: %.2f s CPU for %d requests (%.3f ms each): allows %s req/s by CPU, %s by latency %d ms x %d in flight%s")
+        :format(cpu, #reqs, per * 1000, by_cpu == math.huge and "unbounded" or ("%.0f"):format(by_cpu),
+          by_lat == math.huge and "unbounded" or ("%.0f"):format(by_lat), LAT, CONC,
+          (by_cpu < by_lat * 2) and "   <-- the simulator, not the latency, bounds this server" or "")
+      sim_total[p] = cpu
     end
     for _, l in ipairs(lines) do print(l) end
     floor = read_max + apply_chain
@@ -381,8 +431,15 @@ local function main()
       total_req, floor, read_slowest, read_max, apply_slowest, apply_chain, floor > 0 and wall / floor or 0))
     print(("   overlapped floor (slowest server, all phases overlapped) %.2f s -> wall/overlapped %.2fx"):format(
       slowest, slowest > 0 and wall / slowest or 0))
-    return writes
+    return writes, { wall = wall, floor = floor, rss = rss, overlapped = slowest, sim = sim_total }
   end
+
+  -- One row of the issue's table, for tests/bench/table.sh to collect:
+  -- ROW|work|now|floor|ratio|goal (tab-free, one line).
+  local function row(work, now, floor, ratio, goal)
+    print(("ROW|%s|%s|%s|%s|%s"):format(work, now, floor or "-", ratio or "-", goal))
+  end
+  local function mb(kib) return kib and ("%.0f MB"):format(kib / 1024) or "?" end
 
   if populated then
     -- The store as a full first sync leaves it: links, owned groups and memberships.
@@ -409,8 +466,12 @@ local function main()
       :format(#populated.links.jira, populated.changed))
     for _, cmd in ipairs({ "plan", "sync" }) do
       for _, p in pairs(sims) do p:clear_requests() end
+      mark_cpu()
       local r2, wall, rss = run_usersync(cmd)
-      local writes = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
+      local writes, fig = report(("re-%s of a populated org (%d changed users)"):format(cmd, populated.changed), r2, wall, rss)
+      if cmd == "plan" then
+        row(("%d-user re-plan, peak RSS"):format(NU), mb(fig.rss), "-", "-", "<= 150 MB at 100,000 users")
+      end
       assert(r2.code == 0 or r2.code == 1, "usersync " .. cmd .. " failed (exit " .. r2.code .. ")")
       if cmd == "sync" then
         local total = writes.jira + writes.confluence + writes.bitbucket
@@ -423,18 +484,24 @@ local function main()
 
   if MODE == "plan" then
     for _, p in pairs(sims) do p:clear_requests() end
+    mark_cpu()
     local r, wall, rss = run_usersync("plan")
     if os.getenv("BENCH_KEEP") then -- the plan text, for inspection
       local pf = assert(io.open(dir .. "/plan.txt", "w")); pf:write(r.stdout); pf:close()
     end
-    report("plan (nothing written)", r, wall, rss)
+    local _, fig = report("plan (nothing written)", r, wall, rss)
+    row(("%d-user first plan, peak RSS"):format(NU), mb(fig.rss), "-", "-", "<= 200 MB at 100,000 users")
     assert(r.code == 0 or r.code == 1, "usersync plan failed")
     return
   end
 
   for _, p in pairs(sims) do p:clear_requests() end
+  mark_cpu()
   local r1, w1, m1 = run_usersync("sync")
-  report("first sync", r1, w1, m1)
+  local _, f1 = report("first sync", r1, w1, m1)
+  row(("first sync into Jira + Confluence + Bitbucket (%d users / %d groups, %d ms)"):format(NU, NG, LAT),
+    ("%.1f s, %s"):format(f1.wall, mb(f1.rss)), ("%.1f s"):format(f1.floor),
+    f1.floor > 0 and ("%.2fx"):format(f1.wall / f1.floor) or "-", "<= 1.2x")
   assert(r1.code == 0 or r1.code == 1, "first sync failed (exit " .. r1.code .. ")")
   local counts = {}
   for _, p in ipairs(PRODUCTS) do
@@ -443,8 +510,11 @@ local function main()
   end
   print("   targets after: " .. table.concat(counts, ", "))
 
+  mark_cpu()
   local r2, w2, m2 = run_usersync("sync")
-  local writes = report("no-op re-sync", r2, w2, m2)
+  local writes, f2 = report("no-op re-sync", r2, w2, m2)
+  row(("no-op re-sync (%d users, %d ms)"):format(NU, LAT), ("%.2f s, CPU %.2f s, %s"):format(f2.wall, r2.cpu or 0, mb(f2.rss)),
+    ("%.2f s"):format(f2.floor), f2.floor > 0 and ("%.2fx"):format(f2.wall / f2.floor) or "-", "<= 1.5x")
   local total, each = 0, {}
   for _, p in ipairs(PRODUCTS) do
     total = total + writes[p]

@@ -229,6 +229,33 @@ test("rows: iterates, releases its statement on break and on error", function(t)
   end, "closed while iterating")
 end)
 
+test("each: the row number and the columns as values, NULL as nil; released on break and error", function(t)
+  local db = open("each")
+  db:exec("CREATE TABLE t (n INTEGER, s TEXT, f REAL)")
+  db:exec("INSERT INTO t VALUES (1, 'a', 0.5), (2, NULL, NULL), (3, 'c', 1.5)")
+  local seen = {}
+  for i, n, s, f in db:each("SELECT n, s, f FROM t WHERE n >= ? ORDER BY n", 1) do
+    seen[#seen + 1] = ("%d:%s:%s:%s"):format(i, tostring(n), tostring(s), tostring(f))
+  end
+  t:eq(table.concat(seen, " "), "1:1:a:0.5 2:2:nil:nil 3:3:c:1.5", "a NULL first column does not end the loop")
+  for i, s in db:each("SELECT s FROM t ORDER BY n") do
+    if i == 1 then t:eq(s, "a") end
+    if i == 2 then t:eq(s, nil, "NULL as nil"); break end
+  end
+  local ok, err = pcall(function()
+    for _, n in db:each("SELECT n FROM t") do error({ at = n }) end
+  end)
+  t:eq(ok, false)
+  t:same(err, { at = 1 })
+  t:eq(db:exec("DROP TABLE t"), 0, "no statement left running on t")
+  t:raises(function() db:each("SELEC") end, 'near "SELEC": syntax error %(ESQL%)')
+  db:exec("CREATE TABLE u (n)")
+  db:exec("INSERT INTO u VALUES (1), (2)")
+  t:raises(function()
+    for _ in db:each("SELECT n FROM u") do db:close() end
+  end, "closed while iterating")
+end)
+
 test("transaction: commit, rollback on error, nil-msg return, nesting", function(t)
   local db = open("tx")
   db:exec("CREATE TABLE t (name TEXT UNIQUE)")

@@ -23,12 +23,14 @@ M.LOCK_TTL = 600
 local DESTRUCTIVE = report.DESTRUCTIVE
 
 -- Operations per chunk. A chunk holds operations of one kind (plan order
--- holds across chunks): their intents are recorded in one transaction, the
--- chunk is sent, and their outcomes are recorded in one transaction. So a
--- write is never sent before its intent is durable, a run killed midway
--- leaves at most a chunk of unknown outcomes per target (settled by the
--- next plan, state.reconcile), and a stop request (serve's SIGTERM) waits
--- for at most one chunk's requests in flight per target.
+-- holds across chunks): their intents are recorded in one transaction
+-- together with the outcomes of the chunk before (group commit: one
+-- commit per chunk), then the chunk is sent; the last chunk's outcomes
+-- are recorded when the target's ops are done. So a write is never sent
+-- before its intent is durable, a run killed midway leaves at most two
+-- chunks of unknown outcomes per target (settled by the next plan,
+-- state.reconcile), and a stop request (serve's SIGTERM) waits for at
+-- most one chunk's requests in flight per target.
 -- Adds go in larger chunks, ordered by group within their phase: where a
 -- product adds many users to a group in one request (Bitbucket), a chunk
 -- costs about one request per group it touches.
@@ -220,6 +222,7 @@ function Apply:send(run, p, ops)
   local e, summary, counts = self.e, self.summary, run.counts
   local applied, failed_ids, outcomes = 0, {}, {}
   local handover_failed = {}  -- lower account -> true: a hand-over of its leads failed
+  local unrecorded = {}  -- outcomes of the chunks sent, recorded with the next chunk's intents
 
   local function finished(op, ok, info, code)
     local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
@@ -245,16 +248,22 @@ function Apply:send(run, p, ops)
   local function per_chunk(chunk)
     local send, err = self:withhold_leavers(run, p, chunk, handover_failed)
     if not send then return nil, err end
-    local ok, serr = journal(state.ops_started, e.db, run.id, send)
+    local list = unrecorded
+    unrecorded = {}
+    local ok, serr = journal(state.ops_progress, e.db, run.id, run.entry.name, list, send)
     if not ok then return nil, serr end
+    log.debug("journal %s: %d outcomes and %d intents (%s) in one commit", p.target, #list, #send,
+      send[1] and send[1].kind or "-")
     return send
   end
 
+  -- A chunk's outcomes wait for the next chunk's intents (one commit per
+  -- chunk, not two), or for the end of this target's ops.
   local function done_chunk()
-    local list = outcomes
+    table.move(outcomes, 1, #outcomes, #unrecorded + 1, unrecorded)
     outcomes = {}
     e:renew_locks()
-    return journal(state.ops_finished, e.db, run.id, run.entry.name, list)
+    return true
   end
 
   local function halted()
@@ -264,6 +273,11 @@ function Apply:send(run, p, ops)
 
   adds_by_group(ops)
   local res, err = send_chunks(e:target(p.target), ops, per_chunk, finished, done_chunk, halted)
+  if #unrecorded > 0 then
+    local ok, ferr = journal(state.ops_finished, e.db, run.id, run.entry.name, unrecorded)
+    if not ok and res ~= false then res, err = false, ferr end
+    if ok then log.debug("journal %s: %d outcomes and 0 intents in one commit", p.target, #unrecorded) end
+  end
   return res, err, failed_ids
 end
 

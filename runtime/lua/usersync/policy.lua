@@ -64,10 +64,36 @@ function Policy:failure()
   return self.account.failure
 end
 
--- A new run: the run's budget is full again.
+-- A new run: the run's budget is full again, and the default hooks'
+-- answers are computed afresh (see Policy:groups).
 function Policy:new_run()
   self.account:new_run()
+  self.memo = nil
 end
+
+-- The default groups and default_groups hooks answer from the sync
+-- entry's settings and the user alone, the same for every target, and a
+-- run plans each user twice per target (the groups to read, then the
+-- plan): without a custom hook for them their answers are kept for the
+-- run, per sync entry's settings (the table the contexts of its plans
+-- were made from, M.CONTEXT_SETTINGS) and user. A kept list is shared:
+-- callers only read it. Returns the memo table of ctx's settings, or nil
+-- when a custom hook may answer differently per target or call.
+local WEAK_KEYS = { __mode = "k" }
+M.CONTEXT_SETTINGS = setmetatable({}, WEAK_KEYS) -- ctx -> the sync entry it was made from
+local function memo_of(self, ctx, hooks)
+  for _, h in ipairs(hooks) do
+    if self.custom[h] then return nil end
+  end
+  local key = M.CONTEXT_SETTINGS[ctx]
+  if not key then return nil end
+  local memo = self.memo
+  if not memo then memo = setmetatable({}, WEAK_KEYS); self.memo = memo end
+  local m = memo[key]
+  if not m then m = { users = setmetatable({}, WEAK_KEYS) }; memo[key] = m end
+  return m
+end
+local GROUP_HOOKS, DEFAULT_HOOKS = { "groups", "include_group" }, { "default_groups" }
 
 local ACCOUNT_FIELDS = { name = "string", display_name = "string", email = "string", active = "boolean" }
 
@@ -129,11 +155,24 @@ local function post_list(self, hook, r)
 end
 
 function Policy:groups(u, groups, ctx)
-  return self:_call("groups", post_list, "groups", u, groups, ctx)
+  local m = type(u) == "table" and memo_of(self, ctx, GROUP_HOOKS)
+  local r = m and m.users[u]
+  if r then return r end
+  local err
+  r, err = self:_call("groups", post_list, "groups", u, groups, ctx)
+  if m and r then m.users[u] = r end
+  return r, err
 end
 
 function Policy:default_groups(account, is_new, ctx)
-  return self:_call("default_groups", post_list, "default_groups", account, is_new, ctx)
+  local m = memo_of(self, ctx, DEFAULT_HOOKS)
+  local key = is_new and "new" or "old"
+  local r = m and m[key]
+  if r then return r end
+  local err
+  r, err = self:_call("default_groups", post_list, "default_groups", account, is_new, ctx)
+  if m and r then m[key] = r end
+  return r, err
 end
 
 local ACTIONS = { deactivate = true, delete = true, remove_groups = true, keep = true }

@@ -112,9 +112,23 @@ end
 -- a write is never sent unless its intent is durable. A run that ends
 -- before recording an outcome leaves the row 'running'; the next plan
 -- settles it from the target's state (reconcile).
+-- The journal rows of ops marked 'running' (their intents), one
+-- statement for the lot: the seqs go in as a JSON array.
+local function seq_list(ops)
+  local seqs = {}
+  for i, op in ipairs(ops) do seqs[i] = math.tointeger(op.run_seq) or error("op without run_seq") end
+  return "[" .. table.concat(seqs, ",") .. "]"
+end
+
+local function started(db, run_id, ops)
+  if #ops == 0 then return end
+  assert(db:exec([[UPDATE operations SET status = 'running', started = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+      WHERE run_id = ? AND seq IN (SELECT value FROM json_each(?))]], run_id, seq_list(ops)))
+end
+
 function M.ops_started(db, run_id, ops)
   return db:transaction(function()
-    for _, op in ipairs(ops) do assert(M.op_started(db, run_id, op)) end
+    started(db, run_id, ops)
     return true
   end)
 end
@@ -141,15 +155,21 @@ end
 
 -- Memberships this sync entry added: { [lower group] = { [lower account] = why } },
 -- why = "mapping", "default" or "new_user" (true for a row from before usersync
--- kept why).
+-- kept why). The names are lowered by SQLite (ASCII, as string.lower in the
+-- C locale), rows come grouped by group, and each row is read as values,
+-- not as a table (a 10,000-user org has some 50,000 rows per target).
 function M.owned_memberships(db, sync, target)
   local out = {}
-  for row in db:rows([[SELECT m.group_name, l.account_name, m.why FROM owned_memberships m
+  local last, set
+  for _, g, a, why in db:each([[SELECT lower(m.group_name), lower(l.account_name), m.why FROM owned_memberships m
       JOIN links l ON l.sync = m.sync AND l.target = m.target AND l.okta_id = m.okta_id
-      WHERE m.sync = ? AND m.target = ?]], sync, target) do
-    local g = lower(row.group_name)
-    out[g] = out[g] or {}
-    out[g][lower(row.account_name)] = row.why or true
+      WHERE m.sync = ? AND m.target = ? ORDER BY m.sync, m.target, lower(m.group_name)]], sync, target) do
+    if g ~= last then
+      set = out[g]
+      if not set then set = {}; out[g] = set end
+      last = g
+    end
+    set[a] = why or true
   end
   return out
 end
@@ -338,7 +358,10 @@ local function linked(db, sync, target, okta_id)
   return db:first("SELECT 1 AS x FROM links WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, okta_id) ~= nil
 end
 
-local function finished(db, run_id, sync, op, result)
+-- Records one outcome. With `done` (a list), a plain success (no note,
+-- nothing unsure) is appended to it instead of updating its row: the
+-- caller marks the list 'done' in one statement (done_rows).
+local function finished(db, run_id, sync, op, result, done)
   local unsure = not result.ok and not result.skipped and not M.DEFINITE[result.code or ""]
   if result.ok then
     -- "already a member/exists" for a repeat of an unconfirmed intent of
@@ -352,6 +375,11 @@ local function finished(db, run_id, sync, op, result)
     else
       record_effect(db, sync, op, note)
     end
+  end
+
+  if done and result.ok and not unsure and result.note == nil and result.code == nil then
+    done[#done + 1] = op
+    return
   end
 
   assert(db:exec([[UPDATE operations SET status = ?, error = ?, code = ?, unsure = ?,
@@ -368,9 +396,36 @@ function M.op_finished(db, run_id, sync, op, result)
 end
 
 -- The outcomes of a chunk in one transaction: list = { { op, result }, ... }.
+local function done_rows(db, run_id, ops)
+  if #ops == 0 then return end
+  assert(db:exec([[UPDATE operations SET status = 'done', error = NULL, code = NULL, unsure = 0,
+      ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE run_id = ? AND seq IN (SELECT value FROM json_each(?))]],
+    run_id, seq_list(ops)))
+end
+
+local function outcomes(db, run_id, sync, list)
+  local done = {}
+  for _, x in ipairs(list) do finished(db, run_id, sync, x[1], x[2], done) end
+  done_rows(db, run_id, done)
+end
+
 function M.ops_finished(db, run_id, sync, list)
   return db:transaction(function()
-    for _, x in ipairs(list) do finished(db, run_id, sync, x[1], x[2]) end
+    outcomes(db, run_id, sync, list)
+    return true
+  end)
+end
+
+-- Group commit of an apply: the outcomes of the chunks sent so far (list,
+-- as ops_finished) and the intents of the next chunk (ops, as
+-- ops_started) in one transaction. The intents are durable before the
+-- chunk is sent; an outcome waits for the next chunk's commit (a run
+-- killed in between leaves it 'running', settled by the next plan as
+-- any unknown outcome).
+function M.ops_progress(db, run_id, sync, list, ops)
+  return db:transaction(function()
+    outcomes(db, run_id, sync, list)
+    started(db, run_id, ops)
     return true
   end)
 end

@@ -379,6 +379,9 @@ class AtlassianProduct(Product):
             return getattr(self, name)(req, *groups)
         except ApiError as e:
             return self.error_response(e)
+        finally:
+            if req.method not in ("GET", "HEAD"):
+                self.changed()  # whatever a write handler did, its views are rebuilt
 
     def _sub(self, req):
         for p in self.prefixes:
@@ -388,6 +391,27 @@ class AtlassianProduct(Product):
 
     def before_request(self, req):
         """Hook run at the start of every API request (Confluence advances long tasks)."""
+
+    # -- views of the state, built once between changes ----------------------------------------
+    def memo(self, key, make):
+        """make() computed once and reused until the state next changes, so that a page of a
+        listing costs what it returns, not a sort of everything (at 100,000 users a sort per
+        page made the simulator the bottleneck of every benchmark). The state changes with
+        every API request that is not a GET or HEAD (handle() calls changed() after it, even
+        when it failed), a state upload (load_state calls changed()) and a change a product
+        makes on its own (Confluence's long tasks): each calls changed(). A memoised value is
+        shared: callers never modify it."""
+        m = self.__dict__.get("_memo")
+        if m is None:
+            m = self._memo = {}
+        v = m.get(key)
+        if v is None:
+            v = m[key] = make()
+        return v
+
+    def changed(self):
+        """Forget every memoised view (see memo())."""
+        self._memo = {}
 
     def body_object(self, req):
         """The JSON body as an object; 400 in the product's shape when it is missing or not

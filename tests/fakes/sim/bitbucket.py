@@ -209,6 +209,8 @@ class Bitbucket(AtlassianProduct):
         self.groups = {fold(g): g for g in groups}
         self.members = {fold(g): {byname[fold(n)]["id"] for n in ms}
                         for g, ms in members.items()}
+        self.slugs = slugs  # every user's slug, kept as users come, go and are renamed
+        self.changed()
 
     def dump_state(self):
         st = {
@@ -281,6 +283,11 @@ class Bitbucket(AtlassianProduct):
         return self.errors(404, "No resource is served at %s" % req.raw_path)
 
     def user_json(self, req, u):
+        """RestDetailedUser; built once per user between changes (a page holds up to 1,000;
+        shared: callers copy before they change it)."""
+        return self.memo(("user_json", u["id"]), lambda: self._user_json(req, u))
+
+    def _user_json(self, req, u):
         return {"name": u["name"], "emailAddress": u["emailAddress"], "active": True,
                 "displayName": u["displayName"], "id": u["id"], "slug": u["slug"],
                 "type": "NORMAL", "directoryName": "Bitbucket Internal Directory",
@@ -333,10 +340,13 @@ class Bitbucket(AtlassianProduct):
 
     def sorted_users(self, filt):
         f = fold(filt or "")
-        us = [u for u in self.order
-              if not f or f in fold(u["name"]) or f in fold(u["displayName"])
-              or f in fold(u["emailAddress"])]
-        return sorted(us, key=lambda u: fold(u["name"]))
+
+        def make():
+            us = [u for u in self.order
+                  if not f or f in fold(u["name"]) or f in fold(u["displayName"])
+                  or f in fold(u["emailAddress"])]
+            return sorted(us, key=lambda u: fold(u["name"]))
+        return self.memo(("users", f), make)
 
     def groups_of(self, u):
         return sorted((g for fg, g in self.groups.items() if u["id"] in self.members[fg]),
@@ -370,7 +380,7 @@ class Bitbucket(AtlassianProduct):
         if to_default:
             self.check_seats([(DEFAULT_GROUP, self.next_id)], LIMIT_CREATE)
         slug = slugify(name)
-        taken = {u["slug"] for u in self.order}
+        taken = self.slugs
         base, n = slug, 1
         while slug in taken:
             n += 1
@@ -378,6 +388,7 @@ class Bitbucket(AtlassianProduct):
         u = {"name": name, "slug": slug, "id": self.next_id, "displayName": dn,
              "emailAddress": em}
         self.next_id += 1
+        self.slugs.add(slug)
         self.users[fold(name)] = u
         self.byid[u["id"]] = u
         self.order.append(u)
@@ -418,6 +429,8 @@ class Bitbucket(AtlassianProduct):
         while slug in taken:
             n += 1
             slug = "%s_%d" % (base, n)
+        self.slugs.discard(u["slug"])
+        self.slugs.add(slug)
         u["slug"] = slug
         return ok(self.user_json(req, u))
 
@@ -429,6 +442,7 @@ class Bitbucket(AtlassianProduct):
         body = self.user_json(req, u)
         del self.users[fold(u["name"])]
         del self.byid[u["id"]]
+        self.slugs.discard(u["slug"])
         self.order.remove(u)
         for ms in self.members.values():
             ms.discard(u["id"])
@@ -472,13 +486,23 @@ class Bitbucket(AtlassianProduct):
     def group_members(self, req):
         g = self.group(self.need(req.arg("context"), "context"))
         ids = self.members[fold(g)]
-        us = [u for u in self.sorted_users(req.arg("filter")) if u["id"] in ids]
+        f = fold(req.arg("filter") or "")
+
+        def make():  # the group's members (not every user) matching the filter, by name
+            us = [self.byid[i] for i in ids]
+            if f:
+                us = [u for u in us if f in fold(u["name"]) or f in fold(u["displayName"])
+                      or f in fold(u["emailAddress"])]
+            return sorted(us, key=lambda u: fold(u["name"]))
+        us = self.memo(("more-members", fold(g), f), make)
         return self.page(req, us, lambda u: self.user_json(req, u))
 
     def group_non_members(self, req):
         g = self.group(self.need(req.arg("context"), "context"))
         ids = self.members[fold(g)]
-        us = [u for u in self.sorted_users(req.arg("filter")) if u["id"] not in ids]
+        us = self.memo(("more-non-members", fold(g), fold(req.arg("filter") or "")),
+                       lambda: [u for u in self.sorted_users(req.arg("filter"))
+                                if u["id"] not in ids])
         return self.page(req, us, lambda u: self.user_json(req, u))
 
     # -- membership --------------------------------------------------------------------------

@@ -185,8 +185,10 @@ class Confluence(AtlassianProduct):
         self.members = {fold(g): {byname[fold(n)]["userKey"] for n in ms}
                         for g, ms in members.items()}
         self.seats = seats
+        self.enabled = active  # users that take a seat (used_seats), kept as they change
         self.tasks = {}
         self.task_seq = 0
+        self.changed()
 
     def dump_state(self):
         st = {
@@ -322,10 +324,10 @@ class Confluence(AtlassianProduct):
         return g
 
     def sorted_users(self):
-        return sorted(self.order, key=lambda u: fold(u["username"]))
+        return self.memo("users", lambda: sorted(self.order, key=lambda u: fold(u["username"])))
 
     def used_seats(self):
-        return sum(1 for u in self.order if not u["disabled"])
+        return self.enabled
 
     # -- users -------------------------------------------------------------------------------
     def list_users(self, req):
@@ -385,6 +387,7 @@ class Confluence(AtlassianProduct):
         self.users[fold(name)] = u
         self.bykey[key] = u
         self.order.append(u)
+        self.enabled += 1
         return json_response(201, {"userKey": key})
 
     def update_user(self, req, name):
@@ -403,6 +406,8 @@ class Confluence(AtlassianProduct):
 
     def disable_user(self, req, name):
         u = self.user_by_name(name)
+        if not u["disabled"]:
+            self.enabled -= 1
         u["disabled"] = True
         return empty_response(204)
 
@@ -411,6 +416,8 @@ class Confluence(AtlassianProduct):
         if u["disabled"] and self.seats is not None and self.used_seats() >= self.seats:
             raise ApiError(402, "Cannot enable user '%s': the licence user limit (%d) has been "
                                 "reached" % (u["username"], self.seats))
+        if u["disabled"]:
+            self.enabled += 1
         u["disabled"] = False
         return empty_response(204)
 
@@ -441,6 +448,7 @@ class Confluence(AtlassianProduct):
 
     def _complete(self, t):
         t["done"] = True
+        self.changed()  # may run on a GET (a long task polled or advanced by time)
         if t["mode"] == "fail":
             t["ok"] = False
             return
@@ -449,6 +457,8 @@ class Confluence(AtlassianProduct):
             del self.users[fold(u["username"])]
             del self.bykey[u["userKey"]]
             self.order.remove(u)
+            if not u["disabled"]:
+                self.enabled -= 1
             for ms in self.members.values():
                 ms.discard(u["userKey"])
 
@@ -488,7 +498,7 @@ class Confluence(AtlassianProduct):
 
     # -- groups ------------------------------------------------------------------------------
     def list_groups(self, req):
-        gs = sorted(self.groups.values(), key=fold)
+        gs = self.memo("groups", lambda: sorted(self.groups.values(), key=fold))
         return self.page(req, gs, 200, lambda g: self.group_json(req, g))
 
     def get_group(self, req, name):
@@ -518,8 +528,9 @@ class Confluence(AtlassianProduct):
     def group_members(self, req, name):
         g = self.group_by_name(name)
         expand = set((req.arg("expand") or "").split(","))
-        us = sorted((self.bykey[k] for k in self.members[fold(g)]),
-                    key=lambda u: fold(u["username"]))
+        us = self.memo(("group/member", fold(g)),
+                       lambda: sorted((self.bykey[k] for k in self.members[fold(g)]),
+                                      key=lambda u: fold(u["username"])))
         return self.page(req, us, 200, lambda u: self.person(req, u, expand))
 
     def add_member(self, req, name, group):

@@ -266,6 +266,7 @@ class Jira(AtlassianProduct):
         self.projects = new_projects
         self.components = new_comps
         self._sorted = None
+        self.changed()
 
     def dump_state(self):
         users = [dict(u) for u in self.order]
@@ -345,6 +346,8 @@ class Jira(AtlassianProduct):
 
     def descendants(self, fg):
         """Folded names of every group nested (transitively) in folded group fg."""
+        if not self.children.get(fg):
+            return ()
         out, todo = set(), list(self.children.get(fg, ()))
         while todo:
             g = todo.pop()
@@ -354,9 +357,13 @@ class Jira(AtlassianProduct):
         return out
 
     def effective_members(self, fg):
-        """User keys of the group's direct members and of every nested group's members."""
+        """User keys of the group's direct members and of every nested group's members.
+        Read only: without nested groups it is the group's own member set."""
+        ds = self.descendants(fg)
+        if not ds:
+            return self.members[fg]
         ks = set(self.members[fg])
-        for d in self.descendants(fg):
+        for d in ds:
             ks |= self.members[d]
         return ks
 
@@ -531,7 +538,7 @@ class Jira(AtlassianProduct):
                 start = bisect.bisect_right(self._sorted_keys, last[2:])
         n, end, last_page = self.page_window(start, n, len(users))
         page = users[start:end]
-        counts = self.group_counts()
+        counts = self.memo("group_counts", self.group_counts)
         selfq = {"maxResults": n}
         if cursor:
             selfq["cursor"] = cursor
@@ -572,7 +579,7 @@ class Jira(AtlassianProduct):
         fq = fold(q)
         hits = [u for u in self.sorted_users()
                 if (inc_active if u["active"] else inc_inactive) and self._matches(u, fq)]
-        counts = self.group_counts()
+        counts = self.memo("group_counts", self.group_counts)
         return json_response(200, [self.user_bean(req, u, counts=counts)
                                    for u in hits[start:start + n]])
 
@@ -720,10 +727,12 @@ class Jira(AtlassianProduct):
         if n < 1:
             n = 50
         inactive = bool_arg(req, "includeInactiveUsers", False)
-        us = sorted((self.bykey[k] for k in self.effective_members(fold(g))),
-                    key=lambda u: fold(u["name"]))
-        if not inactive:
-            us = [u for u in us if u["active"]]
+
+        def members():
+            us = sorted((self.bykey[k] for k in self.effective_members(fold(g))),
+                        key=lambda u: fold(u["name"]))
+            return us if inactive else [u for u in us if u["active"]]
+        us = self.memo(("group/member", fold(g), inactive), members)
         n, end, is_last = self.page_window(start, n, len(us))
         page = us[start:end]
 

@@ -1,0 +1,106 @@
+-- The default groups and default_groups hooks answer the same for every
+-- target of a sync entry, so a run computes them once per user (issue 16:
+-- they were most of a no-op re-sync's Lua work, evaluated for every
+-- target, twice). Counted by wrapping the default policy's functions; the
+-- plans must be the ones computed without the memo.
+local test = require "tap"
+local plan = require "usersync.plan"
+local policy = require "usersync.policy"
+local config = require "usersync.config"
+local proc = require "support.proc"
+local default = require "usersync.scripts.default_policy"
+
+local function sync_entry()
+  local cfg, errors = config.validate({
+    sources = { okta = { type = "okta", url = "https://x.okta.com", token = "t0ken-value" } },
+    targets = { jira = { type = "jira", url = "https://jira", token = "pat-value" },
+                wiki = { type = "confluence", url = "https://wiki", token = "pat-value" },
+                git = { type = "bitbucket", url = "https://git", token = "pat-value" } },
+    sync = { { name = "main", source = "okta", targets = { "jira", "wiki", "git" },
+               groups = { map = { Engineering = { "devs" }, Ops = "ops" } },
+               defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } } },
+  })
+  assert(#errors == 0, table.concat(errors, "\n"))
+  return cfg.sync[1]
+end
+
+local function source(n)
+  local users = {}
+  for i = 1, n do
+    users[i] = { id = ("00u%04d"):format(i), status = "ACTIVE", groups = { i % 2 == 0 and "00g1" or "00g2" },
+      profile = { login = ("user%04d@example.com"):format(i), email = ("user%04d@example.com"):format(i),
+                  firstName = "U", lastName = tostring(i) } }
+  end
+  return { users = users, groups = { ["00g1"] = { id = "00g1", type = "OKTA_GROUP", profile = { name = "Engineering" } },
+                                     ["00g2"] = { id = "00g2", type = "OKTA_GROUP", profile = { name = "Ops" } } } }
+end
+
+local TARGETS = { { name = "jira", type = "jira" }, { name = "wiki", type = "confluence" }, { name = "git", type = "bitbucket" } }
+
+-- Counts the calls of the default policy's hooks while fn runs.
+local function counting(fn)
+  local calls = { groups = 0, default_groups = 0 }
+  local saved = { groups = default.groups, default_groups = default.default_groups }
+  for name, f in pairs(saved) do
+    default[name] = function(...) calls[name] = calls[name] + 1; return f(...) end
+  end
+  local ok, err = pcall(fn)
+  for name, f in pairs(saved) do default[name] = f end
+  assert(ok, err)
+  return calls
+end
+
+local function lines(p)
+  local out = {}
+  for _, o in ipairs(p.ops) do out[#out + 1] = o.kind .. " " .. (o.group or "") .. " " .. o.subject end
+  return table.concat(out, "\n")
+end
+
+test("default group hooks: once per user per run for all targets, the same plans", function(t)
+  local sync, src = sync_entry(), source(30)
+  local pol = assert(policy.load(nil))
+  pol:new_run()
+  local memo_plans = {}
+  local calls = counting(function()
+    for i, tg in ipairs(TARGETS) do
+      memo_plans[i] = lines(plan.build { sync = sync, target = tg, policy = pol, source = src })
+    end
+  end)
+  t:eq(calls.groups, 30, "groups(): once per user, not once per user and target")
+  t:eq(calls.default_groups, 2, "default_groups(): once for new accounts, once for existing ones")
+
+  -- the same plans as with nothing kept (a fresh policy and run for each)
+  for i, tg in ipairs(TARGETS) do
+    local fresh = assert(policy.load(nil))
+    t:eq(memo_plans[i], lines(plan.build { sync = sync, target = tg, policy = fresh, source = src }), tg.name)
+  end
+  t:ok(memo_plans[1]:find("add_member devs user0002@example.com", 1, true), "plans hold the memberships")
+
+  -- a new run computes afresh; so does another sync entry's settings
+  pol:new_run()
+  calls = counting(function() plan.build { sync = sync, target = TARGETS[1], policy = pol, source = src } end)
+  t:eq(calls.groups, 30, "a new run asks again")
+  calls = counting(function() plan.build { sync = sync_entry(), target = TARGETS[1], policy = pol, source = src } end)
+  t:eq(calls.groups, 30, "other settings: asked again")
+end)
+
+test("a custom groups hook is asked for every target", function(t)
+  local path = proc.tempfile([[
+local calls = 0
+return {
+  groups = function(u, groups, ctx)
+    return { ctx.target == "jira" and "jira-only" or "elsewhere" }
+  end,
+}
+]], ".lua")
+  local pol = assert(policy.load(path))
+  pol:new_run()
+  local sync, src = sync_entry(), source(4)
+  local a = lines(plan.build { sync = sync, target = TARGETS[1], policy = pol, source = src })
+  local b = lines(plan.build { sync = sync, target = TARGETS[2], policy = pol, source = src })
+  t:ok(a:find("add_member jira-only", 1, true), a)
+  t:ok(b:find("add_member elsewhere", 1, true) and not b:find("jira-only", 1, true), b)
+  os.remove(path)
+end)
+
+return test.done()
