@@ -7,7 +7,7 @@
 --   local snapshot = require "usersync.snapshot"
 --   snapshot.start(e, { "jira", "bitbucket" })      -- optional: read them concurrently
 --   local snap = snapshot.read(e, "jira")            -- e: the engine
---   local snap = snapshot.read_for(e, "jira", { "alice" } [, { "2819c223" }])
+--   local snap = snapshot.read_for(e, "scim", { "alice" } [, { alice = "2819c223" }])
 --   snap = snapshot.complete(e, "jira", snap, input) -- input: plan.build's
 --   -- snap = { complete, accounts, groups, error?, code?, groups_partial?,
 --   --          memberships_unknown?, requests? }
