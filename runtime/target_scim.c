@@ -8,7 +8,8 @@
 **
 ** Identity: a SCIM account is addressed by the id the service assigned,
 ** not by its userName. Listings carry it (us_target_account.id); an op may
-** carry it (us_target_op.id, the planner's account id); otherwise it comes
+** carry it (us_target_op.id, the planner's account id; ADD_MEMBERS: list2,
+** one per member; GET_ACCOUNT: then GET /Users/{id}); otherwise it comes
 ** from what this target has already read (a per-target cache filled by
 ** listings, lookups and creates) or from one lookup by
 ** `filter=userName eq "name"`. Groups the same way (displayName -> id).
@@ -56,7 +57,8 @@
 **
 ** Request costs (A accounts, G groups, P = page size, default 100):
 **   snapshot: 1 + ceil(A/P) + ceil(G/P) (+ a request per short page);
-**   get: 1; a write: 1, plus 1 lookup when the id is not known yet, plus
+**   get: 1 (by id when the op has one); a write: 1, plus 1 lookup when the
+**   id is not known yet, plus
 **   1 ServiceProviderConfig per target (once), plus 1 GET for a PUT
 **   update where PATCH is not supported; add_members(group, n users):
 **   ceil(n/100) (n more when a bulk add fails).
@@ -695,8 +697,11 @@ static void resolve(struct tjob *j) {
     else if (x)
       x->nids = j->nlist;
     int groups = j->kind == US_TOP_ADD_TO_GROUPS;
+    /* ADD_MEMBERS: list2, parallel to list, has the ids the caller knows ("" unknown) */
+    int known = !groups && j->nlist2 == j->nlist;
     for (size_t i = 0; x && x->ids && i < j->nlist && !j->failed; i++) {
-      const char *id = smap_get(groups ? &s->gid : &s->uid, j->list[i]);
+      const char *id = known && j->list2[i][0] ? j->list2[i]
+                                                 : smap_get(groups ? &s->gid : &s->uid, j->list[i]);
       if (id)
         x->ids[i] = strdup(id);
       else
@@ -1065,14 +1070,17 @@ static void on_get(struct tcall *c, const struct us_http_response *r) {
   struct tjob *j = c->j;
   struct us_jval root, v, e, g;
   size_t pos = 0;
+  int by_id = c->n == 1; /* GET /Users/{id}: the resource itself, whatever its name */
   if (!t_json_ok(j, c->what, r, &root))
     return;
-  if (us_json_get(&root, "Resources", &v) && v.type == US_J_ARRAY)
-    while (!j->have_acc && us_json_next_elem(&v, &pos, &e)) {
+  if (by_id || (us_json_get(&root, "Resources", &v) && v.type == US_J_ARRAY))
+    while (!j->have_acc && (by_id ? pos++ == 0 : us_json_next_elem(&v, &pos, &e))) {
       struct us_target_account a;
+      if (by_id)
+        e = root;
       if (scim_account(&e, &a))
         continue;
-      if (!t_streq_ci(a.name, j->name)) {
+      if (!by_id && !t_streq_ci(a.name, j->name)) {
         t_account_free(&a);
       } else {
         j->acc = a;
@@ -1215,11 +1223,12 @@ static void scim_start(struct tjob *j) {
   const char *name = j->name ? j->name : "", *group = j->group ? j->group : "";
   char what[600];
   switch (j->kind) {
-  case US_TOP_GET_ACCOUNT: {
-    char *f = enc_filter("userName", name), *p = f ? t_fmt("/Users?filter=%s", f) : NULL;
+  case US_TOP_GET_ACCOUNT: { /* by the id when the caller knows it (a link's), else by name */
+    char *f = j->id ? NULL : enc_filter("userName", name);
+    char *p = j->id ? user_path(j) : f ? t_fmt("/Users?filter=%s", f) : NULL;
     snprintf(what, sizeof what, "get user %s", name);
     if (p)
-      tcall_start(j, "GET", p, NULL, on_get, NULL, 0, what);
+      tcall_start(j, "GET", p, NULL, on_get, NULL, j->id ? 1 : 0, what);
     else
       tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
     free(f);

@@ -92,7 +92,8 @@ enum us_top {
   US_TOP_LIST_ACCOUNTS = 1, /* events: ACCOUNTS pages */
   US_TOP_LIST_GROUPS,       /* events: GROUPS pages */
   US_TOP_LIST_MEMBERS,      /* group; events: MEMBERS pages */
-  US_TOP_GET_ACCOUNT,       /* name; DONE carries accounts[0] and names = its groups */
+  US_TOP_GET_ACCOUNT,       /* name (SCIM: id, when known, reads by it instead); DONE
+                             ** carries accounts[0] and names = its groups */
   US_TOP_CREATE_USER,       /* name, display_name, email, password?, notify */
   US_TOP_UPDATE_USER,       /* name, display_name?, email? (NULL: unchanged) */
   US_TOP_RENAME_USER,       /* name -> to */
@@ -122,7 +123,8 @@ struct us_target_op {
   int notify;
   const char *const *list; /* names, groups or project keys */
   size_t nlist;
-  const char *const *list2; /* component ids */
+  const char *const *list2; /* component ids; ADD_MEMBERS: the members' service ids (SCIM),
+                             ** one per list item, "" unknown (then looked up by name) */
   size_t nlist2;
   const char *id;    /* the account's id in the service (SCIM), when known; NULL: by name */
   const char *external_id; /* CREATE_USER: the source's id of the user (SCIM externalId) */

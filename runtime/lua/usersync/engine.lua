@@ -383,10 +383,11 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
                 flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
   }
+  local link_ids, ids = state.link_ids(self.db, s.name, tname), {}
   for id in pairs(src.only) do
-    if links[id] then names[#names + 1] = links[id] end
+    if links[id] then names[#names + 1] = links[id]; ids[links[id]] = link_ids[id] end
   end
-  return snapshot.read_for(self, tname, names)
+  return snapshot.read_for(self, tname, names, ids) -- a linked account by its id (SCIM)
 end
 
 -- The planner's input for entry s on target tname (see plan.build).

@@ -7,7 +7,7 @@
 --   local snapshot = require "usersync.snapshot"
 --   snapshot.start(e, { "jira", "bitbucket" })      -- optional: read them concurrently
 --   local snap = snapshot.read(e, "jira")            -- e: the engine
---   local snap = snapshot.read_for(e, "jira", { "alice" })
+--   local snap = snapshot.read_for(e, "scim", { "alice" } [, { alice = "2819c223" }])
 --   snap = snapshot.complete(e, "jira", snap, input) -- input: plan.build's
 --   -- snap = { complete, accounts, groups, error?, code?, groups_partial?,
 --   --          memberships_unknown?, requests? }
@@ -95,25 +95,42 @@ local function group_names(e, t, name)
 end
 
 -- The named accounts of a target (each with its groups) and its group
--- names. An account that does not exist is simply absent; any other
--- failure makes the read incomplete.
-local function read_accounts(e, name, names)
+-- names; ids: { [name] = the service's id } of accounts read by id (SCIM
+-- links: found whatever they are named now; the name is read too when the
+-- account by that id has another). An account that does not exist is
+-- simply absent; any other failure makes the read incomplete.
+local function read_accounts(e, name, names, ids)
   local t = e:target(name)
   local known, err, code = group_names(e, t, name)
   if not known then return M.unread(err, code) end
 
-  local accounts, seen, unknown = {}, {}, nil
+  local accounts, seen, by_id, unknown = {}, {}, {}, nil
+  local function take(n, id)
+    local a, aerr, acode = t:get(n, id)
+    if a then
+      if a.id and by_id[a.id] then return true end -- read already (by id)
+      if a.id then by_id[a.id] = true end
+      seen[a.name:lower()] = true
+      accounts[#accounts + 1] = a
+      unknown = unknown or a.groups == nil -- the server did not tell its groups
+    elseif acode ~= "ENOTFOUND" then
+      return nil, aerr, acode
+    end
+    return true
+  end
+  for _, n in ipairs(names) do
+    local id = ids and ids[n]
+    if id and not by_id[id] then
+      local ok, aerr, acode = take(n, id)
+      if not ok then return M.unread(aerr, acode) end
+    end
+  end
   for _, n in ipairs(names) do
     local key = n:lower()
     if not seen[key] then
       seen[key] = true
-      local a, aerr, acode = t:get(n)
-      if a then
-        accounts[#accounts + 1] = a
-        unknown = unknown or a.groups == nil -- the server did not tell its groups
-      elseif acode ~= "ENOTFOUND" then
-        return M.unread(aerr, acode)
-      end
+      local ok, aerr, acode = take(n)
+      if not ok then return M.unread(aerr, acode) end
     end
   end
   return { complete = true, accounts = accounts, groups = known.groups,
@@ -121,11 +138,12 @@ local function read_accounts(e, name, names)
 end
 
 -- Reads just the named accounts of a target: what a plan for a few users
--- needs, 1 request per name plus the group listing.
-function M.read_for(e, name, names)
+-- needs, 1 request per name plus the group listing. ids: { [name] = id }
+-- of the linked accounts whose service id is known (SCIM): read by it.
+function M.read_for(e, name, names, ids)
   e.progress{ phase = "target", name = name, state = "start",
     message = ("reading %d account%s in %s"):format(#names, #names == 1 and "" or "s", name) }
-  local snap = read_accounts(e, name, names)
+  local snap = read_accounts(e, name, names, ids)
   e.progress{ phase = "target", name = name, state = snap.complete and "done" or "failed",
     error = snap.error, code = snap.code }
   return snap

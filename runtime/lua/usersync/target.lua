@@ -34,8 +34,11 @@
 --   t:capabilities() -> { deactivate=, reactivate=, rename=, leads=, bulk_add= }
 --   t:close()  (also __gc and __close; a target in use raises)
 --
---   t:get(name) -> { name=, key=, display_name=, email=, active=, groups={...}, raw=decoded }
+--   t:get(name [, id]) -> { name=, key=, display_name=, email=, active=, groups={...}, raw=decoded }
 --                  | nil, msg, code ("ENOTFOUND" when there is no such user)
+--       id: the account's id in the service where it has ids (SCIM): the
+--       account is read by it (GET /Users/{id}), whatever its name is now;
+--       the other products read by name.
 --       groups is nil when the product's answer did not tell them (a Jira
 --       that ignores expand=groups): unknown, not "no groups"; read them
 --       with t:members of the groups that matter.
@@ -227,9 +230,10 @@ function T:group_exists(group)
   return ok, note, code, err
 end
 
-function T:get(name)
+function T:get(name, id)
   check(name, "string", 1, "get")
-  local ok, x, code, status, account = run_one(self, { kind = "get", name = name })
+  if id ~= nil then check(id, "string", 2, "get") end
+  local ok, x, code, status, account = run_one(self, { kind = "get", name = name, id = id })
   if ok == false then return fail(self, x, code, status) end
   if not account then return fail(self, "target: get ended without an account", "ERESPONSE") end
   return account
@@ -513,7 +517,9 @@ local function raw_op(op, i, kind)
   return r
 end
 
--- Submits the add_member ops numbered in idx, one bulk job per group.
+-- Submits the add_member ops numbered in idx, one bulk job per group. The
+-- accounts' ids the ops carry (op.id, SCIM) go with the names (list2,
+-- "" where unknown), so the service needs no lookup by name for them.
 local function submit_adds(b, ops, idx)
   local by, order = {}, {}
   for _, i in ipairs(idx) do
@@ -522,12 +528,15 @@ local function submit_adds(b, ops, idx)
     if g == nil then error(("apply: add_member op %d has no group"):format(i), 0) end
     if type(name) ~= "string" then error(("apply: add_member op %d has no name"):format(i), 0) end
     local l = by[g]
-    if not l then l = { names = {}, tags = {} }; by[g] = l; order[#order + 1] = g end
-    l.names[#l.names + 1] = name
-    l.tags[#l.tags + 1] = i
+    if not l then l = { names = {}, tags = {}, ids = {} }; by[g] = l; order[#order + 1] = g end
+    local n = #l.names + 1
+    l.names[n], l.tags[n], l.ids[n] = name, i, type(op.id) == "string" and op.id or ""
+    l.has_ids = l.has_ids or op.id ~= nil
   end
   for _, g in ipairs(order) do
-    b:submit{ kind = "add_members", group = g, list = by[g].names, tags = by[g].tags }
+    local l = by[g]
+    b:submit{ kind = "add_members", group = g, list = l.names, tags = l.tags,
+              list2 = l.has_ids and l.ids or nil }
   end
 end
 
