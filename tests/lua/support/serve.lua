@@ -32,7 +32,9 @@ end
 
 -- Starts `usersync serve -c w.config` (env: the world's tokens plus
 -- opts.env); waits for its "serving" log line. opts.lifetime bounds it;
--- opts.name keeps its log apart from another serve of the same world.
+-- opts.name keeps its log apart from another serve of the same world;
+-- opts.nowait returns at once (d:wait_started() then waits): two serves
+-- started together.
 function M.start(w, opts)
   opts = opts or {}
   local self = setmetatable({ dir = w.dir, world = w }, D)
@@ -55,6 +57,12 @@ function M.start(w, opts)
     table.concat(parts, " "), opts.lifetime or 300, proc.quote(os.getenv("USERSYNC")),
     proc.quote(w.config), proc.quote(self.logfile), proc.quote(self.exitfile))
   os.execute(cmd)
+  if opts.nowait then return self end
+  return self:wait_started()
+end
+
+-- Waits for the "serving" line; fills pid, port, base and the client.
+function D:wait_started()
   local rec = M.wait_for(function() return self:find_log("serving") end, 120)
   if not rec then
     error("usersync serve did not start; its log:\n" .. slurp(self.logfile))
