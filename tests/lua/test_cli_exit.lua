@@ -297,7 +297,9 @@ test("SIGINT mid-apply: stops between operations, exit 130, the run recorded int
   w:okta_group("00gEng", "Engineering")
   for i = 1, 300 do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
   w:load()
-  w.jira:faults{ latency_ms = 20 }
+  -- (slow enough that the apply is far from its end when the signal comes,
+  -- however late a loaded machine sends it)
+  w.jira:faults{ latency_ms = 100 }
   local pid = spawn(w)
   t:ok(pid, "started")
   local creates = 0
