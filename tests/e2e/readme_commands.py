@@ -149,8 +149,8 @@ def steps(ctx):
         (["usersync serve", "usersync serve -c usersync.conf.lua"],
          "sed '$ s/^}$/  serve = { listen = \"127.0.0.1:0\" },\\n}/' usersync.conf.lua > serve.conf.lua"
          " && cp serve.conf.lua usersync.conf.lua"
-         " && { timeout 60 usersync serve -c usersync.conf.lua 2>serve.log & pid=$!; }"
-         " && for i in $(seq 100); do grep -q '\"serving\"' serve.log && break; sleep 0.1; done"
+         " && { timeout 600 usersync serve -c usersync.conf.lua 2>serve.log & pid=$!; }"
+         " && for i in $(seq 1200); do grep -q '\"serving\"' serve.log && break; sleep 0.1; done"
          " && port=$(sed -n 's/.*\"port\":\\([0-9]*\\).*/\\1/p' serve.log | head -1)"
          " && curl -fsS http://127.0.0.1:$port/healthz && curl -fsS http://127.0.0.1:$port/readyz"
          "; kill -TERM $pid; wait $pid; echo \"serve exited $?\"", 0,

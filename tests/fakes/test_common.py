@@ -59,11 +59,12 @@ def t_start_and_sigterm(_f):
         c.close()
         # an open idle keep-alive connection must not delay the exit
         idle = socket.create_connection(("127.0.0.1", port))
-        t0 = time.time()
+        # (a server that waited for it would wait forever: it sets no idle
+        # timeout, so the generous bound below cannot be met by a slow exit)
         p.send_signal(signal.SIGTERM)
-        rc = p.wait(10)
+        rc = p.wait(120)
         idle.close()
-        assert rc == 0 and time.time() - t0 < 3, (rc, time.time() - t0)
+        assert rc == 0, rc
     finally:
         if p.poll() is None:
             p.kill()
@@ -80,14 +81,16 @@ def t_options(_f):
     with os.fdopen(fd, "w") as fh:
         json.dump(STATE, fh)
     try:
-        with fake.Fake("okta", extra_args=["--state", path, "--latency-ms", "150"]) as f2:
+        # (a latency far above what a loaded machine adds to a local request,
+        # so that "no latency" can be told apart from it)
+        with fake.Fake("okta", extra_args=["--state", path, "--latency-ms", "3000"]) as f2:
             assert f2.state()["users"][0]["id"] == "00u1"
             t0 = time.time()
             assert f2.get("/api/v1/users", AUTH).status == 200
-            assert time.time() - t0 >= 0.15
+            assert time.time() - t0 >= 3.0
             t0 = time.time()
             f2.state()  # control requests get no latency
-            assert time.time() - t0 < 0.1
+            assert time.time() - t0 < 3.0
         p = subprocess.Popen([sys.executable, os.path.join(HERE, "fake.py"), "okta", "--port",
                               str(port)], stdout=subprocess.PIPE)
         try:
@@ -109,15 +112,20 @@ def t_keepalive_and_nodelay(f):
     r = c.getresponse()
     r.read()
     sock = c.sock
-    t0 = time.time()
+    # Nagle's algorithm against the client's delayed ACK holds every response
+    # ~40 ms; a loaded machine slows some requests, not all: the fastest of
+    # 100 tells.
+    fastest = None
     for _ in range(100):
+        t0 = time.time()
         c.request("GET", "/api/v1/users", headers=AUTH)
         r = c.getresponse()
         r.read()
+        dt = time.time() - t0
+        fastest = dt if fastest is None else min(fastest, dt)
         assert r.status == 200
-    dt = time.time() - t0
     assert c.sock is sock, "connection was not kept alive"
-    assert dt < 2.0, "100 keep-alive requests took %.2fs (Nagle?)" % dt
+    assert fastest < 0.035, "the fastest of 100 keep-alive requests took %.3fs (Nagle?)" % fastest
     c.request("GET", "/api/v1/users", headers=dict(AUTH, Connection="close"))
     r = c.getresponse()
     r.read()
@@ -181,9 +189,9 @@ def t_control_interface(f):
     f.faults()
     assert f.get("/__fake/faults").json()["fail_rate"] == 0.0
     r = f.get("/__fake/clock").json()
-    assert abs(r["now"] - time.time()) < 5
+    assert abs(r["now"] - time.time()) < 60  # (the simulator follows the wall clock)
     f.request("PUT", "/__fake/clock", body={"advance": 3600})
-    assert abs(f.get("/__fake/clock").json()["now"] - time.time() - 3600) < 5
+    assert abs(f.get("/__fake/clock").json()["now"] - time.time() - 3600) < 60
     f.request("PUT", "/__fake/clock", body={"advance": -3600})
 
 

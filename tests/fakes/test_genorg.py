@@ -18,7 +18,9 @@ GENORG = os.path.join(HERE, "genorg.py")
 
 
 def gen(*args):
-    p = subprocess.run([sys.executable, GENORG] + list(args), capture_output=True, timeout=120)
+    # (no bound of its own: 100,000 users take ~30 s on a loaded 2-core
+    # machine, several times that on a slower one; ctest's timeout bounds it)
+    p = subprocess.run([sys.executable, GENORG] + list(args), capture_output=True)
     assert p.returncode == 0, p.stderr
     return p.stdout
 

@@ -277,7 +277,7 @@ local function spawn(w, cmd)
     :format(proc.quote(USERSYNC), cmd or "sync", proc.quote(w.config), proc.quote(d .. "/bg.out"), proc.quote(d .. "/bg.err"),
       proc.quote(d .. "/bg.pid"), proc.quote(d .. "/bg.rc"))
   os.execute("sh -c " .. proc.quote(inner) .. " >/dev/null 2>&1 &")
-  for _ = 1, 200 do
+  for _ = 1, 2400 do
     local pid = proc.slurp(d .. "/bg.pid"):match("%d+")
     if pid then return pid end
     os.execute("sleep 0.05")
@@ -297,7 +297,9 @@ test("SIGINT mid-apply: stops between operations, exit 130, the run recorded int
   w:okta_group("00gEng", "Engineering")
   for i = 1, 300 do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
   w:load()
-  w.jira:faults{ latency_ms = 20 }
+  -- (slow enough that the apply is far from its end when the signal comes,
+  -- however late a loaded machine sends it)
+  w.jira:faults{ latency_ms = 100 }
   local pid = spawn(w)
   t:ok(pid, "started")
   local creates = 0
@@ -336,8 +338,9 @@ test("a second SIGINT ends the run at once; the next sync marks it interrupted a
   for i = 1, 300 do w:okta_user(("00u%04d"):format(i), ("user%03d@example.com"):format(i), { groups = { "00gEng" } }) end
   w:load()
   -- slow enough that the chunk in flight outlasts the pause between the
-  -- two signals (two at once could merge into one)
-  w.jira:faults{ latency_ms = 150 }
+  -- two signals (two at once could merge into one) by far, however late a
+  -- loaded machine runs the second kill
+  w.jira:faults{ latency_ms = 1500 }
   local pid = spawn(w)
   for _ = 1, 2400 do
     if w.jira:count{ path = "^/rest/api/2/user$", method = "POST" } >= 5 then break end

@@ -213,7 +213,7 @@ test("an acknowledged push survives a crash: after a restart its users are synce
   t:eq(s, 201)
   -- killed within the quiet period, before any run
   d:signal("KILL")
-  d.stopped = serve.wait_for(function() return d:exit_code() end, 20) or -1 -- (d2 reuses the exit file)
+  d.stopped = serve.wait_for(function() return d:exit_code() end, 120) or -1 -- (d2 reuses the exit file)
   d.client:close()
   t:eq(w:accounts("jira")["kim@example.com"], nil, "no run happened before the kill")
   local d2 <close> = serve.start(w)

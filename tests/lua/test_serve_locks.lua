@@ -34,8 +34,12 @@ test("two entries sharing a target never apply at once from two serves on one st
   -- every write takes a while, so a run of one entry lasts long enough for
   -- the other serve to try the other entry meanwhile
   w.jira:faults{ latency_ms = 40 }
-  local a <close> = serve.start(w, { name = "a" })
-  local b <close> = serve.start(w, { name = "b" })
+  -- started together (not b once a serves): on a loaded machine a serve
+  -- started after the other was up could find both entries already run
+  local a <close> = serve.start(w, { name = "a", nowait = true })
+  local b <close> = serve.start(w, { name = "b", nowait = true })
+  a:wait_started()
+  b:wait_started()
   -- both entries are due at once in both processes: between them, each
   -- entry runs once and every other attempt is kept out by a lock
   t:ok(serve.wait_for(function()
@@ -45,7 +49,7 @@ test("two entries sharing a target never apply at once from two serves on one st
     end
     return n.eng and n.ops
   end, 120), "eng and ops each ran")
-  t:ok(serve.wait_for(function() return a:count_log("run skipped") + b:count_log("run skipped") >= 2 end, 60),
+  t:ok(serve.wait_for(function() return a:count_log("run skipped") + b:count_log("run skipped") >= 2 end, 120),
     "the attempts kept out were skipped and logged")
   local skipped = a:find_log("run skipped") or b:find_log("run skipped") or {}
   t:contains(tostring(skipped.msg), "another run holds the lock of this sync entry or of one sharing a target")

@@ -111,7 +111,7 @@ local function alive(pid)
 end
 
 local function wait_gone(pid)
-  for _ = 1, 1200 do
+  for _ = 1, 6000 do
     if not alive(pid) then return true end
     os.execute("sleep 0.05")
   end

@@ -32,7 +32,9 @@ end
 
 -- Starts `usersync serve -c w.config` (env: the world's tokens plus
 -- opts.env); waits for its "serving" log line. opts.lifetime bounds it;
--- opts.name keeps its log apart from another serve of the same world.
+-- opts.name keeps its log apart from another serve of the same world;
+-- opts.nowait returns at once (d:wait_started() then waits): two serves
+-- started together.
 function M.start(w, opts)
   opts = opts or {}
   local self = setmetatable({ dir = w.dir, world = w }, D)
@@ -55,14 +57,20 @@ function M.start(w, opts)
     table.concat(parts, " "), opts.lifetime or 300, proc.quote(os.getenv("USERSYNC")),
     proc.quote(w.config), proc.quote(self.logfile), proc.quote(self.exitfile))
   os.execute(cmd)
-  local rec = M.wait_for(function() return self:find_log("serving") end, 20)
+  if opts.nowait then return self end
+  return self:wait_started()
+end
+
+-- Waits for the "serving" line; fills pid, port, base and the client.
+function D:wait_started()
+  local rec = M.wait_for(function() return self:find_log("serving") end, 120)
   if not rec then
     error("usersync serve did not start; its log:\n" .. slurp(self.logfile))
   end
   self.pid, self.port = rec.pid, rec.port
   self.scheme = rec.tls and "https" or "http"
   self.base = ("%s://127.0.0.1:%d"):format(self.scheme, rec.port)
-  self.client = http.client{ retries = 0, timeout = 10, verify = not rec.tls }
+  self.client = http.client{ retries = 0, timeout = 60, verify = not rec.tls }
   return self
 end
 
@@ -128,16 +136,16 @@ function D:exit_code()
   return tonumber(s:match("%d+"))
 end
 
--- SIGTERM and wait (up to 60 s) for the exit code. A serve that does not
+-- SIGTERM and wait (up to 120 s) for the exit code. A serve that does not
 -- stop is killed, and the end of its log is shown (-1 is returned).
 function D:stop()
   if self.stopped then return self.stopped end
   if self.pid then self:signal("TERM") end
-  self.stopped = M.wait_for(function() return self:exit_code() end, 60)
+  self.stopped = M.wait_for(function() return self:exit_code() end, 120)
   if not self.stopped then
     self.stopped = -1
     local text = self:log_text()
-    io.stderr:write("# usersync serve did not stop on SIGTERM within 60 s; the end of its log:\n",
+    io.stderr:write("# usersync serve did not stop on SIGTERM within 120 s; the end of its log:\n",
       text:sub(-3000), "\n")
     if self.pid then os.execute(("kill -9 %d 2>/dev/null"):format(self.pid)) end
   end

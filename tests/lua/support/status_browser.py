@@ -14,7 +14,8 @@ What it does, in order:
   1. at 1280 px loads /, keeps its navigation timing and byte counts;
   2. presses Tab: the first stop must be the skip link, visibly focused;
   3. clicks "Sync <entry> now" (a real form POST with the page's token,
-     cookie and Origin) and follows the 303; then reloads / until the run it
+     cookie and Origin), waits until the 303's page has replaced the old
+     one; then reloads / until the run it
      started is listed and none is in progress;
   4. at each width, loads each page: document and viewport widths, elements
      that reach past the viewport, accessibility facts, the visible text,
@@ -32,6 +33,8 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.support.ui import WebDriverWait
 
 MEASURE = r"""
 const iw = window.innerWidth;
@@ -117,7 +120,7 @@ def main():
     result = {"pages": {}}
     d = driver_for()
     try:
-        d.set_page_load_timeout(60)
+        d.set_page_load_timeout(120)
         d.execute_cdp_cmd("Network.enable", {})
         d.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": spec["authorization"]}})
         d.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
@@ -135,11 +138,28 @@ def main():
         # sync now through the form, as a person would
         before = len(d.find_elements(By.CSS_SELECTOR, 'a[href^="/status/runs/"]'))
         button = d.find_element(By.XPATH, "//button[normalize-space()='Sync %s now']" % spec["sync_entry"])
+        # click() returns once the click is dispatched, not once the form's
+        # POST and its 303 have loaded the next page: until then current_url
+        # is still the old page's. Wait (generously: a loaded machine) for the
+        # old document to go and the new one to finish loading.
+        old_root = d.find_element(By.TAG_NAME, "html")
         button.click()
+
+        def arrived(drv):
+            try:
+                old_root.tag_name
+                return False
+            except StaleElementReferenceException:
+                return drv.execute_script("return document.readyState") == "complete"
+
+        try:
+            WebDriverWait(d, 120, poll_frequency=0.2).until(arrived)
+        except TimeoutException:
+            pass  # the test then fails on what the browser shows
         result["after_click"] = {"url": d.current_url,
                                  "notice": d.execute_script(
                                      "const n = document.querySelector('.notice'); return n && n.textContent;")}
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             d.get(base + "/")
             text = d.execute_script("return document.body.innerText")
