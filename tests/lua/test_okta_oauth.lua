@@ -166,7 +166,7 @@ test("the API's DPoP nonce is kept apart from the token endpoint's and asked for
   assert(c:users())
   t:eq(sim:count{ path = "^/oauth2/v1/token$", status = 400 }, 1, "one token-endpoint handshake only")
   -- at least the first token and the renewal; more where the machine is so
-  -- slow (valgrind) that the 2 s token also ran out between the calls above
+  -- slow (valgrind) that the 8 s token also ran out between the calls above
   t:ok(sim:count{ path = "^/oauth2/v1/token$", status = 200 } >= 2, "the token was renewed")
   t:eq(sim:count{ path = "^/api/v1/", status = 401 }, 1)
   local snap = assert(c:scope{})
