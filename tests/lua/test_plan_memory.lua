@@ -207,6 +207,31 @@ test("streamed plan file and plan text: byte-identical to the whole-document for
   t:eq(table.concat(colored), report.plan_text(run_plan, { color = true }))
 end)
 
+test("spooled targets: plan text, plan file and safety as from the ops; only destructive ops kept", function(t)
+  local spool = require "usersync.spool"
+  local function run_plan()
+    local empty = { target = "wiki", target_type = "confluence", ops = {}, conflicts = {}, errors = {},
+                    notes = { "nothing to do" }, counts = {}, deprovisions = 0 }
+    return { scope = nil, syncs = { { name = "main", source = "okta", users_in_scope = 5,
+      read = { complete = false, problems = { "x" } }, targets = { sample(), empty } } } }
+  end
+  local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
+  for _, color in ipairs({ false, true }) do
+    local whole, spooled = run_plan(), run_plan()
+    local sp <close> = spool.new{ text = true, json = true, color = color }
+    for _, tp in ipairs(spooled.syncs[1].targets) do sp:take(tp) end
+    local p = spooled.syncs[1].targets[1]
+    t:eq(p.spooled.n, #whole.syncs[1].targets[1].ops)
+    t:ok(#p.ops > 0 and #p.ops < p.spooled.n, "some ops kept: " .. #p.ops)
+    for _, o in ipairs(p.ops) do t:ok(report.DESTRUCTIVE[o.kind], o.kind .. " kept") end
+    t:eq(report.plan_text(spooled, { color = color }), report.plan_text(whole, { color = color }))
+    t:eq(planfile.encode(spooled, meta), planfile.encode(whole, meta))
+    t:eq(planfile.encode(spooled, meta), planfile.encode(spooled, meta), "the spool is read again")
+    t:same({ report.safety(spooled) }, { report.safety(whole) })
+    t:eq(report.has_changes(spooled), true)
+  end
+end)
+
 test("memory.pause sets the GC pause and restores it on exit, also after an error", function(t)
   local orig = collectgarbage("setpause", 200)
   do
