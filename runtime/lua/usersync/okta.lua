@@ -470,9 +470,9 @@ local function keep_of(opts)
   for _, f in ipairs(opts.fields) do
     if type(f) ~= "string" then error("field 'fields': expected a list of user fields", 3) end
     local attr = f:match("^profile%.(.+)$")
-    local list = attr and keep.profile or keep.top
+    local into = attr and keep.profile or keep.top
     local name = attr or f
-    if not seen[f] and name ~= "groups" and name ~= "profile" then seen[f] = true; list[#list + 1] = name end
+    if not seen[f] and name ~= "groups" and name ~= "profile" then seen[f] = true; into[#into + 1] = name end
   end
   return keep
 end
@@ -611,7 +611,6 @@ local function changes_since(self, wm, with_groups, before)
     function(items)
       for i = 1, #items do
         local u = items[i]
-        if keep then u = trim_user(u, keep) end
         u.groups = new_array()
         users[#users + 1] = u
       end
