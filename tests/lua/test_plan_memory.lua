@@ -62,6 +62,28 @@ test("scope users keep every field but _links, credentials and type; the profile
   end
 end)
 
+test("scope{fields}: each user keeps id, status, groups and the fields named, nothing else", function(t)
+  for _, app in ipairs({ false, true }) do
+    local c <close> = S.client(sim, { app_id = app and S.APP or nil })
+    local whole = assert(c:scope{})
+    local snap = assert(c:scope{ fields = { "profile.login", "profile.title", "profile.nosuch", "lastLogin" } })
+    t:eq(#snap.users, #whole.users)
+    for i, u in ipairs(snap.users) do
+      local full = whole.users[i]
+      local keys = {}
+      for k in pairs(u) do keys[#keys + 1] = k end
+      table.sort(keys)
+      t:same(keys, full.lastLogin == nil and { "groups", "id", "profile", "status" }
+        or { "groups", "id", "lastLogin", "profile", "status" })
+      t:eq(u.id, full.id); t:eq(u.status, full.status); t:eq(u.lastLogin, full.lastLogin)
+      t:same(u.groups, full.groups)
+      t:eq(without(u.profile, {}), without({ login = full.profile.login, title = full.profile.title }, {}))
+      t:eq(u.profile.title, json.null, "a null value named stays json.null")
+      t:eq(getmetatable(u), getmetatable(full), "still a JSON object")
+    end
+  end
+end)
+
 test("changes{watermark} users are slimmed the same way", function(t)
   local c <close> = S.client(sim)
   local ch = assert(c:changes{ watermark = "2000-01-01T00:00:00.000Z" })
@@ -205,6 +227,59 @@ test("streamed plan file and plan text: byte-identical to the whole-document for
   local colored = {}
   report.write_plan_text(run_plan, function(s) colored[#colored + 1] = s end, { color = true })
   t:eq(table.concat(colored), report.plan_text(run_plan, { color = true }))
+end)
+
+test("spooled targets: plan text, plan file and safety as from the ops; only destructive ops kept", function(t)
+  local spool = require "usersync.spool"
+  local function run_plan()
+    local empty = { target = "wiki", target_type = "confluence", ops = {}, conflicts = {}, errors = {},
+                    notes = { "nothing to do" }, counts = {}, deprovisions = 0 }
+    return { scope = nil, syncs = { { name = "main", source = "okta", users_in_scope = 5,
+      read = { complete = false, problems = { "x" } }, targets = { sample(), empty } } } }
+  end
+  local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
+  for _, color in ipairs({ false, true }) do
+    local whole, spooled = run_plan(), run_plan()
+    local sp <close> = spool.new{ text = true, json = true, color = color }
+    for _, tp in ipairs(spooled.syncs[1].targets) do sp:take(tp) end
+    local p = spooled.syncs[1].targets[1]
+    t:eq(p.spooled.n, #whole.syncs[1].targets[1].ops)
+    t:ok(#p.ops > 0 and #p.ops < p.spooled.n, "some ops kept: " .. #p.ops)
+    for _, o in ipairs(p.ops) do t:ok(report.DESTRUCTIVE[o.kind], o.kind .. " kept") end
+    t:eq(report.plan_text(spooled, { color = color }), report.plan_text(whole, { color = color }))
+    t:eq(planfile.encode(spooled, meta), planfile.encode(whole, meta))
+    t:eq(planfile.encode(spooled, meta), planfile.encode(spooled, meta), "the spool is read again")
+    t:same({ report.safety(spooled) }, { report.safety(whole) })
+    t:eq(report.has_changes(spooled), true)
+  end
+end)
+
+test("Policy:user_fields: the default policy's fields and the mapped ones; a custom user or groups hook needs its fields declared", function(t)
+  local dir = os.tmpname(); os.remove(dir); assert(os.execute("mkdir -p " .. dir))
+  local function pol(src)
+    local f = assert(io.open(dir .. "/p.lua", "w")); f:write(src); f:close()
+    return policy.load(dir .. "/p.lua")
+  end
+  local base = assert(policy.load(nil))
+  t:same(base:user_fields(sync_entry()), policy.DEFAULT_FIELDS)
+  local s = sync_entry { attributes = { name = "profile.employeeNumber", display_name = "{profile.nick} {id}" } }
+  local mapped = policy.DEFAULT_FIELDS
+  local want = {}
+  for i, f in ipairs(mapped) do want[i] = f end
+  want[#want + 1] = "profile.employeeNumber"; want[#want + 1] = "profile.nick"
+  t:same(base:user_fields(s), want)
+  t:same(assert(pol("return { include_group = function() return true end }")):user_fields(sync_entry()),
+    policy.DEFAULT_FIELDS, "a custom include_group sees no user")
+  t:eq(assert(pol("return { user = function(u) return default.user(u) end }")):user_fields(sync_entry()), nil,
+    "a custom user hook without fields: every field")
+  t:eq(assert(pol("return { groups = function() return {} end }")):user_fields(sync_entry()), nil)
+  local declared = assert(pol("return { fields = { 'profile.costCenter', 'lastLogin' }, user = function(u) return nil end }"))
+  local got = declared:user_fields(sync_entry())
+  t:eq(got[#got - 1], "profile.costCenter"); t:eq(got[#got], "lastLogin")
+  local bad, why = pol("return { fields = { 'profile.a.b' } }")
+  t:eq(bad, nil); t:match(why, "'fields' must be a list of Okta user fields")
+  t:eq((pol("return { fields = 'profile.x' }")), nil)
+  os.execute("rm -rf " .. dir)
 end)
 
 test("memory.pause sets the GC pause and restores it on exit, also after an error", function(t)

@@ -1001,7 +1001,12 @@ function commands.plan(args)
   if not check_sync_name(cfg, opts.sync, "plan") then e:close(); return EXIT_USAGE end
   local targets = check_targets(cfg, opts.sync, opts.target, "plan")
   if not targets then e:close(); return EXIT_USAGE end
-  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, targets = opts.target and targets }
+  -- Each target's plan is written to temporary files as soon as it is
+  -- planned (usersync.spool): a whole-org plan never holds every target's ops.
+  local sp <close> = not opts.user and require("usersync.spool").new{
+    text = not opts.json, json = opts.json or opts.out, color = out.color_out } or nil
+  local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, targets = opts.target and targets,
+    on_target = sp and function(tp) sp:take(tp) end }
   finish_engine(e, "plan")
   if not run_plan and core.interrupted() then return interrupted("plan", "nothing was planned") end
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end

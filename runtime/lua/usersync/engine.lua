@@ -351,6 +351,9 @@ function Engine:plan_entry(run, s)
       problems[#problems + 1] = ("policy errors in include_group for %s"):format(tname)
     end
     entry.targets[#entry.targets + 1] = p
+    -- `usersync plan` of one entry writes each target out as it is planned
+    -- (usersync.spool): nothing merges its ops with another entry's.
+    if run.opts.on_target and run.single then run.opts.on_target(p) end
   end
   return entry
 end

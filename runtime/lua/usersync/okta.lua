@@ -46,12 +46,14 @@
 --       { cursor = next URL to poll from, pages, items, events = {...},
 --         user_ids, group_ids (no fn) }
 --
---   c:scope{ app_id=, include = function(group) -> bool | group_ids = {..} }
+--   c:scope{ app_id=, include = function(group) -> bool | group_ids = {..}, fields = {..} }
 --       "users in scope, each with their groups": the snapshot plan.lua reads
 --       as `source`: { users = { User + groups = {group ids} + app_assignment },
 --       (each User without _links, credentials and type, which no policy
 --       hook needs: the memory of a 100,000-user scope; the AppUser without
---       _links),
+--       _links; with fields = { "id", "profile.login", ... } each user keeps
+--       only id, status, groups and those fields, its profile only the
+--       profile.x named: the policy's Policy:user_fields),
 --       groups = { [id] = Group (counted groups only) }, complete = true,
 --       problems = {}, requests = n }.
 --       First the groups are listed and `include` (called once per group;
@@ -459,10 +461,39 @@ local function scope_groups(b, snap, include, prog)
   return counted
 end
 
+-- The user fields scope keeps, from opts.fields (a list of "id",
+-- "profile.login"...): { top = {names}, profile = {names} }, or nil for all.
+local function keep_of(opts)
+  if opts.fields == nil then return nil end
+  if type(opts.fields) ~= "table" then error("field 'fields': expected a list of user fields", 3) end
+  local keep, seen = { top = { "id", "status" }, profile = {} }, { id = true, status = true }
+  for _, f in ipairs(opts.fields) do
+    if type(f) ~= "string" then error("field 'fields': expected a list of user fields", 3) end
+    local attr = f:match("^profile%.(.+)$")
+    local into = attr and keep.profile or keep.top
+    local name = attr or f
+    if not seen[f] and name ~= "groups" and name ~= "profile" then seen[f] = true; into[#into + 1] = name end
+  end
+  return keep
+end
+
+-- User u with only the fields of keep (its profile with only keep.profile).
+local function trim_user(u, keep)
+  local out = setmetatable({}, getmetatable(u)) -- still a JSON object
+  for _, k in ipairs(keep.top) do out[k] = u[k] end
+  local p = u.profile
+  if type(p) == "table" then
+    local np = setmetatable({}, getmetatable(p))
+    for _, k in ipairs(keep.profile) do np[k] = p[k] end
+    out.profile = np
+  end
+  return out
+end
+
 -- Phase 2, concurrently: the users in scope (job 1, slimmed) and the
 -- member ids of every counted group; memberships are kept by user id and
 -- attached at the end, so neither waits for the other.
-local function scope_users(self, b, snap, app, counted, prog)
+local function scope_users(self, b, snap, app, counted, prog, keep)
   local users_job
   if app then
     users_job = b:submit{ ep = "app_users", id = app, expand_user = true, shape = "slim" }
@@ -482,6 +513,7 @@ local function scope_users(self, b, snap, app, counted, prog)
     if job == users_job then
       for i = 1, #items do
         local u = items[i]
+        if keep then u = trim_user(u, keep) end
         u.groups = new_array()
         users[#users + 1] = u
       end
@@ -517,11 +549,12 @@ function Client:scope(opts)
   local app = opts.app_id or self.app_id
   local include = include_of(opts)
   local prog = new_progress(opts)
+  local keep = keep_of(opts)
   local snap = { users = new_array(), groups = {}, problems = new_array(), complete = true }
   local before = self.raw:requests()
   local b <close> = self.raw:batch()
   local counted, err, code, e = scope_groups(b, snap, include, prog)
-  if counted then err, code, e = scope_users(self, b, snap, app, counted, prog) end
+  if counted then err, code, e = scope_users(self, b, snap, app, counted, prog, keep) end
   snap.requests = self.raw:requests() - before
   if err then return scope_failed(snap, err, code, e) end
   return snap

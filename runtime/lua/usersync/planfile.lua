@@ -64,14 +64,19 @@ function M.scrub(run_plan)
   for _, s in ipairs(run_plan.syncs or {}) do
     local problems = s.read and s.read.problems or {}
     for i, p in ipairs(problems) do problems[i] = mask(p) end
-    for _, tp in ipairs(s.targets or {}) do
-      for _, e in ipairs(tp.errors or {}) do e.message = mask(e.message) end
-      for _, c in ipairs(tp.conflicts or {}) do c.message = mask(c.message) end
-      for i, n in ipairs(tp.notes or {}) do tp.notes[i] = mask(n) end
-      if tp.read_error then tp.read_error = mask(tp.read_error) end
-    end
+    for _, tp in ipairs(s.targets or {}) do M.scrub_target(tp) end
   end
   return run_plan
+end
+
+-- The same for one target's plan tp. Returns it.
+function M.scrub_target(tp)
+  local mask = secrets.mask
+  for _, e in ipairs(tp.errors or {}) do e.message = mask(e.message) end
+  for _, c in ipairs(tp.conflicts or {}) do c.message = mask(c.message) end
+  for i, n in ipairs(tp.notes or {}) do tp.notes[i] = mask(n) end
+  if tp.read_error then tp.read_error = mask(tp.read_error) end
+  return tp
 end
 
 local ENC = { indent = 2, sort_keys = true }
@@ -125,7 +130,7 @@ function M.write(run_plan, meta, write)
     local out = { name = s.name, source = s.source, users_in_scope = s.users_in_scope,
                   read = s.read, targets = array({}) }
     for _, tp in ipairs(s.targets) do
-      lists[#lists + 1] = tp.ops
+      lists[#lists + 1] = tp
       out.targets[#out.targets + 1] = {
         target = tp.target, target_type = tp.target_type, counts = tp.counts,
         deprovisions = tp.deprovisions, ops = ("\1usersync-ops-%d\1"):format(#lists), conflicts = array(tp.conflicts),
@@ -136,25 +141,36 @@ function M.write(run_plan, meta, write)
   end
   local text = assert(json.encode(doc, ENC))
   local pos = 1
-  for i, ops in ipairs(lists) do
+  for i, tp in ipairs(lists) do
     local marker = assert(json.encode(("\1usersync-ops-%d\1"):format(i)))
     local a, b = text:find(marker, pos, true)
     write(text:sub(pos, a - 1))
-    if #ops == 0 then
-      write("[]")
+    -- the key's line indent is the closing bracket's
+    local key_indent = #text:sub(1, a - 1):match("\n( *)[^\n]*$")
+    local spooled = tp.spooled and tp.spooled.json
+    if spooled then
+      assert(spooled.key_indent == key_indent, "planfile: spooled ops at another depth")
+      spooled:copy(write)
     else
-      -- the key's line indent is the closing bracket's; elements one level deeper
-      local key_indent = #text:sub(1, a - 1):match("\n( *)[^\n]*$")
-      local depth = key_indent // ENC.indent + 1
-      write("[")
-      for i = 1, #ops, SLICE do
-        write((i > 1 and "," or "") .. ops_slice(ops, i, math.min(i + SLICE - 1, #ops), depth))
-      end
-      write("\n" .. (" "):rep(key_indent) .. "]")
+      M.write_ops(tp.ops, write, key_indent)
     end
     pos = b + 1
   end
   write(text:sub(pos))
+end
+
+-- The ops of a target as the plan file holds them (the value of its "ops"
+-- key, whose line is indented by key_indent spaces), written in pieces of
+-- SLICE ops. usersync.spool writes them as soon as the target is planned.
+M.OPS_INDENT = 10 -- syncs[i].targets[j].ops
+function M.write_ops(ops, write, key_indent)
+  if #ops == 0 then write("[]"); return end
+  local depth = key_indent // ENC.indent + 1 -- the elements: one level deeper than the key
+  write("[")
+  for i = 1, #ops, SLICE do
+    write((i > 1 and "," or "") .. ops_slice(ops, i, math.min(i + SLICE - 1, #ops), depth))
+  end
+  write("\n" .. (" "):rep(key_indent) .. "]")
 end
 
 -- The same text as one string (what write writes), gathered in chunks of

@@ -189,8 +189,31 @@ function Policy:deprovision(account, reason, ctx)
   return self:_call("deprovision", post_action, nil, account, reason, ctx)
 end
 
+-- The Okta user fields the default policy reads ("profile.x" or a field of
+-- the user itself); a scope read keeps only these (and those the sync
+-- entry's `attributes` name) when no custom hook sees the Okta user.
+M.DEFAULT_FIELDS = { "id", "status", "profile.login", "profile.email", "profile.displayName",
+                     "profile.firstName", "profile.lastName" }
+
+-- A declared field: "profile.<attribute>" or a field of the user ("lastLogin").
+local FIELD = { "^[%a_][%w_]*$", "^profile%.[%a_][%w_]*$" }
+
+-- `fields` of a policy file: a list of field names, checked; nil, why else.
+local function check_fields(v, path)
+  local why = ("policy %s: 'fields' must be a list of Okta user fields (\"profile.costCenter\", \"lastLogin\")"):format(path)
+  if type(v) ~= "table" then return nil, why end
+  local out = {}
+  for i, f in ipairs(v) do
+    if type(f) ~= "string" or not (f:match(FIELD[1]) or f:match(FIELD[2])) then
+      return nil, why .. (", entry %d is %s"):format(i, type(f) == "string" and ("%q"):format(f) or type(f))
+    end
+    out[i] = f
+  end
+  return out
+end
+
 -- Inside the sandboxed call: the policy file's chunk, and its table of
--- hooks checked and copied.
+-- hooks checked and copied (and its declared `fields`, hooks.fields).
 local function load_hooks(fn, path)
   local t = fn()
   if type(t) ~= "table" then
@@ -198,13 +221,17 @@ local function load_hooks(fn, path)
   end
   local hooks = {}
   for k, v in pairs(t) do
-    if not KNOWN[k] then
+    if k == "fields" then
+      local f, why = check_fields(v, path)
+      if not f then return nil, why end
+      hooks.fields = f
+    elseif not KNOWN[k] then
       return nil, ("policy %s: unknown hook '%s' (known: %s)"):format(path, tostring(k), table.concat(M.HOOKS, ", "))
-    end
-    if type(v) ~= "function" then
+    elseif type(v) ~= "function" then
       return nil, ("policy %s: hook '%s' must be a function, got %s"):format(path, k, type(v))
+    else
+      hooks[k] = v
     end
-    hooks[k] = v
   end
   return hooks
 end
@@ -228,8 +255,30 @@ function M.load(path, opts)
   local ok, hooks, herr = sandbox.call(account, load_hooks, fn, path)
   if not ok then return nil, "policy " .. first_line(hooks) end
   if not hooks then return nil, herr end
+  self.fields, hooks.fields = hooks.fields, nil
   self.custom = hooks
   return self
+end
+
+-- The Okta user fields the hooks of this policy read for sync entry s, as
+-- a list of names ("id", "profile.login"), or nil for every field: the
+-- default policy's (DEFAULT_FIELDS and the fields s.attributes maps), with
+-- a custom `user` or `groups` hook (the hooks that see the Okta user)
+-- those and the ones the policy file declares as `fields`, or every field
+-- when it declares none. A read of the whole scope keeps only these.
+function Policy:user_fields(s)
+  if (self.custom.user or self.custom.groups) and not self.fields then return nil end
+  local attributes = require "usersync.attributes"
+  local out, seen = {}, {}
+  local function add(f) if not seen[f] then seen[f] = true; out[#out + 1] = f end end
+  for _, f in ipairs(M.DEFAULT_FIELDS) do add(f) end
+  for _, f in ipairs(self.fields or {}) do add(f) end
+  for _, field in ipairs(attributes.FIELDS) do
+    local spec = s and s.attributes and s.attributes[field]
+    local parsed = spec and attributes.parse(spec)
+    for _, f in ipairs(parsed and parsed.fields or {}) do add(f) end
+  end
+  return out
 end
 
 return M

@@ -83,8 +83,6 @@ local RESET = "\27[0m"
 --   report.write_plan_text(planfile.scrub(run_plan), io.write)
 function M.write_plan_text(run_plan, write, opts)
   local _ <close> = require("usersync.memory").for_writing(run_plan)
-  local color = opts and opts.color
-  local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
 
   local total_ops, total_conf, total_err, unread = 0, 0, 0, 0
@@ -92,18 +90,10 @@ function M.write_plan_text(run_plan, write, opts)
     w("sync %q: source %s, %s in scope%s", s.name, s.source, plural(s.users_in_scope or 0, "user"),
       s.read and s.read.complete == false and " (READ INCOMPLETE)" or "")
     for _, tp in ipairs(s.targets) do
-      w("")
-      w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
-      for _, o in ipairs(tp.ops) do
-        local l = LABEL[o.kind]
-        w("    %s %-16s %s  (%s)", sign(l[1]), l[2], plan_object(o), o.reason or "")
-      end
-      for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
-      if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error); unread = unread + 1 end
-      for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
-      for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
-
-      total_ops = total_ops + #tp.ops
+      local spooled = tp.spooled and tp.spooled.text
+      if spooled then spooled:copy(write) else M.write_target_text(tp, write, opts) end
+      if tp.read_error then unread = unread + 1 end
+      total_ops = total_ops + M.op_count(tp)
       total_conf = total_conf + #tp.conflicts
       total_err = total_err + #tp.errors
     end
@@ -112,6 +102,31 @@ function M.write_plan_text(run_plan, write, opts)
 
   w("summary: %s, %s, %s%s", plural(total_ops, "change"), plural(total_conf, "conflict"), plural(total_err, "policy error"),
     unread > 0 and (", " .. plural(unread, "target") .. " not read") or "")
+end
+
+-- The lines of one target's plan in write_plan_text (from the blank line
+-- before its heading to its last note), written with write(s) line by line.
+-- usersync.spool writes them as soon as the target is planned.
+function M.write_target_text(tp, write, opts)
+  local color = opts and opts.color
+  local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
+  local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
+  w("")
+  w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
+  for _, o in ipairs(tp.ops) do
+    local l = LABEL[o.kind]
+    w("    %s %-16s %s  (%s)", sign(l[1]), l[2], plan_object(o), o.reason or "")
+  end
+  for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
+  if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error) end
+  for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
+  for _, n in ipairs(tp.notes) do w("    . note             %s", n) end
+end
+
+-- How many operations target plan tp holds (a plan already written out by
+-- usersync.spool keeps only its destructive ones, for the safety checks).
+function M.op_count(tp)
+  return tp.spooled and tp.spooled.n or #tp.ops
 end
 
 -- The same text as one string (what write_plan_text writes), gathered in
@@ -229,7 +244,7 @@ end
 function M.has_changes(run_plan)
   for _, s in ipairs(run_plan.syncs) do
     for _, tp in ipairs(s.targets) do
-      if #tp.ops > 0 then return true end
+      if M.op_count(tp) > 0 then return true end
     end
   end
   return false

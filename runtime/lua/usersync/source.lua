@@ -222,7 +222,7 @@ local function messages(list, out)
 end
 
 -- The whole scope of the source, with progress events.
-local function read_scope(e, s, src, scfg, include, group_errors)
+local function read_scope(e, s, src, scfg, include, group_errors, fields)
   local what = scfg.app_id and ("app " .. scfg.app_id) or "all users"
   e.progress{ phase = "okta", name = s.source, state = "start",
     expected = state.last_in_scope(e.db, s.name),
@@ -235,7 +235,8 @@ local function read_scope(e, s, src, scfg, include, group_errors)
     e.progress{ phase = "okta", name = s.source, state = "update",
       done = done, total = total, what = unit }
   end
-  local snap, err, code, partial = src:scope{ include = include, progress = progress }
+  -- only the Okta user fields the policy reads (Policy:user_fields)
+  local snap, err, code, partial = src:scope{ include = include, progress = progress, fields = fields }
 
   e.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed",
     error = err, code = code, requests = snap and snap.requests }
@@ -283,7 +284,7 @@ function M.read(e, s, pol, only_users, by_id)
   end
 
   if only_users then return read_users(e, src, scfg, include, only_users, s, by_id) end
-  return read_scope(e, s, src, scfg, include, group_errors)
+  return read_scope(e, s, src, scfg, include, group_errors, pol.user_fields and pol:user_fields(s))
 end
 
 return M
