@@ -100,6 +100,24 @@ def driver_for():
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 
 
+STYLED = r"""
+if (document.readyState !== 'complete') return false;
+const sheets = [...document.styleSheets];
+return sheets.length > 0 && sheets.every(s => { try { return s.cssRules.length > 0; } catch (e) { return false; } });
+"""
+
+
+def load(d, url):
+    """Opens url and waits (generously: a slow or sanitised build) until the page has loaded
+    and its style sheets are parsed, so what is measured is the styled page. A sheet that
+    never arrives ends the wait; the measure then reports it (css_loaded false)."""
+    d.get(url)
+    try:
+        WebDriverWait(d, 120, poll_frequency=0.1).until(lambda drv: drv.execute_script(STYLED))
+    except TimeoutException:
+        pass
+
+
 def set_width(d, width, height=900):
     d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
@@ -171,7 +189,7 @@ def main():
         for width in spec["widths"]:
             for path in spec["pages"]:
                 set_width(d, width)
-                d.get(base + path)
+                load(d, base + path)
                 m = d.execute_script(MEASURE)
                 slug = "overview" if path == "/" else path.replace("/status/", "").strip("/").replace("/", "-")
                 top = 812 if width < 600 else 900
