@@ -344,9 +344,11 @@ static int db_first(lua_State *L) {
   return 1;
 }
 
-/* Iterator of db:rows; upvalue 1 is the Stmt, uservalue of which the Store. */
-static int rows_next(lua_State *L) {
-  lstmt *ps = luaL_checkudata(L, lua_upvalueindex(1), STMT_MT);
+/* One step of the iterators below (the Stmt is upvalue 1, its uservalue the
+** Store): *out is the Stmt; 1 with a row ready, 0 when the rows are done (the
+** statement finished). Raises on failure. */
+static int iter_step(lua_State *L, lstmt **out) {
+  lstmt *ps = *out = luaL_checkudata(L, lua_upvalueindex(1), STMT_MT);
   if (ps->done)
     return 0;
   if (ps->st.store == NULL)
@@ -363,6 +365,14 @@ static int rows_next(lua_State *L) {
     ps->done = 1;
     return 0;
   }
+  return 1;
+}
+
+/* Iterator of db:rows. */
+static int rows_next(lua_State *L) {
+  lstmt *ps;
+  if (!iter_step(L, &ps))
+    return 0;
   push_row(L, &ps->st);
   return 1;
 }
@@ -385,23 +395,9 @@ static int db_rows(lua_State *L) {
 /* Iterator of db:each: the row's number, then its columns as values (NULL
 ** as nil). Upvalue 1 is the Stmt, upvalue 2 the row count so far. */
 static int each_next(lua_State *L) {
-  lstmt *ps = luaL_checkudata(L, lua_upvalueindex(1), STMT_MT);
-  if (ps->done)
+  lstmt *ps;
+  if (!iter_step(L, &ps))
     return 0;
-  if (ps->st.store == NULL)
-    return luaL_error(L, "store: the store was closed while iterating over rows");
-  us_store *s = ps->st.store;
-  int row = 0;
-  if (us_store_step(&ps->st, &row)) {
-    us_store_finish(&ps->st);
-    ps->done = 1;
-    return luaL_error(L, "%s (%s)", us_store_errmsg(s), us_store_code_name(us_store_errcode(s)));
-  }
-  if (!row) {
-    us_store_finish(&ps->st);
-    ps->done = 1;
-    return 0;
-  }
   lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
   lua_pushinteger(L, i);
   lua_copy(L, -1, lua_upvalueindex(2));
