@@ -33,13 +33,7 @@ local TOKEN = "bench-scim-token-0123456789abcdef"
 local src = fakes.source_dir
 
 assert(os.execute("command -v wrk >/dev/null"), "wrk is not installed (apt-get install wrk)")
-local function loadavg()
-  local f = io.open("/proc/loadavg"); if not f then return "?" end
-  local s = f:read("l"); f:close(); return s
-end
-local function ncpu()
-  local p = io.popen("nproc"); local n = p:read("l"); p:close(); return n
-end
+local loadavg, ncpu = proc.loadavg, proc.ncpu
 print(("machine: %s cores, load average %s (figures taken on a shared, loaded machine)"):format(ncpu(), loadavg()))
 
 local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)

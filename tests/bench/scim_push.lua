@@ -38,10 +38,7 @@ local TOKEN = "bench-scim-token-0123456789abcdef"
 local py = os.getenv("PYTHON3") or "python3"
 local src = fakes.source_dir
 
-local function loadavg()
-  local f = io.open("/proc/loadavg"); if not f then return "?" end
-  local s = f:read("l"); f:close(); return s
-end
+local loadavg = proc.loadavg
 print(("%d users, %d groups, scope %s, Jira at %d ms; load average %s (figures taken on a shared, loaded machine)")
   :format(NUSERS, NGROUPS, SCOPE, LATENCY, loadavg()))
 

@@ -18,6 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import fake  # noqa: E402
+from sim import common as sim_common  # noqa: E402
 
 AUTH = {"Authorization": "SSWS test-token"}
 STATE = {"users": [{"id": "00u1", "status": "ACTIVE", "profile": {"login": "a@example.com"}}],
@@ -112,20 +113,29 @@ def t_keepalive_and_nodelay(f):
     r = c.getresponse()
     r.read()
     sock = c.sock
-    # Nagle's algorithm against the client's delayed ACK holds every response
-    # ~40 ms; a loaded machine slows some requests, not all: the fastest of
-    # 100 tells.
-    fastest = None
     for _ in range(100):
-        t0 = time.time()
         c.request("GET", "/api/v1/users", headers=AUTH)
         r = c.getresponse()
         r.read()
-        dt = time.time() - t0
-        fastest = dt if fastest is None else min(fastest, dt)
         assert r.status == 200
     assert c.sock is sock, "connection was not kept alive"
-    assert fastest < 0.035, "the fastest of 100 keep-alive requests took %.3fs (Nagle?)" % fastest
+    # Nagle: the server writes each response with one sendall, so no timing seen
+    # from here tells whether TCP_NODELAY is set (a response of one write is never
+    # held back); the option itself is checked on a socket the handler set up.
+    lst = socket.create_server(("127.0.0.1", 0))
+    cli = socket.create_connection(lst.getsockname())
+    acc, _ = lst.accept()
+    try:
+        assert acc.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        h = sim_common._Handler.__new__(sim_common._Handler)
+        h.request = acc
+        h.setup()
+        assert acc.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0, \
+            "accepted sockets do not set TCP_NODELAY"
+        h.finish()
+    finally:
+        for s_ in (acc, cli, lst):
+            s_.close()
     c.request("GET", "/api/v1/users", headers=dict(AUTH, Connection="close"))
     r = c.getresponse()
     r.read()

@@ -250,6 +250,13 @@ def bitbucket_views_follow_changes():
     users = sim.call("GET", "/rest/api/1.0/admin/users?filter=user00001x")["values"]
     eq([u["slug"] for u in users], ["user00001x"], "a deleted user's slug is free again")
     eq(len(sim.call("GET", members)["values"]), 30)
+    # a write's own answer is built after the write, not taken from a listing before it
+    eq(sim.call("PUT", "/rest/api/1.0/admin/users", {"name": "user00002",
+                                                     "displayName": "Renamed Two"})
+       ["displayName"], "Renamed Two", "an update answers with the new details")
+    eq(sim.call("POST", "/rest/api/1.0/admin/users/rename",
+                {"name": "user00002", "newName": "two"})["slug"], "two",
+       "a rename answers with the new slug")
 
 
 def main():

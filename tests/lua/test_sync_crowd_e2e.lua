@@ -9,12 +9,7 @@ local test = require "tap"
 local world = require "support.world"
 local proc = require "support.proc"
 
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted_keys = world.sorted_keys
 
 local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } },
                  defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }

@@ -12,12 +12,7 @@ local function names(list)
   return out
 end
 
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted_keys = world.sorted_keys
 
 -- A small org: Engineering (ann, bob), Ops (carol); all assigned to the app.
 local base_world = world.small

@@ -17,12 +17,7 @@ local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers
 local FLAVOURS = { "scim", "atlassian" }
 local ALL = { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" }
 
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted_keys = world.sorted_keys
 
 local function group_names(w, p)
   local out = {}

@@ -12,12 +12,7 @@ local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers
                  defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
 local ALL = { "ann.lee@example.com", "bob.stone@example.com", "carol.king@example.com" }
 
-local function sorted_keys(t)
-  local out = {}
-  for k in pairs(t) do out[#out + 1] = k end
-  table.sort(out)
-  return out
-end
+local sorted_keys = world.sorted_keys
 
 -- Every table in doc whose kind is `kind`.
 local function ops_of(doc, kind, out)

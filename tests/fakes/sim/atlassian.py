@@ -375,12 +375,17 @@ class AtlassianProduct(Product):
             # spec-conformant reimplementations refuse it, so the simulators do too.
             return self.error_response(ApiError(400, "body cannot be empty when content-type "
                                                      "is set"))
+        write = req.method not in ("GET", "HEAD")
+        if write:
+            # a write handler answers with views of the state it made (Bitbucket's update and
+            # rename return the user): none built before it may serve them
+            self.changed()
         try:
             return getattr(self, name)(req, *groups)
         except ApiError as e:
             return self.error_response(e)
         finally:
-            if req.method not in ("GET", "HEAD"):
+            if write:
                 self.changed()  # whatever a write handler did, its views are rebuilt
 
     def _sub(self, req):
@@ -397,10 +402,10 @@ class AtlassianProduct(Product):
         """make() computed once and reused until the state next changes, so that a page of a
         listing costs what it returns, not a sort of everything (at 100,000 users a sort per
         page made the simulator the bottleneck of every benchmark). The state changes with
-        every API request that is not a GET or HEAD (handle() calls changed() after it, even
-        when it failed), a state upload (load_state calls changed()) and a change a product
-        makes on its own (Confluence's long tasks): each calls changed(). A memoised value is
-        shared: callers never modify it."""
+        every API request that is not a GET or HEAD (handle() calls changed() before it and
+        after it, even when it failed), a state upload (load_state calls changed()) and a
+        change a product makes on its own (Confluence's long tasks): each calls changed().
+        A memoised value is shared: callers never modify it."""
         m = self.__dict__.get("_memo")
         if m is None:
             m = self._memo = {}

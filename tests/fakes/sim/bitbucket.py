@@ -285,7 +285,8 @@ class Bitbucket(AtlassianProduct):
     def user_json(self, req, u):
         """RestDetailedUser; built once per user between changes (a page holds up to 1,000;
         shared: callers copy before they change it)."""
-        return self.memo(("user_json", u["id"]), lambda: self._user_json(req, u))
+        # (its links name the address the request came to)
+        return self.memo(("user_json", u["id"], req.base_url), lambda: self._user_json(req, u))
 
     def _user_json(self, req, u):
         return {"name": u["name"], "emailAddress": u["emailAddress"], "active": True,

@@ -310,7 +310,7 @@ class Crowd(AtlassianProduct):
         ("GET", r"/user/group/direct", "user_groups_direct"),
         ("GET", r"/user/group/nested", "user_groups_nested"),
         ("POST", r"/user/group/direct", "user_add_group"),
-        ("DELETE", r"/user/group/direct", "user_remove_group"),
+        ("DELETE", r"/user/group/direct", "remove_membership"),
         ("GET", r"/group", "get_group"),
         ("POST", r"/group", "create_group"),
         ("PUT", r"/group", "update_group"),
@@ -318,7 +318,7 @@ class Crowd(AtlassianProduct):
         ("GET", r"/group/user/direct", "group_users_direct"),
         ("GET", r"/group/user/nested", "group_users_nested"),
         ("POST", r"/group/user/direct", "group_add_user"),
-        ("DELETE", r"/group/user/direct", "group_remove_user"),
+        ("DELETE", r"/group/user/direct", "remove_membership"),
         ("GET", r"/group/child-group/direct", "child_groups"),
         ("GET", r"/group/parent-group/direct", "parent_groups"),
         ("POST", r"/group/child-group/direct", "add_child_group"),
@@ -829,16 +829,21 @@ class Crowd(AtlassianProduct):
         self.members[fg].remove(fu)
         return empty_response(204)
 
+    def _body_named(self, req, table, reason, what):
+        """The user or group the body's "name" names; 400 `reason` when there is none (the
+        one the query names is a 404: see user() and group())."""
+        name = self.body(req).get("name")
+        x = table.get(fold(name)) if isinstance(name, str) else None
+        if x is None:
+            raise crowd_error(400, reason, "%s <%s> does not exist" % (what, name))
+        return x
+
     def user_add_group(self, req):
         u = self.user(self.arg_required(req, "username"))
-        b = self.body(req)
-        gname = b.get("name")
-        g = self.groups.get(fold(gname)) if isinstance(gname, str) else None
-        if g is None:
-            raise crowd_error(400, "GROUP_NOT_FOUND", "Group <%s> does not exist" % gname)
-        return self._add(u, g)
+        return self._add(u, self._body_named(req, self.groups, "GROUP_NOT_FOUND", "Group"))
 
-    def user_remove_group(self, req):
+    def remove_membership(self, req):
+        """DELETE user/group/direct and group/user/direct: the same query, the same answers."""
         return self._remove(self.arg_required(req, "username"),
                             self.arg_required(req, "groupname"))
 
@@ -927,16 +932,7 @@ class Crowd(AtlassianProduct):
 
     def group_add_user(self, req):
         g = self.group(self.arg_required(req, "groupname"))
-        b = self.body(req)
-        uname = b.get("name")
-        u = self.users.get(fold(uname)) if isinstance(uname, str) else None
-        if u is None:
-            raise crowd_error(400, "USER_NOT_FOUND", "User <%s> does not exist" % uname)
-        return self._add(u, g)
-
-    def group_remove_user(self, req):
-        return self._remove(self.arg_required(req, "username"),
-                            self.arg_required(req, "groupname"))
+        return self._add(self._body_named(req, self.users, "USER_NOT_FOUND", "User"), g)
 
     def child_groups(self, req):
         req.ctx["xml_root"] = "groups"

@@ -53,4 +53,22 @@ function M.tempfile(text, suffix)
   return path
 end
 
+-- The machine's load average line ("0.52 0.58 0.59 1/467 12345"), "?" when unknown:
+-- benchmarks print it with their figures, which a loaded machine slows.
+function M.loadavg()
+  local f = io.open("/proc/loadavg")
+  if not f then return "?" end
+  local s = f:read("l")
+  f:close()
+  return s or "?"
+end
+
+-- The number of processors (nproc), as a string; "?" when unknown.
+function M.ncpu()
+  local p = io.popen("nproc 2>/dev/null")
+  local n = p and p:read("l")
+  if p then p:close() end
+  return n or "?"
+end
+
 return M

@@ -35,6 +35,14 @@ local function clone(t)
 end
 M.clone = clone
 
+-- The keys of t, sorted (the names of w:accounts(product), to compare with a list).
+function M.sorted_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
 -- opts: { products = {"jira", "confluence", "bitbucket"}, jira = state, confluence = state,
 --         bitbucket = state, sync = { sync entry fields }, extra = { sources = {...},
 --         raw = "config text inserted as is, e.g. a serve section" } }
