@@ -150,6 +150,8 @@ local function csv_field(v)
   return v
 end
 
+-- The CSV of rows (tables keyed by column name) under a header of columns;
+-- usersync.accounts writes its CSV with it too.
 local function csv(columns, rows)
   local out = {}
   local function line(vals)
@@ -165,6 +167,7 @@ local function csv(columns, rows)
   end
   return table.concat(out)
 end
+M.csv = csv
 
 M.RUN_COLUMNS = { "run", "sync", "trigger", "covers", "started", "ended", "seconds", "outcome", "changes",
                   "failed", "unknown", "not_done", "error" }
