@@ -217,29 +217,15 @@ end
 local CSV_COLUMNS = { "target", "account", "display_name", "email", "active", "managed", "sync", "okta_id",
                       "okta_login", "linked_since", "created_by_us", "why", "reason" }
 
--- A field that starts with = + - @, a tab or a CR gets a leading single
--- quote (as history's CSV), so a spreadsheet shows a display name such as
--- "=HYPERLINK(...)" as text instead of running it as a formula.
-local function csv_cell(v)
-  if v == nil then return "" end
-  if type(v) == "boolean" then return v and "true" or "false" end
-  v = tostring(v)
-  if v:find("^[=+%-@\t\r]") then v = "'" .. v end
-  if v:find('[",\r\n]') then return '"' .. v:gsub('"', '""') .. '"' end
-  return v
-end
-
--- RFC 4180 CSV with a header row, one row per account.
+-- RFC 4180 CSV with a header row, one row per account; fields written
+-- as history's CSV (usersync.history.csv), whose leading quote keeps a
+-- display name such as "=HYPERLINK(...)" text in a spreadsheet.
 function M.csv(doc)
-  local out = { table.concat(CSV_COLUMNS, ",") .. "\r\n" }
+  local rows = {}
   for _, t in ipairs(doc.targets) do
-    for _, r in ipairs(t.accounts) do
-      local cells = {}
-      for i, c in ipairs(CSV_COLUMNS) do cells[i] = csv_cell(c == "target" and t.target or r[c]) end
-      out[#out + 1] = table.concat(cells, ",") .. "\r\n"
-    end
+    for _, r in ipairs(t.accounts) do rows[#rows + 1] = setmetatable({ target = t.target }, { __index = r }) end
   end
-  return table.concat(out)
+  return require("usersync.history").csv(CSV_COLUMNS, rows)
 end
 
 -- The usersync.accounts/1 JSON document.

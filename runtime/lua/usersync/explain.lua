@@ -394,10 +394,7 @@ function M.build(cfg, who, opts)
         local ctx = plan.context{ sync = s, target = { name = tname, type = ttype },
           status_map = source.status_map(scfg),
           kv = { get = function(ns, key) return e.db:kv(ns):get(key) end } }
-        local linked
-        for _, l in ipairs(state.target_links(e.db, tname)) do
-          if r.user and l.okta_id == su.id and l.sync == s.name then linked = l end
-        end
+        local linked = r.user and state.link(e.db, s.name, tname, su.id) or nil
         local active = ctx.is_active(su.status)
         local t = { target = tname, type = ttype,
           status = { okta = su.status, account = active == nil and "skip" or (active and "active" or "inactive") },

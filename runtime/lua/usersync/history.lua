@@ -65,8 +65,9 @@ function M.runs(db, opts)
   return rows
 end
 
--- One run, its operations in plan order and its findings (what it could
--- not do); nil, message when unknown.
+-- One run, its operations in plan order, its findings (what it could
+-- not do) and each operation's decoded detail by seq (the status page
+-- shows it); nil, message when unknown.
 function M.show(db, id)
   local run = db:first([[SELECT r.id, r.sync, r.trigger, r.command, r.scope, r.targets, r.started, r.ended, r.outcome, r.counts,
       r.error, ]] .. DONE .. [[ AS done FROM runs r WHERE r.id = ?]], id)
@@ -74,9 +75,11 @@ function M.show(db, id)
   finish(run)
   local ops = assert(db:query([[SELECT seq, target, kind, subject, okta_id, detail, status, error, code, started, ended,
       unsure FROM operations WHERE run_id = ? ORDER BY seq]], id))
+  local details = {}
   for _, o in ipairs(ops) do
     o.unsure = o.unsure == 1
     local d = o.detail and json.decode(o.detail)
+    details[o.seq] = d
     o.reason = d and d.reason or nil
     o.group = d and d.group or nil
     -- what a new or updated account is set to (an auditor reads it too)
@@ -87,7 +90,7 @@ function M.show(db, id)
   end
   local findings = assert(db:query([[SELECT seq, target, kind, subject, okta_id, op, message
       FROM findings WHERE run_id = ? ORDER BY seq]], id))
-  return run, ops, findings
+  return run, ops, findings, details
 end
 
 local function counts_text(counts)
@@ -150,6 +153,8 @@ local function csv_field(v)
   return v
 end
 
+-- The CSV of rows (tables keyed by column name) under a header of columns;
+-- usersync.accounts writes its CSV with it too.
 local function csv(columns, rows)
   local out = {}
   local function line(vals)
@@ -165,6 +170,7 @@ local function csv(columns, rows)
   end
   return table.concat(out)
 end
+M.csv = csv
 
 M.RUN_COLUMNS = { "run", "sync", "trigger", "covers", "started", "ended", "seconds", "outcome", "changes",
                   "failed", "unknown", "not_done", "error" }

@@ -75,14 +75,7 @@ M.error_body = error_body
 
 local function is_list(v) return type(v) == "table" and (json.is_array(v) or v[1] ~= nil) end
 
-local function key_of(t, name)
-  if type(t) ~= "table" then return nil end
-  if t[name] ~= nil then return name end
-  for k in pairs(t) do
-    if type(k) == "string" and k:lower() == name then return k end
-  end
-  return nil
-end
+local key_of = sf.key_ci
 
 local function canon(name) return CANON[name] or name end
 

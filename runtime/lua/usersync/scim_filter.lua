@@ -231,14 +231,22 @@ end
 
 ---------------------------------------------------------------- evaluation
 
+-- The key of t that is name matched case-insensitively (name is
+-- lowercase), or nil.
+local function key_ci(t, name)
+  if type(t) ~= "table" then return nil end
+  if t[name] ~= nil then return name end
+  for k in pairs(t) do
+    if type(k) == "string" and k:lower() == name then return k end
+  end
+  return nil
+end
+M.key_ci = key_ci
+
 -- t[name] with name matched case-insensitively (name is lowercase).
 local function get_ci(t, name)
-  if type(t) ~= "table" then return nil end
-  local v = t[name]
-  if v ~= nil then return v end
-  for k, x in pairs(t) do
-    if type(k) == "string" and k:lower() == name then return x end
-  end
+  local k = key_ci(t, name)
+  if k ~= nil then return t[k] end
   return nil
 end
 M.get_ci = get_ci

@@ -178,13 +178,10 @@ local function merge_user(e, out, seen, r, s, by_id)
     out.only[r.only_missing] = true
     local linked = false
     for _, tname in ipairs(s.targets) do
-      for id, acct in pairs(state.links(e.db, s.name, tname)) do
-        if id == r.only_missing then linked = true end
-        if not by_id and acct:lower() == r.only_missing:lower() then
-          out.only[id] = true
-          linked = true
-        end
-      end
+      if state.link(e.db, s.name, tname, r.only_missing) then linked = true end
+    end
+    if not by_id then
+      for _, id in ipairs(linked_ids(e, s, r.only_missing)) do out.only[id] = true; linked = true end
     end
     -- --user naming nothing Okta or the store knows: a usage error
     if not linked then

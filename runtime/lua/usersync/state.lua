@@ -659,8 +659,8 @@ function M.end_run(db, run_id, outcome, counts, err)
     outcome, json.encode(counts or json.object()), err and secrets.mask(err), run_id)
 end
 
--- Every link to an account of target `target` (`usersync accounts`,
--- `explain`): a list of { sync, okta_id, account_name, created_by_us
+-- Every link to an account of target `target` (`usersync accounts`):
+-- a list of { sync, okta_id, account_name, created_by_us
 -- (boolean), first_seen (when linked), last_seen }, by account name.
 function M.target_links(db, target)
   local out = {}
@@ -670,6 +670,16 @@ function M.target_links(db, target)
     out[#out + 1] = row
   end
   return out
+end
+
+-- The link of Okta user okta_id made by entry sync on target (a row as
+-- target_links'), or nil. One indexed read, not the target's every link.
+function M.link(db, sync, target, okta_id)
+  local row, err = db:first([[SELECT sync, okta_id, account_name, created_by_us, first_seen, last_seen FROM links
+      WHERE sync = ? AND target = ? AND okta_id = ?]], sync, target, okta_id)
+  if err then error(err, 0) end -- as target_links: a store that fails raises
+  if row then row.created_by_us = row.created_by_us == 1 end
+  return row
 end
 
 return M

@@ -425,12 +425,8 @@ local function op_detail(d)
 end
 
 local function run_page(ctx, id, db)
-  local run, ops, findings = history.show(db, id)
+  local run, ops, findings, details = history.show(db, id)
   if not run then return nil end
-  local details = {}
-  for _, r in ipairs(q(db, "SELECT seq, detail FROM operations WHERE run_id = ?", id)) do
-    details[r.seq] = r.detail and json.decode(r.detail) or nil
-  end
   local now = time.now()
   return page(ctx, ("Run %d"):format(run.id), function(b)
     b('<p><a href="/">← Overview</a></p><dl class="facts">',

@@ -249,22 +249,32 @@ end
 
 ---------------------------------------------------------------- listings
 
--- Runs listing op to its end, fn(page) for each page.
-local function listing(t, op, fn)
+-- Runs op (a listing or leads; `what` names it in a failure) to its end,
+-- on_event(x, y, code) for each event before its DONE. true when it ended
+-- well; else the failure, or the one on_event returned (nil, msg, ...).
+local function drain(t, op, what, on_event)
   local b <close> = t:batch()
   b:hold()
   b:submit(op)
   while true do
     local kind, _, x, y, code, status = b:next()
-    if kind == nil then return fail(t, "target: the listing ended without a result", "EHTTP") end
+    if kind == nil then return fail(t, "target: " .. what .. " ended without a result", "EHTTP") end
     if kind == "done" then
       if x then return true end
       return fail(t, y, code, status)
     end
 
-    local ok, err = xpcall(fn, core.traceback, x)
-    if not ok then return callback_failed(t, "listing", err) end
+    local failed, msg, fcode, err = on_event(x, y, code)
+    if failed == nil and msg ~= nil then return nil, msg, fcode, err end
   end
+end
+
+-- Runs listing op to its end, fn(page) for each page.
+local function listing(t, op, fn)
+  return drain(t, op, "the listing", function(page)
+    local ok, err = xpcall(fn, core.traceback, page)
+    if not ok then return callback_failed(t, "listing", err) end
+  end)
 end
 
 function T:accounts(fn)
@@ -315,25 +325,17 @@ end
 
 function T:leads(names)
   check(names, "table", 1, "leads")
-  local b <close> = self:batch()
-  b:hold()
-  b:submit{ kind = "leads", list = names }
   local res = {}
-  while true do
-    local kind, _, x, y, code, status = b:next()
-    if kind == nil then return fail(self, "target: leads ended without a result", "EHTTP") end
-    if kind == "done" then
-      if x then return res end
-      return fail(self, y, code, status)
-    end
-
+  local ok, msg, code, err = drain(self, { kind = "leads", list = names }, "leads", function(name, key, is_component)
     -- "lead", name, key or id, is_component; keyed by lower(name) as plan.lua
-    local k = lower(x)
+    local k = lower(name)
     local l = res[k]
     if not l then l = { projects = {}, components = {} }; res[k] = l end
-    local list = code and l.components or l.projects
-    list[#list + 1] = y
-  end
+    local list = is_component and l.components or l.projects
+    list[#list + 1] = key
+  end)
+  if not ok then return nil, msg, code, err end
+  return res
 end
 
 
