@@ -2,7 +2,7 @@
 ** scim_server.c: the SCIM endpoints' HTTP side (include/usersync/scim_server.h).
 **
 ** Provides: us_scim_* . Uses: libmicrohttpd (suspend/resume), OpenSSL
-** (SHA-256, CRYPTO_memcmp, RAND_bytes), pthreads, metrics.c.
+** (SHA-256, RAND_bytes), crypto.c (us_sha256_eq), pthreads, metrics.c.
 **
 ** Locking: sc->mu guards the queue, the live list, the stats and the
 ** stopping/broken flags; sc->cv wakes the worker. A request's fields are
@@ -18,10 +18,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "usersync/crypto.h"
 #include "usersync/metrics.h"
 #include "usersync/scim_server.h"
 #include "usersync/timeutil.h"
@@ -152,9 +152,7 @@ static int authorized(us_scim *sc, struct MHD_Connection *c, const char *name) {
   size_t tlen = vlen >= 7 ? vlen - 7 : 0;
   while (tlen && *tok == ' ')
     tok++, tlen--;
-  unsigned char got[SHA256_DIGEST_LENGTH];
-  SHA256((const unsigned char *)tok, tlen, got);
-  int same = CRYPTO_memcmp(got, want, sizeof got) == 0;
+  int same = us_sha256_eq(tok, tlen, want);
   return ok & known & same;
 }
 
