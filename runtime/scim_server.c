@@ -41,9 +41,9 @@ struct us_scim {
 
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  struct us_scim_request *qhead, *qtail;
+  struct us_queue q; /* requests waiting for the worker */
   size_t qlen;
-  struct us_scim_request *live;
+  struct us_queue live; /* every request not yet completed */
   int stopping, broken;
   struct us_scim_stats st;
   pthread_t worker;
@@ -257,10 +257,7 @@ static enum MHD_Result start(us_scim *sc, struct MHD_Connection *c, const char *
     return MHD_NO;
   }
   pthread_mutex_lock(&sc->mu);
-  r->live_next = sc->live;
-  if (sc->live)
-    sc->live->live_prev = r;
-  sc->live = r;
+  us_queue_push_front(&sc->live, &r->live);
   pthread_mutex_unlock(&sc->mu);
   *con_cls = r;
   return MHD_YES;
@@ -319,12 +316,7 @@ static enum MHD_Result queue(us_scim *sc, struct MHD_Connection *c, struct us_sc
   ** finds a suspended connection. */
   MHD_suspend_connection(c);
   r->state = 1;
-  r->next = NULL;
-  if (sc->qtail)
-    sc->qtail->next = r;
-  else
-    sc->qhead = r;
-  sc->qtail = r;
+  us_queue_push(&sc->q, &r->ql);
   sc->qlen++;
   pthread_cond_signal(&sc->cv);
   pthread_mutex_unlock(&sc->mu);
@@ -356,17 +348,12 @@ int us_scim_release(us_scim *sc, void *p) {
   if (!sc || !p)
     return 0;
   pthread_mutex_lock(&sc->mu);
-  struct us_scim_request *r = sc->live;
-  while (r && r != p)
-    r = r->live_next;
-  if (r) {
-    if (r->live_prev)
-      r->live_prev->live_next = r->live_next;
-    else
-      sc->live = r->live_next;
-    if (r->live_next)
-      r->live_next->live_prev = r->live_prev;
-  }
+  struct us_scim_request *r = NULL;
+  for (struct us_qlink *l = sc->live.head; l && !r; l = l->next)
+    if (US_QUEUE_ENTRY(l, struct us_scim_request, live) == p)
+      r = p;
+  if (r)
+    us_queue_remove(&sc->live, &r->live);
   pthread_mutex_unlock(&sc->mu);
   if (!r)
     return 0;
@@ -398,11 +385,9 @@ struct us_scim_request *us_scim_take(us_scim *sc, long timeout_ms, int *stopping
   for (;;) {
     if (sc->stopping)
       break;
-    if (sc->qhead) {
-      r = sc->qhead;
-      sc->qhead = r->next;
-      if (!sc->qhead)
-        sc->qtail = NULL;
+    if (sc->q.head) {
+      r = US_QUEUE_ENTRY(sc->q.head, struct us_scim_request, ql);
+      us_queue_remove(&sc->q, &r->ql);
       sc->qlen--;
       break;
     }
@@ -458,9 +443,9 @@ static void refuse_queued(us_scim *sc, const char *detail) {
   char body[256];
   int n = snprintf(body, sizeof body, "{\"schemas\":[\"%s\"],\"status\":\"503\",\"detail\":\"%s\"}",
                    ERROR_SCHEMA, detail);
-  while (sc->qhead) {
-    struct us_scim_request *r = sc->qhead;
-    sc->qhead = r->next;
+  while (sc->q.head) {
+    struct us_scim_request *r = US_QUEUE_ENTRY(sc->q.head, struct us_scim_request, ql);
+    us_queue_remove(&sc->q, &r->ql);
     sc->qlen--;
     r->resp = malloc((size_t)n + 1);
     if (r->resp) {
@@ -471,7 +456,6 @@ static void refuse_queued(us_scim *sc, const char *detail) {
     r->state = 2;
     MHD_resume_connection(r->conn);
   }
-  sc->qtail = NULL;
 }
 
 void us_scim_broken(us_scim *sc) {
@@ -506,9 +490,9 @@ void us_scim_stop(us_scim *sc) {
 void us_scim_free(us_scim *sc) {
   if (!sc)
     return;
-  while (sc->live) {
-    struct us_scim_request *r = sc->live;
-    sc->live = r->live_next;
+  while (sc->live.head) {
+    struct us_scim_request *r = US_QUEUE_ENTRY(sc->live.head, struct us_scim_request, live);
+    us_queue_remove(&sc->live, &r->live);
     request_free(r);
   }
   pthread_cond_destroy(&sc->cv);
