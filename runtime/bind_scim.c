@@ -90,8 +90,8 @@ static int w_take(lua_State *L) {
   set_str(L, "if_match", r->if_match);
   set_str(L, "if_none_match", r->if_none_match);
   set_str(L, "host", r->host);
-  if (r->body) {
-    lua_pushlstring(L, r->body, r->len);
+  if (r->body.s) {
+    lua_pushlstring(L, r->body.s, r->body.n);
     lua_setfield(L, -2, "body");
   }
   lua_createtable(L, 0, (int)r->nargs);

@@ -171,7 +171,7 @@ static void request_free(struct us_scim_request *r) {
   free(r->if_match);
   free(r->if_none_match);
   free(r->host);
-  free(r->body);
+  us_sb_free(&r->body);
   free(r->resp);
   free(r->etag);
   free(r->location);
@@ -271,27 +271,13 @@ static enum MHD_Result take_body(struct us_scim_request *r, const char *data, si
     r->discarded += n;
     return r->discarded <= 4 * US_SCIM_MAX_BODY ? MHD_YES : MHD_NO;
   }
-  if (r->len + n > US_SCIM_MAX_BODY) {
+  if (r->body.n + n > US_SCIM_MAX_BODY) {
     r->too_large = 1;
-    free(r->body);
-    r->body = NULL;
-    r->len = r->cap = 0;
+    us_sb_free(&r->body);
     return MHD_YES;
   }
-  if (r->len + n + 1 > r->cap) {
-    size_t cap = r->cap ? r->cap : 4096;
-    while (cap < r->len + n + 1)
-      cap *= 2;
-    char *p = realloc(r->body, cap);
-    if (!p)
-      return MHD_NO;
-    r->body = p;
-    r->cap = cap;
-  }
-  memcpy(r->body + r->len, data, n);
-  r->len += n;
-  r->body[r->len] = 0;
-  return MHD_YES;
+  us_sb_put(&r->body, data, n);
+  return r->body.bad ? MHD_NO : MHD_YES;
 }
 
 /* The whole request is here: queue it for the worker and suspend. */

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "usersync/queue.h"
+#include "usersync/strbuf.h"
 
 #define US_SCIM_PREFIX "/scim/v2/"
 #define US_SCIM_MAX_BODY ((size_t)1 << 20) /* bytes of one request body */
@@ -58,8 +59,7 @@ struct us_scim_request {
   char *method, *path, *if_match, *if_none_match, *host;
   struct us_scim_arg *args;
   size_t nargs;
-  char *body;
-  size_t len, cap;
+  struct us_sb body; /* the body read so far (body.s NULL when none) */
   int too_large;
   size_t discarded;
   int state; /* 0 reading, 1 queued/suspended, 2 answered */
