@@ -7,6 +7,7 @@
 ** loaded from shared objects, and the current directory is removed from
 ** package.path.
 */
+#include <math.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -53,6 +54,14 @@ void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const lu
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+}
+
+long us_lua_opt_timeout_ms(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx))
+    return -1;
+  lua_Number t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0 && !isnan(t), idx, "timeout must be >= 0 seconds");
+  return t > 2e9 ? -1 : (long)ceil(t * 1000.0);
 }
 
 void us_modules_preload(lua_State *L) {

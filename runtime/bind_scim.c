@@ -18,7 +18,6 @@
 */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -73,12 +72,7 @@ static int w_take(lua_State *L) {
   struct handle *h = check_handle(L);
   if (h->cur)
     return luaL_error(L, "take: the last request was not answered");
-  long ms = -1;
-  if (!lua_isnoneornil(L, 2)) {
-    lua_Number t = luaL_checknumber(L, 2);
-    luaL_argcheck(L, t >= 0 && !isnan(t), 2, "timeout must be >= 0 seconds");
-    ms = t > 2e9 ? -1 : (long)ceil(t * 1000.0);
-  }
+  long ms = us_lua_opt_timeout_ms(L, 2);
   int stopping = 0;
   struct us_scim_request *r = us_scim_take(h->sc, ms, &stopping);
   if (!r) {
@@ -96,8 +90,8 @@ static int w_take(lua_State *L) {
   set_str(L, "if_match", r->if_match);
   set_str(L, "if_none_match", r->if_none_match);
   set_str(L, "host", r->host);
-  if (r->body) {
-    lua_pushlstring(L, r->body, r->len);
+  if (r->body.s) {
+    lua_pushlstring(L, r->body.s, r->body.n);
     lua_setfield(L, -2, "body");
   }
   lua_createtable(L, 0, (int)r->nargs);

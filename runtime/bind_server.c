@@ -43,7 +43,6 @@
 ** on a closed server. Call every method from the thread that started it
 ** (the Lua state's), which holds SIGTERM/SIGINT/SIGHUP blocked until close.
 */
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -493,12 +492,7 @@ static const char *signal_name(int sig) {
 ** the server userdata is argument 1, so a memory error here leaks nothing. */
 static int server_wait(lua_State *L) {
   us_server *s = check_server(L);
-  long ms = -1;
-  if (!lua_isnoneornil(L, 2)) {
-    lua_Number t = luaL_checknumber(L, 2);
-    luaL_argcheck(L, t >= 0 && !isnan(t), 2, "timeout must be >= 0 seconds");
-    ms = t > 2e9 ? -1 : (long)ceil(t * 1000.0);
-  }
+  long ms = us_lua_opt_timeout_ms(L, 2);
   int sig = 0;
   const struct us_server_event *ev = NULL;
   enum us_server_wake w = us_server_wait(s, ms, &sig, &ev);

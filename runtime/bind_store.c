@@ -185,20 +185,29 @@ static void bind_args(lua_State *L, lstmt *ps, int first, int n) {
 }
 
 /* Pushes the current row of st as a table. [-0, +1] */
+/* Pushes column i of the current row as a Lua value (NULL as nil); returns
+** 0 when it was NULL. */
+static int push_column(lua_State *L, us_store_stmt *st, int i) {
+  us_store_value v;
+  us_store_column(st, i, &v);
+  switch (v.type) {
+  case US_STORE_NULL: lua_pushnil(L); return 0;
+  case US_STORE_INTEGER: lua_pushinteger(L, (lua_Integer)v.i); break;
+  case US_STORE_FLOAT: lua_pushnumber(L, (lua_Number)v.f); break;
+  case US_STORE_TEXT:
+  case US_STORE_BLOB: lua_pushlstring(L, v.s, v.len); break;
+  }
+  return 1;
+}
+
 static void push_row(lua_State *L, us_store_stmt *st) {
   int n = us_store_column_count(st);
   lua_createtable(L, 0, n);
   for (int i = 0; i < n; i++) {
-    us_store_value v;
-    us_store_column(st, i, &v);
-    switch (v.type) {
-    case US_STORE_NULL: continue;
-    case US_STORE_INTEGER: lua_pushinteger(L, (lua_Integer)v.i); break;
-    case US_STORE_FLOAT: lua_pushnumber(L, (lua_Number)v.f); break;
-    case US_STORE_TEXT:
-    case US_STORE_BLOB: lua_pushlstring(L, v.s, v.len); break;
-    }
-    lua_setfield(L, -2, us_store_column_name(st, i));
+    if (push_column(L, st, i))
+      lua_setfield(L, -2, us_store_column_name(st, i));
+    else
+      lua_pop(L, 1);
   }
 }
 
@@ -403,17 +412,8 @@ static int each_next(lua_State *L) {
   lua_copy(L, -1, lua_upvalueindex(2));
   int n = us_store_column_count(&ps->st);
   luaL_checkstack(L, n, "too many columns");
-  for (int c = 0; c < n; c++) {
-    us_store_value v;
-    us_store_column(&ps->st, c, &v);
-    switch (v.type) {
-    case US_STORE_NULL: lua_pushnil(L); break;
-    case US_STORE_INTEGER: lua_pushinteger(L, (lua_Integer)v.i); break;
-    case US_STORE_FLOAT: lua_pushnumber(L, (lua_Number)v.f); break;
-    case US_STORE_TEXT:
-    case US_STORE_BLOB: lua_pushlstring(L, v.s, v.len); break;
-    }
-  }
+  for (int c = 0; c < n; c++)
+    push_column(L, &ps->st, c);
   return n + 1;
 }
 

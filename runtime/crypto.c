@@ -11,6 +11,7 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -102,6 +103,12 @@ unsigned char *us_b64url_decode(const char *text, size_t len, size_t *outlen) {
 void us_sha256(const void *data, size_t len, unsigned char out[32]) {
   unsigned int n = 32;
   EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+int us_sha256_eq(const void *data, size_t len, const unsigned char want[32]) {
+  unsigned char got[32];
+  us_sha256(data, len, got);
+  return CRYPTO_memcmp(got, want, sizeof got) == 0;
 }
 
 char *us_random_hex(size_t n) {

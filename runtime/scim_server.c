@@ -2,7 +2,7 @@
 ** scim_server.c: the SCIM endpoints' HTTP side (include/usersync/scim_server.h).
 **
 ** Provides: us_scim_* . Uses: libmicrohttpd (suspend/resume), OpenSSL
-** (SHA-256, CRYPTO_memcmp, RAND_bytes), pthreads, metrics.c.
+** (SHA-256, RAND_bytes), crypto.c (us_sha256_eq), pthreads, metrics.c.
 **
 ** Locking: sc->mu guards the queue, the live list, the stats and the
 ** stopping/broken flags; sc->cv wakes the worker. A request's fields are
@@ -18,10 +18,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "usersync/crypto.h"
 #include "usersync/metrics.h"
 #include "usersync/scim_server.h"
 #include "usersync/timeutil.h"
@@ -41,9 +41,9 @@ struct us_scim {
 
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  struct us_scim_request *qhead, *qtail;
+  struct us_queue q; /* requests waiting for the worker */
   size_t qlen;
-  struct us_scim_request *live;
+  struct us_queue live; /* every request not yet completed */
   int stopping, broken;
   struct us_scim_stats st;
   pthread_t worker;
@@ -152,9 +152,7 @@ static int authorized(us_scim *sc, struct MHD_Connection *c, const char *name) {
   size_t tlen = vlen >= 7 ? vlen - 7 : 0;
   while (tlen && *tok == ' ')
     tok++, tlen--;
-  unsigned char got[SHA256_DIGEST_LENGTH];
-  SHA256((const unsigned char *)tok, tlen, got);
-  int same = CRYPTO_memcmp(got, want, sizeof got) == 0;
+  int same = us_sha256_eq(tok, tlen, want);
   return ok & known & same;
 }
 
@@ -173,7 +171,7 @@ static void request_free(struct us_scim_request *r) {
   free(r->if_match);
   free(r->if_none_match);
   free(r->host);
-  free(r->body);
+  us_sb_free(&r->body);
   free(r->resp);
   free(r->etag);
   free(r->location);
@@ -259,10 +257,7 @@ static enum MHD_Result start(us_scim *sc, struct MHD_Connection *c, const char *
     return MHD_NO;
   }
   pthread_mutex_lock(&sc->mu);
-  r->live_next = sc->live;
-  if (sc->live)
-    sc->live->live_prev = r;
-  sc->live = r;
+  us_queue_push_front(&sc->live, &r->live);
   pthread_mutex_unlock(&sc->mu);
   *con_cls = r;
   return MHD_YES;
@@ -276,27 +271,13 @@ static enum MHD_Result take_body(struct us_scim_request *r, const char *data, si
     r->discarded += n;
     return r->discarded <= 4 * US_SCIM_MAX_BODY ? MHD_YES : MHD_NO;
   }
-  if (r->len + n > US_SCIM_MAX_BODY) {
+  if (r->body.n + n > US_SCIM_MAX_BODY) {
     r->too_large = 1;
-    free(r->body);
-    r->body = NULL;
-    r->len = r->cap = 0;
+    us_sb_free(&r->body);
     return MHD_YES;
   }
-  if (r->len + n + 1 > r->cap) {
-    size_t cap = r->cap ? r->cap : 4096;
-    while (cap < r->len + n + 1)
-      cap *= 2;
-    char *p = realloc(r->body, cap);
-    if (!p)
-      return MHD_NO;
-    r->body = p;
-    r->cap = cap;
-  }
-  memcpy(r->body + r->len, data, n);
-  r->len += n;
-  r->body[r->len] = 0;
-  return MHD_YES;
+  us_sb_put(&r->body, data, n);
+  return r->body.bad ? MHD_NO : MHD_YES;
 }
 
 /* The whole request is here: queue it for the worker and suspend. */
@@ -321,12 +302,7 @@ static enum MHD_Result queue(us_scim *sc, struct MHD_Connection *c, struct us_sc
   ** finds a suspended connection. */
   MHD_suspend_connection(c);
   r->state = 1;
-  r->next = NULL;
-  if (sc->qtail)
-    sc->qtail->next = r;
-  else
-    sc->qhead = r;
-  sc->qtail = r;
+  us_queue_push(&sc->q, &r->ql);
   sc->qlen++;
   pthread_cond_signal(&sc->cv);
   pthread_mutex_unlock(&sc->mu);
@@ -358,17 +334,12 @@ int us_scim_release(us_scim *sc, void *p) {
   if (!sc || !p)
     return 0;
   pthread_mutex_lock(&sc->mu);
-  struct us_scim_request *r = sc->live;
-  while (r && r != p)
-    r = r->live_next;
-  if (r) {
-    if (r->live_prev)
-      r->live_prev->live_next = r->live_next;
-    else
-      sc->live = r->live_next;
-    if (r->live_next)
-      r->live_next->live_prev = r->live_prev;
-  }
+  struct us_scim_request *r = NULL;
+  for (struct us_qlink *l = sc->live.head; l && !r; l = l->next)
+    if (US_QUEUE_ENTRY(l, struct us_scim_request, live) == p)
+      r = p;
+  if (r)
+    us_queue_remove(&sc->live, &r->live);
   pthread_mutex_unlock(&sc->mu);
   if (!r)
     return 0;
@@ -400,11 +371,9 @@ struct us_scim_request *us_scim_take(us_scim *sc, long timeout_ms, int *stopping
   for (;;) {
     if (sc->stopping)
       break;
-    if (sc->qhead) {
-      r = sc->qhead;
-      sc->qhead = r->next;
-      if (!sc->qhead)
-        sc->qtail = NULL;
+    if (sc->q.head) {
+      r = US_QUEUE_ENTRY(sc->q.head, struct us_scim_request, ql);
+      us_queue_remove(&sc->q, &r->ql);
       sc->qlen--;
       break;
     }
@@ -460,9 +429,9 @@ static void refuse_queued(us_scim *sc, const char *detail) {
   char body[256];
   int n = snprintf(body, sizeof body, "{\"schemas\":[\"%s\"],\"status\":\"503\",\"detail\":\"%s\"}",
                    ERROR_SCHEMA, detail);
-  while (sc->qhead) {
-    struct us_scim_request *r = sc->qhead;
-    sc->qhead = r->next;
+  while (sc->q.head) {
+    struct us_scim_request *r = US_QUEUE_ENTRY(sc->q.head, struct us_scim_request, ql);
+    us_queue_remove(&sc->q, &r->ql);
     sc->qlen--;
     r->resp = malloc((size_t)n + 1);
     if (r->resp) {
@@ -473,7 +442,6 @@ static void refuse_queued(us_scim *sc, const char *detail) {
     r->state = 2;
     MHD_resume_connection(r->conn);
   }
-  sc->qtail = NULL;
 }
 
 void us_scim_broken(us_scim *sc) {
@@ -508,9 +476,9 @@ void us_scim_stop(us_scim *sc) {
 void us_scim_free(us_scim *sc) {
   if (!sc)
     return;
-  while (sc->live) {
-    struct us_scim_request *r = sc->live;
-    sc->live = r->live_next;
+  while (sc->live.head) {
+    struct us_scim_request *r = US_QUEUE_ENTRY(sc->live.head, struct us_scim_request, live);
+    us_queue_remove(&sc->live, &r->live);
     request_free(r);
   }
   pthread_cond_destroy(&sc->cv);

@@ -2,8 +2,9 @@
 ** server.c: the HTTP server of `usersync serve` (include/usersync/server.h).
 **
 ** Provides: us_server_* . Uses: libmicrohttpd (its own polling threads),
-** pthreads and sigwait(), OpenSSL (SHA-256 + CRYPTO_memcmp for the secret,
-** PEM checks of the TLS pair), jsonscan.c (deliveries), metrics.c.
+** pthreads and sigwait(), OpenSSL (SHA-256 of the secrets, PEM checks
+** of the TLS pair), crypto.c (us_sha256_eq), jsonscan.c (deliveries),
+** metrics.c.
 **
 ** Hook deliveries (POST <hook path>), decided in this order:
 **   1. from the headers alone, before any body byte is read:
@@ -21,7 +22,7 @@
 ** {result=...} / usersync_hook_events_total{result=...}.
 **
 ** The status page ("/", "/status/...", when a page handler is configured):
-** HTTP Basic auth compared as SHA-256 digests with CRYPTO_memcmp (401 with
+** HTTP Basic auth compared as SHA-256 digests in constant time (401 with
 ** WWW-Authenticate otherwise, a POST refused before its body is read), then
 ** the handler renders on the request's thread; a POST's form body is read
 ** up to PAGE_MAX_BODY. Answers carry a strict Content-Security-Policy.
@@ -55,6 +56,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include "usersync/crypto.h"
 #include "usersync/jsonscan.h"
 #include "usersync/metrics.h"
 #include "usersync/scim_server.h"
@@ -443,9 +445,7 @@ static int authorized(us_server *s, struct MHD_Connection *c) {
                                     strlen(MHD_HTTP_HEADER_AUTHORIZATION), &v, &vlen) != MHD_YES ||
       !v)
     return 0;
-  unsigned char got[SHA256_DIGEST_LENGTH];
-  SHA256((const unsigned char *)v, vlen, got);
-  return CRYPTO_memcmp(got, s->secret_sha, sizeof got) == 0;
+  return us_sha256_eq(v, vlen, s->secret_sha);
 }
 
 /* Answers the one-time verification: {"verification":"<challenge>"}. */
@@ -801,9 +801,7 @@ static int page_authorized(us_server *s, struct MHD_Connection *c) {
     v++, vlen--;
   while (vlen && v[vlen - 1] == ' ')
     vlen--;
-  unsigned char got[SHA256_DIGEST_LENGTH];
-  SHA256((const unsigned char *)v, vlen, got);
-  return CRYPTO_memcmp(got, s->page_auth_sha, sizeof got) == 0;
+  return us_sha256_eq(v, vlen, s->page_auth_sha);
 }
 
 static enum MHD_Result reply_unauthorized(struct MHD_Connection *c) {

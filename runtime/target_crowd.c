@@ -381,10 +381,7 @@ static void on_get_for_put(struct tcall *c, const struct us_http_response *r) {
 
 static void get_then_put(struct tjob *j, const char *what) {
   char *p = user_path("/user", j->name ? j->name : "");
-  if (p)
-    tcall_start(j, "GET", p, NULL, on_get_for_put, NULL, 0, what);
-  else
-    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
+  tcall_start(j, "GET", p, NULL, on_get_for_put, NULL, 0, what);
   free(p);
 }
 
@@ -457,10 +454,7 @@ static void on_remove(struct tcall *c, const struct us_http_response *r) {
   free(reason);
   char *g = t_enc(j->group ? j->group : ""), *u = t_enc(j->name ? j->name : "");
   char *p = g && u ? t_fmt(API "/group/user/nested?groupname=%s&username=%s", g, u) : NULL;
-  if (p)
-    tcall_start(j, "GET", p, NULL, on_nested, NULL, 0, c->what);
-  else
-    tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", c->what);
+  tcall_start(j, "GET", p, NULL, on_nested, NULL, 0, c->what);
   free(g);
   free(u);
   free(p);
@@ -710,10 +704,7 @@ static void crowd_start(struct tjob *j) {
     char *g = t_enc(group), *u = t_enc(name);
     char *p = g && u ? t_fmt(API "/group/user/direct?groupname=%s&username=%s", g, u) : NULL;
     snprintf(what, sizeof what, "remove %s from %s", name, group);
-    if (p)
-      tcall_start(j, "DELETE", p, NULL, on_remove, NULL, 0, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "%s: out of memory", what);
+    tcall_start(j, "DELETE", p, NULL, on_remove, NULL, 0, what);
     free(g), free(u), free(p);
     break;
   }

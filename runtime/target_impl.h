@@ -158,7 +158,8 @@ const struct us_target_caps *t_caps(const us_target *t);
 /* Starts (or queues) a request of job j: method, a path relative to the
 ** base URL ("/rest/api/2/user?username=x"), an optional JSON body.
 ** `what` names the request in messages. Returns the call, NULL (job failed
-** with ENOMEM) when out of memory. */
+** with ENOMEM) when out of memory; a NULL path (its building ran out of
+** memory) fails the job the same way, so callers need not check it. */
 struct tcall *tcall_start(struct tjob *j, const char *method, const char *path, const char *body,
                           tcall_fn fn, void *p, long long n, const char *what);
 /* Same, held back until not_before (monotonic seconds). */

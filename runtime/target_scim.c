@@ -1051,10 +1051,7 @@ static void on_members(struct tcall *c, const struct us_http_response *r) {
       k++;
     } else if (user) {
       char *e = t_enc(id), *p = e ? t_fmt("/Users/%s", e) : NULL;
-      if (p)
-        tcall_start(j, "GET", p, NULL, on_member_user, NULL, 0, "read a member");
-      else
-        tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+      tcall_start(j, "GET", p, NULL, on_member_user, NULL, 0, "read a member");
       free(e);
       free(p);
     }
@@ -1147,23 +1144,13 @@ static void proceed(struct tjob *j) {
              j->kind == US_TOP_DEACTIVATE_USER ? "deactivate" : "reactivate", name);
     user_change(j, what);
     break;
-  case US_TOP_DELETE_USER: {
-    snprintf(what, sizeof what, "delete user %s", name);
-    char *p = user_path(j);
-    if (p)
-      tcall_start(j, "DELETE", p, NULL, on_deleted, NULL, 0, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
-    free(p);
-    break;
-  }
+  case US_TOP_DELETE_USER:
   case US_TOP_DELETE_GROUP: {
-    snprintf(what, sizeof what, "delete group %s", group);
-    char *p = group_path(j);
-    if (p)
-      tcall_start(j, "DELETE", p, NULL, on_deleted, NULL, 0, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    int is_group = j->kind == US_TOP_DELETE_GROUP;
+    snprintf(what, sizeof what, "delete %s %s", is_group ? "group" : "user",
+             is_group ? group : name);
+    char *p = is_group ? group_path(j) : user_path(j);
+    tcall_start(j, "DELETE", p, NULL, on_deleted, NULL, 0, what);
     free(p);
     break;
   }
@@ -1194,10 +1181,7 @@ static void proceed(struct tjob *j) {
   case US_TOP_LIST_MEMBERS: {
     char *p = group_path(j), *pp = p ? t_fmt("%s?attributes=members", p) : NULL;
     snprintf(what, sizeof what, "list members of %s", group);
-    if (pp)
-      tcall_start(j, "GET", pp, NULL, on_members, NULL, 0, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    tcall_start(j, "GET", pp, NULL, on_members, NULL, 0, what);
     free(p);
     free(pp);
     break;
@@ -1227,10 +1211,7 @@ static void scim_start(struct tjob *j) {
     char *f = j->id ? NULL : enc_filter("userName", name);
     char *p = j->id ? user_path(j) : f ? t_fmt("/Users?filter=%s", f) : NULL;
     snprintf(what, sizeof what, "get user %s", name);
-    if (p)
-      tcall_start(j, "GET", p, NULL, on_get, NULL, j->id ? 1 : 0, what);
-    else
-      tjob_fail(j, US_HTTP_ENOMEM, 0, "out of memory");
+    tcall_start(j, "GET", p, NULL, on_get, NULL, j->id ? 1 : 0, what);
     free(f);
     free(p);
     break;

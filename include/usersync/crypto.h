@@ -40,6 +40,11 @@ char *us_jwt_sign(const struct us_key *key, const char *header_json, const char 
 /* SHA-256 of data into out[32]. */
 void us_sha256(const void *data, size_t len, unsigned char out[32]);
 
+/* 1 when the SHA-256 of data equals want (a digest us_sha256 made), compared
+** in constant time: hashing first means the time says nothing about how much
+** of a secret matched, nor its length. */
+int us_sha256_eq(const void *data, size_t len, const unsigned char want[32]);
+
 /* base64url without padding. */
 char *us_b64url_encode(const void *data, size_t len);
 

@@ -44,6 +44,11 @@ int us_lua_traceback(lua_State *L);
 ** one recipe of every binding's classes (runtime/bind_modules.c). [-0, +0] */
 void us_lua_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
 
+/* The optional timeout in seconds at stack index idx as milliseconds for a
+** wait: -1 (wait for ever) when absent or above 2e9 s, rounded up otherwise;
+** a negative or NaN value raises (runtime/bind_modules.c). [-0, +0, v] */
+long us_lua_opt_timeout_ms(lua_State *L, int idx);
+
 /* srv:scim_worker(module, arg) of usersync.server (runtime/bind_scim.c):
 ** starts serve's SCIM worker thread; [-0, +1|3]. */
 struct us_server;

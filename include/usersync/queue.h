@@ -3,8 +3,9 @@
 ** link lives in the queued struct, no allocation) with the "start while a
 ** slot is free" step of a queue with a limit. The HTTP engine's per-host
 ** queue, sleep list and done queue, the target clients' calls waiting for
-** a concurrency slot and the Okta client's listings waiting to request
-** their next page use it.
+** a concurrency slot, the Okta client's listings waiting to request
+** their next page and the SCIM endpoints' requests waiting for the worker
+** (with the list of those not yet completed) use it.
 **
 **   struct call { struct us_qlink ql; ... };
 **   struct us_queue waiting = {0};

@@ -29,6 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "usersync/queue.h"
+#include "usersync/strbuf.h"
+
 #define US_SCIM_PREFIX "/scim/v2/"
 #define US_SCIM_MAX_BODY ((size_t)1 << 20) /* bytes of one request body */
 #define US_SCIM_QUEUE_MAX 2048             /* requests waiting for the worker */
@@ -49,15 +52,14 @@ struct us_scim_arg {
 };
 
 struct us_scim_request {
-  struct us_scim_request *next;             /* the queue */
-  struct us_scim_request *live_prev, *live_next; /* every request not yet completed */
+  struct us_qlink ql;   /* in the worker's queue while waiting */
+  struct us_qlink live; /* in the list of every request not yet completed */
   struct MHD_Connection *conn;
   char source[US_SCIM_NAME_MAX + 1];
   char *method, *path, *if_match, *if_none_match, *host;
   struct us_scim_arg *args;
   size_t nargs;
-  char *body;
-  size_t len, cap;
+  struct us_sb body; /* the body read so far (body.s NULL when none) */
   int too_large;
   size_t discarded;
   int state; /* 0 reading, 1 queued/suspended, 2 answered */
