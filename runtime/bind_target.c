@@ -49,6 +49,13 @@
 **     nothing left); with wait it drives it at most once for that long (0:
 **     not at all), so nil may mean "not yet": b:pending() tells.
 **   b:record(i) -> the i-th account of the last event taken, or nil
+**   b:feed(set) the accounts of the accounts and members events b:next
+**     takes from now on go into set (a usersync.accountset), and these
+**     events carry their count instead of a page: "accounts", tag, n and
+**     "members", tag, n, group. An accounts record is added, or merged into
+**     the account of its name (the listing's fields win); each member is
+**     added to group (the member's whole record first when it is not in
+**     the set yet). No Lua table is made per account.
 **   b:pending() -> jobs not finished plus events not taken
 **   b:hold()  the target cannot be closed until the batch is (a call that
 **     runs callbacks holds it)
@@ -72,6 +79,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "usersync/accountset.h"
 #include "usersync/modules.h"
 #include "usersync/target.h"
 #include "usersync/timeutil.h"
@@ -90,6 +98,7 @@ struct lbatch {
   struct us_target_event *cur; /* event being handled */
   int hold;                    /* counted in the target's busy (b:hold()) */
   int slim;                    /* members pages as names (t:batch(true)) */
+  us_accountset *set;          /* b:feed's set (user value 2), or NULL */
 };
 
 static struct ltarget *check_target(lua_State *L, int idx) {
@@ -121,7 +130,7 @@ static int batch_close(lua_State *L) {
 
 /* Pushes a new Batch of the target at index 1. [-0, +1] */
 static struct lbatch *new_batch(lua_State *L, struct ltarget *lt) {
-  struct lbatch *lb = lua_newuserdatauv(L, sizeof *lb, 1);
+  struct lbatch *lb = lua_newuserdatauv(L, sizeof *lb, 2);
   memset(lb, 0, sizeof *lb);
   lb->lt = lt;
   luaL_setmetatable(L, BATCH_MT);
@@ -506,11 +515,37 @@ static int push_done(lua_State *L, const struct us_target_event *ev) {
   return 7;
 }
 
+/* Puts the accounts of an accounts or members event into set s (b:feed).
+** 0, or -1 when out of memory. */
+static int feed(us_accountset *s, const struct us_target_event *ev) {
+  for (size_t i = 0; i < ev->naccounts; i++) {
+    const struct us_target_account *a = &ev->accounts[i];
+    struct us_account_fields f = {a->name, a->key, a->id, a->display_name, a->email, a->active};
+    long k = -1;
+    if (ev->type == US_TEV_MEMBERS)
+      k = us_accountset_find(s, a->name, strlen(a->name));
+    if (k < 0)
+      k = us_accountset_put(s, &f, NULL);
+    if (k < 0 || (ev->type == US_TEV_MEMBERS && us_accountset_add_group(s, (size_t)k, ev->group, 0) < 0))
+      return -1;
+  }
+  return 0;
+}
+
 /* Pushes the event's values: its type, tag and what it carries. */
-static int push_event(lua_State *L, const struct us_target_event *ev, int slim) {
+static int push_event(lua_State *L, const struct us_target_event *ev, int slim, us_accountset *set) {
   static const char *const names[] = {NULL, "accounts", "groups", "members", "lead", "done"};
   lua_pushstring(L, names[ev->type]);
   lua_pushinteger(L, (lua_Integer)(uintptr_t)ev->tag);
+  if (set && (ev->type == US_TEV_ACCOUNTS || ev->type == US_TEV_MEMBERS)) {
+    if (feed(set, ev))
+      return luaL_error(L, "target: out of memory");
+    lua_pushinteger(L, (lua_Integer)ev->naccounts);
+    if (ev->type == US_TEV_ACCOUNTS)
+      return 3;
+    lua_pushstring(L, ev->group);
+    return 4;
+  }
   switch (ev->type) {
   case US_TEV_DONE:
     return 2 + push_done(L, ev);
@@ -549,7 +584,7 @@ static int batch_next(lua_State *L) {
   lb->cur = NULL;
   for (int driven = 0;; driven = 1) {
     if ((lb->cur = us_target_batch_next(lb->b)))
-      return push_event(L, lb->cur, lb->slim);
+      return push_event(L, lb->cur, lb->slim, lb->set);
     if (!us_target_batch_pending(lb->b) || (has_wait && (driven || wait <= 0)))
       return 0;
     us_target_drive(lb->lt->t, has_wait ? (long)(wait * 1000) : 200);
@@ -565,6 +600,15 @@ static int batch_record(lua_State *L) {
     return 0;
   push_account(L, &lb->cur->accounts[i - 1]);
   return 1;
+}
+
+/* b:feed(set): accounts and members events go into set (see the header). */
+static int batch_feed(lua_State *L) {
+  struct lbatch *lb = check_batch(L);
+  lb->set = us_accountset_check(L, 2);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, 2); /* kept alive while the batch is */
+  return 0;
 }
 
 /* b:pending() -> jobs not finished plus events not taken */
@@ -585,7 +629,7 @@ static const luaL_Reg target_meta[] = {
 
 static const luaL_Reg batch_methods[] = {{"submit", batch_submit},   {"next", batch_next},
                                          {"pending", batch_pending}, {"hold", batch_hold},
-                                         {"record", batch_record},
+                                         {"record", batch_record},   {"feed", batch_feed},
                                          {"close", batch_close},     {NULL, NULL}};
 
 static const luaL_Reg batch_meta[] = {

@@ -9,6 +9,7 @@
 --     policy = pol,                            -- usersync.policy object
 --     source = { users = {...}, groups = { [id] = group } },
 --     accounts = { { name=, display_name=, email=, active=, groups = {...} } },
+--                                              -- or a usersync.accountset of them
 --                                              -- id= too where the service assigns ids (SCIM):
 --                                              -- ops on the account then carry it (op.id)
 --     groups = { "jira-users", ... },          -- target groups
@@ -236,11 +237,20 @@ local function new_state(input)
     missing = {},          -- lowercase group -> true (wanted, absent, not created)
   }
 
-  for _, a in ipairs(input.accounts or {}) do
-    st.accounts[lower(a.name)] = a
-    if a.id then
-      st.has_ids = true
-      st.by_id[a.id] = a
+  local accts = input.accounts
+  if type(accts) == "userdata" then
+    -- a whole target's account set: each lookup makes a new table, used and
+    -- dropped (100,000 accounts held as tables took over 100 MB)
+    st.accounts = setmetatable({}, { __index = function(_, k) return accts:get(k) end })
+    st.by_id = setmetatable({}, { __index = function(_, id) return accts:by_id(id) end })
+    st.has_ids = accts:has_ids() or nil
+  else
+    for _, a in ipairs(accts or {}) do
+      st.accounts[lower(a.name)] = a
+      if a.id then
+        st.has_ids = true
+        st.by_id[a.id] = a
+      end
     end
   end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
@@ -374,7 +384,7 @@ local function follow_link(st, m)
 
   -- Login changed in Okta: rename the linked account (never delete + create).
   local taken = st.accounts[key]
-  if taken and taken ~= existing then
+  if taken and lower(taken.name) ~= lower(existing.name) then -- another account (not the same table)
     conflict(st, acct.name, u.id, ("%s: cannot rename %q to %q: that username is taken by "
       .. "another account"):format(m.login, linked_name, acct.name))
     return nil
