@@ -46,6 +46,7 @@ struct us_accountset {
   size_t ngroups, gcap;
   size_t group_vec_bytes;
   int has_ids;
+  int refs;
 };
 
 static unsigned char fold(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
@@ -160,6 +161,7 @@ us_accountset *us_accountset_new(void) {
     return NULL;
   }
   s->cap = 4096;
+  s->refs = 1;
   s->arena[0] = '\0';
   s->by_name.kind = BY_NAME;
   s->by_id.kind = BY_ID;
@@ -168,8 +170,13 @@ us_accountset *us_accountset_new(void) {
   return s;
 }
 
+us_accountset *us_accountset_retain(us_accountset *s) {
+  s->refs++;
+  return s;
+}
+
 void us_accountset_free(us_accountset *s) {
-  if (!s)
+  if (!s || --s->refs > 0)
     return;
   for (size_t i = 0; i < s->n; i++)
     if (s->a[i].ng > 2)

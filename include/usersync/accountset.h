@@ -31,8 +31,12 @@ struct us_account_fields {
   int active;
 };
 
-/* A new empty set, or NULL when out of memory. */
+/* A new empty set (one reference), or NULL when out of memory. */
 us_accountset *us_accountset_new(void);
+/* Another reference to s (whoever feeds it and whoever reads it may end in
+** either order); returns s. */
+us_accountset *us_accountset_retain(us_accountset *s);
+/* Drops a reference; the last one frees the set. NULL fine. */
 void us_accountset_free(us_accountset *s);
 
 /* Adds account a (a->name required), or merges it into the account of

@@ -134,6 +134,30 @@ test("a compact snapshot of Jira: the same accounts and groups as a plain one", 
   t:eq(#compact.accounts:get("user00007").groups, 3)
 end)
 
+test("a compact read fills its set as the pages arrive, before the snapshot takes them", function(t)
+  local tg <close> = sim.client(hc, "jira", jira.url)
+  local read <close> = tg:snapshot_start{ compact = true }
+  -- another call drives the shared engine: the read's pages arrive meanwhile
+  local function memberships()
+    local n = 0
+    for _, a in ipairs(read.set) do n = n + #a.groups end
+    return n
+  end
+  local rounds = 0
+  while (#read.set < N + 1 or memberships() < 3 * N + 1) and rounds < 1000 do
+    assert(tg:get("admin"))
+    rounds = rounds + 1
+  end
+  t:eq(#read.set, N + 1, "every account in the set before any page was taken")
+  t:eq(memberships(), 3 * N + 1, "and every membership")
+  t:eq(#read.set:get("user00009").groups, 3)
+  local snap = assert(tg:snapshot{ started = read })
+  t:eq(snap.accounts, read.set)
+  t:eq(#snap.accounts, N + 1)
+  local plain = assert(tg:snapshot())
+  t:eq(canonical(snap.accounts), canonical(plain.accounts))
+end)
+
 -- The Lua heap (KB) held by what fn returns, after full collections.
 local function held(fn)
   collectgarbage(); collectgarbage()

@@ -37,7 +37,7 @@ function M.start(e, names)
   e.snapshots, e.started = e.snapshots or {}, e.started or {}
   for _, name in ipairs(names) do
     if not e.snapshots[name] and not e.started[name] then
-      e.started[name] = e:target(name):snapshot_start()
+      e.started[name] = e:target(name):snapshot_start{ compact = true }
     end
   end
 end

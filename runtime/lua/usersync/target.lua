@@ -95,10 +95,12 @@
 --     account a new table each time it is asked for; accounts:get(name)
 --     (any case), accounts:by_id(id), accounts:add_member(name, group).
 --     No Lua table is made per account while the pages arrive.
---   t:snapshot_start() -> read: starts the snapshot's requests and returns at
---     once; they run while anything drives the shared http engine, their
---     results held until t:snapshot{ started = read } takes them (once).
---     read:close() (also __close) cancels it.
+--   t:snapshot_start([{ compact = true }]) -> read: starts the snapshot's
+--     requests and returns at once; they run while anything drives the
+--     shared http engine, their results held until t:snapshot{ started =
+--     read } takes them (once). A compact read puts each page's accounts
+--     into its account set as the page arrives (nothing held per page) and
+--     its snapshot is compact. read:close() (also __close) cancels it.
 --
 --   t:apply(ops, callback [, { phases = true }]) -> { ok = n, failed = n }
 --     ops are the planner's operation tables (plan.lua; their kinds are
@@ -377,9 +379,14 @@ function Read:close()
 end
 Read.__close = Read.close
 
-function T:snapshot_start()
+function T:snapshot_start(opts)
+  if opts ~= nil then check(opts, "table", 1, "snapshot_start") end
   local b = self:batch(true)
   local read = setmetatable({ target = self, batch = b, before = self:requests(), t0 = monotonic() }, Read)
+  if opts and opts.compact then
+    read.set = accountset.new() -- the pages' records go in as they arrive
+    b:feed(read.set)
+  end
   b:submit{ kind = "snapshot" }
   return read
 end
@@ -387,7 +394,7 @@ end
 -- The read a snapshot takes: opts.started's, or a new one.
 local function take_read(t, opts)
   local read = opts.started
-  if read == nil then return t:snapshot_start() end
+  if read == nil then return t:snapshot_start{ compact = opts.compact } end
   if getmetatable(read) ~= Read or read.target ~= t or not read.batch then
     error("snapshot: field 'started': not an unused read of this target", 3)
   end
@@ -463,7 +470,8 @@ function T:snapshot(opts)
   local read <close> = take_read(self, opts)
   local b = read.batch
   b:hold()
-  if opts.compact then
+  s.set = read.set
+  if opts.compact and not s.set then -- a read started plain: its pages go in as they are taken
     s.set = accountset.new()
     b:feed(s.set)
   end
