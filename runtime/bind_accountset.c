@@ -16,6 +16,8 @@
 **   set[i]                -> account i (1..#set) as a new table, or nil; so
 **                            ipairs(set) lists every account
 **   set:get(name)         -> the account of that name (any case), or nil
+**   set:get(name, field)  -> just that field of it ("groups": a new list),
+**                            or nil
 **   set:by_id(id)         -> the account with that service id (SCIM), or nil
 **   set:contains(name)    -> boolean, without making a table
 **   set:has_ids()         -> whether any account has an id
@@ -144,14 +146,54 @@ static int set_index(lua_State *L) {
   return 1;
 }
 
+/* Pushes field k of account i (nil when absent). */
+static void push_field(lua_State *L, const us_accountset *s, size_t i, const char *k) {
+  struct us_account_fields f;
+  us_accountset_get(s, i, &f);
+  const char *v = NULL;
+  if (!strcmp(k, "groups")) {
+    size_t n = us_accountset_ngroups(s, i);
+    lua_createtable(L, (int)n, 0);
+    for (size_t g = 0; g < n; g++) {
+      lua_pushstring(L, us_accountset_group(s, i, g));
+      lua_rawseti(L, -2, (lua_Integer)g + 1);
+    }
+    return;
+  } else if (!strcmp(k, "active")) {
+    if (f.active >= 0)
+      lua_pushboolean(L, f.active);
+    else
+      lua_pushnil(L);
+    return;
+  } else if (!strcmp(k, "name")) {
+    v = f.name;
+  } else if (!strcmp(k, "key")) {
+    v = f.key;
+  } else if (!strcmp(k, "id")) {
+    v = f.id;
+  } else if (!strcmp(k, "display_name")) {
+    v = f.display_name;
+  } else if (!strcmp(k, "email")) {
+    v = f.email;
+  }
+  if (v)
+    lua_pushstring(L, v);
+  else
+    lua_pushnil(L);
+}
+
 static int set_get(lua_State *L) {
   us_accountset *s = us_accountset_check(L, 1);
   size_t len;
   const char *name = luaL_checklstring(L, 2, &len);
+  const char *field = luaL_optstring(L, 3, NULL);
   long i = us_accountset_find(s, name, len);
   if (i < 0)
     return 0;
-  us_accountset_push(L, s, (size_t)i);
+  if (field)
+    push_field(L, s, (size_t)i, field);
+  else
+    us_accountset_push(L, s, (size_t)i);
   return 1;
 }
 

@@ -244,6 +244,10 @@ local function new_state(input)
     st.accounts = setmetatable({}, { __index = function(_, k) return accts:get(k) end })
     st.by_id = setmetatable({}, { __index = function(_, id) return accts:by_id(id) end })
     st.has_ids = accts:has_ids() or nil
+    -- a matched account kept for the later phases: its name, the rest
+    -- looked up again when read (100,000 held tables took ~40 MB)
+    local held = { __index = function(h, k) return accts:get(rawget(h, "name"), k) end }
+    st.hold = function(a) return setmetatable({ name = a.name }, held) end
   else
     for _, a in ipairs(accts or {}) do
       st.accounts[lower(a.name)] = a
@@ -571,6 +575,7 @@ local function match_user(st, m)
   end
 
   if existing then plan_attributes(st, m, acct, key, existing) end
+  if existing and st.hold then existing = st.hold(existing) end
 
   if acct.active then
     desire_groups(st, m, acct, key, existing, is_new)
