@@ -241,12 +241,13 @@ local function new_state(input)
   if type(accts) == "userdata" then
     -- a whole target's account set: each lookup makes a new table, used and
     -- dropped (100,000 accounts held as tables took over 100 MB)
-    st.accounts = setmetatable({}, { __index = function(_, k) return accts:get(k) end })
-    st.by_id = setmetatable({}, { __index = function(_, id) return accts:by_id(id) end })
+    local get, get_id = accts.get, accts.by_id
+    st.accounts = setmetatable({}, { __index = function(_, k) return get(accts, k) end })
+    st.by_id = setmetatable({}, { __index = function(_, id) return get_id(accts, id) end })
     st.has_ids = accts:has_ids() or nil
     -- a matched account kept for the later phases: its name, the rest
     -- looked up again when read (100,000 held tables took ~40 MB)
-    local held = { __index = function(h, k) return accts:get(rawget(h, "name"), k) end }
+    local held = { __index = function(h, k) return get(accts, rawget(h, "name"), k) end }
     st.hold = function(a) return setmetatable({ name = a.name }, held) end
   else
     for _, a in ipairs(accts or {}) do
