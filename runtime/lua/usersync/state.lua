@@ -49,10 +49,7 @@ function M.remember_ids(db, target, accounts)
   local ids = {}
   if type(accounts) == "userdata" then -- an account set: looked up by name
     if not accounts:has_ids() then return 0 end
-    ids = setmetatable({}, { __index = function(_, k)
-      local a = accounts:get(k)
-      return a and a.id
-    end })
+    ids = setmetatable({}, { __index = function(_, k) return accounts:get(k, "id") end })
   else
     for _, a in ipairs(accounts or {}) do if a.id then ids[lower(a.name)] = a.id end end
     if next(ids) == nil then return 0 end
