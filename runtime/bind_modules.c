@@ -28,6 +28,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.okta_raw", luaopen_usersync_okta_raw},
     {"usersync.server", luaopen_usersync_server},
     {"usersync.metrics", luaopen_usersync_metrics},
+    {"usersync.accountset", luaopen_usersync_accountset},
     {NULL, NULL},
 };
 

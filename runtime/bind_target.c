@@ -49,6 +49,15 @@
 **     nothing left); with wait it drives it at most once for that long (0:
 **     not at all), so nil may mean "not yet": b:pending() tells.
 **   b:record(i) -> the i-th account of the last event taken, or nil
+**   b:feed(set) the accounts of the batch's accounts and members pages go
+**     into set (a usersync.accountset) as the pages arrive (also while
+**     another batch or client drives the engine: a page waiting to be
+**     taken holds no records), and the events b:next gives carry their
+**     count instead of a page: "accounts", tag, n and "members", tag, n,
+**     group. An accounts record is added, or merged into the account of
+**     its name (the listing's fields win); each member is added to group
+**     (the member's whole record first when it is not in the set yet). No
+**     Lua table is made per account. Once per batch.
 **   b:pending() -> jobs not finished plus events not taken
 **   b:hold()  the target cannot be closed until the batch is (a call that
 **     runs callbacks holds it)
@@ -72,6 +81,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "usersync/accountset.h"
 #include "usersync/modules.h"
 #include "usersync/target.h"
 #include "usersync/timeutil.h"
@@ -90,6 +100,8 @@ struct lbatch {
   struct us_target_event *cur; /* event being handled */
   int hold;                    /* counted in the target's busy (b:hold()) */
   int slim;                    /* members pages as names (t:batch(true)) */
+  us_accountset *set;          /* b:feed's set (a reference of its own), or NULL */
+  int set_oom;                 /* the sink ran out of memory */
 };
 
 static struct ltarget *check_target(lua_State *L, int idx) {
@@ -112,6 +124,8 @@ static void batch_release(struct lbatch *lb) {
   if (lb->hold)
     lb->lt->busy--;
   lb->hold = 0;
+  us_accountset_free(lb->set); /* after the batch: nothing feeds it any more */
+  lb->set = NULL;
 }
 
 static int batch_close(lua_State *L) {
@@ -506,11 +520,37 @@ static int push_done(lua_State *L, const struct us_target_event *ev) {
   return 7;
 }
 
+/* Puts the accounts of an accounts or members event into set s (b:feed).
+** 0, or -1 when out of memory. */
+static int feed(us_accountset *s, const struct us_target_event *ev) {
+  for (size_t i = 0; ev->accounts && i < ev->naccounts; i++) {
+    const struct us_target_account *a = &ev->accounts[i];
+    struct us_account_fields f = {a->name, a->key, a->id, a->display_name, a->email, a->active};
+    long k = -1;
+    if (ev->type == US_TEV_MEMBERS)
+      k = us_accountset_find(s, a->name, strlen(a->name));
+    if (k < 0)
+      k = us_accountset_put(s, &f, NULL);
+    if (k < 0 || (ev->type == US_TEV_MEMBERS && us_accountset_add_group(s, (size_t)k, ev->group, 0) < 0))
+      return -1;
+  }
+  return 0;
+}
+
 /* Pushes the event's values: its type, tag and what it carries. */
-static int push_event(lua_State *L, const struct us_target_event *ev, int slim) {
+static int push_event(lua_State *L, const struct us_target_event *ev, int slim, us_accountset *set) {
   static const char *const names[] = {NULL, "accounts", "groups", "members", "lead", "done"};
   lua_pushstring(L, names[ev->type]);
   lua_pushinteger(L, (lua_Integer)(uintptr_t)ev->tag);
+  if (set && (ev->type == US_TEV_ACCOUNTS || ev->type == US_TEV_MEMBERS)) {
+    if (feed(set, ev))
+      return luaL_error(L, "target: out of memory");
+    lua_pushinteger(L, (lua_Integer)ev->naccounts);
+    if (ev->type == US_TEV_ACCOUNTS)
+      return 3;
+    lua_pushstring(L, ev->group);
+    return 4;
+  }
   switch (ev->type) {
   case US_TEV_DONE:
     return 2 + push_done(L, ev);
@@ -547,9 +587,11 @@ static int batch_next(lua_State *L) {
   double wait = luaL_optnumber(L, 2, 0);
   us_target_event_free(lb->cur);
   lb->cur = NULL;
+  if (lb->set_oom)
+    return luaL_error(L, "target: out of memory");
   for (int driven = 0;; driven = 1) {
     if ((lb->cur = us_target_batch_next(lb->b)))
-      return push_event(L, lb->cur, lb->slim);
+      return push_event(L, lb->cur, lb->slim, lb->set);
     if (!us_target_batch_pending(lb->b) || (has_wait && (driven || wait <= 0)))
       return 0;
     us_target_drive(lb->lt->t, has_wait ? (long)(wait * 1000) : 200);
@@ -561,10 +603,29 @@ static int batch_next(lua_State *L) {
 static int batch_record(lua_State *L) {
   struct lbatch *lb = check_batch(L);
   lua_Integer i = luaL_checkinteger(L, 2);
-  if (!lb->cur || i < 1 || (size_t)i > lb->cur->naccounts)
+  if (!lb->cur || !lb->cur->accounts || i < 1 || (size_t)i > lb->cur->naccounts)
     return 0;
   push_account(L, &lb->cur->accounts[i - 1]);
   return 1;
+}
+
+/* The batch's sink (us_target_batch_sink): a page's records into the set
+** as they arrive, whoever drives the engine. */
+static void sink(void *ud, const struct us_target_event *ev) {
+  struct lbatch *lb = ud;
+  if (feed(lb->set, ev))
+    lb->set_oom = 1; /* raised by the next b:next */
+}
+
+/* b:feed(set): accounts and members events go into set (see the header). */
+static int batch_feed(lua_State *L) {
+  struct lbatch *lb = check_batch(L);
+  us_accountset *set = us_accountset_check(L, 2);
+  if (lb->set)
+    return luaL_error(L, "target: the batch feeds a set already");
+  lb->set = us_accountset_retain(set);
+  us_target_batch_sink(lb->b, sink, lb);
+  return 0;
 }
 
 /* b:pending() -> jobs not finished plus events not taken */
@@ -585,7 +646,7 @@ static const luaL_Reg target_meta[] = {
 
 static const luaL_Reg batch_methods[] = {{"submit", batch_submit},   {"next", batch_next},
                                          {"pending", batch_pending}, {"hold", batch_hold},
-                                         {"record", batch_record},
+                                         {"record", batch_record},   {"feed", batch_feed},
                                          {"close", batch_close},     {NULL, NULL}};
 
 static const luaL_Reg batch_meta[] = {

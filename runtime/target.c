@@ -55,6 +55,8 @@ struct us_target_batch {
   struct evnode *head, *tail;
   size_t nevents;
   us_target_batch *next;
+  void (*sink)(void *ud, const struct us_target_event *ev); /* us_target_batch_sink */
+  void *sink_ud;
 };
 
 const char TJ_TRUE[] = "true", TJ_FALSE[] = "false";
@@ -406,7 +408,7 @@ void us_target_event_free(struct us_target_event *ev) {
   if (!ev)
     return;
   free(ev->group);
-  for (size_t i = 0; i < ev->naccounts; i++)
+  for (size_t i = 0; ev->accounts && i < ev->naccounts; i++)
     t_account_free(&ev->accounts[i]);
   free(ev->accounts);
   free_strv(ev->names, ev->nnames);
@@ -433,6 +435,13 @@ static void emit(struct tjob *j, struct us_target_event *ev) {
   n->ev = ev;
   n->next = NULL;
   us_target_batch *b = j->b;
+  if (b->sink && ev->accounts && (ev->type == US_TEV_ACCOUNTS || ev->type == US_TEV_MEMBERS)) {
+    b->sink(b->sink_ud, ev); /* the records go there; the event keeps their count */
+    for (size_t i = 0; i < ev->naccounts; i++)
+      t_account_free(&ev->accounts[i]);
+    free(ev->accounts);
+    ev->accounts = NULL;
+  }
   if (b->tail)
     b->tail->next = n;
   else
@@ -1561,6 +1570,12 @@ struct us_target_event *us_target_batch_next(us_target_batch *b) {
 }
 
 size_t us_target_batch_pending(const us_target_batch *b) { return b->running + b->nevents; }
+
+void us_target_batch_sink(us_target_batch *b, void (*fn)(void *ud, const struct us_target_event *ev),
+                          void *ud) {
+  b->sink = fn;
+  b->sink_ud = ud;
+}
 
 void us_target_batch_free(us_target_batch *b) {
   if (!b)

@@ -20,12 +20,20 @@ int luaopen_usersync_target_raw(lua_State *L);
 int luaopen_usersync_okta_raw(lua_State *L);
 int luaopen_usersync_server(lua_State *L);
 int luaopen_usersync_metrics(lua_State *L);
+int luaopen_usersync_accountset(lua_State *L);
 
 /* Cross-binding helpers. */
 /* The engine of the usersync.http.Client at idx; raises if idx is not a
 ** Client or the Client is closed. The engine stays owned by the Client:
 ** keep the Client referenced (e.g. as a user value) while using it. */
 us_http *us_http_checkengine(lua_State *L, int idx);
+/* The account set of the usersync.accountset.AccountSet at idx (raises if
+** it is not one); owned by the userdata: keep it referenced while in use.
+** us_accountset_push pushes account i of s as a new table (see
+** runtime/bind_accountset.c). */
+struct us_accountset;
+struct us_accountset *us_accountset_check(lua_State *L, int idx);
+void us_accountset_push(lua_State *L, const struct us_accountset *s, size_t i);
 /* Decodes JSON text s[0..len) as usersync.json.decode does. On success
 ** pushes the value and returns 1. On malformed input pushes nothing,
 ** returns 0 and leaves the message ("json: ... at offset N") in the

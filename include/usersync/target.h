@@ -147,7 +147,9 @@ struct us_target_event {
   void *tag;
   enum us_top kind;
   char *group;                        /* MEMBERS: the group; LEAD: the lead's name */
-  struct us_target_account *accounts; /* ACCOUNTS, MEMBERS, DONE of GET_ACCOUNT */
+  struct us_target_account *accounts; /* ACCOUNTS, MEMBERS, DONE of GET_ACCOUNT; NULL
+                                       ** when the batch's sink took the page's records
+                                       ** (naccounts still counts them) */
   size_t naccounts;
   char **names; /* GROUPS: group names; DONE of GET_ACCOUNT: its groups */
   size_t nnames;
@@ -198,6 +200,13 @@ struct us_target_event *us_target_batch_next(us_target_batch *b);
 size_t us_target_batch_pending(const us_target_batch *b);
 /* Cancels the batch's unfinished jobs (no more events) and frees it. */
 void us_target_batch_free(us_target_batch *b);
+/* A sink for the records of the batch's ACCOUNTS and MEMBERS pages: fn(ud,
+** ev) runs as each such page arrives (inside the http engine's callbacks,
+** whoever drives it), before the event is queued; the records are freed
+** right after, and the queued event carries their count (accounts NULL).
+** So a page waiting to be taken holds no records. NULL fn: none. */
+void us_target_batch_sink(us_target_batch *b, void (*fn)(void *ud, const struct us_target_event *ev),
+                          void *ud);
 void us_target_event_free(struct us_target_event *ev);
 
 /* Drives the shared engine once (us_http_run_once). */

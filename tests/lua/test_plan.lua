@@ -5,6 +5,10 @@ local plan = require "usersync.plan"
 local policy = require "usersync.policy"
 local config = require "usersync.config"
 local proc = require "support.proc"
+local accountset = require "usersync.accountset"
+local json = require "usersync.json"
+
+local set_plans = 0 -- plans also made from an account set (build)
 
 local function sync_entry(over)
   local t = { name = "main", source = "okta", targets = { "jira" } }
@@ -34,12 +38,47 @@ end
 
 local DEFAULT = assert(policy.load(nil))
 
+-- The accounts of a list in a usersync.accountset, as a whole read holds them.
+local function as_set(list)
+  local set = accountset.new()
+  for _, a in ipairs(list) do
+    set:add(a)
+    for _, g in ipairs(a.groups or {}) do set:add_member(a.name, g) end
+  end
+  return set
+end
+
+-- What a plan decided, as text to compare (the leavers by name).
+local function decided(p)
+  local ops, leavers = {}, {}
+  for i, o in ipairs(p.ops) do ops[i] = plan.plain(o) end
+  for i, l in ipairs(p.leavers or {}) do leavers[i] = l.account.name end
+  return assert(json.encode({ ops = ops, conflicts = p.conflicts, errors = p.errors, notes = p.notes,
+    counts = p.counts, deprovisions = p.deprovisions, mapped_keys = p.mapped_keys, wanted = p.wanted,
+    active_keys = p.active_keys, new_ids = p.new_ids, leavers = leavers,
+    managed_memberships = p.managed_memberships }, { sort_keys = true }))
+end
+
+-- Plans t; with accounts, also from the same accounts in an account set
+-- (what the engine gives the planner for a whole target), which must plan
+-- exactly the same.
 local function build(t)
   t.sync = t.sync or sync_entry()
   t.target = t.target or { name = "jira", type = "jira" }
   t.policy = t.policy or DEFAULT
   t.source = t.source or { users = {}, groups = {} }
-  return plan.build(t)
+  local p = plan.build(t)
+  if t.accounts then
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    c.accounts = as_set(t.accounts)
+    local want, got = decided(p), decided(plan.build(c))
+    if got ~= want then
+      error(("planned from an account set:\n%s\nfrom the list:\n%s"):format(got, want), 2)
+    end
+    set_plans = set_plans + 1
+  end
+  return p
 end
 
 -- "kind subject [group]" lines, in plan order.
@@ -373,6 +412,10 @@ test("plan file: round trip, and apply refuses a plan whose destructive ops are 
   t:eq(planfile.key("main", saved_h.syncs[1].targets[1].ops[1]), planfile.key("main", ho))
   t:eq(select(2, planfile.decode("{}")), "not a usersync plan (no usersync_plan version field)")
   t:contains(select(2, planfile.decode("garbage")), "not a usersync plan: json:")
+end)
+
+test("every plan above with accounts was also planned from an account set, identically", function(t)
+  t:ok(set_plans >= 20, ("%d plans compared"):format(set_plans))
 end)
 
 return test.done()

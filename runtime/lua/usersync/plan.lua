@@ -9,6 +9,7 @@
 --     policy = pol,                            -- usersync.policy object
 --     source = { users = {...}, groups = { [id] = group } },
 --     accounts = { { name=, display_name=, email=, active=, groups = {...} } },
+--                                              -- or a usersync.accountset of them
 --                                              -- id= too where the service assigns ids (SCIM):
 --                                              -- ops on the account then carry it (op.id)
 --     groups = { "jira-users", ... },          -- target groups
@@ -236,11 +237,25 @@ local function new_state(input)
     missing = {},          -- lowercase group -> true (wanted, absent, not created)
   }
 
-  for _, a in ipairs(input.accounts or {}) do
-    st.accounts[lower(a.name)] = a
-    if a.id then
-      st.has_ids = true
-      st.by_id[a.id] = a
+  local accts = input.accounts
+  if type(accts) == "userdata" then
+    -- a whole target's account set: each lookup makes a new table, used and
+    -- dropped (100,000 accounts held as tables took over 100 MB)
+    local get, get_id = accts.get, accts.by_id
+    st.accounts = setmetatable({}, { __index = function(_, k) return get(accts, k) end })
+    st.by_id = setmetatable({}, { __index = function(_, id) return get_id(accts, id) end })
+    st.has_ids = accts:has_ids() or nil
+    -- a matched account kept for the later phases: its name, the rest
+    -- looked up again when read (100,000 held tables took ~40 MB)
+    local held = { __index = function(h, k) return get(accts, rawget(h, "name"), k) end }
+    st.hold = function(a) return setmetatable({ name = a.name }, held) end
+  else
+    for _, a in ipairs(accts or {}) do
+      st.accounts[lower(a.name)] = a
+      if a.id then
+        st.has_ids = true
+        st.by_id[a.id] = a
+      end
     end
   end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
@@ -374,7 +389,7 @@ local function follow_link(st, m)
 
   -- Login changed in Okta: rename the linked account (never delete + create).
   local taken = st.accounts[key]
-  if taken and taken ~= existing then
+  if taken and lower(taken.name) ~= lower(existing.name) then -- another account (not the same table)
     conflict(st, acct.name, u.id, ("%s: cannot rename %q to %q: that username is taken by "
       .. "another account"):format(m.login, linked_name, acct.name))
     return nil
@@ -561,6 +576,7 @@ local function match_user(st, m)
   end
 
   if existing then plan_attributes(st, m, acct, key, existing) end
+  if existing and st.hold then existing = st.hold(existing) end
 
   if acct.active then
     desire_groups(st, m, acct, key, existing, is_new)

@@ -11,6 +11,10 @@
 --   snap = snapshot.complete(e, "jira", snap, input) -- input: plan.build's
 --   -- snap = { complete, accounts, groups, error?, code?, groups_partial?,
 --   --          memberships_unknown?, requests? }
+--   -- accounts: a list of account tables (read_for, unread), or for a
+--   -- whole read a usersync.accountset (t:snapshot{ compact = true }): the
+--   -- same accounts, looked up by name (accounts:get) without a Lua table
+--   -- per account held for the run.
 --
 -- Uses the engine for its clients (e:target), the run's caches
 -- (e.snapshots, e.group_names, reset by each plan), progress events, stop
@@ -33,7 +37,7 @@ function M.start(e, names)
   e.snapshots, e.started = e.snapshots or {}, e.started or {}
   for _, name in ipairs(names) do
     if not e.snapshots[name] and not e.started[name] then
-      e.started[name] = e:target(name):snapshot_start()
+      e.started[name] = e:target(name):snapshot_start{ compact = true }
     end
   end
 end
@@ -60,7 +64,7 @@ function M.read(e, name)
     e.progress{ phase = "target", name = name, state = "update",
       done = done, total = total, what = what }
   end
-  local s, err, code = e:target(name):snapshot{ progress = progress, started = started }
+  local s, err, code = e:target(name):snapshot{ progress = progress, started = started, compact = true }
   e.progress{ phase = "target", name = name, state = s and "done" or "failed",
     error = err, code = code, requests = s and s.requests }
 
@@ -180,15 +184,20 @@ local function needed_groups(input)
   return out
 end
 
--- Adds group g (lowercase k) to the accounts of a member listing page.
+-- Adds group g (lowercase k) to the accounts of a member listing page
+-- (by: the snapshot's accounts by lowercase name, or its account set).
 local function note_members(by, page, g, k)
   for _, m in ipairs(page) do
-    local a = by[m.name:lower()]
-    if a then
-      a.groups = a.groups or {}
-      local has = false
-      for _, x in ipairs(a.groups) do has = has or x:lower() == k end
-      if not has then a.groups[#a.groups + 1] = g end
+    if type(by) == "userdata" then
+      by:add_member(m.name, g) -- in a group of that name already (any case): unchanged
+    else
+      local a = by[m.name:lower()]
+      if a then
+        a.groups = a.groups or {}
+        local has = false
+        for _, x in ipairs(a.groups) do has = has or x:lower() == k end
+        if not has then a.groups[#a.groups + 1] = g end
+      end
     end
   end
 end
@@ -197,7 +206,11 @@ end
 local function look_up(t, snap, need)
   local known, by = {}, {}
   for _, g in ipairs(snap.groups) do known[g:lower()] = true end
-  for _, a in ipairs(snap.accounts) do by[a.name:lower()] = a end
+  if type(snap.accounts) == "userdata" then
+    by = snap.accounts
+  else
+    for _, a in ipairs(snap.accounts) do by[a.name:lower()] = a end
+  end
 
   local keys = {}
   for k in pairs(need) do keys[#keys + 1] = k end
@@ -235,7 +248,9 @@ function M.complete(e, tname, snap, input)
   snap.looked_up = snap.looked_up or {}
   local ok, err, code = look_up(e:target(tname), snap, needed_groups(input))
   if not ok then return M.unread(err, code) end
-  for _, a in ipairs(snap.accounts) do a.groups = a.groups or {} end
+  if type(snap.accounts) == "table" then -- an account set's groups are always a list
+    for _, a in ipairs(snap.accounts) do a.groups = a.groups or {} end
+  end
   return snap
 end
 

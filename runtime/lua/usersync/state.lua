@@ -47,8 +47,13 @@ end
 -- how many links learnt one. Nothing to do for targets without ids.
 function M.remember_ids(db, target, accounts)
   local ids = {}
-  for _, a in ipairs(accounts or {}) do if a.id then ids[lower(a.name)] = a.id end end
-  if next(ids) == nil then return 0 end
+  if type(accounts) == "userdata" then -- an account set: looked up by name
+    if not accounts:has_ids() then return 0 end
+    ids = setmetatable({}, { __index = function(_, k) return accounts:get(k, "id") end })
+  else
+    for _, a in ipairs(accounts or {}) do if a.id then ids[lower(a.name)] = a.id end end
+    if next(ids) == nil then return 0 end
+  end
   local todo = {}
   for row in db:rows("SELECT sync, okta_id, account_name FROM links WHERE target = ? AND account_id IS NULL",
       target) do
@@ -520,15 +525,23 @@ function M.reconcile(db, sync, target, snap, partial)
   if #rows == 0 then return 0, {} end
 
   local accounts, groups = {}, {}
-  for _, a in ipairs(snap.accounts or {}) do
+  local set = type(snap.accounts) == "userdata" and snap.accounts -- a whole read's account set
+  local function entry(a)
     local gs = {}
     for _, g in ipairs(a.groups or {}) do gs[lower(g)] = true end
-    accounts[lower(a.name)] = { account = a, groups = gs }
+    return { account = a, groups = gs }
+  end
+  if not set then
+    for _, a in ipairs(snap.accounts or {}) do accounts[lower(a.name)] = entry(a) end
   end
   for _, g in ipairs(snap.groups or {}) do groups[lower(type(g) == "table" and g.name or g)] = true end
 
   local function account(name)
     local a = name and accounts[lower(name)]
+    if not a and name and set then -- looked up in the set, once per name
+      a = set:get(name)
+      if a then a = entry(a); accounts[lower(name)] = a end
+    end
     if a then return a, true end
     return nil, not partial -- known absent only after a full read
   end
