@@ -24,12 +24,21 @@
 --     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (ours, or returning)
 --     returning = { ["00u2"] = { "stash-users" } },  -- groups to give back to a returning account
 --     single = true,                           -- optional: the run's only sync entry (see below)
+--     sink = function(op) ... end,             -- optional: streams the ops (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
 --   -- p.mapped_keys: lowercase account names the sync's users map to;
 --   -- p.wanted: lowercase account -> { lowercase group -> name } it should be in;
 --   -- p.active_keys: lowercase accounts mapped as active. These three are for
 --   -- the other sync entries of a run and are empty with input.single.
+--
+-- With input.sink the plan never holds a target's ops at once (a
+-- 100,000-user first plan has half a million): sink(op) is called with
+-- each op in plan order, seq set, up to the last add_member; p.ops holds
+-- the rest (the kinds after add_member), numbered on, and p.streamed =
+-- { n = ops given to the sink, counts = theirs by kind }; p.counts counts
+-- them all. Such a plan is the run's only entry's (merge cannot rewrite
+-- it): usersync.spool writes the sunk ops out as they come.
 --
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
@@ -249,11 +258,24 @@ local function new_state(input)
   return st
 end
 
-local function add_op(st, o, mt)
+-- Streaming (input.sink, a function): the ops of the phases before the
+-- memberships (they rank before add_member) go to the sink in plan order
+-- when that phase starts (stream_start), each add_member as it is planned
+-- (`streams`), and the rest, which rank after, stay in st.ops. st.sent:
+-- how many went, st.sent_counts their counts by kind.
+local function add_op(st, o, mt, streams)
   -- an account the service knows by an id (SCIM) is addressed by it
   local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
   if a and a.id then o.id = a.id end
   setmetatable(o, mt or st.op_mt)
+  if streams and st.sent then
+    local n = st.sent + 1
+    st.sent, o.seq = n, n
+    local k = o.kind
+    st.sent_counts[k] = (st.sent_counts[k] or 0) + 1
+    st.input.sink(o)
+    return o
+  end
   st.ops[#st.ops + 1] = o
   return o
 end
@@ -655,7 +677,7 @@ local function account_memberships(st, key, d)
   for _, g in ipairs(adds) do
     -- kind, subject, reason, why: add_mts
     local mt = st.add_mts[d.why[gl[g]] or "mapping"]
-    add_op(st, { group = g, name = name, okta_id = d.user.id }, mt)
+    add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
 
   local removes = {}
@@ -680,7 +702,21 @@ end
 -- memberships this entry manages in the target now (of its mapped
 -- accounts, in groups it manages or memberships it added): the base of
 -- limits.max_membership_removals as a percentage.
+local order
+local function stream_start(st)
+  local sink = st.input.sink
+  if not sink then return end
+  local add = RANK.add_member
+  st.sent_counts = order(st.ops)
+  for _, o in ipairs(st.ops) do
+    assert(RANK[o.kind] < add, "plan: an op that ranks after add_member before the memberships")
+    sink(o)
+  end
+  st.sent, st.ops = #st.ops, {}
+end
+
 local function memberships(st)
+  stream_start(st)
   st.keys = sorted_keys(st.desired)
   -- The run's only entry shares no wanted groups (result): each account's
   -- are dropped once its ops are planned (100,000 accounts hold ~50 MB).
@@ -832,8 +868,9 @@ end
 -- Plan order: by the kind's rank, stable within a rank (the place in
 -- `ops` so far). A counting sort, one pass: table.sort with a comparator
 -- was over a quarter of a 10,000-user first sync's Lua work. Renumbers seq
--- and returns the counts by kind.
-local function order(ops)
+-- and returns the counts by kind. streamed (a streamed plan's p.streamed:
+-- { n, counts }): the ops already given to the sink, which come first.
+function order(ops, streamed)
   local buckets, ranks = {}, {}
   for _, o in ipairs(ops) do
     local r = RANK[o.kind] or math.huge
@@ -847,12 +884,14 @@ local function order(ops)
   end
   table.sort(ranks)
 
-  local counts, i = {}, 0
+  local counts, base = {}, streamed and streamed.n or 0
+  for k, n in pairs(streamed and streamed.counts or {}) do counts[k] = n end
+  local i = 0
   for _, r in ipairs(ranks) do
     for _, o in ipairs(buckets[r]) do
       i = i + 1
       ops[i] = o
-      o.seq = i
+      o.seq = base + i
       counts[o.kind] = (counts[o.kind] or 0) + 1
     end
   end
@@ -863,7 +902,8 @@ end
 -- run need (engine.lua, multiple sources); input.single (the only entry
 -- planned) leaves those empty.
 local function result(st)
-  local counts = order(st.ops)
+  local streamed = st.sent and { n = st.sent, counts = st.sent_counts } or nil
+  local counts = order(st.ops, streamed)
   local mapped_keys = {}
   local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
   local active_keys = {}
@@ -887,6 +927,7 @@ local function result(st)
     mapped_keys = mapped_keys, new_ids = st.new_ids, wanted = wanted, active_keys = active_keys,
     incomplete = st.group_errors or nil,
     leavers = st.leavers[1] and st.leavers or nil,
+    streamed = streamed,
   }
 end
 
@@ -914,7 +955,7 @@ function M.hand_over(p, leads, sync)
   if not p.leavers then return p end
   hand_over(p, leads, sync.users or {})
   p.leavers = nil
-  p.counts = order(p.ops)
+  p.counts = order(p.ops, p.streamed)
   return p
 end
 
@@ -928,6 +969,7 @@ end
 
 -- Recomputes p.counts and p.deprovisions after ops were dropped.
 function M.recount(p)
+  assert(not p.streamed, "plan.recount: a streamed plan does not hold all its ops")
   local counts, dep = {}, 0
   for i, o in ipairs(p.ops) do
     o.seq = i
