@@ -44,7 +44,7 @@
 -- names compare case-insensitively, as the Atlassian products do.
 --
 -- Operation: { kind, target, subject, reason, okta_id?, ... } (target, the
--- reason of create_user and add_member, and add_member's kind and subject
+-- reason, kind and subject of create_user and add_member
 -- come from the op's metatable, for memory; pairs() lists them all the
 -- same, and plan.plain(op) copies every field) where kind is one of (in
 -- plan order):
@@ -142,7 +142,9 @@ local function by_group_name(a, b) return a.profile.name < b.profile.name end
 -- 4 doubles a table: every op reads `target`, and the reason of the bulk
 -- kinds (LAZY_REASON), from a metatable; an add_member op also its kind,
 -- subject (= name) and why, so it holds 4 fields (group, name, okta_id,
--- seq). The metatables' __pairs lists those fields too, after the op's own.
+-- seq), and a create_user op its kind and subject (= name), so it holds 4
+-- until it is numbered (name, display_name, email, okta_id). The
+-- metatables' __pairs lists those fields too, after the op's own.
 
 -- A __pairs that walks o's own fields, then the fields named in `given`
 -- that the metatable answers (and o does not hold itself).
@@ -200,7 +202,17 @@ local function op_metatables(target_name, login_of)
     }
   end
 
-  return op_mt, add_mts
+  local create_mt = {
+    __index = function(o, k)
+      if k == "kind" then return "create_user" end
+      if k == "subject" then return rawget(o, "name") end
+      if k == "target" then return target_name end
+      if k == "reason" then return LAZY_REASON.create_user(o, login_of[rawget(o, "okta_id")]) end
+    end,
+    __pairs = pairs_with({ "kind", "subject", "target", "reason" }),
+  }
+
+  return op_mt, add_mts, create_mt
 end
 
 -- Lowercase group names, each computed once per plan (a table lookup
@@ -254,7 +266,7 @@ local function new_state(input)
   end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
-  st.op_mt, st.add_mts = op_metatables(input.target.name, st.login_of)
+  st.op_mt, st.add_mts, st.create_mt = op_metatables(input.target.name, st.login_of)
   return st
 end
 
@@ -453,8 +465,8 @@ local function adopt_or_create(st, m, acct, key)
     return false
   end
   st.login_of[u.id] = m.login
-  add_op(st, { kind = "create_user", subject = acct.name, name = acct.name, -- reason: LAZY_REASON
-               display_name = acct.display_name, email = acct.email, okta_id = u.id })
+  add_op(st, { name = acct.name, display_name = acct.display_name, email = acct.email, -- kind, subject,
+               okta_id = u.id }, st.create_mt)                                         -- reason: create_mt
   return true, nil, true
 end
 
@@ -506,9 +518,39 @@ local function fail_user(st, m, message)
   for i = #ops, 1, -1 do if ops[i].okta_id == id then table.remove(ops, i) end end
 end
 
+-- An account's wanted groups, held until its memberships are planned (two
+-- small tables per account cost a 100,000-user plan ~35 MB): one list of
+-- the group names and a last string of one letter per group, why it is
+-- wanted (WHY_CODE). unpack_wants gives back want (lowercase group ->
+-- name) and why (lowercase group -> "mapping", "default" or "new_user").
+local WHY_CODE = { mapping = "m", default = "d", new_user = "n" }
+local WHY_OF = { m = "mapping", d = "default", n = "new_user" }
+
+local function pack_wants(want, why)
+  local list, codes, n = {}, {}, 0
+  for gk, gname in pairs(want) do
+    n = n + 1
+    list[n], codes[n] = gname, WHY_CODE[why[gk]]
+  end
+  list[n + 1] = table.concat(codes)
+  return { table.unpack(list, 1, n + 1) } -- no room to spare
+end
+
+local function unpack_wants(st, packed)
+  local want, why, gl = {}, {}, st.glower
+  local n = #packed - 1
+  local codes = packed[n + 1]
+  for i = 1, n do
+    local gname = packed[i]
+    local gk = gl[gname]
+    want[gk], why[gk] = gname, WHY_OF[codes:sub(i, i)]
+  end
+  return want, why
+end
+
 -- Phase 2d: the groups an active user should be in (group rules, then the
 -- defaults), each with why it is wanted. Sets m.account, m.existing,
--- m.want (lowercase group -> name) and m.why, and st.desired[key] = m.
+-- st.desired[key] = m and st.wants[key] (pack_wants).
 local function desire_groups(st, m, acct, key, existing, is_new)
   local u, pol, ctx = m.user, st.pol, st.ctx
   local ugroups = {}
@@ -558,8 +600,8 @@ local function desire_groups(st, m, acct, key, existing, is_new)
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
   end
 
-  m.account, m.existing, m.want, m.why = acct, existing, want, why
-  st.desired[key] = m
+  m.account, m.existing = acct, existing
+  st.desired[key], st.wants[key] = m, pack_wants(want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
 end
 
@@ -588,12 +630,13 @@ local function match_user(st, m)
     desire_groups(st, m, acct, key, existing, is_new)
   elseif m.deactivate then
     m.account, m.existing = acct, existing -- m.deactivate is set
-    st.desired[key] = m
+    st.desired[key], st.wants[key] = m, nil
   end
 end
 
 local function match_accounts(st)
   local only = st.input.only
+  st.wants = {} -- lowercase account -> its wanted groups (pack_wants)
   for _, m in ipairs(st.mapped) do
     if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end
   end
@@ -657,6 +700,7 @@ end
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
   local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
+  local want, why = unpack_wants(st, st.wants[key])
   local name = d.account.name
 
   local current = {}
@@ -669,20 +713,20 @@ local function account_memberships(st, key, d)
   end
 
   local adds = {}
-  for gk, gname in pairs(d.want) do
+  for gk, gname in pairs(want) do
     if not current[gk] and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
   end
   table.sort(adds)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
   for _, g in ipairs(adds) do
     -- kind, subject, reason, why: add_mts
-    local mt = st.add_mts[d.why[gl[g]] or "mapping"]
+    local mt = st.add_mts[why[gl[g]] or "mapping"]
     add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
 
   local removes = {}
   for gk, gname in pairs(current) do
-    if not d.want[gk] then
+    if not want[gk] then
       local owned = owned_m[gk] and owned_m[gk][key]
       if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
         removes[#removes + 1] = gname
@@ -707,24 +751,42 @@ local function stream_start(st)
   local sink = st.input.sink
   if not sink then return end
   local add = RANK.add_member
-  st.sent_counts = order(st.ops)
+  -- plan order as order() has it, each op numbered only as it goes (a
+  -- number makes a 4-field op twice the size) and let go once sent
+  local buckets = {}
   for _, o in ipairs(st.ops) do
-    assert(RANK[o.kind] < add, "plan: an op that ranks after add_member before the memberships")
-    sink(o)
+    local r = RANK[o.kind]
+    assert(r < add, "plan: an op that ranks after add_member before the memberships")
+    local b = buckets[r]
+    if not b then b = {}; buckets[r] = b end
+    b[#b + 1] = o
   end
-  st.sent, st.ops = #st.ops, {}
+  st.ops = {}
+  local n, counts = 0, {}
+  for r = 1, add - 1 do
+    local b = buckets[r]
+    for i = 1, b and #b or 0 do
+      local o = b[i]
+      b[i] = false
+      n = n + 1
+      o.seq = n
+      counts[o.kind] = (counts[o.kind] or 0) + 1
+      sink(o)
+    end
+  end
+  st.sent, st.sent_counts = n, counts
 end
 
 local function memberships(st)
   stream_start(st)
   st.keys = sorted_keys(st.desired)
   -- The run's only entry shares no wanted groups (result): each account's
-  -- are dropped once its ops are planned (100,000 accounts hold ~50 MB).
+  -- are dropped once its ops are planned (100,000 accounts hold ~20 MB).
   local single = st.input.single
   for _, key in ipairs(st.keys) do
     local d = st.desired[key]
     if not d.deactivate then account_memberships(st, key, d) end
-    if single then d.want, d.why = nil, nil end
+    if single then st.wants[key] = nil end
   end
 end
 
@@ -905,17 +967,15 @@ local function result(st)
   local streamed = st.sent and { n = st.sent, counts = st.sent_counts } or nil
   local counts = order(st.ops, streamed)
   local mapped_keys = {}
-  local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
+  local wanted = {}   -- lowercase account -> lowercase group -> group name
   local active_keys = {}
   if not st.input.single then
     for _, m in ipairs(st.mapped) do
       if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
     end
-    for k, d in pairs(st.desired) do
-      if d.want then
-        wanted[k] = d.want
-        active_keys[k] = true
-      end
+    for k, packed in pairs(st.wants) do
+      wanted[k] = (unpack_wants(st, packed))
+      active_keys[k] = true
     end
   end
 
