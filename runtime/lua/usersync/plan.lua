@@ -270,16 +270,29 @@ local function new_state(input)
   return st
 end
 
+-- Op o with its metatable (op_mt unless given) and, for an account the
+-- service knows by an id (SCIM), that id.
+local function make_op(st, o, mt)
+  local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
+  if a and a.id then o.id = a.id end
+  return setmetatable(o, mt or st.op_mt)
+end
+
+-- The create_user op of account acct for Okta user okta_id (its kind,
+-- subject and reason: create_mt).
+local function create_op(st, acct, okta_id)
+  return make_op(st, { name = acct.name, display_name = acct.display_name, email = acct.email,
+                       okta_id = okta_id }, st.create_mt)
+end
+
 -- Streaming (input.sink, a function): the ops of the phases before the
 -- memberships (they rank before add_member) go to the sink in plan order
 -- when that phase starts (stream_start), each add_member as it is planned
 -- (`streams`), and the rest, which rank after, stay in st.ops. st.sent:
--- how many went, st.sent_counts their counts by kind.
+-- how many went, st.sent_counts their counts by kind. Until then the
+-- accounts to create are held as their m in st.creates, not as ops.
 local function add_op(st, o, mt, streams)
-  -- an account the service knows by an id (SCIM) is addressed by it
-  local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
-  if a and a.id then o.id = a.id end
-  setmetatable(o, mt or st.op_mt)
+  make_op(st, o, mt)
   if streams and st.sent then
     local n = st.sent + 1
     st.sent, o.seq = n, n
@@ -465,8 +478,12 @@ local function adopt_or_create(st, m, acct, key)
     return false
   end
   st.login_of[u.id] = m.login
-  add_op(st, { name = acct.name, display_name = acct.display_name, email = acct.email, -- kind, subject,
-               okta_id = u.id }, st.create_mt)                                         -- reason: create_mt
+  if st.input.sink then -- streamed: made from m.account (= acct) when sent
+    st.creates = st.creates or {}
+    st.creates[#st.creates + 1] = m
+  else
+    st.ops[#st.ops + 1] = create_op(st, acct, u.id)
+  end
   return true, nil, true
 end
 
@@ -516,6 +533,8 @@ local function fail_user(st, m, message)
   policy_error(st, m.user.id, m.login, message)
   local ops, id = st.ops, m.user.id
   for i = #ops, 1, -1 do if ops[i].okta_id == id then table.remove(ops, i) end end
+  local creates = st.creates
+  if creates and creates[#creates] == m then creates[#creates] = nil end
 end
 
 -- An account's wanted groups, held until its memberships are planned (two
@@ -756,18 +775,21 @@ local function stream_start(st)
   local buckets = {}
   for _, o in ipairs(st.ops) do
     local r = RANK[o.kind]
-    assert(r < add, "plan: an op that ranks after add_member before the memberships")
+    assert(r < add and o.kind ~= "create_user", "plan: an op out of place before the memberships")
     local b = buckets[r]
     if not b then b = {}; buckets[r] = b end
     b[#b + 1] = o
   end
   st.ops = {}
+  local creating = RANK.create_user
+  buckets[creating], st.creates = st.creates, nil
   local n, counts = 0, {}
   for r = 1, add - 1 do
     local b = buckets[r]
     for i = 1, b and #b or 0 do
       local o = b[i]
       b[i] = false
+      if r == creating then o = create_op(st, o.account, o.user.id) end
       n = n + 1
       o.seq = n
       counts[o.kind] = (counts[o.kind] or 0) + 1
