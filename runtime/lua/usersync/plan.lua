@@ -384,6 +384,7 @@ local function map_users(st)
         :format(table.concat(logins, ", "), name))
     end
   end
+  st.by_name = nil -- read by no later phase
 end
 
 -- The account a link names: by the service's id where the link has one
@@ -567,6 +568,14 @@ local function unpack_wants(st, packed)
   return want, why
 end
 
+-- Why lowercase group gk is in packed wants, or nil when it is not.
+local function wanted_why(st, packed, gk)
+  local n, gl = #packed - 1, st.glower
+  for i = 1, n do
+    if gl[packed[i]] == gk then return WHY_OF[packed[n + 1]:sub(i, i)] end
+  end
+end
+
 -- Phase 2d: the groups an active user should be in (group rules, then the
 -- defaults), each with why it is wanted. Sets m.account, m.existing,
 -- st.desired[key] = m and st.wants[key] (pack_wants).
@@ -719,33 +728,41 @@ end
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
   local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
-  local want, why = unpack_wants(st, st.wants[key])
+  local packed = st.wants[key] -- read in place: no tables per account but the adds
+  local n = #packed - 1
   local name = d.account.name
 
-  local current = {}
-  for _, g in ipairs(d.existing and d.existing.groups or {}) do
-    local gk = gl[g]
-    current[gk] = g
-    if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
-      st.managed_memberships = st.managed_memberships + 1
+  local current
+  local groups = d.existing and d.existing.groups
+  if groups and groups[1] then
+    current = {}
+    for _, g in ipairs(groups) do
+      local gk = gl[g]
+      current[gk] = g
+      if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
+        st.managed_memberships = st.managed_memberships + 1
+      end
     end
   end
 
   local adds = {}
-  for gk, gname in pairs(want) do
-    if not current[gk] and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
+  for i = 1, n do
+    local gname = packed[i]
+    local gk = gl[gname]
+    if not (current and current[gk]) and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
   end
   table.sort(adds)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
   for _, g in ipairs(adds) do
     -- kind, subject, reason, why: add_mts
-    local mt = st.add_mts[why[gl[g]] or "mapping"]
+    local mt = st.add_mts[wanted_why(st, packed, gl[g]) or "mapping"]
     add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
+  if not current then return end
 
   local removes = {}
   for gk, gname in pairs(current) do
-    if not want[gk] then
+    if not wanted_why(st, packed, gk) then
       local owned = owned_m[gk] and owned_m[gk][key]
       if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
         removes[#removes + 1] = gname
