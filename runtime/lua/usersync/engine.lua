@@ -478,7 +478,11 @@ function Engine:plan_target(run, s, pol, src, tname)
   if not snap.complete then return unread_plan(tname, ttype, snap) end
 
   input.sink = sink_of(run, unconfirmed)
-  local p = plan.build(input)
+  local p
+  do -- streamed, the plan holds little but the garbage of its ops: a shorter GC pause
+    local _ <close> = input.sink and memory.pause(memory.STREAM_PAUSE) or nil
+    p = plan.build(input)
+  end
   self:hand_over(p, s, tname)
   if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
 
