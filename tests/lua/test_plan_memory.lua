@@ -420,6 +420,27 @@ test("a streamed plan never holds its ops: the live Lua heap while planning", fu
   t:ok(streamed_kb < whole_kb / 4, ("built: streamed %.0f KB, whole %.0f KB"):format(streamed_kb, whole_kb))
 end)
 
+test("usersync plan (streamed): an add or create repeated after a lost answer is marked ours in the plan file", function(t)
+  local world = require "support.world"
+  local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } },
+                   defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
+  local w <close> = world.small { sync = MANUAL, products = { "jira" } }
+  w.jira:faults{ fail_rate = 1, fail_status = 502, fail_path = "^/rest/api/2/group/user$" }
+  t:eq(w:usersync("sync").code, 1, "the adds failed")
+  w.jira:faults{}
+  local r = w:usersync("plan", "--json")
+  t:eq(r.code, 0, r.stderr)
+  local doc = assert(json.decode(r.stdout))
+  local ours, adds = 0, 0
+  for _, o in ipairs(doc.syncs[1].targets[1].ops) do
+    if o.kind == "add_member" then
+      adds = adds + 1
+      if o.ours == true then ours = ours + 1 end
+    end
+  end
+  t:ok(adds > 0 and ours == adds, ("%d of %d adds marked ours"):format(ours, adds))
+end)
+
 test("Policy:user_fields: the default policy's fields and the mapped ones; a custom user or groups hook needs its fields declared", function(t)
   local dir = os.tmpname(); os.remove(dir); assert(os.execute("mkdir -p " .. dir))
   local function pol(src)
