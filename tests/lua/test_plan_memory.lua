@@ -337,8 +337,9 @@ end
 
 test("a plan streamed into the spool: plan text, plan file, counts and safety as the whole plan's", function(t)
   local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
-  for _, leads in ipairs({ true, false }) do
-    for _, color in ipairs({ false, true }) do
+  for _, case in ipairs({ { leads = true, color = false }, { leads = false, color = true } }) do
+    local leads, color = case.leads, case.color
+    do
       local whole, spooled, sp, sunk = whole_and_spooled(3000, leads, { text = true, json = true, color = color })
       local wp, p = whole.syncs[1].targets[1], spooled.syncs[1].targets[1]
       t:ok(p.streamed and p.streamed.n == sunk and sunk > 3000, "ops streamed: " .. sunk)
@@ -383,7 +384,7 @@ test("a streamed plan never holds its ops: the live Lua heap while planning", fu
   -- The live heap (after a full collection), in KB above what the input
   -- holds: while a streamed plan adds its members (the sink, at each
   -- 2,000th op), and each plan once built (the whole one holds every op).
-  local n = 20000
+  local n = 10000
   local function measure(streamed)
     local input, leadmap, s = big_input(n, true)
     input.leads = nil -- the plan keeps its leavers (plan.hand_over below)
