@@ -254,6 +254,194 @@ test("spooled targets: plan text, plan file and safety as from the ops; only des
   end
 end)
 
+-- A plan input of n users with every kind of op: new accounts (creates,
+-- new-user groups), adopted ones, renames, updates, reactivations,
+-- memberships added and removed, leavers deactivated (some leading Jira
+-- projects: a hand-over, or a conflict), a failing user and conflicts.
+-- leads = false: p.leavers is left for plan.hand_over, as the engine reads them.
+local function big_input(n, leads)
+  local s = sync_entry { users = { create = true, update = true, deactivate = true, reactivate = true,
+                                   rename = true, project_lead = "svc" },
+                         groups = { mode = "manual", create_missing = true,
+                                    map = { Eng = { "devs", "eng" }, Ops = "ops", Sales = "sales" } } }
+  local ids = { "00gE", "00gO", "00gS" }
+  local groups = { ["00gE"] = { id = "00gE", type = "OKTA_GROUP", profile = { name = "Eng" } },
+                   ["00gO"] = { id = "00gO", type = "OKTA_GROUP", profile = { name = "Ops" } },
+                   ["00gS"] = { id = "00gS", type = "OKTA_GROUP", profile = { name = "Sales" } } }
+  local users, accounts, links, owned, leadmap = {}, {}, {}, { ["old-group"] = {}, devs = {} }, {}
+  for i = 1, n do
+    local id, login = ("00u%d"):format(i), ("user%d@example.com"):format(i)
+    local ug = { ids[i % 3 + 1] }
+    if i % 5 == 0 then ug[2] = ids[(i + 1) % 3 + 1] end
+    local status = i % 97 == 0 and "SUSPENDED" or "ACTIVE"
+    if i % 1000 == 500 then login = ("user%d@example.com"):format(i - 1) end -- a duplicate: a conflict
+    users[#users + 1] = user(id, login, ug, status)
+    local kind = i % 10
+    if kind == 1 then -- linked, in sync but for a group it left
+      accounts[#accounts + 1] = { name = login, display_name = login:match("^[^@]+"), email = login, active = true,
+                                  groups = { "okta-synced", "old-group" } }
+      links[id] = login
+      owned["old-group"][login] = "mapping"
+    elseif kind == 2 then -- linked under its old login: renamed
+      local old = ("old%d@example.com"):format(i)
+      accounts[#accounts + 1] = { name = old, display_name = "x", email = old, active = i % 4 ~= 0, groups = {} }
+      links[id] = old
+    elseif kind == 3 then -- an existing account of its name: adopted (some inactive: reactivated)
+      accounts[#accounts + 1] = { name = login, display_name = "old name", email = login, active = i % 6 ~= 3,
+                                  groups = { "devs" } }
+    end
+  end
+  for i = 1, n // 20 do -- leavers: linked accounts whose user left Okta
+    local name = ("gone%d@example.com"):format(i)
+    accounts[#accounts + 1] = { name = name, display_name = name, email = name, active = true, groups = { "devs" } }
+    links[("00ux%d"):format(i)] = name
+    owned.devs[name] = "mapping"
+    if i % 7 == 0 then leadmap[name] = { projects = { "P" .. i }, components = {} } end
+    if i % 49 == 0 then leadmap[name] = { projects = {}, components = { tostring(i) } } end -- no component lead: a conflict
+  end
+  -- a groups hook that fails for some users (new ones and adopted ones):
+  -- nothing is planned for them
+  local base = assert(policy.load(nil))
+  local pol = setmetatable({ groups = function(_, u, ...)
+    local i = tonumber(u.id:match("%d+$"))
+    if i % 250 == 7 or i % 250 == 13 then return nil, "groups hook failed for " .. u.id end
+    return base:groups(u, ...)
+  end }, { __index = base })
+  return {
+    sync = s, target = { name = "jira", type = "jira" }, policy = pol,
+    source = { users = users, groups = groups }, accounts = accounts, groups = { "okta-synced", "devs", "old-group" },
+    links = links, owned_memberships = owned, owned_groups = { devs = true }, single = true,
+    leads = leads ~= false and leadmap or nil,
+  }, leadmap, s
+end
+
+-- Builds the plan of big_input(n, leads) whole, and streamed into a spool
+-- (as `usersync plan` does): returns the run plans and the spool.
+local function whole_and_spooled(n, leads, opts)
+  local spool = require "usersync.spool"
+  local function run_plan(p)
+    return { syncs = { { name = "main", source = "okta", users_in_scope = n,
+                         read = { complete = true, problems = {} }, targets = { p } } } }
+  end
+  local input, leadmap, s = big_input(n, leads)
+  local whole = plan.build(input)
+  if whole.leavers then plan.hand_over(whole, leadmap, s) end
+  local sp = spool.new(opts)
+  input = big_input(n, leads)
+  local sunk = 0
+  input.sink = (function(sink) return function(o) sunk = sunk + 1; sink(o) end end)(sp:sink())
+  local p = plan.build(input)
+  if p.leavers then plan.hand_over(p, leadmap, s) end
+  return run_plan(whole), run_plan(p), sp, sunk
+end
+
+test("a plan streamed into the spool: plan text, plan file, counts and safety as the whole plan's", function(t)
+  local meta = { config = "usersync.conf.lua", created = "2026-01-01T00:00:00Z" }
+  for _, case in ipairs({ { leads = true, color = false }, { leads = false, color = true } }) do
+    local leads, color = case.leads, case.color
+    do
+      local whole, spooled, sp, sunk = whole_and_spooled(3000, leads, { text = true, json = true, color = color })
+      local wp, p = whole.syncs[1].targets[1], spooled.syncs[1].targets[1]
+      t:ok(p.streamed and p.streamed.n == sunk and sunk > 3000, "ops streamed: " .. sunk)
+      t:eq(sunk + #p.ops, #wp.ops, "every op, once")
+      t:same(p.counts, wp.counts); t:eq(p.deprovisions, wp.deprovisions)
+      for _, k in ipairs({ "create_group", "create_user", "link", "update_user", "rename_user", "reactivate_user",
+                           "add_member", "remove_member", "handover_lead", "deactivate_user" }) do
+        t:ok((wp.counts[k] or 0) > 0, "the plan has " .. k)
+      end
+      t:ok(#wp.conflicts >= 2 and #wp.errors >= 20 and #wp.notes > 0, "conflicts, policy errors and notes")
+      for _, o in ipairs(wp.ops) do
+        local i = tonumber((o.okta_id or "00u0"):match("%d+$"))
+        t:ok(not (o.okta_id and o.okta_id:match("^00u%d") and (i % 250 == 7 or i % 250 == 13)),
+          "nothing planned for a user whose hook failed")
+      end
+      for i, o in ipairs(p.ops) do
+        t:eq(o.seq, sunk + i, "the ops kept are numbered after those streamed")
+        t:eq(o.kind, wp.ops[sunk + i].kind)
+      end
+      sp:take(p)
+      t:eq(p.spooled.n, #wp.ops)
+      t:eq(report.plan_text(spooled, { color = color }), report.plan_text(whole, { color = color }))
+      t:eq(planfile.encode(spooled, meta), planfile.encode(whole, meta))
+      t:same({ report.safety(spooled) }, { report.safety(whole) })
+      spooled.syncs[1].limits = { max_deprovision = 1, max_membership_removals = 1 }
+      whole.syncs[1].limits = spooled.syncs[1].limits
+      t:same({ report.safety(spooled) }, { report.safety(whole) }, "limits: stopped alike")
+      sp:close()
+    end
+  end
+  -- the plan file alone (--out without the text), and the text alone
+  for _, opts in ipairs({ { json = true }, { text = true } }) do
+    local whole, spooled, sp = whole_and_spooled(500, true, opts)
+    sp:take(spooled.syncs[1].targets[1])
+    if opts.json then t:eq(planfile.encode(spooled, meta), planfile.encode(whole, meta)) end
+    if opts.text then t:eq(report.plan_text(spooled), report.plan_text(whole)) end
+    sp:close()
+  end
+end)
+
+test("a streamed plan never holds its ops: the live Lua heap while planning", function(t)
+  -- The live heap (after a full collection), in KB above what the input
+  -- holds: while a streamed plan adds its members (the sink, at each
+  -- 2,000th op), and each plan once built (the whole one holds every op).
+  local n = 10000
+  local function measure(streamed)
+    local input, leadmap, s = big_input(n, true)
+    input.leads = nil -- the plan keeps its leavers (plan.hand_over below)
+    collectgarbage(); collectgarbage()
+    local base, samples, calls = collectgarbage("count"), {}, 0
+    if streamed then
+      input.sink = function(o)
+        calls = calls + 1
+        if calls % 2000 == 0 and o.kind == "add_member" then
+          collectgarbage()
+          samples[#samples + 1] = collectgarbage("count") - base
+        end
+      end
+    end
+    local p = plan.build(input)
+    plan.hand_over(p, leadmap, s)
+    collectgarbage()
+    return collectgarbage("count") - base, p, samples
+  end
+  local whole_kb, whole = measure(false)
+  local streamed_kb, p, samples = measure(true)
+  local whole_n = #whole.ops
+  t:eq(p.streamed.n + #p.ops, whole_n)
+  t:ok(whole_n > 4 * n, "a large plan: " .. whole_n .. " ops")
+  t:ok(#p.ops < whole_n / 10, "the streamed plan kept " .. #p.ops .. " ops")
+  t:ok(#samples >= 10, #samples .. " samples while adding members")
+  io.write(("# %d ops; live heap streaming the members %.0f KB first, %.0f KB last; built: streamed %.0f KB, whole %.0f KB\n")
+    :format(whole_n, samples[1], samples[#samples], streamed_kb, whole_kb))
+  -- adding members holds no more as it goes (each account's wanted groups
+  -- are dropped; the ops are not kept): a plan that kept them would grow
+  -- by the whole plan's ops
+  t:ok(samples[#samples] <= samples[1],
+    ("live heap while streaming the members: %.0f KB first, %.0f KB last"):format(samples[1], samples[#samples]))
+  t:ok(streamed_kb < whole_kb / 4, ("built: streamed %.0f KB, whole %.0f KB"):format(streamed_kb, whole_kb))
+end)
+
+test("usersync plan (streamed): an add or create repeated after a lost answer is marked ours in the plan file", function(t)
+  local world = require "support.world"
+  local MANUAL = { groups = { mode = "manual", map = { Engineering = { "developers" }, Ops = { "operations" } } },
+                   defaults = { new_users = { "new-hires" }, all_users = { "okta-synced" } } }
+  local w <close> = world.small { sync = MANUAL, products = { "jira" } }
+  w.jira:faults{ fail_rate = 1, fail_status = 502, fail_path = "^/rest/api/2/group/user$" }
+  t:eq(w:usersync("sync").code, 1, "the adds failed")
+  w.jira:faults{}
+  local r = w:usersync("plan", "--json")
+  t:eq(r.code, 0, r.stderr)
+  local doc = assert(json.decode(r.stdout))
+  local ours, adds = 0, 0
+  for _, o in ipairs(doc.syncs[1].targets[1].ops) do
+    if o.kind == "add_member" then
+      adds = adds + 1
+      if o.ours == true then ours = ours + 1 end
+    end
+  end
+  t:ok(adds > 0 and ours == adds, ("%d of %d adds marked ours"):format(ours, adds))
+end)
+
 test("Policy:user_fields: the default policy's fields and the mapped ones; a custom user or groups hook needs its fields declared", function(t)
   local dir = os.tmpname(); os.remove(dir); assert(os.execute("mkdir -p " .. dir))
   local function pol(src)

@@ -1006,7 +1006,7 @@ function commands.plan(args)
   local sp <close> = not opts.user and require("usersync.spool").new{
     text = not opts.json, json = opts.json or opts.out, color = out.color_out } or nil
   local run_plan, err, ecode = e:plan{ user = opts.user, sync = opts.sync, targets = opts.target and targets,
-    on_target = sp and function(tp) sp:take(tp) end }
+    on_target = sp and function(tp) sp:take(tp) end, sink = sp and function() return sp:sink() end }
   finish_engine(e, "plan")
   if not run_plan and core.interrupted() then return interrupted("plan", "nothing was planned") end
   if not run_plan then eprint("usersync plan: " .. err); return ecode or EXIT_FAILED end

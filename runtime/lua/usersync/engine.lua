@@ -174,6 +174,9 @@ end
 -- only these targets of the entries) }.
 -- opts.lock (sync, apply): lock the entries first (lock_entries); apply
 -- releases them. A lock held by another run: nil, message, exit 1, "ELOCKED".
+-- opts.on_target(p) (a plan of one entry): called with each target's plan
+-- once planned; opts.sink() then gives the next target's op sink (see
+-- plan.build's input.sink; usersync.spool).
 -- With user(s) only those Okta users are read and planned, and each target
 -- is read only for their accounts (snapshot.read_for).
 -- Returns run_plan = { syncs = { ... } } | nil, message, exit code.
@@ -427,14 +430,24 @@ end
 
 -- Repeats of creates and adds whose earlier request was not confirmed (it
 -- may still land): an "already" answer is then usersync's own.
+local function mark_one(o, unconfirmed)
+  if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
+      and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
+    rawset(o, "ours", true)
+  end
+end
+
 local function mark_ours(p, unconfirmed)
   if not (unconfirmed and next(unconfirmed)) then return end
-  for _, o in ipairs(p.ops) do
-    if (o.kind == "create_user" or o.kind == "add_member") and o.okta_id
-        and unconfirmed[state.intent_key(o.kind, o.okta_id, o.group)] then
-      rawset(o, "ours", true)
-    end
-  end
+  for _, o in ipairs(p.ops) do mark_one(o, unconfirmed) end
+end
+
+-- `usersync plan` of one entry streams a target's ops to its spool as they
+-- are planned (run.opts.sink, plan.build's input.sink), marked first.
+local function sink_of(run, unconfirmed)
+  local sink = run.single and run.opts.on_target and run.opts.sink and run.opts.sink()
+  if not sink or not (unconfirmed and next(unconfirmed)) then return sink end
+  return function(o) mark_one(o, unconfirmed); sink(o) end
 end
 
 -- Reads target tname and plans entry s on it. Returns the plan, or nil,
@@ -464,7 +477,12 @@ function Engine:plan_target(run, s, pol, src, tname)
   snap = snapshot.complete(self, tname, snap, input)
   if not snap.complete then return unread_plan(tname, ttype, snap) end
 
-  local p = plan.build(input)
+  input.sink = sink_of(run, unconfirmed)
+  local p
+  do -- streamed, the plan holds little but the garbage of its ops: a shorter GC pause
+    local _ <close> = input.sink and memory.pause(memory.STREAM_PAUSE) or nil
+    p = plan.build(input)
+  end
   self:hand_over(p, s, tname)
   if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
 

@@ -25,6 +25,7 @@
 --     new_accounts = { ["bob"] = "00u2" },     -- accounts still to onboard (ours, or returning)
 --     returning = { ["00u2"] = { "stash-users" } },  -- groups to give back to a returning account
 --     single = true,                           -- optional: the run's only sync entry (see below)
+--     sink = function(op) ... end,             -- optional: streams the ops (see below)
 --   }
 --   -- p.ops: ordered operations; p.conflicts, p.errors, p.notes; p.counts;
 --   -- p.mapped_keys: lowercase account names the sync's users map to;
@@ -32,11 +33,19 @@
 --   -- p.active_keys: lowercase accounts mapped as active. These three are for
 --   -- the other sync entries of a run and are empty with input.single.
 --
+-- With input.sink the plan never holds a target's ops at once (a
+-- 100,000-user first plan has half a million): sink(op) is called with
+-- each op in plan order, seq set, up to the last add_member; p.ops holds
+-- the rest (the kinds after add_member), numbered on, and p.streamed =
+-- { n = ops given to the sink, counts = theirs by kind }; p.counts counts
+-- them all. Such a plan is the run's only entry's (merge cannot rewrite
+-- it): usersync.spool writes the sunk ops out as they come.
+--
 -- Source users carry `groups`, a list of Okta group ids. Account and group
 -- names compare case-insensitively, as the Atlassian products do.
 --
 -- Operation: { kind, target, subject, reason, okta_id?, ... } (target, the
--- reason of create_user and add_member, and add_member's kind and subject
+-- reason, kind and subject of create_user and add_member
 -- come from the op's metatable, for memory; pairs() lists them all the
 -- same, and plan.plain(op) copies every field) where kind is one of (in
 -- plan order):
@@ -134,7 +143,9 @@ local function by_group_name(a, b) return a.profile.name < b.profile.name end
 -- 4 doubles a table: every op reads `target`, and the reason of the bulk
 -- kinds (LAZY_REASON), from a metatable; an add_member op also its kind,
 -- subject (= name) and why, so it holds 4 fields (group, name, okta_id,
--- seq). The metatables' __pairs lists those fields too, after the op's own.
+-- seq), and a create_user op its kind and subject (= name), so it holds 4
+-- until it is numbered (name, display_name, email, okta_id). The
+-- metatables' __pairs lists those fields too, after the op's own.
 
 -- A __pairs that walks o's own fields, then the fields named in `given`
 -- that the metatable answers (and o does not hold itself).
@@ -192,7 +203,17 @@ local function op_metatables(target_name, login_of)
     }
   end
 
-  return op_mt, add_mts
+  local create_mt = {
+    __index = function(o, k)
+      if k == "kind" then return "create_user" end
+      if k == "subject" then return rawget(o, "name") end
+      if k == "target" then return target_name end
+      if k == "reason" then return LAZY_REASON.create_user(o, login_of[rawget(o, "okta_id")]) end
+    end,
+    __pairs = pairs_with({ "kind", "subject", "target", "reason" }),
+  }
+
+  return op_mt, add_mts, create_mt
 end
 
 -- Lowercase group names, each computed once per plan (a table lookup
@@ -260,15 +281,41 @@ local function new_state(input)
   end
   for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
-  st.op_mt, st.add_mts = op_metatables(input.target.name, st.login_of)
+  st.op_mt, st.add_mts, st.create_mt = op_metatables(input.target.name, st.login_of)
   return st
 end
 
-local function add_op(st, o, mt)
-  -- an account the service knows by an id (SCIM) is addressed by it
+-- Op o with its metatable (op_mt unless given) and, for an account the
+-- service knows by an id (SCIM), that id.
+local function make_op(st, o, mt)
   local a = st.has_ids and o.id == nil and st.accounts[lower(o.name or o.from or "")]
   if a and a.id then o.id = a.id end
-  setmetatable(o, mt or st.op_mt)
+  return setmetatable(o, mt or st.op_mt)
+end
+
+-- The create_user op of account acct for Okta user okta_id (its kind,
+-- subject and reason: create_mt).
+local function create_op(st, acct, okta_id)
+  return make_op(st, { name = acct.name, display_name = acct.display_name, email = acct.email,
+                       okta_id = okta_id }, st.create_mt)
+end
+
+-- Streaming (input.sink, a function): the ops of the phases before the
+-- memberships (they rank before add_member) go to the sink in plan order
+-- when that phase starts (stream_start), each add_member as it is planned
+-- (`streams`), and the rest, which rank after, stay in st.ops. st.sent:
+-- how many went, st.sent_counts their counts by kind. Until then the
+-- accounts to create are held as their m in st.creates, not as ops.
+local function add_op(st, o, mt, streams)
+  make_op(st, o, mt)
+  if streams and st.sent then
+    local n = st.sent + 1
+    st.sent, o.seq = n, n
+    local k = o.kind
+    st.sent_counts[k] = (st.sent_counts[k] or 0) + 1
+    st.input.sink(o)
+    return o
+  end
   st.ops[#st.ops + 1] = o
   return o
 end
@@ -352,6 +399,7 @@ local function map_users(st)
         :format(table.concat(logins, ", "), name))
     end
   end
+  st.by_name = nil -- read by no later phase
 end
 
 -- The account a link names: by the service's id where the link has one
@@ -446,8 +494,12 @@ local function adopt_or_create(st, m, acct, key)
     return false
   end
   st.login_of[u.id] = m.login
-  add_op(st, { kind = "create_user", subject = acct.name, name = acct.name, -- reason: LAZY_REASON
-               display_name = acct.display_name, email = acct.email, okta_id = u.id })
+  if st.input.sink then -- streamed: made from m.account (= acct) when sent
+    st.creates = st.creates or {}
+    st.creates[#st.creates + 1] = m
+  else
+    st.ops[#st.ops + 1] = create_op(st, acct, u.id)
+  end
   return true, nil, true
 end
 
@@ -497,11 +549,51 @@ local function fail_user(st, m, message)
   policy_error(st, m.user.id, m.login, message)
   local ops, id = st.ops, m.user.id
   for i = #ops, 1, -1 do if ops[i].okta_id == id then table.remove(ops, i) end end
+  local creates = st.creates
+  if creates and creates[#creates] == m then creates[#creates] = nil end
+end
+
+-- An account's wanted groups, held until its memberships are planned (two
+-- small tables per account cost a 100,000-user plan ~35 MB): one list of
+-- the group names and a last string of one letter per group, why it is
+-- wanted (WHY_CODE). unpack_wants gives back want (lowercase group ->
+-- name) and why (lowercase group -> "mapping", "default" or "new_user").
+local WHY_CODE = { mapping = "m", default = "d", new_user = "n" }
+local WHY_OF = { m = "mapping", d = "default", n = "new_user" }
+
+local function pack_wants(want, why)
+  local list, codes, n = {}, {}, 0
+  for gk, gname in pairs(want) do
+    n = n + 1
+    list[n], codes[n] = gname, WHY_CODE[why[gk]]
+  end
+  list[n + 1] = table.concat(codes)
+  return { table.unpack(list, 1, n + 1) } -- no room to spare
+end
+
+local function unpack_wants(st, packed)
+  local want, why, gl = {}, {}, st.glower
+  local n = #packed - 1
+  local codes = packed[n + 1]
+  for i = 1, n do
+    local gname = packed[i]
+    local gk = gl[gname]
+    want[gk], why[gk] = gname, WHY_OF[codes:sub(i, i)]
+  end
+  return want, why
+end
+
+-- Why lowercase group gk is in packed wants, or nil when it is not.
+local function wanted_why(st, packed, gk)
+  local n, gl = #packed - 1, st.glower
+  for i = 1, n do
+    if gl[packed[i]] == gk then return WHY_OF[packed[n + 1]:sub(i, i)] end
+  end
 end
 
 -- Phase 2d: the groups an active user should be in (group rules, then the
 -- defaults), each with why it is wanted. Sets m.account, m.existing,
--- m.want (lowercase group -> name) and m.why, and st.desired[key] = m.
+-- st.desired[key] = m and st.wants[key] (pack_wants).
 local function desire_groups(st, m, acct, key, existing, is_new)
   local u, pol, ctx = m.user, st.pol, st.ctx
   local ugroups = {}
@@ -551,8 +643,8 @@ local function desire_groups(st, m, acct, key, existing, is_new)
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
   end
 
-  m.account, m.existing, m.want, m.why = acct, existing, want, why
-  st.desired[key] = m
+  m.account, m.existing = acct, existing
+  st.desired[key], st.wants[key] = m, pack_wants(want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
 end
 
@@ -582,12 +674,13 @@ local function match_user(st, m)
     desire_groups(st, m, acct, key, existing, is_new)
   elseif m.deactivate then
     m.account, m.existing = acct, existing -- m.deactivate is set
-    st.desired[key] = m
+    st.desired[key], st.wants[key] = m, nil
   end
 end
 
 local function match_accounts(st)
   local only = st.input.only
+  st.wants = {} -- lowercase account -> its wanted groups (pack_wants)
   for _, m in ipairs(st.mapped) do
     if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end
   end
@@ -651,32 +744,41 @@ end
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
   local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
+  local packed = st.wants[key] -- read in place: no tables per account but the adds
+  local n = #packed - 1
   local name = d.account.name
 
-  local current = {}
-  for _, g in ipairs(d.existing and d.existing.groups or {}) do
-    local gk = gl[g]
-    current[gk] = g
-    if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
-      st.managed_memberships = st.managed_memberships + 1
+  local current
+  local groups = d.existing and d.existing.groups
+  if groups and groups[1] then
+    current = {}
+    for _, g in ipairs(groups) do
+      local gk = gl[g]
+      current[gk] = g
+      if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
+        st.managed_memberships = st.managed_memberships + 1
+      end
     end
   end
 
   local adds = {}
-  for gk, gname in pairs(d.want) do
-    if not current[gk] and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
+  for i = 1, n do
+    local gname = packed[i]
+    local gk = gl[gname]
+    if not (current and current[gk]) and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
   end
   table.sort(adds)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
   for _, g in ipairs(adds) do
     -- kind, subject, reason, why: add_mts
-    local mt = st.add_mts[d.why[gl[g]] or "mapping"]
-    add_op(st, { group = g, name = name, okta_id = d.user.id }, mt)
+    local mt = st.add_mts[wanted_why(st, packed, gl[g]) or "mapping"]
+    add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
+  if not current then return end
 
   local removes = {}
   for gk, gname in pairs(current) do
-    if not d.want[gk] then
+    if not wanted_why(st, packed, gk) then
       local owned = owned_m[gk] and owned_m[gk][key]
       if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
         removes[#removes + 1] = gname
@@ -696,15 +798,50 @@ end
 -- memberships this entry manages in the target now (of its mapped
 -- accounts, in groups it manages or memberships it added): the base of
 -- limits.max_membership_removals as a percentage.
+local order
+local function stream_start(st)
+  local sink = st.input.sink
+  if not sink then return end
+  local add = RANK.add_member
+  -- plan order as order() has it, each op numbered only as it goes (a
+  -- number makes a 4-field op twice the size) and let go once sent
+  local buckets = {}
+  for _, o in ipairs(st.ops) do
+    local r = RANK[o.kind]
+    assert(r < add and o.kind ~= "create_user", "plan: an op out of place before the memberships")
+    local b = buckets[r]
+    if not b then b = {}; buckets[r] = b end
+    b[#b + 1] = o
+  end
+  st.ops = {}
+  local creating = RANK.create_user
+  buckets[creating], st.creates = st.creates, nil
+  local n, counts = 0, {}
+  for r = 1, add - 1 do
+    local b = buckets[r]
+    for i = 1, b and #b or 0 do
+      local o = b[i]
+      b[i] = false
+      if r == creating then o = create_op(st, o.account, o.user.id) end
+      n = n + 1
+      o.seq = n
+      counts[o.kind] = (counts[o.kind] or 0) + 1
+      sink(o)
+    end
+  end
+  st.sent, st.sent_counts = n, counts
+end
+
 local function memberships(st)
+  stream_start(st)
   st.keys = sorted_keys(st.desired)
   -- The run's only entry shares no wanted groups (result): each account's
-  -- are dropped once its ops are planned (100,000 accounts hold ~50 MB).
+  -- are dropped once its ops are planned (100,000 accounts hold ~20 MB).
   local single = st.input.single
   for _, key in ipairs(st.keys) do
     local d = st.desired[key]
     if not d.deactivate then account_memberships(st, key, d) end
-    if single then d.want, d.why = nil, nil end
+    if single then st.wants[key] = nil end
   end
 end
 
@@ -848,8 +985,9 @@ end
 -- Plan order: by the kind's rank, stable within a rank (the place in
 -- `ops` so far). A counting sort, one pass: table.sort with a comparator
 -- was over a quarter of a 10,000-user first sync's Lua work. Renumbers seq
--- and returns the counts by kind.
-local function order(ops)
+-- and returns the counts by kind. streamed (a streamed plan's p.streamed:
+-- { n, counts }): the ops already given to the sink, which come first.
+function order(ops, streamed)
   local buckets, ranks = {}, {}
   for _, o in ipairs(ops) do
     local r = RANK[o.kind] or math.huge
@@ -863,12 +1001,14 @@ local function order(ops)
   end
   table.sort(ranks)
 
-  local counts, i = {}, 0
+  local counts, base = {}, streamed and streamed.n or 0
+  for k, n in pairs(streamed and streamed.counts or {}) do counts[k] = n end
+  local i = 0
   for _, r in ipairs(ranks) do
     for _, o in ipairs(buckets[r]) do
       i = i + 1
       ops[i] = o
-      o.seq = i
+      o.seq = base + i
       counts[o.kind] = (counts[o.kind] or 0) + 1
     end
   end
@@ -879,19 +1019,18 @@ end
 -- run need (engine.lua, multiple sources); input.single (the only entry
 -- planned) leaves those empty.
 local function result(st)
-  local counts = order(st.ops)
+  local streamed = st.sent and { n = st.sent, counts = st.sent_counts } or nil
+  local counts = order(st.ops, streamed)
   local mapped_keys = {}
-  local wanted = {}   -- lowercase account -> lowercase group -> group name (shared, read-only)
+  local wanted = {}   -- lowercase account -> lowercase group -> group name
   local active_keys = {}
   if not st.input.single then
     for _, m in ipairs(st.mapped) do
       if not m.conflict then mapped_keys[#mapped_keys + 1] = m.key end
     end
-    for k, d in pairs(st.desired) do
-      if d.want then
-        wanted[k] = d.want
-        active_keys[k] = true
-      end
+    for k, packed in pairs(st.wants) do
+      wanted[k] = (unpack_wants(st, packed))
+      active_keys[k] = true
     end
   end
 
@@ -903,6 +1042,7 @@ local function result(st)
     mapped_keys = mapped_keys, new_ids = st.new_ids, wanted = wanted, active_keys = active_keys,
     incomplete = st.group_errors or nil,
     leavers = st.leavers[1] and st.leavers or nil,
+    streamed = streamed,
   }
 end
 
@@ -930,7 +1070,7 @@ function M.hand_over(p, leads, sync)
   if not p.leavers then return p end
   hand_over(p, leads, sync.users or {})
   p.leavers = nil
-  p.counts = order(p.ops)
+  p.counts = order(p.ops, p.streamed)
   return p
 end
 
@@ -944,6 +1084,7 @@ end
 
 -- Recomputes p.counts and p.deprovisions after ops were dropped.
 function M.recount(p)
+  assert(not p.streamed, "plan.recount: a streamed plan does not hold all its ops")
   local counts, dep = {}, 0
   for i, o in ipairs(p.ops) do
     o.seq = i

@@ -164,13 +164,31 @@ end
 -- SLICE ops. usersync.spool writes them as soon as the target is planned.
 M.OPS_INDENT = 10 -- syncs[i].targets[j].ops
 function M.write_ops(ops, write, key_indent)
-  if #ops == 0 then write("[]"); return end
+  local w = M.ops_writer(write, key_indent)
+  for _, o in ipairs(ops) do w:add(o) end
+  w:finish()
+end
+
+-- The same, an op at a time: w:add(op) for each op in order, then
+-- w:finish(). Holds SLICE ops at most (usersync.spool, a streamed plan).
+function M.ops_writer(write, key_indent)
   local depth = key_indent // ENC.indent + 1 -- the elements: one level deeper than the key
-  write("[")
-  for i = 1, #ops, SLICE do
-    write((i > 1 and "," or "") .. ops_slice(ops, i, math.min(i + SLICE - 1, #ops), depth))
+  local buf, n, written = {}, 0, false
+  local function flush()
+    write((written and "," or "[") .. ops_slice(buf, 1, n, depth))
+    buf, n, written = {}, 0, true
   end
-  write("\n" .. (" "):rep(key_indent) .. "]")
+  return {
+    add = function(_, o)
+      n = n + 1
+      buf[n] = o
+      if n == SLICE then flush() end
+    end,
+    finish = function()
+      if n > 0 then flush() end
+      write(written and ("\n" .. (" "):rep(key_indent) .. "]") or "[]")
+    end,
+  }
 end
 
 -- The same text as one string (what write writes), gathered in chunks of

@@ -107,16 +107,40 @@ end
 -- The lines of one target's plan in write_plan_text (from the blank line
 -- before its heading to its last note), written with write(s) line by line.
 -- usersync.spool writes them as soon as the target is planned.
+-- (Its three parts, write_target_head, write_op per op and
+-- write_target_tail, are what usersync.spool writes of a plan streamed.)
 function M.write_target_text(tp, write, opts)
-  local color = opts and opts.color
-  local function sign(s) return color and (SIGN_COLOR[s] .. s .. RESET) or s end
+  M.write_target_head(tp, write)
+  for _, o in ipairs(tp.ops) do M.write_op(o, write, opts) end
+  M.write_target_tail(tp, write, opts)
+end
+
+-- A sign, coloured with opts.color (an adoption's "=" has no colour).
+local function colored(s, opts)
+  local c = opts and opts.color and SIGN_COLOR[s]
+  return c and (c .. s .. RESET) or s
+end
+
+local function sign_of(opts)
+  return function(s) return colored(s, opts) end
+end
+
+-- The blank line and the heading of a target (its counts).
+function M.write_target_head(tp, write)
+  write("\n")
+  write(("  %s (%s): %s\n"):format(tp.target, tp.target_type, count_line(tp.counts)))
+end
+
+-- The line of one operation.
+function M.write_op(o, write, opts)
+  local l = LABEL[o.kind]
+  write(("    %s %-16s %s  (%s)\n"):format(colored(l[1], opts), l[2], plan_object(o), o.reason or ""))
+end
+
+-- Its conflicts, read error, policy errors and notes.
+function M.write_target_tail(tp, write, opts)
+  local sign = sign_of(opts)
   local function w(fmt, ...) write((select("#", ...) > 0 and fmt:format(...) or fmt) .. "\n") end
-  w("")
-  w("  %s (%s): %s", tp.target, tp.target_type, count_line(tp.counts))
-  for _, o in ipairs(tp.ops) do
-    local l = LABEL[o.kind]
-    w("    %s %-16s %s  (%s)", sign(l[1]), l[2], plan_object(o), o.reason or "")
-  end
   for _, c in ipairs(tp.conflicts) do w("    %s conflict         %s", sign("!"), c.message) end
   if tp.read_error then w("    %s read failed      %s", sign("!"), tp.read_error) end
   for _, e in ipairs(tp.errors) do w("    %s error            %s: %s", sign("!"), e.subject or "?", e.message) end
