@@ -844,6 +844,24 @@ static int dispatch(us_http *e) {
   return n;
 }
 
+/* Whether a request waits in a host's queue. */
+static int any_ready(const us_http *e) {
+  for (const struct host *ho = e->hosts; ho; ho = ho->next)
+    if (ho->ready.head)
+      return 1;
+  return 0;
+}
+
+void us_http_flush(us_http *e) {
+  int running;
+  if (!any_ready(e))
+    return;
+  pipe_hold(e);
+  start_ready(e);
+  curl_multi_perform(e->multi, &running);
+  pipe_release(e);
+}
+
 static int step(us_http *e) {
   int running;
   pipe_hold(e);
@@ -856,7 +874,12 @@ static int step(us_http *e) {
     curl_multi_perform(e->multi, &running);
   }
   pipe_release(e);
-  return dispatch(e);
+  int n = dispatch(e);
+  /* what the callbacks submitted (a next page, the next operation in a
+  ** freed slot) goes out now, not after the caller's work on these */
+  if (n > 0)
+    us_http_flush(e);
+  return n;
 }
 
 /* Milliseconds until the next timer, or -1 if none. */
