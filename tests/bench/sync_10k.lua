@@ -34,8 +34,12 @@
 --
 -- Printed for each run: wall time, requests by kind per product (method +
 -- path, id-like segments folded to {id}), the floor and wall/floor, the
--- peak RSS of the usersync process (/usr/bin/time -v), and the writes of
--- the re-sync (the script fails when there is any).
+-- peak RSS of the usersync process (/usr/bin/time -v), the writes of
+-- the re-sync (the script fails when there is any), and a timeline from the
+-- simulators' request logs: when the Okta read ended and when each target's
+-- reads and writes began and ended (before the first write: reading,
+-- planning, printing the plan and recording it). BENCH_LOGS=DIR keeps each
+-- simulator's request log per run (DIR/{run}-{product}.json).
 --
 -- THE FLOOR. The engine works in two overlapped phases: the reads (the
 -- Okta read and every target's snapshot at once: engine.lua plan starts
