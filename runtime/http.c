@@ -844,41 +844,29 @@ static int dispatch(us_http *e) {
   return n;
 }
 
-/* Whether a request waits in a host's queue. */
-static int any_ready(const us_http *e) {
-  for (const struct host *ho = e->hosts; ho; ho = ho->next)
-    if (ho->ready.head)
-      return 1;
-  return 0;
-}
-
-void us_http_flush(us_http *e) {
-  int running;
-  if (!any_ready(e))
-    return;
-  pipe_hold(e);
-  start_ready(e);
-  curl_multi_perform(e->multi, &running);
-  pipe_release(e);
-}
-
+/* One turn of the loop: starts what may start, lets curl work, collects
+** the finished transfers and runs their callbacks. When something finished,
+** what its callbacks submitted (a target's next page or operation in the
+** freed slot) and what waited for a slot start in the same turn, so they
+** are on the wire before the caller works on the results (one
+** curl_multi_perform more per turn with completions, as before the
+** callbacks, not after them: each perform checks every transfer). */
 static int step(us_http *e) {
   int running;
   pipe_hold(e);
   wake_due(e);
   start_ready(e);
   curl_multi_perform(e->multi, &running);
-  if (collect(e) > 0) {
+  int finished = collect(e);
+  pipe_release(e);
+  int n = dispatch(e);
+  if (finished > 0) {
+    pipe_hold(e);
     wake_due(e);
     start_ready(e);
     curl_multi_perform(e->multi, &running);
+    pipe_release(e);
   }
-  pipe_release(e);
-  int n = dispatch(e);
-  /* what the callbacks submitted (a next page, the next operation in a
-  ** freed slot) goes out now, not after the caller's work on these */
-  if (n > 0)
-    us_http_flush(e);
   return n;
 }
 

@@ -229,11 +229,6 @@ const struct us_http_response *us_http_result(const us_http_req *h);
 ** (0: don't wait) for activity or a timer, collects finished transfers and
 ** runs callbacks. Returns the number of unfinished requests. */
 int us_http_run_once(us_http *e, long timeout_ms);
-/* Starts the requests that may start (a free slot, no timer) and sends what
-** curl can send now, without waiting, collecting or running callbacks: a
-** request submitted while the caller goes on to other work is on the wire
-** meanwhile. */
-void us_http_flush(us_http *e);
 /* Drives until every handle in hs[0..n) is done (callbacks run), or
 ** timeout_ms passes (<0: no limit). Returns how many are still unfinished. */
 size_t us_http_wait(us_http *e, us_http_req *const *hs, size_t n, long timeout_ms);
