@@ -529,7 +529,10 @@ typedef struct {
   char err[160];
   char path[200];
   size_t pathlen;
+  int busy; /* an encode is using it (json_encode) */
 } jenc;
+
+static const char jenc_key = 'j'; /* registry key (its address) of a state's jenc */
 
 static void enc_reserve(jenc *e, size_t k) {
   if (e->n + k <= e->cap)
@@ -937,10 +940,40 @@ static int json_encode(lua_State *L) {
     sort_keys = lua_toboolean(L, -1);
   }
   lua_settop(L, 1);
-  /* Too big for the C stack with tables[]: lives in a userdata (index 2). */
-  jenc *e = lua_newuserdatauv(L, sizeof *e, 0);
-  memset(e, 0, sizeof *e);
+  /* Too big for the C stack with tables[] (8 KB): one per Lua state, kept
+  ** in the registry and reused (an 8 KB allocation and clearing per call
+  ** cost more than encoding a small object). An encode never calls Lua,
+  ** but a collection step it triggers may run a finalizer that encodes:
+  ** while one is in use (busy) such a nested call gets a fresh one. Always
+  ** at index 2. */
+  jenc *e = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &jenc_key) == LUA_TUSERDATA) {
+    e = lua_touserdata(L, -1);
+    if (e->busy)
+      e = NULL;
+  }
+  if (!e) {
+    lua_pop(L, 1);
+    e = lua_newuserdatauv(L, sizeof *e, 0);
+    e->busy = 0;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &jenc_key) == LUA_TNIL) { /* the first: kept */
+      lua_pushvalue(L, -2);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &jenc_key);
+    }
+    lua_pop(L, 1);
+  }
+  /* busy from here: the allocations below may run finalizers (a
+  ** collection step). A Lua error inside leaves it busy: the next calls
+  ** get a fresh one. */
+  e->busy = 1;
+  /* every field but tables[] (written at a depth before it is read) */
   e->L = L;
+  e->buf = NULL;
+  e->n = 0;
+  e->depth = 0;
+  e->err[0] = '\0';
+  e->path[0] = '\0';
+  e->pathlen = 0;
   e->indent = indent;
   e->sort_keys = sort_keys;
   e->cap = 256;
@@ -958,9 +991,11 @@ static int json_encode(lua_State *L) {
     else
       lua_pushfstring(L, "json: %s", e->err);
     lua_pushliteral(L, "EJSON");
+    e->busy = 0; /* (after the pushes: they allocate too) */
     return 3;
   }
   lua_pushlstring(L, e->buf, e->n);
+  e->busy = 0;
   return 1;
 }
 

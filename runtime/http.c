@@ -16,6 +16,7 @@
 ** gives curl_multi_poll(), so other transfers keep running.
 */
 #include <ctype.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,9 @@
 #endif
 
 enum req_state { ST_READY, ST_SLEEP, ST_ACTIVE, ST_DONEQ, ST_DONE, ST_DETACHED };
+
+/* How many idle easy handles an engine keeps for reuse. */
+#define IDLE_EASY 64
 
 /* A growable list of owned name/value pairs. */
 struct hlist {
@@ -102,9 +106,56 @@ struct us_http {
   us_http_req *all;                   /* every handle not yet released */
   int pending;                        /* READY + SLEEP + ACTIVE */
   uint64_t rng;
+  /* easy handles of finished attempts, reset, for the next attempts: a
+  ** fresh handle per attempt cost its allocations (receive buffer
+  ** included) every time */
+  CURL *idle[IDLE_EASY];
+  int nidle;
+  /* SIGPIPE ignored while curl runs (pipe_hold): nesting depth, the
+  ** disposition to restore, whether it was changed */
+  int pipe_depth, pipe_changed;
+  struct sigaction pipe_old;
 };
 
 /* ---------- small utilities ---------- */
+
+/* SIGPIPE. A write to a connection the server closed must not end the
+** process: curl's own socket writes use MSG_NOSIGNAL where the system has
+** it, but a TLS library's may not. Left to itself (CURLOPT_NOSIGNAL 0) curl
+** ignores SIGPIPE around each transfer on every call into it (three
+** sigaction calls per transfer in flight per curl_multi_perform); instead
+** the handles say NOSIGNAL and the engine ignores SIGPIPE once around each
+** stretch of curl calls (a step of the loop, a transfer stopped, the
+** engine freed) and restores it after, so a write to a closed stdout
+** outside them ends the process as before. pipe_hold nests. */
+static void pipe_hold(us_http *e) {
+  if (e->pipe_depth++ > 0)
+    return;
+  struct sigaction ign;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  e->pipe_changed = sigaction(SIGPIPE, &ign, &e->pipe_old) == 0 && e->pipe_old.sa_handler != SIG_IGN;
+}
+
+static void pipe_release(us_http *e) {
+  if (--e->pipe_depth > 0)
+    return;
+  if (e->pipe_changed)
+    sigaction(SIGPIPE, &e->pipe_old, NULL);
+  e->pipe_changed = 0;
+}
+
+/* Whether curl resolves names in a thread (no alarm() for DNS timeouts),
+** so that its handles may say CURLOPT_NOSIGNAL. */
+static int async_dns(void) {
+  static int v = -1;
+  if (v < 0) {
+    const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+    v = d && (d->features & CURL_VERSION_ASYNCHDNS) ? 1 : 0;
+  }
+  return v;
+}
 
 static int64_t now_ms(void) { return (int64_t)(us_time_monotonic() * 1000); }
 
@@ -530,7 +581,7 @@ static void set_method(us_http_req *h, CURL *c) {
 static int start_attempt(us_http_req *h) {
   us_http *e = h->e;
   resp_reset(h);
-  CURL *c = curl_easy_init();
+  CURL *c = e->nidle > 0 ? e->idle[--e->nidle] : curl_easy_init(); /* an idle one is reset */
   struct curl_slist *sl = build_headers(h);
   if (!c || !sl) {
     curl_easy_cleanup(c);
@@ -544,8 +595,11 @@ static int start_attempt(us_http_req *h) {
     curl_easy_setopt(c, CURLOPT_PASSWORD, h->password);
   }
   curl_easy_setopt(c, CURLOPT_PRIVATE, h);
-  /* CURLOPT_NOSIGNAL stays 0: the resolver is threaded (no alarm()), and
-  ** curl then ignores SIGPIPE around its socket writes. */
+  /* The engine ignores SIGPIPE around its curl calls (pipe_hold); with a
+  ** resolver that is not threaded curl needs signals (alarm() for DNS
+  ** timeouts) and ignores SIGPIPE itself. */
+  if (async_dns())
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -581,12 +635,21 @@ static int start_attempt(us_http_req *h) {
   return 0;
 }
 
-/* Takes the easy handle out of the multi and frees it. */
+/* Takes the easy handle out of the multi and keeps it, reset, for the next
+** attempt (or frees it when enough are kept). */
 static void stop_transfer(us_http_req *h) {
   if (!h->easy)
     return;
-  curl_multi_remove_handle(h->e->multi, h->easy);
-  curl_easy_cleanup(h->easy);
+  us_http *e = h->e;
+  pipe_hold(e);
+  curl_multi_remove_handle(e->multi, h->easy);
+  if (e->nidle < IDLE_EASY) {
+    curl_easy_reset(h->easy);
+    e->idle[e->nidle++] = h->easy;
+  } else {
+    curl_easy_cleanup(h->easy);
+  }
+  pipe_release(e);
   curl_slist_free_all(h->slist);
   h->easy = NULL;
   h->slist = NULL;
@@ -781,17 +844,30 @@ static int dispatch(us_http *e) {
   return n;
 }
 
+/* One turn of the loop: starts what may start, lets curl work, collects
+** the finished transfers and runs their callbacks. When something finished,
+** what its callbacks submitted (a target's next page or operation in the
+** freed slot) and what waited for a slot start in the same turn, so they
+** are on the wire before the caller works on the results (one
+** curl_multi_perform more per turn with completions, as before the
+** callbacks, not after them: each perform checks every transfer). */
 static int step(us_http *e) {
   int running;
+  pipe_hold(e);
   wake_due(e);
   start_ready(e);
   curl_multi_perform(e->multi, &running);
-  if (collect(e) > 0) {
+  int finished = collect(e);
+  pipe_release(e);
+  int n = dispatch(e);
+  if (finished > 0) {
+    pipe_hold(e);
     wake_due(e);
     start_ready(e);
     curl_multi_perform(e->multi, &running);
+    pipe_release(e);
   }
-  return dispatch(e);
+  return n;
 }
 
 /* Milliseconds until the next timer, or -1 if none. */
@@ -944,6 +1020,7 @@ static void req_free(us_http_req *h) {
 void us_http_free(us_http *e) {
   if (!e)
     return;
+  pipe_hold(e);
   for (us_http_req *h = e->all; h; h = h->anext) {
     if (h->state == ST_ACTIVE)
       stop_transfer(h);
@@ -967,8 +1044,11 @@ void us_http_free(us_http *e) {
     free(ho->counts);
     free(ho);
   }
+  while (e->nidle > 0)
+    curl_easy_cleanup(e->idle[--e->nidle]);
   if (e->multi)
     curl_multi_cleanup(e->multi);
+  pipe_release(e);
   free(e->ca_file);
   free(e->user_agent);
   free(e);

@@ -1425,11 +1425,19 @@ struct us_okta_batch {
   us_okta_batch *next;   /* the client's open batches */
 };
 
-/* Queues j for a slot when it has a page to request and none in flight. */
+/* Queues j for a slot when it has a page to request and none in flight. A
+** listing's next page goes before the jobs that have not started: a
+** cursor-paged listing is a chain of requests one after the other (the
+** users of a large org: tens of pages), which would otherwise wait for a
+** slot behind every member list submitted with it; the jobs waiting behind
+** it fill the other slots. */
 static void job_ready(us_okta_batch *b, struct ojob *j) {
   if (j->queued || j->cur || !j->url || j->ended)
     return;
-  us_queue_push(&b->ready, &j->ql);
+  if (j->pages > 0)
+    us_queue_push_front(&b->ready, &j->ql);
+  else
+    us_queue_push(&b->ready, &j->ql);
   j->queued = 1;
 }
 

@@ -34,8 +34,12 @@
 --
 -- Printed for each run: wall time, requests by kind per product (method +
 -- path, id-like segments folded to {id}), the floor and wall/floor, the
--- peak RSS of the usersync process (/usr/bin/time -v), and the writes of
--- the re-sync (the script fails when there is any).
+-- peak RSS of the usersync process (/usr/bin/time -v), the writes of
+-- the re-sync (the script fails when there is any), and a timeline from the
+-- simulators' request logs: when the Okta read ended and when each target's
+-- reads and writes began and ended (before the first write: reading,
+-- planning, printing the plan and recording it). BENCH_LOGS=DIR keeps each
+-- simulator's request log per run (DIR/{run}-{product}.json).
 --
 -- THE FLOOR. The engine works in two overlapped phases: the reads (the
 -- Okta read and every target's snapshot at once: engine.lua plan starts
@@ -66,6 +70,7 @@ local json = require "usersync.json"
 local re = require "usersync.re"
 local store = require "usersync.store"
 local clock = require("usersync.time").monotonic
+local wall_now = require("usersync.time").now
 
 local args = arg or {}
 local NU = tonumber(args[1]) or 10000
@@ -265,6 +270,7 @@ local function main()
 
   -- Runs usersync under timeout and /usr/bin/time -v; returns r, wall, peak KiB.
   local runs_done = 0
+  local started_at -- the wall clock at the last run's start (the timeline)
   local function run_usersync(...)
     local tv = dir .. "/time.txt"
     local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv }
@@ -285,6 +291,7 @@ local function main()
     for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
     argv[#argv + 1] = "-c"; argv[#argv + 1] = cfg
     local s = clock()
+    started_at = wall_now()
     local r = proc.run(argv, { env = { BENCH_OKTA_TOKEN = "test-token", BENCH_ATL_PW = "admin",
                                        BENCH_SCIM_TOKEN = "test-token",
                                        USERSYNC_LOG_LEVEL = "warn", NO_COLOR = "1" } })
@@ -380,9 +387,32 @@ local function main()
     local apply_chain, apply_slowest, read_max, read_slowest = 0, "-", 0, "-"
     local lines, sim_total, cpu_now = {}, {}, {}
     for p, sim in pairs(sims) do cpu_now[p] = sim_cpu(sim) end -- before the logs are fetched
+    -- The timeline (from the simulators' clocks, seconds after usersync
+    -- started): the last Okta request, each target's first and last read
+    -- and write. What lies before the first write is the plan phase.
+    local timeline = {}
+    local function at(t) return t and ("%.2f"):format(t - started_at) or "-" end
     for _, p in ipairs({ "okta", table.unpack(PRODUCTS) }) do
       local reqs = sims[p]:requests()
       sims[p]:clear_requests()
+      -- BENCH_LOGS=DIR: each simulator's request log of each run as JSON,
+      -- DIR/{run}-{product}.json (method, path, status, at), for analysis
+      if os.getenv("BENCH_LOGS") then
+        local lf = assert(io.open(("%s/%d-%s.json"):format(os.getenv("BENCH_LOGS"), runs_done, p), "w"))
+        lf:write(assert(json.encode(reqs))); lf:close()
+      end
+      local r0, r1, w0, w1
+      for _, rq in ipairs(reqs) do
+        if rq.at then
+          if p == "okta" or rq.method == "GET" then
+            r0 = r0 or rq.at; r1 = rq.at
+          else
+            w0 = w0 or rq.at; w1 = rq.at
+          end
+        end
+      end
+      timeline[#timeline + 1] = ("%s reads %s-%s%s"):format(p, at(r0), at(r1),
+        w0 and (", writes %s-%s"):format(at(w0), at(w1)) or "")
       local kinds = fold(reqs)
       local read_n, read_chain, pfloor, w, wfloor = 0, 0, 0, 0, 0
       local overlapped_n, overlapped_chain = 0, 0
@@ -426,6 +456,7 @@ local function main()
       sim_total[p] = cpu
     end
     for _, l in ipairs(lines) do print(l) end
+    print("   timeline (s after start): " .. table.concat(timeline, "; ") .. ("; exit %.2f"):format(wall))
     floor = read_max + apply_chain
     print(("   total %d requests; floor %.2f s (the slowest read, %s %.2f s, then the slowest target's apply chain, %s %.2f s) -> wall/floor %.2fx"):format(
       total_req, floor, read_slowest, read_max, apply_slowest, apply_chain, floor > 0 and wall / floor or 0))

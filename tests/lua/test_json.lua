@@ -129,6 +129,30 @@ test("encoder failures name the place", function(t)
   t:eq(json.encode({ shared, shared }), "[[1],[1]]", "a shared table is not a cycle")
 end)
 
+test("an encode inside a finalizer run during an encode leaves both intact", function(t)
+  -- The encoder's state is kept per Lua state and reused; a collection
+  -- step during an encode (its output grows) may run finalizers, and one
+  -- that encodes must not write into the state of the encode under way.
+  local inner = {}
+  local big = {}
+  for i = 1, 3000 do big[i] = { id = ("00u%06d"):format(i), groups = { "a", "b" } } end
+  local want = json.encode(big)
+  local saved = collectgarbage("incremental", 10, 400)
+  for _ = 1, 50 do
+    for _ = 1, 200 do
+      setmetatable({}, { __gc = function() inner[#inner + 1] = json.encode({ k = { 1, 2, 3 } }) end })
+    end
+    local got, err = json.encode(big)
+    if got ~= want then t:eq(got and #got or err, #want, "the outer encode"); break end
+  end
+  collectgarbage("collect")
+  collectgarbage(saved == "generational" and "generational" or "incremental")
+  t:ok(#inner > 0, "finalizers ran")
+  for _, s in ipairs(inner) do
+    if s ~= '{"k":[1,2,3]}' then t:eq(s, '{"k":[1,2,3]}'); break end
+  end
+end)
+
 test("nesting limit", function(t)
   local deep = string.rep("[", 1000) .. string.rep("]", 1000)
   t:eq(json.encode(assert(json.decode(deep))), deep)

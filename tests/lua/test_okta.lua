@@ -141,6 +141,22 @@ test("scope: request cost is ceil(A/500) + ceil(G/200) + members pages of counte
   t:ok(snap.requests >= 3 + 2 + 3, "snap.requests: " .. snap.requests)
 end)
 
+test("scope: the users listing's next page goes before the member lists waiting for a slot", function(t)
+  -- one request at a time: 801 users (5 pages of 200) and 3 counted groups
+  -- (one page each). The users listing is a chain (each page names the
+  -- next): its next page is asked for first, the member lists fill in.
+  load(S.org{ users = 801, groups = 3, members = { [1] = { 1 }, [2] = { 2 }, [3] = { 3 } } })
+  local c <close>, hc = S.client(sim, { concurrency = 1 })
+  local snap = assert(c:scope{})
+  t:eq(#snap.users, 801)
+  t:same(snap.users[2].groups, { S.gid(2) })
+  local order = {}
+  for _, r in ipairs(sim:requests()) do
+    order[#order + 1] = r.path == "/api/v1/users" and "users" or (r.path:match("^/api/v1/groups/") and "members" or r.path)
+  end
+  t:same(order, { "/api/v1/groups", "users", "users", "users", "users", "users", "members", "members", "members" })
+end)
+
 test("scope without an app: every user incl. DEPROVISIONED, through a filter", function(t)
   load(S.org{ users = { "ACTIVE", "DEPROVISIONED", "STAGED" }, groups = 1, members = { [1] = { 2 } } })
   local c <close>, hc = S.client(sim)

@@ -383,6 +383,99 @@ static void test_engine_errors(const struct server *s) {
   us_http_free(e);
 }
 
+/* Attempts reuse the easy handles of finished ones (reset in between): no
+** option of one request reaches the next (credentials, headers, method,
+** body, redirects). SIGPIPE is ignored only while the engine is in curl:
+** the process's own disposition is back when a callback runs and after. */
+static int pipes_seen;
+
+/* Whether hay holds needle (lowercase), ignoring the case of hay. */
+static int has_ci(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (; *hay; hay++)
+    if (strncasecmp(hay, needle, n) == 0)
+      return 1;
+  return 0;
+}
+static void on_pipe(int sig) {
+  (void)sig;
+  pipes_seen++;
+}
+
+static void pipe_is_ours(us_http_req *h, const struct us_http_response *r, void *ud) {
+  struct sigaction now;
+  (void)h, (void)r;
+  CHECK(sigaction(SIGPIPE, NULL, &now) == 0 && now.sa_handler == on_pipe);
+  (*(int *)ud)++;
+}
+
+/* Runs one request to its end on engine e; returns its response (the
+** handle is released by the caller with us_http_release). */
+static us_http_req *run_one(us_http *e, const struct us_http_request *r, int *calls) {
+  struct us_http_request c = *r;
+  c.done = pipe_is_ours;
+  c.ud = calls;
+  const char *err = NULL;
+  us_http_req *h = us_http_submit(e, &c, &err);
+  CHECK(h != NULL);
+  if (h)
+    CHECK_EQ_LONG(us_http_wait(e, &h, 1, 20000), 0);
+  return h;
+}
+
+static void test_reused_handles(const struct server *s) {
+  struct sigaction mine, saved;
+  memset(&mine, 0, sizeof mine);
+  mine.sa_handler = on_pipe;
+  sigemptyset(&mine.sa_mask);
+  CHECK(sigaction(SIGPIPE, &mine, &saved) == 0);
+
+  struct us_http_options o;
+  us_http_options_init(&o);
+  o.per_host = 1;
+  o.max_retries = 0;
+  us_http *e = us_http_new(&o, NULL);
+  CHECK(e != NULL);
+  if (!e)
+    return;
+  char echo[256], redirect[256];
+  snprintf(echo, sizeof echo, "%s/echo", s->url);
+  snprintf(redirect, sizeof redirect, "%s/redirect", s->url);
+  int calls = 0;
+
+  struct us_http_header hx[] = {{"X-One", "1"}, {"Content-Type", "text/plain"}};
+  struct us_http_request r1 = {.method = "POST", .url = echo, .headers = hx, .nheaders = 2,
+                               .body = "abc", .body_len = 3, .user = "u", .password = "pw-secret"};
+  struct us_http_request r2 = {.url = redirect, .follow_redirects = 1};
+  struct us_http_request r3 = {.url = echo};
+  struct us_http_request r4 = {.url = redirect};
+  us_http_req *h1 = run_one(e, &r1, &calls), *h2 = run_one(e, &r2, &calls);
+  us_http_req *h3 = run_one(e, &r3, &calls), *h4 = run_one(e, &r4, &calls);
+  const struct us_http_response *a = us_http_result(h1), *b = us_http_result(h2),
+                                *c = us_http_result(h3), *d = us_http_result(h4);
+  CHECK(a && a->status == 200 && strstr(a->body, "\"method\": \"POST\"") && strstr(a->body, "abc") &&
+        has_ci(a->body, "\"authorization\"") && has_ci(a->body, "\"x-one\""));
+  CHECK(b && b->status == 200 && strstr(b->body, "\"method\": \"GET\"")); /* followed */
+  /* the third: a plain GET, nothing of the first */
+  CHECK(c && c->status == 200 && strstr(c->body, "\"method\": \"GET\"") && strstr(c->body, "\"body\": \"\"") &&
+        !has_ci(c->body, "authorization") && !has_ci(c->body, "x-one") &&
+        !has_ci(c->body, "text/plain"));
+  CHECK(d && d->status == 302); /* not followed: the second's option is gone */
+  CHECK_EQ_LONG(calls, 4);
+  const struct us_http_host_stats *st = us_http_host_stats(e, 0);
+  CHECK(st && st->requests == 4 && st->errors == 0);
+  us_http_release(h1);
+  us_http_release(h2);
+  us_http_release(h3);
+  us_http_release(h4);
+  us_http_free(e);
+
+  struct sigaction now;
+  CHECK(sigaction(SIGPIPE, NULL, &now) == 0 && now.sa_handler == on_pipe);
+  CHECK_EQ_LONG(pipes_seen, 0);
+  sigaction(SIGPIPE, &saved, NULL);
+}
+
 int main(void) {
   test_retry_after();
   test_server_delay();
@@ -392,6 +485,7 @@ int main(void) {
   if (server_start(&s) == 0) {
     test_engine(&s);
     test_engine_errors(&s);
+    test_reused_handles(&s);
     server_stop(&s);
   } else {
     failures++;
