@@ -84,6 +84,24 @@ test("default group hooks: once per user per run for all targets, the same plans
   t:eq(calls.groups, 30, "other settings: asked again")
 end)
 
+test("an entry planned drops its kept answers, not another entry's", function(t)
+  local a, b, src = sync_entry(), sync_entry(), source(30)
+  local pol = assert(policy.load(nil))
+  pol:new_run()
+  local calls = counting(function()
+    plan.build { sync = a, target = TARGETS[1], policy = pol, source = src }
+    plan.build { sync = b, target = TARGETS[1], policy = pol, source = src }
+  end)
+  t:eq(calls.groups, 60, "each entry's settings asked once per user")
+  pol:planned(a)
+  t:eq(pol.memo[a], nil, "entry a's answers are dropped")
+  t:ok(pol.memo[b], "entry b's are kept")
+  calls = counting(function()
+    plan.build { sync = b, target = TARGETS[2], policy = pol, source = src }
+  end)
+  t:eq(calls.groups, 0, "entry b still answers from what it kept")
+end)
+
 test("a custom groups hook is asked for every target", function(t)
   local path = proc.tempfile([[
 local calls = 0

@@ -358,6 +358,7 @@ function Engine:plan_entry(run, s)
     -- (usersync.spool): nothing merges its ops with another entry's.
     if run.opts.on_target and run.single then run.opts.on_target(p) end
   end
+  pol:planned(s) -- the policy's answers kept for this entry's targets
   return entry
 end
 
