@@ -748,12 +748,13 @@ local function account_memberships(st, key, d)
   local n = #packed - 1
   local name = d.account.name
 
-  local current
+  local current, ncurrent, nkept = nil, 0, 0
   local groups = d.existing and d.existing.groups
   if groups and groups[1] then
     current = {}
     for _, g in ipairs(groups) do
       local gk = gl[g]
+      if not current[gk] then ncurrent = ncurrent + 1 end
       current[gk] = g
       if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
         st.managed_memberships = st.managed_memberships + 1
@@ -765,7 +766,11 @@ local function account_memberships(st, key, d)
   for i = 1, n do
     local gname = packed[i]
     local gk = gl[gname]
-    if not (current and current[gk]) and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
+    if current and current[gk] then
+      nkept = nkept + 1
+    elseif not st.missing[gk] then
+      adds[#adds + 1] = st.tgroups[gk] or gname
+    end
   end
   table.sort(adds)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
@@ -774,7 +779,9 @@ local function account_memberships(st, key, d)
     local mt = st.add_mts[wanted_why(st, packed, gl[g]) or "mapping"]
     add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
-  if not current then return end
+  -- every group it is in is wanted (a no-op re-sync: every account): none
+  -- to leave, without a scan of its wants per group
+  if not current or nkept == ncurrent then return end
 
   local removes = {}
   for gk, gname in pairs(current) do
