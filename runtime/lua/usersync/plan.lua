@@ -748,13 +748,12 @@ local function account_memberships(st, key, d)
   local n = #packed - 1
   local name = d.account.name
 
-  local current, ncurrent, nkept = nil, 0, 0
+  local current
   local groups = d.existing and d.existing.groups
   if groups and groups[1] then
     current = {}
     for _, g in ipairs(groups) do
       local gk = gl[g]
-      if not current[gk] then ncurrent = ncurrent + 1 end
       current[gk] = g
       if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
         st.managed_memberships = st.managed_memberships + 1
@@ -767,7 +766,7 @@ local function account_memberships(st, key, d)
     local gname = packed[i]
     local gk = gl[gname]
     if current and current[gk] then
-      nkept = nkept + 1
+      current[gk] = nil -- wanted and held: not one to leave (left: those unwanted)
     elseif not st.missing[gk] then
       adds[#adds + 1] = st.tgroups[gk] or gname
     end
@@ -779,17 +778,13 @@ local function account_memberships(st, key, d)
     local mt = st.add_mts[wanted_why(st, packed, gl[g]) or "mapping"]
     add_op(st, { group = g, name = name, okta_id = d.user.id }, mt, true)
   end
-  -- every group it is in is wanted (a no-op re-sync: every account): none
-  -- to leave, without a scan of its wants per group
-  if not current or nkept == ncurrent then return end
+  if not current then return end
 
   local removes = {}
-  for gk, gname in pairs(current) do
-    if not wanted_why(st, packed, gk) then
-      local owned = owned_m[gk] and owned_m[gk][key]
-      if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
-        removes[#removes + 1] = gname
-      end
+  for gk, gname in pairs(current) do -- the groups it is in that it is not wanted in
+    local owned = owned_m[gk] and owned_m[gk][key]
+    if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
+      removes[#removes + 1] = gname
     end
   end
   if #removes > 0 then removes = not_kept(st, d, key, removes) end
