@@ -765,7 +765,11 @@ local function account_memberships(st, key, d)
   for i = 1, n do
     local gname = packed[i]
     local gk = gl[gname]
-    if not (current and current[gk]) and not st.missing[gk] then adds[#adds + 1] = st.tgroups[gk] or gname end
+    if current and current[gk] then
+      current[gk] = nil -- wanted and held: not one to leave (left: those unwanted)
+    elseif not st.missing[gk] then
+      adds[#adds + 1] = st.tgroups[gk] or gname
+    end
   end
   table.sort(adds)
   if #adds > 0 then st.login_of[d.user.id] = d.login end
@@ -777,12 +781,10 @@ local function account_memberships(st, key, d)
   if not current then return end
 
   local removes = {}
-  for gk, gname in pairs(current) do
-    if not wanted_why(st, packed, gk) then
-      local owned = owned_m[gk] and owned_m[gk][key]
-      if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
-        removes[#removes + 1] = gname
-      end
+  for gk, gname in pairs(current) do -- the groups it is in that it is not wanted in
+    local owned = owned_m[gk] and owned_m[gk][key]
+    if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
+      removes[#removes + 1] = gname
     end
   end
   if #removes > 0 then removes = not_kept(st, d, key, removes) end

@@ -87,17 +87,24 @@ Decisions where the vendor documentation leaves behaviour unconfirmed:
 
 import base64
 import bisect
+import re
 import urllib.parse
+from json.encoder import encode_basestring as _js  # what json.dumps(ensure_ascii=False) uses
 
 from sim.atlassian import (ADMIN, ApiError, AtlassianProduct, bool_arg, check_groups_members,
                            check_state_list, fold, int_arg)
-from sim.common import Response, empty_response, json_response
+from sim.common import Response, _dumps, empty_response, json_response
 
 API = "/rest/api/2"
 VERSION = "10.3.24"
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*\Z")  # what quote() never escapes
+
+
 def _q(s):
+    if _UNRESERVED.match(s):
+        return s  # quote() would return it unchanged
     return urllib.parse.quote(s, safe="")
 
 
@@ -542,19 +549,44 @@ class Jira(AtlassianProduct):
         selfq = {"maxResults": n}
         if cursor:
             selfq["cursor"] = cursor
-        body = {"self": "%s%s/user/list?%s" % (req.base_url, API, urllib.parse.urlencode(selfq)),
-                "maxResults": n,
-                "values": [self.user_bean(req, u, counts=counts) for u in page],
-                "isLast": last_page}
-        if self.server.faults.get("page_no_flags"):
-            del body["isLast"]
+        # The page is serialised here, bean by bean, to the bytes json_response would send
+        # for the same dict (keys in the same order, the same encoder for strings): building
+        # and encoding dicts cost ~50 us a user, and a 2,000-user page held the lock (every
+        # other request to the simulator) for 80-100 ms on a loaded machine.
+        out = ['{"self":', _js("%s%s/user/list?%s" % (req.base_url, API,
+                                                      urllib.parse.urlencode(selfq))),
+               ',"maxResults":', str(n), ',"values":[',
+               ",".join([self.list_bean_json(req, u, counts) for u in page]), "]"]
+        if not self.server.faults.get("page_no_flags"):
+            out.append(',"isLast":true' if last_page else ',"isLast":false')
         if not last_page and page:
             nc = base64.urlsafe_b64encode(("u:" + fold(page[-1]["name"])).encode("utf-8")) \
                 .decode("ascii").rstrip("=")
-            body["nextCursor"] = nc
-            body["nextPage"] = "%s%s/user/list?%s" % (
-                req.base_url, API, urllib.parse.urlencode({"maxResults": n, "cursor": nc}))
-        return json_response(200, body)
+            out += [',"nextCursor":', _js(nc), ',"nextPage":', _js("%s%s/user/list?%s" % (
+                req.base_url, API, urllib.parse.urlencode({"maxResults": n, "cursor": nc})))]
+        out.append("}")
+        return Response(200, [("Content-Type", "application/json")],
+                        "".join(out).encode("utf-8"))
+
+    def list_bean_json(self, req, u, counts):
+        """The JSON text of user_bean(req, u, counts=counts), as _dumps writes it."""
+        name, key, mail, disp, active = (u["name"], u["key"], u["emailAddress"],
+                                         u["displayName"], u["active"])
+        if self.server.faults.get("jira_ignore_expand") or not (
+                type(name) is str and type(key) is str and type(mail) is str
+                and type(disp) is str and type(active) is bool):
+            return _dumps(self.user_bean(req, u, counts=counts)).decode("utf-8")
+        av = _js(req.base_url + "/secure/useravatar?ownerId=" + _q(key))[:-1]
+        return "".join((
+            '{"self":', _js("%s%s/user?username=%s" % (req.base_url, API, _q(name))),
+            ',"key":', _js(key), ',"name":', _js(name), ',"emailAddress":', _js(mail),
+            ',"avatarUrls":{"48x48":', av, '","24x24":', av, '&size=small","16x16":', av,
+            '&size=xsmall","32x32":', av, '&size=medium"},"displayName":', _js(disp),
+            ',"active":', "true" if active else "false",
+            ',"deleted":false,"timeZone":"UTC","locale":"en_US","groups":{"size":',
+            str(counts.get(key, 0)),
+            ',"items":[]},"applicationRoles":{"size":1,"items":[]},'
+            '"expand":"groups,applicationRoles"}'))
 
     @staticmethod
     def _matches(u, q):
