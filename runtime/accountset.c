@@ -60,15 +60,17 @@ static uint64_t hash(const char *s, size_t len, int ci) {
   return h;
 }
 
+/* a (len bytes, may hold a NUL) against the stored NUL-terminated b: b
+** ending first is a difference, never a read past its terminator. */
 static int same_ci(const char *a, const char *b, size_t len) {
   for (size_t i = 0; i < len; i++)
-    if (fold((unsigned char)a[i]) != fold((unsigned char)b[i]))
+    if (b[i] == '\0' || fold((unsigned char)a[i]) != fold((unsigned char)b[i]))
       return 0;
   return b[len] == '\0';
 }
 
 static int same(const char *a, const char *b, size_t len) {
-  return memcmp(a, b, len) == 0 && b[len] == '\0';
+  return strnlen(b, len + 1) == len && memcmp(a, b, len) == 0;
 }
 
 static const char *str(const us_accountset *s, uint32_t off) { return off ? s->arena + off : NULL; }
