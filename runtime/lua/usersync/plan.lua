@@ -169,8 +169,26 @@ local function pairs_with(given)
   end
 end
 
+-- The metatable of the ops of one kind that hold only their own fields
+-- (create_user, and add_member for one `why`): kind, subject (= name),
+-- target, why (add_member) and the reason come from it.
+local function kind_mt(target_name, login_of, kind, why)
+  return {
+    __index = function(o, k)
+      if k == "kind" then return kind end
+      if k == "subject" then return rawget(o, "name") end
+      if k == "target" then return target_name end
+      if k == "why" then return why end
+      if k == "reason" then return LAZY_REASON[kind](o, login_of[rawget(o, "okta_id")], why) end
+    end,
+    __pairs = pairs_with(why and { "kind", "subject", "target", "why", "reason" }
+                              or { "kind", "subject", "target", "reason" }),
+  }
+end
+
 -- The metatables of one target's ops: op_mt for every kind but the added
--- memberships, and one per reason a membership is added (op.why):
+-- memberships and the creates, create_mt, and one per reason a membership
+-- is added (op.why):
 -- "mapping" (a group rule), "default" (defaults.all_users) or "new_user"
 -- (defaults.new_users given to a new account: it stays once given).
 -- login_of: okta id -> login, for the reasons built on demand.
@@ -187,31 +205,10 @@ local function op_metatables(target_name, login_of)
   }
 
   local add_mts = {}
-  local add_given = pairs_with({ "kind", "subject", "target", "why", "reason" })
   for _, why in ipairs({ "mapping", "default", "new_user" }) do
-    add_mts[why] = {
-      __index = function(o, k)
-        if k == "kind" then return "add_member" end
-        if k == "subject" then return rawget(o, "name") end
-        if k == "target" then return target_name end
-        if k == "why" then return why end
-        if k == "reason" then
-          return LAZY_REASON.add_member(o, login_of[rawget(o, "okta_id")], why)
-        end
-      end,
-      __pairs = add_given,
-    }
+    add_mts[why] = kind_mt(target_name, login_of, "add_member", why)
   end
-
-  local create_mt = {
-    __index = function(o, k)
-      if k == "kind" then return "create_user" end
-      if k == "subject" then return rawget(o, "name") end
-      if k == "target" then return target_name end
-      if k == "reason" then return LAZY_REASON.create_user(o, login_of[rawget(o, "okta_id")]) end
-    end,
-    __pairs = pairs_with({ "kind", "subject", "target", "reason" }),
-  }
+  local create_mt = kind_mt(target_name, login_of, "create_user")
 
   return op_mt, add_mts, create_mt
 end
