@@ -33,7 +33,8 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (StaleElementReferenceException, TimeoutException,
+                                        WebDriverException)
 from selenium.webdriver.support.ui import WebDriverWait
 
 MEASURE = r"""
@@ -168,7 +169,16 @@ def main():
                 old_root.tag_name
                 return False
             except StaleElementReferenceException:
+                pass
+            except WebDriverException as e:
+                # chromedriver's other spelling of a stale element, met while
+                # the old document is being replaced
+                if "does not belong to the document" not in str(e):
+                    raise
+            try:
                 return drv.execute_script("return document.readyState") == "complete"
+            except WebDriverException:
+                return False  # the new document is not there to ask yet
 
         try:
             WebDriverWait(d, 120, poll_frequency=0.2).until(arrived)
