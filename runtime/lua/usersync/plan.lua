@@ -19,6 +19,10 @@
 --                                              -- a linked account renamed in the service
 --                                              -- is still found by it
 --     owned_memberships = { ["jira-users"] = { ["alice"] = true } },  -- lowercase keys
+--                                              -- links may be a usersync.linkset instead
+--                                              -- (a whole target's, state.linkset): then
+--                                              -- link_ids come from it, and it may be given
+--                                              -- as owned_memberships too
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
@@ -276,7 +280,25 @@ local function new_state(input)
       end
     end
   end
-  for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
+  if type(st.links) == "userdata" then
+    -- a whole target's links (state.linkset): looked up one at a time
+    local set = st.links
+    local name_of, id_of, owner = set.name, set.id, set.owner
+    st.links = setmetatable({}, {
+      __index = function(_, id) return name_of(set, id) end,
+      __pairs = function()
+        local i, at = 0, set.at
+        return function() i = i + 1; return at(set, i) end
+      end,
+    })
+    st.linked_by_account = setmetatable({}, { __index = function(_, k) return owner(set, k) end })
+    if not input.link_ids then
+      st.link_ids = setmetatable({}, { __index = function(_, id) return id_of(set, id) end })
+    end
+  else
+    for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
+  end
+  if type(st.owned_m) == "userdata" then st.owned_why = st.owned_m.why end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
   st.op_mt, st.add_mts, st.create_mt = op_metatables(input.target.name, st.login_of)
   return st
@@ -711,6 +733,14 @@ local function missing_groups(st)
   end
 end
 
+-- Why this entry added account key to group gk (both lowercase): "mapping",
+-- "default", "new_user", true (no why kept), or nil when it did not.
+local function owned(st, gk, key)
+  local om = st.owned_m
+  if st.owned_why then return st.owned_why(om, gk, key) end
+  return om[gk] and om[gk][key]
+end
+
 -- Of the groups an account is to leave, those it keeps: groups given
 -- only to new accounts (defaults.new_users) stay once given as such.
 local function not_kept(st, d, key, removes)
@@ -731,7 +761,7 @@ local function not_kept(st, d, key, removes)
   local out = {}
   for _, g in ipairs(removes) do
     local gk = gl[g]
-    local why = st.owned_m[gk] and st.owned_m[gk][key]
+    local why = owned(st, gk, key)
     local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
     if not stays then out[#out + 1] = g end
   end
@@ -740,7 +770,7 @@ end
 
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
-  local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
+  local managed, gl = st.managed_groups, st.glower
   local packed = st.wants[key] -- read in place: no tables per account but the adds
   local n = #packed - 1
   local name = d.account.name
@@ -752,7 +782,7 @@ local function account_memberships(st, key, d)
     for _, g in ipairs(groups) do
       local gk = gl[g]
       current[gk] = g
-      if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
+      if managed[gk] or owned(st, gk, key) then
         st.managed_memberships = st.managed_memberships + 1
       end
     end
@@ -779,8 +809,7 @@ local function account_memberships(st, key, d)
 
   local removes = {}
   for gk, gname in pairs(current) do -- the groups it is in that it is not wanted in
-    local owned = owned_m[gk] and owned_m[gk][key]
-    if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
+    if owned(st, gk, key) or (st.groups_cfg.keep_existing == false and managed[gk]) then
       removes[#removes + 1] = gname
     end
   end
@@ -915,7 +944,7 @@ local function deprovision_one(st, l, action)
       -- restore: a group no rule manages (a licence group), given back if
       -- the account returns (input.returning)
       local gk = lower(g)
-      local ours = st.managed_groups[gk] or (st.owned_m[gk] and st.owned_m[gk][key])
+      local ours = st.managed_groups[gk] or owned(st, gk, key)
       add_op(st, { kind = "remove_member", subject = a.name, group = g, name = a.name,
                    okta_id = l.okta_id, deprovision = true, reason = l.reason,
                    restore = not ours or nil })
