@@ -6,9 +6,11 @@ local policy = require "usersync.policy"
 local config = require "usersync.config"
 local proc = require "support.proc"
 local accountset = require "usersync.accountset"
+local linkset = require "usersync.linkset"
 local json = require "usersync.json"
 
 local set_plans = 0 -- plans also made from an account set (build)
+local link_plans = 0 -- plans also made from a link set (build)
 
 local function sync_entry(over)
   local t = { name = "main", source = "okta", targets = { "jira" } }
@@ -48,6 +50,27 @@ local function as_set(list)
   return set
 end
 
+-- The links, their ids and owned memberships of a plan's input in a
+-- usersync.linkset, as state.linkset reads a whole target's from the store;
+-- nil when the tables hold what the store cannot (an owned membership of
+-- an account no link names).
+local function as_linkset(t)
+  local set, ids, okta_of = linkset.new(), {}, {}
+  for id in pairs(t.links or {}) do ids[#ids + 1] = id end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    set:add(id, t.links[id], (t.link_ids or {})[id])
+    okta_of[t.links[id]:lower()] = id
+  end
+  for g, accounts in pairs(t.owned_memberships or {}) do
+    for a, why in pairs(accounts) do
+      if not okta_of[a] then return nil end
+      set:own(g, okta_of[a], why ~= true and why or nil)
+    end
+  end
+  return set
+end
+
 -- What a plan decided, as text to compare (the leavers by name).
 local function decided(p)
   local ops, leavers = {}, {}
@@ -77,6 +100,20 @@ local function build(t)
       error(("planned from an account set:\n%s\nfrom the list:\n%s"):format(got, want), 2)
     end
     set_plans = set_plans + 1
+  end
+  -- and from its links in a link set (with the accounts in a set), as the
+  -- engine plans a whole target
+  local links = (t.links or t.owned_memberships) and as_linkset(t)
+  if links then
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    c.accounts = t.accounts and as_set(t.accounts)
+    c.links, c.link_ids, c.owned_memberships = links, nil, links
+    local want, got = decided(p), decided(plan.build(c))
+    if got ~= want then
+      error(("planned from a link set:\n%s\nfrom the tables:\n%s"):format(got, want), 2)
+    end
+    link_plans = link_plans + 1
   end
   return p
 end
@@ -161,6 +198,25 @@ test("an account linked to another Okta user is not adopted", function(t)
     links = { ["00u1"] = "ann@example.com" } }
   t:eq(#p.conflicts, 1)
   t:contains(p.conflicts[1].message, "already linked to Okta user 00u1")
+end)
+
+test("SCIM: a linked account renamed in the service is found by its id, not by the linked name", function(t)
+  local ann = user("00u1", "ann@example.com")
+  local p = build { target = { name = "scim", type = "scim" },
+    source = { users = { ann, user("00u2", "bob@example.com") }, groups = {} },
+    accounts = { { name = "ann.renamed", id = "id-1", display_name = "ann X", email = "ann@example.com",
+                   active = true, groups = {} },
+                 { name = "bob@example.com", id = "id-9", display_name = "bob X", email = "bob@example.com",
+                   active = true, groups = {} } },
+    links = { ["00u1"] = "ann@example.com", ["00u2"] = "bob@example.com" },
+    link_ids = { ["00u1"] = "id-1", ["00u2"] = "id-2" } }
+  -- ann: linked by name, the service's account of its id is named otherwise now
+  -- bob: the account of the linked name has another id: not the linked one
+  -- (gone), so the account of bob's name is adopted as any unlinked one is
+  t:same(lines(p), { "link bob@example.com", "rename_user ann.renamed->ann@example.com" })
+  t:eq(p.ops[1].id, "id-9"); t:eq(p.ops[2].id, "id-1")
+  t:contains(table.concat(p.notes, "\n"), 'linked account "ann@example.com" is named "ann.renamed"')
+  t:contains(table.concat(p.notes, "\n"), 'linked account "bob@example.com" no longer exists')
 end)
 
 test("ownership: only linked accounts are deprovisioned; unmanaged ones never touched", function(t)
@@ -416,6 +472,10 @@ end)
 
 test("every plan above with accounts was also planned from an account set, identically", function(t)
   t:ok(set_plans >= 20, ("%d plans compared"):format(set_plans))
+end)
+
+test("every plan above with links was also planned from a link set, identically", function(t)
+  t:ok(link_plans >= 20, ("%d plans compared"):format(link_plans))
 end)
 
 return test.done()

@@ -414,7 +414,8 @@ test("a streamed plan never holds its ops: the live Lua heap while planning", fu
   io.write(("# %d ops; live heap streaming the members %.0f KB first, %.0f KB last; built: streamed %.0f KB, whole %.0f KB\n")
     :format(whole_n, samples[1], samples[#samples], streamed_kb, whole_kb))
   -- adding members holds no more as it goes (each account's wanted groups
-  -- are dropped; the ops are not kept): a plan that kept them would grow
+  -- and mapped account are dropped; the ops are not kept): a plan that
+  -- kept them would grow
   -- by the whole plan's ops
   t:ok(samples[#samples] <= samples[1],
     ("live heap while streaming the members: %.0f KB first, %.0f KB last"):format(samples[1], samples[#samples]))

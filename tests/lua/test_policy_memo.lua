@@ -102,6 +102,36 @@ test("an entry planned drops its kept answers, not another entry's", function(t)
   t:eq(calls.groups, 0, "entry b still answers from what it kept")
 end)
 
+test("a kept groups answer is held as one string and given back as the same list", function(t)
+  local sync, src = sync_entry(), source(4)
+  local pol = assert(policy.load(nil))
+  pol:new_run()
+  local ctx = plan.context { sync = sync, target = TARGETS[1], policy = pol }
+  local u = src.users[2]
+  local g = { src.groups["00g1"] }
+  local first = assert(pol:groups(u, g, ctx))
+  t:same(first, { "devs" })
+  local calls = counting(function()
+    local again = assert(pol:groups(u, g, ctx))
+    t:same(again, first)
+    t:ok(again ~= first, "a new list: the kept one is not a table")
+  end)
+  t:eq(calls.groups, 0, "answered from what was kept")
+  local kept = pol.memo[sync].users[u]
+  t:eq(type(kept), "string"); t:eq(#kept, 3, "3 bytes per name")
+  -- a long answer is kept as the list itself
+  local many = {}
+  for i = 1, 1001 do many[i] = "g" .. i end
+  local saved = default.groups
+  default.groups = function() return many end
+  local other = src.users[3]
+  local ok, r = pcall(pol.groups, pol, other, g, ctx)
+  default.groups = saved
+  t:ok(ok, r); t:eq(#r, 1001)
+  t:eq(type(pol.memo[sync].users[other]), "table")
+  t:same(pol:groups(other, g, ctx), many)
+end)
+
 test("a custom groups hook is asked for every target", function(t)
   local path = proc.tempfile([[
 local calls = 0

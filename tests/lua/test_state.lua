@@ -75,6 +75,56 @@ test("two sync entries may link one account; a delete drops every link to it", f
   t:same(state.claims(db, "jira"), {})
 end)
 
+test("linkset holds what links, link_ids and owned_memberships read, for one entry and target", function(t)
+  local db = fresh()
+  local function link(sync, target, id, name, account_id)
+    assert(db:exec("INSERT INTO links (sync, target, okta_id, account_name, account_id) VALUES (?, ?, ?, ?, ?)",
+      sync, target, id, name, account_id))
+  end
+  local function own(sync, target, group, id, why)
+    assert(db:exec("INSERT INTO owned_memberships (sync, target, group_name, okta_id, why) VALUES (?, ?, ?, ?, ?)",
+      sync, target, group, id, why))
+  end
+  link("main", "jira", "00u1", "Ann.Lee", nil); link("main", "jira", "00u2", "bob", "id-2")
+  link("main", "jira", "00u3", "carol", nil)
+  link("main", "wiki", "00u1", "ann.lee", nil); link("other", "jira", "00u9", "zed", nil)
+  own("main", "jira", "Devs", "00u1", "mapping"); own("main", "jira", "okta-synced", "00u1", "default")
+  own("main", "jira", "okta-synced", "00u2", nil); own("main", "jira", "new-hires", "00u2", "new_user")
+  own("main", "wiki", "devs", "00u1", "mapping"); own("other", "jira", "devs", "00u9", "mapping")
+
+  local set = state.linkset(db, "main", "jira")
+  local links, ids = state.links(db, "main", "jira"), state.link_ids(db, "main", "jira")
+  local owned = state.owned_memberships(db, "main", "jira")
+  t:eq(#set, 3)
+  local listed = {}
+  for i = 1, #set do
+    local id, name = set:at(i)
+    listed[id] = name
+    t:eq(set:id(id), ids[id])
+    t:eq(set:owner(name:upper()), id)
+  end
+  t:same(listed, links)
+  t:eq(set:at(4), nil); t:eq(set:name("00u9"), nil); t:eq(set:owner("zed"), nil)
+  t:eq(set:name("00u1"), "Ann.Lee"); t:eq(set:id("00u2"), "id-2"); t:eq(set:id("00u1"), nil)
+  local groups = {}
+  for g, v in pairs(set) do groups[g] = v end
+  local want_groups = {}
+  for g in pairs(owned) do want_groups[g] = true end
+  t:same(groups, want_groups)
+  for g, accounts in pairs(owned) do
+    for a, why in pairs(accounts) do
+      t:eq(set:why(g, a) == true or set:why(g, a), why == true or why, g .. " " .. a)
+    end
+  end
+  t:eq(set:why("devs", "ANN.LEE"), "mapping"); t:eq(set:why("okta-synced", "bob"), true)
+  t:eq(set:why("okta-synced", "carol"), nil)
+  t:eq(set:why("devs", "bob"), nil); t:eq(set:why("Devs", "ann.lee"), nil) -- groups: lowercase
+  t:eq(set:why("devs", "zed"), nil)
+  t:eq(select(2, pcall(set.add, set, "00u7", "BOB")), "linkset: Okta id 00u7 or account BOB is linked already")
+  t:eq(select(2, pcall(set.own, set, "g", "00u1", "why-not")):match("invalid option") ~= nil, true)
+  t:eq(set:own("g", "00u404", "mapping"), false)
+end)
+
 test("a run left 'running' by a dead process is marked interrupted", function(t)
   local db = fresh()
   assert(db:exec("INSERT INTO runs (sync, trigger, pid, host) VALUES ('main', 'manual', 999999999, ?)",

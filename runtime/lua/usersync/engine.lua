@@ -119,12 +119,6 @@ function Engine:policy(s)
   return p
 end
 
-local function count_keys(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
-
 -- The run locks (`sync:NAME`) of the entries, taken before a plan reads
 -- anything and held until apply ends (Engine:unlock_entries, or close).
 -- Returns true, or nil, a message naming the holder and the store's code
@@ -390,16 +384,20 @@ function Engine:target_snapshot(run, s, pol, src, tname, links)
                 flavour = self.cfg.targets[tname].flavour }, policy = pol,
     status_map = source.status_map(scfg), source = { users = src.users, groups = src.groups },
   }
-  local link_ids, ids = state.link_ids(self.db, s.name, tname), {}
+  local ids = {}
   for id in pairs(src.only) do
-    if links[id] then names[#names + 1] = links[id]; ids[links[id]] = link_ids[id] end
+    local name = links:name(id)
+    if name then names[#names + 1] = name; ids[name] = links:id(id) end
   end
   return snapshot.read_for(self, tname, names, ids) -- a linked account by its id (SCIM)
 end
 
 -- The planner's input for entry s on target tname (see plan.build).
+-- links: a table, or a state.linkset (it holds the link ids and owned
+-- memberships too).
 function Engine:plan_input(run, s, pol, src, tname, snap, links)
   local db = self.db
+  local set = type(links) == "userdata"
   run.claimed[tname] = run.claimed[tname] or {}
   return {
     sync = s, target = { name = tname, type = self.cfg.targets[tname].type,
@@ -407,8 +405,8 @@ function Engine:plan_input(run, s, pol, src, tname, snap, links)
     status_map = source.status_map(self.cfg.sources[s.source]),
     source = { users = src.users, groups = src.groups },
     accounts = snap.accounts, groups = snap.groups,
-    links = links, link_ids = state.link_ids(db, s.name, tname),
-    owned_memberships = state.owned_memberships(db, s.name, tname),
+    links = links, link_ids = not set and state.link_ids(db, s.name, tname) or nil,
+    owned_memberships = set and links or state.owned_memberships(db, s.name, tname),
     owned_groups = state.owned_groups(db, tname),
     claimed = run.claimed[tname], only = run.users and src.only or nil,
     new_accounts = state.new_accounts(db, s.name, tname),
@@ -455,7 +453,7 @@ end
 -- message, exit code.
 function Engine:plan_target(run, s, pol, src, tname)
   local ttype = self.cfg.targets[tname].type
-  local links = state.links(self.db, s.name, tname)
+  local links = state.linkset(self.db, s.name, tname) -- compact: 100,000 links
   local snap = self:target_snapshot(run, s, pol, src, tname, links)
 
   -- Journal rows of earlier runs whose outcome is unknown (a lost answer,
@@ -468,10 +466,12 @@ function Engine:plan_target(run, s, pol, src, tname)
       local err = tostring(ok and more or settled)
       return nil, ("cannot record in the store %s: %s"):format(self.db:path(), err), M.EXIT_FAILED
     end
-    if settled > 0 then links = state.links(self.db, s.name, tname) end
+    if settled > 0 then links = state.linkset(self.db, s.name, tname) end
     unconfirmed = more
   end
-  state.remember_ids(self.db, tname, snap.accounts) -- SCIM: links learn their account's id
+  if state.remember_ids(self.db, tname, snap.accounts) > 0 then -- SCIM: links learn their account's id
+    links = state.linkset(self.db, s.name, tname)
+  end
 
   local input = self:plan_input(run, s, pol, src, tname, snap, links)
   -- Without the target's state nothing can be planned safely.
@@ -487,7 +487,7 @@ function Engine:plan_target(run, s, pol, src, tname)
   self:hand_over(p, s, tname)
   if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
 
-  p.linked_accounts = count_keys(input.links)
+  p.linked_accounts = #input.links
   mark_ours(p, unconfirmed)
   for _, key in ipairs(p.mapped_keys or {}) do
     if not run.claimed[tname][key] then run.claimed[tname][key] = s.name end

@@ -19,6 +19,10 @@
 --                                              -- a linked account renamed in the service
 --                                              -- is still found by it
 --     owned_memberships = { ["jira-users"] = { ["alice"] = true } },  -- lowercase keys
+--                                              -- links may be a usersync.linkset instead
+--                                              -- (a whole target's, state.linkset): then
+--                                              -- link_ids come from it, and it may be given
+--                                              -- as owned_memberships too
 --     owned_groups = { ["jira-users"] = true },
 --     only = { ["00u1"] = true },              -- optional: plan for these users only
 --     claimed = { ["alice"] = "other-sync" },  -- accounts an earlier sync entry set
@@ -263,10 +267,13 @@ local function new_state(input)
     st.accounts = setmetatable({}, { __index = function(_, k) return get(accts, k) end })
     st.by_id = setmetatable({}, { __index = function(_, id) return get_id(accts, id) end })
     st.has_ids = accts:has_ids() or nil
-    -- a matched account kept for the later phases: its name, the rest
-    -- looked up again when read (100,000 held tables took ~40 MB)
+    -- a matched account kept for the later phases: its name (m.existing),
+    -- the rest looked up again when read (100,000 held tables took ~40 MB,
+    -- a table per name still 8 MB)
     local held = { __index = function(h, k) return get(accts, rawget(h, "name"), k) end }
-    st.hold = function(a) return setmetatable({ name = a.name }, held) end
+    st.hold = function(a) return a.name end
+    st.held = function(name) return setmetatable({ name = name }, held) end
+    st.held_groups = function(name) return get(accts, name, "groups") end
   else
     for _, a in ipairs(accts or {}) do
       st.accounts[lower(a.name)] = a
@@ -276,7 +283,25 @@ local function new_state(input)
       end
     end
   end
-  for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
+  if type(st.links) == "userdata" then
+    -- a whole target's links (state.linkset): looked up one at a time
+    local set = st.links
+    local name_of, id_of, owner = set.name, set.id, set.owner
+    st.links = setmetatable({}, {
+      __index = function(_, id) return name_of(set, id) end,
+      __pairs = function()
+        local i, at = 0, set.at
+        return function() i = i + 1; return at(set, i) end
+      end,
+    })
+    st.linked_by_account = setmetatable({}, { __index = function(_, k) return owner(set, k) end })
+    if not input.link_ids then
+      st.link_ids = setmetatable({}, { __index = function(_, id) return id_of(set, id) end })
+    end
+  else
+    for okta_id, name in pairs(st.links) do st.linked_by_account[lower(name)] = okta_id end
+  end
+  if type(st.owned_m) == "userdata" then st.owned_why = st.owned_m.why end
   for g in pairs(st.owned_g) do st.managed_groups[lower(g)] = g end
   st.op_mt, st.add_mts, st.create_mt = op_metatables(input.target.name, st.login_of)
   return st
@@ -348,6 +373,16 @@ local function count_groups(st)
   end
 end
 
+-- A mapped user m = { user, account, key } (and existing, deactivate,
+-- conflict when they come): its login is read from the user (M_MT), not
+-- held (with a fifth field 100,000 m's took ~10 MB more).
+local M_MT = { __index = function(m, k)
+  if k == "login" then
+    local u = rawget(m, "user")
+    return u.profile and u.profile.login or u.id
+  end
+end }
+
 -- Phase 1: map every source user (the policy's user hook); users that
 -- map to one name are conflicts, and none of them is applied.
 local function map_users(st)
@@ -364,7 +399,7 @@ local function map_users(st)
     elseif acct then
       local key = lower(acct.name)
       st.seen[u.id] = "kept" -- its linked account stays in scope
-      local m = { user = u, login = login, account = acct, key = key }
+      local m = setmetatable({ user = u, account = acct, key = key }, M_MT)
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -551,40 +586,52 @@ local function fail_user(st, m, message)
 end
 
 -- An account's wanted groups, held until its memberships are planned (two
--- small tables per account cost a 100,000-user plan ~35 MB): one list of
--- the group names and a last string of one letter per group, why it is
--- wanted (WHY_CODE). unpack_wants gives back want (lowercase group ->
--- name) and why (lowercase group -> "mapping", "default" or "new_user").
-local WHY_CODE = { mapping = "m", default = "d", new_user = "n" }
-local WHY_OF = { m = "mapping", d = "default", n = "new_user" }
+-- small tables per account cost a 100,000-user plan ~35 MB, a list of names
+-- ~20 MB): one string of 4 bytes per group, the group name's number in
+-- st.gnames (3 bytes, big-endian) and why it is wanted (WHY_CODE).
+-- unpack_wants gives back want (lowercase group -> name) and why
+-- (lowercase group -> "mapping", "default" or "new_user").
+local WHY_CODE = { mapping = 109, default = 100, new_user = 110 } -- m, d, n
+local WHY_OF = { [109] = "mapping", [100] = "default", [110] = "new_user" }
+local char, byte = string.char, string.byte
 
-local function pack_wants(want, why)
-  local list, codes, n = {}, {}, 0
+local function pack_wants(st, want, why)
+  local bytes, n, gnum, gnames = {}, 0, st.gnum, st.gnames
   for gk, gname in pairs(want) do
-    n = n + 1
-    list[n], codes[n] = gname, WHY_CODE[why[gk]]
+    local g = gnum[gname]
+    if not g then
+      g = #gnames + 1
+      assert(g < 1 << 24, "plan: over 16 million group names")
+      gnames[g], gnum[gname] = gname, g
+    end
+    bytes[n + 1], bytes[n + 2], bytes[n + 3], bytes[n + 4] = g >> 16, (g >> 8) & 255, g & 255, WHY_CODE[why[gk]]
+    n = n + 4
   end
-  list[n + 1] = table.concat(codes)
-  return { table.unpack(list, 1, n + 1) } -- no room to spare
+  return char(table.unpack(bytes, 1, n))
+end
+
+-- The name of the i-th group (1-based) of packed wants, and why.
+local function wanted_at(st, packed, i)
+  local a, b, c, w = byte(packed, i * 4 - 3, i * 4)
+  return st.gnames[a << 16 | b << 8 | c], WHY_OF[w]
 end
 
 local function unpack_wants(st, packed)
   local want, why, gl = {}, {}, st.glower
-  local n = #packed - 1
-  local codes = packed[n + 1]
-  for i = 1, n do
-    local gname = packed[i]
+  for i = 1, #packed // 4 do
+    local gname, w = wanted_at(st, packed, i)
     local gk = gl[gname]
-    want[gk], why[gk] = gname, WHY_OF[codes:sub(i, i)]
+    want[gk], why[gk] = gname, w
   end
   return want, why
 end
 
 -- Why lowercase group gk is in packed wants, or nil when it is not.
 local function wanted_why(st, packed, gk)
-  local n, gl = #packed - 1, st.glower
-  for i = 1, n do
-    if gl[packed[i]] == gk then return WHY_OF[packed[n + 1]:sub(i, i)] end
+  local gl = st.glower
+  for i = 1, #packed // 4 do
+    local gname, w = wanted_at(st, packed, i)
+    if gl[gname] == gk then return w end
   end
 end
 
@@ -641,7 +688,7 @@ local function desire_groups(st, m, acct, key, existing, is_new)
   end
 
   m.account, m.existing = acct, existing
-  st.desired[key], st.wants[key] = m, pack_wants(want, why)
+  st.desired[key], st.wants[key] = m, pack_wants(st, want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
 end
 
@@ -678,6 +725,7 @@ end
 local function match_accounts(st)
   local only = st.input.only
   st.wants = {} -- lowercase account -> its wanted groups (pack_wants)
+  st.gnum, st.gnames = {}, {} -- group name <-> its number in wants
   for _, m in ipairs(st.mapped) do
     if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end
   end
@@ -711,6 +759,14 @@ local function missing_groups(st)
   end
 end
 
+-- Why this entry added account key to group gk (both lowercase): "mapping",
+-- "default", "new_user", true (no why kept), or nil when it did not.
+local function owned(st, gk, key)
+  local om = st.owned_m
+  if st.owned_why then return st.owned_why(om, gk, key) end
+  return om[gk] and om[gk][key]
+end
+
 -- Of the groups an account is to leave, those it keeps: groups given
 -- only to new accounts (defaults.new_users) stay once given as such.
 local function not_kept(st, d, key, removes)
@@ -731,7 +787,7 @@ local function not_kept(st, d, key, removes)
   local out = {}
   for _, g in ipairs(removes) do
     local gk = gl[g]
-    local why = st.owned_m[gk] and st.owned_m[gk][key]
+    local why = owned(st, gk, key)
     local stays = why == "new_user" or (only_new[gk] and why ~= "mapping" and why ~= "default")
     if not stays then out[#out + 1] = g end
   end
@@ -740,19 +796,22 @@ end
 
 -- Phase 4, one account: the memberships it gains and loses.
 local function account_memberships(st, key, d)
-  local owned_m, managed, gl = st.owned_m, st.managed_groups, st.glower
+  local managed, gl = st.managed_groups, st.glower
   local packed = st.wants[key] -- read in place: no tables per account but the adds
-  local n = #packed - 1
+  local n = #packed // 4
   local name = d.account.name
 
   local current
-  local groups = d.existing and d.existing.groups
+  local existing = d.existing
+  local groups
+  if type(existing) == "string" then groups = st.held_groups(existing) -- held by name (st.hold)
+  else groups = existing and existing.groups end
   if groups and groups[1] then
     current = {}
     for _, g in ipairs(groups) do
       local gk = gl[g]
       current[gk] = g
-      if managed[gk] or (owned_m[gk] and owned_m[gk][key]) then
+      if managed[gk] or owned(st, gk, key) then
         st.managed_memberships = st.managed_memberships + 1
       end
     end
@@ -760,7 +819,7 @@ local function account_memberships(st, key, d)
 
   local adds = {}
   for i = 1, n do
-    local gname = packed[i]
+    local gname = wanted_at(st, packed, i)
     local gk = gl[gname]
     if current and current[gk] then
       current[gk] = nil -- wanted and held: not one to leave (left: those unwanted)
@@ -779,8 +838,7 @@ local function account_memberships(st, key, d)
 
   local removes = {}
   for gk, gname in pairs(current) do -- the groups it is in that it is not wanted in
-    local owned = owned_m[gk] and owned_m[gk][key]
-    if owned or (st.groups_cfg.keep_existing == false and managed[gk]) then
+    if owned(st, gk, key) or (st.groups_cfg.keep_existing == false and managed[gk]) then
       removes[#removes + 1] = gname
     end
   end
@@ -835,12 +893,16 @@ local function memberships(st)
   stream_start(st)
   st.keys = sorted_keys(st.desired)
   -- The run's only entry shares no wanted groups (result): each account's
-  -- are dropped once its ops are planned (100,000 accounts hold ~20 MB).
+  -- are dropped once its ops are planned, and so is the policy's account
+  -- of a user who stays (no later phase reads it; ~20 MB at 100,000).
   local single = st.input.single
   for _, key in ipairs(st.keys) do
     local d = st.desired[key]
     if not d.deactivate then account_memberships(st, key, d) end
-    if single then st.wants[key] = nil end
+    if single then
+      st.wants[key] = nil
+      if not d.deactivate then d.account = nil end
+    end
   end
 end
 
@@ -862,8 +924,10 @@ local function find_leavers(st)
 
   for _, key in ipairs(st.keys) do
     local d = st.desired[key]
-    if d.deactivate and d.existing then
-      leavers[#leavers + 1] = { okta_id = d.user.id, account = d.existing, inactive = true,
+    local existing = d.existing
+    if d.deactivate and existing then
+      if type(existing) == "string" then existing = st.held(existing) end -- held by name (st.hold)
+      leavers[#leavers + 1] = { okta_id = d.user.id, account = existing, inactive = true,
         reason = ("%s is inactive in Okta"):format(d.login) }
     end
   end
@@ -915,7 +979,7 @@ local function deprovision_one(st, l, action)
       -- restore: a group no rule manages (a licence group), given back if
       -- the account returns (input.returning)
       local gk = lower(g)
-      local ours = st.managed_groups[gk] or (st.owned_m[gk] and st.owned_m[gk][key])
+      local ours = st.managed_groups[gk] or owned(st, gk, key)
       add_op(st, { kind = "remove_member", subject = a.name, group = g, name = a.name,
                    okta_id = l.okta_id, deprovision = true, reason = l.reason,
                    restore = not ours or nil })

@@ -76,8 +76,8 @@ end
 -- run plans each user twice per target (the groups to read, then the
 -- plan): without a custom hook for them their answers are kept for the
 -- run, per sync entry's settings (the table the contexts of its plans
--- were made from, M.CONTEXT_SETTINGS) and user. A kept list is shared:
--- callers only read it. Returns the memo table of ctx's settings, or nil
+-- were made from, M.CONTEXT_SETTINGS) and user. A kept default_groups
+-- list is shared: callers only read it. Returns the memo table of ctx's settings, or nil
 -- when a custom hook may answer differently per target or call.
 local WEAK_KEYS = { __mode = "k" }
 M.CONTEXT_SETTINGS = setmetatable({}, WEAK_KEYS) -- ctx -> the sync entry it was made from
@@ -90,8 +90,37 @@ local function memo_of(self, ctx, hooks)
   local memo = self.memo
   if not memo then memo = setmetatable({}, WEAK_KEYS); self.memo = memo end
   local m = memo[key]
-  if not m then m = { users = setmetatable({}, WEAK_KEYS) }; memo[key] = m end
+  if not m then m = { users = setmetatable({}, WEAK_KEYS), num = {}, names = {} }; memo[key] = m end
   return m
+end
+
+-- A user's kept groups answer: one string, each name's number in m.names
+-- in 3 bytes (as lists, 100,000 answers held ~20 MB for the whole entry);
+-- a list of over a thousand names (or past 16 million distinct ones) is
+-- kept as it is. unkeep gives a new list back.
+local function keep(m, list)
+  if #list > 1000 then return list end
+  local bytes, num, names = {}, m.num, m.names
+  for i, name in ipairs(list) do
+    local k = num[name]
+    if not k then
+      k = #names + 1
+      if k >= 1 << 24 then return list end
+      names[k], num[name] = name, k
+    end
+    bytes[3 * i - 2], bytes[3 * i - 1], bytes[3 * i] = k >> 16, (k >> 8) & 255, k & 255
+  end
+  return string.char(table.unpack(bytes, 1, 3 * #list))
+end
+
+local function unkeep(m, kept)
+  if type(kept) ~= "string" then return kept end
+  local list, names, byte = {}, m.names, string.byte
+  for i = 1, #kept // 3 do
+    local a, b, c = byte(kept, 3 * i - 2, 3 * i)
+    list[i] = names[a << 16 | b << 8 | c]
+  end
+  return list
 end
 local GROUP_HOOKS, DEFAULT_HOOKS = { "groups", "include_group" }, { "default_groups" }
 
@@ -164,10 +193,10 @@ end
 function Policy:groups(u, groups, ctx)
   local m = type(u) == "table" and memo_of(self, ctx, GROUP_HOOKS)
   local r = m and m.users[u]
-  if r then return r end
+  if r then return unkeep(m, r) end
   local err
   r, err = self:_call("groups", post_list, "groups", u, groups, ctx)
-  if m and r then m.users[u] = r end
+  if m and r then m.users[u] = keep(m, r) end
   return r, err
 end
 

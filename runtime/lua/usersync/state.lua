@@ -179,6 +179,25 @@ function M.owned_memberships(db, sync, target)
   return out
 end
 
+-- The links of one sync entry and target with the memberships it added,
+-- compactly: a usersync.linkset (what a whole-target plan takes for
+-- links, link_ids and owned_memberships; 100,000 links and their ~500,000
+-- memberships as the tables above took ~20 MB). Memberships keyed as
+-- owned_memberships keys them: lowercase group, the link's account.
+function M.linkset(db, sync, target)
+  local set = require("usersync.linkset").new()
+  for _, id, name, account_id in db:each([[SELECT okta_id, account_name, account_id FROM links
+      WHERE sync = ? AND target = ?]], sync, target) do
+    set:add(id, name, account_id)
+  end
+  local own = set.own
+  for _, g, id, why in db:each([[SELECT lower(group_name), okta_id, why FROM owned_memberships
+      WHERE sync = ? AND target = ?]], sync, target) do
+    own(set, g, id, why) -- why: as the store's CHECK allows, or NULL
+  end
+  return set
+end
+
 -- Groups usersync created on a target: { [lower group] = name }.
 function M.owned_groups(db, target)
   local out = {}
