@@ -424,15 +424,14 @@ end
 
 -- One statement for a run of plain add_member outcomes (ops) on target:
 -- owned where the account is linked, the rows 'done' (unsure where not).
--- False when the names cannot go in JSON (not UTF-8): then one at a time.
+-- (Names JSON cannot carry never get here: record_plan's detail refused them.)
 local function flush_adds(db, run_id, sync, target, ops)
   local rows, seqs = {}, {}
   for i, op in ipairs(ops) do
     rows[i] = { op.group, op.okta_id, op.why }
     seqs[i] = math.tointeger(op.run_seq) or error("op without run_seq")
   end
-  local arr = json.encode(rows)
-  if not arr then return false end
+  local arr = assert(json.encode(rows))
   assert(db:exec([[INSERT INTO owned_memberships (sync, target, group_name, okta_id, why)
       SELECT ?1, ?2, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]')
       FROM json_each(?3) AS j
@@ -445,15 +444,13 @@ local function flush_adds(db, run_id, sync, target, ops)
       ended = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
       WHERE run_id = ?1 AND seq IN (SELECT value FROM json_each(?3))]], run_id, sync,
     "[" .. table.concat(seqs, ",") .. "]"))
-  return true
 end
 
 -- Likewise for plain create_user outcomes: links them (their rows join done).
 local function flush_creates(db, sync, target, ops, done)
   local rows = {}
   for i, op in ipairs(ops) do rows[i] = { op.okta_id, op.name, op.id } end
-  local arr = json.encode(rows)
-  if not arr then return false end
+  local arr = assert(json.encode(rows))
   assert(db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded, account_id)
       SELECT ?1, ?2, json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'), 1, 0, json_extract(j.value, '$[2]')
       FROM json_each(?3) AS j WHERE true
@@ -461,7 +458,6 @@ local function flush_creates(db, sync, target, ops, done)
       account_id = excluded.account_id,
       last_seen = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')]], sync, target, arr))
   table.move(ops, 1, #ops, #done + 1, done)
-  return true
 end
 
 local function outcomes(db, run_id, sync, list)
@@ -469,14 +465,10 @@ local function outcomes(db, run_id, sync, list)
   local kind, target, batch = nil, nil, {}
   local function flush()
     if #batch == 0 then return end
-    local ok
     if kind == "add" then
-      ok = flush_adds(db, run_id, sync, target, batch)
+      flush_adds(db, run_id, sync, target, batch)
     else
-      ok = flush_creates(db, sync, target, batch, done)
-    end
-    if not ok then
-      for _, op in ipairs(batch) do finished(db, run_id, sync, op, { ok = true }, done) end
+      flush_creates(db, sync, target, batch, done)
     end
     batch = {}
   end
