@@ -101,4 +101,26 @@ test("a run's and an operation's error are scrubbed of credentials when written;
   t:eq(db:first("SELECT error FROM runs WHERE id = ?", run).error, 'read failed: {"Authorization":"Bearer ********"}')
 end)
 
+test("mark_onboarded marks the accounts listed and drops their returning groups, no others", function(t)
+  local db = fresh()
+  for i, id in ipairs({ "00u1", "00u2", "00u3" }) do
+    db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+        VALUES ('main', 'jira', ?, ?, 1, 0)]], id, "user" .. i)
+    db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+        VALUES ('main', 'bitbucket', ?, ?, 1, 0)]], id, "user" .. i)
+    db:exec([[INSERT INTO returning_groups (sync, target, okta_id, group_name) VALUES ('main', 'jira', ?, 'lic')]], id)
+  end
+  t:ok(state.mark_onboarded(db, "main", "jira", { "00u1", "00u3" }))
+  t:ok(state.mark_onboarded(db, "main", "jira", {}), "nothing to mark")
+  local on = {}
+  for row in db:rows("SELECT target, okta_id FROM links WHERE onboarded = 1 ORDER BY target, okta_id") do
+    on[#on + 1] = row.target .. ":" .. row.okta_id
+  end
+  t:eq(table.concat(on, ","), "jira:00u1,jira:00u3")
+  t:same(state.new_accounts(db, "main", "jira"), { user2 = "00u2" })
+  local back = {}
+  for row in db:rows("SELECT okta_id FROM returning_groups ORDER BY okta_id") do back[#back + 1] = row.okta_id end
+  t:eq(table.concat(back, ","), "00u2")
+end)
+
 return test.done()

@@ -90,12 +90,15 @@ end
 
 -- Marks accounts onboarded once a run gave them every new-user group.
 -- okta_ids: ids whose new-user group additions all succeeded.
+-- (Two statements over the ids as a JSON array, not two per account.)
 function M.mark_onboarded(db, sync, target, okta_ids)
+  if #okta_ids == 0 then return true end
+  local ids = assert(json.encode(json.array(okta_ids)))
   return db:transaction(function()
-    for _, id in ipairs(okta_ids) do
-      assert(db:exec("UPDATE links SET onboarded = 1 WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
-      assert(db:exec("DELETE FROM returning_groups WHERE sync = ? AND target = ? AND okta_id = ?", sync, target, id))
-    end
+    assert(db:exec([[UPDATE links SET onboarded = 1 WHERE sync = ? AND target = ?
+        AND okta_id IN (SELECT value FROM json_each(?))]], sync, target, ids))
+    assert(db:exec([[DELETE FROM returning_groups WHERE sync = ? AND target = ?
+        AND okta_id IN (SELECT value FROM json_each(?))]], sync, target, ids))
     return true
   end)
 end
