@@ -38,7 +38,9 @@
 -- and split by phase (cpu_sample.py samples it every 50 ms: the CPU
 -- before the first write reached a simulator, and the apply's CPU per
 -- write operation the simulators served; at latency 0 a ROW "CPU per
--- write operation at 0 ms"), the writes of
+-- write operation at 0 ms; the apply's share also holds the recording of
+-- the plans of the targets that start after the first: apply.lua records a
+-- target's plan as it starts it), the writes of
 -- the re-sync (the script fails when there is any), and a timeline from the
 -- simulators' request logs: when the Okta read ended and when each target's
 -- reads and writes began and ended (before the first write: reading,
