@@ -49,6 +49,10 @@ struct hlist {
 struct host {
   struct host *next;
   char *key;
+  /* the last URL prefix ("scheme://authority", verbatim) found to be this
+  ** host: a URL starting with it needs no parse (host_of) */
+  char *prefix;
+  size_t prefix_len;
   struct us_queue ready; /* READY requests, FIFO */
   struct us_http_host_stats st;
   struct us_http_status_count *counts;
@@ -289,6 +293,56 @@ static char *host_key(const char *url) {
   curl_free(port);
   curl_url_cleanup(u);
   return key;
+}
+
+/* Length of url's "scheme://authority" (up to the path, query or
+** fragment), or 0 when it has no "://". */
+static size_t url_prefix_len(const char *url) {
+  const char *p = strstr(url, "://");
+  if (!p)
+    return 0;
+  return (size_t)(p + 3 - url) + strcspn(p + 3, "/?#");
+}
+
+/* The host of url, or NULL (a bad URL or scheme; *oom set when out of
+** memory). A URL whose scheme and authority are byte for byte those of
+** a host's last one is that host: the path, query and fragment do not
+** change the scheme, host or port, so only a new prefix is parsed
+** (host_key, curl's URL parser: a share of each request's CPU). */
+static struct host *host_of(us_http *e, const char *url, int *oom) {
+  *oom = 0;
+  size_t n = url_prefix_len(url);
+  /* the rest must be what curl's parser takes without a look: printable
+  ** ASCII (it refuses control bytes and spaces), not huge (it refuses
+  ** over 8 MB); anything else is parsed in full */
+  const char *rest = url + n;
+  size_t i = 0;
+  while (rest[i] > 0x20 && rest[i] < 0x7f && i < 65536)
+    i++;
+  if (rest[i])
+    n = 0; /* parsed in full below (and not remembered) */
+  if (n > 0)
+    for (struct host *h = e->hosts; h; h = h->next)
+      if (h->prefix_len == n && memcmp(h->prefix, url, n) == 0)
+        return h;
+  char *key = host_key(url);
+  if (!key)
+    return NULL;
+  struct host *h = host_get(e, key);
+  free(key);
+  if (!h) {
+    *oom = 1;
+    return NULL;
+  }
+  char *p = n > 0 ? malloc(n + 1) : NULL;
+  if (p) { /* (no copy: the next URL is parsed again) */
+    memcpy(p, url, n);
+    p[n] = '\0';
+    free(h->prefix);
+    h->prefix = p;
+    h->prefix_len = n;
+  }
+  return h;
 }
 
 /* The URL as it may appear in messages: no credentials, no query. */
@@ -1041,6 +1095,7 @@ void us_http_free(us_http *e) {
     struct host *ho = e->hosts;
     e->hosts = ho->next;
     free(ho->key);
+    free(ho->prefix);
     free(ho->counts);
     free(ho);
   }
@@ -1122,15 +1177,12 @@ us_http_req *us_http_submit(us_http *e, const struct us_http_request *r, const c
   h->governor_ud = r->governor_ud;
   h->t_submit = now_ms();
 
-  char *key = host_key(h->url);
-  if (key) {
-    h->host = host_get(e, key);
-    free(key);
-    if (!h->host) {
-      *err = "out of memory";
-      req_free(h);
-      return NULL;
-    }
+  int oom;
+  h->host = host_of(e, h->url, &oom);
+  if (oom) {
+    *err = "out of memory";
+    req_free(h);
+    return NULL;
   }
   h->anext = e->all;
   if (e->all)

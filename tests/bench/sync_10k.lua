@@ -34,7 +34,13 @@
 --
 -- Printed for each run: wall time, requests by kind per product (method +
 -- path, id-like segments folded to {id}), the floor and wall/floor, the
--- peak RSS of the usersync process (/usr/bin/time -v), the writes of
+-- peak RSS of the usersync process (/usr/bin/time -v), its CPU all-in
+-- and split by phase (cpu_sample.py samples it every 50 ms: the CPU
+-- before the first write reached a simulator, and the apply's CPU per
+-- write operation the simulators served; at latency 0 a ROW "CPU per
+-- write operation at 0 ms; the apply's share also holds the recording of
+-- the plans of the targets that start after the first: apply.lua records a
+-- target's plan as it starts it), the writes of
 -- the re-sync (the script fails when there is any), and a timeline from the
 -- simulators' request logs: when the Okta read ended and when each target's
 -- reads and writes began and ended (before the first write: reading,
@@ -273,7 +279,12 @@ local function main()
   local started_at -- the wall clock at the last run's start (the timeline)
   local function run_usersync(...)
     local tv = dir .. "/time.txt"
-    local argv = { "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv }
+    -- cpu_sample.py samples the usersync process's CPU every 50 ms (the
+    -- split by phase in report); outside timeout, so that timeout still
+    -- stops usersync, and outside /usr/bin/time, which counts usersync only
+    local samples = dir .. "/cpu.txt"
+    local argv = { py, fakes.source_dir .. "/tests/bench/cpu_sample.py", samples, "0.05", "--",
+                   "timeout", tostring(RUN_TIMEOUT), "/usr/bin/time", "-v", "-o", tv }
     -- BENCH_WRAP: a command put before usersync, e.g. "strace -c -f -o /tmp/s{run}.txt"
     -- or "perf record -g -o /tmp/perf{run}.data" (split at spaces; {run} is the
     -- run's number: 1 the first sync, 2 the re-sync)
@@ -302,6 +313,15 @@ local function main()
     local rss = tonumber(ttext:match("Maximum resident set size %(kbytes%): (%d+)"))
     r.cpu = (tonumber(ttext:match("User time %(seconds%): ([%d.]+)")) or 0)
       + (tonumber(ttext:match("System time %(seconds%): ([%d.]+)")) or 0)
+    r.samples = {}
+    local sf = io.open(samples)
+    if sf then
+      for l in sf:lines() do
+        local t, c = l:match("^(%S+) (%S+)$")
+        if t then r.samples[#r.samples + 1] = { tonumber(t), tonumber(c) } end
+      end
+      sf:close()
+    end
     return r, wall, rss
   end
 
@@ -391,6 +411,7 @@ local function main()
     -- started): the last Okta request, each target's first and last read
     -- and write. What lies before the first write is the plan phase.
     local timeline = {}
+    local first_write -- the first write any target served (the apply phase starts)
     local function at(t) return t and ("%.2f"):format(t - started_at) or "-" end
     for _, p in ipairs({ "okta", table.unpack(PRODUCTS) }) do
       local reqs = sims[p]:requests()
@@ -411,6 +432,7 @@ local function main()
           end
         end
       end
+      if w0 and (not first_write or w0 < first_write) then first_write = w0 end
       timeline[#timeline + 1] = ("%s reads %s-%s%s"):format(p, at(r0), at(r1),
         w0 and (", writes %s-%s"):format(at(w0), at(w1)) or "")
       local kinds = fold(reqs)
@@ -462,7 +484,38 @@ local function main()
       total_req, floor, read_slowest, read_max, apply_slowest, apply_chain, floor > 0 and wall / floor or 0))
     print(("   overlapped floor (slowest server, all phases overlapped) %.2f s -> wall/overlapped %.2fx"):format(
       slowest, slowest > 0 and wall / slowest or 0))
-    return writes, { wall = wall, floor = floor, rss = rss, overlapped = slowest, sim = sim_total }
+    -- usersync's CPU by phase: its CPU when the first write reached a
+    -- simulator (cpu_sample.py's samples, interpolated between the two
+    -- around the first write's stamp) is the read, the plan, printing it
+    -- and recording it; the rest is the apply (sending, the completion
+    -- callbacks, the journal, the summary), per write the simulators served.
+    local nwrites = 0
+    for _, p in ipairs(PRODUCTS) do nwrites = nwrites + (writes[p] or 0) end
+    local cpu_pre, cpu_apply
+    if first_write and #r.samples > 0 then
+      local sm = r.samples
+      cpu_pre = 0
+      for i, sa in ipairs(sm) do
+        if sa[1] <= first_write then
+          local nx = sm[i + 1]
+          if nx and nx[1] > first_write then
+            cpu_pre = sa[2] + (nx[2] - sa[2]) * (first_write - sa[1]) / (nx[1] - sa[1])
+          else
+            cpu_pre = sa[2]
+          end
+        end
+      end
+      cpu_apply = math.max(0, (r.cpu or 0) - cpu_pre)
+    end
+    print(("   usersync CPU all-in %.2f s for %d requests (%.3f ms per request)"):format(r.cpu or 0, total_req,
+      total_req > 0 and (r.cpu or 0) * 1000 / total_req or 0))
+    if cpu_apply and nwrites > 0 then
+      print(("   usersync CPU by phase (sampled every 50 ms): before the first write (read, plan, record) %.2f s; "
+        .. "apply %.2f s for %d write operations = %.3f ms per write operation"):format(cpu_pre, cpu_apply, nwrites,
+        cpu_apply * 1000 / nwrites))
+    end
+    return writes, { wall = wall, floor = floor, rss = rss, overlapped = slowest, sim = sim_total,
+                     cpu_pre = cpu_pre, cpu_apply = cpu_apply, nwrites = nwrites }
   end
 
   -- One row of the issue's table, for tests/bench/table.sh to collect:
@@ -533,6 +586,11 @@ local function main()
   row(("first sync into Jira + Confluence + Bitbucket (%d users / %d groups, %d ms)"):format(NU, NG, LAT),
     ("%.1f s, %s"):format(f1.wall, mb(f1.rss)), ("%.1f s"):format(f1.floor),
     f1.floor > 0 and ("%.2fx"):format(f1.wall / f1.floor) or "-", "<= 1.2x")
+  if LAT == 0 and f1.cpu_apply and f1.nwrites > 0 then
+    row(("CPU per write operation at 0 ms (first sync, %d users; apply %.2f s CPU / %d writes, before the first write %.2f s)")
+      :format(NU, f1.cpu_apply, f1.nwrites, f1.cpu_pre),
+      ("%.3f ms"):format(f1.cpu_apply * 1000 / f1.nwrites), "-", "-", "<= 0.1 ms")
+  end
   assert(r1.code == 0 or r1.code == 1, "first sync failed (exit " .. r1.code .. ")")
   local counts = {}
   for _, p in ipairs(PRODUCTS) do

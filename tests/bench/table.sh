@@ -15,6 +15,10 @@
 # A small run: BENCH_USERS=1000 BENCH_GROUPS=50 BENCH_BIG=5000 BENCH_SDK_USERS=300 tests/bench/table.sh
 # (the sdk row installs @okta/okta-sdk-nodejs into build/bench-node with npm the first time)
 #
+# At BENCH_LATENCY=0 the sync row adds "CPU per write operation at 0 ms": the
+# usersync CPU of the first sync's apply (after its first write reached a
+# simulator) per write the simulators served.
+#
 # Each benchmark also prints what each simulator allows (its CPU per request
 # against concurrency / latency), so a ratio bounded by a simulator shows as such.
 # Figures taken on a shared, loaded machine vary from run to run: the request

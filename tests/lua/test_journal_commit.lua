@@ -81,4 +81,83 @@ test("a chunk's outcomes and the next chunk's intents are one transaction", func
   os.remove(path .. "-shm")
 end)
 
+-- A chunk's plain successes (add_member, create_user: no note, no code)
+-- are recorded a run at a time with one statement over a JSON array
+-- (state.lua outcomes): the store must end exactly as recording them one
+-- at a time (op_finished) leaves it, in list order, with the unusual ones
+-- mixed in: an add for an account not linked (unsure), an add before its
+-- account's create in the same list, notes, failures, two targets.
+test("batched plain outcomes leave the store as one at a time does", function(t)
+  local state = require "usersync.state"
+  local function ops()
+    local l = {
+      { target = "jira", kind = "create_group", subject = "devs", group = "devs" },
+      { target = "jira", kind = "create_user", subject = "ann", name = "ann", okta_id = "00u1" },
+      { target = "jira", kind = "create_user", subject = "bob", name = "bob", okta_id = "00u2", id = "B-2" },
+      { target = "jira", kind = "create_user", subject = "cat", name = "cat", okta_id = "00u3" },
+      { target = "jira", kind = "add_member", subject = "ann", name = "ann", group = "devs", okta_id = "00u1", why = "mapping" },
+      { target = "jira", kind = "add_member", subject = "bob", name = "bob", group = "devs", okta_id = "00u2" },
+      { target = "jira", kind = "add_member", subject = "dan", name = "dan", group = "devs", okta_id = "00u4" },
+      { target = "jira", kind = "add_member", subject = "eve", name = "eve", group = "devs", okta_id = "00u5" },
+      { target = "jira", kind = "create_user", subject = "eve", name = "eve", okta_id = "00u5" },
+      { target = "jira", kind = "add_member", subject = "cat", name = "cat", group = "ops", okta_id = "00u3" },
+      { target = "jira", kind = "add_member", subject = "ann", name = "ann", group = "ops", okta_id = "00u1" },
+      { target = "jira", kind = "add_member", subject = "bob", name = "bob", group = "ops", okta_id = "00u2" },
+      { target = "jira", kind = "add_member", subject = "x", name = "x", group = "devs" },
+      { target = "confluence", kind = "create_user", subject = "ann", name = "ann", okta_id = "00u1" },
+      { target = "confluence", kind = "add_member", subject = "ann", name = "ann", group = "devs", okta_id = "00u1" },
+      { target = "confluence", kind = "add_member", subject = "bob", name = "bob", group = "devs", okta_id = "00u2" },
+      { target = "jira", kind = "add_member", subject = "ann", name = "ann", group = "Caf\u{e9}", okta_id = "00u1" },
+      { target = "jira", kind = "create_user", subject = "fay", name = "F\u{e4}y \"q\"", okta_id = "00u6" },
+    }
+    return l
+  end
+  local results = {}
+  for i = 1, 18 do results[i] = { ok = true } end
+  results[11] = { ok = true, note = "already a member" }
+  results[10] = { ok = false, error = "no such group", code = "ENOTFOUND" }
+  results[12] = { ok = false, error = "timed out", code = "ETIMEOUT" }
+  results[3] = { ok = true, note = "already exists" }
+
+  local function record(batched)
+    local path = os.tmpname()
+    os.remove(path)
+    local db = assert(state.open(path))
+    local run = assert(state.begin_run(db, "main", "manual", "sync"))
+    local l = ops()
+    assert(state.record_plan(db, run, l))
+    assert(state.ops_started(db, run, l))
+    if batched then
+      local list = {}
+      for i, op in ipairs(l) do list[i] = { op, results[i] } end
+      t:ok(state.ops_progress(db, run, "main", list, {}), "recorded")
+    else
+      for i, op in ipairs(l) do assert(state.op_finished(db, run, "main", op, results[i])) end
+    end
+    local out = {}
+    for _, q in ipairs({
+      "SELECT seq, status, error, code, unsure, started IS NOT NULL AS s, ended IS NOT NULL AS e FROM operations ORDER BY seq",
+      "SELECT sync, target, okta_id, account_name, created_by_us, onboarded, account_id FROM links ORDER BY target, okta_id",
+      "SELECT sync, target, group_name, okta_id, why FROM owned_memberships ORDER BY target, group_name, okta_id",
+      "SELECT sync, target, group_name FROM owned_groups ORDER BY target, group_name" }) do
+      for row in db:rows(q) do
+        local keys, line = {}, {}
+        for k in pairs(row) do keys[#keys + 1] = k end
+        table.sort(keys)
+        for _, k in ipairs(keys) do line[#line + 1] = k .. "=" .. tostring(row[k]) end
+        out[#out + 1] = table.concat(line, " ")
+      end
+      out[#out + 1] = "--"
+    end
+    db:close()
+    for _, suf in ipairs({ "", "-wal", "-shm" }) do os.remove(path .. suf) end
+    return table.concat(out, "\n")
+  end
+  local one, batch = record(false), record(true)
+  t:eq(batch, one, "the same rows")
+  t:ok(one:find("group_name=devs okta_id=00u1 sync=main target=jira why=mapping", 1, true), "a linked account's add owned")
+  t:ok(not one:find("okta_id=00u4", 1, true), "an add for an account not linked: not owned")
+  print("# " .. one:gsub("\n", "\n# "))
+end)
+
 return test.done()

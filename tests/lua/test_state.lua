@@ -151,4 +151,58 @@ test("a run's and an operation's error are scrubbed of credentials when written;
   t:eq(db:first("SELECT error FROM runs WHERE id = ?", run).error, 'read failed: {"Authorization":"Bearer ********"}')
 end)
 
+test("mark_onboarded marks the accounts listed and drops their returning groups, no others", function(t)
+  local db = fresh()
+  for i, id in ipairs({ "00u1", "00u2", "00u3" }) do
+    db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+        VALUES ('main', 'jira', ?, ?, 1, 0)]], id, "user" .. i)
+    db:exec([[INSERT INTO links (sync, target, okta_id, account_name, created_by_us, onboarded)
+        VALUES ('main', 'bitbucket', ?, ?, 1, 0)]], id, "user" .. i)
+    db:exec([[INSERT INTO returning_groups (sync, target, okta_id, group_name) VALUES ('main', 'jira', ?, 'lic')]], id)
+  end
+  t:ok(state.mark_onboarded(db, "main", "jira", { "00u1", "00u3" }))
+  t:ok(state.mark_onboarded(db, "main", "jira", {}), "nothing to mark")
+  local on = {}
+  for row in db:rows("SELECT target, okta_id FROM links WHERE onboarded = 1 ORDER BY target, okta_id") do
+    on[#on + 1] = row.target .. ":" .. row.okta_id
+  end
+  t:eq(table.concat(on, ","), "jira:00u1,jira:00u3")
+  t:same(state.new_accounts(db, "main", "jira"), { user2 = "00u2" })
+  local back = {}
+  for row in db:rows("SELECT okta_id FROM returning_groups ORDER BY okta_id") do back[#back + 1] = row.okta_id end
+  t:eq(table.concat(back, ","), "00u2")
+end)
+
+test("record_plan records each op's row as given, across its statements of PLAN_ROWS rows", function(t)
+  local db = fresh()
+  local run = state.begin_run(db, "main", "manual", "sync")
+  local saved = state.PLAN_ROWS
+  state.PLAN_ROWS = 2
+  local ops = {
+    { kind = "create_group", target = "jira", subject = "devs", group = "devs" },
+    { kind = "create_user", target = "jira", subject = "Zo\u{eb} \"q\" \\", name = "Zo\u{eb}", okta_id = "00u1",
+      email = "z@example.com" },
+    { kind = "add_member", target = "jira", subject = "zoe", name = "zoe", group = "devs", okta_id = "00u1", why = "mapping" },
+    { kind = "remove_member", target = "bitbucket", subject = "x in g", name = "x", group = "g" },
+    { kind = "update_user", target = "confluence", subject = "", okta_id = "00u2", set = { email = "a@b" } },
+  }
+  local ok, n = pcall(state.record_plan, db, run, ops, 10)
+  state.PLAN_ROWS = saved
+  t:ok(ok, tostring(n))
+  t:eq(n, 15, "the next base")
+  local rows = db:query("SELECT seq, target, kind, subject, okta_id, detail, status FROM operations WHERE run_id = ? ORDER BY seq", run)
+  t:eq(#rows, 5)
+  for i, op in ipairs(ops) do
+    local r = rows[i]
+    t:eq(r.seq, 10 + i); t:eq(op.run_seq, 10 + i)
+    t:eq(r.target, op.target); t:eq(r.kind, op.kind); t:eq(r.subject, op.subject); t:eq(r.okta_id, op.okta_id)
+    t:eq(r.status, "pending")
+    local d = require("usersync.json").decode(r.detail)
+    t:eq(d.group, op.group); t:eq(d.name, op.name); t:eq(d.why, op.why); t:eq(d.kind, nil)
+  end
+  t:eq(rows[2].subject, "Zo\u{eb} \"q\" \\", "the exact text")
+  t:eq(math.type(rows[1].seq), "integer")
+  t:eq(require("usersync.json").decode(rows[5].detail).set.email, "a@b")
+end)
+
 return test.done()

@@ -476,6 +476,46 @@ static void test_reused_handles(const struct server *s) {
   sigaction(SIGPIPE, &saved, NULL);
 }
 
+/* A request's host: a URL whose scheme and authority are those of an
+** earlier one is that host without a parse (http.c host_of), yet every
+** URL is still checked as curl's parser checks it, and a host spelled
+** another way is still the same host. */
+static void test_host_prefix(const struct server *s) {
+  us_http *e = us_http_new(NULL, NULL);
+  CHECK(e != NULL);
+  if (!e)
+    return;
+  const char *err = NULL;
+  char good[256], upper[256], space[256], ctrl[256];
+  snprintf(good, sizeof good, "%s/echo?a=1", s->url);
+  const char *auth = strstr(s->url, "://") + 3;
+  snprintf(upper, sizeof upper, "HTTP://%s/echo", auth); /* the same host, another prefix */
+  snprintf(space, sizeof space, "%s/echo?a=b c", s->url);
+  snprintf(ctrl, sizeof ctrl, "%s/ech\x01o", s->url);
+  const char *urls[] = {good, space, upper, ctrl, good, "http://[::1/x", "gopher://x/"};
+  const long want[] = {200, 0, 200, 0, 200, 0, 0};
+  for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+    struct us_http_request r = {.url = urls[i], .max_retries = 0};
+    us_http_req *h = us_http_submit(e, &r, &err);
+    CHECK(h != NULL);
+    if (!h)
+      continue;
+    CHECK_EQ_LONG(us_http_wait(e, &h, 1, 20000), 0);
+    const struct us_http_response *res = us_http_result(h);
+    CHECK(res != NULL);
+    if (res && want[i]) {
+      CHECK_EQ_LONG(res->status, want[i]);
+    } else if (res) {
+      CHECK_STR(res->code, US_HTTP_EURL);
+    }
+    us_http_release(h);
+  }
+  CHECK_EQ_LONG(us_http_host_count(e), 1); /* the rejected URLs have no host */
+  const struct us_http_host_stats *st = us_http_host_stats(e, 0);
+  CHECK(st && st->requests == 3);
+  us_http_free(e);
+}
+
 int main(void) {
   test_retry_after();
   test_server_delay();
@@ -486,6 +526,7 @@ int main(void) {
     test_engine(&s);
     test_engine_errors(&s);
     test_reused_handles(&s);
+    test_host_prefix(&s);
     server_stop(&s);
   } else {
     failures++;

@@ -21,6 +21,7 @@ M.EXIT_OK, M.EXIT_FAILED, M.EXIT_SAFETY = 0, 1, 3
 M.LOCK_TTL = 600
 
 local DESTRUCTIVE = report.DESTRUCTIVE
+local DONE = { ok = true } -- the outcome of a plain success
 
 -- Operations per chunk. A chunk holds operations of one kind (plan order
 -- holds across chunks): their intents are recorded in one transaction
@@ -225,7 +226,8 @@ function Apply:send(run, p, ops)
   local unrecorded = {}  -- outcomes of the chunks sent, recorded with the next chunk's intents
 
   local function finished(op, ok, info, code)
-    local result = ok and { ok = true, note = info } or { ok = false, error = info, code = code }
+    -- (a plain success shares one result table: the journal only reads it)
+    local result = ok and (info == nil and DONE or { ok = true, note = info }) or { ok = false, error = info, code = code }
     outcomes[#outcomes + 1] = { op, result }
     if not ok and op.kind == "handover_lead" then
       local why = tostring(info or "failed")
