@@ -29,6 +29,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.server", luaopen_usersync_server},
     {"usersync.metrics", luaopen_usersync_metrics},
     {"usersync.accountset", luaopen_usersync_accountset},
+    {"usersync.userset", luaopen_usersync_userset},
     {NULL, NULL},
 };
 

@@ -348,12 +348,27 @@ local function count_groups(st)
   end
 end
 
+-- A mapped user of a compact source (a usersync.userset, made afresh on
+-- each access) is held as a stub { id =, at = its place } whose other
+-- fields are read from the set (st.stub_mt): 100,000 users kept as tables
+-- until their memberships are planned cost ~65 MB. user_of(st, m) gives
+-- the whole user again.
+local function user_of(st, m)
+  local u = m.user
+  if st.stub_mt and getmetatable(u) == st.stub_mt then return st.input.source.users[rawget(u, "at")] end
+  return u
+end
+
 -- Phase 1: map every source user (the policy's user hook); users that
 -- map to one name are conflicts, and none of them is applied.
 local function map_users(st)
   local by_name = st.by_name
   local left_out, n_left = {}, 0
-  for _, u in ipairs(st.input.source.users or {}) do
+  local users = st.input.source.users or {}
+  local compact = type(users) == "userdata"
+  local stub_mt = compact and { __index = function(stub, k) local u = users[rawget(stub, "at")]; return u and u[k] end }
+  st.stub_mt = stub_mt
+  for i, u in ipairs(users) do
     st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)
@@ -364,7 +379,8 @@ local function map_users(st)
     elseif acct then
       local key = lower(acct.name)
       st.seen[u.id] = "kept" -- its linked account stays in scope
-      local m = { user = u, login = login, account = acct, key = key }
+      local m = { user = compact and setmetatable({ id = u.id, at = i }, stub_mt) or u, login = login,
+                  account = acct, key = key }
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -592,7 +608,7 @@ end
 -- defaults), each with why it is wanted. Sets m.account, m.existing,
 -- st.desired[key] = m and st.wants[key] (pack_wants).
 local function desire_groups(st, m, acct, key, existing, is_new)
-  local u, pol, ctx = m.user, st.pol, st.ctx
+  local u, pol, ctx = user_of(st, m), st.pol, st.ctx
   local ugroups = {}
   for _, gid in ipairs(u.groups or {}) do
     local g = st.counted[gid]
@@ -600,7 +616,8 @@ local function desire_groups(st, m, acct, key, existing, is_new)
   end
   table.sort(ugroups, by_group_name)
 
-  local names, err = pol:groups(u, ugroups, ctx)
+  -- (a compact source's user is a new table each time: its answer is kept by id)
+  local names, err = pol:groups(u, ugroups, ctx, u ~= m.user and u.id or nil)
   local defaults, err2
   if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
   if not names or not defaults then return fail_user(st, m, err or err2) end

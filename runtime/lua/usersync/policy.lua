@@ -161,13 +161,16 @@ local function post_list(self, hook, r)
   return out
 end
 
-function Policy:groups(u, groups, ctx)
+-- key: what the answer is kept by (default: the user table; the planner
+-- gives the id of a user it made afresh from a compact set).
+function Policy:groups(u, groups, ctx, key)
   local m = type(u) == "table" and memo_of(self, ctx, GROUP_HOOKS)
-  local r = m and m.users[u]
+  key = key or u
+  local r = m and m.users[key]
   if r then return r end
   local err
   r, err = self:_call("groups", post_list, "groups", u, groups, ctx)
-  if m and r then m.users[u] = r end
+  if m and r then m.users[key] = r end
   return r, err
 end
 
