@@ -608,16 +608,21 @@ end
 -- defaults), each with why it is wanted. Sets m.account, m.existing,
 -- st.desired[key] = m and st.wants[key] (pack_wants).
 local function desire_groups(st, m, acct, key, existing, is_new)
-  local u, pol, ctx = user_of(st, m), st.pol, st.ctx
-  local ugroups = {}
-  for _, gid in ipairs(u.groups or {}) do
-    local g = st.counted[gid]
-    if g then ugroups[#ugroups + 1] = g end
+  local u, pol, ctx = m.user, st.pol, st.ctx
+  -- a compact source's user is made afresh each time: the answer is kept
+  -- by id, and the user made only when there is none
+  local stub = st.stub_mt and getmetatable(u) == st.stub_mt
+  local names, err = stub and pol:kept_groups(u.id, ctx)
+  if not names then
+    u = user_of(st, m)
+    local ugroups = {}
+    for _, gid in ipairs(u.groups or {}) do
+      local g = st.counted[gid]
+      if g then ugroups[#ugroups + 1] = g end
+    end
+    table.sort(ugroups, by_group_name)
+    names, err = pol:groups(u, ugroups, ctx, stub and u.id or nil)
   end
-  table.sort(ugroups, by_group_name)
-
-  -- (a compact source's user is a new table each time: its answer is kept by id)
-  local names, err = pol:groups(u, ugroups, ctx, u ~= m.user and u.id or nil)
   local defaults, err2
   if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
   if not names or not defaults then return fail_user(st, m, err or err2) end

@@ -174,6 +174,13 @@ function Policy:groups(u, groups, ctx, key)
   return r, err
 end
 
+-- The answer Policy:groups keeps for key under ctx, or nil (none yet, or
+-- the hooks are custom): a caller that would make the user only to ask.
+function Policy:kept_groups(key, ctx)
+  local m = memo_of(self, ctx, GROUP_HOOKS)
+  return m and m.users[key]
+end
+
 function Policy:default_groups(account, is_new, ctx)
   local m = memo_of(self, ctx, DEFAULT_HOOKS)
   local key = is_new and "new" or "old"
