@@ -29,6 +29,10 @@
 **   set:get(id)           -> the user of that Okta id, or nil
 **   set:index(id)         -> its index, or nil
 **   set:id(i)             -> user i's id without making a table, or nil
+**   set:fill(i, t)        -> t, user i written into table t (one filled
+**       before, or empty): its fields overwritten, those user i lacks
+**       cleared; nil when there is no user i. For a caller that reads each
+**       user once and keeps nothing of it (no garbage per user)
 **   set:bytes()           -> memory the set holds, in bytes (approximately;
 **                            field values that are tables not counted)
 **   A user: { id=, status=, <top fields>, profile = { <profile fields> }
@@ -284,47 +288,92 @@ static void push_value(lua_State *L, const us_userset *s, size_t i, size_t k, in
   }
 }
 
-/* Pushes user i of the set at idx as a new table. */
-static void push_user(lua_State *L, int idx, struct lset *ls, size_t i) {
+/* Fills user i of the set at idx into the table at the top of the stack
+** (reuse: a table filled before, whose fields are overwritten and cleared
+** where this user has none; else a new empty one). */
+static void fill_user(lua_State *L, int idx, struct lset *ls, size_t i, int reuse) {
   us_userset *s = ls->s;
   size_t n = us_userset_nslots(s);
-  lua_getiuservalue(L, idx, UV_EXT);   /* top + 1 */
-  lua_getiuservalue(L, idx, UV_NAMES); /* top + 2 */
-  lua_getiuservalue(L, idx, UV_STRS);  /* top + 3 */
-  int top = lua_gettop(L) - 3;
-  lua_createtable(L, 0, (int)ls->ntop + 3); /* top + 4: the user */
-  luaL_setmetatable(L, OBJECT_MT);
+  int t = lua_gettop(L);
+  lua_getiuservalue(L, idx, UV_EXT);   /* t + 1 */
+  lua_getiuservalue(L, idx, UV_NAMES); /* t + 2 */
+  lua_getiuservalue(L, idx, UV_STRS);  /* t + 3 */
   size_t len;
   const char *id = us_userset_id(s, i, &len);
   lua_pushlstring(L, id, len);
-  lua_setfield(L, top + 4, "id");
-  for (size_t k = 0; k < n; k++) {
-    if (k == ls->ntop) {
-      if (!us_userset_has_profile(s, i))
-        break;
-      lua_createtable(L, 0, (int)(n - ls->ntop)); /* top + 5: its profile */
+  lua_setfield(L, t, "id");
+  int has_profile = us_userset_has_profile(s, i), p = 0;
+  if (has_profile) {
+    if (!reuse || lua_getfield(L, t, "profile") != LUA_TTABLE) {
+      if (reuse)
+        lua_pop(L, 1);
+      lua_createtable(L, 0, (int)(n - ls->ntop));
       luaL_setmetatable(L, OBJECT_MT);
     }
-    int into = k < ls->ntop ? top + 4 : top + 5;
-    lua_rawgeti(L, top + 2, (lua_Integer)k + 1);
-    push_value(L, s, i, k, top + 1);
-    if (lua_isnil(L, -1))
+    p = lua_gettop(L); /* t + 4: its profile */
+  } else if (reuse) {
+    lua_pushnil(L);
+    lua_setfield(L, t, "profile");
+  }
+  for (size_t k = 0; k < n; k++) {
+    if (k >= ls->ntop && !has_profile)
+      break;
+    int into = k < ls->ntop ? t : p;
+    lua_rawgeti(L, t + 2, (lua_Integer)k + 1);
+    push_value(L, s, i, k, t + 1);
+    if (lua_isnil(L, -1) && !reuse)
       lua_pop(L, 2);
     else
       lua_rawset(L, into);
   }
-  if (lua_gettop(L) == top + 5)
-    lua_setfield(L, top + 4, "profile");
-  size_t ng = us_userset_ngroups(s, i);
-  lua_createtable(L, (int)ng, 0);
-  luaL_setmetatable(L, ARRAY_MT);
+  if (has_profile) {
+    lua_pushvalue(L, p);
+    lua_setfield(L, t, "profile");
+  }
+  size_t ng = us_userset_ngroups(s, i), had = 0;
+  if (reuse && lua_getfield(L, t, "groups") == LUA_TTABLE) {
+    had = lua_rawlen(L, -1);
+  } else {
+    if (reuse)
+      lua_pop(L, 1);
+    lua_createtable(L, (int)ng, 0);
+    luaL_setmetatable(L, ARRAY_MT);
+  }
   for (size_t k = 0; k < ng; k++) {
-    push_text(L, s, i, k, top + 3);
+    push_text(L, s, i, k, t + 3);
     lua_rawseti(L, -2, (lua_Integer)k + 1);
   }
-  lua_setfield(L, top + 4, "groups");
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
+  for (size_t k = ng; k < had; k++) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (lua_Integer)k + 1);
+  }
+  lua_setfield(L, t, "groups");
+  lua_settop(L, t);
+}
+
+/* Pushes user i of the set at idx as a new table. */
+static void push_user(lua_State *L, int idx, struct lset *ls, size_t i) {
+  lua_createtable(L, 0, (int)ls->ntop + 3);
+  luaL_setmetatable(L, OBJECT_MT);
+  fill_user(L, idx, ls, i, 0);
+}
+
+/* set:fill(i, t) -> t: user i written into t, a table set:fill made
+** before (or an empty one): its fields overwritten, those user i has
+** not cleared; nil when there is no user i. */
+static int set_fill(lua_State *L) {
+  struct lset *ls = check(L, 1);
+  lua_Integer i = luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (i < 1 || (size_t)i > us_userset_count(ls->s))
+    return 0;
+  lua_settop(L, 3);
+  if (!lua_getmetatable(L, 3))
+    luaL_setmetatable(L, OBJECT_MT);
+  else
+    lua_pop(L, 1);
+  fill_user(L, 1, ls, (size_t)i - 1, 1);
+  return 1;
 }
 
 static int set_len(lua_State *L) {
@@ -397,7 +446,8 @@ static int set_tostring(lua_State *L) {
 static const luaL_Reg set_methods[] = {
     {"add", set_add},       {"add_page", set_add_page}, {"add_members", set_add_members},
     {"finish", set_finish}, {"get", set_get},           {"index", set_index_of},
-    {"id", set_id},         {"bytes", set_bytes},       {NULL, NULL}};
+    {"id", set_id},         {"fill", set_fill},         {"bytes", set_bytes},
+    {NULL, NULL}};
 
 static const luaL_Reg set_meta[] = {{"__gc", set_gc},
                                     {"__len", set_len},

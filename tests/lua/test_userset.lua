@@ -61,6 +61,24 @@ test("add, index, get by id, memberships, finish, list access", function(t)
   t:eq(set[2].status, "ACTIVE"); t:eq(set[2].app_assignment, nil); t:eq(set[2].profile, nil)
   t:same(set[2].groups, { "00gA", "00gB" }, "its groups stay")
   t:ok(set:bytes() > 0)
+
+  -- fill: one table written over for each user, what a user lacks cleared
+  local scratch = {}
+  t:eq(set:fill(1, scratch), scratch)
+  t:eq(json.encode(scratch, { sort_keys = true }), json.encode(set[1], { sort_keys = true }))
+  t:eq(getmetatable(scratch), json.object_mt)
+  local profile = scratch.profile
+  set:fill(3, scratch) -- no profile, no groups, no lastLogin
+  t:eq(json.encode(scratch, { sort_keys = true }), json.encode(set[3], { sort_keys = true }))
+  set:fill(4, scratch)
+  t:eq(json.encode(scratch, { sort_keys = true }), json.encode(set[4], { sort_keys = true }))
+  set:fill(2, scratch)
+  t:eq(json.encode(scratch, { sort_keys = true }), json.encode(set[2], { sort_keys = true }))
+  set:fill(1, scratch) -- fewer groups than the table had: the rest cleared
+  t:eq(json.encode(scratch, { sort_keys = true }), json.encode(set[1], { sort_keys = true }))
+  t:eq(#scratch.groups, 1); t:eq(scratch.lastLogin, json.null); t:eq(scratch.profile.n, 3)
+  t:ok(profile ~= nil)
+  t:eq(set:fill(9, scratch), nil)
   t:raises(function() userset.new{ top = { 1 } } end, "keep.top")
 end)
 

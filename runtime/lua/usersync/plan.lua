@@ -353,10 +353,24 @@ end
 -- fields are read from the set (st.stub_mt): 100,000 users kept as tables
 -- until their memberships are planned cost ~65 MB. user_of(st, m) gives
 -- the whole user again.
+-- With the default hooks (which keep nothing of a user) each user is
+-- written into one table (st.scratch) instead: no garbage per user.
 local function user_of(st, m)
   local u = m.user
-  if st.stub_mt and getmetatable(u) == st.stub_mt then return st.input.source.users[rawget(u, "at")] end
-  return u
+  if not (st.stub_mt and getmetatable(u) == st.stub_mt) then return u end
+  local users = st.input.source.users
+  if st.scratch then return users:fill(rawget(u, "at"), st.scratch) end
+  return users[rawget(u, "at")]
+end
+
+-- The users of a compact set one by one, each written into scratch.
+local function each_filled(scratch)
+  return function(set)
+    local n = #set
+    return function(_, i)
+      if i < n then return i + 1, set:fill(i + 1, scratch) end
+    end, set, 0
+  end
 end
 
 -- Phase 1: map every source user (the policy's user hook); users that
@@ -368,7 +382,8 @@ local function map_users(st)
   local compact = type(users) == "userdata"
   local stub_mt = compact and { __index = function(stub, k) local u = users[rawget(stub, "at")]; return u and u[k] end }
   st.stub_mt = stub_mt
-  for i, u in ipairs(users) do
+  st.scratch = compact and st.pol:keeps_no_user() and {} or nil
+  for i, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
     st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)

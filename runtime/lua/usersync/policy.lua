@@ -174,6 +174,13 @@ function Policy:groups(u, groups, ctx, key)
   return r, err
 end
 
+-- Whether the hooks that see an Okta user (user, groups) are the default
+-- ones, which keep nothing of the user table they are given: a caller may
+-- then hand them one table refilled for each user.
+function Policy:keeps_no_user()
+  return not (self.custom.user or self.custom.groups)
+end
+
 -- The answer Policy:groups keeps for key under ctx, or nil (none yet, or
 -- the hooks are custom): a caller that would make the user only to ask.
 function Policy:kept_groups(key, ctx)
