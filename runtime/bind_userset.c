@@ -23,7 +23,8 @@
 **   set:finish()          ends the feeding: ids met only as members are
 **       dropped, each user's group ids sorted; the users in the order
 **       their records came
-**   #set                  -> the number of users
+**   #set                  -> the number of users (before set:finish, ids
+**                            met only as members count too)
 **   set[i]                -> user i (1..#set) as a new table, or nil; so
 **                            ipairs(set) lists every user
 **   set:get(id)           -> the user of that Okta id, or nil

@@ -71,7 +71,8 @@ int us_userset_add_member(us_userset *s, const char *id, size_t len, const char 
 
 /* Ends the feeding: users seen only as members are dropped, the records
 ** are in the order they were first put, each user's groups sorted
-** (bytewise). 0, or -1 when out of memory (the set is then unchanged).
+** (bytewise). 0, or -1 when out of memory (the set unchanged, or when
+** only its new index could not be made, lookups by id finding nothing).
 ** Further puts and members are allowed (and need another finish). */
 int us_userset_finish(us_userset *s);
 
