@@ -349,18 +349,17 @@ local function count_groups(st)
 end
 
 -- A mapped user of a compact source (a usersync.userset, made afresh on
--- each access) is held as a stub { id =, at = its place } whose other
--- fields are read from the set (st.stub_mt): 100,000 users kept as tables
--- until their memberships are planned cost ~65 MB. user_of(st, m) gives
--- the whole user again.
--- With the default hooks (which keep nothing of a user) each user is
--- written into one table (st.scratch) instead: no garbage per user.
+-- each access) is held as a stub { id = } whose other fields are read
+-- from the set (st.stub_mt): 100,000 users kept as tables until their
+-- memberships are planned cost ~65 MB. user_of(st, m) gives the whole
+-- user again; with the default hooks (which keep nothing of a user)
+-- written into one table (st.scratch): no garbage per user.
 local function user_of(st, m)
   local u = m.user
   if not (st.stub_mt and getmetatable(u) == st.stub_mt) then return u end
   local users = st.input.source.users
-  if st.scratch then return users:fill(rawget(u, "at"), st.scratch) end
-  return users[rawget(u, "at")]
+  if st.scratch then return users:fill(users:index(rawget(u, "id")), st.scratch) end
+  return users:get(rawget(u, "id"))
 end
 
 -- The users of a compact set one by one, each written into scratch.
@@ -380,10 +379,10 @@ local function map_users(st)
   local left_out, n_left = {}, 0
   local users = st.input.source.users or {}
   local compact = type(users) == "userdata"
-  local stub_mt = compact and { __index = function(stub, k) local u = users[rawget(stub, "at")]; return u and u[k] end }
+  local stub_mt = compact and { __index = function(stub, k) local u = users:get(rawget(stub, "id")); return u and u[k] end }
   st.stub_mt = stub_mt
   st.scratch = compact and st.pol:keeps_no_user() and {} or nil
-  for i, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
+  for _, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
     st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)
@@ -394,7 +393,7 @@ local function map_users(st)
     elseif acct then
       local key = lower(acct.name)
       st.seen[u.id] = "kept" -- its linked account stays in scope
-      local m = { user = compact and setmetatable({ id = u.id, at = i }, stub_mt) or u, login = login,
+      local m = { user = compact and setmetatable({ id = u.id }, stub_mt) or u, login = login,
                   account = acct, key = key }
       st.mapped[#st.mapped + 1] = m
 
