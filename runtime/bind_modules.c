@@ -30,6 +30,7 @@ static const luaL_Reg c_modules[] = {
     {"usersync.metrics", luaopen_usersync_metrics},
     {"usersync.accountset", luaopen_usersync_accountset},
     {"usersync.linkset", luaopen_usersync_linkset},
+    {"usersync.userset", luaopen_usersync_userset},
     {NULL, NULL},
 };
 

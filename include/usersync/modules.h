@@ -22,6 +22,7 @@ int luaopen_usersync_server(lua_State *L);
 int luaopen_usersync_metrics(lua_State *L);
 int luaopen_usersync_accountset(lua_State *L);
 int luaopen_usersync_linkset(lua_State *L);
+int luaopen_usersync_userset(lua_State *L);
 
 /* Cross-binding helpers. */
 /* The engine of the usersync.http.Client at idx; raises if idx is not a

@@ -9,8 +9,11 @@ local accountset = require "usersync.accountset"
 local linkset = require "usersync.linkset"
 local json = require "usersync.json"
 
+local userset = require "usersync.userset"
+
 local set_plans = 0 -- plans also made from an account set (build)
 local link_plans = 0 -- plans also made from a link set (build)
+local user_set_plans = 0 -- plans also made from a user set (build)
 
 local function sync_entry(over)
   local t = { name = "main", source = "okta", targets = { "jira" } }
@@ -71,6 +74,29 @@ local function as_linkset(t)
   return set
 end
 
+-- The Okta users of a list in a usersync.userset, as a compact scope read
+-- holds them (keeping every field the users have); nil when a user has no
+-- string id (a set cannot hold it).
+local function as_userset(list)
+  local top, prof, seen, pseen = { "id", "status" }, {}, { id = true, status = true }, {}
+  for _, u in ipairs(list) do
+    if type(u.id) ~= "string" then return nil end
+    for k in pairs(u) do
+      if type(k) == "string" and not seen[k] then seen[k] = true; top[#top + 1] = k end
+    end
+    for k in pairs(type(u.profile) == "table" and u.profile or {}) do
+      if not pseen[k] then pseen[k] = true; prof[#prof + 1] = k end
+    end
+  end
+  local set = userset.new{ top = top, profile = prof }
+  for _, u in ipairs(list) do
+    set:add(u)
+    for _, g in ipairs(u.groups or {}) do set:add_members({ u.id }, g) end
+  end
+  set:finish()
+  return set
+end
+
 -- What a plan decided, as text to compare (the leavers by name).
 local function decided(p)
   local ops, leavers = {}, {}
@@ -114,6 +140,18 @@ local function build(t)
       error(("planned from a link set:\n%s\nfrom the tables:\n%s"):format(got, want), 2)
     end
     link_plans = link_plans + 1
+  end
+  local users = t.source.users and #t.source.users > 0 and as_userset(t.source.users)
+  if users then -- the same users as a compact scope read gives them: the same plan
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    c.source = setmetatable({ users = users }, { __index = t.source })
+    t.policy:planned(t.sync) -- the answers it keeps by id start afresh
+    local want, got = decided(p), decided(plan.build(c))
+    if got ~= want then
+      error(("planned from a user set:\n%s\nfrom the list:\n%s"):format(got, want), 2)
+    end
+    user_set_plans = user_set_plans + 1
   end
   return p
 end
@@ -470,8 +508,9 @@ test("plan file: round trip, and apply refuses a plan whose destructive ops are 
   t:contains(select(2, planfile.decode("garbage")), "not a usersync plan: json:")
 end)
 
-test("every plan above with accounts was also planned from an account set, identically", function(t)
+test("every plan above with accounts was also planned from an account set, and with users from a user set, identically", function(t)
   t:ok(set_plans >= 20, ("%d plans compared"):format(set_plans))
+  t:ok(user_set_plans >= 20, ("%d plans compared from user sets"):format(user_set_plans))
 end)
 
 test("every plan above with links was also planned from a link set, identically", function(t)

@@ -383,12 +383,41 @@ local M_MT = { __index = function(m, k)
   end
 end }
 
+-- A mapped user of a compact source (a usersync.userset, made afresh on
+-- each access) is held as a stub { id = } whose other fields are read
+-- from the set (st.stub_mt): 100,000 users kept as tables until their
+-- memberships are planned cost ~65 MB. user_of(st, m) gives the whole
+-- user again; with the default hooks (which keep nothing of a user)
+-- written into one table (st.scratch): no garbage per user.
+local function user_of(st, m)
+  local u = m.user
+  if not (st.stub_mt and getmetatable(u) == st.stub_mt) then return u end
+  local users = st.input.source.users
+  if st.scratch then return users:fill(users:index(rawget(u, "id")), st.scratch) end
+  return users:get(rawget(u, "id"))
+end
+
+-- The users of a compact set one by one, each written into scratch.
+local function each_filled(scratch)
+  return function(set)
+    local n = #set
+    return function(_, i)
+      if i < n then return i + 1, set:fill(i + 1, scratch) end
+    end, set, 0
+  end
+end
+
 -- Phase 1: map every source user (the policy's user hook); users that
 -- map to one name are conflicts, and none of them is applied.
 local function map_users(st)
   local by_name = st.by_name
   local left_out, n_left = {}, 0
-  for _, u in ipairs(st.input.source.users or {}) do
+  local users = st.input.source.users or {}
+  local compact = type(users) == "userdata"
+  local stub_mt = compact and { __index = function(stub, k) local u = users:get(rawget(stub, "id")); return u and u[k] end }
+  st.stub_mt = stub_mt
+  st.scratch = compact and st.pol:keeps_no_user() and {} or nil
+  for _, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
     st.seen[u.id] = "read"
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)
@@ -399,7 +428,8 @@ local function map_users(st)
     elseif acct then
       local key = lower(acct.name)
       st.seen[u.id] = "kept" -- its linked account stays in scope
-      local m = setmetatable({ user = u, account = acct, key = key }, M_MT)
+      local m = setmetatable({ user = compact and setmetatable({ id = u.id }, stub_mt) or u,
+                              account = acct, key = key }, M_MT)
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -640,14 +670,20 @@ end
 -- st.desired[key] = m and st.wants[key] (pack_wants).
 local function desire_groups(st, m, acct, key, existing, is_new)
   local u, pol, ctx = m.user, st.pol, st.ctx
-  local ugroups = {}
-  for _, gid in ipairs(u.groups or {}) do
-    local g = st.counted[gid]
-    if g then ugroups[#ugroups + 1] = g end
+  -- a compact source's user is made afresh each time: the answer is kept
+  -- by id, and the user made only when there is none
+  local stub = st.stub_mt and getmetatable(u) == st.stub_mt
+  local names, err = stub and pol:kept_groups(u.id, ctx)
+  if not names then
+    u = user_of(st, m)
+    local ugroups = {}
+    for _, gid in ipairs(u.groups or {}) do
+      local g = st.counted[gid]
+      if g then ugroups[#ugroups + 1] = g end
+    end
+    table.sort(ugroups, by_group_name)
+    names, err = pol:groups(u, ugroups, ctx, stub and u.id or nil)
   end
-  table.sort(ugroups, by_group_name)
-
-  local names, err = pol:groups(u, ugroups, ctx)
   local defaults, err2
   if names then defaults, err2 = pol:default_groups(acct, is_new, ctx) end
   if not names or not defaults then return fail_user(st, m, err or err2) end

@@ -190,14 +190,32 @@ local function post_list(self, hook, r)
   return out
 end
 
-function Policy:groups(u, groups, ctx)
+-- key: what the answer is kept by (default: the user table; the planner
+-- gives the id of a user it made afresh from a compact set).
+function Policy:groups(u, groups, ctx, key)
   local m = type(u) == "table" and memo_of(self, ctx, GROUP_HOOKS)
-  local r = m and m.users[u]
+  key = key or u
+  local r = m and m.users[key]
   if r then return unkeep(m, r) end
   local err
   r, err = self:_call("groups", post_list, "groups", u, groups, ctx)
-  if m and r then m.users[u] = keep(m, r) end
+  if m and r then m.users[key] = keep(m, r) end
   return r, err
+end
+
+-- Whether the hooks that see an Okta user (user, groups) are the default
+-- ones, which keep nothing of the user table they are given: a caller may
+-- then hand them one table refilled for each user.
+function Policy:keeps_no_user()
+  return not (self.custom.user or self.custom.groups)
+end
+
+-- The answer Policy:groups keeps for key under ctx, or nil (none yet, or
+-- the hooks are custom): a caller that would make the user only to ask.
+function Policy:kept_groups(key, ctx)
+  local m = memo_of(self, ctx, GROUP_HOOKS)
+  local r = m and m.users[key]
+  return r and unkeep(m, r)
 end
 
 function Policy:default_groups(account, is_new, ctx)

@@ -233,7 +233,9 @@ local function read_scope(e, s, src, scfg, include, group_errors, fields)
       done = done, total = total, what = unit }
   end
   -- only the Okta user fields the policy reads (Policy:user_fields)
-  local snap, err, code, partial = src:scope{ include = include, progress = progress, fields = fields }
+  -- (compact: an Okta source's users in a usersync.userset; a SCIM source ignores it)
+  local snap, err, code, partial = src:scope{ include = include, progress = progress, fields = fields,
+                                              compact = true }
 
   e.progress{ phase = "okta", name = s.source, state = snap and "done" or "failed",
     error = err, code = code, requests = snap and snap.requests }
