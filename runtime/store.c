@@ -284,6 +284,68 @@ static const char schema_v6[] =
     "  user_id TEXT NOT NULL\n"
     ");\n";
 
+/* v7: the journal's tables without IN lists in their CHECK constraints.
+** SQLite (3.40) codes a CHECK's `x IN ('a', 'b', 'c')` of three values or
+** more as a temporary table filled on every row written (no once-only
+** guard in a constraint), which cost the journal a share of its CPU per
+** operation: operations.status on every intent and outcome,
+** owned_memberships.why on every membership added. The same constraints
+** as comparisons (`x = 'a' OR x = 'b' ...`: equal for every value, NULL
+** included, which passes both) take no temporary table. Rebuilt as
+** SQLite's table-rebuild procedure does it: the new table, the rows
+** copied, the old one dropped (with its indexes), the new one renamed, the
+** indexes created again, all in the migration's transaction. Both are
+** child tables only (nothing refers to them), so dropping them deletes
+** nothing elsewhere with foreign keys on, and the copied rows are checked
+** against their parents (runs, links) as they are inserted. Columns keep
+** their order (unsure, why last, as v2 added them). runs and findings keep
+** their IN lists: written once per run or finding, not per operation, and
+** runs is a parent table whose drop would cascade to its operations. */
+static const char schema_v7[] =
+    "CREATE TABLE operations_v7 (\n"
+    "  run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,\n"
+    "  seq      INTEGER NOT NULL,        -- position in the plan\n"
+    "  target   TEXT NOT NULL,\n"
+    "  kind     TEXT NOT NULL,           -- create_user, rename_user, add_member, ...\n"
+    "  subject  TEXT NOT NULL,           -- account or group name the operation is about\n"
+    "  okta_id  TEXT,                    -- the Okta user concerned, if any\n"
+    "  detail   TEXT CHECK (detail IS NULL OR json_valid(detail)), -- parameters, reason\n"
+    "  status   TEXT NOT NULL DEFAULT 'pending' CHECK (status = 'pending' OR status = 'running'\n"
+    "           OR status = 'done' OR status = 'failed' OR status = 'skipped'),\n"
+    "  error    TEXT,\n"
+    "  code     TEXT,                    -- stable error code, e.g. HTTP_409\n"
+    "  started  TEXT,\n"
+    "  ended    TEXT,\n"
+    "  unsure   INTEGER NOT NULL DEFAULT 0 CHECK (unsure IN (0, 1)),\n"
+    "  PRIMARY KEY (run_id, seq)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO operations_v7 (run_id, seq, target, kind, subject, okta_id, detail, status, error,\n"
+    "                           code, started, ended, unsure)\n"
+    "  SELECT run_id, seq, target, kind, subject, okta_id, detail, status, error, code, started,\n"
+    "         ended, unsure FROM operations;\n"
+    "DROP TABLE operations;\n"
+    "ALTER TABLE operations_v7 RENAME TO operations;\n"
+    "CREATE INDEX operations_open ON operations (status) WHERE status IN ('pending', 'running');\n"
+    "CREATE INDEX operations_unsettled ON operations (target) WHERE status = 'running' OR unsure = 1;\n"
+    "CREATE TABLE owned_memberships_v7 (\n"
+    "  id         INTEGER PRIMARY KEY,\n"
+    "  sync       TEXT NOT NULL,\n"
+    "  target     TEXT NOT NULL,\n"
+    "  group_name TEXT NOT NULL,\n"
+    "  okta_id    TEXT NOT NULL,\n"
+    "  added      TEXT NOT NULL DEFAULT " NOW ",\n"
+    "  why        TEXT CHECK (why IS NULL OR why = 'mapping' OR why = 'default' OR why = 'new_user'),\n"
+    "  FOREIGN KEY (sync, target, okta_id) REFERENCES links (sync, target, okta_id)\n"
+    "    ON DELETE CASCADE ON UPDATE CASCADE\n"
+    ");\n"
+    "INSERT INTO owned_memberships_v7 (id, sync, target, group_name, okta_id, added, why)\n"
+    "  SELECT id, sync, target, group_name, okta_id, added, why FROM owned_memberships;\n"
+    "DROP TABLE owned_memberships;\n"
+    "ALTER TABLE owned_memberships_v7 RENAME TO owned_memberships;\n"
+    "CREATE UNIQUE INDEX owned_memberships_key\n"
+    "  ON owned_memberships (sync, target, lower(group_name), okta_id);\n"
+    "CREATE INDEX owned_memberships_user ON owned_memberships (sync, target, okta_id);\n";
+
 static const us_store_migration builtin_migrations[] = {
     {1, "initial schema: links, owned groups and memberships, runs, operations, cursors, kv, "
         "locks",
@@ -298,6 +360,9 @@ static const us_store_migration builtin_migrations[] = {
     {6, "SCIM sources: users, groups and memberships identity providers pushed, and the users "
         "a push touched",
      schema_v6},
+    {7, "the journal's CHECK constraints without IN lists (operations.status, "
+        "owned_memberships.why)",
+     schema_v7},
 };
 
 const us_store_migration *us_store_migrations(size_t *n) {

@@ -37,7 +37,7 @@ struct sqlite3_stmt;
 
 /* Latest schema version this build knows (the last built-in migration's;
 ** versions may have gaps). */
-#define US_STORE_SCHEMA_VERSION 6
+#define US_STORE_SCHEMA_VERSION 7
 /* Busy timeout when none is given (milliseconds). */
 #define US_STORE_DEFAULT_BUSY_MS 5000
 /* Lease of a run lock when none is given (milliseconds). */

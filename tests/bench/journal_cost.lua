@@ -9,8 +9,10 @@
 -- Printed: CPU seconds and microseconds per op of each part, then the same
 -- again in a store that skips CHECK constraints (PRAGMA
 -- ignore_check_constraints): what the schema's CHECKs cost the journal
--- (SQLite 3.40 builds a temporary table for a CHECK's `IN (...)` list on
--- every row written: operations.status, owned_memberships.why). CPU from
+-- (SQLite 3.40 builds a temporary table for a CHECK's `IN (...)` list of
+-- three values or more on every row written; schema version 7 wrote
+-- operations.status and owned_memberships.why as comparisons, so the two
+-- lines now differ by the json_valid and 0/1 checks). CPU from
 -- os.clock; on a loaded machine run it a few times, or under
 -- `valgrind --tool=callgrind` for instruction counts.
 local state = require "usersync.state"
