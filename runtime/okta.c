@@ -28,6 +28,7 @@
 #include "usersync/jsonscan.h"
 #include "usersync/okta.h"
 #include "usersync/queue.h"
+#include "usersync/timeutil.h"
 #include "usersync/strbuf.h"
 #include "usersync/timeutil.h"
 
@@ -1419,6 +1420,11 @@ struct evnode {
 /* Pages a batch may hold parsed and not taken by its caller while it
 ** requests more (us_okta_batch_next's prefetch). */
 #define PREFETCH 8
+/* While its caller takes pages already here, a batch still gives the
+** engine a turn at least this often (seconds): the other clients sharing
+** it (the targets' reads that run with the Okta read) keep their requests
+** going instead of waiting for the caller to run out of pages. */
+#define TURN_EVERY 0.002
 
 struct us_okta_batch {
   us_okta *c;
@@ -1427,6 +1433,7 @@ struct us_okta_batch {
   size_t first; /* jobs before it have ended */
   struct evnode *head, *tail;
   size_t npages;         /* PAGE events queued, not taken yet */
+  double turned;         /* us_time_monotonic() of our last engine turn */
   struct us_queue ready; /* jobs with a page to request, waiting for a slot */
   us_okta_batch *next;   /* the client's open batches */
 };
@@ -1785,7 +1792,23 @@ static struct us_okta_event *pop(us_okta_batch *b) {
   return ev;
 }
 
+/* Requests the pages that can go now, while fewer than PREFETCH wait to
+** be taken, and puts them on the wire. */
+static void prefetch(us_okta_batch *b) {
+  if (b->npages > 0 && submit_pages(b, PREFETCH) > 0 && b->c->e)
+    us_http_run_once(b->c->e, 0);
+}
+
 struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
+  if (b->head && b->c->e) { /* pages here: an engine turn if the last is a while ago */
+    double now = us_time_monotonic();
+    if (now - b->turned >= TURN_EVERY) {
+      b->turned = now;
+      us_http_run_once(b->c->e, 0);
+      harvest(b);
+      prefetch(b);
+    }
+  }
   for (;;) {
     struct us_okta_event *ev = pop(b);
     if (ev)
@@ -1812,6 +1835,7 @@ struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
       /* (nothing of ours in flight: every slot is held by another batch's
       ** requests; driving the engine frees them) */
       us_http_run_once(b->c->e, 200);
+      b->turned = us_time_monotonic();
       harvest(b);
     }
     /* Prefetch: the pages that can go now (a listing's next page, the
@@ -1819,7 +1843,6 @@ struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
     ** so a chain of pages is not one caller's turn longer per page; at
     ** most PREFETCH pages wait here. A prefetched page that fails ends
     ** its job after the pages before it, as any failed page does. */
-    if (b->npages > 0 && submit_pages(b, PREFETCH) > 0 && b->c->e)
-      us_http_run_once(b->c->e, 0); /* on the wire now */
+    prefetch(b);
   }
 }

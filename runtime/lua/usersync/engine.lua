@@ -370,6 +370,7 @@ function Engine:plan_entry(run, s)
     -- (usersync.spool, which copies them out in the entry's order):
     -- nothing merges its ops with another entry's.
     if run.opts.on_target and run.single then run.opts.on_target(p) end
+    snapshot.turn(self)
   end
   for i = 1, #s.targets do
     for _, msg in ipairs(notes[i]) do
@@ -477,6 +478,7 @@ function Engine:plan_target(run, s, pol, src, tname)
   local ttype = self.cfg.targets[tname].type
   local links = state.links(self.db, s.name, tname)
   local snap = self:target_snapshot(run, s, pol, src, tname, links)
+  snapshot.turn(self) -- (the other reads still running go on between the steps)
 
   -- Journal rows of earlier runs whose outcome is unknown (a lost answer,
   -- a kill, a store that could not be written) are settled from what the
@@ -493,7 +495,9 @@ function Engine:plan_target(run, s, pol, src, tname)
   end
   state.remember_ids(self.db, tname, snap.accounts) -- SCIM: links learn their account's id
 
+  snapshot.turn(self)
   local input = self:plan_input(run, s, pol, src, tname, snap, links)
+  snapshot.turn(self)
   -- Without the target's state nothing can be planned safely.
   snap = snapshot.complete(self, tname, snap, input)
   if not snap.complete then return unread_plan(tname, ttype, snap) end
