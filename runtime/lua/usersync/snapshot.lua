@@ -121,7 +121,14 @@ function M.pumping(e, pol)
       if live then drive(e, 0) end
     end
   end
-  local p = setmetatable({}, { __index = pol })
+  -- every other method runs on `pol` itself too (some keep state in it)
+  local p = setmetatable({}, { __index = function(t, k)
+    local v = pol[k]
+    if type(v) ~= "function" then return v end
+    local f = function(_, ...) return v(pol, ...) end
+    rawset(t, k, f)
+    return f
+  end })
   function p.user(_, ...) tick(); return pol:user(...) end
   function p.groups(_, ...) tick(); return pol:groups(...) end
   function p.default_groups(_, ...) tick(); return pol:default_groups(...) end
