@@ -59,6 +59,7 @@
 **     (the member's whole record first when it is not in the set yet). No
 **     Lua table is made per account. Once per batch.
 **   b:pending() -> jobs not finished plus events not taken
+**   b:running() -> jobs not finished (0: every outcome known, events may wait)
 **   b:hold()  the target cannot be closed until the batch is (a call that
 **     runs callbacks holds it)
 **   b:close()  cancels what is left; idempotent; also __gc and __close
@@ -634,6 +635,13 @@ static int batch_pending(lua_State *L) {
   return 1;
 }
 
+/* b:running() -> jobs not finished (what b:pending() counts but the events
+** not taken): 0 once every job's outcome is known, its events waiting */
+static int batch_running(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)us_target_batch_running(check_batch(L)->b));
+  return 1;
+}
+
 /* ---------- module ---------- */
 
 static const luaL_Reg target_methods[] = {
@@ -645,7 +653,8 @@ static const luaL_Reg target_meta[] = {
     {"__gc", target_gc}, {"__close", target_close}, {"__tostring", target_tostring}, {NULL, NULL}};
 
 static const luaL_Reg batch_methods[] = {{"submit", batch_submit},   {"next", batch_next},
-                                         {"pending", batch_pending}, {"hold", batch_hold},
+                                         {"pending", batch_pending}, {"running", batch_running},
+                                         {"hold", batch_hold},
                                          {"record", batch_record},   {"feed", batch_feed},
                                          {"close", batch_close},     {NULL, NULL}};
 

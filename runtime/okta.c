@@ -18,6 +18,7 @@
 */
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "usersync/jsonscan.h"
 #include "usersync/okta.h"
 #include "usersync/queue.h"
+#include "usersync/timeutil.h"
 #include "usersync/strbuf.h"
 #include "usersync/timeutil.h"
 
@@ -1415,12 +1417,23 @@ struct evnode {
   struct evnode *next;
 };
 
+/* Pages a batch may hold parsed and not taken by its caller while it
+** requests more (us_okta_batch_next's prefetch). */
+#define PREFETCH 8
+/* While its caller takes pages already here, a batch still gives the
+** engine a turn at least this often (seconds): the other clients sharing
+** it (the targets' reads that run with the Okta read) keep their requests
+** going instead of waiting for the caller to run out of pages. */
+#define TURN_EVERY 0.002
+
 struct us_okta_batch {
   us_okta *c;
   struct ojob **jobs;
   size_t n, cap;
   size_t first; /* jobs before it have ended */
   struct evnode *head, *tail;
+  size_t npages;         /* PAGE events queued, not taken yet */
+  double turned;         /* us_time_monotonic() of our last engine turn */
   struct us_queue ready; /* jobs with a page to request, waiting for a slot */
   us_okta_batch *next;   /* the client's open batches */
 };
@@ -1461,6 +1474,7 @@ static void emit(us_okta_batch *b, struct ojob *j, struct us_okta_event *ev) {
   }
   ev->tag = j->tag;
   ev->job = j->index;
+  b->npages += ev->type == US_OKTA_PAGE;
   n->ev = ev;
   n->next = NULL;
   if (b->tail)
@@ -1716,21 +1730,25 @@ static int on_page(us_okta_batch *b, struct ojob *j, struct us_okta_error *err) 
 }
 
 /* Submits the next page of the ready jobs, in the order they became
-** ready, while the client has free slots. A job that cannot submit fails,
-** and no other is tried this round (an authentication failure would repeat
-** for each). */
-static void submit_pages(us_okta_batch *b) {
+** ready, while the client has free slots and fewer than `room` pages wait
+** to be taken. A job that cannot submit fails, and no other is tried this
+** round (an authentication failure would repeat for each). Returns how
+** many went out. */
+static size_t submit_pages(us_okta_batch *b, size_t room) {
   us_okta *c = b->c;
   struct us_qlink *l;
-  while ((l = us_queue_pop_below(&b->ready, c->inflight, c->concurrency))) {
+  size_t n = 0;
+  while (b->npages < room && (l = us_queue_pop_below(&b->ready, c->inflight, c->concurrency))) {
     struct ojob *j = US_QUEUE_ENTRY(l, struct ojob, ql);
     j->queued = 0;
     struct us_okta_error err;
     if (!(j->cur = submit_api(c, j->url, &err))) {
       job_end(b, j, &err);
-      return;
+      break;
     }
+    n++;
   }
+  return n;
 }
 
 /* Handles every finished request: a 401 worth another try asks again,
@@ -1769,11 +1787,28 @@ static struct us_okta_event *pop(us_okta_batch *b) {
   if (!b->head)
     b->tail = NULL;
   struct us_okta_event *ev = n->ev;
+  b->npages -= ev->type == US_OKTA_PAGE;
   free(n);
   return ev;
 }
 
+/* Requests the pages that can go now, while fewer than PREFETCH wait to
+** be taken, and puts them on the wire. */
+static void prefetch(us_okta_batch *b) {
+  if (b->npages > 0 && submit_pages(b, PREFETCH) > 0 && b->c->e)
+    us_http_run_once(b->c->e, 0);
+}
+
 struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
+  if (b->head && b->c->e) { /* pages here: an engine turn if the last is a while ago */
+    double now = us_time_monotonic();
+    if (now - b->turned >= TURN_EVERY) {
+      b->turned = now;
+      us_http_run_once(b->c->e, 0);
+      harvest(b);
+      prefetch(b);
+    }
+  }
   for (;;) {
     struct us_okta_event *ev = pop(b);
     if (ev)
@@ -1789,12 +1824,25 @@ struct us_okta_event *us_okta_batch_next(us_okta_batch *b) {
       job_end(b, b->jobs[b->first], &err);
       continue;
     }
-    submit_pages(b);
-    if (b->head)
-      continue; /* a job failed to start */
-    /* (nothing of ours in flight: every slot is held by another batch's
-    ** requests; driving the engine frees them) */
-    us_http_run_once(b->c->e, 200);
+    /* what finished since (while a prefetch went out, or another caller
+    ** drove the engine) first: a listing's next page goes before the
+    ** jobs waiting for a slot */
     harvest(b);
+    if (!b->head) {
+      submit_pages(b, SIZE_MAX);
+      if (b->head)
+        continue; /* a job failed to start */
+      /* (nothing of ours in flight: every slot is held by another batch's
+      ** requests; driving the engine frees them) */
+      us_http_run_once(b->c->e, 200);
+      b->turned = us_time_monotonic();
+      harvest(b);
+    }
+    /* Prefetch: the pages that can go now (a listing's next page, the
+    ** jobs waiting for a slot) go out before the caller takes what came,
+    ** so a chain of pages is not one caller's turn longer per page; at
+    ** most PREFETCH pages wait here. A prefetched page that fails ends
+    ** its job after the pages before it, as any failed page does. */
+    prefetch(b);
   }
 }

@@ -1571,6 +1571,8 @@ struct us_target_event *us_target_batch_next(us_target_batch *b) {
 
 size_t us_target_batch_pending(const us_target_batch *b) { return b->running + b->nevents; }
 
+size_t us_target_batch_running(const us_target_batch *b) { return b->running; }
+
 void us_target_batch_sink(us_target_batch *b, void (*fn)(void *ud, const struct us_target_event *ev),
                           void *ud) {
   b->sink = fn;

@@ -198,7 +198,10 @@ us_okta_batch *us_okta_batch_new(us_okta *c);
 ** failed DONE, without a request. */
 int us_okta_submit(us_okta_batch *b, const struct us_okta_op *op, struct us_okta_error *err);
 /* The next event, driving the engine while none is ready; NULL when every
-** job has ended and its events were taken. */
+** job has ended and its events were taken. When pages came, the next pages
+** that can go out (a listing's next one, jobs waiting for a slot) are sent
+** before the first is returned, while fewer than 8 pages wait to be taken:
+** the caller's work on a page overlaps the next one's request. */
 struct us_okta_event *us_okta_batch_next(us_okta_batch *b);
 /* Cancels the batch's unfinished jobs and frees it (us_okta_free frees the
 ** batches still open). NULL fine. */

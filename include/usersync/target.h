@@ -198,6 +198,8 @@ int us_target_submit(us_target_batch *b, const struct us_target_op *op, const ch
 struct us_target_event *us_target_batch_next(us_target_batch *b);
 /* Jobs of the batch not yet finished, plus events not yet taken. */
 size_t us_target_batch_pending(const us_target_batch *b);
+/* Jobs of the batch not yet finished (their DONE not emitted). */
+size_t us_target_batch_running(const us_target_batch *b);
 /* Cancels the batch's unfinished jobs (no more events) and frees it. */
 void us_target_batch_free(us_target_batch *b);
 /* A sink for the records of the batch's ACCOUNTS and MEMBERS pages: fn(ud,

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -359,6 +360,38 @@ def fail_after_write():
         assert j.request("PUT", "/__fake/faults", body={"fail_after": 1}).status == 400
 
 
+def hold_path():
+    """hold_path: a matching request waits until the faults change, then goes on under the new ones."""
+    auth = {"Authorization": "Bearer test-token"}
+    with fake.Fake("jira") as j:
+        j.faults(hold_path="^/rest/api/2/myself$")
+        got = {}
+
+        def held():  # (on a connection of its own: the Fake's is not shared between threads)
+            u = urllib.parse.urlsplit(j.url)
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+            c.request("GET", "/rest/api/2/myself", headers=auth)
+            r = c.getresponse()
+            r.read()
+            got["r"] = r
+            c.close()
+
+        th = threading.Thread(target=held)
+        th.start()
+        deadline = time.time() + 60
+        while j.get("/__fake/inflight").json()["now"] < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert j.get("/__fake/inflight").json()["now"] == 1  # held
+        assert j.get("/rest/api/2/serverInfo", auth).status == 200  # other paths go on
+        assert "r" not in got
+        assert [r["path"] for r in j.requests()] == ["/rest/api/2/serverInfo"]  # (logged when served)
+        j.faults(fail_rate=1.0, fail_status=503, fail_path="^/rest/api/2/myself$")  # released: fails
+        th.join(60)
+        assert got["r"].status == 503, got["r"].status
+        assert j.request("PUT", "/__fake/faults", body={"hold_path": "("}).status == 400
+        assert j.request("PUT", "/__fake/faults", body={"hold_path": 1}).status == 400
+
+
 def main():
     run = fake.Runner()
     with fake.Fake("okta") as f:
@@ -367,6 +400,7 @@ def main():
                 f.faults()
                 run.run(name[2:], fn, f)
     run.run("fail_after_write", fail_after_write)
+    run.run("hold_path", hold_path)
     return run.finish()
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GET user/list pages of the Jira simulator are the exact bytes of the UserBean dicts.
+"""GET user/list and group/member pages of the Jira simulator are the exact bytes of the dicts.
 
 sim/jira.py writes user/list pages bean by bean as text (a page of 2,000 dicts built and
 encoded held the simulator's lock for 80-100 ms). This test serves pages in process (no
@@ -8,6 +8,8 @@ URLs (quotes, backslashes, control characters, spaces, '+', '&', '/', '%', non-A
 characters), inactive users, direct and nested group counts, every page of a cursor walk, and
 the page_no_flags and jira_ignore_expand faults, and compares each body byte for byte with
 the page built as a dict of user_bean() (what GET user serves) and encoded by json_response.
+The same for every page of group/member (written as text too, each member's UserJsonBean
+encoded once per state) of direct and nested groups, with and without inactive users.
 Last stdout line: "N passed, N failed".
 """
 
@@ -93,6 +95,45 @@ def walk(srv, size):
     return out
 
 
+def members_expected(srv, req, group, start, n, inactive):
+    """A group/member page as the dict-building code wrote it: user_json() per member."""
+    p = srv.product
+    g = p.find_group(group)
+    us = sorted((p.bykey[k] for k in p.effective_members(fold(g))), key=lambda u: fold(u["name"]))
+    if not inactive:
+        us = [u for u in us if u["active"]]
+    n, end, is_last = p.page_window(start, n, len(us))
+
+    def link(s):
+        return "%s%s/group/member?%s" % (req.base_url, API, urllib.parse.urlencode({
+            "includeInactiveUsers": "true" if inactive else "false", "maxResults": n,
+            "groupname": g, "startAt": s}))
+    body = {"self": link(start), "maxResults": n, "startAt": start, "total": len(us),
+            "isLast": is_last, "values": [p.user_json(req, u) for u in us[start:end]]}
+    if srv.faults.get("page_no_flags"):
+        del body["isLast"]
+    if not is_last:
+        body["nextPage"] = link(end)
+    return json_response(200, body)
+
+
+def members_walk(srv, group, size, inactive):
+    """Every page of a group's member listing: (served, expected) pairs."""
+    out, start = [], 0
+    while start is not None:
+        target = API + "/group/member?" + urllib.parse.urlencode({
+            "groupname": group, "maxResults": size, "startAt": start,
+            "includeInactiveUsers": "true" if inactive else "false"})
+        h = Headers()
+        h.add("Authorization", BASIC)
+        req = Request("GET", target, h, b"", srv.base_url)
+        resp = srv.dispatch(req)
+        out.append((resp, members_expected(srv, req, group, start, size, inactive)))
+        b = json.loads(resp.body)
+        start = start + len(b["values"]) if "nextPage" in b else None
+    return out
+
+
 def main():
     t = Runner()
     srv = Server(product_class("jira"), port=0, state=state())
@@ -128,6 +169,28 @@ def main():
     t.run("page_no_flags", same, {"page_no_flags": True}, 5)
     t.run("jira_ignore_expand", same, {"jira_ignore_expand": True}, 9)
     t.run("page_cap_4", same, {"page_cap": 4}, 10)
+
+    def same_members(faults, size):
+        srv.faults.update(faults)
+        try:
+            for group in ("g1", "g2", "parent"):  # parent: its members and g1's (nested)
+                for inactive in (False, True):
+                    pages = members_walk(srv, group, size, inactive)
+                    if len(pages) < 2:
+                        raise AssertionError("%s: one page only" % group)
+                    for i, (got, want) in enumerate(pages):
+                        if got.status != 200 or got.body != want.body:
+                            raise AssertionError("%s page %d differs:\n%r\n%r"
+                                                 % (group, i, got.body, want.body))
+                        if got.headers != want.headers:
+                            raise AssertionError("headers %r != %r" % (got.headers, want.headers))
+        finally:
+            for k in faults:
+                srv.faults[k] = defaults[k]
+
+    t.run("group_member_pages_of_3", same_members, {}, 3)
+    t.run("group_member_page_no_flags", same_members, {"page_no_flags": True}, 4)
+    t.run("group_member_full_last_page", same_members, {"page_lazy_last": True}, 5)
     return t.finish()
 
 

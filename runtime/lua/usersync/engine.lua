@@ -333,24 +333,45 @@ function Engine:plan_entry(run, s)
       or ("Okta returned no users in scope; the last run had %d"):format(last))
   end
 
-  for _, tname in ipairs(s.targets) do
+  -- Whole targets are planned in the order their reads end (one planned
+  -- while the others are still read: snapshot.next_ready); the entry
+  -- keeps them, and their problems, in the configured order.
+  local todo, planned, notes = {}, {}, {}
+  for i = 1, #s.targets do todo[i] = i end
+  while #todo > 0 do
     if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
+    local k = 1
+    if not run.users then
+      local names = {}
+      for j, i in ipairs(todo) do names[j] = s.targets[i] end
+      k = snapshot.next_ready(self, names)
+      if not k then return nil, "stop requested", M.EXIT_FAILED end
+    end
+    local i = table.remove(todo, k)
+    local tname = s.targets[i]
     local p, err, code = self:plan_target(run, s, pol, src, tname)
     if not p then return nil, err, code end
+    local mine = {}
     if p.leads_error then
-      entry.read.complete = false
-      problems[#problems + 1] = ("reading project leads in %s failed: %s")
-        :format(tname, p.leads_error)
+      mine[#mine + 1] = ("reading project leads in %s failed: %s"):format(tname, p.leads_error)
       p.leads_error = nil
     end
     if p.incomplete then
-      entry.read.complete = false
-      problems[#problems + 1] = ("policy errors in include_group for %s"):format(tname)
+      mine[#mine + 1] = ("policy errors in include_group for %s"):format(tname)
     end
-    entry.targets[#entry.targets + 1] = p
+    planned[i], notes[i] = p, mine
     -- `usersync plan` of one entry writes each target out as it is planned
-    -- (usersync.spool): nothing merges its ops with another entry's.
+    -- (usersync.spool, which copies them out in the entry's order):
+    -- nothing merges its ops with another entry's.
     if run.opts.on_target and run.single then run.opts.on_target(p) end
+    snapshot.turn(self)
+  end
+  for i = 1, #s.targets do
+    for _, msg in ipairs(notes[i]) do
+      entry.read.complete = false
+      problems[#problems + 1] = msg
+    end
+    entry.targets[i] = planned[i]
   end
   pol:planned(s) -- the policy's answers kept for this entry's targets
   return entry
@@ -455,6 +476,7 @@ function Engine:plan_target(run, s, pol, src, tname)
   local ttype = self.cfg.targets[tname].type
   local links = state.linkset(self.db, s.name, tname) -- compact: 100,000 links
   local snap = self:target_snapshot(run, s, pol, src, tname, links)
+  snapshot.turn(self) -- (the other reads still running go on between the steps)
 
   -- Journal rows of earlier runs whose outcome is unknown (a lost answer,
   -- a kill, a store that could not be written) are settled from what the
@@ -473,7 +495,9 @@ function Engine:plan_target(run, s, pol, src, tname)
     links = state.linkset(self.db, s.name, tname)
   end
 
+  snapshot.turn(self)
   local input = self:plan_input(run, s, pol, src, tname, snap, links)
+  snapshot.turn(self)
   -- Without the target's state nothing can be planned safely.
   snap = snapshot.complete(self, tname, snap, input)
   if not snap.complete then return unread_plan(tname, ttype, snap) end
@@ -482,6 +506,8 @@ function Engine:plan_target(run, s, pol, src, tname)
   local p
   do -- streamed, the plan holds little but the garbage of its ops: a shorter GC pause
     local _ <close> = input.sink and memory.pause(memory.STREAM_PAUSE) or nil
+    -- the other targets' reads still running go on while this one is planned
+    if not run.users then input.policy = snapshot.pumping(self, pol) end
     p = plan.build(input)
   end
   self:hand_over(p, s, tname)

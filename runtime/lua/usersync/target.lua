@@ -101,6 +101,8 @@
 --     read } takes them (once). A compact read puts each page's accounts
 --     into its account set as the page arrives (nothing held per page) and
 --     its snapshot is compact. read:close() (also __close) cancels it.
+--     read:ended(): true once its requests have all ended (well or not),
+--     so that taking it does not wait for the network.
 --
 --   t:apply(ops, callback [, { phases = true }]) -> { ok = n, failed = n }
 --     ops are the planner's operation tables (plan.lua; their kinds are
@@ -378,6 +380,12 @@ function Read:close()
   self.batch = nil
 end
 Read.__close = Read.close
+
+-- Whether the read's requests have all ended (well or not): t:snapshot{
+-- started = read } then returns without waiting for the network.
+function Read:ended()
+  return not self.batch or self.batch:running() == 0
+end
 
 function T:snapshot_start(opts)
   if opts ~= nil then check(opts, "table", 1, "snapshot_start") end

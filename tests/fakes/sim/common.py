@@ -19,6 +19,11 @@ Contract (tests/fakes/README.md):
                                    PUT {"advance": S} moves the simulated clock forward by S,
                                    PUT {"now": null} returns to the real clock
   * Every other request is an API request:
+      0. hold_path (a regex or null): a request whose decoded path matches waits, before
+         anything else, until the faults are replaced by a PUT without that hold_path (at
+         most 120 s), then goes on under the faults of that PUT: a test can keep one read
+         of a client in flight while it looks at what the client does meanwhile, then let it
+         end well or fail. GET /__fake/inflight counts the held requests ("now").
       1. latency_ms sleep (outside the lock)
       2. when fail_path is empty or matches the decoded path: reset_rate (connection dropped
          with a TCP RST, no response; logged with status 0), fail_rate (fail_status with the
@@ -189,6 +194,7 @@ DEFAULT_FAULTS = {
     "fail_status": 503,
     "fail_path": None,
     "fail_after": False,
+    "hold_path": None,
     "reset_rate": 0.0,
     "garbage_rate": 0.0,
     "seed": None,
@@ -434,6 +440,7 @@ class Server:
         self._clock_set_at = 0.0
         self._clock_offset = 0.0
         self.rng = random.Random()
+        self._held = threading.Condition()  # hold_path: notified when the faults change
         self.tcp = _TCPServer(("127.0.0.1", port), _Handler)
         self.tcp.owner = self
         self.port = self.tcp.server_address[1]
@@ -478,7 +485,18 @@ class Server:
             with self._inflight_lock:
                 self.inflight -= 1
 
+    def _hold(self, req):
+        """hold_path: waits while the faults that hold req are in force (120 s at most)."""
+        f = self.faults
+        if not f.get("hold_path") or re.search(f["hold_path"], req.path) is None:
+            return
+        deadline = time.time() + 120
+        with self._held:
+            while self.faults is f and time.time() < deadline:
+                self._held.wait(deadline - time.time())
+
     def _api_inner(self, req):
+        self._hold(req)
         f = self.faults
         lat = f.get("latency_ms") or 0
         if lat > 0:
@@ -557,6 +575,8 @@ class Server:
                     if self.faults.get("seed") is not None:
                         self.rng = random.Random(self.faults["seed"])
                     self.product.faults_changed()
+                    with self._held:
+                        self._held.notify_all()
                     return json_response(200, self.faults)
             elif p == "/__fake/clock":
                 if m == "GET":
@@ -616,6 +636,14 @@ class Server:
                         re.compile(v)
                     except re.error as e:
                         raise ValueError("fail_path is not a valid regex: %s" % e) from None
+            elif k == "hold_path":
+                if v is not None:
+                    if not isinstance(v, str):
+                        raise ValueError("hold_path must be a regex string or null")
+                    try:
+                        re.compile(v)
+                    except re.error as e:
+                        raise ValueError("hold_path is not a valid regex: %s" % e) from None
             elif k == "fail_after":
                 if not isinstance(v, bool):
                     raise ValueError("fail_after must be true or false")
