@@ -296,8 +296,9 @@ static const char schema_v6[] =
 ** copied, the old one dropped (with its indexes), the new one renamed, the
 ** indexes created again, all in the migration's transaction. Both are
 ** child tables only (nothing refers to them), so dropping them deletes
-** nothing elsewhere with foreign keys on, and the copied rows are checked
-** against their parents (runs, links) as they are inserted. Columns keep
+** nothing elsewhere; the rows are copied as they are, with foreign keys
+** off while migrations run (us_store_migrate), a row whose run or link an
+** admin deleted by hand included. Columns keep
 ** their order (unsure, why last, as v2 added them). runs and findings keep
 ** their IN lists: written once per run or finding, not per operation, and
 ** runs is a parent table whose drop would cascade to its operations. */
@@ -842,6 +843,9 @@ us_store_code us_store_rollback(us_store *s) {
 /* ------------------------------------------------------------------ */
 /* Migrations */
 
+static us_store_code migrate_each(us_store *s, const us_store_migration *list, size_t n,
+                                  int version);
+
 us_store_code us_store_migrate(us_store *s, const us_store_migration *list, size_t n) {
   int version = 0;
   us_store_code code = us_store_version(s, &version);
@@ -853,6 +857,36 @@ us_store_code us_store_migrate(us_store *s, const us_store_migration *list, size
                 "database %s has schema version %d, newer than this usersync knows (%d); "
                 "use a newer usersync",
                 s->path, version, latest);
+  /* Migrations run with foreign keys off, as SQLite's procedure for
+  ** rebuilding a table asks (a rebuild copies rows into a new table and
+  ** drops the old one): rows an earlier tool left without their parent
+  ** (a run or link deleted with the sqlite3 shell, which enforces no
+  ** foreign keys by default) are copied as they are, not refused, so the
+  ** upgrade neither fails for good nor drops them. The connection's
+  ** setting is restored afterwards. (The pragma has no effect inside a
+  ** transaction, hence around the loop.) */
+  long long fk = 0;
+  int pending = n && latest > version;
+  if (pending && (code = query_int(s, "PRAGMA foreign_keys", &fk)))
+    return code;
+  if (pending && fk && (code = us_store_exec(s, "PRAGMA foreign_keys = OFF", NULL, 0, NULL)))
+    return code;
+  code = migrate_each(s, list, n, version);
+  if (pending && fk) {
+    char keep[sizeof s->msg];
+    snprintf(keep, sizeof keep, "%s", s->msg);
+    us_store_code back = us_store_exec(s, "PRAGMA foreign_keys = ON", NULL, 0, NULL);
+    if (code)
+      snprintf(s->msg, sizeof s->msg, "%s", keep);
+    else
+      code = back;
+  }
+  return code;
+}
+
+static us_store_code migrate_each(us_store *s, const us_store_migration *list, size_t n,
+                                  int version) {
+  us_store_code code = US_STORE_OK;
   for (size_t i = 0; i < n; i++) {
     if (list[i].version <= version)
       continue;

@@ -542,6 +542,49 @@ static void test_killed(void) {
   free(ic.p);
 }
 
+/* A v6 store with rows whose parent is gone (a link and a run deleted with
+** the sqlite3 shell, which enforces no foreign keys by default): the
+** upgrade copies them as they are instead of failing for good on them, and
+** the connection enforces foreign keys again afterwards. */
+static void test_orphans(void) {
+  char path[512];
+  db_path(path, sizeof path, "orphans.db");
+  make_v6(path, 20);
+  sqlite3 *db = raw_open(path);
+  raw_exec(db, "PRAGMA foreign_keys = OFF");
+  raw_exec(db, "DELETE FROM links WHERE okta_id = '00u2'");
+  raw_exec(db, "DELETE FROM runs WHERE id = 2");
+  CHECK(raw_int(db, "SELECT count(*) FROM pragma_foreign_key_check") == 4);
+  char *before = dump(db);
+  CHECK(sqlite3_close(db) == SQLITE_OK);
+
+  us_store *s = store_open(path);
+  CHECK(s != NULL);
+  if (s) {
+    int v = 0;
+    CHECK(us_store_version(s, &v) == US_STORE_OK && v == 7);
+    /* foreign keys are on again: a membership of no link is refused */
+    us_store_code code = us_store_exec(s,
+        "INSERT INTO owned_memberships (sync, target, group_name, okta_id) "
+        "VALUES ('main', 'jira', 'g', '00u404')", NULL, 0, NULL);
+    CHECK(code == US_STORE_ECONSTRAINT);
+    if (code != US_STORE_ECONSTRAINT)
+      fprintf(stderr, "orphan insert after the upgrade: %s\n", us_store_errmsg(s));
+    us_store_close(s);
+  }
+  db = raw_open(path);
+  char *after = dump(db);
+  CHECK(before && after && strcmp(before, after) == 0);
+  CHECK(raw_int(db, "SELECT count(*) FROM pragma_foreign_key_check") == 4);
+  struct buf ic = {0};
+  rows(db, "PRAGMA integrity_check", &ic);
+  CHECK(ic.p && strcmp(ic.p, "3:ok|\n") == 0);
+  CHECK(sqlite3_close(db) == SQLITE_OK);
+  free(before);
+  free(after);
+  free(ic.p);
+}
+
 int main(void) {
   const char *tmp = getenv("TMPDIR");
   snprintf(dir, sizeof dir, "%s/us_store_v7_XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -552,6 +595,7 @@ int main(void) {
   test_upgrade();
   test_failed_step();
   test_killed();
+  test_orphans();
   if (failures == 0) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
