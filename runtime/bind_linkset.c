@@ -69,11 +69,21 @@ static int set_gc(lua_State *L) {
   return 0;
 }
 
+/* A string argument the set stores as C text: one with a NUL byte would
+** be kept cut short and never found again, so it is refused. */
+static const char *text_arg(lua_State *L, int arg) {
+  size_t len;
+  const char *s = luaL_checklstring(L, arg, &len);
+  if (strlen(s) != len)
+    luaL_argerror(L, arg, "contains a NUL byte");
+  return s;
+}
+
 static int set_add(lua_State *L) {
   us_linkset *s = check(L);
-  const char *id = luaL_checkstring(L, 2);
-  const char *name = luaL_checkstring(L, 3);
-  const char *account_id = luaL_optstring(L, 4, NULL);
+  const char *id = text_arg(L, 2);
+  const char *name = text_arg(L, 3);
+  const char *account_id = lua_isnoneornil(L, 4) ? NULL : text_arg(L, 4);
   long i = us_linkset_add(s, id, name, account_id);
   if (i == -2)
     return luaL_error(L, "linkset: Okta id %s or account %s is linked already", id, name);
@@ -87,7 +97,7 @@ static const char *const WHY[] = {"mapping", "default", "new_user", NULL};
 
 static int set_own(lua_State *L) {
   us_linkset *s = check(L);
-  const char *group = luaL_checkstring(L, 2);
+  const char *group = text_arg(L, 2);
   size_t len;
   const char *id = luaL_checklstring(L, 3, &len);
   int why = lua_isnoneornil(L, 4) ? US_WHY_ANY : luaL_checkoption(L, 4, NULL, WHY) + 1;

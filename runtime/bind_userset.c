@@ -64,12 +64,19 @@ struct lset {
   size_t ntop; /* slots 0..ntop-1 are top fields, the rest profile fields */
 };
 
-static struct lset *check(lua_State *L, int idx) { return luaL_checkudata(L, idx, SET_MT); }
+/* A set's methods; a set a finalizer brought back after its __gc has no
+** store left and is refused rather than dereferenced. */
+static struct lset *check(lua_State *L, int idx) {
+  struct lset *ls = luaL_checkudata(L, idx, SET_MT);
+  if (!ls->s)
+    luaL_error(L, "userset: the set was already collected");
+  return ls;
+}
 
 static int oom(lua_State *L) { return luaL_error(L, "userset: out of memory"); }
 
 static int set_gc(lua_State *L) {
-  struct lset *ls = check(L, 1);
+  struct lset *ls = luaL_checkudata(L, 1, SET_MT);
   us_userset_free(ls->s);
   ls->s = NULL;
   return 0;

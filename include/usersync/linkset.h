@@ -16,8 +16,10 @@
 **   us_linkset_owned(s, i, "jira-users", 10);              -- US_WHY_MAPPING
 **   us_linkset_free(s);
 **
-** Strings handed out point into the set's arena: valid until the next add
-** or own. Uses: libc only.
+** Strings handed out point into the set's arena: valid until the next
+** add, own or owned (owned may first compact the memberships added since
+** the last lookup, which can move the arena). Text given to add or own
+** must not point into the set itself. Uses: libc only.
 */
 #ifndef USERSYNC_LINKSET_H
 #define USERSYNC_LINKSET_H

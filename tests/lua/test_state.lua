@@ -123,6 +123,11 @@ test("linkset holds what links, link_ids and owned_memberships read, for one ent
   t:eq(select(2, pcall(set.add, set, "00u7", "BOB")), "linkset: Okta id 00u7 or account BOB is linked already")
   t:eq(select(2, pcall(set.own, set, "g", "00u1", "why-not")):match("invalid option") ~= nil, true)
   t:eq(set:own("g", "00u404", "mapping"), false)
+  -- a NUL byte would be stored cut short and never found: refused
+  t:contains(select(2, pcall(set.add, set, "00u8", "dan\0x")), "bad argument #3 to '?' (contains a NUL byte)")
+  t:contains(select(2, pcall(set.add, set, "00u8\0", "dan")), "bad argument #2 to '?' (contains a NUL byte)")
+  t:contains(select(2, pcall(set.own, set, "g\0x", "00u1")), "(contains a NUL byte)")
+  t:eq(set:name("00u8"), nil)
 end)
 
 test("a run left 'running' by a dead process is marked interrupted", function(t)
