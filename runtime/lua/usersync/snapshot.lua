@@ -98,6 +98,13 @@ function M.turn(e)
   if reading(e) then drive(e, 0) end
 end
 
+-- A function giving the engine a turn (M.turn) while a started read is
+-- still running, else nil: for memory.settle, which then collects in
+-- slices.
+function M.turner(e)
+  if reading(e) then return function() M.turn(e) end end
+end
+
 -- How often a plan gives the engine a turn while reads still run
 -- (seconds): 8 requests in flight at 20 ms answer every 2.5 ms.
 local TURN_EVERY = 0.002
