@@ -151,4 +151,68 @@ return {
   os.remove(path)
 end)
 
+test("a partial read's look-up plan of a compact source answers from what other targets kept", function(t)
+  -- snapshot.complete plans the target to find the groups to look up;
+  -- with a compact source (usersync.userset) the planner asks
+  -- pol:kept_groups before it makes a user: answers kept while planning
+  -- another target are found, not every user made again (a wrapper
+  -- policy as self kept its own memo, always empty)
+  local snapshot = require "usersync.snapshot"
+  local userset = require "usersync.userset"
+  local sync, src = sync_entry(), source(30)
+  local set = userset.new { top = { "id", "status", "groups" }, profile = { "login", "email", "firstName", "lastName" } }
+  for _, u in ipairs(src.users) do
+    set:add(u)
+    for _, g in ipairs(u.groups) do set:add_members({ u.id }, g) end
+  end
+  set:finish()
+  local compact = { users = set, groups = src.groups }
+  local pol = assert(policy.load(nil))
+  pol:new_run()
+  plan.build { sync = sync, target = TARGETS[2], policy = pol, source = compact }
+
+  -- the answers pol:kept_groups finds
+  local found, kept_groups = 0, pol.kept_groups
+  pol.kept_groups = function(self, ...)
+    local r = kept_groups(self, ...)
+    if r then found = found + 1 end
+    return r
+  end
+  local function kept_found(fn)
+    found = 0
+    fn()
+    return found
+  end
+  local e = { target = function() return { group_exists = function() return true end } end }
+  local input = { sync = sync, target = TARGETS[1], policy = pol, source = compact }
+  local in_complete = kept_found(function()
+    local snap = { complete = true, groups_partial = true, groups = {}, accounts = {} }
+    assert(snapshot.complete(e, "jira", snap, input) == snap)
+  end)
+  t:eq(in_complete, 30, "the look-up's plan finds every user's kept answer")
+  t:eq(kept_found(function() plan.build(input) end), 30, "so does the plan")
+end)
+
+test("the groups a partial read looks up are planned with the answers kept for the plan", function(t)
+  -- snapshot.complete plans the target once to find the groups to look
+  -- up; the plan after it answers from what that kept (not once again
+  -- per user: a wrapper policy as self kept its answers apart)
+  local snapshot = require "usersync.snapshot"
+  local sync, src = sync_entry(), source(30)
+  local pol = assert(policy.load(nil))
+  pol:new_run()
+  local asked = {}
+  local e = { target = function() return { group_exists = function(_, g) asked[#asked + 1] = g; return true end } end }
+  local input = { sync = sync, target = TARGETS[1], policy = pol, source = src }
+  local calls = counting(function()
+    local snap = { complete = true, groups_partial = true, groups = {}, accounts = {} }
+    local got = snapshot.complete(e, "jira", snap, input)
+    t:eq(got, snap, "completed")
+    plan.build(input)
+  end)
+  table.sort(asked)
+  t:same(asked, { "devs", "new-hires", "okta-synced", "ops" }, "the groups the plan needs looked up")
+  t:eq(calls.groups, 30, "groups(): once per user for the look-up and the plan together")
+end)
+
 return test.done()

@@ -302,9 +302,9 @@ function Engine:plan_entry(run, s)
   -- A run of this sync whose process died is marked interrupted first:
   -- the accounts it was creating are recognised as ours (new_accounts).
   state.mark_interrupted(self.db, s.name)
-  memory.settle(run.users)
+  memory.settle(run.users, snapshot.turner(self))
   local src = source.read(self, s, pol, run.users, run.opts.by_id)
-  memory.settle(run.users)
+  memory.settle(run.users, snapshot.turner(self))
   if pol:failure() then return nil, pol:failure(), M.EXIT_FAILED end
   if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
 
@@ -342,6 +342,9 @@ function Engine:plan_entry(run, s)
     if self:stopping() then return nil, "stop requested", M.EXIT_FAILED end
     local k = 1
     if not run.users then
+      -- the last target's links are loaded while its read goes on (one
+      -- set held at a time, as when it is loaded as it is planned)
+      if #todo == 1 then self:preload_links(run, s, s.targets[todo[1]]) end
       local names = {}
       for j, i in ipairs(todo) do names[j] = s.targets[i] end
       k = snapshot.next_ready(self, names)
@@ -392,9 +395,9 @@ end
 -- run.users the accounts these users map to and those linked to them.
 function Engine:target_snapshot(run, s, pol, src, tname, links)
   if not run.users then
-    memory.settle()
+    memory.settle(nil, snapshot.turner(self))
     local snap = snapshot.read(self, tname)
-    memory.settle()
+    memory.settle(nil, snapshot.turner(self))
     self:release_target(run, tname)
     return snap
   end
@@ -470,11 +473,27 @@ local function sink_of(run, unconfirmed)
   return function(o) mark_one(o, unconfirmed); sink(o) end
 end
 
+-- The links of entry s on target tname (state.linkset), loaded with
+-- engine turns while reads still run; preload_links keeps them in run for
+-- take_links.
+function Engine:preload_links(run, s, tname)
+  run.links = run.links or {}
+  local key = s.name .. "\0" .. tname
+  run.links[key] = run.links[key] or state.linkset(self.db, s.name, tname, snapshot.turner(self))
+end
+
+function Engine:take_links(run, s, tname)
+  local key = s.name .. "\0" .. tname
+  local links = run.links and run.links[key]
+  if links then run.links[key] = nil; return links end
+  return state.linkset(self.db, s.name, tname, snapshot.turner(self))
+end
+
 -- Reads target tname and plans entry s on it. Returns the plan, or nil,
 -- message, exit code.
 function Engine:plan_target(run, s, pol, src, tname)
   local ttype = self.cfg.targets[tname].type
-  local links = state.linkset(self.db, s.name, tname) -- compact: 100,000 links
+  local links = self:take_links(run, s, tname) -- compact: 100,000 links
   local snap = self:target_snapshot(run, s, pol, src, tname, links)
   snapshot.turn(self) -- (the other reads still running go on between the steps)
 

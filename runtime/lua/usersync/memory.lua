@@ -28,11 +28,25 @@ function M.pause(pause)
   return setmetatable({}, { __close = function() collectgarbage("setpause", old) end })
 end
 
+-- The work of one step of a collection in slices (as if this many KB
+-- were allocated): a fraction of a millisecond for most heaps.
+M.SETTLE_STEP = 256
+
 -- A full collection between two phases of a whole-org plan, so each phase
 -- starts from what is live, not from the garbage of the one before (a
 -- plan for a few users, `few`, has too little garbage to be worth one).
-function M.settle(few)
-  if not few then collectgarbage() end
+-- With `turn` (a function: reads are still running in the http engine,
+-- which only turns when Lua lets it), the collection is made in slices
+-- with a turn after each: the cycle under way is finished, then a whole
+-- new one, so what was garbage when settle began is freed as by a full
+-- collection, and the reads go on meanwhile (a full collection at once
+-- held every request in flight for its length).
+function M.settle(few, turn)
+  if few then return end
+  if not turn then collectgarbage(); return end
+  for _ = 1, 2 do
+    repeat turn() until collectgarbage("step", M.SETTLE_STEP)
+  end
 end
 
 -- For report.write_plan_text: a large plan (over 10,000 ops) is written

@@ -98,9 +98,31 @@ function M.turn(e)
   if reading(e) then drive(e, 0) end
 end
 
+-- A function giving the engine a turn (M.turn) while a started read is
+-- still running, else nil: for memory.settle, which then collects in
+-- slices.
+function M.turner(e)
+  if reading(e) then return function() M.turn(e) end end
+end
+
 -- How often a plan gives the engine a turn while reads still run
 -- (seconds): 8 requests in flight at 20 ms answer every 2.5 ms.
 local TURN_EVERY = 0.002
+
+-- A table whose methods run on `pol` itself (some keep state in it:
+-- the default hooks' answers, policy.lua memo_of writes self.memo), not
+-- on the wrapper: a wrapper as self would keep them apart from `pol`,
+-- so that no later caller of `pol` finds them. Methods set on the table
+-- itself come first.
+local function bound(pol)
+  return setmetatable({}, { __index = function(t, k)
+    local v = pol[k]
+    if type(v) ~= "function" then return v end
+    local f = function(_, ...) return v(pol, ...) end
+    rawset(t, k, f)
+    return f
+  end })
+end
 
 -- The policy given back calls `pol`'s hooks, and its hot ones (user,
 -- groups, default_groups: once or twice per user) give the engine a turn
@@ -121,14 +143,7 @@ function M.pumping(e, pol)
       if live then drive(e, 0) end
     end
   end
-  -- every other method runs on `pol` itself too (some keep state in it)
-  local p = setmetatable({}, { __index = function(t, k)
-    local v = pol[k]
-    if type(v) ~= "function" then return v end
-    local f = function(_, ...) return v(pol, ...) end
-    rawset(t, k, f)
-    return f
-  end })
+  local p = bound(pol)
   function p.user(_, ...) tick(); return pol:user(...) end
   function p.groups(_, ...) tick(); return pol:groups(...) end
   function p.default_groups(_, ...) tick(); return pol:default_groups(...) end
@@ -250,7 +265,7 @@ local function needed_groups(input)
   end
 
   local pol = input.policy
-  local rec = setmetatable({}, { __index = pol })
+  local rec = bound(pol)
   function rec:groups(...)
     local r, err = pol:groups(...)
     for _, g in ipairs(r or {}) do add(g) end

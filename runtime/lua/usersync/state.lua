@@ -187,16 +187,23 @@ end
 -- links, link_ids and owned_memberships; 100,000 links and their ~500,000
 -- memberships as the tables above took ~20 MB). Memberships keyed as
 -- owned_memberships keys them: lowercase group, the link's account.
-function M.linkset(db, sync, target)
+-- turn: called every 512 rows, if given (the engine's reads still
+-- running go on while a large set is loaded).
+function M.linkset(db, sync, target, turn)
   local set = require("usersync.linkset").new()
+  local n = 0
   for _, id, name, account_id in db:each([[SELECT okta_id, account_name, account_id FROM links
       WHERE sync = ? AND target = ?]], sync, target) do
     set:add(id, name, account_id)
+    n = n + 1
+    if turn and n % 512 == 0 then turn() end
   end
   local own = set.own
   for _, g, id, why in db:each([[SELECT lower(group_name), okta_id, why FROM owned_memberships
       WHERE sync = ? AND target = ?]], sync, target) do
     own(set, g, id, why) -- why: as the store's CHECK allows, or NULL
+    n = n + 1
+    if turn and n % 512 == 0 then turn() end
   end
   return set
 end
