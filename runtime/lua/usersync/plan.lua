@@ -380,6 +380,9 @@ local M_MT = { __index = function(m, k)
   if k == "login" then
     local u = rawget(m, "user")
     return u.profile and u.profile.login or u.id
+  elseif k == "account" then -- held as its name only (desire_groups)
+    local name = rawget(m, "name")
+    return name and { name = name }
   end
 end }
 
@@ -417,8 +420,18 @@ local function map_users(st)
   local stub_mt = compact and { __index = function(stub, k) local u = users:get(rawget(stub, "id")); return u and u[k] end }
   st.stub_mt = stub_mt
   st.scratch = compact and st.pol:keeps_no_user() and {} or nil
-  for _, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
-    st.seen[u.id] = "read"
+  -- seen, for a compact source: "read" is being in the set, "kept" a mark
+  -- by the user's index (100,000 ids as keys held ~8 MB)
+  local kept = compact and {}
+  if compact then
+    local index = users.index
+    st.seen = setmetatable({}, { __index = function(_, id)
+      local i = index(users, id)
+      if i then return kept[i] and "kept" or "read" end
+    end })
+  end
+  for i, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
+    if not compact then st.seen[u.id] = "read" end
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)
 
@@ -427,9 +440,13 @@ local function map_users(st)
       st.failed_ids[u.id] = true
     elseif acct then
       local key = lower(acct.name)
-      st.seen[u.id] = "kept" -- its linked account stays in scope
+      if compact then kept[i] = true else st.seen[u.id] = "kept" end -- its linked account stays in scope
+      -- with the default hooks and a compact source the policy's answer is
+      -- asked again when the user is matched (match_user): until then its
+      -- name is held, not its table (~28 MB at 100,000 users)
       local m = setmetatable({ user = compact and setmetatable({ id = u.id }, stub_mt) or u,
-                              account = acct, key = key }, M_MT)
+                              key = key }, M_MT)
+      if st.scratch then m.name = acct.name else m.account = acct end
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -723,14 +740,19 @@ local function desire_groups(st, m, acct, key, existing, is_new)
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
   end
 
-  m.account, m.existing = acct, existing
+  -- An existing account's policy answer is read again only for its name
+  -- when the default_groups hook keeps nothing of it: held as the name
+  -- (M_MT; the answer's table and strings cost ~20 MB at 100,000 users).
+  if existing and st.slim_accounts then m.name, m.account = acct.name, nil else m.account = acct end
+  m.existing = existing
   st.desired[key], st.wants[key] = m, pack_wants(st, want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
+  return true
 end
 
 -- Phase 2: match each mapped user to an account (link, adoption or
 -- creation), plan its attributes and the groups it should be in.
-local function match_user(st, m)
+local function match_one(st, m)
   local acct, key, existing, is_new = follow_link(st, m)
   if not acct then return end
 
@@ -751,16 +773,27 @@ local function match_user(st, m)
   if existing and st.hold then existing = st.hold(existing) end
 
   if acct.active then
-    desire_groups(st, m, acct, key, existing, is_new)
+    return desire_groups(st, m, acct, key, existing, is_new)
   elseif m.deactivate then
     m.account, m.existing = acct, existing -- m.deactivate is set
     st.desired[key], st.wants[key] = m, nil
+    return true
   end
+end
+
+local function match_user(st, m)
+  local held = rawget(m, "name")
+  if held then -- held as its name (map_users): the whole answer again
+    m.account, m.name = st.pol:user(user_of(st, m), st.ctx), nil
+  end
+  -- not desired (a conflict, nothing to do, a failed hook): the name again
+  if not match_one(st, m) and held then m.account, m.name = nil, held end
 end
 
 local function match_accounts(st)
   local only = st.input.only
   st.wants = {} -- lowercase account -> its wanted groups (pack_wants)
+  st.slim_accounts = st.pol.keeps_no_account and st.pol:keeps_no_account() or nil
   st.gnum, st.gnames = {}, {} -- group name <-> its number in wants
   for _, m in ipairs(st.mapped) do
     if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end
