@@ -378,7 +378,7 @@ end
 -- held (with a fifth field 100,000 m's took ~10 MB more).
 local M_MT = { __index = function(m, k)
   if k == "login" then
-    local u = rawget(m, "user")
+    local u = rawget(m, "user") or m -- (a compact source's m is its own stub)
     return u.profile and u.profile.login or u.id
   elseif k == "account" then -- held as its name only (desire_groups)
     local name = rawget(m, "name")
@@ -389,9 +389,24 @@ end }
 -- A mapped user of a compact source (a usersync.userset, made afresh on
 -- each access) is held as a stub { id = } whose other fields are read
 -- from the set (st.stub_mt): 100,000 users kept as tables until their
--- memberships are planned cost ~65 MB. user_of(st, m) gives the whole
+-- memberships are planned cost ~65 MB. The stub is m itself (m.user is
+-- m; a table of its own per user cost ~8 MB more): m's own fields
+-- (M_FIELDS) are never looked up in the set. user_of(st, m) gives the whole
 -- user again; with the default hooks (which keep nothing of a user)
 -- written into one table (st.scratch): no garbage per user.
+local M_FIELDS = { login = true, account = true, key = true, name = true, existing = true,
+                   conflict = true, deactivate = true }
+
+local function stub_mt_of(users)
+  local m_index = M_MT.__index
+  return { __index = function(m, k)
+    if k == "user" then return m end
+    if M_FIELDS[k] then return m_index(m, k) end
+    local u = users:get(rawget(m, "id"))
+    return u and u[k]
+  end }
+end
+
 local function user_of(st, m)
   local u = m.user
   if not (st.stub_mt and getmetatable(u) == st.stub_mt) then return u end
@@ -417,7 +432,7 @@ local function map_users(st)
   local left_out, n_left = {}, 0
   local users = st.input.source.users or {}
   local compact = type(users) == "userdata"
-  local stub_mt = compact and { __index = function(stub, k) local u = users:get(rawget(stub, "id")); return u and u[k] end }
+  local stub_mt = compact and stub_mt_of(users)
   st.stub_mt = stub_mt
   st.scratch = compact and st.pol:keeps_no_user() and {} or nil
   -- seen, for a compact source: "read" is being in the set, "kept" a mark
@@ -444,8 +459,8 @@ local function map_users(st)
       -- with the default hooks and a compact source the policy's answer is
       -- asked again when the user is matched (match_user): until then its
       -- name is held, not its table (~28 MB at 100,000 users)
-      local m = setmetatable({ user = compact and setmetatable({ id = u.id }, stub_mt) or u,
-                              key = key }, M_MT)
+      local m = compact and setmetatable({ id = u.id, key = key }, stub_mt)
+        or setmetatable({ user = u, key = key }, M_MT)
       if st.scratch then m.name = acct.name else m.account = acct end
       st.mapped[#st.mapped + 1] = m
 
