@@ -459,9 +459,11 @@ local function map_users(st)
       -- with the default hooks and a compact source the policy's answer is
       -- asked again when the user is matched (match_user): until then its
       -- name is held, not its table (~28 MB at 100,000 users)
-      local m = compact and setmetatable({ id = u.id, key = key }, stub_mt)
-        or setmetatable({ user = u, key = key }, M_MT)
-      if st.scratch then m.name = acct.name else m.account = acct end
+      -- (each m made with room for its fields: a table that grows is rehashed)
+      local m
+      if st.scratch then m = setmetatable({ id = u.id, key = key, name = acct.name, existing = nil }, stub_mt)
+      elseif compact then m = setmetatable({ id = u.id, key = key, account = acct, existing = nil }, stub_mt)
+      else m = setmetatable({ user = u, key = key, account = acct, existing = nil }, M_MT) end
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -508,8 +510,8 @@ end
 -- Phase 2a: a mapped user's link. Returns the account as it is to be
 -- addressed, its lowercase key, the linked account (nil when none, or
 -- gone) and whether it is still being onboarded; or nil (a conflict).
-local function follow_link(st, m)
-  local u, acct, key = m.user, m.account, m.key
+local function follow_link(st, m, acct)
+  local u, key = m.user, m.key
   local linked_name = st.links[u.id]
   if not linked_name then return acct, key, nil, false end
 
@@ -758,17 +760,16 @@ local function desire_groups(st, m, acct, key, existing, is_new)
   -- An existing account's policy answer is read again only for its name
   -- when the default_groups hook keeps nothing of it: held as the name
   -- (M_MT; the answer's table and strings cost ~20 MB at 100,000 users).
-  if existing and st.slim_accounts then m.name, m.account = acct.name, nil else m.account = acct end
+  if existing and st.slim_accounts and rawget(m, "name") then m.name = acct.name else m.account = acct end
   m.existing = existing
   st.desired[key], st.wants[key] = m, pack_wants(st, want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
-  return true
 end
 
 -- Phase 2: match each mapped user to an account (link, adoption or
 -- creation), plan its attributes and the groups it should be in.
-local function match_one(st, m)
-  local acct, key, existing, is_new = follow_link(st, m)
+local function match_one(st, m, answer)
+  local acct, key, existing, is_new = follow_link(st, m, answer)
   if not acct then return end
 
   if not existing then
@@ -788,21 +789,17 @@ local function match_one(st, m)
   if existing and st.hold then existing = st.hold(existing) end
 
   if acct.active then
-    return desire_groups(st, m, acct, key, existing, is_new)
+    desire_groups(st, m, acct, key, existing, is_new)
   elseif m.deactivate then
     m.account, m.existing = acct, existing -- m.deactivate is set
     st.desired[key], st.wants[key] = m, nil
-    return true
   end
 end
 
 local function match_user(st, m)
-  local held = rawget(m, "name")
-  if held then -- held as its name (map_users): the whole answer again
-    m.account, m.name = st.pol:user(user_of(st, m), st.ctx), nil
-  end
-  -- not desired (a conflict, nothing to do, a failed hook): the name again
-  if not match_one(st, m) and held then m.account, m.name = nil, held end
+  -- held as its name (map_users): the whole answer again
+  local acct = rawget(m, "account") or st.pol:user(user_of(st, m), st.ctx)
+  match_one(st, m, acct)
 end
 
 local function match_accounts(st)
