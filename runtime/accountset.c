@@ -363,6 +363,23 @@ size_t us_accountset_ngroup_names(const us_accountset *s) { return s->ngroups; }
 
 const char *us_accountset_group_name(const us_accountset *s, size_t k) { return str(s, s->groups[k]); }
 
+void us_accountset_shrink(us_accountset *s) {
+  if (s->used < s->cap) {
+    char *a = realloc(s->arena, s->used);
+    if (a) {
+      s->arena = a;
+      s->cap = s->used;
+    }
+  }
+  if (s->n && s->n < s->acap) {
+    struct acct *a = realloc(s->a, s->n * sizeof *a);
+    if (a) {
+      s->a = a;
+      s->acap = s->n;
+    }
+  }
+}
+
 size_t us_accountset_bytes(const us_accountset *s) {
   return sizeof *s + s->cap + s->acap * sizeof *s->a + s->gcap * sizeof *s->groups +
          (s->by_name.cap + s->by_id.cap + s->by_group.cap) * sizeof(uint32_t) + s->group_vec_bytes;

@@ -48,6 +48,8 @@
 **   db:unlock(name)     -> true when this handle held it, else false
 **   db:version()        -> schema version (PRAGMA user_version)
 **   db:path()           -> path given to open
+**   db:release_cache()  -> bytes the page cache held; empties it (its
+**                          pages not in use)
 **   db:close()          -> true; idempotent; also __gc and __close
 **
 ** Values bound: nil and json.null -> NULL, booleans -> 1/0,
@@ -513,6 +515,12 @@ static int db_version(lua_State *L) {
   return 1;
 }
 
+static int db_release_cache(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_pushinteger(L, (lua_Integer)us_store_release_cache(ls->s));
+  return 1;
+}
+
 static int db_path(lua_State *L) {
   lstore *ls = check_store(L, 1);
   lua_pushstring(L, us_store_path(ls->s));
@@ -715,7 +723,7 @@ static const luaL_Reg store_methods[] = {
     {"exec", db_exec},       {"query", db_query},     {"first", db_first},
     {"rows", db_rows},       {"each", db_each},       {"transaction", db_transaction},
     {"kv", db_kv},           {"lock", db_lock},       {"unlock", db_unlock},
-    {"version", db_version}, {"path", db_path},       {"close", db_close},
+    {"version", db_version}, {"path", db_path}, {"release_cache", db_release_cache},       {"close", db_close},
     {NULL, NULL},
 };
 

@@ -611,9 +611,14 @@ static int batch_record(lua_State *L) {
 }
 
 /* The batch's sink (us_target_batch_sink): a page's records into the set
-** as they arrive, whoever drives the engine. */
+** as they arrive, whoever drives the engine; at the done event the set
+** gives back the room it kept for growth. */
 static void sink(void *ud, const struct us_target_event *ev) {
   struct lbatch *lb = ud;
+  if (ev->type == US_TEV_DONE) { /* the read is over: the set is held as it is */
+    us_accountset_shrink(lb->set);
+    return;
+  }
   if (feed(lb->set, ev))
     lb->set_oom = 1; /* raised by the next b:next */
 }

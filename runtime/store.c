@@ -438,6 +438,14 @@ static us_store_code fail_rc(us_store *s, int rc) {
 
 const char *us_store_errmsg(const us_store *s) { return s->msg; }
 us_store_code us_store_errcode(const us_store *s) { return s->code; }
+size_t us_store_release_cache(us_store *s) {
+  int cur = 0, hi = 0;
+  if (sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_USED, &cur, &hi, 0) != SQLITE_OK)
+    cur = 0;
+  sqlite3_db_release_memory(s->db);
+  return cur > 0 ? (size_t)cur : 0;
+}
+
 const char *us_store_path(const us_store *s) { return s->path; }
 const char *us_store_lock_token(const us_store *s) { return s->token; }
 long long us_store_last_rowid(const us_store *s) {

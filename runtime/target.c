@@ -442,6 +442,8 @@ static void emit(struct tjob *j, struct us_target_event *ev) {
     free(ev->accounts);
     ev->accounts = NULL;
   }
+  else if (b->sink && ev->type == US_TEV_DONE)
+    b->sink(b->sink_ud, ev); /* the sink's records are all in */
   if (b->tail)
     b->tail->next = n;
   else

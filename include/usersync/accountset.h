@@ -78,4 +78,10 @@ const char *us_accountset_group_name(const us_accountset *s, size_t k);
 /* Bytes the set holds (its allocations, approximately). */
 size_t us_accountset_bytes(const us_accountset *s);
 
+/* Gives back the room the arena and the account array kept for growth
+** (doubling leaves up to half of each unused): for a set that is read in
+** whole and then held. Adding more afterwards still works (they grow
+** again). Never fails: a failed realloc keeps the room. */
+void us_accountset_shrink(us_accountset *s);
+
 #endif

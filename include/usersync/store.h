@@ -88,6 +88,11 @@ us_store_code us_store_errcode(const us_store *s);
 
 /* The path given to us_store_open (owned by s). */
 const char *us_store_path(const us_store *s);
+/* Empties the connection's page cache (its pages not in use): a read of
+** a whole target's links fills it, and nothing after the read needs them
+** before the next statement reads them again. Returns the bytes the cache
+** held before. */
+size_t us_store_release_cache(us_store *s);
 
 /* ---- migrations ---- */
 

@@ -206,7 +206,8 @@ void us_target_batch_free(us_target_batch *b);
 ** ev) runs as each such page arrives (inside the http engine's callbacks,
 ** whoever drives it), before the event is queued; the records are freed
 ** right after, and the queued event carries their count (accounts NULL).
-** So a page waiting to be taken holds no records. NULL fn: none. */
+** So a page waiting to be taken holds no records. fn also sees each DONE
+** event (no records) as it is queued: the sink's records are all in. NULL fn: none. */
 void us_target_batch_sink(us_target_batch *b, void (*fn)(void *ud, const struct us_target_event *ev),
                           void *ud);
 void us_target_event_free(struct us_target_event *ev);

@@ -159,6 +159,20 @@ test("a compact read fills its set as the pages arrive, before the snapshot take
   t:eq(#read.set, N + 1, "every account in the set before any page was taken")
   t:eq(memberships(), 3 * N + 1, "and every membership")
   t:eq(#read.set:get("user00009").groups, 3)
+  -- once the read has ended (its done event), the set gives back the room
+  -- it kept for growth: less than the same accounts added to a new set
+  while not read:ended() and rounds < 2000 do
+    assert(tg:get("admin"))
+    rounds = rounds + 1
+  end
+  t:ok(read:ended(), "the read ended")
+  local copy = accountset.new()
+  for _, a in ipairs(read.set) do
+    copy:add(a)
+    for _, g in ipairs(a.groups) do copy:add_member(a.name, g) end
+  end
+  t:ok(read.set:bytes() < copy:bytes(),
+    ("the set after its read: %d bytes, grown: %d"):format(read.set:bytes(), copy:bytes()))
   local snap = assert(tg:snapshot{ started = read })
   t:eq(snap.accounts, read.set)
   t:eq(#snap.accounts, N + 1)

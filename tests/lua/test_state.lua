@@ -75,6 +75,29 @@ test("two sync entries may link one account; a delete drops every link to it", f
   t:same(state.claims(db, "jira"), {})
 end)
 
+test("linkset leaves the store's page cache empty: the pages it read are not held while the target is planned", function(t)
+  local db = fresh()
+  assert(db:transaction(function()
+    for i = 1, 5000 do
+      local id = ("00u%06d"):format(i)
+      assert(db:exec("INSERT INTO links (sync, target, okta_id, account_name) VALUES ('main', 'jira', ?, ?)",
+        id, ("user%06d@example.com"):format(i)))
+      assert(db:exec("INSERT INTO owned_memberships (sync, target, group_name, okta_id, why) VALUES ('main', 'jira', ?, ?, 'mapping')",
+        "group-" .. i % 50, id))
+    end
+  end))
+  db:release_cache()
+  local n = 0
+  for _ in db:rows("SELECT okta_id, account_name FROM links WHERE sync = 'main'") do n = n + 1 end
+  t:eq(n, 5000)
+  local held = db:release_cache()
+  t:ok(held > 200 * 1024, ("a read of 5,000 links fills the cache: %d bytes"):format(held))
+  local set = state.linkset(db, "main", "jira")
+  t:eq(#set, 5000)
+  local after = db:release_cache()
+  t:ok(after < 64 * 1024, ("after state.linkset the cache holds %d bytes"):format(after))
+end)
+
 test("linkset holds what links, link_ids and owned_memberships read, for one entry and target", function(t)
   local db = fresh()
   local function link(sync, target, id, name, account_id)

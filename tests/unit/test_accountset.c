@@ -154,6 +154,27 @@ static void test_many(void) {
   size_t bytes = us_accountset_bytes(s);
   fprintf(stderr, "# 100,000 accounts: %zu bytes (%zu of text)\n", bytes, text);
   CHECK(bytes < text * 2 + (size_t)N * 100);
+
+  /* shrunk once read: the arena and the account array at their size (the
+  ** doubling left room for up to as much again), the accounts the same */
+  us_accountset_shrink(s);
+  size_t shrunk = us_accountset_bytes(s);
+  fprintf(stderr, "# shrunk: %zu bytes\n", shrunk);
+  CHECK(shrunk + (131072 - N) * 32 <= bytes); /* the array's 31,072 spare slots at least */
+  bad = 0;
+  for (int i = 0; i < N; i++) {
+    snprintf(upper, sizeof upper, "USER%06d", i);
+    snprintf(email, sizeof email, "user%06d@example.com", i);
+    struct us_account_fields f;
+    us_accountset_get(s, (size_t)i, &f);
+    bad += us_accountset_find(s, upper, strlen(upper)) != i || !f.email || strcmp(f.email, email) != 0;
+  }
+  CHECK_EQ_LONG(bad, 0);
+  /* and it still grows */
+  struct us_account_fields more = acct("late-comer", "late@example.com", 1);
+  CHECK_EQ_LONG(us_accountset_put(s, &more, NULL), N);
+  CHECK_EQ_LONG(us_accountset_add_group(s, N, "group-late", 0), 1);
+  CHECK_EQ_LONG(us_accountset_find(s, "LATE-COMER", 10), N);
   us_accountset_free(s);
 }
 

@@ -378,17 +378,35 @@ end
 -- held (with a fifth field 100,000 m's took ~10 MB more).
 local M_MT = { __index = function(m, k)
   if k == "login" then
-    local u = rawget(m, "user")
+    local u = rawget(m, "user") or m -- (a compact source's m is its own stub)
     return u.profile and u.profile.login or u.id
+  elseif k == "account" then -- held as its name only (desire_groups)
+    local name = rawget(m, "name")
+    return name and { name = name }
   end
 end }
 
 -- A mapped user of a compact source (a usersync.userset, made afresh on
 -- each access) is held as a stub { id = } whose other fields are read
 -- from the set (st.stub_mt): 100,000 users kept as tables until their
--- memberships are planned cost ~65 MB. user_of(st, m) gives the whole
+-- memberships are planned cost ~65 MB. The stub is m itself (m.user is
+-- m; a table of its own per user cost ~8 MB more): m's own fields
+-- (M_FIELDS) are never looked up in the set. user_of(st, m) gives the whole
 -- user again; with the default hooks (which keep nothing of a user)
 -- written into one table (st.scratch): no garbage per user.
+local M_FIELDS = { login = true, account = true, key = true, name = true, existing = true,
+                   conflict = true, deactivate = true }
+
+local function stub_mt_of(users)
+  local m_index = M_MT.__index
+  return { __index = function(m, k)
+    if k == "user" then return m end
+    if M_FIELDS[k] then return m_index(m, k) end
+    local u = users:get(rawget(m, "id"))
+    return u and u[k]
+  end }
+end
+
 local function user_of(st, m)
   local u = m.user
   if not (st.stub_mt and getmetatable(u) == st.stub_mt) then return u end
@@ -414,11 +432,21 @@ local function map_users(st)
   local left_out, n_left = {}, 0
   local users = st.input.source.users or {}
   local compact = type(users) == "userdata"
-  local stub_mt = compact and { __index = function(stub, k) local u = users:get(rawget(stub, "id")); return u and u[k] end }
+  local stub_mt = compact and stub_mt_of(users)
   st.stub_mt = stub_mt
   st.scratch = compact and st.pol:keeps_no_user() and {} or nil
-  for _, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
-    st.seen[u.id] = "read"
+  -- seen, for a compact source: "read" is being in the set, "kept" a mark
+  -- by the user's index (100,000 ids as keys held ~8 MB)
+  local kept = compact and {}
+  if compact then
+    local index = users.index
+    st.seen = setmetatable({}, { __index = function(_, id)
+      local i = index(users, id)
+      if i then return kept[i] and "kept" or "read" end
+    end })
+  end
+  for i, u in (st.scratch and each_filled(st.scratch) or ipairs)(users) do
+    if not compact then st.seen[u.id] = "read" end
     local login = u.profile and u.profile.login or u.id
     local acct, err = st.pol:user(u, st.ctx)
 
@@ -427,9 +455,15 @@ local function map_users(st)
       st.failed_ids[u.id] = true
     elseif acct then
       local key = lower(acct.name)
-      st.seen[u.id] = "kept" -- its linked account stays in scope
-      local m = setmetatable({ user = compact and setmetatable({ id = u.id }, stub_mt) or u,
-                              account = acct, key = key }, M_MT)
+      if compact then kept[i] = true else st.seen[u.id] = "kept" end -- its linked account stays in scope
+      -- with the default hooks and a compact source the policy's answer is
+      -- asked again when the user is matched (match_user): until then its
+      -- name is held, not its table (~28 MB at 100,000 users)
+      -- (each m made with room for its fields: a table that grows is rehashed)
+      local m
+      if st.scratch then m = setmetatable({ id = u.id, key = key, name = acct.name, existing = nil }, stub_mt)
+      elseif compact then m = setmetatable({ id = u.id, key = key, account = acct, existing = nil }, stub_mt)
+      else m = setmetatable({ user = u, key = key, account = acct, existing = nil }, M_MT) end
       st.mapped[#st.mapped + 1] = m
 
       -- one m per name, a list only for a duplicate (100,000 lists cost MBs)
@@ -476,8 +510,8 @@ end
 -- Phase 2a: a mapped user's link. Returns the account as it is to be
 -- addressed, its lowercase key, the linked account (nil when none, or
 -- gone) and whether it is still being onboarded; or nil (a conflict).
-local function follow_link(st, m)
-  local u, acct, key = m.user, m.account, m.key
+local function follow_link(st, m, acct)
+  local u, key = m.user, m.key
   local linked_name = st.links[u.id]
   if not linked_name then return acct, key, nil, false end
 
@@ -723,15 +757,19 @@ local function desire_groups(st, m, acct, key, existing, is_new)
     managed[gk], wanted[gk] = managed[gk] or gname, wanted[gk] or gname
   end
 
-  m.account, m.existing = acct, existing
+  -- An existing account's policy answer is read again only for its name
+  -- when the default_groups hook keeps nothing of it: held as the name
+  -- (M_MT; the answer's table and strings cost ~20 MB at 100,000 users).
+  if existing and st.slim_accounts and rawget(m, "name") then m.name = acct.name else m.account = acct end
+  m.existing = existing
   st.desired[key], st.wants[key] = m, pack_wants(st, want, why)
   if is_new then st.new_ids[#st.new_ids + 1] = u.id end
 end
 
 -- Phase 2: match each mapped user to an account (link, adoption or
 -- creation), plan its attributes and the groups it should be in.
-local function match_user(st, m)
-  local acct, key, existing, is_new = follow_link(st, m)
+local function match_one(st, m, answer)
+  local acct, key, existing, is_new = follow_link(st, m, answer)
   if not acct then return end
 
   if not existing then
@@ -758,9 +796,16 @@ local function match_user(st, m)
   end
 end
 
+local function match_user(st, m)
+  -- held as its name (map_users): the whole answer again
+  local acct = rawget(m, "account") or st.pol:user(user_of(st, m), st.ctx)
+  match_one(st, m, acct)
+end
+
 local function match_accounts(st)
   local only = st.input.only
   st.wants = {} -- lowercase account -> its wanted groups (pack_wants)
+  st.slim_accounts = st.pol.keeps_no_account and st.pol:keeps_no_account() or nil
   st.gnum, st.gnames = {}, {} -- group name <-> its number in wants
   for _, m in ipairs(st.mapped) do
     if not m.conflict and not (only and not only[m.user.id]) then match_user(st, m) end

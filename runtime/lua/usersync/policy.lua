@@ -210,6 +210,13 @@ function Policy:keeps_no_user()
   return not (self.custom.user or self.custom.groups)
 end
 
+-- Whether the default_groups hook is the default one, which reads nothing
+-- of the account it is given: a caller may then give it an account that
+-- holds just its name.
+function Policy:keeps_no_account()
+  return not self.custom.default_groups
+end
+
 -- The answer Policy:groups keeps for key under ctx, or nil (none yet, or
 -- the hooks are custom): a caller that would make the user only to ask.
 function Policy:kept_groups(key, ctx)

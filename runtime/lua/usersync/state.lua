@@ -205,6 +205,9 @@ function M.linkset(db, sync, target, turn)
     n = n + 1
     if turn and n % 512 == 0 then turn() end
   end
+  -- the pages read (100,000 links and their memberships: the cache's
+  -- 8 MB) are not read again while the target is planned
+  db:release_cache()
   return set
 end
 
