@@ -14,6 +14,7 @@
 ** Uses: libc only.
 */
 #include "usersync/linkset.h"
+#include "strkey.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,50 +49,11 @@ struct us_linkset {
   size_t npending, pcap;
 };
 
-static unsigned char fold(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
-
-static uint64_t hash(const char *s, size_t len, int ci) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++) {
-    h ^= ci ? fold((unsigned char)s[i]) : (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-/* a (len bytes, may hold a NUL) against the stored NUL-terminated b. */
-static int same_ci(const char *a, const char *b, size_t len) {
-  for (size_t i = 0; i < len; i++)
-    if (b[i] == '\0' || fold((unsigned char)a[i]) != fold((unsigned char)b[i]))
-      return 0;
-  return b[len] == '\0';
-}
-
-static int same(const char *a, const char *b, size_t len) {
-  return strnlen(b, len + 1) == len && memcmp(a, b, len) == 0;
-}
-
 static const char *str(const us_linkset *s, uint32_t off) { return off ? s->arena + off : NULL; }
 
 /* Copies p into the arena: its offset, or 0 when out of memory. */
 static uint32_t intern_text(us_linkset *s, const char *p) {
-  size_t k = strlen(p) + 1;
-  if (s->used + k > UINT32_MAX)
-    return 0;
-  if (s->used + k > s->cap) {
-    size_t cap = s->cap * 2;
-    while (cap < s->used + k)
-      cap *= 2;
-    char *a = realloc(s->arena, cap);
-    if (!a)
-      return 0;
-    s->arena = a;
-    s->cap = cap;
-  }
-  memcpy(s->arena + s->used, p, k);
-  uint32_t off = (uint32_t)s->used;
-  s->used += k;
-  return off;
+  return sk_arena_text(&s->arena, &s->used, &s->cap, p);
 }
 
 /* ---------- hash tables ---------- */
@@ -107,12 +69,12 @@ static const char *key_of(const us_linkset *s, int kind, uint32_t v) {
 static uint32_t *slot_of(const us_linkset *s, const struct hindex *h, const char *key, size_t len) {
   int ci = h->kind == BY_NAME;
   size_t mask = h->cap - 1;
-  for (size_t i = (size_t)hash(key, len, ci) & mask;; i = (i + 1) & mask) {
+  for (size_t i = (size_t)sk_hash(key, len, ci) & mask;; i = (i + 1) & mask) {
     uint32_t v = h->slot[i];
     if (!v)
       return &h->slot[i];
     const char *k = key_of(s, h->kind, v);
-    if (ci ? same_ci(key, k, len) : same(key, k, len))
+    if (ci ? sk_same_ci(key, k, len) : sk_same(key, k, len))
       return &h->slot[i];
   }
 }

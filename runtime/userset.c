@@ -12,6 +12,7 @@
 ** Uses: libc only.
 */
 #include "usersync/userset.h"
+#include "strkey.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,15 +52,6 @@ struct us_userset {
   uint32_t records; /* records put (the next seq) */
 };
 
-static uint64_t hash(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 /* The text at arena offset off (tag 's'), its length in *len. */
 static const char *text_at(const us_userset *s, uint32_t off, size_t *len) {
   const unsigned char *p = (const unsigned char *)s->arena + off + 1;
@@ -75,21 +67,7 @@ static const char *text_at(const us_userset *s, uint32_t off, size_t *len) {
 }
 
 /* Room for k more bytes in the arena. 0, or -1. */
-static int arena_room(us_userset *s, size_t k) {
-  if (s->used + k > UINT32_MAX)
-    return -1;
-  if (s->used + k <= s->cap)
-    return 0;
-  size_t cap = s->cap * 2;
-  while (cap < s->used + k)
-    cap *= 2;
-  char *a = realloc(s->arena, cap);
-  if (!a)
-    return -1;
-  s->arena = a;
-  s->cap = cap;
-  return 0;
-}
+static int arena_room(us_userset *s, size_t k) { return sk_arena_room(&s->arena, &s->used, &s->cap, k); }
 
 /* Copies text v[0..len) into the arena: its offset, or 0 when out of memory. */
 static uint32_t put_text(us_userset *s, const char *v, size_t len) {
@@ -136,7 +114,7 @@ static uint32_t key_off(const us_userset *s, const struct hindex *h, uint32_t v)
 
 static uint32_t *slot_of(const us_userset *s, const struct hindex *h, const char *key, size_t len) {
   size_t mask = h->cap - 1;
-  for (size_t i = (size_t)hash(key, len) & mask;; i = (i + 1) & mask) {
+  for (size_t i = (size_t)sk_hash(key, len, 0) & mask;; i = (i + 1) & mask) {
     uint32_t v = h->slot[i];
     if (!v || same_text(s, key_off(s, h, v), key, len))
       return &h->slot[i];
